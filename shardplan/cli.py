@@ -1,0 +1,100 @@
+"""The `shardplan` command line. Thin: parse options, call one public function, render.
+
+Errors a user can cause print one line on stderr and exit with code 2. torch, ortools and NVML
+are imported only inside the commands that need them, so `shardplan topo` starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from shardplan.errors import ShardplanError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Decide how to shard a model over a GPU cluster.",
+)
+_out = Console()
+
+
+@app.callback()
+def _root() -> None:
+    """Decide how to shard a model over a GPU cluster."""
+
+
+@app.command()
+def topo(
+    source: Annotated[str, typer.Argument(help="'live', a preset name, a YAML/JSON file, or saved `nvidia-smi topo -m`.")],
+    nodes: Annotated[int, typer.Option(help="Copies of the source joined by its network.")] = 1,
+    gpu: Annotated[str | None, typer.Option(help="GPU model where the source does not say it, e.g. h100-sxm.")] = None,
+    nvlink: Annotated[Path | None, typer.Option(help="Saved `nvidia-smi nvlink -s` of the same machine.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    draw: Annotated[Path | None, typer.Option(help="Write a picture of the topology (.png or .svg).")] = None,
+) -> None:
+    """Show a machine's GPUs, NVLink islands, PCIe groups, NICs and bandwidth by link class."""
+    from shardplan.topology import load_topology
+    from shardplan.topology.summary import summarize
+
+    topology = load_topology(source, nodes=nodes, gpu=gpu, nvlink_status=nvlink)
+    if draw is not None:
+        from shardplan.topology.draw import draw as draw_topology
+
+        draw_topology(topology, draw)
+    if as_json:
+        print(topology.to_json())
+        return
+    s = summarize(topology)
+    _out.print(f"[bold]{s['name']}[/]  {s['num_gpus']} GPUs, {s['num_nodes']} node(s)")
+    if s["source"]:
+        _out.print(f"source    {s['source']}", highlight=False)
+    _out.print("GPUs      " + ", ".join(f"{k} x{v}" for k, v in s["gpu_models"].items()), highlight=False)
+    islands = s["nvlink_islands"]
+    _out.print("NVLink    " + (" ".join(str(i) for i in islands) if islands else "none"), highlight=False)
+    _out.print(f"sockets   {s['sockets_first_node']} (first node)", highlight=False)
+    if s["nics_first_node"]:
+        nics = ", ".join(f"{n['name']} {n['gbit'] or '?'}Gb/s near {n['near']}" for n in s["nics_first_node"])
+        _out.print(f"NICs      {nics}", highlight=False)
+    table = Table(title="bandwidth by link class (GB/s per direction)")
+    for col in ("link", "GPU pairs (first node)", "achievable", "datasheet"):
+        table.add_column(col)
+    for c in s["link_classes"]:
+        pairs = "-" if c["pairs_in_first_node"] is None else str(c["pairs_in_first_node"])
+        table.add_row(c["kind"], pairs, c["gbps"] or "? (pass --gpu)", c["datasheet_gbps"] or "?")
+    _out.print(table)
+    if draw is not None:
+        _out.print(f"picture   {draw}")
+
+
+def main() -> None:
+    """Entry point: run the app; user errors become one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except ShardplanError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        print(f"error: {where}: {first['msg']}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as exc:
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click's usage errors (vendored by typer)
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

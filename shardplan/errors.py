@@ -1,0 +1,33 @@
+"""The one exception family a user can cause.
+
+Every message says what to fix. The CLI catches `ShardplanError` only, prints its message as one line
+on stderr and exits with code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class ShardplanError(Exception):
+    """Base of every error that bad input, an unknown name or an impossible request can cause."""
+
+
+class TopologyError(ShardplanError):
+    """A topology source could not be read, or does not say what planning needs."""
+
+
+class ParseError(TopologyError):
+    """A text source is malformed; the message names the file, the line and what was expected."""
+
+    def __init__(self, source: str, line: int | None, message: str) -> None:
+        where = f"{source}: line {line}: " if line is not None else f"{source}: "
+        super().__init__(where + message)
+        self.source = source
+        self.line = line
+
+
+class ModelSpecError(ShardplanError):
+    """A model source is unknown or its config is inconsistent."""
+
+
+class PlanError(ShardplanError):
+    """A layout or request cannot be planned (degrees, memory, permutation)."""

@@ -1,0 +1,68 @@
+"""The machine as data: `load_topology` reads any source into one `Topology`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shardplan.errors import TopologyError
+from shardplan.topology.cluster import build
+from shardplan.topology.schema import Gpu, Topology
+from shardplan.topology.sources.file import parse_declared
+from shardplan.topology.sources.nvidia_smi import apply_nvlink_status, looks_like_topo, parse_nvlink_status, parse_topo
+from shardplan.topology.sources.presets import preset_names, read_preset
+from shardplan.topology.spec import TopologySpec
+
+__all__ = ["Gpu", "Topology", "TopologySpec", "load_topology", "preset_names", "read_spec"]
+
+
+def read_spec(source: str | Path, *, nvlink_status: str | Path | None = None) -> TopologySpec:
+    """The declared form of `source`: 'live', a preset name, a YAML/JSON file, or saved
+    `nvidia-smi topo -m` text (recognised by content)."""
+    text_source = str(source)
+    if text_source == "live":
+        from shardplan.topology.sources.nvml import read_live
+
+        spec = read_live()
+    elif text_source in preset_names():
+        spec = read_preset(text_source)
+    else:
+        path = Path(text_source)
+        if not path.is_file():
+            raise TopologyError(
+                f"{text_source}: not a file, 'live', or a preset (presets: {', '.join(preset_names())})"
+            )
+        try:
+            text = path.read_text(errors="replace")
+        except OSError as exc:
+            raise TopologyError(f"{text_source}: cannot read ({exc.strerror})") from None
+        if path.suffix.lower() in (".yaml", ".yml", ".json"):
+            spec = parse_declared(text, text_source)
+        elif looks_like_topo(text):
+            spec = parse_topo(text, text_source)
+        else:
+            raise TopologyError(
+                f"{text_source}: neither `nvidia-smi topo -m` output (no header row starting GPU0) "
+                "nor a .yaml/.json topology"
+            )
+    if nvlink_status is not None:
+        path = Path(nvlink_status)
+        if not path.is_file():
+            raise TopologyError(f"{nvlink_status}: no such file")
+        spec = apply_nvlink_status(spec, parse_nvlink_status(path.read_text(errors="replace"), str(path)))
+    return spec
+
+
+def load_topology(
+    source: str | Path | Topology, *, nodes: int = 1, gpu: str | None = None, nvlink_status: str | Path | None = None
+) -> Topology:
+    """A `Topology` from 'live', a preset name, a YAML/JSON file or saved `nvidia-smi topo -m` text.
+
+    `nodes=N` makes N copies of the source joined by its network; `gpu` names the GPU model where
+    the source does not say it; `nvlink_status` is a saved `nvidia-smi nvlink -s` for the same box.
+
+    >>> load_topology("dgx-h100").num_gpus
+    8
+    """
+    if isinstance(source, Topology):
+        return source
+    return build(read_spec(source, nvlink_status=nvlink_status), nodes=nodes, gpu=gpu)

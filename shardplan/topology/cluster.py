@@ -1,0 +1,148 @@
+"""Turn a declared `TopologySpec` into a `Topology`: expand node counts, copy for `nodes=N`,
+number GPUs globally, resolve GPU models, and place each GPU in its node's PCIe tree."""
+
+from __future__ import annotations
+
+from shardplan.errors import TopologyError
+from shardplan.topology.catalog import gpu_model, gpu_models, match_product_name
+from shardplan.topology.schema import Gpu, Network, Nic, Node, NvLinkBundle, NvSwitchDomain, Topology
+from shardplan.topology.spec import NodeSpec, TopologySpec
+
+
+def _group_ids(groups: list[list[int]], n: int, *, default_shared: bool) -> list[int | None]:
+    """Group number of each local GPU; GPUs in no group get their own id (or share 0 when
+    `default_shared` and no groups were declared at all)."""
+    if not groups:
+        return [0] * n if default_shared else list(range(n))
+    ids: list[int | None] = [None] * n
+    for k, group in enumerate(groups):
+        for idx in group:
+            ids[idx] = k
+    next_id = len(groups)
+    for idx in range(n):
+        if ids[idx] is None:
+            ids[idx] = next_id
+            next_id += 1
+    return ids
+
+
+def _switch_ids(groups: list[list[int]], n: int) -> list[int | None]:
+    """Like `_group_ids` for switches, where a GPU in no group sits on no switch (None)."""
+    ids: list[int | None] = [None] * n
+    for k, group in enumerate(groups):
+        for idx in group:
+            ids[idx] = k
+    return ids
+
+
+def _resolve_model(node: NodeSpec, local: int, override: str | None) -> str | None:
+    info = node.gpu_info[local] if node.gpu_info else None
+    for key in (info.model if info else None, node.gpu, override):
+        if key is not None:
+            gpu_model(key)  # unknown names fail here, with the list of known ones
+            return key
+    if info and info.name:
+        return match_product_name(info.name, info.memory_bytes)
+    return None
+
+
+def build(spec: TopologySpec, *, nodes: int = 1, gpu: str | None = None) -> Topology:
+    """The `Topology` of `nodes` copies of `spec`, GPUs numbered node by node.
+
+    `gpu` names the GPU model where the source does not say it.
+    """
+    if nodes < 1:
+        raise TopologyError(f"nodes must be at least 1, got {nodes}")
+    if gpu is not None and gpu not in gpu_models():
+        gpu_model(gpu)
+    node_specs = [ns for _ in range(nodes) for ns in spec.nodes for _ in range(ns.count)]
+    gpus: list[Gpu] = []
+    bundles: list[NvLinkBundle] = []
+    domains: list[tuple[list[int], NvSwitchDomain]] = []
+    nics: list[Nic] = []
+    out_nodes: list[Node] = []
+    for node_index, ns in enumerate(node_specs):
+        base = len(gpus)
+        n = ns.gpus
+        sockets = _group_ids(ns.pcie.sockets, n, default_shared=True)
+        bridges = _group_ids(ns.pcie.host_bridges, n, default_shared=False)
+        groups = _switch_ids(ns.pcie.switch_groups or ns.pcie.switches, n)
+        switches = _switch_ids(ns.pcie.switches, n)
+        models = [_resolve_model(ns, k, gpu) for k in range(n)]
+        for k in range(n):
+            info = ns.gpu_info[k] if ns.gpu_info else None
+            model = models[k]
+            gpus.append(
+                Gpu(
+                    index=base + k,
+                    node=node_index,
+                    local_index=k,
+                    name=info.name if info else None,
+                    model=model,
+                    memory_bytes=(info.memory_bytes if info and info.memory_bytes else None)
+                    or (gpu_model(model).memory_bytes if model else None),
+                    pci_bus_id=info.pci_bus_id if info else None,
+                    numa_node=info.numa_node if info else None,
+                    socket=sockets[k] or 0,
+                    host_bridge=bridges[k] or 0,
+                    switch_group=groups[k],
+                    switch=switches[k],
+                    pcie_gen=ns.pcie.gen,
+                    pcie_width=ns.pcie.width,
+                )
+            )
+        per_link = ns.nvlink_gbps_per_link
+        if per_link is None and models[0] is not None and len(set(models)) == 1:
+            per_link = gpu_model(models[0]).nvlink_gbps_per_link or None
+        for a, b in {(min(a, b), max(a, b)) for a, b, _ in ns.nvlink}:
+            links = max(lk for x, y, lk in ns.nvlink if {x, y} == {a, b})
+            bundles.append(NvLinkBundle(a=base + a, b=base + b, links=links, gbps_per_link=per_link))
+        if ns.nvswitch is not None:
+            members = ns.nvswitch.gpus if ns.nvswitch.gpus is not None else list(range(n))
+            domain = NvSwitchDomain(
+                gpus=tuple(base + k for k in members),
+                links_per_gpu=ns.nvswitch.links_per_gpu,
+                gbps_per_link=per_link,
+                nvls=ns.nvswitch.nvls,
+            )
+            domains.append(([node_index], domain))
+        for nic in ns.nics:
+            nics.append(
+                Nic(
+                    node=node_index,
+                    name=nic.name,
+                    gbit=nic.gbit or spec.network.gbit_per_nic,
+                    socket=nic.socket if nic.socket is not None else (sockets[nic.near[0]] if nic.near else None),
+                    near=tuple(base + k for k in nic.near),
+                )
+            )
+        out_nodes.append(Node(index=node_index, name=ns.name, socket_link_gbps=ns.pcie.socket_link_gbps))
+    return Topology(
+        name=spec.name if nodes == 1 else f"{nodes}x {spec.name}",
+        source=spec.source,
+        gpus=tuple(gpus),
+        nodes=tuple(out_nodes),
+        nvlinks=tuple(sorted(bundles, key=lambda b: (b.a, b.b))),
+        nvswitch_domains=_merge_domains(domains, spec.nvlink_domain_nodes),
+        nics=tuple(nics),
+        network=Network(
+            name=spec.network.name, gbit_per_nic=spec.network.gbit_per_nic, latency_us=spec.network.latency_us
+        ),
+    )
+
+
+def _merge_domains(
+    domains: list[tuple[list[int], NvSwitchDomain]], nodes_per_domain: int
+) -> tuple[NvSwitchDomain, ...]:
+    """Join the NVSwitch fabrics of every `nodes_per_domain` consecutive nodes (an NVL72 rack)."""
+    if nodes_per_domain == 1:
+        return tuple(d for _, d in domains)
+    merged: dict[int, NvSwitchDomain] = {}
+    for (node_index, *_), d in domains:
+        key = node_index // nodes_per_domain
+        if key in merged:
+            m = merged[key]
+            merged[key] = m.model_copy(update={"gpus": m.gpus + d.gpus})
+        else:
+            merged[key] = d
+    return tuple(merged[k] for k in sorted(merged))

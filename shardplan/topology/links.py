@@ -1,0 +1,67 @@
+"""Bandwidth of each link class: theoretical (spec) and achievable (measured), each with its source.
+
+Units: GB/s (10^9 bytes per second) per direction. Planning uses the achievable figures; the
+theoretical ones are kept so a user can see the gap.
+"""
+
+from __future__ import annotations
+
+# PCIe x16, per direction, after 128b/130b encoding (PCI-SIG base specs 3.0/4.0/5.0: 8/16/32 GT/s
+# per lane): 8e9 * 16 lanes * 128/130 / 8 bits = 15.75 GB/s for Gen3; doubling each generation.
+# Gen6 (64 GT/s PAM4, FLIT mode, PCIe 6.0 spec): 128 GB/s raw x 242/256 FLIT efficiency = 121 GB/s.
+PCIE_X16_THEORETICAL_GBPS: dict[int, float] = {3: 15.75, 4: 31.5, 5: 63.0, 6: 121.0}
+
+# Achievable PCIe x16 bandwidth, measured:
+#   Gen5: 54.79 GB/s host-to-device, pinned 1 GiB copy on a real H100 (fixtures/device-h100/facts.json,
+#         h2d_pinned_1024MiB_GBps); GPU-to-GPU P2P on Gen5 reached 56.6 GB/s same socket, 55.6 GB/s across
+#         sockets (fixtures/p2p/p2pBandwidthLatencyTest-rtx5090x8-rtxpro6000-9gpu-2socket-p2pdriver-1.txt).
+#   Gen4: 26.32 GB/s GPU-to-GPU P2P under one host bridge
+#         (fixtures/p2p/p2pBandwidthLatencyTest-rtx6000ada-2gpu-workstation-1.txt).
+#   Gen3, Gen6: no measurement here; assumed at the measured Gen4 and Gen5 efficiency respectively
+#         (26.32/31.5 = 0.836, 54.79/63.0 = 0.870).
+PCIE_X16_ACHIEVABLE_GBPS: dict[int, float] = {
+    3: 15.75 * 26.32 / 31.5,  # assumption: Gen4's measured efficiency
+    4: 26.32,  # measured, fixture above
+    5: 54.79,  # measured, fixture above
+    6: 121.0 * 54.79 / 63.0,  # assumption: Gen5's measured efficiency
+}
+
+# NVLink achievable / theoretical, measured with p2pBandwidthLatencyTest (unidirectional P2P writes):
+#   through NVSwitch: H100 SXM x8, ~376 GB/s of 18 x 25 = 450 GB/s
+#     (fixtures/p2p/p2pBandwidthLatencyTest-h100-8gpu-nvswitch-partial-1.txt) -> 0.835
+#   direct bonded links: H100 PCIe NV12 bridge, 256.6 GB/s of 12 x 25 = 300 GB/s
+#     (fixtures/p2p/p2pBandwidthLatencyTest-h100-pcie-2gpu-nvlink-bridge-1.txt) -> 0.855
+NVLINK_SWITCH_EFFICIENCY = 376.0 / 450.0
+NVLINK_DIRECT_EFFICIENCY = 256.6 / 300.0
+
+# Network between nodes: NIC line rate in Gb/s / 8, times an achievable fraction. No fixture here
+# isolates one NIC, so 0.9 is an assumption (NVIDIA's GPUDirect RDMA guidance for InfiniBand NDR
+# quotes ~90% of line rate); `shardplan calibrate` on several nodes replaces it with a measurement.
+NET_EFFICIENCY = 0.9
+
+
+def pcie_gbps(gen: int, width: int = 16, *, achievable: bool = True) -> float:
+    """Per-direction bandwidth of one PCIe link of this generation and lane count, in GB/s.
+
+    >>> round(pcie_gbps(5, 16, achievable=False), 1)
+    63.0
+    >>> round(pcie_gbps(4, 8), 2)
+    13.16
+    """
+    table = PCIE_X16_ACHIEVABLE_GBPS if achievable else PCIE_X16_THEORETICAL_GBPS
+    if gen not in table:
+        gen = min(table, key=lambda g: abs(g - gen))
+    return table[gen] * width / 16
+
+
+def nvlink_gbps(links: int, gbps_per_link: float, *, switched: bool, achievable: bool = True) -> float:
+    """Per-direction bandwidth of a bonded set of NVLinks (or a GPU's links into an NVSwitch), GB/s."""
+    raw = links * gbps_per_link
+    if not achievable:
+        return raw
+    return raw * (NVLINK_SWITCH_EFFICIENCY if switched else NVLINK_DIRECT_EFFICIENCY)
+
+
+def net_gbps(nic_gbit: float, *, achievable: bool = True) -> float:
+    """Per-direction bandwidth of one NIC of `nic_gbit` Gb/s line rate, in GB/s."""
+    return nic_gbit / 8 * (NET_EFFICIENCY if achievable else 1.0)

@@ -1,0 +1,269 @@
+"""`Topology`: every GPU of a machine or cluster, where it sits, and the links between GPUs.
+
+Indexes are global (0..num_gpus-1, node by node). PCIe position is stored as coordinates inside
+the node (socket, host bridge, switch group, switch); two GPUs' `path_kind` is the level at which
+their coordinates first agree, exactly as the `nvidia-smi topo -m` legend defines it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import cached_property
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shardplan.errors import TopologyError
+from shardplan.topology import links as L
+from shardplan.topology.catalog import GpuModel, gpu_model
+
+PathKind = Literal["self", "nvlink", "pix", "pxb", "phb", "node", "sys", "net"]
+PATH_KINDS: tuple[str, ...] = ("self", "nvlink", "pix", "pxb", "phb", "node", "sys", "net")
+SCHEMA_VERSION = 1
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Gpu(_Frozen):
+    """One GPU and its place in its node."""
+
+    index: int = Field(ge=0, description="Global index, 0..num_gpus-1.")
+    node: int = Field(ge=0, description="Node index.")
+    local_index: int = Field(ge=0, description="Index inside its node (NVML / nvidia-smi order).")
+    name: str | None = Field(None, description="Product name, where the source says it.")
+    model: str | None = Field(None, description="Catalogue key (e.g. 'h100-sxm'), None if unknown.")
+    memory_bytes: int | None = Field(None, description="Device memory, bytes, None if unknown.")
+    pci_bus_id: str | None = None
+    numa_node: int | None = None
+    socket: int = Field(description="CPU socket / NUMA domain group inside the node.")
+    host_bridge: int = Field(description="PCIe host bridge group inside the node.")
+    switch_group: int | None = Field(description="Top PCIe switch group (PXB reach), None: none.")
+    switch: int | None = Field(description="Leaf PCIe switch (PIX reach), None: on a root port.")
+    pcie_gen: int | None = Field(None, description="PCIe generation of the GPU's link.")
+    pcie_width: int = Field(16, description="PCIe lanes of the GPU's link.")
+
+
+class NvLinkBundle(_Frozen):
+    """Direct bonded NVLinks between two GPUs (global indexes, a < b)."""
+
+    a: int
+    b: int
+    links: int = Field(gt=0)
+    gbps_per_link: float | None = Field(description="Per link per direction, GB/s; None: unknown.")
+
+
+class NvSwitchDomain(_Frozen):
+    """GPUs joined all-to-all through NVSwitches (one node, or a rack such as NVL72)."""
+
+    gpus: tuple[int, ...]
+    links_per_gpu: int = Field(gt=0)
+    gbps_per_link: float | None
+    nvls: bool = Field(False, description="NVLink SHARP in-switch reduction.")
+
+
+class Nic(_Frozen):
+    """A network adapter."""
+
+    node: int
+    name: str
+    gbit: float | None = Field(description="Line rate, Gb/s.")
+    socket: int | None
+    near: tuple[int, ...] = Field(description="Global GPU indexes sharing its PCIe switch or bridge.")
+
+
+class Node(_Frozen):
+    """One machine."""
+
+    index: int
+    name: str
+    socket_link_gbps: float | None = Field(None, description="Socket interconnect GB/s per direction.")
+
+
+class Network(_Frozen):
+    """The fabric between nodes."""
+
+    name: str = "network"
+    gbit_per_nic: float | None = None
+    latency_us: float = 5.0
+
+
+class Topology(_Frozen):
+    """A machine or cluster: GPUs, NVLink bundles and fabrics, PCIe positions, NICs, network."""
+
+    name: str
+    source: str | None = None
+    gpus: tuple[Gpu, ...]
+    nodes: tuple[Node, ...]
+    nvlinks: tuple[NvLinkBundle, ...] = ()
+    nvswitch_domains: tuple[NvSwitchDomain, ...] = ()
+    nics: tuple[Nic, ...] = ()
+    network: Network = Field(default_factory=Network)
+
+    # ----- lookups, built once ------------------------------------------------------------------
+    @cached_property
+    def _bundles(self) -> dict[tuple[int, int], NvLinkBundle]:
+        return {(b.a, b.b): b for b in self.nvlinks}
+
+    @cached_property
+    def _domain_of(self) -> dict[int, NvSwitchDomain]:
+        return {g: d for d in self.nvswitch_domains for g in d.gpus}
+
+    @cached_property
+    def _nics_of_node(self) -> dict[int, list[Nic]]:
+        out: dict[int, list[Nic]] = {}
+        for nic in self.nics:
+            out.setdefault(nic.node, []).append(nic)
+        return out
+
+    # ----- the public queries -------------------------------------------------------------------
+    @property
+    def num_gpus(self) -> int:
+        """Number of GPUs in the whole topology."""
+        return len(self.gpus)
+
+    @property
+    def num_nodes(self) -> int:
+        """Number of nodes."""
+        return len(self.nodes)
+
+    def _pair(self, i: int, j: int) -> tuple[Gpu, Gpu]:
+        n = self.num_gpus
+        if not (0 <= i < n and 0 <= j < n):
+            raise TopologyError(f"GPU index out of range: ({i}, {j}); this topology has {n} GPUs")
+        return self.gpus[i], self.gpus[j]
+
+    def nvlink_count(self, i: int, j: int) -> int:
+        """Bonded NVLinks between GPU i and j as `NV#` shows them (through an NVSwitch: the
+        GPU's links into the fabric), 0 if none."""
+        self._pair(i, j)
+        if i == j:
+            return 0
+        bundle = self._bundles.get((min(i, j), max(i, j)))
+        if bundle is not None:
+            return bundle.links
+        d = self._domain_of.get(i)
+        if d is not None and self._domain_of.get(j) is d:
+            return d.links_per_gpu
+        return 0
+
+    def path_kind(self, i: int, j: int) -> PathKind:
+        """How GPU i reaches GPU j: `self`, `nvlink`, `pix`, `pxb`, `phb`, `node`, `sys` or `net`."""
+        a, b = self._pair(i, j)
+        if i == j:
+            return "self"
+        if self.nvlink_count(i, j):
+            return "nvlink"
+        if a.node != b.node:
+            return "net"
+        if a.socket != b.socket:
+            return "sys"
+        if a.host_bridge != b.host_bridge:
+            return "node"
+        if a.switch is not None and a.switch == b.switch:
+            return "pix"
+        if a.switch_group is not None and a.switch_group == b.switch_group:
+            return "pxb"
+        return "phb"
+
+    def gpu_spec(self, i: int) -> GpuModel:
+        """Catalogue facts of GPU i; a `TopologyError` saying to pass `--gpu` when unknown."""
+        key = self.gpus[i].model
+        if key is None:
+            raise TopologyError(
+                f"{self.name}: the GPU model of GPU {i} is unknown ({self.gpus[i].name or 'no name'}); "
+                "pass --gpu NAME (e.g. h100-sxm, a100-sxm-80gb)"
+            )
+        return gpu_model(key)
+
+    def _nvlink_per_link(self, i: int, j: int, given: float | None) -> float:
+        if given is not None:
+            return given
+        per_link = self.gpu_spec(i).nvlink_gbps_per_link
+        if per_link <= 0:
+            raise TopologyError(f"{self.name}: GPU {i} is NVLinked but its model has no NVLink speed")
+        return per_link
+
+    def _pcie_gbps(self, i: int, achievable: bool) -> float:
+        g = self.gpus[i]
+        gen = g.pcie_gen or self.gpu_spec(i).pcie_gen
+        return L.pcie_gbps(gen, g.pcie_width, achievable=achievable)
+
+    def nic_gbit(self, i: int) -> float:
+        """Line rate in Gb/s of the NIC that GPU i uses to leave its node (the nearest one)."""
+        gpu = self.gpus[i]
+        nics = self._nics_of_node.get(gpu.node, [])
+        ranked = sorted(
+            (nic for nic in nics if nic.gbit),
+            key=lambda nic: (i not in nic.near, nic.socket != gpu.socket, nic.name),
+        )
+        if ranked:
+            return float(ranked[0].gbit or 0)
+        if self.network.gbit_per_nic:
+            return self.network.gbit_per_nic
+        raise TopologyError(
+            f"{self.name}: node {gpu.node} has no NIC speed; declare nics with gbit or network.gbit_per_nic"
+        )
+
+    def bandwidth_gbps(self, i: int, j: int, *, achievable: bool = True) -> float:
+        """Best point-to-point bandwidth from GPU i to GPU j, GB/s per direction.
+
+        `achievable=True` (what planning uses) applies measured efficiencies (see `links.py`);
+        False gives the datasheet rate. Same GPU: its memory bandwidth.
+        """
+        kind = self.path_kind(i, j)
+        if kind == "self":
+            return self.gpu_spec(i).hbm_gbps
+        if kind == "nvlink":
+            bundle = self._bundles.get((min(i, j), max(i, j)))
+            if bundle is not None:
+                per_link = self._nvlink_per_link(i, j, bundle.gbps_per_link)
+                return L.nvlink_gbps(bundle.links, per_link, switched=False, achievable=achievable)
+            d = self._domain_of[i]
+            per_link = self._nvlink_per_link(i, j, d.gbps_per_link)
+            return L.nvlink_gbps(d.links_per_gpu, per_link, switched=True, achievable=achievable)
+        if kind == "net":
+            return min(L.net_gbps(self.nic_gbit(k), achievable=achievable) for k in (i, j))
+        bw = min(self._pcie_gbps(i, achievable), self._pcie_gbps(j, achievable))
+        socket_link = self.nodes[self.gpus[i].node].socket_link_gbps
+        if kind == "sys" and socket_link:
+            bw = min(bw, socket_link)
+        return bw
+
+    def nvlink_islands(self) -> list[list[int]]:
+        """GPUs connected by NVLink (directly or through NVSwitches), as sorted groups."""
+        from shardplan.topology.graph import nvlink_islands
+
+        return nvlink_islands(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data with a schema version; `num_gpus` included for readers of the JSON."""
+        data = self.model_dump(mode="json")
+        return {"schema_version": SCHEMA_VERSION, "num_gpus": self.num_gpus, **data}
+
+    def to_json(self) -> str:
+        """One JSON document (see `to_dict`)."""
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Topology:
+        """Read what `to_json` wrote."""
+        data = json.loads(text)
+        data.pop("schema_version", None)
+        data.pop("num_gpus", None)
+        return cls.model_validate(data)
+
+
+def bandwidth_matrix(topology: Topology, *, achievable: bool = True) -> list[list[float]]:
+    """All-pairs `bandwidth_gbps` (NaN where a needed fact is unknown), for summaries."""
+    n = topology.num_gpus
+    out = [[math.nan] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(n):
+            try:
+                out[i][j] = topology.bandwidth_gbps(i, j, achievable=achievable)
+            except TopologyError:
+                pass
+    return out

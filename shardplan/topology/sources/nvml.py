@@ -1,0 +1,209 @@
+"""Read this machine's GPUs through NVML (nvidia-ml-py); fall back to running `nvidia-smi topo -m`.
+
+Two steps, so that recorded readings can stand in for a GPU in tests:
+`read_nvml_facts()` asks NVML and returns plain JSON-able facts; `spec_from_facts()` turns facts
+into a `TopologySpec`. GPUs are listed in CUDA order restricted to `CUDA_VISIBLE_DEVICES` (NVML
+lists every GPU by PCI bus id; CUDA's default order ties on bus id among identical GPUs).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from typing import Any
+
+from shardplan.errors import TopologyError
+from shardplan.topology.catalog import match_product_name
+from shardplan.topology.graph import groups_from_pairs
+from shardplan.topology.sources.nvidia_smi import parse_topo
+from shardplan.topology.spec import GpuInfo, NodeSpec, NvSwitchSpec, PcieSpec, TopologySpec
+
+# nvmlGpuTopologyLevel_t (nvml.h): INTERNAL 0, SINGLE 10, MULTIPLE 20, HOSTBRIDGE 30, NODE 40, SYSTEM 50.
+_ANCESTOR_KIND = {0: "pix", 10: "pix", 20: "pxb", 30: "phb", 40: "node", 50: "sys"}
+_NVLINK_MAX_LINKS = 18  # NVML_NVLINK_MAX_LINKS in nvml.h (r535+)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _visible(count: int, uuids: list[str]) -> list[int]:
+    """NVML indexes of the GPUs this process sees, in CUDA order (CUDA_VISIBLE_DEVICES)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is None or env.strip() == "":
+        return list(range(count)) if env is None else []
+    out: list[int] = []
+    for item in (x.strip() for x in env.split(",")):
+        if item.isdigit() and int(item) < count:
+            out.append(int(item))
+        elif item.startswith(("GPU-", "MIG-")):
+            hits = [k for k, u in enumerate(uuids) if u.startswith(item)]
+            if len(hits) != 1:
+                break  # CUDA stops at the first entry it cannot resolve
+            out.append(hits[0])
+        else:
+            break
+    return out
+
+
+def read_nvml_facts() -> dict[str, Any]:
+    """Ask NVML for every visible GPU: name, memory, PCI id and link, NUMA node, NVLink ends, and
+    the PCIe common ancestor of each pair. Raises `TopologyError` when NVML cannot be used."""
+    try:
+        import pynvml as nv
+    except ImportError as exc:  # pragma: no cover - a dependency
+        raise TopologyError("NVML unavailable: install nvidia-ml-py") from exc
+    try:
+        nv.nvmlInit()
+    except nv.NVMLError as exc:
+        raise TopologyError(f"NVML unavailable ({exc}); is an NVIDIA driver installed?") from None
+    try:
+        count = nv.nvmlDeviceGetCount()
+        handles = [nv.nvmlDeviceGetHandleByIndex(k) for k in range(count)]
+        uuids = [_text(nv.nvmlDeviceGetUUID(h)) for h in handles]
+        visible = _visible(count, uuids)
+        gpus = [_gpu_facts(nv, handles[k], k) for k in visible]
+        bus_to_pos = {g["pci_bus_id"].lower(): pos for pos, g in enumerate(gpus)}
+        for g, k in zip(gpus, visible, strict=True):
+            g["nvlinks"] = _nvlink_facts(nv, handles[k], bus_to_pos)
+        ancestors = {}
+        for a, ka in enumerate(visible):
+            for b in range(a + 1, len(visible)):
+                try:
+                    level = nv.nvmlDeviceGetTopologyCommonAncestor(handles[ka], handles[visible[b]])
+                    ancestors[f"{a},{b}"] = _ANCESTOR_KIND.get(int(level), "sys")
+                except nv.NVMLError:
+                    pass
+        return {
+            "driver": _text(nv.nvmlSystemGetDriverVersion()),
+            "nvml_count": count,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "gpus": gpus,
+            "pcie_ancestor": ancestors,
+        }
+    finally:
+        nv.nvmlShutdown()
+
+
+def _try(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception:  # NVMLError_NotSupported and friends: the fact is simply not known
+        return None
+
+
+def _gpu_facts(nv: Any, h: Any, nvml_index: int) -> dict[str, Any]:
+    numa = _try(getattr(nv, "nvmlDeviceGetNumaNodeId", lambda _h: None), h)
+    return {
+        "nvml_index": nvml_index,
+        "name": _text(nv.nvmlDeviceGetName(h)),
+        "uuid": _text(nv.nvmlDeviceGetUUID(h)),
+        "memory_bytes": int(nv.nvmlDeviceGetMemoryInfo(h).total),
+        "pci_bus_id": _text(nv.nvmlDeviceGetPciInfo(h).busId),
+        "pcie_gen_max": _try(nv.nvmlDeviceGetMaxPcieLinkGeneration, h),
+        "pcie_width_max": _try(nv.nvmlDeviceGetMaxPcieLinkWidth, h),
+        "pcie_gen": _try(nv.nvmlDeviceGetCurrPcieLinkGeneration, h),
+        "pcie_width": _try(nv.nvmlDeviceGetCurrPcieLinkWidth, h),
+        "numa_node": numa if isinstance(numa, int) and numa >= 0 else None,
+    }
+
+
+def _nvlink_facts(nv: Any, h: Any, bus_to_pos: dict[str, int]) -> list[dict[str, Any]]:
+    """Each active link: its remote end (a GPU position, 'switch', or 'other')."""
+    switch_type = getattr(nv, "NVML_NVLINK_DEVICE_TYPE_SWITCH", 2)
+    out = []
+    for link in range(_NVLINK_MAX_LINKS):
+        state = _try(nv.nvmlDeviceGetNvLinkState, h, link)
+        if state != 1:
+            continue
+        remote = _try(nv.nvmlDeviceGetNvLinkRemotePciInfo_v2, h, link) or _try(
+            nv.nvmlDeviceGetNvLinkRemotePciInfo, h, link
+        )
+        bus = _text(remote.busId).lower() if remote is not None else ""
+        kind = _try(getattr(nv, "nvmlDeviceGetNvLinkRemoteDeviceType", lambda *_: None), h, link)
+        if bus in bus_to_pos:
+            end: Any = bus_to_pos[bus]
+        elif kind == switch_type:
+            end = "switch"
+        else:
+            end = "other"
+        out.append({"link": link, "remote": end, "remote_bus_id": bus or None})
+    return out
+
+
+def spec_from_facts(facts: dict[str, Any], name: str = "live") -> TopologySpec:
+    """A one-node `TopologySpec` from `read_nvml_facts()` output (live or recorded)."""
+    gpus = facts["gpus"]
+    if not gpus:
+        raise TopologyError("NVML sees no GPU (check CUDA_VISIBLE_DEVICES)")
+    n = len(gpus)
+    pair_links: dict[tuple[int, int], int] = {}
+    switch_links = [sum(1 for lk in g["nvlinks"] if lk["remote"] == "switch") for g in gpus]
+    for a, g in enumerate(gpus):
+        for lk in g["nvlinks"]:
+            b = lk["remote"]
+            if isinstance(b, int) and b != a:
+                key = (min(a, b), max(a, b))
+                pair_links[key] = pair_links.get(key, 0) + 1
+    # Each direct link is seen from both ends; count it once.
+    nvlink = [(a, b, (c + 1) // 2) for (a, b), c in sorted(pair_links.items())]
+    on_switch = [k for k in range(n) if switch_links[k]]
+    nvswitch = (
+        NvSwitchSpec(links_per_gpu=min(switch_links[k] for k in on_switch), gpus=on_switch)
+        if len(on_switch) > 1
+        else None
+    )
+    kinds = {tuple(int(x) for x in key.split(",")): kind for key, kind in facts.get("pcie_ancestor", {}).items()}
+
+    def groups(levels: set[str]) -> list[list[int]]:
+        pairs = [(a, b) for (a, b), kind in kinds.items() if kind in levels]
+        return [[int(x) for x in g] for g in groups_from_pairs(list(range(n)), pairs)]
+
+    numa = [g.get("numa_node") for g in gpus]
+    sockets = groups({"pix", "pxb", "phb", "node"})
+    gens = {g.get("pcie_gen_max") for g in gpus} - {None}
+    infos = [
+        GpuInfo(
+            name=g["name"],
+            memory_bytes=g["memory_bytes"],
+            pci_bus_id=g["pci_bus_id"],
+            numa_node=numa[k],
+            model=match_product_name(g["name"], g["memory_bytes"]),
+        )
+        for k, g in enumerate(gpus)
+    ]
+    return TopologySpec(
+        name=name,
+        source=f"NVML, driver {facts.get('driver', '?')}",
+        nodes=[
+            NodeSpec(
+                name=name,
+                gpus=n,
+                gpu_info=infos,
+                nvlink=nvlink,
+                nvswitch=nvswitch,
+                pcie=PcieSpec(
+                    gen=max(gens) if gens else None,
+                    sockets=sockets,
+                    host_bridges=groups({"pix", "pxb", "phb"}),
+                    switch_groups=groups({"pix", "pxb"}),
+                    switches=groups({"pix"}),
+                ),
+            )
+        ],
+    )
+
+
+def read_live() -> TopologySpec:
+    """This machine through NVML, or through `nvidia-smi topo -m` when NVML fails."""
+    try:
+        return spec_from_facts(read_nvml_facts())
+    except TopologyError as nvml_error:
+        exe = shutil.which("nvidia-smi")
+        if exe is None:
+            raise TopologyError(f"cannot read live topology: {nvml_error}, and nvidia-smi is not on PATH") from None
+        run = subprocess.run([exe, "topo", "-m"], capture_output=True, text=True, timeout=60, check=False)
+        if run.returncode != 0:
+            raise TopologyError(f"cannot read live topology: {nvml_error}; nvidia-smi topo -m failed") from None
+        return parse_topo(run.stdout, "nvidia-smi topo -m")
