@@ -1,0 +1,32 @@
+"""Live NVML reading, for real: runs only where an NVIDIA GPU and driver are present."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from shardplan import load_topology
+from shardplan.topology.sources.nvidia_smi import parse_topo
+from shardplan.topology.sources.nvml import read_nvml_facts
+
+pytestmark = pytest.mark.gpu
+
+
+def test_live_topology_agrees_with_nvidia_smi():
+    live = load_topology("live")
+    facts = read_nvml_facts()
+    assert live.num_gpus == len(facts["gpus"]) >= 1
+    assert all(g.memory_bytes and g.memory_bytes > 10**9 for g in live.gpus)
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        pytest.skip("nvidia-smi not on PATH")
+    text = subprocess.run([exe, "topo", "-m"], capture_output=True, text=True, check=True).stdout
+    from shardplan.topology.cluster import build
+
+    smi = build(parse_topo(text, "nvidia-smi topo -m"))
+    assert smi.num_gpus == live.num_gpus
+    for i in range(live.num_gpus):
+        for j in range(live.num_gpus):
+            assert smi.nvlink_count(i, j) == live.nvlink_count(i, j)

@@ -1,0 +1,155 @@
+"""Readers other than `topo -m`: `nvlink -s`, declared files, presets, NVML facts, clusters."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA, fixture_body
+from shardplan import load_topology
+from shardplan.errors import ShardplanError, TopologyError
+from shardplan.topology import Topology, preset_names
+from shardplan.topology.sources.nvidia_smi import parse_nvlink_status
+from shardplan.topology.sources.nvml import spec_from_facts
+from shardplan.topology.cluster import build
+
+
+def test_nvlink_status_speeds_and_inactive_links():
+    a6000 = parse_nvlink_status(fixture_body(DATA / "nvlink" / "nvidia-smi-nvlink-s-a6000-3gpu-bridge-1.txt"))
+    assert a6000 == {0: [14.062] * 4, 1: [14.062] * 4, 2: []}
+    h100 = parse_nvlink_status(fixture_body(DATA / "nvlink" / "nvidia-smi-nvlink-s-h100-pcie-2gpu-bridge-1.txt"))
+    assert sum(1 for s in h100[0] if s) == 12 and h100[0].count(None) == 6
+    cut = parse_nvlink_status(
+        fixture_body(DATA / "nvlink" / "nvidia-smi-nvlink-status-h100-gcp-a3-4gpu-pod-truncated-1.txt")
+    )
+    assert len(cut[0]) == 18 and 3 in cut
+
+
+def test_nvlink_status_gives_speed_without_gpu_model(body_file):
+    topo = load_topology(
+        body_file(DATA / "topo" / "nvidia-smi-topo-a6000-3gpu-nvlink-bridge-ansi-1.txt"),
+        nvlink_status=body_file(DATA / "nvlink" / "nvidia-smi-nvlink-s-a6000-3gpu-bridge-1.txt"),
+    )
+    assert topo.bandwidth_gbps(0, 1, achievable=False) == pytest.approx(4 * 14.062)
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_loads_and_cites_a_source(name):
+    topo = load_topology(name)
+    assert topo.source and len(topo.source) > 40
+    assert all(g.model for g in topo.gpus)
+    for j in range(min(topo.num_gpus, 8)):
+        assert topo.bandwidth_gbps(0, j) > 0
+
+
+def test_preset_sizes_and_links():
+    assert load_topology("dgx-gh200").nvlink_count(0, 255) == 18
+    nvl72 = load_topology("gb200-nvl72")
+    assert nvl72.num_gpus == 72 and nvl72.num_nodes == 18 and nvl72.path_kind(0, 71) == "nvlink"
+    bridged = load_topology("a100-pcie-8gpu-bridged")
+    assert bridged.nvlink_islands()[:4] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert bridged.path_kind(1, 2) == "pxb" or bridged.path_kind(1, 2) == "phb"
+    assert bridged.path_kind(0, 4) == "sys"
+    server = load_topology("pcie-8gpu-2socket")
+    assert [server.path_kind(0, j) for j in (1, 2, 4)] == ["pix", "pxb", "sys"]
+
+
+def test_bandwidth_by_link_class_hand_checked():
+    dgx = load_topology("dgx-h100")
+    # 18 NVLink4 links x 25 GB/s each way (H100 datasheet), NVSwitch efficiency 376/450 measured.
+    assert dgx.bandwidth_gbps(0, 5, achievable=False) == 18 * 25.0
+    assert dgx.bandwidth_gbps(0, 5) == pytest.approx(18 * 25.0 * 376.0 / 450.0)
+    server = load_topology("pcie-8gpu-2socket")
+    assert server.bandwidth_gbps(0, 4, achievable=False) == 31.5  # PCIe Gen4 x16
+    assert server.bandwidth_gbps(0, 4) == 26.32  # measured Gen4 P2P (fixtures/p2p rtx6000ada)
+
+
+def test_cluster_of_nodes_joined_by_nics():
+    two = load_topology("dgx-h100", nodes=2)
+    assert two.num_gpus == 16 and two.num_nodes == 2
+    assert [g.node for g in two.gpus] == [0] * 8 + [1] * 8
+    assert two.path_kind(3, 11) == "net" and two.nvlink_count(3, 11) == 0
+    assert two.bandwidth_gbps(3, 11, achievable=False) == 400 / 8
+
+
+def test_heterogeneous_cluster_with_broken_link(tmp_path: Path):
+    doc = {
+        "name": "mixed",
+        "nodes": [
+            {"name": "a", "gpu": "h100-sxm", "gpus": 8, "nvswitch": {"links_per_gpu": 18}},
+            # one V100 cube mesh whose 0-3 bundle lost a link (NV2 -> NV1)
+            {"name": "b", "gpu": "v100-sxm2-32gb", "gpus": 4,
+             "nvlink": [[0, 1, 1], [0, 2, 1], [0, 3, 1], [1, 2, 2], [1, 3, 1], [2, 3, 2]]},
+        ],
+        "network": {"gbit_per_nic": 100},
+    }
+    path = tmp_path / "mixed.json"
+    path.write_text(json.dumps(doc))
+    topo = load_topology(path)
+    assert topo.num_gpus == 12
+    assert topo.gpus[8].model == "v100-sxm2-32gb" and topo.nvlink_count(8, 11) == 1
+    assert topo.bandwidth_gbps(0, 1) > topo.bandwidth_gbps(8, 11)
+    assert topo.path_kind(0, 8) == "net"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("nodes: [{gpus: 0}]", "nodes.0.gpus"),
+        ("nodes: [{gpus: 2, nvlink: [[0, 2, 4]]}]", "outside 0..1"),
+        ("nodes: [{gpus: 2, gpu: b100-imaginary}]", "unknown GPU model"),
+        ("nodes: [{gpus: 2, colour: red}]", "nodes.0.colour"),
+        ("nodes: [{gpus: 2}\n  bad: [", "not valid YAML"),
+        ("- just a list", "expected a mapping"),
+    ],
+)
+def test_declared_file_errors_name_file_and_field(tmp_path: Path, text: str, message: str):
+    path = tmp_path / "box.yaml"
+    path.write_text(text)
+    with pytest.raises(ShardplanError, match=message) as info:
+        load_topology(path)
+    assert str(info.value).startswith(str(path)) or "unknown GPU model" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_json_round_trip():
+    topo = load_topology("dgx1-v100", nodes=2)
+    again = Topology.from_json(topo.to_json())
+    assert again == topo
+    assert json.loads(topo.to_json())["schema_version"] == 1
+
+
+def test_nvml_facts_recorded_on_real_h100():
+    """Facts that read_nvml_facts() returned on the real H100 (tests/data/nvml), turned into a spec."""
+    facts = json.loads((DATA / "nvml" / "h100-single.json").read_text())
+    topo = build(spec_from_facts(facts["nvml_facts"]))
+    assert topo.num_gpus == 1
+    assert topo.gpus[0].model == "h100-sxm"
+    assert topo.gpus[0].memory_bytes == 85520809984
+    assert topo.gpus[0].pcie_gen == 5
+
+
+def test_nvml_facts_two_gpus_with_bridge_and_pcie_ancestor():
+    """Hand-written facts in the shape NVML reports: two GPUs, 12 direct links, PHB between them."""
+    gpu = {"name": "NVIDIA H100 PCIe", "memory_bytes": 85520809984, "pcie_gen_max": 5, "numa_node": 1}
+    facts = {
+        "gpus": [
+            {**gpu, "pci_bus_id": "00000000:4A:00.0", "nvlinks": [{"link": k, "remote": 1} for k in range(12)]},
+            {**gpu, "pci_bus_id": "00000000:61:00.0", "nvlinks": [{"link": k, "remote": 0} for k in range(12)]},
+        ],
+        "pcie_ancestor": {"0,1": "phb"},
+    }
+    topo = build(spec_from_facts(facts))
+    assert topo.nvlink_count(0, 1) == 12 and topo.gpus[0].model == "h100-pcie"
+    assert topo.nvswitch_domains == ()
+
+
+def test_bad_sources():
+    with pytest.raises(TopologyError, match="not a file, 'live', or a preset"):
+        load_topology("no-such-thing")
+    with pytest.raises(TopologyError, match="nodes must be at least 1"):
+        load_topology("dgx-h100", nodes=0)
+    assert math.isclose(load_topology("rtx3090-2x-nvlink").bandwidth_gbps(0, 1, achievable=False), 56.25)
