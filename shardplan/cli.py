@@ -6,7 +6,6 @@ are imported only inside the commands that need them, so `shardplan topo` starts
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -34,7 +33,9 @@ def _root() -> None:
 
 @app.command()
 def topo(
-    source: Annotated[str, typer.Argument(help="'live', a preset name, a YAML/JSON file, or saved `nvidia-smi topo -m`.")],
+    source: Annotated[
+        str, typer.Argument(help="'live', a preset name, a YAML/JSON file, or saved `nvidia-smi topo -m`.")
+    ],
     nodes: Annotated[int, typer.Option(help="Copies of the source joined by its network.")] = 1,
     gpu: Annotated[str | None, typer.Option(help="GPU model where the source does not say it, e.g. h100-sxm.")] = None,
     nvlink: Annotated[Path | None, typer.Option(help="Saved `nvidia-smi nvlink -s` of the same machine.")] = None,

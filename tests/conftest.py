@@ -13,7 +13,7 @@ SEPARATOR = "# ===== verbatim output below (everything after this line is copied
 def fixture_body(path: Path) -> str:
     """The verbatim output of a fixture: everything after its '# =====' header line (fixtures/README)."""
     text = path.read_text()
-    head, sep, body = text.partition(SEPARATOR + "\n")
+    _head, sep, body = text.partition(SEPARATOR + "\n")
     return body if sep else text
 
 

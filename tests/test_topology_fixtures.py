@@ -6,8 +6,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
-
 from conftest import DATA
+
 from shardplan import load_topology
 
 
@@ -15,10 +15,42 @@ def _all(n: int, links: int) -> dict[tuple[int, int], int]:
     return {pair: links for pair in itertools.combinations(range(n), 2)}
 
 
-CUBE_DGX1 = {(0, 1): 1, (0, 2): 1, (0, 3): 2, (0, 4): 2, (1, 2): 2, (1, 3): 1, (1, 5): 2, (2, 3): 2,
-             (2, 6): 1, (3, 7): 1, (4, 5): 1, (4, 6): 1, (4, 7): 2, (5, 6): 2, (5, 7): 1, (6, 7): 2}
-CUBE_WECHAT = {(0, 1): 1, (0, 2): 2, (0, 3): 1, (0, 7): 2, (1, 2): 1, (1, 3): 2, (1, 6): 2, (2, 3): 2,
-               (2, 5): 1, (3, 4): 1, (4, 5): 2, (4, 6): 2, (4, 7): 1, (5, 6): 1, (5, 7): 2, (6, 7): 1}
+CUBE_DGX1 = {
+    (0, 1): 1,
+    (0, 2): 1,
+    (0, 3): 2,
+    (0, 4): 2,
+    (1, 2): 2,
+    (1, 3): 1,
+    (1, 5): 2,
+    (2, 3): 2,
+    (2, 6): 1,
+    (3, 7): 1,
+    (4, 5): 1,
+    (4, 6): 1,
+    (4, 7): 2,
+    (5, 6): 2,
+    (5, 7): 1,
+    (6, 7): 2,
+}
+CUBE_WECHAT = {
+    (0, 1): 1,
+    (0, 2): 2,
+    (0, 3): 1,
+    (0, 7): 2,
+    (1, 2): 1,
+    (1, 3): 2,
+    (1, 6): 2,
+    (2, 3): 2,
+    (2, 5): 1,
+    (3, 4): 1,
+    (4, 5): 2,
+    (4, 6): 2,
+    (4, 7): 1,
+    (5, 6): 1,
+    (5, 7): 2,
+    (6, 7): 1,
+}
 
 # file stem -> (GPU count, NVLink pairs with bonded link count)
 EXPECTED: dict[str, tuple[int, dict[tuple[int, int], int]]] = {
@@ -64,9 +96,7 @@ def test_fixture_gpus_and_nvlinks(stem, body_file):
     topo = load_topology(body_file(DATA / "topo" / f"{stem}.txt"))
     assert topo.num_gpus == count
     found = {
-        (i, j): topo.nvlink_count(i, j)
-        for i, j in itertools.combinations(range(count), 2)
-        if topo.nvlink_count(i, j)
+        (i, j): topo.nvlink_count(i, j) for i, j in itertools.combinations(range(count), 2) if topo.nvlink_count(i, j)
     }
     assert found == nvlinks
 

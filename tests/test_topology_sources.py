@@ -7,14 +7,14 @@ import math
 from pathlib import Path
 
 import pytest
-
 from conftest import DATA, fixture_body
+
 from shardplan import load_topology
 from shardplan.errors import ShardplanError, TopologyError
 from shardplan.topology import Topology, preset_names
+from shardplan.topology.cluster import build
 from shardplan.topology.sources.nvidia_smi import parse_nvlink_status
 from shardplan.topology.sources.nvml import spec_from_facts
-from shardplan.topology.cluster import build
 
 
 def test_nvlink_status_speeds_and_inactive_links():
@@ -81,8 +81,12 @@ def test_heterogeneous_cluster_with_broken_link(tmp_path: Path):
         "nodes": [
             {"name": "a", "gpu": "h100-sxm", "gpus": 8, "nvswitch": {"links_per_gpu": 18}},
             # one V100 cube mesh whose 0-3 bundle lost a link (NV2 -> NV1)
-            {"name": "b", "gpu": "v100-sxm2-32gb", "gpus": 4,
-             "nvlink": [[0, 1, 1], [0, 2, 1], [0, 3, 1], [1, 2, 2], [1, 3, 1], [2, 3, 2]]},
+            {
+                "name": "b",
+                "gpu": "v100-sxm2-32gb",
+                "gpus": 4,
+                "nvlink": [[0, 1, 1], [0, 2, 1], [0, 3, 1], [1, 2, 2], [1, 3, 1], [2, 3, 2]],
+            },
         ],
         "network": {"gbit_per_nic": 100},
     }

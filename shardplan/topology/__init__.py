@@ -8,7 +8,12 @@ from shardplan.errors import TopologyError
 from shardplan.topology.cluster import build
 from shardplan.topology.schema import Gpu, Topology
 from shardplan.topology.sources.file import parse_declared
-from shardplan.topology.sources.nvidia_smi import apply_nvlink_status, looks_like_topo, parse_nvlink_status, parse_topo
+from shardplan.topology.sources.nvidia_smi import (
+    apply_nvlink_status,
+    looks_like_topo,
+    parse_nvlink_status,
+    parse_topo,
+)
 from shardplan.topology.sources.presets import preset_names, read_preset
 from shardplan.topology.spec import TopologySpec
 

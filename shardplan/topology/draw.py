@@ -9,8 +9,15 @@ from pathlib import Path
 from shardplan.errors import ShardplanError
 from shardplan.topology.schema import Topology
 
-_COLOURS = {"nvlink": "#2a9d3f", "pix": "#1f77b4", "pxb": "#1f77b4", "phb": "#6a8fb8", "node": "#9467bd",
-            "sys": "#d62728", "net": "#7f7f7f"}
+_COLOURS = {
+    "nvlink": "#2a9d3f",
+    "pix": "#1f77b4",
+    "pxb": "#1f77b4",
+    "phb": "#6a8fb8",
+    "node": "#9467bd",
+    "sys": "#d62728",
+    "net": "#7f7f7f",
+}
 MAX_DRAWN_GPUS = 64
 
 
@@ -41,8 +48,14 @@ def draw(topology: Topology, path: str | Path) -> Path:
             if kind in ("net", "phb", "node", "pxb") and not labelled:
                 continue
             (x1, y1), (x2, y2) = pos[a.index], pos[b.index]
-            ax.plot([x1, x2], [y1, y2], color=_COLOURS[kind], lw=2.5 if kind == "nvlink" else 0.8,
-                    alpha=0.8 if kind == "nvlink" else 0.35, zorder=1)
+            ax.plot(
+                [x1, x2],
+                [y1, y2],
+                color=_COLOURS[kind],
+                lw=2.5 if kind == "nvlink" else 0.8,
+                alpha=0.8 if kind == "nvlink" else 0.35,
+                zorder=1,
+            )
             if labelled and kind in ("nvlink", "pix", "sys"):
                 try:
                     bw = topology.bandwidth_gbps(a.index, b.index)

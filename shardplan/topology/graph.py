@@ -4,6 +4,7 @@ pictures."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Hashable, Iterable
 
@@ -65,12 +66,18 @@ def to_graph(topology: Topology) -> nx.Graph:
         g.add_edge(f"gpu:{gpu.index}", up, kind="pcie", gbps=pcie)
     for node in topology.nodes:
         sockets = sorted({gp.socket for gp in topology.gpus if gp.node == node.index})
-        for s, t in zip(sockets, sockets[1:], strict=False):
-            g.add_edge(f"cpu:{node.index}.{s}", f"cpu:{node.index}.{t}", kind="smp",
-                       gbps=node.socket_link_gbps or math.nan)
+        for s, t in itertools.pairwise(sockets):
+            g.add_edge(
+                f"cpu:{node.index}.{s}", f"cpu:{node.index}.{t}", kind="smp", gbps=node.socket_link_gbps or math.nan
+            )
     for b in topology.nvlinks:
-        g.add_edge(f"gpu:{b.a}", f"gpu:{b.b}", kind="nvlink", links=b.links,
-                   gbps=_gbps_or_nan(topology.bandwidth_gbps, b.a, b.b))
+        g.add_edge(
+            f"gpu:{b.a}",
+            f"gpu:{b.b}",
+            kind="nvlink",
+            links=b.links,
+            gbps=_gbps_or_nan(topology.bandwidth_gbps, b.a, b.b),
+        )
     for k, d in enumerate(topology.nvswitch_domains):
         g.add_node(f"nvs:{k}", kind="nvswitch")
         for i in d.gpus:

@@ -7,6 +7,7 @@ their coordinates first agree, exactly as the `nvidia-smi topo -m` legend define
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from functools import cached_property
@@ -262,8 +263,6 @@ def bandwidth_matrix(topology: Topology, *, achievable: bool = True) -> list[lis
     out = [[math.nan] * n for _ in range(n)]
     for i in range(n):
         for j in range(n):
-            try:
+            with contextlib.suppress(TopologyError):
                 out[i][j] = topology.bandwidth_gbps(i, j, achievable=achievable)
-            except TopologyError:
-                pass
     return out

@@ -11,9 +11,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from pydantic import ValidationError
+
 from shardplan.errors import ParseError
 from shardplan.topology.catalog import MAX_DIRECT_NVLINKS_PER_GPU, match_product_name
 from shardplan.topology.graph import groups_from_pairs
+from shardplan.topology.sources.file import validation_message
 from shardplan.topology.spec import GpuInfo, NicSpec, NodeSpec, NvSwitchSpec, PcieSpec, TopologySpec
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -169,6 +172,13 @@ def parse_topo(text: str, source: str = "<text>") -> TopologySpec:
     infos = [_gpu_info(matrix, g, k, table) for k, g in enumerate(gpus)]
     nic_specs = [_nic_spec(matrix, nic, gpus, kinds, socket_groups) for nic in nics]
     note = "nvidia-smi topo -p2p status matrix: PCIe tree unknown" if matrix.p2p else "nvidia-smi topo -m"
+    try:
+        return _spec(source, note, gpus, infos, nvlink, nvswitch, pcie, nic_specs)
+    except ValidationError as err:
+        raise ParseError(source, None, validation_message(source, err).removeprefix(f"{source}: ")) from None
+
+
+def _spec(source, note, gpus, infos, nvlink, nvswitch, pcie, nic_specs) -> TopologySpec:  # type: ignore[no-untyped-def]
     return TopologySpec(
         name=source.rsplit("/", 1)[-1],
         source=f"{source} ({note})",
@@ -202,7 +212,9 @@ def _gpu_info(matrix: _Matrix, col: str, k: int, table: dict[int, GpuInfo]) -> G
     numa = fields.get("NUMA Affinity", "")
     base = table.get(k, GpuInfo())
     model = match_product_name(base.name, base.memory_bytes) if base.name else None
-    return base.model_copy(update={"numa_node": int(numa) if numa.isdigit() else None, "model": model})
+    return base.model_copy(
+        update={"numa_node": int(numa) if numa.isascii() and numa.isdigit() else None, "model": model}
+    )
 
 
 def _nic_spec(

@@ -1,0 +1,65 @@
+"""The `shardplan topo` command and the architecture rules the CLI depends on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import DATA
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shardplan.cli", *args], capture_output=True, text=True, check=False)
+
+
+def test_importing_cli_does_not_import_torch_or_ortools():
+    code = "import sys, shardplan.cli; print('torch' in sys.modules, 'ortools' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_topo_json_is_one_document_with_the_topology_fields():
+    run = _cli("topo", "a100-pcie-8gpu-bridged", "--json")
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)
+    assert doc["schema_version"] == 1 and doc["num_gpus"] == 8
+    assert {"gpus", "nodes", "nvlinks", "nvswitch_domains", "nics", "network"} <= set(doc)
+    assert [(b["a"], b["b"], b["links"]) for b in doc["nvlinks"]] == [(0, 1, 12), (2, 3, 12), (4, 5, 12), (6, 7, 12)]
+
+
+def test_topo_summary_names_islands_and_link_classes():
+    run = _cli("topo", "dgx1-v100", "--nodes", "2")
+    assert run.returncode == 0, run.stderr
+    assert "16 GPUs, 2 node(s)" in run.stdout
+    for kind in ("nvlink", "sys", "net"):
+        assert kind in run.stdout
+
+
+def test_topo_draws_png_and_svg(tmp_path: Path):
+    for suffix in (".png", ".svg"):
+        out = tmp_path / f"t{suffix}"
+        run = _cli("topo", "pcie-8gpu-2socket", "--draw", str(out))
+        assert run.returncode == 0, run.stderr
+        assert out.stat().st_size > 1000
+    assert _cli("topo", "dgx-h100", "--draw", str(tmp_path / "t.jpg")).returncode == 2
+
+
+def test_saved_text_with_gpu_option(tmp_path: Path):
+    from conftest import fixture_body
+
+    saved = tmp_path / "topo.txt"
+    saved.write_text(fixture_body(DATA / "topo" / "nvidia-smi-topo-dgx1-v100-1.txt"))
+    run = _cli("topo", str(saved), "--gpu", "v100-sxm2-16gb", "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["gpus"][0]["model"] == "v100-sxm2-16gb"
+    bad = _cli("topo", str(saved), "--gpu", "v200")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: unknown GPU model 'v200'")
+
+
+def test_public_names_of_the_contract_exist():
+    import shardplan
+
+    for name in ("load_topology", "Topology", "ShardplanError"):
+        assert hasattr(shardplan, name)

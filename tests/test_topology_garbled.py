@@ -1,0 +1,66 @@
+"""Garbled copies of every fixture give a Topology or a ShardplanError, never another exception."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import DATA, fixture_body
+
+from shardplan import load_topology
+from shardplan.errors import ShardplanError
+
+FILES = sorted((DATA / "topo").glob("*.txt"))
+
+
+def _truncate(text: str, rng: random.Random) -> str:
+    return text[: rng.randrange(len(text) + 1)]
+
+
+def _delete_column(text: str, rng: random.Random) -> str:
+    col = rng.randrange(1, 8)
+    out = []
+    for line in text.splitlines():
+        cells = line.split("\t") if "\t" in line else line.split()
+        if len(cells) > col:
+            del cells[col]
+        out.append(("\t" if "\t" in line else "  ").join(cells))
+    return "\n".join(out)
+
+
+def _flip_bytes(text: str, rng: random.Random) -> str:
+    data = bytearray(text.encode())
+    for _ in range(rng.randrange(1, 6)):
+        if data:
+            data[rng.randrange(len(data))] = rng.randrange(256)
+    return data.decode(errors="replace")
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
+def test_garbled_fixture_reads_or_fails_cleanly(path: Path, tmp_path: Path):
+    rng = random.Random(path.stem)  # seeded per file: the same garbling every run
+    body = fixture_body(path)
+    for k in range(12):
+        garble = (_truncate, _delete_column, _flip_bytes)[k % 3]
+        target = tmp_path / f"{k}-{path.name}"
+        target.write_text(garble(body, rng))
+        try:
+            topo = load_topology(target)
+        except ShardplanError as exc:
+            assert "\n" not in str(exc)
+            continue
+        assert topo.num_gpus >= 1
+
+
+def test_cli_error_is_one_line_naming_file_and_line(tmp_path: Path):
+    bad = tmp_path / "topo.txt"
+    bad.write_text("\tGPU0\tGPU1\tGPU2\nGPU0\t X \tNV4\tSYS\nGPU1\tNV4\t X \nGPU2\tSYS\tSYS\t X \n")
+    run = subprocess.run(
+        [sys.executable, "-m", "shardplan.cli", "topo", str(bad)], capture_output=True, text=True, check=False
+    )
+    assert run.returncode == 2
+    assert run.stderr == f"error: {bad}: line 3: expected 3 cells after GPU1, found 2\n"
+    assert run.stdout == ""
