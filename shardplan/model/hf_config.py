@@ -1,0 +1,360 @@
+"""Build a `ModelSpec` from a Hugging Face `config.json` (plain data in, `ModelSpec` out).
+
+Parameter counts follow each architecture's modelling code in `transformers` layer by layer
+(checked against the meta-device model in tests/test_model_specs.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from shardplan.errors import ModelSpecError
+from shardplan.model.schema import LayerSpec, ModelSpec, MoeSpec
+
+SUPPORTED = ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "gemma2", "phi3", "gpt2", "gpt_neox")
+_LLAMA_LIKE = {"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "gemma2", "phi3"}
+
+
+class _Cfg:
+    """Typed access to config fields; a missing or bad field names the file and the field."""
+
+    def __init__(self, data: dict[str, Any], source: str) -> None:
+        self.data, self.source = data, source
+
+    def int(self, *names: str, default: int | None = None, positive: bool = True) -> int:
+        for name in names:
+            value = self.data.get(name)
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, int) or (positive and value <= 0):
+                    raise ModelSpecError(f"{self.source}: {name}: expected a positive integer, found {value!r}")
+                return value
+        if default is None:
+            raise ModelSpecError(f"{self.source}: {names[0]}: missing (required for this model_type)")
+        return default
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.data.get(name, default)
+        if not isinstance(value, bool):
+            raise ModelSpecError(f"{self.source}: {name}: expected true or false, found {value!r}")
+        return value
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The JSON object in a `config.json` file (or in a directory holding one)."""
+    file = path / "config.json" if path.is_dir() else path
+    if not file.is_file():
+        raise ModelSpecError(f"{file}: no such file")
+    try:
+        data = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelSpecError(f"{file}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise ModelSpecError(f"{file}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def spec_from_config(data: dict[str, Any], source: str, name: str | None = None) -> ModelSpec:
+    """A `ModelSpec` for a config of one of the `SUPPORTED` model types."""
+    model_type = data.get("model_type")
+    if model_type not in SUPPORTED:
+        raise ModelSpecError(
+            f"{source}: model_type: {model_type!r} is not supported (supported: {', '.join(SUPPORTED)}); "
+            "for other architectures build the model on the meta device and use model_from_module(module)"
+        )
+    c = _Cfg(data, source)
+    try:
+        if model_type == "gpt2":
+            return _gpt2(c, name or "gpt2")
+        if model_type == "gpt_neox":
+            return _gpt_neox(c, name or "gpt_neox")
+        return _llama_like(c, model_type, name or model_type)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ModelSpecError(f"{source}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def _heads(c: _Cfg, h: int, heads_key: str = "num_attention_heads") -> tuple[int, int, int]:
+    heads = c.int(heads_key, "n_head")
+    kv = c.int("num_key_value_heads", default=heads)
+    head_dim = c.data.get("head_dim")
+    if head_dim is None:
+        if h % heads:
+            raise ModelSpecError(f"{c.source}: num_attention_heads: {heads} does not divide hidden_size {h}")
+        head_dim = h // heads
+    head_dim = c.int("head_dim", default=head_dim)
+    if heads % kv:
+        raise ModelSpecError(f"{c.source}: num_key_value_heads: {kv} does not divide num_attention_heads {heads}")
+    return heads, kv, head_dim
+
+
+def _block(
+    name: str, count: int, *, params: int, active: int, h: int, heads: int, head_dim: int, embedding_free: int = 0
+) -> LayerSpec:
+    # Forward matmul FLOPs per token: 2 per weight (multiply + add) of the active matmul weights;
+    # `embedding_free` are parameters that are not matmul weights (norms, biases).
+    return LayerSpec(
+        name=name,
+        kind="block",
+        count=count,
+        params=params,
+        active_params=active,
+        matmul_flops_per_token=2 * (active - embedding_free),
+        # QK^T: 2 * s * (heads*head_dim) per token, AV: the same -> 4 * heads * head_dim per token of s.
+        attn_flops_per_token_per_seq=4 * heads * head_dim,
+    )
+
+
+def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
+    h = c.int("hidden_size")
+    vocab = c.int("vocab_size")
+    layers = c.int("num_hidden_layers")
+    heads, kv, hd = _heads(c, h)
+    ffn = c.int("intermediate_size")
+    qkv_bias = model_type in ("qwen2", "qwen2_moe") or c.flag("attention_bias", False)
+    mlp_bias = c.flag("mlp_bias", False)
+    tied = c.flag("tie_word_embeddings", model_type == "gemma2")
+    # attention: q (h x heads*hd), k and v (h x kv*hd each), o (heads*hd x h)
+    attn = h * heads * hd + 2 * h * kv * hd + heads * hd * h
+    attn_bias = (heads * hd + 2 * kv * hd) if qkv_bias else 0
+    if c.flag("attention_bias", False) and model_type not in ("qwen2", "qwen2_moe"):
+        attn_bias += h  # llama's attention_bias also biases o_proj
+    norms = (4 if model_type == "gemma2" else 2) * h + (2 * hd if model_type == "qwen3" else 0)
+    dense_mlp = 3 * h * ffn + ((2 * ffn + h) if mlp_bias else 0)  # gate, up (h x f), down (f x h)
+    moe = None
+    blocks: list[LayerSpec] = []
+    if model_type in ("mixtral", "qwen2_moe"):
+        experts = c.int("num_local_experts", "num_experts")
+        top_k = c.int("num_experts_per_tok")
+        expert_ffn = c.int("moe_intermediate_size", default=ffn)
+        shared_ffn = c.int("shared_expert_intermediate_size", default=0, positive=False)
+        moe = MoeSpec(
+            num_experts=experts,
+            top_k=top_k,
+            expert_ffn_hidden_size=expert_ffn,
+            shared_experts=1 if shared_ffn else 0,
+            shared_ffn_hidden_size=shared_ffn,
+            shared_expert_gate=model_type == "qwen2_moe",
+        )
+        router = h * experts
+        shared = 3 * h * shared_ffn + (h if model_type == "qwen2_moe" and shared_ffn else 0)
+        moe_total = router + experts * 3 * h * expert_ffn + shared
+        moe_active = router + top_k * 3 * h * expert_ffn + shared
+        step = c.int("decoder_sparse_step", default=1)
+        dense_layers = set(c.data.get("mlp_only_layers") or [])
+        is_moe = [(k not in dense_layers) and (k + 1) % step == 0 for k in range(layers)]
+        n_moe = sum(is_moe)
+        common = attn + attn_bias + norms
+        free = norms + attn_bias
+        if n_moe:
+            blocks.append(
+                _block(
+                    "moe block",
+                    n_moe,
+                    params=common + moe_total,
+                    active=common + moe_active,
+                    h=h,
+                    heads=heads,
+                    head_dim=hd,
+                    embedding_free=free,
+                )
+            )
+        if layers - n_moe:
+            blocks.append(
+                _block(
+                    "dense block",
+                    layers - n_moe,
+                    params=common + dense_mlp,
+                    active=common + dense_mlp,
+                    h=h,
+                    heads=heads,
+                    head_dim=hd,
+                    embedding_free=free + ((2 * ffn + h) if mlp_bias else 0),
+                )
+            )
+    else:
+        total = attn + attn_bias + norms + dense_mlp
+        free = attn_bias + norms + ((2 * ffn + h) if mlp_bias else 0)
+        blocks.append(
+            _block(
+                "transformer block",
+                layers,
+                params=total,
+                active=total,
+                h=h,
+                heads=heads,
+                head_dim=hd,
+                embedding_free=free,
+            )
+        )
+    return _assemble(
+        c,
+        name,
+        model_type,
+        vocab=vocab,
+        h=h,
+        layers=layers,
+        heads=heads,
+        kv=kv,
+        hd=hd,
+        ffn=ffn,
+        mlp="swiglu",
+        moe=moe,
+        tied=tied,
+        blocks=blocks,
+        final_norm=h,
+        positions=0,
+        seq_default=4096,
+        dropout=False,
+        head_bias=0,
+    )
+
+
+def _gpt2(c: _Cfg, name: str) -> ModelSpec:
+    h = c.int("n_embd", "hidden_size")
+    vocab = c.int("vocab_size")
+    layers = c.int("n_layer", "num_hidden_layers")
+    heads, _, hd = _heads(c, h, "n_head")
+    ffn = c.int("n_inner", default=4 * h)
+    positions = c.int("n_positions", default=1024)
+    # ln_1, ln_2 (2h each: weight + bias); c_attn h x 3h + 3h; c_proj h x h + h; c_fc h x f + f; c_proj f x h + h
+    biases = 3 * h + h + ffn + h
+    norms = 4 * h
+    total = norms + (h * 3 * h) + (h * h) + (h * ffn) + (ffn * h) + biases
+    block = _block(
+        "transformer block",
+        layers,
+        params=total,
+        active=total,
+        h=h,
+        heads=heads,
+        head_dim=hd,
+        embedding_free=norms + biases,
+    )
+    return _assemble(
+        c,
+        name,
+        "gpt2",
+        vocab=vocab,
+        h=h,
+        layers=layers,
+        heads=heads,
+        kv=heads,
+        hd=hd,
+        ffn=ffn,
+        mlp="gelu",
+        moe=None,
+        tied=c.flag("tie_word_embeddings", True),
+        blocks=[block],
+        final_norm=2 * h,
+        positions=positions,
+        seq_default=positions,
+        dropout=True,
+        head_bias=0,
+    )
+
+
+def _gpt_neox(c: _Cfg, name: str) -> ModelSpec:
+    h = c.int("hidden_size")
+    vocab = c.int("vocab_size")
+    layers = c.int("num_hidden_layers")
+    heads, _, hd = _heads(c, h)
+    ffn = c.int("intermediate_size", default=4 * h)
+    bias = c.flag("attention_bias", True)
+    # two LayerNorms (2h each); query_key_value h x 3h (+3h); dense h x h (+h); h_to_4h h x f + f; 4h_to_h f x h + h
+    attn_bias = (3 * h + h) if bias else 0
+    biases = attn_bias + ffn + h
+    norms = 4 * h
+    total = norms + h * 3 * h + h * h + h * ffn + ffn * h + biases
+    block = _block(
+        "transformer block",
+        layers,
+        params=total,
+        active=total,
+        h=h,
+        heads=heads,
+        head_dim=hd,
+        embedding_free=norms + biases,
+    )
+    return _assemble(
+        c,
+        name,
+        "gpt_neox",
+        vocab=vocab,
+        h=h,
+        layers=layers,
+        heads=heads,
+        kv=heads,
+        hd=hd,
+        ffn=ffn,
+        mlp="gelu",
+        moe=None,
+        tied=c.flag("tie_word_embeddings", False),
+        blocks=[block],
+        final_norm=2 * h,
+        positions=0,
+        seq_default=c.int("max_position_embeddings", default=2048),
+        dropout=False,
+        head_bias=0,
+    )
+
+
+def _assemble(
+    c: _Cfg,
+    name: str,
+    model_type: str,
+    *,
+    vocab: int,
+    h: int,
+    layers: int,
+    heads: int,
+    kv: int,
+    hd: int,
+    ffn: int,
+    mlp: str,
+    moe: MoeSpec | None,
+    tied: bool,
+    blocks: list[LayerSpec],
+    final_norm: int,
+    positions: int,
+    seq_default: int,
+    dropout: bool,
+    head_bias: int,
+) -> ModelSpec:
+    embed = vocab * h + positions * h  # token (and learned position) embeddings: lookups, no matmul FLOPs
+    head_params = 0 if tied else vocab * h + head_bias
+    return ModelSpec(
+        name=name,
+        source=c.source,
+        model_type=model_type,
+        vocab_size=vocab,
+        hidden_size=h,
+        num_layers=layers,
+        num_heads=heads,
+        num_kv_heads=kv,
+        head_dim=hd,
+        ffn_hidden_size=ffn,
+        mlp=mlp,  # type: ignore[arg-type]
+        moe=moe,
+        tied_embeddings=tied,
+        seq_len=min(seq_default, c.int("max_position_embeddings", "n_positions", default=seq_default)),
+        dropout=dropout,
+        layers=(
+            LayerSpec(name="embedding", kind="embedding", params=embed, active_params=embed, matmul_flops_per_token=0),
+            *blocks,
+            LayerSpec(
+                name="final norm", kind="norm", params=final_norm, active_params=final_norm, matmul_flops_per_token=0
+            ),
+            # the output head multiplies h x vocab per token even when its weight is the tied embedding
+            LayerSpec(
+                name="output head",
+                kind="head",
+                params=head_params,
+                active_params=head_params,
+                matmul_flops_per_token=2 * vocab * h,
+            ),
+        ),
+    )

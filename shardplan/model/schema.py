@@ -1,0 +1,142 @@
+"""`ModelSpec`: the layers of a transformer with exact parameter counts, forward FLOPs per token and
+activation bytes per token, the three numbers the planner needs per layer."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Recompute = Literal["none", "selective", "full"]
+BYTES_BF16 = 2  # activations are stored in bf16 (2 bytes per element)
+
+
+class MoeSpec(BaseModel):
+    """Mixture of experts in the MLP."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    num_experts: int = Field(gt=0)
+    top_k: int = Field(gt=0)
+    expert_ffn_hidden_size: int = Field(gt=0, description="Hidden size of one expert's MLP.")
+    shared_experts: int = Field(0, ge=0, description="Experts every token passes through.")
+    shared_ffn_hidden_size: int = Field(0, ge=0, description="Hidden size of the shared expert MLP.")
+    shared_expert_gate: bool = Field(False, description="A scalar sigmoid gate on the shared expert (qwen2_moe).")
+
+
+class LayerSpec(BaseModel):
+    """One layer kind, `count` times in sequence."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    kind: Literal["embedding", "block", "norm", "head"]
+    count: int = Field(1, ge=1)
+    params: int = Field(ge=0, description="Parameters of one such layer.")
+    active_params: int = Field(ge=0, description="Parameters one token touches (MoE: top-k experts).")
+    matmul_flops_per_token: int = Field(ge=0, description="Forward FLOPs per token of the weight matmuls.")
+    attn_flops_per_token_per_seq: int = Field(
+        0, ge=0, description="Forward attention (QK^T and AV) FLOPs per token per token of sequence."
+    )
+
+
+class ModelSpec(BaseModel):
+    """A transformer as the planner sees it. Build one with `load_model`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    source: str = Field(description="Where the architecture comes from (config file, paper).")
+    model_type: str
+    vocab_size: int = Field(gt=0)
+    hidden_size: int = Field(gt=0)
+    num_layers: int = Field(gt=0)
+    num_heads: int = Field(gt=0)
+    num_kv_heads: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    ffn_hidden_size: int = Field(gt=0)
+    mlp: Literal["gelu", "swiglu"]
+    moe: MoeSpec | None = None
+    tied_embeddings: bool
+    seq_len: int = Field(gt=0, description="Default training sequence length.")
+    dropout: bool = Field(False, description="Dropout in attention and MLP (GPT-2/3 style); adds masks.")
+    layers: tuple[LayerSpec, ...]
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelSpec:
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
+        return self
+
+    @property
+    def attention(self) -> Literal["mha", "gqa", "mqa"]:
+        """MHA (one KV head per head), MQA (one KV head) or GQA (in between)."""
+        if self.num_kv_heads == self.num_heads:
+            return "mha"
+        return "mqa" if self.num_kv_heads == 1 else "gqa"
+
+    @cached_property
+    def num_params(self) -> int:
+        """Total parameters (MoE: all experts)."""
+        return sum(layer.params * layer.count for layer in self.layers)
+
+    @cached_property
+    def num_active_params(self) -> int:
+        """Parameters one token uses (MoE: router, top-k and shared experts only)."""
+        return sum(layer.active_params * layer.count for layer in self.layers)
+
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Forward FLOPs per token at `seq_len` (default: the model's): 2 per weight multiply-add of
+        every matmul (embedding lookup is free, the output head is not), plus attention counted over
+        the full s x s score matrix, the convention of PaLM (arXiv:2204.02311, App. B) and of
+        `torch.utils.flop_counter`. Training is 3x this (backward = 2x forward)."""
+        s = seq_len or self.seq_len
+        return sum((ly.matmul_flops_per_token + ly.attn_flops_per_token_per_seq * s) * ly.count for ly in self.layers)
+
+    def activation_bytes_per_token(
+        self,
+        *,
+        tp: int = 1,
+        sequence_parallel: bool = True,
+        recompute: Recompute = "none",
+        seq_len: int | None = None,
+        flash_attention: bool = True,
+    ) -> float:
+        """Activation bytes kept for backward by one transformer block, per token of the micro-batch,
+        on one GPU of a TP group of size `tp` (Korthikanti et al. 2022, arXiv:2205.05198, Sec. 4).
+
+        The paper's 34*h per token per layer, factor by factor (bf16, 2 bytes):
+          attention 11h: LN output (QKV input) 2h + Q 2h + K 2h + V 2h + out-proj input 2h + dropout mask 1h
+          MLP       19h: LN output 2h + first linear output 8h + GeLU output 8h + dropout mask 1h
+          norms      4h: two LayerNorm inputs, 2h each
+        plus 5*a*s per token for the s x s softmax (2as), its dropout mask (as) and output (2as).
+        Adapted, with FFN size f (GPT: f = 4h, so 2f + 2f = 16h as above):
+          GQA: K and V are num_kv_heads*head_dim wide (2*kv bytes each, not 2h); Q and the out-proj
+            input are num_heads*head_dim wide (gemma2: not h).
+          SwiGLU: gate out 2f + up out 2f + SiLU out 2f + product (down-proj input) 2f = 8f.
+          MoE: f = top_k * expert f + shared f (what one token's MLP work keeps).
+          No dropout: no 1h masks; s x s part is the softmax output alone (2as instead of 5as).
+          Flash attention (SDPA): no s x s matrix is kept (only O(s) statistics), so no as term.
+        Tensor parallelism divides what is sharded (QKV/MLP internals) by tp; sequence parallelism
+        also divides the LN outputs, norm inputs and masks (the paper's 10h becomes 10h/t).
+        Selective recompute drops the s x s part; full recompute keeps only the block input (2h).
+        """
+        h, f = self.hidden_size, self.ffn_hidden_size
+        kv = self.num_kv_heads * self.head_dim
+        q = self.num_heads * self.head_dim
+        s = seq_len or self.seq_len
+        mask = 1 if self.dropout else 0
+        if self.moe is not None:
+            f = self.moe.expert_ffn_hidden_size * self.moe.top_k + self.moe.shared_ffn_hidden_size
+        if recompute == "full":
+            return BYTES_BF16 * h / (tp if sequence_parallel else 1)
+        # Sharded by TP: Q, K, V, out-proj input (sized q: heads*head_dim), MLP internals.
+        mlp_inner = (2 * f + 2 * f) if self.mlp == "gelu" else 8 * f
+        sharded = 2 * q + 2 * kv + 2 * kv + 2 * q + mlp_inner
+        # Replicated without SP: LN outputs feeding attention and MLP (2h each), norm inputs (2h each), masks.
+        replicated = 2 * h + 2 * h + 4 * h + mask * 2 * h
+        per_token = sharded / tp + replicated / (tp if sequence_parallel else 1)
+        if recompute == "none" and not flash_attention:
+            per_token += (2 + 3 * mask) * self.num_heads * s / tp  # softmax 2as (+ dropout out 2as + mask as)
+        return float(per_token)
