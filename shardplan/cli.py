@@ -6,6 +6,7 @@ are imported only inside the commands that need them, so `shardplan topo` starts
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -76,11 +77,67 @@ def topo(
         _out.print(f"picture   {draw}")
 
 
+@app.command()
+def model(
+    source: Annotated[str, typer.Argument(help="A model preset, a Hugging Face config.json, or a folder holding one.")],
+    seq_len: Annotated[int | None, typer.Option(help="Sequence length for FLOPs (default: the model's).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Show a model's layers, parameters, forward FLOPs per token and activation bytes per token."""
+    from shardplan.model import load_model
+
+    spec = load_model(source)
+    s = seq_len or spec.seq_len
+    acts = {
+        "none (flash attention)": spec.activation_bytes_per_token(seq_len=s),
+        "none (eager attention)": spec.activation_bytes_per_token(seq_len=s, flash_attention=False),
+        "selective": spec.activation_bytes_per_token(recompute="selective", seq_len=s),
+        "full": spec.activation_bytes_per_token(recompute="full", seq_len=s),
+    }
+    if as_json:
+        doc = spec.model_dump(mode="json")
+        doc.update(
+            schema_version=1,
+            num_params=spec.num_params,
+            num_active_params=spec.num_active_params,
+            seq_len_used=s,
+            flops_per_token=spec.flops_per_token(s),
+            activation_bytes_per_token_tp1=acts,
+        )
+        print(json.dumps(doc, indent=2))
+        return
+    _out.print(
+        f"[bold]{spec.name}[/]  {spec.model_type}, {spec.num_params / 1e9:.2f} B params"
+        + (f" ({spec.num_active_params / 1e9:.2f} B active)" if spec.moe else ""),
+        highlight=False,
+    )
+    _out.print(f"source    {spec.source}", highlight=False)
+    _out.print(
+        f"shape     hidden {spec.hidden_size}, {spec.num_layers} layers, {spec.num_heads} heads "
+        f"({spec.attention}, {spec.num_kv_heads} KV), head dim {spec.head_dim}, FFN {spec.ffn_hidden_size} "
+        f"{spec.mlp}, vocabulary {spec.vocab_size:,}, tied embeddings {spec.tied_embeddings}",
+        highlight=False,
+    )
+    table = Table(title=f"layers (forward FLOPs per token at sequence {s})")
+    for col in ("layer", "count", "params each", "params total", "GFLOP/token each"):
+        table.add_column(col, justify="right" if col != "layer" else "left")
+    for ly in spec.layers:
+        flops = ly.matmul_flops_per_token + ly.attn_flops_per_token_per_seq * s
+        table.add_row(ly.name, str(ly.count), f"{ly.params:,}", f"{ly.params * ly.count:,}", f"{flops / 1e9:.4f}")
+    table.add_row("total", "", "", f"{spec.num_params:,}", f"{spec.flops_per_token(s) / 1e9:.3f}")
+    _out.print(table)
+    _out.print(
+        "activations per token per block, TP=1, flash attention: "
+        + ", ".join(f"recompute {k}: {v / 1024:.1f} KiB" for k, v in acts.items()),
+        highlight=False,
+    )
+
+
 def main() -> None:
     """Entry point: run the app; user errors become one line on stderr and exit code 2."""
     try:
         app(standalone_mode=False)
-    except ShardplanError as exc:
+    except ShardplanError as exc:  # includes ModelSpecError, TopologyError, ParseError
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except ValidationError as exc:

@@ -63,3 +63,16 @@ def test_public_names_of_the_contract_exist():
 
     for name in ("load_topology", "Topology", "ShardplanError"):
         assert hasattr(shardplan, name)
+
+
+def test_model_command_table_json_and_errors(tmp_path: Path):
+    run = _cli("model", "llama3-8b")
+    assert run.returncode == 0, run.stderr
+    assert "8,030,261,248" in run.stdout
+    doc = json.loads(_cli("model", "mixtral-8x7b", "--json").stdout)
+    assert doc["num_params"] == 46_702_792_704 and doc["moe"]["top_k"] == 2
+    bad = tmp_path / "config.json"
+    bad.write_text('{"model_type": "llama", "hidden_size": 64}')
+    run = _cli("model", str(bad))
+    assert run.returncode == 2
+    assert run.stderr == f"error: {bad}: vocab_size: missing (required for this model_type)\n"

@@ -1,0 +1,253 @@
+"""ModelSpec: exact parameter counts against `transformers` (a test-only oracle, meta device, no
+weights), FLOPs against the analytic count and FlopCounterMode, activation memory against
+Korthikanti et al. 2022, and clear errors for bad configs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from conftest import DATA
+
+from shardplan.errors import ModelSpecError
+from shardplan.model import SUPPORTED, load_model, model_from_module
+from shardplan.model.hf_config import spec_from_config
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+_COMMON = {"vocab_size": 1000, "max_position_embeddings": 256}
+# Small configs of every supported model_type; odd sizes so that no count matches by accident.
+TINY: dict[str, dict] = {
+    "llama": {
+        "hidden_size": 96,
+        "intermediate_size": 200,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 2,
+        "tie_word_embeddings": False,
+    },
+    "mistral": {
+        "hidden_size": 96,
+        "intermediate_size": 200,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 3,
+    },
+    "mixtral": {
+        "hidden_size": 64,
+        "intermediate_size": 120,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "num_local_experts": 4,
+        "num_experts_per_tok": 2,
+    },
+    "qwen2": {
+        "hidden_size": 96,
+        "intermediate_size": 200,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 2,
+        "tie_word_embeddings": True,
+    },
+    "qwen2_moe": {
+        "hidden_size": 64,
+        "intermediate_size": 160,
+        "moe_intermediate_size": 40,
+        "shared_expert_intermediate_size": 80,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "num_experts": 6,
+        "num_experts_per_tok": 2,
+        "decoder_sparse_step": 1,
+        "mlp_only_layers": [1],
+    },
+    "qwen3": {
+        "hidden_size": 96,
+        "intermediate_size": 200,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 2,
+        "head_dim": 32,
+    },
+    "gemma2": {
+        "hidden_size": 96,
+        "intermediate_size": 200,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 40,
+    },
+    "phi3": {
+        "hidden_size": 96,
+        "intermediate_size": 200,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 2,
+        "pad_token_id": 0,
+    },
+    "gpt2": {"n_embd": 96, "n_layer": 3, "n_head": 6, "n_positions": 256},
+    "gpt_neox": {"hidden_size": 96, "intermediate_size": 300, "num_hidden_layers": 2, "num_attention_heads": 6},
+}
+
+
+def _hf(model_type: str, **overrides):
+    cfg = transformers.AutoConfig.for_model(model_type, **{**_COMMON, **TINY[model_type], **overrides})
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(cfg)
+    return cfg, model
+
+
+def test_every_supported_type_has_a_tiny_config():
+    assert set(TINY) == set(SUPPORTED)
+
+
+@pytest.mark.parametrize("model_type", SUPPORTED)
+def test_param_count_equals_transformers(model_type):
+    cfg, model = _hf(model_type)
+    spec = spec_from_config(cfg.to_dict(), f"{model_type}.json")
+    assert spec.num_params == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "gpt_neox", "phi3", "qwen3"])
+def test_flops_per_token_match_flop_counter(model_type):
+    cfg, model = _hf(model_type, _attn_implementation="eager")
+    spec = spec_from_config(cfg.to_dict(), f"{model_type}.json")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    s = 128
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(input_ids=torch.zeros(1, s, dtype=torch.long, device="meta"))
+    assert spec.flops_per_token(s) == pytest.approx(counter.get_total_flops() / s, rel=0.01)
+
+
+def test_llama3_exact_counts_and_analytic_flops():
+    m8, m70 = load_model("llama3-8b"), load_model("llama3-70b")
+    assert m8.num_params == 8_030_261_248
+    assert m70.num_params == 70_553_706_496
+    # Forward FLOPs per token, factor by factor (Llama-3-8B, s = 8192):
+    h, f, L, V, kv = 4096, 14336, 32, 128256, 8 * 128
+    matmul_per_layer = 2 * (h * h + 2 * h * kv + h * h + 3 * h * f)  # q, k+v, o, gate+up+down: 2 FLOPs per weight
+    attention_per_layer = 4 * h * 8192  # QK^T and AV over s = 8192: 2 * s * h each
+    head = 2 * h * V  # output projection; the embedding lookup costs no matmul
+    assert m8.flops_per_token(8192) == L * (matmul_per_layer + attention_per_layer) + head
+    # 6N rule of thumb: training = 3 * forward, forward matmul = 2 * (N - embedding - norms)
+    n_matmul = m8.num_params - V * h - (2 * L + 1) * h
+    assert 3 * m8.flops_per_token(1) == pytest.approx(6 * n_matmul, rel=0.001)
+
+
+def test_model_from_module_agrees_with_config():
+    cfg, model = _hf("llama")
+    from_module = model_from_module(model, seq_len=128)
+    from_config = spec_from_config(cfg.to_dict(), "llama.json")
+    assert from_module.num_params == from_config.num_params
+    assert from_module.flops_per_token(128) == pytest.approx(from_config.flops_per_token(128), rel=0.01)
+    assert (from_module.num_heads, from_module.num_kv_heads, from_module.mlp) == (6, 2, "swiglu")
+    _, tied = _hf("qwen2")
+    assert model_from_module(tied, seq_len=64).tied_embeddings
+
+
+def test_moe_total_and_active():
+    mixtral = load_model("mixtral-8x7b")
+    assert mixtral.num_params == 46_702_792_704  # Mixtral-8x7B as built by transformers (46.7B)
+    assert mixtral.moe is not None and mixtral.moe.top_k == 2
+    # active = total - 6 of 8 experts per layer (3 matrices of h x f each)
+    assert mixtral.num_active_params == mixtral.num_params - 32 * 6 * 3 * 4096 * 14336
+
+
+def _paper_model(h: int, a: int) -> object:
+    """A GPT of the paper's Table 3 shape: MHA, GeLU with f = 4h, dropout, s = 2048."""
+    return spec_from_config(
+        {"model_type": "gpt2", "n_embd": h, "n_head": a, "n_layer": 2, "vocab_size": 51200, "n_positions": 2048},
+        "korthikanti",
+    )
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    lines = [line for line in path.read_text().splitlines() if not line.startswith("#")]
+    return list(csv.DictReader(lines))
+
+
+@pytest.mark.parametrize(
+    "row", _csv_rows(DATA / "validation" / "korthikanti2022_activation_memory_pct.csv"), ids=lambda r: r["model"]
+)
+def test_activation_memory_matches_korthikanti_figure7(row):
+    # Table 3 of arXiv:2205.05198: 22B h=6144 a=64; 175B h=12288 a=96; 1T h=25600 a=160; all t=8, s=2048.
+    h, a = {"22B": (6144, 64), "175B (GPT-3)": (12288, 96), "1T": (25600, 160)}[row["model"]]
+    m = _paper_model(h, a)
+
+    def act(sp: bool, recompute: str) -> float:
+        return m.activation_bytes_per_token(tp=8, sequence_parallel=sp, recompute=recompute, flash_attention=False)
+
+    base = act(False, "none")  # the paper's eq. 2: sbh(10 + 24/t + 5as/(ht))
+    assert base == pytest.approx(h * (10 + 24 / 8 + 5 * a * 2048 / (h * 8)))
+    # The fixture is Calculon's reading of the Figure 7 bar chart; it differs from the paper's formula
+    # by up to 0.14 points (1T selective: 13/21 = 61.90% vs 62.04%), so the tolerance is 0.2 points.
+    assert 100 * act(True, "none") / base == pytest.approx(float(row["seq_pct"]), abs=0.2)
+    assert 100 * act(False, "selective") / base == pytest.approx(float(row["sel_pct"]), abs=0.2)
+    assert 100 * act(True, "selective") / base == pytest.approx(float(row["seqsel_pct"]), abs=0.2)
+    assert 100 * m.activation_bytes_per_token(tp=8, sequence_parallel=False, recompute="full") / base == (
+        pytest.approx(float(row["full_pct"]), abs=0.2)
+    )
+
+
+def test_activation_memory_gqa_swiglu_flash():
+    m = load_model("llama3-8b")
+    h, f, kv = 4096, 14336, 1024
+    # sharded: Q 2h + K 2kv + V 2kv + out-proj input 2h + SwiGLU 8f; replicated: 2h + 2h + 4h (no dropout)
+    expect = (2 * h + 2 * kv + 2 * kv + 2 * h + 8 * f) / 4 + (8 * h) / 4
+    assert m.activation_bytes_per_token(tp=4, sequence_parallel=True) == expect
+    assert m.activation_bytes_per_token(tp=4, recompute="full") == 2 * h / 4
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"model_type": "llama", "hidden_size": 4096}, "vocab_size: missing"),
+        (
+            {
+                "model_type": "llama",
+                "hidden_size": 100,
+                "vocab_size": 10,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 3,
+                "intermediate_size": 8,
+            },
+            "num_attention_heads: 3 does not divide hidden_size 100",
+        ),
+        ({"model_type": "llama", "hidden_size": -4, "vocab_size": 10}, "hidden_size: expected a positive integer"),
+        ({"model_type": "bert"}, "model_type: 'bert' is not supported"),
+        (
+            {
+                "model_type": "llama",
+                "hidden_size": 64,
+                "vocab_size": 10,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 3,
+                "intermediate_size": 8,
+            },
+            "num_key_value_heads: 3 does not divide",
+        ),
+    ],
+)
+def test_bad_config_names_file_and_field(tmp_path: Path, config: dict, message: str):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(ModelSpecError, match=message) as info:
+        load_model(path)
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+
+
+def test_not_json_and_directory_source(tmp_path: Path):
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ModelSpecError, match=r"config.json: line 1: not valid JSON"):
+        load_model(tmp_path)
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 100})
+    )
+    assert load_model(tmp_path).num_layers == 2
