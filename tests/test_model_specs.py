@@ -251,3 +251,45 @@ def test_not_json_and_directory_source(tmp_path: Path):
         json.dumps({"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 100})
     )
     assert load_model(tmp_path).num_layers == 2
+
+
+def test_preset_configs_build_the_same_model_in_transformers():
+    for name in ("llama3-8b", "qwen2.5-7b", "mixtral-8x7b", "gpt2"):
+        from shardplan.model.presets import read_model_preset
+
+        data, _ = read_model_preset(name)
+        cfg = transformers.AutoConfig.for_model(**data)
+        with torch.device("meta"):
+            model = transformers.AutoModelForCausalLM.from_config(cfg)
+        assert load_model(name).num_params == sum(p.numel() for p in model.parameters()), name
+
+
+class _TinyGPT(torch.nn.Module):
+    """A hand-written GPT with real (CPU) weights: exercises the fake-tensor path of model_from_module."""
+
+    def __init__(self, vocab: int = 300, h: int = 48, heads: int = 4, layers: int = 3) -> None:
+        super().__init__()
+        self.num_heads = heads
+        self.embed = torch.nn.Embedding(vocab, h)
+        self.blocks = torch.nn.ModuleList(
+            torch.nn.TransformerEncoderLayer(h, heads, 4 * h, dropout=0.0, batch_first=True) for _ in range(layers)
+        )
+        self.norm = torch.nn.LayerNorm(h)
+        self.head = torch.nn.Linear(h, vocab, bias=False)
+
+    def forward(self, tokens):
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x))
+
+
+def test_model_from_module_with_real_weights_runs_no_real_compute():
+    model = _TinyGPT()
+    spec = model_from_module(model, seq_len=64)
+    assert spec.num_params == sum(p.numel() for p in model.parameters())
+    assert (spec.num_layers, spec.num_heads, spec.hidden_size, spec.vocab_size) == (3, 4, 48, 300)
+    # per block: in-proj 3h*h, out-proj h*h, linear1 h*4h, linear2 4h*h -> 2 FLOPs per weight
+    h = 48
+    assert spec.layers[1].matmul_flops_per_token == 2 * (3 * h * h + h * h + 8 * h * h)
+    assert spec.layers[-1].matmul_flops_per_token == 2 * h * 300
