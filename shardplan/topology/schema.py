@@ -173,9 +173,15 @@ class Topology(_Frozen):
         """Catalogue facts of GPU i; a `TopologyError` saying to pass `--gpu` when unknown."""
         key = self.gpus[i].model
         if key is None:
+            from shardplan.topology.catalog import candidates_for_links
+
+            links = sum(b.links for b in self.nvlinks if i in (b.a, b.b))
+            links += self._domain_of[i].links_per_gpu if i in self._domain_of else 0
+            fits = candidates_for_links(links) if links else []
+            hint = f"its {links} NVLinks fit {', '.join(fits)}" if fits else "e.g. h100-sxm, a100-sxm-80gb"
             raise TopologyError(
                 f"{self.name}: the GPU model of GPU {i} is unknown ({self.gpus[i].name or 'no name'}); "
-                "pass --gpu NAME (e.g. h100-sxm, a100-sxm-80gb)"
+                f"pass --gpu NAME ({hint})"
             )
         return gpu_model(key)
 
