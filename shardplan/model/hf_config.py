@@ -215,58 +215,61 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
 
 def _gpt2(c: _Cfg, name: str) -> ModelSpec:
     h = c.int("n_embd", "hidden_size")
-    vocab = c.int("vocab_size")
-    layers = c.int("n_layer", "num_hidden_layers")
-    heads, _, hd = _heads(c, h, "n_head")
-    ffn = c.int("n_inner", default=4 * h)
     positions = c.int("n_positions", default=1024)
-    # ln_1, ln_2 (2h each: weight + bias); c_attn h x 3h + 3h; c_proj h x h + h; c_fc h x f + f; c_proj f x h + h
-    biases = 3 * h + h + ffn + h
-    norms = 4 * h
-    total = norms + (h * 3 * h) + (h * h) + (h * ffn) + (ffn * h) + biases
-    block = _block(
-        "transformer block",
-        layers,
-        params=total,
-        active=total,
-        h=h,
-        heads=heads,
-        head_dim=hd,
-        embedding_free=norms + biases,
-    )
-    return _assemble(
+    # GPT-2 Conv1D layers always carry biases; positions are learned (wpe), dropout is on.
+    return _gpt_like(
         c,
         name,
         "gpt2",
-        vocab=vocab,
         h=h,
-        layers=layers,
-        heads=heads,
-        kv=heads,
-        hd=hd,
-        ffn=ffn,
-        mlp="gelu",
-        moe=None,
+        layers=c.int("n_layer", "num_hidden_layers"),
+        heads_key="n_head",
+        ffn=c.int("n_inner", default=4 * h),
+        attn_bias=True,
         tied=c.flag("tie_word_embeddings", True),
-        blocks=[block],
-        final_norm=2 * h,
         positions=positions,
         seq_default=positions,
         dropout=True,
-        head_bias=0,
     )
 
 
 def _gpt_neox(c: _Cfg, name: str) -> ModelSpec:
     h = c.int("hidden_size")
-    vocab = c.int("vocab_size")
-    layers = c.int("num_hidden_layers")
-    heads, _, hd = _heads(c, h)
-    ffn = c.int("intermediate_size", default=4 * h)
-    bias = c.flag("attention_bias", True)
-    # two LayerNorms (2h each); query_key_value h x 3h (+3h); dense h x h (+h); h_to_4h h x f + f; 4h_to_h f x h + h
-    attn_bias = (3 * h + h) if bias else 0
-    biases = attn_bias + ffn + h
+    return _gpt_like(
+        c,
+        name,
+        "gpt_neox",
+        h=h,
+        layers=c.int("num_hidden_layers"),
+        heads_key="num_attention_heads",
+        ffn=c.int("intermediate_size", default=4 * h),
+        attn_bias=c.flag("attention_bias", True),
+        tied=c.flag("tie_word_embeddings", False),
+        positions=0,
+        seq_default=c.int("max_position_embeddings", default=2048),
+        dropout=False,
+    )
+
+
+def _gpt_like(
+    c: _Cfg,
+    name: str,
+    model_type: str,
+    *,
+    h: int,
+    layers: int,
+    heads_key: str,
+    ffn: int,
+    attn_bias: bool,
+    tied: bool,
+    positions: int,
+    seq_default: int,
+    dropout: bool,
+) -> ModelSpec:
+    """GPT-2 / GPT-NeoX blocks: two LayerNorms (weight + bias, 2h each), fused QKV h x 3h, output
+    projection h x h, GeLU MLP h x f and f x h; MLP biases f + h always, attention biases 3h + h if set."""
+    heads, _, hd = _heads(c, h, heads_key)
+    biases = ((3 * h + h) if attn_bias else 0) + ffn + h
     norms = 4 * h
     total = norms + h * 3 * h + h * h + h * ffn + ffn * h + biases
     block = _block(
@@ -282,8 +285,8 @@ def _gpt_neox(c: _Cfg, name: str) -> ModelSpec:
     return _assemble(
         c,
         name,
-        "gpt_neox",
-        vocab=vocab,
+        model_type,
+        vocab=c.int("vocab_size"),
         h=h,
         layers=layers,
         heads=heads,
@@ -292,12 +295,12 @@ def _gpt_neox(c: _Cfg, name: str) -> ModelSpec:
         ffn=ffn,
         mlp="gelu",
         moe=None,
-        tied=c.flag("tie_word_embeddings", False),
+        tied=tied,
         blocks=[block],
         final_norm=2 * h,
-        positions=0,
-        seq_default=c.int("max_position_embeddings", default=2048),
-        dropout=False,
+        positions=positions,
+        seq_default=seq_default,
+        dropout=dropout,
         head_bias=0,
     )
 
