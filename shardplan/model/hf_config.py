@@ -209,7 +209,6 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
         positions=0,
         seq_default=4096,
         dropout=False,
-        head_bias=0,
     )
 
 
@@ -301,7 +300,6 @@ def _gpt_like(
         positions=positions,
         seq_default=seq_default,
         dropout=dropout,
-        head_bias=0,
     )
 
 
@@ -325,10 +323,9 @@ def _assemble(
     positions: int,
     seq_default: int,
     dropout: bool,
-    head_bias: int,
 ) -> ModelSpec:
     embed = vocab * h + positions * h  # token (and learned position) embeddings: lookups, no matmul FLOPs
-    head_params = 0 if tied else vocab * h + head_bias
+    head_params = 0 if tied else vocab * h  # lm_head has no bias in any supported type
     return ModelSpec(
         name=name,
         source=c.source,
