@@ -116,7 +116,7 @@ def build(spec: TopologySpec, *, nodes: int = 1, gpu: str | None = None) -> Topo
                     near=tuple(base + k for k in nic.near),
                 )
             )
-        out_nodes.append(Node(index=node_index, name=ns.name, socket_link_gbps=ns.pcie.socket_link_gbps))
+        out_nodes.append(Node(index=node_index, name=ns.name, socket_link_gbps=ns.pcie.socket_link_gbps, p2p=ns.p2p))
     return Topology(
         name=spec.name if nodes == 1 else f"{nodes}x {spec.name}",
         source=spec.source,

@@ -81,6 +81,7 @@ class Node(_Frozen):
     index: int
     name: str
     socket_link_gbps: float | None = Field(None, description="Socket interconnect GB/s per direction.")
+    p2p: bool = Field(True, description="PCIe peer-to-peer between GPUs works.")
 
 
 class Network(_Frozen):

@@ -83,6 +83,7 @@ class NodeSpec(_Spec):
     nvswitch: NvSwitchSpec | None = None
     pcie: PcieSpec = Field(default_factory=PcieSpec)
     nics: list[NicSpec] = Field(default_factory=list)
+    p2p: bool = Field(True, description="GPU peer-to-peer over PCIe works (False: copies go through host memory).")
 
     @model_validator(mode="after")
     def _indexes_in_range(self) -> NodeSpec:

@@ -64,6 +64,7 @@ class _Matrix:
     header_line: int
     affinity_fields: list[str]
     cells: dict[tuple[str, str], str] = field(default_factory=dict)
+    p2p_refused: bool = False
     affinity: dict[str, list[str]] = field(default_factory=dict)
     nic_legend: dict[str, str] = field(default_factory=dict)
     p2p: bool = False
@@ -105,6 +106,7 @@ def _parse_row(matrix: _Matrix, tokens: list[str], number: int, source: str) -> 
             continue
         if cell in _P2P_TOKENS:
             matrix.p2p = True
+            matrix.p2p_refused |= cell != "OK"
         elif not (_NV.match(cell) or cell in _PCIE_TOKENS):
             raise ParseError(
                 source, number, f"expected a link (X, NV#, PIX, PXB, PHB, NODE, SYS) in column {col}, found {cell!r}"
@@ -173,26 +175,18 @@ def parse_topo(text: str, source: str = "<text>") -> TopologySpec:
     nic_specs = [_nic_spec(matrix, nic, gpus, kinds, socket_groups) for nic in nics]
     note = "nvidia-smi topo -p2p status matrix: PCIe tree unknown" if matrix.p2p else "nvidia-smi topo -m"
     try:
-        return _spec(source, note, gpus, infos, nvlink, nvswitch, pcie, nic_specs)
+        node = NodeSpec(
+            gpus=len(gpus),
+            gpu_info=infos,
+            nvlink=[] if nvswitch else nvlink,
+            nvswitch=nvswitch,
+            pcie=pcie,
+            nics=nic_specs,
+            p2p=not matrix.p2p_refused,
+        )
     except ValidationError as err:
         raise ParseError(source, None, validation_message(source, err).removeprefix(f"{source}: ")) from None
-
-
-def _spec(source, note, gpus, infos, nvlink, nvswitch, pcie, nic_specs) -> TopologySpec:  # type: ignore[no-untyped-def]
-    return TopologySpec(
-        name=source.rsplit("/", 1)[-1],
-        source=f"{source} ({note})",
-        nodes=[
-            NodeSpec(
-                gpus=len(gpus),
-                gpu_info=infos,
-                nvlink=[] if nvswitch else nvlink,
-                nvswitch=nvswitch,
-                pcie=pcie,
-                nics=nic_specs,
-            )
-        ],
-    )
+    return TopologySpec(name=source.rsplit("/", 1)[-1], source=f"{source} ({note})", nodes=[node])
 
 
 def _detect_nvswitch(nvlink: list[tuple[int, int, int]], n: int) -> NvSwitchSpec | None:

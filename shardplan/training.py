@@ -1,0 +1,35 @@
+"""`Training`: what one optimiser step processes and how (precision, recompute, ZeRO stage)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Training(BaseModel):
+    """Settings of one optimiser step.
+
+    `dtype="bf16"` is the usual mixed precision: fp32 master weights, fp32 gradients and fp32 Adam
+    moments, bf16 compute with bf16 copies of the weights alive through forward and backward.
+
+    >>> Training(global_batch=512, seq_len=4096).tokens_per_step
+    2097152
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    global_batch: int = Field(gt=0, description="Sequences per optimiser step, over all replicas.")
+    seq_len: int = Field(gt=0, description="Tokens per sequence.")
+    dtype: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Compute precision (mixed precision).")
+    recompute: Literal["none", "selective", "full"] = Field("none", description="Activation recomputation.")
+    zero_stage: Literal[0, 1, 2, 3] = Field(
+        0, description="ZeRO / FSDP stage: 1 shards optimizer states, 2 also gradients, 3 also weights."
+    )
+    sequence_parallel: bool = Field(True, description="Megatron sequence parallelism with TP > 1.")
+    optimizer: Literal["adam", "sgd"] = Field("adam", description="Adam(W) keeps two fp32 moments per weight.")
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Tokens processed per optimiser step."""
+        return self.global_batch * self.seq_len
