@@ -8,6 +8,10 @@ from shardplan.topology.catalog import gpu_model, gpu_models, match_product_name
 from shardplan.topology.schema import Gpu, Network, Nic, Node, NvLinkBundle, NvSwitchDomain, Topology
 from shardplan.topology.spec import NodeSpec, TopologySpec
 
+# NVLink SHARP needs third-generation NVSwitch (Hopper) or later: NVIDIA H100 datasheet ("NVLink
+# Switch System ... SHARP in-network reductions"), GB200 NVL72 datasheet.
+NVLS_MODELS = frozenset({"h100-sxm", "h200-sxm", "gh200", "gb200"})
+
 
 def _group_ids(groups: list[list[int]], n: int, *, default_shared: bool) -> list[int | None]:
     """Group number of each local GPU; GPUs in no group get their own id (or share 0 when
@@ -103,7 +107,7 @@ def build(spec: TopologySpec, *, nodes: int = 1, gpu: str | None = None) -> Topo
                 gpus=tuple(base + k for k in members),
                 links_per_gpu=ns.nvswitch.links_per_gpu,
                 gbps_per_link=per_link,
-                nvls=ns.nvswitch.nvls,
+                nvls=ns.nvswitch.nvls if ns.nvswitch.nvls is not None else models[0] in NVLS_MODELS,
             )
             domains.append(([node_index], domain))
         for nic in ns.nics:

@@ -54,7 +54,9 @@ class NvSwitchSpec(_Spec):
 
     links_per_gpu: int = Field(gt=0, description="NVLinks from each GPU into the switches.")
     gpus: list[int] | None = Field(None, description="Local GPU indexes on the fabric; None: all.")
-    nvls: bool = Field(False, description="NVLink SHARP (in-switch reductions) available.")
+    nvls: bool | None = Field(
+        None, description="NVLink SHARP (in-switch reductions); None: yes for Hopper/Blackwell SXM GPUs."
+    )
 
 
 class NicSpec(_Spec):

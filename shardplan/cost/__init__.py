@@ -1,0 +1,1 @@
+"""The cost model: compute, memory and communication time of a placed layout."""

@@ -1,0 +1,231 @@
+"""Time of one NCCL collective over given GPUs, on the links it really uses.
+
+Structure follows NCCL (src/graph/tuning.cc, NVIDIA/nccl): a ring moves `bus bytes` (all-reduce
+2(n-1)/n x size, all-gather / reduce-scatter / all-to-all (n-1)/n x size, broadcast and send/recv
+1 x size) at the ring's slowest link, under one of three protocols (LL, LL128, Simple) each with
+its own latency and share of the link; NCCL picks the fastest, and so does this model. Groups that
+span nodes run hierarchically: inside nodes over NVLink/PCIe, between nodes through the NICs the
+group's GPUs sit near. Links shared by groups that run at the same time (a PCIe switch uplink, the
+socket link, a NIC) are divided between them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+from collections.abc import Hashable, Sequence
+from typing import Literal
+
+from shardplan.errors import PlanError
+from shardplan.topology import links as L
+from shardplan.topology.schema import Topology
+
+Op = Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast", "send_recv"]
+OPS: tuple[str, ...] = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast", "send_recv")
+
+# Protocols (NCCL src/graph/tuning.cc, 2.19+ tables, ring): base latency (us), per-step latency by link
+# class (us), and the
+# share of link bandwidth the protocol reaches. LL sends 8 data bytes per 16-byte line (0.5); LL128
+# 120 of 128 bytes (tuning.cc: "0.92 /*120.0/128.0*/"); Simple the whole link.
+_BASE_LAT_US = {"LL": 6.6, "LL128": 14.0, "Simple": 8.4}
+_STEP_LAT_US = {  # hwLat[NVLINK | PCI | NET][Ring][LL, LL128, Simple]
+    "nvlink": {"LL": 0.6, "LL128": 1.9, "Simple": 3.4},
+    "pcie": {"LL": 1.0, "LL128": 2.5, "Simple": 5.7},
+    "net": {"LL": 2.7, "LL128": 4.0, "Simple": 14.0},
+}
+# NVLS is charged the ring Simple latency (base + steps x per-step). NCCL's own table gives NVLS a
+# flat 25 us, but on 8x H100 that predicts 8-32 MiB all-reduces 22-24% faster than measured
+# (fixtures/nccl gcp-a3): the switch path needs the same pipeline fill as a ring. Assumption.
+_PROTO_SHARE = {"LL": 0.5, "LL128": 0.92, "Simple": 1.0}
+
+# NVLink SHARP (in-switch reduction) lifts all-reduce bus bandwidth over the ring on NVLS hardware:
+# 473.1 / 365.6 GB/s = NVLS vs NCCL_ALGO=Ring on 8x H200, NCCL 2.27.7
+# (fixtures/nccl/nccl-tests-summary-nvls-vs-ring-h200-b200-1.txt).
+NVLS_ALLREDUCE_SPEEDUP = 473.1 / 365.6
+
+# Without PCIe peer-to-peer NCCL stages data through host shared memory: 4.00 GB/s all-reduce bus
+# bandwidth on 2x RTX 2080 Ti, PCIe Gen3 (fixtures/nccl/nccl-tests-all_reduce-2080ti-2gpu-pcie-nop2p-1.txt)
+# against 13.17 GB/s achievable Gen3 P2P (links.py) -> the share below. Only that one measurement exists.
+SHM_SHARE = 4.00 / L.pcie_gbps(3)
+
+# The floor of one collective call (kernel launch, proxy and synchronisation), measured as the flat
+# part of nccl-tests all_reduce on 8x H100 SXM, 8 B to 64 KiB: 32-38 us, median 34 us
+# (fixtures/nccl/nccl-tests-all_reduce-h100-8gpu-gcp-a3-1.txt). A calibration file replaces it.
+FLOOR_LATENCY_S = 34e-6
+
+
+def bus_factor(op: str, n: int) -> float:
+    """Bytes each GPU sends per byte of the per-rank buffer (nccl-tests' busbw / algbw)."""
+    if op == "all_reduce":
+        return 2 * (n - 1) / n
+    if op in ("all_gather", "reduce_scatter", "all_to_all"):
+        return (n - 1) / n
+    return 1.0
+
+
+def _steps(op: str, n: int) -> int:
+    return 2 * (n - 1) if op == "all_reduce" else (1 if op == "send_recv" else n - 1)
+
+
+def ring_order(topology: Topology, gpus: Sequence[int]) -> list[int]:
+    """The ring NCCL would build: GPUs ordered by node, socket, host bridge and switch, so that each
+    PCIe level is entered and left once."""
+    return sorted(gpus, key=lambda i: _position(topology, i))
+
+
+def _position(topology: Topology, i: int) -> tuple[int, ...]:
+    g = topology.gpus[i]
+    return (
+        g.node,
+        g.socket,
+        g.host_bridge,
+        -1 if g.switch_group is None else g.switch_group,
+        -1 if g.switch is None else g.switch,
+        i,
+    )
+
+
+def _flow_resources(topology: Topology, a: int, b: int) -> list[tuple[Hashable, float]]:
+    """The shared resources a transfer a -> b inside one node occupies, each with its GB/s."""
+    kind = topology.path_kind(a, b)
+    if kind == "nvlink":
+        if (min(a, b), max(a, b)) in topology._bundles:
+            return [(("nvlink", a, b), topology.bandwidth_gbps(a, b))]
+        bw = topology.bandwidth_gbps(a, b)
+        return [(("nvs-out", a), bw), (("nvs-in", b), bw)]
+    ga, gb = topology.gpus[a], topology.gpus[b]
+    node = topology.nodes[ga.node]
+    up, down = topology._pcie_gbps(a, True), topology._pcie_gbps(b, True)
+    if not node.p2p:
+        up, down = up * SHM_SHARE, down * SHM_SHARE
+    out: list[tuple[Hashable, float]] = [(("pcie-up", a), up), (("pcie-down", b), down)]
+    if kind in ("pxb", "phb", "node", "sys") and ga.switch is not None and ga.switch != gb.switch:
+        out += [(("sw-up", ga.node, ga.switch), up), (("sw-down", gb.node, gb.switch), down)]
+    if kind in ("phb", "node", "sys") and ga.switch_group is not None and ga.switch_group != gb.switch_group:
+        out += [(("swg-up", ga.node, ga.switch_group), up), (("swg-down", gb.node, gb.switch_group), down)]
+    if kind == "sys" and node.socket_link_gbps:
+        out.append((("smp", ga.node, ga.socket, gb.socket), node.socket_link_gbps))
+    return out
+
+
+def _ring_flows(topology: Topology, group: Sequence[int]) -> list[list[tuple[Hashable, float]]]:
+    ring = ring_order(topology, group)
+    if len(ring) < 2:
+        return []
+    return [_flow_resources(topology, a, b) for a, b in zip(ring, ring[1:] + ring[:1], strict=True)]
+
+
+def _nics_of(topology: Topology, gpus: Sequence[int]) -> list[tuple[Hashable, float]]:
+    """The NICs a group's GPUs leave their node through (each GPU's nearest), with their GB/s."""
+    seen: dict[Hashable, float] = {}
+    for i in gpus:
+        gpu = topology.gpus[i]
+        nics = [n for n in topology._nics_of_node.get(gpu.node, []) if n.gbit]
+        if nics:
+            rank = {n.name: (i not in n.near, n.socket != gpu.socket) for n in nics}
+            best = min(rank.values())
+            for nic in nics:  # NCCL spreads channels over every NIC equally near the GPU
+                if rank[nic.name] == best:
+                    seen[("nic", gpu.node, nic.name)] = L.net_gbps(nic.gbit or 0)
+        else:
+            seen[("nic", gpu.node, "default")] = L.net_gbps(topology.nic_gbit(i))
+    return list(seen.items())
+
+
+def _split_by_node(topology: Topology, group: Sequence[int]) -> dict[Hashable, list[int]]:
+    """The group's GPUs per NVLink island: an NVSwitch domain (which may span nodes, as in an
+    NVL72 rack), else a node. Traffic between islands goes through NICs."""
+    out: dict[Hashable, list[int]] = {}
+    for i in group:
+        d = topology._domain_of.get(i)
+        out.setdefault(("domain", id(d)) if d is not None else ("node", topology.gpus[i].node), []).append(i)
+    return out
+
+
+def _loads(topology: Topology, groups: Sequence[Sequence[int]]) -> Counter[Hashable]:
+    load: Counter[Hashable] = Counter()
+    for group in groups:
+        per_node = _split_by_node(topology, group)
+        for members in per_node.values():
+            for flow in _ring_flows(topology, members):
+                load.update(key for key, _ in flow)
+        if len(per_node) > 1:
+            for members in per_node.values():
+                load.update(key for key, _ in _nics_of(topology, members))
+    return load
+
+
+def _link_class(topology: Topology, group: Sequence[int]) -> str:
+    if len(_split_by_node(topology, group)) > 1:
+        return "net"
+    ring = ring_order(topology, group)
+    kinds = {topology.path_kind(a, b) for a, b in itertools.pairwise(ring)}
+    return "nvlink" if kinds <= {"nvlink"} else "pcie"
+
+
+def collective_time_s(
+    topology: Topology,
+    op: str,
+    gpus: Sequence[int],
+    size_bytes: float,
+    *,
+    concurrent: Sequence[Sequence[int]] = (),
+    floor_latency_s: float = FLOOR_LATENCY_S,
+) -> float:
+    """Seconds for `op` over `gpus` with a per-rank buffer of `size_bytes` (as nccl-tests counts it).
+
+    `concurrent` lists other groups running the same collective at the same time (e.g. every TP
+    group of the mesh), whose traffic shares links with this one.
+
+    >>> from shardplan import load_topology
+    >>> t = load_topology("dgx-h100")
+    >>> round(collective_time_s(t, "all_reduce", range(8), 2**30) * 1e3, 2)
+    3.98
+    """
+    if op not in OPS:
+        raise PlanError(f"unknown collective {op!r}; one of {', '.join(OPS)}")
+    group = list(dict.fromkeys(gpus))
+    n = len(group)
+    if n <= 1 or size_bytes <= 0:
+        return 0.0
+    load = _loads(topology, [group, *concurrent])
+    bus_bytes = bus_factor(op, n) * size_bytes
+    per_node = _split_by_node(topology, group)
+
+    def share(resources: list[tuple[Hashable, float]]) -> float:
+        return min(cap / max(load[key], 1) for key, cap in resources)
+
+    intra = [min(share(flow) for flow in _ring_flows(topology, m)) for m in per_node.values() if len(m) > 1]
+    bw_intra = min(intra) if intra else math.inf
+    nvls = op == "all_reduce" and all(_nvls(topology, m) for m in per_node.values())
+    if len(per_node) == 1:
+        # Ring over NVLink/PCIe; NVLS (Simple protocol only) where the switch can reduce.
+        ring_s = bus_bytes / (bw_intra * 1e9)
+        transfer_s = {p: ring_s / _PROTO_SHARE[p] for p in _PROTO_SHARE}
+        if nvls and n > 2:
+            transfer_s["NVLS"] = ring_s / NVLS_ALLREDUCE_SPEEDUP
+    else:
+        # Each ring channel leaves every node once, through a different NIC: a node sends the whole bus
+        # bytes through the NICs its GPUs use. With NVLS, NCCL reduces inside nodes first (NVLS tree)
+        # and a node sends only bus_factor(op, nodes) x size.
+        bw_net = min(sum(share([nic]) for nic in _nics_of(topology, m)) for m in per_node.values()) * 1e9
+        ring_s = max(bus_bytes / (bw_intra * 1e9), bus_bytes / bw_net)
+        if nvls:
+            k = max(len(m) for m in per_node.values())
+            inside = bus_factor(op, k) * size_bytes / (bw_intra * 1e9 * NVLS_ALLREDUCE_SPEEDUP)
+            tree_s = max(inside, bus_factor(op, len(per_node)) * size_bytes / bw_net)
+        transfer_s = {p: ring_s / _PROTO_SHARE[p] for p in _PROTO_SHARE}
+        if nvls:
+            transfer_s["NVLS"] = tree_s
+    kind = _link_class(topology, group)
+    steps = _steps(op, n)
+    latency_us = {p: _BASE_LAT_US[p] + steps * _STEP_LAT_US[kind][p] for p in _PROTO_SHARE}
+    latency_us["NVLS"] = latency_us["Simple"]
+    return min(max(floor_latency_s, latency_us[p] * 1e-6) + transfer_s[p] for p in transfer_s)
+
+
+def _nvls(topology: Topology, group: Sequence[int]) -> bool:
+    domains = {id(topology._domain_of.get(i)) for i in group}
+    d = topology._domain_of.get(group[0])
+    return len(domains) == 1 and d is not None and d.nvls
