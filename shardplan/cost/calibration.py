@@ -1,0 +1,118 @@
+"""Measured speeds of one GPU model (GEMM by shape, attention, memory bandwidth), and the rates the
+cost model derives from them. Shipped files live in cost/calibration/*.json; `shardplan calibrate`
+writes the same format. GPUs without a file use their datasheet peak scaled by the H100's measured
+fraction (a labelled assumption)."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shardplan.errors import ShardplanError
+from shardplan.topology.catalog import gpu_model
+
+REFERENCE_GPU = "h100-sxm"  # the GPU whose measurements stand in for others (fixtures/device-h100)
+
+
+class Calibration(BaseModel):
+    """Measurements of one GPU model, as `shardplan calibrate` writes them."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    gpu: str = Field(description="Catalogue key of the GPU measured.")
+    source: str = Field("", alias="_source", description="Where and how it was measured.")
+    gemm_tflops: dict[str, float] = Field(description="bf16 GEMM TFLOP/s by 'MxNxK'.")
+    sdpa_causal_tflops: dict[str, float] = Field(description="Causal attention TFLOP/s (causal FLOPs).")
+    d2d_rw_gbps: float = Field(gt=0, description="Device-to-device copy, read + write bytes per second / 1e9.")
+    h2d_gbps: float | None = Field(None, description="Pinned host-to-device copy, GB/s.")
+
+
+class Rates(BaseModel):
+    """What the cost model uses: GEMM time = flops / gemm_peak_flops + gemm_overhead_s."""
+
+    model_config = ConfigDict(frozen=True)
+
+    gemm_peak_flops: float = Field(description="Sustained bf16 GEMM FLOP/s for large shapes.")
+    gemm_overhead_s: float = Field(description="Fixed time per GEMM (launch, wave tail).")
+    attention_flops: float = Field(description="Causal attention FLOP/s (flash / SDPA).")
+    hbm_bytes_per_s: float = Field(description="Achievable memory traffic (read + write), bytes/s.")
+    source: str
+
+
+def _fit_gemm(cal: Calibration) -> tuple[float, float]:
+    """Least squares, in relative error, of time = flops / peak + overhead over the GEMM table:
+    with x = flops / t and y = 1 / t, minimise sum((x / peak + y * overhead - 1)^2), a 2x2 linear solve."""
+    xs, ys = [], []
+    for shape, tflops in cal.gemm_tflops.items():
+        m, n, k = (int(v) for v in shape.split("x"))
+        flops = 2 * m * n * k
+        t = flops / (tflops * 1e12)
+        xs.append(flops / t)
+        ys.append(1 / t)
+    sxx, sxy, syy = sum(x * x for x in xs), sum(x * y for x, y in zip(xs, ys, strict=True)), sum(y * y for y in ys)
+    sx, sy = sum(xs), sum(ys)
+    det = sxx * syy - sxy * sxy
+    inv_peak = (sx * syy - sy * sxy) / det
+    overhead = (sy * sxx - sx * sxy) / det
+    return 1 / inv_peak, max(overhead, 0.0)
+
+
+def read_calibration(path: Path | str) -> Calibration:
+    """A calibration file; errors name the file and field."""
+    path = Path(path)
+    try:
+        return Calibration.model_validate(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise ShardplanError(f"{path}: no such calibration file") from None
+    except json.JSONDecodeError as exc:
+        raise ShardplanError(f"{path}: line {exc.lineno}: not valid JSON") from None
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ShardplanError(f"{path}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+@cache
+def shipped_calibration(gpu: str) -> Calibration | None:
+    """The calibration shipped for `gpu`, if any."""
+    file = resources.files("shardplan").joinpath(f"cost/calibration/{gpu}.json")
+    return Calibration.model_validate(json.loads(file.read_text())) if file.is_file() else None
+
+
+def _rates_from(cal: Calibration) -> Rates:
+    return _rates_from_json(cal.model_dump_json(by_alias=True))
+
+
+@cache
+def _rates_from_json(text: str) -> Rates:
+    cal = Calibration.model_validate_json(text)
+    peak, overhead = _fit_gemm(cal)
+    return Rates(
+        gemm_peak_flops=peak,
+        gemm_overhead_s=overhead,
+        attention_flops=min(cal.sdpa_causal_tflops.values()) * 1e12,
+        hbm_bytes_per_s=cal.d2d_rw_gbps * 1e9,
+        source=cal.source or f"calibration of {cal.gpu}",
+    )
+
+
+def rates_for(gpu: str, calibration: Calibration | None = None) -> Rates:
+    """Rates for GPU model `gpu`: from `calibration` if it is for that GPU, else the shipped file,
+    else the reference GPU's measured fractions of its datasheet applied to this GPU's datasheet."""
+    for cal in (calibration, shipped_calibration(gpu)):
+        if cal is not None and cal.gpu == gpu:
+            return _rates_from(cal)
+    ref_cal = shipped_calibration(REFERENCE_GPU)
+    assert ref_cal is not None, "the reference calibration ships with the package"
+    ref, ref_spec, spec = _rates_from(ref_cal), gpu_model(REFERENCE_GPU), gpu_model(gpu)
+    compute = spec.bf16_dense_tflops / ref_spec.bf16_dense_tflops
+    return Rates(
+        gemm_peak_flops=ref.gemm_peak_flops * compute,
+        gemm_overhead_s=ref.gemm_overhead_s,
+        attention_flops=ref.attention_flops * compute,
+        hbm_bytes_per_s=ref.hbm_bytes_per_s * spec.hbm_gbps / ref_spec.hbm_gbps,
+        source=f"assumption: {gpu} datasheet x the fractions measured on {REFERENCE_GPU} ({ref.source[:60]}...)",
+    )

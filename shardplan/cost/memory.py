@@ -1,0 +1,82 @@
+"""Memory of one GPU: weights, gradients, optimizer states, activations in flight, logits, and an
+allowance for what the framework itself holds. Bytes throughout."""
+
+from __future__ import annotations
+
+from shardplan.model.schema import ModelSpec
+from shardplan.training import Training
+
+# Mixed precision (DESIGN.md): bf16 weights for compute (2 B), fp32 master weights (4 B), fp32
+# gradients (4 B), Adam's two fp32 moments (8 B; SGD keeps none).
+BF16_WEIGHT, FP32_MASTER, FP32_GRAD = 2, 4, 4
+ADAM_STATES = 8
+# Logits of the output layer per element: bf16 output (2 B), fp32 copy for the loss (4 B) and its
+# fp32 gradient (4 B) alive together at the loss (DESIGN.md, "Memory").
+LOGIT_BYTES = 2 + 4 + 4
+# What PyTorch and NCCL hold besides tensors: CUDA context with cuBLAS/cuDNN workspaces and NCCL's
+# channel buffers. Assumption (typical for torch 2.x on Hopper) until `shardplan calibrate` measures
+# it on the machine: 1.5 GiB.
+FRAMEWORK_BYTES = int(1.5 * 2**30)
+
+
+def param_counts(model: ModelSpec, *, layers: int, first: bool, last: bool) -> int:
+    """Parameters held by one pipeline stage before tensor parallelism."""
+    block = next(ly for ly in model.layers if ly.kind == "block")
+    blocks = sum(ly.params * ly.count for ly in model.layers if ly.kind == "block")
+    per_layer = blocks / model.num_layers if model.num_layers else block.params
+    out = per_layer * layers
+    embed = model.layers[0].params
+    if first:
+        out += embed
+    if last:
+        head = next(ly.params for ly in model.layers if ly.kind == "head")
+        norm = next(ly.params for ly in model.layers if ly.kind == "norm")
+        # a tied head needs its own copy of the embedding when it sits on another stage
+        out += norm + (head if head else (embed if not first else 0))
+    return int(out)
+
+
+def state_bytes(params_local: float, *, dp: int, zero_stage: int, optimizer: str) -> dict[str, float]:
+    """Weights, gradients and optimizer states of `params_local` parameters, sharded by ZeRO stage."""
+    states = ADAM_STATES if optimizer == "adam" else 0
+    shard = {k: (dp if zero_stage >= s else 1) for k, s in (("opt", 1), ("grad", 2), ("weight", 3))}
+    return {
+        "weights": params_local * BF16_WEIGHT / shard["weight"],
+        "master_and_optimizer": params_local * (FP32_MASTER + states) / shard["opt"],
+        "gradients": params_local * FP32_GRAD / shard["grad"],
+    }
+
+
+def activation_bytes(
+    model: ModelSpec,
+    training: Training,
+    *,
+    layers: int,
+    first: bool,
+    last: bool,
+    tp: int,
+    pp: int,
+    micro_batch: int,
+    num_micro: int,
+    virtual_stages: int,
+) -> dict[str, float]:
+    """Activations the first (or only) stage keeps at its peak, under 1F1B (interleaved when
+    `virtual_stages` > 1): it holds min(pp, num_micro) micro-batches, scaled by
+    1 + (pp - 1) / (pp * v) when interleaved (Narayanan et al. 2021, Sec. 2.2.2)."""
+    tokens = micro_batch * training.seq_len
+    sp = training.sequence_parallel and tp > 1
+    per_layer = model.activation_bytes_per_token(
+        tp=tp, sequence_parallel=sp, recompute=training.recompute, seq_len=training.seq_len
+    )
+    in_flight = min(pp, num_micro) if pp > 1 else 1
+    if pp > 1 and virtual_stages > 1:
+        in_flight *= 1 + (pp - 1) / (pp * virtual_stages)
+    acts = per_layer * tokens * layers * in_flight
+    if training.recompute == "full":  # one layer is rebuilt in full during its backward
+        acts += model.activation_bytes_per_token(tp=tp, sequence_parallel=sp, seq_len=training.seq_len) * tokens
+    out = {"activations": acts}
+    if last:
+        out["logits"] = tokens * model.vocab_size / tp * LOGIT_BYTES
+    if first:
+        out["embedding_output"] = tokens * model.hidden_size * 2 / (tp if sp else 1)
+    return out

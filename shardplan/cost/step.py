@@ -1,0 +1,169 @@
+"""Step time and memory of a placed layout: compute, exposed TP and PP communication, pipeline
+bubble, data-parallel gradient sync (overlapped with the last backward), FSDP gathers, optimizer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from shardplan.cost.calibration import Calibration, rates_for
+from shardplan.cost.collectives import _link_class, collective_time_s
+from shardplan.cost.compute import optimizer_s, stage_times
+from shardplan.cost.memory import FRAMEWORK_BYTES, activation_bytes, param_counts, state_bytes
+from shardplan.model.schema import ModelSpec
+from shardplan.topology.schema import Topology
+from shardplan.training import Training
+
+Layout = Sequence[Sequence[Sequence[int]]]  # layout[p][d][t] -> GPU
+
+
+@dataclass
+class StepCost:
+    """What `step_cost` finds for one layout."""
+
+    step_time_s: float
+    breakdown: dict[str, float]
+    comm_time_by_link: dict[str, float]
+    memory_per_gpu_bytes: float
+    memory_breakdown: dict[str, float]
+    fits: bool
+    layers_per_stage: tuple[int, ...]
+    model_flops_per_step: float
+    notes: list[str] = field(default_factory=list)
+
+
+def split_layers(num_layers: int, pp: int) -> tuple[int, ...]:
+    """Layers per stage, as even as possible, the remainder on the middle stages (the first holds the
+    embedding and the last the output head, both heavy)."""
+    base, extra = divmod(num_layers, pp)
+    order = sorted(range(pp), key=lambda s: (s in (0, pp - 1), s))
+    bonus = set(order[:extra])
+    return tuple(base + (1 if s in bonus else 0) for s in range(pp))
+
+
+def step_cost(
+    model: ModelSpec,
+    topology: Topology,
+    training: Training,
+    layout: Layout,
+    *,
+    micro_batch: int,
+    virtual_stages: int = 1,
+    calibration: Calibration | None = None,
+) -> StepCost:
+    """The cost of one optimiser step for `layout` (shape pp x dp x tp)."""
+    pp, dp, tp = len(layout), len(layout[0]), len(layout[0][0])
+    num_micro = training.global_batch // (dp * micro_batch)
+    gpu_key = topology.gpus[layout[0][0][0]].model
+    rates = rates_for(topology.gpu_spec(layout[0][0][0]).key, calibration)
+    sp = training.sequence_parallel and tp > 1
+    tokens = micro_batch * training.seq_len
+    layers = split_layers(model.num_layers, pp)
+    comm: dict[str, float] = {"nvlink": 0.0, "pcie": 0.0, "net": 0.0}
+
+    def timed(op: str, groups: list[list[int]], size: float) -> float:
+        """Time of `op` on every group at once (they contend), the slowest group's."""
+        timed_groups = groups[:1] if _uniform(topology, groups) else groups
+        return max(
+            collective_time_s(topology, op, g, size, concurrent=groups[:k] + groups[k + 1 :])
+            for k, g in enumerate(timed_groups)
+        )
+
+    # --- per stage: compute, TP collectives, memory -------------------------------------------
+    stage_total, tp_per_micro, mems = [], [], []
+    hbm = min(g.memory_bytes or 0 for g in topology.gpus) or None
+    for p in range(pp):
+        first, last = p == 0, p == pp - 1
+        times = stage_times(model, layers=layers[p], first=first, last=last, micro_batch=micro_batch,
+                            seq_len=training.seq_len, tp=tp, sequence_parallel=sp, recompute=training.recompute,
+                            rates=rates)
+        tp_s = 0.0
+        if tp > 1:
+            groups = [list(layout[p][d]) for d in range(dp)]
+            size = tokens * model.hidden_size * 2  # bf16 activations, the full (gathered) buffer
+            per_layer_fwd = 2 * (timed("all_gather", groups, size) + timed("reduce_scatter", groups, size)) if sp \
+                else 2 * timed("all_reduce", groups, size)
+            passes = 3 if training.recompute == "full" else 2  # forward, backward (+ recomputed forward)
+            tp_s = per_layer_fwd * layers[p] * passes
+            comm[_link_class(topology, groups[0])] += tp_s * num_micro
+        stage_total.append(times.total_s)
+        tp_per_micro.append(tp_s)
+        params = param_counts(model, layers=layers[p], first=first, last=last) / tp
+        mem = state_bytes(params, dp=dp, zero_stage=training.zero_stage, optimizer=training.optimizer)
+        mem.update(activation_bytes(model, training, layers=layers[p], first=first, last=last, tp=tp, pp=pp,
+                                    micro_batch=micro_batch, num_micro=num_micro, virtual_stages=virtual_stages))
+        if training.zero_stage == 3:  # FSDP: the current and the prefetched layer, gathered in bf16
+            mem["gathered_weights"] = 2 * 2 * param_counts(model, layers=1, first=False, last=False) / tp
+        mem["framework"] = FRAMEWORK_BYTES
+        mems.append(mem)
+
+    bottleneck = max(range(pp), key=lambda p: stage_total[p] + tp_per_micro[p])
+    per_micro = stage_total[bottleneck] + tp_per_micro[bottleneck]
+    compute_s = num_micro * stage_total[bottleneck]
+    tp_total = num_micro * tp_per_micro[bottleneck]
+    bubble_s = (pp - 1) / virtual_stages * per_micro if pp > 1 else 0.0
+
+    # --- pipeline point-to-point ----------------------------------------------------------------
+    pp_s = 0.0
+    if pp > 1:
+        size = tokens * model.hidden_size * 2 / (tp if sp else 1)
+        worst = 0.0
+        for p in range(pp - 1):
+            pairs = [[layout[p][d][t], layout[p + 1][d][t]] for d in range(dp) for t in range(tp)]
+            worst = max(worst, timed("send_recv", pairs, size))
+            link = _link_class(topology, pairs[0])
+        pp_s = 2 * (num_micro + pp - 1) * virtual_stages * worst
+        comm[link] += pp_s
+
+    # --- data parallel ---------------------------------------------------------------------------
+    dp_s, fsdp_s, opt_s = 0.0, 0.0, 0.0
+    params_local = param_counts(model, layers=layers[bottleneck], first=bottleneck == 0,
+                                last=bottleneck == pp - 1) / tp
+    if dp > 1:
+        groups = [[layout[bottleneck][d][t] for d in range(dp)] for t in range(tp)]
+        grad_bytes = params_local * 4  # fp32 gradients
+        if training.zero_stage >= 1:  # reduce-scatter gradients, all-gather the updated bf16 weights
+            sync = timed("reduce_scatter", groups, grad_bytes)
+            gather = timed("all_gather", groups, params_local * 2)
+        else:
+            sync, gather = timed("all_reduce", groups, grad_bytes), 0.0
+        link = _link_class(topology, groups[0])
+        if training.zero_stage == 3:
+            # FSDP: each micro-batch gathers bf16 weights for forward and backward and reduce-scatters
+            # its gradients, overlapped with that micro-batch's compute.
+            per_micro_comm = 2 * gather + sync
+            fsdp_s = num_micro * max(0.0, per_micro_comm - per_micro)
+            comm[link] += num_micro * per_micro_comm
+        else:
+            # Gradient sync overlaps the backward of the last micro-batch; the weight gather (ZeRO 1/2)
+            # follows the optimizer step.
+            last_backward = per_micro * 2 / 3
+            dp_s = max(0.0, sync - last_backward) + gather
+            comm[link] += sync + gather
+    shard = dp if training.zero_stage >= 1 else 1
+    opt_s = optimizer_s(params_local / shard, rates)
+
+    step = compute_s + tp_total + bubble_s + pp_s + dp_s + fsdp_s + opt_s
+    worst_mem = max(mems, key=lambda m: sum(m.values()))
+    memory = sum(worst_mem.values())
+    return StepCost(
+        step_time_s=step,
+        breakdown={"compute": compute_s, "tp": tp_total, "pp": pp_s, "bubble": bubble_s, "dp": dp_s,
+                   "fsdp": fsdp_s, "optimizer": opt_s},
+        comm_time_by_link=comm,
+        memory_per_gpu_bytes=memory,
+        memory_breakdown=worst_mem,
+        fits=hbm is None or memory <= hbm,
+        layers_per_stage=layers,
+        model_flops_per_step=3 * model.flops_per_token(training.seq_len) * training.tokens_per_step,
+        notes=[] if gpu_key else ["GPU model unknown"],
+    )
+
+
+def _uniform(topology: Topology, groups: list[list[int]]) -> bool:
+    """Groups that sit alike (same path kinds inside) take the same time; time one of them."""
+    def shape(g: list[int]) -> tuple[str, ...]:
+        return tuple(topology.path_kind(a, b) for a, b in zip(g, g[1:] + g[:1], strict=True))
+
+    first = shape(groups[0])
+    return all(shape(g) == first for g in groups[1:])

@@ -1,0 +1,65 @@
+"""`Plan`: one placed parallel layout with its estimated step time and memory; versioned JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shardplan.errors import ShardplanError
+
+PLAN_SCHEMA_VERSION = 1
+
+
+class Plan(BaseModel):
+    """A layout (degrees, micro-batch, rank placement) and what the cost model says about it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field(description="Model name.")
+    topology: str = Field(description="Topology name.")
+    num_gpus: int
+    tp: int = Field(ge=1, description="Tensor-parallel degree.")
+    pp: int = Field(ge=1, description="Pipeline-parallel degree.")
+    dp: int = Field(ge=1, description="Data-parallel degree.")
+    cp: int = Field(1, ge=1, description="Context-parallel degree (1: not used).")
+    ep: int = Field(1, ge=1, description="Expert-parallel degree (1: not used).")
+    micro_batch: int = Field(ge=1, description="Sequences per micro-batch per data-parallel replica.")
+    num_micro_batches: int = Field(ge=1, description="Micro-batches per optimiser step per replica.")
+    virtual_stages: int = Field(1, ge=1, description="Interleaved pipeline chunks per GPU.")
+    zero_stage: int = Field(0, description="ZeRO / FSDP stage.")
+    recompute: str = Field("none", description="Activation recomputation.")
+    sequence_parallel: bool = True
+    global_batch: int
+    seq_len: int
+    mesh_dim_names: tuple[str, ...] = ("pp", "dp", "tp")
+    mesh_shape: tuple[int, ...]
+    rank_layout: list[list[list[int]]] = Field(
+        description="rank_layout[p][d][t]: the GPU of pipeline stage p, replica d, tensor rank t."
+    )
+    layers_per_stage: tuple[int, ...]
+    step_time_s: float
+    tokens_per_s: float
+    mfu: float = Field(description="Model FLOPs utilisation: model FLOPs per second / (GPUs x dense bf16 peak).")
+    memory_per_gpu_bytes: float = Field(description="The largest over GPUs.")
+    memory_breakdown: dict[str, float] = Field(description="Bytes per part on the GPU with the most memory.")
+    fits: bool = Field(description="memory_per_gpu_bytes fits the smallest GPU's memory.")
+    breakdown: dict[str, float] = Field(description="Seconds per part of the step.")
+    comm_time_by_link: dict[str, float] = Field(description="Communication seconds per link class.")
+    default_step_time_s: float | None = Field(None, description="Same degrees in row-major rank order.")
+    optimal: bool = Field(False, description="The solver proved this placement optimal over its space.")
+    gap: float | None = Field(None, description="Relative gap the solver proved (0: optimal).")
+
+    def to_json(self) -> str:
+        """One JSON document with a schema version."""
+        return json.dumps({"schema_version": PLAN_SCHEMA_VERSION, **self.model_dump(mode="json")}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        """Read what `to_json` wrote."""
+        data: dict[str, Any] = json.loads(text)
+        version = data.pop("schema_version", None)
+        if version != PLAN_SCHEMA_VERSION:
+            raise ShardplanError(f"plan schema_version {version!r} is not {PLAN_SCHEMA_VERSION}")
+        return cls.model_validate(data)

@@ -1,0 +1,1 @@
+"""Search: score layouts (`estimate`) and choose among them."""

@@ -1,0 +1,114 @@
+"""`estimate()`: score one given layout without searching."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from shardplan.cost.calibration import Calibration, read_calibration
+from shardplan.cost.step import step_cost
+from shardplan.errors import PlanError
+from shardplan.model import ModelSpec, load_model
+from shardplan.plan import Plan
+from shardplan.topology import Topology, load_topology
+from shardplan.training import Training
+
+
+def default_layout(pp: int, dp: int, tp: int) -> list[list[list[int]]]:
+    """Row-major rank order: GPU index = ((p * dp + d) * tp + t)."""
+    return [[[(p * dp + d) * tp + t for t in range(tp)] for d in range(dp)] for p in range(pp)]
+
+
+def check_layout(
+    model: ModelSpec, topology: Topology, training: Training, *, tp: int, pp: int, dp: int, micro_batch: int,
+    virtual_stages: int, rank_layout: Sequence[Sequence[Sequence[int]]],
+) -> None:
+    """One-line `PlanError` saying what to change when the request cannot be a layout."""
+    n = topology.num_gpus
+    if min(tp, pp, dp, micro_batch, virtual_stages) < 1:
+        raise PlanError("tp, pp, dp, micro_batch and virtual_stages must all be at least 1")
+    if tp * pp * dp != n:
+        raise PlanError(f"tp x pp x dp = {tp} x {pp} x {dp} = {tp * pp * dp}, but the topology has {n} GPUs")
+    if model.num_heads % tp:
+        raise PlanError(f"tp={tp} does not divide the {model.num_heads} attention heads of {model.name}")
+    if model.num_kv_heads % tp and tp % model.num_kv_heads:
+        raise PlanError(f"tp={tp} and the {model.num_kv_heads} KV heads of {model.name} do not divide one another")
+    if pp * virtual_stages > model.num_layers:
+        raise PlanError(f"pp x virtual stages = {pp * virtual_stages} exceeds the {model.num_layers} layers")
+    if training.global_batch % (dp * micro_batch):
+        raise PlanError(
+            f"global batch {training.global_batch} is not a multiple of dp x micro_batch = {dp} x {micro_batch}"
+        )
+    if virtual_stages > 1 and (training.global_batch // (dp * micro_batch)) % pp:
+        raise PlanError("interleaved pipelines need the number of micro-batches to be a multiple of pp")
+    shape_ok = len(rank_layout) == pp and all(
+        len(row) == dp and all(len(cell) == tp for cell in row) for row in rank_layout
+    )
+    if not shape_ok:
+        raise PlanError(f"rank_layout must have shape (pp, dp, tp) = ({pp}, {dp}, {tp})")
+    flat = [g for row in rank_layout for cell in row for g in cell]
+    if sorted(flat) != list(range(n)):
+        raise PlanError(f"rank_layout must use every GPU 0..{n - 1} exactly once")
+
+
+def estimate(
+    model: ModelSpec | str | Path,
+    topology: Topology | str | Path,
+    training: Training,
+    *,
+    tp: int,
+    pp: int,
+    dp: int,
+    micro_batch: int = 1,
+    virtual_stages: int = 1,
+    rank_layout: Sequence[Sequence[Sequence[int]]] | None = None,
+    calibration: Calibration | str | Path | None = None,
+) -> Plan:
+    """Score one layout: step time, memory per GPU, throughput and where the time goes.
+
+    >>> from shardplan import Training
+    >>> plan = estimate("llama3-8b", "dgx-h100", Training(global_batch=32, seq_len=8192, zero_stage=3), tp=1, pp=1, dp=8)
+    >>> plan.fits, plan.mesh_shape
+    (True, (1, 8, 1))
+    """
+    spec = load_model(model)
+    topo = load_topology(topology)
+    cal = read_calibration(calibration) if isinstance(calibration, str | Path) else calibration
+    layout = [[list(cell) for cell in row] for row in (rank_layout or default_layout(pp, dp, tp))]
+    check_layout(spec, topo, training, tp=tp, pp=pp, dp=dp, micro_batch=micro_batch,
+                 virtual_stages=virtual_stages, rank_layout=layout)
+    cost = step_cost(spec, topo, training, layout, micro_batch=micro_batch, virtual_stages=virtual_stages,
+                     calibration=cal)
+    default = cost
+    if rank_layout is not None and layout != default_layout(pp, dp, tp):
+        default = step_cost(spec, topo, training, default_layout(pp, dp, tp), micro_batch=micro_batch,
+                            virtual_stages=virtual_stages, calibration=cal)
+    peak = sum(topo.gpu_spec(g.index).bf16_dense_tflops for g in topo.gpus) * 1e12
+    return Plan(
+        model=spec.name,
+        topology=topo.name,
+        num_gpus=topo.num_gpus,
+        tp=tp,
+        pp=pp,
+        dp=dp,
+        micro_batch=micro_batch,
+        num_micro_batches=training.global_batch // (dp * micro_batch),
+        virtual_stages=virtual_stages,
+        zero_stage=training.zero_stage,
+        recompute=training.recompute,
+        sequence_parallel=training.sequence_parallel,
+        global_batch=training.global_batch,
+        seq_len=training.seq_len,
+        mesh_shape=(pp, dp, tp),
+        rank_layout=layout,
+        layers_per_stage=cost.layers_per_stage,
+        step_time_s=cost.step_time_s,
+        tokens_per_s=training.tokens_per_step / cost.step_time_s,
+        mfu=cost.model_flops_per_step / cost.step_time_s / peak,
+        memory_per_gpu_bytes=cost.memory_per_gpu_bytes,
+        memory_breakdown=cost.memory_breakdown,
+        fits=cost.fits,
+        breakdown=cost.breakdown,
+        comm_time_by_link=cost.comm_time_by_link,
+        default_step_time_s=default.step_time_s,
+    )
