@@ -61,7 +61,9 @@ def _block_times(model: ModelSpec, tokens: int, seq_len: int, tp: int, sp: bool,
     #   two norms (read h, write h) and two residual adds (read 2h, write h), on tokens/tp with SP
     #   RoPE on Q and K (read + write), the MLP activation (SwiGLU: read 2f, write f; GeLU: read f, write f)
     norm_tokens = tokens / tp if sp else tokens
-    elements = norm_tokens * (2 * 2 * h + 2 * 3 * h) + tokens * (2 * (q + kv) + (3 if model.mlp == "swiglu" else 2) * f) / tp
+    elements = (
+        norm_tokens * (2 * 2 * h + 2 * 3 * h) + tokens * (2 * (q + kv) + (3 if model.mlp == "swiglu" else 2) * f) / tp
+    )
     memory = elements * BF16 / rates.hbm_bytes_per_s
     return gemms, attn, memory
 

@@ -74,15 +74,27 @@ def step_cost(
     hbm = min(g.memory_bytes or 0 for g in topology.gpus) or None
     for p in range(pp):
         first, last = p == 0, p == pp - 1
-        times = stage_times(model, layers=layers[p], first=first, last=last, micro_batch=micro_batch,
-                            seq_len=training.seq_len, tp=tp, sequence_parallel=sp, recompute=training.recompute,
-                            rates=rates)
+        times = stage_times(
+            model,
+            layers=layers[p],
+            first=first,
+            last=last,
+            micro_batch=micro_batch,
+            seq_len=training.seq_len,
+            tp=tp,
+            sequence_parallel=sp,
+            recompute=training.recompute,
+            rates=rates,
+        )
         tp_s = 0.0
         if tp > 1:
             groups = [list(layout[p][d]) for d in range(dp)]
             size = tokens * model.hidden_size * 2  # bf16 activations, the full (gathered) buffer
-            per_layer_fwd = 2 * (timed("all_gather", groups, size) + timed("reduce_scatter", groups, size)) if sp \
+            per_layer_fwd = (
+                2 * (timed("all_gather", groups, size) + timed("reduce_scatter", groups, size))
+                if sp
                 else 2 * timed("all_reduce", groups, size)
+            )
             passes = 3 if training.recompute == "full" else 2  # forward, backward (+ recomputed forward)
             tp_s = per_layer_fwd * layers[p] * passes
             comm[_link_class(topology, groups[0])] += tp_s * num_micro
@@ -90,8 +102,20 @@ def step_cost(
         tp_per_micro.append(tp_s)
         params = param_counts(model, layers=layers[p], first=first, last=last) / tp
         mem = state_bytes(params, dp=dp, zero_stage=training.zero_stage, optimizer=training.optimizer)
-        mem.update(activation_bytes(model, training, layers=layers[p], first=first, last=last, tp=tp, pp=pp,
-                                    micro_batch=micro_batch, num_micro=num_micro, virtual_stages=virtual_stages))
+        mem.update(
+            activation_bytes(
+                model,
+                training,
+                layers=layers[p],
+                first=first,
+                last=last,
+                tp=tp,
+                pp=pp,
+                micro_batch=micro_batch,
+                num_micro=num_micro,
+                virtual_stages=virtual_stages,
+            )
+        )
         if training.zero_stage == 3:  # FSDP: the current and the prefetched layer, gathered in bf16
             mem["gathered_weights"] = 2 * 2 * param_counts(model, layers=1, first=False, last=False) / tp
         mem["framework"] = FRAMEWORK_BYTES
@@ -117,8 +141,7 @@ def step_cost(
 
     # --- data parallel ---------------------------------------------------------------------------
     dp_s, fsdp_s, opt_s = 0.0, 0.0, 0.0
-    params_local = param_counts(model, layers=layers[bottleneck], first=bottleneck == 0,
-                                last=bottleneck == pp - 1) / tp
+    params_local = param_counts(model, layers=layers[bottleneck], first=bottleneck == 0, last=bottleneck == pp - 1) / tp
     if dp > 1:
         groups = [[layout[bottleneck][d][t] for d in range(dp)] for t in range(tp)]
         grad_bytes = params_local * 4  # fp32 gradients
@@ -148,8 +171,15 @@ def step_cost(
     memory = sum(worst_mem.values())
     return StepCost(
         step_time_s=step,
-        breakdown={"compute": compute_s, "tp": tp_total, "pp": pp_s, "bubble": bubble_s, "dp": dp_s,
-                   "fsdp": fsdp_s, "optimizer": opt_s},
+        breakdown={
+            "compute": compute_s,
+            "tp": tp_total,
+            "pp": pp_s,
+            "bubble": bubble_s,
+            "dp": dp_s,
+            "fsdp": fsdp_s,
+            "optimizer": opt_s,
+        },
         comm_time_by_link=comm,
         memory_per_gpu_bytes=memory,
         memory_breakdown=worst_mem,
@@ -162,6 +192,7 @@ def step_cost(
 
 def _uniform(topology: Topology, groups: list[list[int]]) -> bool:
     """Groups that sit alike (same path kinds inside) take the same time; time one of them."""
+
     def shape(g: list[int]) -> tuple[str, ...]:
         return tuple(topology.path_kind(a, b) for a, b in zip(g, g[1:] + g[:1], strict=True))
 

@@ -20,8 +20,16 @@ def default_layout(pp: int, dp: int, tp: int) -> list[list[list[int]]]:
 
 
 def check_layout(
-    model: ModelSpec, topology: Topology, training: Training, *, tp: int, pp: int, dp: int, micro_batch: int,
-    virtual_stages: int, rank_layout: Sequence[Sequence[Sequence[int]]],
+    model: ModelSpec,
+    topology: Topology,
+    training: Training,
+    *,
+    tp: int,
+    pp: int,
+    dp: int,
+    micro_batch: int,
+    virtual_stages: int,
+    rank_layout: Sequence[Sequence[Sequence[int]]],
 ) -> None:
     """One-line `PlanError` saying what to change when the request cannot be a layout."""
     n = topology.num_gpus
@@ -67,7 +75,8 @@ def estimate(
     """Score one layout: step time, memory per GPU, throughput and where the time goes.
 
     >>> from shardplan import Training
-    >>> plan = estimate("llama3-8b", "dgx-h100", Training(global_batch=32, seq_len=8192, zero_stage=3), tp=1, pp=1, dp=8)
+    >>> train = Training(global_batch=32, seq_len=8192, zero_stage=3)
+    >>> plan = estimate("llama3-8b", "dgx-h100", train, tp=1, pp=1, dp=8)
     >>> plan.fits, plan.mesh_shape
     (True, (1, 8, 1))
     """
@@ -75,14 +84,31 @@ def estimate(
     topo = load_topology(topology)
     cal = read_calibration(calibration) if isinstance(calibration, str | Path) else calibration
     layout = [[list(cell) for cell in row] for row in (rank_layout or default_layout(pp, dp, tp))]
-    check_layout(spec, topo, training, tp=tp, pp=pp, dp=dp, micro_batch=micro_batch,
-                 virtual_stages=virtual_stages, rank_layout=layout)
-    cost = step_cost(spec, topo, training, layout, micro_batch=micro_batch, virtual_stages=virtual_stages,
-                     calibration=cal)
+    check_layout(
+        spec,
+        topo,
+        training,
+        tp=tp,
+        pp=pp,
+        dp=dp,
+        micro_batch=micro_batch,
+        virtual_stages=virtual_stages,
+        rank_layout=layout,
+    )
+    cost = step_cost(
+        spec, topo, training, layout, micro_batch=micro_batch, virtual_stages=virtual_stages, calibration=cal
+    )
     default = cost
     if rank_layout is not None and layout != default_layout(pp, dp, tp):
-        default = step_cost(spec, topo, training, default_layout(pp, dp, tp), micro_batch=micro_batch,
-                            virtual_stages=virtual_stages, calibration=cal)
+        default = step_cost(
+            spec,
+            topo,
+            training,
+            default_layout(pp, dp, tp),
+            micro_batch=micro_batch,
+            virtual_stages=virtual_stages,
+            calibration=cal,
+        )
     peak = sum(topo.gpu_spec(g.index).bf16_dense_tflops for g in topo.gpus) * 1e12
     return Plan(
         model=spec.name,

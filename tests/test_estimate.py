@@ -1,0 +1,103 @@
+"""estimate(): hand-checked pieces, invariants over sweeps, errors that say what to change."""
+
+from __future__ import annotations
+
+import pytest
+
+from shardplan import Plan, Training, estimate, load_model, load_topology
+from shardplan.cost.calibration import rates_for
+from shardplan.cost.compute import gemm_s
+from shardplan.cost.memory import state_bytes
+from shardplan.errors import PlanError
+
+TRAIN = Training(global_batch=64, seq_len=4096, recompute="selective", zero_stage=1)
+
+
+def test_gemm_time_fits_the_measured_table_within_12_percent():
+    rates = rates_for("h100-sxm")  # fitted on fixtures/device-h100/facts.json
+    for (m, n, k), tflops in {
+        (8192, 8192, 8192): 753.27,
+        (2048, 1024, 1024): 126.5,
+        (4096, 8192, 28672): 685.65,
+        (16384, 1024, 8192): 583.59,
+    }.items():
+        measured = 2 * m * n * k / (tflops * 1e12)
+        assert gemm_s(m, n, k, rates) == pytest.approx(measured, rel=0.12)
+
+
+def test_optimizer_state_bytes_by_zero_stage_hand_checked():
+    p, dp = 1_000_000, 8
+    assert sum(state_bytes(p, dp=dp, zero_stage=0, optimizer="adam").values()) == 18 * p  # 2 + 4 + 8 + 4
+    assert sum(state_bytes(p, dp=dp, zero_stage=1, optimizer="adam").values()) == 2 * p + 4 * p + 12 * p / dp
+    assert sum(state_bytes(p, dp=dp, zero_stage=2, optimizer="adam").values()) == 2 * p + 16 * p / dp
+    assert sum(state_bytes(p, dp=dp, zero_stage=3, optimizer="adam").values()) == 18 * p / dp
+
+
+def test_memory_never_grows_with_more_zero_sharding():
+    mems = [
+        estimate(
+            "llama3-8b", "dgx-h100", TRAIN.model_copy(update={"zero_stage": z}), tp=2, pp=1, dp=4
+        ).memory_per_gpu_bytes
+        for z in (0, 1, 2, 3)
+    ]
+    assert mems[0] >= mems[1] >= mems[2] >= mems[3]
+
+
+def test_tp_across_pcie_never_beats_tp_inside_nvlink_island():
+    topo = load_topology("a100-pcie-8gpu-bridged")
+    train = Training(global_batch=16, seq_len=2048, recompute="full", zero_stage=1)
+    inside = estimate("llama2-7b", topo, train, tp=2, pp=1, dp=4)  # row-major: TP pairs 0-1, 2-3 ... bridged
+    across = [[[0, 4], [1, 5], [2, 6], [3, 7]]]  # every TP pair crosses the sockets
+    crossed = estimate("llama2-7b", topo, train, tp=2, pp=1, dp=4, rank_layout=across)
+    assert crossed.step_time_s > inside.step_time_s
+    assert crossed.default_step_time_s == pytest.approx(inside.step_time_s)
+
+
+def test_time_never_drops_when_a_link_is_degraded(tmp_path):
+    healthy = tmp_path / "healthy.yaml"
+    degraded = tmp_path / "degraded.yaml"
+    base = (
+        "nodes: [{gpu: v100-sxm2-32gb, gpus: 4, pcie: {gen: 3}, nvlink: [[0, 1, %d], [2, 3, 2], [0, 2, 1], [1, 3, 1]]}]"
+    )
+    healthy.write_text(base % 2)
+    degraded.write_text(base % 1)
+    train = Training(global_batch=8, seq_len=1024, zero_stage=1, recompute="full")
+    a = estimate("gpt-tiny", healthy, train, tp=2, pp=1, dp=2)
+    b = estimate("gpt-tiny", degraded, train, tp=2, pp=1, dp=2)
+    assert b.step_time_s >= a.step_time_s
+
+
+def test_more_tokens_take_longer():
+    times = [
+        estimate("llama3-8b", "dgx-h100", TRAIN.model_copy(update={"global_batch": b}), tp=1, pp=1, dp=8).step_time_s
+        for b in (8, 16, 32, 64)
+    ]
+    assert times == sorted(times)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"tp": 3, "pp": 1, "dp": 3}, "tp x pp x dp = 3 x 1 x 3 = 9, but the topology has 8 GPUs"),
+        ({"tp": 8, "pp": 1, "dp": 1, "model": "gpt2"}, "tp=8 does not divide the 12 attention heads"),
+        ({"tp": 1, "pp": 1, "dp": 8, "micro_batch": 3}, "not a multiple of dp x micro_batch"),
+        ({"tp": 2, "pp": 1, "dp": 4, "rank_layout": [[[0, 1], [2, 3], [4, 5], [6, 6]]]}, "exactly once"),
+        ({"tp": 2, "pp": 1, "dp": 4, "rank_layout": [[[0, 1, 2, 3], [4, 5, 6, 7]]]}, "shape"),
+    ],
+)
+def test_impossible_requests_say_what_to_change(kwargs, message):
+    model = kwargs.pop("model", "llama3-8b")
+    with pytest.raises(PlanError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        estimate(model, "dgx-h100", TRAIN, **kwargs)
+
+
+def test_plan_json_round_trip_and_key_set():
+    plan = estimate("llama3-8b", "dgx-h100", TRAIN, tp=2, pp=2, dp=2, micro_batch=2)
+    assert Plan.from_json(plan.to_json()) == plan
+    assert plan.mesh_dim_names == ("pp", "dp", "tp") and plan.mesh_shape == (2, 2, 2)
+    assert plan.rank_layout[1][0][1] == (1 * 2 + 0) * 2 + 1
+    assert set(plan.breakdown) == {"compute", "tp", "pp", "bubble", "dp", "fsdp", "optimizer"}
+    assert set(plan.comm_time_by_link) == {"nvlink", "pcie", "net"}
+    assert plan.step_time_s == pytest.approx(sum(plan.breakdown.values()))
+    model = load_model("llama3-8b")
+    assert plan.mfu == pytest.approx(3 * model.flops_per_token(4096) * plan.tokens_per_s / (8 * 989.4e12), rel=1e-9)
