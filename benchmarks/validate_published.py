@@ -1,0 +1,192 @@
+"""Estimate every usable published training run in tests/data/validation and compare step times.
+
+A row is usable when it gives an architecture, hardware, TP/PP/DP degrees, a global batch and a
+measured throughput (step time, tokens/s/GPU, or TFLOP/s/GPU with a stated FLOP basis), in BF16
+without context parallelism. Missing settings take the defaults in FILE_DEFAULTS, stated per source.
+
+    python benchmarks/validate_published.py        # prints per-row errors, writes benchmarks/results/validation.md
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from shardplan import Training, estimate, load_topology
+from shardplan.errors import ShardplanError
+from shardplan.model.hf_config import spec_from_config
+
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "validation"
+RESULTS = Path(__file__).resolve().parent / "results" / "validation.md"
+
+# Settings a source does not print, per file: (micro_batch, recompute, zero_stage, virtual_stages).
+FILE_DEFAULTS = {
+    # Narayanan et al. 2021 ran Megatron-LM with full recompute (the paper's eq. 3 counts it), no
+    # distributed optimizer (2021), micro-batch 1 where Table 1 is silent (their Sec. 5.1 setting).
+    "narayanan2021_megatron_ptdp.csv": (1, "full", 0, 1),
+    "korthikanti2022_seqpar_selective.csv": (1, "selective", 0, 1),
+    # Megatron-Core README: the benchmark scripts use the distributed optimizer and selective recompute.
+    "megatron_core_readme_h100_scaling.csv": (1, "selective", 1, 1),
+    "megascale2024_175b_530b.csv": (1, "full", 1, 6),
+    "torchtitan_benchmarks.csv": (1, "selective", 3, 1),
+    # Llama 3 (arXiv:2407.21783 Sec. 3.3): FSDP sharding optimizer states and gradients (ZeRO-2 like).
+    "llama3_2024_405b_pretraining.csv": (1, "none", 2, 1),
+}
+
+
+def _num(text: str) -> float | None:
+    m = re.search(r"[-+]?\d[\d,]*\.?\d*", text or "")
+    if not m:
+        return None
+    value = float(m.group(0).replace(",", ""))
+    return value * 1024 if re.search(r"\d\s*K\b", text) else value
+
+
+@dataclass
+class Row:
+    source: str
+    row_id: str
+    label: str
+    measured_step_s: float
+    estimated_step_s: float | None = None
+    error: float | None = None
+    skipped: str | None = None
+
+
+def _model(row: dict[str, str]):
+    h, layers, heads = int(_num(row["hidden"])), int(_num(row["n_layers"])), int(_num(row["n_heads"]))
+    kv = int(_num(row["n_kv_heads"]) or heads)
+    ffn = int(_num(row["ffn_hidden"]) or 4 * h)
+    vocab = int(_num(row["vocab"]) or 51200)
+    seq = int(_num(row["seq_len"]))
+    if "llama" in row["model"].lower():
+        cfg = {"model_type": "llama", "hidden_size": h, "num_hidden_layers": layers, "num_attention_heads": heads,
+               "num_key_value_heads": kv, "intermediate_size": ffn, "vocab_size": vocab,
+               "max_position_embeddings": seq}
+    else:
+        cfg = {"model_type": "gpt2", "n_embd": h, "n_layer": layers, "n_head": heads, "n_inner": ffn,
+               "vocab_size": vocab, "n_positions": seq}
+    return spec_from_config(cfg, f"{row['model']} (validation row)", name=row["model"]), seq
+
+
+def _topology(row: dict[str, str], n_gpus: int):
+    gpu = row["gpu"]
+    preset = "dgx-h100" if "H100" in gpu else "dgx-a100" if ("A100" in gpu or "Ampere" in gpu) else None
+    if preset is None:
+        raise ShardplanError(f"no preset for GPU {gpu!r}")
+    per_node = int(_num(row["gpus_per_node"]) or 8)
+    if n_gpus % per_node:
+        raise ShardplanError(f"{n_gpus} GPUs do not fill nodes of {per_node}")
+    return load_topology(preset, nodes=n_gpus // per_node)
+
+
+def _measured_step(row: dict[str, str], model, seq: int, global_batch: int, n: int) -> float | None:
+    if _num(row["step_time_s"]):
+        return _num(row["step_time_s"])
+    tokens = global_batch * seq
+    if _num(row["tokens_per_s_per_gpu"]):
+        return tokens / (_num(row["tokens_per_s_per_gpu"]) * n)
+    tflops, basis = _num(row["tflops_per_gpu"]), row["tflops_basis"].lower()
+    if tflops and "hardware" in basis:
+        # Narayanan et al. 2021 eq. 3: 96 B s l h^2 (1 + s / 6h + V / (16 l h)), recompute included
+        b, l, h, v = global_batch, model.num_layers, model.hidden_size, model.vocab_size
+        flops = 96 * b * seq * l * h * h * (1 + seq / (6 * h) + v / (16 * l * h))
+        return flops / (tflops * 1e12 * n)
+    if tflops and "model" in basis:
+        return 3 * model.flops_per_token(seq) * tokens / (tflops * 1e12 * n)
+    return None
+
+
+def usable_rows() -> list[tuple[str, dict[str, str]]]:
+    out = []
+    for name in FILE_DEFAULTS:
+        lines = [ln for ln in (DATA / name).read_text().splitlines() if not ln.startswith("#")]
+        out += [(name, row) for row in csv.DictReader(lines)]
+    return out
+
+
+def evaluate(name: str, row: dict[str, str]) -> Row:
+    label = f"{row['model'][:28]} n={row['n_gpus']} t={row['tp']} p={row['pp']} d={row['dp']}"
+    result = Row(name, row["row_id"], label, measured_step_s=0.0)
+    opts = row.get("other_opts", "").lower().replace("quantization=none", "")
+    if "float8" in opts or row["precision"].upper().startswith(("FP8", "BF16 + FLOAT8")):
+        result.skipped = "FP8 (the cost model is BF16)"
+        return result
+    if (_num(row.get("cp", "")) or 1) > 1:
+        result.skipped = "context parallelism (not modelled yet)"
+        return result
+    if "megascale" in row["row_id"].lower():
+        result.skipped = "MegaScale's own system (algorithmic changes, arXiv:2402.15627)"
+        return result
+    if not row["tp"] or not row["pp"]:
+        result.skipped = "TP or PP degree not stated"
+        return result
+    try:
+        n = int(_num(row["n_gpus"]))
+        tp, pp = int(_num(row["tp"]) or 1), int(_num(row["pp"]) or 1)
+        dp = int(_num(row["dp"]) or n // (tp * pp))
+        model, seq = _model(row)
+        gb = _num(row["global_batch"])
+        if "tokens" in row["global_batch"]:  # "16M tokens/batch"
+            gb = 16 * 2**20 // seq
+        global_batch = int(gb)
+        mb_default, recompute, zero, vpp_default = FILE_DEFAULTS[name]
+        sharding = row.get("zero_fsdp", "").lower()
+        if "zero-3" in sharding or "fsdp2" in sharding:
+            zero = 3
+        elif "zero-1" in sharding:
+            zero = 1
+        elif "gradients sharded" in sharding:
+            zero = 2
+        mb = int(_num(row["micro_batch"]) or mb_default)
+        if "fsdp" in row.get("zero_fsdp", "").lower() and name == "torchtitan_benchmarks.csv":
+            mb, global_batch = int(_num(row["micro_batch"]) or 1), int(_num(row["micro_batch"]) or 1) * dp
+        rc = row["act_recompute"].lower()
+        recompute = "full" if "full" in rc else "selective" if "selective" in rc else recompute
+        vpp = int(_num(row["vpp"]) or vpp_default) if pp > 1 else 1
+        measured = _measured_step(row, model, seq, global_batch, n)
+        if measured is None:
+            result.skipped = "no measured throughput"
+            return result
+        result.measured_step_s = measured
+        topo = _topology(row, n)
+        train = Training(global_batch=global_batch, seq_len=seq, recompute=recompute, zero_stage=zero)
+        if vpp > 1 and (global_batch // (dp * mb)) % pp:
+            vpp = 1
+        plan = estimate(model, topo, train, tp=tp, pp=pp, dp=dp, micro_batch=mb, virtual_stages=vpp)
+    except (ShardplanError, ValueError, TypeError) as exc:
+        result.skipped = str(exc)[:90]
+        return result
+    result.estimated_step_s = plan.step_time_s
+    result.error = (plan.step_time_s - measured) / measured
+    return result
+
+
+def main() -> None:
+    start = time.perf_counter()
+    rows = [evaluate(name, row) for name, row in usable_rows()]
+    used = [r for r in rows if r.error is not None]
+    lines = ["# Step time: estimate vs published runs", "",
+             "Generated by `python benchmarks/validate_published.py`.", "",
+             "| source | row | run | measured s | estimated s | error |", "|---|---|---|---|---|---|"]
+    for r in used:
+        lines.append(f"| {r.source} | {r.row_id} | {r.label} | {r.measured_step_s:.3f} | {r.estimated_step_s:.3f} "
+                     f"| {r.error:+.1%} |")
+        print(f"{r.row_id:>22} {r.label:<55} measured {r.measured_step_s:8.3f} s  estimate {r.estimated_step_s:8.3f} s"
+              f"  {r.error:+7.1%}")
+    errors = [abs(r.error) for r in used if r.error is not None]
+    summary = (f"{len(used)} rows used, {len(rows) - len(used)} skipped; |error| mean {statistics.mean(errors):.1%}, "
+               f"median {statistics.median(errors):.1%}, max {max(errors):.1%}; {time.perf_counter() - start:.1f} s")
+    lines += ["", summary, "", "Skipped:", ""]
+    lines += [f"- {r.source} {r.row_id}: {r.skipped}" for r in rows if r.skipped]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text("\n".join(lines) + "\n")
+    print(summary)
+
+
+if __name__ == "__main__":
+    main()
