@@ -106,7 +106,8 @@ def rates_for(gpu: str, calibration: Calibration | None = None) -> Rates:
         if cal is not None and cal.gpu == gpu:
             return _rates_from(cal)
     ref_cal = shipped_calibration(REFERENCE_GPU)
-    assert ref_cal is not None, "the reference calibration ships with the package"
+    if ref_cal is None:  # pragma: no cover - the package ships it
+        raise ShardplanError(f"the shipped calibration for {REFERENCE_GPU} is missing; reinstall shardplan")
     ref, ref_spec, spec = _rates_from(ref_cal), gpu_model(REFERENCE_GPU), gpu_model(gpu)
     compute = spec.bf16_dense_tflops / ref_spec.bf16_dense_tflops
     return Rates(
