@@ -152,9 +152,13 @@ def step_cost(
             sync, gather = timed("all_reduce", groups, grad_bytes), 0.0
         link = _link_class(topology, groups[0])
         if training.zero_stage == 3:
-            # FSDP: each micro-batch gathers bf16 weights for forward and backward and reduce-scatters
-            # its gradients, overlapped with that micro-batch's compute.
-            per_micro_comm = 2 * gather + sync
+            # FSDP / ZeRO-3 gathers and reduces one transformer block at a time (its wrapping unit), so
+            # each micro-batch runs a gather (forward), a gather and a reduce-scatter (backward) per
+            # block, each paying the collective's latency; they overlap that micro-batch's compute.
+            blocks = max(layers[bottleneck], 1)
+            gather_block = timed("all_gather", groups, params_local * 2 / blocks)
+            sync_block = timed("reduce_scatter", groups, grad_bytes / blocks)
+            per_micro_comm = blocks * (2 * gather_block + sync_block)
             fsdp_s = num_micro * max(0.0, per_micro_comm - per_micro)
             comm[link] += num_micro * per_micro_comm
         else:
