@@ -133,6 +133,67 @@ def model(
     )
 
 
+@app.command()
+def estimate(
+    model: Annotated[str, typer.Option(help="Model preset or config.json.")],
+    topology: Annotated[str, typer.Option(help="Topology source (preset, file, saved nvidia-smi, 'live').")],
+    tp: Annotated[int, typer.Option(help="Tensor-parallel degree.")] = 1,
+    pp: Annotated[int, typer.Option(help="Pipeline-parallel degree.")] = 1,
+    dp: Annotated[int, typer.Option(help="Data-parallel degree.")] = 1,
+    nodes: Annotated[int, typer.Option(help="Copies of the topology source.")] = 1,
+    gpu: Annotated[str | None, typer.Option(help="GPU model where the source does not say it.")] = None,
+    global_batch: Annotated[int, typer.Option(help="Sequences per optimiser step.")] = 512,
+    seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 4096,
+    micro_batch: Annotated[int, typer.Option(help="Sequences per micro-batch.")] = 1,
+    virtual_stages: Annotated[int, typer.Option(help="Interleaved pipeline chunks per GPU.")] = 1,
+    zero: Annotated[int, typer.Option(help="ZeRO / FSDP stage 0-3.")] = 1,
+    recompute: Annotated[str, typer.Option(help="none, selective or full.")] = "selective",
+    calibration: Annotated[Path | None, typer.Option(help="Calibration file from `shardplan calibrate`.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as one JSON document.")] = False,
+) -> None:
+    """Estimate step time and memory of one layout (row-major rank order)."""
+    from shardplan.solve.estimate import estimate as run_estimate
+    from shardplan.topology import load_topology
+    from shardplan.training import Training
+
+    train = Training(global_batch=global_batch, seq_len=seq_len, zero_stage=zero, recompute=recompute)  # type: ignore[arg-type]
+    topo = load_topology(topology, nodes=nodes, gpu=gpu)
+    plan = run_estimate(
+        model,
+        topo,
+        train,
+        tp=tp,
+        pp=pp,
+        dp=dp,
+        micro_batch=micro_batch,
+        virtual_stages=virtual_stages,
+        calibration=calibration,
+    )
+    if as_json:
+        print(plan.to_json())
+        return
+    _out.print(
+        f"[bold]{plan.model}[/] on {plan.topology}: tp={plan.tp} pp={plan.pp} dp={plan.dp} "
+        f"micro-batch {plan.micro_batch} x {plan.num_micro_batches}, ZeRO {plan.zero_stage}, "
+        f"recompute {plan.recompute}",
+        highlight=False,
+    )
+    _out.print(
+        f"step {plan.step_time_s:.3f} s, {plan.tokens_per_s:,.0f} tokens/s, MFU {plan.mfu:.1%}, "
+        f"memory {plan.memory_per_gpu_bytes / 2**30:.1f} GiB per GPU "
+        f"({'fits' if plan.fits else 'does NOT fit'})",
+        highlight=False,
+    )
+    table = Table(title="where the step goes")
+    table.add_column("part")
+    table.add_column("seconds", justify="right")
+    for part, seconds in plan.breakdown.items():
+        table.add_row(part, f"{seconds:.4f}")
+    _out.print(table)
+    mem = ", ".join(f"{k} {v / 2**30:.1f}" for k, v in plan.memory_breakdown.items())
+    _out.print(f"memory GiB: {mem}", highlight=False)
+
+
 def main() -> None:
     """Entry point: run the app; user errors become one line on stderr and exit code 2."""
     try:

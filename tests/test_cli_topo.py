@@ -76,3 +76,28 @@ def test_model_command_table_json_and_errors(tmp_path: Path):
     run = _cli("model", str(bad))
     assert run.returncode == 2
     assert run.stderr == f"error: {bad}: vocab_size: missing (required for this model_type)\n"
+
+
+def test_estimate_command_json_and_bad_degrees():
+    run = _cli(
+        "estimate",
+        "--model",
+        "llama3-8b",
+        "--topology",
+        "dgx-h100",
+        "--tp",
+        "2",
+        "--dp",
+        "4",
+        "--global-batch",
+        "32",
+        "--json",
+    )
+    assert run.returncode == 0, run.stderr
+    plan = json.loads(run.stdout)
+    assert plan["schema_version"] == 1 and plan["mesh_shape"] == [1, 4, 2]
+    bad = _cli("estimate", "--model", "llama3-8b", "--topology", "dgx-h100", "--tp", "3")
+    assert bad.returncode == 2
+    assert bad.stderr == "error: tp x pp x dp = 3 x 1 x 1 = 3, but the topology has 8 GPUs\n"
+    bad = _cli("estimate", "--model", "llama3-8b", "--topology", "dgx-h100", "--dp", "8", "--recompute", "most")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: recompute:")
