@@ -120,16 +120,12 @@ def _nics_of(topology: Topology, gpus: Sequence[int]) -> list[tuple[Hashable, fl
     """The NICs a group's GPUs leave their node through (each GPU's nearest), with their GB/s."""
     seen: dict[Hashable, float] = {}
     for i in gpus:
-        gpu = topology.gpus[i]
-        nics = [n for n in topology._nics_of_node.get(gpu.node, []) if n.gbit]
-        if nics:
-            rank = {n.name: (i not in n.near, n.socket != gpu.socket) for n in nics}
-            best = min(rank.values())
-            for nic in nics:  # NCCL spreads channels over every NIC equally near the GPU
-                if rank[nic.name] == best:
-                    seen[("nic", gpu.node, nic.name)] = L.net_gbps(nic.gbit or 0)
-        else:
-            seen[("nic", gpu.node, "default")] = L.net_gbps(topology.nic_gbit(i))
+        node = topology.gpus[i].node
+        nearest = topology.nearest_nics(i)
+        for nic in nearest:
+            seen[("nic", node, nic.name)] = L.net_gbps(nic.gbit or 0)
+        if not nearest:
+            seen[("nic", node, "default")] = L.net_gbps(topology.nic_gbit(i))
     return list(seen.items())
 
 

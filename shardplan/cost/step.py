@@ -4,7 +4,7 @@ bubble, data-parallel gradient sync (overlapped with the last backward), FSDP ga
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from shardplan.cost.calibration import Calibration, rates_for
 from shardplan.cost.collectives import _link_class, collective_time_s
@@ -29,7 +29,6 @@ class StepCost:
     fits: bool
     layers_per_stage: tuple[int, ...]
     model_flops_per_step: float
-    notes: list[str] = field(default_factory=list)
 
 
 def split_layers(num_layers: int, pp: int) -> tuple[int, ...]:
@@ -54,7 +53,6 @@ def step_cost(
     """The cost of one optimiser step for `layout` (shape pp x dp x tp)."""
     pp, dp, tp = len(layout), len(layout[0]), len(layout[0][0])
     num_micro = training.global_batch // (dp * micro_batch)
-    gpu_key = topology.gpus[layout[0][0][0]].model
     rates = rates_for(topology.gpu_spec(layout[0][0][0]).key, calibration)
     sp = training.sequence_parallel and tp > 1
     tokens = micro_batch * training.seq_len
@@ -190,7 +188,6 @@ def step_cost(
         fits=hbm is None or memory <= hbm,
         layers_per_stage=layers,
         model_flops_per_step=3 * model.flops_per_token(training.seq_len) * training.tokens_per_step,
-        notes=[] if gpu_key else ["GPU model unknown"],
     )
 
 

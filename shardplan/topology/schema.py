@@ -7,9 +7,7 @@ their coordinates first agree, exactly as the `nvidia-smi topo -m` legend define
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 from functools import cached_property
 from typing import Any, Literal
 
@@ -199,20 +197,27 @@ class Topology(_Frozen):
         gen = g.pcie_gen or self.gpu_spec(i).pcie_gen
         return L.pcie_gbps(gen, g.pcie_width, achievable=achievable)
 
+    def nearest_nics(self, i: int) -> list[Nic]:
+        """The NICs of known speed that GPU i leaves its node through: those sharing its PCIe switch
+        or bridge, else those on its socket, else any; all equally near ones, by name (NCCL spreads
+        its channels over them)."""
+        gpu = self.gpus[i]
+        nics = [nic for nic in self._nics_of_node.get(gpu.node, []) if nic.gbit]
+        if not nics:
+            return []
+        rank = {nic.name: (i not in nic.near, nic.socket != gpu.socket) for nic in nics}
+        best = min(rank.values())
+        return sorted((nic for nic in nics if rank[nic.name] == best), key=lambda nic: nic.name)
+
     def nic_gbit(self, i: int) -> float:
         """Line rate in Gb/s of the NIC that GPU i uses to leave its node (the nearest one)."""
-        gpu = self.gpus[i]
-        nics = self._nics_of_node.get(gpu.node, [])
-        ranked = sorted(
-            (nic for nic in nics if nic.gbit),
-            key=lambda nic: (i not in nic.near, nic.socket != gpu.socket, nic.name),
-        )
-        if ranked:
-            return float(ranked[0].gbit or 0)
+        nearest = self.nearest_nics(i)
+        if nearest:
+            return float(nearest[0].gbit or 0)
         if self.network.gbit_per_nic:
             return self.network.gbit_per_nic
         raise TopologyError(
-            f"{self.name}: node {gpu.node} has no NIC speed; declare nics with gbit or network.gbit_per_nic"
+            f"{self.name}: node {self.gpus[i].node} has no NIC speed; declare nics with gbit or network.gbit_per_nic"
         )
 
     def bandwidth_gbps(self, i: int, j: int, *, achievable: bool = True) -> float:
@@ -262,14 +267,3 @@ class Topology(_Frozen):
         data.pop("schema_version", None)
         data.pop("num_gpus", None)
         return cls.model_validate(data)
-
-
-def bandwidth_matrix(topology: Topology, *, achievable: bool = True) -> list[list[float]]:
-    """All-pairs `bandwidth_gbps` (NaN where a needed fact is unknown), for summaries."""
-    n = topology.num_gpus
-    out = [[math.nan] * n for _ in range(n)]
-    for i in range(n):
-        for j in range(n):
-            with contextlib.suppress(TopologyError):
-                out[i][j] = topology.bandwidth_gbps(i, j, achievable=achievable)
-    return out
