@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from shardplan.errors import ShardplanError
+from shardplan.errors import ShardplanError, describe_validation
 
 app = typer.Typer(
     add_completion=False,
@@ -202,9 +202,7 @@ def main() -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        print(f"error: {where}: {first['msg']}", file=sys.stderr)
+        print(f"error: {describe_validation(exc)}", file=sys.stderr)
         sys.exit(2)
     except typer.Abort:
         sys.exit(1)

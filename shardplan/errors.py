@@ -6,6 +6,11 @@ on stderr and exits with code 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class ShardplanError(Exception):
     """Base of every error that bad input, an unknown name or an impossible request can cause."""
@@ -31,3 +36,11 @@ class ModelSpecError(ShardplanError):
 
 class PlanError(ShardplanError):
     """A layout or request cannot be planned (degrees, memory, permutation)."""
+
+
+def describe_validation(err: ValidationError) -> str:
+    """One line for a pydantic error: `field.path: message` of the first problem (and how many more)."""
+    first = err.errors()[0]
+    path = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{path}: {first['msg']}{more}"

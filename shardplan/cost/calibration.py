@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shardplan.errors import ShardplanError
+from shardplan.errors import ShardplanError, describe_validation
 from shardplan.topology.catalog import gpu_model
 
 REFERENCE_GPU = "h100-sxm"  # the GPU whose measurements stand in for others (fixtures/device-h100)
@@ -71,8 +71,7 @@ def read_calibration(path: Path | str) -> Calibration:
     except json.JSONDecodeError as exc:
         raise ShardplanError(f"{path}: line {exc.lineno}: not valid JSON") from None
     except ValidationError as err:
-        first = err.errors()[0]
-        raise ShardplanError(f"{path}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise ShardplanError(f"{path}: {describe_validation(err)}") from None
 
 
 @cache

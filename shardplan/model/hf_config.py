@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shardplan.errors import ModelSpecError
+from shardplan.errors import ModelSpecError, describe_validation
 from shardplan.model.schema import LayerSpec, ModelSpec, MoeSpec
 
 SUPPORTED = ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "gemma2", "phi3", "gpt2", "gpt_neox")
@@ -73,8 +73,7 @@ def spec_from_config(data: dict[str, Any], source: str, name: str | None = None)
             return _gpt_neox(c, name or "gpt_neox")
         return _llama_like(c, model_type, name or model_type)
     except ValidationError as err:
-        first = err.errors()[0]
-        raise ModelSpecError(f"{source}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise ModelSpecError(f"{source}: {describe_validation(err)}") from None
 
 
 def _heads(c: _Cfg, h: int, heads_key: str = "num_attention_heads") -> tuple[int, int, int]:

@@ -9,16 +9,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from shardplan.errors import TopologyError
+from shardplan.errors import TopologyError, describe_validation
 from shardplan.topology.spec import TopologySpec
-
-
-def validation_message(source: str, err: ValidationError) -> str:
-    """One line: `file: field.path: message` for the first problem (and how many more)."""
-    first = err.errors()[0]
-    path = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{source}: {path}: {first['msg']}{more}"
 
 
 def parse_declared(text: str, source: str) -> TopologySpec:
@@ -36,7 +28,7 @@ def parse_declared(text: str, source: str) -> TopologySpec:
     try:
         return TopologySpec.model_validate(data)
     except ValidationError as err:
-        raise TopologyError(validation_message(source, err)) from None
+        raise TopologyError(f"{source}: {describe_validation(err)}") from None
 
 
 def read_declared(path: Path) -> TopologySpec:

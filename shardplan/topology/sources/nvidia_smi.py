@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from shardplan.errors import ParseError
+from shardplan.errors import ParseError, describe_validation
 from shardplan.topology.catalog import MAX_DIRECT_NVLINKS_PER_GPU, match_product_name
 from shardplan.topology.graph import groups_from_pairs
-from shardplan.topology.sources.file import validation_message
 from shardplan.topology.spec import GpuInfo, NicSpec, NodeSpec, NvSwitchSpec, PcieSpec, TopologySpec
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -185,7 +184,7 @@ def parse_topo(text: str, source: str = "<text>") -> TopologySpec:
             p2p=not matrix.p2p_refused,
         )
     except ValidationError as err:
-        raise ParseError(source, None, validation_message(source, err).removeprefix(f"{source}: ")) from None
+        raise ParseError(source, None, describe_validation(err)) from None
     return TopologySpec(name=source.rsplit("/", 1)[-1], source=f"{source} ({note})", nodes=[node])
 
 
