@@ -51,24 +51,24 @@ def activation_bytes(
     model: ModelSpec,
     training: Training,
     *,
+    stage: int,
     layers: int,
-    first: bool,
-    last: bool,
     tp: int,
     pp: int,
     micro_batch: int,
     num_micro: int,
     virtual_stages: int,
 ) -> dict[str, float]:
-    """Activations the first (or only) stage keeps at its peak, under 1F1B (interleaved when
-    `virtual_stages` > 1): it holds min(pp, num_micro) micro-batches, scaled by
+    """Activations pipeline stage `stage` keeps at its peak under 1F1B (interleaved when
+    `virtual_stages` > 1): stage p holds min(pp - p, num_micro) micro-batches, scaled by
     1 + (pp - 1) / (pp * v) when interleaved (Narayanan et al. 2021, Sec. 2.2.2)."""
+    first, last = stage == 0, stage == pp - 1
     tokens = micro_batch * training.seq_len
     sp = training.sequence_parallel and tp > 1
     per_layer = model.activation_bytes_per_token(
         tp=tp, sequence_parallel=sp, recompute=training.recompute, seq_len=training.seq_len
     )
-    in_flight = min(pp, num_micro) if pp > 1 else 1
+    in_flight = min(pp - stage, num_micro)
     if pp > 1 and virtual_stages > 1:
         in_flight *= 1 + (pp - 1) / (pp * virtual_stages)
     acts = per_layer * tokens * layers * in_flight
@@ -80,3 +80,40 @@ def activation_bytes(
     if first:
         out["embedding_output"] = tokens * model.hidden_size * 2 / (tp if sp else 1)
     return out
+
+
+def stage_memory(
+    model: ModelSpec,
+    training: Training,
+    *,
+    stage: int,
+    layers: int,
+    tp: int,
+    pp: int,
+    dp: int,
+    micro_batch: int,
+    virtual_stages: int,
+) -> dict[str, float]:
+    """Bytes per part on one GPU of pipeline stage `stage` holding `layers` blocks. It does not
+    depend on where ranks sit, so the search prunes by it before placing anything."""
+    first, last = stage == 0, stage == pp - 1
+    params = param_counts(model, layers=layers, first=first, last=last) / tp
+    mem = state_bytes(params, dp=dp, zero_stage=training.zero_stage, optimizer=training.optimizer)
+    num_micro = training.global_batch // (dp * micro_batch)
+    mem.update(
+        activation_bytes(
+            model,
+            training,
+            stage=stage,
+            layers=layers,
+            tp=tp,
+            pp=pp,
+            micro_batch=micro_batch,
+            num_micro=num_micro,
+            virtual_stages=virtual_stages,
+        )
+    )
+    if training.zero_stage == 3:  # FSDP: the current and the prefetched layer, gathered in bf16
+        mem["gathered_weights"] = 2 * 2 * param_counts(model, layers=1, first=False, last=False) / tp
+    mem["framework"] = FRAMEWORK_BYTES
+    return mem

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from shardplan.cost.calibration import Calibration, rates_for
 from shardplan.cost.collectives import _link_class, collective_time_s
 from shardplan.cost.compute import optimizer_s, stage_times
-from shardplan.cost.memory import FRAMEWORK_BYTES, activation_bytes, param_counts, state_bytes
+from shardplan.cost.memory import param_counts, stage_memory
 from shardplan.model.schema import ModelSpec
 from shardplan.topology.schema import Topology
 from shardplan.training import Training
@@ -48,24 +48,33 @@ def step_cost(
     *,
     micro_batch: int,
     virtual_stages: int = 1,
+    layers_per_stage: Sequence[int] | None = None,
     calibration: Calibration | None = None,
+    memo: dict[tuple, float] | None = None,
 ) -> StepCost:
-    """The cost of one optimiser step for `layout` (shape pp x dp x tp)."""
+    """The cost of one optimiser step for `layout` (shape pp x dp x tp); layers per stage as given,
+    else `split_layers`. `memo` keeps collective times between calls on the same topology (the
+    search costs many layouts that share groups)."""
     pp, dp, tp = len(layout), len(layout[0]), len(layout[0][0])
     num_micro = training.global_batch // (dp * micro_batch)
     rates = rates_for(topology.gpu_spec(layout[0][0][0]).key, calibration)
     sp = training.sequence_parallel and tp > 1
     tokens = micro_batch * training.seq_len
-    layers = split_layers(model.num_layers, pp)
+    layers = tuple(layers_per_stage) if layers_per_stage else split_layers(model.num_layers, pp)
     comm: dict[str, float] = {"nvlink": 0.0, "pcie": 0.0, "net": 0.0}
 
     def timed(op: str, groups: list[list[int]], size: float) -> float:
         """Time of `op` on every group at once (they contend), the slowest group's."""
+        key = (op, size, tuple(map(tuple, groups)))
+        if memo is not None and key in memo:
+            return memo[key]
         timed_groups = groups[:1] if _uniform(topology, groups) else groups
-        return max(
-            collective_time_s(topology, op, g, size, concurrent=groups[:k] + groups[k + 1 :])
-            for k, g in enumerate(timed_groups)
+        seconds = max(
+            collective_time_s(topology, op, g, size, concurrent=_sharing(topology, g, groups)) for g in timed_groups
         )
+        if memo is not None:
+            memo[key] = seconds
+        return seconds
 
     # --- per stage: compute, TP collectives, memory -------------------------------------------
     stage_total, tp_per_micro, mems = [], [], []
@@ -98,25 +107,17 @@ def step_cost(
             comm[_link_class(topology, groups[0])] += tp_s * num_micro
         stage_total.append(times.total_s)
         tp_per_micro.append(tp_s)
-        params = param_counts(model, layers=layers[p], first=first, last=last) / tp
-        mem = state_bytes(params, dp=dp, zero_stage=training.zero_stage, optimizer=training.optimizer)
-        mem.update(
-            activation_bytes(
-                model,
-                training,
-                layers=layers[p],
-                first=first,
-                last=last,
-                tp=tp,
-                pp=pp,
-                micro_batch=micro_batch,
-                num_micro=num_micro,
-                virtual_stages=virtual_stages,
-            )
+        mem = stage_memory(
+            model,
+            training,
+            stage=p,
+            layers=layers[p],
+            tp=tp,
+            pp=pp,
+            dp=dp,
+            micro_batch=micro_batch,
+            virtual_stages=virtual_stages,
         )
-        if training.zero_stage == 3:  # FSDP: the current and the prefetched layer, gathered in bf16
-            mem["gathered_weights"] = 2 * 2 * param_counts(model, layers=1, first=False, last=False) / tp
-        mem["framework"] = FRAMEWORK_BYTES
         mems.append(mem)
 
     bottleneck = max(range(pp), key=lambda p: stage_total[p] + tp_per_micro[p])
@@ -199,3 +200,64 @@ def _uniform(topology: Topology, groups: list[list[int]]) -> bool:
 
     first = shape(groups[0])
     return all(shape(g) == first for g in groups[1:])
+
+
+def _sharing(topology: Topology, group: list[int], groups: list[list[int]]) -> list[list[int]]:
+    """The other groups that can contend with `group`: those with a GPU on one of its nodes (links,
+    PCIe switches, sockets and NICs all belong to one node)."""
+    nodes = {topology.gpus[i].node for i in group}
+    return [g for g in groups if g is not group and any(topology.gpus[i].node in nodes for i in g)]
+
+
+def traffic_bytes(
+    model: ModelSpec, training: Training, *, tp: int, pp: int, dp: int, micro_batch: int, virtual_stages: int = 1
+) -> dict[str, float]:
+    """Bytes each GPU sends per step on each mesh axis ("tp", "dp", "pp"), by the same formulas
+    `step_cost` times: what the placement weighs one axis's links against another's."""
+    num_micro = training.global_batch // (dp * micro_batch)
+    sp = training.sequence_parallel and tp > 1
+    act = micro_batch * training.seq_len * model.hidden_size * 2  # bf16 activations of one micro-batch
+    passes = 3 if training.recompute == "full" else 2
+    layers = model.num_layers / pp
+    params = param_counts(model, layers=round(layers), first=False, last=False) / tp
+    zero3_gathers = num_micro * 2 * params * 2 * (dp - 1) / dp if training.zero_stage == 3 else 0.0
+    return {
+        # per layer and pass: two all-reduces (or all-gather + reduce-scatter pairs) of the activations
+        "tp": num_micro * layers * passes * 2 * 2 * (tp - 1) / tp * act,
+        # fp32 gradients reduced once per step (all-reduce moves twice the reduce-scatter's bytes)
+        "dp": 2 * (dp - 1) / dp * params * 4 + zero3_gathers,
+        # activations forward and gradients backward across each stage boundary
+        "pp": (2 * (num_micro + pp - 1) * virtual_stages * act / (tp if sp else 1)) if pp > 1 else 0.0,
+    }
+
+
+def time_lower_bound_s(
+    model: ModelSpec,
+    topology: Topology,
+    training: Training,
+    *,
+    tp: int,
+    pp: int,
+    dp: int,
+    micro_batch: int,
+    virtual_stages: int = 1,
+    calibration: Calibration | None = None,
+) -> float:
+    """No placement and no split of layers into stages beats this: every micro-batch through the
+    average stage (all compute / pp) plus its pipeline bubble, with communication for free."""
+    rates = rates_for(topology.gpu_spec(0).key, calibration)
+    times = stage_times(
+        model,
+        layers=model.num_layers,
+        first=True,
+        last=True,
+        micro_batch=micro_batch,
+        seq_len=training.seq_len,
+        tp=tp,
+        sequence_parallel=training.sequence_parallel and tp > 1,
+        recompute=training.recompute,
+        rates=rates,
+    )
+    per_micro = times.total_s / pp
+    num_micro = training.global_batch // (dp * micro_batch)
+    return num_micro * per_micro + (pp - 1) / virtual_stages * per_micro

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from shardplan.cost.calibration import Calibration, read_calibration
-from shardplan.cost.step import step_cost
+from shardplan.cost.step import StepCost, step_cost
 from shardplan.errors import PlanError
 from shardplan.model import ModelSpec, load_model
 from shardplan.plan import Plan
@@ -70,6 +70,7 @@ def estimate(
     micro_batch: int = 1,
     virtual_stages: int = 1,
     rank_layout: Sequence[Sequence[Sequence[int]]] | None = None,
+    layers_per_stage: Sequence[int] | None = None,
     calibration: Calibration | str | Path | None = None,
 ) -> Plan:
     """Score one layout: step time, memory per GPU, throughput and where the time goes.
@@ -95,25 +96,39 @@ def estimate(
         virtual_stages=virtual_stages,
         rank_layout=layout,
     )
-    cost = step_cost(
-        spec, topo, training, layout, micro_batch=micro_batch, virtual_stages=virtual_stages, calibration=cal
-    )
+    if layers_per_stage is not None and (
+        len(layers_per_stage) != pp or sum(layers_per_stage) != spec.num_layers or min(layers_per_stage) < 1
+    ):
+        raise PlanError(f"layers_per_stage must give {pp} stages summing to the {spec.num_layers} layers")
+    v = virtual_stages
+    options = dict(micro_batch=micro_batch, virtual_stages=v, layers_per_stage=layers_per_stage, calibration=cal)
+    cost = step_cost(spec, topo, training, layout, **options)
     default = cost
     if rank_layout is not None and layout != default_layout(pp, dp, tp):
-        default = step_cost(
-            spec,
-            topo,
-            training,
-            default_layout(pp, dp, tp),
-            micro_batch=micro_batch,
-            virtual_stages=virtual_stages,
-            calibration=cal,
-        )
-    peak = sum(topo.gpu_spec(g.index).bf16_dense_tflops for g in topo.gpus) * 1e12
+        default = step_cost(spec, topo, training, default_layout(pp, dp, tp), **options)
+    return make_plan(spec, topo, training, layout, cost, default, micro_batch=micro_batch, virtual_stages=v)
+
+
+def make_plan(
+    model: ModelSpec,
+    topology: Topology,
+    training: Training,
+    layout: list[list[list[int]]],
+    cost: StepCost,
+    default: StepCost,
+    *,
+    micro_batch: int,
+    virtual_stages: int,
+    optimal: bool = False,
+    gap: float | None = None,
+) -> Plan:
+    """The `Plan` for a costed layout (`default`: the same degrees in row-major order)."""
+    pp, dp, tp = len(layout), len(layout[0]), len(layout[0][0])
+    peak = sum(topology.gpu_spec(g.index).bf16_dense_tflops for g in topology.gpus) * 1e12
     return Plan(
-        model=spec.name,
-        topology=topo.name,
-        num_gpus=topo.num_gpus,
+        model=model.name,
+        topology=topology.name,
+        num_gpus=topology.num_gpus,
         tp=tp,
         pp=pp,
         dp=dp,
@@ -137,4 +152,6 @@ def estimate(
         breakdown=cost.breakdown,
         comm_time_by_link=cost.comm_time_by_link,
         default_step_time_s=default.step_time_s,
+        optimal=optimal,
+        gap=gap,
     )

@@ -1,0 +1,275 @@
+"""`suggest()`: degrees, options, stages and rank placement, best first.
+
+1. Every candidate of the space (`space.candidates`) is checked for memory, which does not depend
+   on placement; what does not fit is dropped (the closest miss explains an infeasible request).
+2. The rest are sorted by a lower bound on their step time (`cost.step.time_lower_bound_s`:
+   compute and bubble with free communication).
+3. Branch and bound: candidates are costed in that order (stages by CP-SAT, placement by CP-SAT,
+   each solver layout and the default order scored by the cost model) until the next lower bound
+   cannot beat the k-th best plan. What is left unexplored when the time limit stops the loop
+   becomes the reported gap.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shardplan.cost.calibration import Calibration, rates_for, read_calibration
+from shardplan.cost.memory import stage_memory
+from shardplan.cost.step import StepCost, split_layers, step_cost, time_lower_bound_s, traffic_bytes
+from shardplan.errors import PlanError
+from shardplan.model import ModelSpec, load_model
+from shardplan.plan import Plan
+from shardplan.solve import space
+from shardplan.solve.estimate import default_layout, make_plan
+from shardplan.solve.placement import Layout, Placement, layouts_for
+from shardplan.solve.stages import balance_stages
+from shardplan.topology import Topology, load_topology
+from shardplan.training import Training
+
+Progress = Callable[[int, int], None]  # (candidates costed, candidates that fit)
+
+
+@dataclass(frozen=True)
+class _Scored:
+    candidate: space.Candidate
+    training: Training
+    layout: Layout
+    cost: StepCost
+    default: StepCost
+    placement: Placement
+
+
+def suggest(
+    model: ModelSpec | str | Path,
+    topology: Topology | str | Path,
+    training: Training,
+    *,
+    top_k: int = 5,
+    time_limit_s: float | None = None,
+    calibration: Calibration | str | Path | None = None,
+    zero_stages: tuple[int, ...] | None = None,
+    recompute: tuple[str, ...] | None = None,
+    micro_batch: tuple[int, ...] | None = None,
+    progress: Progress | None = None,
+) -> list[Plan]:
+    """The `top_k` best plans, best first (ties: smaller degrees and options first).
+
+    `training`'s ZeRO stage and recompute setting are searched over unless `zero_stages` or
+    `recompute` pin them; `micro_batch` pins micro-batch sizes. `time_limit_s` bounds the search
+    (wall clock; None: until proved); plans then carry the gap to what is left unexplored.
+
+    >>> from shardplan import Training
+    >>> best = suggest("llama3-8b", "a100-pcie-8gpu-bridged", Training(global_batch=64, seq_len=4096), top_k=1)[0]
+    >>> best.tp, best.rank_layout[0][0]  # TP pairs on the NVLink bridges
+    (2, [0, 1])
+    """
+    start = time.perf_counter()
+    spec, topo = load_model(model), load_topology(topology)
+    cal = read_calibration(calibration) if isinstance(calibration, str | Path) else calibration
+    rates = rates_for(topo.gpu_spec(0).key, cal)
+    hbm = min((g.memory_bytes or 0) for g in topo.gpus) or None
+    if top_k < 1:
+        raise PlanError("top_k must be at least 1")
+
+    pins = {"zero_stages": zero_stages, "recompute": recompute, "micro_batch": micro_batch}
+    fitting: list[tuple[float, space.Candidate, Training]] = []
+    closest: tuple[float, space.Candidate] | None = None
+    for c in space.candidates(spec, topo.num_gpus, training.global_batch, **{k: v for k, v in pins.items() if v}):
+        train = training.model_copy(update={"zero_stage": c.zero_stage, "recompute": c.recompute})
+        need = _memory_bytes(spec, train, c)
+        if hbm is not None and need > hbm:
+            if closest is None or need < closest[0]:
+                closest = (need, c)
+            continue
+        bound = time_lower_bound_s(
+            spec,
+            topo,
+            train,
+            tp=c.tp,
+            pp=c.pp,
+            dp=c.dp,
+            micro_batch=c.micro_batch,
+            virtual_stages=c.virtual_stages,
+            calibration=cal,
+        )
+        fitting.append((bound, c, train))
+    if not fitting:
+        raise PlanError(_infeasible(spec, topo, training, closest, hbm or 0.0, pins))
+    fitting.sort(key=lambda item: (item[0], item[1]))
+
+    best: list[_Scored] = []
+    cache: dict[tuple, Any] = {}  # stage splits and placements, shared by candidates alike
+    memo: dict[tuple, float] = {}  # collective times, shared by layouts alike
+    explored = len(fitting)
+    for k, (bound, c, train) in enumerate(fitting):
+        if len(best) >= top_k and bound >= best[top_k - 1].cost.step_time_s:
+            break  # no candidate left can enter the top k
+        if time_limit_s is not None and best and time.perf_counter() - start > time_limit_s:
+            explored = k
+            break
+        if progress is not None:
+            progress(k, len(fitting))
+        scored = _cost(spec, topo, train, c, rates, hbm, cal, cache, memo)
+        if scored is not None:
+            best.append(scored)
+            best.sort(key=lambda s: (s.cost.step_time_s, s.candidate))
+            del best[top_k:]
+    if not best:
+        raise PlanError(_infeasible(spec, topo, training, closest, hbm or 0.0, pins))
+    unexplored = fitting[explored][0] if explored < len(fitting) else None
+    return [_plan(spec, topo, s, unexplored) for s in best]
+
+
+def _memory_bytes(
+    model: ModelSpec, training: Training, c: space.Candidate, layers: tuple[int, ...] | None = None
+) -> float:
+    """Bytes on the fullest GPU, layers split as given or evenly (placement does not change it)."""
+    layers = layers or split_layers(model.num_layers, c.pp)
+    return max(
+        sum(
+            stage_memory(
+                model,
+                training,
+                stage=p,
+                layers=layers[p],
+                tp=c.tp,
+                pp=c.pp,
+                dp=c.dp,
+                micro_batch=c.micro_batch,
+                virtual_stages=c.virtual_stages,
+            ).values()
+        )
+        for p in range(c.pp)
+    )
+
+
+def _cost(
+    model: ModelSpec,
+    topology: Topology,
+    training: Training,
+    c: space.Candidate,
+    rates: object,
+    hbm: float | None,
+    cal: Calibration | None,
+    cache: dict[tuple, Any],
+    memo: dict[tuple, float],
+) -> _Scored | None:
+    """Stages, placement and cost of one candidate; None when no stage split fits."""
+    options = dict(tp=c.tp, pp=c.pp, dp=c.dp, micro_batch=c.micro_batch, virtual_stages=c.virtual_stages)
+    # The fastest split depends on the shapes and recompute only; memory (ZeRO, dp) may veto it.
+    key = ("stages", c.tp, c.pp, c.micro_batch, c.virtual_stages, c.recompute)
+    if key not in cache:
+        cache[key] = balance_stages(model, training, rates, **options, memory_bytes=None)
+    layers = cache[key]
+    if hbm is not None and _memory_bytes(model, training, c, layers) > hbm:
+        layers = balance_stages(model, training, rates, **options, memory_bytes=hbm)
+    if layers is None:
+        return None
+    shape = (c.pp, c.dp, c.tp)
+    traffic = traffic_bytes(model, training, tp=c.tp, pp=c.pp, dp=c.dp, micro_batch=c.micro_batch)
+    key = ("placement", shape, *_weight_class(traffic))
+    if key not in cache:
+        cache[key] = layouts_for(topology, shape, traffic)
+    placement = cache[key]
+
+    def cost_of(layout: Layout) -> StepCost:
+        return step_cost(
+            model,
+            topology,
+            training,
+            layout,
+            micro_batch=c.micro_batch,
+            virtual_stages=c.virtual_stages,
+            layers_per_stage=layers,
+            calibration=cal,
+            memo=memo,
+        )
+
+    default_layout_ = default_layout(*shape)
+    default = cost_of(default_layout_)
+    chosen, cost = default_layout_, default
+    for layout in placement.layouts:
+        if layout != default_layout_:
+            candidate = cost_of(layout)
+            if candidate.step_time_s < cost.step_time_s:
+                chosen, cost = layout, candidate
+    return _Scored(c, training, chosen, cost, default, placement)
+
+
+def _weight_class(traffic: dict[str, float]) -> tuple[int, ...]:
+    """Each axis's traffic relative to the heaviest, in factors of 4 (0: the heaviest, -1: a quarter
+    of it, ... down to -5, or None when the axis is idle): candidates alike share one placement."""
+    heaviest = max(traffic.values()) or 1.0
+    return tuple(max(-5, round(math.log(v / heaviest, 4))) if v > 0 else None for v in traffic.values())
+
+
+def _plan(model: ModelSpec, topology: Topology, s: _Scored, unexplored_bound: float | None) -> Plan:
+    step = s.cost.step_time_s
+    gap = s.placement.gap
+    if unexplored_bound is not None:  # the time limit left candidates unexplored
+        gap = max(gap, (step - unexplored_bound) / step)
+    return make_plan(
+        model,
+        topology,
+        s.training,
+        s.layout,
+        s.cost,
+        s.default,
+        micro_batch=s.candidate.micro_batch,
+        virtual_stages=s.candidate.virtual_stages,
+        optimal=s.placement.optimal and gap <= 0,
+        gap=max(gap, 0.0),
+    )
+
+
+def _infeasible(
+    model: ModelSpec,
+    topology: Topology,
+    training: Training,
+    closest: tuple[float, space.Candidate] | None,
+    hbm: float,
+    pins: dict[str, tuple],
+) -> str:
+    """Why nothing fits, by how much, and what would."""
+    if closest is None:
+        return (
+            f"no layout of {model.name} on {topology.num_gpus} GPUs: no TP degree divides both its "
+            f"{model.num_heads} heads and the GPU count, or the global batch {training.global_batch} "
+            "does not split over the data-parallel replicas"
+        )
+    need, c = closest
+    n = topology.num_gpus
+    fixes = []
+    if pins.get("zero_stages") and _fits(model, training, n, hbm, {**pins, "zero_stages": (3,)}):
+        fixes.append("ZeRO-3")
+    if pins.get("recompute") and _fits(model, training, n, hbm, {**pins, "recompute": ("full",)}):
+        fixes.append("full recompute")
+    seq = training.seq_len // 2
+    while seq >= 128 and not _fits(model, training.model_copy(update={"seq_len": seq}), n, hbm, {}):
+        seq //= 2
+    if seq >= 128:
+        fixes.append(f"sequences of {seq} tokens")
+    more = next((n * f for f in (2, 4, 8, 16, 32, 64) if _fits(model, training, n * f, hbm, {})), None)
+    if more:
+        fixes.append(f"{more} GPUs")
+    what = "; would fit: " + ", or ".join(fixes) if fixes else ""
+    return (
+        f"{model.name} does not fit on {n} GPUs of {hbm / 1e9:.1f} GB: the closest layout "
+        f"(tp={c.tp} pp={c.pp} dp={c.dp}, micro-batch {c.micro_batch}, ZeRO-{c.zero_stage}, recompute "
+        f"{c.recompute}) needs {need / 1e9:.1f} GB per GPU, {(need - hbm) / 1e9:.1f} GB short{what}"
+    )
+
+
+def _fits(model: ModelSpec, training: Training, num_gpus: int, hbm: float, pins: dict[str, tuple]) -> bool:
+    """Whether any candidate on `num_gpus` GPUs fits `hbm` bytes."""
+    for c in space.candidates(model, num_gpus, training.global_batch, **{k: v for k, v in pins.items() if v}):
+        train = training.model_copy(update={"zero_stage": c.zero_stage, "recompute": c.recompute})
+        if _memory_bytes(model, train, c) <= hbm:
+            return True
+    return False

@@ -1,0 +1,100 @@
+"""The search space as small pure generators: degrees, micro-batches, pipeline chunks, and the
+memory-saving options. Each yields what is valid; the search composes them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from shardplan.model.schema import ModelSpec
+
+ZERO_STAGES = (0, 1, 2, 3)
+RECOMPUTE = ("none", "selective", "full")
+MAX_VIRTUAL_STAGES = 4  # Megatron's interleaved schedule gains little past a few chunks per GPU
+
+
+@dataclass(frozen=True, order=True)
+class Candidate:
+    """One point of the search space (ordering: a stable tie-break)."""
+
+    tp: int
+    pp: int
+    dp: int
+    micro_batch: int
+    virtual_stages: int
+    zero_stage: int
+    recompute: str
+
+
+def divisors(n: int) -> list[int]:
+    """Divisors of n, ascending.
+
+    >>> divisors(12)
+    [1, 2, 3, 4, 6, 12]
+    """
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def tp_degrees(model: ModelSpec, num_gpus: int) -> list[int]:
+    """TP degrees that split the attention heads, the KV heads (or replicate them evenly) and the
+    hidden size, and divide the GPU count.
+
+    >>> from shardplan import load_model
+    >>> tp_degrees(load_model("llama3-8b"), 16)  # 32 heads, 8 KV heads
+    [1, 2, 4, 8, 16]
+    """
+    kv = model.num_kv_heads
+    return [
+        t
+        for t in divisors(num_gpus)
+        if model.num_heads % t == 0 and (kv % t == 0 or t % kv == 0) and model.hidden_size % t == 0
+    ]
+
+
+def pp_degrees(model: ModelSpec, gpus_left: int) -> list[int]:
+    """PP degrees that divide the GPUs left after TP, at most one block per stage."""
+    return [p for p in divisors(gpus_left) if p <= model.num_layers]
+
+
+def micro_batches(per_replica: int) -> list[int]:
+    """Micro-batch sizes (sequences) dividing one replica's share of the global batch."""
+    return divisors(per_replica)
+
+
+def virtual_stage_counts(model: ModelSpec, pp: int, num_micro: int) -> list[int]:
+    """Interleaved chunks per GPU: 1, or v > 1 when the blocks split into pp x v equal chunks and the
+    micro-batches fill whole rounds of pp (Megatron's interleaved 1F1B)."""
+    if pp == 1:
+        return [1]
+    return [
+        v
+        for v in range(1, MAX_VIRTUAL_STAGES + 1)
+        if v == 1 or (model.num_layers % (pp * v) == 0 and num_micro % pp == 0)
+    ]
+
+
+def candidates(
+    model: ModelSpec,
+    num_gpus: int,
+    global_batch: int,
+    *,
+    zero_stages: Sequence[int] = ZERO_STAGES,
+    recompute: Sequence[str] = RECOMPUTE,
+    micro_batch: Sequence[int] | None = None,
+) -> Iterator[Candidate]:
+    """Every valid combination, in a fixed order. ZeRO stages above 0 only with data parallelism
+    (there is nothing to shard over one replica)."""
+    for tp in tp_degrees(model, num_gpus):
+        for pp in pp_degrees(model, num_gpus // tp):
+            dp = num_gpus // (tp * pp)
+            if global_batch % dp:
+                continue
+            for mb in micro_batches(global_batch // dp):
+                if micro_batch is not None and mb not in micro_batch:
+                    continue
+                for v in virtual_stage_counts(model, pp, global_batch // (dp * mb)):
+                    for z in zero_stages:
+                        if z and dp == 1:
+                            continue
+                        for r in recompute:
+                            yield Candidate(tp, pp, dp, mb, v, z, r)

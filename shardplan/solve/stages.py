@@ -1,0 +1,98 @@
+"""Layers onto pipeline stages with CP-SAT: the slowest stage as fast as it can be, every stage
+within memory.
+
+Stage p holding n_p blocks takes a_p + n_p * b seconds per micro-batch (a_p: the embedding on the
+first stage, the output head and loss on the last; b: one block) and needs m_p + n_p * c_p bytes
+(m_p: embedding, head, logits, framework; c_p: one block's states and the activations stage p keeps
+in flight). Both are linear in n_p, read off the cost model at 0 and 1 blocks.
+"""
+
+from __future__ import annotations
+
+from shardplan.cost.calibration import Rates
+from shardplan.cost.compute import stage_times
+from shardplan.cost.memory import stage_memory
+from shardplan.model.schema import ModelSpec
+from shardplan.training import Training
+
+TIME_UNIT_S = 1e-6  # the solver counts microseconds
+MEMORY_UNIT = 2**20  # and MiB
+
+
+def balance_stages(
+    model: ModelSpec,
+    training: Training,
+    rates: Rates,
+    *,
+    tp: int,
+    pp: int,
+    dp: int,
+    micro_batch: int,
+    virtual_stages: int,
+    memory_bytes: float | None,
+    time_limit_s: float = 1.0,
+) -> tuple[int, ...] | None:
+    """Blocks per stage minimising the slowest stage's time, each stage within `memory_bytes`
+    (None: unbounded). None when no split fits.
+
+    >>> from shardplan import Training, load_model
+    >>> from shardplan.cost.calibration import rates_for
+    >>> m, t = load_model("llama3-8b"), Training(global_batch=8, seq_len=4096)
+    >>> balance_stages(m, t, rates_for("h100-sxm"), tp=1, pp=4, dp=1, micro_batch=1, virtual_stages=1,
+    ...                memory_bytes=80e9)
+    (8, 9, 9, 6)
+    """
+    from ortools.sat.python import cp_model
+
+    if pp == 1:
+        return (model.num_layers,)
+    layers = model.num_layers
+    chunk = virtual_stages  # interleaved stages hold v chunks of equal size: blocks per stage are a multiple of v
+    m = cp_model.CpModel()
+    n = [m.new_int_var(1, layers // chunk, f"chunk_blocks{p}") for p in range(pp)]
+    m.add(sum(n) * chunk == layers)
+    slowest = m.new_int_var(0, 10**12, "slowest_us")
+    for p in range(pp):
+        t0, t1 = (_time_us(model, training, rates, p, pp, tp, micro_batch, k * chunk) for k in (0, 1))
+        m.add(slowest >= t0 + (t1 - t0) * n[p])
+        if memory_bytes is not None:
+            b0, b1 = (_mem_mib(model, training, p, pp, tp, dp, micro_batch, virtual_stages, k * chunk) for k in (0, 1))
+            m.add(b0 + (b1 - b0) * n[p] <= int(memory_bytes // MEMORY_UNIT))
+    # among equally fast splits, the most even one (a stable tie-break, and less memory at the edges)
+    spread = m.new_int_var(0, layers, "spread")
+    m.add_max_equality(spread, n)
+    m.minimize(slowest * (layers + 1) + spread)
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    solver.parameters.max_deterministic_time = time_limit_s
+    status = solver.solve(m)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+    return tuple(solver.value(x) * chunk for x in n)
+
+
+def _time_us(
+    model: ModelSpec, training: Training, rates: Rates, p: int, pp: int, tp: int, micro_batch: int, blocks: int
+) -> int:
+    times = stage_times(
+        model,
+        layers=blocks,
+        first=p == 0,
+        last=p == pp - 1,
+        micro_batch=micro_batch,
+        seq_len=training.seq_len,
+        tp=tp,
+        sequence_parallel=training.sequence_parallel and tp > 1,
+        recompute=training.recompute,
+        rates=rates,
+    )
+    return round(times.total_s / TIME_UNIT_S)
+
+
+def _mem_mib(
+    model: ModelSpec, training: Training, p: int, pp: int, tp: int, dp: int, micro_batch: int, v: int, blocks: int
+) -> int:
+    mem = stage_memory(
+        model, training, stage=p, layers=blocks, tp=tp, pp=pp, dp=dp, micro_batch=micro_batch, virtual_stages=v
+    )
+    return int(-(-sum(mem.values()) // MEMORY_UNIT))
