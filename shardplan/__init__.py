@@ -6,6 +6,8 @@ from shardplan.errors import ShardplanError
 from shardplan.model import ModelSpec, load_model, model_from_module
 from shardplan.plan import Plan
 from shardplan.solve.estimate import estimate
+from shardplan.solve.search import suggest
+from shardplan.solve.validate import validate_plan
 from shardplan.topology import Topology, load_topology
 from shardplan.training import Training
 
@@ -20,5 +22,7 @@ __all__ = [
     "load_model",
     "load_topology",
     "model_from_module",
+    "suggest",
+    "validate_plan",
 ]
 __version__ = "0.1.0"

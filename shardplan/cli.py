@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -192,6 +195,101 @@ def estimate(
     _out.print(table)
     mem = ", ".join(f"{k} {v / 2**30:.1f}" for k, v in plan.memory_breakdown.items())
     _out.print(f"memory GiB: {mem}", highlight=False)
+
+
+TOKENS_PER_STEP = 2**20  # default global batch: about a million tokens per step (Llama-2/3 warm-up scale)
+
+
+@app.command()
+def suggest(
+    model: Annotated[str, typer.Option(help="Model preset or config.json.")],
+    topology: Annotated[str, typer.Option(help="Topology source (preset, file, saved nvidia-smi, 'live').")],
+    nodes: Annotated[int, typer.Option(help="Copies of the topology source.")] = 1,
+    gpu: Annotated[str | None, typer.Option(help="GPU model where the source does not say it.")] = None,
+    global_batch: Annotated[
+        int | None,
+        typer.Option(help="Sequences per optimiser step [default: 2^20 tokens / seq-len, a multiple of the GPUs]."),
+    ] = None,
+    seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 4096,
+    top: Annotated[int, typer.Option(help="How many plans to show.")] = 5,
+    time_limit: Annotated[float | None, typer.Option(help="Seconds to search; the gap says what is left.")] = None,
+    zero: Annotated[list[int] | None, typer.Option(help="Only these ZeRO stages (repeat) [default: 0-3].")] = None,
+    recompute: Annotated[list[str] | None, typer.Option(help="Only these recompute modes [default: all].")] = None,
+    micro_batch: Annotated[list[int] | None, typer.Option(help="Only these micro-batch sizes.")] = None,
+    calibration: Annotated[Path | None, typer.Option(help="Calibration file from `shardplan calibrate`.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plans as one JSON document.")] = False,
+) -> None:
+    """Search degrees, options, stages and rank placement; show the best plans."""
+    from shardplan.model import load_model
+    from shardplan.solve.explain import explain
+    from shardplan.solve.search import suggest as run_suggest
+    from shardplan.topology import load_topology
+    from shardplan.training import Training
+
+    topo = load_topology(topology, nodes=nodes, gpu=gpu)
+    spec = load_model(model)
+    if global_batch is None:
+        per_gpu = -(-TOKENS_PER_STEP // (seq_len * topo.num_gpus))
+        global_batch = per_gpu * topo.num_gpus
+    train = Training(global_batch=global_batch, seq_len=seq_len)
+    with _progress() as report:
+        plans = run_suggest(
+            spec,
+            topo,
+            train,
+            top_k=top,
+            time_limit_s=time_limit,
+            calibration=calibration,
+            zero_stages=tuple(zero) if zero else None,
+            recompute=tuple(recompute) if recompute else None,  # type: ignore[arg-type]
+            micro_batch=tuple(micro_batch) if micro_batch else None,
+            progress=report,
+        )
+    if as_json:
+        print(json.dumps({"schema_version": 1, "plans": [json.loads(p.to_json()) for p in plans]}, indent=2))
+        return
+    from shardplan.topology.summary import summarize
+
+    s = summarize(topo)
+    _out.print(f"topology  {s['name']}: {s['num_gpus']} GPUs, {s['num_nodes']} node(s)", highlight=False)
+    _out.print(
+        f"model     {spec.name}: {spec.num_params / 1e9:.2f} B params, {spec.num_layers} layers; "
+        f"batch {global_batch} x {seq_len} tokens",
+        highlight=False,
+    )
+    table = Table(box=box.SIMPLE_HEAD)
+    for col in ("#", "tp", "pp", "dp", "mb", "v", "zero", "recompute", "step s", "tokens/s", "MFU", "GB/GPU"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("vs default", justify="right", no_wrap=True)
+    table.add_column("proof", no_wrap=True)
+    for k, p in enumerate(plans, 1):
+        speedup = (p.default_step_time_s or p.step_time_s) / p.step_time_s
+        table.add_row(
+            str(k),
+            *(str(x) for x in (p.tp, p.pp, p.dp, p.micro_batch, p.virtual_stages, p.zero_stage, p.recompute)),
+            f"{p.step_time_s:.3f}",
+            f"{p.tokens_per_s:,.0f}",
+            f"{p.mfu:.1%}",
+            f"{p.memory_per_gpu_bytes / 1e9:.1f}",
+            f"{speedup:.2f}x",
+            "optimal" if p.optimal else f"gap {p.gap:.1%}" if p.gap is not None else "unproved",
+        )
+    (_out if _out.is_terminal else Console(width=140)).print(table)
+    _out.print(f"why #1: {explain(plans[0], topo)}", highlight=False)
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr for long searches (only on a terminal)."""
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task("costing candidates", total=None)
+
+        def report(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield report
 
 
 def main() -> None:
