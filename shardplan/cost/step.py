@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from shardplan.cost.calibration import Calibration, rates_for
 from shardplan.cost.collectives import _link_class, collective_time_s
@@ -50,7 +51,7 @@ def step_cost(
     virtual_stages: int = 1,
     layers_per_stage: Sequence[int] | None = None,
     calibration: Calibration | None = None,
-    memo: dict[tuple, float] | None = None,
+    memo: dict[tuple, Any] | None = None,
 ) -> StepCost:
     """The cost of one optimiser step for `layout` (shape pp x dp x tp); layers per stage as given,
     else `split_layers`. `memo` keeps collective times between calls on the same topology (the
@@ -63,18 +64,40 @@ def step_cost(
     layers = tuple(layers_per_stage) if layers_per_stage else split_layers(model.num_layers, pp)
     comm: dict[str, float] = {"nvlink": 0.0, "pcie": 0.0, "net": 0.0}
 
-    def timed(op: str, groups: list[list[int]], size: float) -> float:
-        """Time of `op` on every group at once (they contend), the slowest group's."""
-        key = (op, size, tuple(map(tuple, groups)))
-        if memo is not None and key in memo:
-            return memo[key]
-        timed_groups = groups[:1] if _uniform(topology, groups) else groups
-        seconds = max(
-            collective_time_s(topology, op, g, size, concurrent=_sharing(topology, g, groups)) for g in timed_groups
-        )
-        if memo is not None:
-            memo[key] = seconds
+    node_of = [g.node for g in topology.gpus]
+    cache: dict[tuple, Any] = {} if memo is None else memo
+
+    def busy_index(groups: list[list[int]]) -> dict[int, list[tuple[int, ...]]]:
+        """Groups of one axis that run at the same time, by the nodes they touch."""
+        index: dict[int, list[tuple[int, ...]]] = {}
+        for g in groups:
+            members = tuple(g)
+            for node in {node_of[i] for i in g}:
+                index.setdefault(node, []).append(members)
+        return index
+
+    def timed(op: str, groups: list[list[int]], size: float, busy: dict[int, list[tuple[int, ...]]]) -> float:
+        """Time of `op` on every group of `groups` at once, the slowest group's. `busy` holds every
+        group of the axis running meanwhile (other pipeline stages too); those with a GPU on one
+        of a group's nodes contend with it (links, PCIe switches, sockets and NICs belong to one node)."""
+        uniform_key = ("uniform", tuple(map(tuple, groups)))
+        if uniform_key not in cache:
+            cache[uniform_key] = _uniform(topology, groups)
+        seconds = 0.0
+        for g in groups[:1] if cache[uniform_key] else groups:
+            mine = tuple(g)
+            nodes = {node_of[i] for i in g}
+            rivals = tuple(dict.fromkeys(r for node in nodes for r in busy.get(node, ()) if r != mine))
+            key = (op, size, mine, rivals)
+            if key not in cache:
+                cache[key] = collective_time_s(topology, op, g, size, concurrent=rivals)
+            seconds = max(seconds, cache[key])
         return seconds
+
+    tp_groups = [[list(layout[p][d]) for d in range(dp)] for p in range(pp)]
+    dp_groups = [[[layout[p][d][t] for d in range(dp)] for t in range(tp)] for p in range(pp)]
+    tp_busy = busy_index([g for stage in tp_groups for g in stage]) if tp > 1 else {}
+    dp_busy = busy_index([g for stage in dp_groups for g in stage]) if dp > 1 else {}
 
     # --- per stage: compute, TP collectives, memory -------------------------------------------
     stage_total, tp_per_micro, mems = [], [], []
@@ -95,12 +118,12 @@ def step_cost(
         )
         tp_s = 0.0
         if tp > 1:
-            groups = [list(layout[p][d]) for d in range(dp)]
+            groups, others = tp_groups[p], tp_busy
             size = tokens * model.hidden_size * 2  # bf16 activations, the full (gathered) buffer
             per_layer_fwd = (
-                2 * (timed("all_gather", groups, size) + timed("reduce_scatter", groups, size))
+                2 * (timed("all_gather", groups, size, others) + timed("reduce_scatter", groups, size, others))
                 if sp
-                else 2 * timed("all_reduce", groups, size)
+                else 2 * timed("all_reduce", groups, size, others)
             )
             passes = 3 if training.recompute == "full" else 2  # forward, backward (+ recomputed forward)
             tp_s = per_layer_fwd * layers[p] * passes
@@ -131,9 +154,12 @@ def step_cost(
     if pp > 1:
         size = tokens * model.hidden_size * 2 / (tp if sp else 1)
         worst = 0.0
-        for p in range(pp - 1):
-            pairs = [[layout[p][d][t], layout[p + 1][d][t]] for d in range(dp) for t in range(tp)]
-            worst = max(worst, timed("send_recv", pairs, size))
+        boundaries = [
+            [[layout[p][d][t], layout[p + 1][d][t]] for d in range(dp) for t in range(tp)] for p in range(pp - 1)
+        ]
+        pp_busy = busy_index([pair for b in boundaries for pair in b])
+        for pairs in boundaries:
+            worst = max(worst, timed("send_recv", pairs, size, pp_busy))
             link = _link_class(topology, pairs[0])
         pp_s = 2 * (num_micro + pp - 1) * virtual_stages * worst
         comm[link] += pp_s
@@ -142,21 +168,21 @@ def step_cost(
     dp_s, fsdp_s, opt_s = 0.0, 0.0, 0.0
     params_local = param_counts(model, layers=layers[bottleneck], first=bottleneck == 0, last=bottleneck == pp - 1) / tp
     if dp > 1:
-        groups = [[layout[bottleneck][d][t] for d in range(dp)] for t in range(tp)]
+        groups, others = dp_groups[bottleneck], dp_busy
         grad_bytes = params_local * 4  # fp32 gradients
         if training.zero_stage >= 1:  # reduce-scatter gradients, all-gather the updated bf16 weights
-            sync = timed("reduce_scatter", groups, grad_bytes)
-            gather = timed("all_gather", groups, params_local * 2)
+            sync = timed("reduce_scatter", groups, grad_bytes, others)
+            gather = timed("all_gather", groups, params_local * 2, others)
         else:
-            sync, gather = timed("all_reduce", groups, grad_bytes), 0.0
+            sync, gather = timed("all_reduce", groups, grad_bytes, others), 0.0
         link = _link_class(topology, groups[0])
         if training.zero_stage == 3:
             # FSDP / ZeRO-3 gathers and reduces one transformer block at a time (its wrapping unit), so
             # each micro-batch runs a gather (forward), a gather and a reduce-scatter (backward) per
             # block, each paying the collective's latency; they overlap that micro-batch's compute.
             blocks = max(layers[bottleneck], 1)
-            gather_block = timed("all_gather", groups, params_local * 2 / blocks)
-            sync_block = timed("reduce_scatter", groups, grad_bytes / blocks)
+            gather_block = timed("all_gather", groups, params_local * 2 / blocks, others)
+            sync_block = timed("reduce_scatter", groups, grad_bytes / blocks, others)
             per_micro_comm = blocks * (2 * gather_block + sync_block)
             fsdp_s = num_micro * max(0.0, per_micro_comm - per_micro)
             comm[link] += num_micro * per_micro_comm
@@ -200,13 +226,6 @@ def _uniform(topology: Topology, groups: list[list[int]]) -> bool:
 
     first = shape(groups[0])
     return all(shape(g) == first for g in groups[1:])
-
-
-def _sharing(topology: Topology, group: list[int], groups: list[list[int]]) -> list[list[int]]:
-    """The other groups that can contend with `group`: those with a GPU on one of its nodes (links,
-    PCIe switches, sockets and NICs all belong to one node)."""
-    nodes = {topology.gpus[i].node for i in group}
-    return [g for g in groups if g is not group and any(topology.gpus[i].node in nodes for i in g)]
 
 
 def traffic_bytes(

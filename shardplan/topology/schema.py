@@ -154,7 +154,10 @@ class Topology(_Frozen):
         a, b = self._pair(i, j)
         if i == j:
             return "self"
-        if self.nvlink_count(i, j):
+        if (min(i, j), max(i, j)) in self._bundles:
+            return "nvlink"
+        d = self._domain_of.get(i)
+        if d is not None and self._domain_of.get(j) is d:
             return "nvlink"
         if a.node != b.node:
             return "net"
