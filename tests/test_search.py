@@ -1,0 +1,262 @@
+"""The search: its space, an independent validator on every result, brute force on small machines,
+placement wins where the topology is irregular, determinism and infeasible requests."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shardplan import Training, estimate, load_model, load_topology, suggest, validate_plan
+from shardplan.cost.calibration import rates_for
+from shardplan.cost.step import step_cost
+from shardplan.errors import PlanError
+from shardplan.solve import space
+from shardplan.solve.stages import _mem_mib, _time_us, balance_stages
+
+DATA = Path(__file__).parent / "data"
+PINNED = dict(zero_stages=(1,), recompute=("selective",), micro_batch=(1,))
+
+
+# ----- the space -----------------------------------------------------------------------------------
+def test_tp_degrees_split_heads_kv_heads_and_gpus() -> None:
+    llama = load_model("llama3-8b")  # 32 heads, 8 KV heads, hidden 4096
+    assert space.tp_degrees(llama, 8) == [1, 2, 4, 8]
+    assert space.tp_degrees(llama, 12) == [1, 2, 4]  # 3, 6, 12 do not divide 32 heads
+    gpt2 = load_model("gpt2")  # 12 heads
+    assert space.tp_degrees(gpt2, 8) == [1, 2, 4]
+
+
+def test_pp_degrees_and_virtual_stages() -> None:
+    llama = load_model("llama3-8b")  # 32 layers
+    assert space.pp_degrees(llama, 64) == [1, 2, 4, 8, 16, 32]  # 64 > 32 layers
+    assert space.virtual_stage_counts(llama, 4, num_micro=8) == [1, 2, 4]  # 32 % (4 x 3) != 0
+    assert space.virtual_stage_counts(llama, 4, num_micro=6) == [1]  # 6 micro-batches: not whole rounds of 4
+
+
+def test_candidates_only_shard_zero_over_replicas() -> None:
+    cands = list(space.candidates(load_model("llama3-8b"), 8, 16))
+    assert all(c.tp * c.pp * c.dp == 8 and 16 % (c.dp * c.micro_batch) == 0 for c in cands)
+    assert not [c for c in cands if c.dp == 1 and c.zero_stage]
+    assert len(cands) == len(set(cands))
+
+
+# ----- stages: CP-SAT against every split ----------------------------------------------------------
+@pytest.mark.parametrize("model,pp", [("gpt-tiny", 2), ("gpt-tiny", 3), ("llama3-8b", 4), ("gpt2", 4)])
+def test_stage_split_equals_brute_force(model: str, pp: int) -> None:
+    m, train, rates = load_model(model), Training(global_batch=8, seq_len=2048), rates_for("h100-sxm")
+    got = balance_stages(m, train, rates, tp=1, pp=pp, dp=1, micro_batch=1, virtual_stages=1, memory_bytes=None)
+
+    def slowest(split: tuple[int, ...]) -> int:
+        return max(_time_us(m, train, rates, p, pp, 1, 1, n) for p, n in enumerate(split))
+
+    splits = [s for s in itertools.product(range(1, m.num_layers), repeat=pp) if sum(s) == m.num_layers]
+    assert got is not None and sum(got) == m.num_layers
+    assert slowest(got) == min(slowest(s) for s in splits)
+
+
+def test_stage_split_respects_memory() -> None:
+    m, train, rates = load_model("llama3-8b"), Training(global_batch=8, seq_len=4096), rates_for("h100-sxm")
+    free = balance_stages(m, train, rates, tp=1, pp=4, dp=1, micro_batch=1, virtual_stages=1, memory_bytes=None)
+    stage0 = _mem_mib(m, train, 0, 4, 1, 1, 1, 1, free[0]) * 2**20
+    tight = balance_stages(m, train, rates, tp=1, pp=4, dp=1, micro_batch=1, virtual_stages=1, memory_bytes=stage0 - 1)
+    assert tight is not None and tight[0] < free[0]
+    assert balance_stages(m, train, rates, tp=1, pp=4, dp=1, micro_batch=1, virtual_stages=1, memory_bytes=1e9) is None
+
+
+# ----- every result passes the independent validator ----------------------------------------------
+TOPOLOGIES = [
+    ("a100-pcie-8gpu-bridged", None),
+    ("dgx-h100", None),
+    ("rtx4090-4x-pcie", None),
+    (str(DATA / "topo/nvidia-smi-topo-dgx1-v100-1.txt"), "v100-sxm2-32gb"),
+    (str(DATA / "topo/nvidia-smi-topo-a100-sxm-4gpu-della-nv4-1.txt"), "a100-sxm-80gb"),
+    (str(DATA / "machines/a100-pcie-bridged-crossed.yaml"), None),
+    (str(DATA / "machines/pcie-2socket-interleaved.yaml"), None),
+]
+
+
+@pytest.mark.parametrize("source,gpu", TOPOLOGIES)
+def test_every_plan_is_valid(source: str, gpu: str | None) -> None:
+    topo = load_topology(source, gpu=gpu)
+    model = load_model("llama3-8b" if topo.gpus[0].memory_bytes > 40e9 else "gpt2")
+    plans = suggest(model, topo, Training(global_batch=32, seq_len=2048), top_k=5)
+    assert 1 <= len(plans) <= 5
+    assert [p.step_time_s for p in plans] == sorted(p.step_time_s for p in plans)
+    for p in plans:
+        validate_plan(p, model, topo)
+        assert p.step_time_s <= p.default_step_time_s
+
+
+def test_validator_catches_broken_plans() -> None:
+    topo, model = load_topology("dgx-h100"), load_model("llama3-8b")
+    plan = estimate(model, topo, Training(global_batch=8, seq_len=2048), tp=2, pp=1, dp=4)
+    bad_layout = plan.model_copy(update={"rank_layout": [[[0, 1], [2, 3], [4, 5], [6, 6]]]})
+    with pytest.raises(PlanError, match="permutation"):
+        validate_plan(bad_layout, model, topo)
+    with pytest.raises(PlanError, match="GB per GPU"):
+        validate_plan(plan.model_copy(update={"memory_per_gpu_bytes": 1e12}), model, topo)
+    with pytest.raises(PlanError, match="global batch"):
+        validate_plan(plan.model_copy(update={"num_micro_batches": 3}), model, topo)
+
+
+# ----- brute force: the best plan equals exhaustive enumeration through the cost model ---------------
+def _canonical_layouts(n: int, pp: int, dp: int, tp: int):
+    """Every layout up to renumbering replicas and tensor ranks (which changes no group): the
+    replicas of stage 0 sorted by their smallest GPU, tensor ranks of stage 0 replica 0 ascending."""
+    for perm in itertools.permutations(range(n)):
+        layout = [[list(perm[(p * dp + d) * tp : (p * dp + d + 1) * tp]) for d in range(dp)] for p in range(pp)]
+        mins = [min(cell) for cell in layout[0]]
+        if mins == sorted(mins) and layout[0][0] == sorted(layout[0][0]):
+            yield layout
+
+
+def _exhaustive_best(model, topo, train, max_pp: int) -> float:
+    rates = rates_for(topo.gpu_spec(0).key)
+    memo: dict = {}
+    best = float("inf")
+    n = topo.num_gpus
+    for c in space.candidates(model, n, train.global_batch, **PINNED):
+        if c.pp > max_pp or c.virtual_stages > 1:
+            continue
+        t = train.model_copy(update={"zero_stage": c.zero_stage, "recompute": c.recompute})
+        layers = balance_stages(
+            model, t, rates, tp=c.tp, pp=c.pp, dp=c.dp, micro_batch=1, virtual_stages=1, memory_bytes=None
+        )
+        for layout in _canonical_layouts(n, c.pp, c.dp, c.tp):
+            cost = step_cost(model, topo, t, layout, micro_batch=1, layers_per_stage=layers, memo=memo)
+            if cost.fits:
+                best = min(best, cost.step_time_s)
+    return best
+
+
+@pytest.mark.parametrize(
+    "source,gpu,max_pp",
+    [
+        (str(DATA / "topo/nvidia-smi-topo-a100-sxm-4gpu-della-nv4-1.txt"), "a100-sxm-80gb", 4),
+        (str(DATA / "topo/nvidia-smi-topo-a100-pcie-4gpu-adroit-1.txt"), "a100-pcie-80gb", 4),
+        ("rtx4090-4x-pcie", None, 4),
+        (str(DATA / "topo/nvidia-smi-topo-dgx1-v100-1.txt"), "v100-sxm2-32gb", 2),
+        (str(DATA / "machines/a100-pcie-bridged-crossed.yaml"), None, 2),
+        (str(DATA / "machines/pcie-2socket-interleaved.yaml"), None, 2),
+    ],
+)
+def test_best_plan_equals_exhaustive_enumeration(source: str, gpu: str | None, max_pp: int) -> None:
+    """On 8 GPUs pipelines of up to 2 stages are enumerated (pp=4 and 8 have 20,160 and 40,320
+    layouts each); 4-GPU machines are enumerated whole."""
+    topo, model = load_topology(source, gpu=gpu), load_model("gpt-tiny")
+    train = Training(global_batch=16, seq_len=2048)
+    plans = suggest(model, topo, train, top_k=1, **PINNED)
+    best = min((p for p in plans if p.pp <= max_pp), key=lambda p: p.step_time_s)
+    assert best.step_time_s == pytest.approx(_exhaustive_best(model, topo, train, max_pp), rel=1e-9)
+
+
+# ----- placement matters where it should ---------------------------------------------------------
+@pytest.mark.parametrize(
+    "source,gpu,min_gain",
+    [
+        (str(DATA / "topo/nvidia-smi-topo-dgx1-v100-1.txt"), "v100-sxm2-32gb", 1.03),
+        (str(DATA / "machines/a100-pcie-bridged-crossed.yaml"), None, 1.2),
+        (str(DATA / "machines/pcie-2socket-interleaved.yaml"), None, 1.03),
+    ],
+)
+def test_placement_beats_default_order_by_the_predicted_margin(source: str, gpu: str | None, min_gain: float) -> None:
+    topo, model = load_topology(source, gpu=gpu), load_model("llama3-8b")
+    train = Training(global_batch=64, seq_len=4096)
+    best = suggest(model, topo, train, top_k=1)[0]
+    t = train.model_copy(update={"zero_stage": best.zero_stage, "recompute": best.recompute})
+    degrees = dict(
+        tp=best.tp, pp=best.pp, dp=best.dp, micro_batch=best.micro_batch, layers_per_stage=best.layers_per_stage
+    )
+    planned = estimate(model, topo, t, rank_layout=best.rank_layout, **degrees)
+    default = estimate(model, topo, t, **degrees)
+    assert planned.step_time_s == pytest.approx(best.step_time_s, rel=1e-12)
+    assert default.step_time_s == pytest.approx(best.default_step_time_s, rel=1e-12)
+    assert default.step_time_s / planned.step_time_s >= min_gain
+
+
+def test_uniform_nvswitch_node_is_never_worse_than_default() -> None:
+    for model in ("llama3-8b", "gpt2", "mistral-7b"):
+        for p in suggest(model, "dgx-h100", Training(global_batch=64, seq_len=4096), top_k=3):
+            assert p.step_time_s <= p.default_step_time_s
+            assert p.optimal and p.gap == 0
+
+
+# ----- determinism, random machines, infeasible requests -------------------------------------------
+def test_same_inputs_same_plans() -> None:
+    args = ("llama3-8b", str(DATA / "topo/nvidia-smi-topo-dgx1-v100-1.txt"))
+    topo = load_topology(args[1], gpu="v100-sxm2-32gb")
+    runs = [[p.to_json() for p in suggest(args[0], topo, Training(global_batch=32, seq_len=2048))] for _ in range(2)]
+    assert runs[0] == runs[1]
+
+
+def _random_topology(rng: random.Random, tmp_path: Path) -> Path:
+    n = rng.choice([2, 4, 6, 8])
+    gpus = list(range(n))
+    rng.shuffle(gpus)
+    half = n // 2
+    pairs = [[a, b, rng.choice([2, 4])] for a, b in itertools.combinations(range(n), 2) if rng.random() < 0.2]
+    spec = {
+        "name": f"random-{n}",
+        "source": "seeded random test topology",
+        "nodes": [
+            {
+                "gpu": rng.choice(["a100-pcie-80gb", "rtx-3090"]),  # both take NVLink bridges
+                "gpus": n,
+                "nvlink": pairs,
+                "pcie": {"gen": 4, "sockets": [sorted(gpus[:half]), sorted(gpus[half:])]},
+            }
+        ],
+    }
+    path = tmp_path / f"random-{n}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_topologies_give_a_valid_plan_or_a_true_infeasibility(seed: int, tmp_path: Path) -> None:
+    rng = random.Random(seed)
+    topo = load_topology(_random_topology(rng, tmp_path))
+    model = load_model(rng.choice(["gpt2", "llama3-8b", "mistral-7b"]))
+    train = Training(global_batch=16, seq_len=2048)
+    try:
+        plans = suggest(model, topo, train, top_k=2)
+    except PlanError as err:
+        assert "GB short" in str(err)
+        for c in space.candidates(model, topo.num_gpus, train.global_batch):  # truly nothing fits
+            t = train.model_copy(update={"zero_stage": c.zero_stage, "recompute": c.recompute})
+            plan = estimate(model, topo, t, tp=c.tp, pp=c.pp, dp=c.dp, micro_batch=c.micro_batch)
+            assert not plan.fits
+        return
+    for p in plans:
+        validate_plan(p, model, topo)
+
+
+def test_infeasible_request_says_how_short_and_what_fits() -> None:
+    with pytest.raises(PlanError) as err:
+        suggest("llama3-70b", "a100-pcie-8gpu-bridged", Training(global_batch=64, seq_len=4096))
+    msg = str(err.value)
+    assert "GB short" in msg and "would fit" in msg and "16 GPUs" in msg
+    assert "\n" not in msg
+
+
+def test_time_limit_reports_a_gap() -> None:
+    topo = load_topology("dgx-h100", nodes=4)
+    plans = suggest("llama3-70b", topo, Training(global_batch=64, seq_len=4096), top_k=2, time_limit_s=0.0)
+    assert plans and all(p.gap is not None for p in plans)
+
+
+def test_suggest_json_document(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from shardplan.cli import app
+
+    out = CliRunner().invoke(app, ["suggest", "--model", "gpt2", "--topology", "dgx-h100", "--top", "2", "--json"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    assert doc["schema_version"] == 1 and len(doc["plans"]) == 2
+    assert {"tp", "pp", "dp", "rank_layout", "optimal", "gap", "default_step_time_s"} <= set(doc["plans"][0])
