@@ -30,7 +30,7 @@ def main() -> None:
     quick = "--quick" in sys.argv
     for model, topo_name, nodes, batch, seq, budget in CASES[:3] if quick else CASES:
         topo = load_topology(topo_name, nodes=nodes)
-        counted = []
+        counted: list[tuple[int, int]] = []
         start = time.perf_counter()
         plans = suggest(
             load_model(model),
@@ -38,7 +38,7 @@ def main() -> None:
             Training(global_batch=batch, seq_len=seq),
             top_k=3,
             time_limit_s=budget * 0.8,
-            progress=lambda done, total: counted.append((done, total)),
+            progress=lambda done, total, seen=counted: seen.append((done, total)),
         )
         seconds = time.perf_counter() - start
         best = plans[0]
