@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shardplan.errors import ShardplanError
 
 PLAN_SCHEMA_VERSION = 1
+
+if TYPE_CHECKING:
+    from torch.distributed.device_mesh import DeviceMesh
 
 
 class Plan(BaseModel):
@@ -54,6 +58,13 @@ class Plan(BaseModel):
     def to_json(self) -> str:
         """One JSON document with a schema version."""
         return json.dumps({"schema_version": PLAN_SCHEMA_VERSION, **self.model_dump(mode="json")}, indent=2)
+
+    def device_mesh(self, device_type: str = "cuda", *, rank_of_gpu: Sequence[int] | None = None) -> DeviceMesh:
+        """The plan as a `torch.distributed.DeviceMesh` (see `shardplan.emit.device_mesh`); every
+        rank calls it after `init_process_group`."""
+        from shardplan.emit.device_mesh import device_mesh
+
+        return device_mesh(self, device_type, rank_of_gpu=rank_of_gpu)
 
     @classmethod
     def from_json(cls, text: str) -> Plan:

@@ -1,0 +1,42 @@
+"""DeepSpeed config JSON (https://www.deepspeed.ai/docs/config-json/)."""
+
+from __future__ import annotations
+
+import json
+
+from shardplan.emit.remap import remap_note
+from shardplan.plan import Plan
+from shardplan.topology.schema import Topology
+
+
+def deepspeed_json(plan: Plan, topology: Topology) -> str:
+    """A DeepSpeed config: batch sizes, ZeRO stage, bf16, activation checkpointing. DeepSpeed takes
+    tensor and pipeline degrees from the model code (Megatron-DeepSpeed, PipelineModule), so they
+    travel in the `shardplan` block for that code to read; DeepSpeed ignores unknown top-level keys
+    only in some versions, so remove the block where yours rejects it.
+
+    >>> from shardplan import Training, estimate, load_topology
+    >>> t = load_topology("dgx-h100")
+    >>> cfg = json.loads(deepspeed_json(estimate("llama3-8b", t, Training(global_batch=32, seq_len=4096, zero_stage=3),
+    ...                                          tp=1, pp=1, dp=8), t))
+    >>> cfg["train_batch_size"], cfg["gradient_accumulation_steps"], cfg["zero_optimization"]["stage"]
+    (32, 4, 3)
+    """
+    config = {
+        "train_batch_size": plan.global_batch,
+        "train_micro_batch_size_per_gpu": plan.micro_batch,
+        "gradient_accumulation_steps": plan.num_micro_batches,
+        "bf16": {"enabled": True},
+        "zero_optimization": {"stage": plan.zero_stage},
+        "activation_checkpointing": {"partition_activations": plan.recompute != "none" and plan.tp > 1},
+        "shardplan": {
+            "tensor_parallel": plan.tp,
+            "pipeline_parallel": plan.pp,
+            "data_parallel": plan.dp,
+            "recompute": plan.recompute,
+            "layers_per_stage": list(plan.layers_per_stage),
+            "gpu_of_rank_note": remap_note(plan, topology, "") or None,
+            "estimated_step_time_s": plan.step_time_s,
+        },
+    }
+    return json.dumps(config, indent=2) + "\n"

@@ -1,0 +1,53 @@
+"""Megatron-LM command-line arguments (megatron/training/arguments.py)."""
+
+from __future__ import annotations
+
+from shardplan.emit.remap import remap_note
+from shardplan.plan import Plan
+from shardplan.topology.schema import Topology
+
+
+def megatron_args(plan: Plan, topology: Topology) -> str:
+    """Arguments for `pretrain_gpt.py`. Megatron orders ranks tp fastest, then dp, then pp: the
+    plan's rank_layout order. ZeRO >= 1 maps to the distributed optimizer (ZeRO-1 sharding of the
+    optimizer states); Megatron has no ZeRO-3, so stage 3 plans name it in a comment.
+
+    >>> from shardplan import Training, estimate, load_topology
+    >>> t = load_topology("dgx-h100")
+    >>> print(megatron_args(estimate("llama3-8b", t, Training(global_batch=32, seq_len=4096), tp=2, pp=2, dp=2), t))
+    ... # doctest: +ELLIPSIS
+    # shardplan: ...
+    --tensor-model-parallel-size 2 \\
+    --pipeline-model-parallel-size 2 \\
+    ...
+    """
+    args = [
+        f"--tensor-model-parallel-size {plan.tp}",
+        f"--pipeline-model-parallel-size {plan.pp}",
+        f"--micro-batch-size {plan.micro_batch}",
+        f"--global-batch-size {plan.global_batch}",
+        f"--seq-length {plan.seq_len}",
+        "--bf16",
+    ]
+    if plan.virtual_stages > 1:
+        args.append(
+            f"--num-layers-per-virtual-pipeline-stage {sum(plan.layers_per_stage) // (plan.pp * plan.virtual_stages)}"
+        )
+    if plan.sequence_parallel and plan.tp > 1:
+        args.append("--sequence-parallel")
+    if plan.recompute == "full":
+        args += ["--recompute-granularity full", "--recompute-method uniform", "--recompute-num-layers 1"]
+    elif plan.recompute == "selective":
+        args.append("--recompute-granularity selective")
+    if plan.zero_stage >= 1:
+        args.append("--use-distributed-optimizer")
+    if plan.pp > 1 and len(set(plan.layers_per_stage)) > 1:
+        first, last = plan.layers_per_stage[0], plan.layers_per_stage[-1]
+        args += [f"--decoder-first-pipeline-num-layers {first}", f"--decoder-last-pipeline-num-layers {last}"]
+    head = [f"# shardplan: {plan.model} on {plan.topology}, estimated {plan.step_time_s:.3f} s/step"]
+    if plan.zero_stage >= 2:
+        head.append(
+            f"# the plan assumes ZeRO-{plan.zero_stage}; Megatron's distributed optimizer shards optimizer states only"
+        )
+    head += remap_note(plan, topology, "#")
+    return "\n".join(head) + "\n" + " \\\n".join(args) + "\n"

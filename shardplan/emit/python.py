@@ -1,0 +1,48 @@
+"""A plain Python snippet that builds the planned DeviceMesh."""
+
+from __future__ import annotations
+
+from shardplan.emit.remap import remap_note
+from shardplan.plan import Plan
+from shardplan.topology.schema import Topology
+
+
+def python_snippet(plan: Plan, topology: Topology) -> str:
+    """Code to paste after `init_process_group`: with the row-major order it is `init_device_mesh`;
+    otherwise a `DeviceMesh` over the planned rank tensor (rank g drives GPU g).
+
+    >>> from shardplan import Training, estimate, load_topology
+    >>> t = load_topology("dgx-h100")
+    >>> plan = estimate("gpt2", t, Training(global_batch=8, seq_len=1024), tp=2, pp=1, dp=4)
+    >>> print(python_snippet(plan, t), end="")  # doctest: +ELLIPSIS
+    # shardplan: gpt2 on dgx-h100, ...
+    from torch.distributed.device_mesh import init_device_mesh
+    mesh = init_device_mesh("cuda", (1, 4, 2), mesh_dim_names=("pp", "dp", "tp"))
+    """
+    names = ", ".join(f'"{n}"' for n in plan.mesh_dim_names)
+    head = [f"# shardplan: {plan.model} on {plan.topology}, estimated {plan.step_time_s:.3f} s/step"]
+    flat = [g for stage in plan.rank_layout for replica in stage for g in replica]
+    if flat == sorted(flat):
+        return (
+            "\n".join(
+                [
+                    *head,
+                    "from torch.distributed.device_mesh import init_device_mesh",
+                    f'mesh = init_device_mesh("cuda", {tuple(plan.mesh_shape)}, mesh_dim_names=({names}))',
+                ]
+            )
+            + "\n"
+        )
+    return (
+        "\n".join(
+            [
+                *head,
+                *remap_note(plan, topology, "#"),
+                "import torch",
+                "from torch.distributed.device_mesh import DeviceMesh",
+                f"layout = {plan.rank_layout}  # layout[p][d][t]: the GPU (= rank) of each mesh position",
+                f'mesh = DeviceMesh("cuda", torch.tensor(layout), mesh_dim_names=({names}))',
+            ]
+        )
+        + "\n"
+    )

@@ -1,0 +1,49 @@
+"""How a launcher's default rank order becomes the plan's: torchrun gives node k's local rank i the
+global rank k x nproc + i and GPU cuda:i, and frameworks lay their mesh out row-major over ranks
+(torchtitan [pp, dp, tp], Megatron-LM tp fastest, then dp, then pp: the plan's (pp, dp, tp)
+order). So rank r must drive the GPU at flat position r of `rank_layout`. When each node's ranks
+land on that node's own GPUs, a per-node `CUDA_VISIBLE_DEVICES` order does it."""
+
+from __future__ import annotations
+
+from shardplan.plan import Plan
+from shardplan.topology.schema import Topology
+
+
+def gpu_of_rank(plan: Plan) -> list[int]:
+    """The GPU each global rank drives, flat over (pp, dp, tp) row-major."""
+    return [g for stage in plan.rank_layout for replica in stage for g in replica]
+
+
+def visible_devices(plan: Plan, topology: Topology) -> dict[int, str] | None:
+    """Per node, the `CUDA_VISIBLE_DEVICES` that realises the plan (`{}` when the default order
+    already does), or None when some node's ranks would need GPUs of another node."""
+    gpus = gpu_of_rank(plan)
+    out: dict[int, str] = {}
+    rank = 0
+    for node in range(topology.num_nodes):
+        mine = [g.index for g in topology.gpus if g.node == node]
+        wanted = gpus[rank : rank + len(mine)]
+        if sorted(wanted) != mine:
+            return None
+        local = [topology.gpus[g].local_index for g in wanted]
+        if local != sorted(local):
+            out[node] = ",".join(map(str, local))
+        rank += len(mine)
+    return out
+
+
+def remap_note(plan: Plan, topology: Topology, comment: str) -> list[str]:
+    """Comment lines saying how to launch so that ranks sit where the plan puts them."""
+    order = visible_devices(plan, topology)
+    if order == {}:
+        return []
+    if order is None:
+        return [
+            f"{comment} The plan's rank order cannot be set per node with CUDA_VISIBLE_DEVICES (a node's ranks",
+            f"{comment} would drive another node's GPUs): build the mesh with shardplan (Plan.device_mesh or",
+            f"{comment} auto_device_mesh). GPU of each rank: {gpu_of_rank(plan)}",
+        ]
+    lines = [f"{comment} The plan's rank order differs from torchrun's default: launch each node with"]
+    lines += [f"{comment}   node {node}: CUDA_VISIBLE_DEVICES={devices}" for node, devices in order.items()]
+    return lines

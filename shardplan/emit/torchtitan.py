@@ -1,0 +1,52 @@
+"""torchtitan job config (TOML): the [parallelism], [training] and [activation_checkpoint] sections.
+Keys as in torchtitan/config/job_config.py (Parallelism, Training, ActivationCheckpoint)."""
+
+from __future__ import annotations
+
+from shardplan.emit.remap import remap_note
+from shardplan.plan import Plan
+from shardplan.topology.schema import Topology
+
+
+def torchtitan_toml(plan: Plan, topology: Topology) -> str:
+    """TOML to merge into a torchtitan job config. torchtitan's data parallelism is FSDP2
+    (`data_parallel_shard_degree`) when the plan shards over replicas (ZeRO >= 1), else plain
+    replication (`data_parallel_replicate_degree`).
+
+    >>> from shardplan import Training, estimate, load_topology
+    >>> t = load_topology("dgx-h100")
+    >>> print(torchtitan_toml(estimate("llama3-8b", t, Training(global_batch=32, seq_len=8192, zero_stage=3),
+    ...                                tp=2, pp=1, dp=4), t))  # doctest: +ELLIPSIS
+    # shardplan: llama3-8b on dgx-h100, ...
+    [parallelism]
+    data_parallel_replicate_degree = 1
+    data_parallel_shard_degree = 4
+    tensor_parallel_degree = 2
+    ...
+    """
+    shard = plan.zero_stage >= 1
+    schedule = "Interleaved1F1B" if plan.virtual_stages > 1 else "1F1B"
+    lines = [
+        f"# shardplan: {plan.model} on {plan.topology}, estimated {plan.step_time_s:.3f} s/step",
+        *remap_note(plan, topology, "#"),
+        "[parallelism]",
+        f"data_parallel_replicate_degree = {1 if shard else plan.dp}",
+        f"data_parallel_shard_degree = {plan.dp if shard else 1}",
+        f"tensor_parallel_degree = {plan.tp}",
+        f"pipeline_parallel_degree = {plan.pp}",
+        f'pipeline_parallel_schedule = "{schedule}"',
+        f"pipeline_parallel_microbatch_size = {plan.micro_batch}",
+        "enable_async_tensor_parallel = false",
+        f"context_parallel_degree = {plan.cp}",
+        f"expert_parallel_degree = {plan.ep}",
+        "",
+        "[training]",
+        f"global_batch_size = {plan.global_batch}",
+        f"local_batch_size = {plan.global_batch // plan.dp}",
+        f"seq_len = {plan.seq_len}",
+        'mixed_precision_param = "bfloat16"',
+        "",
+        "[activation_checkpoint]",
+        f'mode = "{plan.recompute}"',
+    ]
+    return "\n".join(lines) + "\n"
