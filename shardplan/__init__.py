@@ -3,6 +3,7 @@ on a physical GPU, from the machine's real topology."""
 
 from shardplan.cost.collectives import collective_time_s
 from shardplan.errors import ShardplanError
+from shardplan.hook import auto_device_mesh
 from shardplan.model import ModelSpec, load_model, model_from_module
 from shardplan.plan import Plan
 from shardplan.solve.estimate import estimate
@@ -17,6 +18,7 @@ __all__ = [
     "ShardplanError",
     "Topology",
     "Training",
+    "auto_device_mesh",
     "collective_time_s",
     "estimate",
     "load_model",

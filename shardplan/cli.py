@@ -218,6 +218,10 @@ def suggest(
     micro_batch: Annotated[list[int] | None, typer.Option(help="Only these micro-batch sizes.")] = None,
     calibration: Annotated[Path | None, typer.Option(help="Calibration file from `shardplan calibrate`.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plans as one JSON document.")] = False,
+    emit: Annotated[
+        str | None, typer.Option(help="Write the best plan as torchtitan, megatron, deepspeed or python.")
+    ] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="File for --emit or --json output.")] = None,
 ) -> None:
     """Search degrees, options, stages and rank placement; show the best plans."""
     from shardplan.model import load_model
@@ -245,8 +249,13 @@ def suggest(
             micro_batch=tuple(micro_batch) if micro_batch else None,
             progress=report,
         )
+    if emit is not None:
+        from shardplan.emit import emit as render
+
+        _write(render(plans[0], topo, emit), output)
+        return
     if as_json:
-        print(json.dumps({"schema_version": 1, "plans": [json.loads(p.to_json()) for p in plans]}, indent=2))
+        _write(json.dumps({"schema_version": 1, "plans": [json.loads(p.to_json()) for p in plans]}, indent=2), output)
         return
     from shardplan.topology.summary import summarize
 
@@ -276,6 +285,18 @@ def suggest(
         )
     (_out if _out.is_terminal else Console(width=140)).print(table)
     _out.print(f"why #1: {explain(plans[0], topo)}", highlight=False)
+    _out.print("next:   the same command with --emit torchtitan|megatron|deepspeed|python [-o FILE]", highlight=False)
+
+
+def _write(text: str, output: Path | None) -> None:
+    """Print `text`, or write it to `output` (never over an existing file: the user's stays theirs)."""
+    if output is None:
+        print(text.rstrip("\n"))
+        return
+    if output.exists():
+        raise ShardplanError(f"{output}: already exists; choose another -o file")
+    output.write_text(text if text.endswith("\n") else text + "\n")
+    print(f"wrote {output}", file=sys.stderr)
 
 
 @contextmanager

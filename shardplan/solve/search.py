@@ -56,13 +56,16 @@ def suggest(
     zero_stages: tuple[int, ...] | None = None,
     recompute: tuple[str, ...] | None = None,
     micro_batch: tuple[int, ...] | None = None,
+    pp: tuple[int, ...] | None = None,
+    tp: tuple[int, ...] | None = None,
     progress: Progress | None = None,
 ) -> list[Plan]:
     """The `top_k` best plans, best first (ties: smaller degrees and options first).
 
     `training`'s ZeRO stage and recompute setting are searched over unless `zero_stages` or
-    `recompute` pin them; `micro_batch` pins micro-batch sizes. `time_limit_s` bounds the search
-    (wall clock; None: until proved); plans then carry the gap to what is left unexplored.
+    `recompute` pin them; `micro_batch`, `pp` and `tp` pin micro-batch sizes and degrees.
+    `time_limit_s` bounds the search (wall clock; None: until proved, and then the same inputs give
+    the same plans); plans then carry the gap to what is left unexplored.
 
     >>> from shardplan import Training
     >>> best = suggest("llama3-8b", "a100-pcie-8gpu-bridged", Training(global_batch=64, seq_len=4096), top_k=1)[0]
@@ -77,7 +80,7 @@ def suggest(
     if top_k < 1:
         raise PlanError("top_k must be at least 1")
 
-    pins = {"zero_stages": zero_stages, "recompute": recompute, "micro_batch": micro_batch}
+    pins = {"zero_stages": zero_stages, "recompute": recompute, "micro_batch": micro_batch, "pp": pp, "tp": tp}
     fitting: list[tuple[float, space.Candidate, Training]] = []
     closest: tuple[float, space.Candidate] | None = None
     for c in space.candidates(spec, topo.num_gpus, training.global_batch, **{k: v for k, v in pins.items() if v}):

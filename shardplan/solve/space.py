@@ -81,20 +81,26 @@ def candidates(
     zero_stages: Sequence[int] = ZERO_STAGES,
     recompute: Sequence[str] = RECOMPUTE,
     micro_batch: Sequence[int] | None = None,
+    pp: Sequence[int] | None = None,
+    tp: Sequence[int] | None = None,
 ) -> Iterator[Candidate]:
-    """Every valid combination, in a fixed order. ZeRO stages above 0 only with data parallelism
-    (there is nothing to shard over one replica)."""
-    for tp in tp_degrees(model, num_gpus):
-        for pp in pp_degrees(model, num_gpus // tp):
-            dp = num_gpus // (tp * pp)
+    """Every valid combination, in a fixed order; the sequences given pin what they name. ZeRO
+    stages above 0 only with data parallelism (there is nothing to shard over one replica)."""
+    for t in tp_degrees(model, num_gpus):
+        if tp is not None and t not in tp:
+            continue
+        for p in pp_degrees(model, num_gpus // t):
+            if pp is not None and p not in pp:
+                continue
+            dp = num_gpus // (t * p)
             if global_batch % dp:
                 continue
             for mb in micro_batches(global_batch // dp):
                 if micro_batch is not None and mb not in micro_batch:
                     continue
-                for v in virtual_stage_counts(model, pp, global_batch // (dp * mb)):
+                for v in virtual_stage_counts(model, p, global_batch // (dp * mb)):
                     for z in zero_stages:
                         if z and dp == 1:
                             continue
                         for r in recompute:
-                            yield Candidate(tp, pp, dp, mb, v, z, r)
+                            yield Candidate(t, p, dp, mb, v, z, r)

@@ -1,0 +1,158 @@
+"""From plans to running jobs: the JSON contract, real DeviceMeshes (fake process group), the
+framework emitters, and torchrun end to end on CPU with gloo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch.distributed as dist
+from torch.testing._internal.distributed.fake_pg import FakeStore
+
+from shardplan import Plan, Training, estimate, load_topology
+from shardplan.emit import emit
+from shardplan.emit.remap import visible_devices
+from shardplan.solve.validate import mesh_groups
+
+ROOT = Path(__file__).parent.parent
+CROSSED = ROOT / "tests/data/machines/a100-pcie-bridged-crossed.yaml"
+TRAIN = Training(global_batch=64, seq_len=4096, zero_stage=1)
+
+PLAN_KEYS = {  # the JSON contract (DESIGN.md "Plan"); a change here is a schema version bump
+    "schema_version", "model", "topology", "num_gpus", "tp", "pp", "dp", "cp", "ep", "micro_batch",
+    "num_micro_batches", "virtual_stages", "zero_stage", "recompute", "sequence_parallel", "global_batch",
+    "seq_len", "mesh_dim_names", "mesh_shape", "rank_layout", "layers_per_stage", "step_time_s", "tokens_per_s",
+    "mfu", "memory_per_gpu_bytes", "memory_breakdown", "fits", "breakdown", "comm_time_by_link",
+    "default_step_time_s", "optimal", "gap",
+}  # fmt: skip
+
+LAYOUTS = [  # (tp, pp, dp, layout): row-major and not
+    (2, 1, 4, [[[0, 2], [3, 1], [6, 4], [7, 5]]]),
+    (2, 2, 2, [[[0, 2], [1, 3]], [[4, 6], [5, 7]]]),
+    (4, 2, 1, [[[7, 6, 5, 4]], [[0, 1, 2, 3]]]),
+    (1, 4, 2, [[[0], [4]], [[1], [5]], [[2], [6]], [[3], [7]]]),
+    (2, 1, 4, None),
+]
+
+
+def _plan(tp: int, pp: int, dp: int, layout: list | None) -> Plan:
+    return estimate("llama3-8b", load_topology(CROSSED), TRAIN, tp=tp, pp=pp, dp=dp, rank_layout=layout)
+
+
+def test_plan_json_keys_and_round_trip() -> None:
+    plan = _plan(*LAYOUTS[0])
+    doc = json.loads(plan.to_json())
+    assert set(doc) == PLAN_KEYS
+    assert Plan.from_json(plan.to_json()) == plan
+
+
+@pytest.mark.parametrize("tp,pp,dp,layout", LAYOUTS)
+def test_device_mesh_groups_equal_the_plan(tp: int, pp: int, dp: int, layout: list | None) -> None:
+    plan = _plan(tp, pp, dp, layout)
+    for rank in range(plan.num_gpus):
+        dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=plan.num_gpus)
+        try:
+            mesh = plan.device_mesh("cpu")
+            assert mesh.mesh.tolist() == plan.rank_layout
+            for axis in plan.mesh_dim_names:
+                mine = next(g for g in mesh_groups(plan, axis) if rank in g)
+                assert sorted(dist.get_process_group_ranks(mesh.get_group(axis))) == sorted(mine)
+                assert mesh[axis].mesh.tolist() == mine
+        finally:
+            dist.destroy_process_group()
+
+
+def test_remap_per_node_visible_devices() -> None:
+    topo = load_topology(CROSSED)
+    assert visible_devices(_plan(*LAYOUTS[0]), topo) == {0: "0,2,3,1,6,4,7,5"}
+    assert visible_devices(_plan(2, 1, 4, None), topo) == {}
+    two_nodes = load_topology(CROSSED, nodes=2)
+    across = [[[0, 8], [1, 9], [2, 10], [3, 11], [4, 12], [5, 13], [6, 14], [7, 15]]]
+    plan = estimate("llama3-8b", two_nodes, TRAIN, tp=2, pp=1, dp=8, rank_layout=across)
+    assert visible_devices(plan, two_nodes) is None
+    assert "cannot be set per node" in emit(plan, two_nodes, "megatron")
+
+
+# Documented keys: torchtitan torchtitan/config/job_config.py (Parallelism, Training,
+# ActivationCheckpoint); Megatron-LM megatron/training/arguments.py; DeepSpeed docs/config-json.
+TORCHTITAN_KEYS = {
+    "parallelism": {
+        "data_parallel_replicate_degree", "data_parallel_shard_degree", "tensor_parallel_degree",
+        "pipeline_parallel_degree", "pipeline_parallel_schedule", "pipeline_parallel_microbatch_size",
+        "enable_async_tensor_parallel", "context_parallel_degree", "expert_parallel_degree",
+    },
+    "training": {"global_batch_size", "local_batch_size", "seq_len", "mixed_precision_param"},
+    "activation_checkpoint": {"mode"},
+}  # fmt: skip
+MEGATRON_ARGS = {
+    "--tensor-model-parallel-size", "--pipeline-model-parallel-size", "--micro-batch-size", "--global-batch-size",
+    "--seq-length", "--bf16", "--num-layers-per-virtual-pipeline-stage", "--sequence-parallel",
+    "--recompute-granularity", "--recompute-method", "--recompute-num-layers", "--use-distributed-optimizer",
+    "--decoder-first-pipeline-num-layers", "--decoder-last-pipeline-num-layers",
+}  # fmt: skip
+DEEPSPEED_KEYS = {
+    "train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "bf16",
+    "zero_optimization", "activation_checkpointing", "shardplan",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("tp,pp,dp,layout", LAYOUTS)
+def test_emitters_use_documented_keys_and_agree_with_the_plan(tp: int, pp: int, dp: int, layout: list | None) -> None:
+    plan, topo = _plan(tp, pp, dp, layout), load_topology(CROSSED)
+    toml = tomllib.loads(emit(plan, topo, "torchtitan"))
+    assert {k: set(v) for k, v in toml.items()} == TORCHTITAN_KEYS
+    par = toml["parallelism"]
+    assert (
+        par["tensor_parallel_degree"]
+        * par["pipeline_parallel_degree"]
+        * par["data_parallel_shard_degree"]
+        * par["data_parallel_replicate_degree"]
+        == plan.num_gpus
+    )
+    assert toml["training"]["local_batch_size"] * plan.dp == plan.global_batch
+
+    megatron = emit(plan, topo, "megatron")
+    flags = {line.split()[0] for line in megatron.splitlines() if line.startswith("--")}
+    assert flags <= MEGATRON_ARGS
+    assert f"--tensor-model-parallel-size {tp} " in megatron and f"--pipeline-model-parallel-size {pp} " in megatron
+    if plan.rank_layout != [
+        [list(range(s * dp * tp + d * tp, s * dp * tp + d * tp + tp)) for d in range(dp)] for s in range(pp)
+    ]:
+        assert "CUDA_VISIBLE_DEVICES" in megatron
+
+    ds = json.loads(emit(plan, topo, "deepspeed"))
+    assert set(ds) == DEEPSPEED_KEYS
+    assert ds["train_micro_batch_size_per_gpu"] * ds["gradient_accumulation_steps"] * dp == ds["train_batch_size"]
+
+    compile(emit(plan, topo, "python"), "<emitted>", "exec")
+
+
+def _torchrun(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "8", *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_torchrun_gloo_every_rank_builds_the_planned_mesh() -> None:
+    run = _torchrun("tests/dist_check.py", str(CROSSED))
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    ok = [line for line in run.stdout.splitlines() if line.startswith("OK ")]
+    assert ok == ["OK 2 1 4 [[[0, 2], [3, 1], [6, 4], [7, 5]]]"]  # TP pairs on the crossed NVLink bridges
+
+
+def test_torchrun_ranks_that_disagree_all_get_the_same_error() -> None:
+    run = _torchrun("tests/dist_check.py", str(CROSSED), "--disagree")
+    errors = sorted(line.split(" error: ")[1] for line in run.stdout.splitlines() if " error: " in line)
+    assert len(errors) == 8 and len(set(errors)) == 1, run.stdout[-2000:]
+    assert "ranks [3]" in errors[0]
+
+
+def test_torchrun_example_trains_with_fsdp_and_tp() -> None:
+    run = _torchrun("examples/train_auto_mesh.py", "--tp", "2", "--topology", str(CROSSED))
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    assert "plan: tp=2 pp=1 dp=4" in run.stdout and "OK: loss" in run.stdout
