@@ -25,6 +25,7 @@ def main() -> None:
         mesh, plan = auto_device_mesh("llama3-8b", train, device_type="cpu", topology=topology, tp=(2,), pp=(1,))
     except ShardplanError as exc:
         print(f"rank {rank} error: {exc}", flush=True)
+        dist.barrier()  # every rank has printed before any exits (torchrun stops the rest at the first exit)
         dist.destroy_process_group()
         raise SystemExit(3) from None
     plans: list[str | None] = [None] * dist.get_world_size()
