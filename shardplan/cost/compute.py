@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from shardplan.cost.calibration import Rates
 from shardplan.model.schema import ModelSpec
+from shardplan.training import Training
 
 BF16 = 2
 FP32 = 4
@@ -70,21 +71,20 @@ def _block_times(model: ModelSpec, tokens: int, seq_len: int, tp: int, sp: bool,
 
 def stage_times(
     model: ModelSpec,
+    training: Training,
     *,
     layers: int,
     first: bool,
     last: bool,
     micro_batch: int,
-    seq_len: int,
     tp: int,
-    sequence_parallel: bool,
-    recompute: str,
     rates: Rates,
 ) -> StageTimes:
     """Times of one micro-batch through `layers` transformer blocks (plus the embedding on the
     first stage and the output head and loss on the last)."""
+    seq_len, recompute = training.seq_len, training.recompute
     tokens = micro_batch * seq_len
-    gemms, attn, memory = _block_times(model, tokens, seq_len, tp, sequence_parallel and tp > 1, rates)
+    gemms, attn, memory = _block_times(model, tokens, seq_len, tp, training.sequence_parallel and tp > 1, rates)
     fwd = layers * (gemms + attn + memory)
     bwd = layers * (2 * gemms + ATTN_BACKWARD_FACTOR * attn + 2 * memory)
     if recompute == "full":

@@ -106,14 +106,12 @@ def step_cost(
         first, last = p == 0, p == pp - 1
         times = stage_times(
             model,
+            training,
             layers=layers[p],
             first=first,
             last=last,
             micro_batch=micro_batch,
-            seq_len=training.seq_len,
             tp=tp,
-            sequence_parallel=sp,
-            recompute=training.recompute,
             rates=rates,
         )
         tp_s = 0.0
@@ -267,14 +265,12 @@ def time_lower_bound_s(
     rates = rates_for(topology.gpu_spec(0).key, calibration)
     times = stage_times(
         model,
+        training,
         layers=model.num_layers,
         first=True,
         last=True,
         micro_batch=micro_batch,
-        seq_len=training.seq_len,
         tp=tp,
-        sequence_parallel=training.sequence_parallel and tp > 1,
-        recompute=training.recompute,
         rates=rates,
     )
     per_micro = times.total_s / pp

@@ -76,14 +76,12 @@ def _time_us(
 ) -> int:
     times = stage_times(
         model,
+        training,
         layers=blocks,
         first=p == 0,
         last=p == pp - 1,
         micro_batch=micro_batch,
-        seq_len=training.seq_len,
         tp=tp,
-        sequence_parallel=training.sequence_parallel and tp > 1,
-        recompute=training.recompute,
         rates=rates,
     )
     return round(times.total_s / TIME_UNIT_S)
