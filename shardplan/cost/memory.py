@@ -117,3 +117,34 @@ def stage_memory(
         mem["gathered_weights"] = 2 * 2 * param_counts(model, layers=1, first=False, last=False) / tp
     mem["framework"] = FRAMEWORK_BYTES
     return mem
+
+
+def fullest_stage_memory(
+    model: ModelSpec,
+    training: Training,
+    *,
+    layers: tuple[int, ...],
+    tp: int,
+    dp: int,
+    micro_batch: int,
+    virtual_stages: int,
+) -> dict[str, float]:
+    """`stage_memory` of the pipeline stage that needs the most bytes (`layers`: blocks per stage)."""
+    pp = len(layers)
+    return max(
+        (
+            stage_memory(
+                model,
+                training,
+                stage=p,
+                layers=layers[p],
+                tp=tp,
+                pp=pp,
+                dp=dp,
+                micro_batch=micro_batch,
+                virtual_stages=virtual_stages,
+            )
+            for p in range(pp)
+        ),
+        key=lambda mem: sum(mem.values()),
+    )

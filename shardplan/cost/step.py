@@ -10,7 +10,7 @@ from typing import Any
 from shardplan.cost.calibration import Calibration, rates_for
 from shardplan.cost.collectives import _link_class, collective_time_s
 from shardplan.cost.compute import optimizer_s, stage_times
-from shardplan.cost.memory import param_counts, stage_memory
+from shardplan.cost.memory import fullest_stage_memory, param_counts
 from shardplan.model.schema import ModelSpec
 from shardplan.topology.schema import Topology
 from shardplan.training import Training
@@ -100,7 +100,7 @@ def step_cost(
     dp_busy = busy_index([g for stage in dp_groups for g in stage]) if dp > 1 else {}
 
     # --- per stage: compute, TP collectives, memory -------------------------------------------
-    stage_total, tp_per_micro, mems = [], [], []
+    stage_total, tp_per_micro = [], []
     hbm = min(g.memory_bytes or 0 for g in topology.gpus) or None
     for p in range(pp):
         first, last = p == 0, p == pp - 1
@@ -128,18 +128,6 @@ def step_cost(
             comm[_link_class(topology, groups[0])] += tp_s * num_micro
         stage_total.append(times.total_s)
         tp_per_micro.append(tp_s)
-        mem = stage_memory(
-            model,
-            training,
-            stage=p,
-            layers=layers[p],
-            tp=tp,
-            pp=pp,
-            dp=dp,
-            micro_batch=micro_batch,
-            virtual_stages=virtual_stages,
-        )
-        mems.append(mem)
 
     bottleneck = max(range(pp), key=lambda p: stage_total[p] + tp_per_micro[p])
     per_micro = stage_total[bottleneck] + tp_per_micro[bottleneck]
@@ -194,7 +182,9 @@ def step_cost(
     opt_s = optimizer_s(params_local / shard, rates)
 
     step = compute_s + tp_total + bubble_s + pp_s + dp_s + fsdp_s + opt_s
-    worst_mem = max(mems, key=lambda m: sum(m.values()))
+    worst_mem = fullest_stage_memory(
+        model, training, layers=layers, tp=tp, dp=dp, micro_batch=micro_batch, virtual_stages=virtual_stages
+    )
     memory = sum(worst_mem.values())
     return StepCost(
         step_time_s=step,

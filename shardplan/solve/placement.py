@@ -14,6 +14,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from shardplan.solve.space import divisors
 from shardplan.topology.schema import Topology
 
 Layout = list[list[list[int]]]
@@ -230,16 +231,12 @@ def _blocks(shape: Shape, size: int) -> list[Shape]:
     pp, dp, tp = shape
     out = [
         (a, b, c)
-        for c in reversed(_divisors(tp))
-        for b in reversed(_divisors(dp))
-        for a in reversed(_divisors(pp))
+        for c in reversed(divisors(tp))
+        for b in reversed(divisors(dp))
+        for a in reversed(divisors(pp))
         if a * b * c == size
     ]
     return out or [shape]
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 def _tile(shape: Shape, block: Shape, local: Layout, per_node: list[list[int]]) -> Layout:

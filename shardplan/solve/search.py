@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from shardplan.cost.calibration import Calibration, rates_for, read_calibration
-from shardplan.cost.memory import stage_memory
+from shardplan.cost.memory import fullest_stage_memory
 from shardplan.cost.step import StepCost, split_layers, step_cost, time_lower_bound_s, traffic_bytes
 from shardplan.errors import PlanError
 from shardplan.model import ModelSpec, load_model
@@ -133,23 +133,16 @@ def _memory_bytes(
     model: ModelSpec, training: Training, c: space.Candidate, layers: tuple[int, ...] | None = None
 ) -> float:
     """Bytes on the fullest GPU, layers split as given or evenly (placement does not change it)."""
-    layers = layers or split_layers(model.num_layers, c.pp)
-    return max(
-        sum(
-            stage_memory(
-                model,
-                training,
-                stage=p,
-                layers=layers[p],
-                tp=c.tp,
-                pp=c.pp,
-                dp=c.dp,
-                micro_batch=c.micro_batch,
-                virtual_stages=c.virtual_stages,
-            ).values()
-        )
-        for p in range(c.pp)
+    mem = fullest_stage_memory(
+        model,
+        training,
+        layers=layers or split_layers(model.num_layers, c.pp),
+        tp=c.tp,
+        dp=c.dp,
+        micro_batch=c.micro_batch,
+        virtual_stages=c.virtual_stages,
     )
+    return sum(mem.values())
 
 
 def _cost(
