@@ -288,6 +288,26 @@ def suggest(
     _out.print("next:   the same command with --emit torchtitan|megatron|deepspeed|python [-o FILE]", highlight=False)
 
 
+@app.command()
+def calibrate(
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the calibration file here.")] = None,
+    quick: Annotated[bool, typer.Option(help="A few tiny shapes only (a smoke test; CPU works).")] = False,
+    device: Annotated[str | None, typer.Option(help="cuda or cpu (default: cuda when present).")] = None,
+) -> None:
+    """Measure this machine (GEMMs by TP shape, attention, memory-bound ops, copies, AdamW; under
+    torchrun also peer copies and collectives) and write a calibration file for --calibration."""
+    import os
+
+    from shardplan.calibrate import calibrate as measure
+    from shardplan.calibrate import write
+
+    if output is not None and output.exists():
+        raise ShardplanError(f"{output}: already exists; choose another -o file")
+    result = measure(quick=quick, device_type=device)
+    if int(os.environ.get("RANK", "0")) == 0:
+        _write(write(result), output)
+
+
 def _write(text: str, output: Path | None) -> None:
     """Print `text`, or write it to `output` (never over an existing file: the user's stays theirs)."""
     if output is None:

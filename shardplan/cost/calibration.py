@@ -6,6 +6,7 @@ fraction (a labelled assumption)."""
 from __future__ import annotations
 
 import json
+import statistics
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -16,6 +17,26 @@ from shardplan.errors import ShardplanError, describe_validation
 from shardplan.topology.catalog import gpu_model
 
 REFERENCE_GPU = "h100-sxm"  # the GPU whose measurements stand in for others (fixtures/device-h100)
+# Backward attention does 5 of the forward's 2 matmul passes (FlashAttention-2 paper, Dao 2023,
+# Sec. 3.1: backward recomputes S and P and computes dV, dP, dS -> 2.5x the forward FLOPs).
+ATTN_BWD_FLOPS_OVER_FWD = 2.5
+# What PyTorch and NCCL hold outside the allocator (CUDA context with cuBLAS workspaces, NCCL
+# channel buffers) where no calibration measured it. Assumption, typical for torch 2.x on Hopper.
+DEFAULT_CONTEXT_BYTES = int(1.5 * 2**30)
+ELEMENTWISE_OPS = ("rms_norm", "rope", "swiglu", "residual_add")
+
+
+def elementwise_bytes_per_token(h: int, q: int, kv: int, f: int, *, swiglu: bool) -> dict[str, float]:
+    """Bytes one instance of each memory-bound op of a transformer block reads and writes per token
+    in the forward pass (bf16, each input read once, each output written once): a norm reads and
+    writes h; RoPE reads and writes Q and K; SwiGLU reads gate and up (2f) and writes f (GeLU: f
+    and f); a residual add reads 2h and writes h. The cost model takes backward as twice these."""
+    return {
+        "rms_norm": 2 * 2 * h,
+        "rope": 2 * 2 * (q + kv),
+        "swiglu": 2 * (3 * f if swiglu else 2 * f),
+        "residual_add": 2 * 3 * h,
+    }
 
 
 class Calibration(BaseModel):
@@ -27,19 +48,34 @@ class Calibration(BaseModel):
     source: str = Field("", alias="_source", description="Where and how it was measured.")
     gemm_tflops: dict[str, float] = Field(description="bf16 GEMM TFLOP/s by 'MxNxK'.")
     sdpa_causal_tflops: dict[str, float] = Field(description="Causal attention TFLOP/s (causal FLOPs).")
+    sdpa_causal_backward_tflops: dict[str, float] = Field(
+        {}, description="Causal attention backward TFLOP/s (ATTN_BWD_FLOPS_OVER_FWD x causal forward FLOPs)."
+    )
+    elementwise_gbps: dict[str, float] = Field(
+        {}, description="Forward + backward of each memory-bound op, GB/s of the bytes the cost model counts."
+    )
+    loss_gbps: float | None = Field(None, gt=0, description="fp32 cross-entropy, GB/s of 6 fp32 passes over logits.")
+    adamw_gbps: float | None = Field(None, gt=0, description="Fused AdamW, GB/s of 28 bytes per parameter.")
     d2d_rw_gbps: float = Field(gt=0, description="Device-to-device copy, read + write bytes per second / 1e9.")
     h2d_gbps: float | None = Field(None, description="Pinned host-to-device copy, GB/s.")
+    context_bytes: int | None = Field(None, ge=0, description="Device memory held outside PyTorch's allocator.")
 
 
 class Rates(BaseModel):
-    """What the cost model uses: GEMM time = flops / gemm_peak_flops + gemm_overhead_s."""
+    """What the cost model uses: GEMM time = flops / gemm_peak_flops + gemm_overhead_s; memory-bound
+    work at its measured rate (the plain copy rate where nothing better was measured)."""
 
     model_config = ConfigDict(frozen=True)
 
     gemm_peak_flops: float = Field(description="Sustained bf16 GEMM FLOP/s for large shapes.")
     gemm_overhead_s: float = Field(description="Fixed time per GEMM (launch, wave tail).")
-    attention_flops: float = Field(description="Causal attention FLOP/s (flash / SDPA).")
+    attention_flops: float = Field(description="Causal attention forward FLOP/s (flash / SDPA).")
+    attention_bwd_flops: float = Field(description="Causal attention backward FLOP/s.")
     hbm_bytes_per_s: float = Field(description="Achievable memory traffic (read + write), bytes/s.")
+    elementwise_bytes_per_s: dict[str, float] = Field(description="Rate of each memory-bound op (ELEMENTWISE_OPS).")
+    loss_bytes_per_s: float
+    adamw_bytes_per_s: float
+    context_bytes: float = Field(description="Device memory outside the allocator per GPU.")
     source: str
 
 
@@ -89,11 +125,19 @@ def _rates_from(cal: Calibration) -> Rates:
 def _rates_from_json(text: str) -> Rates:
     cal = Calibration.model_validate_json(text)
     peak, overhead = _fit_gemm(cal)
+    hbm = cal.d2d_rw_gbps * 1e9
+    attention = statistics.median(cal.sdpa_causal_tflops.values()) * 1e12
+    backward = cal.sdpa_causal_backward_tflops
     return Rates(
         gemm_peak_flops=peak,
         gemm_overhead_s=overhead,
-        attention_flops=min(cal.sdpa_causal_tflops.values()) * 1e12,
-        hbm_bytes_per_s=cal.d2d_rw_gbps * 1e9,
+        attention_flops=attention,
+        attention_bwd_flops=statistics.median(backward.values()) * 1e12 if backward else attention,
+        hbm_bytes_per_s=hbm,
+        elementwise_bytes_per_s={op: cal.elementwise_gbps.get(op, cal.d2d_rw_gbps) * 1e9 for op in ELEMENTWISE_OPS},
+        loss_bytes_per_s=(cal.loss_gbps or cal.d2d_rw_gbps) * 1e9,
+        adamw_bytes_per_s=(cal.adamw_gbps or cal.d2d_rw_gbps) * 1e9,
+        context_bytes=DEFAULT_CONTEXT_BYTES if cal.context_bytes is None else cal.context_bytes,
         source=cal.source or f"calibration of {cal.gpu}",
     )
 
@@ -109,10 +153,16 @@ def rates_for(gpu: str, calibration: Calibration | None = None) -> Rates:
         raise ShardplanError(f"the shipped calibration for {REFERENCE_GPU} is missing; reinstall shardplan")
     ref, ref_spec, spec = _rates_from(ref_cal), gpu_model(REFERENCE_GPU), gpu_model(gpu)
     compute = spec.bf16_dense_tflops / ref_spec.bf16_dense_tflops
+    memory = spec.hbm_gbps / ref_spec.hbm_gbps
     return Rates(
         gemm_peak_flops=ref.gemm_peak_flops * compute,
         gemm_overhead_s=ref.gemm_overhead_s,
         attention_flops=ref.attention_flops * compute,
-        hbm_bytes_per_s=ref.hbm_bytes_per_s * spec.hbm_gbps / ref_spec.hbm_gbps,
+        attention_bwd_flops=ref.attention_bwd_flops * compute,
+        hbm_bytes_per_s=ref.hbm_bytes_per_s * memory,
+        elementwise_bytes_per_s={op: rate * memory for op, rate in ref.elementwise_bytes_per_s.items()},
+        loss_bytes_per_s=ref.loss_bytes_per_s * memory,
+        adamw_bytes_per_s=ref.adamw_bytes_per_s * memory,
+        context_bytes=ref.context_bytes,
         source=f"assumption: {gpu} datasheet x the fractions measured on {REFERENCE_GPU} ({ref.source[:60]}...)",
     )

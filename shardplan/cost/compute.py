@@ -3,23 +3,29 @@
 GEMMs take flops / sustained peak + a fixed overhead each (fitted to the measured GEMM table, see
 calibration.py), so the small GEMMs that tensor parallelism produces run less efficiently. The
 backward pass runs two GEMMs (data and weight gradient) per forward GEMM. Attention runs at the
-measured flash/SDPA rate on causal FLOPs (half the s x s count). Norms, residual adds, activation
-functions, RoPE and the loss are memory-bound: bytes moved / achievable HBM bandwidth.
+measured flash/SDPA forward and backward rates on causal FLOPs (half the s x s count). Norms,
+residual adds, the activation function, RoPE and the loss are memory-bound: the bytes each must move
+(forward; backward twice that) over the rate measured for that op (`shardplan calibrate`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shardplan.cost.calibration import Rates
+from shardplan.cost.calibration import ATTN_BWD_FLOPS_OVER_FWD, Rates, elementwise_bytes_per_token
 from shardplan.model.schema import ModelSpec
 from shardplan.training import Training
 
 BF16 = 2
 FP32 = 4
-# Backward attention does 5 of the forward's 2 matmul passes (FlashAttention-2 paper, Dao 2023,
-# Sec. 3.1: backward needs recomputing S and P plus dV, dP, dS -> 2.5x the forward FLOPs).
-ATTN_BACKWARD_FACTOR = 2.5
+# Bytes per parameter of the optimizer step in mixed precision (DESIGN.md "Memory" layout), by
+# counting what the algorithm reads and writes: Adam reads fp32 param, grad and two moments (16 B)
+# and writes param and moments (12 B); the bf16 compute copy is rewritten from the fp32 master
+# (read 4, write 2) and the fp32 gradient buffer zeroed (write 4).
+ADAM_BYTES, COPY_BACK_BYTES, ZERO_GRAD_BYTES = 28, 6, 4
+# Per micro-batch, each bf16 weight gradient is added into the fp32 gradient buffer: read 2 + 4,
+# write 4 (Megatron-LM's DDP main_grad without gradient_accumulation_fusion; FSDP2's fp32 reduce).
+GRAD_ACCUMULATE_BYTES = 10
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,8 @@ def gemm_s(m: float, n: float, k: float, rates: Rates) -> float:
 
 
 def _block_times(model: ModelSpec, tokens: int, seq_len: int, tp: int, sp: bool, rates: Rates) -> tuple[float, ...]:
-    """(forward GEMMs, forward attention, forward memory-bound) seconds of one transformer block."""
+    """(forward GEMMs, forward attention, backward attention, forward memory-bound) seconds of one
+    transformer block."""
     h, q = model.hidden_size, model.num_heads * model.head_dim
     kv = model.num_kv_heads * model.head_dim
     if model.moe is not None:
@@ -57,16 +64,21 @@ def _block_times(model: ModelSpec, tokens: int, seq_len: int, tp: int, sp: bool,
         + gemm_s(tokens, h, f / tp, rates)  # MLP down
     )
     # causal attention: QK^T and AV, 2 * 2 * s * q FLOPs per token over the full square, half of it causal
-    attn = tokens * 2 * seq_len * (q / tp) / rates.attention_flops
-    # memory-bound element-wise work per token, bf16 elements read + written:
-    #   two norms (read h, write h) and two residual adds (read 2h, write h), on tokens/tp with SP
-    #   RoPE on Q and K (read + write), the MLP activation (SwiGLU: read 2f, write f; GeLU: read f, write f)
+    attn_flops = tokens * 2 * seq_len * (q / tp)
+    # memory-bound work: two norms and two residual adds per block (on tokens/tp with SP), RoPE on
+    # Q and K and the MLP activation (sharded by TP)
+    per_token = elementwise_bytes_per_token(h, q, kv, f, swiglu=model.mlp == "swiglu")
+    rate = rates.elementwise_bytes_per_s
     norm_tokens = tokens / tp if sp else tokens
-    elements = (
-        norm_tokens * (2 * 2 * h + 2 * 3 * h) + tokens * (2 * (q + kv) + (3 if model.mlp == "swiglu" else 2) * f) / tp
+    memory = norm_tokens * (
+        2 * per_token["rms_norm"] / rate["rms_norm"] + 2 * per_token["residual_add"] / rate["residual_add"]
+    ) + tokens / tp * (per_token["rope"] / rate["rope"] + per_token["swiglu"] / rate["swiglu"])
+    return (
+        gemms,
+        attn_flops / rates.attention_flops,
+        attn_flops * ATTN_BWD_FLOPS_OVER_FWD / rates.attention_bwd_flops,
+        memory,
     )
-    memory = elements * BF16 / rates.hbm_bytes_per_s
-    return gemms, attn, memory
 
 
 def stage_times(
@@ -84,9 +96,11 @@ def stage_times(
     first stage and the output head and loss on the last)."""
     seq_len, recompute = training.seq_len, training.recompute
     tokens = micro_batch * seq_len
-    gemms, attn, memory = _block_times(model, tokens, seq_len, tp, training.sequence_parallel and tp > 1, rates)
+    gemms, attn, attn_bwd, memory = _block_times(
+        model, tokens, seq_len, tp, training.sequence_parallel and tp > 1, rates
+    )
     fwd = layers * (gemms + attn + memory)
-    bwd = layers * (2 * gemms + ATTN_BACKWARD_FACTOR * attn + 2 * memory)
+    bwd = layers * (2 * gemms + attn_bwd + 2 * memory)
     if recompute == "full":
         rec = fwd
     elif recompute == "selective":
@@ -97,7 +111,8 @@ def stage_times(
         v, h = model.vocab_size, model.hidden_size
         head = gemm_s(tokens, v / tp, h, rates)
         # logits in bf16, upcast to fp32 for the loss, softmax gradient: ~3 fp32 passes over T x V/tp
-        loss = 3 * tokens * v / tp * FP32 / rates.hbm_bytes_per_s
+        # forward and 3 backward, at the measured cross-entropy rate
+        loss = 3 * tokens * v / tp * FP32 / rates.loss_bytes_per_s
         fwd += head + loss
         bwd += 2 * head + loss
     if first:
@@ -106,6 +121,13 @@ def stage_times(
 
 
 def optimizer_s(params_local: float, rates: Rates) -> float:
-    """Adam step over `params_local` parameters on this GPU: read fp32 param, grad, m, v (16 B),
-    write param, m, v (12 B) and the bf16 copy (2 B): 30 bytes per parameter, memory-bound."""
-    return params_local * 30 / rates.hbm_bytes_per_s
+    """Adam step over `params_local` parameters on this GPU at the measured fused-AdamW rate, then
+    the bf16 copy-back and zeroing of the fp32 gradients at the copy rate."""
+    return params_local * (
+        ADAM_BYTES / rates.adamw_bytes_per_s + (COPY_BACK_BYTES + ZERO_GRAD_BYTES) / rates.hbm_bytes_per_s
+    )
+
+
+def grad_accumulate_s(params_local: float, rates: Rates) -> float:
+    """Adding one micro-batch's bf16 weight gradients into the fp32 gradient buffer."""
+    return params_local * GRAD_ACCUMULATE_BYTES / rates.hbm_bytes_per_s

@@ -13,10 +13,6 @@ ADAM_STATES = 8
 # Logits of the output layer per element: bf16 output (2 B), fp32 copy for the loss (4 B) and its
 # fp32 gradient (4 B) alive together at the loss (DESIGN.md, "Memory").
 LOGIT_BYTES = 2 + 4 + 4
-# What PyTorch and NCCL hold besides tensors: CUDA context with cuBLAS/cuDNN workspaces and NCCL's
-# channel buffers. Assumption (typical for torch 2.x on Hopper) until `shardplan calibrate` measures
-# it on the machine: 1.5 GiB.
-FRAMEWORK_BYTES = int(1.5 * 2**30)
 
 
 def param_counts(model: ModelSpec, *, layers: int, first: bool, last: bool) -> int:
@@ -93,9 +89,11 @@ def stage_memory(
     dp: int,
     micro_batch: int,
     virtual_stages: int,
+    context_bytes: float,
 ) -> dict[str, float]:
-    """Bytes per part on one GPU of pipeline stage `stage` holding `layers` blocks. It does not
-    depend on where ranks sit, so the search prunes by it before placing anything."""
+    """Bytes per part on one GPU of pipeline stage `stage` holding `layers` blocks, with
+    `context_bytes` for what the process holds outside PyTorch's allocator (`Rates.context_bytes`).
+    It does not depend on where ranks sit, so the search prunes by it before placing anything."""
     first, last = stage == 0, stage == pp - 1
     params = param_counts(model, layers=layers, first=first, last=last) / tp
     mem = state_bytes(params, dp=dp, zero_stage=training.zero_stage, optimizer=training.optimizer)
@@ -115,7 +113,7 @@ def stage_memory(
     )
     if training.zero_stage == 3:  # FSDP: the current and the prefetched layer, gathered in bf16
         mem["gathered_weights"] = 2 * 2 * param_counts(model, layers=1, first=False, last=False) / tp
-    mem["framework"] = FRAMEWORK_BYTES
+    mem["framework"] = context_bytes
     return mem
 
 
@@ -128,6 +126,7 @@ def fullest_stage_memory(
     dp: int,
     micro_batch: int,
     virtual_stages: int,
+    context_bytes: float,
 ) -> dict[str, float]:
     """`stage_memory` of the pipeline stage that needs the most bytes (`layers`: blocks per stage)."""
     pp = len(layers)
@@ -143,6 +142,7 @@ def fullest_stage_memory(
                 dp=dp,
                 micro_batch=micro_batch,
                 virtual_stages=virtual_stages,
+                context_bytes=context_bytes,
             )
             for p in range(pp)
         ),

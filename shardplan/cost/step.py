@@ -9,7 +9,7 @@ from typing import Any
 
 from shardplan.cost.calibration import Calibration, rates_for
 from shardplan.cost.collectives import _link_class, collective_time_s
-from shardplan.cost.compute import optimizer_s, stage_times
+from shardplan.cost.compute import grad_accumulate_s, optimizer_s, stage_times
 from shardplan.cost.memory import fullest_stage_memory, param_counts
 from shardplan.model.schema import ModelSpec
 from shardplan.topology.schema import Topology
@@ -179,11 +179,21 @@ def step_cost(
             dp_s = max(0.0, sync - last_backward) + gather
             comm[link] += sync + gather
     shard = dp if training.zero_stage >= 1 else 1
-    opt_s = optimizer_s(params_local / shard, rates)
+    # the optimizer step, and each micro-batch's weight gradients added into the fp32 buffer (sharded
+    # under ZeRO-3, whose reduce-scatter runs per micro-batch)
+    accumulate = num_micro * grad_accumulate_s(params_local / (dp if training.zero_stage == 3 else 1), rates)
+    opt_s = optimizer_s(params_local / shard, rates) + accumulate
 
     step = compute_s + tp_total + bubble_s + pp_s + dp_s + fsdp_s + opt_s
     worst_mem = fullest_stage_memory(
-        model, training, layers=layers, tp=tp, dp=dp, micro_batch=micro_batch, virtual_stages=virtual_stages
+        model,
+        training,
+        layers=layers,
+        tp=tp,
+        dp=dp,
+        micro_batch=micro_batch,
+        virtual_stages=virtual_stages,
+        context_bytes=rates.context_bytes,
     )
     memory = sum(worst_mem.values())
     return StepCost(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shardplan.cost.calibration import Calibration, rates_for, read_calibration
+from shardplan.cost.calibration import Calibration, Rates, rates_for, read_calibration
 from shardplan.cost.memory import fullest_stage_memory
 from shardplan.cost.step import StepCost, split_layers, step_cost, time_lower_bound_s, traffic_bytes
 from shardplan.errors import PlanError
@@ -85,7 +85,7 @@ def suggest(
     closest: tuple[float, space.Candidate] | None = None
     for c in space.candidates(spec, topo.num_gpus, training.global_batch, **{k: v for k, v in pins.items() if v}):
         train = training.model_copy(update={"zero_stage": c.zero_stage, "recompute": c.recompute})
-        need = _memory_bytes(spec, train, c)
+        need = _memory_bytes(spec, train, c, rates.context_bytes)
         if hbm is not None and need > hbm:
             if closest is None or need < closest[0]:
                 closest = (need, c)
@@ -103,7 +103,7 @@ def suggest(
         )
         fitting.append((bound, c, train))
     if not fitting:
-        raise PlanError(_infeasible(spec, topo, training, closest, hbm or 0.0, pins))
+        raise PlanError(_infeasible(spec, topo, training, closest, hbm or 0.0, pins, rates.context_bytes))
     fitting.sort(key=lambda item: (item[0], item[1]))
 
     best: list[_Scored] = []
@@ -124,13 +124,17 @@ def suggest(
             best.sort(key=lambda s: (s.cost.step_time_s, s.candidate))
             del best[top_k:]
     if not best:
-        raise PlanError(_infeasible(spec, topo, training, closest, hbm or 0.0, pins))
+        raise PlanError(_infeasible(spec, topo, training, closest, hbm or 0.0, pins, rates.context_bytes))
     unexplored = fitting[explored][0] if explored < len(fitting) else None
     return [_plan(spec, topo, s, unexplored) for s in best]
 
 
 def _memory_bytes(
-    model: ModelSpec, training: Training, c: space.Candidate, layers: tuple[int, ...] | None = None
+    model: ModelSpec,
+    training: Training,
+    c: space.Candidate,
+    context_bytes: float,
+    layers: tuple[int, ...] | None = None,
 ) -> float:
     """Bytes on the fullest GPU, layers split as given or evenly (placement does not change it)."""
     mem = fullest_stage_memory(
@@ -141,6 +145,7 @@ def _memory_bytes(
         dp=c.dp,
         micro_batch=c.micro_batch,
         virtual_stages=c.virtual_stages,
+        context_bytes=context_bytes,
     )
     return sum(mem.values())
 
@@ -150,7 +155,7 @@ def _cost(
     topology: Topology,
     training: Training,
     c: space.Candidate,
-    rates: object,
+    rates: Rates,
     hbm: float | None,
     cal: Calibration | None,
     cache: dict[tuple, Any],
@@ -163,7 +168,7 @@ def _cost(
     if key not in cache:
         cache[key] = balance_stages(model, training, rates, **options, memory_bytes=None)
     layers = cache[key]
-    if hbm is not None and _memory_bytes(model, training, c, layers) > hbm:
+    if hbm is not None and _memory_bytes(model, training, c, rates.context_bytes, layers) > hbm:
         layers = balance_stages(model, training, rates, **options, memory_bytes=hbm)
     if layers is None:
         return None
@@ -231,8 +236,9 @@ def _infeasible(
     closest: tuple[float, space.Candidate] | None,
     hbm: float,
     pins: dict[str, tuple],
+    context: float,
 ) -> str:
-    """Why nothing fits, by how much, and what would."""
+    """Why nothing fits, by how much, and what would (`context`: bytes outside the allocator)."""
     if closest is None:
         return (
             f"no layout of {model.name} on {topology.num_gpus} GPUs: no TP degree divides both its "
@@ -242,16 +248,16 @@ def _infeasible(
     need, c = closest
     n = topology.num_gpus
     fixes = []
-    if pins.get("zero_stages") and _fits(model, training, n, hbm, {**pins, "zero_stages": (3,)}):
+    if pins.get("zero_stages") and _fits(model, training, n, hbm, {**pins, "zero_stages": (3,)}, context):
         fixes.append("ZeRO-3")
-    if pins.get("recompute") and _fits(model, training, n, hbm, {**pins, "recompute": ("full",)}):
+    if pins.get("recompute") and _fits(model, training, n, hbm, {**pins, "recompute": ("full",)}, context):
         fixes.append("full recompute")
     seq = training.seq_len // 2
-    while seq >= 128 and not _fits(model, training.model_copy(update={"seq_len": seq}), n, hbm, {}):
+    while seq >= 128 and not _fits(model, training.model_copy(update={"seq_len": seq}), n, hbm, {}, context):
         seq //= 2
     if seq >= 128:
         fixes.append(f"sequences of {seq} tokens")
-    more = next((n * f for f in (2, 4, 8, 16, 32, 64) if _fits(model, training, n * f, hbm, {})), None)
+    more = next((n * f for f in (2, 4, 8, 16, 32, 64) if _fits(model, training, n * f, hbm, {}, context)), None)
     if more:
         fixes.append(f"{more} GPUs")
     what = "; would fit: " + ", or ".join(fixes) if fixes else ""
@@ -262,10 +268,12 @@ def _infeasible(
     )
 
 
-def _fits(model: ModelSpec, training: Training, num_gpus: int, hbm: float, pins: dict[str, tuple]) -> bool:
+def _fits(
+    model: ModelSpec, training: Training, num_gpus: int, hbm: float, pins: dict[str, tuple], context: float
+) -> bool:
     """Whether any candidate on `num_gpus` GPUs fits `hbm` bytes."""
     for c in space.candidates(model, num_gpus, training.global_batch, **{k: v for k, v in pins.items() if v}):
         train = training.model_copy(update={"zero_stage": c.zero_stage, "recompute": c.recompute})
-        if _memory_bytes(model, train, c) <= hbm:
+        if _memory_bytes(model, train, c, context) <= hbm:
             return True
     return False

@@ -56,7 +56,9 @@ def balance_stages(
         t0, t1 = (_time_us(model, training, rates, p, pp, tp, micro_batch, k * chunk) for k in (0, 1))
         m.add(slowest >= t0 + (t1 - t0) * n[p])
         if memory_bytes is not None:
-            b0, b1 = (_mem_mib(model, training, p, pp, tp, dp, micro_batch, virtual_stages, k * chunk) for k in (0, 1))
+            b0, b1 = (
+                _mem_mib(model, training, rates, p, pp, tp, dp, micro_batch, virtual_stages, k * chunk) for k in (0, 1)
+            )
             m.add(b0 + (b1 - b0) * n[p] <= int(memory_bytes // MEMORY_UNIT))
     # among equally fast splits, the most even one (a stable tie-break, and less memory at the edges)
     spread = m.new_int_var(0, layers, "spread")
@@ -88,9 +90,27 @@ def _time_us(
 
 
 def _mem_mib(
-    model: ModelSpec, training: Training, p: int, pp: int, tp: int, dp: int, micro_batch: int, v: int, blocks: int
+    model: ModelSpec,
+    training: Training,
+    rates: Rates,
+    p: int,
+    pp: int,
+    tp: int,
+    dp: int,
+    micro_batch: int,
+    v: int,
+    blocks: int,
 ) -> int:
     mem = stage_memory(
-        model, training, stage=p, layers=blocks, tp=tp, pp=pp, dp=dp, micro_batch=micro_batch, virtual_stages=v
+        model,
+        training,
+        stage=p,
+        layers=blocks,
+        tp=tp,
+        pp=pp,
+        dp=dp,
+        micro_batch=micro_batch,
+        virtual_stages=v,
+        context_bytes=rates.context_bytes,
     )
     return int(-(-sum(mem.values()) // MEMORY_UNIT))

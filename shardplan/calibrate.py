@@ -1,0 +1,331 @@
+"""`shardplan calibrate`: measure this machine's speeds and write a calibration file.
+
+Run it with plain `python -m shardplan.cli calibrate` on one GPU, or under `torchrun` on several
+(every rank measures its own GPU; rank 0 also measures peer copies and collectives with the others
+and writes the file). What is measured, each timed with device events after a warm-up, the median
+of several repeats, on random data:
+
+- bf16 GEMMs with the shapes tensor parallelism produces (forward, data- and weight-gradient
+  layouts of a transformer block's four projections, for several model widths, token counts and TP
+  degrees);
+- causal flash/SDPA attention, forward and backward;
+- memory-bound work as the standard PyTorch ops do it, forward + backward: RMSNorm, rotary
+  embedding, SwiGLU, residual add, fp32 cross-entropy; each as the bytes the cost model counts for
+  it over the measured time (so eager-mode overheads are in the rate);
+- device-to-device copy, pinned host-to-device copy, fused AdamW;
+- the memory the CUDA context (and NCCL, with several ranks) holds outside PyTorch's allocator;
+- with several ranks: point-to-point copies per GPU pair and all-reduce / all-gather /
+  reduce-scatter bus bandwidth per group size and message size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from shardplan.cost.calibration import ATTN_BWD_FLOPS_OVER_FWD, elementwise_bytes_per_token
+
+# Transformer widths (hidden, q = heads x head_dim, kv = kv heads x head_dim, ffn) whose GEMM shapes
+# are measured: Llama-3.2-1B, Llama-3-8B and Llama-3-70B (their config.json), covering narrow to wide.
+WIDTHS = ((2048, 2048, 512, 8192), (4096, 4096, 1024, 14336), (8192, 8192, 1024, 28672))
+TOKENS = (2048, 8192)
+TP = (1, 2, 4, 8)
+ATTENTION = ((1, 16, 2048), (4, 32, 4096), (1, 64, 8192), (2, 8, 8192))  # batch, heads, sequence; head_dim 128
+QUICK = {"widths": ((256, 256, 128, 512),), "tokens": (128,), "tp": (1, 2), "attention": ((1, 2, 128),)}
+
+
+class _Timer:
+    """Median seconds of `fn` over `repeats` runs after `warmup` runs, timed with device events on
+    CUDA and a host clock on the CPU."""
+
+    def __init__(self, device: torch.device, *, warmup: int = 3, repeats: int = 10) -> None:
+        self.device, self.warmup, self.repeats = device, warmup, repeats
+
+    def __call__(self, fn: Callable[[], object]) -> float:
+        for _ in range(self.warmup):
+            fn()
+        times = []
+        for _ in range(self.repeats):
+            if self.device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end) / 1e3)
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+
+def _gemm_shapes(widths: tuple, tokens: tuple, tps: tuple) -> list[tuple[int, int, int]]:
+    """(M, N, K) of every GEMM in a block's forward and backward: for each projection (M=T, N, K),
+    the data gradient (T, K, N) and the weight gradient (N, K, T)."""
+    shapes: set[tuple[int, int, int]] = set()
+    for h, q, kv, f in widths:
+        for t in tokens:
+            for tp in tps:
+                for n, k in (((q + 2 * kv) // tp, h), (h, q // tp), (2 * f // tp, h), (h, f // tp)):
+                    shapes.update({(t, n, k), (t, k, n), (n, k, t)})
+    return sorted(shapes)
+
+
+def measure_gemms(timer: _Timer, device: torch.device, shapes: list[tuple[int, int, int]]) -> dict[str, float]:
+    """bf16 TFLOP/s by 'MxNxK'."""
+    out = {}
+    for m, n, k in shapes:
+        a = torch.randn(m, k, device=device, dtype=torch.bfloat16)
+        b = torch.randn(k, n, device=device, dtype=torch.bfloat16)
+        out[f"{m}x{n}x{k}"] = 2 * m * n * k / timer(lambda a=a, b=b: a @ b) / 1e12
+    return out
+
+
+def measure_attention(timer: _Timer, device: torch.device, cases: tuple) -> tuple[dict[str, float], dict[str, float]]:
+    """Causal SDPA TFLOP/s forward and backward, on causal FLOPs (half of 4*b*h*s*s*d forward;
+    backward counted as ATTN_BWD_FLOPS_OVER_FWD x forward)."""
+    fwd, bwd = {}, {}
+    for b, heads, s in cases:
+        q, k, v = (
+            torch.randn(b, heads, s, 128, device=device, dtype=torch.bfloat16, requires_grad=True) for _ in range(3)
+        )
+        flops = 2 * b * heads * s * s * 128  # 4*b*h*s*s*d / 2
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        grad = torch.randn_like(out)
+        key = f"b{b}_h{heads}_s{s}_d128"
+        t_fwd = timer(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+
+        def both(q: torch.Tensor = q, k: torch.Tensor = k, v: torch.Tensor = v, grad: torch.Tensor = grad) -> None:
+            torch.autograd.grad(F.scaled_dot_product_attention(q, k, v, is_causal=True), (q, k, v), grad)
+
+        t_bwd = max(timer(both) - t_fwd, 1e-9)
+        fwd[key] = flops / t_fwd / 1e12
+        bwd[key] = ATTN_BWD_FLOPS_OVER_FWD * flops / t_bwd / 1e12
+    return fwd, bwd
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def measure_elementwise(timer: _Timer, device: torch.device, tokens: int, width: tuple) -> dict[str, float]:
+    """Forward + backward of each memory-bound op of a Llama block with the standard PyTorch ops,
+    as GB/s of the bytes the cost model counts for it (`elementwise_bytes_per_token`, forward
+    bytes x 3 for forward + backward)."""
+    h, q, kv, f = width
+    counted = elementwise_bytes_per_token(h, q, kv, f, swiglu=True)
+    bf16 = {"dtype": torch.bfloat16, "device": device}
+
+    def leaf(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, **bf16, requires_grad=True)
+
+    x, w = leaf(tokens, h), leaf(h)
+    qk = leaf(1, tokens, (q + kv) // 128, 128)
+    cos, sin = torch.randn(tokens, 1, 128, **bf16), torch.randn(tokens, 1, 128, **bf16)
+    gate, up = leaf(tokens, f), leaf(tokens, f)
+    y = leaf(tokens, h)
+    ops: dict[str, Callable[[], torch.Tensor]] = {
+        "rms_norm": lambda: F.rms_norm(x, (h,), w, 1e-5),
+        "rope": lambda: _rope(qk, cos, sin),
+        "swiglu": lambda: F.silu(gate) * up,
+        "residual_add": lambda: x + y,
+    }
+    out = {}
+    for name, op in ops.items():
+        result = op()
+        grad = torch.randn_like(result)
+        inputs = [t for t in (x, w, qk, gate, up, y) if t.requires_grad]
+
+        def step(op: Callable[[], torch.Tensor] = op, grad: torch.Tensor = grad, inputs: list = inputs) -> None:
+            torch.autograd.grad(op(), inputs, grad, allow_unused=True)
+
+        out[name] = 3 * counted[name] * tokens / timer(step) / 1e9
+    return out
+
+
+def measure_loss(timer: _Timer, device: torch.device, tokens: int, vocab: int) -> float:
+    """fp32 cross-entropy over bf16 logits, forward + backward, as GB/s of the 6 fp32 passes over
+    the logits that the cost model counts (3 forward, 3 backward)."""
+    logits = torch.randn(tokens, vocab, device=device, dtype=torch.bfloat16, requires_grad=True)
+    labels = torch.randint(0, vocab, (tokens,), device=device)
+
+    def step() -> None:
+        torch.autograd.grad(F.cross_entropy(logits.float(), labels), logits)
+
+    return 6 * tokens * vocab * 4 / timer(step) / 1e9
+
+
+def measure_copies(timer: _Timer, device: torch.device, nbytes: int) -> dict[str, float]:
+    """Device-to-device copy (read + write bytes) and pinned host-to-device copy, GB/s."""
+    src = torch.randn(nbytes // 4, device=device)
+    dst = torch.empty_like(src)
+    out = {"d2d_rw_gbps": 2 * nbytes / timer(lambda: dst.copy_(src)) / 1e9}
+    if device.type == "cuda":
+        host = torch.randn(nbytes // 4).pin_memory()
+        out["h2d_gbps"] = nbytes / timer(lambda: dst.copy_(host, non_blocking=True)) / 1e9
+    return out
+
+
+def measure_adamw(timer: _Timer, device: torch.device, params: int) -> float:
+    """Fused AdamW over `params` fp32 parameters, as GB/s of the 28 bytes per parameter it must move
+    (read param, grad, two moments; write param and moments)."""
+    p = torch.randn(params, device=device, requires_grad=True)
+    p.grad = torch.randn_like(p)
+    opt = torch.optim.AdamW([p], lr=1e-4, fused=device.type == "cuda")
+    return 28 * params / timer(opt.step) / 1e9
+
+
+def _collective(op: str, buf: torch.Tensor, shard: torch.Tensor, group: dist.ProcessGroup) -> None:
+    if op == "all_reduce":
+        dist.all_reduce(buf, group=group)
+    elif op == "all_gather":
+        dist.all_gather_into_tensor(buf, shard, group=group)
+    else:  # reduce_scatter_single since torch 2.13, reduce_scatter_tensor before
+        (getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor)(shard, buf, group=group)
+
+
+def measure_collectives(timer: _Timer, device: torch.device, sizes: tuple[int, ...]) -> list[dict[str, Any]]:
+    """Bus bandwidth (nccl-tests convention) of all-reduce, all-gather and reduce-scatter over the
+    first g ranks for g = 2, 4, ... world size, per message size in bytes. Every rank calls it."""
+    world, rank = dist.get_world_size(), dist.get_rank()
+    rows = []
+    g = 2
+    while g <= world:
+        group = dist.new_group(list(range(g)))
+        for size in sizes:
+            if rank >= g:
+                continue
+            numel = size // 2 // g * g
+            buf = torch.randn(numel, device=device, dtype=torch.bfloat16)
+            shard = torch.empty(numel // g, device=device, dtype=torch.bfloat16)
+            for op, factor in (
+                ("all_reduce", 2 * (g - 1) / g),
+                ("all_gather", (g - 1) / g),
+                ("reduce_scatter", (g - 1) / g),
+            ):
+                seconds = timer(partial(_collective, op, buf, shard, group))
+                rows.append(
+                    {"op": op, "ranks": g, "bytes": numel * 2, "busbw_gbps": numel * 2 * factor / seconds / 1e9}
+                )
+        g *= 2
+    return rows
+
+
+def measure_peers(timer: _Timer, device: torch.device, nbytes: int) -> list[dict[str, Any]]:
+    """One-way point-to-point copy GB/s from rank i to rank j for every ordered pair (all ranks
+    call it; pairs run one at a time)."""
+    world, rank = dist.get_world_size(), dist.get_rank()
+    buf = torch.randn(nbytes // 2, device=device, dtype=torch.bfloat16)
+    rows = []
+    for i in range(world):
+        for j in range(world):
+            if i == j:
+                continue
+
+            def send_recv(i: int = i, j: int = j) -> None:
+                if rank == i:
+                    dist.send(buf, j)
+                elif rank == j:
+                    dist.recv(buf, i)
+
+            seconds = timer(send_recv)
+            if rank == j:
+                rows.append({"src": i, "dst": j, "gbps": nbytes / seconds / 1e9})
+    gathered: list[list[dict[str, Any]]] = [[] for _ in range(world)]
+    dist.all_gather_object(gathered, rows)
+    return sorted((r for part in gathered for r in part), key=lambda r: (r["src"], r["dst"]))
+
+
+def _gpu_key(device: torch.device) -> str:
+    """The catalogue key of this GPU ('cpu' on the CPU; the raw name when the catalogue lacks it)."""
+    if device.type != "cuda":
+        return "cpu"
+    from shardplan.topology.catalog import match_product_name
+
+    name = torch.cuda.get_device_name(device)
+    return match_product_name(name, torch.cuda.get_device_properties(device).total_memory) or name
+
+
+def calibrate(*, quick: bool = False, device_type: str | None = None) -> dict[str, Any]:
+    """Measure this process's device (and, under torchrun, the collectives of all ranks); the
+    calibration file's content on rank 0. `quick` measures a few tiny shapes (tests, CPU)."""
+    distributed = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device_type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    owns_group = distributed and not dist.is_initialized()
+    if owns_group:
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    torch.manual_seed(0)
+    timer = _Timer(device, warmup=1 if quick else 3, repeats=3 if quick else 10)
+    widths = QUICK["widths"] if quick else WIDTHS
+    tokens = QUICK["tokens"][0] if quick else 8192
+    attn_fwd, attn_bwd = measure_attention(timer, device, QUICK["attention"] if quick else ATTENTION)
+    result: dict[str, Any] = {
+        "gpu": _gpu_key(device),
+        "device_name": torch.cuda.get_device_name(device) if device_type == "cuda" else platform.processor() or "cpu",
+        "gemm_tflops": measure_gemms(
+            timer, device, _gemm_shapes(widths, QUICK["tokens"] if quick else TOKENS, QUICK["tp"] if quick else TP)
+        ),
+        "sdpa_causal_tflops": attn_fwd,
+        "sdpa_causal_backward_tflops": attn_bwd,
+        "elementwise_gbps": measure_elementwise(timer, device, tokens, widths[-1 if quick else 1]),
+        "loss_gbps": measure_loss(timer, device, tokens // 4 if not quick else tokens, 1024 if quick else 128256),
+        **measure_copies(timer, device, 2**20 if quick else 2**30),
+        "adamw_gbps": measure_adamw(timer, device, 2**16 if quick else 2**28),
+    }
+    if distributed:
+        sizes = (2**10, 2**14) if quick else tuple(2**p for p in range(20, 31, 2))
+        result["peer_copy_gbps"] = measure_peers(timer, device, 2**14 if quick else 2**28)
+        result["collectives"] = measure_collectives(timer, device, sizes)
+        dist.barrier()
+    if device_type == "cuda":  # what the process holds outside PyTorch's allocator (context, NCCL buffers)
+        free, total = torch.cuda.mem_get_info(device)
+        result["context_bytes"] = total - free - torch.cuda.memory_reserved(device)
+    result["versions"] = {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "driver": _driver_version(),
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "ranks": int(os.environ.get("WORLD_SIZE", "1")),
+    }
+    if owns_group:
+        dist.destroy_process_group()
+    result["_source"] = (
+        f"shardplan calibrate on {result['device_name']} ({result['versions']['ranks']} rank(s)), torch "
+        f"{torch.__version__}, driver {result['versions']['driver']}; {'quick shapes' if quick else 'full sweep'}"
+    )
+    return result
+
+
+def _driver_version() -> str | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return str(pynvml.nvmlSystemGetDriverVersion())
+    except Exception:  # no NVML (a CPU machine) is a normal case
+        return None
+
+
+def write(result: dict[str, Any]) -> str:
+    """The calibration file's text."""
+    return json.dumps(result, indent=2) + "\n"

@@ -1,0 +1,84 @@
+"""`shardplan calibrate` really measures (on the CPU here, tiny shapes), its file feeds the cost model,
+and under torchrun (two gloo ranks) it measures peer copies and collectives."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shardplan import Training, estimate, load_model, load_topology
+from shardplan.cost.calibration import ELEMENTWISE_OPS, rates_for, read_calibration, shipped_calibration
+from shardplan.errors import ShardplanError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, ranks: int = 1) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    launcher = ["-m", "torch.distributed.run", "--nproc-per-node", str(ranks)] if ranks > 1 else []
+    cmd = [sys.executable, *launcher, "-m", "shardplan.cli", *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_quick_calibration_on_cpu_is_a_valid_file(tmp_path: Path) -> None:
+    out = tmp_path / "cal.json"
+    run = _cli("calibrate", "--quick", "--device", "cpu", "-o", str(out))
+    assert run.returncode == 0, run.stderr[-2000:]
+    cal = read_calibration(out)
+    assert cal.gpu == "cpu"
+    # the TP shapes: hidden 256, q 256, kv 128 -> QKV output (256 + 2*128) / tp for tp 1 and 2
+    assert {"128x512x256", "128x256x256"} <= set(cal.gemm_tflops)
+    assert set(cal.elementwise_gbps) == set(ELEMENTWISE_OPS)
+    assert all(v > 0 for v in (*cal.gemm_tflops.values(), *cal.elementwise_gbps.values(), cal.loss_gbps))
+    assert cal.sdpa_causal_backward_tflops and cal.adamw_gbps
+    again = _cli("calibrate", "--quick", "--device", "cpu", "-o", str(out))
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_torchrun_calibration_measures_pairs_and_collectives(tmp_path: Path) -> None:
+    out = tmp_path / "cal.json"
+    run = _cli("calibrate", "--quick", "--device", "cpu", "-o", str(out), ranks=2)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert [(r["src"], r["dst"]) for r in data["peer_copy_gbps"]] == [(0, 1), (1, 0)]
+    ops = {(r["op"], r["ranks"]) for r in data["collectives"]}
+    assert ops == {("all_reduce", 2), ("all_gather", 2), ("reduce_scatter", 2)}
+    assert all(r["busbw_gbps"] > 0 for r in data["collectives"])
+    assert data["versions"]["ranks"] == 2
+
+
+def test_calibration_file_changes_the_estimate(tmp_path: Path) -> None:
+    """A GPU measured at half the GEMM and attention speed takes longer per step; --calibration on
+    the CLI reads the same file."""
+    shipped = shipped_calibration("h100-sxm")
+    assert shipped is not None
+    slow = shipped.model_dump(by_alias=True)
+    for key in ("gemm_tflops", "sdpa_causal_tflops", "sdpa_causal_backward_tflops"):
+        slow[key] = {k: v / 2 for k, v in slow[key].items()}
+    path = tmp_path / "slow.json"
+    path.write_text(json.dumps(slow))
+    model, topo, train = load_model("llama3-8b"), load_topology("dgx-h100"), Training(global_batch=64, seq_len=4096)
+    fast = estimate(model, topo, train, tp=8, pp=1, dp=1)
+    slowed = estimate(model, topo, train, tp=8, pp=1, dp=1, calibration=path)
+    assert slowed.breakdown["compute"] > 1.6 * fast.breakdown["compute"]
+    assert rates_for("h100-sxm", read_calibration(path)).gemm_peak_flops == pytest.approx(
+        rates_for("h100-sxm").gemm_peak_flops / 2
+    )
+    args = ["estimate", "--model", "llama3-8b", "--topology", "dgx-h100", "--tp", "8", "--pp", "1", "--dp", "1"]
+    cli = _cli(
+        *args, "--global-batch", "64", "--zero", "0", "--recompute", "none", "--json", "--calibration", str(path)
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["step_time_s"] == pytest.approx(slowed.step_time_s)
+
+
+def test_bad_calibration_file_names_file_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"gpu": "h100-sxm", "gemm_tflops": {}, "sdpa_causal_tflops": {}, "d2d_rw_gbps": -1}))
+    with pytest.raises(ShardplanError, match=r"bad\.json: d2d_rw_gbps"):
+        read_calibration(path)
