@@ -1,0 +1,97 @@
+"""A Llama-2-style decoder in plain PyTorch and Megatron-style mixed-precision AdamW, for
+benchmarks/real_training.py. Written the way torchtitan and Hugging Face write Llama, so that what it
+keeps for backward is what `ModelSpec.activation_bytes_per_token` counts: per block the two norm
+inputs and outputs, Q and K after RoPE, V, the attention output, and SwiGLU's gate, up, SiLU output
+and product (flash attention keeps no s x s matrix)."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+
+class Block(nn.Module):
+    def __init__(self, h: int, heads: int, ffn: int, eps: float) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, h // heads
+        self.attn_norm, self.mlp_norm = nn.RMSNorm(h, eps=eps), nn.RMSNorm(h, eps=eps)
+        self.wq, self.wk, self.wv, self.wo = (nn.Linear(h, h, bias=False) for _ in range(4))
+        self.w1, self.w3 = nn.Linear(h, ffn, bias=False), nn.Linear(h, ffn, bias=False)
+        self.w2 = nn.Linear(ffn, h, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        b, s, h = x.shape
+        y = self.attn_norm(x)
+        q, k, v = (w(y).view(b, s, self.heads, self.head_dim).transpose(1, 2) for w in (self.wq, self.wk, self.wv))
+        o = F.scaled_dot_product_attention(_rotate(q, cos, sin), _rotate(k, cos, sin), v, is_causal=True)
+        x = x + self.wo(o.transpose(1, 2).reshape(b, s, h))
+        y = self.mlp_norm(x)
+        return x + self.w2(F.silu(self.w1(y)) * self.w3(y))
+
+
+class Llama(nn.Module):
+    """Embedding, blocks, final norm, untied head; forward returns the mean cross-entropy (fp32)."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        h, heads, eps = cfg["hidden_size"], cfg["num_attention_heads"], cfg["rms_norm_eps"]
+        self.embed = nn.Embedding(cfg["vocab_size"], h)
+        self.blocks = nn.ModuleList(
+            Block(h, heads, cfg["intermediate_size"], eps) for _ in range(cfg["num_hidden_layers"])
+        )
+        self.norm = nn.RMSNorm(h, eps=eps)
+        self.head = nn.Linear(h, cfg["vocab_size"], bias=False)
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.normal_(p, std=0.02)
+        self.to(torch.bfloat16)
+        d = h // heads
+        inv = 1.0 / (10000.0 ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
+        angles = torch.outer(torch.arange(cfg["max_position_embeddings"], dtype=torch.float32), inv)
+        angles = torch.cat((angles, angles), dim=-1)
+        self.register_buffer("cos", angles.cos().to(torch.bfloat16), persistent=False)
+        self.register_buffer("sin", angles.sin().to(torch.bfloat16), persistent=False)
+
+    def forward(self, tokens: torch.Tensor, labels: torch.Tensor, *, recompute: bool = False) -> torch.Tensor:
+        s = tokens.shape[1]
+        cos, sin = self.cos[:s], self.sin[:s]
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = checkpoint(block, x, cos, sin, use_reentrant=False) if recompute else block(x, cos, sin)
+        logits = self.head(self.norm(x))
+        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
+
+
+class MixedPrecisionAdamW:
+    """fp32 master weights and fused AdamW for a bf16 model. Each bf16 weight gradient is added into a
+    persistent fp32 buffer as soon as autograd produces it, then freed (Megatron-LM's main_grad)."""
+
+    def __init__(self, model: nn.Module, lr: float = 1e-4) -> None:
+        self.params = list(model.parameters())
+        self.master = [p.detach().float() for p in self.params]
+        for p, m in zip(self.params, self.master, strict=True):
+            m.grad = torch.zeros_like(m)
+            p.register_post_accumulate_grad_hook(partial(self._accumulate, m.grad))
+        self.opt = torch.optim.AdamW(self.master, lr=lr, fused=True)
+
+    @staticmethod
+    def _accumulate(main_grad: torch.Tensor, p: torch.Tensor) -> None:
+        main_grad.add_(p.grad)
+        p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.opt.step()
+        for p, m in zip(self.params, self.master, strict=True):
+            p.copy_(m)
+            m.grad.zero_()

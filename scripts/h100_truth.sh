@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Measured truth on one H100 (issue 8), one command: live topology, `shardplan calibrate`, then
+# benchmarks/real_training.py with that calibration. Results go to $OUT (default
+# benchmarks/results/h100-single-gpu/). Wheels in .whl/ (ortools, pydantic...) are installed when
+# present (the lent device has no network); elsewhere install shardplan first (README).
+set -uo pipefail
+OUT=${OUT:-benchmarks/results/h100-single-gpu}
+mkdir -p "$OUT"
+if compgen -G ".whl/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit,clocks.max.sm --format=csv > "$OUT/nvidia-smi.txt"
+python3 -m shardplan.cli topo live --json > "$OUT/topo-live.json" 2> "$OUT/topo-live.err"
+/usr/bin/time -f "calibrate: %e s wall" python3 -m shardplan.cli calibrate -o "$OUT/h100-calibration.json" 2>&1 | tail -2
+python3 benchmarks/real_training.py --calibration "$OUT/h100-calibration.json" --out "$OUT" --profile 2>&1 | tail -30
