@@ -22,6 +22,7 @@ import argparse
 import gc
 import itertools
 import json
+import os
 import statistics
 import sys
 from dataclasses import asdict, dataclass
@@ -149,10 +150,11 @@ def _train(case: Case, profile: Path | None) -> dict[str, Any]:
     its kernel table is written there."""
     import torch
 
-    from benchmarks.llama import Llama, MixedPrecisionAdamW
+    from shardplan.llama import Llama, MixedPrecisionAdamW
 
     cfg = model_config(case.model, case.seq_len)
-    model = Llama(cfg).cuda()
+    with torch.device("cuda"):
+        model = Llama(cfg)
     params = sum(p.numel() for p in model.parameters())
     if params != spec_of(case).num_params:
         raise SystemExit(f"{case.name}: module has {params} parameters, ModelSpec {spec_of(case).num_params}")
@@ -199,6 +201,8 @@ def _train(case: Case, profile: Path | None) -> dict[str, Any]:
         final_loss=float(loss.detach().item()) * case.num_micro,
         params=params,
     )
+    free, total = torch.cuda.mem_get_info()
+    result["measured_outside_allocator_bytes"] = total - free - torch.cuda.memory_reserved()
     if profile is not None:
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
             train_step([])
@@ -220,6 +224,7 @@ def device_facts() -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "total_bytes": total,
         "context_bytes": total - free,  # before any tensor: the CUDA context and libraries
+        "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
     }
 
 
@@ -230,12 +235,12 @@ def _err(estimated: float, measured: float) -> float:
     return (estimated - measured) / measured
 
 
-def add_errors(row: dict[str, Any], context_bytes: int) -> None:
+def add_errors(row: dict[str, Any]) -> None:
     """Measured peak device memory = allocator peak reserved + what the process holds outside it."""
     if row["oom"]:
         row["measured_peak_memory_bytes"] = None
         return
-    row["measured_peak_memory_bytes"] = row["measured_max_reserved_bytes"] + context_bytes
+    row["measured_peak_memory_bytes"] = row["measured_max_reserved_bytes"] + row["measured_outside_allocator_bytes"]
     row["step_time_error"] = _err(row["estimated_step_time_s"], row["measured_step_time_s"])
     row["memory_error"] = _err(row["estimated_memory_bytes"], row["measured_peak_memory_bytes"])
 
@@ -245,14 +250,15 @@ def markdown(facts: dict[str, Any], rows: list[dict[str, Any]], calibration: Pat
     lines = [
         "# Real training on one H100: measured vs estimated",
         "",
-        f"Device: {facts['device']}, torch {facts['torch']} (CUDA {facts['cuda']}); CUDA context "
-        f"{facts['context_bytes'] / gb:.2f} GB. Estimates: `estimate()` with `{calibration.name}` "
-        "(from `shardplan calibrate` on the same GPU). Measured peak = `max_memory_reserved` + context. "
-        f"Median of {STEPS} steps after {WARMUP} warm-up steps. Re-run: `bash scripts/device_session3.sh` "
-        "on an H100 (see the script).",
+        f"Device: {facts['device']}, torch {facts['torch']} (CUDA {facts['cuda']}), allocator "
+        f"`{facts.get('alloc_conf') or 'default'}`. Estimates: `estimate()` with `{calibration.name}` "
+        "(from `shardplan calibrate` on the same GPU, before these runs). Measured peak = "
+        "`max_memory_reserved` + what the process holds outside the allocator (CUDA context, "
+        f"libraries). Median of {STEPS} steps after {WARMUP} warm-up steps. Re-run: "
+        "`bash scripts/h100_truth.sh` on an H100.",
         "",
         "| case | measured s | estimated s | error | measured GB | estimated GB | error | fits (est.) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|--:|--:|--:|--:|--:|--:|---|",
     ]
     for r in rows:
         if r["oom"]:
@@ -310,7 +316,7 @@ def main() -> None:
     for row in rows:
         case = Case(row["model"], row["seq_len"], row["micro_batch"], row["recompute"], row["num_micro"])
         row.update(estimate_case(case, args.calibration))
-        add_errors(row, facts["context_bytes"])
+        add_errors(row)
     out_json.write_text(json.dumps({"device": facts, "calibration": str(args.calibration), "cases": rows}, indent=2))
     report = markdown(facts, rows, args.calibration)
     out_json.with_suffix(".md").write_text(report)

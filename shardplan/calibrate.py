@@ -13,6 +13,8 @@ of several repeats, on random data:
   embedding, SwiGLU, residual add, fp32 cross-entropy; each as the bytes the cost model counts for
   it over the measured time (so eager-mode overheads are in the rate);
 - device-to-device copy, pinned host-to-device copy, fused AdamW;
+- the host's dispatch cost of eager PyTorch: forward and backward of a tiny Llama (shardplan.llama)
+  with 1 and 3 blocks, whose GPU work is negligible, gives seconds per block and per model;
 - the memory the CUDA context (and NCCL, with several ranks) holds outside PyTorch's allocator;
 - with several ranks: point-to-point copies per GPU pair and all-reduce / all-gather /
   reduce-scatter bus bandwidth per group size and message size.
@@ -197,6 +199,50 @@ def _collective(op: str, buf: torch.Tensor, shard: torch.Tensor, group: dist.Pro
         (getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor)(shard, buf, group=group)
 
 
+def measure_host(device: torch.device, *, repeats: int = 30) -> dict[str, float]:
+    """Host seconds of eager forward and backward, per transformer block and fixed (embedding, head,
+    loss), from a tiny Llama with 1 and 3 blocks: median wall time per iteration, synchronised."""
+    from shardplan.llama import Llama
+
+    def wall(fn: Callable[[], object]) -> float:
+        times = []
+        for _ in range(repeats + 3):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times[3:])
+
+    per_blocks = {}
+    for blocks in (1, 3):
+        cfg = {
+            "vocab_size": 256,
+            "hidden_size": 128,
+            "num_attention_heads": 1,
+            "intermediate_size": 256,
+            "num_hidden_layers": blocks,
+            "rms_norm_eps": 1e-5,
+            "max_position_embeddings": 16,
+        }
+        with device:
+            model = Llama(cfg)
+        tokens = torch.randint(0, 256, (1, 17), device=device)
+        forward = wall(partial(model, tokens[:, :-1], tokens[:, 1:]))
+        both = wall(lambda model=model, tokens=tokens: model(tokens[:, :-1], tokens[:, 1:]).backward())
+        per_blocks[blocks] = (forward, max(both - forward, 0.0))
+    fwd_block = (per_blocks[3][0] - per_blocks[1][0]) / 2
+    bwd_block = (per_blocks[3][1] - per_blocks[1][1]) / 2
+    return {
+        "forward_s_per_block": fwd_block,
+        "backward_s_per_block": bwd_block,
+        "forward_s_fixed": max(per_blocks[1][0] - fwd_block, 0.0),
+        "backward_s_fixed": max(per_blocks[1][1] - bwd_block, 0.0),
+    }
+
+
 def measure_collectives(timer: _Timer, device: torch.device, sizes: tuple[int, ...]) -> list[dict[str, Any]]:
     """Bus bandwidth (nccl-tests convention) of all-reduce, all-gather and reduce-scatter over the
     first g ranks for g = 2, 4, ... world size, per message size in bytes. Every rank calls it."""
@@ -290,6 +336,7 @@ def calibrate(*, quick: bool = False, device_type: str | None = None) -> dict[st
         "loss_gbps": measure_loss(timer, device, tokens // 4 if not quick else tokens, 1024 if quick else 128256),
         **measure_copies(timer, device, 2**20 if quick else 2**30),
         "adamw_gbps": measure_adamw(timer, device, 2**16 if quick else 2**28),
+        "host_dispatch": measure_host(device, repeats=5 if quick else 30),
     }
     if distributed:
         sizes = (2**10, 2**14) if quick else tuple(2**p for p in range(20, 31, 2))

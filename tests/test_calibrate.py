@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from shardplan import Training, estimate, load_model, load_topology
-from shardplan.cost.calibration import ELEMENTWISE_OPS, rates_for, read_calibration, shipped_calibration
+from shardplan.cost.calibration import (
+    ELEMENTWISE_OPS,
+    HOST_DISPATCH_KEYS,
+    rates_for,
+    read_calibration,
+    shipped_calibration,
+)
 from shardplan.errors import ShardplanError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +42,7 @@ def test_quick_calibration_on_cpu_is_a_valid_file(tmp_path: Path) -> None:
     assert set(cal.elementwise_gbps) == set(ELEMENTWISE_OPS)
     assert all(v > 0 for v in (*cal.gemm_tflops.values(), *cal.elementwise_gbps.values(), cal.loss_gbps))
     assert cal.sdpa_causal_backward_tflops and cal.adamw_gbps
+    assert set(cal.host_dispatch) == set(HOST_DISPATCH_KEYS)
     again = _cli("calibrate", "--quick", "--device", "cpu", "-o", str(out))
     assert again.returncode == 2 and "already exists" in again.stderr
 

@@ -24,6 +24,7 @@ ATTN_BWD_FLOPS_OVER_FWD = 2.5
 # channel buffers) where no calibration measured it. Assumption, typical for torch 2.x on Hopper.
 DEFAULT_CONTEXT_BYTES = int(1.5 * 2**30)
 ELEMENTWISE_OPS = ("rms_norm", "rope", "swiglu", "residual_add")
+HOST_DISPATCH_KEYS = ("forward_s_per_block", "backward_s_per_block", "forward_s_fixed", "backward_s_fixed")
 
 
 def elementwise_bytes_per_token(h: int, q: int, kv: int, f: int, *, swiglu: bool) -> dict[str, float]:
@@ -59,6 +60,9 @@ class Calibration(BaseModel):
     d2d_rw_gbps: float = Field(gt=0, description="Device-to-device copy, read + write bytes per second / 1e9.")
     h2d_gbps: float | None = Field(None, description="Pinned host-to-device copy, GB/s.")
     context_bytes: int | None = Field(None, ge=0, description="Device memory held outside PyTorch's allocator.")
+    host_dispatch: dict[str, float] = Field(
+        {}, description="Host seconds of eager forward/backward per block and fixed (calibrate.measure_host)."
+    )
 
 
 class Rates(BaseModel):
@@ -76,6 +80,9 @@ class Rates(BaseModel):
     loss_bytes_per_s: float
     adamw_bytes_per_s: float
     context_bytes: float = Field(description="Device memory outside the allocator per GPU.")
+    host_dispatch: dict[str, float] = Field(
+        description="Host seconds per block and fixed, forward and backward: a micro-batch takes at least these."
+    )
     source: str
 
 
@@ -138,6 +145,7 @@ def _rates_from_json(text: str) -> Rates:
         loss_bytes_per_s=(cal.loss_gbps or cal.d2d_rw_gbps) * 1e9,
         adamw_bytes_per_s=(cal.adamw_gbps or cal.d2d_rw_gbps) * 1e9,
         context_bytes=DEFAULT_CONTEXT_BYTES if cal.context_bytes is None else cal.context_bytes,
+        host_dispatch={key: cal.host_dispatch.get(key, 0.0) for key in HOST_DISPATCH_KEYS},
         source=cal.source or f"calibration of {cal.gpu}",
     )
 
@@ -164,5 +172,6 @@ def rates_for(gpu: str, calibration: Calibration | None = None) -> Rates:
         loss_bytes_per_s=ref.loss_bytes_per_s * memory,
         adamw_bytes_per_s=ref.adamw_bytes_per_s * memory,
         context_bytes=ref.context_bytes,
+        host_dispatch=ref.host_dispatch,  # a property of the host and PyTorch, assumed alike
         source=f"assumption: {gpu} datasheet x the fractions measured on {REFERENCE_GPU} ({ref.source[:60]}...)",
     )

@@ -5,7 +5,9 @@ calibration.py), so the small GEMMs that tensor parallelism produces run less ef
 backward pass runs two GEMMs (data and weight gradient) per forward GEMM. Attention runs at the
 measured flash/SDPA forward and backward rates on causal FLOPs (half the s x s count). Norms,
 residual adds, the activation function, RoPE and the loss are memory-bound: the bytes each must move
-(forward; backward twice that) over the rate measured for that op (`shardplan calibrate`).
+(forward; backward twice that) over the rate measured for that op. A micro-batch takes at least the
+host's dispatch time for its blocks (eager mode launches each kernel from Python). All rates come
+from `shardplan calibrate`.
 """
 
 from __future__ import annotations
@@ -117,6 +119,14 @@ def stage_times(
         bwd += 2 * head + loss
     if first:
         fwd += tokens * model.hidden_size * BF16 / rates.hbm_bytes_per_s  # embedding gather
+    # eager PyTorch cannot launch kernels faster than the host dispatches them: short kernels leave
+    # the GPU waiting (measured per block by `shardplan calibrate`)
+    host = rates.host_dispatch
+    ends = first or last
+    fwd = max(fwd, layers * host["forward_s_per_block"] + ends * host["forward_s_fixed"])
+    bwd = max(bwd, layers * host["backward_s_per_block"] + ends * host["backward_s_fixed"])
+    if recompute == "full":
+        rec = max(rec, layers * host["forward_s_per_block"])
     return StageTimes(forward_s=fwd, backward_s=bwd, recompute_s=rec)
 
 

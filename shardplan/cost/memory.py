@@ -10,9 +10,12 @@ from shardplan.training import Training
 # gradients (4 B), Adam's two fp32 moments (8 B; SGD keeps none).
 BF16_WEIGHT, FP32_MASTER, FP32_GRAD = 2, 4, 4
 ADAM_STATES = 8
-# Logits of the output layer per element: bf16 output (2 B), fp32 copy for the loss (4 B) and its
-# fp32 gradient (4 B) alive together at the loss (DESIGN.md, "Memory").
-LOGIT_BYTES = 2 + 4 + 4
+# Logits of the output layer per element at the loss, with the loss in fp32 as torchtitan and Hugging
+# Face compute it (cross_entropy(logits.float(), labels)). Forward: bf16 logits (2 B), fp32 copy (4 B)
+# and the saved fp32 log-softmax (4 B) = 10 B. Backward, counted per autograd node: the saved
+# log-softmax (4 B), the incoming fp32 gradient from nll_loss (4 B) and the outgoing fp32 gradient
+# of log_softmax (4 B) are alive together = 12 B, the larger, with all activations still held.
+LOGIT_BYTES = 4 + 4 + 4
 
 
 def param_counts(model: ModelSpec, *, layers: int, first: bool, last: bool) -> int:

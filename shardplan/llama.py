@@ -1,8 +1,10 @@
-"""A Llama-2-style decoder in plain PyTorch and Megatron-style mixed-precision AdamW, for
-benchmarks/real_training.py. Written the way torchtitan and Hugging Face write Llama, so that what it
-keeps for backward is what `ModelSpec.activation_bytes_per_token` counts: per block the two norm
-inputs and outputs, Q and K after RoPE, V, the attention output, and SwiGLU's gate, up, SiLU output
-and product (flash attention keeps no s x s matrix)."""
+"""A Llama-2-style decoder in plain eager PyTorch and Megatron-style mixed-precision AdamW.
+
+`shardplan calibrate` times a tiny one of these to measure the host's dispatch cost per transformer
+block; benchmarks/real_training.py trains full-size ones. Written the way torchtitan and Hugging Face
+write Llama, so that what it keeps for backward is what `ModelSpec.activation_bytes_per_token`
+counts: per block the two norm inputs and outputs, Q and K after RoPE, V, the attention output, and
+SwiGLU's gate, up, SiLU output and product (flash attention keeps no s x s matrix)."""
 
 from __future__ import annotations
 
