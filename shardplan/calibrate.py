@@ -201,8 +201,10 @@ def _collective(op: str, buf: torch.Tensor, shard: torch.Tensor, group: dist.Pro
 
 def measure_host(device: torch.device, *, repeats: int = 30) -> dict[str, float]:
     """Host seconds of eager forward and backward, per transformer block and fixed (embedding, head,
-    loss), from a tiny Llama with 1 and 3 blocks: median wall time per iteration, synchronised."""
-    from shardplan.llama import Llama
+    loss), from a tiny Llama with 1 and 3 blocks: median wall time per iteration, synchronised. The
+    model has full-size heads (head_dim 128) so that attention takes the same kernel path, and the
+    mixed-precision gradient hooks of a real training step."""
+    from shardplan.llama import Llama, MixedPrecisionAdamW
 
     def wall(fn: Callable[[], object]) -> float:
         times = []
@@ -220,16 +222,17 @@ def measure_host(device: torch.device, *, repeats: int = 30) -> dict[str, float]
     for blocks in (1, 3):
         cfg = {
             "vocab_size": 256,
-            "hidden_size": 128,
-            "num_attention_heads": 1,
-            "intermediate_size": 256,
+            "hidden_size": 256,
+            "num_attention_heads": 2,
+            "intermediate_size": 512,
             "num_hidden_layers": blocks,
             "rms_norm_eps": 1e-5,
-            "max_position_embeddings": 16,
+            "max_position_embeddings": 128,
         }
         with device:
             model = Llama(cfg)
-        tokens = torch.randint(0, 256, (1, 17), device=device)
+        MixedPrecisionAdamW(model)  # registers the per-parameter gradient hooks
+        tokens = torch.randint(0, 256, (1, 129), device=device)
         forward = wall(partial(model, tokens[:, :-1], tokens[:, 1:]))
         both = wall(lambda model=model, tokens=tokens: model(tokens[:, :-1], tokens[:, 1:]).backward())
         per_blocks[blocks] = (forward, max(both - forward, 0.0))
