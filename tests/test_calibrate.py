@@ -70,13 +70,13 @@ def test_calibration_file_changes_the_estimate(tmp_path: Path) -> None:
     path = tmp_path / "slow.json"
     path.write_text(json.dumps(slow))
     model, topo, train = load_model("llama3-8b"), load_topology("dgx-h100"), Training(global_batch=64, seq_len=4096)
-    fast = estimate(model, topo, train, tp=8, pp=1, dp=1)
-    slowed = estimate(model, topo, train, tp=8, pp=1, dp=1, calibration=path)
+    fast = estimate(model, topo, train, tp=1, pp=1, dp=8)
+    slowed = estimate(model, topo, train, tp=1, pp=1, dp=8, calibration=path)
     assert slowed.breakdown["compute"] > 1.6 * fast.breakdown["compute"]
     assert rates_for("h100-sxm", read_calibration(path)).gemm_peak_flops == pytest.approx(
         rates_for("h100-sxm").gemm_peak_flops / 2
     )
-    args = ["estimate", "--model", "llama3-8b", "--topology", "dgx-h100", "--tp", "8", "--pp", "1", "--dp", "1"]
+    args = ["estimate", "--model", "llama3-8b", "--topology", "dgx-h100", "--tp", "1", "--pp", "1", "--dp", "8"]
     cli = _cli(
         *args, "--global-batch", "64", "--zero", "0", "--recompute", "none", "--json", "--calibration", str(path)
     )

@@ -13,16 +13,20 @@ from shardplan.errors import PlanError
 TRAIN = Training(global_batch=64, seq_len=4096, recompute="selective", zero_stage=1)
 
 
-def test_gemm_time_fits_the_measured_table_within_12_percent():
-    rates = rates_for("h100-sxm")  # fitted on fixtures/device-h100/facts.json
+def test_gemm_fit_predicts_an_independent_h100_probe_within_13_percent():
+    """The GEMM fit comes from `shardplan calibrate` on the lent H100 (session 3); the shapes below
+    were measured separately, on another lease, by the probe in fixtures/device-h100/facts.json."""
+    rates = rates_for("h100-sxm")
     for (m, n, k), tflops in {
         (8192, 8192, 8192): 753.27,
+        (4096, 4096, 4096): 623.63,
         (2048, 1024, 1024): 126.5,
         (4096, 8192, 28672): 685.65,
+        (16384, 14336, 4096): 661.49,
         (16384, 1024, 8192): 583.59,
     }.items():
         measured = 2 * m * n * k / (tflops * 1e12)
-        assert gemm_s(m, n, k, rates) == pytest.approx(measured, rel=0.12)
+        assert gemm_s(m, n, k, rates) == pytest.approx(measured, rel=0.13)
 
 
 def test_optimizer_state_bytes_by_zero_stage_hand_checked():

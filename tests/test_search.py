@@ -63,7 +63,9 @@ def test_stage_split_respects_memory() -> None:
     m, train, rates = load_model("llama3-8b"), Training(global_batch=8, seq_len=4096), rates_for("h100-sxm")
     free = balance_stages(m, train, rates, tp=1, pp=4, dp=1, micro_batch=1, virtual_stages=1, memory_bytes=None)
     stage0 = _mem_mib(m, train, rates, 0, 4, 1, 1, 1, 1, free[0]) * 2**20
-    tight = balance_stages(m, train, rates, tp=1, pp=4, dp=1, micro_batch=1, virtual_stages=1, memory_bytes=stage0 - 1)
+    tight = balance_stages(
+        m, train, rates, tp=1, pp=4, dp=1, micro_batch=1, virtual_stages=1, memory_bytes=stage0 - 64 * 2**20
+    )
     assert tight is not None and tight[0] < free[0]
     assert balance_stages(m, train, rates, tp=1, pp=4, dp=1, micro_batch=1, virtual_stages=1, memory_bytes=1e9) is None
 

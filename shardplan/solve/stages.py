@@ -1,10 +1,12 @@
 """Layers onto pipeline stages with CP-SAT: the slowest stage as fast as it can be, every stage
 within memory.
 
-Stage p holding n_p blocks takes a_p + n_p * b seconds per micro-batch (a_p: the embedding on the
-first stage, the output head and loss on the last; b: one block) and needs m_p + n_p * c_p bytes
-(m_p: embedding, head, logits, framework; c_p: one block's states and the activations stage p keeps
-in flight). Both are linear in n_p, read off the cost model at 0 and 1 blocks.
+Stage p holding n_p blocks takes T_p(n_p) seconds per micro-batch: GPU work a_p + n_p * b (a_p: the
+embedding on the first stage, the output head and loss on the last; b: one block), or the host's
+dispatch time where that is longer. T_p is convex and piecewise linear in n_p, so "slowest >= T_p"
+is exact as one line per segment, read off the cost model at every block count. Memory is
+m_p + n_p * c_p bytes (m_p: embedding, head, logits, framework; c_p: one block's states and the
+activations stage p keeps in flight), linear, read off at 0 and 1 blocks.
 """
 
 from __future__ import annotations
@@ -52,9 +54,17 @@ def balance_stages(
     n = [m.new_int_var(1, layers // chunk, f"chunk_blocks{p}") for p in range(pp)]
     m.add(sum(n) * chunk == layers)
     slowest = m.new_int_var(0, 10**12, "slowest_us")
+    segments: dict[tuple[bool, bool], list[tuple[int, int]]] = {}
     for p in range(pp):
-        t0, t1 = (_time_us(model, training, rates, p, pp, tp, micro_batch, k * chunk) for k in (0, 1))
-        m.add(slowest >= t0 + (t1 - t0) * n[p])
+        kind = (p == 0, p == pp - 1)
+        if kind not in segments:
+            ts = [
+                _time_us(model, training, rates, p, pp, tp, micro_batch, k * chunk) for k in range(layers // chunk + 1)
+            ]
+            lines = [(ts[k] - (ts[k + 1] - ts[k]) * k, ts[k + 1] - ts[k]) for k in range(len(ts) - 1)]
+            segments[kind] = list(dict.fromkeys(lines))  # (intercept, slope) of each segment
+        for intercept, slope in segments[kind]:
+            m.add(slowest >= intercept + slope * n[p])
         if memory_bytes is not None:
             b0, b1 = (
                 _mem_mib(model, training, rates, p, pp, tp, dp, micro_batch, virtual_stages, k * chunk) for k in (0, 1)
