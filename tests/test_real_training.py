@@ -1,0 +1,55 @@
+"""The single-GPU measurements committed from a real H100 (benchmarks/results/h100-single-gpu/,
+recorded by scripts/h100_truth.sh) against today's cost model with the calibration recorded there:
+step time within 10% and peak memory within 5% on every case that ran, and every case the estimate
+says does not fit really ran out of memory. Re-estimating needs no GPU."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks/results/h100-single-gpu"
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.real_training import CASES, model_config, spec_of  # noqa: E402
+from shardplan.llama import Llama  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def reestimated(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    work = tmp_path_factory.mktemp("h100") / "h100-single-gpu.json"
+    shutil.copy(RESULTS / "h100-single-gpu.json", work)
+    cmd = [sys.executable, "benchmarks/real_training.py", "--reestimate", str(work)]
+    run = subprocess.run(
+        [*cmd, "--calibration", str(RESULTS / "h100-calibration.json")], cwd=ROOT, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(work.read_text())["cases"]
+
+
+def test_step_time_within_10_percent_and_memory_within_5(reestimated: list[dict]) -> None:
+    ran = [r for r in reestimated if not r["oom"]]
+    assert len(ran) >= 12
+    for r in ran:
+        assert abs(r["step_time_error"]) <= 0.10, r["case"]
+        assert abs(r["memory_error"]) <= 0.05, r["case"]
+        assert r["estimated_fits"], r["case"]
+
+
+def test_out_of_memory_is_predicted(reestimated: list[dict]) -> None:
+    oom = [r for r in reestimated if r["oom"]]
+    assert oom and all(not r["estimated_fits"] for r in oom)
+
+
+def test_benchmark_models_match_their_model_specs() -> None:
+    for case in {c.model: c for c in CASES}.values():
+        with torch.device("meta"):
+            module = Llama(model_config(case.model, case.seq_len))
+        assert sum(p.numel() for p in module.parameters()) == spec_of(case).num_params
