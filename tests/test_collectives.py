@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,15 @@ def test_nvls_speedup_from_the_fixture():
     text = fixture_body(DATA / "nccl" / "nccl-tests-summary-nvls-vs-ring-h200-b200-1.txt")
     assert "473.1" in text and "365.6" in text
     assert pytest.approx(1.294, abs=0.001) == NVLS_ALLREDUCE_SPEEDUP
+
+
+def test_pcie_vs_nvlink_example_table() -> None:
+    """examples/pcie_vs_nvlink.py: NVLink 4 several times faster than PCIe Gen5 for both the copy and
+    the all-reduce; PCIe's bus bandwidth cannot pass its measured link rate."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    from pcie_vs_nvlink import rows
+
+    pcie, nvlink = rows().values()
+    assert pcie["copy_80gb_s"] > 5 * nvlink["copy_80gb_s"]
+    assert pcie["allreduce_10gb_s"] > 5 * nvlink["allreduce_10gb_s"]
+    assert pcie["busbw_gbps"] <= 54.79 * 1.001
