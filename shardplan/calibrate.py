@@ -48,17 +48,23 @@ QUICK = {"widths": ((256, 256, 128, 512),), "tokens": (128,), "tp": (1, 2), "att
 
 class _Timer:
     """Median seconds of `fn` over `repeats` runs after `warmup` runs, timed with device events on
-    CUDA and a host clock on the CPU."""
+    CUDA, or with a host clock (the device synchronised before and after) on the CPU or when
+    `host_clock` asks for wall time."""
 
-    def __init__(self, device: torch.device, *, warmup: int = 3, repeats: int = 10) -> None:
+    def __init__(self, device: torch.device, *, warmup: int = 3, repeats: int = 10, host_clock: bool = False) -> None:
         self.device, self.warmup, self.repeats = device, warmup, repeats
+        self.events = device.type == "cuda" and not host_clock
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def __call__(self, fn: Callable[[], object]) -> float:
         for _ in range(self.warmup):
             fn()
         times = []
         for _ in range(self.repeats):
-            if self.device.type == "cuda":
+            if self.events:
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
                 fn()
@@ -66,8 +72,10 @@ class _Timer:
                 end.synchronize()
                 times.append(start.elapsed_time(end) / 1e3)
             else:
+                self._sync()
                 t0 = time.perf_counter()
                 fn()
+                self._sync()
                 times.append(time.perf_counter() - t0)
         return statistics.median(times)
 
@@ -206,17 +214,7 @@ def measure_host(device: torch.device, *, repeats: int = 30) -> dict[str, float]
     mixed-precision gradient hooks of a real training step."""
     from shardplan.llama import Llama, MixedPrecisionAdamW
 
-    def wall(fn: Callable[[], object]) -> float:
-        times = []
-        for _ in range(repeats + 3):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times[3:])
+    wall = _Timer(device, warmup=3, repeats=repeats, host_clock=True)
 
     per_blocks = {}
     for blocks in (1, 3):

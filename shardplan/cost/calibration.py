@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from shardplan.errors import ShardplanError, describe_validation
 from shardplan.topology.catalog import gpu_model
 
-REFERENCE_GPU = "h100-sxm"  # the GPU whose measurements stand in for others (fixtures/device-h100)
+# the GPU whose measurements stand in for others (its file: `shardplan calibrate` on a real H100)
+REFERENCE_GPU = "h100-sxm"
 # Backward attention does 5 of the forward's 2 matmul passes (FlashAttention-2 paper, Dao 2023,
 # Sec. 3.1: backward recomputes S and P and computes dV, dP, dS -> 2.5x the forward FLOPs).
 ATTN_BWD_FLOPS_OVER_FWD = 2.5
