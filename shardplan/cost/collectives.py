@@ -15,7 +15,7 @@ import itertools
 import math
 from collections import Counter
 from collections.abc import Hashable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from shardplan.errors import PlanError
 from shardplan.topology import links as L
@@ -225,3 +225,72 @@ def _nvls(topology: Topology, group: Sequence[int]) -> bool:
     domains = {id(topology._domain_of.get(i)) for i in group}
     d = topology._domain_of.get(group[0])
     return len(domains) == 1 and d is not None and d.nvls
+
+
+class AxisTimes:
+    """Times of collectives on the groups of one mesh axis, all of whose groups run at the same time
+    (every pipeline stage's too): groups with a GPU on one of a group's nodes contend with it, since
+    links, PCIe switches, sockets and NICs belong to one node.
+
+    Times are kept in `memo` (the search shares it over the layouts it costs), per axis and groups
+    asked, and below that per group in its company. On interchangeable nodes a group's time depends
+    only on where its GPUs sit inside their nodes and on what the other groups do on those nodes
+    (their GPUs there, and whether they leave the node), so that is the key: groups of every stage
+    and replica that sit alike are timed once."""
+
+    def __init__(self, topology: Topology, groups: Sequence[Sequence[int]], memo: dict[Hashable, Any]) -> None:
+        self.topology, self.memo = topology, memo
+        self.groups = tuple(tuple(g) for g in groups)
+        self.axis_id = memo.setdefault(("axis", self.groups), len(memo))
+        self.relabel = topology.num_nodes > 1 and topology.nodes_interchangeable
+        self._on_node: dict[int, list[tuple[int, ...]]] = {}
+        self._company: dict[int, int] = {}  # node -> interned id of what the axis's groups do there
+
+    def time_s(self, op: str, groups: Sequence[Sequence[int]], size_bytes: float) -> float:
+        """Seconds for `op` on all of `groups` at once: the slowest group's."""
+        key = ("times", op, size_bytes, self.axis_id, tuple(map(tuple, groups)))
+        if key not in self.memo:
+            self.memo[key] = max(self._one(op, tuple(g), size_bytes) for g in groups)
+        return self.memo[key]
+
+    def _one(self, op: str, mine: tuple[int, ...], size_bytes: float) -> float:
+        node_of, local_of = self.topology.node_of, self.topology.local_of
+        if not self._on_node:
+            self._index()
+        nodes = tuple(dict.fromkeys([node_of[i] for i in mine]))
+        if self.relabel:  # where it sits: (node renamed in order of appearance, index inside)
+            names = {n: k for k, n in enumerate(nodes)}
+            where = tuple([(names[node_of[i]], local_of[i]) for i in mine])
+        else:
+            where = mine
+        key = ("group", op, size_bytes, where, tuple([self._company[n] for n in nodes]))
+        if key not in self.memo:
+            rivals = tuple(dict.fromkeys([r for n in nodes for r in self._on_node[n] if r != mine]))
+            self.memo[key] = collective_time_s(self.topology, op, mine, size_bytes, concurrent=rivals)
+        return self.memo[key]
+
+    def _index(self) -> None:
+        """The groups on each node, and an interned id of what they do there: on interchangeable
+        nodes each group's GPUs there (indexes inside the node) and whether it leaves the node, as a
+        sorted multiset; else the groups themselves."""
+        node_of, local_of = self.topology.node_of, self.topology.local_of
+        doing: dict[int, list[tuple]] = {}
+        for g in self.groups:
+            spots = [node_of[i] for i in g]
+            where = dict.fromkeys(spots)
+            for n in where:
+                self._on_node.setdefault(n, []).append(g)
+            if not self.relabel:
+                continue
+            if len(where) == 1:  # inside one node (TP groups, mostly)
+                doing.setdefault(spots[0], []).append((tuple(sorted([local_of[i] for i in g])), False))
+            elif len(where) == len(g):  # one GPU per node (pipeline pairs, DP across nodes)
+                for i, n in zip(g, spots, strict=True):
+                    doing.setdefault(n, []).append(((local_of[i],), True))
+            else:
+                for n in where:
+                    here = tuple(sorted([local_of[i] for i, m in zip(g, spots, strict=True) if m == n]))
+                    doing.setdefault(n, []).append((here, True))
+        for n, groups in self._on_node.items():
+            what = tuple(sorted(doing[n])) if self.relabel else tuple(groups)
+            self._company[n] = self.memo.setdefault(("company", what), len(self.memo))

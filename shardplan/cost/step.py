@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shardplan.cost.calibration import Calibration, rates_for
-from shardplan.cost.collectives import _link_class, collective_time_s
+from shardplan.cost.collectives import AxisTimes, _link_class
 from shardplan.cost.compute import grad_accumulate_s, optimizer_s, stage_times
 from shardplan.cost.memory import fullest_stage_memory, param_counts
 from shardplan.model.schema import ModelSpec
@@ -64,40 +64,11 @@ def step_cost(
     layers = tuple(layers_per_stage) if layers_per_stage else split_layers(model.num_layers, pp)
     comm: dict[str, float] = {"nvlink": 0.0, "pcie": 0.0, "net": 0.0}
 
-    node_of = [g.node for g in topology.gpus]
-    cache: dict[tuple, Any] = {} if memo is None else memo
-
-    def busy_index(groups: list[list[int]]) -> dict[int, list[tuple[int, ...]]]:
-        """Groups of one axis that run at the same time, by the nodes they touch."""
-        index: dict[int, list[tuple[int, ...]]] = {}
-        for g in groups:
-            members = tuple(g)
-            for node in {node_of[i] for i in g}:
-                index.setdefault(node, []).append(members)
-        return index
-
-    def timed(op: str, groups: list[list[int]], size: float, busy: dict[int, list[tuple[int, ...]]]) -> float:
-        """Time of `op` on every group of `groups` at once, the slowest group's. `busy` holds every
-        group of the axis running meanwhile (other pipeline stages too); those with a GPU on one
-        of a group's nodes contend with it (links, PCIe switches, sockets and NICs belong to one node)."""
-        uniform_key = ("uniform", tuple(map(tuple, groups)))
-        if uniform_key not in cache:
-            cache[uniform_key] = _uniform(topology, groups)
-        seconds = 0.0
-        for g in groups[:1] if cache[uniform_key] else groups:
-            mine = tuple(g)
-            nodes = {node_of[i] for i in g}
-            rivals = tuple(dict.fromkeys(r for node in nodes for r in busy.get(node, ()) if r != mine))
-            key = (op, size, mine, rivals)
-            if key not in cache:
-                cache[key] = collective_time_s(topology, op, g, size, concurrent=rivals)
-            seconds = max(seconds, cache[key])
-        return seconds
-
+    memo = {} if memo is None else memo
     tp_groups = [[list(layout[p][d]) for d in range(dp)] for p in range(pp)]
     dp_groups = [[[layout[p][d][t] for d in range(dp)] for t in range(tp)] for p in range(pp)]
-    tp_busy = busy_index([g for stage in tp_groups for g in stage]) if tp > 1 else {}
-    dp_busy = busy_index([g for stage in dp_groups for g in stage]) if dp > 1 else {}
+    tp_axis = AxisTimes(topology, [g for stage in tp_groups for g in stage], memo)
+    dp_axis = AxisTimes(topology, [g for stage in dp_groups for g in stage], memo)
 
     # --- per stage: compute, TP collectives, memory -------------------------------------------
     stage_total, tp_per_micro = [], []
@@ -116,12 +87,12 @@ def step_cost(
         )
         tp_s = 0.0
         if tp > 1:
-            groups, others = tp_groups[p], tp_busy
+            groups = tp_groups[p]
             size = tokens * model.hidden_size * 2  # bf16 activations, the full (gathered) buffer
             per_layer_fwd = (
-                2 * (timed("all_gather", groups, size, others) + timed("reduce_scatter", groups, size, others))
+                2 * (tp_axis.time_s("all_gather", groups, size) + tp_axis.time_s("reduce_scatter", groups, size))
                 if sp
-                else 2 * timed("all_reduce", groups, size, others)
+                else 2 * tp_axis.time_s("all_reduce", groups, size)
             )
             passes = 3 if training.recompute == "full" else 2  # forward, backward (+ recomputed forward)
             tp_s = per_layer_fwd * layers[p] * passes
@@ -143,9 +114,9 @@ def step_cost(
         boundaries = [
             [[layout[p][d][t], layout[p + 1][d][t]] for d in range(dp) for t in range(tp)] for p in range(pp - 1)
         ]
-        pp_busy = busy_index([pair for b in boundaries for pair in b])
+        pp_axis = AxisTimes(topology, [pair for b in boundaries for pair in b], memo)
         for pairs in boundaries:
-            worst = max(worst, timed("send_recv", pairs, size, pp_busy))
+            worst = max(worst, pp_axis.time_s("send_recv", pairs, size))
             link = _link_class(topology, pairs[0])
         pp_s = 2 * (num_micro + pp - 1) * virtual_stages * worst
         comm[link] += pp_s
@@ -154,21 +125,21 @@ def step_cost(
     dp_s, fsdp_s, opt_s = 0.0, 0.0, 0.0
     params_local = param_counts(model, layers=layers[bottleneck], first=bottleneck == 0, last=bottleneck == pp - 1) / tp
     if dp > 1:
-        groups, others = dp_groups[bottleneck], dp_busy
+        groups = dp_groups[bottleneck]
         grad_bytes = params_local * 4  # fp32 gradients
         if training.zero_stage >= 1:  # reduce-scatter gradients, all-gather the updated bf16 weights
-            sync = timed("reduce_scatter", groups, grad_bytes, others)
-            gather = timed("all_gather", groups, params_local * 2, others)
+            sync = dp_axis.time_s("reduce_scatter", groups, grad_bytes)
+            gather = dp_axis.time_s("all_gather", groups, params_local * 2)
         else:
-            sync, gather = timed("all_reduce", groups, grad_bytes, others), 0.0
+            sync, gather = dp_axis.time_s("all_reduce", groups, grad_bytes), 0.0
         link = _link_class(topology, groups[0])
         if training.zero_stage == 3:
             # FSDP / ZeRO-3 gathers and reduces one transformer block at a time (its wrapping unit), so
             # each micro-batch runs a gather (forward), a gather and a reduce-scatter (backward) per
             # block, each paying the collective's latency; they overlap that micro-batch's compute.
             blocks = max(layers[bottleneck], 1)
-            gather_block = timed("all_gather", groups, params_local * 2 / blocks, others)
-            sync_block = timed("reduce_scatter", groups, grad_bytes / blocks, others)
+            gather_block = dp_axis.time_s("all_gather", groups, params_local * 2 / blocks)
+            sync_block = dp_axis.time_s("reduce_scatter", groups, grad_bytes / blocks)
             per_micro_comm = blocks * (2 * gather_block + sync_block)
             fsdp_s = num_micro * max(0.0, per_micro_comm - per_micro)
             comm[link] += num_micro * per_micro_comm
@@ -214,16 +185,6 @@ def step_cost(
         layers_per_stage=layers,
         model_flops_per_step=3 * model.flops_per_token(training.seq_len) * training.tokens_per_step,
     )
-
-
-def _uniform(topology: Topology, groups: list[list[int]]) -> bool:
-    """Groups that sit alike (same path kinds inside) take the same time; time one of them."""
-
-    def shape(g: list[int]) -> tuple[str, ...]:
-        return tuple(topology.path_kind(a, b) for a, b in zip(g, g[1:] + g[:1], strict=True))
-
-    first = shape(groups[0])
-    return all(shape(g) == first for g in groups[1:])
 
 
 def traffic_bytes(

@@ -205,8 +205,8 @@ def layouts_for(topology: Topology, shape: Shape, traffic: dict[str, float], *, 
     when small (up to MAX_JOINT_GPUS), else left in the default order (not optimal, gap unknown).
     """
     n = topology.num_gpus
-    per_node = [[g.index for g in topology.gpus if g.node == k] for k in range(topology.num_nodes)]
-    if topology.num_nodes == 1 or not _identical_nodes(topology, per_node):
+    per_node = [list(gpus) for gpus in topology.gpus_by_node]
+    if topology.num_nodes == 1 or not topology.identical_nodes:
         if n <= MAX_JOINT_GPUS:
             return place(topology, range(n), shape, traffic, time_limit_s=time_limit_s)
         return Placement(layouts=[to_layout(shape, list(range(n)))], optimal=False, gap=1.0, status="UNSOLVED")
@@ -256,26 +256,3 @@ def _tile(shape: Shape, block: Shape, local: Layout, per_node: list[list[int]]) 
         ]
         for p in range(pp)
     ]
-
-
-def _identical_nodes(topology: Topology, per_node: list[list[int]]) -> bool:
-    """Nodes alike GPU for GPU: models, PCIe positions, NVLinks, NICs (local indexes)."""
-    first = per_node[0]
-    for gpus in per_node[1:]:
-        if len(gpus) != len(first):
-            return False
-        for a, b in zip(first, gpus, strict=True):
-            ga, gb = topology.gpus[a], topology.gpus[b]
-            if (ga.model, ga.memory_bytes, ga.socket, ga.host_bridge, ga.switch_group, ga.switch) != (
-                gb.model,
-                gb.memory_bytes,
-                gb.socket,
-                gb.host_bridge,
-                gb.switch_group,
-                gb.switch,
-            ) or topology.nic_gbit(a) != topology.nic_gbit(b):
-                return False
-        for (a1, a2), (b1, b2) in itertools.combinations(zip(first, gpus, strict=True), 2):
-            if topology.nvlink_count(a1, a2) != topology.nvlink_count(b1, b2):
-                return False
-    return True

@@ -7,6 +7,7 @@ their coordinates first agree, exactly as the `nvidia-smi topo -m` legend define
 
 from __future__ import annotations
 
+import itertools
 import json
 from functools import cached_property
 from typing import Any, Literal
@@ -118,6 +119,51 @@ class Topology(_Frozen):
             out.setdefault(nic.node, []).append(nic)
         return out
 
+    @cached_property
+    def node_of(self) -> tuple[int, ...]:
+        """Node of each GPU."""
+        return tuple(g.node for g in self.gpus)
+
+    @cached_property
+    def local_of(self) -> tuple[int, ...]:
+        """Index inside its node of each GPU."""
+        return tuple(g.local_index for g in self.gpus)
+
+    @cached_property
+    def gpus_by_node(self) -> tuple[tuple[int, ...], ...]:
+        """Global GPU indexes of each node, in local order."""
+        out: list[list[int]] = [[] for _ in self.nodes]
+        for g in self.gpus:
+            out[g.node].append(g.index)
+        return tuple(map(tuple, out))
+
+    @cached_property
+    def identical_nodes(self) -> bool:
+        """Every node alike GPU for GPU (models, memory, PCIe positions, NIC speeds, NVLinks, by
+        local index): what one node of the cluster shows holds for all."""
+        first = self.gpus_by_node[0]
+        for gpus in self.gpus_by_node[1:]:
+            if len(gpus) != len(first):
+                return False
+            for a, b in zip(first, gpus, strict=True):
+                ga, gb = self.gpus[a], self.gpus[b]
+                here = (ga.model, ga.memory_bytes, ga.socket, ga.host_bridge, ga.switch_group, ga.switch)
+                there = (gb.model, gb.memory_bytes, gb.socket, gb.host_bridge, gb.switch_group, gb.switch)
+                if here != there or self.nic_gbit(a) != self.nic_gbit(b):
+                    return False
+            for (a1, a2), (b1, b2) in itertools.combinations(zip(first, gpus, strict=True), 2):
+                if self.nvlink_count(a1, a2) != self.nvlink_count(b1, b2):
+                    return False
+        return True
+
+    @cached_property
+    def nodes_interchangeable(self) -> bool:
+        """Identical nodes whose NVLink fabrics stay inside the node (no NVL72-style domain across
+        nodes): renumbering the nodes changes no link, so no collective's time."""
+        node_of = [g.node for g in self.gpus]
+        local = all(len({node_of[g] for g in d.gpus}) == 1 for d in self.nvswitch_domains)
+        return local and self.identical_nodes
+
     # ----- the public queries -------------------------------------------------------------------
     @property
     def num_gpus(self) -> int:
@@ -204,6 +250,16 @@ class Topology(_Frozen):
         """The NICs of known speed that GPU i leaves its node through: those sharing its PCIe switch
         or bridge, else those on its socket, else any; all equally near ones, by name (NCCL spreads
         its channels over them)."""
+        hit = self._nearest_nics_memo.get(i)
+        if hit is None:
+            hit = self._nearest_nics_memo[i] = self._find_nearest_nics(i)
+        return hit
+
+    @cached_property
+    def _nearest_nics_memo(self) -> dict[int, list[Nic]]:
+        return {}
+
+    def _find_nearest_nics(self, i: int) -> list[Nic]:
         gpu = self.gpus[i]
         nics = [nic for nic in self._nics_of_node.get(gpu.node, []) if nic.gbit]
         if not nics:
