@@ -31,11 +31,25 @@ FILE_DEFAULTS = {
     "korthikanti2022_seqpar_selective.csv": (1, "selective", 0, 1),
     # Megatron-Core README: the benchmark scripts use the distributed optimizer and selective recompute.
     "megatron_core_readme_h100_scaling.csv": (1, "selective", 1, 1),
-    "megascale2024_175b_530b.csv": (1, "full", 1, 6),
+    # MegaScale's Megatron-LM baseline: recompute is not stated; its 53% MFU (Table 2) would need 71%
+    # hardware FLOP utilisation under full recompute, above any published A100 run, so selective.
+    "megascale2024_175b_530b.csv": (1, "selective", 1, 6),
     "torchtitan_benchmarks.csv": (1, "selective", 3, 1),
     # Llama 3 (arXiv:2407.21783 Sec. 3.3): FSDP sharding optimizer states and gradients (ZeRO-2 like).
     "llama3_2024_405b_pretraining.csv": (1, "none", 2, 1),
+    # llm-foundry: every row states micro-batch, sharding and activation checkpointing.
+    "llmfoundry_mpt_fsdp_benchmarks.csv": (1, "none", 3, 1),
+    # BLOOM tr11 sweep (file header): Megatron-DeepSpeed, ZeRO-1, activation checkpointing.
+    "bloom176b_topology_sweep.csv": (1, "full", 1, 1),
 }
+# Files with no row the cost model can take, and why (listed in the report).
+NOT_USABLE = {
+    "megatron_bridge_perf_summary.csv": "FP8/MXFP8/NVFP4 runs, BF16 ones all MoE (expert parallelism); no architecture columns",
+    "nemo_24.07_perf_summary.csv": "FP8 runs only",
+    "nemo_long_sequence_cp.csv": "FP8 runs with context parallelism",
+    "korthikanti2022_per_layer_time.csv": "one layer's forward/backward time, not a training step",
+}
+MACHINES = Path(__file__).resolve().parent / "machines"
 
 
 def _num(text: str) -> float | None:
@@ -89,6 +103,8 @@ def _model(row: dict[str, str]):
 
 def _topology(row: dict[str, str], n_gpus: int):
     gpu = row["gpu"]
+    if row["machine"]:
+        return load_topology(MACHINES / row["machine"], nodes=n_gpus // int(_num(row["gpus_per_node"]) or 8))
     preset = "dgx-h100" if "H100" in gpu else "dgx-a100" if ("A100" in gpu or "Ampere" in gpu) else None
     if preset is None:
         raise ShardplanError(f"no preset for GPU {gpu!r}")
@@ -115,11 +131,77 @@ def _measured_step(row: dict[str, str], model, seq: int, global_batch: int, n: i
     return None
 
 
+def _llmfoundry(row: dict[str, str]) -> dict[str, str]:
+    """An llm-foundry benchmark row in the common columns (MPT: GPT-style blocks, FFN 4h)."""
+    gpu = {"h100_80gb": "H100 80GB", "a100_80gb": "A100 80GB", "a100_40gb": "A100 40GB"}[row["GPU"]]
+    sharding = {"FULL_SHARD": "ZeRO-3 (FSDP FULL_SHARD)", "SHARD_GRAD_OP": "gradients sharded (SHARD_GRAD_OP)"}
+    return {
+        "row_id": row["row_id"],
+        "model": f"MPT {row['Model']}",
+        "hidden": row["d_model"],
+        "n_layers": row["n_layers"],
+        "n_heads": row["n_heads"],
+        "n_kv_heads": "",
+        "ffn_hidden": row["ffn_hidden"],
+        "vocab": row["vocab"],
+        "seq_len": row["SeqLen (T)"],
+        "gpu": gpu,
+        "machine": "dgx-a100-40gb.yaml" if row["GPU"] == "a100_40gb" else "",
+        "n_gpus": row["# GPUs"],
+        "gpus_per_node": "8",
+        "precision": "FP8" if "fp8" in row["Precision"] else "BF16",
+        "tp": "1",
+        "pp": "1",
+        "dp": row["# GPUs"],
+        "zero_fsdp": sharding[row["Sharding Strategy"]],
+        "micro_batch": row["MicroBatchSize"],
+        "global_batch": row["GlobalBatchSize"],
+        "act_recompute": "full" if row["Activation Checkpointing"] == "True" else "none",
+        "tokens_per_s_per_gpu": row["Throughput (T/s/GPU)"],
+    }
+
+
+def _bloom(row: dict[str, str]) -> dict[str, str]:
+    """A BLOOM tr11 sweep row in the common columns (vocabulary: BLOOM's 250,880 tokens)."""
+    return {
+        "row_id": row["row_id"],
+        "model": f"GPT {row['size'] or row['nhidden']} (BLOOM sweep)",
+        "hidden": row["nhidden"],
+        "n_layers": row["nlayers"],
+        "n_heads": row["nheads"],
+        "vocab": "250880",
+        "seq_len": "2048",
+        "gpu": "A100 80GB",
+        "machine": "jean-zay-a100.yaml",
+        "n_gpus": row["gpus"],
+        "gpus_per_node": "8",
+        "precision": "BF16",
+        "tp": row["tp"],
+        "pp": row["pp"],
+        "dp": row["dp"],
+        "micro_batch": row["mbs"],
+        # a few rows run a smaller batch than the column says; their context line gives it ("GBS=512")
+        "global_batch": (re.findall(r"GBS=(\d+)", row["context"]) or [row["gbs"]])[0],
+        "step_time_s": row["sec_per_it"],
+        "tflops_per_gpu": row["tflops"],
+        "tflops_basis": "hardware",
+    }
+
+
+ADAPTERS = {"llmfoundry_mpt_fsdp_benchmarks.csv": _llmfoundry, "bloom176b_topology_sweep.csv": _bloom}
+COLUMNS = (
+    "row_id model hidden n_layers n_heads n_kv_heads ffn_hidden vocab seq_len gpu machine n_gpus gpus_per_node "
+    "precision tp pp dp cp vpp zero_fsdp micro_batch global_batch act_recompute other_opts step_time_s "
+    "tokens_per_s_per_gpu tflops_per_gpu tflops_basis"
+).split()
+
+
 def usable_rows() -> list[tuple[str, dict[str, str]]]:
     out = []
     for name in FILE_DEFAULTS:
         lines = [ln for ln in (DATA / name).read_text().splitlines() if not ln.startswith("#")]
-        out += [(name, row) for row in csv.DictReader(lines)]
+        adapt = ADAPTERS.get(name, dict)
+        out += [(name, {c: "" for c in COLUMNS} | adapt(row)) for row in csv.DictReader(lines)]
     return out
 
 
@@ -168,7 +250,14 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             return result
         result.measured_step_s = measured
         topo = _topology(row, n)
-        train = Training(global_batch=global_batch, seq_len=seq, recompute=recompute, zero_stage=zero)
+        train = Training(
+            global_batch=global_batch,
+            seq_len=seq,
+            recompute=recompute,
+            zero_stage=zero,
+            tp_comm_overlap=any(flag in opts for flag in ("--tp-comm-overlap", "async tp", "asynctp")),
+            overlap_param_gather="--overlap-param-gather" in opts,
+        )
         if vpp > 1 and (global_batch // (dp * mb)) % pp:
             vpp = 1
         plan = estimate(model, topo, train, tp=tp, pp=pp, dp=dp, micro_batch=mb, virtual_stages=vpp)
@@ -208,6 +297,7 @@ def main() -> None:
     )
     lines += ["", summary, "", "Skipped:", ""]
     lines += [f"- {r.source} {r.row_id}: {r.skipped}" for r in rows if r.skipped]
+    lines += [f"- {name}: all rows: {why}" for name, why in NOT_USABLE.items()]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines) + "\n")
     print(summary)

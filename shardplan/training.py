@@ -28,6 +28,14 @@ class Training(BaseModel):
     )
     sequence_parallel: bool = Field(True, description="Megatron sequence parallelism with TP > 1.")
     optimizer: Literal["adam", "sgd"] = Field("adam", description="Adam(W) keeps two fp32 moments per weight.")
+    tp_comm_overlap: bool = Field(
+        False,
+        description="TP collectives run under the GEMMs they feed (Megatron --tp-comm-overlap, torchtitan async TP).",
+    )
+    overlap_param_gather: bool = Field(
+        False,
+        description="ZeRO-1/2 weight all-gather runs under the next forward (Megatron --overlap-param-gather).",
+    )
 
     @property
     def tokens_per_step(self) -> int:

@@ -37,6 +37,7 @@ class StageTimes:
     forward_s: float
     backward_s: float
     recompute_s: float
+    gemm_s: float = 0.0  # of the above, the blocks' GEMMs (what TP communication can hide under)
 
     @property
     def total_s(self) -> float:
@@ -103,6 +104,7 @@ def stage_times(
     )
     fwd = layers * (gemms + attn + memory)
     bwd = layers * (2 * gemms + attn_bwd + 2 * memory)
+    gemm_total = layers * gemms * (4 if recompute == "full" else 3)
     if recompute == "full":
         rec = fwd
     elif recompute == "selective":
@@ -127,7 +129,7 @@ def stage_times(
     bwd = max(bwd, layers * host["backward_s_per_block"] + ends * host["backward_s_fixed"])
     if recompute == "full":
         rec = max(rec, layers * host["forward_s_per_block"])
-    return StageTimes(forward_s=fwd, backward_s=bwd, recompute_s=rec)
+    return StageTimes(forward_s=fwd, backward_s=bwd, recompute_s=rec, gemm_s=gemm_total)
 
 
 def optimizer_s(params_local: float, rates: Rates) -> float:

@@ -71,7 +71,7 @@ def step_cost(
     dp_axis = AxisTimes(topology, [g for stage in dp_groups for g in stage], memo)
 
     # --- per stage: compute, TP collectives, memory -------------------------------------------
-    stage_total, tp_per_micro = [], []
+    stage_total, tp_per_micro, stage_forward = [], [], []
     hbm = min(g.memory_bytes or 0 for g in topology.gpus) or None
     for p in range(pp):
         first, last = p == 0, p == pp - 1
@@ -97,7 +97,10 @@ def step_cost(
             passes = 3 if training.recompute == "full" else 2  # forward, backward (+ recomputed forward)
             tp_s = per_layer_fwd * layers[p] * passes
             comm[_link_class(topology, groups[0])] += tp_s * num_micro
+            if training.tp_comm_overlap:  # each all-gather / reduce-scatter runs under its GEMM
+                tp_s = max(0.0, tp_s - times.gemm_s)
         stage_total.append(times.total_s)
+        stage_forward.append(times.forward_s)
         tp_per_micro.append(tp_s)
 
     bottleneck = max(range(pp), key=lambda p: stage_total[p] + tp_per_micro[p])
@@ -145,9 +148,10 @@ def step_cost(
             comm[link] += num_micro * per_micro_comm
         else:
             # Gradient sync overlaps the backward of the last micro-batch; the weight gather (ZeRO 1/2)
-            # follows the optimizer step.
+            # follows the optimizer step, or runs under the next step's first forward.
             last_backward = per_micro * 2 / 3
-            dp_s = max(0.0, sync - last_backward) + gather
+            hidden = stage_forward[bottleneck] if training.overlap_param_gather else 0.0
+            dp_s = max(0.0, sync - last_backward) + max(0.0, gather - hidden)
             comm[link] += sync + gather
     shard = dp if training.zero_stage >= 1 else 1
     # the optimizer step, and each micro-batch's weight gradients added into the fp32 buffer (sharded

@@ -1,0 +1,54 @@
+"""Step time against published runs (benchmarks/validate_published.py), on the sources whose runs
+state what the cost model needs: degrees, batch, recompute and which communication they overlap.
+
+- Narayanan et al. 2021 (arXiv:2104.04473) Table 1: Megatron-LM weak scaling 1.7B-530B on A100.
+- Megatron-LM README "Performance Benchmarking" (Megatron-Core r0.8.0, H100): overlap flags stated.
+- MegaScale (arXiv:2402.15627) Table 2: the Megatron-LM baseline, 175B on 256-8,192 Ampere GPUs.
+
+Every row within 25% and the mean within 10% (issue 5's bounds). The harness prints every source.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+HARNESS = Path(__file__).resolve().parents[1] / "benchmarks" / "validate_published.py"
+SUBSET = {
+    "narayanan2021_megatron_ptdp.csv": "T1-",
+    "megatron_core_readme_h100_scaling.csv": "MC-",
+    "megascale2024_175b_530b.csv": "T2-Megatron-LM-",
+}
+
+
+def _harness():
+    spec = importlib.util.spec_from_file_location("validate_published", HARNESS)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["validate_published"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_published_subset_within_bounds() -> None:
+    vp = _harness()
+    rows = [vp.evaluate(name, row) for name, row in vp.usable_rows() if row["row_id"].startswith(SUBSET.get(name, "-"))]
+    used = [r for r in rows if r.error is not None]
+    assert len(used) >= 15, [r.skipped for r in rows]
+    worst = max(used, key=lambda r: abs(r.error))
+    assert abs(worst.error) <= 0.25, f"{worst.row_id}: {worst.error:+.1%}"
+    assert statistics.mean(abs(r.error) for r in used) <= 0.10
+
+
+@pytest.mark.parametrize("row_id", ["MC-4", "MC-9"])
+def test_overlap_flags_matter(row_id: str) -> None:
+    """Without --tp-comm-overlap / --overlap-param-gather the same runs come out slower."""
+    vp = _harness()
+    name, row = next((n, r) for n, r in vp.usable_rows() if r["row_id"] == row_id)
+    with_flags = vp.evaluate(name, row)
+    row = dict(row, other_opts="")
+    without = vp.evaluate(name, row)
+    assert without.estimated_step_s > with_flags.estimated_step_s
