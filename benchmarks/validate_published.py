@@ -44,7 +44,9 @@ FILE_DEFAULTS = {
 }
 # Files with no row the cost model can take, and why (listed in the report).
 NOT_USABLE = {
-    "megatron_bridge_perf_summary.csv": "FP8/MXFP8/NVFP4 runs, BF16 ones all MoE (expert parallelism); no architecture columns",
+    "megatron_bridge_perf_summary.csv": (
+        "FP8/MXFP8/NVFP4 runs, the BF16 ones all MoE (expert parallelism); no architecture columns"
+    ),
     "nemo_24.07_perf_summary.csv": "FP8 runs only",
     "nemo_long_sequence_cp.csv": "FP8 runs with context parallelism",
     "korthikanti2022_per_layer_time.csv": "one layer's forward/backward time, not a training step",
@@ -189,11 +191,36 @@ def _bloom(row: dict[str, str]) -> dict[str, str]:
 
 
 ADAPTERS = {"llmfoundry_mpt_fsdp_benchmarks.csv": _llmfoundry, "bloom176b_topology_sweep.csv": _bloom}
-COLUMNS = (
-    "row_id model hidden n_layers n_heads n_kv_heads ffn_hidden vocab seq_len gpu machine n_gpus gpus_per_node "
-    "precision tp pp dp cp vpp zero_fsdp micro_batch global_batch act_recompute other_opts step_time_s "
-    "tokens_per_s_per_gpu tflops_per_gpu tflops_basis"
-).split()
+COLUMNS = [
+    "row_id",
+    "model",
+    "hidden",
+    "n_layers",
+    "n_heads",
+    "n_kv_heads",
+    "ffn_hidden",
+    "vocab",
+    "seq_len",
+    "gpu",
+    "machine",
+    "n_gpus",
+    "gpus_per_node",
+    "precision",
+    "tp",
+    "pp",
+    "dp",
+    "cp",
+    "vpp",
+    "zero_fsdp",
+    "micro_batch",
+    "global_batch",
+    "act_recompute",
+    "other_opts",
+    "step_time_s",
+    "tokens_per_s_per_gpu",
+    "tflops_per_gpu",
+    "tflops_basis",
+]
 
 
 def usable_rows() -> list[tuple[str, dict[str, str]]]:
