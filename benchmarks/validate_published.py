@@ -105,6 +105,11 @@ def _model(row: dict[str, str]):
 
 def _topology(row: dict[str, str], n_gpus: int):
     gpu = row["gpu"]
+    if "HBM2e" in gpu:  # torchtitan's Grand Teton H100s: 96 GB HBM2e at 500 W (file header)
+        raise ShardplanError(
+            "GPU not in the catalogue: H100 with HBM2e at a 500 W power limit has no datasheet; "
+            "the 700 W H100 SXM (HBM3) is other hardware"
+        )
     if row["machine"]:
         return load_topology(MACHINES / row["machine"], nodes=n_gpus // int(_num(row["gpus_per_node"]) or 8))
     preset = "dgx-h100" if "H100" in gpu else "dgx-a100" if ("A100" in gpu or "Ampere" in gpu) else None
@@ -322,7 +327,12 @@ def main() -> None:
         f"{len(used)} rows used, {len(rows) - len(used)} skipped; |error| mean {statistics.mean(errors):.1%}, "
         f"median {statistics.median(errors):.1%}, max {max(errors):.1%}; {time.perf_counter() - start:.1f} s"
     )
-    lines += ["", summary, "", "Skipped:", ""]
+    lines += ["", summary, "", "| source | rows | mean abs error | max abs error |", "|---|---|---|---|"]
+    for source in dict.fromkeys(r.source for r in used):
+        errs = [abs(r.error) for r in used if r.source == source and r.error is not None]
+        lines.append(f"| {source} | {len(errs)} | {statistics.mean(errs):.1%} | {max(errs):.1%} |")
+        print(f"  {source:<42} {len(errs):>4} rows  mean {statistics.mean(errs):6.1%}  max {max(errs):6.1%}")
+    lines += ["", "Skipped:", ""]
     lines += [f"- {r.source} {r.row_id}: {r.skipped}" for r in rows if r.skipped]
     lines += [f"- {name}: all rows: {why}" for name, why in NOT_USABLE.items()]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

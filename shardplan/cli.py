@@ -151,6 +151,12 @@ def estimate(
     virtual_stages: Annotated[int, typer.Option(help="Interleaved pipeline chunks per GPU.")] = 1,
     zero: Annotated[int, typer.Option(help="ZeRO / FSDP stage 0-3.")] = 1,
     recompute: Annotated[str, typer.Option(help="none, selective or full.")] = "selective",
+    tp_comm_overlap: Annotated[
+        bool, typer.Option(help="TP collectives run under their GEMMs (Megatron --tp-comm-overlap, async TP).")
+    ] = False,
+    overlap_param_gather: Annotated[
+        bool, typer.Option(help="ZeRO-1/2 weight all-gather runs under the next forward (--overlap-param-gather).")
+    ] = False,
     calibration: Annotated[Path | None, typer.Option(help="Calibration file from `shardplan calibrate`.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as one JSON document.")] = False,
 ) -> None:
@@ -159,7 +165,14 @@ def estimate(
     from shardplan.topology import load_topology
     from shardplan.training import Training
 
-    train = Training(global_batch=global_batch, seq_len=seq_len, zero_stage=zero, recompute=recompute)  # type: ignore[arg-type]
+    train = Training(
+        global_batch=global_batch,
+        seq_len=seq_len,
+        zero_stage=zero,  # type: ignore[arg-type]
+        recompute=recompute,  # type: ignore[arg-type]
+        tp_comm_overlap=tp_comm_overlap,
+        overlap_param_gather=overlap_param_gather,
+    )
     topo = load_topology(topology, nodes=nodes, gpu=gpu)
     plan = run_estimate(
         model,
@@ -216,6 +229,12 @@ def suggest(
     zero: Annotated[list[int] | None, typer.Option(help="Only these ZeRO stages (repeat) [default: 0-3].")] = None,
     recompute: Annotated[list[str] | None, typer.Option(help="Only these recompute modes [default: all].")] = None,
     micro_batch: Annotated[list[int] | None, typer.Option(help="Only these micro-batch sizes.")] = None,
+    tp_comm_overlap: Annotated[
+        bool, typer.Option(help="TP collectives run under their GEMMs (Megatron --tp-comm-overlap, async TP).")
+    ] = False,
+    overlap_param_gather: Annotated[
+        bool, typer.Option(help="ZeRO-1/2 weight all-gather runs under the next forward (--overlap-param-gather).")
+    ] = False,
     calibration: Annotated[Path | None, typer.Option(help="Calibration file from `shardplan calibrate`.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plans as one JSON document.")] = False,
     emit: Annotated[
@@ -235,7 +254,12 @@ def suggest(
     if global_batch is None:
         per_gpu = -(-TOKENS_PER_STEP // (seq_len * topo.num_gpus))
         global_batch = per_gpu * topo.num_gpus
-    train = Training(global_batch=global_batch, seq_len=seq_len)
+    train = Training(
+        global_batch=global_batch,
+        seq_len=seq_len,
+        tp_comm_overlap=tp_comm_overlap,
+        overlap_param_gather=overlap_param_gather,
+    )
     with _progress() as report:
         plans = run_suggest(
             spec,
