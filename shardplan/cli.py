@@ -136,6 +136,15 @@ def model(
     )
 
 
+# Overlap options shared by `estimate` and `suggest` (fields of `Training`).
+TpCommOverlap = Annotated[
+    bool, typer.Option(help="TP collectives run under their GEMMs (Megatron --tp-comm-overlap, async TP).")
+]
+OverlapParamGather = Annotated[
+    bool, typer.Option(help="ZeRO-1/2 weight all-gather runs under the next forward (--overlap-param-gather).")
+]
+
+
 @app.command()
 def estimate(
     model: Annotated[str, typer.Option(help="Model preset or config.json.")],
@@ -151,12 +160,8 @@ def estimate(
     virtual_stages: Annotated[int, typer.Option(help="Interleaved pipeline chunks per GPU.")] = 1,
     zero: Annotated[int, typer.Option(help="ZeRO / FSDP stage 0-3.")] = 1,
     recompute: Annotated[str, typer.Option(help="none, selective or full.")] = "selective",
-    tp_comm_overlap: Annotated[
-        bool, typer.Option(help="TP collectives run under their GEMMs (Megatron --tp-comm-overlap, async TP).")
-    ] = False,
-    overlap_param_gather: Annotated[
-        bool, typer.Option(help="ZeRO-1/2 weight all-gather runs under the next forward (--overlap-param-gather).")
-    ] = False,
+    tp_comm_overlap: TpCommOverlap = False,
+    overlap_param_gather: OverlapParamGather = False,
     calibration: Annotated[Path | None, typer.Option(help="Calibration file from `shardplan calibrate`.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as one JSON document.")] = False,
 ) -> None:
@@ -229,12 +234,8 @@ def suggest(
     zero: Annotated[list[int] | None, typer.Option(help="Only these ZeRO stages (repeat) [default: 0-3].")] = None,
     recompute: Annotated[list[str] | None, typer.Option(help="Only these recompute modes [default: all].")] = None,
     micro_batch: Annotated[list[int] | None, typer.Option(help="Only these micro-batch sizes.")] = None,
-    tp_comm_overlap: Annotated[
-        bool, typer.Option(help="TP collectives run under their GEMMs (Megatron --tp-comm-overlap, async TP).")
-    ] = False,
-    overlap_param_gather: Annotated[
-        bool, typer.Option(help="ZeRO-1/2 weight all-gather runs under the next forward (--overlap-param-gather).")
-    ] = False,
+    tp_comm_overlap: TpCommOverlap = False,
+    overlap_param_gather: OverlapParamGather = False,
     calibration: Annotated[Path | None, typer.Option(help="Calibration file from `shardplan calibrate`.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plans as one JSON document.")] = False,
     emit: Annotated[
