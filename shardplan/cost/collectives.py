@@ -15,6 +15,7 @@ import itertools
 import math
 from collections import Counter
 from collections.abc import Hashable, Sequence
+from functools import cached_property
 from typing import Any, Literal
 
 from shardplan.errors import PlanError
@@ -241,10 +242,14 @@ class AxisTimes:
     def __init__(self, topology: Topology, groups: Sequence[Sequence[int]], memo: dict[Hashable, Any]) -> None:
         self.topology, self.memo = topology, memo
         self.groups = tuple(tuple(g) for g in groups)
-        self.axis_id = memo.setdefault(("axis", self.groups), len(memo))
         self.relabel = topology.num_nodes > 1 and topology.nodes_interchangeable
         self._on_node: dict[int, list[tuple[int, ...]]] = {}
         self._company: dict[int, int] = {}  # node -> interned id of what the axis's groups do there
+
+    @cached_property
+    def axis_id(self) -> int:
+        """The axis's groups interned in the memo, on first use (axes of degree 1 are never timed)."""
+        return self.memo.setdefault(("axis", self.groups), len(self.memo))
 
     def time_s(self, op: str, groups: Sequence[Sequence[int]], size_bytes: float) -> float:
         """Seconds for `op` on all of `groups` at once: the slowest group's."""
