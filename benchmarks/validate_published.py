@@ -34,7 +34,7 @@ FILE_DEFAULTS = {
     # MegaScale's Megatron-LM baseline: recompute is not stated; its 53% MFU (Table 2) would need 71%
     # hardware FLOP utilisation under full recompute, above any published A100 run, so selective.
     "megascale2024_175b_530b.csv": (1, "selective", 1, 6),
-    "torchtitan_benchmarks.csv": (1, "selective", 3, 1),
+    "torchtitan_benchmarks.csv": (1, "selective-op", 3, 1),
     # Llama 3 (arXiv:2407.21783 Sec. 3.3): FSDP sharding optimizer states and gradients (ZeRO-2 like).
     "llama3_2024_405b_pretraining.csv": (1, "none", 2, 1),
     # llm-foundry: every row states micro-batch, sharding and activation checkpointing.
@@ -71,6 +71,9 @@ class Row:
     estimated_step_s: float | None = None
     error: float | None = None
     skipped: str | None = None
+    recompute: str = ""
+    measured_mem_gib: float | None = None
+    estimated_mem_gib: float | None = None
 
 
 def _model(row: dict[str, str]):
@@ -225,6 +228,7 @@ COLUMNS = [
     "tokens_per_s_per_gpu",
     "tflops_per_gpu",
     "tflops_basis",
+    "mem_per_gpu",
 ]
 
 
@@ -235,6 +239,32 @@ def usable_rows() -> list[tuple[str, dict[str, str]]]:
         adapt = ADAPTERS.get(name, dict)
         out += [(name, {c: "" for c in COLUMNS} | adapt(row)) for row in csv.DictReader(lines)]
     return out
+
+
+def _recompute(name: str, row: dict[str, str], default: str) -> str:
+    rc = row["act_recompute"].lower()
+    if "full" in rc:
+        return "full"
+    if "layer" in rc:  # torchtitan's per-layer selective AC at its default frequency (every 2nd block)
+        return "selective-layer"
+    if "selective" in rc:
+        # torchtitan's llama3 configs set selective_ac_option = "op" (train_configs/llama3_8b.toml)
+        return "selective-op" if name == "torchtitan_benchmarks.csv" else "selective"
+    return "none" if rc in ("no", "none", "false") else default
+
+
+def _memory_gib(row: dict[str, str], model, train: Training, n: int, tp: int, pp: int, dp: int, mb: int, vpp: int):
+    """(measured, estimated) peak GiB per GPU where the row gives one. torchtitan reports the caching
+    allocator's peak reservation (`max_reserved_gib`), so the estimate leaves out what the process holds
+    outside the allocator (`framework`). Memory does not depend on clocks or power, so the Grand Teton
+    H100s (HBM2e, 500 W) are estimated on the catalogue H100."""
+    measured = _num(row["mem_per_gpu"]) if "GiB" in row["mem_per_gpu"] else None
+    if measured is None:
+        return None, None
+    per_node = int(_num(row["gpus_per_node"]) or 8)
+    topo = load_topology("dgx-h100" if "H100" in row["gpu"] else "dgx-a100", nodes=max(1, n // per_node))
+    plan = estimate(model, topo, train, tp=tp, pp=pp, dp=dp, micro_batch=mb, virtual_stages=vpp)
+    return measured, (plan.memory_per_gpu_bytes - plan.memory_breakdown["framework"]) / 2**30
 
 
 def evaluate(name: str, row: dict[str, str]) -> Row:
@@ -273,25 +303,25 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
         mb = int(_num(row["micro_batch"]) or mb_default)
         if "fsdp" in row.get("zero_fsdp", "").lower() and name == "torchtitan_benchmarks.csv":
             mb, global_batch = int(_num(row["micro_batch"]) or 1), int(_num(row["micro_batch"]) or 1) * dp
-        rc = row["act_recompute"].lower()
-        recompute = "full" if "full" in rc else "selective" if "selective" in rc else recompute
         vpp = int(_num(row["vpp"]) or vpp_default) if pp > 1 else 1
+        if vpp > 1 and (global_batch // (dp * mb)) % pp:
+            vpp = 1
+        train = Training(
+            global_batch=global_batch,
+            seq_len=seq,
+            recompute=_recompute(name, row, recompute),
+            zero_stage=zero,
+            tp_comm_overlap=any(flag in opts for flag in ("--tp-comm-overlap", "async tp", "asynctp")),
+            overlap_param_gather="--overlap-param-gather" in opts,
+        )
+        result.recompute = train.recompute
+        result.measured_mem_gib, result.estimated_mem_gib = _memory_gib(row, model, train, n, tp, pp, dp, mb, vpp)
         measured = _measured_step(row, model, seq, global_batch, n)
         if measured is None:
             result.skipped = "no measured throughput"
             return result
         result.measured_step_s = measured
         topo = _topology(row, n)
-        train = Training(
-            global_batch=global_batch,
-            seq_len=seq,
-            recompute=recompute,
-            zero_stage=zero,
-            tp_comm_overlap=any(flag in opts for flag in ("--tp-comm-overlap", "async tp", "asynctp")),
-            overlap_param_gather="--overlap-param-gather" in opts,
-        )
-        if vpp > 1 and (global_batch // (dp * mb)) % pp:
-            vpp = 1
         plan = estimate(model, topo, train, tp=tp, pp=pp, dp=dp, micro_batch=mb, virtual_stages=vpp)
     except (ShardplanError, ValueError, TypeError) as exc:
         result.skipped = str(exc)[:90]
@@ -332,6 +362,28 @@ def main() -> None:
         errs = [abs(r.error) for r in used if r.source == source and r.error is not None]
         lines.append(f"| {source} | {len(errs)} | {statistics.mean(errs):.1%} | {max(errs):.1%} |")
         print(f"  {source:<42} {len(errs):>4} rows  mean {statistics.mean(errs):6.1%}  max {max(errs):6.1%}")
+    lines += [
+        "",
+        "## Peak memory per GPU: estimate vs published runs",
+        "",
+        "Measured: the caching allocator's peak reservation as the source reports it; estimated: "
+        "`memory_per_gpu_bytes` less what the process holds outside the allocator.",
+        "",
+        "| source | row | run | recompute | measured GiB | estimated GiB | error |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r.measured_mem_gib is None or r.estimated_mem_gib is None:
+            continue
+        err = (r.estimated_mem_gib - r.measured_mem_gib) / r.measured_mem_gib
+        lines.append(
+            f"| {r.source} | {r.row_id} | {r.label} | {r.recompute} | {r.measured_mem_gib:.1f} "
+            f"| {r.estimated_mem_gib:.1f} | {err:+.1%} |"
+        )
+        print(
+            f"{r.row_id:>22} memory measured {r.measured_mem_gib:5.1f} GiB"
+            f"  estimate {r.estimated_mem_gib:5.1f} GiB  {err:+6.1%}"
+        )
     lines += ["", "Skipped:", ""]
     lines += [f"- {r.source} {r.row_id}: {r.skipped}" for r in rows if r.skipped]
     lines += [f"- {name}: all rows: {why}" for name, why in NOT_USABLE.items()]

@@ -94,8 +94,10 @@ def model(
     acts = {
         "none (flash attention)": spec.activation_bytes_per_token(seq_len=s),
         "none (eager attention)": spec.activation_bytes_per_token(seq_len=s, flash_attention=False),
-        "selective": spec.activation_bytes_per_token(recompute="selective", seq_len=s),
-        "full": spec.activation_bytes_per_token(recompute="full", seq_len=s),
+        **{
+            mode: spec.activation_bytes_per_token(recompute=mode, seq_len=s)
+            for mode in ("selective", "selective-op", "selective-layer", "full")
+        },
     }
     if as_json:
         doc = spec.model_dump(mode="json")
@@ -159,7 +161,9 @@ def estimate(
     micro_batch: Annotated[int, typer.Option(help="Sequences per micro-batch.")] = 1,
     virtual_stages: Annotated[int, typer.Option(help="Interleaved pipeline chunks per GPU.")] = 1,
     zero: Annotated[int, typer.Option(help="ZeRO / FSDP stage 0-3.")] = 1,
-    recompute: Annotated[str, typer.Option(help="none, selective or full.")] = "selective",
+    recompute: Annotated[
+        str, typer.Option(help="none, selective (Megatron), selective-op or selective-layer (torchtitan), full.")
+    ] = "selective",
     tp_comm_overlap: TpCommOverlap = False,
     overlap_param_gather: OverlapParamGather = False,
     calibration: Annotated[Path | None, typer.Option(help="Calibration file from `shardplan calibrate`.")] = None,
@@ -232,7 +236,13 @@ def suggest(
     top: Annotated[int, typer.Option(help="How many plans to show.")] = 5,
     time_limit: Annotated[float | None, typer.Option(help="Seconds to search; the gap says what is left.")] = None,
     zero: Annotated[list[int] | None, typer.Option(help="Only these ZeRO stages (repeat) [default: 0-3].")] = None,
-    recompute: Annotated[list[str] | None, typer.Option(help="Only these recompute modes [default: all].")] = None,
+    recompute: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Only these recompute modes (repeat): none, selective, selective-op, selective-layer, full "
+            "[default: none, selective, full]."
+        ),
+    ] = None,
     micro_batch: Annotated[list[int] | None, typer.Option(help="Only these micro-batch sizes.")] = None,
     tp_comm_overlap: TpCommOverlap = False,
     overlap_param_gather: OverlapParamGather = False,

@@ -8,13 +8,38 @@ SwiGLU's gate, up, SiLU output and product (flash attention keeps no s x s matri
 
 from __future__ import annotations
 
+from collections import Counter
 from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
+
+# Op-level selective recompute as torchtitan writes it (parallelize_llama.py `_save_list`): keep the
+# outputs of attention and of every other matmul in forward order, recompute the rest.
+_ATTENTION_OPS = {
+    torch.ops.aten._scaled_dot_product_flash_attention.default,
+    torch.ops.aten._scaled_dot_product_efficient_attention.default,
+    torch.ops.aten._scaled_dot_product_cudnn_attention.default,
+}
+
+
+def _op_policy() -> Any:
+    """A fresh selective-checkpoint context per block call (the matmul count restarts per block)."""
+    count: Counter[str] = Counter()
+
+    def policy(ctx: Any, func: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
+        if func is torch.ops.aten.mm.default:
+            key = "recompute" if ctx.is_recompute else "forward"
+            count[key] += 1
+            keep = count[key] % 2 == 1
+        else:
+            keep = func in _ATTENTION_OPS
+        return CheckpointPolicy.MUST_SAVE if keep else CheckpointPolicy.PREFER_RECOMPUTE
+
+    return create_selective_checkpoint_contexts(policy)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -64,12 +89,18 @@ class Llama(nn.Module):
         self.register_buffer("cos", angles.cos().to(torch.bfloat16), persistent=False)
         self.register_buffer("sin", angles.sin().to(torch.bfloat16), persistent=False)
 
-    def forward(self, tokens: torch.Tensor, labels: torch.Tensor, *, recompute: bool = False) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, labels: torch.Tensor, *, recompute: str = "none") -> torch.Tensor:
+        """`recompute`: "none", "full" (each block's input kept) or "selective-op" (torchtitan's policy)."""
         s = tokens.shape[1]
         cos, sin = self.cos[:s], self.sin[:s]
         x = self.embed(tokens)
         for block in self.blocks:
-            x = checkpoint(block, x, cos, sin, use_reentrant=False) if recompute else block(x, cos, sin)
+            if recompute == "full":
+                x = checkpoint(block, x, cos, sin, use_reentrant=False)
+            elif recompute == "selective-op":
+                x = checkpoint(block, x, cos, sin, use_reentrant=False, context_fn=_op_policy)
+            else:
+                x = block(x, cos, sin)
         logits = self.head(self.norm(x))
         return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
 

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shardplan.model.schema import Recompute
+
 
 class Training(BaseModel):
     """Settings of one optimiser step.
@@ -22,7 +24,12 @@ class Training(BaseModel):
     global_batch: int = Field(gt=0, description="Sequences per optimiser step, over all replicas.")
     seq_len: int = Field(gt=0, description="Tokens per sequence.")
     dtype: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Compute precision (mixed precision).")
-    recompute: Literal["none", "selective", "full"] = Field("none", description="Activation recomputation.")
+    recompute: Recompute = Field(
+        "none",
+        description="Activation recomputation: none; selective (Megatron: the attention core); selective-op "
+        "(torchtitan's per-op policy: every other matmul's output kept); selective-layer (torchtitan's per-layer "
+        "policy: every second block in full); full (only each block's input kept).",
+    )
     zero_stage: Literal[0, 1, 2, 3] = Field(
         0, description="ZeRO / FSDP stage: 1 shards optimizer states, 2 also gradients, 3 also weights."
     )

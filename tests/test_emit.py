@@ -133,6 +133,23 @@ def test_emitters_use_documented_keys_and_agree_with_the_plan(tp: int, pp: int, 
     compile(emit(plan, topo, "python"), "<emitted>", "exec")
 
 
+@pytest.mark.parametrize(
+    "recompute,titan,megatron",
+    [
+        ("selective-op", {"mode": "selective", "selective_ac_option": "op"}, ""),
+        ("selective-layer", {"mode": "selective", "selective_ac_option": "2"}, "--recompute-method block"),
+        ("full", {"mode": "full"}, "--recompute-granularity full"),
+        ("selective", {"mode": "none"}, "--recompute-granularity selective"),
+    ],
+)
+def test_recompute_modes_map_to_each_framework(recompute: str, titan: dict, megatron: str) -> None:
+    topo = load_topology(CROSSED)
+    plan = estimate("llama3-8b", topo, TRAIN.model_copy(update={"recompute": recompute}), tp=2, pp=2, dp=2)
+    assert tomllib.loads(emit(plan, topo, "torchtitan"))["activation_checkpoint"] == titan
+    args = emit(plan, topo, "megatron")
+    assert megatron in args and ("--recompute" in args) == bool(megatron)
+
+
 def _torchrun(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "8", *args]

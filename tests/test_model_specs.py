@@ -204,6 +204,22 @@ def test_activation_memory_gqa_swiglu_flash():
     assert m.activation_bytes_per_token(tp=4, recompute="full") == 2 * h / 4
 
 
+def test_activation_memory_torchtitan_selective_recompute():
+    m = load_model("llama3-8b")
+    h, f, kv, heads = 4096, 14336, 1024, 32
+    # per-op: matmuls q, k, v, o, w1, w3, w2 in forward order, the 1st, 3rd, 5th, 7th kept (q, v, w1,
+    # w2), plus the block input and the attention output (bf16) and its log-sum-exp (fp32 per head)
+    per_op = 2 * (h + kv + f + h) + 2 * h + 2 * h + 4 * heads
+    assert m.activation_bytes_per_token(tp=1, recompute="selective-op") == per_op
+    # with TP 2 and SP: column-parallel outputs halve, the row-parallel w2 output is a full partial
+    # sum, the block input is sequence-sharded, and the two reduce-scatter outputs are kept
+    tp2 = 2 * (h / 2 + kv / 2 + f / 2 + h) + 2 * h / 2 + 2 * h / 2 + 4 * heads / 2 + 2 * 2 * h / 2
+    assert m.activation_bytes_per_token(tp=2, recompute="selective-op") == tp2
+    none, full = (m.activation_bytes_per_token(tp=1, recompute=r) for r in ("none", "full"))
+    assert m.activation_bytes_per_token(tp=1, recompute="selective-layer") == (none + full) / 2
+    assert full < per_op < none
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [

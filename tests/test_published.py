@@ -52,3 +52,16 @@ def test_overlap_flags_matter(row_id: str) -> None:
     row = dict(row, other_opts="")
     without = vp.evaluate(name, row)
     assert without.estimated_step_s > with_flags.estimated_step_s
+
+
+def test_torchtitan_peak_memory() -> None:
+    """torchtitan's BF16 Llama 3.1 8B FSDP rows (per-op selective recompute, local batch 2, seq 8192):
+    the torch.compile runs (B1-2 on 8 GPUs, B3-2 on 128) within 5% of the measured peak. The eager
+    run (B3-1) reserved 5 GiB more than the compiled one with the same model and batch; the estimate
+    may fall short of it by as much as the default caching allocator added on a real H100
+    (benchmarks/results/h100-selective-op: up to 10%)."""
+    vp = _harness()
+    rows = {r["row_id"]: vp.evaluate(n, r) for n, r in vp.usable_rows() if r["row_id"] in ("B1-2", "B3-1", "B3-2")}
+    error = {k: (r.estimated_mem_gib - r.measured_mem_gib) / r.measured_mem_gib for k, r in rows.items()}
+    assert abs(error["B1-2"]) <= 0.05 and abs(error["B3-2"]) <= 0.05, error
+    assert -0.10 <= error["B3-1"] < 0, error

@@ -1,7 +1,7 @@
 """The single-GPU measurements committed from a real H100 (benchmarks/results/h100-single-gpu/,
-recorded by scripts/h100_truth.sh) against today's cost model with the calibration recorded there:
-step time within 10% and peak memory within 5% on every case that ran, and every case the estimate
-says does not fit really ran out of memory. Re-estimating needs no GPU."""
+recorded by scripts/h100_truth.sh, and h100-selective-op/) against today's cost model with the
+calibration recorded there: step time within 10% and peak memory within 5% on every case that ran,
+and every case the estimate says does not fit really ran out of memory. Re-estimating needs no GPU."""
 
 from __future__ import annotations
 
@@ -22,16 +22,20 @@ from benchmarks.real_training import CASES, model_config, spec_of  # noqa: E402
 from shardplan.llama import Llama  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def reestimated(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    work = tmp_path_factory.mktemp("h100") / "h100-single-gpu.json"
-    shutil.copy(RESULTS / "h100-single-gpu.json", work)
+def _reestimate(results: Path, work_dir: Path) -> list[dict]:
+    work = work_dir / "h100-single-gpu.json"
+    shutil.copy(results / "h100-single-gpu.json", work)
     cmd = [sys.executable, "benchmarks/real_training.py", "--reestimate", str(work)]
     run = subprocess.run(
         [*cmd, "--calibration", str(RESULTS / "h100-calibration.json")], cwd=ROOT, capture_output=True, text=True
     )
     assert run.returncode == 0, run.stderr[-2000:]
     return json.loads(work.read_text())["cases"]
+
+
+@pytest.fixture(scope="module")
+def reestimated(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    return _reestimate(RESULTS, tmp_path_factory.mktemp("h100"))
 
 
 def test_step_time_within_10_percent_and_memory_within_5(reestimated: list[dict]) -> None:
@@ -53,3 +57,20 @@ def test_benchmark_models_match_their_model_specs() -> None:
         with torch.device("meta"):
             module = Llama(model_config(case.model, case.seq_len))
         assert sum(p.numel() for p in module.parameters()) == spec_of(case).num_params
+
+
+def test_op_level_selective_recompute(tmp_path: Path) -> None:
+    """torchtitan's per-op selective recompute on the same H100 (scripts/h100_selective_op.sh), run
+    twice: with expandable segments (what the estimate models; torchtitan's launcher sets it) peak
+    memory is within 5%; the default caching allocator reserves more, up to 10% over the estimate.
+    Step times within 10% under the default allocator (under expandable segments the 2.7B case's
+    forward measured 25% slower than the same case without; see the closing note)."""
+    runs = ROOT / "benchmarks/results/h100-selective-op"
+    expandable = _reestimate(runs / "expandable", tmp_path)
+    default = _reestimate(runs / "default", tmp_path)
+    assert len(expandable) == len(default) == 4
+    for r in expandable:
+        assert r["recompute"] == "selective-op" and abs(r["memory_error"]) <= 0.05, r["case"]
+    for r in default:
+        assert -0.10 <= r["memory_error"] < 0, r["case"]
+        assert abs(r["step_time_error"]) <= 0.10, r["case"]

@@ -104,11 +104,22 @@ def stage_times(
     )
     fwd = layers * (gemms + attn + memory)
     bwd = layers * (2 * gemms + attn_bwd + 2 * memory)
-    gemm_total = layers * gemms * (4 if recompute == "full" else 3)
+    gemm_total = layers * gemms * {"full": 4, "selective-layer": 3.5}.get(recompute, 3)
     if recompute == "full":
         rec = fwd
     elif recompute == "selective":
         rec = layers * attn  # recompute the attention core only (Korthikanti et al. 2022, Sec. 5)
+    elif recompute == "selective-layer":  # every second block in full
+        rec = fwd / 2
+    elif recompute == "selective-op":  # every other matmul and the memory-bound ops, not attention
+        redo = sum(
+            gemm_s(tokens, m.width / tp, m.inner, rates)
+            if m.column_parallel
+            else gemm_s(tokens, m.width, m.inner / tp, rates)
+            for m in model.block_matmuls()[1::2]
+        )
+        rec = layers * (redo + memory)
+        gemm_total += layers * redo
     else:
         rec = 0.0
     if last:
@@ -127,8 +138,10 @@ def stage_times(
     ends = first or last
     fwd = max(fwd, layers * host["forward_s_per_block"] + ends * host["forward_s_fixed"])
     bwd = max(bwd, layers * host["backward_s_per_block"] + ends * host["backward_s_fixed"])
-    if recompute == "full":
+    if recompute in ("full", "selective-op"):  # both re-run every op of the block's forward from Python
         rec = max(rec, layers * host["forward_s_per_block"])
+    elif recompute == "selective-layer":
+        rec = max(rec, layers / 2 * host["forward_s_per_block"])
     return StageTimes(forward_s=fwd, backward_s=bwd, recompute_s=rec, gemm_s=gemm_total)
 
 

@@ -71,7 +71,7 @@ def activation_bytes(
     if pp > 1 and virtual_stages > 1:
         in_flight *= 1 + (pp - 1) / (pp * virtual_stages)
     acts = per_layer * tokens * layers * in_flight
-    if training.recompute == "full":  # one layer is rebuilt in full during its backward
+    if training.recompute in ("full", "selective-op", "selective-layer"):  # a block rebuilt in full for its backward
         acts += model.activation_bytes_per_token(tp=tp, sequence_parallel=sp, seq_len=training.seq_len) * tokens
     out = {"activations": acts}
     if last:
@@ -114,8 +114,13 @@ def stage_memory(
             virtual_stages=virtual_stages,
         )
     )
-    if training.zero_stage == 3:  # FSDP: the current and the prefetched layer, gathered in bf16
-        mem["gathered_weights"] = 2 * 2 * param_counts(model, layers=1, first=False, last=False) / tp
+    if training.zero_stage == 3:
+        # FSDP: the current and the prefetched block, gathered in bf16; and the embedding, final norm
+        # and head, which FSDP2 keeps gathered from forward to backward (the root module is not
+        # resharded after forward: torch.distributed.fsdp.fully_shard docs, reshard_after_forward)
+        block = param_counts(model, layers=1, first=False, last=False)
+        ends = param_counts(model, layers=0, first=first, last=last)
+        mem["gathered_weights"] = BF16_WEIGHT * (2 * block + ends) / tp
     mem["framework"] = context_bytes
     return mem
 

@@ -32,6 +32,13 @@ class StepCost:
     model_flops_per_step: float
 
 
+def _tp_passes(training: Training) -> float:
+    """Passes that run the blocks' TP collectives: forward and backward, plus a recomputed forward
+    (full; half the blocks for selective-layer), or its all-gathers alone (selective-op keeps the
+    reduce-scatter outputs)."""
+    return {"full": 3.0, "selective-op": 2.5, "selective-layer": 2.5}.get(training.recompute, 2.0)
+
+
 def split_layers(num_layers: int, pp: int) -> tuple[int, ...]:
     """Layers per stage, as even as possible, the remainder on the middle stages (the first holds the
     embedding and the last the output head, both heavy)."""
@@ -94,7 +101,7 @@ def step_cost(
                 if sp
                 else 2 * tp_axis.time_s("all_reduce", groups, size)
             )
-            passes = 3 if training.recompute == "full" else 2  # forward, backward (+ recomputed forward)
+            passes = _tp_passes(training)
             tp_s = per_layer_fwd * layers[p] * passes
             comm[_link_class(topology, groups[0])] += tp_s * num_micro
             if training.tp_comm_overlap:  # each all-gather / reduce-scatter runs under its GEMM
@@ -199,7 +206,7 @@ def traffic_bytes(
     num_micro = training.global_batch // (dp * micro_batch)
     sp = training.sequence_parallel and tp > 1
     act = micro_batch * training.seq_len * model.hidden_size * 2  # bf16 activations of one micro-batch
-    passes = 3 if training.recompute == "full" else 2
+    passes = _tp_passes(training)
     layers = model.num_layers / pp
     params = param_counts(model, layers=round(layers), first=False, last=False) / tp
     zero3_gathers = num_micro * 2 * params * 2 * (dp - 1) / dp if training.zero_stage == 3 else 0.0

@@ -39,6 +39,9 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
         args += ["--recompute-granularity full", "--recompute-method uniform", "--recompute-num-layers 1"]
     elif plan.recompute == "selective":
         args.append("--recompute-granularity selective")
+    elif plan.recompute == "selective-layer":  # half the blocks of each stage in full
+        half = max(plan.layers_per_stage) // 2
+        args += ["--recompute-granularity full", "--recompute-method block", f"--recompute-num-layers {half}"]
     if plan.zero_stage >= 1:
         args.append("--use-distributed-optimizer")
     if plan.pp > 1 and len(set(plan.layers_per_stage)) > 1:
@@ -49,5 +52,7 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
         head.append(
             f"# the plan assumes ZeRO-{plan.zero_stage}; Megatron's distributed optimizer shards optimizer states only"
         )
+    if plan.recompute == "selective-op":
+        head.append("# the plan assumes torchtitan's per-op selective recompute; Megatron has no such option")
     head += remap_note(plan, topology, "#")
     return "\n".join(head) + "\n" + " \\\n".join(args) + "\n"

@@ -47,6 +47,17 @@ def torchtitan_toml(plan: Plan, topology: Topology) -> str:
         'mixed_precision_param = "bfloat16"',
         "",
         "[activation_checkpoint]",
-        f'mode = "{plan.recompute}"',
+        *_activation_checkpoint(plan.recompute),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _activation_checkpoint(recompute: str) -> list[str]:
+    """torchtitan's [activation_checkpoint] keys for a plan's recompute mode."""
+    if recompute == "selective-op":
+        return ['mode = "selective"', 'selective_ac_option = "op"']
+    if recompute == "selective-layer":
+        return ['mode = "selective"', 'selective_ac_option = "2"']
+    if recompute == "selective":  # Megatron's: recompute the s x s attention core, which SDPA never keeps
+        return ['mode = "none"  # the plan\'s Megatron-style selective recompute: nothing to do with SDPA']
+    return [f'mode = "{recompute}"']

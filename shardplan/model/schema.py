@@ -4,12 +4,23 @@ activation bytes per token, the three numbers the planner needs per layer."""
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Recompute = Literal["none", "selective", "full"]
+Recompute = Literal["none", "selective", "selective-op", "selective-layer", "full"]
 BYTES_BF16 = 2  # activations are stored in bf16 (2 bytes per element)
+FP32 = 4
+
+
+class Matmul(NamedTuple):
+    """One weight matmul of a transformer block: its output width, inner dimension, and whether TP
+    splits its output columns (column-parallel) or its inner dimension (row-parallel)."""
+
+    name: str
+    width: int
+    inner: int
+    column_parallel: bool
 
 
 class MoeSpec(BaseModel):
@@ -94,6 +105,23 @@ class ModelSpec(BaseModel):
         s = seq_len or self.seq_len
         return sum((ly.matmul_flops_per_token + ly.attn_flops_per_token_per_seq * s) * ly.count for ly in self.layers)
 
+    def block_matmuls(self) -> tuple[Matmul, ...]:
+        """The block's weight matmuls in forward order, unfused as Llama and torchtitan write them:
+        Q, K, V, out-projection, then the MLP (SwiGLU: gate w1, up w3, down w2; GeLU: up, down)."""
+        h, f = self.hidden_size, self.ffn_hidden_size
+        if self.moe is not None:
+            f = self.moe.expert_ffn_hidden_size * self.moe.top_k + self.moe.shared_ffn_hidden_size
+        q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        attention = (
+            Matmul("q", q, h, True),
+            Matmul("k", kv, h, True),
+            Matmul("v", kv, h, True),
+            Matmul("o", h, q, False),
+        )
+        if self.mlp == "swiglu":
+            return (*attention, Matmul("w1", f, h, True), Matmul("w3", f, h, True), Matmul("w2", h, f, False))
+        return (*attention, Matmul("fc1", f, h, True), Matmul("fc2", h, f, False))
+
     def activation_bytes_per_token(
         self,
         *,
@@ -121,6 +149,14 @@ class ModelSpec(BaseModel):
         Tensor parallelism divides what is sharded (QKV/MLP internals) by tp; sequence parallelism
         also divides the LN outputs, norm inputs and masks (the paper's 10h becomes 10h/t).
         Selective recompute drops the s x s part; full recompute keeps only the block input (2h).
+        Op-level selective recompute ("selective-op", torchtitan's `selective_ac_option = "op"`,
+        torchtitan/models/llama/parallelize_llama.py `_save_list`) keeps the block input, the outputs
+        of every other weight matmul in forward order (`block_matmuls`: the 1st, 3rd, ...), the
+        attention output with its fp32 log-sum-exp, and the outputs of TP's reduce-scatters; the rest
+        is recomputed in backward. A row-parallel matmul's output is the full-width partial sum.
+        Layer-level selective recompute ("selective-layer", torchtitan's `selective_ac_option = "2"`,
+        its default) recomputes every second block in full and keeps everything in the others: the
+        mean of the two per block.
         """
         h, f = self.hidden_size, self.ffn_hidden_size
         kv = self.num_kv_heads * self.head_dim
@@ -131,6 +167,21 @@ class ModelSpec(BaseModel):
             f = self.moe.expert_ffn_hidden_size * self.moe.top_k + self.moe.shared_ffn_hidden_size
         if recompute == "full":
             return BYTES_BF16 * h / (tp if sequence_parallel else 1)
+        if recompute == "selective-layer":
+            both = ("full", "none")
+            return (
+                sum(
+                    self.activation_bytes_per_token(tp=tp, sequence_parallel=sequence_parallel, recompute=r, seq_len=s)
+                    for r in both
+                )
+                / 2
+            )
+        if recompute == "selective-op":
+            kept = sum(m.width / (tp if m.column_parallel else 1) for m in self.block_matmuls()[::2])
+            kept += h / (tp if sequence_parallel else 1) + q / tp  # block input, attention output
+            if tp > 1 and sequence_parallel:
+                kept += 2 * h / tp  # reduce-scatter outputs after the out- and down-projections
+            return float(BYTES_BF16 * kept + FP32 * self.num_heads / tp)
         # Sharded by TP: Q, K, V, out-proj input (sized q: heads*head_dim), MLP internals.
         mlp_inner = (2 * f + 2 * f) if self.mlp == "gelu" else 8 * f
         sharded = 2 * q + 2 * kv + 2 * kv + 2 * q + mlp_inner

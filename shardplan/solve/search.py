@@ -17,13 +17,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from shardplan.cost.calibration import Calibration, Rates, rates_for, read_calibration
 from shardplan.cost.memory import fullest_stage_memory
 from shardplan.cost.step import StepCost, split_layers, step_cost, time_lower_bound_s, traffic_bytes
 from shardplan.errors import PlanError
 from shardplan.model import ModelSpec, load_model
+from shardplan.model.schema import Recompute
 from shardplan.plan import Plan
 from shardplan.solve import space
 from shardplan.solve.estimate import default_layout, make_plan
@@ -79,6 +80,9 @@ def suggest(
     hbm = min((g.memory_bytes or 0) for g in topo.gpus) or None
     if top_k < 1:
         raise PlanError("top_k must be at least 1")
+    modes = get_args(Recompute)
+    if unknown := [r for r in recompute or () if r not in modes]:
+        raise PlanError(f"recompute {', '.join(unknown)}: expected one of {', '.join(modes)}")
 
     pins = {"zero_stages": zero_stages, "recompute": recompute, "micro_batch": micro_batch, "pp": pp, "tp": tp}
     fitting: list[tuple[float, space.Candidate, Training]] = []
