@@ -58,12 +58,15 @@ def test_unknown_op():
 
 
 def _rows(name: str) -> list[tuple[int, float]]:
-    """(size bytes, out-of-place time s) rows of an nccl-tests output."""
+    """(size bytes, out-of-place time s) rows of an nccl-tests output; also of its condensed form
+    (size with '_' separators, time, algbw, busbw), as one fixture was posted."""
     out = []
     for line in fixture_body(DATA / "nccl" / name).splitlines():
         cells = line.split()
         if len(cells) >= 8 and cells[0].isdigit() and cells[2] in ("float", "half", "bfloat16"):
             out.append((int(cells[0]), float(cells[5]) * 1e-6))
+        elif len(cells) == 4 and cells[0].replace("_", "").isdigit():
+            out.append((int(cells[0].replace("_", "")), float(cells[1]) * 1e-6))
     return out
 
 
@@ -87,13 +90,22 @@ MACHINES = {
     "nccl-tests-all_reduce-h100-2node-gcp-a3mega-tcpxo-1.txt": ("gcp-a3-mega.yaml", 2, 16),
     "nccl-tests-all_reduce-gb200-nvl72-1rack-1.txt": ("gb200-nvl72", 1, 72),
     "nccl-tests-all_reduce-a100-40gb-2node-roce-oci-1size-1.txt": ("oci-bm-gpu4-8.yaml", 2, 16),
+    "nccl-tests-all_reduce-a100-8gpu-nvswitch-massaged-1.txt": ("dgx-a100", 1, 8),
+    "nccl-tests-all_reduce-gb200-nvl72-20rack-1.txt": ("gb200-nvl72", 20, 1440),
 }
 # Where the model is known to miss by more than 15% (measured errors in the closing note):
 KNOWN_MISSES = {
     # H100 NVLS at 2 MiB: model +18% (NCCL picks an NVLS/LL128 path the protocol table does not have).
     ("nccl-tests-all_reduce-h100-8gpu-gcp-a3-1.txt", 2097152),
-    # GPUDirect-TCPXO (Ethernet offload) ramps up far slower than NIC line rate below 512 MiB.
-    *(("nccl-tests-all_reduce-h100-2node-gcp-a3mega-tcpxo-1.txt", 2**k) for k in range(20, 29)),
+    # GPUDirect-TCPXO (Ethernet offload) ramps up far slower than NIC line rate up to 512 MiB (its
+    # net plugin's per-step latency is not NCCL's InfiniBand figure): model -8% at 1 GiB, -15% at 512 MiB.
+    *(("nccl-tests-all_reduce-h100-2node-gcp-a3mega-tcpxo-1.txt", 2**k) for k in range(20, 30)),
+    # 8x A100 NVSwitch, one process driving all 8 GPUs (-g 8): below 512 MiB its bus bandwidth ramps
+    # more slowly than the protocol model (model -17% to -46% at 1-256 MiB; -10% and -8% above).
+    *(("nccl-tests-all_reduce-a100-8gpu-nvswitch-massaged-1.txt", 2**k) for k in range(20, 29)),
+    # 20 GB200 NVL72 racks, 1,440 ranks: model -15.2% at 512 MiB (-11.6% at 1 GiB), with the ring;
+    # NCCL may run a tree or NVLS tree there, which the model does not have.
+    ("nccl-tests-all_reduce-gb200-nvl72-20rack-1.txt", 2**29),
 }
 
 

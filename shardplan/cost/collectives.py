@@ -215,11 +215,30 @@ def collective_time_s(
         transfer_s = {p: ring_s / _PROTO_SHARE[p] for p in _PROTO_SHARE}
         if nvls:
             transfer_s["NVLS"] = tree_s
-    kind = _link_class(topology, group)
-    steps = _steps(op, n)
-    latency_us = {p: _BASE_LAT_US[p] + steps * _STEP_LAT_US[kind][p] for p in _PROTO_SHARE}
+    latency_us = _ring_latency_us(topology, op, group, per_node, size_bytes)
     latency_us["NVLS"] = latency_us["Simple"]
     return min(max(floor_latency_s, latency_us[p] * 1e-6) + transfer_s[p] for p in transfer_s)
+
+
+def _ring_latency_us(
+    topology: Topology, op: str, group: Sequence[int], per_node: dict[Hashable, list[int]], size_bytes: float
+) -> dict[str, float]:
+    """Ring latency per protocol as NCCL's tuning model charges it (src/graph/tuning.cc,
+    ncclTopoTuneModel and ncclTopoGetAlgoTime): the steps that cross between nodes (2 (nodes - 1)
+    for all-reduce, nodes - 1 for all-gather / reduce-scatter) at the network's per-step latency, the
+    rest at the intra-node link's; LL's intra-node latency x 1.8 on more than one node; and the ring
+    Simple all-reduce's "plateau effect" (latency x 1.9) on more than one node once the buffer
+    reaches ranks / 16 x 64 KiB."""
+    n, islands = len(group), len(per_node)
+    steps, inter = _steps(op, n), (_steps(op, islands) if islands > 1 else 0)
+    intra_kind = _link_class(topology, max(per_node.values(), key=len))
+    out = {}
+    for p in _PROTO_SHARE:
+        intra = _STEP_LAT_US[intra_kind][p] * (1.8 if p == "LL" and islands > 1 else 1.0)
+        out[p] = _BASE_LAT_US[p] + (steps - inter) * intra + inter * _STEP_LAT_US["net"][p]
+    if op == "all_reduce" and islands > 1 and size_bytes >= n / 16 * 65536:
+        out["Simple"] *= 1.9
+    return out
 
 
 def _nvls(topology: Topology, group: Sequence[int]) -> bool:
