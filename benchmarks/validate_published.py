@@ -283,6 +283,9 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
     if not row["tp"] or not row["pp"]:
         result.skipped = "TP or PP degree not stated"
         return result
+    if not all(_num(row[k]) for k in ("n_layers", "hidden", "n_heads", "seq_len")):
+        result.skipped = "architecture or sequence length not stated"
+        return result
     try:
         n = int(_num(row["n_gpus"]))
         tp, pp = int(_num(row["tp"]) or 1), int(_num(row["pp"]) or 1)

@@ -35,6 +35,8 @@ class Plan(BaseModel):
     zero_stage: int = Field(0, description="ZeRO / FSDP stage.")
     recompute: str = Field("none", description="Activation recomputation.")
     sequence_parallel: bool = True
+    tp_comm_overlap: bool = Field(False, description="TP collectives assumed hidden under the GEMMs they feed.")
+    overlap_param_gather: bool = Field(False, description="ZeRO-1/2 weight all-gather assumed under the next forward.")
     global_batch: int
     seq_len: int
     mesh_dim_names: tuple[str, ...] = ("pp", "dp", "tp")

@@ -24,9 +24,10 @@ ROOT = Path(__file__).parent.parent
 CROSSED = ROOT / "tests/data/machines/a100-pcie-bridged-crossed.yaml"
 TRAIN = Training(global_batch=64, seq_len=4096, zero_stage=1)
 
-PLAN_KEYS = {  # the JSON contract (DESIGN.md "Plan"); a change here is a schema version bump
+PLAN_KEYS = {  # the JSON contract (DESIGN.md "Plan"): new keys carry neutral defaults; removing one bumps the version
     "schema_version", "model", "topology", "num_gpus", "tp", "pp", "dp", "cp", "ep", "micro_batch",
-    "num_micro_batches", "virtual_stages", "zero_stage", "recompute", "sequence_parallel", "global_batch",
+    "num_micro_batches", "virtual_stages", "zero_stage", "recompute", "sequence_parallel", "tp_comm_overlap",
+    "overlap_param_gather", "global_batch",
     "seq_len", "mesh_dim_names", "mesh_shape", "rank_layout", "layers_per_stage", "step_time_s", "tokens_per_s",
     "mfu", "memory_per_gpu_bytes", "memory_breakdown", "fits", "breakdown", "comm_time_by_link",
     "default_step_time_s", "optimal", "gap",
@@ -94,7 +95,8 @@ MEGATRON_ARGS = {
     "--tensor-model-parallel-size", "--pipeline-model-parallel-size", "--micro-batch-size", "--global-batch-size",
     "--seq-length", "--bf16", "--num-layers-per-virtual-pipeline-stage", "--sequence-parallel",
     "--recompute-granularity", "--recompute-method", "--recompute-num-layers", "--use-distributed-optimizer",
-    "--decoder-first-pipeline-num-layers", "--decoder-last-pipeline-num-layers",
+    "--decoder-first-pipeline-num-layers", "--decoder-last-pipeline-num-layers", "--tp-comm-overlap",
+    "--overlap-grad-reduce", "--overlap-param-gather",
 }  # fmt: skip
 DEEPSPEED_KEYS = {
     "train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "bf16",
@@ -148,6 +150,16 @@ def test_recompute_modes_map_to_each_framework(recompute: str, titan: dict, mega
     assert tomllib.loads(emit(plan, topo, "torchtitan"))["activation_checkpoint"] == titan
     args = emit(plan, topo, "megatron")
     assert megatron in args and ("--recompute" in args) == bool(megatron)
+
+
+def test_overlap_flags_travel_to_the_launch_configs() -> None:
+    topo = load_topology(CROSSED)
+    train = TRAIN.model_copy(update={"tp_comm_overlap": True, "overlap_param_gather": True})
+    plan = estimate("llama3-8b", topo, train, tp=2, pp=1, dp=4)
+    assert Plan.from_json(plan.to_json()).tp_comm_overlap
+    assert tomllib.loads(emit(plan, topo, "torchtitan"))["parallelism"]["enable_async_tensor_parallel"] is True
+    args = emit(plan, topo, "megatron")
+    assert "--tp-comm-overlap" in args and "--overlap-param-gather" in args
 
 
 def _torchrun(*args: str) -> subprocess.CompletedProcess[str]:

@@ -44,6 +44,10 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
         args += ["--recompute-granularity full", "--recompute-method block", f"--recompute-num-layers {half}"]
     if plan.zero_stage >= 1:
         args.append("--use-distributed-optimizer")
+    if plan.tp_comm_overlap and plan.tp > 1:
+        args.append("--tp-comm-overlap")  # needs Transformer Engine and --sequence-parallel
+    if plan.overlap_param_gather and plan.zero_stage >= 1:
+        args += ["--overlap-grad-reduce", "--overlap-param-gather"]
     if plan.pp > 1 and len(set(plan.layers_per_stage)) > 1:
         first, last = plan.layers_per_stage[0], plan.layers_per_stage[-1]
         args += [f"--decoder-first-pipeline-num-layers {first}", f"--decoder-last-pipeline-num-layers {last}"]

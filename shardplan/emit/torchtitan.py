@@ -36,7 +36,8 @@ def torchtitan_toml(plan: Plan, topology: Topology) -> str:
         f"pipeline_parallel_degree = {plan.pp}",
         f'pipeline_parallel_schedule = "{schedule}"',
         f"pipeline_parallel_microbatch_size = {plan.micro_batch}",
-        "enable_async_tensor_parallel = false",
+        # async TP is torchtitan's TP/GEMM overlap; it needs torch.compile
+        f"enable_async_tensor_parallel = {str(plan.tp_comm_overlap and plan.tp > 1).lower()}",
         f"context_parallel_degree = {plan.cp}",
         f"expert_parallel_degree = {plan.ep}",
         "",

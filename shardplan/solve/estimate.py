@@ -138,6 +138,8 @@ def make_plan(
         zero_stage=training.zero_stage,
         recompute=training.recompute,
         sequence_parallel=training.sequence_parallel,
+        tp_comm_overlap=training.tp_comm_overlap,
+        overlap_param_gather=training.overlap_param_gather,
         global_batch=training.global_batch,
         seq_len=training.seq_len,
         mesh_shape=(pp, dp, tp),
