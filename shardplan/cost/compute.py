@@ -55,10 +55,7 @@ def _block_times(model: ModelSpec, tokens: int, seq_len: int, tp: int, sp: bool,
     transformer block."""
     h, q = model.hidden_size, model.num_heads * model.head_dim
     kv = model.num_kv_heads * model.head_dim
-    if model.moe is not None:
-        f = model.moe.expert_ffn_hidden_size * model.moe.top_k + model.moe.shared_ffn_hidden_size
-    else:
-        f = model.ffn_hidden_size
+    f = model.active_ffn_hidden_size
     mlp_in = 2 * f if model.mlp == "swiglu" else f  # gate and up fused, or one GeLU input projection
     gemms = (
         gemm_s(tokens, (q + 2 * kv) / tp, h, rates)  # QKV projection

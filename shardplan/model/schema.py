@@ -105,12 +105,17 @@ class ModelSpec(BaseModel):
         s = seq_len or self.seq_len
         return sum((ly.matmul_flops_per_token + ly.attn_flops_per_token_per_seq * s) * ly.count for ly in self.layers)
 
+    @property
+    def active_ffn_hidden_size(self) -> int:
+        """The MLP width one token passes through: MoE's top-k experts and shared experts together."""
+        if self.moe is None:
+            return self.ffn_hidden_size
+        return self.moe.expert_ffn_hidden_size * self.moe.top_k + self.moe.shared_ffn_hidden_size
+
     def block_matmuls(self) -> tuple[Matmul, ...]:
         """The block's weight matmuls in forward order, unfused as Llama and torchtitan write them:
         Q, K, V, out-projection, then the MLP (SwiGLU: gate w1, up w3, down w2; GeLU: up, down)."""
-        h, f = self.hidden_size, self.ffn_hidden_size
-        if self.moe is not None:
-            f = self.moe.expert_ffn_hidden_size * self.moe.top_k + self.moe.shared_ffn_hidden_size
+        h, f = self.hidden_size, self.active_ffn_hidden_size
         q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         attention = (
             Matmul("q", q, h, True),
@@ -158,24 +163,17 @@ class ModelSpec(BaseModel):
         its default) recomputes every second block in full and keeps everything in the others: the
         mean of the two per block.
         """
-        h, f = self.hidden_size, self.ffn_hidden_size
+        h, f = self.hidden_size, self.active_ffn_hidden_size
         kv = self.num_kv_heads * self.head_dim
         q = self.num_heads * self.head_dim
         s = seq_len or self.seq_len
         mask = 1 if self.dropout else 0
-        if self.moe is not None:
-            f = self.moe.expert_ffn_hidden_size * self.moe.top_k + self.moe.shared_ffn_hidden_size
         if recompute == "full":
             return BYTES_BF16 * h / (tp if sequence_parallel else 1)
         if recompute == "selective-layer":
-            both = ("full", "none")
-            return (
-                sum(
-                    self.activation_bytes_per_token(tp=tp, sequence_parallel=sequence_parallel, recompute=r, seq_len=s)
-                    for r in both
-                )
-                / 2
-            )
+            shape = {"tp": tp, "sequence_parallel": sequence_parallel, "seq_len": s, "flash_attention": flash_attention}
+            full = self.activation_bytes_per_token(**shape, recompute="full")
+            return (full + self.activation_bytes_per_token(**shape)) / 2
         if recompute == "selective-op":
             kept = sum(m.width / (tp if m.column_parallel else 1) for m in self.block_matmuls()[::2])
             kept += h / (tp if sequence_parallel else 1) + q / tp  # block input, attention output
