@@ -36,7 +36,10 @@ FILE_DEFAULTS = {
     "megascale2024_175b_530b.csv": (1, "selective", 1, 6),
     "torchtitan_benchmarks.csv": (1, "selective-op", 3, 1),
     # Llama 3 (arXiv:2407.21783 Sec. 3.3): FSDP sharding optimizer states and gradients (ZeRO-2 like).
-    "llama3_2024_405b_pretraining.csv": (1, "none", 2, 1),
+    # Sec. 3.3.2 runs an interleaved schedule and takes one layer off the first and last stages, so
+    # that "the first model chunk on the first stage has only the embedding": one layer per chunk,
+    # (126 + 2) / 16 stages = 8 chunks per GPU.
+    "llama3_2024_405b_pretraining.csv": (1, "none", 2, 8),
     # llm-foundry: every row states micro-batch, sharding and activation checkpointing.
     "llmfoundry_mpt_fsdp_benchmarks.csv": (1, "none", 3, 1),
     # BLOOM tr11 sweep (file header): Megatron-DeepSpeed, ZeRO-1, activation checkpointing.

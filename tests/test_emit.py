@@ -87,6 +87,7 @@ TORCHTITAN_KEYS = {
         "data_parallel_replicate_degree", "data_parallel_shard_degree", "tensor_parallel_degree",
         "pipeline_parallel_degree", "pipeline_parallel_schedule", "pipeline_parallel_microbatch_size",
         "enable_async_tensor_parallel", "context_parallel_degree", "expert_parallel_degree",
+        "module_fqns_per_model_part",
     },
     "training": {"global_batch_size", "local_batch_size", "seq_len", "mixed_precision_param"},
     "activation_checkpoint": {"mode"},
@@ -95,7 +96,7 @@ MEGATRON_ARGS = {
     "--tensor-model-parallel-size", "--pipeline-model-parallel-size", "--micro-batch-size", "--global-batch-size",
     "--seq-length", "--bf16", "--num-layers-per-virtual-pipeline-stage", "--sequence-parallel",
     "--recompute-granularity", "--recompute-method", "--recompute-num-layers", "--use-distributed-optimizer",
-    "--decoder-first-pipeline-num-layers", "--decoder-last-pipeline-num-layers", "--tp-comm-overlap",
+    "--pipeline-model-parallel-layout", "--tp-comm-overlap",
     "--overlap-grad-reduce", "--overlap-param-gather",
 }  # fmt: skip
 DEEPSPEED_KEYS = {
@@ -108,7 +109,10 @@ DEEPSPEED_KEYS = {
 def test_emitters_use_documented_keys_and_agree_with_the_plan(tp: int, pp: int, dp: int, layout: list | None) -> None:
     plan, topo = _plan(tp, pp, dp, layout), load_topology(CROSSED)
     toml = tomllib.loads(emit(plan, topo, "torchtitan"))
-    assert {k: set(v) for k, v in toml.items()} == TORCHTITAN_KEYS
+    keys = {k: set(v) for k, v in TORCHTITAN_KEYS.items()}
+    if pp == 1:  # one stage: no split to name
+        keys["parallelism"].remove("module_fqns_per_model_part")
+    assert {k: set(v) for k, v in toml.items()} == keys
     par = toml["parallelism"]
     assert (
         par["tensor_parallel_degree"]
@@ -150,6 +154,42 @@ def test_recompute_modes_map_to_each_framework(recompute: str, titan: dict, mega
     assert tomllib.loads(emit(plan, topo, "torchtitan"))["activation_checkpoint"] == titan
     args = emit(plan, topo, "megatron")
     assert megatron in args and ("--recompute" in args) == bool(megatron)
+
+
+@pytest.mark.parametrize(
+    "layers,pp,v,stages",
+    [
+        (126, 16, 8, None),  # Llama 3 405B: the first chunk the embedding alone, the last the head alone
+        (32, 4, 2, None),  # even: Megatron's own split
+        (32, 4, 1, (7, 9, 9, 7)),  # uneven, one chunk per stage
+    ],
+)
+def test_pipeline_split_names_every_block_once_on_its_stage(layers: int, pp: int, v: int, stages: tuple | None) -> None:
+    from shardplan.model.hf_config import spec_from_config
+
+    cfg = {"model_type": "llama", "hidden_size": 1024, "num_hidden_layers": layers, "num_attention_heads": 8}
+    cfg |= {"intermediate_size": 4096, "vocab_size": 32000, "max_position_embeddings": 2048}
+    model = spec_from_config(cfg, "test config", name="test")
+    topo = load_topology("dgx-h100", nodes=2 * pp // 8)
+    train = Training(global_batch=2 * pp, seq_len=2048, zero_stage=1)
+    plan = estimate(model, topo, train, tp=1, pp=pp, dp=2, virtual_stages=v, layers_per_stage=stages)
+    parts = tomllib.loads(emit(plan, topo, "torchtitan"))["parallelism"]["module_fqns_per_model_part"]
+    assert len(parts) == pp * v
+    flat = [name for part in parts for name in part]
+    assert flat == ["tok_embeddings", *(f"layers.{i}" for i in range(layers)), "norm", "output"]
+    per_stage = [sum(name.startswith("layers.") for k, part in enumerate(parts) if k % pp == p for name in part)
+                 for p in range(pp)]  # fmt: skip
+    assert tuple(per_stage) == plan.layers_per_stage
+
+    args = emit(plan, topo, "megatron")
+    layout = re.search(r'--pipeline-model-parallel-layout "([^"]+)"', args)
+    if len(set(plan.layers_per_stage)) == 1 and plan.layers_per_stage[0] % v == 0:
+        assert layout is None and (v == 1 or f"--num-layers-per-virtual-pipeline-stage {layers // (pp * v)}" in args)
+        return
+    segments = layout.group(1).split("|")
+    assert len(segments) == pp * v and segments[0].startswith("E") and segments[-1].endswith("L")
+    count = sum(int(t[2:] or 1) if t.startswith("t*") else t == "t" for seg in segments for t in seg.split(","))
+    assert count == layers
 
 
 def test_overlap_flags_travel_to_the_launch_configs() -> None:

@@ -87,12 +87,26 @@ def test_more_tokens_take_longer():
         ({"tp": 1, "pp": 1, "dp": 8, "micro_batch": 3}, "not a multiple of dp x micro_batch"),
         ({"tp": 2, "pp": 1, "dp": 4, "rank_layout": [[[0, 1], [2, 3], [4, 5], [6, 6]]]}, "exactly once"),
         ({"tp": 2, "pp": 1, "dp": 4, "rank_layout": [[[0, 1, 2, 3], [4, 5, 6, 7]]]}, "shape"),
+        ({"tp": 1, "pp": 8, "dp": 1, "virtual_stages": 5}, "40 exceeds the 32 layers plus embedding and head"),
+        (
+            {"tp": 1, "pp": 2, "dp": 4, "virtual_stages": 4, "layers_per_stage": (2, 30)},
+            "stage 0 has 2 layers, too few for 4 virtual stages",
+        ),
     ],
 )
 def test_impossible_requests_say_what_to_change(kwargs, message):
     model = kwargs.pop("model", "llama3-8b")
     with pytest.raises(PlanError, match=message.replace("(", r"\(").replace(")", r"\)")):
         estimate(model, "dgx-h100", TRAIN, **kwargs)
+
+
+def test_chunks_may_hold_only_the_embedding_or_the_head():
+    # Llama 3's split (arXiv:2407.21783 Sec. 3.3.2): 32 blocks + embedding + head = 34 items, 2 stages x 17
+    # chunks of one item; the first chunk is the embedding alone, the last the head alone
+    plan = estimate("llama3-8b", "dgx-h100", TRAIN, tp=1, pp=2, dp=4, virtual_stages=17)
+    assert plan.layers_per_stage == (16, 16) and plan.virtual_stages == 17
+    one_chunk = estimate("llama3-8b", "dgx-h100", TRAIN, tp=1, pp=2, dp=4, virtual_stages=1)
+    assert plan.breakdown["bubble"] < one_chunk.breakdown["bubble"] / 10
 
 
 def test_plan_json_round_trip_and_key_set():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shardplan.emit.chunks import model_chunks
 from shardplan.emit.remap import remap_note
 from shardplan.plan import Plan
 from shardplan.topology.schema import Topology
@@ -29,10 +30,7 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
         f"--seq-length {plan.seq_len}",
         "--bf16",
     ]
-    if plan.virtual_stages > 1:
-        args.append(
-            f"--num-layers-per-virtual-pipeline-stage {sum(plan.layers_per_stage) // (plan.pp * plan.virtual_stages)}"
-        )
+    args += _pipeline_split(plan)
     if plan.sequence_parallel and plan.tp > 1:
         args.append("--sequence-parallel")
     if plan.recompute == "full":
@@ -48,9 +46,6 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
         args.append("--tp-comm-overlap")  # needs Transformer Engine and --sequence-parallel
     if plan.overlap_param_gather and plan.zero_stage >= 1:
         args += ["--overlap-grad-reduce", "--overlap-param-gather"]
-    if plan.pp > 1 and len(set(plan.layers_per_stage)) > 1:
-        first, last = plan.layers_per_stage[0], plan.layers_per_stage[-1]
-        args += [f"--decoder-first-pipeline-num-layers {first}", f"--decoder-last-pipeline-num-layers {last}"]
     head = [f"# shardplan: {plan.model} on {plan.topology}, estimated {plan.step_time_s:.3f} s/step"]
     if plan.zero_stage >= 2:
         head.append(
@@ -60,3 +55,19 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
         head.append("# the plan assumes torchtitan's per-op selective recompute; Megatron has no such option")
     head += remap_note(plan, topology, "#")
     return "\n".join(head) + "\n" + " \\\n".join(args) + "\n"
+
+
+def _pipeline_split(plan: Plan) -> list[str]:
+    """Blocks per (virtual) stage: Megatron's even split where the plan's is even, else the explicit
+    `--pipeline-model-parallel-layout` (E: embedding, t: block, L: output head and loss; chunks in model
+    order, separated by |)."""
+    stages, v = plan.layers_per_stage, plan.virtual_stages
+    if plan.pp == 1:
+        return []
+    if len(set(stages)) == 1 and stages[0] % v == 0:
+        return [f"--num-layers-per-virtual-pipeline-stage {stages[0] // v}"] if v > 1 else []
+    segments = []
+    for c in model_chunks(plan):
+        tokens = ["E"] * c.embedding + [f"t*{c.num_layers}" if c.num_layers > 1 else "t"] * (c.num_layers > 0)
+        segments.append(",".join(tokens + ["L"] * c.head))
+    return [f'--pipeline-model-parallel-layout "{"|".join(segments)}"']

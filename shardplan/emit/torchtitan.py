@@ -3,6 +3,7 @@ Keys as in torchtitan/config/job_config.py (Parallelism, Training, ActivationChe
 
 from __future__ import annotations
 
+from shardplan.emit.chunks import model_chunks
 from shardplan.emit.remap import remap_note
 from shardplan.plan import Plan
 from shardplan.topology.schema import Topology
@@ -36,6 +37,7 @@ def torchtitan_toml(plan: Plan, topology: Topology) -> str:
         f"pipeline_parallel_degree = {plan.pp}",
         f'pipeline_parallel_schedule = "{schedule}"',
         f"pipeline_parallel_microbatch_size = {plan.micro_batch}",
+        *_model_parts(plan),
         # async TP is torchtitan's TP/GEMM overlap; it needs torch.compile
         f"enable_async_tensor_parallel = {str(plan.tp_comm_overlap and plan.tp > 1).lower()}",
         f"context_parallel_degree = {plan.cp}",
@@ -62,3 +64,18 @@ def _activation_checkpoint(recompute: str) -> list[str]:
     if recompute == "selective":  # Megatron's: recompute the s x s attention core, which SDPA never keeps
         return ['mode = "none"  # the plan\'s Megatron-style selective recompute: nothing to do with SDPA']
     return [f'mode = "{recompute}"']
+
+
+def _model_parts(plan: Plan) -> list[str]:
+    """The plan's split of blocks into pipeline stages, as torchtitan's module names per model chunk
+    (its Llama-family models: tok_embeddings, layers.<i>, norm, output)."""
+    if plan.pp == 1:
+        return []
+    parts = []
+    for c in model_chunks(plan):
+        names = ["tok_embeddings"] * c.embedding + [
+            f"layers.{i}" for i in range(c.first_layer, c.first_layer + c.num_layers)
+        ]
+        parts.append(names + ["norm", "output"] * c.head)
+    body = ", ".join("[" + ", ".join(f'"{n}"' for n in names) + "]" for names in parts)
+    return [f"module_fqns_per_model_part = [{body}]"]

@@ -41,8 +41,12 @@ def check_layout(
         raise PlanError(f"tp={tp} does not divide the {model.num_heads} attention heads of {model.name}")
     if model.num_kv_heads % tp and tp % model.num_kv_heads:
         raise PlanError(f"tp={tp} and the {model.num_kv_heads} KV heads of {model.name} do not divide one another")
-    if pp * virtual_stages > model.num_layers:
-        raise PlanError(f"pp x virtual stages = {pp * virtual_stages} exceeds the {model.num_layers} layers")
+    # a model chunk may hold just the embedding (first) or just the output head and loss (last): Llama 3's
+    # split (arXiv:2407.21783 Sec. 3.3.2), Megatron's --account-for-{embedding,loss}-in-pipeline-split
+    if pp * virtual_stages > model.num_layers + 2:
+        raise PlanError(
+            f"pp x virtual stages = {pp * virtual_stages} exceeds the {model.num_layers} layers plus embedding and head"
+        )
     if training.global_batch % (dp * micro_batch):
         raise PlanError(
             f"global batch {training.global_batch} is not a multiple of dp x micro_batch = {dp} x {micro_batch}"
@@ -100,6 +104,13 @@ def estimate(
         len(layers_per_stage) != pp or sum(layers_per_stage) != spec.num_layers or min(layers_per_stage) < 1
     ):
         raise PlanError(f"layers_per_stage must give {pp} stages summing to the {spec.num_layers} layers")
+    if layers_per_stage is not None and virtual_stages > 1:
+        # each of a stage's chunks holds a block, or the embedding / head on the first / last stage
+        short = [p for p, n in enumerate(layers_per_stage) if n + (p == 0) + (p == pp - 1) < virtual_stages]
+        if short:
+            raise PlanError(
+                f"stage {short[0]} has {layers_per_stage[short[0]]} layers, too few for {virtual_stages} virtual stages"
+            )
     v = virtual_stages
     options = dict(micro_batch=micro_batch, virtual_stages=v, layers_per_stage=layers_per_stage, calibration=cal)
     cost = step_cost(spec, topo, training, layout, **options)
