@@ -45,6 +45,12 @@ FILE_DEFAULTS = {
     # BLOOM tr11 sweep (file header): Megatron-DeepSpeed, ZeRO-1, activation checkpointing.
     "bloom176b_topology_sweep.csv": (1, "full", 1, 1),
 }
+# Sources that predate Megatron's sequence parallelism (Korthikanti et al., arXiv:2205.05198, May 2022)
+# ran TP without it, where a row does not say (the `sp` column) otherwise.
+NO_SEQUENCE_PARALLEL = {
+    "narayanan2021_megatron_ptdp.csv",  # SC21
+    "bloom176b_topology_sweep.csv",  # Megatron-DeepSpeed, Feb 2022
+}
 # Files with no row the cost model can take, and why (listed in the report).
 NOT_USABLE = {
     "megatron_bridge_perf_summary.csv": (
@@ -221,6 +227,7 @@ COLUMNS = [
     "pp",
     "dp",
     "cp",
+    "sp",
     "vpp",
     "zero_fsdp",
     "micro_batch",
@@ -254,6 +261,13 @@ def _recompute(name: str, row: dict[str, str], default: str) -> str:
         # torchtitan's llama3 configs set selective_ac_option = "op" (train_configs/llama3_8b.toml)
         return "selective-op" if name == "torchtitan_benchmarks.csv" else "selective"
     return "none" if rc in ("no", "none", "false") else default
+
+
+def _sequence_parallel(name: str, row: dict[str, str]) -> bool:
+    said = row["sp"].lower()
+    if said.startswith(("yes", "no")):
+        return said.startswith("yes")
+    return name not in NO_SEQUENCE_PARALLEL
 
 
 def _memory_gib(row: dict[str, str], model, train: Training, n: int, tp: int, pp: int, dp: int, mb: int, vpp: int):
@@ -317,6 +331,9 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             seq_len=seq,
             recompute=_recompute(name, row, recompute),
             zero_stage=zero,
+            sequence_parallel=_sequence_parallel(name, row),
+            # BLOOM's Megatron-DeepSpeed pipelines with DeepSpeed's PipelineEngine (whole tensors per TP rank)
+            pipeline_scatter_gather=name != "bloom176b_topology_sweep.csv",
             tp_comm_overlap=any(flag in opts for flag in ("--tp-comm-overlap", "async tp", "asynctp")),
             overlap_param_gather="--overlap-param-gather" in opts,
         )

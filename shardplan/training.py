@@ -34,6 +34,12 @@ class Training(BaseModel):
         0, description="ZeRO / FSDP stage: 1 shards optimizer states, 2 also gradients, 3 also weights."
     )
     sequence_parallel: bool = Field(True, description="Megatron sequence parallelism with TP > 1.")
+    pipeline_scatter_gather: bool = Field(
+        True,
+        description="Without sequence parallelism, each TP rank sends 1/tp of a stage's output and the next stage "
+        "all-gathers it (Megatron's default); False: every TP rank sends the whole tensor (DeepSpeed's "
+        "PipelineEngine).",
+    )
     optimizer: Literal["adam", "sgd"] = Field("adam", description="Adam(W) keeps two fp32 moments per weight.")
     tp_comm_overlap: bool = Field(
         False,

@@ -119,3 +119,21 @@ def test_plan_json_round_trip_and_key_set():
     assert plan.step_time_s == pytest.approx(sum(plan.breakdown.values()))
     model = load_model("llama3-8b")
     assert plan.mfu == pytest.approx(3 * model.flops_per_token(4096) * plan.tokens_per_s / (8 * 989.4e12), rel=1e-9)
+
+
+def test_pipeline_sends_a_tp_slice_unless_every_rank_sends_the_whole_tensor():
+    from shardplan.cost.step import traffic_bytes
+
+    topo = load_topology("dgx-h100", nodes=2)
+    no_sp = TRAIN.model_copy(update={"sequence_parallel": False})
+    whole = no_sp.model_copy(update={"pipeline_scatter_gather": False})  # DeepSpeed's PipelineEngine
+    times = {
+        name: estimate("llama3-8b", topo, train, tp=4, pp=4, dp=1).breakdown["pp"]
+        for name, train in (("sp", TRAIN), ("scatter", no_sp), ("whole", whole))
+    }
+    assert times["sp"] <= times["scatter"] < times["whole"] / 2  # the slice, plus an NVLink all-gather
+    shape = dict(tp=4, pp=4, dp=1, micro_batch=1)
+    assert (
+        traffic_bytes(load_model("llama3-8b"), whole, **shape)["pp"]
+        == 4 * traffic_bytes(load_model("llama3-8b"), no_sp, **shape)["pp"]
+    )

@@ -119,14 +119,20 @@ def step_cost(
     # --- pipeline point-to-point ----------------------------------------------------------------
     pp_s = 0.0
     if pp > 1:
-        size = tokens * model.hidden_size * 2 / (tp if sp else 1)
+        # each TP rank sends its 1/tp of the activations: its sequence shard under SP, else a slice
+        # that the receiving TP group all-gathers (Megatron's scatter-gather, Narayanan et al. 2021
+        # Sec. 4.1, on unless --no-scatter-gather-tensors-in-pipeline); DeepSpeed's PipelineEngine
+        # sends the whole tensor from every TP rank (runtime/pipe/engine.py _exec_send_activations)
+        full = tokens * model.hidden_size * 2
+        split = tp if sp or training.pipeline_scatter_gather else 1
         worst = 0.0
         boundaries = [
             [[layout[p][d][t], layout[p + 1][d][t]] for d in range(dp) for t in range(tp)] for p in range(pp - 1)
         ]
         pp_axis = AxisTimes(topology, [pair for b in boundaries for pair in b], memo)
-        for pairs in boundaries:
-            worst = max(worst, pp_axis.time_s("send_recv", pairs, size))
+        for p, pairs in enumerate(boundaries):
+            gather = tp_axis.time_s("all_gather", tp_groups[p + 1], full) if split > 1 and not sp else 0.0
+            worst = max(worst, pp_axis.time_s("send_recv", pairs, full / split) + gather)
             link = _link_class(topology, pairs[0])
         pp_s = 2 * (num_micro + pp - 1) * virtual_stages * worst
         comm[link] += pp_s
@@ -204,8 +210,8 @@ def traffic_bytes(
     """Bytes each GPU sends per step on each mesh axis ("tp", "dp", "pp"), by the same formulas
     `step_cost` times: what the placement weighs one axis's links against another's."""
     num_micro = training.global_batch // (dp * micro_batch)
-    sp = training.sequence_parallel and tp > 1
     act = micro_batch * training.seq_len * model.hidden_size * 2  # bf16 activations of one micro-batch
+    split = tp if training.sequence_parallel or training.pipeline_scatter_gather else 1
     passes = _tp_passes(training)
     layers = model.num_layers / pp
     params = param_counts(model, layers=round(layers), first=False, last=False) / tp
@@ -216,7 +222,7 @@ def traffic_bytes(
         # fp32 gradients reduced once per step (all-reduce moves twice the reduce-scatter's bytes)
         "dp": 2 * (dp - 1) / dp * params * 4 + zero3_gathers,
         # activations forward and gradients backward across each stage boundary
-        "pp": (2 * (num_micro + pp - 1) * virtual_stages * act / (tp if sp else 1)) if pp > 1 else 0.0,
+        "pp": (2 * (num_micro + pp - 1) * virtual_stages * act / split) if pp > 1 else 0.0,
     }
 
 

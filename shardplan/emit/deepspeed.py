@@ -13,7 +13,9 @@ def deepspeed_json(plan: Plan, topology: Topology) -> str:
     """A DeepSpeed config: batch sizes, ZeRO stage, bf16, activation checkpointing. DeepSpeed takes
     tensor and pipeline degrees from the model code (Megatron-DeepSpeed, PipelineModule), so they
     travel in the `shardplan` block for that code to read; DeepSpeed ignores unknown top-level keys
-    only in some versions, so remove the block where yours rejects it.
+    only in some versions, so remove the block where yours rejects it. DeepSpeed's PipelineEngine
+    has no sequence parallelism and sends whole activations from every TP rank: estimate such runs
+    with `Training(sequence_parallel=False, pipeline_scatter_gather=False)`.
 
     >>> from shardplan import Training, estimate, load_topology
     >>> t = load_topology("dgx-h100")
