@@ -33,7 +33,7 @@ def best_with_degrees(model, topo, train, tp: int, pp: int, dp: int) -> tuple[fl
     for mb in (1, 2):
         for z in (0, 1, 2, 3) if dp > 1 else (0,):
             for r in ("none", "selective", "full"):
-                for v in (1, 2):
+                for v in (1, 2, 4, 8):
                     t = train.model_copy(update={"zero_stage": z, "recompute": r})
                     try:
                         p = estimate(model, topo, t, tp=tp, pp=pp, dp=dp, micro_batch=mb, virtual_stages=v)

@@ -59,6 +59,25 @@ def test_stage_split_equals_brute_force(model: str, pp: int) -> None:
     assert slowest(got) == min(slowest(s) for s in splits)
 
 
+def test_interleaving_counts_embedding_and_head_as_blocks_where_blocks_do_not_split() -> None:
+    # Llama 3's split: 30 blocks + embedding + head = 32 slots, 4 stages x 2 (or 4) chunks
+    m = load_model("llama3-8b").model_copy(update={"num_layers": 30})
+    assert space.virtual_stage_counts(m, 4, num_micro=8) == [1, 2, 4]
+    train, rates = Training(global_batch=8, seq_len=2048), rates_for("h100-sxm")
+
+    def slowest(split: tuple[int, ...]) -> int:
+        return max(_time_us(m, train, rates, p, 4, 1, 1, n) for p, n in enumerate(split))
+
+    for v in (2, 4):
+        got = balance_stages(m, train, rates, tp=1, pp=4, dp=1, micro_batch=1, virtual_stages=v, memory_bytes=None)
+        fits_chunks = [
+            s
+            for s in itertools.product(range(1, 30), repeat=4)
+            if sum(s) == 30 and all((n + (p == 0) + (p == 3)) % v == 0 for p, n in enumerate(s))
+        ]
+        assert got in fits_chunks and slowest(got) == min(slowest(s) for s in fits_chunks)
+
+
 def test_stage_split_respects_memory() -> None:
     m, train, rates = load_model("llama3-8b"), Training(global_batch=8, seq_len=4096), rates_for("h100-sxm")
     free = balance_stages(m, train, rates, tp=1, pp=4, dp=1, micro_batch=1, virtual_stages=1, memory_bytes=None)

@@ -62,14 +62,15 @@ def micro_batches(per_replica: int) -> list[int]:
 
 
 def virtual_stage_counts(model: ModelSpec, pp: int, num_micro: int) -> list[int]:
-    """Interleaved chunks per GPU: 1, or v > 1 when the blocks split into pp x v equal chunks and the
-    micro-batches fill whole rounds of pp (Megatron's interleaved 1F1B)."""
+    """Interleaved chunks per GPU: 1, or v > 1 when the micro-batches fill whole rounds of pp (Megatron's
+    interleaved 1F1B) and the blocks split into pp x v equal chunks, or do with the embedding and the
+    head counted as a block each (Llama 3's split, 126 blocks on 16 x 8 chunks)."""
     if pp == 1:
         return [1]
     return [
         v
         for v in range(1, MAX_VIRTUAL_STAGES + 1)
-        if v == 1 or (model.num_layers % (pp * v) == 0 and num_micro % pp == 0)
+        if v == 1 or (num_micro % pp == 0 and 0 in (model.num_layers % (pp * v), (model.num_layers + 2) % (pp * v)))
     ]
 
 

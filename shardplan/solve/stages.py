@@ -49,38 +49,43 @@ def balance_stages(
     if pp == 1:
         return (model.num_layers,)
     layers = model.num_layers
-    chunk = virtual_stages  # interleaved stages hold v chunks of equal size: blocks per stage are a multiple of v
+    # Interleaved stages hold v chunks of equal size: a stage's blocks are a multiple of v, or, where the
+    # blocks do not split so, its blocks plus the embedding (first stage) and head (last) are (Llama 3's
+    # split, arXiv:2407.21783 Sec. 3.3.2). k[p] counts stage p's chunks-worth of slots.
+    chunk = virtual_stages
+    ends = chunk > 1 and layers % (pp * chunk) != 0
+    off = [((p == 0) + (p == pp - 1)) * ends for p in range(pp)]
+    slots = layers + sum(off)
     m = cp_model.CpModel()
-    n = [m.new_int_var(1, layers // chunk, f"chunk_blocks{p}") for p in range(pp)]
-    m.add(sum(n) * chunk == layers)
+    k = [m.new_int_var(1, slots // chunk, f"chunks{p}") for p in range(pp)]
+    m.add(sum(k) * chunk == slots)
     slowest = m.new_int_var(0, 10**12, "slowest_us")
     segments: dict[tuple[bool, bool], list[tuple[int, int]]] = {}
     for p in range(pp):
         kind = (p == 0, p == pp - 1)
+        blocks = [max(j * chunk - off[p], 0) for j in range(slots // chunk + 1)]
         if kind not in segments:
-            ts = [
-                _time_us(model, training, rates, p, pp, tp, micro_batch, k * chunk) for k in range(layers // chunk + 1)
-            ]
-            lines = [(ts[k] - (ts[k + 1] - ts[k]) * k, ts[k + 1] - ts[k]) for k in range(len(ts) - 1)]
+            ts = [_time_us(model, training, rates, p, pp, tp, micro_batch, b) for b in blocks]
+            lines = [(ts[j] - (ts[j + 1] - ts[j]) * j, ts[j + 1] - ts[j]) for j in range(len(ts) - 1)]
             segments[kind] = list(dict.fromkeys(lines))  # (intercept, slope) of each segment
         for intercept, slope in segments[kind]:
-            m.add(slowest >= intercept + slope * n[p])
-        if memory_bytes is not None:
-            b0, b1 = (
-                _mem_mib(model, training, rates, p, pp, tp, dp, micro_batch, virtual_stages, k * chunk) for k in (0, 1)
+            m.add(slowest >= intercept + slope * k[p])
+        if memory_bytes is not None:  # linear in the blocks: read off at one and two chunks
+            m1, m2 = (
+                _mem_mib(model, training, rates, p, pp, tp, dp, micro_batch, virtual_stages, b) for b in blocks[1:3]
             )
-            m.add(b0 + (b1 - b0) * n[p] <= int(memory_bytes // MEMORY_UNIT))
+            m.add(m1 + (m2 - m1) * (k[p] - 1) <= int(memory_bytes // MEMORY_UNIT))
     # among equally fast splits, the most even one (a stable tie-break, and less memory at the edges)
-    spread = m.new_int_var(0, layers, "spread")
-    m.add_max_equality(spread, n)
-    m.minimize(slowest * (layers + 1) + spread)
+    spread = m.new_int_var(0, slots, "spread")
+    m.add_max_equality(spread, k)
+    m.minimize(slowest * (slots + 1) + spread)
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1
     solver.parameters.max_deterministic_time = time_limit_s
     status = solver.solve(m)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
-    return tuple(solver.value(x) * chunk for x in n)
+    return tuple(solver.value(x) * chunk - o for x, o in zip(k, off, strict=True))
 
 
 def _time_us(
