@@ -145,6 +145,13 @@ TpCommOverlap = Annotated[
 OverlapParamGather = Annotated[
     bool, typer.Option(help="ZeRO-1/2 weight all-gather runs under the next forward (--overlap-param-gather).")
 ]
+SequenceParallel = Annotated[bool, typer.Option(help="Megatron sequence parallelism with TP > 1.")]
+PipelineScatterGather = Annotated[
+    bool,
+    typer.Option(
+        help="Without SP, each TP rank sends 1/tp of a stage's output (Megatron); off: whole tensors (DeepSpeed)."
+    ),
+]
 
 
 @app.command()
@@ -166,6 +173,8 @@ def estimate(
     ] = "selective",
     tp_comm_overlap: TpCommOverlap = False,
     overlap_param_gather: OverlapParamGather = False,
+    sequence_parallel: SequenceParallel = True,
+    pipeline_scatter_gather: PipelineScatterGather = True,
     calibration: Annotated[Path | None, typer.Option(help="Calibration file from `shardplan calibrate`.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as one JSON document.")] = False,
 ) -> None:
@@ -181,6 +190,8 @@ def estimate(
         recompute=recompute,  # type: ignore[arg-type]
         tp_comm_overlap=tp_comm_overlap,
         overlap_param_gather=overlap_param_gather,
+        sequence_parallel=sequence_parallel,
+        pipeline_scatter_gather=pipeline_scatter_gather,
     )
     topo = load_topology(topology, nodes=nodes, gpu=gpu)
     plan = run_estimate(
@@ -246,6 +257,8 @@ def suggest(
     micro_batch: Annotated[list[int] | None, typer.Option(help="Only these micro-batch sizes.")] = None,
     tp_comm_overlap: TpCommOverlap = False,
     overlap_param_gather: OverlapParamGather = False,
+    sequence_parallel: SequenceParallel = True,
+    pipeline_scatter_gather: PipelineScatterGather = True,
     calibration: Annotated[Path | None, typer.Option(help="Calibration file from `shardplan calibrate`.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plans as one JSON document.")] = False,
     emit: Annotated[
@@ -270,6 +283,8 @@ def suggest(
         seq_len=seq_len,
         tp_comm_overlap=tp_comm_overlap,
         overlap_param_gather=overlap_param_gather,
+        sequence_parallel=sequence_parallel,
+        pipeline_scatter_gather=pipeline_scatter_gather,
     )
     with _progress() as report:
         plans = run_suggest(

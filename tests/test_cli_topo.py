@@ -96,6 +96,14 @@ def test_estimate_command_json_and_bad_degrees():
     assert run.returncode == 0, run.stderr
     plan = json.loads(run.stdout)
     assert plan["schema_version"] == 1 and plan["mesh_shape"] == [1, 4, 2]
+    # DeepSpeed-style pipelines: no SP, every TP rank sends the whole activation to the next stage
+    pipelined = ["estimate", "--model", "llama3-8b", "--topology", "dgx-h100", "--nodes", "2", "--tp", "4", "--pp", "4"]
+    pipelined += ["--global-batch", "16", "--json"]
+    megatron, deepspeed = (
+        json.loads(_cli(*pipelined, *flags).stdout)["breakdown"]["pp"]
+        for flags in ((), ("--no-sequence-parallel", "--no-pipeline-scatter-gather"))
+    )
+    assert deepspeed > 2 * megatron
     bad = _cli("estimate", "--model", "llama3-8b", "--topology", "dgx-h100", "--tp", "3")
     assert bad.returncode == 2
     assert bad.stderr == "error: tp x pp x dp = 3 x 1 x 1 = 3, but the topology has 8 GPUs\n"
