@@ -140,16 +140,24 @@ def _split_by_node(topology: Topology, group: Sequence[int]) -> dict[Hashable, l
     return out
 
 
+def _resources_used(topology: Topology, group: Sequence[int]) -> list[Hashable]:
+    """Each resource one ring flow of `group` occupies, once per flow: its links, switches and sockets
+    inside each NVLink island, and its NICs where it spans islands."""
+    used: list[Hashable] = []
+    per_node = _split_by_node(topology, group)
+    for members in per_node.values():
+        for flow in _ring_flows(topology, members):
+            used += [key for key, _ in flow]
+    if len(per_node) > 1:
+        for members in per_node.values():
+            used += [key for key, _ in _nics_of(topology, members)]
+    return used
+
+
 def _loads(topology: Topology, groups: Sequence[Sequence[int]]) -> Counter[Hashable]:
     load: Counter[Hashable] = Counter()
     for group in groups:
-        per_node = _split_by_node(topology, group)
-        for members in per_node.values():
-            for flow in _ring_flows(topology, members):
-                load.update(key for key, _ in flow)
-        if len(per_node) > 1:
-            for members in per_node.values():
-                load.update(key for key, _ in _nics_of(topology, members))
+        load.update(_resources_used(topology, group))
     return load
 
 
@@ -183,10 +191,16 @@ def collective_time_s(
     if op not in OPS:
         raise PlanError(f"unknown collective {op!r}; one of {', '.join(OPS)}")
     group = list(dict.fromkeys(gpus))
-    n = len(group)
-    if n <= 1 or size_bytes <= 0:
+    if len(group) <= 1 or size_bytes <= 0:
         return 0.0
-    load = _loads(topology, [group, *concurrent])
+    return _time_under_load(topology, op, group, size_bytes, _loads(topology, [group, *concurrent]), floor_latency_s)
+
+
+def _time_under_load(
+    topology: Topology, op: str, group: list[int], size_bytes: float, load: Counter[Hashable], floor_latency_s: float
+) -> float:
+    """`collective_time_s` with `load`: how many ring flows use each link, switch, socket and NIC."""
+    n = len(group)
     bus_bytes = bus_factor(op, n) * size_bytes
     per_node = _split_by_node(topology, group)
 
@@ -289,8 +303,20 @@ class AxisTimes:
             where = mine
         key = ("group", op, size_bytes, where, tuple([self._company[n] for n in nodes]))
         if key not in self.memo:
-            rivals = tuple(dict.fromkeys([r for n in nodes for r in self._on_node[n] if r != mine]))
-            self.memo[key] = collective_time_s(self.topology, op, mine, size_bytes, concurrent=rivals)
+            if len(mine) <= 1 or size_bytes <= 0:
+                self.memo[key] = 0.0
+            else:
+                load: Counter[Hashable] = Counter()
+                for g in dict.fromkeys([mine, *(r for n in nodes for r in self._on_node[n])]):
+                    load.update(self._used(g))
+                self.memo[key] = _time_under_load(self.topology, op, list(mine), size_bytes, load, FLOOR_LATENCY_S)
+        return self.memo[key]
+
+    def _used(self, group: tuple[int, ...]) -> list[Hashable]:
+        """`_resources_used`, kept in the memo: the search meets the same groups in many layouts."""
+        key = ("used", group)
+        if key not in self.memo:
+            self.memo[key] = _resources_used(self.topology, group)
         return self.memo[key]
 
     def _index(self) -> None:
