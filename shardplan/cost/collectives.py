@@ -322,7 +322,11 @@ class AxisTimes:
     def _index(self) -> None:
         """The groups on each node, and an interned id of what they do there: on interchangeable
         nodes each group's GPUs there (indexes inside the node) and whether it leaves the node, as a
-        sorted multiset; else the groups themselves."""
+        sorted multiset; else the groups themselves. Kept in the memo per axis."""
+        key = ("index", self.axis_id)
+        if key in self.memo:
+            self._on_node, self._company = self.memo[key]
+            return
         node_of, local_of = self.topology.node_of, self.topology.local_of
         doing: dict[int, list[tuple]] = {}
         for g in self.groups:
@@ -344,3 +348,4 @@ class AxisTimes:
         for n, groups in self._on_node.items():
             what = tuple(sorted(doing[n])) if self.relabel else tuple(groups)
             self._company[n] = self.memo.setdefault(("company", what), len(self.memo))
+        self.memo[key] = (self._on_node, self._company)

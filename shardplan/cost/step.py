@@ -79,7 +79,7 @@ def step_cost(
 
     # --- per stage: compute, TP collectives, memory -------------------------------------------
     stage_total, tp_per_micro, stage_forward = [], [], []
-    hbm = min(g.memory_bytes or 0 for g in topology.gpus) or None
+    hbm = topology.smallest_memory_bytes
     for p in range(pp):
         first, last = p == 0, p == pp - 1
         times = stage_times(
@@ -126,9 +126,8 @@ def step_cost(
         full = tokens * model.hidden_size * 2
         split = tp if sp or training.pipeline_scatter_gather else 1
         worst = 0.0
-        boundaries = [
-            [[layout[p][d][t], layout[p + 1][d][t]] for d in range(dp) for t in range(tp)] for p in range(pp - 1)
-        ]
+        flat = [[g for replica in stage for g in replica] for stage in layout]
+        boundaries = [list(zip(flat[p], flat[p + 1], strict=True)) for p in range(pp - 1)]
         pp_axis = AxisTimes(topology, [pair for b in boundaries for pair in b], memo)
         for p, pairs in enumerate(boundaries):
             gather = tp_axis.time_s("all_gather", tp_groups[p + 1], full) if split > 1 and not sp else 0.0

@@ -77,7 +77,7 @@ def suggest(
     spec, topo = load_model(model), load_topology(topology)
     cal = read_calibration(calibration) if isinstance(calibration, str | Path) else calibration
     rates = rates_for(topo.gpu_spec(0).key, cal)
-    hbm = min((g.memory_bytes or 0) for g in topo.gpus) or None
+    hbm = topo.smallest_memory_bytes
     if top_k < 1:
         raise PlanError("top_k must be at least 1")
     modes = get_args(Recompute)

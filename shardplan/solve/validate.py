@@ -53,7 +53,7 @@ def validate_plan(plan: Plan, model: ModelSpec, topology: Topology) -> None:
             f"micro-batch {plan.micro_batch} x {plan.num_micro_batches} micro-batches x dp {plan.dp} "
             f"!= global batch {plan.global_batch}"
         )
-    smallest = min((g.memory_bytes or 0) for g in topology.gpus)
+    smallest = topology.smallest_memory_bytes
     if smallest and plan.memory_per_gpu_bytes > smallest:
         raise PlanError(
             f"needs {plan.memory_per_gpu_bytes / 1e9:.1f} GB per GPU, the smallest GPU has {smallest / 1e9:.1f}"

@@ -130,6 +130,11 @@ class Topology(_Frozen):
         return tuple(g.local_index for g in self.gpus)
 
     @cached_property
+    def smallest_memory_bytes(self) -> int | None:
+        """Memory of the smallest GPU, None where no GPU states its memory."""
+        return min((g.memory_bytes or 0) for g in self.gpus) or None
+
+    @cached_property
     def gpus_by_node(self) -> tuple[tuple[int, ...], ...]:
         """Global GPU indexes of each node, in local order."""
         out: list[list[int]] = [[] for _ in self.nodes]
