@@ -156,3 +156,14 @@ def test_pcie_vs_nvlink_example_table() -> None:
     assert pcie["copy_80gb_s"] > 5 * nvlink["copy_80gb_s"]
     assert pcie["allreduce_10gb_s"] > 5 * nvlink["allreduce_10gb_s"]
     assert pcie["busbw_gbps"] <= 54.79 * 1.001
+
+
+def test_tree_keeps_many_node_all_reduce_latency_logarithmic():
+    # NCCL's tree (tuning.cc): latency 2 x log2(nodes) network steps, where a ring takes 2 (nodes - 1);
+    # at 8 MiB over 256 nodes the ring alone would pay 2 x 255 x 14 us x 1.9 = 13.6 ms of latency
+    def one_gpu_per_node(nodes: int, size: int) -> float:
+        return collective_time_s(load_topology("dgx-h100", nodes=nodes), "all_reduce", range(0, 8 * nodes, 8), size)
+
+    assert one_gpu_per_node(256, 8 * 2**20) < 2 * one_gpu_per_node(8, 8 * 2**20) < 2e-3
+    # large buffers stay on the ring: 2 (n - 1) / n x 1 GiB at one 400 Gb/s NIC's ~45 GB/s
+    assert one_gpu_per_node(256, 2**30) == pytest.approx(2 * 255 / 256 * 2**30 / 45e9, rel=0.1)

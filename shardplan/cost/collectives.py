@@ -3,7 +3,9 @@
 Structure follows NCCL (src/graph/tuning.cc, NVIDIA/nccl): a ring moves `bus bytes` (all-reduce
 2(n-1)/n x size, all-gather / reduce-scatter / all-to-all (n-1)/n x size, broadcast and send/recv
 1 x size) at the ring's slowest link, under one of three protocols (LL, LL128, Simple) each with
-its own latency and share of the link; NCCL picks the fastest, and so does this model. Groups that
+its own latency and share of the link; an all-reduce across hosts may also run NCCL's tree (a chain
+inside each host, a double binary tree between them: latency in log2 of the hosts); NCCL picks the
+fastest, and so does this model. Groups that
 span nodes run hierarchically: inside nodes over NVLink/PCIe, between nodes through the NICs the
 group's GPUs sit near. Links shared by groups that run at the same time (a PCIe switch uplink, the
 socket link, a NIC) are divided between them.
@@ -35,6 +37,97 @@ _STEP_LAT_US = {  # hwLat[NVLINK | PCI | NET][Ring][LL, LL128, Simple]
     "pcie": {"LL": 1.0, "LL128": 2.5, "Simple": 5.7},
     "net": {"LL": 2.7, "LL128": 4.0, "Simple": 14.0},
 }
+# Tree all-reduce across islands (NCCL 2.28 src/graph/tuning.cc, ncclTunerConstantsDefaults and
+# ncclTopoTuneModel): a chain inside each island and a double binary tree between them. Latency
+# base + 2 x ((ranks per island - 1) x intra + log2(islands) x net) per protocol; bus bandwidth 0.92 of
+# the ring's (LL: 1/3.8, LL128 x 120/128 across nodes) carried at half rate (each byte goes up and
+# down the tree); and NCCL's own correction for mid-sized buffers (treeCorrectionFactor, powers of
+# two from 64 B). NCCL's per-channel tree caps (perChMaxTreeBws) need its channel count: not modelled.
+_TREE_BASE_LAT_US = {"LL": 6.8, "LL128": 14.0, "Simple": 8.4}
+_TREE_STEP_LAT_US = {
+    "nvlink": {"LL": 0.6, "LL128": 1.25, "Simple": 4.0},
+    "pcie": {"LL": 1.0, "LL128": 1.9, "Simple": 4.0},
+    "net": {"LL": 5.0, "LL128": 8.5, "Simple": 14.0},
+}
+_TREE_BUS_SHARE = {"LL": 0.92 / 3.8, "LL128": 0.92 * 120 / 128, "Simple": 0.92}
+_TREE_CORRECTION = {
+    "LL": (
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+        0.9,
+        0.8,
+        0.7,
+        0.7,
+        0.7,
+        0.7,
+        0.6,
+        0.5,
+        0.4,
+        0.4,
+        0.5,
+        0.6,
+        0.7,
+        0.8,
+        0.9,
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+    ),
+    "LL128": (
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+        0.9,
+        0.8,
+        0.8,
+        0.8,
+        0.7,
+        0.6,
+        0.6,
+        0.6,
+        0.6,
+        0.6,
+        0.6,
+        0.8,
+        0.9,
+        0.9,
+        0.9,
+        0.9,
+        1.0,
+        1.0,
+    ),
+    "Simple": (
+        0.9,
+        0.9,
+        0.9,
+        0.9,
+        0.9,
+        0.9,
+        0.9,
+        0.8,
+        0.7,
+        0.6,
+        0.6,
+        0.5,
+        0.5,
+        0.5,
+        0.5,
+        0.6,
+        0.7,
+        0.8,
+        0.7,
+        0.7,
+        0.8,
+        0.9,
+        0.9,
+    ),
+}
+
 # NVLS is charged the ring Simple latency (base + steps x per-step). NCCL's own table gives NVLS a
 # flat 25 us, but on 8x H100 that predicts 8-32 MiB all-reduces 22-24% faster than measured
 # (fixtures/nccl gcp-a3): the switch path needs the same pipeline fill as a ring. Assumption.
@@ -231,7 +324,36 @@ def _time_under_load(
             transfer_s["NVLS"] = tree_s
     latency_us = _ring_latency_us(topology, op, group, per_node, size_bytes)
     latency_us["NVLS"] = latency_us["Simple"]
-    return min(max(floor_latency_s, latency_us[p] * 1e-6) + transfer_s[p] for p in transfer_s)
+    times = [max(floor_latency_s, latency_us[p] * 1e-6) + transfer_s[p] for p in transfer_s]
+    if op == "all_reduce" and len(per_node) > 1 and _islands_are_hosts(topology, per_node):
+        bus_bw = min(bw_intra * 1e9, bw_net)  # what the ring's bus bytes move at
+        times += [
+            max(floor_latency_s, lat * 1e-6) + t for lat, t in _tree_all_reduce(topology, per_node, size_bytes, bus_bw)
+        ]
+    return min(times)
+
+
+def _islands_are_hosts(topology: Topology, per_node: dict[Hashable, list[int]]) -> bool:
+    """NCCL's tree runs between hosts; across a multi-node NVLink domain (NVL72) NCCL runs NVLS trees,
+    which the model does not have."""
+    return all(len({topology.node_of[i] for i in members}) == 1 for members in per_node.values())
+
+
+def _tree_all_reduce(
+    topology: Topology, per_node: dict[Hashable, list[int]], size_bytes: float, bus_bw: float
+) -> list[tuple[float, float]]:
+    """(latency us, transfer s) of NCCL's tree all-reduce per protocol, across islands."""
+    ppn, islands = max(len(m) for m in per_node.values()), len(per_node)
+    intra_kind = _link_class(topology, max(per_node.values(), key=len)) if ppn > 1 else "nvlink"
+    log_size = int(math.log2(max(size_bytes, 64) / 64))
+    out = []
+    for p, share in _TREE_BUS_SHARE.items():
+        correction = _TREE_CORRECTION[p][log_size] if log_size < len(_TREE_CORRECTION[p]) else 1.0
+        lat = _TREE_BASE_LAT_US[p] + 2 * (
+            (ppn - 1) * _TREE_STEP_LAT_US[intra_kind][p] + int(math.log2(islands)) * _TREE_STEP_LAT_US["net"][p]
+        )
+        out.append((lat, size_bytes / (0.5 * share * correction * bus_bw)))
+    return out
 
 
 def _ring_latency_us(
