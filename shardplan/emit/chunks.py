@@ -16,7 +16,6 @@ from shardplan.plan import Plan
 
 
 class Chunk(NamedTuple):
-    stage: int
     embedding: bool
     first_layer: int
     num_layers: int
@@ -37,6 +36,6 @@ def model_chunks(plan: Plan) -> list[Chunk]:
         p, j = k % pp, k // pp
         embedding, head = k == 0, k == pp * v - 1
         n = sizes[p][j] - embedding - head
-        chunks.append(Chunk(p, embedding, layer, n, head))
+        chunks.append(Chunk(embedding, layer, n, head))
         layer += n
     return chunks
