@@ -51,6 +51,9 @@ NO_SEQUENCE_PARALLEL = {
     "narayanan2021_megatron_ptdp.csv",  # SC21
     "bloom176b_topology_sweep.csv",  # Megatron-DeepSpeed, Feb 2022
 }
+# Sources that predate FlashAttention (Dao et al., arXiv:2205.14135, May 2022) ran Megatron's core
+# attention: the s x s scores and probabilities in memory.
+UNFUSED_ATTENTION = NO_SEQUENCE_PARALLEL | {"korthikanti2022_seqpar_selective.csv"}
 # Files with no row the cost model can take, and why (listed in the report).
 NOT_USABLE = {
     "megatron_bridge_perf_summary.csv": (
@@ -332,6 +335,7 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             recompute=_recompute(name, row, recompute),
             zero_stage=zero,
             sequence_parallel=_sequence_parallel(name, row),
+            attention="unfused" if name in UNFUSED_ATTENTION else "flash",
             # BLOOM's Megatron-DeepSpeed pipelines with DeepSpeed's PipelineEngine (whole tensors per TP rank)
             pipeline_scatter_gather=name != "bloom176b_topology_sweep.csv",
             tp_comm_overlap=any(flag in opts for flag in ("--tp-comm-overlap", "async tp", "asynctp")),

@@ -146,6 +146,9 @@ OverlapParamGather = Annotated[
     bool, typer.Option(help="ZeRO-1/2 weight all-gather runs under the next forward (--overlap-param-gather).")
 ]
 SequenceParallel = Annotated[bool, typer.Option(help="Megatron sequence parallelism with TP > 1.")]
+Attention = Annotated[
+    str, typer.Option(help="flash (FlashAttention, SDPA) or unfused (Megatron's s x s core attention, pre-2022).")
+]
 PipelineScatterGather = Annotated[
     bool,
     typer.Option(
@@ -175,6 +178,7 @@ def estimate(
     overlap_param_gather: OverlapParamGather = False,
     sequence_parallel: SequenceParallel = True,
     pipeline_scatter_gather: PipelineScatterGather = True,
+    attention: Attention = "flash",
     calibration: Annotated[Path | None, typer.Option(help="Calibration file from `shardplan calibrate`.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as one JSON document.")] = False,
 ) -> None:
@@ -192,6 +196,7 @@ def estimate(
         overlap_param_gather=overlap_param_gather,
         sequence_parallel=sequence_parallel,
         pipeline_scatter_gather=pipeline_scatter_gather,
+        attention=attention,  # type: ignore[arg-type]
     )
     topo = load_topology(topology, nodes=nodes, gpu=gpu)
     plan = run_estimate(
@@ -259,6 +264,7 @@ def suggest(
     overlap_param_gather: OverlapParamGather = False,
     sequence_parallel: SequenceParallel = True,
     pipeline_scatter_gather: PipelineScatterGather = True,
+    attention: Attention = "flash",
     calibration: Annotated[Path | None, typer.Option(help="Calibration file from `shardplan calibrate`.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plans as one JSON document.")] = False,
     emit: Annotated[
@@ -285,6 +291,7 @@ def suggest(
         overlap_param_gather=overlap_param_gather,
         sequence_parallel=sequence_parallel,
         pipeline_scatter_gather=pipeline_scatter_gather,
+        attention=attention,  # type: ignore[arg-type]
     )
     with _progress() as report:
         plans = run_suggest(

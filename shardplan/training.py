@@ -34,6 +34,12 @@ class Training(BaseModel):
         0, description="ZeRO / FSDP stage: 1 shards optimizer states, 2 also gradients, 3 also weights."
     )
     sequence_parallel: bool = Field(True, description="Megatron sequence parallelism with TP > 1.")
+    attention: Literal["flash", "unfused"] = Field(
+        "flash",
+        description="flash: fused attention (FlashAttention, SDPA), no s x s matrix in memory; unfused: "
+        "Megatron's core attention before FlashAttention (2022): batched QK^T and AV over the whole s x s "
+        "square, softmax (and dropout where the model has it) on that matrix in memory.",
+    )
     pipeline_scatter_gather: bool = Field(
         True,
         description="Without sequence parallelism, each TP rank sends 1/tp of a stage's output and the next stage "

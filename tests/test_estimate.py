@@ -137,3 +137,27 @@ def test_pipeline_sends_a_tp_slice_unless_every_rank_sends_the_whole_tensor():
         traffic_bytes(load_model("llama3-8b"), whole, **shape)["pp"]
         == 4 * traffic_bytes(load_model("llama3-8b"), no_sp, **shape)["pp"]
     )
+
+
+def test_unfused_attention_pays_for_the_square_and_selective_recompute_drops_it():
+    # Megatron's core attention before FlashAttention keeps softmax output, dropout output and mask
+    # (5as bytes per token per layer for GPT with dropout, Korthikanti et al. 2022 Sec. 4)
+    gpt = load_model("gpt2")
+    train = Training(global_batch=8, seq_len=1024, recompute="none")
+    flash, unfused = (
+        estimate(gpt, "dgx-h100", train.model_copy(update={"attention": a}), tp=1, pp=1, dp=8)
+        for a in ("flash", "unfused")
+    )
+    square = 5 * gpt.num_heads * 1024 * 1024 * gpt.num_layers  # one micro-batch of one sequence
+    assert unfused.memory_breakdown["activations"] - flash.memory_breakdown["activations"] == pytest.approx(square)
+    gpt3 = {  # big enough to leave host dispatch behind: 96 heads, s x s over 2,048 tokens
+        a: estimate("gpt3-175b", "dgx-h100", Training(global_batch=1, seq_len=2048, attention=a), tp=8, pp=1, dp=1)
+        for a in ("flash", "unfused")
+    }
+    assert gpt3["unfused"].breakdown["compute"] > 1.02 * gpt3["flash"].breakdown["compute"]
+    selective = train.model_copy(update={"recompute": "selective"})
+    kept = {
+        a: estimate(gpt, "dgx-h100", selective.model_copy(update={"attention": a}), tp=1, pp=1, dp=8)
+        for a in ("flash", "unfused")
+    }
+    assert kept["unfused"].memory_breakdown["activations"] == kept["flash"].memory_breakdown["activations"]

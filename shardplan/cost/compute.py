@@ -3,7 +3,9 @@
 GEMMs take flops / sustained peak + a fixed overhead each (fitted to the measured GEMM table, see
 calibration.py), so the small GEMMs that tensor parallelism produces run less efficiently. The
 backward pass runs two GEMMs (data and weight gradient) per forward GEMM. Attention runs at the
-measured flash/SDPA forward and backward rates on causal FLOPs (half the s x s count). Norms,
+measured flash/SDPA forward and backward rates on causal FLOPs (half the s x s count); unfused
+attention (Megatron before FlashAttention) runs QK^T and AV as batched GEMMs over the whole square
+and moves the s x s scores through softmax and dropout in memory. Norms,
 residual adds, the activation function, RoPE and the loss are memory-bound: the bytes each must move
 (forward; backward twice that) over the rate measured for that op. A micro-batch takes at least the
 host's dispatch time for its blocks (eager mode launches each kernel from Python). All rates come
@@ -50,7 +52,9 @@ def gemm_s(m: float, n: float, k: float, rates: Rates) -> float:
     return 2 * m * n * k / rates.gemm_peak_flops + rates.gemm_overhead_s
 
 
-def _block_times(model: ModelSpec, tokens: int, seq_len: int, tp: int, sp: bool, rates: Rates) -> tuple[float, ...]:
+def _block_times(
+    model: ModelSpec, tokens: int, seq_len: int, tp: int, sp: bool, rates: Rates, *, unfused: bool = False
+) -> tuple[float, ...]:
     """(forward GEMMs, forward attention, backward attention, forward memory-bound) seconds of one
     transformer block."""
     h, q = model.hidden_size, model.num_heads * model.head_dim
@@ -73,6 +77,21 @@ def _block_times(model: ModelSpec, tokens: int, seq_len: int, tp: int, sp: bool,
     memory = norm_tokens * (
         2 * per_token["rms_norm"] / rate["rms_norm"] + 2 * per_token["residual_add"] / rate["residual_add"]
     ) + tokens / tp * (per_token["rope"] / rate["rope"] + per_token["swiglu"] / rate["swiglu"])
+    if unfused:  # Megatron's core attention before FlashAttention
+        scores = tokens * seq_len * model.num_heads / tp  # elements of the s x s matrices
+        # QK^T and AV as two batched GEMMs over the whole square (the causal mask is applied after)
+        bmm = 4 * scores * model.head_dim / rates.gemm_peak_flops + 2 * rates.gemm_overhead_s
+        # fused scale-mask-softmax reads scores and writes probabilities (2 + 2 B); its backward reads
+        # probabilities and gradient and writes one (6 B). Dropout: out 2 B + mask 1 B forward, and
+        # gradient in, mask, gradient out (2 + 1 + 2 B) backward.
+        drop = 1 if model.dropout else 0
+        fwd_bytes, bwd_bytes = scores * (4 + 5 * drop), scores * (6 + 5 * drop)
+        return (
+            gemms,
+            bmm + fwd_bytes / rates.hbm_bytes_per_s,
+            2 * bmm + bwd_bytes / rates.hbm_bytes_per_s,
+            memory,
+        )
     return (
         gemms,
         attn_flops / rates.attention_flops,
@@ -97,7 +116,13 @@ def stage_times(
     seq_len, recompute = training.seq_len, training.recompute
     tokens = micro_batch * seq_len
     gemms, attn, attn_bwd, memory = _block_times(
-        model, tokens, seq_len, tp, training.sequence_parallel and tp > 1, rates
+        model,
+        tokens,
+        seq_len,
+        tp,
+        training.sequence_parallel and tp > 1,
+        rates,
+        unfused=training.attention == "unfused",
     )
     fwd = layers * (gemms + attn + memory)
     bwd = layers * (2 * gemms + attn_bwd + 2 * memory)
