@@ -250,13 +250,15 @@ def _time_under_load(
         transfer_s = {p: ring_s / _PROTO_SHARE[p] for p in _PROTO_SHARE}
         if nvls:
             transfer_s["NVLS"] = tree_s
-    latency_us = _ring_latency_us(topology, op, group, per_node, size_bytes)
+    intra_kind = _link_class(topology, max(per_node.values(), key=len))
+    latency_us = _ring_latency_us(op, n, per_node, size_bytes, intra_kind)
     latency_us["NVLS"] = latency_us["Simple"]
     times = [max(floor_latency_s, latency_us[p] * 1e-6) + transfer_s[p] for p in transfer_s]
     if op == "all_reduce" and len(per_node) > 1 and _islands_are_hosts(topology, per_node):
         bus_bw = min(bw_intra * 1e9, bw_net)  # what the ring's bus bytes move at
         times += [
-            max(floor_latency_s, lat * 1e-6) + t for lat, t in _tree_all_reduce(topology, per_node, size_bytes, bus_bw)
+            max(floor_latency_s, lat * 1e-6) + t
+            for lat, t in _tree_all_reduce(per_node, size_bytes, bus_bw, intra_kind)
         ]
     return min(times)
 
@@ -268,11 +270,11 @@ def _islands_are_hosts(topology: Topology, per_node: dict[Hashable, list[int]]) 
 
 
 def _tree_all_reduce(
-    topology: Topology, per_node: dict[Hashable, list[int]], size_bytes: float, bus_bw: float
+    per_node: dict[Hashable, list[int]], size_bytes: float, bus_bw: float, intra_kind: str
 ) -> list[tuple[float, float]]:
-    """(latency us, transfer s) of NCCL's tree all-reduce per protocol, across islands."""
+    """(latency us, transfer s) of NCCL's tree all-reduce per protocol, across islands (`intra_kind`:
+    the link class inside the largest)."""
     ppn, islands = max(len(m) for m in per_node.values()), len(per_node)
-    intra_kind = _link_class(topology, max(per_node.values(), key=len)) if ppn > 1 else "nvlink"
     log_size = int(math.log2(max(size_bytes, 64) / 64))
     out = []
     for p, share in _TREE_BUS_SHARE.items():
@@ -285,17 +287,16 @@ def _tree_all_reduce(
 
 
 def _ring_latency_us(
-    topology: Topology, op: str, group: Sequence[int], per_node: dict[Hashable, list[int]], size_bytes: float
+    op: str, n: int, per_node: dict[Hashable, list[int]], size_bytes: float, intra_kind: str
 ) -> dict[str, float]:
     """Ring latency per protocol as NCCL's tuning model charges it (src/graph/tuning.cc,
     ncclTopoTuneModel and ncclTopoGetAlgoTime): the steps that cross between nodes (2 (nodes - 1)
     for all-reduce, nodes - 1 for all-gather / reduce-scatter) at the network's per-step latency, the
     rest at the intra-node link's; LL's intra-node latency x 1.8 on more than one node; and the ring
     Simple all-reduce's "plateau effect" (latency x 1.9) on more than one node once the buffer
-    reaches ranks / 16 x 64 KiB."""
-    n, islands = len(group), len(per_node)
+    reaches ranks / 16 x 64 KiB. `intra_kind`: the link class inside the largest island."""
+    islands = len(per_node)
     steps, inter = _steps(op, n), (_steps(op, islands) if islands > 1 else 0)
-    intra_kind = _link_class(topology, max(per_node.values(), key=len))
     out = {}
     for p in _PROTO_SHARE:
         intra = _STEP_LAT_US[intra_kind][p] * (1.8 if p == "LL" and islands > 1 else 1.0)

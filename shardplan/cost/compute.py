@@ -85,19 +85,12 @@ def _block_times(
         # probabilities and gradient and writes one (6 B). Dropout: out 2 B + mask 1 B forward, and
         # gradient in, mask, gradient out (2 + 1 + 2 B) backward.
         drop = 1 if model.dropout else 0
-        fwd_bytes, bwd_bytes = scores * (4 + 5 * drop), scores * (6 + 5 * drop)
-        return (
-            gemms,
-            bmm + fwd_bytes / rates.hbm_bytes_per_s,
-            2 * bmm + bwd_bytes / rates.hbm_bytes_per_s,
-            memory,
-        )
-    return (
-        gemms,
-        attn_flops / rates.attention_flops,
-        attn_flops * ATTN_BWD_FLOPS_OVER_FWD / rates.attention_bwd_flops,
-        memory,
-    )
+        attn_fwd = bmm + scores * (4 + 5 * drop) / rates.hbm_bytes_per_s
+        attn_bwd = 2 * bmm + scores * (6 + 5 * drop) / rates.hbm_bytes_per_s
+    else:
+        attn_fwd = attn_flops / rates.attention_flops
+        attn_bwd = attn_flops * ATTN_BWD_FLOPS_OVER_FWD / rates.attention_bwd_flops
+    return gemms, attn_fwd, attn_bwd, memory
 
 
 def stage_times(

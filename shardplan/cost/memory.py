@@ -64,16 +64,18 @@ def activation_bytes(
     first, last = stage == 0, stage == pp - 1
     tokens = micro_batch * training.seq_len
     sp = training.sequence_parallel and tp > 1
-    flash = training.attention == "flash"
-    per_layer = model.activation_bytes_per_token(
-        tp=tp, sequence_parallel=sp, recompute=training.recompute, seq_len=training.seq_len, flash_attention=flash
-    )
+    shape = {
+        "tp": tp,
+        "sequence_parallel": sp,
+        "seq_len": training.seq_len,
+        "flash_attention": training.attention == "flash",
+    }
+    per_layer = model.activation_bytes_per_token(**shape, recompute=training.recompute)
     in_flight = min(pp - stage, num_micro)
     if pp > 1 and virtual_stages > 1:
         in_flight *= 1 + (pp - 1) / (pp * virtual_stages)
     acts = per_layer * tokens * layers * in_flight
     if training.recompute in ("full", "selective-op", "selective-layer"):  # a block rebuilt in full for its backward
-        shape = {"tp": tp, "sequence_parallel": sp, "seq_len": training.seq_len, "flash_attention": flash}
         acts += model.activation_bytes_per_token(**shape) * tokens
     out = {"activations": acts}
     if last:

@@ -39,6 +39,12 @@ def _tp_passes(training: Training) -> float:
     return {"full": 3.0, "selective-op": 2.5, "selective-layer": 2.5}.get(training.recompute, 2.0)
 
 
+def _pipeline_split(training: Training, tp: int) -> int:
+    """Into how many slices a stage's output goes across the TP ranks that send it: tp (the SP
+    sequence shards, or Megatron's scatter-gather), or 1 where every TP rank sends the whole tensor."""
+    return tp if training.sequence_parallel or training.pipeline_scatter_gather else 1
+
+
 def split_layers(num_layers: int, pp: int) -> tuple[int, ...]:
     """Layers per stage, as even as possible, the remainder on the middle stages (the first holds the
     embedding and the last the output head, both heavy)."""
@@ -124,7 +130,7 @@ def step_cost(
         # Sec. 4.1, on unless --no-scatter-gather-tensors-in-pipeline); DeepSpeed's PipelineEngine
         # sends the whole tensor from every TP rank (runtime/pipe/engine.py _exec_send_activations)
         full = tokens * model.hidden_size * 2
-        split = tp if sp or training.pipeline_scatter_gather else 1
+        split = _pipeline_split(training, tp)
         worst = 0.0
         flat = [[g for replica in stage for g in replica] for stage in layout]
         boundaries = [list(zip(flat[p], flat[p + 1], strict=True)) for p in range(pp - 1)]
@@ -210,7 +216,7 @@ def traffic_bytes(
     `step_cost` times: what the placement weighs one axis's links against another's."""
     num_micro = training.global_batch // (dp * micro_batch)
     act = micro_batch * training.seq_len * model.hidden_size * 2  # bf16 activations of one micro-batch
-    split = tp if training.sequence_parallel or training.pipeline_scatter_gather else 1
+    split = _pipeline_split(training, tp)
     passes = _tp_passes(training)
     layers = model.num_layers / pp
     params = param_counts(model, layers=round(layers), first=False, last=False) / tp
