@@ -54,6 +54,10 @@ NO_SEQUENCE_PARALLEL = {
 # Sources that predate FlashAttention (Dao et al., arXiv:2205.14135, May 2022) ran Megatron's core
 # attention: the s x s scores and probabilities in memory.
 UNFUSED_ATTENTION = NO_SEQUENCE_PARALLEL | {"korthikanti2022_seqpar_selective.csv"}
+# Sources on Megatron code from before the asynchronous column-parallel backward: Megatron-LM of early
+# 2021, and the BigScience Megatron-DeepSpeed fork (megatron/mpu/layers.py: ColumnParallelLinear is
+# copy_to_tensor_model_parallel_region + F.linear, its backward all-reduce synchronous).
+SYNC_TP_BACKWARD = NO_SEQUENCE_PARALLEL
 # Files with no row the cost model can take, and why (listed in the report).
 NOT_USABLE = {
     "megatron_bridge_perf_summary.csv": (
@@ -338,6 +342,7 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             attention="unfused" if name in UNFUSED_ATTENTION else "flash",
             # BLOOM's Megatron-DeepSpeed pipelines with DeepSpeed's PipelineEngine (whole tensors per TP rank)
             pipeline_scatter_gather=name != "bloom176b_topology_sweep.csv",
+            tp_async_backward=name not in SYNC_TP_BACKWARD,
             tp_comm_overlap=any(flag in opts for flag in ("--tp-comm-overlap", "async tp", "asynctp")),
             overlap_param_gather="--overlap-param-gather" in opts,
         )

@@ -149,6 +149,13 @@ SequenceParallel = Annotated[bool, typer.Option(help="Megatron sequence parallel
 Attention = Annotated[
     str, typer.Option(help="flash (FlashAttention, SDPA) or unfused (Megatron's s x s core attention, pre-2022).")
 ]
+TpAsyncBackward = Annotated[
+    bool,
+    typer.Option(
+        help="Column-parallel backward collectives under the gradient GEMMs (Megatron since 2022); "
+        "off: --no-async-tensor-model-parallel-allreduce, Megatron-DeepSpeed."
+    ),
+]
 PipelineScatterGather = Annotated[
     bool,
     typer.Option(
@@ -178,6 +185,7 @@ def estimate(
     overlap_param_gather: OverlapParamGather = False,
     sequence_parallel: SequenceParallel = True,
     pipeline_scatter_gather: PipelineScatterGather = True,
+    tp_async_backward: TpAsyncBackward = True,
     attention: Attention = "flash",
     calibration: Annotated[Path | None, typer.Option(help="Calibration file from `shardplan calibrate`.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as one JSON document.")] = False,
@@ -196,6 +204,7 @@ def estimate(
         overlap_param_gather=overlap_param_gather,
         sequence_parallel=sequence_parallel,
         pipeline_scatter_gather=pipeline_scatter_gather,
+        tp_async_backward=tp_async_backward,
         attention=attention,  # type: ignore[arg-type]
     )
     topo = load_topology(topology, nodes=nodes, gpu=gpu)
@@ -264,6 +273,7 @@ def suggest(
     overlap_param_gather: OverlapParamGather = False,
     sequence_parallel: SequenceParallel = True,
     pipeline_scatter_gather: PipelineScatterGather = True,
+    tp_async_backward: TpAsyncBackward = True,
     attention: Attention = "flash",
     calibration: Annotated[Path | None, typer.Option(help="Calibration file from `shardplan calibrate`.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plans as one JSON document.")] = False,
@@ -291,6 +301,7 @@ def suggest(
         overlap_param_gather=overlap_param_gather,
         sequence_parallel=sequence_parallel,
         pipeline_scatter_gather=pipeline_scatter_gather,
+        tp_async_backward=tp_async_backward,
         attention=attention,  # type: ignore[arg-type]
     )
     with _progress() as report:

@@ -47,6 +47,13 @@ class Training(BaseModel):
         "PipelineEngine).",
     )
     optimizer: Literal["adam", "sgd"] = Field("adam", description="Adam(W) keeps two fp32 moments per weight.")
+    tp_async_backward: bool = Field(
+        True,
+        description="Megatron's column-parallel backward: the input-gradient all-reduce (reduce-scatter under SP) "
+        "runs under the weight-gradient GEMM, and SP's input all-gather under the input-gradient GEMM "
+        "(megatron/core/tensor_parallel/layers.py; False: --no-async-tensor-model-parallel-allreduce, Megatron "
+        "of 2021 and the BigScience Megatron-DeepSpeed fork, whose backward all-reduce is synchronous).",
+    )
     tp_comm_overlap: bool = Field(
         False,
         description="TP collectives run under the GEMMs they feed (Megatron --tp-comm-overlap, torchtitan async TP).",

@@ -161,3 +161,19 @@ def test_unfused_attention_pays_for_the_square_and_selective_recompute_drops_it(
         for a in ("flash", "unfused")
     }
     assert kept["unfused"].memory_breakdown["activations"] == kept["flash"].memory_breakdown["activations"]
+
+
+@pytest.mark.parametrize("sequence_parallel", [False, True])
+def test_async_tp_backward_hides_only_what_the_gradient_gemms_cover(sequence_parallel):
+    # the column-parallel backward's reductions run under the weight-gradient GEMMs: TP time drops, but
+    # never below the forward's collectives
+    base = TRAIN.model_copy(update={"sequence_parallel": sequence_parallel})
+    tp = {
+        overlap: estimate(
+            "llama3-70b", "dgx-h100", base.model_copy(update={"tp_async_backward": overlap}), tp=8, pp=1, dp=1
+        )
+        for overlap in (False, True)
+    }
+    assert tp[True].breakdown["tp"] < tp[False].breakdown["tp"]
+    assert tp[True].breakdown["tp"] >= tp[False].breakdown["tp"] / 2  # the forward's half (no recompute) stays
+    assert tp[True].comm_time_by_link == tp[False].comm_time_by_link  # the same bytes move

@@ -12,6 +12,7 @@ Every row within 25% and the mean within 10% (issue 5's bounds). The harness pri
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import statistics
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 HARNESS = Path(__file__).resolve().parents[1] / "benchmarks" / "validate_published.py"
+DATA = Path(__file__).resolve().parent / "data" / "validation"
 SUBSET = {
     "narayanan2021_megatron_ptdp.csv": "T1-",
     "megatron_core_readme_h100_scaling.csv": "MC-",
@@ -80,3 +82,39 @@ def test_torchtitan_peak_memory() -> None:
     error = {k: (r.estimated_mem_gib - r.measured_mem_gib) / r.measured_mem_gib for k, r in rows.items()}
     assert abs(error["B1-2"]) <= 0.05 and abs(error["B3-2"]) <= 0.05, error
     assert -0.10 <= error["B3-1"] < 0, error
+
+
+@pytest.mark.parametrize(("row_id", "sequence_parallel"), [("T4-1", False), ("T4-2", True)])
+def test_one_layer_of_22b_matches_korthikanti_table_4(row_id: str, sequence_parallel: bool) -> None:
+    """Korthikanti et al. 2022 Table 4: forward + backward of one layer of their 22B model (h 6144,
+    64 heads, s 2048, micro-batch 4) on 8 A100s at TP 8, no recompute, Megatron's core attention:
+    compute and exposed TP time per layer (the 48-layer estimate less the 24-layer one, over 24)
+    within 5%. Megatron of 2022 overlaps the column-parallel backward's collectives with the gradient
+    GEMMs; with that overlap off the estimate runs 5-8% over."""
+    from shardplan import Training, estimate, load_topology
+    from shardplan.model.hf_config import spec_from_config
+
+    lines = (DATA / "korthikanti2022_per_layer_time.csv").read_text().splitlines()
+    measured = next(
+        float(r["combined_ms"])
+        for r in csv.DictReader(ln for ln in lines if not ln.startswith("#"))
+        if r["row_id"] == row_id
+    )
+    topo = load_topology("dgx-a100")
+    train = Training(global_batch=4, seq_len=2048, sequence_parallel=sequence_parallel, attention="unfused")
+
+    def layers_ms(num_layers: int) -> float:
+        config = {
+            "model_type": "gpt2",
+            "n_embd": 6144,
+            "n_layer": num_layers,
+            "n_head": 64,
+            "n_positions": 2048,
+            "vocab_size": 51200,
+        }
+        model = spec_from_config(config, "Korthikanti et al. 2022 Table 3, 22B", name="22B")
+        breakdown = estimate(model, topo, train, tp=8, pp=1, dp=1, micro_batch=4).breakdown
+        return (breakdown["compute"] + breakdown["tp"]) * 1e3
+
+    per_layer = (layers_ms(48) - layers_ms(24)) / 24
+    assert per_layer == pytest.approx(measured, rel=0.05)

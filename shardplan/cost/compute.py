@@ -52,6 +52,16 @@ def gemm_s(m: float, n: float, k: float, rates: Rates) -> float:
     return 2 * m * n * k / rates.gemm_peak_flops + rates.gemm_overhead_s
 
 
+def column_parallel_gemms_s(model: ModelSpec, tokens: int, tp: int, rates: Rates) -> tuple[float, float]:
+    """Forward seconds of the block's two column-parallel GEMMs as Megatron fuses them: the QKV
+    projection and the MLP's input projection (gate and up fused under SwiGLU). Their input- and
+    weight-gradient GEMMs in backward each do the same FLOPs."""
+    h, f = model.hidden_size, model.active_ffn_hidden_size
+    qkv = (model.num_heads + 2 * model.num_kv_heads) * model.head_dim
+    mlp_in = 2 * f if model.mlp == "swiglu" else f
+    return gemm_s(tokens, qkv / tp, h, rates), gemm_s(tokens, mlp_in / tp, h, rates)
+
+
 def _block_times(
     model: ModelSpec, tokens: int, seq_len: int, tp: int, sp: bool, rates: Rates, *, unfused: bool = False
 ) -> tuple[float, ...]:
@@ -60,11 +70,9 @@ def _block_times(
     h, q = model.hidden_size, model.num_heads * model.head_dim
     kv = model.num_kv_heads * model.head_dim
     f = model.active_ffn_hidden_size
-    mlp_in = 2 * f if model.mlp == "swiglu" else f  # gate and up fused, or one GeLU input projection
     gemms = (
-        gemm_s(tokens, (q + 2 * kv) / tp, h, rates)  # QKV projection
+        sum(column_parallel_gemms_s(model, tokens, tp, rates))
         + gemm_s(tokens, h, q / tp, rates)  # attention output projection
-        + gemm_s(tokens, mlp_in / tp, h, rates)  # MLP up (and gate)
         + gemm_s(tokens, h, f / tp, rates)  # MLP down
     )
     # causal attention: QK^T and AV, 2 * 2 * s * q FLOPs per token over the full square, half of it causal

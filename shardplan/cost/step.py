@@ -9,7 +9,7 @@ from typing import Any
 
 from shardplan.cost.calibration import Calibration, rates_for
 from shardplan.cost.collectives import AxisTimes, _link_class
-from shardplan.cost.compute import grad_accumulate_s, optimizer_s, stage_times
+from shardplan.cost.compute import column_parallel_gemms_s, grad_accumulate_s, optimizer_s, stage_times
 from shardplan.cost.memory import fullest_stage_memory, param_counts
 from shardplan.model.schema import ModelSpec
 from shardplan.topology.schema import Topology
@@ -37,6 +37,26 @@ def _tp_passes(training: Training) -> float:
     (full; half the blocks for selective-layer), or its all-gathers alone (selective-op keeps the
     reduce-scatter outputs)."""
     return {"full": 3.0, "selective-op": 2.5, "selective-layer": 2.5}.get(training.recompute, 2.0)
+
+
+def _tp_layer_s(
+    training: Training, sp: bool, ag: float, rs: float, ar: float, col: tuple[float, ...]
+) -> tuple[float, float, float]:
+    """One block's TP collectives, seconds: (forward, backward exposed, backward in all). Forward:
+    an all-reduce after each row-parallel GEMM (attention out, MLP down), or under SP an all-gather
+    before each column-parallel GEMM and a reduce-scatter after each row-parallel one. Backward: the
+    column-parallel GEMMs' input gradients all-reduced (SP: reduce-scattered, after the input is
+    all-gathered again for the weight gradient) and, under SP, the row-parallel outputs' gradients
+    all-gathered. With `tp_async_backward` (Megatron's LinearWithGradAccumulationAndAsyncCommunication)
+    the re-gather runs under the input-gradient GEMM and the reduction under the weight-gradient GEMM
+    of the same linear (`col`: each column-parallel GEMM's time; both gradient GEMMs take as long)."""
+    if sp:
+        forward, moved = 2 * (ag + rs), 4 * ag + 2 * rs
+        exposed = sum(max(0.0, ag - g) + max(0.0, rs - g) for g in col) + 2 * ag
+    else:
+        forward = moved = 2 * ar
+        exposed = sum(max(0.0, ar - g) for g in col)
+    return forward, exposed if training.tp_async_backward else moved, moved
 
 
 def _pipeline_split(training: Training, tp: int) -> int:
@@ -102,16 +122,21 @@ def step_cost(
         if tp > 1:
             groups = tp_groups[p]
             size = tokens * model.hidden_size * 2  # bf16 activations, the full (gathered) buffer
-            per_layer_fwd = (
-                2 * (tp_axis.time_s("all_gather", groups, size) + tp_axis.time_s("reduce_scatter", groups, size))
-                if sp
-                else 2 * tp_axis.time_s("all_reduce", groups, size)
-            )
-            passes = _tp_passes(training)
-            tp_s = per_layer_fwd * layers[p] * passes
-            comm[_link_class(topology, groups[0])] += tp_s * num_micro
+            if sp:
+                ag, rs, ar = (
+                    tp_axis.time_s("all_gather", groups, size),
+                    tp_axis.time_s("reduce_scatter", groups, size),
+                    0.0,
+                )
+            else:
+                ag, rs, ar = 0.0, 0.0, tp_axis.time_s("all_reduce", groups, size)
+            col = column_parallel_gemms_s(model, tokens, tp, rates)
+            forward, backward, moved = _tp_layer_s(training, sp, ag, rs, ar, col)
+            tp_s = layers[p] * (forward * (_tp_passes(training) - 1) + backward)
+            moved_s = layers[p] * (forward * (_tp_passes(training) - 1) + moved)
+            comm[_link_class(topology, groups[0])] += moved_s * num_micro
             if training.tp_comm_overlap:  # each all-gather / reduce-scatter runs under its GEMM
-                tp_s = max(0.0, tp_s - times.gemm_s)
+                tp_s = max(0.0, moved_s - times.gemm_s)
         stage_total.append(times.total_s)
         stage_forward.append(times.forward_s)
         tp_per_micro.append(tp_s)
