@@ -337,26 +337,40 @@ class AxisTimes:
 
     def time_s(self, op: str, groups: Sequence[Sequence[int]], size_bytes: float) -> float:
         """Seconds for `op` on all of `groups` at once: the slowest group's."""
-        key = ("times", op, size_bytes, self.axis_id, tuple(map(tuple, groups)))
+        groups = tuple(map(tuple, groups))
+        key = ("times", op, size_bytes, self.axis_id, groups)
         if key not in self.memo:
-            self.memo[key] = max(self._one(op, tuple(g), size_bytes) for g in groups)
+            alike = self._alike(groups).items()
+            self.memo[key] = max(self._one(op, where, mine, size_bytes) for where, mine in alike)
         return self.memo[key]
 
-    def _one(self, op: str, mine: tuple[int, ...], size_bytes: float) -> float:
-        node_of, local_of = self.topology.node_of, self.topology.local_of
-        if not self._on_node:
-            self._index()
-        nodes = tuple(dict.fromkeys([node_of[i] for i in mine]))
-        if self.relabel:  # where it sits: (node renamed in order of appearance, index inside)
-            names = {n: k for k, n in enumerate(nodes)}
-            where = tuple([(names[node_of[i]], local_of[i]) for i in mine])
-        else:
-            where = mine
-        key = ("group", op, size_bytes, where, tuple([self._company[n] for n in nodes]))
+    def _alike(self, groups: tuple[tuple[int, ...], ...]) -> dict[Hashable, tuple[int, ...]]:
+        """One group of `groups` for each way of sitting (see the class), kept in the memo: the
+        collectives of one axis share it."""
+        key = ("alike", self.axis_id, groups)
+        if key not in self.memo:
+            if not self._on_node:
+                self._index()
+            node_of, local_of = self.topology.node_of, self.topology.local_of
+            out: dict[Hashable, tuple[int, ...]] = {}
+            for mine in groups:
+                nodes = tuple(dict.fromkeys([node_of[i] for i in mine]))
+                if self.relabel:  # where it sits: (node renamed in order of appearance, index inside)
+                    names = {n: k for k, n in enumerate(nodes)}
+                    where: tuple = tuple([(names[node_of[i]], local_of[i]) for i in mine])
+                else:
+                    where = mine
+                out.setdefault((where, tuple([self._company[n] for n in nodes])), mine)
+            self.memo[key] = out
+        return self.memo[key]
+
+    def _one(self, op: str, where: Hashable, mine: tuple[int, ...], size_bytes: float) -> float:
+        key = ("group", op, size_bytes, where)
         if key not in self.memo:
             if len(mine) <= 1 or size_bytes <= 0:
                 self.memo[key] = 0.0
             else:
+                nodes = dict.fromkeys([self.topology.node_of[i] for i in mine])
                 load: Counter[Hashable] = Counter()
                 for g in dict.fromkeys([mine, *(r for n in nodes for r in self._on_node[n])]):
                     load.update(self._used(g))
