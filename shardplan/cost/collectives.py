@@ -370,6 +370,8 @@ class AxisTimes:
             if len(mine) <= 1 or size_bytes <= 0:
                 self.memo[key] = 0.0
             else:
+                if not self._on_node:
+                    self._index()
                 nodes = dict.fromkeys([self.topology.node_of[i] for i in mine])
                 load: Counter[Hashable] = Counter()
                 for g in dict.fromkeys([mine, *(r for n in nodes for r in self._on_node[n])]):
