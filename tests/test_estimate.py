@@ -177,3 +177,15 @@ def test_async_tp_backward_hides_only_what_the_gradient_gemms_cover(sequence_par
     assert tp[True].breakdown["tp"] < tp[False].breakdown["tp"]
     assert tp[True].breakdown["tp"] >= tp[False].breakdown["tp"] / 2  # the forward's half (no recompute) stays
     assert tp[True].comm_time_by_link == tp[False].comm_time_by_link  # the same bytes move
+
+
+def test_tp_traffic_under_sp_counts_the_backward_regather():
+    # per layer, forward: 2 all-gathers + 2 reduce-scatters (SP) or 2 all-reduces, the same bytes;
+    # backward under SP gathers the input again for the weight gradient: 6 units against 4
+    from shardplan.cost.step import traffic_bytes
+
+    plain = Training(global_batch=8, seq_len=4096, recompute="none", sequence_parallel=False)
+    sp = plain.model_copy(update={"sequence_parallel": True})
+    shape = dict(tp=8, pp=1, dp=1, micro_batch=1)
+    model = load_model("llama3-70b")
+    assert traffic_bytes(model, sp, **shape)["tp"] == pytest.approx(1.25 * traffic_bytes(model, plain, **shape)["tp"])

@@ -242,13 +242,14 @@ def traffic_bytes(
     num_micro = training.global_batch // (dp * micro_batch)
     act = micro_batch * training.seq_len * model.hidden_size * 2  # bf16 activations of one micro-batch
     split = _pipeline_split(training, tp)
-    passes = _tp_passes(training)
+    passes, sp = _tp_passes(training), training.sequence_parallel and tp > 1
     layers = model.num_layers / pp
     params = param_counts(model, layers=round(layers), first=False, last=False) / tp
     zero3_gathers = num_micro * 2 * params * 2 * (dp - 1) / dp if training.zero_stage == 3 else 0.0
     return {
-        # per layer and pass: two all-reduces (or all-gather + reduce-scatter pairs) of the activations
-        "tp": num_micro * layers * passes * 2 * 2 * (tp - 1) / tp * act,
+        # per layer: two all-reduces (or two all-gather + reduce-scatter pairs) of the activations per
+        # forward pass; backward the same, or under SP two more all-gathers (`_tp_layer_s`)
+        "tp": num_micro * layers * (4 * (passes - 1) + (6 if sp else 4)) * (tp - 1) / tp * act,
         # fp32 gradients reduced once per step (all-reduce moves twice the reduce-scatter's bytes)
         "dp": 2 * (dp - 1) / dp * params * 4 + zero3_gathers,
         # activations forward and gradients backward across each stage boundary
