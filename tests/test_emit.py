@@ -212,7 +212,7 @@ def test_torchrun_gloo_every_rank_builds_the_planned_mesh() -> None:
     run = _torchrun("tests/dist_check.py", str(CROSSED))
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     ok = [line for line in run.stdout.splitlines() if line.startswith("OK ")]
-    assert ok == ["OK 2 1 4 [[[0, 2], [3, 1], [6, 4], [7, 5]]]"]  # TP pairs on the crossed NVLink bridges
+    assert ok == ["OK 2 1 4 [[[0, 2], [1, 3], [6, 4], [7, 5]]]"]  # TP pairs on the crossed NVLink bridges
 
 
 def test_torchrun_ranks_that_disagree_all_get_the_same_error() -> None:
