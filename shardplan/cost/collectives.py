@@ -340,6 +340,8 @@ class AxisTimes:
         groups = tuple(map(tuple, groups))
         key = ("times", op, size_bytes, self.axis_id, groups)
         if key not in self.memo:
+            if not self._on_node:
+                self._index()
             alike = self._alike(groups).items()
             self.memo[key] = max(self._one(op, where, mine, size_bytes) for where, mine in alike)
         return self.memo[key]
@@ -349,8 +351,6 @@ class AxisTimes:
         collectives of one axis share it."""
         key = ("alike", self.axis_id, groups)
         if key not in self.memo:
-            if not self._on_node:
-                self._index()
             node_of, local_of = self.topology.node_of, self.topology.local_of
             out: dict[Hashable, tuple[int, ...]] = {}
             for mine in groups:
@@ -370,8 +370,6 @@ class AxisTimes:
             if len(mine) <= 1 or size_bytes <= 0:
                 self.memo[key] = 0.0
             else:
-                if not self._on_node:
-                    self._index()
                 nodes = dict.fromkeys([self.topology.node_of[i] for i in mine])
                 load: Counter[Hashable] = Counter()
                 for g in dict.fromkeys([mine, *(r for n in nodes for r in self._on_node[n])]):

@@ -3,7 +3,7 @@ bubble, data-parallel gradient sync (overlapped with the last backward), FSDP ga
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,20 +40,23 @@ def _tp_passes(training: Training) -> float:
 
 
 def _tp_layer_s(
-    training: Training, sp: bool, ag: float, rs: float, ar: float, col: tuple[float, ...]
+    training: Training, sp: bool, time_of: Callable[[str], float], col: tuple[float, ...]
 ) -> tuple[float, float, float]:
-    """One block's TP collectives, seconds: (forward, backward exposed, backward in all). Forward:
-    an all-reduce after each row-parallel GEMM (attention out, MLP down), or under SP an all-gather
-    before each column-parallel GEMM and a reduce-scatter after each row-parallel one. Backward: the
-    column-parallel GEMMs' input gradients all-reduced (SP: reduce-scattered, after the input is
-    all-gathered again for the weight gradient) and, under SP, the row-parallel outputs' gradients
-    all-gathered. With `tp_async_backward` (Megatron's LinearWithGradAccumulationAndAsyncCommunication)
-    the re-gather runs under the input-gradient GEMM and the reduction under the weight-gradient GEMM
-    of the same linear (`col`: each column-parallel GEMM's time; both gradient GEMMs take as long)."""
+    """One block's TP collectives, seconds: (forward, backward exposed, backward in all), `time_of(op)`
+    timing one collective on the stage's TP groups. Forward: an all-reduce after each row-parallel GEMM
+    (attention out, MLP down), or under SP an all-gather before each column-parallel GEMM and a
+    reduce-scatter after each row-parallel one. Backward: the column-parallel GEMMs' input gradients
+    all-reduced (SP: reduce-scattered, after the input is all-gathered again for the weight gradient)
+    and, under SP, the row-parallel outputs' gradients all-gathered. With `tp_async_backward`
+    (Megatron's LinearWithGradAccumulationAndAsyncCommunication) the re-gather runs under the
+    input-gradient GEMM and the reduction under the weight-gradient GEMM of the same linear (`col`:
+    each column-parallel GEMM's time; both gradient GEMMs take as long)."""
     if sp:
+        ag, rs = time_of("all_gather"), time_of("reduce_scatter")
         forward, moved = 2 * (ag + rs), 4 * ag + 2 * rs
         exposed = sum(max(0.0, ag - g) + max(0.0, rs - g) for g in col) + 2 * ag
     else:
+        ar = time_of("all_reduce")
         forward = moved = 2 * ar
         exposed = sum(max(0.0, ar - g) for g in col)
     return forward, exposed if training.tp_async_backward else moved, moved
@@ -122,18 +125,13 @@ def step_cost(
         if tp > 1:
             groups = tp_groups[p]
             size = tokens * model.hidden_size * 2  # bf16 activations, the full (gathered) buffer
-            if sp:
-                ag, rs, ar = (
-                    tp_axis.time_s("all_gather", groups, size),
-                    tp_axis.time_s("reduce_scatter", groups, size),
-                    0.0,
-                )
-            else:
-                ag, rs, ar = 0.0, 0.0, tp_axis.time_s("all_reduce", groups, size)
             col = column_parallel_gemms_s(model, tokens, tp, rates)
-            forward, backward, moved = _tp_layer_s(training, sp, ag, rs, ar, col)
-            tp_s = layers[p] * (forward * (_tp_passes(training) - 1) + backward)
-            moved_s = layers[p] * (forward * (_tp_passes(training) - 1) + moved)
+            forward, backward, moved = _tp_layer_s(
+                training, sp, lambda op, g=groups, size=size: tp_axis.time_s(op, g, size), col
+            )
+            forward_passes = _tp_passes(training) - 1  # 1, plus what recompute runs again
+            tp_s = layers[p] * (forward * forward_passes + backward)
+            moved_s = layers[p] * (forward * forward_passes + moved)
             comm[_link_class(topology, groups[0])] += moved_s * num_micro
             if training.tp_comm_overlap:  # each all-gather / reduce-scatter runs under its GEMM
                 tp_s = max(0.0, moved_s - times.gemm_s)
