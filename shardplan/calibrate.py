@@ -8,7 +8,8 @@ of several repeats, on random data:
 - bf16 GEMMs with the shapes tensor parallelism produces (forward, data- and weight-gradient
   layouts of a transformer block's four projections, for several model widths, token counts and TP
   degrees);
-- causal flash/SDPA attention, forward and backward;
+- causal flash/SDPA attention, forward and backward: SDPA's own pick of kernel, and SDPA held to its
+  FlashAttention-2 backend (the kernel older attention implementations are rated against);
 - memory-bound work as the standard PyTorch ops do it, forward + backward: RMSNorm, rotary
   embedding, SwiGLU, residual add, fp32 cross-entropy; each as the bytes the cost model counts for
   it over the measured time (so eager-mode overheads are in the rate);
@@ -28,12 +29,14 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from shardplan.cost.calibration import ATTN_BWD_FLOPS_OVER_FWD, elementwise_bytes_per_token
 
@@ -102,9 +105,17 @@ def measure_gemms(timer: _Timer, device: torch.device, shapes: list[tuple[int, i
     return out
 
 
-def measure_attention(timer: _Timer, device: torch.device, cases: tuple) -> tuple[dict[str, float], dict[str, float]]:
+def measure_attention(
+    timer: _Timer, device: torch.device, cases: tuple, backend: SDPBackend | None = None
+) -> tuple[dict[str, float], dict[str, float]]:
     """Causal SDPA TFLOP/s forward and backward, on causal FLOPs (half of 4*b*h*s*s*d forward;
-    backward counted as ATTN_BWD_FLOPS_OVER_FWD x forward)."""
+    backward counted as ATTN_BWD_FLOPS_OVER_FWD x forward). `backend` restricts SDPA to one kernel
+    family; PyTorch raises RuntimeError where that kernel cannot run on this device."""
+    with sdpa_kernel(backend) if backend is not None else nullcontext():
+        return _time_attention(timer, device, cases)
+
+
+def _time_attention(timer: _Timer, device: torch.device, cases: tuple) -> tuple[dict[str, float], dict[str, float]]:
     fwd, bwd = {}, {}
     for b, heads, s in cases:
         q, k, v = (
@@ -324,7 +335,12 @@ def calibrate(*, quick: bool = False, device_type: str | None = None) -> dict[st
     timer = _Timer(device, warmup=1 if quick else 3, repeats=3 if quick else 10)
     widths = QUICK["widths"] if quick else WIDTHS
     tokens = QUICK["tokens"][0] if quick else 8192
-    attn_fwd, attn_bwd = measure_attention(timer, device, QUICK["attention"] if quick else ATTENTION)
+    attention_cases = QUICK["attention"] if quick else ATTENTION
+    attn_fwd, attn_bwd = measure_attention(timer, device, attention_cases)
+    try:
+        flash2_fwd, flash2_bwd = measure_attention(timer, device, attention_cases, SDPBackend.FLASH_ATTENTION)
+    except RuntimeError:  # no FlashAttention-2 kernel for this device (the CPU, pre-Ampere GPUs)
+        flash2_fwd, flash2_bwd = {}, {}
     result: dict[str, Any] = {
         "gpu": _gpu_key(device),
         "device_name": torch.cuda.get_device_name(device) if device_type == "cuda" else platform.processor() or "cpu",
@@ -333,6 +349,8 @@ def calibrate(*, quick: bool = False, device_type: str | None = None) -> dict[st
         ),
         "sdpa_causal_tflops": attn_fwd,
         "sdpa_causal_backward_tflops": attn_bwd,
+        "flash2_causal_tflops": flash2_fwd,
+        "flash2_causal_backward_tflops": flash2_bwd,
         "elementwise_gbps": measure_elementwise(timer, device, tokens, widths[-1 if quick else 1]),
         "loss_gbps": measure_loss(timer, device, tokens // 4 if not quick else tokens, 1024 if quick else 128256),
         **measure_copies(timer, device, 2**20 if quick else 2**30),

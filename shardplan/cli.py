@@ -147,7 +147,11 @@ OverlapParamGather = Annotated[
 ]
 SequenceParallel = Annotated[bool, typer.Option(help="Megatron sequence parallelism with TP > 1.")]
 Attention = Annotated[
-    str, typer.Option(help="flash (FlashAttention, SDPA) or unfused (Megatron's s x s core attention, pre-2022).")
+    str,
+    typer.Option(
+        help="flash (FlashAttention, SDPA), triton (the 2022 Triton FlashAttention, llm-foundry's attn_impl) "
+        "or unfused (Megatron's s x s core attention, pre-2022)."
+    ),
 ]
 TpAsyncBackward = Annotated[
     bool,

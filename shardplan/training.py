@@ -34,10 +34,12 @@ class Training(BaseModel):
         0, description="ZeRO / FSDP stage: 1 shards optimizer states, 2 also gradients, 3 also weights."
     )
     sequence_parallel: bool = Field(True, description="Megatron sequence parallelism with TP > 1.")
-    attention: Literal["flash", "unfused"] = Field(
+    attention: Literal["flash", "triton", "unfused"] = Field(
         "flash",
-        description="flash: fused attention (FlashAttention, SDPA), no s x s matrix in memory; unfused: "
-        "Megatron's core attention before FlashAttention (2022): batched QK^T and AV over the whole s x s "
+        description="flash: fused attention at the rate of SDPA's own pick of kernel (FlashAttention, cuDNN), no "
+        "s x s matrix in memory; triton: the FlashAttention kernel written in Triton in 2022 (flash_attn_triton.py, "
+        "llm-foundry's attn_impl='triton'), slower than FlashAttention-2 by the FlashAttention-2 paper's factors; "
+        "unfused: Megatron's core attention before FlashAttention (2022): batched QK^T and AV over the whole s x s "
         "square, softmax (and dropout where the model has it) on that matrix in memory.",
     )
     pipeline_scatter_gather: bool = Field(

@@ -42,6 +42,7 @@ def test_quick_calibration_on_cpu_is_a_valid_file(tmp_path: Path) -> None:
     assert set(cal.elementwise_gbps) == set(ELEMENTWISE_OPS)
     assert all(v > 0 for v in (*cal.gemm_tflops.values(), *cal.elementwise_gbps.values(), cal.loss_gbps))
     assert cal.sdpa_causal_backward_tflops and cal.adamw_gbps
+    assert cal.flash2_causal_tflops.keys() == cal.sdpa_causal_tflops.keys()  # the CPU's flash kernel
     assert set(cal.host_dispatch) == set(HOST_DISPATCH_KEYS)
     again = _cli("calibrate", "--quick", "--device", "cpu", "-o", str(out))
     assert again.returncode == 2 and "already exists" in again.stderr

@@ -163,6 +163,35 @@ def test_unfused_attention_pays_for_the_square_and_selective_recompute_drops_it(
     assert kept["unfused"].memory_breakdown["activations"] == kept["flash"].memory_breakdown["activations"]
 
 
+def test_triton_2022_attention_runs_at_flash2_rates_over_the_published_ratios():
+    # 32k tokens of one sequence: attention dominates, so the step tells the attention rate apart
+    train = Training(global_batch=8, seq_len=32768, recompute="none", zero_stage=3)
+    plans = {
+        a: estimate("llama2-7b", "dgx-h100", train.model_copy(update={"attention": a}), tp=1, pp=1, dp=8)
+        for a in ("flash", "triton")
+    }
+    assert plans["triton"].memory_per_gpu_bytes == plans["flash"].memory_per_gpu_bytes  # no s x s either
+    rates, model = rates_for("h100-sxm"), load_model("llama2-7b")
+    flops = 32768 * 2 * 32768 * model.num_heads * model.head_dim * model.num_layers  # causal, one sequence
+    extra = flops * (1.4 / rates.flash2_flops - 1 / rates.attention_flops) + 2.5 * flops * (
+        2.0 / rates.flash2_bwd_flops - 1 / rates.attention_bwd_flops
+    )
+    gained = plans["triton"].breakdown["compute"] - plans["flash"].breakdown["compute"]
+    assert gained == pytest.approx(extra, rel=1e-6)
+    # on the H100 FlashAttention-2 (Ampere instructions) trails SDPA's own pick (cuDNN)
+    assert rates.flash2_flops < 0.7 * rates.attention_flops
+
+
+def test_flash2_rate_on_gpus_without_a_calibration_follows_their_architecture():
+    h100, a100, h200 = rates_for("h100-sxm"), rates_for("a100-sxm-80gb"), rates_for("h200-sxm")
+    ratio = 312.0 / 989.4  # datasheet BF16 dense peaks
+    # Ampere: FlashAttention-2 is SDPA's own pick, at the H100's best-kernel share of the peak
+    assert a100.flash2_flops == pytest.approx(h100.attention_flops * ratio)
+    assert a100.flash2_flops == pytest.approx(a100.attention_flops)
+    # Hopper (same peak): FlashAttention-2 at its share measured on the H100
+    assert h200.flash2_bwd_flops == pytest.approx(h100.flash2_bwd_flops)
+
+
 @pytest.mark.parametrize("sequence_parallel", [False, True])
 def test_async_tp_backward_hides_only_what_the_gradient_gemms_cover(sequence_parallel):
     # the column-parallel backward's reductions run under the weight-gradient GEMMs: TP time drops, but

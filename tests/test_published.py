@@ -60,6 +60,23 @@ def test_bloom_sweep_mean_within_bounds() -> None:
     assert len(used) >= 70 and statistics.mean(abs(r.error) for r in used) <= 0.10
 
 
+def test_llmfoundry_long_sequences_at_the_triton_attention_rate() -> None:
+    """llm-foundry's MPT runs used the 2022 Triton FlashAttention (attn_impl='triton'). At 16k-64k
+    tokens per sequence attention is most of the step: rated as FlashAttention-2 over the
+    FlashAttention-2 paper's ratios, every such row (A100 and H100) lands within 25%; at SDPA's own
+    H100 rate they came out 30-55% short."""
+    vp = _harness()
+    long = [
+        vp.evaluate(n, row)
+        for n, row in vp.usable_rows()
+        if n.startswith("llmfoundry") and int(row["seq_len"]) >= 16384
+    ]
+    used = [r for r in long if r.error is not None]
+    assert len(used) >= 20
+    worst = max(used, key=lambda r: abs(r.error))
+    assert abs(worst.error) <= 0.25, f"{worst.row_id}: {worst.error:+.1%}"
+
+
 @pytest.mark.parametrize("row_id", ["MC-4", "MC-9"])
 def test_overlap_flags_matter(row_id: str) -> None:
     """Without --tp-comm-overlap / --overlap-param-gather the same runs come out slower."""

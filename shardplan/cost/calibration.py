@@ -25,6 +25,9 @@ ATTN_BWD_FLOPS_OVER_FWD = 2.5
 # channel buffers) where no calibration measured it. Assumption, typical for torch 2.x on Hopper.
 DEFAULT_CONTEXT_BYTES = int(1.5 * 2**30)
 ELEMENTWISE_OPS = ("rms_norm", "rope", "swiglu", "residual_add")
+# Architectures whose tensor-core peak needs instructions that Ampere-era kernels do not issue
+# (Hopper's wgmma, Blackwell's tcgen05: NVIDIA's PTX ISA guide).
+ASYNC_MMA_ARCHITECTURES = frozenset({"hopper", "blackwell"})
 HOST_DISPATCH_KEYS = ("forward_s_per_block", "backward_s_per_block", "forward_s_fixed", "backward_s_fixed")
 
 
@@ -53,6 +56,12 @@ class Calibration(BaseModel):
     sdpa_causal_backward_tflops: dict[str, float] = Field(
         {}, description="Causal attention backward TFLOP/s (ATTN_BWD_FLOPS_OVER_FWD x causal forward FLOPs)."
     )
+    flash2_causal_tflops: dict[str, float] = Field(
+        {}, description="As sdpa_causal_tflops, SDPA held to its FlashAttention-2 backend."
+    )
+    flash2_causal_backward_tflops: dict[str, float] = Field(
+        {}, description="As sdpa_causal_backward_tflops, SDPA held to its FlashAttention-2 backend."
+    )
     elementwise_gbps: dict[str, float] = Field(
         {}, description="Forward + backward of each memory-bound op, GB/s of the bytes the cost model counts."
     )
@@ -76,6 +85,8 @@ class Rates(BaseModel):
     gemm_overhead_s: float = Field(description="Fixed time per GEMM (launch, wave tail).")
     attention_flops: float = Field(description="Causal attention forward FLOP/s (flash / SDPA).")
     attention_bwd_flops: float = Field(description="Causal attention backward FLOP/s.")
+    flash2_flops: float = Field(description="Causal attention forward FLOP/s of the FlashAttention-2 kernels.")
+    flash2_bwd_flops: float = Field(description="Causal attention backward FLOP/s of the FlashAttention-2 kernels.")
     hbm_bytes_per_s: float = Field(description="Achievable memory traffic (read + write), bytes/s.")
     elementwise_bytes_per_s: dict[str, float] = Field(description="Rate of each memory-bound op (ELEMENTWISE_OPS).")
     loss_bytes_per_s: float
@@ -134,13 +145,17 @@ def _rates_from_json(text: str) -> Rates:
     cal = Calibration.model_validate_json(text)
     peak, overhead = _fit_gemm(cal)
     hbm = cal.d2d_rw_gbps * 1e9
-    attention = statistics.median(cal.sdpa_causal_tflops.values()) * 1e12
-    backward = cal.sdpa_causal_backward_tflops
+    attention = _median_tflops(cal.sdpa_causal_tflops) * 1e12
+    backward = _median_tflops(cal.sdpa_causal_backward_tflops or cal.sdpa_causal_tflops) * 1e12
     return Rates(
         gemm_peak_flops=peak,
         gemm_overhead_s=overhead,
         attention_flops=attention,
-        attention_bwd_flops=statistics.median(backward.values()) * 1e12 if backward else attention,
+        attention_bwd_flops=backward,
+        # where FlashAttention-2 was not measured apart, SDPA's own pick stands in (on Ampere and Ada
+        # that pick is FlashAttention-2: PyTorch's SDPA tries its flash backend first)
+        flash2_flops=_median_tflops(cal.flash2_causal_tflops) * 1e12 or attention,
+        flash2_bwd_flops=_median_tflops(cal.flash2_causal_backward_tflops) * 1e12 or backward,
         hbm_bytes_per_s=hbm,
         elementwise_bytes_per_s={op: cal.elementwise_gbps.get(op, cal.d2d_rw_gbps) * 1e9 for op in ELEMENTWISE_OPS},
         loss_bytes_per_s=(cal.loss_gbps or cal.d2d_rw_gbps) * 1e9,
@@ -149,6 +164,10 @@ def _rates_from_json(text: str) -> Rates:
         host_dispatch={key: cal.host_dispatch.get(key, 0.0) for key in HOST_DISPATCH_KEYS},
         source=cal.source or f"calibration of {cal.gpu}",
     )
+
+
+def _median_tflops(by_shape: dict[str, float]) -> float:
+    return statistics.median(by_shape.values()) if by_shape else 0.0
 
 
 def rates_for(gpu: str, calibration: Calibration | None = None) -> Rates:
@@ -162,12 +181,20 @@ def rates_for(gpu: str, calibration: Calibration | None = None) -> Rates:
         raise ShardplanError(f"the shipped calibration for {REFERENCE_GPU} is missing; reinstall shardplan")
     ref, ref_spec, spec = _rates_from(ref_cal), gpu_model(REFERENCE_GPU), gpu_model(gpu)
     compute = spec.bf16_dense_tflops / ref_spec.bf16_dense_tflops
+    # FlashAttention-2 uses Ampere's tensor-core instructions: on Hopper and Blackwell it reaches a
+    # smaller share of the peak than the best kernel (measured on the H100: benchmarks/results/
+    # h100-attention), on older GPUs it is the best kernel (SDPA's own pick)
+    flash2 = ref.flash2_flops, ref.flash2_bwd_flops
+    if spec.architecture not in ASYNC_MMA_ARCHITECTURES:
+        flash2 = ref.attention_flops, ref.attention_bwd_flops
     memory = spec.hbm_gbps / ref_spec.hbm_gbps
     return Rates(
         gemm_peak_flops=ref.gemm_peak_flops * compute,
         gemm_overhead_s=ref.gemm_overhead_s,
         attention_flops=ref.attention_flops * compute,
         attention_bwd_flops=ref.attention_bwd_flops * compute,
+        flash2_flops=flash2[0] * compute,
+        flash2_bwd_flops=flash2[1] * compute,
         hbm_bytes_per_s=ref.hbm_bytes_per_s * memory,
         elementwise_bytes_per_s={op: rate * memory for op, rate in ref.elementwise_bytes_per_s.items()},
         loss_bytes_per_s=ref.loss_bytes_per_s * memory,

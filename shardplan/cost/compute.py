@@ -3,7 +3,8 @@
 GEMMs take flops / sustained peak + a fixed overhead each (fitted to the measured GEMM table, see
 calibration.py), so the small GEMMs that tensor parallelism produces run less efficiently. The
 backward pass runs two GEMMs (data and weight gradient) per forward GEMM. Attention runs at the
-measured flash/SDPA forward and backward rates on causal FLOPs (half the s x s count); unfused
+measured flash/SDPA forward and backward rates on causal FLOPs (half the s x s count); the 2022
+Triton FlashAttention runs at the measured FlashAttention-2 rates over the published ratio; unfused
 attention (Megatron before FlashAttention) runs QK^T and AV as batched GEMMs over the whole square
 and moves the s x s scores through softmax and dropout in memory. Norms,
 residual adds, the activation function, RoPE and the loss are memory-bound: the bytes each must move
@@ -30,6 +31,10 @@ ADAM_BYTES, COPY_BACK_BYTES, ZERO_GRAD_BYTES = 28, 6, 4
 # Per micro-batch, each bf16 weight gradient is added into the fp32 gradient buffer: read 2 + 4,
 # write 4 (Megatron-LM's DDP main_grad without gradient_accumulation_fusion; FSDP2's fp32 reduce).
 GRAD_ACCUMULATE_BYTES = 10
+# The FlashAttention kernel in Triton of 2022 against FlashAttention-2 on the same GPU, forward and
+# backward: "FlashAttention-2 is around 1.3-1.5x faster than FlashAttention in Triton in the forward
+# pass and around 2x faster in the backward pass" (Dao 2023, arXiv:2307.08691, Sec. 4.1, on A100).
+TRITON_2022_SLOWER = (1.4, 2.0)
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,7 @@ def column_parallel_gemms_s(model: ModelSpec, tokens: int, tp: int, rates: Rates
 
 
 def _block_times(
-    model: ModelSpec, tokens: int, seq_len: int, tp: int, sp: bool, rates: Rates, *, unfused: bool = False
+    model: ModelSpec, tokens: int, seq_len: int, tp: int, sp: bool, rates: Rates, *, attention: str = "flash"
 ) -> tuple[float, ...]:
     """(forward GEMMs, forward attention, backward attention, forward memory-bound) seconds of one
     transformer block."""
@@ -85,7 +90,7 @@ def _block_times(
     memory = norm_tokens * (
         2 * per_token["rms_norm"] / rate["rms_norm"] + 2 * per_token["residual_add"] / rate["residual_add"]
     ) + tokens / tp * (per_token["rope"] / rate["rope"] + per_token["swiglu"] / rate["swiglu"])
-    if unfused:  # Megatron's core attention before FlashAttention
+    if attention == "unfused":  # Megatron's core attention before FlashAttention
         scores = tokens * seq_len * model.num_heads / tp  # elements of the s x s matrices
         # QK^T and AV as two batched GEMMs over the whole square (the causal mask is applied after)
         bmm = 4 * scores * model.head_dim / rates.gemm_peak_flops + 2 * rates.gemm_overhead_s
@@ -95,6 +100,9 @@ def _block_times(
         drop = 1 if model.dropout else 0
         attn_fwd = bmm + scores * (4 + 5 * drop) / rates.hbm_bytes_per_s
         attn_bwd = 2 * bmm + scores * (6 + 5 * drop) / rates.hbm_bytes_per_s
+    elif attention == "triton":
+        attn_fwd = attn_flops * TRITON_2022_SLOWER[0] / rates.flash2_flops
+        attn_bwd = attn_flops * ATTN_BWD_FLOPS_OVER_FWD * TRITON_2022_SLOWER[1] / rates.flash2_bwd_flops
     else:
         attn_fwd = attn_flops / rates.attention_flops
         attn_bwd = attn_flops * ATTN_BWD_FLOPS_OVER_FWD / rates.attention_bwd_flops
@@ -123,7 +131,7 @@ def stage_times(
         tp,
         training.sequence_parallel and tp > 1,
         rates,
-        unfused=training.attention == "unfused",
+        attention=training.attention,
     )
     fwd = layers * (gemms + attn + memory)
     bwd = layers * (2 * gemms + attn_bwd + 2 * memory)

@@ -68,7 +68,7 @@ def activation_bytes(
         "tp": tp,
         "sequence_parallel": sp,
         "seq_len": training.seq_len,
-        "flash_attention": training.attention == "flash",
+        "flash_attention": training.attention != "unfused",
     }
     per_layer = model.activation_bytes_per_token(**shape, recompute=training.recompute)
     in_flight = min(pp - stage, num_micro)

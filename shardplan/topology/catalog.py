@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from functools import cache
 from importlib import resources
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,6 +25,9 @@ class GpuModel(BaseModel):
     nvlink_links: int = Field(ge=0, description="NVLink links per GPU.")
     nvlink_gbps_per_link: float = Field(ge=0, description="GB/s per link per direction.")
     pcie_gen: int = Field(ge=1, description="PCIe generation of the GPU's host link.")
+    architecture: Literal["volta", "ampere", "ada", "hopper", "blackwell"] = Field(
+        description="GPU architecture: which tensor-core instructions its kernels can use."
+    )
     nvml_names: tuple[str, ...] = Field(description="Regexes matched against the product name.")
 
 

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Causal attention forward/backward TFLOP/s on this GPU for each SDPA backend (PyTorch's own pick,
+# FlashAttention-2, cuDNN, memory-efficient), with the shapes `shardplan calibrate` uses.
+# Results: $OUT/attention_backends.json (default benchmarks/results/h100-attention).
+set -uo pipefail
+OUT=${OUT:-benchmarks/results/h100-attention}
+mkdir -p "$OUT"
+if compgen -G ".whl/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site:$PWD
+fi
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv > "$OUT/nvidia-smi.csv"
+OUT="$OUT" python3 - <<'PY'
+import json, os, torch
+from torch.nn.attention import SDPBackend
+from shardplan.calibrate import ATTENTION, _Timer, measure_attention
+
+device = torch.device("cuda", 0)
+timer = _Timer(device, warmup=3, repeats=10)
+result = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__, "cuda": torch.version.cuda}
+backends = {"default": None, "flash2": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+            "efficient": SDPBackend.EFFICIENT_ATTENTION}
+for name, backend in backends.items():
+    try:
+        fwd, bwd = measure_attention(timer, device, ATTENTION, backend)
+        result[name] = {"forward_tflops": fwd, "backward_tflops": bwd}
+    except RuntimeError as exc:
+        result[name] = {"error": str(exc)[:300]}
+    print(name, json.dumps(result[name]))
+with open(os.path.join(os.environ["OUT"], "attention_backends.json"), "w") as f:
+    json.dump(result, f, indent=2)
+PY
