@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from functools import cached_property
 from typing import Any, Literal
 
@@ -351,16 +351,16 @@ class AxisTimes:
         collectives of one axis share it."""
         key = ("alike", self.axis_id, groups)
         if key not in self.memo:
-            node_of, local_of = self.topology.node_of, self.topology.local_of
+            node_of, local_of, company = self.topology.node_of, self.topology.local_of, self._company
             out: dict[Hashable, tuple[int, ...]] = {}
             for mine in groups:
-                nodes = tuple(dict.fromkeys([node_of[i] for i in mine]))
                 if self.relabel:  # where it sits: (node renamed in order of appearance, index inside)
-                    names = {n: k for k, n in enumerate(nodes)}
-                    where: tuple = tuple([(names[node_of[i]], local_of[i]) for i in mine])
+                    names: dict[int, int] = {}
+                    where: tuple = tuple([(names.setdefault(node_of[i], len(names)), local_of[i]) for i in mine])
+                    nodes: Iterable[int] = names
                 else:
-                    where = mine
-                out.setdefault((where, tuple([self._company[n] for n in nodes])), mine)
+                    where, nodes = mine, dict.fromkeys([node_of[i] for i in mine])
+                out.setdefault((where, tuple([company[n] for n in nodes])), mine)
             self.memo[key] = out
         return self.memo[key]
 
@@ -386,31 +386,26 @@ class AxisTimes:
 
     def _index(self) -> None:
         """The groups on each node, and an interned id of what they do there: on interchangeable
-        nodes each group's GPUs there (indexes inside the node) and whether it leaves the node, as a
-        sorted multiset; else the groups themselves. Kept in the memo per axis."""
+        nodes each group's GPUs there (a bit mask of indexes inside the node) and whether it leaves
+        the node, as a sorted multiset; else the groups themselves. Kept in the memo per axis."""
         key = ("index", self.axis_id)
         if key in self.memo:
             self._on_node, self._company = self.memo[key]
             return
         node_of, local_of = self.topology.node_of, self.topology.local_of
-        doing: dict[int, list[tuple]] = {}
+        on_node: dict[int, list[tuple[int, ...]]] = {}
+        doing: dict[int, list[int]] = {}
         for g in self.groups:
-            spots = [node_of[i] for i in g]
-            where = dict.fromkeys(spots)
-            for n in where:
-                self._on_node.setdefault(n, []).append(g)
-            if not self.relabel:
-                continue
-            if len(where) == 1:  # inside one node (TP groups, mostly)
-                doing.setdefault(spots[0], []).append((tuple(sorted([local_of[i] for i in g])), False))
-            elif len(where) == len(g):  # one GPU per node (pipeline pairs, DP across nodes)
-                for i, n in zip(g, spots, strict=True):
-                    doing.setdefault(n, []).append(((local_of[i],), True))
-            else:
-                for n in where:
-                    here = tuple(sorted([local_of[i] for i, m in zip(g, spots, strict=True) if m == n]))
-                    doing.setdefault(n, []).append((here, True))
-        for n, groups in self._on_node.items():
+            here: dict[int, int] = {}  # node -> bit mask of the group's GPUs there (indexes inside the node)
+            for i in g:
+                n = node_of[i]
+                here[n] = here.get(n, 0) | 1 << local_of[i]
+            leaves = len(here) > 1
+            for n, mask in here.items():
+                on_node.setdefault(n, []).append(g)
+                doing.setdefault(n, []).append(2 * mask + leaves)
+        self._on_node = on_node
+        for n, groups in on_node.items():
             what = tuple(sorted(doing[n])) if self.relabel else tuple(groups)
             self._company[n] = self.memo.setdefault(("company", what), len(self.memo))
         self.memo[key] = (self._on_node, self._company)
