@@ -403,7 +403,8 @@ class AxisTimes:
             leaves = len(here) > 1
             for n, mask in here.items():
                 on_node.setdefault(n, []).append(g)
-                doing.setdefault(n, []).append(2 * mask + leaves)
+                if self.relabel:
+                    doing.setdefault(n, []).append(2 * mask + leaves)
         self._on_node = on_node
         for n, groups in on_node.items():
             what = tuple(sorted(doing[n])) if self.relabel else tuple(groups)
