@@ -192,6 +192,20 @@ def test_flash2_rate_on_gpus_without_a_calibration_follows_their_architecture():
     assert h200.flash2_bwd_flops == pytest.approx(h100.flash2_bwd_flops)
 
 
+def test_rope_is_charged_only_to_models_that_rotate_q_and_k():
+    # llama2-7b: RoPE on Q and K; the same model with learned or ALiBi positions (GPT-3, BLOOM, MPT)
+    # saves exactly RoPE's bytes at its measured rate, forward + backward, in every block
+    llama = load_model("llama2-7b")
+    plain = llama.model_copy(update={"rotary": False})
+    train = Training(global_batch=8, seq_len=4096, recompute="none", zero_stage=3)
+    rotary, learned = (estimate(m, "dgx-h100", train, tp=1, pp=1, dp=8).breakdown["compute"] for m in (llama, plain))
+    rates = rates_for("h100-sxm")
+    qk = (llama.num_heads + llama.num_kv_heads) * llama.head_dim
+    rope_bytes = 2 * 2 * qk  # reads and writes Q and K in bf16, per token
+    assert rotary - learned == pytest.approx(3 * 4096 * llama.num_layers * rope_bytes / rates.elementwise_bytes_per_s["rope"])
+    assert not load_model("gpt3-175b").rotary and load_model("llama3-8b").rotary
+
+
 @pytest.mark.parametrize("sequence_parallel", [False, True])
 def test_async_tp_backward_hides_only_what_the_gradient_gemms_cover(sequence_parallel):
     # the column-parallel backward's reductions run under the weight-gradient GEMMs: TP time drops, but

@@ -7,7 +7,7 @@ measured flash/SDPA forward and backward rates on causal FLOPs (half the s x s c
 Triton FlashAttention runs at the measured FlashAttention-2 rates over the published ratio; unfused
 attention (Megatron before FlashAttention) runs QK^T and AV as batched GEMMs over the whole square
 and moves the s x s scores through softmax and dropout in memory. Norms,
-residual adds, the activation function, RoPE and the loss are memory-bound: the bytes each must move
+residual adds, the activation function, RoPE (where the model has it) and the loss are memory-bound: the bytes each must move
 (forward; backward twice that) over the rate measured for that op. A micro-batch takes at least the
 host's dispatch time for its blocks (eager mode launches each kernel from Python). All rates come
 from `shardplan calibrate`.
@@ -83,13 +83,14 @@ def _block_times(
     # causal attention: QK^T and AV, 2 * 2 * s * q FLOPs per token over the full square, half of it causal
     attn_flops = tokens * 2 * seq_len * (q / tp)
     # memory-bound work: two norms and two residual adds per block (on tokens/tp with SP), RoPE on
-    # Q and K and the MLP activation (sharded by TP)
+    # Q and K where the model rotates them, and the MLP activation (sharded by TP)
     per_token = elementwise_bytes_per_token(h, q, kv, f, swiglu=model.mlp == "swiglu")
     rate = rates.elementwise_bytes_per_s
     norm_tokens = tokens / tp if sp else tokens
+    rope = per_token["rope"] / rate["rope"] if model.rotary else 0.0
     memory = norm_tokens * (
         2 * per_token["rms_norm"] / rate["rms_norm"] + 2 * per_token["residual_add"] / rate["residual_add"]
-    ) + tokens / tp * (per_token["rope"] / rate["rope"] + per_token["swiglu"] / rate["swiglu"])
+    ) + tokens / tp * (rope + per_token["swiglu"] / rate["swiglu"])
     if attention == "unfused":  # Megatron's core attention before FlashAttention
         scores = tokens * seq_len * model.num_heads / tp  # elements of the s x s matrices
         # QK^T and AV as two batched GEMMs over the whole square (the causal mask is applied after)

@@ -208,6 +208,7 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
         positions=0,
         seq_default=4096,
         dropout=False,
+        rotary=True,
     )
 
 
@@ -228,6 +229,7 @@ def _gpt2(c: _Cfg, name: str) -> ModelSpec:
         positions=positions,
         seq_default=positions,
         dropout=True,
+        rotary=False,
     )
 
 
@@ -246,6 +248,7 @@ def _gpt_neox(c: _Cfg, name: str) -> ModelSpec:
         positions=0,
         seq_default=c.int("max_position_embeddings", default=2048),
         dropout=False,
+        rotary=True,  # GPT-NeoX rotates rotary_pct of each head (charged as all of it)
     )
 
 
@@ -263,6 +266,7 @@ def _gpt_like(
     positions: int,
     seq_default: int,
     dropout: bool,
+    rotary: bool,
 ) -> ModelSpec:
     """GPT-2 / GPT-NeoX blocks: two LayerNorms (weight + bias, 2h each), fused QKV h x 3h, output
     projection h x h, GeLU MLP h x f and f x h; MLP biases f + h always, attention biases 3h + h if set."""
@@ -299,6 +303,7 @@ def _gpt_like(
         positions=positions,
         seq_default=seq_default,
         dropout=dropout,
+        rotary=rotary,
     )
 
 
@@ -322,6 +327,7 @@ def _assemble(
     positions: int,
     seq_default: int,
     dropout: bool,
+    rotary: bool,
 ) -> ModelSpec:
     embed = vocab * h + positions * h  # token (and learned position) embeddings: lookups, no matmul FLOPs
     head_params = 0 if tied else vocab * h  # lm_head has no bias in any supported type
@@ -341,6 +347,7 @@ def _assemble(
         tied_embeddings=tied,
         seq_len=min(seq_default, c.int("max_position_embeddings", "n_positions", default=seq_default)),
         dropout=dropout,
+        rotary=rotary,
         layers=(
             LayerSpec(name="embedding", kind="embedding", params=embed, active_params=embed, matmul_flops_per_token=0),
             *blocks,

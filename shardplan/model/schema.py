@@ -72,6 +72,11 @@ class ModelSpec(BaseModel):
     tied_embeddings: bool
     seq_len: int = Field(gt=0, description="Default training sequence length.")
     dropout: bool = Field(False, description="Dropout in attention and MLP (GPT-2/3 style); adds masks.")
+    rotary: bool = Field(
+        True,
+        description="Rotary position embedding applied to Q and K in every block (Llama family, GPT-NeoX); "
+        "False where positions are learned (GPT-2/3) or a bias inside attention (ALiBi: BLOOM, MPT).",
+    )
     layers: tuple[LayerSpec, ...]
 
     @model_validator(mode="after")
