@@ -6,8 +6,8 @@ backward pass runs two GEMMs (data and weight gradient) per forward GEMM. Attent
 measured flash/SDPA forward and backward rates on causal FLOPs (half the s x s count); the 2022
 Triton FlashAttention runs at the measured FlashAttention-2 rates over the published ratio; unfused
 attention (Megatron before FlashAttention) runs QK^T and AV as batched GEMMs over the whole square
-and moves the s x s scores through softmax and dropout in memory. Norms,
-residual adds, the activation function, RoPE (where the model has it) and the loss are memory-bound: the bytes each must move
+and moves the s x s scores through softmax and dropout in memory. Norms, residual adds, the
+activation function, RoPE (where the model has it) and the loss are memory-bound: the bytes each must move
 (forward; backward twice that) over the rate measured for that op. A micro-batch takes at least the
 host's dispatch time for its blocks (eager mode launches each kernel from Python). All rates come
 from `shardplan calibrate`.
