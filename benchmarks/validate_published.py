@@ -58,6 +58,9 @@ UNFUSED_ATTENTION = NO_SEQUENCE_PARALLEL | {"korthikanti2022_seqpar_selective.cs
 # submit_benchmarks.py): the 2022 FlashAttention kernel in Triton (llmfoundry/models/layers/
 # flash_attn_triton.py), on the pre-MLIR Triton its setup.py pins (triton-pre-mlir, patched for sm90).
 TRITON_ATTENTION = {"llmfoundry_mpt_fsdp_benchmarks.csv"}
+# llm-foundry's MPT takes `loss_fn: fused_crossentropy` unless the yaml says otherwise (llmfoundry/models/
+# mpt/modeling_mpt.py: flash_attn.losses.cross_entropy.CrossEntropyLoss); the benchmark yamls do not.
+FUSED_LOSS = {"llmfoundry_mpt_fsdp_benchmarks.csv"}
 # Sources on Megatron code from before the asynchronous column-parallel backward: Megatron-LM of early
 # 2021, and the BigScience Megatron-DeepSpeed fork (megatron/mpu/layers.py: ColumnParallelLinear is
 # copy_to_tensor_model_parallel_region + F.linear, its backward all-reduce synchronous).
@@ -344,6 +347,7 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             zero_stage=zero,
             sequence_parallel=_sequence_parallel(name, row),
             attention="unfused" if name in UNFUSED_ATTENTION else "triton" if name in TRITON_ATTENTION else "flash",
+            loss="fused" if name in FUSED_LOSS else "fp32",
             # BLOOM's Megatron-DeepSpeed pipelines with DeepSpeed's PipelineEngine (whole tensors per TP rank)
             pipeline_scatter_gather=name != "bloom176b_topology_sweep.csv",
             tp_async_backward=name not in SYNC_TP_BACKWARD,

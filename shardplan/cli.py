@@ -153,6 +153,13 @@ Attention = Annotated[
         "or unfused (Megatron's s x s core attention, pre-2022)."
     ),
 ]
+Loss = Annotated[
+    str,
+    typer.Option(
+        help="fp32 (cross_entropy on an fp32 copy of the logits, torchtitan / Hugging Face) or fused (one kernel "
+        "over bf16 logits: flash-attn's CrossEntropyLoss, llm-foundry)."
+    ),
+]
 TpAsyncBackward = Annotated[
     bool,
     typer.Option(
@@ -191,6 +198,7 @@ def estimate(
     pipeline_scatter_gather: PipelineScatterGather = True,
     tp_async_backward: TpAsyncBackward = True,
     attention: Attention = "flash",
+    loss: Loss = "fp32",
     calibration: Annotated[Path | None, typer.Option(help="Calibration file from `shardplan calibrate`.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as one JSON document.")] = False,
 ) -> None:
@@ -210,6 +218,7 @@ def estimate(
         pipeline_scatter_gather=pipeline_scatter_gather,
         tp_async_backward=tp_async_backward,
         attention=attention,  # type: ignore[arg-type]
+        loss=loss,  # type: ignore[arg-type]
     )
     topo = load_topology(topology, nodes=nodes, gpu=gpu)
     plan = run_estimate(
@@ -279,6 +288,7 @@ def suggest(
     pipeline_scatter_gather: PipelineScatterGather = True,
     tp_async_backward: TpAsyncBackward = True,
     attention: Attention = "flash",
+    loss: Loss = "fp32",
     calibration: Annotated[Path | None, typer.Option(help="Calibration file from `shardplan calibrate`.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plans as one JSON document.")] = False,
     emit: Annotated[
@@ -307,6 +317,7 @@ def suggest(
         pipeline_scatter_gather=pipeline_scatter_gather,
         tp_async_backward=tp_async_backward,
         attention=attention,  # type: ignore[arg-type]
+        loss=loss,  # type: ignore[arg-type]
     )
     with _progress() as report:
         plans = run_suggest(

@@ -42,6 +42,13 @@ class Training(BaseModel):
         "unfused: Megatron's core attention before FlashAttention (2022): batched QK^T and AV over the whole s x s "
         "square, softmax (and dropout where the model has it) on that matrix in memory.",
     )
+    loss: Literal["fp32", "fused"] = Field(
+        "fp32",
+        description="fp32: cross_entropy(logits.float()) as torchtitan and Hugging Face write it (an fp32 copy of "
+        "the logits and an fp32 log-softmax kept for backward); fused: one kernel over the bf16 logits that keeps "
+        "only a log-sum-exp per token (flash-attn's CrossEntropyLoss, llm-foundry's default loss_fn: "
+        "fused_crossentropy).",
+    )
     pipeline_scatter_gather: bool = Field(
         True,
         description="Without sequence parallelism, each TP rank sends 1/tp of a stage's output and the next stage "

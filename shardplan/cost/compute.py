@@ -7,7 +7,7 @@ measured flash/SDPA forward and backward rates on causal FLOPs (half the s x s c
 Triton FlashAttention runs at the measured FlashAttention-2 rates over the published ratio; unfused
 attention (Megatron before FlashAttention) runs QK^T and AV as batched GEMMs over the whole square
 and moves the s x s scores through softmax and dropout in memory. Norms, residual adds, the
-activation function, RoPE (where the model has it) and the loss are memory-bound: the bytes each must move
+activation function, RoPE (where the model has it) and the loss (fp32 or fused) are memory-bound: the bytes each must move
 (forward; backward twice that) over the rate measured for that op. A micro-batch takes at least the
 host's dispatch time for its blocks (eager mode launches each kernel from Python). All rates come
 from `shardplan calibrate`.
@@ -157,11 +157,17 @@ def stage_times(
     if last:
         v, h = model.vocab_size, model.hidden_size
         head = gemm_s(tokens, v / tp, h, rates)
-        # logits in bf16, upcast to fp32 for the loss, softmax gradient: ~3 fp32 passes over T x V/tp
-        # forward and 3 backward, at the measured cross-entropy rate
-        loss = 3 * tokens * v / tp * FP32 / rates.loss_bytes_per_s
-        fwd += head + loss
-        bwd += 2 * head + loss
+        logits = tokens * v / tp
+        if training.loss == "fused":
+            # one pass reads the bf16 logits forward; backward reads them and writes their gradient,
+            # at the copy rate (assumption: a single-pass kernel moves its bytes as a copy does)
+            loss_fwd, loss_bwd = logits * BF16 / rates.hbm_bytes_per_s, logits * 2 * BF16 / rates.hbm_bytes_per_s
+        else:
+            # logits in bf16, upcast to fp32 for the loss, softmax gradient: ~3 fp32 passes over T x V/tp
+            # forward and 3 backward, at the measured cross-entropy rate
+            loss_fwd = loss_bwd = 3 * logits * FP32 / rates.loss_bytes_per_s
+        fwd += head + loss_fwd
+        bwd += 2 * head + loss_bwd
     if first:
         fwd += tokens * model.hidden_size * BF16 / rates.hbm_bytes_per_s  # embedding gather
     # eager PyTorch cannot launch kernels faster than the host dispatches them: short kernels leave

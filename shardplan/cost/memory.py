@@ -16,6 +16,9 @@ ADAM_STATES = 8
 # log-softmax (4 B), the incoming fp32 gradient from nll_loss (4 B) and the outgoing fp32 gradient
 # of log_softmax (4 B) are alive together = 12 B, the larger, with all activations still held.
 LOGIT_BYTES = 4 + 4 + 4
+# A fused cross-entropy (flash-attn's CrossEntropyLoss) keeps the bf16 logits and a log-sum-exp per
+# token; its backward writes a bf16 gradient next to them: 2 + 2 B.
+FUSED_LOGIT_BYTES = 2 + 2
 
 
 def param_counts(model: ModelSpec, *, layers: int, first: bool, last: bool) -> int:
@@ -79,7 +82,8 @@ def activation_bytes(
         acts += model.activation_bytes_per_token(**shape) * tokens
     out = {"activations": acts}
     if last:
-        out["logits"] = tokens * model.vocab_size / tp * LOGIT_BYTES
+        per_logit = FUSED_LOGIT_BYTES if training.loss == "fused" else LOGIT_BYTES
+        out["logits"] = tokens * model.vocab_size / tp * per_logit
     if first:
         out["embedding_output"] = tokens * model.hidden_size * 2 / (tp if sp else 1)
     return out
