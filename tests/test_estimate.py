@@ -207,6 +207,23 @@ def test_rope_is_charged_only_to_models_that_rotate_q_and_k():
     assert not load_model("gpt3-175b").rotary and load_model("llama3-8b").rotary
 
 
+def test_fused_cross_entropy_keeps_4_bytes_per_logit_and_reads_them_once():
+    # fp32 loss: 12 B per logit at the peak, 3 fp32 passes each way at the measured cross-entropy rate;
+    # fused (flash-attn's CrossEntropyLoss): bf16 logits and gradient, 2 B read forward, 4 B backward
+    train = Training(global_batch=8, seq_len=4096, recompute="none", zero_stage=3)
+    plans = {
+        loss: estimate("llama3-8b", "dgx-h100", train.model_copy(update={"loss": loss}), tp=1, pp=1, dp=8)
+        for loss in ("fp32", "fused")
+    }
+    logits = 4096 * load_model("llama3-8b").vocab_size
+    assert plans["fp32"].memory_breakdown["logits"] == pytest.approx(12 * logits)
+    assert plans["fused"].memory_breakdown["logits"] == pytest.approx(4 * logits)
+    rates = rates_for("h100-sxm")
+    fp32_s, fused_s = 2 * 3 * 4 * logits / rates.loss_bytes_per_s, (2 + 4) * logits / rates.hbm_bytes_per_s
+    saved = plans["fp32"].breakdown["compute"] - plans["fused"].breakdown["compute"]
+    assert saved == pytest.approx(fp32_s - fused_s, rel=1e-6)
+
+
 @pytest.mark.parametrize("sequence_parallel", [False, True])
 def test_async_tp_backward_hides_only_what_the_gradient_gemms_cover(sequence_parallel):
     # the column-parallel backward's reductions run under the weight-gradient GEMMs: TP time drops, but

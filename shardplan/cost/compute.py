@@ -7,10 +7,10 @@ measured flash/SDPA forward and backward rates on causal FLOPs (half the s x s c
 Triton FlashAttention runs at the measured FlashAttention-2 rates over the published ratio; unfused
 attention (Megatron before FlashAttention) runs QK^T and AV as batched GEMMs over the whole square
 and moves the s x s scores through softmax and dropout in memory. Norms, residual adds, the
-activation function, RoPE (where the model has it) and the loss (fp32 or fused) are memory-bound: the bytes each must move
-(forward; backward twice that) over the rate measured for that op. A micro-batch takes at least the
-host's dispatch time for its blocks (eager mode launches each kernel from Python). All rates come
-from `shardplan calibrate`.
+activation function, RoPE (where the model has it) and the loss (fp32 or fused) are memory-bound:
+the bytes each must move (forward; backward twice that) over the rate measured for that op. A
+micro-batch takes at least the host's dispatch time for its blocks (eager mode launches each kernel
+from Python). All rates come from `shardplan calibrate`.
 """
 
 from __future__ import annotations
