@@ -97,6 +97,7 @@ class Row:
     recompute: str = ""
     measured_mem_gib: float | None = None
     estimated_mem_gib: float | None = None
+    fits: bool | None = None  # the estimate's verdict on a run that did run
 
 
 def _model(row: dict[str, str]):
@@ -367,6 +368,7 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
         result.skipped = str(exc)[:90]
         return result
     result.estimated_step_s = plan.step_time_s
+    result.fits = plan.fits
     result.error = (plan.step_time_s - measured) / measured
     return result
 
@@ -393,9 +395,11 @@ def main() -> None:
             f"  {r.error:+7.1%}"
         )
     errors = [abs(r.error) for r in used if r.error is not None]
+    false_oom = [r.row_id for r in used if r.fits is False]
     summary = (
         f"{len(used)} rows used, {len(rows) - len(used)} skipped; |error| mean {statistics.mean(errors):.1%}, "
-        f"median {statistics.median(errors):.1%}, max {max(errors):.1%}; {time.perf_counter() - start:.1f} s"
+        f"median {statistics.median(errors):.1%}, max {max(errors):.1%}; runs estimated not to fit in GPU "
+        f"memory: {len(false_oom)} {false_oom[:8]}; {time.perf_counter() - start:.1f} s"
     )
     lines += ["", summary, "", "| source | rows | mean abs error | max abs error |", "|---|---|---|---|"]
     for source in dict.fromkeys(r.source for r in used):
