@@ -50,9 +50,10 @@ def test_published_subset_within_bounds() -> None:
 
 
 def test_every_llmfoundry_run_is_estimated_to_fit() -> None:
-    """The 148 llm-foundry benchmark runs all ran, many at the largest micro-batch that fit
-    (scripts/train/benchmarking/README.md at the fixture's snapshot): the memory estimate must not turn
-    any of them away. With the fp32 loss in place of MPT's fused cross-entropy, 56 would not fit."""
+    """The 148 llm-foundry benchmark runs all ran, most at the micro-batch Composer found to be the
+    largest that fits (submit_benchmarks.py asks for device_train_microbatch_size 'auto'): the memory
+    estimate must not turn any of them away. With the fp32 loss in place of MPT's fused
+    cross-entropy, 56 would not fit."""
     vp = _harness()
     rows = [vp.evaluate(n, row) for n, row in vp.usable_rows() if n.startswith("llmfoundry")]
     used = [r for r in rows if r.error is not None]
