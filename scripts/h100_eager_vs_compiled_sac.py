@@ -113,16 +113,21 @@ def peak(n, compiled):
     return fwd, top
 
 
-print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, B={B} S={S} h={H} kv={KV} f={FFN}")
-res = {}
-for compiled in (False, True):
-    for n in (2, 4):
-        res[compiled, n] = peak(n, compiled)
-        print(
-            f"compiled={compiled} blocks={n}: kept after forward {res[compiled, n][0] / 2**30:.3f} GiB, "
-            f"peak over fwd+bwd {res[compiled, n][1] / 2**30:.3f} GiB",
-            flush=True,
-        )
-for compiled in (False, True):
-    kept = (res[compiled, 4][0] - res[compiled, 2][0]) / 2 / (B * S)
-    print(f"compiled={compiled}: kept per block per token {kept:.0f} B = {kept / H:.2f} h")
+def main():
+    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, B={B} S={S} h={H} kv={KV} f={FFN}")
+    res = {}
+    for compiled in (False, True):
+        for n in (2, 4):
+            res[compiled, n] = peak(n, compiled)
+            print(
+                f"compiled={compiled} blocks={n}: kept after forward {res[compiled, n][0] / 2**30:.3f} GiB, "
+                f"peak over fwd+bwd {res[compiled, n][1] / 2**30:.3f} GiB",
+                flush=True,
+            )
+    for compiled in (False, True):
+        kept = (res[compiled, 4][0] - res[compiled, 2][0]) / 2 / (B * S)
+        print(f"compiled={compiled}: kept per block per token {kept:.0f} B = {kept / H:.2f} h")
+
+
+if __name__ == "__main__":
+    main()

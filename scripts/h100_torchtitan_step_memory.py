@@ -1,0 +1,129 @@
+"""Peak memory of a torchtitan-style training step on one GPU, for the memory model (issue 5).
+
+The model is Llama 3 8B cut to N blocks (embedding, N blocks, RMSNorm, output over the 128,256-token
+vocabulary), built as torchtitan built it in Dec 2024 (blocks from h100_eager_vs_compiled_sac.py):
+op-level SAC on each block, then per-block torch.compile (or not), then FSDP2 on each block and on
+the root with bf16 parameters and fp32 reduction, on a one-rank mesh; the loss is
+cross_entropy(pred.flatten(0, 1).float(), labels), `del pred` before backward, then clip_grad_norm_
+and AdamW (foreach) as torchtitan's train.py does. Micro-batch 2 x 8,192 tokens. After 3 warm-up
+steps the peak statistics are reset and 3 more steps run; the peaks printed are over those 3, the
+way torchtitan logs `max_reserved` at a log step. Each configuration runs in its own process.
+
+    python scripts/h100_torchtitan_step_memory.py > benchmarks/results/h100-torchtitan-step-memory.json
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import torch
+import torch.nn.functional as F
+from h100_eager_vs_compiled_sac import FFN, HEADS, KV, B, Block, H, RMSNorm, S, policy_fn
+from torch import nn
+
+VOCAB = 128256
+CONFIGS = [  # (blocks, compiled, allocator setting)
+    (2, False, "expandable_segments:True"),
+    (4, False, "expandable_segments:True"),
+    (2, True, "expandable_segments:True"),
+    (4, True, "expandable_segments:True"),
+    (4, False, ""),
+]
+
+
+class Model(nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        d = H // HEADS
+        self.tok_embeddings = nn.Embedding(VOCAB, H)
+        self.layers = nn.ModuleDict({str(i): Block() for i in range(n)})
+        self.norm = RMSNorm(H)
+        self.output = nn.Linear(H, VOCAB, bias=False)
+        inv = 1.0 / (500000.0 ** (torch.arange(0, d, 2).float() / d))
+        angles = torch.outer(torch.arange(S).float(), inv)
+        self.register_buffer("freqs_cis", torch.polar(torch.ones_like(angles), angles), persistent=False)
+
+    def forward(self, tokens):
+        h = self.tok_embeddings(tokens)
+        for layer in self.layers.values():
+            h = layer(h, self.freqs_cis)
+        return self.output(self.norm(h))
+
+
+def one(n: int, compiled: bool) -> dict:
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    os.environ.update(MASTER_ADDR="localhost", MASTER_PORT="29533", RANK="0", WORLD_SIZE="1")
+    torch.distributed.init_process_group("nccl")
+    mesh = init_device_mesh("cuda", (1,))
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = Model(n)
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    for i, block in list(model.layers.items()):
+        block = checkpoint_wrapper(block, context_fn=policy_fn, preserve_rng_state=False)
+        if compiled:
+            block = torch.compile(block, fullgraph=True)
+        # torchtitan: the last block is not resharded after forward (backward needs it at once)
+        fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=int(i) < n - 1)
+        model.layers.register_module(i, block)
+    fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=8e-4, betas=(0.9, 0.95), weight_decay=0.1, foreach=True)
+    tokens = torch.randint(0, VOCAB, (B, S), device="cuda")
+    labels = torch.randint(0, VOCAB, (B, S), device="cuda")
+    out = {"blocks": n, "compiled": compiled, "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")}
+    for step in range(6):
+        if step == 3:
+            torch.cuda.reset_peak_memory_stats()
+        opt.zero_grad()
+        pred = model(tokens)
+        loss = F.cross_entropy(pred.flatten(0, 1).float(), labels.flatten(0, 1))
+        del pred
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
+        opt.step()
+        torch.cuda.synchronize()
+        if step == 0:
+            out["first_step_max_reserved"] = torch.cuda.max_memory_reserved()
+    stats = torch.cuda.memory_stats()
+    out |= {
+        "params": sum(p.numel() for p in model.parameters()),
+        "max_reserved": stats["reserved_bytes.all.peak"],
+        "max_active": stats["active_bytes.all.peak"],
+        "max_allocated": stats["allocated_bytes.all.peak"],
+        "num_alloc_retries": stats["num_alloc_retries"],
+    }
+    torch.distributed.destroy_process_group()
+    return out
+
+
+def main():
+    if len(sys.argv) == 3:  # one configuration, in a fresh process
+        print(json.dumps(one(int(sys.argv[1]), sys.argv[2] == "1")))
+        return
+    runs = []
+    for n, compiled, conf in CONFIGS:
+        env = dict(os.environ, PYTORCH_CUDA_ALLOC_CONF=conf)
+        cmd = [sys.executable, __file__, str(n), "1" if compiled else "0"]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if done.returncode:
+            print(done.stderr[-3000:], file=sys.stderr)
+            continue
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        r = runs[-1]
+        print(
+            f"blocks={n} compiled={compiled} conf={conf or 'default'}: reserved {r['max_reserved'] / 2**30:.2f} GiB, "
+            f"active {r['max_active'] / 2**30:.2f}, allocated {r['max_allocated'] / 2**30:.2f}",
+            file=sys.stderr,
+            flush=True,
+        )
+    shape = {"hidden": H, "heads": HEADS, "kv_heads": KV, "ffn": FFN, "vocab": VOCAB, "micro_batch": B, "seq": S}
+    source = f"scripts/h100_torchtitan_step_memory.py, torch {torch.__version__}, {torch.cuda.get_device_name()}"
+    print(json.dumps({"_source": source, "shape": shape, "runs": runs}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
