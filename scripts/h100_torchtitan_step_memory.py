@@ -23,12 +23,22 @@ from h100_eager_vs_compiled_sac import FFN, HEADS, KV, B, Block, H, RMSNorm, S, 
 from torch import nn
 
 VOCAB = 128256
-CONFIGS = [  # (blocks, compiled, allocator setting)
-    (2, False, "expandable_segments:True"),
-    (4, False, "expandable_segments:True"),
-    (2, True, "expandable_segments:True"),
-    (4, True, "expandable_segments:True"),
-    (4, False, ""),
+EXPANDABLE = "expandable_segments:True"  # what torchtitan's launcher sets
+# blocks, compiled, allocator setting, sharding ("fsdp2": FSDP2 on one rank, every state unsharded;
+# "none": bf16 parameters whose gradients are dropped as they are produced, standing in for FSDP at a
+# large DP degree, where each rank's states are small), optimizer
+CONFIGS = [
+    (2, False, EXPANDABLE, "fsdp2", "foreach"),
+    (4, False, EXPANDABLE, "fsdp2", "foreach"),
+    (2, True, EXPANDABLE, "fsdp2", "foreach"),
+    (4, True, EXPANDABLE, "fsdp2", "foreach"),
+    (4, False, "", "fsdp2", "foreach"),
+    (4, False, EXPANDABLE, "fsdp2", "fused"),
+    (4, False, EXPANDABLE, "fsdp2", "none"),
+    (2, False, EXPANDABLE, "none", "none"),
+    (4, False, EXPANDABLE, "none", "none"),
+    (4, True, EXPANDABLE, "none", "none"),
+    (4, False, "", "none", "none"),
 ]
 
 
@@ -51,30 +61,45 @@ class Model(nn.Module):
         return self.output(self.norm(h))
 
 
-def one(n: int, compiled: bool) -> dict:
+def one(n: int, compiled: bool, sharding: str, optimizer: str) -> dict:
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    os.environ.update(MASTER_ADDR="localhost", MASTER_PORT="29533", RANK="0", WORLD_SIZE="1")
-    torch.distributed.init_process_group("nccl")
-    mesh = init_device_mesh("cuda", (1,))
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = Model(n)
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    if sharding == "fsdp2":
+        os.environ.update(MASTER_ADDR="localhost", MASTER_PORT="29533", RANK="0", WORLD_SIZE="1")
+        torch.distributed.init_process_group("nccl")
+        mesh = init_device_mesh("cuda", (1,))
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    else:
+        model.to(torch.bfloat16)
+        for p in model.parameters():
+            p.register_post_accumulate_grad_hook(lambda p: setattr(p, "grad", None))
     for i, block in list(model.layers.items()):
         block = checkpoint_wrapper(block, context_fn=policy_fn, preserve_rng_state=False)
         if compiled:
             block = torch.compile(block, fullgraph=True)
-        # torchtitan: the last block is not resharded after forward (backward needs it at once)
-        fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=int(i) < n - 1)
+        if sharding == "fsdp2":  # torchtitan: the last block is not resharded after forward
+            fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=int(i) < n - 1)
         model.layers.register_module(i, block)
-    fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=8e-4, betas=(0.9, 0.95), weight_decay=0.1, foreach=True)
+    if sharding == "fsdp2":
+        fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=True)
+    kw = {"lr": 8e-4, "betas": (0.9, 0.95), "weight_decay": 0.1}
+    opt = torch.optim.AdamW(model.parameters(), **kw, fused=optimizer == "fused", foreach=optimizer == "foreach")
     tokens = torch.randint(0, VOCAB, (B, S), device="cuda")
     labels = torch.randint(0, VOCAB, (B, S), device="cuda")
-    out = {"blocks": n, "compiled": compiled, "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")}
+    out = {
+        "blocks": n,
+        "compiled": compiled,
+        "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""),
+        "sharding": sharding,
+        "optimizer": optimizer,
+        "params": sum(p.numel() for p in model.parameters()),
+        "reserved_after_step": [],
+    }
     for step in range(6):
         if step == 3:
             torch.cuda.reset_peak_memory_stats()
@@ -83,31 +108,34 @@ def one(n: int, compiled: bool) -> dict:
         loss = F.cross_entropy(pred.flatten(0, 1).float(), labels.flatten(0, 1))
         del pred
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
-        opt.step()
+        if optimizer != "none":
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
+            opt.step()
         torch.cuda.synchronize()
+        out["reserved_after_step"].append(torch.cuda.memory_reserved())
         if step == 0:
             out["first_step_max_reserved"] = torch.cuda.max_memory_reserved()
+            out["first_step_max_allocated"] = torch.cuda.max_memory_allocated()
     stats = torch.cuda.memory_stats()
     out |= {
-        "params": sum(p.numel() for p in model.parameters()),
         "max_reserved": stats["reserved_bytes.all.peak"],
         "max_active": stats["active_bytes.all.peak"],
         "max_allocated": stats["allocated_bytes.all.peak"],
         "num_alloc_retries": stats["num_alloc_retries"],
     }
-    torch.distributed.destroy_process_group()
+    if sharding == "fsdp2":
+        torch.distributed.destroy_process_group()
     return out
 
 
 def main():
-    if len(sys.argv) == 3:  # one configuration, in a fresh process
-        print(json.dumps(one(int(sys.argv[1]), sys.argv[2] == "1")))
+    if len(sys.argv) == 5:  # one configuration, in a fresh process
+        print(json.dumps(one(int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3], sys.argv[4])))
         return
     runs = []
-    for n, compiled, conf in CONFIGS:
+    for n, compiled, conf, sharding, optimizer in CONFIGS:
         env = dict(os.environ, PYTORCH_CUDA_ALLOC_CONF=conf)
-        cmd = [sys.executable, __file__, str(n), "1" if compiled else "0"]
+        cmd = [sys.executable, __file__, str(n), "1" if compiled else "0", sharding, optimizer]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if done.returncode:
             print(done.stderr[-3000:], file=sys.stderr)
@@ -115,8 +143,9 @@ def main():
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
         r = runs[-1]
         print(
-            f"blocks={n} compiled={compiled} conf={conf or 'default'}: reserved {r['max_reserved'] / 2**30:.2f} GiB, "
-            f"active {r['max_active'] / 2**30:.2f}, allocated {r['max_allocated'] / 2**30:.2f}",
+            f"blocks={n} compiled={compiled} conf={conf or 'default'} sharding={sharding} optimizer={optimizer}: "
+            f"reserved {r['max_reserved'] / 2**30:.2f} GiB, allocated {r['max_allocated'] / 2**30:.2f} "
+            f"(first step {r['first_step_max_reserved'] / 2**30:.2f}, {r['first_step_max_allocated'] / 2**30:.2f})",
             file=sys.stderr,
             flush=True,
         )
