@@ -24,21 +24,23 @@ from torch import nn
 
 VOCAB = 128256
 EXPANDABLE = "expandable_segments:True"  # what torchtitan's launcher sets
-# blocks, compiled, allocator setting, sharding ("fsdp2": FSDP2 on one rank, every state unsharded;
-# "none": bf16 parameters whose gradients are dropped as they are produced, standing in for FSDP at a
-# large DP degree, where each rank's states are small), optimizer
+# blocks, compiled, allocator setting, sharding, optimizer, DP degree. Sharding "fsdp2" is FSDP2 over
+# `dp` ranks, of which this process is rank 0 (the others exist only in a fake process group);
+# "none" is bf16 parameters whose gradients are dropped as they are produced.
 CONFIGS = [
-    (2, False, EXPANDABLE, "fsdp2", "foreach"),
-    (4, False, EXPANDABLE, "fsdp2", "foreach"),
-    (2, True, EXPANDABLE, "fsdp2", "foreach"),
-    (4, True, EXPANDABLE, "fsdp2", "foreach"),
-    (4, False, "", "fsdp2", "foreach"),
-    (4, False, EXPANDABLE, "fsdp2", "fused"),
-    (4, False, EXPANDABLE, "fsdp2", "none"),
-    (2, False, EXPANDABLE, "none", "none"),
-    (4, False, EXPANDABLE, "none", "none"),
-    (4, True, EXPANDABLE, "none", "none"),
-    (4, False, "", "none", "none"),
+    (2, False, EXPANDABLE, "none", "none", 1),
+    (4, False, EXPANDABLE, "none", "none", 1),
+    (4, True, EXPANDABLE, "none", "none", 1),
+    (4, False, "", "none", "none", 1),
+    (4, False, EXPANDABLE, "fsdp2", "foreach", 1),
+    (4, False, EXPANDABLE, "fsdp2", "none", 1),
+    # torchtitan's Llama 3.1 8B runs of Dec 2024 (../shared torchtitan_benchmarks.csv B3-1, B3-2, B1-2)
+    (32, False, EXPANDABLE, "fsdp2", "foreach", 128),
+    (32, True, EXPANDABLE, "fsdp2", "foreach", 128),
+    (32, True, EXPANDABLE, "fsdp2", "foreach", 8),
+    (32, False, "", "fsdp2", "foreach", 128),
+    (32, True, "", "fsdp2", "foreach", 128),
+    (32, True, "", "fsdp2", "foreach", 8),
 ]
 
 
@@ -61,20 +63,25 @@ class Model(nn.Module):
         return self.output(self.norm(h))
 
 
-def one(n: int, compiled: bool, sharding: str, optimizer: str) -> dict:
+def one(n: int, compiled: bool, sharding: str, optimizer: str, dp: int) -> dict:
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = Model(n)
     if sharding == "fsdp2":
-        os.environ.update(MASTER_ADDR="localhost", MASTER_PORT="29533", RANK="0", WORLD_SIZE="1")
-        torch.distributed.init_process_group("nccl")
-        mesh = init_device_mesh("cuda", (1,))
+        if dp > 1:  # rank 0 of `dp` ranks whose collectives do nothing: its own allocations are real
+            from torch.testing._internal.distributed.fake_pg import FakeStore
+
+            torch.distributed.init_process_group("fake", rank=0, world_size=dp, store=FakeStore())
+        else:
+            os.environ.update(MASTER_ADDR="localhost", MASTER_PORT="29533", RANK="0", WORLD_SIZE="1")
+            torch.distributed.init_process_group("nccl")
+        mesh = init_device_mesh("cuda", (dp,))
         mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    else:
+    with torch.device("meta" if sharding == "fsdp2" else "cuda"):  # torchtitan initialises on meta
+        model = Model(n)
+    if sharding == "none":
         model.to(torch.bfloat16)
         for p in model.parameters():
             p.register_post_accumulate_grad_hook(lambda p: setattr(p, "grad", None))
@@ -87,6 +94,10 @@ def one(n: int, compiled: bool, sharding: str, optimizer: str) -> dict:
         model.layers.register_module(i, block)
     if sharding == "fsdp2":
         fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=True)
+        model.to_empty(device="cuda")  # values do not matter to memory; a fake all-gather leaves garbage
+        with torch.no_grad():
+            for p in model.parameters():
+                p.to_local().normal_(0.0, 0.02)
     kw = {"lr": 8e-4, "betas": (0.9, 0.95), "weight_decay": 0.1}
     opt = torch.optim.AdamW(model.parameters(), **kw, fused=optimizer == "fused", foreach=optimizer == "foreach")
     tokens = torch.randint(0, VOCAB, (B, S), device="cuda")
@@ -97,9 +108,11 @@ def one(n: int, compiled: bool, sharding: str, optimizer: str) -> dict:
         "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""),
         "sharding": sharding,
         "optimizer": optimizer,
+        "dp": dp,
         "params": sum(p.numel() for p in model.parameters()),
         "reserved_after_step": [],
     }
+    torch.cuda.reset_peak_memory_stats()
     for step in range(6):
         if step == 3:
             torch.cuda.reset_peak_memory_stats()
@@ -129,13 +142,14 @@ def one(n: int, compiled: bool, sharding: str, optimizer: str) -> dict:
 
 
 def main():
-    if len(sys.argv) == 5:  # one configuration, in a fresh process
-        print(json.dumps(one(int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3], sys.argv[4])))
+    if len(sys.argv) == 6:  # one configuration, in a fresh process
+        print(json.dumps(one(int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3], sys.argv[4], int(sys.argv[5]))))
         return
+    configs = CONFIGS if len(sys.argv) == 1 else [c for c in CONFIGS if c[0] >= int(sys.argv[1])]
     runs = []
-    for n, compiled, conf, sharding, optimizer in CONFIGS:
+    for n, compiled, conf, sharding, optimizer, dp in configs:
         env = dict(os.environ, PYTORCH_CUDA_ALLOC_CONF=conf)
-        cmd = [sys.executable, __file__, str(n), "1" if compiled else "0", sharding, optimizer]
+        cmd = [sys.executable, __file__, str(n), "1" if compiled else "0", sharding, optimizer, str(dp)]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if done.returncode:
             print(done.stderr[-3000:], file=sys.stderr)
@@ -143,7 +157,7 @@ def main():
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
         r = runs[-1]
         print(
-            f"blocks={n} compiled={compiled} conf={conf or 'default'} sharding={sharding} optimizer={optimizer}: "
+            f"blocks={n} compiled={compiled} conf={conf or 'default'} {sharding} dp={dp} optimizer={optimizer}: "
             f"reserved {r['max_reserved'] / 2**30:.2f} GiB, allocated {r['max_allocated'] / 2**30:.2f} "
             f"(first step {r['first_step_max_reserved'] / 2**30:.2f}, {r['first_step_max_allocated'] / 2**30:.2f})",
             file=sys.stderr,
