@@ -93,7 +93,9 @@ def one(n: int, compiled: bool, sharding: str, optimizer: str, dp: int) -> dict:
             fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=int(i) < n - 1)
         model.layers.register_module(i, block)
     if sharding == "fsdp2":
-        fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=True)
+        # torchtitan passes True for the root, but torch of Dec 2024 kept the root gathered from forward
+        # to backward whatever was passed (FSDPState._lazy_init); torch 2.11 does so for None
+        fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=None)
         model.to_empty(device="cuda")  # values do not matter to memory; a fake all-gather leaves garbage
         with torch.no_grad():
             for p in model.parameters():
