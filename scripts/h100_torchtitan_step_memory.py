@@ -63,6 +63,36 @@ class Model(nn.Module):
         return self.output(self.norm(h))
 
 
+def _reserve_growth(snapshot: dict, reserved: int, allocated: int) -> list[dict]:
+    """Each time the reserve grew (a new segment, or pages mapped under expandable segments): by how
+    much, what was allocated then, and where the allocation that needed it came from."""
+    events = snapshot["device_traces"][0]
+    grew = []
+    for i, ev in enumerate(events):
+        size, action = ev["size"], ev["action"]
+        if action in ("segment_alloc", "segment_map"):
+            reserved += size
+            nxt = next((e for e in events[i + 1 :] if e["action"] == "alloc"), ev)
+            where = nxt.get("frames", [])
+            frames = [f"{f['filename'].split('site-packages/')[-1]}:{f['line']} {f['name']}" for f in where]
+            grew.append(
+                {
+                    "grew_gib": size / 2**30,
+                    "reserved_gib": reserved / 2**30,
+                    "allocated_gib": allocated / 2**30,
+                    "request_gib": nxt["size"] / 2**30,
+                    "frames": frames[:3] + [f for f in frames[3:] if "torch/" not in f][:3],
+                }
+            )
+        elif action in ("segment_free", "segment_unmap"):
+            reserved -= size
+        elif action == "alloc":
+            allocated += size
+        elif action == "free_completed":
+            allocated -= size
+    return grew
+
+
 def one(n: int, compiled: bool, sharding: str, optimizer: str, dp: int) -> dict:
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
     from torch.distributed.device_mesh import init_device_mesh
@@ -115,7 +145,14 @@ def one(n: int, compiled: bool, sharding: str, optimizer: str, dp: int) -> dict:
         "reserved_after_step": [],
     }
     torch.cuda.reset_peak_memory_stats()
+    trace = os.environ.get("TRACE_RESERVE") == "1"
+    if trace:
+        start = (torch.cuda.memory_reserved(), torch.cuda.memory_allocated())
+        torch.cuda.memory._record_memory_history(stacks="python", max_entries=2_000_000)
     for step in range(6):
+        if trace and step == 2:
+            out["reserve_growth"] = _reserve_growth(torch.cuda.memory._snapshot(), *start)
+            torch.cuda.memory._record_memory_history(enabled=None)
         if step == 3:
             torch.cuda.reset_peak_memory_stats()
         opt.zero_grad()
