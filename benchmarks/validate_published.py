@@ -349,6 +349,7 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             sequence_parallel=_sequence_parallel(name, row),
             attention="unfused" if name in UNFUSED_ATTENTION else "triton" if name in TRITON_ATTENTION else "flash",
             loss="fused" if name in FUSED_LOSS else "fp32",
+            compiled="torch.compile" in opts,
             # BLOOM's Megatron-DeepSpeed pipelines with DeepSpeed's PipelineEngine (whole tensors per TP rank)
             pipeline_scatter_gather=name != "bloom176b_topology_sweep.csv",
             tp_async_backward=name not in SYNC_TP_BACKWARD,

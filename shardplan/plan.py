@@ -48,9 +48,15 @@ class Plan(BaseModel):
     step_time_s: float
     tokens_per_s: float
     mfu: float = Field(description="Model FLOPs utilisation: model FLOPs per second / (GPUs x dense bf16 peak).")
-    memory_per_gpu_bytes: float = Field(description="The largest over GPUs.")
+    memory_per_gpu_bytes: float = Field(
+        description="The largest over GPUs: the peak a run reports (max_memory_reserved and what the process "
+        "holds outside the allocator), the caching allocator's cache included."
+    )
     memory_breakdown: dict[str, float] = Field(description="Bytes per part on the GPU with the most memory.")
-    fits: bool = Field(description="memory_per_gpu_bytes fits the smallest GPU's memory.")
+    fits: bool = Field(
+        description="memory_per_gpu_bytes, less the allocator cache (given back before out of memory), fits the "
+        "smallest GPU's memory."
+    )
     breakdown: dict[str, float] = Field(description="Seconds per part of the step.")
     comm_time_by_link: dict[str, float] = Field(description="Communication seconds per link class.")
     default_step_time_s: float | None = Field(None, description="Same degrees in row-major rank order.")

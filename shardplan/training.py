@@ -13,7 +13,8 @@ class Training(BaseModel):
     """Settings of one optimiser step.
 
     `dtype="bf16"` is the usual mixed precision: fp32 master weights, fp32 gradients and fp32 Adam
-    moments, bf16 compute with bf16 copies of the weights alive through forward and backward.
+    moments, bf16 compute with bf16 copies of the weights alive through forward and backward (under
+    ZeRO-3, FSDP's layout: the fp32 shard is the master, bf16 copies exist only while gathered).
 
     >>> Training(global_batch=512, seq_len=4096).tokens_per_step
     2097152
@@ -48,6 +49,11 @@ class Training(BaseModel):
         "the logits and an fp32 log-softmax kept for backward); fused: one kernel over the bf16 logits that keeps "
         "only a log-sum-exp per token (flash-attn's CrossEntropyLoss, llm-foundry's default loss_fn: "
         "fused_crossentropy).",
+    )
+    compiled: bool = Field(
+        False,
+        description="Blocks run under torch.compile (torchtitan's --training.compile). Memory only: under op-level "
+        "selective recompute a compiled block keeps one bf16 h-wide tensor fewer per token (measured on an H100).",
     )
     pipeline_scatter_gather: bool = Field(
         True,

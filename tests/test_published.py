@@ -101,15 +101,14 @@ def test_overlap_flags_matter(row_id: str) -> None:
 
 def test_torchtitan_peak_memory() -> None:
     """torchtitan's BF16 Llama 3.1 8B FSDP rows (per-op selective recompute, local batch 2, seq 8192):
-    the torch.compile runs (B1-2 on 8 GPUs, B3-2 on 128) within 5% of the measured peak. The eager
-    run (B3-1) reserved 5 GiB more than the compiled one with the same model and batch; the estimate
-    may fall short of it by as much as the default caching allocator added on a real H100
-    (benchmarks/results/h100-selective-op: up to 10%)."""
+    every run within 5% of the measured peak, eager (B3-1) and torch.compile (B1-2 on 8 GPUs, B3-2 on
+    128). The same three steps reproduced on one GPU over a fake process group reserved 65.5, 61.1
+    and 75.4 GiB with expandable segments, 67.8, 61.9 and 76.9 without (published: 67, 62, 77;
+    benchmarks/results/torchtitan-step-memory.json)."""
     vp = _harness()
     rows = {r["row_id"]: vp.evaluate(n, r) for n, r in vp.usable_rows() if r["row_id"] in ("B1-2", "B3-1", "B3-2")}
     error = {k: (r.estimated_mem_gib - r.measured_mem_gib) / r.measured_mem_gib for k, r in rows.items()}
-    assert abs(error["B1-2"]) <= 0.05 and abs(error["B3-2"]) <= 0.05, error
-    assert -0.10 <= error["B3-1"] < 0, error
+    assert len(error) == 3 and all(abs(e) <= 0.05 for e in error.values()), error
 
 
 @pytest.mark.parametrize(("row_id", "sequence_parallel"), [("T4-1", False), ("T4-2", True)])

@@ -7,7 +7,9 @@ from shardplan.model.schema import ModelSpec
 from shardplan.training import Training
 
 # Mixed precision (DESIGN.md): bf16 weights for compute (2 B), fp32 master weights (4 B), fp32
-# gradients (4 B), Adam's two fp32 moments (8 B; SGD keeps none).
+# gradients (4 B), Adam's two fp32 moments (8 B; SGD keeps none). Under ZeRO-3 the layout is FSDP's
+# (PyTorch FSDP1/FSDP2, as torchtitan and llm-foundry run it): the fp32 shard is master and compute
+# source at once; bf16 copies exist only while gathered.
 BF16_WEIGHT, FP32_MASTER, FP32_GRAD = 2, 4, 4
 ADAM_STATES = 8
 # Logits of the output layer per element at the loss, with the loss in fp32 as torchtitan and Hugging
@@ -16,9 +18,36 @@ ADAM_STATES = 8
 # log-softmax (4 B), the incoming fp32 gradient from nll_loss (4 B) and the outgoing fp32 gradient
 # of log_softmax (4 B) are alive together = 12 B, the larger, with all activations still held.
 LOGIT_BYTES = 4 + 4 + 4
+# The bf16 logits' block, freed before backward, is too small for any of the fp32 requests that follow,
+# so the caching allocator keeps it in its cache: 2 B per logit. Measured: the bf16 request and each
+# of the three fp32 ones needed fresh memory (benchmarks/results/torchtitan-step-memory.json).
+CACHED_LOGIT_BYTES = 2
 # A fused cross-entropy (flash-attn's CrossEntropyLoss) keeps the bf16 logits and a log-sum-exp per
 # token; its backward writes a bf16 gradient next to them: 2 + 2 B.
 FUSED_LOGIT_BYTES = 2 + 2
+# Per token at the loss on the last stage: the final norm's bf16 input and output (2 + 2 B per element
+# of h, the output saved by the head) and its fp32 upcast (4 B). Measured with the rest of the peak.
+HEAD_INPUT_BYTES = 2 + 2 + 4
+# torch.compile'd blocks under op-level SAC keep one bf16 h-wide tensor fewer per block and token than
+# eager: 55,424 against 63,616 B for Llama 3 8B blocks on an H100 (benchmarks/results/
+# h100-eager-vs-compiled-sac.txt).
+COMPILED_SAC_SAVING = 2
+# Freed forward temporaries that later requests cannot use, as a share of the activations kept:
+# 8.7-16.4% over six torchtitan-style Llama 3 8B steps (32 blocks; eager and compiled; expandable and
+# default allocator settings; FSDP over 8 and 128 ranks): the measured reserve less the measured
+# allocated peak, the cached bf16 logits and FSDP's gradient shards and prefetched block (made on their
+# own streams), over the activations (benchmarks/results/torchtitan-step-memory.json; derived in
+# tests/test_step_memory.py). The median.
+FRAGMENTATION = 0.105
+# Parts of the peak that the caching allocator holds as cache: it frees cached blocks and retries
+# before it reports out of memory (torch.cuda.memory_stats: num_alloc_retries), so they count in the
+# peak a run reports (max_memory_reserved) but not in whether it fits.
+CACHE_PART = "allocator_cache"
+
+
+def required_bytes(memory: dict[str, float]) -> float:
+    """What must fit on the GPU: the peak less what the caching allocator would give back."""
+    return sum(memory.values()) - memory.get(CACHE_PART, 0.0)
 
 
 def param_counts(model: ModelSpec, *, layers: int, first: bool, last: bool) -> int:
@@ -39,11 +68,13 @@ def param_counts(model: ModelSpec, *, layers: int, first: bool, last: bool) -> i
 
 
 def state_bytes(params_local: float, *, dp: int, zero_stage: int, optimizer: str) -> dict[str, float]:
-    """Weights, gradients and optimizer states of `params_local` parameters, sharded by ZeRO stage."""
+    """Weights, gradients and optimizer states of `params_local` parameters, sharded by ZeRO stage.
+    FSDP's gradient shards count whole although they appear only in backward: FSDP makes them on its
+    reduce-scatter stream, and the caching allocator serves each stream from its own pool."""
     states = ADAM_STATES if optimizer == "adam" else 0
-    shard = {k: (dp if zero_stage >= s else 1) for k, s in (("opt", 1), ("grad", 2), ("weight", 3))}
+    shard = {k: (dp if zero_stage >= s else 1) for k, s in (("opt", 1), ("grad", 2))}
     return {
-        "weights": params_local * BF16_WEIGHT / shard["weight"],
+        "weights": 0.0 if zero_stage == 3 else params_local * BF16_WEIGHT,  # FSDP: gathered_weights
         "master_and_optimizer": params_local * (FP32_MASTER + states) / shard["opt"],
         "gradients": params_local * FP32_GRAD / shard["grad"],
     }
@@ -63,7 +94,9 @@ def activation_bytes(
 ) -> dict[str, float]:
     """Activations pipeline stage `stage` keeps at its peak under 1F1B (interleaved when
     `virtual_stages` > 1): stage p holds min(pp - p, num_micro) micro-batches, scaled by
-    1 + (pp - 1) / (pp * v) when interleaved (Narayanan et al. 2021, Sec. 2.2.2)."""
+    1 + (pp - 1) / (pp * v) when interleaved (Narayanan et al. 2021, Sec. 2.2.2). On top of them, the
+    larger of what the loss holds (last stage) and one block rebuilt for its backward under
+    recompute: the loss comes before any block's backward, so the two never meet."""
     first, last = stage == 0, stage == pp - 1
     tokens = micro_batch * training.seq_len
     sp = training.sequence_parallel and tp > 1
@@ -74,18 +107,27 @@ def activation_bytes(
         "flash_attention": training.attention != "unfused",
     }
     per_layer = model.activation_bytes_per_token(**shape, recompute=training.recompute)
+    if training.compiled and training.recompute == "selective-op":
+        per_layer -= COMPILED_SAC_SAVING * model.hidden_size / (tp if sp else 1)
     in_flight = min(pp - stage, num_micro)
     if pp > 1 and virtual_stages > 1:
         in_flight *= 1 + (pp - 1) / (pp * virtual_stages)
-    acts = per_layer * tokens * layers * in_flight
-    if training.recompute in ("full", "selective-op", "selective-layer"):  # a block rebuilt in full for its backward
-        acts += model.activation_bytes_per_token(**shape) * tokens
-    out = {"activations": acts}
-    if last:
-        per_logit = FUSED_LOGIT_BYTES if training.loss == "fused" else LOGIT_BYTES
-        out["logits"] = tokens * model.vocab_size / tp * per_logit
+    out = {"activations": per_layer * tokens * layers * in_flight}
+    cached = tokens * model.vocab_size / tp * CACHED_LOGIT_BYTES if last and training.loss == "fp32" else 0.0
+    out[CACHE_PART] = FRAGMENTATION * out["activations"] + cached
     if first:
         out["embedding_output"] = tokens * model.hidden_size * 2 / (tp if sp else 1)
+    rebuilt = 0.0
+    if training.recompute in ("full", "selective-op", "selective-layer"):
+        rebuilt = model.activation_bytes_per_token(**shape) * tokens
+    loss = 0.0
+    if last:
+        per_logit = FUSED_LOGIT_BYTES if training.loss == "fused" else LOGIT_BYTES
+        loss = tokens * (model.vocab_size / tp * per_logit + model.hidden_size * HEAD_INPUT_BYTES / (tp if sp else 1))
+    if loss >= rebuilt and loss:
+        out["logits"] = loss
+    elif rebuilt:
+        out["recomputed_block"] = rebuilt
     return out
 
 
@@ -125,7 +167,8 @@ def stage_memory(
     if training.zero_stage == 3:
         # FSDP: the current and the prefetched block, gathered in bf16; and the embedding, final norm
         # and head, which FSDP2 keeps gathered from forward to backward (the root module is not
-        # resharded after forward: torch.distributed.fsdp.fully_shard docs, reshard_after_forward)
+        # resharded after forward: torch.distributed.fsdp.fully_shard docs, reshard_after_forward).
+        # Gathers land in the all-gather stream's pool, so all of them count at the peak.
         block = param_counts(model, layers=1, first=False, last=False)
         ends = param_counts(model, layers=0, first=first, last=last)
         mem["gathered_weights"] = BF16_WEIGHT * (2 * block + ends) / tp

@@ -10,7 +10,7 @@ from typing import Any
 from shardplan.cost.calibration import Calibration, rates_for
 from shardplan.cost.collectives import AxisTimes, _link_class
 from shardplan.cost.compute import column_parallel_gemms_s, grad_accumulate_s, optimizer_s, stage_times
-from shardplan.cost.memory import fullest_stage_memory, param_counts
+from shardplan.cost.memory import fullest_stage_memory, param_counts, required_bytes
 from shardplan.model.schema import ModelSpec
 from shardplan.topology.schema import Topology
 from shardplan.training import Training
@@ -226,7 +226,7 @@ def step_cost(
         comm_time_by_link=comm,
         memory_per_gpu_bytes=memory,
         memory_breakdown=worst_mem,
-        fits=hbm is None or memory <= hbm,
+        fits=hbm is None or required_bytes(worst_mem) <= hbm,
         layers_per_stage=layers,
         model_flops_per_step=3 * model.flops_per_token(training.seq_len) * training.tokens_per_step,
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from shardplan.cost.calibration import Calibration, Rates, rates_for, read_calibration
-from shardplan.cost.memory import fullest_stage_memory
+from shardplan.cost.memory import fullest_stage_memory, required_bytes
 from shardplan.cost.step import StepCost, split_layers, step_cost, time_lower_bound_s, traffic_bytes
 from shardplan.errors import PlanError
 from shardplan.model import ModelSpec, load_model
@@ -140,7 +140,7 @@ def _memory_bytes(
     context_bytes: float,
     layers: tuple[int, ...] | None = None,
 ) -> float:
-    """Bytes on the fullest GPU, layers split as given or evenly (placement does not change it)."""
+    """Bytes that must fit on the fullest GPU, layers split as given or evenly (placement does not change it)."""
     mem = fullest_stage_memory(
         model,
         training,
@@ -151,7 +151,7 @@ def _memory_bytes(
         virtual_stages=c.virtual_stages,
         context_bytes=context_bytes,
     )
-    return sum(mem.values())
+    return required_bytes(mem)
 
 
 def _cost(

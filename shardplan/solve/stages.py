@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from shardplan.cost.calibration import Rates
 from shardplan.cost.compute import stage_times
-from shardplan.cost.memory import stage_memory
+from shardplan.cost.memory import required_bytes, stage_memory
 from shardplan.model.schema import ModelSpec
 from shardplan.training import Training
 
@@ -128,4 +128,4 @@ def _mem_mib(
         virtual_stages=v,
         context_bytes=rates.context_bytes,
     )
-    return int(-(-sum(mem.values()) // MEMORY_UNIT))
+    return int(-(-required_bytes(mem) // MEMORY_UNIT))

@@ -3,6 +3,7 @@ internals, run on every plan the search returns."""
 
 from __future__ import annotations
 
+from shardplan.cost.memory import CACHE_PART
 from shardplan.errors import PlanError
 from shardplan.model.schema import ModelSpec
 from shardplan.plan import Plan
@@ -54,10 +55,9 @@ def validate_plan(plan: Plan, model: ModelSpec, topology: Topology) -> None:
             f"!= global batch {plan.global_batch}"
         )
     smallest = topology.smallest_memory_bytes
-    if smallest and plan.memory_per_gpu_bytes > smallest:
-        raise PlanError(
-            f"needs {plan.memory_per_gpu_bytes / 1e9:.1f} GB per GPU, the smallest GPU has {smallest / 1e9:.1f}"
-        )
+    need = plan.memory_per_gpu_bytes - plan.memory_breakdown.get(CACHE_PART, 0.0)
+    if smallest and need > smallest:
+        raise PlanError(f"needs {need / 1e9:.1f} GB per GPU, the smallest GPU has {smallest / 1e9:.1f}")
     for axis, size in zip(plan.mesh_dim_names, plan.mesh_shape, strict=True):
         groups = mesh_groups(plan, axis)
         if any(len(g) != size for g in groups) or sorted(x for g in groups for x in g) != list(range(n)):
