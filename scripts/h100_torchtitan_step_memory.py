@@ -1,15 +1,18 @@
-"""Peak memory of a torchtitan-style training step on one GPU, for the memory model (issue 5).
+"""Peak memory of torchtitan-style training steps on one GPU, for the memory model (issue 5).
 
-The model is Llama 3 8B cut to N blocks (embedding, N blocks, RMSNorm, output over the 128,256-token
+The model is Llama 3 8B with N blocks (embedding, N blocks, RMSNorm, output over the 128,256-token
 vocabulary), built as torchtitan built it in Dec 2024 (blocks from h100_eager_vs_compiled_sac.py):
 op-level SAC on each block, then per-block torch.compile (or not), then FSDP2 on each block and on
-the root with bf16 parameters and fp32 reduction, on a one-rank mesh; the loss is
-cross_entropy(pred.flatten(0, 1).float(), labels), `del pred` before backward, then clip_grad_norm_
-and AdamW (foreach) as torchtitan's train.py does. Micro-batch 2 x 8,192 tokens. After 3 warm-up
-steps the peak statistics are reset and 3 more steps run; the peaks printed are over those 3, the
-way torchtitan logs `max_reserved` at a log step. Each configuration runs in its own process.
+the root with bf16 parameters and fp32 reduction, initialised on the meta device. FSDP runs over `dp`
+ranks of which this process is rank 0; with dp > 1 the other ranks exist only in a fake process group
+(torch.testing's FakeStore: collectives do nothing), so rank 0's own allocations are the real ones of
+a dp-way run. The loss is cross_entropy(pred.flatten(0, 1).float(), labels) with `del pred` before
+backward, then clip_grad_norm_ and AdamW (foreach), as torchtitan's train.py. Micro-batch 2 x 8,192
+tokens. After 3 steps the peak statistics are reset and 3 more run; the peaks printed are over those
+3, as torchtitan logs `max_reserved`. Each configuration runs in its own process. TRACE_RESERVE=1
+records the allocator's history over the first two steps and reports each growth of the reserve.
 
-    python scripts/h100_torchtitan_step_memory.py > benchmarks/results/h100-torchtitan-step-memory.json
+    python scripts/h100_torchtitan_step_memory.py [MIN_BLOCKS] > results.json   # on a GPU with 80+ GiB
 """
 
 import json

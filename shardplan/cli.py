@@ -160,6 +160,13 @@ Loss = Annotated[
         "over bf16 logits: flash-attn's CrossEntropyLoss, llm-foundry)."
     ),
 ]
+Compiled = Annotated[
+    bool,
+    typer.Option(
+        help="Blocks run under torch.compile (torchtitan --training.compile): op-level selective recompute keeps "
+        "one bf16 h-wide tensor fewer per block and token."
+    ),
+]
 TpAsyncBackward = Annotated[
     bool,
     typer.Option(
@@ -199,6 +206,7 @@ def estimate(
     tp_async_backward: TpAsyncBackward = True,
     attention: Attention = "flash",
     loss: Loss = "fp32",
+    compiled: Compiled = False,
     calibration: Annotated[Path | None, typer.Option(help="Calibration file from `shardplan calibrate`.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as one JSON document.")] = False,
 ) -> None:
@@ -219,6 +227,7 @@ def estimate(
         tp_async_backward=tp_async_backward,
         attention=attention,  # type: ignore[arg-type]
         loss=loss,  # type: ignore[arg-type]
+        compiled=compiled,
     )
     topo = load_topology(topology, nodes=nodes, gpu=gpu)
     plan = run_estimate(
@@ -243,7 +252,7 @@ def estimate(
     )
     _out.print(
         f"step {plan.step_time_s:.3f} s, {plan.tokens_per_s:,.0f} tokens/s, MFU {plan.mfu:.1%}, "
-        f"memory {plan.memory_per_gpu_bytes / 2**30:.1f} GiB per GPU "
+        f"memory {plan.memory_per_gpu_bytes / 2**30:.1f} GiB per GPU, allocator cache included "
         f"({'fits' if plan.fits else 'does NOT fit'})",
         highlight=False,
     )
@@ -289,6 +298,7 @@ def suggest(
     tp_async_backward: TpAsyncBackward = True,
     attention: Attention = "flash",
     loss: Loss = "fp32",
+    compiled: Compiled = False,
     calibration: Annotated[Path | None, typer.Option(help="Calibration file from `shardplan calibrate`.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plans as one JSON document.")] = False,
     emit: Annotated[
@@ -318,6 +328,7 @@ def suggest(
         tp_async_backward=tp_async_backward,
         attention=attention,  # type: ignore[arg-type]
         loss=loss,  # type: ignore[arg-type]
+        compiled=compiled,
     )
     with _progress() as report:
         plans = run_suggest(
