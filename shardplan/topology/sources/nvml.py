@@ -86,6 +86,10 @@ def read_nvml_facts() -> dict[str, Any]:
         nv.nvmlShutdown()
 
 
+def _missing(*_: Any) -> None:
+    """Stands in for an NVML call this pynvml does not have."""
+
+
 def _try(fn: Any, *args: Any) -> Any:
     try:
         return fn(*args)
@@ -117,7 +121,8 @@ def _nvlink_facts(nv: Any, h: Any, bus_to_pos: dict[str, int]) -> list[dict[str,
         state = _try(nv.nvmlDeviceGetNvLinkState, h, link)
         if state != 1:
             continue
-        remote = _try(nv.nvmlDeviceGetNvLinkRemotePciInfo_v2, h, link) or _try(
+        # the _v2 call is missing from older pynvml packages (the one in the lent H200 image, for one)
+        remote = _try(getattr(nv, "nvmlDeviceGetNvLinkRemotePciInfo_v2", _missing), h, link) or _try(
             nv.nvmlDeviceGetNvLinkRemotePciInfo, h, link
         )
         bus = _text(remote.busId).lower() if remote is not None else ""
