@@ -136,6 +136,16 @@ def test_nvml_facts_recorded_on_real_h100():
     assert topo.gpus[0].pcie_gen == 5
 
 
+def test_nvml_facts_recorded_on_real_two_h200():
+    """Facts read_nvml_facts() returned on the lent 2x H200 (NV18 in `nvidia-smi topo -m`), whose
+    pynvml lacks nvmlDeviceGetNvLinkRemotePciInfo_v2: 18 links between the two GPUs."""
+    facts = json.loads((DATA / "nvml" / "h200-x2-nvlink.json").read_text())
+    assert "NV18" in facts["nvidia_smi_topo_m"]
+    topo = build(spec_from_facts(facts["nvml_facts"]))
+    assert topo.num_gpus == 2 and topo.nvlink_count(0, 1) == 18
+    assert [g.model for g in topo.gpus] == ["h200-sxm", "h200-sxm"]
+
+
 def test_nvml_facts_two_gpus_with_bridge_and_pcie_ancestor():
     """Hand-written facts in the shape NVML reports: two GPUs, 12 direct links, PHB between them."""
     gpu = {"name": "NVIDIA H100 PCIe", "memory_bytes": 85520809984, "pcie_gen_max": 5, "numa_node": 1}
