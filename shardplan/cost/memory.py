@@ -124,10 +124,8 @@ def activation_bytes(
     if last:
         per_logit = FUSED_LOGIT_BYTES if training.loss == "fused" else LOGIT_BYTES
         loss = tokens * (model.vocab_size / tp * per_logit + model.hidden_size * HEAD_INPUT_BYTES / (tp if sp else 1))
-    if loss >= rebuilt and loss:
-        out["logits"] = loss
-    elif rebuilt:
-        out["recomputed_block"] = rebuilt
+    if loss or rebuilt:
+        out["logits" if loss >= rebuilt else "recomputed_block"] = max(loss, rebuilt)
     return out
 
 
