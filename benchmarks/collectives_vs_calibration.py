@@ -11,12 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from shardplan.cost.collectives import collective_time_s
+from shardplan.cost.collectives import bus_factor, collective_time_s
 from shardplan.topology.cluster import build
 from shardplan.topology.sources.nvml import spec_from_facts
-
-BUS_FACTOR = {"all_reduce": lambda g: 2 * (g - 1) / g, "all_gather": lambda g: (g - 1) / g}
-BUS_FACTOR["reduce_scatter"] = BUS_FACTOR["all_gather"]
 
 
 def main() -> None:
@@ -26,7 +23,7 @@ def main() -> None:
     errors = []
     for row in calibration["collectives"]:
         g, size = row["ranks"], row["bytes"]
-        measured = size * BUS_FACTOR[row["op"]](g) / (row["busbw_gbps"] * 1e9)
+        measured = size * bus_factor(row["op"], g) / (row["busbw_gbps"] * 1e9)
         estimated = collective_time_s(topo, row["op"], list(range(g)), size)
         errors.append((estimated - measured) / measured)
         print(
