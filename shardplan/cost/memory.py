@@ -112,8 +112,9 @@ def activation_bytes(
     in_flight = min(pp - stage, num_micro)
     if pp > 1 and virtual_stages > 1:
         in_flight *= 1 + (pp - 1) / (pp * virtual_stages)
+    logits = tokens * model.vocab_size / tp if last else 0.0
     out = {"activations": per_layer * tokens * layers * in_flight}
-    cached = tokens * model.vocab_size / tp * CACHED_LOGIT_BYTES if last and training.loss == "fp32" else 0.0
+    cached = logits * CACHED_LOGIT_BYTES if training.loss == "fp32" else 0.0
     out[CACHE_PART] = FRAGMENTATION * out["activations"] + cached
     if first:
         out["embedding_output"] = tokens * model.hidden_size * 2 / (tp if sp else 1)
@@ -123,7 +124,7 @@ def activation_bytes(
     loss = 0.0
     if last:
         per_logit = FUSED_LOGIT_BYTES if training.loss == "fused" else LOGIT_BYTES
-        loss = tokens * (model.vocab_size / tp * per_logit + model.hidden_size * HEAD_INPUT_BYTES / (tp if sp else 1))
+        loss = logits * per_logit + tokens * model.hidden_size * HEAD_INPUT_BYTES / (tp if sp else 1)
     if loss or rebuilt:
         out["logits" if loss >= rebuilt else "recomputed_block"] = max(loss, rebuilt)
     return out
