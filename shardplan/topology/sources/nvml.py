@@ -98,7 +98,7 @@ def _try(fn: Any, *args: Any) -> Any:
 
 
 def _gpu_facts(nv: Any, h: Any, nvml_index: int) -> dict[str, Any]:
-    numa = _try(getattr(nv, "nvmlDeviceGetNumaNodeId", lambda _h: None), h)
+    numa = _try(getattr(nv, "nvmlDeviceGetNumaNodeId", _missing), h)
     return {
         "nvml_index": nvml_index,
         "name": _text(nv.nvmlDeviceGetName(h)),
@@ -126,7 +126,7 @@ def _nvlink_facts(nv: Any, h: Any, bus_to_pos: dict[str, int]) -> list[dict[str,
             nv.nvmlDeviceGetNvLinkRemotePciInfo, h, link
         )
         bus = _text(remote.busId).lower() if remote is not None else ""
-        kind = _try(getattr(nv, "nvmlDeviceGetNvLinkRemoteDeviceType", lambda *_: None), h, link)
+        kind = _try(getattr(nv, "nvmlDeviceGetNvLinkRemoteDeviceType", _missing), h, link)
         if bus in bus_to_pos:
             end: Any = bus_to_pos[bus]
         elif kind == switch_type:
