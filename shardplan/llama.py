@@ -9,6 +9,7 @@ SwiGLU's gate, up, SiLU output and product (flash attention keeps no s x s matri
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
@@ -47,6 +48,14 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
+def rope_tables(head_dim: int, positions: int, device: torch.device | str | None = None) -> tuple[torch.Tensor, ...]:
+    """bf16 cos and sin of the rotary angles (base 10000), one row per position."""
+    inv = 1.0 / (10000.0 ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim))
+    angles = torch.outer(torch.arange(positions, dtype=torch.float32, device=device), inv)
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos().to(torch.bfloat16), angles.sin().to(torch.bfloat16)
+
+
 class Block(nn.Module):
     def __init__(self, h: int, heads: int, ffn: int, eps: float) -> None:
         super().__init__()
@@ -57,11 +66,12 @@ class Block(nn.Module):
         self.w2 = nn.Linear(ffn, h, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        b, s, h = x.shape
+        b, s, _ = x.shape
         y = self.attn_norm(x)
-        q, k, v = (w(y).view(b, s, self.heads, self.head_dim).transpose(1, 2) for w in (self.wq, self.wk, self.wv))
+        # -1 heads: under tensor parallelism each rank holds heads / tp of them
+        q, k, v = (w(y).view(b, s, -1, self.head_dim).transpose(1, 2) for w in (self.wq, self.wk, self.wv))
         o = F.scaled_dot_product_attention(_rotate(q, cos, sin), _rotate(k, cos, sin), v, is_causal=True)
-        x = x + self.wo(o.transpose(1, 2).reshape(b, s, h))
+        x = x + self.wo(o.transpose(1, 2).reshape(b, s, -1))
         y = self.mlp_norm(x)
         return x + self.w2(F.silu(self.w1(y)) * self.w3(y))
 
@@ -82,12 +92,9 @@ class Llama(nn.Module):
             if p.dim() > 1:
                 nn.init.normal_(p, std=0.02)
         self.to(torch.bfloat16)
-        d = h // heads
-        inv = 1.0 / (10000.0 ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
-        angles = torch.outer(torch.arange(cfg["max_position_embeddings"], dtype=torch.float32), inv)
-        angles = torch.cat((angles, angles), dim=-1)
-        self.register_buffer("cos", angles.cos().to(torch.bfloat16), persistent=False)
-        self.register_buffer("sin", angles.sin().to(torch.bfloat16), persistent=False)
+        cos, sin = rope_tables(h // heads, cfg["max_position_embeddings"])
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
 
     def forward(self, tokens: torch.Tensor, labels: torch.Tensor, *, recompute: str = "none") -> torch.Tensor:
         """`recompute`: "none", "full" (each block's input kept) or "selective-op" (torchtitan's policy)."""
@@ -105,8 +112,18 @@ class Llama(nn.Module):
         return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
 
 
+def param_groups(params: Iterable[torch.Tensor]) -> list[dict[str, list[torch.Tensor]]]:
+    """Optimizer groups, one per kind of parameter (plain tensors, or DTensors on one device mesh, as
+    tensor parallelism and FSDP2 leave them): AdamW's multi-tensor kernels run a group at a time and
+    cannot mix kinds."""
+    groups: dict[tuple[str, int], list[torch.Tensor]] = {}
+    for p in params:
+        groups.setdefault((type(p).__name__, id(getattr(p, "device_mesh", None))), []).append(p)
+    return [{"params": g} for g in groups.values()]
+
+
 class MixedPrecisionAdamW:
-    """fp32 master weights and fused AdamW for a bf16 model. Each bf16 weight gradient is added into a
+    """fp32 master weights and AdamW for a bf16 model. Each bf16 weight gradient is added into a
     persistent fp32 buffer as soon as autograd produces it, then freed (Megatron-LM's main_grad)."""
 
     def __init__(self, model: nn.Module, lr: float = 1e-4) -> None:
@@ -115,7 +132,9 @@ class MixedPrecisionAdamW:
         for p, m in zip(self.params, self.master, strict=True):
             m.grad = torch.zeros_like(m)
             p.register_post_accumulate_grad_hook(partial(self._accumulate, m.grad))
-        self.opt = torch.optim.AdamW(self.master, lr=lr, fused=True)
+        # fused AdamW on plain tensors (what real_training measured); DTensors (tensor parallel) take foreach
+        plain = all(type(m) is torch.Tensor for m in self.master)
+        self.opt = torch.optim.AdamW(param_groups(self.master), lr=lr, fused=plain, foreach=not plain)
 
     @staticmethod
     def _accumulate(main_grad: torch.Tensor, p: torch.Tensor) -> None:
