@@ -3,7 +3,7 @@ alternatives, and compare measured step time and peak memory with the estimates.
 
     python benchmarks/real_parallel.py plan --topology live --model llama-13b -o CASES.json [--calibration F]
     torchrun --nproc-per-node N benchmarks/real_parallel.py run CASES.json --case I --out DIR
-    python benchmarks/real_parallel.py report CASES.json DIR        # DIR/report.md and DIR/results.json
+    python benchmarks/real_parallel.py report CASES.json DIR [--out D]   # report.md, results.json
 
 `plan` asks `suggest` for the best three plans and adds, as estimates of the same kind: the first
 plan's degrees in the default row-major rank order, the same degrees with every TP group spread as
@@ -46,6 +46,7 @@ from shardplan.plan import Plan  # noqa: E402
 # Llama-2 shapes (head_dim 128, vocab 32000, untied head); "tiny" is for the CPU test under gloo.
 MODELS: dict[str, dict[str, int]] = {
     "tiny": {"hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128, "num_hidden_layers": 4},
+    "llama-1b": {"hidden_size": 2048, "num_attention_heads": 16, "intermediate_size": 5504, "num_hidden_layers": 22},
     "llama-7b": {"hidden_size": 4096, "num_attention_heads": 32, "intermediate_size": 11008, "num_hidden_layers": 32},
     "llama-13b": {"hidden_size": 5120, "num_attention_heads": 40, "intermediate_size": 13824, "num_hidden_layers": 40},
 }
@@ -307,14 +308,16 @@ def run_case(case: dict[str, Any], *, device_type: str, init_std: float, lr: flo
         start = time.perf_counter()
         loss = train_step()
         sync()
-        elapsed = torch.tensor([time.perf_counter() - start], dtype=torch.float64)
+        elapsed = torch.tensor([time.perf_counter() - start], dtype=torch.float64, device=device)
         dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)  # the step ends when the slowest rank is done
-        held = torch.tensor([0.0 if loss is None else loss.item(), float(loss is not None)], dtype=torch.float64)
+        held = torch.tensor(
+            [0.0 if loss is None else loss.item(), float(loss is not None)], dtype=torch.float64, device=device
+        )
         dist.all_reduce(held)  # mean over the ranks that compute the loss (every replica equally often)
         losses.append(held[0].item() / held[1].item())
         if step >= warmup:
             times.append(elapsed.item())
-    memory = torch.zeros(1, dtype=torch.float64)
+    memory = torch.zeros(1, dtype=torch.float64, device=device)  # NCCL reduces device tensors only
     if device_type == "cuda":
         free, total = torch.cuda.mem_get_info()
         outside = total - free - torch.cuda.memory_reserved()
@@ -370,6 +373,7 @@ def report(cases: list[dict[str, Any]], results: dict[int, dict[str, Any]]) -> t
         row |= {"micro_batch": plan["micro_batch"], "recompute": plan["recompute"], "zero_stage": plan["zero_stage"]}
         row |= {"estimated_step_time_s": plan["step_time_s"], "estimated_memory_bytes": plan["memory_per_gpu_bytes"]}
         row |= {k: got.get(k) for k in ("measured_step_time_s", "measured_peak_memory_bytes", "error")}
+        row |= {k: got[k] for k in ("measured_step_times_s", "losses", "device", "torch", "world") if k in got}
         if row["measured_step_time_s"]:
             row["step_error"] = plan["step_time_s"] / row["measured_step_time_s"] - 1
         if row["measured_peak_memory_bytes"]:
@@ -389,7 +393,13 @@ def report(cases: list[dict[str, Any]], results: dict[int, dict[str, Any]]) -> t
             "spearman": spearman([r["estimated_step_time_s"] for r in ran], [r["measured_step_time_s"] for r in ran]),
             "first_plan_over_fastest": ran[0]["measured_step_time_s"] / fastest - 1 if ran[0]["case"] == 0 else None,
         }
+    ran_on = next((r for r in rows if "device" in r), {})
     lines = [
+        f"# Plans trained vs estimated: {ran_on.get('world', '?')} x {ran_on.get('device', '?')}, torch {ran_on.get('torch', '?')}",
+        "",
+        "Written by `python benchmarks/real_parallel.py report`; step time is the median over timed steps of the",
+        "slowest rank, memory the allocator's peak reservation plus what the process holds outside it (busiest rank).",
+        "",
         "| case | tp | pp | dp | mb | recompute | est. step s | meas. step s | error | est. GiB | meas. GiB | error |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -442,6 +452,7 @@ def main() -> None:
     s = verbs.add_parser("report", help="compare measured and estimated")
     s.add_argument("cases", type=Path)
     s.add_argument("results", type=Path, help="the folder `run` wrote case-I.json files into")
+    s.add_argument("--out", type=Path, default=None, help="where results.json and report.md go (default: RESULTS)")
     args = parser.parse_args()
 
     if args.verb == "plan":
@@ -455,12 +466,26 @@ def main() -> None:
     elif args.verb == "run":
         import torch.distributed as dist
 
-        dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
+        if args.device == "cuda":
+            import torch
+
+            dist.init_process_group("nccl", device_id=torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))))
+        else:
+            dist.init_process_group("gloo")
         cases = json.loads(args.cases.read_text())
         try:
             for i in args.case:
-                got = run_case(cases[i], device_type=args.device, init_std=args.init_std, lr=args.lr,
-                               steps=args.steps, warmup=args.warmup)  # fmt: skip
+                try:
+                    got = run_case(cases[i], device_type=args.device, init_std=args.init_std, lr=args.lr,
+                                   steps=args.steps, warmup=args.warmup)  # fmt: skip
+                except Exception as exc:  # recorded for the report (out of memory, above all), then raised
+                    args.out.mkdir(parents=True, exist_ok=True)
+                    error = {
+                        "label": cases[i]["label"],
+                        "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+                    }
+                    (args.out / f"case-{i}.rank{dist.get_rank()}.error.json").write_text(json.dumps(error) + "\n")
+                    raise
                 if got:
                     args.out.mkdir(parents=True, exist_ok=True)
                     (args.out / f"case-{i}.json").write_text(json.dumps(got, indent=1) + "\n")
@@ -471,10 +496,14 @@ def main() -> None:
             dist.destroy_process_group()
     else:
         cases = json.loads(args.cases.read_text())
-        results = {int(f.stem.split("-")[1]): json.loads(f.read_text()) for f in args.results.glob("case-*.json")}
+        results = {
+            int(f.name.split(".")[0].split("-")[1]): json.loads(f.read_text()) for f in args.results.glob("case-*.json")
+        }
         summary, table = report(cases, results)
-        (args.results / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
-        (args.results / "report.md").write_text(table)
+        out = args.out or args.results
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
+        (out / "report.md").write_text(table)
         print(table)
 
 
