@@ -186,7 +186,9 @@ def _vocab_parallel_loss(group: Any) -> Any:
     return loss
 
 
-def run_case(case: dict[str, Any], *, device_type: str, init_std: float, lr: float, steps: int, warmup: int) -> dict:
+def run_case(
+    case: dict[str, Any], *, device_type: str, init_std: float, lr: float, steps: int, warmup: int, profile: Path | None
+) -> dict:
     """Train one case on this rank; rank 0 returns the measured figures (other ranks: {})."""
     import torch
     import torch.distributed as dist
@@ -250,7 +252,9 @@ def run_case(case: dict[str, Any], *, device_type: str, init_std: float, lr: flo
         for block in module.blocks:
             fully_shard(block, mesh=mesh["dp"], mp_policy=policy)
         fully_shard(module, mesh=mesh["dp"], mp_policy=policy)
-        opt = torch.optim.AdamW(param_groups(module.parameters()), lr=lr, foreach=True)
+        # fused AdamW on GPUs, as torchtitan runs it (a foreach step makes several passes over the states)
+        fused = device_type == "cuda"
+        opt = torch.optim.AdamW(param_groups(module.parameters()), lr=lr, fused=fused, foreach=not fused)
 
         def step_optimizer() -> None:
             opt.step()
@@ -317,6 +321,14 @@ def run_case(case: dict[str, Any], *, device_type: str, init_std: float, lr: flo
         losses.append(held[0].item() / held[1].item())
         if step >= warmup:
             times.append(elapsed.item())
+    if profile is not None and device_type == "cuda":  # one more step, its kernels by time (rank 0)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            train_step()
+            sync()
+        if rank == 0:
+            profile.write_text(
+                prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=40, max_name_column_width=80)
+            )
     memory = torch.zeros(1, dtype=torch.float64, device=device)  # NCCL reduces device tensors only
     if device_type == "cuda":
         free, total = torch.cuda.mem_get_info()
@@ -393,9 +405,9 @@ def report(cases: list[dict[str, Any]], results: dict[int, dict[str, Any]]) -> t
             "spearman": spearman([r["estimated_step_time_s"] for r in ran], [r["measured_step_time_s"] for r in ran]),
             "first_plan_over_fastest": ran[0]["measured_step_time_s"] / fastest - 1 if ran[0]["case"] == 0 else None,
         }
-    ran_on = next((r for r in rows if "device" in r), {})
+    on = next((r for r in rows if "device" in r), {})
     lines = [
-        f"# Plans trained vs estimated: {ran_on.get('world', '?')} x {ran_on.get('device', '?')}, torch {ran_on.get('torch', '?')}",
+        f"# Plans trained vs estimated: {on.get('world', '?')} x {on.get('device', '?')}, torch {on.get('torch', '?')}",
         "",
         "Written by `python benchmarks/real_parallel.py report`; step time is the median over timed steps of the",
         "slowest rank, memory the allocator's peak reservation plus what the process holds outside it (busiest rank).",
@@ -449,6 +461,7 @@ def main() -> None:
     r.add_argument("--lr", type=float, default=1e-4)
     r.add_argument("--steps", type=int, default=STEPS)
     r.add_argument("--warmup", type=int, default=WARMUP)
+    r.add_argument("--profile", action="store_true", help="write case-I.profile.txt: one more step's kernels")
     s = verbs.add_parser("report", help="compare measured and estimated")
     s.add_argument("cases", type=Path)
     s.add_argument("results", type=Path, help="the folder `run` wrote case-I.json files into")
@@ -473,13 +486,14 @@ def main() -> None:
         else:
             dist.init_process_group("gloo")
         cases = json.loads(args.cases.read_text())
+        args.out.mkdir(parents=True, exist_ok=True)
         try:
             for i in args.case:
                 try:
+                    profile = args.out / f"case-{i}.profile.txt" if args.profile else None
                     got = run_case(cases[i], device_type=args.device, init_std=args.init_std, lr=args.lr,
-                                   steps=args.steps, warmup=args.warmup)  # fmt: skip
+                                   steps=args.steps, warmup=args.warmup, profile=profile)  # fmt: skip
                 except Exception as exc:  # recorded for the report (out of memory, above all), then raised
-                    args.out.mkdir(parents=True, exist_ok=True)
                     error = {
                         "label": cases[i]["label"],
                         "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
@@ -487,7 +501,6 @@ def main() -> None:
                     (args.out / f"case-{i}.rank{dist.get_rank()}.error.json").write_text(json.dumps(error) + "\n")
                     raise
                 if got:
-                    args.out.mkdir(parents=True, exist_ok=True)
                     (args.out / f"case-{i}.json").write_text(json.dumps(got, indent=1) + "\n")
                     print(
                         f"case {i} ({got['label']}): {got['measured_step_time_s']:.4f} s, loss {got['losses'][0]:.4f}"

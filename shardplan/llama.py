@@ -132,9 +132,9 @@ class MixedPrecisionAdamW:
         for p, m in zip(self.params, self.master, strict=True):
             m.grad = torch.zeros_like(m)
             p.register_post_accumulate_grad_hook(partial(self._accumulate, m.grad))
-        # fused AdamW on plain tensors (what real_training measured); DTensors (tensor parallel) take foreach
-        plain = all(type(m) is torch.Tensor for m in self.master)
-        self.opt = torch.optim.AdamW(param_groups(self.master), lr=lr, fused=plain, foreach=not plain)
+        # fused AdamW (what real_training measured); on the CPU, DTensors (tensor parallel) take foreach
+        fused = self.master[0].is_cuda or all(type(m) is torch.Tensor for m in self.master)
+        self.opt = torch.optim.AdamW(param_groups(self.master), lr=lr, fused=fused, foreach=not fused)
 
     @staticmethod
     def _accumulate(main_grad: torch.Tensor, p: torch.Tensor) -> None:
