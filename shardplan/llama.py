@@ -59,7 +59,7 @@ def rope_tables(head_dim: int, positions: int, device: torch.device | str | None
 class Block(nn.Module):
     def __init__(self, h: int, heads: int, ffn: int, eps: float) -> None:
         super().__init__()
-        self.heads, self.head_dim = heads, h // heads
+        self.head_dim = h // heads
         self.attn_norm, self.mlp_norm = nn.RMSNorm(h, eps=eps), nn.RMSNorm(h, eps=eps)
         self.wq, self.wk, self.wv, self.wo = (nn.Linear(h, h, bias=False) for _ in range(4))
         self.w1, self.w3 = nn.Linear(h, ffn, bias=False), nn.Linear(h, ffn, bias=False)
