@@ -48,7 +48,9 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
-def rope_tables(head_dim: int, positions: int, device: torch.device | str | None = None) -> tuple[torch.Tensor, ...]:
+def rope_tables(
+    head_dim: int, positions: int, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """bf16 cos and sin of the rotary angles (base 10000), one row per position."""
     inv = 1.0 / (10000.0 ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim))
     angles = torch.outer(torch.arange(positions, dtype=torch.float32, device=device), inv)
