@@ -46,6 +46,8 @@ MODELS: dict[str, dict[str, int]] = {
     "llama-0.5b": {"hidden_size": 1536, "num_attention_heads": 12, "intermediate_size": 4096, "num_hidden_layers": 16},
     "llama-1.2b": {"hidden_size": 2048, "num_attention_heads": 16, "intermediate_size": 5504, "num_hidden_layers": 22},
     "llama-2.7b": {"hidden_size": 2560, "num_attention_heads": 20, "intermediate_size": 6912, "num_hidden_layers": 32},
+    # Llama-2-7B's width with 8 of its 32 blocks (~1.9B): 7B-sized GEMMs that fit one GPU with Adam
+    "llama-7b-8l": {"hidden_size": 4096, "num_attention_heads": 32, "intermediate_size": 11008, "num_hidden_layers": 8},
 }
 
 
@@ -85,6 +87,8 @@ CASES = (
     Case("llama-1.2b", 8192, 2, "selective-op"),
     Case("llama-1.2b", 2048, 8, "selective-op"),
     Case("llama-2.7b", 4096, 2, "selective-op"),
+    Case("llama-7b-8l", 4096, 4),
+    Case("llama-7b-8l", 4096, 8, "full"),
 )
 
 
@@ -136,13 +140,13 @@ def estimate_case(case: Case, calibration: Path) -> dict[str, Any]:
 # --- measurement (torch only from here) -----------------------------------------------------------
 
 
-def measure_case(case: Case, profile: Path | None = None) -> dict[str, Any]:
+def measure_case(case: Case, profile: Path | None = None, steps: int = STEPS) -> dict[str, Any]:
     """Train `case` on cuda:0; the measured figures, or {'oom': True, ...} when it runs out of memory."""
     import torch
 
     torch.manual_seed(0)
     try:
-        return {"oom": False, **_train(case, profile)}
+        return {"oom": False, **_train(case, profile, steps)}
     except torch.cuda.OutOfMemoryError as exc:
         return {"oom": True, "error": str(exc).splitlines()[0][:300], "measured_max_allocated_bytes": None}
     finally:
@@ -150,7 +154,7 @@ def measure_case(case: Case, profile: Path | None = None) -> dict[str, Any]:
         torch.cuda.empty_cache()
 
 
-def _train(case: Case, profile: Path | None) -> dict[str, Any]:
+def _train(case: Case, profile: Path | None, steps: int) -> dict[str, Any]:
     """Warm-up and timed steps of `case`. With `profile`, one more step runs under torch.profiler and
     its kernel table is written there."""
     import torch
@@ -187,7 +191,7 @@ def _train(case: Case, profile: Path | None) -> dict[str, Any]:
         mark(marks)
         return loss
 
-    for step in range(WARMUP + STEPS):
+    for step in range(WARMUP + steps):
         marks: list[torch.cuda.Event] = []
         loss = train_step(marks)
         marks[-1].synchronize()
@@ -252,6 +256,7 @@ def add_errors(row: dict[str, Any]) -> None:
 
 def markdown(facts: dict[str, Any], rows: list[dict[str, Any]], calibration: Path) -> str:
     gb = 1e9
+    steps = max((len(r.get("measured_step_times_s") or []) for r in rows), default=STEPS)
     lines = [
         "# Real training on one H100: measured vs estimated",
         "",
@@ -259,7 +264,7 @@ def markdown(facts: dict[str, Any], rows: list[dict[str, Any]], calibration: Pat
         f"`{facts.get('alloc_conf') or 'default'}`. Estimates: `estimate()` with `{calibration.name}` "
         "(from `shardplan calibrate` on the same GPU, before these runs). Measured peak = "
         "`max_memory_reserved` + what the process holds outside the allocator (CUDA context, "
-        f"libraries). Median of {STEPS} steps after {WARMUP} warm-up steps. Re-run: "
+        f"libraries). Median of {steps} steps after {WARMUP} warm-up steps. Re-run: "
         "`bash scripts/h100_truth.sh` on an H100.",
         "",
         "| case | measured s | estimated s | error | measured GB | estimated GB | error | fits (est.) |",
@@ -300,6 +305,7 @@ def main() -> None:
     parser.add_argument("--reestimate", type=Path, help="recorded results: recompute the estimates only")
     parser.add_argument("--only", help="run the cases whose name contains this")
     parser.add_argument("--profile", action="store_true", help="write a kernel table of the first case per model")
+    parser.add_argument("--steps", type=int, default=STEPS, help=f"timed steps per case (default {STEPS})")
     args = parser.parse_args()
     read_calibration(args.calibration)  # a bad file fails before any GPU time is spent
     if args.reestimate:
@@ -313,7 +319,7 @@ def main() -> None:
                 continue
             first_of_model = all(r["model"] != case.model for r in rows)
             profile = args.out / "profiles" if args.profile and first_of_model else None
-            measured = measure_case(case, profile)
+            measured = measure_case(case, profile, args.steps)
             rows.append({"case": case.name, **asdict(case), **measured})
             print(case.name, "OOM" if measured["oom"] else f"{measured['measured_step_time_s']:.4f} s", flush=True)
         args.out.mkdir(parents=True, exist_ok=True)
