@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from shardplan import Plan, Training, estimate, load_model, load_topology
 from shardplan.cost.calibration import rates_for
-from shardplan.cost.compute import gemm_s
+from shardplan.cost.compute import MISALIGNED_SLOWDOWN, gemm_s
 from shardplan.cost.memory import state_bytes
 from shardplan.errors import PlanError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TRAIN = Training(global_batch=64, seq_len=4096, recompute="selective", zero_stage=1)
 
@@ -162,6 +167,29 @@ def test_unfused_attention_pays_for_the_square_and_selective_recompute_drops_it(
         for a in ("flash", "unfused")
     }
     assert kept["unfused"].memory_breakdown["activations"] == kept["flash"].memory_breakdown["activations"]
+
+
+def test_misaligned_rows_cost_the_slowdown_measured_on_the_h100():
+    """The constant is the median of the recorded measurement; GPT-2's unpadded vocabulary (50,257)
+    makes its head GEMMs misaligned, so padding to 50,304 (as nanoGPT does) is faster despite the
+    extra FLOPs."""
+    recorded = json.loads((ROOT / "benchmarks/results/h100-alignment/alignment.json").read_text())["bf16"]
+
+    def pair_s(hd: str) -> float:  # QK^T and AV of one head dim, seconds per FLOP
+        return 1 / recorded[hd]["qk_tflops"] + 1 / recorded[hd]["av_tflops"]
+
+    ratios = sorted(pair_s(bad) / pair_s(good) for bad, good in (("108", "112"), ("150", "152"), ("450", "448")))
+    assert ratios[1] == pytest.approx(MISALIGNED_SLOWDOWN, abs=0.005)
+    rates = rates_for("h100-sxm")
+    aligned = gemm_s(8192, 50264, 768, rates)
+    assert gemm_s(8192, 50257, 768, rates) == pytest.approx(MISALIGNED_SLOWDOWN * aligned, rel=1e-3)
+    gpt2 = load_model("gpt2")
+    train = Training(global_batch=128, seq_len=1024)  # 16k tokens a micro-batch: past host dispatch
+    padded, unpadded = (
+        estimate(gpt2.model_copy(update={"vocab_size": v}), "dgx-h100", train, tp=1, pp=1, dp=8, micro_batch=16)
+        for v in (50304, 50257)
+    )
+    assert unpadded.step_time_s > padded.step_time_s
 
 
 def test_triton_2022_attention_runs_at_flash2_rates_over_the_published_ratios():

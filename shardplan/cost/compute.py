@@ -1,12 +1,14 @@
 """Compute time of one micro-batch through the layers of one pipeline stage, on one GPU.
 
 GEMMs take flops / sustained peak + a fixed overhead each (fitted to the measured GEMM table, see
-calibration.py), so the small GEMMs that tensor parallelism produces run less efficiently. The
-backward pass runs two GEMMs (data and weight gradient) per forward GEMM. Attention runs at the
-measured flash/SDPA forward and backward rates on causal FLOPs (half the s x s count); the 2022
-Triton FlashAttention runs at the measured FlashAttention-2 rates over the published ratio; unfused
-attention (Megatron before FlashAttention) runs QK^T and AV as batched GEMMs over the whole square
-and moves the s x s scores through softmax and dropout in memory. Norms, residual adds, the
+calibration.py), so the small GEMMs that tensor parallelism produces run less efficiently; a GEMM
+whose rows are not a multiple of 16 bytes (an inner or output dimension not a multiple of 8 in bf16)
+runs at the measured misaligned rate. The backward pass runs two GEMMs (data and weight gradient) per
+forward GEMM. Attention runs at the measured flash/SDPA forward and backward rates on causal FLOPs
+(half the s x s count); the 2022 Triton FlashAttention runs at the measured FlashAttention-2 rates
+over the published ratio; unfused attention (Megatron before FlashAttention) runs QK^T and AV as
+batched GEMMs over the whole square, which write and read the s x s scores, and moves the scores
+through softmax and dropout in memory. Norms, residual adds, the
 activation function, RoPE (where the model has it) and the loss (fp32 or fused) are memory-bound:
 the bytes each must move (forward; backward twice that) over the rate measured for that op. A
 micro-batch takes at least the host's dispatch time for its blocks (eager mode launches each kernel
@@ -35,6 +37,11 @@ GRAD_ACCUMULATE_BYTES = 10
 # backward: "FlashAttention-2 is around 1.3-1.5x faster than FlashAttention in Triton in the forward
 # pass and around 2x faster in the backward pass" (Dao 2023, arXiv:2307.08691, Sec. 4.1, on A100).
 TRITON_2022_SLOWER = (1.4, 2.0)
+# GEMMs with rows off 16-byte alignment lose the tensor-core kernels' wide loads: Megatron's core-attention
+# QK^T and AV with head dims 108, 150 and 450 took 2.01x, 2.36x and 2.33x the time of head dims 112, 152
+# and 448 on an H100 (benchmarks/results/h100-alignment, torch 2.11 / cuBLAS 13): the median.
+MISALIGNED_SLOWDOWN = 2.33
+ALIGN_ELEMENTS = 8  # bf16 elements in 16 bytes
 
 
 @dataclass(frozen=True)
@@ -53,8 +60,14 @@ class StageTimes:
 
 
 def gemm_s(m: float, n: float, k: float, rates: Rates) -> float:
-    """One (m x k) @ (k x n) GEMM."""
-    return 2 * m * n * k / rates.gemm_peak_flops + rates.gemm_overhead_s
+    """One (m x k) @ (k x n) GEMM in row-major bf16 (its rows are k and n elements long)."""
+    return (2 * m * n * k / rates.gemm_peak_flops + rates.gemm_overhead_s) * _alignment(n, k)
+
+
+def _alignment(*row_elements: float) -> float:
+    """How much slower a GEMM runs whose rows have these lengths: 1, or MISALIGNED_SLOWDOWN when one is
+    not a multiple of 16 bytes."""
+    return MISALIGNED_SLOWDOWN if any(n % ALIGN_ELEMENTS for n in row_elements) else 1.0
 
 
 def column_parallel_gemms_s(model: ModelSpec, tokens: int, tp: int, rates: Rates) -> tuple[float, float]:
@@ -93,8 +106,15 @@ def _block_times(
     ) + tokens / tp * (rope + per_token["swiglu"] / rate["swiglu"])
     if attention == "unfused":  # Megatron's core attention before FlashAttention
         scores = tokens * seq_len * model.num_heads / tp  # elements of the s x s matrices
-        # QK^T and AV as two batched GEMMs over the whole square (the causal mask is applied after)
-        bmm = 4 * scores * model.head_dim / rates.gemm_peak_flops + 2 * rates.gemm_overhead_s
+        # QK^T and AV as two batched GEMMs over the whole square (the causal mask is applied after); with
+        # the head dim as their inner or output dimension they are bound as much by the scores QK^T writes
+        # and AV reads (2 B each) as by their FLOPs: the two add up (within 10% of the aligned head dims
+        # 112-216 in benchmarks/results/h100-alignment). Backward runs twice both.
+        bmm = (
+            4 * scores * model.head_dim / rates.gemm_peak_flops
+            + 2 * scores * BF16 / rates.hbm_bytes_per_s
+            + 2 * rates.gemm_overhead_s
+        ) * _alignment(model.head_dim)
         # fused scale-mask-softmax reads scores and writes probabilities (2 + 2 B); its backward reads
         # probabilities and gradient and writes one (6 B). Dropout: out 2 B + mask 1 B forward, and
         # gradient in, mask, gradient out (2 + 1 + 2 B) backward.
