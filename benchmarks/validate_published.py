@@ -73,6 +73,17 @@ NOT_USABLE = {
     "nemo_24.07_perf_summary.csv": "FP8 runs only",
     "nemo_long_sequence_cp.csv": "FP8 runs with context parallelism",
     "korthikanti2022_per_layer_time.csv": "one layer's forward/backward time, not a training step",
+    "korthikanti2022_activation_memory_pct.csv": "analytic activation memory, no run (tests/test_model_specs.py)",
+    "parallelism_choice_findings.csv": "which configuration won, no step times (benchmarks/published_choices.py)",
+    "large_runs_misc.csv": (
+        "MT-NLG: a secondary transcription without FLOP basis or batch (the file: verify before use); fms-fsdp: "
+        "the inter-node network is not stated and FSDP/HSDP step time hangs on it; BLOOM-176B-final: its "
+        "102.03 s/it is BL-155's configuration, counted there"
+    ),
+    "memory_and_costmodel_checks.csv": (
+        "Mist: recompute differs by stage (5 of 12 layers on stage 0, none on stage 1), not a Training "
+        "setting; Aceso: per-stage plans not stored; Accelerate: load memory only"
+    ),
 }
 MACHINES = Path(__file__).resolve().parent / "machines"
 

@@ -49,6 +49,13 @@ def test_published_subset_within_bounds() -> None:
     assert statistics.mean(abs(r.error) for r in used) <= 0.10
 
 
+def test_every_validation_file_is_estimated_or_says_why_not() -> None:
+    vp = _harness()
+    files = {p.name for p in DATA.glob("*.csv")}
+    assert set(vp.FILE_DEFAULTS) <= files
+    assert files - set(vp.FILE_DEFAULTS) <= set(vp.NOT_USABLE)
+
+
 def test_every_llmfoundry_run_is_estimated_to_fit() -> None:
     """The 148 llm-foundry benchmark runs all ran, most at the micro-batch Composer found to be the
     largest that fits (submit_benchmarks.py asks for device_train_microbatch_size 'auto'): the memory
@@ -63,7 +70,9 @@ def test_every_llmfoundry_run_is_estimated_to_fit() -> None:
 def test_bloom_sweep_mean_within_bounds() -> None:
     """BLOOM's 2022 Megatron-DeepSpeed sweep (76 rows: TP 1-8, PP 1-12) on the mean: no sequence
     parallelism, and DeepSpeed's pipeline sends whole activations from every TP rank. Single rows
-    miss by up to 38% (the 20B and 200B probes, hidden 14,400: not a multiple of 128): not bounded here."""
+    miss by up to 35% (the 20B probe: hidden 14,400, its GEMMs 1,800 wide per TP rank, not a multiple
+    of 128, which the chronicles' "tile and wave quantization" section measured 22% slower than 13,824;
+    its head dim 450 is charged as misaligned): not bounded here."""
     vp = _harness()
     used = [
         r for r in (vp.evaluate(n, row) for n, row in vp.usable_rows() if n.startswith("bloom")) if r.error is not None
