@@ -65,6 +65,9 @@ FUSED_LOSS = {"llmfoundry_mpt_fsdp_benchmarks.csv"}
 # 2021, and the BigScience Megatron-DeepSpeed fork (megatron/mpu/layers.py: ColumnParallelLinear is
 # copy_to_tensor_model_parallel_region + F.linear, its backward all-reduce synchronous).
 SYNC_TP_BACKWARD = NO_SEQUENCE_PARALLEL
+# ZeRO-3 per parameter (FSDP2's fully_shard: torchtitan); the other ZeRO-3 runs shard flat parameters
+# (Composer's FullyShardedDataParallel in llm-foundry, DeepSpeed ZeRO-3 in Narayanan et al. Table 2).
+FSDP2 = {"torchtitan_benchmarks.csv"}
 # Files with no row the cost model can take, and why (listed in the report).
 NOT_USABLE = {
     "megatron_bridge_perf_summary.csv": (
@@ -366,6 +369,7 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             tp_async_backward=name not in SYNC_TP_BACKWARD,
             tp_comm_overlap=any(flag in opts for flag in ("--tp-comm-overlap", "async tp", "asynctp")),
             overlap_param_gather="--overlap-param-gather" in opts,
+            fsdp_version=2 if name in FSDP2 else 1,
         )
         result.recompute = train.recompute
         result.measured_mem_gib, result.estimated_mem_gib = _memory_gib(row, model, train, n, tp, pp, dp, mb, vpp)

@@ -174,6 +174,13 @@ TpAsyncBackward = Annotated[
         "off: --no-async-tensor-model-parallel-allreduce, Megatron-DeepSpeed."
     ),
 ]
+FsdpVersion = Annotated[
+    int,
+    typer.Option(
+        help="ZeRO-3 as FSDP2 (2: per-parameter fully_shard, torchtitan; its buffer copies counted) or flat "
+        "parameters (1: FSDP1, DeepSpeed ZeRO-3)."
+    ),
+]
 PipelineScatterGather = Annotated[
     bool,
     typer.Option(
@@ -204,6 +211,7 @@ def estimate(
     sequence_parallel: SequenceParallel = True,
     pipeline_scatter_gather: PipelineScatterGather = True,
     tp_async_backward: TpAsyncBackward = True,
+    fsdp_version: FsdpVersion = 2,
     attention: Attention = "flash",
     loss: Loss = "fp32",
     compiled: Compiled = False,
@@ -225,6 +233,7 @@ def estimate(
         sequence_parallel=sequence_parallel,
         pipeline_scatter_gather=pipeline_scatter_gather,
         tp_async_backward=tp_async_backward,
+        fsdp_version=fsdp_version,  # type: ignore[arg-type]
         attention=attention,  # type: ignore[arg-type]
         loss=loss,  # type: ignore[arg-type]
         compiled=compiled,
@@ -296,6 +305,7 @@ def suggest(
     sequence_parallel: SequenceParallel = True,
     pipeline_scatter_gather: PipelineScatterGather = True,
     tp_async_backward: TpAsyncBackward = True,
+    fsdp_version: FsdpVersion = 2,
     attention: Attention = "flash",
     loss: Loss = "fp32",
     compiled: Compiled = False,
@@ -326,6 +336,7 @@ def suggest(
         sequence_parallel=sequence_parallel,
         pipeline_scatter_gather=pipeline_scatter_gather,
         tp_async_backward=tp_async_backward,
+        fsdp_version=fsdp_version,  # type: ignore[arg-type]
         attention=attention,  # type: ignore[arg-type]
         loss=loss,  # type: ignore[arg-type]
         compiled=compiled,

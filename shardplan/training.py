@@ -34,6 +34,14 @@ class Training(BaseModel):
     zero_stage: Literal[0, 1, 2, 3] = Field(
         0, description="ZeRO / FSDP stage: 1 shards optimizer states, 2 also gradients, 3 also weights."
     )
+    fsdp_version: Literal[1, 2] = Field(
+        2,
+        description="How ZeRO-3 shards: 2 = per parameter (FSDP2's fully_shard, torchtitan), which each micro-batch "
+        "copies the gathered weights out of the all-gather buffer (forward and again in backward) and the "
+        "gradients into the reduce-scatter buffer (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py: "
+        "split_with_sizes_copy, chunk_cat); 1 = flat parameters gathered and reduced in place (FSDP1, "
+        "DeepSpeed ZeRO-3).",
+    )
     sequence_parallel: bool = Field(True, description="Megatron sequence parallelism with TP > 1.")
     attention: Literal["flash", "triton", "unfused"] = Field(
         "flash",

@@ -9,7 +9,13 @@ from typing import Any
 
 from shardplan.cost.calibration import Calibration, rates_for
 from shardplan.cost.collectives import AxisTimes, _link_class
-from shardplan.cost.compute import column_parallel_gemms_s, grad_accumulate_s, optimizer_s, stage_times
+from shardplan.cost.compute import (
+    column_parallel_gemms_s,
+    fsdp2_copy_s,
+    grad_accumulate_s,
+    optimizer_s,
+    stage_times,
+)
 from shardplan.cost.memory import fullest_stage_memory, param_counts, required_bytes
 from shardplan.model.schema import ModelSpec
 from shardplan.topology.schema import Topology
@@ -185,7 +191,9 @@ def step_cost(
             gather_block = dp_axis.time_s("all_gather", groups, params_local * 2 / blocks)
             sync_block = dp_axis.time_s("reduce_scatter", groups, grad_bytes / blocks)
             per_micro_comm = blocks * (2 * gather_block + sync_block)
-            fsdp_s = num_micro * max(0.0, per_micro_comm - per_micro)
+            # FSDP2's copies in and out of the collective buffers run on the compute stream: not hidden
+            copies = fsdp2_copy_s(params_local, rates) if training.fsdp_version == 2 else 0.0
+            fsdp_s = num_micro * (max(0.0, per_micro_comm - per_micro) + copies)
             comm[link] += num_micro * per_micro_comm
         else:
             # Gradient sync overlaps the backward of the last micro-batch; the weight gather (ZeRO 1/2)
