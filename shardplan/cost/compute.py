@@ -36,8 +36,10 @@ GRAD_ACCUMULATE_BYTES = 10
 # Per micro-batch under FSDP2, bytes per weight of the gathered block (torch/distributed/fsdp/_fully_shard/
 # _fsdp_collectives.py): split_with_sizes_copy moves each gathered bf16 weight out of the all-gather buffer
 # (read 2, write 2), in forward and again in backward (reshard after forward, torchtitan's default); chunk_cat
-# writes each bf16 gradient into the fp32 reduce-scatter buffer (read 2, write 4).
+# writes each bf16 gradient into the fp32 reduce-scatter buffer (read 2, write 4). Per weight of the local
+# shard: all_gather_copy_in casts the fp32 shard into the bf16 all-gather input (read 4, write 2), twice.
 FSDP2_COPY_BYTES = 2 * 4 + 6
+FSDP2_SHARD_COPY_BYTES = 2 * 6
 # The FlashAttention kernel in Triton of 2022 against FlashAttention-2 on the same GPU, forward and
 # backward: "FlashAttention-2 is around 1.3-1.5x faster than FlashAttention in Triton in the forward
 # pass and around 2x faster in the backward pass" (Dao 2023, arXiv:2307.08691, Sec. 4.1, on A100).
@@ -216,9 +218,9 @@ def optimizer_s(params_local: float, rates: Rates) -> float:
     )
 
 
-def fsdp2_copy_s(params_local: float, rates: Rates) -> float:
-    """FSDP2's copies of one micro-batch over `params_local` gathered weights (FSDP2_COPY_BYTES each)."""
-    return params_local * FSDP2_COPY_BYTES / rates.hbm_bytes_per_s
+def fsdp2_copy_s(params_local: float, dp: int, rates: Rates) -> float:
+    """FSDP2's copies of one micro-batch over `params_local` gathered weights, sharded over `dp`."""
+    return params_local * (FSDP2_COPY_BYTES + FSDP2_SHARD_COPY_BYTES / dp) / rates.hbm_bytes_per_s
 
 
 def grad_accumulate_s(params_local: float, rates: Rates) -> float:

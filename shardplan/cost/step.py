@@ -192,7 +192,7 @@ def step_cost(
             sync_block = dp_axis.time_s("reduce_scatter", groups, grad_bytes / blocks)
             per_micro_comm = blocks * (2 * gather_block + sync_block)
             # FSDP2's copies in and out of the collective buffers run on the compute stream: not hidden
-            copies = fsdp2_copy_s(params_local, rates) if training.fsdp_version == 2 else 0.0
+            copies = fsdp2_copy_s(params_local, dp, rates) if training.fsdp_version == 2 else 0.0
             fsdp_s = num_micro * (max(0.0, per_micro_comm - per_micro) + copies)
             comm[link] += num_micro * per_micro_comm
         else:
