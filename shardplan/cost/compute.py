@@ -3,7 +3,7 @@
 GEMMs take flops / sustained peak + a fixed overhead each (fitted to the measured GEMM table, see
 calibration.py), so the small GEMMs that tensor parallelism produces run less efficiently; a GEMM
 whose rows are not a multiple of 16 bytes (an inner or output dimension not a multiple of 8 in bf16)
-runs at the measured misaligned rate. The backward pass runs two GEMMs (data and weight gradient) per
+runs at the share of the peak measured for such GEMMs. The backward pass runs two GEMMs (data and weight gradient) per
 forward GEMM. Attention runs at the measured flash/SDPA forward and backward rates on causal FLOPs
 (half the s x s count); the 2022 Triton FlashAttention runs at the measured FlashAttention-2 rates
 over the published ratio; unfused attention (Megatron before FlashAttention) runs QK^T and AV as
@@ -44,10 +44,12 @@ FSDP2_SHARD_COPY_BYTES = 2 * 6
 # backward: "FlashAttention-2 is around 1.3-1.5x faster than FlashAttention in Triton in the forward
 # pass and around 2x faster in the backward pass" (Dao 2023, arXiv:2307.08691, Sec. 4.1, on A100).
 TRITON_2022_SLOWER = (1.4, 2.0)
-# GEMMs with rows off 16-byte alignment lose the tensor-core kernels' wide loads: Megatron's core-attention
-# QK^T and AV with head dims 108, 150 and 450 took 2.01x, 2.36x and 2.33x the time of head dims 112, 152
-# and 448 on an H100 (benchmarks/results/h100-alignment, torch 2.11 / cuBLAS 13): the median.
-MISALIGNED_SLOWDOWN = 2.33
+# GEMMs whose rows are off 16-byte alignment lose the tensor-core kernels' wide loads. On an H100 the nine
+# measured (GPT-2's 50,257-row output head: forward, input and weight gradients; Megatron's core-attention QK^T
+# and AV at head dims 108, 150 and 450) ran at 85-221 TFLOP/s, median 150.1, where their aligned neighbours
+# ran at 230-795 (benchmarks/results/h100-alignment, torch 2.11 / cuBLAS 13): 0.21 of the calibrated H100
+# GEMM peak (715.3 TFLOP/s), taken as that share of any GPU's peak.
+MISALIGNED_PEAK_SHARE = 150.1 / 715.3
 ALIGN_ELEMENTS = 8  # bf16 elements in 16 bytes
 
 
@@ -68,13 +70,14 @@ class StageTimes:
 
 def gemm_s(m: float, n: float, k: float, rates: Rates) -> float:
     """One (m x k) @ (k x n) GEMM in row-major bf16 (its rows are k and n elements long)."""
-    return (2 * m * n * k / rates.gemm_peak_flops + rates.gemm_overhead_s) * _alignment(n, k)
+    return 2 * m * n * k / _peak(rates, n, k) + rates.gemm_overhead_s
 
 
-def _alignment(*row_elements: float) -> float:
-    """How much slower a GEMM runs whose rows have these lengths: 1, or MISALIGNED_SLOWDOWN when one is
-    not a multiple of 16 bytes."""
-    return MISALIGNED_SLOWDOWN if any(n % ALIGN_ELEMENTS for n in row_elements) else 1.0
+def _peak(rates: Rates, *row_elements: float) -> float:
+    """The GEMM rate for rows of these lengths: the peak, or its misaligned share when one is not a
+    multiple of 16 bytes."""
+    aligned = not any(n % ALIGN_ELEMENTS for n in row_elements)
+    return rates.gemm_peak_flops * (1.0 if aligned else MISALIGNED_PEAK_SHARE)
 
 
 def column_parallel_gemms_s(model: ModelSpec, tokens: int, tp: int, rates: Rates) -> tuple[float, float]:
@@ -118,10 +121,10 @@ def _block_times(
         # and AV reads (2 B each) as by their FLOPs: the two add up (within 10% of the aligned head dims
         # 112-216 in benchmarks/results/h100-alignment). Backward runs twice both.
         bmm = (
-            4 * scores * model.head_dim / rates.gemm_peak_flops
+            4 * scores * model.head_dim / _peak(rates, model.head_dim)
             + 2 * scores * BF16 / rates.hbm_bytes_per_s
             + 2 * rates.gemm_overhead_s
-        ) * _alignment(model.head_dim)
+        )
         # fused scale-mask-softmax reads scores and writes probabilities (2 + 2 B); its backward reads
         # probabilities and gradient and writes one (6 B). Dropout: out 2 B + mask 1 B forward, and
         # gradient in, mask, gradient out (2 + 1 + 2 B) backward.
