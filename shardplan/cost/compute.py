@@ -3,13 +3,13 @@
 GEMMs take flops / sustained peak + a fixed overhead each (fitted to the measured GEMM table, see
 calibration.py), so the small GEMMs that tensor parallelism produces run less efficiently; a GEMM
 whose rows are not a multiple of 16 bytes (an inner or output dimension not a multiple of 8 in bf16)
-runs at the share of the peak measured for such GEMMs. The backward pass runs two GEMMs (data and weight gradient) per
-forward GEMM. Attention runs at the measured flash/SDPA forward and backward rates on causal FLOPs
-(half the s x s count); the 2022 Triton FlashAttention runs at the measured FlashAttention-2 rates
-over the published ratio; unfused attention (Megatron before FlashAttention) runs QK^T and AV as
-batched GEMMs over the whole square, which write and read the s x s scores, and moves the scores
-through softmax and dropout in memory. Norms, residual adds, the
-activation function, RoPE (where the model has it) and the loss (fp32 or fused) are memory-bound:
+runs at the share of the peak measured for such GEMMs. The backward pass runs two GEMMs (data and
+weight gradient) per forward GEMM. Attention runs at the measured flash/SDPA forward and backward
+rates on causal FLOPs (half the s x s count); the 2022 Triton FlashAttention runs at the measured
+FlashAttention-2 rates over the published ratio; unfused attention (Megatron before FlashAttention)
+runs QK^T and AV as batched GEMMs over the whole square, which write and read the s x s scores, and
+moves the scores through softmax and dropout in memory. Norms, residual adds, the activation
+function, RoPE (where the model has it) and the loss (fp32 or fused) are memory-bound:
 the bytes each must move (forward; backward twice that) over the rate measured for that op. A
 micro-batch takes at least the host's dispatch time for its blocks (eager mode launches each kernel
 from Python). All rates come from `shardplan calibrate`.
