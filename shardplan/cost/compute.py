@@ -12,7 +12,8 @@ moves the scores through softmax and dropout in memory. Norms, residual adds, th
 function, RoPE (where the model has it) and the loss (fp32 or fused) are memory-bound:
 the bytes each must move (forward; backward twice that) over the rate measured for that op. A
 micro-batch takes at least the host's dispatch time for its blocks (eager mode launches each kernel
-from Python). All rates come from `shardplan calibrate`.
+from Python). All rates come from `shardplan calibrate`; the misaligned share from
+benchmarks/gemm_alignment.py.
 """
 
 from __future__ import annotations
