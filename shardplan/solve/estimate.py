@@ -135,7 +135,6 @@ def make_plan(
 ) -> Plan:
     """The `Plan` for a costed layout (`default`: the same degrees in row-major order)."""
     pp, dp, tp = len(layout), len(layout[0]), len(layout[0][0])
-    peak = sum(topology.gpu_spec(g.index).bf16_dense_tflops for g in topology.gpus) * 1e12
     return Plan(
         model=model.name,
         topology=topology.name,
@@ -158,7 +157,7 @@ def make_plan(
         layers_per_stage=cost.layers_per_stage,
         step_time_s=cost.step_time_s,
         tokens_per_s=training.tokens_per_step / cost.step_time_s,
-        mfu=cost.model_flops_per_step / cost.step_time_s / peak,
+        mfu=cost.model_flops_per_step / cost.step_time_s / topology.peak_bf16_flops,
         memory_per_gpu_bytes=cost.memory_per_gpu_bytes,
         memory_breakdown=cost.memory_breakdown,
         fits=cost.fits,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections import Counter
 from functools import cached_property
 from typing import Any, Literal
 
@@ -133,6 +134,15 @@ class Topology(_Frozen):
     def smallest_memory_bytes(self) -> int | None:
         """Memory of the smallest GPU, None where no GPU states its memory."""
         return min((g.memory_bytes or 0) for g in self.gpus) or None
+
+    @cached_property
+    def peak_bf16_flops(self) -> float:
+        """Dense bf16 FLOP/s of all GPUs together (datasheet peaks): what MFU is measured against."""
+        unknown = next((g.index for g in self.gpus if g.model is None), None)
+        if unknown is not None:
+            self.gpu_spec(unknown)  # the error that says to pass --gpu
+        counts = Counter(g.model for g in self.gpus)
+        return sum(n * gpu_model(key).bf16_dense_tflops for key, n in counts.items() if key) * 1e12
 
     @cached_property
     def gpus_by_node(self) -> tuple[tuple[int, ...], ...]:
