@@ -15,7 +15,8 @@ of several repeats, on random data:
   it over the measured time (so eager-mode overheads are in the rate);
 - device-to-device copy, pinned host-to-device copy, fused AdamW;
 - the host's dispatch cost of eager PyTorch: forward and backward of a tiny Llama (shardplan.llama)
-  with 1 and 3 blocks, whose GPU work is negligible, gives seconds per block and per model;
+  with 1 and 3 blocks, whose GPU work is negligible, gives seconds per block and per model; again
+  with the blocks under FSDP2's fully_shard over a mesh of this rank alone;
 - the memory the CUDA context (and NCCL, with several ranks) holds outside PyTorch's allocator;
 - with several ranks: point-to-point copies per GPU pair and all-reduce / all-gather /
   reduce-scatter bus bandwidth per group size and message size.
@@ -222,37 +223,81 @@ def measure_host(device: torch.device, *, repeats: int = 30) -> dict[str, float]
     """Host seconds of eager forward and backward, per transformer block and fixed (embedding, head,
     loss), from a tiny Llama with 1 and 3 blocks: median wall time per iteration, synchronised. The
     model has full-size heads (head_dim 128) so that attention takes the same kernel path, and the
-    mixed-precision gradient hooks of a real training step."""
-    from shardplan.llama import Llama, MixedPrecisionAdamW
+    mixed-precision gradient hooks of a real training step. Then the same per block with every block
+    and the model under FSDP2's fully_shard (fp32 shards, bf16 compute, fp32 reduction, as torchtitan)
+    over a mesh of this rank alone: its hooks, buffer copies and collective launches."""
+    from shardplan.llama import MixedPrecisionAdamW
 
     wall = _Timer(device, warmup=3, repeats=repeats, host_clock=True)
-
     per_blocks = {}
     for blocks in (1, 3):
-        cfg = {
-            "vocab_size": 256,
-            "hidden_size": 256,
-            "num_attention_heads": 2,
-            "intermediate_size": 512,
-            "num_hidden_layers": blocks,
-            "rms_norm_eps": 1e-5,
-            "max_position_embeddings": 128,
-        }
-        with device:
-            model = Llama(cfg)
+        model = _tiny_llama(blocks, device)
         MixedPrecisionAdamW(model)  # registers the per-parameter gradient hooks
-        tokens = torch.randint(0, 256, (1, 129), device=device)
-        forward = wall(partial(model, tokens[:, :-1], tokens[:, 1:]))
-        both = wall(lambda model=model, tokens=tokens: model(tokens[:, :-1], tokens[:, 1:]).backward())
-        per_blocks[blocks] = (forward, max(both - forward, 0.0))
+        per_blocks[blocks] = _forward_backward_s(wall, model, device)
     fwd_block = (per_blocks[3][0] - per_blocks[1][0]) / 2
     bwd_block = (per_blocks[3][1] - per_blocks[1][1]) / 2
+    fsdp2_fwd_block, fsdp2_bwd_block = _fsdp2_per_block_s(wall, device)
     return {
         "forward_s_per_block": fwd_block,
         "backward_s_per_block": bwd_block,
         "forward_s_fixed": max(per_blocks[1][0] - fwd_block, 0.0),
         "backward_s_fixed": max(per_blocks[1][1] - bwd_block, 0.0),
+        "fsdp2_forward_s_per_block": fsdp2_fwd_block,
+        "fsdp2_backward_s_per_block": fsdp2_bwd_block,
     }
+
+
+def _tiny_llama(blocks: int, device: torch.device) -> torch.nn.Module:
+    from shardplan.llama import Llama
+
+    cfg = {
+        "vocab_size": 256,
+        "hidden_size": 256,
+        "num_attention_heads": 2,
+        "intermediate_size": 512,
+        "num_hidden_layers": blocks,
+        "rms_norm_eps": 1e-5,
+        "max_position_embeddings": 128,
+    }
+    with device:
+        return Llama(cfg)
+
+
+def _forward_backward_s(wall: _Timer, model: torch.nn.Module, device: torch.device) -> tuple[float, float]:
+    """Host seconds of one forward, and of one backward (forward + backward less the forward)."""
+    tokens = torch.randint(0, 256, (1, 129), device=device)
+    forward = wall(partial(model, tokens[:, :-1], tokens[:, 1:]))
+    both = wall(lambda: model(tokens[:, :-1], tokens[:, 1:]).backward())
+    return forward, max(both - forward, 0.0)
+
+
+def _fsdp2_per_block_s(wall: _Timer, device: torch.device) -> tuple[float, float]:
+    """Forward and backward host seconds per block under FSDP2, on a mesh of this rank alone (a
+    one-rank process group of its own when none is running; under torchrun one subgroup per rank)."""
+    from torch.distributed.device_mesh import DeviceMesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    owns_group = not dist.is_initialized()
+    if owns_group:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+        group = dist.group.WORLD
+    else:
+        group, _ = dist.new_subgroups(group_size=1)
+    mesh = DeviceMesh.from_group(group, device.type)
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    per_blocks = {}
+    for blocks in (1, 3):
+        model = _tiny_llama(blocks, device)
+        for param in model.parameters():  # fp32 shards (the rotary tables stay bf16)
+            param.data = param.data.float()
+        for block in model.blocks:
+            fully_shard(block, mesh=mesh, mp_policy=policy)
+        fully_shard(model, mesh=mesh, mp_policy=policy)
+        per_blocks[blocks] = _forward_backward_s(wall, model, device)
+    if owns_group:
+        dist.destroy_process_group()
+    return (per_blocks[3][0] - per_blocks[1][0]) / 2, (per_blocks[3][1] - per_blocks[1][1]) / 2
 
 
 def measure_collectives(timer: _Timer, device: torch.device, sizes: tuple[int, ...]) -> list[dict[str, Any]]:

@@ -28,7 +28,15 @@ ELEMENTWISE_OPS = ("rms_norm", "rope", "swiglu", "residual_add")
 # Architectures whose tensor-core peak needs instructions that Ampere-era kernels do not issue
 # (Hopper's wgmma, Blackwell's tcgen05: NVIDIA's PTX ISA guide).
 ASYNC_MMA_ARCHITECTURES = frozenset({"hopper", "blackwell"})
-HOST_DISPATCH_KEYS = ("forward_s_per_block", "backward_s_per_block", "forward_s_fixed", "backward_s_fixed")
+HOST_DISPATCH_KEYS = (
+    "forward_s_per_block",
+    "backward_s_per_block",
+    "forward_s_fixed",
+    "backward_s_fixed",
+    # the same block under FSDP2's fully_shard (its hooks, copies and collective launches)
+    "fsdp2_forward_s_per_block",
+    "fsdp2_backward_s_per_block",
+)
 
 
 def elementwise_bytes_per_token(h: int, q: int, kv: int, f: int, *, swiglu: bool) -> dict[str, float]:

@@ -100,6 +100,7 @@ def step_cost(
     search costs many layouts that share groups)."""
     pp, dp, tp = len(layout), len(layout[0]), len(layout[0][0])
     num_micro = training.global_batch // (dp * micro_batch)
+    fsdp2 = training.zero_stage == 3 and training.fsdp_version == 2
     rates = rates_for(topology.gpu_spec(layout[0][0][0]).key, calibration)
     sp = training.sequence_parallel and tp > 1
     tokens = micro_batch * training.seq_len
@@ -126,6 +127,7 @@ def step_cost(
             micro_batch=micro_batch,
             tp=tp,
             rates=rates,
+            fsdp2=fsdp2,
         )
         tp_s = 0.0
         if tp > 1:
@@ -191,9 +193,7 @@ def step_cost(
             gather_block = dp_axis.time_s("all_gather", groups, params_local * 2 / blocks)
             sync_block = dp_axis.time_s("reduce_scatter", groups, grad_bytes / blocks)
             per_micro_comm = blocks * (2 * gather_block + sync_block)
-            # FSDP2's copies in and out of the collective buffers run on the compute stream: not hidden
-            copies = fsdp2_copy_s(params_local, dp, rates) if training.fsdp_version == 2 else 0.0
-            fsdp_s = num_micro * (max(0.0, per_micro_comm - per_micro) + copies)
+            fsdp_s = num_micro * max(0.0, per_micro_comm - per_micro)
             comm[link] += num_micro * per_micro_comm
         else:
             # Gradient sync overlaps the backward of the last micro-batch; the weight gather (ZeRO 1/2)
@@ -202,6 +202,8 @@ def step_cost(
             hidden = stage_forward[bottleneck] if training.overlap_param_gather else 0.0
             dp_s = max(0.0, sync - last_backward) + max(0.0, gather - hidden)
             comm[link] += sync + gather
+    if fsdp2:  # its copies in and out of the collective buffers run on the compute stream, at any DP degree
+        fsdp_s += num_micro * fsdp2_copy_s(params_local, dp, rates)
     shard = dp if training.zero_stage >= 1 else 1
     # the optimizer step, and each micro-batch's weight gradients added into the fp32 buffer (sharded
     # under ZeRO-3, whose reduce-scatter runs per micro-batch)
