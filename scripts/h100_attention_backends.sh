@@ -5,10 +5,7 @@
 set -uo pipefail
 OUT=${OUT:-benchmarks/results/h100-attention}
 mkdir -p "$OUT"
-if compgen -G ".whl/*.whl" > /dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site:$PWD
-fi
+source scripts/wheels.sh
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv > "$OUT/nvidia-smi.csv"
 OUT="$OUT" python3 - <<'PY'
 import json, os, torch

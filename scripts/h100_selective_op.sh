@@ -6,10 +6,7 @@ set -uo pipefail
 OUT=${OUT:-benchmarks/results/h100-selective-op}
 CAL=benchmarks/results/h100-single-gpu/h100-calibration.json
 mkdir -p "$OUT/expandable" "$OUT/default"
-if compgen -G ".whl/*.whl" > /dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site:$PWD
-fi
+source scripts/wheels.sh
 export PYTHONUNBUFFERED=1
 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True python3 benchmarks/real_training.py --calibration "$CAL" \
     --out "$OUT/expandable" --only selective-op 2>&1 | tail -12

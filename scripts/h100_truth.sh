@@ -6,10 +6,7 @@
 set -uo pipefail
 OUT=${OUT:-benchmarks/results/h100-single-gpu}
 mkdir -p "$OUT"
-if compgen -G ".whl/*.whl" > /dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site:$PWD
-fi
+source scripts/wheels.sh
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit,clocks.max.sm --format=csv > "$OUT/nvidia-smi.txt"
 python3 -m shardplan.cli topo live --json > "$OUT/topo-live.json" 2> "$OUT/topo-live.err"

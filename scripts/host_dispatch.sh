@@ -5,10 +5,7 @@
 set -uo pipefail
 OUT=${OUT:-benchmarks/results/h100-host-dispatch}
 mkdir -p "$OUT"
-if compgen -G ".whl/*.whl" > /dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site:$PWD
-fi
+source scripts/wheels.sh
 OUT="$OUT" python3 - <<'PY'
 import json, os, torch
 from shardplan.calibrate import measure_host

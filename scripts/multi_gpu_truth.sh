@@ -8,10 +8,7 @@ set -uo pipefail
 N=$(nvidia-smi -L | wc -l)
 OUT=${OUT:-benchmarks/results/multi-gpu-${N}gpu}
 mkdir -p "$OUT"
-if compgen -G ".whl/*.whl" > /dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site:$PWD
-fi
+source scripts/wheels.sh
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit,clocks.max.sm --format=csv > "$OUT/nvidia-smi.txt"
 nvidia-smi topo -m > "$OUT/nvidia-smi-topo.txt"

@@ -11,10 +11,7 @@ model=${2:-llama-13b}
 batch=${3:-16}
 seq=${4:-4096}
 gpus=$(nvidia-smi -L | wc -l)
-if compgen -G ".whl/*.whl" > /dev/null; then  # the lent device has no network: wheels travel in .whl/
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site:$PWD
-fi
+source scripts/wheels.sh
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 scratch=${SCRATCH:-/tmp/real-parallel}
 mkdir -p "$out" "$scratch"

@@ -4,8 +4,7 @@
 # FSDP2 over a single GPU at 8, 4 and 2 micro-batches per step, next to the same steps without it.
 #   OUT=DIR bash scripts/real_parallel_1gpu.sh
 set -u
-[ -d .whl ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD
+source scripts/wheels.sh
 S=/tmp/rp; mkdir -p $S
 python3 benchmarks/real_parallel.py plan --topology live --model llama-1b --global-batch 8 --seq-len 4096 -o $OUT/cases.json > $OUT/plan.txt || exit 1
 python3 - <<'PY'
