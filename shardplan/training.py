@@ -39,8 +39,8 @@ class Training(BaseModel):
         description="How ZeRO-3 shards: 2 = per parameter (FSDP2's fully_shard, torchtitan), which each micro-batch "
         "copies the gathered weights out of the all-gather buffer (forward and again in backward) and the "
         "gradients into the reduce-scatter buffer (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py: "
-        "split_with_sizes_copy, chunk_cat); 1 = flat parameters gathered and reduced in place (FSDP1, "
-        "DeepSpeed ZeRO-3).",
+        "split_with_sizes_copy, chunk_cat), and whose hooks add to the host's time per block; 1 = flat "
+        "parameters gathered and reduced in place (FSDP1, DeepSpeed ZeRO-3).",
     )
     sequence_parallel: bool = Field(True, description="Megatron sequence parallelism with TP > 1.")
     attention: Literal["flash", "triton", "unfused"] = Field(
