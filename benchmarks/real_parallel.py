@@ -21,7 +21,7 @@ correlation of estimated and measured order, and whether the first plan is the f
 
 Nothing is tuned per case: `estimate` sees the same model, batch, recompute and ZeRO stage as the run,
 and the Training flags say what this implementation does (no sequence parallelism, synchronous TP
-backward, whole tensors between pipeline stages).
+backward, whole tensors between pipeline stages, TP as DTensors in eager mode).
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ MODELS: dict[str, dict[str, int]] = {
 VOCAB = {"tiny": 512}
 WARMUP, STEPS = 3, 6
 # What the implementation in `run` does, in the cost model's terms (see the module docstring).
-IMPLEMENTATION = dict(sequence_parallel=False, tp_async_backward=False, pipeline_scatter_gather=False)
+IMPLEMENTATION = dict(
+    sequence_parallel=False, tp_async_backward=False, pipeline_scatter_gather=False, tp_impl="dtensor"
+)
 RECOMPUTE = ("none", "full")  # what llama.Llama's blocks run here
 
 

@@ -16,7 +16,8 @@ of several repeats, on random data:
 - device-to-device copy, pinned host-to-device copy, fused AdamW;
 - the host's dispatch cost of eager PyTorch: forward and backward of a tiny Llama (shardplan.llama)
   with 1 and 3 blocks, whose GPU work is negligible, gives seconds per block and per model; again
-  with the blocks under FSDP2's fully_shard over a mesh of this rank alone;
+  with the blocks under FSDP2's fully_shard, and with their linears as DTensor tensor parallelism,
+  over a mesh of this rank alone;
 - the memory the CUDA context (and NCCL, with several ranks) holds outside PyTorch's allocator;
 - with several ranks: point-to-point copies per GPU pair and all-reduce / all-gather /
   reduce-scatter bus bandwidth per group size and message size.
@@ -223,28 +224,50 @@ def measure_host(device: torch.device, *, repeats: int = 30) -> dict[str, float]
     """Host seconds of eager forward and backward, per transformer block and fixed (embedding, head,
     loss), from a tiny Llama with 1 and 3 blocks: median wall time per iteration, synchronised. The
     model has full-size heads (head_dim 128) so that attention takes the same kernel path, and the
-    mixed-precision gradient hooks of a real training step. Then the same per block with every block
-    and the model under FSDP2's fully_shard (fp32 shards, bf16 compute, fp32 reduction, as torchtitan)
-    over a mesh of this rank alone: its hooks, buffer copies and collective launches."""
+    mixed-precision gradient hooks of a real training step. Then per block with the blocks under
+    FSDP2's fully_shard (fp32 shards, bf16 compute, fp32 reduction, as torchtitan), and with each
+    block's linears tensor-parallel as DTensors (column-wise Q, K, V, W1, W3; row-wise O, W2, as
+    torchtitan), both over a mesh of this rank alone: their hooks, copies and dispatch."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
     from shardplan.llama import MixedPrecisionAdamW
 
     wall = _Timer(device, warmup=3, repeats=repeats, host_clock=True)
-    per_blocks = {}
-    for blocks in (1, 3):
-        model = _tiny_llama(blocks, device)
+    mesh, owns_group = _own_mesh(device)
+
+    def plain(model: torch.nn.Module) -> None:
         MixedPrecisionAdamW(model)  # registers the per-parameter gradient hooks
-        per_blocks[blocks] = _forward_backward_s(wall, model, device)
-    fwd_block = (per_blocks[3][0] - per_blocks[1][0]) / 2
-    bwd_block = (per_blocks[3][1] - per_blocks[1][1]) / 2
-    fsdp2_fwd_block, fsdp2_bwd_block = _fsdp2_per_block_s(wall, device)
-    return {
-        "forward_s_per_block": fwd_block,
-        "backward_s_per_block": bwd_block,
-        "forward_s_fixed": max(per_blocks[1][0] - fwd_block, 0.0),
-        "backward_s_fixed": max(per_blocks[1][1] - bwd_block, 0.0),
-        "fsdp2_forward_s_per_block": fsdp2_fwd_block,
-        "fsdp2_backward_s_per_block": fsdp2_bwd_block,
-    }
+
+    def fsdp2(model: torch.nn.Module) -> None:
+        for param in model.parameters():  # fp32 shards (the rotary tables stay bf16)
+            param.data = param.data.float()
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        for block in model.blocks:
+            fully_shard(block, mesh=mesh, mp_policy=policy)
+        fully_shard(model, mesh=mesh, mp_policy=policy)
+
+    def dtensor_tp(model: torch.nn.Module) -> None:
+        plan = {name: ColwiseParallel() for name in ("wq", "wk", "wv", "w1", "w3")}
+        plan |= {name: RowwiseParallel() for name in ("wo", "w2")}
+        for block in model.blocks:
+            parallelize_module(block, mesh, plan)
+
+    out: dict[str, float] = {}
+    for prefix, wrap in (("", plain), ("fsdp2_", fsdp2), ("dtensor_tp_", dtensor_tp)):
+        per_blocks = {}
+        for blocks in (1, 3):
+            model = _tiny_llama(blocks, device)
+            wrap(model)
+            per_blocks[blocks] = _forward_backward_s(wall, model, device)
+        out[f"{prefix}forward_s_per_block"] = (per_blocks[3][0] - per_blocks[1][0]) / 2
+        out[f"{prefix}backward_s_per_block"] = (per_blocks[3][1] - per_blocks[1][1]) / 2
+        if not prefix:
+            out["forward_s_fixed"] = max(per_blocks[1][0] - out["forward_s_per_block"], 0.0)
+            out["backward_s_fixed"] = max(per_blocks[1][1] - out["backward_s_per_block"], 0.0)
+    if owns_group:
+        dist.destroy_process_group()
+    return out
 
 
 def _tiny_llama(blocks: int, device: torch.device) -> torch.nn.Module:
@@ -271,11 +294,10 @@ def _forward_backward_s(wall: _Timer, model: torch.nn.Module, device: torch.devi
     return forward, max(both - forward, 0.0)
 
 
-def _fsdp2_per_block_s(wall: _Timer, device: torch.device) -> tuple[float, float]:
-    """Forward and backward host seconds per block under FSDP2, on a mesh of this rank alone (a
-    one-rank process group of its own when none is running; under torchrun one subgroup per rank)."""
+def _own_mesh(device: torch.device) -> tuple[Any, bool]:
+    """A device mesh of this rank alone, and whether a process group was started for it: a one-rank
+    group of its own when none is running; under torchrun one subgroup per rank."""
     from torch.distributed.device_mesh import DeviceMesh
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     owns_group = not dist.is_initialized()
     if owns_group:
@@ -284,20 +306,7 @@ def _fsdp2_per_block_s(wall: _Timer, device: torch.device) -> tuple[float, float
         group = dist.group.WORLD
     else:
         group, _ = dist.new_subgroups(group_size=1)
-    mesh = DeviceMesh.from_group(group, device.type)
-    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    per_blocks = {}
-    for blocks in (1, 3):
-        model = _tiny_llama(blocks, device)
-        for param in model.parameters():  # fp32 shards (the rotary tables stay bf16)
-            param.data = param.data.float()
-        for block in model.blocks:
-            fully_shard(block, mesh=mesh, mp_policy=policy)
-        fully_shard(model, mesh=mesh, mp_policy=policy)
-        per_blocks[blocks] = _forward_backward_s(wall, model, device)
-    if owns_group:
-        dist.destroy_process_group()
-    return (per_blocks[3][0] - per_blocks[1][0]) / 2, (per_blocks[3][1] - per_blocks[1][1]) / 2
+    return DeviceMesh.from_group(group, device.type), owns_group
 
 
 def measure_collectives(timer: _Timer, device: torch.device, sizes: tuple[int, ...]) -> list[dict[str, Any]]:

@@ -181,6 +181,13 @@ FsdpVersion = Annotated[
         "parameters (1: FSDP1, DeepSpeed ZeRO-3)."
     ),
 ]
+TpImpl = Annotated[
+    str,
+    typer.Option(
+        help="megatron (Megatron-LM's TP layers, plain tensors) or dtensor (parallelize_module, torchtitan: "
+        "DTensor dispatch adds host time per block unless --compiled)."
+    ),
+]
 PipelineScatterGather = Annotated[
     bool,
     typer.Option(
@@ -212,6 +219,7 @@ def estimate(
     pipeline_scatter_gather: PipelineScatterGather = True,
     tp_async_backward: TpAsyncBackward = True,
     fsdp_version: FsdpVersion = 2,
+    tp_impl: TpImpl = "megatron",
     attention: Attention = "flash",
     loss: Loss = "fp32",
     compiled: Compiled = False,
@@ -234,6 +242,7 @@ def estimate(
         pipeline_scatter_gather=pipeline_scatter_gather,
         tp_async_backward=tp_async_backward,
         fsdp_version=fsdp_version,  # type: ignore[arg-type]
+        tp_impl=tp_impl,  # type: ignore[arg-type]
         attention=attention,  # type: ignore[arg-type]
         loss=loss,  # type: ignore[arg-type]
         compiled=compiled,
@@ -306,6 +315,7 @@ def suggest(
     pipeline_scatter_gather: PipelineScatterGather = True,
     tp_async_backward: TpAsyncBackward = True,
     fsdp_version: FsdpVersion = 2,
+    tp_impl: TpImpl = "megatron",
     attention: Attention = "flash",
     loss: Loss = "fp32",
     compiled: Compiled = False,
@@ -337,6 +347,7 @@ def suggest(
         pipeline_scatter_gather=pipeline_scatter_gather,
         tp_async_backward=tp_async_backward,
         fsdp_version=fsdp_version,  # type: ignore[arg-type]
+        tp_impl=tp_impl,  # type: ignore[arg-type]
         attention=attention,  # type: ignore[arg-type]
         loss=loss,  # type: ignore[arg-type]
         compiled=compiled,

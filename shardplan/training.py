@@ -42,6 +42,12 @@ class Training(BaseModel):
         "split_with_sizes_copy, chunk_cat), and whose hooks add to the host's time per block; 1 = flat "
         "parameters gathered and reduced in place (FSDP1, DeepSpeed ZeRO-3).",
     )
+    tp_impl: Literal["megatron", "dtensor"] = Field(
+        "megatron",
+        description="Tensor parallelism as Megatron-LM's layers on plain tensors, or as DTensors (PyTorch's "
+        "parallelize_module, torchtitan), whose dispatch adds to the host's time per block in eager mode "
+        "(measured by `shardplan calibrate`).",
+    )
     sequence_parallel: bool = Field(True, description="Megatron sequence parallelism with TP > 1.")
     attention: Literal["flash", "triton", "unfused"] = Field(
         "flash",

@@ -33,9 +33,12 @@ HOST_DISPATCH_KEYS = (
     "backward_s_per_block",
     "forward_s_fixed",
     "backward_s_fixed",
-    # the same block under FSDP2's fully_shard (its hooks, copies and collective launches)
+    # the same block under FSDP2's fully_shard (its hooks, copies and collective launches), and with its
+    # linears as DTensor tensor parallelism (torchtitan's TP)
     "fsdp2_forward_s_per_block",
     "fsdp2_backward_s_per_block",
+    "dtensor_tp_forward_s_per_block",
+    "dtensor_tp_backward_s_per_block",
 )
 
 

@@ -152,10 +152,11 @@ def stage_times(
     tp: int,
     rates: Rates,
     fsdp2: bool = False,
+    dtensor_tp: bool = False,
 ) -> StageTimes:
     """Times of one micro-batch through `layers` transformer blocks (plus the embedding on the
     first stage and the output head and loss on the last); `fsdp2`: each block under FSDP2's
-    fully_shard, whose hooks add to the host's time per block."""
+    fully_shard, `dtensor_tp`: its linears DTensors: both add to the host's time per block."""
     seq_len, recompute = training.seq_len, training.recompute
     tokens = micro_batch * seq_len
     gemms, attn, attn_bwd, memory = _block_times(
@@ -206,8 +207,11 @@ def stage_times(
     # eager PyTorch cannot launch kernels faster than the host dispatches them: short kernels leave
     # the GPU waiting (measured per block by `shardplan calibrate`)
     host = rates.host_dispatch
-    prefix = "fsdp2_" if fsdp2 and host["fsdp2_forward_s_per_block"] else ""
-    fwd_block, bwd_block = host[f"{prefix}forward_s_per_block"], host[f"{prefix}backward_s_per_block"]
+    wrappers = [prefix for prefix, on in (("fsdp2_", fsdp2), ("dtensor_tp_", dtensor_tp)) if on]
+    fwd_block, bwd_block = (
+        host[key] + sum(max(host[prefix + key] - host[key], 0.0) for prefix in wrappers if host[prefix + key])
+        for key in ("forward_s_per_block", "backward_s_per_block")
+    )
     ends = first or last
     fwd = max(fwd, layers * fwd_block + ends * host["forward_s_fixed"])
     bwd = max(bwd, layers * bwd_block + ends * host["backward_s_fixed"])

@@ -101,6 +101,8 @@ def step_cost(
     pp, dp, tp = len(layout), len(layout[0]), len(layout[0][0])
     num_micro = training.global_batch // (dp * micro_batch)
     fsdp2 = training.zero_stage == 3 and training.fsdp_version == 2
+    # DTensor's dispatch, measured eager: under torch.compile the plain figures stand (not measured)
+    dtensor_tp = training.tp_impl == "dtensor" and tp > 1 and not training.compiled
     rates = rates_for(topology.gpu_spec(layout[0][0][0]).key, calibration)
     sp = training.sequence_parallel and tp > 1
     tokens = micro_batch * training.seq_len
@@ -128,6 +130,7 @@ def step_cost(
             tp=tp,
             rates=rates,
             fsdp2=fsdp2,
+            dtensor_tp=dtensor_tp,
         )
         tp_s = 0.0
         if tp > 1:
