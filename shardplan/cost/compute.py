@@ -207,18 +207,21 @@ def stage_times(
     # eager PyTorch cannot launch kernels faster than the host dispatches them: short kernels leave
     # the GPU waiting (measured per block by `shardplan calibrate`)
     host = rates.host_dispatch
+
+    def per_block(key: str, *wrappers: str) -> float:
+        """The plain host time per block and what each wrapper adds to it (where measured)."""
+        return host[key] + sum(max(host[w + key] - host[key], 0.0) for w in wrappers if host[w + key])
+
     wrappers = [prefix for prefix, on in (("fsdp2_", fsdp2), ("dtensor_tp_", dtensor_tp)) if on]
-    fwd_block, bwd_block = (
-        host[key] + sum(max(host[prefix + key] - host[key], 0.0) for prefix in wrappers if host[prefix + key])
-        for key in ("forward_s_per_block", "backward_s_per_block")
-    )
     ends = first or last
-    fwd = max(fwd, layers * fwd_block + ends * host["forward_s_fixed"])
-    bwd = max(bwd, layers * bwd_block + ends * host["backward_s_fixed"])
+    fwd = max(fwd, layers * per_block("forward_s_per_block", *wrappers) + ends * host["forward_s_fixed"])
+    bwd = max(bwd, layers * per_block("backward_s_per_block", *wrappers) + ends * host["backward_s_fixed"])
+    # recompute re-runs the block's ops (DTensor's dispatch again), not FSDP2's forward hooks
+    redo = per_block("forward_s_per_block", *(["dtensor_tp_"] if dtensor_tp else []))
     if recompute in ("full", "selective-op"):  # both re-run every op of the block's forward from Python
-        rec = max(rec, layers * host["forward_s_per_block"])
+        rec = max(rec, layers * redo)
     elif recompute == "selective-layer":
-        rec = max(rec, layers / 2 * host["forward_s_per_block"])
+        rec = max(rec, layers / 2 * redo)
     return StageTimes(forward_s=fwd, backward_s=bwd, recompute_s=rec, gemm_s=gemm_total)
 
 
