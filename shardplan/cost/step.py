@@ -74,6 +74,13 @@ def _pipeline_split(training: Training, tp: int) -> int:
     return tp if training.sequence_parallel or training.pipeline_scatter_gather else 1
 
 
+def _host_wrappers(training: Training, tp: int) -> tuple[bool, bool]:
+    """Whether the blocks run under FSDP2 and whether their linears are DTensors: both add host time
+    per block. DTensor's dispatch is measured eager; under torch.compile the plain figures stand."""
+    fsdp2 = training.zero_stage == 3 and training.fsdp_version == 2
+    return fsdp2, training.tp_impl == "dtensor" and tp > 1 and not training.compiled
+
+
 def split_layers(num_layers: int, pp: int) -> tuple[int, ...]:
     """Layers per stage, as even as possible, the remainder on the middle stages (the first holds the
     embedding and the last the output head, both heavy)."""
@@ -100,9 +107,7 @@ def step_cost(
     search costs many layouts that share groups)."""
     pp, dp, tp = len(layout), len(layout[0]), len(layout[0][0])
     num_micro = training.global_batch // (dp * micro_batch)
-    fsdp2 = training.zero_stage == 3 and training.fsdp_version == 2
-    # DTensor's dispatch, measured eager: under torch.compile the plain figures stand (not measured)
-    dtensor_tp = training.tp_impl == "dtensor" and tp > 1 and not training.compiled
+    fsdp2, dtensor_tp = _host_wrappers(training, tp)
     rates = rates_for(topology.gpu_spec(layout[0][0][0]).key, calibration)
     sp = training.sequence_parallel and tp > 1
     tokens = micro_batch * training.seq_len
@@ -281,8 +286,10 @@ def time_lower_bound_s(
     calibration: Calibration | None = None,
 ) -> float:
     """No placement and no split of layers into stages beats this: every micro-batch through the
-    average stage (all compute / pp) plus its pipeline bubble, with communication for free."""
+    average stage (all compute / pp) plus its pipeline bubble, with communication for free; and on
+    one stage, FSDP2's copies of all its weights."""
     rates = rates_for(topology.gpu_spec(0).key, calibration)
+    fsdp2, dtensor_tp = _host_wrappers(training, tp)
     times = stage_times(
         model,
         training,
@@ -292,7 +299,13 @@ def time_lower_bound_s(
         micro_batch=micro_batch,
         tp=tp,
         rates=rates,
+        fsdp2=fsdp2,
+        dtensor_tp=dtensor_tp,
     )
     per_micro = times.total_s / pp
     num_micro = training.global_batch // (dp * micro_batch)
-    return num_micro * per_micro + (pp - 1) / virtual_stages * per_micro
+    bound = num_micro * per_micro + (pp - 1) / virtual_stages * per_micro
+    if fsdp2 and pp == 1:  # with stages, which one bounds the step (and its weights) is not known here
+        params = param_counts(model, layers=model.num_layers, first=True, last=True) / tp
+        bound += num_micro * fsdp2_copy_s(params, dp, rates)
+    return bound
