@@ -189,9 +189,19 @@ def _vocab_parallel_loss(group: Any) -> Any:
 
 
 def run_case(
-    case: dict[str, Any], *, device_type: str, init_std: float, lr: float, steps: int, warmup: int, profile: Path | None
+    case: dict[str, Any],
+    *,
+    device_type: str,
+    init_std: float,
+    lr: float,
+    steps: int,
+    warmup: int,
+    profile: Path | None,
+    dtensor_tp1: bool = False,
 ) -> dict:
-    """Train one case on this rank; rank 0 returns the measured figures (other ranks: {})."""
+    """Train one case on this rank; rank 0 returns the measured figures (other ranks: {}).
+    `dtensor_tp1`: the block and head linears as DTensors even at TP 1 (a one-rank mesh): DTensor's
+    host cost, on one GPU."""
     import torch
     import torch.distributed as dist
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -234,7 +244,7 @@ def run_case(
     del model
     sharded = plan.zero_stage == 3
     module = module.float() if sharded else module  # FSDP2 keeps fp32 shards and computes in bf16
-    if plan.tp > 1:
+    if plan.tp > 1 or dtensor_tp1:
         linear = {"wq": ColwiseParallel(), "wk": ColwiseParallel(), "wv": ColwiseParallel(), "wo": RowwiseParallel()}
         linear |= {"w1": ColwiseParallel(), "w3": ColwiseParallel(), "w2": RowwiseParallel()}
         for block in module.blocks:
@@ -464,6 +474,7 @@ def main() -> None:
     r.add_argument("--steps", type=int, default=STEPS)
     r.add_argument("--warmup", type=int, default=WARMUP)
     r.add_argument("--profile", action="store_true", help="write case-I.profile.txt: one more step's kernels")
+    r.add_argument("--dtensor-tp1", action="store_true", help="linears as DTensors even at TP 1: DTensor's host cost")
     s = verbs.add_parser("report", help="compare measured and estimated")
     s.add_argument("cases", type=Path)
     s.add_argument("results", type=Path, help="the folder `run` wrote case-I.json files into")
@@ -494,7 +505,8 @@ def main() -> None:
                 try:
                     profile = args.out / f"case-{i}.profile.txt" if args.profile else None
                     got = run_case(cases[i], device_type=args.device, init_std=args.init_std, lr=args.lr,
-                                   steps=args.steps, warmup=args.warmup, profile=profile)  # fmt: skip
+                                   steps=args.steps, warmup=args.warmup, profile=profile,
+                                   dtensor_tp1=args.dtensor_tp1)  # fmt: skip
                 except Exception as exc:  # recorded for the report (out of memory, above all), then raised
                     error = {
                         "label": cases[i]["label"],
