@@ -198,10 +198,12 @@ def run_case(
     warmup: int,
     profile: Path | None,
     dtensor_tp1: bool = False,
+    compile_blocks: bool = False,
 ) -> dict:
     """Train one case on this rank; rank 0 returns the measured figures (other ranks: {}).
     `dtensor_tp1`: the block and head linears as DTensors even at TP 1 (a one-rank mesh): DTensor's
-    host cost, on one GPU."""
+    host cost, on one GPU. `compile_blocks`: each block under torch.compile, as torchtitan's
+    --training.compile (after TP, before FSDP)."""
     import torch
     import torch.distributed as dist
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -259,6 +261,9 @@ def run_case(
     else:
         module.to(device)
     module.cos, module.sin = rope_tables(cfg["hidden_size"] // cfg["num_attention_heads"], plan.seq_len, device)
+    if compile_blocks:
+        for i, block in enumerate(module.blocks):
+            module.blocks[i] = torch.compile(block, fullgraph=True)
     if sharded:
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
         for block in module.blocks:
@@ -475,6 +480,7 @@ def main() -> None:
     r.add_argument("--warmup", type=int, default=WARMUP)
     r.add_argument("--profile", action="store_true", help="write case-I.profile.txt: one more step's kernels")
     r.add_argument("--dtensor-tp1", action="store_true", help="linears as DTensors even at TP 1: DTensor's host cost")
+    r.add_argument("--compile", action="store_true", help="each block under torch.compile (torchtitan's compile)")
     s = verbs.add_parser("report", help="compare measured and estimated")
     s.add_argument("cases", type=Path)
     s.add_argument("results", type=Path, help="the folder `run` wrote case-I.json files into")
@@ -506,7 +512,7 @@ def main() -> None:
                     profile = args.out / f"case-{i}.profile.txt" if args.profile else None
                     got = run_case(cases[i], device_type=args.device, init_std=args.init_std, lr=args.lr,
                                    steps=args.steps, warmup=args.warmup, profile=profile,
-                                   dtensor_tp1=args.dtensor_tp1)  # fmt: skip
+                                   dtensor_tp1=args.dtensor_tp1, compile_blocks=args.compile)  # fmt: skip
                 except Exception as exc:  # recorded for the report (out of memory, above all), then raised
                     error = {
                         "label": cases[i]["label"],

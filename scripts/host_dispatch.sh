@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The host's eager dispatch time per transformer block, plain, under FSDP2 and with DTensor TP (calibrate's
+# The host's dispatch time per transformer block, plain, under FSDP2, with DTensor TP and compiled (calibrate's
 # measure_host), three times on this GPU; results in $OUT/host_dispatch.json
 # (default benchmarks/results/h100-host-dispatch).
 set -uo pipefail

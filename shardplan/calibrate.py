@@ -17,7 +17,7 @@ of several repeats, on random data:
 - the host's dispatch cost of eager PyTorch: forward and backward of a tiny Llama (shardplan.llama)
   with 1 and 3 blocks, whose GPU work is negligible, gives seconds per block and per model; again
   with the blocks under FSDP2's fully_shard, and with their linears as DTensor tensor parallelism,
-  over a mesh of this rank alone;
+  over a mesh of this rank alone, and (on a GPU) with each block under torch.compile;
 - the memory the CUDA context (and NCCL, with several ranks) holds outside PyTorch's allocator;
 - with several ranks: point-to-point copies per GPU pair and all-reduce / all-gather /
   reduce-scatter bus bandwidth per group size and message size.
@@ -227,7 +227,8 @@ def measure_host(device: torch.device, *, repeats: int = 30) -> dict[str, float]
     mixed-precision gradient hooks of a real training step. Then per block with the blocks under
     FSDP2's fully_shard (fp32 shards, bf16 compute, fp32 reduction, as torchtitan), and with each
     block's linears tensor-parallel as DTensors (column-wise Q, K, V, W1, W3; row-wise O, W2, as
-    torchtitan), both over a mesh of this rank alone: their hooks, copies and dispatch."""
+    torchtitan), both over a mesh of this rank alone: their hooks, copies and dispatch; and on a GPU
+    with each block under torch.compile (0 where not measured)."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
@@ -253,8 +254,17 @@ def measure_host(device: torch.device, *, repeats: int = 30) -> dict[str, float]
         for block in model.blocks:
             parallelize_module(block, mesh, plan)
 
-    out: dict[str, float] = {}
-    for prefix, wrap in (("", plain), ("fsdp2_", fsdp2), ("dtensor_tp_", dtensor_tp)):
+    def compiled(model: torch.nn.Module) -> None:
+        for i, block in enumerate(model.blocks):  # per block, as torchtitan compiles
+            model.blocks[i] = torch.compile(block, fullgraph=True)
+        plain(model)
+
+    wrappers = [("", plain), ("fsdp2_", fsdp2), ("dtensor_tp_", dtensor_tp)]
+    # compiling needs Triton on a GPU (on the CPU a C++ toolchain, which a test machine may lack)
+    out: dict[str, float] = {"compiled_forward_s_per_block": 0.0, "compiled_backward_s_per_block": 0.0}
+    if device.type == "cuda":
+        wrappers.append(("compiled_", compiled))
+    for prefix, wrap in wrappers:
         per_blocks = {}
         for blocks in (1, 3):
             model = _tiny_llama(blocks, device)

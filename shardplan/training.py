@@ -66,8 +66,10 @@ class Training(BaseModel):
     )
     compiled: bool = Field(
         False,
-        description="Blocks run under torch.compile (torchtitan's --training.compile). Memory only: under op-level "
-        "selective recompute a compiled block keeps one bf16 h-wide tensor fewer per token (measured on an H100).",
+        description="Blocks run under torch.compile (torchtitan's --training.compile): the host's time per block is "
+        "the compiled one (measured by `shardplan calibrate` on a GPU), and under op-level selective recompute a "
+        "compiled block keeps one bf16 h-wide tensor fewer per token (measured on an H100). Inductor's fusion of "
+        "the memory-bound ops is not modelled (GPU time as eager).",
     )
     pipeline_scatter_gather: bool = Field(
         True,

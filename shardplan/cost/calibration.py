@@ -39,6 +39,9 @@ HOST_DISPATCH_KEYS = (
     "fsdp2_backward_s_per_block",
     "dtensor_tp_forward_s_per_block",
     "dtensor_tp_backward_s_per_block",
+    # each block under torch.compile (a GPU's figure; 0 where not measured)
+    "compiled_forward_s_per_block",
+    "compiled_backward_s_per_block",
 )
 
 

@@ -207,10 +207,12 @@ def stage_times(
     # eager PyTorch cannot launch kernels faster than the host dispatches them: short kernels leave
     # the GPU waiting (measured per block by `shardplan calibrate`)
     host = rates.host_dispatch
+    base = "compiled_" if training.compiled and host["compiled_forward_s_per_block"] else ""
 
     def per_block(key: str, *wrappers: str) -> float:
-        """The plain host time per block and what each wrapper adds to it (where measured)."""
-        return host[key] + sum(max(host[w + key] - host[key], 0.0) for w in wrappers if host[w + key])
+        """The host time per block (eager, or compiled where measured) and what each wrapper adds to
+        the eager figure (where measured)."""
+        return host[base + key] + sum(max(host[w + key] - host[key], 0.0) for w in wrappers if host[w + key])
 
     wrappers = [prefix for prefix, on in (("fsdp2_", fsdp2), ("dtensor_tp_", dtensor_tp)) if on]
     ends = first or last

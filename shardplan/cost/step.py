@@ -76,7 +76,7 @@ def _pipeline_split(training: Training, tp: int) -> int:
 
 def _host_wrappers(training: Training, tp: int) -> tuple[bool, bool]:
     """Whether the blocks run under FSDP2 and whether their linears are DTensors: both add host time
-    per block. DTensor's dispatch is measured eager; under torch.compile the plain figures stand."""
+    per block. DTensor's excess is measured eager; compiled blocks take their own figures."""
     fsdp2 = training.zero_stage == 3 and training.fsdp_version == 2
     return fsdp2, training.tp_impl == "dtensor" and tp > 1 and not training.compiled
 
