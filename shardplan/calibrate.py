@@ -12,7 +12,8 @@ of several repeats, on random data:
   FlashAttention-2 backend (the kernel older attention implementations are rated against);
 - memory-bound work as the standard PyTorch ops do it, forward + backward: RMSNorm, rotary
   embedding, SwiGLU, residual add, fp32 cross-entropy; each as the bytes the cost model counts for
-  it over the measured time (so eager-mode overheads are in the rate);
+  it over the measured time (so eager-mode overheads are in the rate); on a GPU the first four again
+  under torch.compile;
 - device-to-device copy, pinned host-to-device copy, fused AdamW;
 - the host's dispatch cost of eager PyTorch: forward and backward of a tiny Llama (shardplan.llama)
   with 1 and 3 blocks, whose GPU work is negligible, gives seconds per block and per model; again
@@ -144,10 +145,12 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     return x * cos + rotated * sin
 
 
-def measure_elementwise(timer: _Timer, device: torch.device, tokens: int, width: tuple) -> dict[str, float]:
+def measure_elementwise(
+    timer: _Timer, device: torch.device, tokens: int, width: tuple, *, compiled: bool = False
+) -> dict[str, float]:
     """Forward + backward of each memory-bound op of a Llama block with the standard PyTorch ops,
     as GB/s of the bytes the cost model counts for it (`elementwise_bytes_per_token`, forward
-    bytes x 3 for forward + backward)."""
+    bytes x 3 for forward + backward); `compiled`: each op under torch.compile (its kernels fused)."""
     h, q, kv, f = width
     counted = elementwise_bytes_per_token(h, q, kv, f, swiglu=True)
     bf16 = {"dtype": torch.bfloat16, "device": device}
@@ -168,6 +171,8 @@ def measure_elementwise(timer: _Timer, device: torch.device, tokens: int, width:
     }
     out = {}
     for name, op in ops.items():
+        if compiled:
+            op = torch.compile(op, fullgraph=True)
         result = op()
         grad = torch.randn_like(result)
         inputs = [t for t in (x, w, qk, gate, up, y) if t.requires_grad]
@@ -416,6 +421,12 @@ def calibrate(*, quick: bool = False, device_type: str | None = None) -> dict[st
         "flash2_causal_tflops": flash2_fwd,
         "flash2_causal_backward_tflops": flash2_bwd,
         "elementwise_gbps": measure_elementwise(timer, device, tokens, widths[-1 if quick else 1]),
+        # compiling needs Triton on a GPU (on the CPU a C++ toolchain, which a test machine may lack)
+        "elementwise_compiled_gbps": (
+            measure_elementwise(timer, device, tokens, widths[-1 if quick else 1], compiled=True)
+            if device_type == "cuda"
+            else {}
+        ),
         "loss_gbps": measure_loss(timer, device, tokens // 4 if not quick else tokens, 1024 if quick else 128256),
         **measure_copies(timer, device, 2**20 if quick else 2**30),
         "adamw_gbps": measure_adamw(timer, device, 2**16 if quick else 2**28),

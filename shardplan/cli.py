@@ -163,8 +163,8 @@ Loss = Annotated[
 Compiled = Annotated[
     bool,
     typer.Option(
-        help="Blocks run under torch.compile (torchtitan --training.compile): the compiled host time per block; "
-        "op-level selective recompute keeps one bf16 h-wide tensor fewer per block and token."
+        help="Blocks run under torch.compile (torchtitan --training.compile): compiled host time per block and "
+        "memory-bound rates; op-level selective recompute keeps one bf16 h-wide tensor fewer per block and token."
     ),
 ]
 TpAsyncBackward = Annotated[

@@ -66,10 +66,10 @@ class Training(BaseModel):
     )
     compiled: bool = Field(
         False,
-        description="Blocks run under torch.compile (torchtitan's --training.compile): the host's time per block is "
-        "the compiled one (measured by `shardplan calibrate` on a GPU), and under op-level selective recompute a "
-        "compiled block keeps one bf16 h-wide tensor fewer per token (measured on an H100). Inductor's fusion of "
-        "the memory-bound ops is not modelled (GPU time as eager).",
+        description="Blocks run under torch.compile (torchtitan's --training.compile): the host's time per block and "
+        "the memory-bound ops' rates are the compiled ones (measured op by op by `shardplan calibrate` on a GPU; "
+        "fusion across ops is not modelled), and under op-level selective recompute a compiled block keeps one "
+        "bf16 h-wide tensor fewer per token (measured on an H100).",
     )
     pipeline_scatter_gather: bool = Field(
         True,

@@ -79,6 +79,9 @@ class Calibration(BaseModel):
     elementwise_gbps: dict[str, float] = Field(
         {}, description="Forward + backward of each memory-bound op, GB/s of the bytes the cost model counts."
     )
+    elementwise_compiled_gbps: dict[str, float] = Field(
+        {}, description="As elementwise_gbps, each op under torch.compile (measured on GPUs)."
+    )
     loss_gbps: float | None = Field(None, gt=0, description="fp32 cross-entropy, GB/s of 6 fp32 passes over logits.")
     adamw_gbps: float | None = Field(None, gt=0, description="Fused AdamW, GB/s of 28 bytes per parameter.")
     d2d_rw_gbps: float = Field(gt=0, description="Device-to-device copy, read + write bytes per second / 1e9.")
@@ -103,6 +106,9 @@ class Rates(BaseModel):
     flash2_bwd_flops: float = Field(description="Causal attention backward FLOP/s of the FlashAttention-2 kernels.")
     hbm_bytes_per_s: float = Field(description="Achievable memory traffic (read + write), bytes/s.")
     elementwise_bytes_per_s: dict[str, float] = Field(description="Rate of each memory-bound op (ELEMENTWISE_OPS).")
+    elementwise_compiled_bytes_per_s: dict[str, float] = Field(
+        description="The same ops under torch.compile (the eager rate where not measured)."
+    )
     loss_bytes_per_s: float
     adamw_bytes_per_s: float
     context_bytes: float = Field(description="Device memory outside the allocator per GPU.")
@@ -161,6 +167,8 @@ def _rates_from_json(text: str) -> Rates:
     hbm = cal.d2d_rw_gbps * 1e9
     attention = _median_tflops(cal.sdpa_causal_tflops) * 1e12
     backward = _median_tflops(cal.sdpa_causal_backward_tflops or cal.sdpa_causal_tflops) * 1e12
+    eager = {op: cal.elementwise_gbps.get(op, cal.d2d_rw_gbps) * 1e9 for op in ELEMENTWISE_OPS}
+    compiled = {op: cal.elementwise_compiled_gbps.get(op, 0) * 1e9 or eager[op] for op in eager}
     return Rates(
         gemm_peak_flops=peak,
         gemm_overhead_s=overhead,
@@ -171,7 +179,8 @@ def _rates_from_json(text: str) -> Rates:
         flash2_flops=_median_tflops(cal.flash2_causal_tflops) * 1e12 or attention,
         flash2_bwd_flops=_median_tflops(cal.flash2_causal_backward_tflops) * 1e12 or backward,
         hbm_bytes_per_s=hbm,
-        elementwise_bytes_per_s={op: cal.elementwise_gbps.get(op, cal.d2d_rw_gbps) * 1e9 for op in ELEMENTWISE_OPS},
+        elementwise_bytes_per_s=eager,
+        elementwise_compiled_bytes_per_s=compiled,
         loss_bytes_per_s=(cal.loss_gbps or cal.d2d_rw_gbps) * 1e9,
         adamw_bytes_per_s=(cal.adamw_gbps or cal.d2d_rw_gbps) * 1e9,
         context_bytes=DEFAULT_CONTEXT_BYTES if cal.context_bytes is None else cal.context_bytes,
@@ -211,6 +220,9 @@ def rates_for(gpu: str, calibration: Calibration | None = None) -> Rates:
         flash2_bwd_flops=flash2[1] * compute,
         hbm_bytes_per_s=ref.hbm_bytes_per_s * memory,
         elementwise_bytes_per_s={op: rate * memory for op, rate in ref.elementwise_bytes_per_s.items()},
+        elementwise_compiled_bytes_per_s={
+            op: rate * memory for op, rate in ref.elementwise_compiled_bytes_per_s.items()
+        },
         loss_bytes_per_s=ref.loss_bytes_per_s * memory,
         adamw_bytes_per_s=ref.adamw_bytes_per_s * memory,
         context_bytes=ref.context_bytes,

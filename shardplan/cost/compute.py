@@ -10,7 +10,8 @@ FlashAttention-2 rates over the published ratio; unfused attention (Megatron bef
 runs QK^T and AV as batched GEMMs over the whole square, which write and read the s x s scores, and
 moves the scores through softmax and dropout in memory. Norms, residual adds, the activation
 function, RoPE (where the model has it) and the loss (fp32 or fused) are memory-bound:
-the bytes each must move (forward; backward twice that) over the rate measured for that op. A
+the bytes each must move (forward; backward twice that) over the rate measured for that op (eager,
+or under torch.compile for compiled blocks). A
 micro-batch takes at least the host's dispatch time for its blocks (eager mode launches each kernel
 from Python). All rates come from `shardplan calibrate`; the misaligned share from
 benchmarks/gemm_alignment.py.
@@ -92,10 +93,18 @@ def column_parallel_gemms_s(model: ModelSpec, tokens: int, tp: int, rates: Rates
 
 
 def _block_times(
-    model: ModelSpec, tokens: int, seq_len: int, tp: int, sp: bool, rates: Rates, *, attention: str = "flash"
+    model: ModelSpec,
+    tokens: int,
+    seq_len: int,
+    tp: int,
+    sp: bool,
+    rates: Rates,
+    *,
+    attention: str = "flash",
+    compiled: bool = False,
 ) -> tuple[float, ...]:
     """(forward GEMMs, forward attention, backward attention, forward memory-bound) seconds of one
-    transformer block."""
+    transformer block; `compiled`: its memory-bound ops at their rates under torch.compile."""
     h, q = model.hidden_size, model.num_heads * model.head_dim
     kv = model.num_kv_heads * model.head_dim
     f = model.active_ffn_hidden_size
@@ -109,7 +118,7 @@ def _block_times(
     # memory-bound work: two norms and two residual adds per block (on tokens/tp with SP), RoPE on
     # Q and K where the model rotates them, and the MLP activation (sharded by TP)
     per_token = elementwise_bytes_per_token(h, q, kv, f, swiglu=model.mlp == "swiglu")
-    rate = rates.elementwise_bytes_per_s
+    rate = rates.elementwise_compiled_bytes_per_s if compiled else rates.elementwise_bytes_per_s
     norm_tokens = tokens / tp if sp else tokens
     rope = per_token["rope"] / rate["rope"] if model.rotary else 0.0
     memory = norm_tokens * (
@@ -167,6 +176,7 @@ def stage_times(
         training.sequence_parallel and tp > 1,
         rates,
         attention=training.attention,
+        compiled=training.compiled,
     )
     fwd = layers * (gemms + attn + memory)
     bwd = layers * (2 * gemms + attn_bwd + 2 * memory)
