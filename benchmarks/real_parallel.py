@@ -198,18 +198,25 @@ def run_case(
     warmup: int,
     profile: Path | None,
     dtensor_tp1: bool = False,
-    compile_blocks: bool = False,
+    compile_each_block: bool = False,
 ) -> dict:
     """Train one case on this rank; rank 0 returns the measured figures (other ranks: {}).
     `dtensor_tp1`: the block and head linears as DTensors even at TP 1 (a one-rank mesh): DTensor's
-    host cost, on one GPU. `compile_blocks`: each block under torch.compile, as torchtitan's
+    host cost, on one GPU. `compile_each_block`: each block under torch.compile, as torchtitan's
     --training.compile (after TP, before FSDP)."""
     import torch
     import torch.distributed as dist
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+    from torch.distributed.tensor.parallel import ColwiseParallel, parallelize_module
 
-    from shardplan.llama import Llama, MixedPrecisionAdamW, param_groups, rope_tables
+    from shardplan.llama import (
+        Llama,
+        MixedPrecisionAdamW,
+        compile_blocks,
+        fully_shard_model,
+        parallelize_blocks,
+        param_groups,
+        rope_tables,
+    )
 
     gc.collect()  # what an earlier case in this process left
     if device_type == "cuda":
@@ -247,10 +254,7 @@ def run_case(
     sharded = plan.zero_stage == 3
     module = module.float() if sharded else module  # FSDP2 keeps fp32 shards and computes in bf16
     if plan.tp > 1 or dtensor_tp1:
-        linear = {"wq": ColwiseParallel(), "wk": ColwiseParallel(), "wv": ColwiseParallel(), "wo": RowwiseParallel()}
-        linear |= {"w1": ColwiseParallel(), "w3": ColwiseParallel(), "w2": RowwiseParallel()}
-        for block in module.blocks:
-            parallelize_module(block, mesh["tp"], linear)
+        parallelize_blocks(module, mesh["tp"])
         if module.head is not None:
             parallelize_module(module.head, mesh["tp"], ColwiseParallel())
     if init_std == 0:
@@ -261,14 +265,10 @@ def run_case(
     else:
         module.to(device)
     module.cos, module.sin = rope_tables(cfg["hidden_size"] // cfg["num_attention_heads"], plan.seq_len, device)
-    if compile_blocks:
-        for i, block in enumerate(module.blocks):
-            module.blocks[i] = torch.compile(block, fullgraph=True)
+    if compile_each_block:
+        compile_blocks(module)
     if sharded:
-        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        for block in module.blocks:
-            fully_shard(block, mesh=mesh["dp"], mp_policy=policy)
-        fully_shard(module, mesh=mesh["dp"], mp_policy=policy)
+        fully_shard_model(module, mesh["dp"])
         # fused AdamW on GPUs, as torchtitan runs it (a foreach step makes several passes over the states)
         fused = device_type == "cuda"
         opt = torch.optim.AdamW(param_groups(module.parameters()), lr=lr, fused=fused, foreach=not fused)
@@ -512,7 +512,7 @@ def main() -> None:
                     profile = args.out / f"case-{i}.profile.txt" if args.profile else None
                     got = run_case(cases[i], device_type=args.device, init_std=args.init_std, lr=args.lr,
                                    steps=args.steps, warmup=args.warmup, profile=profile,
-                                   dtensor_tp1=args.dtensor_tp1, compile_blocks=args.compile)  # fmt: skip
+                                   dtensor_tp1=args.dtensor_tp1, compile_each_block=args.compile)  # fmt: skip
                 except Exception as exc:  # recorded for the report (out of memory, above all), then raised
                     error = {
                         "label": cases[i]["label"],

@@ -234,10 +234,7 @@ def measure_host(device: torch.device, *, repeats: int = 30) -> dict[str, float]
     block's linears tensor-parallel as DTensors (column-wise Q, K, V, W1, W3; row-wise O, W2, as
     torchtitan), both over a mesh of this rank alone: their hooks, copies and dispatch; and on a GPU
     with each block under torch.compile (0 where not measured)."""
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
-
-    from shardplan.llama import MixedPrecisionAdamW
+    from shardplan.llama import MixedPrecisionAdamW, compile_blocks, fully_shard_model, parallelize_blocks
 
     wall = _Timer(device, warmup=3, repeats=repeats, host_clock=True)
     mesh, owns_group = _own_mesh(device)
@@ -248,23 +245,13 @@ def measure_host(device: torch.device, *, repeats: int = 30) -> dict[str, float]
     def fsdp2(model: torch.nn.Module) -> None:
         for param in model.parameters():  # fp32 shards (the rotary tables stay bf16)
             param.data = param.data.float()
-        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        for block in model.blocks:
-            fully_shard(block, mesh=mesh, mp_policy=policy)
-        fully_shard(model, mesh=mesh, mp_policy=policy)
-
-    def dtensor_tp(model: torch.nn.Module) -> None:
-        plan = {name: ColwiseParallel() for name in ("wq", "wk", "wv", "w1", "w3")}
-        plan |= {name: RowwiseParallel() for name in ("wo", "w2")}
-        for block in model.blocks:
-            parallelize_module(block, mesh, plan)
+        fully_shard_model(model, mesh)
 
     def compiled(model: torch.nn.Module) -> None:
-        for i, block in enumerate(model.blocks):  # per block, as torchtitan compiles
-            model.blocks[i] = torch.compile(block, fullgraph=True)
+        compile_blocks(model)
         plain(model)
 
-    wrappers = [("", plain), ("fsdp2_", fsdp2), ("dtensor_tp_", dtensor_tp)]
+    wrappers = [("", plain), ("fsdp2_", fsdp2), ("dtensor_tp_", partial(parallelize_blocks, mesh=mesh))]
     # compiling needs Triton on a GPU (on the CPU a C++ toolchain, which a test machine may lack)
     out: dict[str, float] = {"compiled_forward_s_per_block": 0.0, "compiled_backward_s_per_block": 0.0}
     if device.type == "cuda":

@@ -114,6 +114,34 @@ class Llama(nn.Module):
         return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
 
 
+def parallelize_blocks(model: nn.Module, mesh: Any) -> None:
+    """Tensor parallelism as torchtitan writes it for Llama: in every block, Q, K, V, W1 and W3
+    column-wise and O and W2 row-wise as DTensors over `mesh` (a 1-D device mesh)."""
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    plan = {name: ColwiseParallel() for name in ("wq", "wk", "wv", "w1", "w3")}
+    plan |= {name: RowwiseParallel() for name in ("wo", "w2")}
+    for block in model.blocks:
+        parallelize_module(block, mesh, plan)
+
+
+def compile_blocks(model: nn.Module) -> None:
+    """Each block under torch.compile, as torchtitan's --training.compile does."""
+    for i, block in enumerate(model.blocks):
+        model.blocks[i] = torch.compile(block, fullgraph=True)
+
+
+def fully_shard_model(model: nn.Module, mesh: Any) -> None:
+    """FSDP2 as torchtitan applies it: every block, then the model, sharded over `mesh`, computing in
+    bf16 and reducing gradients in fp32 (the shards keep the parameters' dtype)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    for block in model.blocks:
+        fully_shard(block, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+
+
 def param_groups(params: Iterable[torch.Tensor]) -> list[dict[str, list[torch.Tensor]]]:
     """Optimizer groups, one per kind of parameter (plain tensors, or DTensors on one device mesh, as
     tensor parallelism and FSDP2 leave them): AdamW's multi-tensor kernels run a group at a time and
