@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import random
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import DATA, fixture_body
 
 from shardplan import load_topology
+from shardplan.cost.axis import AxisTimes
 from shardplan.cost.collectives import NVLS_ALLREDUCE_SPEEDUP, bus_factor, collective_time_s, ring_order
 from shardplan.errors import PlanError
 
@@ -50,6 +53,41 @@ def test_placement_and_contention_invariants():
 def test_ring_follows_the_pcie_tree():
     server = load_topology("pcie-8gpu-2socket")
     assert ring_order(server, [4, 0, 5, 1]) == [0, 1, 4, 5]
+
+
+@pytest.mark.parametrize(
+    ("preset", "nodes"), [("a100-pcie-8gpu-bridged", 4), ("pcie-8gpu-2socket", 2), ("dgx-h100", 4)]
+)
+def test_axis_times_match_every_group_timed_beside_the_others(preset: str, nodes: int):
+    """AxisTimes times one group per way of sitting; timing every group of a stage with all the
+    axis's other groups running beside it (collective_time_s) must give the same slowest time, for
+    random placements and for the same placement with its nodes renumbered."""
+    topo = load_topology(preset, nodes=nodes)
+    n, rng, memo = topo.num_gpus, random.Random(7), {}
+    for size, shape in ((2**26, (2, n // 8, 4)), (2**20, (4, n // 8, 2)), (2**24, (1, 2, n // 2))):
+        perm = list(range(n))
+        rng.shuffle(perm)
+        grid = np.array(perm).reshape(shape)
+        renamed = np.array(rng.sample(range(nodes), nodes))[grid // 8] * 8 + grid % 8
+        for layout in (grid, renamed):
+            axis, everyone = AxisTimes(topo, layout, memo), layout.reshape(-1, shape[2]).tolist()
+            for stage in range(shape[0]):
+                slowest = max(
+                    collective_time_s(topo, "all_gather", g, size, concurrent=[o for o in everyone if o != g])
+                    for g in layout[stage].tolist()
+                )
+                assert axis.time_s("all_gather", stage, size) == pytest.approx(slowest, rel=1e-12)
+
+
+def test_axis_times_tell_groups_alike_apart_by_their_company():
+    """(8, 10) and (0, 2) sit alike on their nodes (both cross a PCIe switch), but only (0, 2) shares
+    its switch uplinks with a pair of the axis's other stage, (1, 3): the stage takes the slower one's
+    time. The other pairs leave their node or stay on one switch."""
+    topo = load_topology("pcie-8gpu-2socket", nodes=2)
+    stages = [[[8, 10], [0, 2], [14, 15], [6, 7]], [[1, 3], [9, 4], [11, 5], [12, 13]]]
+    crowded = collective_time_s(topo, "all_gather", [0, 2], 2**26, concurrent=[[1, 3]])
+    assert crowded > collective_time_s(topo, "all_gather", [8, 10], 2**26)
+    assert AxisTimes(topo, np.array(stages), {}).time_s("all_gather", 0, 2**26) == pytest.approx(crowded)
 
 
 def test_unknown_op():

@@ -16,9 +16,8 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from collections.abc import Hashable, Iterable, Sequence
-from functools import cached_property
-from typing import Any, Literal
+from collections.abc import Hashable, Sequence
+from typing import Literal
 
 from shardplan.errors import PlanError
 from shardplan.topology import links as L
@@ -310,103 +309,3 @@ def _nvls(topology: Topology, group: Sequence[int]) -> bool:
     domains = {id(topology._domain_of.get(i)) for i in group}
     d = topology._domain_of.get(group[0])
     return len(domains) == 1 and d is not None and d.nvls
-
-
-class AxisTimes:
-    """Times of collectives on the groups of one mesh axis, all of whose groups run at the same time
-    (every pipeline stage's too): groups with a GPU on one of a group's nodes contend with it, since
-    links, PCIe switches, sockets and NICs belong to one node.
-
-    Times are kept in `memo` (the search shares it over the layouts it costs), per axis and groups
-    asked, and below that per group in its company. On interchangeable nodes a group's time depends
-    only on where its GPUs sit inside their nodes and on what the other groups do on those nodes
-    (their GPUs there, and whether they leave the node), so that is the key: groups of every stage
-    and replica that sit alike are timed once."""
-
-    def __init__(self, topology: Topology, groups: Sequence[Sequence[int]], memo: dict[Hashable, Any]) -> None:
-        self.topology, self.memo = topology, memo
-        self.groups = tuple(tuple(g) for g in groups)
-        self.relabel = topology.num_nodes > 1 and topology.nodes_interchangeable
-        self._on_node: dict[int, list[tuple[int, ...]]] = {}
-        self._company: dict[int, int] = {}  # node -> interned id of what the axis's groups do there
-
-    @cached_property
-    def axis_id(self) -> int:
-        """The axis's groups interned in the memo, on first use (axes of degree 1 are never timed)."""
-        return self.memo.setdefault(("axis", self.groups), len(self.memo))
-
-    def time_s(self, op: str, groups: Sequence[Sequence[int]], size_bytes: float) -> float:
-        """Seconds for `op` on all of `groups` at once: the slowest group's."""
-        groups = tuple(map(tuple, groups))
-        key = ("times", op, size_bytes, self.axis_id, groups)
-        if key not in self.memo:
-            if not self._on_node:
-                self._index()
-            alike = self._alike(groups).items()
-            self.memo[key] = max(self._one(op, where, mine, size_bytes) for where, mine in alike)
-        return self.memo[key]
-
-    def _alike(self, groups: tuple[tuple[int, ...], ...]) -> dict[Hashable, tuple[int, ...]]:
-        """One group of `groups` for each way of sitting (see the class), kept in the memo: the
-        collectives of one axis share it."""
-        key = ("alike", self.axis_id, groups)
-        if key not in self.memo:
-            node_of, local_of, company = self.topology.node_of, self.topology.local_of, self._company
-            out: dict[Hashable, tuple[int, ...]] = {}
-            for mine in groups:
-                if self.relabel:  # where it sits: (node renamed in order of appearance, index inside)
-                    names: dict[int, int] = {}
-                    where: tuple = tuple([(names.setdefault(node_of[i], len(names)), local_of[i]) for i in mine])
-                    nodes: Iterable[int] = names
-                else:
-                    where, nodes = mine, dict.fromkeys([node_of[i] for i in mine])
-                out.setdefault((where, tuple([company[n] for n in nodes])), mine)
-            self.memo[key] = out
-        return self.memo[key]
-
-    def _one(self, op: str, where: Hashable, mine: tuple[int, ...], size_bytes: float) -> float:
-        key = ("group", op, size_bytes, where)
-        if key not in self.memo:
-            if len(mine) <= 1 or size_bytes <= 0:
-                self.memo[key] = 0.0
-            else:
-                nodes = dict.fromkeys([self.topology.node_of[i] for i in mine])
-                load: Counter[Hashable] = Counter()
-                for g in dict.fromkeys([mine, *(r for n in nodes for r in self._on_node[n])]):
-                    load.update(self._used(g))
-                self.memo[key] = _time_under_load(self.topology, op, list(mine), size_bytes, load, FLOOR_LATENCY_S)
-        return self.memo[key]
-
-    def _used(self, group: tuple[int, ...]) -> list[Hashable]:
-        """`_resources_used`, kept in the memo: the search meets the same groups in many layouts."""
-        key = ("used", group)
-        if key not in self.memo:
-            self.memo[key] = _resources_used(self.topology, group)
-        return self.memo[key]
-
-    def _index(self) -> None:
-        """The groups on each node, and an interned id of what they do there: on interchangeable
-        nodes each group's GPUs there (a bit mask of indexes inside the node) and whether it leaves
-        the node, as a sorted multiset; else the groups themselves. Kept in the memo per axis."""
-        key = ("index", self.axis_id)
-        if key in self.memo:
-            self._on_node, self._company = self.memo[key]
-            return
-        node_of, local_of = self.topology.node_of, self.topology.local_of
-        on_node: dict[int, list[tuple[int, ...]]] = {}
-        doing: dict[int, list[int]] = {}
-        for g in self.groups:
-            here: dict[int, int] = {}  # node -> bit mask of the group's GPUs there (indexes inside the node)
-            for i in g:
-                n = node_of[i]
-                here[n] = here.get(n, 0) | 1 << local_of[i]
-            leaves = len(here) > 1
-            for n, mask in here.items():
-                on_node.setdefault(n, []).append(g)
-                if self.relabel:
-                    doing.setdefault(n, []).append(2 * mask + leaves)
-        self._on_node = on_node
-        for n, groups in on_node.items():
-            what = tuple(sorted(doing[n])) if self.relabel else tuple(groups)
-            self._company[n] = self.memo.setdefault(("company", what), len(self.memo))
-        self.memo[key] = (self._on_node, self._company)

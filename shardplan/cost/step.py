@@ -7,8 +7,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from shardplan.cost.axis import AxisTimes
 from shardplan.cost.calibration import Calibration, rates_for
-from shardplan.cost.collectives import AxisTimes, _link_class
+from shardplan.cost.collectives import _link_class
 from shardplan.cost.compute import (
     column_parallel_gemms_s,
     fsdp2_copy_s,
@@ -115,10 +118,9 @@ def step_cost(
     comm: dict[str, float] = {"nvlink": 0.0, "pcie": 0.0, "net": 0.0}
 
     memo = {} if memo is None else memo
-    tp_groups = [[list(layout[p][d]) for d in range(dp)] for p in range(pp)]
-    dp_groups = [[[layout[p][d][t] for d in range(dp)] for t in range(tp)] for p in range(pp)]
-    tp_axis = AxisTimes(topology, [g for stage in tp_groups for g in stage], memo)
-    dp_axis = AxisTimes(topology, [g for stage in dp_groups for g in stage], memo)
+    grid = np.asarray(layout, dtype=np.int64)
+    tp_axis = AxisTimes(topology, grid, memo)  # stage p's TP groups: grid[p, d, :]
+    dp_axis = AxisTimes(topology, grid.transpose(0, 2, 1), memo)  # its DP groups: grid[p, :, t]
 
     # --- per stage: compute, TP collectives, memory -------------------------------------------
     stage_total, tp_per_micro, stage_forward = [], [], []
@@ -139,16 +141,15 @@ def step_cost(
         )
         tp_s = 0.0
         if tp > 1:
-            groups = tp_groups[p]
             size = tokens * model.hidden_size * 2  # bf16 activations, the full (gathered) buffer
             col = column_parallel_gemms_s(model, tokens, tp, rates)
             forward, backward, moved = _tp_layer_s(
-                training, sp, lambda op, g=groups, size=size: tp_axis.time_s(op, g, size), col
+                training, sp, lambda op, p=p, size=size: tp_axis.time_s(op, p, size), col
             )
             forward_passes = _tp_passes(training) - 1  # 1, plus what recompute runs again
             tp_s = layers[p] * (forward * forward_passes + backward)
             moved_s = layers[p] * (forward * forward_passes + moved)
-            comm[_link_class(topology, groups[0])] += moved_s * num_micro
+            comm[_link_class(topology, grid[p, 0].tolist())] += moved_s * num_micro
             if training.tp_comm_overlap:  # each all-gather / reduce-scatter runs under its GEMM
                 tp_s = max(0.0, moved_s - times.gemm_s)
         stage_total.append(times.total_s)
@@ -171,13 +172,12 @@ def step_cost(
         full = tokens * model.hidden_size * 2
         split = _pipeline_split(training, tp)
         worst = 0.0
-        flat = [[g for replica in stage for g in replica] for stage in layout]
-        boundaries = [list(zip(flat[p], flat[p + 1], strict=True)) for p in range(pp - 1)]
-        pp_axis = AxisTimes(topology, [pair for b in boundaries for pair in b], memo)
-        for p, pairs in enumerate(boundaries):
-            gather = tp_axis.time_s("all_gather", tp_groups[p + 1], full) if split > 1 and not sp else 0.0
-            worst = max(worst, pp_axis.time_s("send_recv", pairs, full / split) + gather)
-            link = _link_class(topology, pairs[0])
+        flat = grid.reshape(pp, dp * tp)
+        pp_axis = AxisTimes(topology, np.stack([flat[:-1], flat[1:]], axis=-1), memo)  # boundary p: stage p -> p+1
+        for p in range(pp - 1):
+            gather = tp_axis.time_s("all_gather", p + 1, full) if split > 1 and not sp else 0.0
+            worst = max(worst, pp_axis.time_s("send_recv", p, full / split) + gather)
+        link = _link_class(topology, flat[-2:, 0].tolist())  # the last boundary's first pair
         pp_s = 2 * (num_micro + pp - 1) * virtual_stages * worst
         comm[link] += pp_s
 
@@ -185,21 +185,20 @@ def step_cost(
     dp_s, fsdp_s, opt_s = 0.0, 0.0, 0.0
     params_local = param_counts(model, layers=layers[bottleneck], first=bottleneck == 0, last=bottleneck == pp - 1) / tp
     if dp > 1:
-        groups = dp_groups[bottleneck]
         grad_bytes = params_local * 4  # fp32 gradients
         if training.zero_stage >= 1:  # reduce-scatter gradients, all-gather the updated bf16 weights
-            sync = dp_axis.time_s("reduce_scatter", groups, grad_bytes)
-            gather = dp_axis.time_s("all_gather", groups, params_local * 2)
+            sync = dp_axis.time_s("reduce_scatter", bottleneck, grad_bytes)
+            gather = dp_axis.time_s("all_gather", bottleneck, params_local * 2)
         else:
-            sync, gather = dp_axis.time_s("all_reduce", groups, grad_bytes), 0.0
-        link = _link_class(topology, groups[0])
+            sync, gather = dp_axis.time_s("all_reduce", bottleneck, grad_bytes), 0.0
+        link = _link_class(topology, grid[bottleneck, :, 0].tolist())
         if training.zero_stage == 3:
             # FSDP / ZeRO-3 gathers and reduces one transformer block at a time (its wrapping unit), so
             # each micro-batch runs a gather (forward), a gather and a reduce-scatter (backward) per
             # block, each paying the collective's latency; they overlap that micro-batch's compute.
             blocks = max(layers[bottleneck], 1)
-            gather_block = dp_axis.time_s("all_gather", groups, params_local * 2 / blocks)
-            sync_block = dp_axis.time_s("reduce_scatter", groups, grad_bytes / blocks)
+            gather_block = dp_axis.time_s("all_gather", bottleneck, params_local * 2 / blocks)
+            sync_block = dp_axis.time_s("reduce_scatter", bottleneck, grad_bytes / blocks)
             per_micro_comm = blocks * (2 * gather_block + sync_block)
             fsdp_s = num_micro * max(0.0, per_micro_comm - per_micro)
             comm[link] += num_micro * per_micro_comm

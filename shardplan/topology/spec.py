@@ -74,7 +74,7 @@ class NodeSpec(_Spec):
     name: str = Field("node", description="Kind of node, e.g. 'dgx-h100'.")
     count: int = Field(1, ge=1, description="How many identical nodes of this kind.")
     gpu: str | None = Field(None, description="GPU model catalogue key (see `shardplan topo --help`).")
-    gpus: int = Field(gt=0, description="GPUs in the node.")
+    gpus: int = Field(gt=0, le=64, description="GPUs in the node (one host), at most 64.")
     gpu_info: list[GpuInfo] = Field(default_factory=list, description="Per-GPU facts, by local index.")
     nvlink: list[tuple[int, int, int]] = Field(
         default_factory=list, description="Direct NVLink bundles: [gpu_a, gpu_b, bonded links]."

@@ -1,0 +1,181 @@
+"""Times of collectives on every group of one mesh axis at once (all TP groups, all DP groups, all
+pipeline neighbour pairs), each group under the load of the axis's other groups on its nodes.
+
+Groups that sit alike are timed once: on interchangeable nodes a group's time depends only on where
+its GPUs sit inside their nodes and on what the axis's other groups do on those nodes (which GPUs they
+hold there, and whether they leave the node). The search costs thousands of layouts of up to tens of
+thousands of GPUs, so that bookkeeping runs on arrays.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from shardplan.cost.collectives import FLOOR_LATENCY_S, _resources_used, _time_under_load
+from shardplan.topology.schema import Topology
+
+
+@dataclass(frozen=True)
+class _Index:
+    """What one axis's groups do, row by row (one row per group, stage after stage)."""
+
+    keys: np.ndarray  # (groups, w) int64: where the group sits and the company on its nodes
+    hashes: np.ndarray  # (groups,) uint64 of `keys`, to find equal rows
+    node_ptr: np.ndarray  # the groups on node n: node_groups[node_ptr[n]:node_ptr[n + 1]]
+    node_groups: np.ndarray
+
+
+class AxisTimes:
+    """Times of collectives on the groups of one mesh axis, all of which run at the same time (every
+    pipeline stage's too): groups with a GPU on one of a group's nodes contend with it, since links,
+    PCIe switches, sockets and NICs belong to one node.
+
+    `groups` has shape (stages, groups per stage, group size). Times are kept in `memo` (the search
+    shares it over the layouts it costs): per axis and stage, and below that per group in its company,
+    so that groups of every stage, replica and layout that sit alike are timed once."""
+
+    def __init__(self, topology: Topology, groups: np.ndarray, memo: dict[Hashable, Any]) -> None:
+        self.topology, self.memo = topology, memo
+        self.groups = np.ascontiguousarray(groups, dtype=np.int64)
+        self.relabel = topology.num_nodes > 1 and topology.nodes_interchangeable
+        self._alike_of: dict[int, list[tuple[bytes, np.ndarray]]] = {}
+
+    @cached_property
+    def axis_id(self) -> int:
+        """The axis's groups interned in the memo, on first use (axes of degree 1 are never timed)."""
+        return self.memo.setdefault(("axis", self.groups.shape, self.groups.tobytes()), len(self.memo))
+
+    def time_s(self, op: str, stage: int, size_bytes: float) -> float:
+        """Seconds for `op` on all groups of `stage` at once: the slowest group's."""
+        key = ("times", op, size_bytes, self.axis_id, stage)
+        if key not in self.memo:
+            self.memo[key] = max(self._one(op, where, mine, size_bytes) for where, mine in self._alike(stage))
+        return self.memo[key]
+
+    def _alike(self, stage: int) -> list[tuple[bytes, np.ndarray]]:
+        """One group of `stage` for each way of sitting, with its key."""
+        if stage not in self._alike_of:
+            index, per_stage = self._index, self.groups.shape[1]
+            rows = slice(stage * per_stage, (stage + 1) * per_stage)
+            keys = index.keys[rows]
+            first = _distinct_rows(keys, index.hashes[rows])
+            self._alike_of[stage] = [(keys[i].tobytes(), self.groups[stage, i]) for i in first]
+        return self._alike_of[stage]
+
+    def _one(self, op: str, where: bytes, mine: np.ndarray, size_bytes: float) -> float:
+        key = ("group", op, size_bytes, where)
+        if key not in self.memo:
+            if len(mine) <= 1 or size_bytes <= 0:
+                self.memo[key] = 0.0
+            else:
+                index, flat = self._index, self._flat
+                ptr, on_node = index.node_ptr, index.node_groups
+                nodes = np.unique(_gpu_arrays(self.topology, self.memo)[0][mine])
+                company = np.unique(np.concatenate([on_node[ptr[n] : ptr[n + 1]] for n in nodes]))
+                load: Counter[Hashable] = Counter()
+                for g in company:
+                    load.update(self._used(flat[g]))
+                group = mine.tolist()
+                self.memo[key] = _time_under_load(self.topology, op, group, size_bytes, load, FLOOR_LATENCY_S)
+        return self.memo[key]
+
+    def _used(self, group: np.ndarray) -> list[Hashable]:
+        """`_resources_used`, kept in the memo: the search meets the same groups in many layouts."""
+        key = ("used", group.tobytes())
+        if key not in self.memo:
+            self.memo[key] = _resources_used(self.topology, group.tolist())
+        return self.memo[key]
+
+    @cached_property
+    def _flat(self) -> np.ndarray:
+        return self.groups.reshape(-1, self.groups.shape[2])
+
+    @cached_property
+    def _index(self) -> _Index:
+        """Each group's key: on interchangeable nodes its nodes renamed in order of appearance, its
+        GPUs' indexes inside their nodes and the company on each of its nodes; else its GPUs and the
+        company on each of its nodes. Kept in the memo per axis."""
+        key = ("index", self.axis_id)
+        if key not in self.memo:
+            self.memo[key] = self._build_index()
+        return self.memo[key]
+
+    def _build_index(self) -> _Index:
+        node_of, local_of = _gpu_arrays(self.topology, self.memo)
+        flat = self._flat
+        m, k = flat.shape
+        nodes = node_of[flat]
+        # each row's nodes sorted (stable): runs of one node, each starting at the node's first GPU
+        order = np.argsort(nodes, axis=1, kind="stable")
+        sorted_nodes = np.take_along_axis(nodes, order, axis=1)
+        run_start = np.ones((m, k), dtype=bool)
+        run_start[:, 1:] = sorted_nodes[:, 1:] != sorted_nodes[:, :-1]
+        # for every position: where its node first appears in the row, and that node's rank of appearance
+        first_sorted = np.maximum.accumulate(np.where(run_start, np.arange(k), 0), axis=1)
+        first_pos = np.empty_like(order)
+        np.put_along_axis(first_pos, order, np.take_along_axis(order, first_sorted, axis=1), axis=1)
+        is_first = first_pos == np.arange(k)
+        # (group, node) pairs, group-major
+        pairs = np.flatnonzero(run_start)
+        pair_group, pair_node = pairs // k, sorted_nodes.ravel()[pairs]
+        by_node = np.argsort(pair_node, kind="stable")
+        node_ptr = np.searchsorted(pair_node[by_node], np.arange(self.topology.num_nodes + 1))
+        node_groups = pair_group[by_node]
+
+        if self.relabel:
+            locals_sorted = np.take_along_axis(local_of[flat], order, axis=1).astype(np.uint64)
+            mask = np.bitwise_or.reduceat((np.uint64(1) << locals_sorted).ravel(), pairs)
+            company = _company_by_node(self.memo, pair_node, mask, self.topology.num_nodes)
+            rank = np.take_along_axis(np.cumsum(is_first, axis=1) - 1, first_pos, axis=1)
+            where = [rank, local_of[flat]]
+        else:
+            company = np.empty(self.topology.num_nodes, dtype=np.int64)
+            for n in range(self.topology.num_nodes):
+                what = tuple(flat[g].tobytes() for g in sorted(node_groups[node_ptr[n] : node_ptr[n + 1]]))
+                company[n] = self.memo.setdefault(("company", n, what), len(self.memo))
+            where = [flat]
+        keys = np.concatenate([*where, np.where(is_first, company[nodes] + 1, 0)], axis=1)
+        return _Index(keys, _row_hashes(keys), node_ptr, node_groups)
+
+
+def _gpu_arrays(topology: Topology, memo: dict[Hashable, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Node and index inside the node of every GPU, as arrays (kept in the memo)."""
+    key = ("gpu-arrays",)
+    if key not in memo:
+        memo[key] = (np.asarray(topology.node_of, dtype=np.int64), np.asarray(topology.local_of, dtype=np.int64))
+    return memo[key]
+
+
+def _company_by_node(memo: dict[Hashable, Any], pair_node: np.ndarray, mask: np.ndarray, num_nodes: int) -> np.ndarray:
+    """An id per node of what the axis's groups do there: the multiset of bit masks of the GPUs each
+    holds there, interned in `memo`. (Whether a group leaves the node follows: its GPUs there are
+    fewer than the group's size.)"""
+    order = np.lexsort((mask, pair_node))
+    node = pair_node[order]
+    ptr = np.searchsorted(node, np.arange(num_nodes + 1))
+    table = np.zeros((num_nodes, int(np.diff(ptr).max())), dtype=np.uint64)  # no group holds no GPU
+    table[node, np.arange(len(node)) - ptr[node]] = mask[order]
+    first, inverse = _distinct_rows(table, _row_hashes(table), inverse=True)
+    ids = np.array([memo.setdefault(("company", table[i].tobytes()), len(memo)) for i in first], dtype=np.int64)
+    return ids[inverse]
+
+
+def _row_hashes(rows: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row (random odd weights, fixed seed): equal rows hash alike."""
+    weights = np.random.default_rng(rows.shape[1]).integers(0, 2**63, size=rows.shape[1], dtype=np.uint64) * 2 + 1
+    return rows.astype(np.uint64) @ weights
+
+
+def _distinct_rows(rows: np.ndarray, hashes: np.ndarray, *, inverse: bool = False) -> Any:
+    """Index of the first of each distinct row (and, with `inverse`, each row's distinct one), found
+    by hash and checked; on a collision, by sorting the rows."""
+    _, first, which = np.unique(hashes, return_index=True, return_inverse=True)
+    if not (rows == rows[first[which]]).all():
+        _, first, which = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    return (first, which.ravel()) if inverse else first
