@@ -109,6 +109,31 @@ def test_time_never_drops_when_a_link_is_degraded(tmp_path):
     assert b.step_time_s >= a.step_time_s
 
 
+def _h100_nodes(tmp_path: Path, fabrics: list[str]) -> Path:
+    """H100 nodes alike but for their NVLink: an NVSwitch, or a DGX-1-style cube mesh (NV2 bundles)."""
+    cube = [[i, j, 2] for i in range(8) for j in range(i + 1, 8) if i ^ j in (1, 2, 4)]
+    nodes = [
+        {"gpu": "h100-sxm", "gpus": 8, **({"nvswitch": {"links_per_gpu": 18}} if f == "nvswitch" else {"nvlink": cube})}
+        for f in fabrics
+    ]
+    path = tmp_path / ("-".join(fabrics) + ".json")
+    path.write_text(json.dumps({"nodes": nodes, "network": {"gbit_per_nic": 400}}))
+    return path
+
+
+def test_a_pipeline_over_mixed_nvlink_fabrics_runs_at_the_slower_nodes_pace(tmp_path):
+    """TP=8 on each node, one stage per node: the stage on the cube-mesh node sets the pace, whichever
+    node the pipeline starts on (nodes that differ only in NVLink are not interchangeable)."""
+    train = Training(global_batch=32, seq_len=4096)
+    step = {
+        tuple(f): estimate("llama3-8b", _h100_nodes(tmp_path, f), train, tp=8, pp=2, dp=1).step_time_s
+        for f in (["nvswitch", "nvswitch"], ["nvswitch", "cube"], ["cube", "nvswitch"], ["cube", "cube"])
+    }
+    assert step["nvswitch", "cube"] == pytest.approx(step["cube", "cube"])
+    assert step["cube", "nvswitch"] == pytest.approx(step["cube", "cube"])
+    assert step["nvswitch", "cube"] > 2 * step["nvswitch", "nvswitch"]
+
+
 def test_more_tokens_take_longer():
     times = [
         estimate("llama3-8b", "dgx-h100", TRAIN.model_copy(update={"global_batch": b}), tp=1, pp=1, dp=8).step_time_s

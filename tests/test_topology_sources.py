@@ -97,6 +97,16 @@ def test_heterogeneous_cluster_with_broken_link(tmp_path: Path):
     assert topo.gpus[8].model == "v100-sxm2-32gb" and topo.nvlink_count(8, 11) == 1
     assert topo.bandwidth_gbps(0, 1) > topo.bandwidth_gbps(8, 11)
     assert topo.path_kind(0, 8) == "net"
+    assert not topo.identical_nodes and load_topology("dgx1-v100", nodes=2).identical_nodes
+
+
+def test_nodes_alike_but_for_one_degraded_nvlink_are_not_identical(tmp_path: Path):
+    node = "{gpu: a100-sxm-80gb, gpus: 2, nvlink: [[0, 1, %d]]}"
+    path = tmp_path / "degraded.yaml"
+    path.write_text(f"nodes: [{node % 12}, {node % 11}]\nnetwork: {{gbit_per_nic: 200}}")
+    assert not load_topology(path).identical_nodes
+    path.write_text(f"nodes: [{node % 12}, {node % 12}]\nnetwork: {{gbit_per_nic: 200}}")
+    assert load_topology(path).identical_nodes
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from shardplan.cost.collectives import FLOOR_LATENCY_S, _resources_used, _time_under_load
+from shardplan.cost.collectives import FLOOR_LATENCY_S, _link_class, _resources_used, _time_under_load
 from shardplan.topology.schema import Topology
 
 
@@ -56,6 +56,14 @@ class AxisTimes:
         key = ("times", op, size_bytes, self.axis_id, stage)
         if key not in self.memo:
             self.memo[key] = max(self._one(op, where, mine, size_bytes) for where, mine in self._alike(stage))
+        return self.memo[key]
+
+    def link_class(self, stage: int) -> str:
+        """ "nvlink", "pcie" or "net": the links the first group of `stage` runs over."""
+        row = self._index.keys[stage * self.groups.shape[1]]
+        key = ("link", row.tobytes())
+        if key not in self.memo:
+            self.memo[key] = _link_class(self.topology, self.groups[stage, 0].tolist())
         return self.memo[key]
 
     def _alike(self, stage: int) -> list[tuple[bytes, np.ndarray]]:

@@ -154,9 +154,9 @@ def _split_by_node(topology: Topology, group: Sequence[int]) -> dict[Hashable, l
     """The group's GPUs per NVLink island: an NVSwitch domain (which may span nodes, as in an
     NVL72 rack), else a node. Traffic between islands goes through NICs."""
     out: dict[Hashable, list[int]] = {}
+    island = topology.island_of
     for i in group:
-        d = topology._domain_of.get(i)
-        out.setdefault(("domain", id(d)) if d is not None else ("node", topology.gpus[i].node), []).append(i)
+        out.setdefault(island[i], []).append(i)
     return out
 
 

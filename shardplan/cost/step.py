@@ -11,7 +11,6 @@ import numpy as np
 
 from shardplan.cost.axis import AxisTimes
 from shardplan.cost.calibration import Calibration, rates_for
-from shardplan.cost.collectives import _link_class
 from shardplan.cost.compute import (
     column_parallel_gemms_s,
     fsdp2_copy_s,
@@ -149,7 +148,7 @@ def step_cost(
             forward_passes = _tp_passes(training) - 1  # 1, plus what recompute runs again
             tp_s = layers[p] * (forward * forward_passes + backward)
             moved_s = layers[p] * (forward * forward_passes + moved)
-            comm[_link_class(topology, grid[p, 0].tolist())] += moved_s * num_micro
+            comm[tp_axis.link_class(p)] += moved_s * num_micro
             if training.tp_comm_overlap:  # each all-gather / reduce-scatter runs under its GEMM
                 tp_s = max(0.0, moved_s - times.gemm_s)
         stage_total.append(times.total_s)
@@ -177,9 +176,8 @@ def step_cost(
         for p in range(pp - 1):
             gather = tp_axis.time_s("all_gather", p + 1, full) if split > 1 and not sp else 0.0
             worst = max(worst, pp_axis.time_s("send_recv", p, full / split) + gather)
-        link = _link_class(topology, flat[-2:, 0].tolist())  # the last boundary's first pair
         pp_s = 2 * (num_micro + pp - 1) * virtual_stages * worst
-        comm[link] += pp_s
+        comm[pp_axis.link_class(pp - 2)] += pp_s
 
     # --- data parallel ---------------------------------------------------------------------------
     dp_s, fsdp_s, opt_s = 0.0, 0.0, 0.0
@@ -191,7 +189,7 @@ def step_cost(
             gather = dp_axis.time_s("all_gather", bottleneck, params_local * 2)
         else:
             sync, gather = dp_axis.time_s("all_reduce", bottleneck, grad_bytes), 0.0
-        link = _link_class(topology, grid[bottleneck, :, 0].tolist())
+        link = dp_axis.link_class(bottleneck)
         if training.zero_stage == 3:
             # FSDP / ZeRO-3 gathers and reduces one transformer block at a time (its wrapping unit), so
             # each micro-batch runs a gather (forward), a gather and a reduce-scatter (backward) per

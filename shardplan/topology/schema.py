@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections import Counter
+from collections.abc import Hashable
 from functools import cached_property
 from typing import Any, Literal
 
@@ -131,6 +132,15 @@ class Topology(_Frozen):
         return tuple(g.local_index for g in self.gpus)
 
     @cached_property
+    def island_of(self) -> tuple[Hashable, ...]:
+        """NVLink island of each GPU: its NVSwitch domain (which may span nodes, as in an NVL72
+        rack), else its node. Traffic between islands goes through NICs."""
+        return tuple(
+            ("domain", id(self._domain_of[g.index])) if g.index in self._domain_of else ("node", g.node)
+            for g in self.gpus
+        )
+
+    @cached_property
     def smallest_memory_bytes(self) -> int | None:
         """Memory of the smallest GPU, None where no GPU states its memory."""
         return min((g.memory_bytes or 0) for g in self.gpus) or None
@@ -166,7 +176,8 @@ class Topology(_Frozen):
                 there = (gb.model, gb.memory_bytes, gb.socket, gb.host_bridge, gb.switch_group, gb.switch)
                 if here != there or self.nic_gbit(a) != self.nic_gbit(b):
                     return False
-            for (a1, a2), (b1, b2) in itertools.combinations(zip(first, gpus, strict=True), 2):
+            # each pair of local positions: its NVLinks on the first node and on this one
+            for (a1, b1), (a2, b2) in itertools.combinations(zip(first, gpus, strict=True), 2):
                 if self.nvlink_count(a1, a2) != self.nvlink_count(b1, b2):
                     return False
         return True
