@@ -141,12 +141,7 @@ def _nics_of(topology: Topology, gpus: Sequence[int]) -> list[tuple[Hashable, fl
     """The NICs a group's GPUs leave their node through (each GPU's nearest), with their GB/s."""
     seen: dict[Hashable, float] = {}
     for i in gpus:
-        node = topology.gpus[i].node
-        nearest = topology.nearest_nics(i)
-        for nic in nearest:
-            seen[("nic", node, nic.name)] = L.net_gbps(nic.gbit or 0)
-        if not nearest:
-            seen[("nic", node, "default")] = L.net_gbps(topology.nic_gbit(i))
+        seen.update(topology.nic_links(i))
     return list(seen.items())
 
 

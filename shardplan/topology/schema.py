@@ -285,6 +285,22 @@ class Topology(_Frozen):
     def _nearest_nics_memo(self) -> dict[int, list[Nic]]:
         return {}
 
+    def nic_links(self, i: int) -> tuple[tuple[tuple[str, int, str], float], ...]:
+        """The NICs GPU i leaves its node through, each as (("nic", node, name), achievable GB/s); on a
+        node that lists no NIC of known speed, ("nic", node, "default") at `nic_gbit`."""
+        hit = self._nic_links_memo.get(i)
+        if hit is None:
+            node, nearest = self.gpus[i].node, self.nearest_nics(i)
+            hit = tuple((("nic", node, nic.name), L.net_gbps(nic.gbit or 0)) for nic in nearest) or (
+                (("nic", node, "default"), L.net_gbps(self.nic_gbit(i))),
+            )
+            self._nic_links_memo[i] = hit
+        return hit
+
+    @cached_property
+    def _nic_links_memo(self) -> dict[int, tuple[tuple[tuple[str, int, str], float], ...]]:
+        return {}
+
     def _find_nearest_nics(self, i: int) -> list[Nic]:
         gpu = self.gpus[i]
         nics = [nic for nic in self._nics_of_node.get(gpu.node, []) if nic.gbit]
