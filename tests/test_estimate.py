@@ -10,6 +10,7 @@ import pytest
 
 from shardplan import Plan, Training, estimate, load_model, load_topology
 from shardplan.cost.calibration import rates_for
+from shardplan.cost.collectives import SPEED_BESIDE_HELD_SMS, overlap_slowdown
 from shardplan.cost.compute import MISALIGNED_PEAK_SHARE, gemm_s
 from shardplan.cost.memory import state_bytes
 from shardplan.errors import PlanError
@@ -56,6 +57,22 @@ def test_fsdp2_copies_its_gathered_weights_and_gradients_every_micro_batch():
     )
     copies = fsdp2.num_micro_batches * model.num_params * (14 + 12 / 8) / rates_for("h100-sxm").hbm_bytes_per_s
     assert fsdp2.breakdown["fsdp"] - fsdp1.breakdown["fsdp"] == pytest.approx(copies, rel=1e-6)
+
+
+def test_compute_beside_a_collective_loses_the_sms_nccl_holds():
+    """The model takes the H100 measurement as recorded (a stand-in holding 16 SMs, NCCL's channel count
+    there), and a ZeRO-3 step pays that share of the time its gathers and reductions overlap compute."""
+    recorded = json.loads((ROOT / "benchmarks/results/h100-overlap-interference/overlap-interference.json").read_text())
+    medians = {int(k): v for k, v in recorded["median_speed_beside"].items()}
+    assert dict(SPEED_BESIDE_HELD_SMS[1:]) == pytest.approx(medians, abs=5e-5)
+    assert overlap_slowdown("nvlink") == pytest.approx(1 - medians[16], abs=5e-5)
+    assert overlap_slowdown("pcie") < overlap_slowdown("nvlink") / 3  # 4 channels over PCIe
+    train = Training(global_batch=16, seq_len=4096, zero_stage=3, fsdp_version=1)
+    plan = estimate("llama3-8b", "dgx-h100", train, tp=1, pp=1, dp=8)
+    comm, compute = plan.comm_time_by_link["nvlink"], plan.breakdown["compute"]  # all micro-batches
+    overlapped = min(comm, compute)
+    assert overlapped > 0.05 * compute
+    assert plan.breakdown["fsdp"] == pytest.approx(comm - overlapped + overlap_slowdown("nvlink") * overlapped)
 
 
 def test_dtensor_tp_adds_its_measured_host_time_in_eager_mode():

@@ -75,6 +75,27 @@ SHM_SHARE = 4.00 / L.pcie_gbps(3)
 # (fixtures/nccl/nccl-tests-all_reduce-h100-8gpu-gcp-a3-1.txt). A calibration file replaces it.
 FLOOR_LATENCY_S = 34e-6
 
+# What a collective run under compute costs that compute: NCCL holds one SM per channel for as long as
+# the collective runs. Channels: 16 on 8x H100 NVSwitch, inside and across nodes ("16 coll channels,
+# 16 nvls channels", NCCL 2.22 debug log, fixtures/nccl-log/nccl-debug-topo-graph-h100-2node-gcp-a3-socket-
+# partial-1.txt); 4 over PCIe (NCCL's ring graphs on Azure NC A100 v4, nchannels 2-4,
+# fixtures/nccl-xml/nccl-graph-azure-ncv4-a100-pcie-1.txt).
+NCCL_CHANNELS = {"nvlink": 16, "net": 16, "pcie": 4}
+# Speed of GEMMs, attention and memory-bound ops (median of 9) on an H100 while a kernel holds that
+# many SMs: benchmarks/overlap_interference.py, benchmarks/results/h100-overlap-interference (GEMMs
+# 0.59-0.90 at 16, by their wave count). Measured on the H100 only; assumed for other GPUs.
+SPEED_BESIDE_HELD_SMS = ((0, 1.0), (8, 0.9319), (16, 0.8631), (24, 0.8500), (32, 0.7538))
+
+
+def overlap_slowdown(link: str) -> float:
+    """The share of an overlapped collective's time that the compute running beside it loses, for a
+    collective over `link` ("nvlink", "pcie" or "net")."""
+    held = NCCL_CHANNELS[link]
+    for (a, speed_a), (b, speed_b) in itertools.pairwise(SPEED_BESIDE_HELD_SMS):
+        if held <= b:
+            return 1 - (speed_a + (speed_b - speed_a) * (held - a) / (b - a))
+    return 1 - SPEED_BESIDE_HELD_SMS[-1][1]
+
 
 def bus_factor(op: str, n: int) -> float:
     """Bytes each GPU sends per byte of the per-rank buffer (nccl-tests' busbw / algbw)."""

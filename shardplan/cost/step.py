@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from shardplan.cost.axis import AxisTimes
 from shardplan.cost.calibration import Calibration, rates_for
+from shardplan.cost.collectives import overlap_slowdown
 from shardplan.cost.compute import (
     column_parallel_gemms_s,
     fsdp2_copy_s,
@@ -48,7 +50,7 @@ def _tp_passes(training: Training) -> float:
 
 
 def _tp_layer_s(
-    training: Training, sp: bool, time_of: Callable[[str], float], col: tuple[float, ...]
+    training: Training, sp: bool, time_of: Callable[[str], float], col: tuple[float, ...], lost: float
 ) -> tuple[float, float, float]:
     """One block's TP collectives, seconds: (forward, backward exposed, backward in all), `time_of(op)`
     timing one collective on the stage's TP groups. Forward: an all-reduce after each row-parallel GEMM
@@ -58,16 +60,19 @@ def _tp_layer_s(
     and, under SP, the row-parallel outputs' gradients all-gathered. With `tp_async_backward`
     (Megatron's LinearWithGradAccumulationAndAsyncCommunication) the re-gather runs under the
     input-gradient GEMM and the reduction under the weight-gradient GEMM of the same linear (`col`:
-    each column-parallel GEMM's time; both gradient GEMMs take as long)."""
+    each column-parallel GEMM's time; both gradient GEMMs take as long), which lose `lost` of the
+    time they run beside it (`overlap_slowdown`)."""
     if sp:
         ag, rs = time_of("all_gather"), time_of("reduce_scatter")
         forward, moved = 2 * (ag + rs), 4 * ag + 2 * rs
         exposed = sum(max(0.0, ag - g) + max(0.0, rs - g) for g in col) + 2 * ag
+        hidden = sum(min(ag, g) + min(rs, g) for g in col)
     else:
         ar = time_of("all_reduce")
         forward = moved = 2 * ar
         exposed = sum(max(0.0, ar - g) for g in col)
-    return forward, exposed if training.tp_async_backward else moved, moved
+        hidden = sum(min(ar, g) for g in col)
+    return forward, exposed + lost * hidden if training.tp_async_backward else moved, moved
 
 
 def _pipeline_split(training: Training, tp: int) -> int:
@@ -142,9 +147,9 @@ def step_cost(
         if tp > 1:
             size = tokens * model.hidden_size * 2  # bf16 activations, the full (gathered) buffer
             col = column_parallel_gemms_s(model, tokens, tp, rates)
-            forward, backward, moved = _tp_layer_s(
-                training, sp, lambda op, p=p, size=size: tp_axis.time_s(op, p, size), col
-            )
+            time_of = partial(tp_axis.time_s, stage=p, size_bytes=size)
+            lost = overlap_slowdown(tp_axis.link_class(p))
+            forward, backward, moved = _tp_layer_s(training, sp, time_of, col, lost)
             forward_passes = _tp_passes(training) - 1  # 1, plus what recompute runs again
             tp_s = layers[p] * (forward * forward_passes + backward)
             moved_s = layers[p] * (forward * forward_passes + moved)
@@ -190,22 +195,26 @@ def step_cost(
         else:
             sync, gather = dp_axis.time_s("all_reduce", bottleneck, grad_bytes), 0.0
         link = dp_axis.link_class(bottleneck)
+        lost = overlap_slowdown(link)
         if training.zero_stage == 3:
             # FSDP / ZeRO-3 gathers and reduces one transformer block at a time (its wrapping unit), so
             # each micro-batch runs a gather (forward), a gather and a reduce-scatter (backward) per
-            # block, each paying the collective's latency; they overlap that micro-batch's compute.
+            # block, each paying the collective's latency; they overlap that micro-batch's compute,
+            # which loses `overlap_slowdown` of the time they run beside it.
             blocks = max(layers[bottleneck], 1)
             gather_block = dp_axis.time_s("all_gather", bottleneck, params_local * 2 / blocks)
             sync_block = dp_axis.time_s("reduce_scatter", bottleneck, grad_bytes / blocks)
             per_micro_comm = blocks * (2 * gather_block + sync_block)
-            fsdp_s = num_micro * max(0.0, per_micro_comm - per_micro)
+            fsdp_s = num_micro * (max(0.0, per_micro_comm - per_micro) + lost * min(per_micro_comm, per_micro))
             comm[link] += num_micro * per_micro_comm
         else:
             # Gradient sync overlaps the backward of the last micro-batch; the weight gather (ZeRO 1/2)
-            # follows the optimizer step, or runs under the next step's first forward.
+            # follows the optimizer step, or runs under the next step's first forward. The compute
+            # beside them loses `overlap_slowdown` of the time they overlap it.
             last_backward = per_micro * 2 / 3
             hidden = stage_forward[bottleneck] if training.overlap_param_gather else 0.0
             dp_s = max(0.0, sync - last_backward) + max(0.0, gather - hidden)
+            dp_s += lost * (min(sync, last_backward) + min(gather, hidden))
             comm[link] += sync + gather
     if fsdp2:  # its copies in and out of the collective buffers run on the compute stream, at any DP degree
         fsdp_s += num_micro * fsdp2_copy_s(params_local, dp, rates)

@@ -1,0 +1,122 @@
+"""How much a kernel that holds a few SMs slows the GEMMs, attention and memory-bound ops running
+beside it: what an NCCL collective overlapped with compute costs that compute.
+
+NCCL runs one CTA per channel for the whole of a collective (16 channels on 8x H100 with NCCL 2.22:
+"16 coll channels, 16 nvls channels" in ../shared/fixtures/nccl-log/nccl-debug-topo-graph-h100-2node-
+gcp-a3-socket-partial-1.txt). On one GPU a collective has no peer, so a stand-in holds the SMs: a
+Triton kernel with one program per channel that copies HBM to HBM (a ring step reads its send buffer,
+and the peer's writes land in this GPU's memory). Each op runs alone, then while the stand-in runs
+on another stream with 8, 16, 24 and 32 programs; the ratio is the op's speed beside it.
+
+    python benchmarks/overlap_interference.py [OUT.json]
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+PROGRAMS = (8, 16, 24, 32)
+BLOCK = 4096
+
+
+@triton.jit
+def _hold(src, dst, per_program, rounds, BLOCK: tl.constexpr):
+    base = tl.program_id(0) * per_program
+    for _ in range(rounds):
+        for start in range(0, per_program, BLOCK):
+            idx = base + start + tl.arange(0, BLOCK)
+            tl.store(dst + idx, tl.load(src + idx))
+
+
+def _loop_s(fn: Callable[[], object], reps: int, stream: torch.cuda.Stream) -> float:
+    """Seconds per call of `fn`, `reps` calls back to back on `stream`."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    with torch.cuda.stream(stream):
+        start.record(stream)
+        for _ in range(reps):
+            fn()
+        end.record(stream)
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / 1e3 / reps
+
+
+def main() -> None:
+    device = torch.device("cuda")
+    compute, side = torch.cuda.Stream(), torch.cuda.Stream()
+    src = torch.randn(2**28, device=device, dtype=torch.bfloat16)  # 512 MiB each way
+    dst = torch.empty_like(src)
+
+    def hold(programs: int, rounds: int) -> None:
+        with torch.cuda.stream(side):
+            _hold[(programs,)](src, dst, src.numel() // programs // BLOCK * BLOCK, rounds, BLOCK=BLOCK, num_warps=16)
+
+    def holder_s(programs: int) -> float:  # seconds per round alone
+        hold(programs, 2)  # compiles (Triton specialises an argument of 1: none is passed)
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record(side)
+        hold(programs, 4)
+        end.record(side)
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1e3 / 4
+
+    ops: dict[str, Callable[[], object]] = {}
+    for m, n, k, what in (
+        (4096, 15360, 5120, "MPT-13B QKV, 4,096 tokens"),
+        (4096, 20480, 5120, "MPT-13B MLP up, 4,096 tokens"),
+        (4096, 5120, 20480, "MPT-13B MLP down, 4,096 tokens"),
+        (16384, 14336, 4096, "Llama-3-8B MLP up, 16,384 tokens"),
+        (2048, 4096, 4096, "4,096 square, 2,048 tokens"),
+        (8192, 8192, 8192, "8,192 cube"),
+    ):
+        a = torch.randn(m, k, device=device, dtype=torch.bfloat16)
+        w = torch.randn(n, k, device=device, dtype=torch.bfloat16)
+        ops[f"gemm {m}x{n}x{k} ({what})"] = lambda a=a, w=w: F.linear(a, w)
+    q, kk, v = (torch.randn(2, 40, 2048, 128, device=device, dtype=torch.bfloat16) for _ in range(3))
+    ops["flash attention forward b2 h40 s2048 d128"] = lambda: F.scaled_dot_product_attention(q, kk, v, is_causal=True)
+    x, y = (torch.randn(2**27, device=device, dtype=torch.bfloat16) for _ in range(2))
+    ops["add 128M bf16"] = lambda: torch.add(x, y)
+    h = torch.randn(4096 * 4, 5120, device=device, dtype=torch.bfloat16)
+    ops["layer norm 16,384 x 5,120"] = lambda: F.layer_norm(h, (5120,))
+
+    per_round = {p: holder_s(p) for p in PROGRAMS}
+    result: dict[str, object] = {
+        "gpu": torch.cuda.get_device_name(device),
+        "sms": torch.cuda.get_device_properties(device).multi_processor_count,
+        "holder_gbps": {p: 2 * src.numel() * 2 / s / 1e9 for p, s in per_round.items()},
+        "ops": {},
+    }
+    for name, fn in ops.items():
+        for _ in range(3):
+            fn()
+        reps = max(5, int(0.2 / max(_loop_s(fn, 3, compute), 1e-6)))  # about 0.2 s a loop
+        alone = statistics.median(_loop_s(fn, reps, compute) for _ in range(3))
+        beside = {}
+        for p in PROGRAMS:
+            runs = []
+            for _ in range(3):
+                hold(p, max(2, int(1.5 * alone * reps / per_round[p]) + 1))  # outlasts the loop
+                runs.append(_loop_s(fn, reps, compute))
+            beside[p] = alone / statistics.median(runs)
+        result["ops"][name] = {"alone_s": alone, "speed_beside": beside}
+        print(name, f"{alone * 1e3:.3f} ms", {p: round(r, 3) for p, r in beside.items()}, flush=True)
+    ratios = {p: statistics.median(o["speed_beside"][p] for o in result["ops"].values()) for p in PROGRAMS}
+    result["median_speed_beside"] = ratios
+    result["sm_share_left"] = {p: 1 - p / result["sms"] for p in PROGRAMS}
+    text = json.dumps(result, indent=1)
+    print(text)
+    if len(sys.argv) > 1:
+        with open(sys.argv[1], "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
