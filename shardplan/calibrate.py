@@ -8,8 +8,9 @@ of several repeats, on random data:
 - bf16 GEMMs with the shapes tensor parallelism produces (forward, data- and weight-gradient
   layouts of a transformer block's four projections, for several model widths, token counts and TP
   degrees);
-- causal flash/SDPA attention, forward and backward: SDPA's own pick of kernel, and SDPA held to its
-  FlashAttention-2 backend (the kernel older attention implementations are rated against);
+- causal flash/SDPA attention, forward and backward, at 16,384 tokens for sequences of 512 to 16,384
+  (the cost model reads the rate at a block's sequence length): SDPA's own pick of kernel, and SDPA
+  held to its FlashAttention-2 backend (the kernel older attention implementations are rated against);
 - memory-bound work as the standard PyTorch ops do it, forward + backward: RMSNorm, rotary
   embedding, SwiGLU, residual add, fp32 cross-entropy; each as the bytes the cost model counts for
   it over the measured time (so eager-mode overheads are in the rate); on a GPU the first four again
@@ -48,7 +49,9 @@ from shardplan.cost.calibration import ATTN_BWD_FLOPS_OVER_FWD, elementwise_byte
 WIDTHS = ((2048, 2048, 512, 8192), (4096, 4096, 1024, 14336), (8192, 8192, 1024, 28672))
 TOKENS = (2048, 8192)
 TP = (1, 2, 4, 8)
-ATTENTION = ((1, 16, 2048), (4, 32, 4096), (1, 64, 8192), (2, 8, 8192))  # batch, heads, sequence; head_dim 128
+# batch, heads, sequence (head_dim 128): 16,384 tokens at every sequence length, as the FlashAttention
+# papers measure it; the cost model reads the rate at a block's sequence length off this sweep
+ATTENTION = tuple((16384 // s, 16, s) for s in (512, 1024, 2048, 4096, 8192, 16384))
 QUICK = {"widths": ((256, 256, 128, 512),), "tokens": (128,), "tp": (1, 2), "attention": ((1, 2, 128),)}
 
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 
 import pytest
 
 from shardplan import Plan, Training, estimate, load_model, load_topology
-from shardplan.cost.calibration import rates_for
+from shardplan.cost.calibration import at_seq, rates_for
 from shardplan.cost.collectives import SPEED_BESIDE_HELD_SMS, overlap_slowdown
-from shardplan.cost.compute import MISALIGNED_PEAK_SHARE, gemm_s
+from shardplan.cost.compute import MISALIGNED_PEAK_SHARE, _block_times, gemm_s
 from shardplan.cost.memory import state_bytes
 from shardplan.errors import PlanError
 
@@ -276,20 +277,38 @@ def test_triton_2022_attention_runs_at_flash2_rates_over_the_published_ratios():
     assert plans["triton"].memory_per_gpu_bytes == plans["flash"].memory_per_gpu_bytes  # no s x s either
     rates, model = rates_for("h100-sxm"), load_model("llama2-7b")
     flops = 32768 * 2 * 32768 * model.num_heads * model.head_dim * model.num_layers  # causal, one sequence
-    extra = flops * (1.4 / rates.flash2_flops - 1 / rates.attention_flops) + 2.5 * flops * (
-        2.0 / rates.flash2_bwd_flops - 1 / rates.attention_bwd_flops
+    fwd, bwd, flash2_fwd, flash2_bwd = (
+        at_seq(r, 32768)  # longer than measured: the 16,384-token rates
+        for r in (rates.attention_flops, rates.attention_bwd_flops, rates.flash2_flops, rates.flash2_bwd_flops)
     )
+    extra = flops * (1.4 / flash2_fwd - 1 / fwd) + 2.5 * flops * (2.0 / flash2_bwd - 1 / bwd)
     gained = plans["triton"].breakdown["compute"] - plans["flash"].breakdown["compute"]
     assert gained == pytest.approx(extra, rel=1e-6)
-    # on the H100 FlashAttention-2 (Ampere instructions) trails SDPA's own pick (cuDNN)
-    assert rates.flash2_flops < 0.7 * rates.attention_flops
+    # on the H100 FlashAttention-2 (Ampere instructions) trails SDPA's own pick (cuDNN) at every length
+    assert all(rates.flash2_flops[s] < 0.7 * rates.attention_flops[s] for s in rates.attention_flops)
+
+
+def test_attention_rate_follows_the_sequence_length_it_was_measured_at():
+    """calibrate measures attention at 16,384 tokens for sequences of 512 to 16,384 (FlashAttention's
+    benchmark shape): shorter sequences give each tile less work. Between two measured lengths the
+    rate is read linearly in log2 of the length (benchmarks/results/h100-attention-seq)."""
+    rates = rates_for("h100-sxm")
+    table = rates.attention_flops
+    assert sorted(table) == [512, 1024, 2048, 4096, 8192, 16384]
+    assert table[512] < 0.5 * table[16384]
+    assert at_seq(table, 3072) == pytest.approx(table[2048] + (table[4096] - table[2048]) * math.log2(1.5))
+    assert at_seq(table, 256) == table[512] and at_seq(table, 65536) == table[16384]
+    # 8,192 tokens in 16 sequences of 512 or one of 8,192: 1/16 of the attention FLOPs, at its own rate
+    model = load_model("llama3-8b")
+    short, long = (_block_times(model, 8192, s, 1, False, rates)[1] for s in (512, 8192))
+    assert short / long == pytest.approx(512 / 8192 * table[8192] / table[512])
 
 
 def test_flash2_rate_on_gpus_without_a_calibration_follows_their_architecture():
     h100, a100, h200 = rates_for("h100-sxm"), rates_for("a100-sxm-80gb"), rates_for("h200-sxm")
     ratio = 312.0 / 989.4  # datasheet BF16 dense peaks
     # Ampere: FlashAttention-2 is SDPA's own pick, at the H100's best-kernel share of the peak
-    assert a100.flash2_flops == pytest.approx(h100.attention_flops * ratio)
+    assert a100.flash2_flops == pytest.approx({s: r * ratio for s, r in h100.attention_flops.items()})
     assert a100.flash2_flops == pytest.approx(a100.attention_flops)
     # Hopper (same peak): FlashAttention-2 at its share measured on the H100
     assert h200.flash2_bwd_flops == pytest.approx(h100.flash2_bwd_flops)

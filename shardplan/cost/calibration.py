@@ -5,7 +5,9 @@ fraction (a labelled assumption)."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import statistics
 from functools import cache
 from importlib import resources
@@ -100,10 +102,16 @@ class Rates(BaseModel):
 
     gemm_peak_flops: float = Field(description="Sustained bf16 GEMM FLOP/s for large shapes.")
     gemm_overhead_s: float = Field(description="Fixed time per GEMM (launch, wave tail).")
-    attention_flops: float = Field(description="Causal attention forward FLOP/s (flash / SDPA).")
-    attention_bwd_flops: float = Field(description="Causal attention backward FLOP/s.")
-    flash2_flops: float = Field(description="Causal attention forward FLOP/s of the FlashAttention-2 kernels.")
-    flash2_bwd_flops: float = Field(description="Causal attention backward FLOP/s of the FlashAttention-2 kernels.")
+    attention_flops: dict[int, float] = Field(
+        description="Causal attention forward FLOP/s (flash / SDPA) by sequence length (`at_seq` reads it)."
+    )
+    attention_bwd_flops: dict[int, float] = Field(description="Causal attention backward FLOP/s by sequence length.")
+    flash2_flops: dict[int, float] = Field(
+        description="Causal attention forward FLOP/s of the FlashAttention-2 kernels by sequence length."
+    )
+    flash2_bwd_flops: dict[int, float] = Field(
+        description="Causal attention backward FLOP/s of the FlashAttention-2 kernels by sequence length."
+    )
     hbm_bytes_per_s: float = Field(description="Achievable memory traffic (read + write), bytes/s.")
     elementwise_bytes_per_s: dict[str, float] = Field(description="Rate of each memory-bound op (ELEMENTWISE_OPS).")
     elementwise_compiled_bytes_per_s: dict[str, float] = Field(
@@ -165,8 +173,8 @@ def _rates_from_json(text: str) -> Rates:
     cal = Calibration.model_validate_json(text)
     peak, overhead = _fit_gemm(cal)
     hbm = cal.d2d_rw_gbps * 1e9
-    attention = _median_tflops(cal.sdpa_causal_tflops) * 1e12
-    backward = _median_tflops(cal.sdpa_causal_backward_tflops or cal.sdpa_causal_tflops) * 1e12
+    attention = _by_seq(cal.sdpa_causal_tflops)
+    backward = _by_seq(cal.sdpa_causal_backward_tflops or cal.sdpa_causal_tflops)
     eager = {op: cal.elementwise_gbps.get(op, cal.d2d_rw_gbps) * 1e9 for op in ELEMENTWISE_OPS}
     compiled = {op: cal.elementwise_compiled_gbps.get(op, 0) * 1e9 or eager[op] for op in eager}
     return Rates(
@@ -176,8 +184,8 @@ def _rates_from_json(text: str) -> Rates:
         attention_bwd_flops=backward,
         # where FlashAttention-2 was not measured apart, SDPA's own pick stands in (on Ampere and Ada
         # that pick is FlashAttention-2: PyTorch's SDPA tries its flash backend first)
-        flash2_flops=_median_tflops(cal.flash2_causal_tflops) * 1e12 or attention,
-        flash2_bwd_flops=_median_tflops(cal.flash2_causal_backward_tflops) * 1e12 or backward,
+        flash2_flops=_by_seq(cal.flash2_causal_tflops) or attention,
+        flash2_bwd_flops=_by_seq(cal.flash2_causal_backward_tflops) or backward,
         hbm_bytes_per_s=hbm,
         elementwise_bytes_per_s=eager,
         elementwise_compiled_bytes_per_s=compiled,
@@ -189,8 +197,29 @@ def _rates_from_json(text: str) -> Rates:
     )
 
 
-def _median_tflops(by_shape: dict[str, float]) -> float:
-    return statistics.median(by_shape.values()) if by_shape else 0.0
+def _by_seq(by_shape: dict[str, float]) -> dict[int, float]:
+    """FLOP/s by sequence length from TFLOP/s by shape ("b{batch}_h{heads}_s{seq}_d{head_dim}"), the
+    median where shapes share a length. Shapes of fewer than 2^17 tokens x heads are left out where
+    larger ones were measured (calibrate's sweep has 2^18 at every length): too little work to fill
+    the GPU, their rate tells the launch rather than the sequence length."""
+    shapes = {tuple(int(part[1:]) for part in shape.split("_")): tflops for shape, tflops in by_shape.items()}
+    large = {shape: tflops for shape, tflops in shapes.items() if shape[0] * shape[1] * shape[2] >= 2**17}
+    seqs: dict[int, list[float]] = {}
+    for (_, _, seq, _), tflops in (large or shapes).items():
+        seqs.setdefault(seq, []).append(tflops * 1e12)
+    return {seq: statistics.median(v) for seq, v in sorted(seqs.items())}
+
+
+def at_seq(by_seq: dict[int, float], seq_len: int) -> float:
+    """A rate measured at some sequence lengths, at `seq_len`: linear in log2 of the length between
+    the two measured around it; the nearest measured one outside them."""
+    points = sorted(by_seq.items())
+    if seq_len <= points[0][0]:
+        return points[0][1]
+    for (s0, r0), (s1, r1) in itertools.pairwise(points):
+        if seq_len <= s1:
+            return r0 + (r1 - r0) * math.log2(seq_len / s0) / math.log2(s1 / s0)
+    return points[-1][1]
 
 
 def rates_for(gpu: str, calibration: Calibration | None = None) -> Rates:
@@ -214,10 +243,10 @@ def rates_for(gpu: str, calibration: Calibration | None = None) -> Rates:
     return Rates(
         gemm_peak_flops=ref.gemm_peak_flops * compute,
         gemm_overhead_s=ref.gemm_overhead_s,
-        attention_flops=ref.attention_flops * compute,
-        attention_bwd_flops=ref.attention_bwd_flops * compute,
-        flash2_flops=flash2[0] * compute,
-        flash2_bwd_flops=flash2[1] * compute,
+        attention_flops={s: r * compute for s, r in ref.attention_flops.items()},
+        attention_bwd_flops={s: r * compute for s, r in ref.attention_bwd_flops.items()},
+        flash2_flops={s: r * compute for s, r in flash2[0].items()},
+        flash2_bwd_flops={s: r * compute for s, r in flash2[1].items()},
         hbm_bytes_per_s=ref.hbm_bytes_per_s * memory,
         elementwise_bytes_per_s={op: rate * memory for op, rate in ref.elementwise_bytes_per_s.items()},
         elementwise_compiled_bytes_per_s={

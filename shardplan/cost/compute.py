@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shardplan.cost.calibration import ATTN_BWD_FLOPS_OVER_FWD, Rates, elementwise_bytes_per_token
+from shardplan.cost.calibration import ATTN_BWD_FLOPS_OVER_FWD, Rates, at_seq, elementwise_bytes_per_token
 from shardplan.model.schema import ModelSpec
 from shardplan.training import Training
 
@@ -142,11 +142,12 @@ def _block_times(
         attn_fwd = bmm + scores * (4 + 5 * drop) / rates.hbm_bytes_per_s
         attn_bwd = 2 * bmm + scores * (6 + 5 * drop) / rates.hbm_bytes_per_s
     elif attention == "triton":
-        attn_fwd = attn_flops * TRITON_2022_SLOWER[0] / rates.flash2_flops
-        attn_bwd = attn_flops * ATTN_BWD_FLOPS_OVER_FWD * TRITON_2022_SLOWER[1] / rates.flash2_bwd_flops
+        slower_fwd, slower_bwd = TRITON_2022_SLOWER
+        attn_fwd = attn_flops * slower_fwd / at_seq(rates.flash2_flops, seq_len)
+        attn_bwd = attn_flops * ATTN_BWD_FLOPS_OVER_FWD * slower_bwd / at_seq(rates.flash2_bwd_flops, seq_len)
     else:
-        attn_fwd = attn_flops / rates.attention_flops
-        attn_bwd = attn_flops * ATTN_BWD_FLOPS_OVER_FWD / rates.attention_bwd_flops
+        attn_fwd = attn_flops / at_seq(rates.attention_flops, seq_len)
+        attn_bwd = attn_flops * ATTN_BWD_FLOPS_OVER_FWD / at_seq(rates.attention_bwd_flops, seq_len)
     return gemms, attn_fwd, attn_bwd, memory
 
 
