@@ -8,9 +8,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import numpy as np
-
-from shardplan.cost.axis import AxisTimes
 from shardplan.cost.calibration import Calibration, rates_for
 from shardplan.cost.collectives import overlap_slowdown
 from shardplan.cost.compute import (
@@ -120,6 +117,10 @@ def step_cost(
     tokens = micro_batch * training.seq_len
     layers = tuple(layers_per_stage) if layers_per_stage else split_layers(model.num_layers, pp)
     comm: dict[str, float] = {"nvlink": 0.0, "pcie": 0.0, "net": 0.0}
+
+    import numpy as np  # here, not at start-up: `shardplan topo` never costs a layout
+
+    from shardplan.cost.axis import AxisTimes
 
     memo = {} if memo is None else memo
     grid = np.asarray(layout, dtype=np.int64)
