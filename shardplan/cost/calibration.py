@@ -9,7 +9,7 @@ import itertools
 import json
 import math
 import statistics
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
 
@@ -93,6 +93,12 @@ class Calibration(BaseModel):
         {}, description="Host seconds of eager forward/backward per block and fixed (calibrate.measure_host)."
     )
 
+    @cached_property
+    def rates(self) -> Rates:
+        """The cost model's rates from these measurements, worked out once per file read (the same
+        measurements read twice share them too)."""
+        return _rates_from_json(self.model_dump_json(by_alias=True))
+
 
 class Rates(BaseModel):
     """What the cost model uses: GEMM time = flops / gemm_peak_flops + gemm_overhead_s; memory-bound
@@ -165,7 +171,7 @@ def shipped_calibration(gpu: str) -> Calibration | None:
 
 
 def _rates_from(cal: Calibration) -> Rates:
-    return _rates_from_json(cal.model_dump_json(by_alias=True))
+    return cal.rates
 
 
 @cache
