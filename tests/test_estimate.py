@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from shardplan import Plan, Training, estimate, load_model, load_topology
-from shardplan.cost.calibration import at_seq, rates_for
+from shardplan.cost.calibration import at_seq, rates_for, shipped_calibration
 from shardplan.cost.collectives import SPEED_BESIDE_HELD_SMS, overlap_slowdown
 from shardplan.cost.compute import MISALIGNED_PEAK_SHARE, _block_times, gemm_s
 from shardplan.cost.memory import state_bytes
@@ -302,6 +302,13 @@ def test_attention_rate_follows_the_sequence_length_it_was_measured_at():
     model = load_model("llama3-8b")
     short, long = (_block_times(model, 8192, s, 1, False, rates)[1] for s in (512, 8192))
     assert short / long == pytest.approx(512 / 8192 * table[8192] / table[512])
+
+
+def test_rates_are_kept_per_calibration_and_follow_a_modified_copy():
+    cal = shipped_calibration("h100-sxm")
+    assert rates_for("h100-sxm", cal) is rates_for("h100-sxm")  # worked out once
+    slow = cal.model_copy(update={"d2d_rw_gbps": 1.0})
+    assert rates_for("h100-sxm", slow).hbm_bytes_per_s == 1e9 < rates_for("h100-sxm").hbm_bytes_per_s
 
 
 def test_flash2_rate_on_gpus_without_a_calibration_follows_their_architecture():

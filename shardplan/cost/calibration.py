@@ -9,7 +9,7 @@ import itertools
 import json
 import math
 import statistics
-from functools import cache, cached_property
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -93,12 +93,6 @@ class Calibration(BaseModel):
         {}, description="Host seconds of eager forward/backward per block and fixed (calibrate.measure_host)."
     )
 
-    @cached_property
-    def rates(self) -> Rates:
-        """The cost model's rates from these measurements, worked out once per file read (the same
-        measurements read twice share them too)."""
-        return _rates_from_json(self.model_dump_json(by_alias=True))
-
 
 class Rates(BaseModel):
     """What the cost model uses: GEMM time = flops / gemm_peak_flops + gemm_overhead_s; memory-bound
@@ -170,8 +164,18 @@ def shipped_calibration(gpu: str) -> Calibration | None:
     return Calibration.model_validate(json.loads(file.read_text())) if file.is_file() else None
 
 
+_RATES_OF: dict[int, tuple[Calibration, Rates]] = {}  # id -> the calibration (kept, so the id stays its) and its rates
+
+
 def _rates_from(cal: Calibration) -> Rates:
-    return cal.rates
+    """`cal`'s rates, worked out once per calibration object: the search asks for them per layout,
+    and serialising the file to find them in `_rates_from_json`'s cache took longer than costing."""
+    hit = _RATES_OF.get(id(cal))
+    if hit is None:
+        if len(_RATES_OF) >= 64:
+            _RATES_OF.clear()
+        hit = _RATES_OF[id(cal)] = (cal, _rates_from_json(cal.model_dump_json(by_alias=True)))
+    return hit[1]
 
 
 @cache
