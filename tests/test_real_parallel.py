@@ -74,7 +74,8 @@ def test_layouts_train_the_same_model_under_torchrun(tmp_path: Path) -> None:
     pick = {c["label"]: i for i, c in enumerate(cases) if c["label"] in LAYOUTS}
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "4", "benchmarks/real_parallel.py"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4"]  # a free port
+    cmd += ["benchmarks/real_parallel.py"]
     cmd += ["run", str(path), "--case", *map(str, pick.values()), "--out", str(out), "--device", "cpu"]
     cmd += ["--init-std", "0.5", "--lr", "1e-2", "--steps", "2", "--warmup", "1"]
     run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
