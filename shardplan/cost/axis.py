@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any
 
 import numpy as np
@@ -132,14 +132,15 @@ class AxisTimes:
         # (group, node) pairs, group-major
         pairs = np.flatnonzero(run_start)
         pair_group, pair_node = pairs // k, sorted_nodes.ravel()[pairs]
-        by_node = np.argsort(pair_node, kind="stable")
+        by_node = np.argsort(_narrow(pair_node, self.topology.num_nodes), kind="stable")
         node_ptr = np.searchsorted(pair_node[by_node], np.arange(self.topology.num_nodes + 1))
         node_groups = pair_group[by_node]
 
         if self.relabel:
             locals_sorted = np.take_along_axis(local_of[flat], order, axis=1).astype(np.uint64)
             mask = np.bitwise_or.reduceat((np.uint64(1) << locals_sorted).ravel(), pairs)
-            company = _company_by_node(self.memo, pair_node, mask, self.topology.num_nodes)
+            masks = 2 ** int(local_of.max() + 1)
+            company = _company_by_node(self.memo, pair_node, mask, self.topology.num_nodes, masks)
             rank = np.take_along_axis(np.cumsum(is_first, axis=1) - 1, first_pos, axis=1)
             where = [rank, local_of[flat]]
         else:
@@ -160,11 +161,13 @@ def _gpu_arrays(topology: Topology, memo: dict[Hashable, Any]) -> tuple[np.ndarr
     return memo[key]
 
 
-def _company_by_node(memo: dict[Hashable, Any], pair_node: np.ndarray, mask: np.ndarray, num_nodes: int) -> np.ndarray:
-    """An id per node of what the axis's groups do there: the multiset of bit masks of the GPUs each
-    holds there, interned in `memo`. (Whether a group leaves the node follows: its GPUs there are
-    fewer than the group's size.)"""
-    order = np.lexsort((mask, pair_node))
+def _company_by_node(
+    memo: dict[Hashable, Any], pair_node: np.ndarray, mask: np.ndarray, num_nodes: int, masks: int
+) -> np.ndarray:
+    """An id per node of what the axis's groups do there: the multiset of bit masks (each below
+    `masks`) of the GPUs each holds there, interned in `memo`. (Whether a group leaves the node
+    follows: its GPUs there are fewer than the group's size.)"""
+    order = np.lexsort((_narrow(mask, masks), _narrow(pair_node, num_nodes)))
     node = pair_node[order]
     ptr = np.searchsorted(node, np.arange(num_nodes + 1))
     table = np.zeros((num_nodes, int(np.diff(ptr).max())), dtype=np.uint64)  # no group holds no GPU
@@ -174,10 +177,20 @@ def _company_by_node(memo: dict[Hashable, Any], pair_node: np.ndarray, mask: np.
     return ids[inverse]
 
 
+def _narrow(values: np.ndarray, bound: int) -> np.ndarray:
+    """`values` (all below `bound`) as 16-bit integers where they fit: numpy sorts those by radix,
+    ten times faster than 64-bit ones."""
+    return values.astype(np.uint16) if bound <= 2**16 else values
+
+
 def _row_hashes(rows: np.ndarray) -> np.ndarray:
     """A 64-bit hash of each row (random odd weights, fixed seed): equal rows hash alike."""
-    weights = np.random.default_rng(rows.shape[1]).integers(0, 2**63, size=rows.shape[1], dtype=np.uint64) * 2 + 1
-    return rows.astype(np.uint64) @ weights
+    return rows.astype(np.uint64) @ _hash_weights(rows.shape[1])
+
+
+@cache
+def _hash_weights(width: int) -> np.ndarray:
+    return np.random.default_rng(width).integers(0, 2**63, size=width, dtype=np.uint64) * 2 + 1
 
 
 def _distinct_rows(rows: np.ndarray, hashes: np.ndarray, *, inverse: bool = False) -> Any:
