@@ -74,6 +74,12 @@ def test_compute_beside_a_collective_loses_the_sms_nccl_holds():
     overlapped = min(comm, compute)
     assert overlapped > 0.05 * compute
     assert plan.breakdown["fsdp"] == pytest.approx(comm - overlapped + overlap_slowdown("nvlink") * overlapped)
+    # DDP: the gradient all-reduce under the last micro-batch's backward (2/3 of its compute)
+    ddp = estimate("llama3-8b", "dgx-h100", train.model_copy(update={"zero_stage": 0}), tp=1, pp=1, dp=8)
+    sync, backward = ddp.comm_time_by_link["nvlink"], ddp.breakdown["compute"] / ddp.num_micro_batches * 2 / 3
+    hidden = min(sync, backward)
+    assert ddp.breakdown["dp"] == pytest.approx(sync - hidden + overlap_slowdown("nvlink") * hidden)
+    assert hidden > 0
 
 
 def test_dtensor_tp_adds_its_measured_host_time_in_eager_mode():
