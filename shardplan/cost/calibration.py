@@ -164,7 +164,8 @@ def shipped_calibration(gpu: str) -> Calibration | None:
     return Calibration.model_validate(json.loads(file.read_text())) if file.is_file() else None
 
 
-_RATES_OF: dict[int, tuple[Calibration, Rates]] = {}  # id -> the calibration (kept, so the id stays its) and its rates
+# id(calibration) -> (the calibration, held so that no other object takes its id; its rates)
+_RATES_OF: dict[int, tuple[Calibration, Rates]] = {}
 
 
 def _rates_from(cal: Calibration) -> Rates:
