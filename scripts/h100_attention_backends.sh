@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Causal attention forward/backward TFLOP/s on this GPU for each SDPA backend (PyTorch's own pick,
-# FlashAttention-2, cuDNN, memory-efficient), with the shapes `shardplan calibrate` uses.
-# Results: $OUT/attention_backends.json (default benchmarks/results/h100-attention).
+# FlashAttention-2, cuDNN, memory-efficient), with the shapes `shardplan calibrate` uses (since
+# 2026-11-25 the sequence sweep at 16,384 tokens; benchmarks/results/h100-attention holds a run with
+# the four shapes it used before).
+# Results: $OUT/attention_backends.json (default benchmarks/results/h100-attention-seq).
 set -uo pipefail
-OUT=${OUT:-benchmarks/results/h100-attention}
+OUT=${OUT:-benchmarks/results/h100-attention-seq}
 mkdir -p "$OUT"
 source scripts/wheels.sh
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv > "$OUT/nvidia-smi.csv"

@@ -245,8 +245,8 @@ def rates_for(gpu: str, calibration: Calibration | None = None) -> Rates:
     ref, ref_spec, spec = _rates_from(ref_cal), gpu_model(REFERENCE_GPU), gpu_model(gpu)
     compute = spec.bf16_dense_tflops / ref_spec.bf16_dense_tflops
     # FlashAttention-2 uses Ampere's tensor-core instructions: on Hopper and Blackwell it reaches a
-    # smaller share of the peak than the best kernel (measured on the H100: benchmarks/results/
-    # h100-attention), on older GPUs it is the best kernel (SDPA's own pick)
+    # smaller share of the peak than the best kernel (measured on the H100 at every sequence length:
+    # benchmarks/results/h100-attention-seq), on older GPUs it is the best kernel (SDPA's own pick)
     flash2 = ref.flash2_flops, ref.flash2_bwd_flops
     if spec.architecture not in ASYNC_MMA_ARCHITECTURES:
         flash2 = ref.attention_flops, ref.attention_bwd_flops
