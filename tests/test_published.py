@@ -49,6 +49,15 @@ def test_published_subset_within_bounds() -> None:
     assert statistics.mean(abs(r.error) for r in used) <= 0.10
 
 
+def test_every_usable_row_on_the_mean_within_10_percent() -> None:
+    """All 264 rows the harness estimates (every file, DeepSpeed ZeRO-3 of 2021 included): mean |error|
+    8.5% on 2026-11-25. Nine rows are beyond 25% (issue 5's notes say which and why): not asserted."""
+    vp = _harness()
+    used = [r for r in (vp.evaluate(name, row) for name, row in vp.usable_rows()) if r.error is not None]
+    assert len(used) >= 260
+    assert statistics.mean(abs(r.error) for r in used) <= 0.10
+
+
 def test_every_validation_file_is_estimated_or_says_why_not() -> None:
     vp = _harness()
     files = {p.name for p in DATA.glob("*.csv")}
