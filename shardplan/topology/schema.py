@@ -186,8 +186,7 @@ class Topology(_Frozen):
     def nodes_interchangeable(self) -> bool:
         """Identical nodes whose NVLink fabrics stay inside the node (no NVL72-style domain across
         nodes): renumbering the nodes changes no link, so no collective's time."""
-        node_of = [g.node for g in self.gpus]
-        local = all(len({node_of[g] for g in d.gpus}) == 1 for d in self.nvswitch_domains)
+        local = all(len({self.node_of[g] for g in d.gpus}) == 1 for d in self.nvswitch_domains)
         return local and self.identical_nodes
 
     # ----- the public queries -------------------------------------------------------------------
