@@ -144,6 +144,9 @@ def test_nvml_facts_recorded_on_real_h100():
     assert topo.gpus[0].model == "h100-sxm"
     assert topo.gpus[0].memory_bytes == 85520809984
     assert topo.gpus[0].pcie_gen == 5
+    # the topology the same run wrote out (with a network field since dropped) reads back as the same
+    written = Topology.from_json(json.dumps(facts["topology"]))
+    assert written == topo
 
 
 def test_nvml_facts_recorded_on_real_two_h200():

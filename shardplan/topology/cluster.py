@@ -129,9 +129,7 @@ def build(spec: TopologySpec, *, nodes: int = 1, gpu: str | None = None) -> Topo
         nvlinks=tuple(sorted(bundles, key=lambda b: (b.a, b.b))),
         nvswitch_domains=_merge_domains(domains, spec.nvlink_domain_nodes),
         nics=tuple(nics),
-        network=Network(
-            name=spec.network.name, gbit_per_nic=spec.network.gbit_per_nic, latency_us=spec.network.latency_us
-        ),
+        network=Network(name=spec.network.name, gbit_per_nic=spec.network.gbit_per_nic),
     )
 
 

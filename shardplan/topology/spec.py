@@ -122,9 +122,6 @@ class NetworkSpec(_Spec):
 
     name: str = Field("network", description="E.g. 'InfiniBand NDR'.")
     gbit_per_nic: float | None = Field(None, gt=0, description="Default NIC line rate, Gb/s.")
-    latency_us: float = Field(
-        5.0, gt=0, description="One-way latency, microseconds (assumption: typical IB/RoCE NCCL figure)."
-    )
 
 
 class TopologySpec(_Spec):
