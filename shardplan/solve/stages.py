@@ -1,15 +1,20 @@
-"""Layers onto pipeline stages with CP-SAT: the slowest stage as fast as it can be, every stage
-within memory.
+"""Layers onto pipeline stages: the slowest stage as fast as it can be, every stage within memory.
 
-Stage p holding n_p blocks takes T_p(n_p) seconds per micro-batch: GPU work a_p + n_p * b (a_p: the
-embedding on the first stage, the output head and loss on the last; b: one block), or the host's
-dispatch time where that is longer. T_p is convex and piecewise linear in n_p, so "slowest >= T_p"
-is exact as one line per segment, read off the cost model at every block count. Memory is
-m_p + n_p * c_p bytes (m_p: embedding, head, logits, framework; c_p: one block's states and the
-activations stage p keeps in flight), linear, read off at 0 and 1 blocks.
+Stage p holding k_p chunks (k_p blocks without interleaving) takes T_p(k_p) seconds per micro-batch:
+GPU work a_p + n_p * b (a_p: the embedding on the first stage, the output head and loss on the last;
+b: one block), or the host's dispatch time where that is longer; T_p never drops as blocks are added.
+Memory is m_p + n_p * c_p bytes (m_p: embedding, head, logits, framework; c_p: one block's states and
+the activations stage p keeps in flight), linear, read off at one and two chunks.
+
+A one-dimensional min-max split needs no solver: for a bound X on the slowest stage, stage p holds at
+most K_p(X) chunks (T_p and memory within bounds), and X is reachable when every K_p(X) >= 1 and they
+add up to the chunks there are. The least such X among the values the T_p take is the optimum, found
+by bisection; among its splits, the most even one (the fewest chunks on the fullest stage).
 """
 
 from __future__ import annotations
+
+import bisect
 
 from shardplan.cost.calibration import Rates
 from shardplan.cost.compute import stage_times
@@ -17,8 +22,8 @@ from shardplan.cost.memory import required_bytes, stage_memory
 from shardplan.model.schema import ModelSpec
 from shardplan.training import Training
 
-TIME_UNIT_S = 1e-6  # the solver counts microseconds
-MEMORY_UNIT = 2**20  # and MiB
+TIME_UNIT_S = 1e-6  # stage times compared in whole microseconds
+MEMORY_UNIT = 2**20  # and memory in MiB
 
 
 def balance_stages(
@@ -32,10 +37,9 @@ def balance_stages(
     micro_batch: int,
     virtual_stages: int,
     memory_bytes: float | None,
-    time_limit_s: float = 1.0,
 ) -> tuple[int, ...] | None:
     """Blocks per stage minimising the slowest stage's time, each stage within `memory_bytes`
-    (None: unbounded). None when no split fits.
+    (None: unbounded); among equally fast splits the most even. None when no split fits.
 
     >>> from shardplan import Training, load_model
     >>> from shardplan.cost.calibration import rates_for
@@ -44,8 +48,6 @@ def balance_stages(
     ...                memory_bytes=80e9)
     (8, 9, 9, 6)
     """
-    from ortools.sat.python import cp_model
-
     if pp == 1:
         return (model.num_layers,)
     layers = model.num_layers
@@ -55,37 +57,50 @@ def balance_stages(
     chunk = virtual_stages
     ends = chunk > 1 and layers % (pp * chunk) != 0
     off = [((p == 0) + (p == pp - 1)) * ends for p in range(pp)]
-    slots = layers + sum(off)
-    m = cp_model.CpModel()
-    k = [m.new_int_var(1, slots // chunk, f"chunks{p}") for p in range(pp)]
-    m.add(sum(k) * chunk == slots)
-    slowest = m.new_int_var(0, 10**12, "slowest_us")
-    segments: dict[tuple[bool, bool], list[tuple[int, int]]] = {}
+    total = (layers + sum(off)) // chunk
+    most = total - (pp - 1)  # every other stage holds at least one chunk
+    # times[p][j]: stage p's time holding j + 1 chunks (first, middle and last stages computed once)
+    by_kind: dict[tuple[bool, bool], list[int]] = {}
+    times = []
     for p in range(pp):
         kind = (p == 0, p == pp - 1)
-        blocks = [max(j * chunk - off[p], 0) for j in range(slots // chunk + 1)]
-        if kind not in segments:
-            ts = [_time_us(model, training, rates, p, pp, tp, micro_batch, b) for b in blocks]
-            lines = [(ts[j] - (ts[j + 1] - ts[j]) * j, ts[j + 1] - ts[j]) for j in range(len(ts) - 1)]
-            segments[kind] = list(dict.fromkeys(lines))  # (intercept, slope) of each segment
-        for intercept, slope in segments[kind]:
-            m.add(slowest >= intercept + slope * k[p])
-        if memory_bytes is not None:  # linear in the blocks: read off at one and two chunks
+        if kind not in by_kind:
+            by_kind[kind] = [
+                _time_us(model, training, rates, p, pp, tp, micro_batch, j * chunk - off[p]) for j in range(1, most + 1)
+            ]
+        times.append(by_kind[kind])
+    cap = [most] * pp  # chunks each stage can hold within memory
+    if memory_bytes is not None:
+        limit = int(memory_bytes // MEMORY_UNIT)
+        for p in range(pp):
             m1, m2 = (
-                _mem_mib(model, training, rates, p, pp, tp, dp, micro_batch, virtual_stages, b) for b in blocks[1:3]
+                _mem_mib(model, training, rates, p, pp, tp, dp, micro_batch, virtual_stages, j * chunk - off[p])
+                for j in (1, 2)
             )
-            m.add(m1 + (m2 - m1) * (k[p] - 1) <= int(memory_bytes // MEMORY_UNIT))
-    # among equally fast splits, the most even one (a stable tie-break, and less memory at the edges)
-    spread = m.new_int_var(0, slots, "spread")
-    m.add_max_equality(spread, k)
-    m.minimize(slowest * (slots + 1) + spread)
-    solver = cp_model.CpSolver()
-    solver.parameters.num_workers = 1
-    solver.parameters.max_deterministic_time = time_limit_s
-    status = solver.solve(m)
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            grow = m2 - m1
+            cap[p] = min(most, 1 + (limit - m1) // grow) if grow > 0 else (most if m1 <= limit else 0)
+
+    def fullest(bound: int) -> list[int]:
+        """Chunks each stage can hold with its time within `bound` (0: not even one)."""
+        return [min(cap[p], bisect.bisect_right(times[p], bound)) for p in range(pp)]
+
+    def reachable(bound: int) -> bool:
+        k = fullest(bound)
+        return min(k) >= 1 and sum(k) >= total
+
+    bounds = sorted({t for row in times for t in row})
+    at = bisect.bisect_left(range(len(bounds)), True, key=lambda i: reachable(bounds[i]))
+    if at == len(bounds):
         return None
-    return tuple(solver.value(x) * chunk - o for x, o in zip(k, off, strict=True))
+    k = fullest(bounds[at])
+    # the most even split: the least M with sum(min(k_p, M)) >= total, then the surplus taken off the
+    # stages that run longest (the later one on a tie)
+    even = next(m for m in range(1, most + 1) if sum(min(x, m) for x in k) >= total)
+    k = [min(x, even) for x in k]
+    for _ in range(sum(k) - total):
+        p = max((p for p in range(pp) if k[p] > 1), key=lambda p: (times[p][k[p] - 1], p))
+        k[p] -= 1
+    return tuple(x * chunk - o for x, o in zip(k, off, strict=True))
 
 
 def _time_us(
