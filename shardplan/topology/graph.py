@@ -1,22 +1,26 @@
 """The topology as a networkx graph: GPUs, PCIe switches, host bridges, sockets, NVSwitch fabrics,
 NICs and the network, with each edge's link class and bandwidth. Used for islands, summaries and
-pictures."""
+pictures. networkx is imported where it is used: it costs the CLI a tenth of a second to start."""
 
 from __future__ import annotations
 
 import itertools
 import math
 from collections.abc import Hashable, Iterable
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from shardplan.errors import TopologyError
 from shardplan.topology import links as L
 from shardplan.topology.schema import Topology
 
+if TYPE_CHECKING:
+    import networkx as nx
+
 
 def groups_from_pairs(items: list[Hashable], pairs: Iterable[tuple[Hashable, Hashable]]) -> list[list[Hashable]]:
     """Connected groups (of two or more) that `pairs` make among `items`, in `items` order."""
+    import networkx as nx
+
     g = nx.Graph()
     g.add_nodes_from(items)
     g.add_edges_from(pairs)
@@ -27,6 +31,8 @@ def groups_from_pairs(items: list[Hashable], pairs: Iterable[tuple[Hashable, Has
 
 def nvlink_islands(topology: Topology) -> list[list[int]]:
     """GPUs that reach each other over NVLink only, largest first (singletons included)."""
+    import networkx as nx
+
     g = nx.Graph()
     g.add_nodes_from(range(topology.num_gpus))
     g.add_edges_from((b.a, b.b) for b in topology.nvlinks)
@@ -45,6 +51,8 @@ def _gbps_or_nan(fn, *args, **kwargs) -> float:  # type: ignore[no-untyped-def]
 def to_graph(topology: Topology) -> nx.Graph:
     """Vertices `gpu:i`, `sw:n.s`, `hb:n.h`, `cpu:n.s`, `nvs:k`, `nic:n.name`, `net`; edges carry
     `kind` (nvlink, pcie, smp, net) and `gbps` (achievable, NaN where unknown)."""
+    import networkx as nx
+
     g = nx.Graph()
     for gpu in topology.gpus:
         n = gpu.node
