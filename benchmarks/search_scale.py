@@ -42,10 +42,10 @@ def main() -> None:
         )
         seconds = time.perf_counter() - start
         best = plans[0]
-        costed, fitting = (counted[-1][0] + 1, counted[-1][1]) if counted else (0, 0)
+        examined, fitting = (counted[-1][0] + 1, counted[-1][1]) if counted else (0, 0)
         print(
             f"{model:<12} {topo.num_gpus:>6} GPUs: {seconds:6.2f} s ({seconds / budget:4.0%} of {budget:g} s); "
-            f"{costed} of {fitting} fitting candidates costed; best tp={best.tp} pp={best.pp} dp={best.dp} "
+            f"{examined} of {fitting} fitting candidates examined; best tp={best.tp} pp={best.pp} dp={best.dp} "
             f"mb={best.micro_batch} v={best.virtual_stages} ZeRO-{best.zero_stage} {best.recompute}, "
             f"{best.step_time_s:.2f} s/step, MFU {best.mfu:.1%}, gap {best.gap:.1%}"
         )

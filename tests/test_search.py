@@ -13,7 +13,8 @@ import yaml
 
 from shardplan import Training, estimate, load_model, load_topology, suggest, validate_plan
 from shardplan.cost.calibration import rates_for
-from shardplan.cost.step import step_cost
+from shardplan.cost.collectives import ring_gbps_bound
+from shardplan.cost.step import split_layers, step_cost, time_lower_bound_s
 from shardplan.errors import PlanError
 from shardplan.solve import space
 from shardplan.solve.stages import _mem_mib, _time_us, balance_stages
@@ -45,7 +46,7 @@ def test_candidates_only_shard_zero_over_replicas() -> None:
     assert len(cands) == len(set(cands))
 
 
-# ----- stages: CP-SAT against every split ----------------------------------------------------------
+# ----- stages: the split against every split ----------------------------------------------------------
 @pytest.mark.parametrize("model,pp", [("gpt-tiny", 2), ("gpt-tiny", 3), ("llama3-8b", 4), ("gpt2", 4)])
 def test_stage_split_equals_brute_force(model: str, pp: int) -> None:
     m, train, rates = load_model(model), Training(global_batch=8, seq_len=2048), rates_for("h100-sxm")
@@ -87,6 +88,54 @@ def test_stage_split_respects_memory() -> None:
     )
     assert tight is not None and tight[0] < free[0]
     assert balance_stages(m, train, rates, tp=1, pp=4, dp=1, micro_batch=1, virtual_stages=1, memory_bytes=1e9) is None
+
+
+# ----- lower bounds: the search prunes on them, so none may exceed a step time --------------------
+@pytest.mark.parametrize(
+    "source,nodes",
+    [
+        ("a100-pcie-8gpu-bridged", 1),
+        ("pcie-8gpu-2socket", 2),
+        ("dgx-h100", 2),
+        (str(DATA / "machines/a100-pcie-bridged-crossed.yaml"), 1),
+    ],
+)
+def test_lower_bound_never_exceeds_a_step_time(source: str, nodes: int) -> None:
+    """For every candidate, the bound with its fastest split and TP rings at `ring_gbps_bound` stays
+    at or below the cost model's step time of random layouts, with that split and with an even one."""
+    topo, model = load_topology(source, nodes=nodes), load_model("llama3-8b")
+    rng, rates, n = random.Random(3), rates_for(topo.gpu_spec(0).key), topo.num_gpus
+    for c in space.candidates(model, n, 64):
+        train = Training(global_batch=64, seq_len=4096, zero_stage=c.zero_stage, recompute=c.recompute)
+        degrees = dict(tp=c.tp, pp=c.pp, dp=c.dp, micro_batch=c.micro_batch, virtual_stages=c.virtual_stages)
+        fastest = balance_stages(model, train, rates, **degrees, memory_bytes=None)
+        bound = time_lower_bound_s(
+            model, topo, train, **degrees, layers_per_stage=fastest, tp_ring_gbps=ring_gbps_bound(topo, c.tp)
+        )
+        gpus = list(range(n))
+        rng.shuffle(gpus)
+        layout = [[gpus[(p * c.dp + d) * c.tp : (p * c.dp + d + 1) * c.tp] for d in range(c.dp)] for p in range(c.pp)]
+        for split in (fastest, split_layers(model.num_layers, c.pp)):
+            cost = step_cost(
+                model,
+                topo,
+                train,
+                layout,
+                micro_batch=c.micro_batch,
+                virtual_stages=c.virtual_stages,
+                layers_per_stage=split,
+            )
+            assert bound <= cost.step_time_s, (c, split)
+
+
+def test_ring_bandwidth_bound_knows_islands() -> None:
+    """Bridged pairs: two GPUs may share an NVLink bridge; four cannot, so their ring crosses PCIe."""
+    topo = load_topology("a100-pcie-8gpu-bridged")
+    assert ring_gbps_bound(topo, 2) == topo.bandwidth_gbps(0, 1)
+    assert ring_gbps_bound(topo, 4) == max(
+        topo.bandwidth_gbps(a, b) for a, b in itertools.combinations(range(8), 2) if topo.path_kind(a, b) != "nvlink"
+    )
+    assert ring_gbps_bound(topo, 4) * 5 < ring_gbps_bound(topo, 2)
 
 
 # ----- every result passes the independent validator ----------------------------------------------

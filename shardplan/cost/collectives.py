@@ -232,6 +232,34 @@ def collective_time_s(
     return _time_under_load(topology, op, group, size_bytes, _loads(topology, [group, *concurrent]), floor_latency_s)
 
 
+def transfer_lower_bound_s(op: str, n: int, size_bytes: float, ring_gbps: float) -> float:
+    """No placement runs `op` over `n` GPUs in less than this when no ring of them moves bytes faster
+    than `ring_gbps` (`ring_gbps_bound`): the ring's bus bytes at that rate; an all-reduce may take
+    NVLS (its speed-up over the ring) or a tree (at least the buffer once), so it is charged the
+    buffer once at the NVLS rate. Latency is left out."""
+    if n <= 1 or size_bytes <= 0:
+        return 0.0
+    if op == "all_reduce":
+        return size_bytes / (ring_gbps * 1e9 * NVLS_ALLREDUCE_SPEEDUP)
+    return bus_factor(op, n) * size_bytes / (ring_gbps * 1e9)
+
+
+def ring_gbps_bound(topology: Topology, n: int) -> float:
+    """No ring of `n` GPUs runs faster than this, GB/s: the fastest its slowest hop can be. A ring with
+    more GPUs than the largest NVLink island crosses PCIe or the network at least once; across nodes
+    a ring moves at most what one node's NICs carry together."""
+    nodes = topology.gpus_by_node[:1] if topology.identical_nodes else topology.gpus_by_node
+    fastest = {True: 0.0, False: 0.0}  # over NVLink pairs, and over the others, inside a node
+    for gpus in nodes:
+        for a, b in itertools.combinations(gpus, 2):
+            on_nvlink = topology.path_kind(a, b) == "nvlink"
+            fastest[on_nvlink] = max(fastest[on_nvlink], topology.bandwidth_gbps(a, b))
+    best = fastest[False] if n > max(map(len, topology.nvlink_islands())) else max(fastest.values())
+    if topology.num_nodes > 1:
+        best = max(best, max(sum(dict(_nics_of(topology, gpus)).values()) for gpus in nodes))
+    return best
+
+
 def _time_under_load(
     topology: Topology, op: str, group: list[int], size_bytes: float, load: Counter[Hashable], floor_latency_s: float
 ) -> float:

@@ -9,7 +9,7 @@ from functools import partial
 from typing import Any
 
 from shardplan.cost.calibration import Calibration, rates_for
-from shardplan.cost.collectives import overlap_slowdown
+from shardplan.cost.collectives import overlap_slowdown, transfer_lower_bound_s
 from shardplan.cost.compute import (
     column_parallel_gemms_s,
     fsdp2_copy_s,
@@ -83,6 +83,14 @@ def _host_wrappers(training: Training, tp: int) -> tuple[bool, bool]:
     per block. DTensor's excess is measured eager; compiled blocks take their own figures."""
     fsdp2 = training.zero_stage == 3 and training.fsdp_version == 2
     return fsdp2, training.tp_impl == "dtensor" and tp > 1 and not training.compiled
+
+
+def _optimizer_step_s(params_local: float, training: Training, dp: int, num_micro: int, rates: Any) -> float:
+    """The optimizer step over this GPU's shard, and each micro-batch's weight gradients added into
+    the fp32 buffer (sharded under ZeRO-3, whose reduce-scatter runs per micro-batch)."""
+    shard = dp if training.zero_stage >= 1 else 1
+    accumulate = num_micro * grad_accumulate_s(params_local / (dp if training.zero_stage == 3 else 1), rates)
+    return optimizer_s(params_local / shard, rates) + accumulate
 
 
 def split_layers(num_layers: int, pp: int) -> tuple[int, ...]:
@@ -219,11 +227,7 @@ def step_cost(
             comm[link] += sync + gather
     if fsdp2:  # its copies in and out of the collective buffers run on the compute stream, at any DP degree
         fsdp_s += num_micro * fsdp2_copy_s(params_local, dp, rates)
-    shard = dp if training.zero_stage >= 1 else 1
-    # the optimizer step, and each micro-batch's weight gradients added into the fp32 buffer (sharded
-    # under ZeRO-3, whose reduce-scatter runs per micro-batch)
-    accumulate = num_micro * grad_accumulate_s(params_local / (dp if training.zero_stage == 3 else 1), rates)
-    opt_s = optimizer_s(params_local / shard, rates) + accumulate
+    opt_s = _optimizer_step_s(params_local, training, dp, num_micro, rates)
 
     step = compute_s + tp_total + bubble_s + pp_s + dp_s + fsdp_s + opt_s
     worst_mem = fullest_stage_memory(
@@ -291,28 +295,53 @@ def time_lower_bound_s(
     micro_batch: int,
     virtual_stages: int = 1,
     calibration: Calibration | None = None,
+    layers_per_stage: Sequence[int] | None = None,
+    tp_ring_gbps: float | None = None,
 ) -> float:
     """No placement and no split of layers into stages beats this: every micro-batch through the
-    average stage (all compute / pp) plus its pipeline bubble, with communication for free; and on
-    one stage, FSDP2's copies of all its weights."""
+    slowest stage plus its pipeline bubble, and on one stage, FSDP2's copies of all its weights and the
+    optimizer step. Without `layers_per_stage` the slowest stage is taken as the average (all compute
+    / pp); with it, the split whose slowest stage is fastest (`balance_stages` without a memory bound)
+    must be given, whose slowest stage no split can beat. Communication is free, but for the TP
+    collectives no overlap hides, at `tp_ring_gbps` (`collectives.ring_gbps_bound`) where given."""
     rates = rates_for(topology.gpu_spec(0).key, calibration)
     fsdp2, dtensor_tp = _host_wrappers(training, tp)
-    times = stage_times(
-        model,
-        training,
-        layers=model.num_layers,
-        first=True,
-        last=True,
-        micro_batch=micro_batch,
-        tp=tp,
-        rates=rates,
-        fsdp2=fsdp2,
-        dtensor_tp=dtensor_tp,
-    )
-    per_micro = times.total_s / pp
     num_micro = training.global_batch // (dp * micro_batch)
+    block_tp = 0.0  # one block's TP collectives, seconds, that no placement makes shorter or hides
+    if tp > 1 and tp_ring_gbps and not training.tp_comm_overlap:
+        size = micro_batch * training.seq_len * model.hidden_size * 2
+
+        def time_of(op: str) -> float:
+            return transfer_lower_bound_s(op, tp, size, tp_ring_gbps)
+
+        col = column_parallel_gemms_s(model, micro_batch * training.seq_len, tp, rates)
+        sp = training.sequence_parallel
+        forward, backward, _ = _tp_layer_s(training, sp, time_of, col, lost=0.0)
+        block_tp = forward * (_tp_passes(training) - 1) + backward
+
+    def stage_s(layers: int, first: bool, last: bool) -> float:
+        return stage_times(
+            model,
+            training,
+            layers=layers,
+            first=first,
+            last=last,
+            micro_batch=micro_batch,
+            tp=tp,
+            rates=rates,
+            fsdp2=fsdp2,
+            dtensor_tp=dtensor_tp,
+        ).total_s
+
+    # the average stage, with its TP collectives (the slowest stage takes at least the average)
+    per_micro = (stage_s(model.num_layers, True, True) + model.num_layers * block_tp) / pp
+    if layers_per_stage is not None:  # split on whole microseconds: a tie broken either way is within one
+        slowest = max(stage_s(n, p == 0, p == pp - 1) for p, n in enumerate(layers_per_stage)) - 1e-6
+        per_micro = max(per_micro, slowest)
     bound = num_micro * per_micro + (pp - 1) / virtual_stages * per_micro
-    if fsdp2 and pp == 1:  # with stages, which one bounds the step (and its weights) is not known here
+    if pp == 1:  # with stages, which one bounds the step (and its weights) is not known here
         params = param_counts(model, layers=model.num_layers, first=True, last=True) / tp
-        bound += num_micro * fsdp2_copy_s(params, dp, rates)
+        bound += _optimizer_step_s(params, training, dp, num_micro, rates)
+        if fsdp2:
+            bound += num_micro * fsdp2_copy_s(params, dp, rates)
     return bound

@@ -3,11 +3,13 @@
 1. Every candidate of the space (`space.candidates`) is checked for memory, which does not depend
    on placement; what does not fit is dropped (the closest miss explains an infeasible request).
 2. The rest are sorted by a lower bound on their step time (`cost.step.time_lower_bound_s`:
-   compute and bubble with free communication).
-3. Branch and bound: candidates are costed in that order (stages by CP-SAT, placement by CP-SAT,
-   each solver layout and the default order scored by the cost model) until the next lower bound
-   cannot beat the k-th best plan. What is left unexplored when the time limit stops the loop
-   becomes the reported gap.
+   compute, bubble and optimizer with the compute as if stages were even, and communication free
+   but for TP collectives at the fastest any ring of that many GPUs can run).
+3. Branch and bound: candidates are costed in that order (layers onto stages by `stages`, placement
+   by CP-SAT, each solver layout and the default order scored by the cost model) until the next
+   lower bound cannot beat the k-th best plan. Each candidate's bound is first tightened with its
+   fastest split of layers into stages; one that then cannot enter the top k is not placed. What is
+   left unexplored when the time limit stops the loop becomes the reported gap.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from shardplan.cost.calibration import Calibration, Rates, rates_for, read_calibration
+from shardplan.cost.collectives import ring_gbps_bound
 from shardplan.cost.memory import fullest_stage_memory, required_bytes
 from shardplan.cost.step import StepCost, split_layers, step_cost, time_lower_bound_s, traffic_bytes
 from shardplan.errors import PlanError
@@ -85,6 +88,7 @@ def suggest(
         raise PlanError(f"recompute {', '.join(unknown)}: expected one of {', '.join(modes)}")
 
     pins = {"zero_stages": zero_stages, "recompute": recompute, "micro_batch": micro_batch, "pp": pp, "tp": tp}
+    cache: dict[tuple, Any] = {}  # stage splits, placements and ring bandwidth bounds, shared by candidates alike
     fitting: list[tuple[float, space.Candidate, Training]] = []
     closest: tuple[float, space.Candidate] | None = None
     for c in space.candidates(spec, topo.num_gpus, training.global_batch, **{k: v for k, v in pins.items() if v}):
@@ -94,24 +98,12 @@ def suggest(
             if closest is None or need < closest[0]:
                 closest = (need, c)
             continue
-        bound = time_lower_bound_s(
-            spec,
-            topo,
-            train,
-            tp=c.tp,
-            pp=c.pp,
-            dp=c.dp,
-            micro_batch=c.micro_batch,
-            virtual_stages=c.virtual_stages,
-            calibration=cal,
-        )
-        fitting.append((bound, c, train))
+        fitting.append((_lower_bound(spec, topo, train, c, rates, cal, cache, split=False), c, train))
     if not fitting:
         raise PlanError(_infeasible(spec, topo, training, closest, hbm or 0.0, pins, rates.context_bytes))
     fitting.sort(key=lambda item: (item[0], item[1]))
 
     best: list[_Scored] = []
-    cache: dict[tuple, Any] = {}  # stage splits and placements, shared by candidates alike
     memo: dict[tuple, float] = {}  # collective times, shared by layouts alike
     explored = len(fitting)
     for k, (bound, c, train) in enumerate(fitting):
@@ -122,6 +114,8 @@ def suggest(
             break
         if progress is not None:
             progress(k, len(fitting))
+        if len(best) >= top_k and _lower_bound(spec, topo, train, c, rates, cal, cache) >= best[-1].cost.step_time_s:
+            continue  # with its own split of layers into stages it cannot enter the top k
         scored = _cost(spec, topo, train, c, rates, hbm, cal, cache, memo)
         if scored is not None:
             best.append(scored)
@@ -154,6 +148,49 @@ def _memory_bytes(
     return required_bytes(mem)
 
 
+def _fastest_split(
+    model: ModelSpec, training: Training, c: space.Candidate, rates: Rates, cache: dict[tuple, Any]
+) -> tuple[int, ...]:
+    """The split of layers whose slowest stage is fastest, memory aside. It depends on the shapes and
+    recompute only (ZeRO and dp change memory, which may veto it)."""
+    key = ("stages", c.tp, c.pp, c.micro_batch, c.virtual_stages, c.recompute)
+    if key not in cache:
+        options = dict(tp=c.tp, pp=c.pp, dp=c.dp, micro_batch=c.micro_batch, virtual_stages=c.virtual_stages)
+        cache[key] = balance_stages(model, training, rates, **options, memory_bytes=None)
+    return cache[key]
+
+
+def _lower_bound(
+    model: ModelSpec,
+    topology: Topology,
+    training: Training,
+    c: space.Candidate,
+    rates: Rates,
+    cal: Calibration | None,
+    cache: dict[tuple, Any],
+    *,
+    split: bool = True,
+) -> float:
+    """`time_lower_bound_s` of the candidate, its TP collectives at the fastest any ring of tp GPUs
+    can run; with `split`, its slowest stage from its fastest split of layers, not the average."""
+    key = ("ring_gbps", c.tp)
+    if key not in cache:
+        cache[key] = ring_gbps_bound(topology, c.tp)
+    return time_lower_bound_s(
+        model,
+        topology,
+        training,
+        tp=c.tp,
+        pp=c.pp,
+        dp=c.dp,
+        micro_batch=c.micro_batch,
+        virtual_stages=c.virtual_stages,
+        calibration=cal,
+        layers_per_stage=_fastest_split(model, training, c, rates, cache) if split else None,
+        tp_ring_gbps=cache[key],
+    )
+
+
 def _cost(
     model: ModelSpec,
     topology: Topology,
@@ -167,11 +204,7 @@ def _cost(
 ) -> _Scored | None:
     """Stages, placement and cost of one candidate; None when no stage split fits."""
     options = dict(tp=c.tp, pp=c.pp, dp=c.dp, micro_batch=c.micro_batch, virtual_stages=c.virtual_stages)
-    # The fastest split depends on the shapes and recompute only; memory (ZeRO, dp) may veto it.
-    key = ("stages", c.tp, c.pp, c.micro_batch, c.virtual_stages, c.recompute)
-    if key not in cache:
-        cache[key] = balance_stages(model, training, rates, **options, memory_bytes=None)
-    layers = cache[key]
+    layers = _fastest_split(model, training, c, rates, cache)
     if hbm is not None and _memory_bytes(model, training, c, rates.context_bytes, layers) > hbm:
         layers = balance_stages(model, training, rates, **options, memory_bytes=hbm)
     if layers is None:
