@@ -17,7 +17,7 @@ from shardplan.cost.compute import (
     optimizer_s,
     stage_times,
 )
-from shardplan.cost.memory import fullest_stage_memory, param_counts, required_bytes
+from shardplan.cost.memory import CACHE_PART, fullest_stage_memory, param_counts, required_bytes
 from shardplan.model.schema import ModelSpec
 from shardplan.topology.schema import Topology
 from shardplan.training import Training
@@ -240,6 +240,9 @@ def step_cost(
         virtual_stages=virtual_stages,
         context_bytes=rates.context_bytes,
     )
+    need = required_bytes(worst_mem)
+    if hbm is not None and need <= hbm:  # the allocator keeps as much cache as the GPU has room for
+        worst_mem[CACHE_PART] = min(worst_mem.get(CACHE_PART, 0.0), hbm - need)
     memory = sum(worst_mem.values())
     return StepCost(
         step_time_s=step,
@@ -255,7 +258,7 @@ def step_cost(
         comm_time_by_link=comm,
         memory_per_gpu_bytes=memory,
         memory_breakdown=worst_mem,
-        fits=hbm is None or required_bytes(worst_mem) <= hbm,
+        fits=hbm is None or need <= hbm,
         layers_per_stage=layers,
         model_flops_per_step=3 * model.flops_per_token(training.seq_len) * training.tokens_per_step,
     )
