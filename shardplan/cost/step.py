@@ -93,6 +93,14 @@ def _optimizer_step_s(params_local: float, training: Training, dp: int, num_micr
     return optimizer_s(params_local / shard, rates) + accumulate
 
 
+def _stage_timer(model: ModelSpec, training: Training, *, micro_batch: int, tp: int, rates: Any) -> Callable[..., Any]:
+    """`stage_times` of this model, training and shape: call it with `layers`, `first` and `last`."""
+    fsdp2, dtensor_tp = _host_wrappers(training, tp)
+    return partial(
+        stage_times, model, training, micro_batch=micro_batch, tp=tp, rates=rates, fsdp2=fsdp2, dtensor_tp=dtensor_tp
+    )
+
+
 def split_layers(num_layers: int, pp: int) -> tuple[int, ...]:
     """Layers per stage, as even as possible, the remainder on the middle stages (the first holds the
     embedding and the last the output head, both heavy)."""
@@ -119,7 +127,7 @@ def step_cost(
     search costs many layouts that share groups)."""
     pp, dp, tp = len(layout), len(layout[0]), len(layout[0][0])
     num_micro = training.global_batch // (dp * micro_batch)
-    fsdp2, dtensor_tp = _host_wrappers(training, tp)
+    fsdp2 = _host_wrappers(training, tp)[0]
     rates = rates_for(topology.gpu_spec(layout[0][0][0]).key, calibration)
     sp = training.sequence_parallel and tp > 1
     tokens = micro_batch * training.seq_len
@@ -138,20 +146,10 @@ def step_cost(
     # --- per stage: compute, TP collectives, memory -------------------------------------------
     stage_total, tp_per_micro, stage_forward = [], [], []
     hbm = topology.smallest_memory_bytes
+    stage_of = _stage_timer(model, training, micro_batch=micro_batch, tp=tp, rates=rates)
     for p in range(pp):
         first, last = p == 0, p == pp - 1
-        times = stage_times(
-            model,
-            training,
-            layers=layers[p],
-            first=first,
-            last=last,
-            micro_batch=micro_batch,
-            tp=tp,
-            rates=rates,
-            fsdp2=fsdp2,
-            dtensor_tp=dtensor_tp,
-        )
+        times = stage_of(layers=layers[p], first=first, last=last)
         tp_s = 0.0
         if tp > 1:
             size = tokens * model.hidden_size * 2  # bf16 activations, the full (gathered) buffer
@@ -308,7 +306,7 @@ def time_lower_bound_s(
     must be given, whose slowest stage no split can beat. Communication is free, but for the TP
     collectives no overlap hides, at `tp_ring_gbps` (`collectives.ring_gbps_bound`) where given."""
     rates = rates_for(topology.gpu_spec(0).key, calibration)
-    fsdp2, dtensor_tp = _host_wrappers(training, tp)
+    fsdp2 = _host_wrappers(training, tp)[0]
     num_micro = training.global_batch // (dp * micro_batch)
     block_tp = 0.0  # one block's TP collectives, seconds, that no placement makes shorter or hides
     if tp > 1 and tp_ring_gbps and not training.tp_comm_overlap:
@@ -322,25 +320,15 @@ def time_lower_bound_s(
         forward, backward, _ = _tp_layer_s(training, sp, time_of, col, lost=0.0)
         block_tp = forward * (_tp_passes(training) - 1) + backward
 
-    def stage_s(layers: int, first: bool, last: bool) -> float:
-        return stage_times(
-            model,
-            training,
-            layers=layers,
-            first=first,
-            last=last,
-            micro_batch=micro_batch,
-            tp=tp,
-            rates=rates,
-            fsdp2=fsdp2,
-            dtensor_tp=dtensor_tp,
-        ).total_s
-
+    stage_of = _stage_timer(model, training, micro_batch=micro_batch, tp=tp, rates=rates)
     # the average stage, with its TP collectives (the slowest stage takes at least the average)
-    per_micro = (stage_s(model.num_layers, True, True) + model.num_layers * block_tp) / pp
+    per_micro = (stage_of(layers=model.num_layers, first=True, last=True).total_s + model.num_layers * block_tp) / pp
     if layers_per_stage is not None:  # split on whole microseconds: a tie broken either way is within one
-        slowest = max(stage_s(n, p == 0, p == pp - 1) for p, n in enumerate(layers_per_stage)) - 1e-6
-        per_micro = max(per_micro, slowest)
+        per_micro = max(
+            per_micro,
+            max(stage_of(layers=n, first=p == 0, last=p == pp - 1).total_s for p, n in enumerate(layers_per_stage))
+            - 1e-6,
+        )
     bound = num_micro * per_micro + (pp - 1) / virtual_stages * per_micro
     if pp == 1:  # with stages, which one bounds the step (and its weights) is not known here
         params = param_counts(model, layers=model.num_layers, first=True, last=True) / tp
