@@ -323,7 +323,7 @@ def time_lower_bound_s(
     stage_of = _stage_timer(model, training, micro_batch=micro_batch, tp=tp, rates=rates)
     # the average stage, with its TP collectives (the slowest stage takes at least the average)
     per_micro = (stage_of(layers=model.num_layers, first=True, last=True).total_s + model.num_layers * block_tp) / pp
-    if layers_per_stage is not None:  # split on whole microseconds: a tie broken either way is within one
+    if layers_per_stage is not None and pp > 1:  # split on whole microseconds: a tie either way is within one
         per_micro = max(
             per_micro,
             max(stage_of(layers=n, first=p == 0, last=p == pp - 1).total_s for p, n in enumerate(layers_per_stage))
