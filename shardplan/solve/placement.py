@@ -91,8 +91,9 @@ def place(
     heaviest = max(traffic.values(), default=0.0)
     weights = {a: round(WEIGHT_SCALE * traffic.get(a, 0.0) / heaviest) if heaviest else 0 for a in AXES}
     busy = [a for a, n in zip(AXES, shape, strict=True) if n > 1 and weights[a]]
-    if not any(costs.values()) or not busy or (busy in (["dp"], ["tp"]) and max(shape) == len(gpus)):
-        return Placement(layouts=[default], optimal=True, gap=0.0)  # every layout costs the same (one group)
+    one_group = busy in (["dp"], ["tp"]) and shape[AXES.index(busy[0])] == len(gpus)  # a ring of every GPU
+    if not any(costs.values()) or not busy or one_group:
+        return Placement(layouts=[default], optimal=True, gap=0.0)  # every layout costs the same
     from ortools.sat.python import cp_model  # here: a third of a second, which the cases above never pay
 
     m = cp_model.CpModel()
