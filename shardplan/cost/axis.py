@@ -17,7 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from shardplan.cost.collectives import FLOOR_LATENCY_S, _link_class, _resources_used, _time_under_load
+from shardplan.cost.collectives import (
+    FLOOR_LATENCY_S,
+    Rings,
+    _link_class,
+    _resources_used,
+    rings_time_s,
+    rings_under_load,
+)
 from shardplan.topology.schema import Topology
 
 
@@ -82,15 +89,21 @@ class AxisTimes:
             if len(mine) <= 1 or size_bytes <= 0:
                 self.memo[key] = 0.0
             else:
-                index, flat = self._index, self._flat
-                ptr, on_node = index.node_ptr, index.node_groups
-                nodes = np.unique(_gpu_arrays(self.topology, self.memo)[0][mine])
-                company = np.unique(np.concatenate([on_node[ptr[n] : ptr[n + 1]] for n in nodes]))
-                load: Counter[Hashable] = Counter()
-                for g in company:
-                    load.update(self._used(flat[g]))
-                group = mine.tolist()
-                self.memo[key] = _time_under_load(self.topology, op, group, size_bytes, load, FLOOR_LATENCY_S)
+                self.memo[key] = rings_time_s(self._rings(where, mine), op, size_bytes, FLOOR_LATENCY_S)
+        return self.memo[key]
+
+    def _rings(self, where: bytes, mine: np.ndarray) -> Rings:
+        """The rings of group `mine` under the load of its company; one per way of sitting."""
+        key = ("rings", where)
+        if key not in self.memo:
+            index, flat = self._index, self._flat
+            ptr, on_node = index.node_ptr, index.node_groups
+            nodes = np.unique(_gpu_arrays(self.topology, self.memo)[0][mine])
+            company = np.unique(np.concatenate([on_node[ptr[n] : ptr[n + 1]] for n in nodes]))
+            load: Counter[Hashable] = Counter()
+            for g in company:
+                load.update(self._used(flat[g]))
+            self.memo[key] = rings_under_load(self.topology, mine.tolist(), load)
         return self.memo[key]
 
     def _used(self, group: np.ndarray) -> list[Hashable]:

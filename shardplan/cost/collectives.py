@@ -17,6 +17,7 @@ import itertools
 import math
 from collections import Counter
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from shardplan.errors import PlanError
@@ -229,7 +230,9 @@ def collective_time_s(
     group = list(dict.fromkeys(gpus))
     if len(group) <= 1 or size_bytes <= 0:
         return 0.0
-    return _time_under_load(topology, op, group, size_bytes, _loads(topology, [group, *concurrent]), floor_latency_s)
+    return rings_time_s(
+        rings_under_load(topology, group, _loads(topology, [group, *concurrent])), op, size_bytes, floor_latency_s
+    )
 
 
 def transfer_lower_bound_s(op: str, n: int, size_bytes: float, ring_gbps: float) -> float:
@@ -260,49 +263,68 @@ def ring_gbps_bound(topology: Topology, n: int) -> float:
     return best
 
 
-def _time_under_load(
-    topology: Topology, op: str, group: list[int], size_bytes: float, load: Counter[Hashable], floor_latency_s: float
-) -> float:
-    """`collective_time_s` with `load`: how many ring flows use each link, switch, socket and NIC."""
-    n = len(group)
-    bus_bytes = bus_factor(op, n) * size_bytes
-    per_node = _split_by_node(topology, group)
+@dataclass(frozen=True)
+class Rings:
+    """What a group's rings run over under a load, whatever the collective and its size: `ranks`,
+    at most `per_island` of them in one of `islands` NVLink islands; the bus bandwidth inside the
+    islands and, across them, through the NICs (GB/s); the link class inside the largest island;
+    whether the switches can reduce (NVLS) and whether the islands are hosts (NCCL's tree)."""
+
+    ranks: int
+    per_island: int
+    islands: int
+    intra_gbps: float
+    net_gbps: float
+    intra_kind: str
+    nvls: bool
+    hosts: bool
+
+
+def rings_under_load(topology: Topology, group: Sequence[int], load: Counter[Hashable]) -> Rings:
+    """`Rings` of `group` when `load` says how many ring flows use each link, switch, socket and NIC."""
 
     def share(resources: list[tuple[Hashable, float]]) -> float:
         return min(cap / max(load[key], 1) for key, cap in resources)
 
+    per_node = _split_by_node(topology, group)
     intra = [min(share(flow) for flow in _ring_flows(topology, m)) for m in per_node.values() if len(m) > 1]
-    bw_intra = min(intra) if intra else math.inf
-    nvls = op == "all_reduce" and all(_nvls(topology, m) for m in per_node.values())
-    if len(per_node) == 1:
-        # Ring over NVLink/PCIe; NVLS (Simple protocol only) where the switch can reduce.
-        ring_s = bus_bytes / (bw_intra * 1e9)
-        transfer_s = {p: ring_s / _PROTO_SHARE[p] for p in _PROTO_SHARE}
-        if nvls and n > 2:
-            transfer_s["NVLS"] = ring_s / NVLS_ALLREDUCE_SPEEDUP
-    else:
+    net = math.inf
+    if len(per_node) > 1:
         # Each ring channel leaves every node once, through a different NIC: a node sends the whole bus
-        # bytes through the NICs its GPUs use. With NVLS, NCCL reduces inside nodes first (NVLS tree)
-        # and a node sends only bus_factor(op, nodes) x size.
-        bw_net = min(sum(share([nic]) for nic in _nics_of(topology, m)) for m in per_node.values()) * 1e9
-        ring_s = max(bus_bytes / (bw_intra * 1e9), bus_bytes / bw_net)
-        if nvls:
-            k = max(len(m) for m in per_node.values())
-            inside = bus_factor(op, k) * size_bytes / (bw_intra * 1e9 * NVLS_ALLREDUCE_SPEEDUP)
-            tree_s = max(inside, bus_factor(op, len(per_node)) * size_bytes / bw_net)
-        transfer_s = {p: ring_s / _PROTO_SHARE[p] for p in _PROTO_SHARE}
-        if nvls:
-            transfer_s["NVLS"] = tree_s
-    intra_kind = _link_class(topology, max(per_node.values(), key=len))
-    latency_us = _ring_latency_us(op, n, per_node, size_bytes, intra_kind)
+        # bytes through the NICs its GPUs use.
+        net = min(sum(share([nic]) for nic in _nics_of(topology, m)) for m in per_node.values())
+    return Rings(
+        ranks=len(group),
+        per_island=max(map(len, per_node.values())),
+        islands=len(per_node),
+        intra_gbps=min(intra) if intra else math.inf,
+        net_gbps=net,
+        intra_kind=_link_class(topology, max(per_node.values(), key=len)),
+        nvls=all(_nvls(topology, m) for m in per_node.values()),
+        hosts=_islands_are_hosts(topology, per_node),
+    )
+
+
+def rings_time_s(rings: Rings, op: str, size_bytes: float, floor_latency_s: float) -> float:
+    """Seconds for `op` with a per-rank buffer of `size_bytes` over `rings`: NCCL's fastest
+    algorithm and protocol."""
+    n = rings.ranks
+    bus_bytes = bus_factor(op, n) * size_bytes
+    nvls = op == "all_reduce" and rings.nvls
+    ring_s = max(bus_bytes / (rings.intra_gbps * 1e9), bus_bytes / (rings.net_gbps * 1e9))
+    transfer_s = {p: ring_s / _PROTO_SHARE[p] for p in _PROTO_SHARE}
+    if nvls and rings.islands == 1 and n > 2:  # NVLS (Simple protocol only) where the switch can reduce
+        transfer_s["NVLS"] = ring_s / NVLS_ALLREDUCE_SPEEDUP
+    elif nvls and rings.islands > 1:
+        # NCCL reduces inside islands first (NVLS tree): an island sends only bus_factor(op, islands) x size.
+        inside = bus_factor(op, rings.per_island) * size_bytes / (rings.intra_gbps * 1e9 * NVLS_ALLREDUCE_SPEEDUP)
+        transfer_s["NVLS"] = max(inside, bus_factor(op, rings.islands) * size_bytes / (rings.net_gbps * 1e9))
+    latency_us = _ring_latency_us(op, n, rings.islands, size_bytes, rings.intra_kind)
     latency_us["NVLS"] = latency_us["Simple"]
     times = [max(floor_latency_s, latency_us[p] * 1e-6) + transfer_s[p] for p in transfer_s]
-    if op == "all_reduce" and len(per_node) > 1 and _islands_are_hosts(topology, per_node):
-        bus_bw = min(bw_intra * 1e9, bw_net)  # what the ring's bus bytes move at
-        times += [
-            max(floor_latency_s, lat * 1e-6) + t
-            for lat, t in _tree_all_reduce(per_node, size_bytes, bus_bw, intra_kind)
-        ]
+    if op == "all_reduce" and rings.islands > 1 and rings.hosts:
+        bus_bw = min(rings.intra_gbps, rings.net_gbps) * 1e9  # what the ring's bus bytes move at
+        times += [max(floor_latency_s, lat * 1e-6) + t for lat, t in _tree_all_reduce(rings, size_bytes, bus_bw)]
     return min(times)
 
 
@@ -312,12 +334,9 @@ def _islands_are_hosts(topology: Topology, per_node: dict[Hashable, list[int]]) 
     return all(len({topology.node_of[i] for i in members}) == 1 for members in per_node.values())
 
 
-def _tree_all_reduce(
-    per_node: dict[Hashable, list[int]], size_bytes: float, bus_bw: float, intra_kind: str
-) -> list[tuple[float, float]]:
-    """(latency us, transfer s) of NCCL's tree all-reduce per protocol, across islands (`intra_kind`:
-    the link class inside the largest)."""
-    ppn, islands = max(len(m) for m in per_node.values()), len(per_node)
+def _tree_all_reduce(rings: Rings, size_bytes: float, bus_bw: float) -> list[tuple[float, float]]:
+    """(latency us, transfer s) of NCCL's tree all-reduce per protocol, across the rings' islands."""
+    ppn, islands, intra_kind = rings.per_island, rings.islands, rings.intra_kind
     log_size = int(math.log2(max(size_bytes, 64) / 64))
     out = []
     for p, share in _TREE_BUS_SHARE.items():
@@ -329,16 +348,13 @@ def _tree_all_reduce(
     return out
 
 
-def _ring_latency_us(
-    op: str, n: int, per_node: dict[Hashable, list[int]], size_bytes: float, intra_kind: str
-) -> dict[str, float]:
+def _ring_latency_us(op: str, n: int, islands: int, size_bytes: float, intra_kind: str) -> dict[str, float]:
     """Ring latency per protocol as NCCL's tuning model charges it (src/graph/tuning.cc,
     ncclTopoTuneModel and ncclTopoGetAlgoTime): the steps that cross between nodes (2 (nodes - 1)
     for all-reduce, nodes - 1 for all-gather / reduce-scatter) at the network's per-step latency, the
     rest at the intra-node link's; LL's intra-node latency x 1.8 on more than one node; and the ring
     Simple all-reduce's "plateau effect" (latency x 1.9) on more than one node once the buffer
     reaches ranks / 16 x 64 KiB. `intra_kind`: the link class inside the largest island."""
-    islands = len(per_node)
     steps, inter = _steps(op, n), (_steps(op, islands) if islands > 1 else 0)
     out = {}
     for p in _PROTO_SHARE:

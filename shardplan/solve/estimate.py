@@ -16,7 +16,9 @@ from shardplan.training import Training
 
 def default_layout(pp: int, dp: int, tp: int) -> list[list[list[int]]]:
     """Row-major rank order: GPU index = ((p * dp + d) * tp + t)."""
-    return [[[(p * dp + d) * tp + t for t in range(tp)] for d in range(dp)] for p in range(pp)]
+    import numpy as np  # here, not at start-up
+
+    return np.arange(pp * dp * tp).reshape(pp, dp, tp).tolist()
 
 
 def check_layout(
@@ -88,7 +90,8 @@ def estimate(
     spec = load_model(model)
     topo = load_topology(topology)
     cal = read_calibration(calibration) if isinstance(calibration, str | Path) else calibration
-    layout = [[list(cell) for cell in row] for row in (rank_layout or default_layout(pp, dp, tp))]
+    row_major = default_layout(pp, dp, tp)
+    layout = row_major if rank_layout is None else [[list(cell) for cell in row] for row in rank_layout]
     check_layout(
         spec,
         topo,
@@ -115,8 +118,8 @@ def estimate(
     options = dict(micro_batch=micro_batch, virtual_stages=v, layers_per_stage=layers_per_stage, calibration=cal)
     cost = step_cost(spec, topo, training, layout, **options)
     default = cost
-    if rank_layout is not None and layout != default_layout(pp, dp, tp):
-        default = step_cost(spec, topo, training, default_layout(pp, dp, tp), **options)
+    if layout != row_major:
+        default = step_cost(spec, topo, training, row_major, **options)
     return make_plan(spec, topo, training, layout, cost, default, micro_batch=micro_batch, virtual_stages=v)
 
 
