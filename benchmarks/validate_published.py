@@ -40,6 +40,9 @@ FILE_DEFAULTS = {
     # that "the first model chunk on the first stage has only the embedding": one layer per chunk,
     # (126 + 2) / 16 stages = 8 chunks per GPU.
     "llama3_2024_405b_pretraining.csv": (1, "none", 2, 8),
+    # NeMo 24.07 (Megatron-Core): its rows state micro-batch and virtual stages; NeMo's GPT recipes run the
+    # distributed optimizer and no activation recompute unless a recipe sets it (none is stated here).
+    "nemo_24.07_perf_summary.csv": (1, "none", 1, 1),
     # llm-foundry: every row states micro-batch, sharding and activation checkpointing.
     "llmfoundry_mpt_fsdp_benchmarks.csv": (1, "none", 3, 1),
     # BLOOM tr11 sweep (file header): Megatron-DeepSpeed, ZeRO-1, activation checkpointing.
@@ -68,12 +71,20 @@ SYNC_TP_BACKWARD = NO_SEQUENCE_PARALLEL
 # ZeRO-3 per parameter (FSDP2's fully_shard: torchtitan); the other ZeRO-3 runs shard flat parameters
 # (Composer's FullyShardedDataParallel in llm-foundry, DeepSpeed ZeRO-3 in Narayanan et al. Table 2).
 FSDP2 = {"torchtitan_benchmarks.csv"}
+# Megatron-LM since 2021 (--no-gradient-accumulation-fusion turns it off) and NeMo accumulate weight gradients
+# inside the weight-gradient GEMM (APEX's fused_weight_gradient_mlp_cuda, present in NVIDIA's containers):
+# the sources on Megatron-LM of 2022 and later.
+GRAD_ACCUMULATION_FUSION = {
+    "korthikanti2022_seqpar_selective.csv",
+    "megatron_core_readme_h100_scaling.csv",
+    "megascale2024_175b_530b.csv",
+    "nemo_24.07_perf_summary.csv",
+}
 # Files with no row the cost model can take, and why (listed in the report).
 NOT_USABLE = {
     "megatron_bridge_perf_summary.csv": (
         "FP8/MXFP8/NVFP4 runs, the BF16 ones all MoE (expert parallelism); no architecture columns"
     ),
-    "nemo_24.07_perf_summary.csv": "FP8 runs only",
     "nemo_long_sequence_cp.csv": "FP8 runs with context parallelism",
     "korthikanti2022_per_layer_time.csv": "one layer's forward/backward time, not a training step",
     "korthikanti2022_activation_memory_pct.csv": "analytic activation memory, no run (tests/test_model_specs.py)",
@@ -332,8 +343,9 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
     label = f"{row['model'][:28]} n={row['n_gpus']} t={row['tp']} p={row['pp']} d={row['dp']}"
     result = Row(name, row["row_id"], label, measured_step_s=0.0)
     opts = row.get("other_opts", "").lower().replace("quantization=none", "")
-    if "float8" in opts or row["precision"].upper().startswith(("FP8", "BF16 + FLOAT8")):
-        result.skipped = "FP8 (the cost model is BF16)"
+    fp8 = "float8" in opts or row["precision"].upper().startswith(("FP8", "BF16 + FLOAT8"))
+    if "lora" in opts:
+        result.skipped = "LoRA (frozen base weights: no weight gradients or optimizer step for them)"
         return result
     if (_num(row.get("cp", "")) or 1) > 1:
         result.skipped = "context parallelism (not modelled yet)"
@@ -373,6 +385,8 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
         train = Training(
             global_batch=global_batch,
             seq_len=seq,
+            dtype="fp8" if fp8 else "bf16",
+            fp8_recipe="rowwise" if "rowwise" in opts else "tensorwise",
             recompute=_recompute(name, row, recompute),
             zero_stage=zero,
             sequence_parallel=_sequence_parallel(name, row),
@@ -382,6 +396,7 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             # BLOOM's Megatron-DeepSpeed pipelines with DeepSpeed's PipelineEngine (whole tensors per TP rank)
             pipeline_scatter_gather=name != "bloom176b_topology_sweep.csv",
             tp_async_backward=name not in SYNC_TP_BACKWARD,
+            grad_accumulation_fusion=name in GRAD_ACCUMULATION_FUSION,
             tp_comm_overlap=any(flag in opts for flag in ("--tp-comm-overlap", "async tp", "asynctp")),
             overlap_param_gather="--overlap-param-gather" in opts,
             fsdp_version=2 if name in FSDP2 else 1,

@@ -7,7 +7,8 @@ of several repeats, on random data:
 
 - bf16 GEMMs with the shapes tensor parallelism produces (forward, data- and weight-gradient
   layouts of a transformer block's four projections, for several model widths, token counts and TP
-  degrees);
+  degrees); on GPUs with FP8 tensor cores the same shapes in FP8 (per-tensor scales with and without
+  fast accumulation, per-row scales) and the compiled FP8 cast float8 training runs on each linear;
 - causal flash/SDPA attention, forward and backward, at 16,384 tokens for sequences of 512 to 16,384
   (the cost model reads the rate at a block's sequence length): SDPA's own pick of kernel, and SDPA
   held to its FlashAttention-2 backend (the kernel older attention implementations are rated against);
@@ -109,6 +110,48 @@ def measure_gemms(timer: _Timer, device: torch.device, shapes: list[tuple[int, i
         b = torch.randn(k, n, device=device, dtype=torch.bfloat16)
         out[f"{m}x{n}x{k}"] = 2 * m * n * k / timer(lambda a=a, b=b: a @ b) / 1e12
     return out
+
+
+def measure_gemms_fp8(timer: _Timer, device: torch.device, shapes: list[tuple[int, int, int]]) -> dict[str, dict]:
+    """FP8 (e4m3) TFLOP/s by 'MxNxK' with a bf16 output, as float8 training runs its linears
+    (torch._scaled_mm; the second operand column-major): `tensorwise` (one scale per tensor) with
+    split accumulation, as backward GEMMs run; `tensorwise_fast_accum` as forward GEMMs run
+    (Transformer Engine and torchao both accumulate the forward GEMM fast); `rowwise` (a scale per
+    row of each operand)."""
+    out: dict[str, dict] = {"tensorwise": {}, "tensorwise_fast_accum": {}, "rowwise": {}}
+    one = torch.ones((), device=device)
+    for m, n, k in shapes:
+        a = torch.randn(m, k, device=device).to(torch.float8_e4m3fn)
+        b = torch.randn(n, k, device=device).to(torch.float8_e4m3fn).t()
+        rows_a, rows_b = torch.ones(m, 1, device=device), torch.ones(1, n, device=device)
+        cases = {
+            "tensorwise": (one, one, False),
+            "tensorwise_fast_accum": (one, one, True),
+            "rowwise": (rows_a, rows_b, False),
+        }
+        for name, (sa, sb, fast) in cases.items():
+
+            def run(a=a, b=b, sa=sa, sb=sb, fast=fast) -> torch.Tensor:
+                return torch._scaled_mm(a, b, scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16, use_fast_accum=fast)
+
+            out[name][f"{m}x{n}x{k}"] = 2 * m * n * k / timer(run) / 1e12
+    return out
+
+
+def measure_fp8_cast(timer: _Timer, device: torch.device, tokens: int, width: int) -> float:
+    """GB/s of the cast float8 training runs on each linear's input (and on each output gradient in
+    backward), compiled as torchao's tensorwise recipe does: the bf16 tensor's absolute maximum, the
+    scale, and the e4m3 cast in the row-major and the transposed layout; over the bytes the cost model
+    counts for it (read 2, write 1 + 1 per element)."""
+    x = torch.randn(tokens, width, device=device, dtype=torch.bfloat16)
+
+    def cast(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scale = 448.0 / x.abs().amax().float().clamp(min=1e-12)
+        y = (x.float() * scale).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+        return y, y.t().contiguous()
+
+    compiled = torch.compile(cast)
+    return tokens * width * 4 / timer(lambda: compiled(x)) / 1e9
 
 
 def measure_attention(
@@ -422,6 +465,12 @@ def calibrate(*, quick: bool = False, device_type: str | None = None) -> dict[st
         "adamw_gbps": measure_adamw(timer, device, 2**16 if quick else 2**28),
         "host_dispatch": measure_host(device, repeats=5 if quick else 30),
     }
+    if device_type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9):  # FP8 tensor cores
+        shapes = _gemm_shapes(widths, QUICK["tokens"] if quick else TOKENS, QUICK["tp"] if quick else TP)
+        result["gemm_fp8_tflops"] = measure_gemms_fp8(timer, device, shapes)
+        result["fp8_cast_gbps"] = {
+            f"{t}x{w}": measure_fp8_cast(timer, device, t, w) for t in (tokens // 4, tokens) for w in widths[-1][::3]
+        }
     if distributed:
         sizes = (2**10, 2**14) if quick else tuple(2**p for p in range(20, 31, 2))
         result["peer_copy_gbps"] = measure_peers(timer, device, 2**14 if quick else 2**28)

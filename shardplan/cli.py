@@ -188,6 +188,20 @@ TpImpl = Annotated[
         "DTensor dispatch adds host time per block unless --compiled)."
     ),
 ]
+Dtype = Annotated[
+    str,
+    typer.Option(
+        help="Compute precision: bf16 (mixed precision), or fp8: the blocks' linears in FP8 (Transformer Engine, "
+        "torchao float8; needs FP8 tensor cores)."
+    ),
+]
+Fp8Recipe = Annotated[str, typer.Option(help="FP8 scaling with --dtype fp8: tensorwise or rowwise (torchao).")]
+GradAccumulationFusion = Annotated[
+    bool,
+    typer.Option(
+        help="Weight-gradient GEMMs accumulate into the fp32 gradients themselves (Megatron's default with APEX)."
+    ),
+]
 PipelineScatterGather = Annotated[
     bool,
     typer.Option(
@@ -213,6 +227,9 @@ def estimate(
     recompute: Annotated[
         str, typer.Option(help="none, selective (Megatron), selective-op or selective-layer (torchtitan), full.")
     ] = "selective",
+    dtype: Dtype = "bf16",
+    fp8_recipe: Fp8Recipe = "tensorwise",
+    grad_accumulation_fusion: GradAccumulationFusion = False,
     tp_comm_overlap: TpCommOverlap = False,
     overlap_param_gather: OverlapParamGather = False,
     sequence_parallel: SequenceParallel = True,
@@ -236,6 +253,9 @@ def estimate(
         seq_len=seq_len,
         zero_stage=zero,  # type: ignore[arg-type]
         recompute=recompute,  # type: ignore[arg-type]
+        dtype=dtype,  # type: ignore[arg-type]
+        fp8_recipe=fp8_recipe,  # type: ignore[arg-type]
+        grad_accumulation_fusion=grad_accumulation_fusion,
         tp_comm_overlap=tp_comm_overlap,
         overlap_param_gather=overlap_param_gather,
         sequence_parallel=sequence_parallel,
@@ -309,6 +329,9 @@ def suggest(
         ),
     ] = None,
     micro_batch: Annotated[list[int] | None, typer.Option(help="Only these micro-batch sizes.")] = None,
+    dtype: Dtype = "bf16",
+    fp8_recipe: Fp8Recipe = "tensorwise",
+    grad_accumulation_fusion: GradAccumulationFusion = False,
     tp_comm_overlap: TpCommOverlap = False,
     overlap_param_gather: OverlapParamGather = False,
     sequence_parallel: SequenceParallel = True,
@@ -341,6 +364,9 @@ def suggest(
     train = Training(
         global_batch=global_batch,
         seq_len=seq_len,
+        dtype=dtype,  # type: ignore[arg-type]
+        fp8_recipe=fp8_recipe,  # type: ignore[arg-type]
+        grad_accumulation_fusion=grad_accumulation_fusion,
         tp_comm_overlap=tp_comm_overlap,
         overlap_param_gather=overlap_param_gather,
         sequence_parallel=sequence_parallel,

@@ -24,7 +24,18 @@ class Training(BaseModel):
 
     global_batch: int = Field(gt=0, description="Sequences per optimiser step, over all replicas.")
     seq_len: int = Field(gt=0, description="Tokens per sequence.")
-    dtype: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Compute precision (mixed precision).")
+    dtype: Literal["bf16", "fp16", "fp32", "fp8"] = Field(
+        "bf16",
+        description="Compute precision (mixed precision). fp8: bf16 mixed precision with the transformer blocks' "
+        "linear layers in FP8 (Transformer Engine, torchao float8): their inputs, weights and output gradients cast "
+        "to e4m3 each micro-batch, forward GEMMs with fast accumulation; attention, norms, the output head and "
+        "communication stay bf16.",
+    )
+    fp8_recipe: Literal["tensorwise", "rowwise"] = Field(
+        "tensorwise",
+        description="FP8 scaling with dtype='fp8': one scale per tensor (Transformer Engine's delayed scaling, "
+        "torchao's tensorwise) or one per row (torchao's rowwise; slower GEMMs).",
+    )
     recompute: Recompute = Field(
         "none",
         description="Activation recomputation: none; selective (Megatron: the attention core); selective-op "
@@ -84,6 +95,12 @@ class Training(BaseModel):
         "runs under the weight-gradient GEMM, and SP's input all-gather under the input-gradient GEMM "
         "(megatron/core/tensor_parallel/layers.py; False: --no-async-tensor-model-parallel-allreduce, Megatron "
         "of 2021 and the BigScience Megatron-DeepSpeed fork, whose backward all-reduce is synchronous).",
+    )
+    grad_accumulation_fusion: bool = Field(
+        False,
+        description="Each weight-gradient GEMM accumulates into the fp32 gradient buffer itself (Megatron's "
+        "--gradient-accumulation-fusion, on by default where APEX's fused weight-gradient kernel is installed, as in "
+        "NVIDIA's containers; Transformer Engine's fuse_wgrad_accumulation): no separate add per micro-batch.",
     )
     tp_comm_overlap: bool = Field(
         False,

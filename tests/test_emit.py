@@ -26,7 +26,8 @@ TRAIN = Training(global_batch=64, seq_len=4096, zero_stage=1)
 
 PLAN_KEYS = {  # the JSON contract (DESIGN.md "Plan"): new keys carry neutral defaults; removing one bumps the version
     "schema_version", "model", "topology", "num_gpus", "tp", "pp", "dp", "cp", "ep", "micro_batch",
-    "num_micro_batches", "virtual_stages", "zero_stage", "recompute", "sequence_parallel", "tp_comm_overlap",
+    "num_micro_batches", "virtual_stages", "zero_stage", "recompute", "dtype", "fp8_recipe", "sequence_parallel",
+    "tp_comm_overlap",
     "overlap_param_gather", "global_batch",
     "seq_len", "mesh_dim_names", "mesh_shape", "rank_layout", "layers_per_stage", "step_time_s", "tokens_per_s",
     "mfu", "memory_per_gpu_bytes", "memory_breakdown", "fits", "breakdown", "comm_time_by_link",
@@ -200,6 +201,17 @@ def test_overlap_flags_travel_to_the_launch_configs() -> None:
     assert tomllib.loads(emit(plan, topo, "torchtitan"))["parallelism"]["enable_async_tensor_parallel"] is True
     args = emit(plan, topo, "megatron")
     assert "--tp-comm-overlap" in args and "--overlap-param-gather" in args
+
+
+def test_fp8_plans_ask_each_framework_for_fp8_linears() -> None:
+    topo = load_topology("dgx-h100")
+    plan = estimate("llama3-8b", topo, TRAIN.model_copy(update={"dtype": "fp8"}), tp=2, pp=1, dp=4)
+    assert Plan.from_json(plan.to_json()).dtype == "fp8"
+    titan = tomllib.loads(emit(plan, topo, "torchtitan"))
+    assert titan["model"]["converters"] == ["float8"] and titan["float8"]["recipe_name"] == "tensorwise"
+    assert "--fp8-format hybrid" in emit(plan, topo, "megatron")
+    bf16 = estimate("llama3-8b", topo, TRAIN, tp=2, pp=1, dp=4)
+    assert "float8" not in emit(bf16, topo, "torchtitan") and "--fp8" not in emit(bf16, topo, "megatron")
 
 
 def _torchrun(*args: str) -> subprocess.CompletedProcess[str]:

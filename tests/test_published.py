@@ -28,6 +28,7 @@ SUBSET = {
     "megascale2024_175b_530b.csv": "T2-Megatron-LM-",
     "korthikanti2022_seqpar_selective.csv": "T5-",
     "llama3_2024_405b_pretraining.csv": "T4-",
+    "nemo_24.07_perf_summary.csv": "N2407-",  # FP8 (Transformer Engine) on DGX-H100
 }
 
 
@@ -50,11 +51,12 @@ def test_published_subset_within_bounds() -> None:
 
 
 def test_every_usable_row_on_the_mean_within_10_percent() -> None:
-    """All 264 rows the harness estimates (every file, DeepSpeed ZeRO-3 of 2021 included): mean |error|
-    8.4% on 2026-11-25. Eight rows are beyond 25% (issue 5's notes say which and why): not asserted."""
+    """All 273 rows the harness estimates (every file, DeepSpeed ZeRO-3 of 2021 included; FP8 runs since
+    2026-11-25): mean |error| 8.5% on 2026-11-25. Eight rows are beyond 25% (issue 5's notes say which and
+    why): not asserted."""
     vp = _harness()
     used = [r for r in (vp.evaluate(name, row) for name, row in vp.usable_rows()) if r.error is not None]
-    assert len(used) >= 260
+    assert len(used) >= 270
     assert statistics.mean(abs(r.error) for r in used) <= 0.10
 
 

@@ -27,6 +27,10 @@ ATTN_BWD_FLOPS_OVER_FWD = 2.5
 # channel buffers) where no calibration measured it. Assumption, typical for torch 2.x on Hopper.
 DEFAULT_CONTEXT_BYTES = int(1.5 * 2**30)
 ELEMENTWISE_OPS = ("rms_norm", "rope", "swiglu", "residual_add")
+# FP8 GEMM scaling recipes `shardplan calibrate` measures: one scale per tensor with split (precise)
+# accumulation, as float8 training runs its backward GEMMs; the same with fast accumulation, as it runs
+# forward GEMMs (Transformer Engine and torchao's defaults); one scale per row (torchao's rowwise recipe).
+FP8_RECIPES = ("tensorwise", "tensorwise_fast_accum", "rowwise")
 # Architectures whose tensor-core peak needs instructions that Ampere-era kernels do not issue
 # (Hopper's wgmma, Blackwell's tcgen05: NVIDIA's PTX ISA guide).
 ASYNC_MMA_ARCHITECTURES = frozenset({"hopper", "blackwell"})
@@ -68,6 +72,12 @@ class Calibration(BaseModel):
     gpu: str = Field(description="Catalogue key of the GPU measured.")
     source: str = Field("", alias="_source", description="Where and how it was measured.")
     gemm_tflops: dict[str, float] = Field(description="bf16 GEMM TFLOP/s by 'MxNxK'.")
+    gemm_fp8_tflops: dict[str, dict[str, float]] = Field(
+        {}, description="FP8 GEMM TFLOP/s by scaling recipe (FP8_RECIPES) and 'MxNxK' (GPUs with FP8 tensor cores)."
+    )
+    fp8_cast_gbps: dict[str, float] = Field(
+        {}, description="The compiled tensorwise FP8 cast, GB/s of 4 bytes per element, by 'TOKENSxWIDTH'."
+    )
     sdpa_causal_tflops: dict[str, float] = Field(description="Causal attention TFLOP/s (causal FLOPs).")
     sdpa_causal_backward_tflops: dict[str, float] = Field(
         {}, description="Causal attention backward TFLOP/s (ATTN_BWD_FLOPS_OVER_FWD x causal forward FLOPs)."
@@ -102,6 +112,10 @@ class Rates(BaseModel):
 
     gemm_peak_flops: float = Field(description="Sustained bf16 GEMM FLOP/s for large shapes.")
     gemm_overhead_s: float = Field(description="Fixed time per GEMM (launch, wave tail).")
+    fp8_gemm: dict[str, tuple[float, float]] = Field(
+        {}, description="(peak FLOP/s, fixed seconds) of FP8 GEMMs by recipe; empty without FP8 tensor cores."
+    )
+    fp8_cast_bytes_per_s: float = Field(0.0, description="Rate of the FP8 cast over the bytes the model counts.")
     attention_flops: dict[int, float] = Field(
         description="Causal attention forward FLOP/s (flash / SDPA) by sequence length (`at_seq` reads it)."
     )
@@ -126,11 +140,12 @@ class Rates(BaseModel):
     source: str
 
 
-def _fit_gemm(cal: Calibration) -> tuple[float, float]:
-    """Least squares, in relative error, of time = flops / peak + overhead over the GEMM table:
-    with x = flops / t and y = 1 / t, minimise sum((x / peak + y * overhead - 1)^2), a 2x2 linear solve."""
+def _fit_gemm(table: dict[str, float]) -> tuple[float, float]:
+    """Least squares, in relative error, of time = flops / peak + overhead over a GEMM table (TFLOP/s
+    by 'MxNxK'): with x = flops / t and y = 1 / t, minimise sum((x / peak + y * overhead - 1)^2), a
+    2x2 linear solve."""
     xs, ys = [], []
-    for shape, tflops in cal.gemm_tflops.items():
+    for shape, tflops in table.items():
         m, n, k = (int(v) for v in shape.split("x"))
         flops = 2 * m * n * k
         t = flops / (tflops * 1e12)
@@ -182,7 +197,7 @@ def _rates_from(cal: Calibration) -> Rates:
 @cache
 def _rates_from_json(text: str) -> Rates:
     cal = Calibration.model_validate_json(text)
-    peak, overhead = _fit_gemm(cal)
+    peak, overhead = _fit_gemm(cal.gemm_tflops)
     hbm = cal.d2d_rw_gbps * 1e9
     attention = _by_seq(cal.sdpa_causal_tflops)
     backward = _by_seq(cal.sdpa_causal_backward_tflops or cal.sdpa_causal_tflops)
@@ -191,6 +206,10 @@ def _rates_from_json(text: str) -> Rates:
     return Rates(
         gemm_peak_flops=peak,
         gemm_overhead_s=overhead,
+        fp8_gemm={recipe: _fit_gemm(table) for recipe, table in cal.gemm_fp8_tflops.items() if table},
+        # the largest measured cast: a compiled block fuses the casts, so the smaller shapes' fixed launch
+        # time (about 0.1 ms, benchmarks/results/h100-fp8) is not paid per cast
+        fp8_cast_bytes_per_s=max(cal.fp8_cast_gbps.values(), default=0.0) * 1e9,
         attention_flops=attention,
         attention_bwd_flops=backward,
         # where FlashAttention-2 was not measured apart, SDPA's own pick stands in (on Ampere and Ada
@@ -254,6 +273,12 @@ def rates_for(gpu: str, calibration: Calibration | None = None) -> Rates:
     return Rates(
         gemm_peak_flops=ref.gemm_peak_flops * compute,
         gemm_overhead_s=ref.gemm_overhead_s,
+        fp8_gemm={
+            recipe: (peak * spec.fp8_dense_tflops / ref_spec.fp8_dense_tflops, overhead)
+            for recipe, (peak, overhead) in ref.fp8_gemm.items()
+            if spec.fp8_dense_tflops
+        },
+        fp8_cast_bytes_per_s=ref.fp8_cast_bytes_per_s * memory,
         attention_flops={s: r * compute for s, r in ref.attention_flops.items()},
         attention_bwd_flops={s: r * compute for s, r in ref.attention_bwd_flops.items()},
         flash2_flops={s: r * compute for s, r in flash2[0].items()},

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shardplan.cost.calibration import ATTN_BWD_FLOPS_OVER_FWD, Rates, at_seq, elementwise_bytes_per_token
+from shardplan.errors import PlanError
 from shardplan.model.schema import ModelSpec
 from shardplan.training import Training
 
@@ -53,6 +54,10 @@ TRITON_2022_SLOWER = (1.4, 2.0)
 # GEMM peak (715.3 TFLOP/s), taken as that share of any GPU's peak.
 MISALIGNED_PEAK_SHARE = 150.1 / 715.3
 ALIGN_ELEMENTS = 8  # bf16 elements in 16 bytes
+# An FP8 cast (float8 training, each linear's input and weight forward, its output gradient backward)
+# reads the bf16 tensor and writes e4m3 twice, row-major and transposed (the weight-gradient GEMM reads
+# the transposed copy): Transformer Engine's cast_transpose, torchao's tensorwise cast. Counted bytes.
+FP8_CAST_BYTES = 2 + 1 + 1
 
 
 @dataclass(frozen=True)
@@ -70,9 +75,39 @@ class StageTimes:
         return self.forward_s + self.backward_s + self.recompute_s
 
 
-def gemm_s(m: float, n: float, k: float, rates: Rates) -> float:
-    """One (m x k) @ (k x n) GEMM in row-major bf16 (its rows are k and n elements long)."""
+def gemm_s(m: float, n: float, k: float, rates: Rates, precision: str = "bf16") -> float:
+    """One (m x k) @ (k x n) GEMM in row-major bf16 (its rows are k and n elements long), or in FP8
+    under `precision`, one of FP8_RECIPES."""
+    if precision != "bf16":
+        peak, overhead = rates.fp8_gemm[precision]
+        return 2 * m * n * k / peak + overhead
     return 2 * m * n * k / _peak(rates, n, k) + rates.gemm_overhead_s
+
+
+def linear_precisions(training: Training, rates: Rates) -> tuple[str, str]:
+    """How the blocks' linear layers run their GEMMs, forward and backward: bf16, or under
+    dtype='fp8' the FP8 recipe (forward with fast accumulation where the recipe is tensorwise)."""
+    if training.dtype != "fp8":
+        return "bf16", "bf16"
+    backward = training.fp8_recipe
+    forward = "tensorwise_fast_accum" if backward == "tensorwise" else backward
+    if forward not in rates.fp8_gemm or backward not in rates.fp8_gemm:
+        raise PlanError(
+            f"dtype='fp8' needs FP8 tensor cores (Hopper, Ada, Blackwell) and their {backward} GEMM rates; "
+            f"none for this GPU ({rates.source[:70]})"
+        )
+    return forward, backward
+
+
+def fp8_cast_s(elements: float, rates: Rates, *, compiled: bool) -> float:
+    """Casting `elements` bf16 values to FP8 as float8 training does before a GEMM: read 2 bytes,
+    write 1 in the row-major and 1 in the transposed layout (the other GEMM of the pair reads it).
+    Compiled blocks (torchao's float8 under torch.compile) at the measured compiled cast rate: its
+    absolute maximum, scale and casts take several kernels. Else Transformer Engine's fused
+    cast-transpose kernel (amax in the same pass), at the copy rate (assumption: one pass over
+    the bytes, as a copy)."""
+    rate = rates.fp8_cast_bytes_per_s if compiled and rates.fp8_cast_bytes_per_s else rates.hbm_bytes_per_s
+    return elements * FP8_CAST_BYTES / rate
 
 
 def _peak(rates: Rates, *row_elements: float) -> float:
@@ -82,14 +117,21 @@ def _peak(rates: Rates, *row_elements: float) -> float:
     return rates.gemm_peak_flops * (1.0 if aligned else MISALIGNED_PEAK_SHARE)
 
 
-def column_parallel_gemms_s(model: ModelSpec, tokens: int, tp: int, rates: Rates) -> tuple[float, float]:
+def column_parallel_gemms_s(
+    model: ModelSpec, tokens: int, tp: int, rates: Rates, precision: str = "bf16"
+) -> tuple[float, float]:
     """Forward seconds of the block's two column-parallel GEMMs as Megatron fuses them: the QKV
     projection and the MLP's input projection (gate and up fused under SwiGLU). Their input- and
     weight-gradient GEMMs in backward each do the same FLOPs."""
-    h, f = model.hidden_size, model.active_ffn_hidden_size
-    qkv = (model.num_heads + 2 * model.num_kv_heads) * model.head_dim
-    mlp_in = 2 * f if model.mlp == "swiglu" else f
-    return gemm_s(tokens, qkv / tp, h, rates), gemm_s(tokens, mlp_in / tp, h, rates)
+    h = model.hidden_size
+    qkv, mlp_in = _column_widths(model)
+    return gemm_s(tokens, qkv / tp, h, rates, precision), gemm_s(tokens, mlp_in / tp, h, rates, precision)
+
+
+def _column_widths(model: ModelSpec) -> tuple[int, int]:
+    """Output widths of the QKV projection and the MLP's input projection (gate and up under SwiGLU)."""
+    f = model.active_ffn_hidden_size
+    return (model.num_heads + 2 * model.num_kv_heads) * model.head_dim, 2 * f if model.mlp == "swiglu" else f
 
 
 def _block_times(
@@ -102,17 +144,31 @@ def _block_times(
     *,
     attention: str = "flash",
     compiled: bool = False,
+    precisions: tuple[str, str] = ("bf16", "bf16"),
 ) -> tuple[float, ...]:
-    """(forward GEMMs, forward attention, backward attention, forward memory-bound) seconds of one
-    transformer block; `compiled`: its memory-bound ops at their rates under torch.compile."""
+    """(forward GEMMs, backward GEMMs, forward attention, backward attention, forward memory-bound)
+    seconds of one transformer block; `compiled`: its memory-bound ops at their rates under
+    torch.compile; `precisions`: the linears' GEMMs forward and backward (`linear_precisions`), where
+    FP8 adds the casts of their inputs and weights (forward) and of their output gradients (backward)."""
     h, q = model.hidden_size, model.num_heads * model.head_dim
     kv = model.num_kv_heads * model.head_dim
     f = model.active_ffn_hidden_size
-    gemms = (
-        sum(column_parallel_gemms_s(model, tokens, tp, rates))
-        + gemm_s(tokens, h, q / tp, rates)  # attention output projection
-        + gemm_s(tokens, h, f / tp, rates)  # MLP down
-    )
+
+    def linears(precision: str) -> float:
+        return (
+            sum(column_parallel_gemms_s(model, tokens, tp, rates, precision))
+            + gemm_s(tokens, h, q / tp, rates, precision)  # attention output projection
+            + gemm_s(tokens, h, f / tp, rates, precision)  # MLP down
+        )
+
+    gemms, gemms_bwd = linears(precisions[0]), 2 * linears(precisions[1])
+    if precisions[0] != "bf16":
+        qkv, mlp_in = _column_widths(model)
+        inputs = tokens * (2 * h + (q + f) / tp)  # QKV and MLP-in read h, out-projection and MLP-down their shard
+        weights = h * (qkv + mlp_in + q + f) / tp
+        output_grads = tokens * ((qkv + mlp_in) / tp + 2 * h)
+        gemms += fp8_cast_s(inputs + weights, rates, compiled=compiled)
+        gemms_bwd += fp8_cast_s(output_grads, rates, compiled=compiled)
     # causal attention: QK^T and AV, 2 * 2 * s * q FLOPs per token over the full square, half of it causal
     attn_flops = tokens * 2 * seq_len * (q / tp)
     # memory-bound work: two norms and two residual adds per block (on tokens/tp with SP), RoPE on
@@ -148,7 +204,7 @@ def _block_times(
     else:
         attn_fwd = attn_flops / at_seq(rates.attention_flops, seq_len)
         attn_bwd = attn_flops * ATTN_BWD_FLOPS_OVER_FWD / at_seq(rates.attention_bwd_flops, seq_len)
-    return gemms, attn_fwd, attn_bwd, memory
+    return gemms, gemms_bwd, attn_fwd, attn_bwd, memory
 
 
 def stage_times(
@@ -169,7 +225,8 @@ def stage_times(
     fully_shard, `dtensor_tp`: its linears DTensors: both add to the host's time per block."""
     seq_len, recompute = training.seq_len, training.recompute
     tokens = micro_batch * seq_len
-    gemms, attn, attn_bwd, memory = _block_times(
+    precisions = linear_precisions(training, rates)
+    gemms, gemms_bwd, attn, attn_bwd, memory = _block_times(
         model,
         tokens,
         seq_len,
@@ -178,10 +235,11 @@ def stage_times(
         rates,
         attention=training.attention,
         compiled=training.compiled,
+        precisions=precisions,
     )
     fwd = layers * (gemms + attn + memory)
-    bwd = layers * (2 * gemms + attn_bwd + 2 * memory)
-    gemm_total = layers * gemms * {"full": 4, "selective-layer": 3.5}.get(recompute, 3)
+    bwd = layers * (gemms_bwd + attn_bwd + 2 * memory)
+    gemm_total = layers * (gemms * {"full": 2, "selective-layer": 1.5}.get(recompute, 1) + gemms_bwd)
     if recompute == "full":
         rec = fwd
     elif recompute == "selective":
@@ -190,9 +248,9 @@ def stage_times(
         rec = fwd / 2
     elif recompute == "selective-op":  # every other matmul and the memory-bound ops, not attention
         redo = sum(
-            gemm_s(tokens, m.width / tp, m.inner, rates)
+            gemm_s(tokens, m.width / tp, m.inner, rates, precisions[0])
             if m.column_parallel
-            else gemm_s(tokens, m.width, m.inner / tp, rates)
+            else gemm_s(tokens, m.width, m.inner / tp, rates, precisions[0])
             for m in model.block_matmuls()[1::2]
         )
         rec = layers * (redo + memory)

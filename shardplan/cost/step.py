@@ -14,6 +14,7 @@ from shardplan.cost.compute import (
     column_parallel_gemms_s,
     fsdp2_copy_s,
     grad_accumulate_s,
+    linear_precisions,
     optimizer_s,
     stage_times,
 )
@@ -87,9 +88,12 @@ def _host_wrappers(training: Training, tp: int) -> tuple[bool, bool]:
 
 def _optimizer_step_s(params_local: float, training: Training, dp: int, num_micro: int, rates: Any) -> float:
     """The optimizer step over this GPU's shard, and each micro-batch's weight gradients added into
-    the fp32 buffer (sharded under ZeRO-3, whose reduce-scatter runs per micro-batch)."""
+    the fp32 buffer (sharded under ZeRO-3, whose reduce-scatter runs per micro-batch) unless the
+    weight-gradient GEMMs accumulate there themselves."""
     shard = dp if training.zero_stage >= 1 else 1
-    accumulate = num_micro * grad_accumulate_s(params_local / (dp if training.zero_stage == 3 else 1), rates)
+    accumulate = 0.0
+    if not training.grad_accumulation_fusion:
+        accumulate = num_micro * grad_accumulate_s(params_local / (dp if training.zero_stage == 3 else 1), rates)
     return optimizer_s(params_local / shard, rates) + accumulate
 
 
@@ -153,7 +157,7 @@ def step_cost(
         tp_s = 0.0
         if tp > 1:
             size = tokens * model.hidden_size * 2  # bf16 activations, the full (gathered) buffer
-            col = column_parallel_gemms_s(model, tokens, tp, rates)
+            col = column_parallel_gemms_s(model, tokens, tp, rates, linear_precisions(training, rates)[1])
             time_of = partial(tp_axis.time_s, stage=p, size_bytes=size)
             lost = overlap_slowdown(tp_axis.link_class(p))
             forward, backward, moved = _tp_layer_s(training, sp, time_of, col, lost)
@@ -315,7 +319,8 @@ def time_lower_bound_s(
         def time_of(op: str) -> float:
             return transfer_lower_bound_s(op, tp, size, tp_ring_gbps)
 
-        col = column_parallel_gemms_s(model, micro_batch * training.seq_len, tp, rates)
+        tokens = micro_batch * training.seq_len
+        col = column_parallel_gemms_s(model, tokens, tp, rates, linear_precisions(training, rates)[1])
         sp = training.sequence_parallel
         forward, backward, _ = _tp_layer_s(training, sp, time_of, col, lost=0.0)
         block_tp = forward * (_tp_passes(training) - 1) + backward

@@ -40,6 +40,8 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
     elif plan.recompute == "selective-layer":  # half the blocks of each stage in full
         half = max(plan.layers_per_stage) // 2
         args += ["--recompute-granularity full", "--recompute-method block", f"--recompute-num-layers {half}"]
+    if plan.dtype == "fp8":  # Transformer Engine: e4m3 forward, e5m2 gradients, per-tensor scales
+        args += ["--transformer-impl transformer_engine", "--fp8-format hybrid"]
     if plan.zero_stage >= 1:
         args.append("--use-distributed-optimizer")
     if plan.tp_comm_overlap and plan.tp > 1:
@@ -51,6 +53,8 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
         head.append(
             f"# the plan assumes ZeRO-{plan.zero_stage}; Megatron's distributed optimizer shards optimizer states only"
         )
+    if plan.dtype == "fp8" and plan.fp8_recipe == "rowwise":
+        head.append("# the plan assumes torchao's rowwise FP8 scaling; Transformer Engine scales per tensor")
     if plan.recompute == "selective-op":
         head.append("# the plan assumes torchtitan's per-op selective recompute; Megatron has no such option")
     head += remap_note(plan, topology, "#")

@@ -52,6 +52,8 @@ def torchtitan_toml(plan: Plan, topology: Topology) -> str:
         "[activation_checkpoint]",
         *_activation_checkpoint(plan.recompute),
     ]
+    if plan.dtype == "fp8":  # torchao's float8 linears (torchtitan's float8 converter)
+        lines += ["", "[model]", 'converters = ["float8"]', "", "[float8]", f'recipe_name = "{plan.fp8_recipe}"']
     return "\n".join(lines) + "\n"
 
 

@@ -150,6 +150,8 @@ def make_plan(
         virtual_stages=virtual_stages,
         zero_stage=training.zero_stage,
         recompute=training.recompute,
+        dtype=training.dtype,
+        fp8_recipe=training.fp8_recipe,
         sequence_parallel=training.sequence_parallel,
         tp_comm_overlap=training.tp_comm_overlap,
         overlap_param_gather=training.overlap_param_gather,

@@ -21,6 +21,7 @@ class GpuModel(BaseModel):
     key: str = Field(description="Lower-case hyphenated name, e.g. 'h100-sxm'.")
     memory_bytes: int = Field(gt=0, description="Device memory, bytes.")
     bf16_dense_tflops: float = Field(gt=0, description="Dense BF16 tensor peak, TFLOP/s.")
+    fp8_dense_tflops: float = Field(0.0, ge=0, description="Dense FP8 tensor peak, TFLOP/s (0: no FP8 tensor cores).")
     hbm_gbps: float = Field(gt=0, description="Memory bandwidth, GB/s.")
     nvlink_links: int = Field(ge=0, description="NVLink links per GPU.")
     nvlink_gbps_per_link: float = Field(ge=0, description="GB/s per link per direction.")
