@@ -60,11 +60,14 @@ class Case:
     micro_batch: int
     recompute: str = "none"
     num_micro: int = 1
+    dtype: str = "bf16"  # or "fp8": the blocks' linears as shardplan.llama.Float8Linear
+    compiled: bool = False  # each block under torch.compile
 
     @property
     def name(self) -> str:
         accumulate = f" x{self.num_micro}" if self.num_micro > 1 else ""
-        return f"{self.model} s{self.seq_len} mb{self.micro_batch}{accumulate} rc-{self.recompute}"
+        extra = (" fp8" if self.dtype == "fp8" else "") + (" compiled" if self.compiled else "")
+        return f"{self.model} s{self.seq_len} mb{self.micro_batch}{accumulate} rc-{self.recompute}{extra}"
 
 
 CASES = (
@@ -89,6 +92,19 @@ CASES = (
     Case("llama-2.7b", 4096, 2, "selective-op"),
     Case("llama-7b-8l", 4096, 4),
     Case("llama-7b-8l", 4096, 8, "full"),
+)
+
+# FP8 linears (torchao's tensorwise recipe, written out in shardplan.llama) against the same models in
+# bf16, all with compiled blocks as torchtitan runs float8: `--cases fp8`
+FP8_CASES = tuple(
+    Case(model, seq, mb, recompute, dtype=dtype, compiled=True)
+    for model, seq, mb, recompute in (
+        ("llama-1.2b", 4096, 2, "none"),
+        ("llama-2.7b", 4096, 2, "none"),
+        ("llama-7b-8l", 4096, 4, "none"),
+        ("llama-7b-8l", 8192, 4, "full"),
+    )
+    for dtype in ("bf16", "fp8")
 )
 
 
@@ -117,6 +133,8 @@ def estimate_case(case: Case, calibration: Path) -> dict[str, Any]:
         recompute=case.recompute,  # type: ignore[arg-type]
         zero_stage=0,
         sequence_parallel=False,
+        dtype=case.dtype,  # type: ignore[arg-type]
+        compiled=case.compiled,
     )
     plan = estimate(
         spec_of(case),
@@ -159,11 +177,15 @@ def _train(case: Case, profile: Path | None, steps: int) -> dict[str, Any]:
     its kernel table is written there."""
     import torch
 
-    from shardplan.llama import Llama, MixedPrecisionAdamW
+    from shardplan.llama import Llama, MixedPrecisionAdamW, compile_blocks, float8_linears
 
     cfg = model_config(case.model, case.seq_len)
     with torch.device("cuda"):
         model = Llama(cfg)
+    if case.dtype == "fp8":
+        float8_linears(model)
+    if case.compiled:
+        compile_blocks(model)
     params = sum(p.numel() for p in model.parameters())
     if params != spec_of(case).num_params:
         raise SystemExit(f"{case.name}: module has {params} parameters, ModelSpec {spec_of(case).num_params}")
@@ -304,6 +326,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results", help="results folder")
     parser.add_argument("--reestimate", type=Path, help="recorded results: recompute the estimates only")
     parser.add_argument("--only", help="run the cases whose name contains this")
+    parser.add_argument("--cases", choices=("bf16", "fp8"), default="bf16", help="CASES, or FP8_CASES")
     parser.add_argument("--profile", action="store_true", help="write a kernel table of the first case per model")
     parser.add_argument("--steps", type=int, default=STEPS, help=f"timed steps per case (default {STEPS})")
     args = parser.parse_args()
@@ -314,7 +337,7 @@ def main() -> None:
         out_json = args.reestimate
     else:
         facts, rows = device_facts(), []
-        for case in CASES:
+        for case in FP8_CASES if args.cases == "fp8" else CASES:
             if args.only and args.only not in case.name:
                 continue
             first_of_model = all(r["model"] != case.model for r in rows)
@@ -323,9 +346,9 @@ def main() -> None:
             rows.append({"case": case.name, **asdict(case), **measured})
             print(case.name, "OOM" if measured["oom"] else f"{measured['measured_step_time_s']:.4f} s", flush=True)
         args.out.mkdir(parents=True, exist_ok=True)
-        out_json = args.out / "h100-single-gpu.json"
+        out_json = args.out / ("h100-fp8-training.json" if args.cases == "fp8" else "h100-single-gpu.json")
     for row in rows:
-        case = Case(row["model"], row["seq_len"], row["micro_batch"], row["recompute"], row["num_micro"])
+        case = Case(**{key: row[key] for key in Case.__dataclass_fields__ if key in row})
         row.update(estimate_case(case, args.calibration))
         add_errors(row)
     out_json.write_text(json.dumps({"device": facts, "calibration": str(args.calibration), "cases": rows}, indent=2))

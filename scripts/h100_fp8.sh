@@ -7,7 +7,7 @@ source scripts/wheels.sh
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv > "$OUT/nvidia-smi.csv"
 python3 - <<'PY'
 import json, os, torch
-from shardplan.calibrate import TOKENS, TP, WIDTHS, _gemm_shapes, _Timer, measure_fp8_cast, measure_gemms, measure_gemms_fp8
+from shardplan.calibrate import TOKENS, TP, WIDTHS, _gemm_shapes, _Timer, measure_gemms, measure_gemms_fp8
 
 device = torch.device("cuda", 0)
 timer = _Timer(device)
@@ -19,7 +19,6 @@ result = {
     "gemm_fp8_tflops": measure_gemms_fp8(timer, device, shapes),
     # bf16 again in the same run, so that the FP8/BF16 ratio is taken at one clock and temperature
     "gemm_tflops": measure_gemms(timer, device, shapes),
-    "fp8_cast_gbps": {f"{t}x{w}": measure_fp8_cast(timer, device, t, w) for t in (2048, 8192) for w in (4096, 14336)},
 }
 with open(os.path.join(os.environ["OUT"], "h100-fp8.json"), "w") as f:
     json.dump(result, f, indent=2)
@@ -27,5 +26,4 @@ for name, table in result["gemm_fp8_tflops"].items():
     v = sorted(table.values())
     print(name, "median", round(v[len(v) // 2], 1), "max", round(v[-1], 1))
 v = sorted(result["gemm_tflops"].values()); print("bf16 median", round(v[len(v) // 2], 1), "max", round(v[-1], 1))
-print("cast GB/s", result["fp8_cast_gbps"])
 PY

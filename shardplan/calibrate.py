@@ -8,7 +8,7 @@ of several repeats, on random data:
 - bf16 GEMMs with the shapes tensor parallelism produces (forward, data- and weight-gradient
   layouts of a transformer block's four projections, for several model widths, token counts and TP
   degrees); on GPUs with FP8 tensor cores the same shapes in FP8 (per-tensor scales with and without
-  fast accumulation, per-row scales) and the compiled FP8 cast float8 training runs on each linear;
+  fast accumulation, per-row scales);
 - causal flash/SDPA attention, forward and backward, at 16,384 tokens for sequences of 512 to 16,384
   (the cost model reads the rate at a block's sequence length): SDPA's own pick of kernel, and SDPA
   held to its FlashAttention-2 backend (the kernel older attention implementations are rated against);
@@ -136,22 +136,6 @@ def measure_gemms_fp8(timer: _Timer, device: torch.device, shapes: list[tuple[in
 
             out[name][f"{m}x{n}x{k}"] = 2 * m * n * k / timer(run) / 1e12
     return out
-
-
-def measure_fp8_cast(timer: _Timer, device: torch.device, tokens: int, width: int) -> float:
-    """GB/s of the cast float8 training runs on each linear's input (and on each output gradient in
-    backward), compiled as torchao's tensorwise recipe does: the bf16 tensor's absolute maximum, the
-    scale, and the e4m3 cast in the row-major and the transposed layout; over the bytes the cost model
-    counts for it (read 2, write 1 + 1 per element)."""
-    x = torch.randn(tokens, width, device=device, dtype=torch.bfloat16)
-
-    def cast(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scale = 448.0 / x.abs().amax().float().clamp(min=1e-12)
-        y = (x.float() * scale).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
-        return y, y.t().contiguous()
-
-    compiled = torch.compile(cast)
-    return tokens * width * 4 / timer(lambda: compiled(x)) / 1e9
 
 
 def measure_attention(
@@ -468,9 +452,6 @@ def calibrate(*, quick: bool = False, device_type: str | None = None) -> dict[st
     if device_type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9):  # FP8 tensor cores
         shapes = _gemm_shapes(widths, QUICK["tokens"] if quick else TOKENS, QUICK["tp"] if quick else TP)
         result["gemm_fp8_tflops"] = measure_gemms_fp8(timer, device, shapes)
-        result["fp8_cast_gbps"] = {
-            f"{t}x{w}": measure_fp8_cast(timer, device, t, w) for t in (tokens // 4, tokens) for w in widths[-1][::3]
-        }
     if distributed:
         sizes = (2**10, 2**14) if quick else tuple(2**p for p in range(20, 31, 2))
         result["peer_copy_gbps"] = measure_peers(timer, device, 2**14 if quick else 2**28)

@@ -114,6 +114,58 @@ class Llama(nn.Module):
         return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
 
 
+def _to_fp8(x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """`x` scaled by its absolute maximum into `dtype`'s range and cast (dynamic per-tensor scaling),
+    with the inverse scale the FP8 GEMM multiplies back."""
+    top = torch.finfo(dtype).max
+    scale = top / x.abs().amax().float().clamp(min=1e-12)
+    return (x.float() * scale).clamp(-top, top).to(dtype), scale.reciprocal()
+
+
+def _column_major(x: torch.Tensor) -> torch.Tensor:
+    return x.t().contiguous().t()
+
+
+class _Float8Matmul(torch.autograd.Function):
+    """y = x @ w.T with both in e4m3 (forward GEMM with fast accumulation) and, in backward, the output
+    gradient in e5m2 against e4m3 copies of w and x: torchao's tensorwise float8 recipe. x and w are
+    kept in bf16 for backward and cast again there."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        x2 = x.reshape(-1, x.shape[-1])
+        ctx.save_for_backward(x2, w)
+        ctx.shape = x.shape
+        (xq, xs), (wq, ws) = _to_fp8(x2, torch.float8_e4m3fn), _to_fp8(w, torch.float8_e4m3fn)
+        y = torch._scaled_mm(xq, wq.t(), scale_a=xs, scale_b=ws, out_dtype=torch.bfloat16, use_fast_accum=True)
+        return y.view(*x.shape[:-1], w.shape[0])
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x2, w = ctx.saved_tensors
+        gq, gs = _to_fp8(grad.reshape(-1, grad.shape[-1]), torch.float8_e5m2)
+        (xq, xs), (wq, ws) = _to_fp8(x2, torch.float8_e4m3fn), _to_fp8(w, torch.float8_e4m3fn)
+        dx = torch._scaled_mm(gq, _column_major(wq), scale_a=gs, scale_b=ws, out_dtype=torch.bfloat16)
+        dw = torch._scaled_mm(gq.t().contiguous(), _column_major(xq), scale_a=gs, scale_b=xs, out_dtype=torch.bfloat16)
+        return dx.view(ctx.shape), dw
+
+
+class Float8Linear(nn.Linear):
+    """A bias-free linear whose GEMMs run in FP8 (`_Float8Matmul`); weights stay bf16."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _Float8Matmul.apply(x, self.weight)
+
+
+def float8_linears(model: nn.Module) -> None:
+    """Every block's linear layers to `Float8Linear` (the output head stays bf16, as torchtitan's
+    float8 converter leaves it); call before compiling or sharding."""
+    for block in model.blocks:
+        for child in block.children():
+            if type(child) is nn.Linear:
+                child.__class__ = Float8Linear
+
+
 def parallelize_blocks(model: nn.Module, mesh: Any) -> None:
     """Tensor parallelism as torchtitan writes it for Llama: in every block, Q, K, V, W1 and W3
     column-wise and O and W2 row-wise as DTensors over `mesh` (a 1-D device mesh)."""

@@ -157,3 +157,24 @@ def test_compiled_blocks_on_one_gpu() -> None:
         est = estimate(spec, topo, train, tp=1, pp=1, dp=1, micro_batch=plan["micro_batch"]).step_time_s
         run = json.loads((ROOT / f"benchmarks/results/h100-compile-check/compiled-case-{i}.json").read_text())
         assert est == pytest.approx(run["measured_step_time_s"], rel=bound), i
+
+
+def test_fp8_and_compiled_training_within_10_percent(tmp_path: Path) -> None:
+    """benchmarks/results/h100-fp8: the same models with compiled blocks, in bf16 and with FP8 linears
+    (shardplan.llama.Float8Linear, torchao's tensorwise recipe), trained on a real H100 and re-estimated
+    with the shipped H100 calibration: every step time within 10%, and FP8 faster wherever it measured
+    faster. (The run's own calibrate measured compiled memory-bound ops 2-3x slower than the shipped
+    benchmarks/elementwise_compiled.py figures, which would put these estimates 16-46% high.)"""
+    work = tmp_path / "fp8.json"
+    shutil.copy(ROOT / "benchmarks/results/h100-fp8/h100-fp8-training.json", work)
+    calibration = ROOT / "shardplan/cost/calibration/h100-sxm.json"
+    cmd = [sys.executable, "benchmarks/real_training.py", "--reestimate", str(work), "--calibration", str(calibration)]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = {r["case"]: r for r in json.loads(work.read_text())["cases"]}
+    assert len(rows) == 8
+    for name, r in rows.items():
+        assert abs(r["step_time_error"]) <= 0.10, name
+        if " fp8" in name:
+            bf16 = rows[name.replace(" fp8", "")]
+            assert r["estimated_step_time_s"] < bf16["estimated_step_time_s"], name

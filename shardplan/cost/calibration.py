@@ -75,9 +75,6 @@ class Calibration(BaseModel):
     gemm_fp8_tflops: dict[str, dict[str, float]] = Field(
         {}, description="FP8 GEMM TFLOP/s by scaling recipe (FP8_RECIPES) and 'MxNxK' (GPUs with FP8 tensor cores)."
     )
-    fp8_cast_gbps: dict[str, float] = Field(
-        {}, description="The compiled tensorwise FP8 cast, GB/s of 4 bytes per element, by 'TOKENSxWIDTH'."
-    )
     sdpa_causal_tflops: dict[str, float] = Field(description="Causal attention TFLOP/s (causal FLOPs).")
     sdpa_causal_backward_tflops: dict[str, float] = Field(
         {}, description="Causal attention backward TFLOP/s (ATTN_BWD_FLOPS_OVER_FWD x causal forward FLOPs)."
@@ -115,7 +112,6 @@ class Rates(BaseModel):
     fp8_gemm: dict[str, tuple[float, float]] = Field(
         {}, description="(peak FLOP/s, fixed seconds) of FP8 GEMMs by recipe; empty without FP8 tensor cores."
     )
-    fp8_cast_bytes_per_s: float = Field(0.0, description="Rate of the FP8 cast over the bytes the model counts.")
     attention_flops: dict[int, float] = Field(
         description="Causal attention forward FLOP/s (flash / SDPA) by sequence length (`at_seq` reads it)."
     )
@@ -207,9 +203,6 @@ def _rates_from_json(text: str) -> Rates:
         gemm_peak_flops=peak,
         gemm_overhead_s=overhead,
         fp8_gemm={recipe: _fit_gemm(table) for recipe, table in cal.gemm_fp8_tflops.items() if table},
-        # the largest measured cast: a compiled block fuses the casts, so the smaller shapes' fixed launch
-        # time (about 0.1 ms, benchmarks/results/h100-fp8) is not paid per cast
-        fp8_cast_bytes_per_s=max(cal.fp8_cast_gbps.values(), default=0.0) * 1e9,
         attention_flops=attention,
         attention_bwd_flops=backward,
         # where FlashAttention-2 was not measured apart, SDPA's own pick stands in (on Ampere and Ada
@@ -278,7 +271,6 @@ def rates_for(gpu: str, calibration: Calibration | None = None) -> Rates:
             for recipe, (peak, overhead) in ref.fp8_gemm.items()
             if spec.fp8_dense_tflops
         },
-        fp8_cast_bytes_per_s=ref.fp8_cast_bytes_per_s * memory,
         attention_flops={s: r * compute for s, r in ref.attention_flops.items()},
         attention_bwd_flops={s: r * compute for s, r in ref.attention_bwd_flops.items()},
         flash2_flops={s: r * compute for s, r in flash2[0].items()},

@@ -99,15 +99,14 @@ def linear_precisions(training: Training, rates: Rates) -> tuple[str, str]:
     return forward, backward
 
 
-def fp8_cast_s(elements: float, rates: Rates, *, compiled: bool) -> float:
+def fp8_cast_s(elements: float, rates: Rates) -> float:
     """Casting `elements` bf16 values to FP8 as float8 training does before a GEMM: read 2 bytes,
-    write 1 in the row-major and 1 in the transposed layout (the other GEMM of the pair reads it).
-    Compiled blocks (torchao's float8 under torch.compile) at the measured compiled cast rate: its
-    absolute maximum, scale and casts take several kernels. Else Transformer Engine's fused
-    cast-transpose kernel (amax in the same pass), at the copy rate (assumption: one pass over
-    the bytes, as a copy)."""
-    rate = rates.fp8_cast_bytes_per_s if compiled and rates.fp8_cast_bytes_per_s else rates.hbm_bytes_per_s
-    return elements * FP8_CAST_BYTES / rate
+    write 1 in the row-major and 1 in the transposed layout (the other GEMM of the pair reads it), in
+    one pass at the copy rate, as Transformer Engine's fused cast-transpose kernel runs (amax in the same
+    pass) and as torch.compile fuses torchao's casts into the block. The same cast compiled on its own
+    ran at 600-800 GB/s on the H100, a quarter of the copy rate, but a whole compiled block with FP8
+    linears ran within 10% of this model (benchmarks/results/h100-fp8)."""
+    return elements * FP8_CAST_BYTES / rates.hbm_bytes_per_s
 
 
 def _peak(rates: Rates, *row_elements: float) -> float:
@@ -167,8 +166,8 @@ def _block_times(
         inputs = tokens * (2 * h + (q + f) / tp)  # QKV and MLP-in read h, out-projection and MLP-down their shard
         weights = h * (qkv + mlp_in + q + f) / tp
         output_grads = tokens * ((qkv + mlp_in) / tp + 2 * h)
-        gemms += fp8_cast_s(inputs + weights, rates, compiled=compiled)
-        gemms_bwd += fp8_cast_s(output_grads, rates, compiled=compiled)
+        gemms += fp8_cast_s(inputs + weights, rates)
+        gemms_bwd += fp8_cast_s(output_grads, rates)
     # causal attention: QK^T and AV, 2 * 2 * s * q FLOPs per token over the full square, half of it causal
     attn_flops = tokens * 2 * seq_len * (q / tp)
     # memory-bound work: two norms and two residual adds per block (on tokens/tp with SP), RoPE on
