@@ -178,3 +178,25 @@ def test_fp8_and_compiled_training_within_10_percent(tmp_path: Path) -> None:
         if " fp8" in name:
             bf16 = rows[name.replace(" fp8", "")]
             assert r["estimated_step_time_s"] < bf16["estimated_step_time_s"], name
+
+
+def test_float8_linear_follows_the_bf16_linear_within_fp8_precision() -> None:
+    """Float8Linear (the FP8 benchmark's linears) on the CPU: output and both gradients within the
+    precision of e4m3 / e5m2 (3 and 2 mantissa bits) of the bf16 linear's, norm-wise."""
+    from shardplan.llama import float8_linears
+
+    torch.manual_seed(0)
+    cfg = model_config("llama-0.5b", 64) | {"hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 128}
+    cfg["num_hidden_layers"] = 1
+    model = Llama(cfg)
+    reference = model.blocks[0].w1
+    x = torch.randn(4, 32, 64, dtype=torch.bfloat16, requires_grad=True)
+    expected = reference(x)
+    grad = torch.randn_like(expected)
+    ex_dx, ex_dw = torch.autograd.grad(expected, (x, reference.weight), grad)
+    float8_linears(model)
+    got = model.blocks[0].w1(x)
+    dx, dw = torch.autograd.grad(got, (x, model.blocks[0].w1.weight), grad)
+    for a, b, tol in ((got, expected, 0.08), (dx, ex_dx, 0.15), (dw, ex_dw, 0.15)):
+        assert (a.float() - b.float()).norm() <= tol * b.float().norm()
+    assert type(model.head) is torch.nn.Linear  # the output head stays bf16
