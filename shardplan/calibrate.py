@@ -43,7 +43,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from shardplan.cost.calibration import ATTN_BWD_FLOPS_OVER_FWD, elementwise_bytes_per_token
+from shardplan.cost.calibration import ATTN_BWD_FLOPS_OVER_FWD, FP8_RECIPES, elementwise_bytes_per_token
 
 # Transformer widths (hidden, q = heads x head_dim, kv = kv heads x head_dim, ffn) whose GEMM shapes
 # are measured: Llama-3.2-1B, Llama-3-8B and Llama-3-70B (their config.json), covering narrow to wide.
@@ -118,7 +118,7 @@ def measure_gemms_fp8(timer: _Timer, device: torch.device, shapes: list[tuple[in
     split accumulation, as backward GEMMs run; `tensorwise_fast_accum` as forward GEMMs run
     (Transformer Engine and torchao both accumulate the forward GEMM fast); `rowwise` (a scale per
     row of each operand)."""
-    out: dict[str, dict] = {"tensorwise": {}, "tensorwise_fast_accum": {}, "rowwise": {}}
+    out: dict[str, dict] = {recipe: {} for recipe in FP8_RECIPES}
     one = torch.ones((), device=device)
     for m, n, k in shapes:
         a = torch.randn(m, k, device=device).to(torch.float8_e4m3fn)
@@ -129,7 +129,8 @@ def measure_gemms_fp8(timer: _Timer, device: torch.device, shapes: list[tuple[in
             "tensorwise_fast_accum": (one, one, True),
             "rowwise": (rows_a, rows_b, False),
         }
-        for name, (sa, sb, fast) in cases.items():
+        for name in FP8_RECIPES:
+            sa, sb, fast = cases[name]
 
             def run(a=a, b=b, sa=sa, sb=sb, fast=fast) -> torch.Tensor:
                 return torch._scaled_mm(a, b, scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16, use_fast_accum=fast)
