@@ -71,6 +71,8 @@ SYNC_TP_BACKWARD = NO_SEQUENCE_PARALLEL
 # ZeRO-3 per parameter (FSDP2's fully_shard: torchtitan); the other ZeRO-3 runs shard flat parameters
 # (Composer's FullyShardedDataParallel in llm-foundry, DeepSpeed ZeRO-3 in Narayanan et al. Table 2).
 FSDP2 = {"torchtitan_benchmarks.csv"}
+# tensor parallelism as DTensors (torchtitan's parallelize_llama), with its loss_parallel over the vocabulary
+DTENSOR_TP = {"torchtitan_benchmarks.csv"}
 # Megatron-LM since 2021 (--no-gradient-accumulation-fusion turns it off) and NeMo accumulate weight gradients
 # inside the weight-gradient GEMM (APEX's fused_weight_gradient_mlp_cuda, present in NVIDIA's containers):
 # the sources on Megatron-LM of 2022 and later.
@@ -377,9 +379,15 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
         elif "gradients sharded" in sharding:
             zero = 2
         mb = int(_num(row["micro_batch"]) or mb_default)
-        if "fsdp" in row.get("zero_fsdp", "").lower() and name == "torchtitan_benchmarks.csv":
-            mb, global_batch = int(_num(row["micro_batch"]) or 1), int(_num(row["micro_batch"]) or 1) * dp
         vpp = int(_num(row["vpp"]) or vpp_default) if pp > 1 else 1
+        if "fsdp" in row.get("zero_fsdp", "").lower() and name == "torchtitan_benchmarks.csv":
+            local = int(_num(row["micro_batch"]) or 1)
+            global_batch = local * dp
+            # torchtitan (Dec 2024, parallelisms/pipelining_utils.py) splits the local batch into
+            # `pipeline_parallel_microbatches` micro-batches, by default the PP degree, and gives each
+            # rank 2 stages under a multi-stage (interleaved) schedule when no split points are set
+            mb = local // pp
+            vpp = 2 if "interleaved" in opts else 1
         if vpp > 1 and (global_batch // (dp * mb)) % pp:
             vpp = 1
         train = Training(
@@ -400,6 +408,7 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             tp_comm_overlap=any(flag in opts for flag in ("--tp-comm-overlap", "async tp", "asynctp")),
             overlap_param_gather="--overlap-param-gather" in opts,
             fsdp_version=2 if name in FSDP2 else 1,
+            tp_impl="dtensor" if name in DTENSOR_TP else "megatron",
         )
         result.recompute = train.recompute
         result.measured_mem_gib, result.estimated_mem_gib = _memory_gib(row, model, train, n, tp, pp, dp, mb, vpp)

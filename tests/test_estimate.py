@@ -13,7 +13,8 @@ from shardplan import Plan, Training, estimate, load_model, load_topology
 from shardplan.cost.calibration import at_seq, rates_for, shipped_calibration
 from shardplan.cost.collectives import SPEED_BESIDE_HELD_SMS, overlap_slowdown
 from shardplan.cost.compute import MISALIGNED_PEAK_SHARE, _block_times, gemm_s
-from shardplan.cost.memory import state_bytes
+from shardplan.cost.memory import activation_bytes, param_counts, state_bytes
+from shardplan.cost.step import traffic_bytes
 from shardplan.errors import PlanError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,6 +113,55 @@ def test_fsdp2_copies_its_gathered_weights_and_gradients_every_micro_batch():
     )
     copies = fsdp2.num_micro_batches * model.num_params * (14 + 12 / 8) / rates_for("h100-sxm").hbm_bytes_per_s
     assert fsdp2.breakdown["fsdp"] - fsdp1.breakdown["fsdp"] == pytest.approx(copies, rel=1e-6)
+
+
+def test_fsdp_under_pipeline_parallelism_holds_the_stage_gathered_for_the_whole_step():
+    # torchtitan + torch.distributed.pipelining: no reshard between micro-batches, gradients accumulated
+    # unsharded in fp32 and reduce-scattered once; without PP, two blocks gathered and sharded gradients
+    model = load_model("llama3-8b")
+    train = Training(global_batch=64, seq_len=4096, recompute="full", zero_stage=3)
+    piped = estimate(model, "dgx-h100", train, tp=1, pp=2, dp=4, micro_batch=1)
+    params = param_counts(model, layers=16, first=False, last=True)  # the fullest stage: the head's
+    assert piped.memory_breakdown["gathered_weights"] == pytest.approx(2 * params)
+    assert piped.memory_breakdown["gradients"] == pytest.approx(4 * params)
+    flat = estimate(model, "dgx-h100", train, tp=1, pp=1, dp=8, micro_batch=1)
+    assert flat.memory_breakdown["gradients"] == pytest.approx(4 * model.num_params / 8, rel=1e-6)
+    # gathered once per step, not twice per micro-batch (16 of them): the PP run moves far fewer DP bytes
+    moved = {pp: traffic_bytes(model, train, tp=1, pp=pp, dp=8 // pp, micro_batch=1)["dp"] * pp for pp in (1, 2)}
+    assert moved[2] < moved[1] / 4
+
+
+def test_interleaved_stage_holds_at_most_every_micro_batch():
+    # with as many micro-batches as stages, the interleaved warm-up runs every chunk forward before
+    # the first backward on stage 0: num_micro micro-batches of its layers, not Narayanan's 1 + 7/16 more
+    model = load_model("llama3-8b")
+    train = Training(global_batch=8, seq_len=4096, recompute="full")
+    mem = {
+        v: activation_bytes(model, train, stage=0, layers=4, tp=1, pp=8, micro_batch=1, num_micro=8, virtual_stages=v)[
+            "activations"
+        ]
+        for v in (1, 2)
+    }
+    assert mem[2] == pytest.approx(mem[1])
+    many = activation_bytes(model, train, stage=0, layers=4, tp=1, pp=8, micro_batch=1, num_micro=64, virtual_stages=2)
+    assert many["activations"] == pytest.approx(mem[1] * (1 + 7 / 16))
+
+
+def test_loss_parallel_keeps_16_bytes_per_logit_and_the_gathered_head_input():
+    # DTensor TP's loss_parallel: zeros_like, exp and their sum beside the saved fp32 log-softmax; its
+    # ColwiseParallel head keeps the all-gathered bf16 input. Megatron: 12 B, the input's sequence shard
+    spec = load_model("llama3-8b")
+    train = Training(global_batch=8, seq_len=4096, recompute="full")
+    logits = {
+        impl: estimate(spec, "dgx-h100", train.model_copy(update={"tp_impl": impl}), tp=8, pp=1, dp=1).memory_breakdown[
+            "logits"
+        ]
+        for impl in ("megatron", "dtensor")
+    }
+    tokens = 4096
+    assert logits["dtensor"] - logits["megatron"] == pytest.approx(
+        4 * tokens * spec.vocab_size / 8 + 2 * tokens * spec.hidden_size
+    )
 
 
 def test_compute_beside_a_collective_loses_the_sms_nccl_holds():

@@ -18,6 +18,11 @@ ADAM_STATES = 8
 # log-softmax (4 B), the incoming fp32 gradient from nll_loss (4 B) and the outgoing fp32 gradient
 # of log_softmax (4 B) are alive together = 12 B, the larger, with all activations still held.
 LOGIT_BYTES = 4 + 4 + 4
+# torch's loss_parallel (DTensor TP over the vocabulary, torchtitan's default with TP), in fp32 over each
+# rank's shard of the logits: its backward (_nll_loss_and_log_softmax_backward) builds zeros_like(x), exp(x)
+# and their sum beside the saved log-softmax x, 16 B; forward, x - max and its exp beside the fp32 input
+# and the bf16 logits, 14 B (torch/distributed/tensor/parallel/loss.py).
+LOSS_PARALLEL_LOGIT_BYTES = 4 + 4 + 4 + 4
 # The bf16 logits' block, freed before backward, is too small for any of the fp32 requests that follow,
 # so the caching allocator keeps it in its cache: 2 B per logit. Measured: the bf16 request and each
 # of the three fp32 ones needed fresh memory (benchmarks/results/torchtitan-step-memory.json).
@@ -26,7 +31,10 @@ CACHED_LOGIT_BYTES = 2
 # token; its backward writes a bf16 gradient next to them: 2 + 2 B.
 FUSED_LOGIT_BYTES = 2 + 2
 # Per token at the loss on the last stage: the final norm's bf16 input and output (2 + 2 B per element
-# of h, the output saved by the head) and its fp32 upcast (4 B). Measured with the rest of the peak.
+# of h, the output saved by the head) and its fp32 upcast (4 B). Measured with the rest of the peak. Under
+# sequence parallelism these are sequence shards; DTensor's ColwiseParallel head then all-gathers its input
+# and keeps the whole of it for the weight gradient (2 B more per element of h), where Megatron's
+# column-parallel linear keeps its shard and gathers again in backward.
 HEAD_INPUT_BYTES = 2 + 2 + 4
 # torch.compile'd blocks under op-level SAC keep one bf16 h-wide tensor fewer per block and token than
 # eager: 55,424 against 63,616 B for Llama 3 8B blocks on an H100 (benchmarks/results/
@@ -43,6 +51,18 @@ FRAGMENTATION = 0.105
 # before it reports out of memory (torch.cuda.memory_stats: num_alloc_retries), so they count in the
 # peak a run reports (max_memory_reserved) but not in whether it fits.
 CACHE_PART = "allocator_cache"
+
+
+def gathered_across_micro_batches(training: Training, pp: int) -> bool:
+    """Whether ZeRO-3 keeps a stage's weights gathered and its gradients unsharded from the first
+    micro-batch to the last: under pipeline parallelism, as torchtitan runs FSDP2 with
+    torch.distributed.pipelining. torchtitan does not reshard after forward when PP is on ("to avoid
+    per-microbatch all-gathers", parallelize_llama.py apply_fsdp), and the pipeline stage turns off
+    resharding after backward and gradient sync for every backward but the last
+    (torch/distributed/pipelining/stage.py backward_maybe_with_nosync), so FSDP2 accumulates the
+    unsharded gradients in the reduce dtype (fp32; _fsdp_param.py to_accumulated_grad_if_needed) and
+    reduce-scatters them once."""
+    return training.zero_stage == 3 and pp > 1
 
 
 def required_bytes(memory: dict[str, float]) -> float:
@@ -93,8 +113,9 @@ def activation_bytes(
     virtual_stages: int,
 ) -> dict[str, float]:
     """Activations pipeline stage `stage` keeps at its peak under 1F1B (interleaved when
-    `virtual_stages` > 1): stage p holds min(pp - p, num_micro) micro-batches, scaled by
-    1 + (pp - 1) / (pp * v) when interleaved (Narayanan et al. 2021, Sec. 2.2.2). On top of them, the
+    `virtual_stages` > 1): stage p holds min(pp - p, num_micro) micro-batches, or when interleaved
+    the model chunks its warm-up runs (on stage 0 Narayanan et al. 2021's 1 + (pp - 1) / (pp * v)
+    times pp, Sec. 2.2.2), at most all num_micro. On top of them, the
     larger of what the loss holds (last stage) and one block rebuilt for its backward under
     recompute: the loss comes before any block's backward, so the two never meet."""
     first, last = stage == 0, stage == pp - 1
@@ -109,9 +130,15 @@ def activation_bytes(
     per_layer = model.activation_bytes_per_token(**shape, recompute=training.recompute)
     if training.compiled and training.recompute == "selective-op":
         per_layer -= COMPILED_SAC_SAVING * model.hidden_size / (tp if sp else 1)
-    in_flight = min(pp - stage, num_micro)
     if pp > 1 and virtual_stages > 1:
-        in_flight *= 1 + (pp - 1) / (pp * virtual_stages)
+        # interleaved: stage p runs 2 (pp - p - 1) + (v - 1) pp warm-up forwards of model chunks (1/v of
+        # its layers each) and one more before its first backward, and never more than all of them
+        # (Megatron-LM schedules.py forward_backward_pipelining_with_interleaving; torch's
+        # ScheduleInterleaved1F1B the same); on stage 0 that is Narayanan's 1 + (pp - 1) / (pp v) times pp
+        chunks = 2 * (pp - stage - 1) + (virtual_stages - 1) * pp + 1
+        in_flight = min(chunks, num_micro * virtual_stages) / virtual_stages
+    else:
+        in_flight = min(pp - stage, num_micro)
     logits = tokens * model.vocab_size / tp if last else 0.0
     out = {"activations": per_layer * tokens * layers * in_flight}
     cached = logits * CACHED_LOGIT_BYTES if training.loss == "fp32" else 0.0
@@ -123,8 +150,10 @@ def activation_bytes(
         rebuilt = model.activation_bytes_per_token(**shape) * tokens
     loss = 0.0
     if last:
-        per_logit = FUSED_LOGIT_BYTES if training.loss == "fused" else LOGIT_BYTES
-        loss = logits * per_logit + tokens * model.hidden_size * HEAD_INPUT_BYTES / (tp if sp else 1)
+        dtensor = training.tp_impl == "dtensor" and tp > 1
+        per_logit = {"fused": FUSED_LOGIT_BYTES, "fp32": LOSS_PARALLEL_LOGIT_BYTES if dtensor else LOGIT_BYTES}
+        head_input = HEAD_INPUT_BYTES / (tp if sp else 1) + (BF16_WEIGHT if sp and dtensor else 0)
+        loss = logits * per_logit[training.loss] + tokens * model.hidden_size * head_input
     if loss or rebuilt:
         out["logits" if loss >= rebuilt else "recomputed_block"] = max(loss, rebuilt)
     return out
@@ -163,7 +192,11 @@ def stage_memory(
             virtual_stages=virtual_stages,
         )
     )
-    if training.zero_stage == 3:
+    if gathered_across_micro_batches(training, pp):
+        # the whole stage gathered in bf16, and its gradients unsharded in fp32, for the whole step
+        mem["gathered_weights"] = BF16_WEIGHT * params
+        mem["gradients"] = FP32_GRAD * params
+    elif training.zero_stage == 3:
         # FSDP: the current and the prefetched block, gathered in bf16; and the embedding, final norm
         # and head, which FSDP2 keeps gathered from forward to backward (the root module is not
         # resharded after forward: torch.distributed.fsdp.fully_shard docs, reshard_after_forward).

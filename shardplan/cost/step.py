@@ -18,7 +18,13 @@ from shardplan.cost.compute import (
     optimizer_s,
     stage_times,
 )
-from shardplan.cost.memory import CACHE_PART, fullest_stage_memory, param_counts, required_bytes
+from shardplan.cost.memory import (
+    CACHE_PART,
+    fullest_stage_memory,
+    gathered_across_micro_batches,
+    param_counts,
+    required_bytes,
+)
 from shardplan.model.schema import ModelSpec
 from shardplan.topology.schema import Topology
 from shardplan.training import Training
@@ -86,14 +92,17 @@ def _host_wrappers(training: Training, tp: int) -> tuple[bool, bool]:
     return fsdp2, training.tp_impl == "dtensor" and tp > 1 and not training.compiled
 
 
-def _optimizer_step_s(params_local: float, training: Training, dp: int, num_micro: int, rates: Any) -> float:
+def _optimizer_step_s(
+    params_local: float, training: Training, dp: int, num_micro: int, rates: Any, *, held: bool = False
+) -> float:
     """The optimizer step over this GPU's shard, and each micro-batch's weight gradients added into
-    the fp32 buffer (sharded under ZeRO-3, whose reduce-scatter runs per micro-batch) unless the
-    weight-gradient GEMMs accumulate there themselves."""
+    the fp32 buffer (sharded under ZeRO-3, whose reduce-scatter runs per micro-batch, unless `held`:
+    `gathered_across_micro_batches`) unless the weight-gradient GEMMs accumulate there themselves."""
     shard = dp if training.zero_stage >= 1 else 1
     accumulate = 0.0
     if not training.grad_accumulation_fusion:
-        accumulate = num_micro * grad_accumulate_s(params_local / (dp if training.zero_stage == 3 else 1), rates)
+        sharded = training.zero_stage == 3 and not held
+        accumulate = num_micro * grad_accumulate_s(params_local / (dp if sharded else 1), rates)
     return optimizer_s(params_local / shard, rates) + accumulate
 
 
@@ -197,6 +206,7 @@ def step_cost(
 
     # --- data parallel ---------------------------------------------------------------------------
     dp_s, fsdp_s, opt_s = 0.0, 0.0, 0.0
+    held = gathered_across_micro_batches(training, pp)
     params_local = param_counts(model, layers=layers[bottleneck], first=bottleneck == 0, last=bottleneck == pp - 1) / tp
     if dp > 1:
         grad_bytes = params_local * 4  # fp32 gradients
@@ -212,12 +222,15 @@ def step_cost(
             # each micro-batch runs a gather (forward), a gather and a reduce-scatter (backward) per
             # block, each paying the collective's latency; they overlap that micro-batch's compute,
             # which loses `overlap_slowdown` of the time they run beside it.
+            # Under PP the stage stays gathered across micro-batches (`gathered_across_micro_batches`):
+            # one gather per block in the first forward and one reduce-scatter in the last backward.
             blocks = max(layers[bottleneck], 1)
             gather_block = dp_axis.time_s("all_gather", bottleneck, params_local * 2 / blocks)
             sync_block = dp_axis.time_s("reduce_scatter", bottleneck, grad_bytes / blocks)
-            per_micro_comm = blocks * (2 * gather_block + sync_block)
-            fsdp_s = num_micro * (max(0.0, per_micro_comm - per_micro) + lost * min(per_micro_comm, per_micro))
-            comm[link] += num_micro * per_micro_comm
+            rounds, gathers = (1, 1) if held else (num_micro, 2)
+            per_round = blocks * (gathers * gather_block + sync_block)
+            fsdp_s = rounds * (max(0.0, per_round - per_micro) + lost * min(per_round, per_micro))
+            comm[link] += rounds * per_round
         else:
             # Gradient sync overlaps the backward of the last micro-batch; the weight gather (ZeRO 1/2)
             # follows the optimizer step, or runs under the next step's first forward. The compute
@@ -228,8 +241,8 @@ def step_cost(
             dp_s += lost * (min(sync, last_backward) + min(gather, hidden))
             comm[link] += sync + gather
     if fsdp2:  # its copies in and out of the collective buffers run on the compute stream, at any DP degree
-        fsdp_s += num_micro * fsdp2_copy_s(params_local, dp, rates)
-    opt_s = _optimizer_step_s(params_local, training, dp, num_micro, rates)
+        fsdp_s += (1 if held else num_micro) * fsdp2_copy_s(params_local, dp, rates)
+    opt_s = _optimizer_step_s(params_local, training, dp, num_micro, rates, held=held)
 
     step = compute_s + tp_total + bubble_s + pp_s + dp_s + fsdp_s + opt_s
     worst_mem = fullest_stage_memory(
@@ -277,7 +290,8 @@ def traffic_bytes(
     passes, sp = _tp_passes(training), training.sequence_parallel and tp > 1
     layers = model.num_layers / pp
     params = param_counts(model, layers=round(layers), first=False, last=False) / tp
-    zero3_gathers = num_micro * 2 * params * 2 * (dp - 1) / dp if training.zero_stage == 3 else 0.0
+    gathers = 1 if gathered_across_micro_batches(training, pp) else num_micro * 2
+    zero3_gathers = gathers * params * 2 * (dp - 1) / dp if training.zero_stage == 3 else 0.0
     return {
         # per layer: two all-reduces (or two all-gather + reduce-scatter pairs) of the activations per
         # forward pass; backward the same, or under SP two more all-gathers (`_tp_layer_s`)
