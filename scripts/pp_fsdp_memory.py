@@ -1,0 +1,232 @@
+"""Memory of two torchtitan arrangements the memory model derives from source code, measured on one GPU
+as rank 0 of a larger job whose other ranks exist only in a fake process group (torch.testing's
+FakeStore: collectives and sends do nothing, so rank 0's own allocations are the real ones):
+
+1. FSDP2 under pipeline parallelism (torchtitan: no reshard after forward when PP is on; the pipeline
+   stage turns off resharding after backward and gradient sync until the last micro-batch). Stage 0 of
+   pp=4 x dp=2, four Llama blocks (h 4096, ffn 14336) under full activation checkpointing, 8
+   micro-batches of 2 x 4096 tokens, Schedule1F1B; and ScheduleInterleaved1F1B with two such stages
+   (0 and 4 of 8) of two blocks each. Printed against the model's parts: the stage's parameters
+   gathered in bf16 (2 B), its gradients unsharded in fp32 (4 B), fp32 master and Adam shards
+   (12 B / dp), each block's input kept per micro-batch in flight.
+2. torch's loss_parallel: cross_entropy(logits.float()) over a ColwiseParallel head's vocabulary shard
+   (tp=8) against the plain loss over a tensor of the same local size: peak bytes per local logit
+   above the bf16 head input and weight.
+
+    python scripts/pp_fsdp_memory.py > benchmarks/results/h100-pp-fsdp-memory/results.json
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from shardplan.llama import Block, rope_tables  # noqa: E402
+
+TINY = os.environ.get("TINY") == "1"  # a CPU check that everything runs
+H, HEADS, FFN = (64, 4, 128) if TINY else (4096, 32, 14336)
+MB, SEQ, N_MICRO = (2, 32, 8) if TINY else (2, 4096, 8)
+VOCAB, LOSS_TOKENS = (256, 64) if TINY else (128256, 2 * 8192)
+DEVICE = torch.device("cpu" if TINY else "cuda")
+GIB = 2**30
+
+
+def _fake_world(world: int) -> None:
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    dist.init_process_group("fake", rank=0, world_size=world, store=FakeStore())
+
+
+def _static_shapes_only() -> None:
+    """Newer torch decides static or dynamic shapes by a vote over P2P, which a fake process group
+    cannot carry: take the static shapes every stage was given."""
+    from torch.distributed.pipelining import schedules
+
+    mode = getattr(schedules, "InferenceMode", None)
+    if mode is None or not hasattr(schedules.PipelineScheduleSingle, "_warmup_p2p"):
+        return
+
+    def warmup(self, stages, has_backward, p2p_done):  # noqa: ANN001, ANN202
+        for stage in stages:
+            stage._inference_mode = mode.STATIC
+
+    for cls in (schedules.PipelineScheduleSingle, schedules.PipelineScheduleMulti):
+        cls._warmup_p2p = warmup
+
+
+class Stage(nn.Module):
+    """`n` blocks under full activation checkpointing (torchtitan's checkpoint_wrapper)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+        self.layers = nn.ModuleList(
+            checkpoint_wrapper(Block(H, HEADS, FFN, 1e-5), preserve_rng_state=False) for _ in range(n)
+        )
+        cos, sin = rope_tables(H // HEADS, SEQ)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, self.cos, self.sin)
+        return x
+
+
+def _stats() -> dict[str, float]:
+    if TINY:
+        return {}
+    s = torch.cuda.memory_stats()
+    return {
+        "allocated_gib": s["allocated_bytes.all.current"] / GIB,
+        "peak_allocated_gib": s["allocated_bytes.all.peak"] / GIB,
+    }
+
+
+def pipeline(schedule: str) -> dict:
+    """Stage(s) of rank 0 in a pp=4 x dp=2 job: FSDP2 as torchtitan applies it under PP."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleInterleaved1F1B
+
+    pp, dp = 4, 2
+    _fake_world(pp * dp)
+    mesh = init_device_mesh(DEVICE.type, (pp, dp), mesh_dim_names=("pp", "dp"))
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    interleaved = schedule == "interleaved"
+    stage_ids, blocks = ((0, pp), 2) if interleaved else ((0,), 4)
+    stages, modules = [], []
+    x_shape = (MB, SEQ, H)
+    for sid in stage_ids:
+        with torch.device("meta"):
+            module = Stage(blocks)
+        for layer in module.layers:
+            fully_shard(layer, mesh=mesh["dp"], mp_policy=policy, reshard_after_forward=False)
+        fully_shard(module, mesh=mesh["dp"], mp_policy=policy, reshard_after_forward=False)
+        module.to_empty(device=DEVICE)
+        cos, sin = rope_tables(H // HEADS, SEQ, DEVICE)
+        module.cos.copy_(cos)
+        module.sin.copy_(sin)
+        with torch.no_grad():
+            for p in module.parameters():
+                p.to_local().normal_(0.0, 0.02)
+        # static shapes, so that no stage waits for metadata from ranks that do not exist
+        example = torch.empty(x_shape, dtype=torch.bfloat16, device=DEVICE)
+        static = {"input_args": example, "output_args": example, "output_grads": example, "input_grads": example}
+        known = inspect.signature(PipelineStage).parameters
+        static = {k: v for k, v in static.items() if k in known}
+        stages.append(PipelineStage(module, sid, pp * len(stage_ids), DEVICE, group=mesh["pp"].get_group(), **static))
+        modules.append(module)
+    params = sum(p.numel() for m in modules for p in m.parameters())  # global (unsharded) count
+    opt = torch.optim.AdamW([p for m in modules for p in m.parameters()], lr=1e-4, foreach=True)
+
+    def loss_fn(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return out.float().pow(2).mean()
+
+    _static_shapes_only()
+    sched = (
+        ScheduleInterleaved1F1B(stages, n_microbatches=N_MICRO, loss_fn=loss_fn)
+        if interleaved
+        else Schedule1F1B(stages[0], n_microbatches=N_MICRO, loss_fn=loss_fn)
+    )
+    x = torch.randn(MB * N_MICRO, SEQ, H, dtype=torch.bfloat16, device=DEVICE)
+    out: dict = {"schedule": schedule, "stages": list(stage_ids), "blocks_per_stage": blocks, "params": params}
+    for step in range(4):
+        if step == 2 and not TINY:
+            torch.cuda.reset_peak_memory_stats()
+        opt.zero_grad()
+        sched.step(x)
+        if not TINY:
+            torch.cuda.synchronize()
+        out.setdefault("after_backward", []).append(_stats())
+        opt.step()
+    out["peak"] = _stats()
+    # what the model counts (bytes): parameters gathered in bf16, gradients unsharded in fp32, fp32
+    # master and Adam shards; each block's input per micro-batch in flight
+    act = MB * SEQ * H * 2
+    in_flight_blocks = N_MICRO * blocks * len(stage_ids)  # stage 0 holds all 8 under both schedules here
+    out["model_gib"] = {
+        "gathered_weights": 2 * params / GIB,
+        "gradients": 4 * params / GIB,
+        "master_and_optimizer": 12 * params / dp / GIB,
+        "activations": in_flight_blocks * act / GIB,
+    }
+    dist.destroy_process_group()
+    return out
+
+
+def loss(parallel: bool) -> dict:
+    """Peak over cross_entropy(pred.float()) forward and backward, per local logit."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor.parallel import ColwiseParallel, loss_parallel, parallelize_module
+
+    tp = 8
+    _fake_world(tp)
+    mesh = init_device_mesh(DEVICE.type, (tp,))
+    head = nn.Linear(H, VOCAB if parallel else VOCAB // tp, bias=False, device=DEVICE, dtype=torch.bfloat16)
+    if parallel:
+        plan = ColwiseParallel(output_layouts=torch.distributed.tensor.Shard(-1), use_local_output=False)
+        parallelize_module(head, mesh, plan)
+    x = torch.randn(1, LOSS_TOKENS, H, dtype=torch.bfloat16, device=DEVICE, requires_grad=True)
+    labels = torch.randint(0, VOCAB if parallel else VOCAB // tp, (1, LOSS_TOKENS), device=DEVICE)
+    peaks = []
+    for _ in range(3):
+        if not TINY:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        pred = head(x)
+        if parallel:
+            with loss_parallel():
+                value = F.cross_entropy(pred.flatten(0, 1).float(), labels.flatten(0, 1))
+                del pred
+                value.backward()
+        else:
+            value = F.cross_entropy(pred.flatten(0, 1).float(), labels.flatten(0, 1))
+            del pred
+            value.backward()
+        x.grad, head.weight.grad = None, None
+        if not TINY:
+            torch.cuda.synchronize()
+            peaks.append(torch.cuda.max_memory_allocated() - base)
+    dist.destroy_process_group()
+    local_logits = LOSS_TOKENS * VOCAB // tp
+    extra = LOSS_TOKENS * H * 2 * 2  # x's gradient (bf16) and the weight's gradient are small beside
+    return {
+        "parallel": parallel,
+        "local_logits": local_logits,
+        "peak_bytes": peaks,
+        "bytes_per_logit": [(p - extra) / local_logits for p in peaks],
+    }
+
+
+def main() -> None:
+    if len(sys.argv) == 3:  # one case in a fresh process
+        kind, arg = sys.argv[1], sys.argv[2]
+        print(json.dumps(pipeline(arg) if kind == "pipeline" else loss(arg == "1")))
+        return
+    runs = []
+    for kind, arg in (("pipeline", "1f1b"), ("pipeline", "interleaved"), ("loss", "0"), ("loss", "1")):
+        done = subprocess.run([sys.executable, __file__, kind, arg], capture_output=True, text=True, check=False)
+        if done.returncode:
+            print(done.stderr[-3000:], file=sys.stderr)
+            continue
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+    device = "cpu" if TINY else torch.cuda.get_device_name()
+    source = f"scripts/pp_fsdp_memory.py, torch {torch.__version__}, {device}"
+    print(json.dumps({"_source": source, "runs": runs}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
