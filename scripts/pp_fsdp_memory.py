@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from shardplan.llama import Block, rope_tables  # noqa: E402
+from shardplan.llama import Block, rope_tables
 
 TINY = os.environ.get("TINY") == "1"  # a CPU check that everything runs
 H, HEADS, FFN = (64, 4, 128) if TINY else (4096, 32, 14336)
@@ -55,7 +55,7 @@ def _static_shapes_only() -> None:
     if mode is None or not hasattr(schedules.PipelineScheduleSingle, "_warmup_p2p"):
         return
 
-    def warmup(self, stages, has_backward, p2p_done):  # noqa: ANN001, ANN202
+    def warmup(self, stages, has_backward, p2p_done):
         for stage in stages:
             stage._inference_mode = mode.STATIC
 
@@ -90,6 +90,7 @@ def _stats() -> dict[str, float]:
     return {
         "allocated_gib": s["allocated_bytes.all.current"] / GIB,
         "peak_allocated_gib": s["allocated_bytes.all.peak"] / GIB,
+        "peak_reserved_gib": s["reserved_bytes.all.peak"] / GIB,
     }
 
 
