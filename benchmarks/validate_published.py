@@ -71,7 +71,8 @@ SYNC_TP_BACKWARD = NO_SEQUENCE_PARALLEL
 # ZeRO-3 per parameter (FSDP2's fully_shard: torchtitan); the other ZeRO-3 runs shard flat parameters
 # (Composer's FullyShardedDataParallel in llm-foundry, DeepSpeed ZeRO-3 in Narayanan et al. Table 2).
 FSDP2 = {"torchtitan_benchmarks.csv"}
-# tensor parallelism as DTensors (torchtitan's parallelize_llama), with its loss_parallel over the vocabulary
+# tensor parallelism as DTensors (torchtitan's parallelize_llama), with its loss_parallel over the vocabulary,
+# and pipelines under torch.distributed.pipelining
 DTENSOR_TP = {"torchtitan_benchmarks.csv"}
 # Megatron-LM since 2021 (--no-gradient-accumulation-fusion turns it off) and NeMo accumulate weight gradients
 # inside the weight-gradient GEMM (APEX's fused_weight_gradient_mlp_cuda, present in NVIDIA's containers):
@@ -409,6 +410,7 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             overlap_param_gather="--overlap-param-gather" in opts,
             fsdp_version=2 if name in FSDP2 else 1,
             tp_impl="dtensor" if name in DTENSOR_TP else "megatron",
+            pipeline_runtime="torch" if name in DTENSOR_TP else "megatron",
         )
         result.recompute = train.recompute
         result.measured_mem_gib, result.estimated_mem_gib = _memory_gib(row, model, train, n, tp, pp, dp, mb, vpp)

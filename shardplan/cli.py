@@ -209,6 +209,14 @@ PipelineScatterGather = Annotated[
     ),
 ]
 
+PipelineRuntime = Annotated[
+    str,
+    typer.Option(
+        help="megatron (Megatron-LM, DeepSpeed) or torch (torch.distributed.pipelining, torchtitan: a receive "
+        "buffer per micro-batch for activations and for gradients on every stage)."
+    ),
+]
+
 
 @app.command()
 def estimate(
@@ -234,6 +242,7 @@ def estimate(
     overlap_param_gather: OverlapParamGather = False,
     sequence_parallel: SequenceParallel = True,
     pipeline_scatter_gather: PipelineScatterGather = True,
+    pipeline_runtime: PipelineRuntime = "megatron",
     tp_async_backward: TpAsyncBackward = True,
     fsdp_version: FsdpVersion = 2,
     tp_impl: TpImpl = "megatron",
@@ -260,6 +269,7 @@ def estimate(
         overlap_param_gather=overlap_param_gather,
         sequence_parallel=sequence_parallel,
         pipeline_scatter_gather=pipeline_scatter_gather,
+        pipeline_runtime=pipeline_runtime,  # type: ignore[arg-type]
         tp_async_backward=tp_async_backward,
         fsdp_version=fsdp_version,  # type: ignore[arg-type]
         tp_impl=tp_impl,  # type: ignore[arg-type]
@@ -336,6 +346,7 @@ def suggest(
     overlap_param_gather: OverlapParamGather = False,
     sequence_parallel: SequenceParallel = True,
     pipeline_scatter_gather: PipelineScatterGather = True,
+    pipeline_runtime: PipelineRuntime = "megatron",
     tp_async_backward: TpAsyncBackward = True,
     fsdp_version: FsdpVersion = 2,
     tp_impl: TpImpl = "megatron",
@@ -371,6 +382,7 @@ def suggest(
         overlap_param_gather=overlap_param_gather,
         sequence_parallel=sequence_parallel,
         pipeline_scatter_gather=pipeline_scatter_gather,
+        pipeline_runtime=pipeline_runtime,  # type: ignore[arg-type]
         tp_async_backward=tp_async_backward,
         fsdp_version=fsdp_version,  # type: ignore[arg-type]
         tp_impl=tp_impl,  # type: ignore[arg-type]

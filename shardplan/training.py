@@ -88,6 +88,13 @@ class Training(BaseModel):
         "all-gathers it (Megatron's default); False: every TP rank sends the whole tensor (DeepSpeed's "
         "PipelineEngine).",
     )
+    pipeline_runtime: Literal["megatron", "torch"] = Field(
+        "megatron",
+        description="What runs the pipeline schedule: Megatron-LM (or DeepSpeed's PipelineEngine), whose receive "
+        "buffers come and go with each transfer; or torch.distributed.pipelining (torchtitan), whose every stage "
+        "allocates a receive buffer per micro-batch for its input and one for its output's gradient up front "
+        "(stage.py _setup_forward_recv_info, _setup_backward_recv_info) and keeps them.",
+    )
     optimizer: Literal["adam", "sgd"] = Field("adam", description="Adam(W) keeps two fp32 moments per weight.")
     tp_async_backward: bool = Field(
         True,

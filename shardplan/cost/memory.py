@@ -145,6 +145,14 @@ def activation_bytes(
     out[CACHE_PART] = FRAGMENTATION * out["activations"] + cached
     if first:
         out["embedding_output"] = tokens * model.hidden_size * 2 / (tp if sp else 1)
+    if pp > 1 and training.pipeline_runtime == "torch":
+        # each of the stage's chunks receives every micro-batch's input (but on stage 0) and output gradient
+        # (but on the last stage) into buffers of its own; an input buffer of a micro-batch in flight is the
+        # first block's input, counted above
+        last_chunk = pp * virtual_stages - 1
+        own = range(stage, last_chunk + 1, pp)
+        buffers = sum((c > 0) * max(0.0, num_micro - in_flight) + (c < last_chunk) * num_micro for c in own)
+        out["pipeline_buffers"] = buffers * tokens * model.hidden_size * 2 / (tp if sp else 1)
     rebuilt = 0.0
     if training.recompute in ("full", "selective-op", "selective-layer"):
         rebuilt = model.activation_bytes_per_token(**shape) * tokens
