@@ -6,9 +6,7 @@ FakeStore: collectives and sends do nothing, so rank 0's own allocations are the
    stage turns off resharding after backward and gradient sync until the last micro-batch). Stage 0 of
    pp=4 x dp=2, four Llama blocks (h 4096, ffn 14336) under full activation checkpointing, 8
    micro-batches of 2 x 4096 tokens, Schedule1F1B; and ScheduleInterleaved1F1B with two such stages
-   (0 and 4 of 8) of two blocks each. Printed against the model's parts: the stage's parameters
-   gathered in bf16 (2 B), its gradients unsharded in fp32 (4 B), fp32 master and Adam shards
-   (12 B / dp), each block's input kept per micro-batch in flight.
+   (0 and 4 of 8) of two blocks each. tests/test_step_memory.py sets the peaks against `stage_memory`.
 2. torch's loss_parallel: cross_entropy(logits.float()) over a ColwiseParallel head's vocabulary shard
    (tp=8) against the plain loss over a tensor of the same local size: peak bytes per local logit
    above the bf16 head input and weight.
@@ -18,6 +16,7 @@ FakeStore: collectives and sends do nothing, so rank 0's own allocations are the
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -152,16 +151,6 @@ def pipeline(schedule: str) -> dict:
         out.setdefault("after_backward", []).append(_stats())
         opt.step()
     out["peak"] = _stats()
-    # what the model counts (bytes): parameters gathered in bf16, gradients unsharded in fp32, fp32
-    # master and Adam shards; each block's input per micro-batch in flight
-    act = MB * SEQ * H * 2
-    in_flight_blocks = N_MICRO * blocks * len(stage_ids)  # stage 0 holds all 8 under both schedules here
-    out["model_gib"] = {
-        "gathered_weights": 2 * params / GIB,
-        "gradients": 4 * params / GIB,
-        "master_and_optimizer": 12 * params / dp / GIB,
-        "activations": in_flight_blocks * act / GIB,
-    }
     dist.destroy_process_group()
     return out
 
@@ -187,12 +176,7 @@ def loss(parallel: bool) -> dict:
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
         pred = head(x)
-        if parallel:
-            with loss_parallel():
-                value = F.cross_entropy(pred.flatten(0, 1).float(), labels.flatten(0, 1))
-                del pred
-                value.backward()
-        else:
+        with loss_parallel() if parallel else contextlib.nullcontext():
             value = F.cross_entropy(pred.flatten(0, 1).float(), labels.flatten(0, 1))
             del pred
             value.backward()
