@@ -10,6 +10,7 @@ without context parallelism. Missing settings take the defaults in FILE_DEFAULTS
 from __future__ import annotations
 
 import csv
+import json
 import re
 import statistics
 import time
@@ -342,6 +343,39 @@ def _memory_gib(row: dict[str, str], model, train: Training, n: int, tp: int, pp
     return measured, (plan.memory_per_gpu_bytes - plan.memory_breakdown["framework"]) / 2**30
 
 
+@dataclass
+class MistCheck:
+    """Mist's kick-the-tires run (tests/data/validation/mist_test_small_base.json): measured and estimated."""
+
+    allocated_mib: float
+    reserved_mib: float
+    step_s: float
+    estimated_allocated_mib: float
+    estimated_reserved_mib: float
+    estimated_step_s: float
+
+
+def mist_check() -> MistCheck:
+    """The peak Mist measured for GPT-2 1.3B on 2 L4s against the estimate: allocated (what Mist's own
+    prediction targets) against `memory_per_gpu_bytes` less the framework and the allocator's cache;
+    reserved (the larger GPU's) against it less the framework alone."""
+    run = json.loads((DATA / "mist_test_small_base.json").read_text())
+    model = spec_from_config(run["model"], "Mist test-small-base", name="gpt2-1.3b")
+    topo = load_topology(DATA.parent / "topo" / "nvidia-smi-topo-l4-2gpu-sys-1.txt", gpu="l4")
+    keys = ("global_batch", "seq_len", "zero_stage", "recompute", "dtype", "grad_dtype", "attention", "loss")
+    train = Training(**{k: run[k] for k in keys})
+    plan = estimate(model, topo, train, tp=1, pp=1, dp=run["dp"], micro_batch=run["micro_batch"])
+    reserved = plan.memory_per_gpu_bytes - plan.memory_breakdown["framework"]
+    return MistCheck(
+        allocated_mib=run["measured_allocated_peak_mib"],
+        reserved_mib=max(run["measured_reserved_peak_mib"]),
+        step_s=run["measured_step_s"],
+        estimated_allocated_mib=(reserved - plan.memory_breakdown["allocator_cache"]) / 2**20,
+        estimated_reserved_mib=reserved / 2**20,
+        estimated_step_s=plan.step_time_s,
+    )
+
+
 def evaluate(name: str, row: dict[str, str]) -> Row:
     label = f"{row['model'][:28]} n={row['n_gpus']} t={row['tp']} p={row['pp']} d={row['dp']}"
     result = Row(name, row["row_id"], label, measured_step_s=0.0)
@@ -485,6 +519,30 @@ def main() -> None:
             f"{r.row_id:>22} memory measured {r.measured_mem_gib:5.1f} GiB"
             f"  estimate {r.estimated_mem_gib:5.1f} GiB  {err:+6.1%}"
         )
+    mist = mist_check()
+    lines += [
+        "",
+        "Mist's kick-the-tires run (GPT-2 1.3B, 2x L4, DP 2, full recompute; tests/data/validation/"
+        "mist_test_small_base.json):",
+        "",
+        "| peak | measured MiB | estimated MiB | error |",
+        "|---|---|---|---|",
+    ]
+    for what, measured, estimated in (
+        ("allocated", mist.allocated_mib, mist.estimated_allocated_mib),
+        ("reserved (larger GPU)", mist.reserved_mib, mist.estimated_reserved_mib),
+    ):
+        err = (estimated - measured) / measured
+        lines.append(f"| {what} | {measured:.0f} | {estimated:.0f} | {err:+.1%} |")
+        print(
+            f"{'MIST-base':>22} memory {what:<21} measured {measured:7.0f} MiB"
+            f"  estimate {estimated:7.0f} MiB  {err:+6.1%}"
+        )
+    step_err = (mist.estimated_step_s - mist.step_s) / mist.step_s
+    lines += [
+        "",
+        f"Its step time: measured {mist.step_s:.2f} s, estimated {mist.estimated_step_s:.2f} s ({step_err:+.1%}).",
+    ]
     lines += ["", "Skipped:", ""]
     lines += [f"- {r.source} {r.row_id}: {r.skipped}" for r in rows if r.skipped]
     lines += [f"- {name}: all rows: {why}" for name, why in NOT_USABLE.items()]

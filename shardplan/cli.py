@@ -157,7 +157,8 @@ Loss = Annotated[
     str,
     typer.Option(
         help="fp32 (cross_entropy on an fp32 copy of the logits, torchtitan / Hugging Face) or fused (one kernel "
-        "over bf16 logits: flash-attn's CrossEntropyLoss, llm-foundry)."
+        "over bf16 logits: flash-attn's CrossEntropyLoss, llm-foundry; Megatron's --fp16-lm-cross-entropy holds as "
+        "much)."
     ),
 ]
 Compiled = Annotated[
@@ -196,6 +197,13 @@ Dtype = Annotated[
     ),
 ]
 Fp8Recipe = Annotated[str, typer.Option(help="FP8 scaling with --dtype fp8: tensorwise or rowwise (torchao).")]
+GradDtype = Annotated[
+    str,
+    typer.Option(
+        help="Gradients kept and reduced in fp32 (Megatron main_grad, FSDP reduce_dtype) or in the half-precision "
+        "weights' own dtype, bf16 or fp16 (DeepSpeed fp16/bf16, Megatron fp16 without fp32 grad accumulation)."
+    ),
+]
 GradAccumulationFusion = Annotated[
     bool,
     typer.Option(
@@ -237,6 +245,7 @@ def estimate(
     ] = "selective",
     dtype: Dtype = "bf16",
     fp8_recipe: Fp8Recipe = "tensorwise",
+    grad_dtype: GradDtype = "fp32",
     grad_accumulation_fusion: GradAccumulationFusion = False,
     tp_comm_overlap: TpCommOverlap = False,
     overlap_param_gather: OverlapParamGather = False,
@@ -264,6 +273,7 @@ def estimate(
         recompute=recompute,  # type: ignore[arg-type]
         dtype=dtype,  # type: ignore[arg-type]
         fp8_recipe=fp8_recipe,  # type: ignore[arg-type]
+        grad_dtype=grad_dtype,  # type: ignore[arg-type]
         grad_accumulation_fusion=grad_accumulation_fusion,
         tp_comm_overlap=tp_comm_overlap,
         overlap_param_gather=overlap_param_gather,
@@ -341,6 +351,7 @@ def suggest(
     micro_batch: Annotated[list[int] | None, typer.Option(help="Only these micro-batch sizes.")] = None,
     dtype: Dtype = "bf16",
     fp8_recipe: Fp8Recipe = "tensorwise",
+    grad_dtype: GradDtype = "fp32",
     grad_accumulation_fusion: GradAccumulationFusion = False,
     tp_comm_overlap: TpCommOverlap = False,
     overlap_param_gather: OverlapParamGather = False,
@@ -377,6 +388,7 @@ def suggest(
         seq_len=seq_len,
         dtype=dtype,  # type: ignore[arg-type]
         fp8_recipe=fp8_recipe,  # type: ignore[arg-type]
+        grad_dtype=grad_dtype,  # type: ignore[arg-type]
         grad_accumulation_fusion=grad_accumulation_fusion,
         tp_comm_overlap=tp_comm_overlap,
         overlap_param_gather=overlap_param_gather,

@@ -73,7 +73,8 @@ class Training(BaseModel):
         description="fp32: cross_entropy(logits.float()) as torchtitan and Hugging Face write it (an fp32 copy of "
         "the logits and an fp32 log-softmax kept for backward); fused: one kernel over the bf16 logits that keeps "
         "only a log-sum-exp per token (flash-attn's CrossEntropyLoss, llm-foundry's default loss_fn: "
-        "fused_crossentropy).",
+        "fused_crossentropy), or Megatron's vocab-parallel cross-entropy on half-precision logits "
+        "(--fp16-lm-cross-entropy), which holds as much: 4 B per logit.",
     )
     compiled: bool = Field(
         False,
@@ -96,6 +97,13 @@ class Training(BaseModel):
         "(stage.py _setup_forward_recv_info, _setup_backward_recv_info) and keeps them.",
     )
     optimizer: Literal["adam", "sgd"] = Field("adam", description="Adam(W) keeps two fp32 moments per weight.")
+    grad_dtype: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="The weight gradients' dtype where they are kept and reduced: fp32 (Megatron-LM's main_grad, "
+        "FSDP with reduce_dtype=float32, torchtitan), or the 2-byte dtype of weights trained in half precision, "
+        "whose .grad takes their dtype (DeepSpeed's fp16/bf16 engines, Megatron-LM fp16 without "
+        "--accumulate-allreduce-grads-in-fp32, Mist's flat parameters). Master weights and Adam moments stay fp32.",
+    )
     tp_async_backward: bool = Field(
         True,
         description="Megatron's column-parallel backward: the input-gradient all-reduce (reduce-scatter under SP) "
@@ -117,6 +125,11 @@ class Training(BaseModel):
         False,
         description="ZeRO-1/2 weight all-gather runs under the next forward (Megatron --overlap-param-gather).",
     )
+
+    @property
+    def grad_bytes(self) -> int:
+        """Bytes per weight gradient (`grad_dtype`)."""
+        return 4 if self.grad_dtype == "fp32" else 2
 
     @property
     def tokens_per_step(self) -> int:

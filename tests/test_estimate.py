@@ -101,6 +101,21 @@ def test_optimizer_state_bytes_by_zero_stage_hand_checked():
     assert sum(state_bytes(p, dp=dp, zero_stage=3, optimizer="adam").values()) == 16 * p / dp
 
 
+def test_half_precision_gradients_halve_gradient_memory_and_dp_traffic():
+    """grad_dtype bf16/fp16 (DeepSpeed's fp16/bf16 engines, Megatron fp16 without fp32 accumulation): 2 B
+    per gradient where fp32 keeps 4, in memory and in the bytes the DP axis reduces."""
+    p, dp = 1_000_000, 8
+    assert state_bytes(p, dp=dp, zero_stage=1, optimizer="adam", grad_bytes=2)["gradients"] == 2 * p
+    model = load_model("llama3-8b")
+    fp32 = Training(global_batch=64, seq_len=4096, zero_stage=1)
+    half = fp32.model_copy(update={"grad_dtype": "bf16"})
+    full, halved = (estimate(model, "dgx-h100", t, tp=1, pp=1, dp=8) for t in (fp32, half))
+    assert full.memory_breakdown["gradients"] == 2 * halved.memory_breakdown["gradients"]
+    assert halved.comm_time_by_link["nvlink"] < full.comm_time_by_link["nvlink"]
+    traffic = [traffic_bytes(model, t, tp=1, pp=1, dp=8, micro_batch=1)["dp"] for t in (fp32, half)]
+    assert traffic[0] == 2 * traffic[1]
+
+
 def test_fsdp2_copies_its_gathered_weights_and_gradients_every_micro_batch():
     # per micro-batch and weight: copy-out of the all-gather buffer in forward and in backward (2 + 2 B
     # each), chunk_cat of the bf16 gradient into the fp32 reduce-scatter buffer (2 + 4 B); per weight of

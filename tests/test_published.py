@@ -141,6 +141,16 @@ def test_torchtitan_peak_memory() -> None:
     assert len(error) == 3 and all(abs(e) <= 0.05 for e in error.values()), error
 
 
+def test_mist_peak_memory() -> None:
+    """Mist's kick-the-tires run (GPT-2 1.3B on 2 L4s, DP 2, ZeRO-1, fp16 weights and gradients, full
+    recompute, unfused attention; Mist README Step 2.4): allocated peak 19,273.83 MiB, the figure Mist's
+    own prediction (19,503 MiB) targets. The estimate was 2.6% below it on 2026-12-05. The reserved
+    peak (21,096 MiB on the larger GPU) is 10% above the estimate: the allocator-cache term counts the
+    kept activations, not the recomputed block's s x s temporaries (not asserted)."""
+    check = _harness().mist_check()
+    assert check.estimated_allocated_mib == pytest.approx(check.allocated_mib, rel=0.05)
+
+
 def _table_4_ms(row_id: str) -> float:
     lines = (DATA / "korthikanti2022_per_layer_time.csv").read_text().splitlines()
     rows = csv.DictReader(ln for ln in lines if not ln.startswith("#"))

@@ -7,10 +7,10 @@ from shardplan.model.schema import ModelSpec
 from shardplan.training import Training
 
 # Mixed precision (DESIGN.md): bf16 weights for compute (2 B), fp32 master weights (4 B), fp32
-# gradients (4 B), Adam's two fp32 moments (8 B; SGD keeps none). Under ZeRO-3 the layout is FSDP's
-# (PyTorch FSDP1/FSDP2, as torchtitan and llm-foundry run it): the fp32 shard is master and compute
-# source at once; bf16 copies exist only while gathered.
-BF16_WEIGHT, FP32_MASTER, FP32_GRAD = 2, 4, 4
+# gradients (4 B; 2 B with `Training.grad_dtype` half), Adam's two fp32 moments (8 B; SGD keeps none).
+# Under ZeRO-3 the layout is FSDP's (PyTorch FSDP1/FSDP2, as torchtitan and llm-foundry run it): the
+# fp32 shard is master and compute source at once; bf16 copies exist only while gathered.
+BF16_WEIGHT, FP32_MASTER = 2, 4
 ADAM_STATES = 8
 # Logits of the output layer per element at the loss, with the loss in fp32 as torchtitan and Hugging
 # Face compute it (cross_entropy(logits.float(), labels)). Forward: bf16 logits (2 B), fp32 copy (4 B)
@@ -28,7 +28,11 @@ LOSS_PARALLEL_LOGIT_BYTES = 4 + 4 + 4 + 4
 # of the three fp32 ones needed fresh memory (benchmarks/results/torchtitan-step-memory.json).
 CACHED_LOGIT_BYTES = 2
 # A fused cross-entropy (flash-attn's CrossEntropyLoss) keeps the bf16 logits and a log-sum-exp per
-# token; its backward writes a bf16 gradient next to them: 2 + 2 B.
+# token; its backward writes a bf16 gradient next to them: 2 + 2 B. Megatron's vocab-parallel
+# cross-entropy on half-precision logits (--fp16-lm-cross-entropy; core/tensor_parallel/cross_entropy.py,
+# and Mist's copy, mist/modules/losses.py) holds as much: forward, the logits and their max-shifted copy
+# (2 + 2 B), which it exponentiates in place and saves as the softmax; backward turns that into the
+# gradient in place.
 FUSED_LOGIT_BYTES = 2 + 2
 # Per token at the loss on the last stage: the final norm's bf16 input and output (2 + 2 B per element
 # of h, the output saved by the head) and its fp32 upcast (4 B). Measured with the rest of the peak. Under
@@ -87,8 +91,11 @@ def param_counts(model: ModelSpec, *, layers: int, first: bool, last: bool) -> i
     return int(out)
 
 
-def state_bytes(params_local: float, *, dp: int, zero_stage: int, optimizer: str) -> dict[str, float]:
-    """Weights, gradients and optimizer states of `params_local` parameters, sharded by ZeRO stage.
+def state_bytes(
+    params_local: float, *, dp: int, zero_stage: int, optimizer: str, grad_bytes: int = 4
+) -> dict[str, float]:
+    """Weights, gradients (`grad_bytes` each) and optimizer states of `params_local` parameters,
+    sharded by ZeRO stage.
     FSDP's gradient shards count whole although they appear only in backward: FSDP makes them on its
     reduce-scatter stream, and the caching allocator serves each stream from its own pool."""
     states = ADAM_STATES if optimizer == "adam" else 0
@@ -96,7 +103,7 @@ def state_bytes(params_local: float, *, dp: int, zero_stage: int, optimizer: str
     return {
         "weights": 0.0 if zero_stage == 3 else params_local * BF16_WEIGHT,  # FSDP: gathered_weights
         "master_and_optimizer": params_local * (FP32_MASTER + states) / shard["opt"],
-        "gradients": params_local * FP32_GRAD / shard["grad"],
+        "gradients": params_local * grad_bytes / shard["grad"],
     }
 
 
@@ -185,7 +192,9 @@ def stage_memory(
     It does not depend on where ranks sit, so the search prunes by it before placing anything."""
     first, last = stage == 0, stage == pp - 1
     params = param_counts(model, layers=layers, first=first, last=last) / tp
-    mem = state_bytes(params, dp=dp, zero_stage=training.zero_stage, optimizer=training.optimizer)
+    mem = state_bytes(
+        params, dp=dp, zero_stage=training.zero_stage, optimizer=training.optimizer, grad_bytes=training.grad_bytes
+    )
     num_micro = training.global_batch // (dp * micro_batch)
     mem.update(
         activation_bytes(
@@ -201,9 +210,9 @@ def stage_memory(
         )
     )
     if gathered_across_micro_batches(training, pp):
-        # the whole stage gathered in bf16, and its gradients unsharded in fp32, for the whole step
+        # the whole stage gathered in bf16, and its gradients unsharded in the reduce dtype, for the whole step
         mem["gathered_weights"] = BF16_WEIGHT * params
-        mem["gradients"] = FP32_GRAD * params
+        mem["gradients"] = training.grad_bytes * params
     elif training.zero_stage == 3:
         # FSDP: the current and the prefetched block, gathered in bf16; and the embedding, final norm
         # and head, which FSDP2 keeps gathered from forward to backward (the root module is not

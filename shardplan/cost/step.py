@@ -209,7 +209,7 @@ def step_cost(
     held = gathered_across_micro_batches(training, pp)
     params_local = param_counts(model, layers=layers[bottleneck], first=bottleneck == 0, last=bottleneck == pp - 1) / tp
     if dp > 1:
-        grad_bytes = params_local * 4  # fp32 gradients
+        grad_bytes = params_local * training.grad_bytes
         if training.zero_stage >= 1:  # reduce-scatter gradients, all-gather the updated bf16 weights
             sync = dp_axis.time_s("reduce_scatter", bottleneck, grad_bytes)
             gather = dp_axis.time_s("all_gather", bottleneck, params_local * 2)
@@ -296,8 +296,8 @@ def traffic_bytes(
         # per layer: two all-reduces (or two all-gather + reduce-scatter pairs) of the activations per
         # forward pass; backward the same, or under SP two more all-gathers (`_tp_layer_s`)
         "tp": num_micro * layers * (4 * (passes - 1) + (6 if sp else 4)) * (tp - 1) / tp * act,
-        # fp32 gradients reduced once per step (all-reduce moves twice the reduce-scatter's bytes)
-        "dp": 2 * (dp - 1) / dp * params * 4 + zero3_gathers,
+        # gradients reduced once per step (all-reduce moves twice the reduce-scatter's bytes)
+        "dp": 2 * (dp - 1) / dp * params * training.grad_bytes + zero3_gathers,
         # activations forward and gradients backward across each stage boundary
         "pp": (2 * (num_micro + pp - 1) * virtual_stages * act / split) if pp > 1 else 0.0,
     }
