@@ -12,24 +12,32 @@ FakeStore: collectives and sends do nothing, so rank 0's own allocations are the
    above the bf16 head input and weight.
 
     python scripts/pp_fsdp_memory.py > benchmarks/results/h100-pp-fsdp-memory/results.json
+    python scripts/pp_fsdp_memory.py snapshot 1f1b   # case 1 under 1F1B, and where its reserved bytes went
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import inspect
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from shardplan.llama import Block, rope_tables
+# shardplan/llama.py alone (it needs torch only): a lent GPU machine need not have shardplan's other dependencies
+_spec = importlib.util.spec_from_file_location(
+    "shardplan_llama", Path(__file__).resolve().parents[1] / "shardplan" / "llama.py"
+)
+_llama = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_llama)
+Block, rope_tables = _llama.Block, _llama.rope_tables
 
 TINY = os.environ.get("TINY") == "1"  # a CPU check that everything runs
 H, HEADS, FFN = (64, 4, 128) if TINY else (4096, 32, 14336)
@@ -93,13 +101,64 @@ def _stats() -> dict[str, float]:
     }
 
 
-def pipeline(schedule: str) -> dict:
+def _where(frames: list[dict]) -> str:
+    """The innermost frames of an allocation that say whose it is (FSDP, the pipeline, a block, the optimizer)."""
+    keys = ("fsdp", "pipelining", "shardplan_llama", "llama.py", "optim", "checkpoint", "pp_fsdp_memory")
+    named = [f for f in frames if any(k in f["filename"] for k in keys)] or frames
+    return " < ".join(f"{Path(f['filename']).name}:{f['line']} {f['name']}" for f in named[:3])
+
+
+def _reserved_summary() -> dict:
+    """Where the reserved bytes are at the end of the last step (reserved only grows): per CUDA stream, the
+    segments' bytes and the bytes live in them; the segments as they were created, largest first, grouped by
+    the code that asked; and the reserved bytes at the moment of the allocated peak (replayed from the trace)."""
+    snap = torch.cuda.memory._snapshot()
+    streams: dict[str, dict[str, float]] = {}
+    for seg in snap["segments"]:
+        s = streams.setdefault(str(seg["stream"]), {"segments": 0, "reserved_gib": 0.0, "allocated_gib": 0.0})
+        s["segments"] += 1
+        s["reserved_gib"] += seg["total_size"] / GIB
+        s["allocated_gib"] += seg["allocated_size"] / GIB
+    created: dict[tuple[str, str], list[float]] = {}
+    allocated = reserved = peak = reserved_at_peak = 0
+    for ev in snap["device_traces"][0]:
+        size, action = ev["size"], ev["action"]
+        if action in ("segment_alloc", "segment_map"):  # map: expandable segments grow
+            reserved += size
+            created.setdefault((str(ev["stream"]), _where(ev.get("frames", []))), []).append(size / GIB)
+        elif action in ("segment_free", "segment_unmap"):
+            reserved -= size
+        elif action == "alloc":
+            allocated += size
+            if allocated > peak:
+                peak, reserved_at_peak = allocated, reserved
+        elif action == "free_completed":
+            allocated -= size
+    rows = sorted(created.items(), key=lambda kv: -sum(kv[1]))
+    return {
+        "by_stream": streams,
+        "segments_created": [
+            {"stream": st, "where": where, "count": len(sizes), "gib": sum(sizes), "largest_gib": max(sizes)}
+            for (st, where), sizes in rows[:25]
+        ],
+        "trace_allocated_peak_gib": peak / GIB,
+        "trace_reserved_at_allocated_peak_gib": reserved_at_peak / GIB,
+        "trace_complete": len(snap["device_traces"][0]) < TRACE_ENTRIES,
+    }
+
+
+TRACE_ENTRIES = 2_000_000
+
+
+def pipeline(schedule: str, snapshot: bool = False) -> dict:
     """Stage(s) of rank 0 in a pp=4 x dp=2 job: FSDP2 as torchtitan applies it under PP."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleInterleaved1F1B
 
     pp, dp = 4, 2
+    if snapshot:
+        torch.cuda.memory._record_memory_history(max_entries=TRACE_ENTRIES, stacks="python")
     _fake_world(pp * dp)
     mesh = init_device_mesh(DEVICE.type, (pp, dp), mesh_dim_names=("pp", "dp"))
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
@@ -151,6 +210,10 @@ def pipeline(schedule: str) -> dict:
         out.setdefault("after_backward", []).append(_stats())
         opt.step()
     out["peak"] = _stats()
+    if snapshot:
+        out["reserved"] = _reserved_summary()
+        out["alloc_conf"] = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")
+        torch.cuda.memory._record_memory_history(enabled=None)
     dist.destroy_process_group()
     return out
 
@@ -198,7 +261,10 @@ def loss(parallel: bool) -> dict:
 def main() -> None:
     if len(sys.argv) == 3:  # one case in a fresh process
         kind, arg = sys.argv[1], sys.argv[2]
-        print(json.dumps(pipeline(arg) if kind == "pipeline" else loss(arg == "1")))
+        if kind == "loss":
+            print(json.dumps(loss(arg == "1")))
+        else:
+            print(json.dumps(pipeline(arg, snapshot=kind == "snapshot")))
         return
     runs = []
     for kind, arg in (("pipeline", "1f1b"), ("pipeline", "interleaved"), ("loss", "0"), ("loss", "1")):
