@@ -33,9 +33,10 @@ class _Index:
     """What one axis's groups do, row by row (one row per group, stage after stage)."""
 
     keys: np.ndarray  # (groups, w) int64: where the group sits and the company on its nodes
-    hashes: np.ndarray  # (groups,) uint64 of `keys`, to find equal rows
     node_ptr: np.ndarray  # the groups on node n: node_groups[node_ptr[n]:node_ptr[n + 1]]
     node_groups: np.ndarray
+    alike_ptr: np.ndarray  # one group of stage s per way of sitting: alike[alike_ptr[s]:alike_ptr[s + 1]]
+    alike: np.ndarray
 
 
 class AxisTimes:
@@ -50,7 +51,8 @@ class AxisTimes:
     def __init__(self, topology: Topology, groups: np.ndarray, memo: dict[Hashable, Any]) -> None:
         self.topology, self.memo = topology, memo
         self.groups = np.ascontiguousarray(groups, dtype=np.int64)
-        self.relabel = topology.num_nodes > 1 and topology.nodes_interchangeable
+        # renaming nodes needs each node's GPUs as bits of a 64-bit mask
+        self.relabel = topology.num_nodes > 1 and topology.nodes_interchangeable and max(topology.local_of) < 64
         self._alike_of: dict[int, list[tuple[bytes, np.ndarray]]] = {}
 
     @cached_property
@@ -76,11 +78,9 @@ class AxisTimes:
     def _alike(self, stage: int) -> list[tuple[bytes, np.ndarray]]:
         """One group of `stage` for each way of sitting, with its key."""
         if stage not in self._alike_of:
-            index, per_stage = self._index, self.groups.shape[1]
-            rows = slice(stage * per_stage, (stage + 1) * per_stage)
-            keys = index.keys[rows]
-            first = _distinct_rows(keys, index.hashes[rows])
-            self._alike_of[stage] = [(keys[i].tobytes(), self.groups[stage, i]) for i in first]
+            index, flat = self._index, self._flat
+            rows = index.alike[index.alike_ptr[stage] : index.alike_ptr[stage + 1]]
+            self._alike_of[stage] = [(index.keys[i].tobytes(), flat[i]) for i in rows]
         return self._alike_of[stage]
 
     def _one(self, op: str, where: bytes, mine: np.ndarray, size_bytes: float) -> float:
@@ -132,29 +132,33 @@ class AxisTimes:
         flat = self._flat
         m, k = flat.shape
         nodes = node_of[flat]
-        # each row's nodes sorted (stable): runs of one node, each starting at the node's first GPU
-        order = np.argsort(nodes, axis=1, kind="stable")
-        sorted_nodes = np.take_along_axis(nodes, order, axis=1)
-        run_start = np.ones((m, k), dtype=bool)
-        run_start[:, 1:] = sorted_nodes[:, 1:] != sorted_nodes[:, :-1]
-        # for every position: where its node first appears in the row, and that node's rank of appearance
-        first_sorted = np.maximum.accumulate(np.where(run_start, np.arange(k), 0), axis=1)
-        first_pos = np.empty_like(order)
-        np.put_along_axis(first_pos, order, np.take_along_axis(order, first_sorted, axis=1), axis=1)
-        is_first = first_pos == np.arange(k)
-        # (group, node) pairs, group-major
+        # each row's nodes sorted (stable), as positions in the flattened rows: runs of one node, each
+        # starting at the node's first GPU in the row; a run is a (group, node) pair, group-major
+        order = (np.argsort(nodes, axis=1, kind="stable") + np.arange(0, m * k, k)[:, None]).ravel()
+        sorted_nodes = nodes.ravel()[order]
+        run_start = np.ones(m * k, dtype=bool)
+        run_start[1:] = sorted_nodes[1:] != sorted_nodes[:-1]
+        run_start[::k] = True
         pairs = np.flatnonzero(run_start)
-        pair_group, pair_node = pairs // k, sorted_nodes.ravel()[pairs]
+        pair_group, pair_node = pairs // k, sorted_nodes[pairs]
+        first_at = order[pairs]  # where each pair's node first appears
+        is_first = np.zeros(m * k, dtype=bool)
+        is_first[first_at] = True
+        is_first = is_first.reshape(m, k)
         by_node = np.argsort(_narrow(pair_node, self.topology.num_nodes), kind="stable")
         node_ptr = np.searchsorted(pair_node[by_node], np.arange(self.topology.num_nodes + 1))
         node_groups = pair_group[by_node]
 
         if self.relabel:
-            locals_sorted = np.take_along_axis(local_of[flat], order, axis=1).astype(np.uint64)
-            mask = np.bitwise_or.reduceat((np.uint64(1) << locals_sorted).ravel(), pairs)
+            locals_sorted = local_of[flat].ravel()[order].astype(np.uint64)
+            mask = np.bitwise_or.reduceat(np.uint64(1) << locals_sorted, pairs)
             masks = 2 ** int(local_of.max() + 1)
             company = _company_by_node(self.memo, pair_node, mask, self.topology.num_nodes, masks)
-            rank = np.take_along_axis(np.cumsum(is_first, axis=1) - 1, first_pos, axis=1)
+            # each GPU's node renamed by order of first appearance in the row
+            pair_rank = (np.cumsum(is_first, axis=1) - 1).ravel()[first_at]
+            pair_of = np.empty(m * k, dtype=np.int64)
+            pair_of[order] = np.cumsum(run_start) - 1
+            rank = pair_rank[pair_of].reshape(m, k)
             where = [rank, local_of[flat]]
         else:
             company = np.empty(self.topology.num_nodes, dtype=np.int64)
@@ -163,7 +167,13 @@ class AxisTimes:
                 company[n] = self.memo.setdefault(("company", n, what), len(self.memo))
             where = [flat]
         keys = np.concatenate([*where, np.where(is_first, company[nodes] + 1, 0)], axis=1)
-        return _Index(keys, _row_hashes(keys), node_ptr, node_groups)
+        # per stage, the first group of each distinct key
+        first, which = _distinct_rows(keys, _row_hashes(keys), inverse=True)
+        stages, per_stage = self.groups.shape[:2]
+        alike, _ = _first_of_runs((np.arange(m) // per_stage) * len(first) + which)
+        alike.sort()  # stage after stage
+        alike_ptr = np.searchsorted(alike // per_stage, np.arange(stages + 1))
+        return _Index(keys, node_ptr, node_groups, alike_ptr, alike)
 
 
 def _gpu_arrays(topology: Topology, memo: dict[Hashable, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -180,11 +190,15 @@ def _company_by_node(
     """An id per node of what the axis's groups do there: the multiset of bit masks (each below
     `masks`) of the GPUs each holds there, interned in `memo`. (Whether a group leaves the node
     follows: its GPUs there are fewer than the group's size.)"""
-    order = np.lexsort((_narrow(mask, masks), _narrow(pair_node, num_nodes)))
-    node = pair_node[order]
+    if num_nodes * masks < 2**63:  # node and mask packed in one integer: one sort, not two
+        packed = np.sort(pair_node * masks + mask.astype(np.int64))
+        node, mask = packed // masks, (packed % masks).astype(np.uint64)
+    else:
+        order = np.lexsort((_narrow(mask, masks), _narrow(pair_node, num_nodes)))
+        node, mask = pair_node[order], mask[order]
     ptr = np.searchsorted(node, np.arange(num_nodes + 1))
     table = np.zeros((num_nodes, int(np.diff(ptr).max())), dtype=np.uint64)  # no group holds no GPU
-    table[node, np.arange(len(node)) - ptr[node]] = mask[order]
+    table[node, np.arange(len(node)) - ptr[node]] = mask
     first, inverse = _distinct_rows(table, _row_hashes(table), inverse=True)
     ids = np.array([memo.setdefault(("company", table[i].tobytes()), len(memo)) for i in first], dtype=np.int64)
     return ids[inverse]
@@ -206,10 +220,25 @@ def _hash_weights(width: int) -> np.ndarray:
     return np.random.default_rng(width).integers(0, 2**63, size=width, dtype=np.uint64) * 2 + 1
 
 
+def _first_of_runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of the first of each distinct value, and each value's distinct one (numbered in the order
+    of the values). An unstable sort and the least index per run: a stable sort (np.unique's) is several
+    times slower on many repeated values."""
+    order = np.argsort(values)
+    ordered = values[order]
+    starts = np.ones(len(order), dtype=bool)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    first = np.minimum.reduceat(order, np.flatnonzero(starts))
+    which = np.empty(len(order), dtype=np.int64)
+    which[order] = np.cumsum(starts) - 1
+    return first, which
+
+
 def _distinct_rows(rows: np.ndarray, hashes: np.ndarray, *, inverse: bool = False) -> Any:
     """Index of the first of each distinct row (and, with `inverse`, each row's distinct one), found
     by hash and checked; on a collision, by sorting the rows."""
-    _, first, which = np.unique(hashes, return_index=True, return_inverse=True)
+    first, which = _first_of_runs(hashes)
     if not (rows == rows[first[which]]).all():
         _, first, which = np.unique(rows, axis=0, return_index=True, return_inverse=True)
-    return (first, which.ravel()) if inverse else first
+        which = which.ravel()
+    return (first, which) if inverse else first
