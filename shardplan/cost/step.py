@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 from shardplan.cost.calibration import Calibration, rates_for
@@ -107,10 +107,20 @@ def _optimizer_step_s(
 
 
 def _stage_timer(model: ModelSpec, training: Training, *, micro_batch: int, tp: int, rates: Any) -> Callable[..., Any]:
-    """`stage_times` of this model, training and shape: call it with `layers`, `first` and `last`."""
+    """`stage_times` of this model, training and shape: call it with `layers`, `first` and `last` (each
+    combination timed once: the middle stages of a pipeline mostly hold as many layers)."""
     fsdp2, dtensor_tp = _host_wrappers(training, tp)
-    return partial(
-        stage_times, model, training, micro_batch=micro_batch, tp=tp, rates=rates, fsdp2=fsdp2, dtensor_tp=dtensor_tp
+    return cache(
+        partial(
+            stage_times,
+            model,
+            training,
+            micro_batch=micro_batch,
+            tp=tp,
+            rates=rates,
+            fsdp2=fsdp2,
+            dtensor_tp=dtensor_tp,
+        )
     )
 
 
