@@ -10,7 +10,7 @@ from shardplan.training import Training
 # gradients (4 B; 2 B with `Training.grad_dtype` half), Adam's two fp32 moments (8 B; SGD keeps none).
 # Under ZeRO-3 the layout is FSDP's (PyTorch FSDP1/FSDP2, as torchtitan and llm-foundry run it): the
 # fp32 shard is master and compute source at once; bf16 copies exist only while gathered.
-BF16_WEIGHT, FP32_MASTER = 2, 4
+BF16_WEIGHT, FP32_MASTER, FP32_GRAD = 2, 4, 4
 ADAM_STATES = 8
 # Logits of the output layer per element at the loss, with the loss in fp32 as torchtitan and Hugging
 # Face compute it (cross_entropy(logits.float(), labels)). Forward: bf16 logits (2 B), fp32 copy (4 B)
@@ -92,7 +92,7 @@ def param_counts(model: ModelSpec, *, layers: int, first: bool, last: bool) -> i
 
 
 def state_bytes(
-    params_local: float, *, dp: int, zero_stage: int, optimizer: str, grad_bytes: int = 4
+    params_local: float, *, dp: int, zero_stage: int, optimizer: str, grad_bytes: int = FP32_GRAD
 ) -> dict[str, float]:
     """Weights, gradients (`grad_bytes` each) and optimizer states of `params_local` parameters,
     sharded by ZeRO stage.
