@@ -13,6 +13,7 @@ FakeStore: collectives and sends do nothing, so rank 0's own allocations are the
 
     python scripts/pp_fsdp_memory.py > benchmarks/results/h100-pp-fsdp-memory/results.json
     python scripts/pp_fsdp_memory.py snapshot 1f1b   # case 1 under 1F1B, and where its reserved bytes went
+    python scripts/pp_fsdp_memory.py sweep '{"pp": 2, "blocks": 8, "mb": 1, "n_micro": 16, "fsdp": false}'
 """
 
 from __future__ import annotations
@@ -150,35 +151,58 @@ def _reserved_summary() -> dict:
 TRACE_ENTRIES = 2_000_000
 
 
-def pipeline(schedule: str, snapshot: bool = False) -> dict:
+def _by_stream() -> dict[str, dict[str, float]]:
+    """Reserved and allocated GiB per CUDA stream's pool, now."""
+    streams: dict[str, dict[str, float]] = {}
+    for seg in torch.cuda.memory._snapshot()["segments"]:
+        s = streams.setdefault(str(seg["stream"]), {"reserved_gib": 0.0, "allocated_gib": 0.0})
+        s["reserved_gib"] += seg["total_size"] / GIB
+        s["allocated_gib"] += seg["allocated_size"] / GIB
+    return streams
+
+
+def pipeline(
+    schedule: str,
+    snapshot: bool = False,
+    *,
+    pp: int = 4,
+    blocks: int | None = None,
+    mb: int = MB,
+    n_micro: int = N_MICRO,
+    fsdp: bool = True,
+) -> dict:
     """Stage(s) of rank 0 in a pp=4 x dp=2 job: FSDP2 as torchtitan applies it under PP."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleInterleaved1F1B
 
-    pp, dp = 4, 2
+    dp = 2
     if snapshot:
         torch.cuda.memory._record_memory_history(max_entries=TRACE_ENTRIES, stacks="python")
     _fake_world(pp * dp)
     mesh = init_device_mesh(DEVICE.type, (pp, dp), mesh_dim_names=("pp", "dp"))
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     interleaved = schedule == "interleaved"
-    stage_ids, blocks = ((0, pp), 2) if interleaved else ((0,), 4)
+    stage_ids = (0, pp) if interleaved else (0,)
+    blocks = blocks or (2 if interleaved else 4)
     stages, modules = [], []
-    x_shape = (MB, SEQ, H)
+    x_shape = (mb, SEQ, H)
     for sid in stage_ids:
         with torch.device("meta"):
             module = Stage(blocks)
-        for layer in module.layers:
-            fully_shard(layer, mesh=mesh["dp"], mp_policy=policy, reshard_after_forward=False)
-        fully_shard(module, mesh=mesh["dp"], mp_policy=policy, reshard_after_forward=False)
+        if fsdp:
+            for layer in module.layers:
+                fully_shard(layer, mesh=mesh["dp"], mp_policy=policy, reshard_after_forward=False)
+            fully_shard(module, mesh=mesh["dp"], mp_policy=policy, reshard_after_forward=False)
         module.to_empty(device=DEVICE)
+        if not fsdp:  # plain bf16 weights, fp32 gradients would need a wrapper: keep them in bf16
+            module.to(torch.bfloat16)
         cos, sin = rope_tables(H // HEADS, SEQ, DEVICE)
         module.cos.copy_(cos)
         module.sin.copy_(sin)
         with torch.no_grad():
             for p in module.parameters():
-                p.to_local().normal_(0.0, 0.02)
+                (p.to_local() if fsdp else p).normal_(0.0, 0.02)
         # static shapes, so that no stage waits for metadata from ranks that do not exist
         example = torch.empty(x_shape, dtype=torch.bfloat16, device=DEVICE)
         static = {"input_args": example, "output_args": example, "output_grads": example, "input_grads": example}
@@ -194,12 +218,13 @@ def pipeline(schedule: str, snapshot: bool = False) -> dict:
 
     _static_shapes_only()
     sched = (
-        ScheduleInterleaved1F1B(stages, n_microbatches=N_MICRO, loss_fn=loss_fn)
+        ScheduleInterleaved1F1B(stages, n_microbatches=n_micro, loss_fn=loss_fn)
         if interleaved
-        else Schedule1F1B(stages[0], n_microbatches=N_MICRO, loss_fn=loss_fn)
+        else Schedule1F1B(stages[0], n_microbatches=n_micro, loss_fn=loss_fn)
     )
-    x = torch.randn(MB * N_MICRO, SEQ, H, dtype=torch.bfloat16, device=DEVICE)
+    x = torch.randn(mb * n_micro, SEQ, H, dtype=torch.bfloat16, device=DEVICE)
     out: dict = {"schedule": schedule, "stages": list(stage_ids), "blocks_per_stage": blocks, "params": params}
+    out |= {"pp": pp, "micro_batch": mb, "n_micro": n_micro, "fsdp": fsdp}
     for step in range(4):
         if step == 2 and not TINY:
             torch.cuda.reset_peak_memory_stats()
@@ -210,9 +235,11 @@ def pipeline(schedule: str, snapshot: bool = False) -> dict:
         out.setdefault("after_backward", []).append(_stats())
         opt.step()
     out["peak"] = _stats()
+    if not TINY:
+        out["by_stream"] = _by_stream()
+        out["alloc_conf"] = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")
     if snapshot:
         out["reserved"] = _reserved_summary()
-        out["alloc_conf"] = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")
         torch.cuda.memory._record_memory_history(enabled=None)
     dist.destroy_process_group()
     return out
@@ -263,6 +290,9 @@ def main() -> None:
         kind, arg = sys.argv[1], sys.argv[2]
         if kind == "loss":
             print(json.dumps(loss(arg == "1")))
+        elif kind == "sweep":  # one shape, as JSON: {"schedule": "1f1b", "pp": 2, "blocks": 4, ...}
+            shape = json.loads(arg)
+            print(json.dumps(pipeline(shape.pop("schedule", "1f1b"), **shape)))
         else:
             print(json.dumps(pipeline(arg, snapshot=kind == "snapshot")))
         return
