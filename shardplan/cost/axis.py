@@ -51,8 +51,7 @@ class AxisTimes:
     def __init__(self, topology: Topology, groups: np.ndarray, memo: dict[Hashable, Any]) -> None:
         self.topology, self.memo = topology, memo
         self.groups = np.ascontiguousarray(groups, dtype=np.int64)
-        # renaming nodes needs each node's GPUs as bits of a 64-bit mask
-        self.relabel = topology.num_nodes > 1 and topology.nodes_interchangeable and max(topology.local_of) < 64
+        self.relabel = topology.num_nodes > 1 and topology.nodes_interchangeable
         self._alike_of: dict[int, list[tuple[bytes, np.ndarray]]] = {}
 
     @cached_property
