@@ -121,7 +121,10 @@ def _reserved_summary() -> dict:
         s["reserved_gib"] += seg["total_size"] / GIB
         s["allocated_gib"] += seg["allocated_size"] / GIB
     created: dict[tuple[str, str], list[float]] = {}
+    live: dict[int, tuple[int, str]] = {}
     allocated = reserved = peak = reserved_at_peak = 0
+    last_peak_us = -1.0
+    live_at_peak: dict[str, float] = {}
     for ev in snap["device_traces"][0]:
         size, action = ev["size"], ev["action"]
         if action in ("segment_alloc", "segment_map"):  # map: expandable segments grow
@@ -131,10 +134,17 @@ def _reserved_summary() -> dict:
             reserved -= size
         elif action == "alloc":
             allocated += size
+            live[ev["addr"]] = (size, _where(ev.get("frames", [])))
             if allocated > peak:
                 peak, reserved_at_peak = allocated, reserved
+                if ev.get("time_us", 0) - last_peak_us > 1000 or allocated > 0.999 * peak:
+                    live_at_peak = {}
+                    for bytes_, where in live.values():
+                        live_at_peak[where] = live_at_peak.get(where, 0.0) + bytes_ / GIB
+                    last_peak_us = ev.get("time_us", 0)
         elif action == "free_completed":
             allocated -= size
+            live.pop(ev["addr"], None)
     rows = sorted(created.items(), key=lambda kv: -sum(kv[1]))
     return {
         "by_stream": streams,
@@ -142,6 +152,7 @@ def _reserved_summary() -> dict:
             {"stream": st, "where": where, "count": len(sizes), "gib": sum(sizes), "largest_gib": max(sizes)}
             for (st, where), sizes in rows[:25]
         ],
+        "live_at_allocated_peak": dict(sorted(live_at_peak.items(), key=lambda kv: -kv[1])[:25]),
         "trace_allocated_peak_gib": peak / GIB,
         "trace_reserved_at_allocated_peak_gib": reserved_at_peak / GIB,
         "trace_complete": len(snap["device_traces"][0]) < TRACE_ENTRIES,
