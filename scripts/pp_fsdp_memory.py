@@ -123,7 +123,6 @@ def _reserved_summary() -> dict:
     created: dict[tuple[str, str], list[float]] = {}
     live: dict[int, tuple[int, str]] = {}
     allocated = reserved = peak = reserved_at_peak = 0
-    last_peak_us = -1.0
     live_at_peak: dict[str, float] = {}
     for ev in snap["device_traces"][0]:
         size, action = ev["size"], ev["action"]
@@ -137,11 +136,9 @@ def _reserved_summary() -> dict:
             live[ev["addr"]] = (size, _where(ev.get("frames", [])))
             if allocated > peak:
                 peak, reserved_at_peak = allocated, reserved
-                if ev.get("time_us", 0) - last_peak_us > 1000 or allocated > 0.999 * peak:
-                    live_at_peak = {}
-                    for bytes_, where in live.values():
-                        live_at_peak[where] = live_at_peak.get(where, 0.0) + bytes_ / GIB
-                    last_peak_us = ev.get("time_us", 0)
+                live_at_peak = {}
+                for bytes_, where in live.values():
+                    live_at_peak[where] = live_at_peak.get(where, 0.0) + bytes_ / GIB
         elif action == "free_completed":
             allocated -= size
             live.pop(ev["addr"], None)
