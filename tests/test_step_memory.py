@@ -76,16 +76,10 @@ def test_loss_parallel_keeps_4_bytes_more_per_logit_measured() -> None:
     assert per_logit[True] - per_logit[False] == pytest.approx(LOSS_PARALLEL_LOGIT_BYTES - LOGIT_BYTES, abs=0.1)
 
 
-@pytest.mark.parametrize("schedule", ["1f1b", "interleaved"])
-def test_fsdp_under_pp_holds_gathered_weights_and_fp32_gradients_measured(schedule: str) -> None:
-    """Stage 0 of pp=4 x dp=2 (FSDP2 as torchtitan applies it under PP), four Llama blocks, full
-    recompute, 8 micro-batches of 2 x 4096 tokens: the estimate's allocated part within 16% of the
-    measured peak (torch.distributed.pipelining's receive buffers counted), where sharded gradients and two
-    gathered blocks would be over 25% short."""
-    from shardplan.cost.memory import CACHE_PART, stage_memory
+def _pp_fsdp_model():
+    """The blocks scripts/pp_fsdp_memory.py runs (Llama 3 8B's shape, no embedding on the measured stage)."""
     from shardplan.model.hf_config import spec_from_config
 
-    run = next(r for r in PP_FSDP if r.get("schedule") == schedule)
     config = {
         "model_type": "llama",
         "hidden_size": 4096,
@@ -93,10 +87,22 @@ def test_fsdp_under_pp_holds_gathered_weights_and_fp32_gradients_measured(schedu
         "num_key_value_heads": 32,
         "intermediate_size": 14336,
         "num_hidden_layers": 16,
-        "vocab_size": 32,  # the measured stage has no embedding
+        "vocab_size": 32,
         "max_position_embeddings": 4096,
     }
-    model = spec_from_config(config, "scripts/pp_fsdp_memory.py", name="pp-fsdp")
+    return spec_from_config(config, "scripts/pp_fsdp_memory.py", name="pp-fsdp")
+
+
+@pytest.mark.parametrize("schedule", ["1f1b", "interleaved"])
+def test_fsdp_under_pp_holds_gathered_weights_and_fp32_gradients_measured(schedule: str) -> None:
+    """Stage 0 of pp=4 x dp=2 (FSDP2 as torchtitan applies it under PP), four Llama blocks, full
+    recompute, 8 micro-batches of 2 x 4096 tokens: the estimate's allocated part within 16% of the
+    measured peak (torch.distributed.pipelining's receive buffers counted), where sharded gradients and two
+    gathered blocks would be over 25% short."""
+    from shardplan.cost.memory import CACHE_PART, stage_memory
+
+    run = next(r for r in PP_FSDP if r.get("schedule") == schedule)
+    model = _pp_fsdp_model()
     # 8 micro-batches per rank
     train = Training(global_batch=32, seq_len=4096, recompute="full", zero_stage=3, pipeline_runtime="torch")
     shape = {"stage": 0, "layers": 4, "tp": 1, "pp": 4, "dp": 2, "micro_batch": 2, "context_bytes": 0.0}
@@ -108,3 +114,37 @@ def test_fsdp_under_pp_holds_gathered_weights_and_fp32_gradients_measured(schedu
     old = estimated - (mem["gradients"] - FP32_GRAD * run["params"] / 2 + mem["gathered_weights"]) / 2**30
     old += BF16_WEIGHT * 2 * run["params"] / 4 / 2**30  # two of the four blocks gathered
     assert (measured - old) / measured > 0.25
+
+
+PP_RESERVED = [
+    json.loads(line)
+    for line in (RESULTS.parents[1] / "results/h200-pp-fsdp-reserved/sweep.jsonl").read_text().splitlines()
+]
+
+
+def test_reserve_under_pp_grows_by_about_one_bf16_block_gradient_per_block_measured() -> None:
+    """FSDP2 under 1F1B, stage 0 of pp=4 x dp=2 with 2, 4 and 8 Llama blocks (h 4096, ffn 14336), full
+    recompute, 8 micro-batches of 2 x 4096 tokens, expandable segments as torchtitan's launcher sets them (one
+    H200; scripts/pp_fsdp_reserved.sh): what the allocator reserves beyond the allocated peak grows by 0.51
+    GiB per block, where a block's bf16 weight gradient is 0.45 GiB; the model's cache grows by that gradient
+    per block (and FRAGMENTATION of the activations)."""
+    from shardplan.cost.memory import CACHE_PART, stage_memory
+
+    runs = {
+        r["blocks_per_stage"]: r
+        for r in PP_RESERVED
+        if r["fsdp"]
+        and r["alloc_conf"]
+        and r["schedule"] == "1f1b"
+        and (r["pp"], r["micro_batch"], r["n_micro"]) == (4, 2, 8)
+    }
+    gap = {b: r["peak"]["peak_reserved_gib"] - r["peak"]["peak_allocated_gib"] for b, r in runs.items()}
+    measured_per_block = (gap[8] - gap[2]) / 6 * 2**30
+    block_gradient = BF16_WEIGHT * runs[8]["params"] / 8
+    assert 1.0 < measured_per_block / block_gradient < 1.25
+    model = _pp_fsdp_model()
+    train = Training(global_batch=32, seq_len=4096, recompute="full", zero_stage=3, pipeline_runtime="torch")
+    shape = {"stage": 0, "tp": 1, "pp": 4, "dp": 2, "micro_batch": 2, "virtual_stages": 1, "context_bytes": 0.0}
+    cache = {b: stage_memory(model, train, layers=b, **shape)[CACHE_PART] for b in (2, 8)}
+    activations = {b: stage_memory(model, train, layers=b, **shape)["activations"] for b in (2, 8)}
+    assert cache[8] - cache[2] == pytest.approx(6 * block_gradient + FRAGMENTATION * (activations[8] - activations[2]))

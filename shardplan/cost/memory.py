@@ -213,6 +213,10 @@ def stage_memory(
         # the whole stage gathered in bf16, and its gradients unsharded in the reduce dtype, for the whole step
         mem["gathered_weights"] = BF16_WEIGHT * params
         mem["gradients"] = training.grad_bytes * params
+        # each block's bf16 weight gradient, made in backward and freed into the accumulated one, leaves a
+        # hole the caching allocator keeps: one per block of the stage
+        block = param_counts(model, layers=1, first=False, last=False) / tp
+        mem[CACHE_PART] = mem.get(CACHE_PART, 0.0) + BF16_WEIGHT * block * layers
     elif training.zero_stage == 3:
         # FSDP: the current and the prefetched block, gathered in bf16; and the embedding, final norm
         # and head, which FSDP2 keeps gathered from forward to backward (the root module is not
