@@ -102,6 +102,20 @@ def _stats() -> dict[str, float]:
     }
 
 
+TRACE_ENTRIES = 2_000_000
+
+
+def _by_stream(snap: dict | None = None) -> dict[str, dict[str, float]]:
+    """Segments, reserved and allocated GiB per CUDA stream's pool, in `snap` (default: now)."""
+    streams: dict[str, dict[str, float]] = {}
+    for seg in (snap or torch.cuda.memory._snapshot())["segments"]:
+        s = streams.setdefault(str(seg["stream"]), {"segments": 0, "reserved_gib": 0.0, "allocated_gib": 0.0})
+        s["segments"] += 1
+        s["reserved_gib"] += seg["total_size"] / GIB
+        s["allocated_gib"] += seg["allocated_size"] / GIB
+    return streams
+
+
 def _where(frames: list[dict]) -> str:
     """The innermost frames of an allocation that say whose it is (FSDP, the pipeline, a block, the optimizer)."""
     keys = ("fsdp", "pipelining", "shardplan_llama", "llama.py", "optim", "checkpoint", "pp_fsdp_memory")
@@ -114,12 +128,7 @@ def _reserved_summary() -> dict:
     segments' bytes and the bytes live in them; the segments as they were created, largest first, grouped by
     the code that asked; and the reserved bytes at the moment of the allocated peak (replayed from the trace)."""
     snap = torch.cuda.memory._snapshot()
-    streams: dict[str, dict[str, float]] = {}
-    for seg in snap["segments"]:
-        s = streams.setdefault(str(seg["stream"]), {"segments": 0, "reserved_gib": 0.0, "allocated_gib": 0.0})
-        s["segments"] += 1
-        s["reserved_gib"] += seg["total_size"] / GIB
-        s["allocated_gib"] += seg["allocated_size"] / GIB
+    streams = _by_stream(snap)
     created: dict[tuple[str, str], list[float]] = {}
     live: dict[int, tuple[int, str]] = {}
     allocated = reserved = peak = reserved_at_peak = 0
@@ -154,19 +163,6 @@ def _reserved_summary() -> dict:
         "trace_reserved_at_allocated_peak_gib": reserved_at_peak / GIB,
         "trace_complete": len(snap["device_traces"][0]) < TRACE_ENTRIES,
     }
-
-
-TRACE_ENTRIES = 2_000_000
-
-
-def _by_stream() -> dict[str, dict[str, float]]:
-    """Reserved and allocated GiB per CUDA stream's pool, now."""
-    streams: dict[str, dict[str, float]] = {}
-    for seg in torch.cuda.memory._snapshot()["segments"]:
-        s = streams.setdefault(str(seg["stream"]), {"reserved_gib": 0.0, "allocated_gib": 0.0})
-        s["reserved_gib"] += seg["total_size"] / GIB
-        s["allocated_gib"] += seg["allocated_size"] / GIB
-    return streams
 
 
 def pipeline(

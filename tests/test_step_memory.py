@@ -145,6 +145,6 @@ def test_reserve_under_pp_grows_by_about_one_bf16_block_gradient_per_block_measu
     model = _pp_fsdp_model()
     train = Training(global_batch=32, seq_len=4096, recompute="full", zero_stage=3, pipeline_runtime="torch")
     shape = {"stage": 0, "tp": 1, "pp": 4, "dp": 2, "micro_batch": 2, "virtual_stages": 1, "context_bytes": 0.0}
-    cache = {b: stage_memory(model, train, layers=b, **shape)[CACHE_PART] for b in (2, 8)}
-    activations = {b: stage_memory(model, train, layers=b, **shape)["activations"] for b in (2, 8)}
-    assert cache[8] - cache[2] == pytest.approx(6 * block_gradient + FRAGMENTATION * (activations[8] - activations[2]))
+    two, eight = (stage_memory(model, train, layers=b, **shape) for b in (2, 8))
+    grown = 6 * block_gradient + FRAGMENTATION * (eight["activations"] - two["activations"])
+    assert eight[CACHE_PART] - two[CACHE_PART] == pytest.approx(grown)
