@@ -3,8 +3,10 @@ pipeline neighbour pairs), each group under the load of the axis's other groups 
 
 Groups that sit alike are timed once: on interchangeable nodes a group's time depends only on where
 its GPUs sit inside their nodes and on what the axis's other groups do on those nodes (which GPUs they
-hold there, and whether they leave the node). The search costs thousands of layouts of up to tens of
-thousands of GPUs, so that bookkeeping runs on arrays.
+hold there, and whether they leave the node). There every link, switch and NIC belongs to one node, so
+a group's rings are put together node by node, and what its GPUs on a node get is worked out once per
+way of sitting there. The search costs thousands of layouts of up to tens of thousands of GPUs, so that
+bookkeeping runs on arrays.
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ import numpy as np
 
 from shardplan.cost.collectives import (
     FLOOR_LATENCY_S,
+    IslandShare,
     Rings,
     _link_class,
     _resources_used,
+    island_resources,
+    island_share,
+    rings_of_islands,
     rings_time_s,
     rings_under_load,
 )
@@ -33,8 +39,10 @@ class _Index:
     """What one axis's groups do, row by row (one row per group, stage after stage)."""
 
     keys: np.ndarray  # (groups, w) int64: where the group sits and the company on its nodes
-    node_ptr: np.ndarray  # the groups on node n: node_groups[node_ptr[n]:node_ptr[n + 1]]
-    node_groups: np.ndarray
+    company: np.ndarray  # the company's id on each node
+    # the groups on node n, node_groups[node_ptr[n]:node_ptr[n + 1]]: kept where nodes are not interchangeable
+    node_ptr: np.ndarray | None
+    node_groups: np.ndarray | None
     alike_ptr: np.ndarray  # one group of stage s per way of sitting: alike[alike_ptr[s]:alike_ptr[s + 1]]
     alike: np.ndarray
 
@@ -95,15 +103,45 @@ class AxisTimes:
         """The rings of group `mine` under the load of its company; one per way of sitting."""
         key = ("rings", where)
         if key not in self.memo:
-            index, flat = self._index, self._flat
-            ptr, on_node = index.node_ptr, index.node_groups
-            nodes = np.unique(_gpu_arrays(self.topology, self.memo)[0][mine])
-            company = np.unique(np.concatenate([on_node[ptr[n] : ptr[n + 1]] for n in nodes]))
-            load: Counter[Hashable] = Counter()
-            for g in company:
-                load.update(self._used(flat[g]))
-            self.memo[key] = rings_under_load(self.topology, mine.tolist(), load)
+            self.memo[key] = self._rings_by_node(mine) if self.relabel else self._rings_in_company(mine)
         return self.memo[key]
+
+    def _rings_by_node(self, mine: np.ndarray) -> Rings:
+        """On interchangeable nodes: each of the group's nodes is one island, whose share depends only
+        on the group's GPUs there and the company there; each such pair is worked out once, on node 0."""
+        node_of, local_of = self.topology.node_of, self.topology.local_of
+        masks: dict[int, int] = {}  # the group's nodes in order of first appearance, with its GPUs there
+        for g in mine.tolist():
+            masks[node_of[g]] = masks.get(node_of[g], 0) | 1 << local_of[g]
+        company = self._index.company
+        islands = [self._island(mask, int(company[n]), len(mine)) for n, mask in masks.items()]
+        return rings_of_islands(islands, hosts=True)
+
+    def _island(self, mask: int, company: int, size: int) -> IslandShare:
+        """The share of the GPUs `mask` of a group of `size` on a node where the axis's groups hold
+        the GPUs of the `company`'s masks (a group with fewer GPUs there than `size` leaves the node)."""
+        key = ("island", mask, company, size)
+        if key not in self.memo:
+            gpus = self.topology.gpus_by_node[0]
+            load: Counter[Hashable] = Counter()
+            for held in self.memo[("company-masks", company)]:
+                members = [gpus[b] for b in _bits(held)]
+                load.update(island_resources(self.topology, members, leaves=len(members) < size))
+            mine = [gpus[b] for b in _bits(mask)]
+            self.memo[key] = island_share(self.topology, mine, load, leaves=len(mine) < size)
+        return self.memo[key]
+
+    def _rings_in_company(self, mine: np.ndarray) -> Rings:
+        """Elsewhere: the load of every group of the company, wherever they run."""
+        index, flat = self._index, self._flat
+        ptr, on_node = index.node_ptr, index.node_groups
+        assert ptr is not None and on_node is not None  # kept where nodes are not interchangeable
+        nodes = np.unique(self.topology.gpu_arrays[0][mine])
+        company = np.unique(np.concatenate([on_node[ptr[n] : ptr[n + 1]] for n in nodes]))
+        load: Counter[Hashable] = Counter()
+        for g in company:
+            load.update(self._used(flat[g]))
+        return rings_under_load(self.topology, mine.tolist(), load)
 
     def _used(self, group: np.ndarray) -> list[Hashable]:
         """`_resources_used`, kept in the memo: the search meets the same groups in many layouts."""
@@ -127,7 +165,7 @@ class AxisTimes:
         return self.memo[key]
 
     def _build_index(self) -> _Index:
-        node_of, local_of = _gpu_arrays(self.topology, self.memo)
+        node_of, local_of = self.topology.gpu_arrays
         flat = self._flat
         m, k = flat.shape
         nodes = node_of[flat]
@@ -144,10 +182,7 @@ class AxisTimes:
         is_first = np.zeros(m * k, dtype=bool)
         is_first[first_at] = True
         is_first = is_first.reshape(m, k)
-        by_node = np.argsort(_narrow(pair_node, self.topology.num_nodes), kind="stable")
-        node_ptr = np.searchsorted(pair_node[by_node], np.arange(self.topology.num_nodes + 1))
-        node_groups = pair_group[by_node]
-
+        node_ptr = node_groups = None
         if self.relabel:
             locals_sorted = local_of[flat].ravel()[order].astype(np.uint64)
             mask = np.bitwise_or.reduceat(np.uint64(1) << locals_sorted, pairs)
@@ -160,6 +195,9 @@ class AxisTimes:
             rank = pair_rank[pair_of].reshape(m, k)
             where = [rank, local_of[flat]]
         else:
+            by_node = np.argsort(_narrow(pair_node, self.topology.num_nodes), kind="stable")
+            node_ptr = np.searchsorted(pair_node[by_node], np.arange(self.topology.num_nodes + 1))
+            node_groups = pair_group[by_node]
             company = np.empty(self.topology.num_nodes, dtype=np.int64)
             for n in range(self.topology.num_nodes):
                 what = tuple(flat[g].tobytes() for g in sorted(node_groups[node_ptr[n] : node_ptr[n + 1]]))
@@ -172,15 +210,12 @@ class AxisTimes:
         alike, _ = _first_of_runs((np.arange(m) // per_stage) * len(first) + which)
         alike.sort()  # stage after stage
         alike_ptr = np.searchsorted(alike // per_stage, np.arange(stages + 1))
-        return _Index(keys, node_ptr, node_groups, alike_ptr, alike)
+        return _Index(keys, company, node_ptr, node_groups, alike_ptr, alike)
 
 
-def _gpu_arrays(topology: Topology, memo: dict[Hashable, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Node and index inside the node of every GPU, as arrays (kept in the memo)."""
-    key = ("gpu-arrays",)
-    if key not in memo:
-        memo[key] = (np.asarray(topology.node_of, dtype=np.int64), np.asarray(topology.local_of, dtype=np.int64))
-    return memo[key]
+def _bits(mask: int) -> list[int]:
+    """The positions of the bits set in `mask`, lowest first."""
+    return [b for b in range(mask.bit_length()) if mask >> b & 1]
 
 
 def _company_by_node(
@@ -199,8 +234,14 @@ def _company_by_node(
     table = np.zeros((num_nodes, int(np.diff(ptr).max())), dtype=np.uint64)  # no group holds no GPU
     table[node, np.arange(len(node)) - ptr[node]] = mask
     first, inverse = _distinct_rows(table, _row_hashes(table), inverse=True)
-    ids = np.array([memo.setdefault(("company", table[i].tobytes()), len(memo)) for i in first], dtype=np.int64)
-    return ids[inverse]
+    ids = []
+    for row in table[first]:
+        key = ("company", row.tobytes())
+        if key not in memo:
+            memo[key] = len(memo)
+            memo[("company-masks", memo[key])] = [int(m) for m in row if m]
+        ids.append(memo[key])
+    return np.array(ids, dtype=np.int64)[inverse]
 
 
 def _narrow(values: np.ndarray, bound: int) -> np.ndarray:

@@ -180,14 +180,17 @@ def _split_by_node(topology: Topology, group: Sequence[int]) -> dict[Hashable, l
 def _resources_used(topology: Topology, group: Sequence[int]) -> list[Hashable]:
     """Each resource one ring flow of `group` occupies, once per flow: its links, switches and sockets
     inside each NVLink island, and its NICs where it spans islands."""
-    used: list[Hashable] = []
     per_node = _split_by_node(topology, group)
-    for members in per_node.values():
-        for flow in _ring_flows(topology, members):
-            used += [key for key, _ in flow]
-    if len(per_node) > 1:
-        for members in per_node.values():
-            used += [key for key, _ in _nics_of(topology, members)]
+    leaves = len(per_node) > 1
+    return [key for members in per_node.values() for key in island_resources(topology, members, leaves=leaves)]
+
+
+def island_resources(topology: Topology, members: Sequence[int], *, leaves: bool) -> list[Hashable]:
+    """`_resources_used` of a group's `members` inside one NVLink island (their NICs if the group
+    `leaves` it): every resource belongs to one island, so a group's load is the sum of its islands'."""
+    used = [key for flow in _ring_flows(topology, members) for key, _ in flow]
+    if leaves:
+        used += [key for key, _ in _nics_of(topology, members)]
     return used
 
 
@@ -280,29 +283,60 @@ class Rings:
     hosts: bool
 
 
-def rings_under_load(topology: Topology, group: Sequence[int], load: Counter[Hashable]) -> Rings:
-    """`Rings` of `group` when `load` says how many ring flows use each link, switch, socket and NIC."""
+@dataclass(frozen=True)
+class IslandShare:
+    """What a group's `members` GPUs inside one NVLink island get under a load: the slowest ring
+    flow among them (GB/s, inf for one GPU), the NICs they leave through together (inf where the
+    group stays in the island), the link class between them and whether their switch can reduce (NVLS)."""
 
-    def share(resources: list[tuple[Hashable, float]]) -> float:
+    members: int
+    intra_gbps: float
+    nic_gbps: float
+    kind: str
+    nvls: bool
+
+
+def island_share(topology: Topology, members: Sequence[int], load: Counter[Hashable], *, leaves: bool) -> IslandShare:
+    """`IslandShare` of `members` (GPUs of one island, of a group that `leaves` it or not) when `load`
+    says how many ring flows use each link, switch, socket and NIC."""
+
+    def share(resources: Sequence[tuple[Hashable, float]]) -> float:
         return min(cap / max(load[key], 1) for key, cap in resources)
 
-    per_node = _split_by_node(topology, group)
-    intra = [min(share(flow) for flow in _ring_flows(topology, m)) for m in per_node.values() if len(m) > 1]
-    net = math.inf
-    if len(per_node) > 1:
+    flows = _ring_flows(topology, members)
+    return IslandShare(
+        members=len(members),
+        intra_gbps=min(map(share, flows)) if flows else math.inf,
         # Each ring channel leaves every node once, through a different NIC: a node sends the whole bus
         # bytes through the NICs its GPUs use.
-        net = min(sum(share([nic]) for nic in _nics_of(topology, m)) for m in per_node.values())
-    return Rings(
-        ranks=len(group),
-        per_island=max(map(len, per_node.values())),
-        islands=len(per_node),
-        intra_gbps=min(intra) if intra else math.inf,
-        net_gbps=net,
-        intra_kind=_link_class(topology, max(per_node.values(), key=len)),
-        nvls=all(_nvls(topology, m) for m in per_node.values()),
-        hosts=_islands_are_hosts(topology, per_node),
+        nic_gbps=sum(share([nic]) for nic in _nics_of(topology, members)) if leaves else math.inf,
+        kind=_link_class(topology, members),
+        nvls=_nvls(topology, members),
     )
+
+
+def rings_of_islands(islands: Sequence[IslandShare], *, hosts: bool) -> Rings:
+    """`Rings` of a group from its islands' shares (in the order the group first enters them);
+    `hosts`: each island is one host."""
+    largest = max(islands, key=lambda i: i.members)
+    return Rings(
+        ranks=sum(i.members for i in islands),
+        per_island=largest.members,
+        islands=len(islands),
+        intra_gbps=min(i.intra_gbps for i in islands),
+        net_gbps=min(i.nic_gbps for i in islands),
+        intra_kind=largest.kind,
+        nvls=all(i.nvls for i in islands),
+        hosts=hosts,
+    )
+
+
+def rings_under_load(topology: Topology, group: Sequence[int], load: Counter[Hashable]) -> Rings:
+    """`Rings` of `group` when `load` says how many ring flows use each link, switch, socket and NIC."""
+    per_node = _split_by_node(topology, group)
+    leaves = len(per_node) > 1
+    islands = [island_share(topology, members, load, leaves=leaves) for members in per_node.values()]
+    return rings_of_islands(islands, hosts=_islands_are_hosts(topology, per_node))
 
 
 def rings_time_s(rings: Rings, op: str, size_bytes: float, floor_latency_s: float) -> float:

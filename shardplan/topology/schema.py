@@ -131,6 +131,13 @@ class Topology(_Frozen):
         return tuple(g.local_index for g in self.gpus)
 
     @cached_property
+    def gpu_arrays(self) -> tuple[Any, Any]:
+        """`node_of` and `local_of` as int64 numpy arrays, for the cost model's bookkeeping on arrays."""
+        import numpy as np  # here, not at start-up: `shardplan topo` needs no arrays
+
+        return np.asarray(self.node_of, dtype=np.int64), np.asarray(self.local_of, dtype=np.int64)
+
+    @cached_property
     def island_of(self) -> tuple[Hashable, ...]:
         """NVLink island of each GPU: its NVSwitch domain (which may span nodes, as in an NVL72
         rack), else its node. Traffic between islands goes through NICs."""
