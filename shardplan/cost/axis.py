@@ -122,13 +122,19 @@ class AxisTimes:
         the GPUs of the `company`'s masks (a group with fewer GPUs there than `size` leaves the node)."""
         key = ("island", mask, company, size)
         if key not in self.memo:
-            gpus = self.topology.gpus_by_node[0]
             load: Counter[Hashable] = Counter()
             for held in self.memo[("company-masks", company)]:
-                members = [gpus[b] for b in _bits(held)]
-                load.update(island_resources(self.topology, members, leaves=len(members) < size))
-            mine = [gpus[b] for b in _bits(mask)]
+                load.update(self._island_used(held, size))
+            mine = _on_node_0(self.topology, mask)
             self.memo[key] = island_share(self.topology, mine, load, leaves=len(mine) < size)
+        return self.memo[key]
+
+    def _island_used(self, mask: int, size: int) -> list[Hashable]:
+        """`island_resources` of the GPUs `mask` of node 0 held by a group of `size`."""
+        key = ("island-used", mask, size)
+        if key not in self.memo:
+            members = _on_node_0(self.topology, mask)
+            self.memo[key] = island_resources(self.topology, members, leaves=len(members) < size)
         return self.memo[key]
 
     def _rings_in_company(self, mine: np.ndarray) -> Rings:
@@ -213,9 +219,10 @@ class AxisTimes:
         return _Index(keys, company, node_ptr, node_groups, alike_ptr, alike)
 
 
-def _bits(mask: int) -> list[int]:
-    """The positions of the bits set in `mask`, lowest first."""
-    return [b for b in range(mask.bit_length()) if mask >> b & 1]
+def _on_node_0(topology: Topology, mask: int) -> list[int]:
+    """The GPUs of node 0 whose indexes inside the node are the bits set in `mask`."""
+    gpus = topology.gpus_by_node[0]
+    return [gpus[b] for b in range(mask.bit_length()) if mask >> b & 1]
 
 
 def _company_by_node(
