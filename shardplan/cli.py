@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -20,6 +20,9 @@ from rich.console import Console
 from rich.table import Table
 
 from shardplan.errors import ShardplanError, describe_validation
+
+if TYPE_CHECKING:
+    from shardplan.training import Training
 
 app = typer.Typer(
     add_completion=False,
@@ -264,29 +267,8 @@ def estimate(
     """Estimate step time and memory of one layout (row-major rank order)."""
     from shardplan.solve.estimate import estimate as run_estimate
     from shardplan.topology import load_topology
-    from shardplan.training import Training
 
-    train = Training(
-        global_batch=global_batch,
-        seq_len=seq_len,
-        zero_stage=zero,  # type: ignore[arg-type]
-        recompute=recompute,  # type: ignore[arg-type]
-        dtype=dtype,  # type: ignore[arg-type]
-        fp8_recipe=fp8_recipe,  # type: ignore[arg-type]
-        grad_dtype=grad_dtype,  # type: ignore[arg-type]
-        grad_accumulation_fusion=grad_accumulation_fusion,
-        tp_comm_overlap=tp_comm_overlap,
-        overlap_param_gather=overlap_param_gather,
-        sequence_parallel=sequence_parallel,
-        pipeline_scatter_gather=pipeline_scatter_gather,
-        pipeline_runtime=pipeline_runtime,  # type: ignore[arg-type]
-        tp_async_backward=tp_async_backward,
-        fsdp_version=fsdp_version,  # type: ignore[arg-type]
-        tp_impl=tp_impl,  # type: ignore[arg-type]
-        attention=attention,  # type: ignore[arg-type]
-        loss=loss,  # type: ignore[arg-type]
-        compiled=compiled,
-    )
+    train = _training(locals(), global_batch=global_batch, seq_len=seq_len, zero_stage=zero, recompute=recompute)
     topo = load_topology(topology, nodes=nodes, gpu=gpu)
     plan = run_estimate(
         model,
@@ -376,32 +358,13 @@ def suggest(
     from shardplan.solve.explain import explain
     from shardplan.solve.search import suggest as run_suggest
     from shardplan.topology import load_topology
-    from shardplan.training import Training
 
     topo = load_topology(topology, nodes=nodes, gpu=gpu)
     spec = load_model(model)
     if global_batch is None:
         per_gpu = -(-TOKENS_PER_STEP // (seq_len * topo.num_gpus))
         global_batch = per_gpu * topo.num_gpus
-    train = Training(
-        global_batch=global_batch,
-        seq_len=seq_len,
-        dtype=dtype,  # type: ignore[arg-type]
-        fp8_recipe=fp8_recipe,  # type: ignore[arg-type]
-        grad_dtype=grad_dtype,  # type: ignore[arg-type]
-        grad_accumulation_fusion=grad_accumulation_fusion,
-        tp_comm_overlap=tp_comm_overlap,
-        overlap_param_gather=overlap_param_gather,
-        sequence_parallel=sequence_parallel,
-        pipeline_scatter_gather=pipeline_scatter_gather,
-        pipeline_runtime=pipeline_runtime,  # type: ignore[arg-type]
-        tp_async_backward=tp_async_backward,
-        fsdp_version=fsdp_version,  # type: ignore[arg-type]
-        tp_impl=tp_impl,  # type: ignore[arg-type]
-        attention=attention,  # type: ignore[arg-type]
-        loss=loss,  # type: ignore[arg-type]
-        compiled=compiled,
-    )
+    train = _training(locals(), global_batch=global_batch, seq_len=seq_len)
     with _progress() as report:
         plans = run_suggest(
             spec,
@@ -472,6 +435,33 @@ def calibrate(
     result = measure(quick=quick, device_type=device)
     if int(os.environ.get("RANK", "0")) == 0:
         _write(write(result), output)
+
+
+# The Training fields `estimate` and `suggest` both take as options, under the fields' own names.
+_FRAMEWORK_OPTIONS = (
+    "dtype",
+    "fp8_recipe",
+    "grad_dtype",
+    "grad_accumulation_fusion",
+    "tp_comm_overlap",
+    "overlap_param_gather",
+    "sequence_parallel",
+    "pipeline_scatter_gather",
+    "pipeline_runtime",
+    "tp_async_backward",
+    "fsdp_version",
+    "tp_impl",
+    "attention",
+    "loss",
+    "compiled",
+)
+
+
+def _training(options: dict[str, Any], **fields: Any) -> Training:
+    """The `Training` of a command: `fields`, and its framework options (`options`: its locals)."""
+    from shardplan.training import Training
+
+    return Training(**fields, **{name: options[name] for name in _FRAMEWORK_OPTIONS})
 
 
 def _write(text: str, output: Path | None) -> None:
