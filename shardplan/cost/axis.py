@@ -41,8 +41,9 @@ class _Index:
     keys: np.ndarray  # (groups, w) int64: where the group sits and the company on its nodes
     company: np.ndarray  # the company's id on each node
     # the groups on node n, node_groups[node_ptr[n]:node_ptr[n + 1]]: kept where nodes are not interchangeable
-    node_ptr: np.ndarray | None
-    node_groups: np.ndarray | None
+    # (empty elsewhere, where `_rings_by_node` needs them not)
+    node_ptr: np.ndarray
+    node_groups: np.ndarray
     alike_ptr: np.ndarray  # one group of stage s per way of sitting: alike[alike_ptr[s]:alike_ptr[s + 1]]
     alike: np.ndarray
 
@@ -141,7 +142,6 @@ class AxisTimes:
         """Elsewhere: the load of every group of the company, wherever they run."""
         index, flat = self._index, self._flat
         ptr, on_node = index.node_ptr, index.node_groups
-        assert ptr is not None and on_node is not None  # kept where nodes are not interchangeable
         nodes = np.unique(self.topology.gpu_arrays[0][mine])
         company = np.unique(np.concatenate([on_node[ptr[n] : ptr[n + 1]] for n in nodes]))
         load: Counter[Hashable] = Counter()
@@ -188,7 +188,7 @@ class AxisTimes:
         is_first = np.zeros(m * k, dtype=bool)
         is_first[first_at] = True
         is_first = is_first.reshape(m, k)
-        node_ptr = node_groups = None
+        node_ptr = node_groups = np.empty(0, dtype=np.int64)
         if self.relabel:
             locals_sorted = local_of[flat].ravel()[order].astype(np.uint64)
             mask = np.bitwise_or.reduceat(np.uint64(1) << locals_sorted, pairs)
