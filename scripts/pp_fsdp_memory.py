@@ -74,14 +74,14 @@ def _static_shapes_only() -> None:
 class Stage(nn.Module):
     """`n` blocks under full activation checkpointing (torchtitan's checkpoint_wrapper)."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, h: int = H, heads: int = HEADS, ffn: int = FFN, seq: int = SEQ) -> None:
         super().__init__()
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
         self.layers = nn.ModuleList(
-            checkpoint_wrapper(Block(H, HEADS, FFN, 1e-5), preserve_rng_state=False) for _ in range(n)
+            checkpoint_wrapper(Block(h, heads, ffn, 1e-5), preserve_rng_state=False) for _ in range(n)
         )
-        cos, sin = rope_tables(H // HEADS, SEQ)
+        cos, sin = rope_tables(h // heads, seq)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
 
@@ -89,6 +89,19 @@ class Stage(nn.Module):
         for layer in self.layers:
             x = layer(x, self.cos, self.sin)
         return x
+
+
+def _tensor_parallel(block: nn.Module, mesh) -> None:
+    """torchtitan's TP plan for a Llama block with sequence parallelism: the residual stream stays a sequence
+    shard; each column-parallel linear all-gathers its input (torchtitan gathers once per attention and once
+    per MLP: here wq, wk, wv and w1, w3 each gather their own copy), the row-parallel ones reduce-scatter."""
+    from torch.distributed.tensor import Shard
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    column = ColwiseParallel(input_layouts=Shard(1))
+    row = RowwiseParallel(output_layouts=Shard(1))
+    plan = {name: column for name in ("wq", "wk", "wv", "w1", "w3")} | {"wo": row, "w2": row}
+    parallelize_module(block, mesh, plan)
 
 
 def _stats() -> dict[str, float]:
@@ -174,26 +187,35 @@ def pipeline(
     mb: int = MB,
     n_micro: int = N_MICRO,
     fsdp: bool = True,
+    dp: int = 2,
+    tp: int = 1,
+    h: int = H,
+    heads: int = HEADS,
+    ffn: int = FFN,
+    seq: int = SEQ,
 ) -> dict:
-    """Stage(s) of rank 0 in a pp=4 x dp=2 job: FSDP2 as torchtitan applies it under PP."""
+    """Stage(s) of rank 0 in a pp x dp (x tp) job: FSDP2 as torchtitan applies it under PP; with tp > 1
+    torchtitan's TP plan with sequence parallelism inside each block, before FSDP (2D: FSDP over dp)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleInterleaved1F1B
 
-    dp = 2
     if snapshot:
         torch.cuda.memory._record_memory_history(max_entries=TRACE_ENTRIES, stacks="python")
-    _fake_world(pp * dp)
-    mesh = init_device_mesh(DEVICE.type, (pp, dp), mesh_dim_names=("pp", "dp"))
+    _fake_world(pp * dp * tp)
+    mesh = init_device_mesh(DEVICE.type, (pp, dp, tp), mesh_dim_names=("pp", "dp", "tp"))
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     interleaved = schedule == "interleaved"
     stage_ids = (0, pp) if interleaved else (0,)
     blocks = blocks or (2 if interleaved else 4)
     stages, modules = [], []
-    x_shape = (mb, SEQ, H)
+    x_shape = (mb, seq // tp, h)  # under sequence parallelism stages pass their sequence shard
     for sid in stage_ids:
         with torch.device("meta"):
-            module = Stage(blocks)
+            module = Stage(blocks, h, heads, ffn, seq)
+        if tp > 1:
+            for layer in module.layers:
+                _tensor_parallel(layer._checkpoint_wrapped_module, mesh["tp"])
         if fsdp:
             for layer in module.layers:
                 fully_shard(layer, mesh=mesh["dp"], mp_policy=policy, reshard_after_forward=False)
@@ -201,12 +223,12 @@ def pipeline(
         module.to_empty(device=DEVICE)
         if not fsdp:  # plain bf16 weights, fp32 gradients would need a wrapper: keep them in bf16
             module.to(torch.bfloat16)
-        cos, sin = rope_tables(H // HEADS, SEQ, DEVICE)
+        cos, sin = rope_tables(h // heads, seq, DEVICE)
         module.cos.copy_(cos)
         module.sin.copy_(sin)
         with torch.no_grad():
             for p in module.parameters():
-                (p.to_local() if fsdp else p).normal_(0.0, 0.02)
+                (p.to_local() if hasattr(p, "to_local") else p).normal_(0.0, 0.02)
         # static shapes, so that no stage waits for metadata from ranks that do not exist
         example = torch.empty(x_shape, dtype=torch.bfloat16, device=DEVICE)
         static = {"input_args": example, "output_args": example, "output_grads": example, "input_grads": example}
@@ -226,9 +248,11 @@ def pipeline(
         if interleaved
         else Schedule1F1B(stages[0], n_microbatches=n_micro, loss_fn=loss_fn)
     )
-    x = torch.randn(mb * n_micro, SEQ, H, dtype=torch.bfloat16, device=DEVICE)
+    x = torch.randn(mb * n_micro, seq // tp, h, dtype=torch.bfloat16, device=DEVICE)
     out: dict = {"schedule": schedule, "stages": list(stage_ids), "blocks_per_stage": blocks, "params": params}
     out |= {"pp": pp, "micro_batch": mb, "n_micro": n_micro, "fsdp": fsdp}
+    if tp > 1:
+        out |= {"dp": dp, "tp": tp, "h": h, "heads": heads, "ffn": ffn, "seq": seq}
     for step in range(4):
         if step == 2 and not TINY:
             torch.cuda.reset_peak_memory_stats()

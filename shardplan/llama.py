@@ -68,12 +68,12 @@ class Block(nn.Module):
         self.w2 = nn.Linear(ffn, h, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        b, s, _ = x.shape
         y = self.attn_norm(x)
-        # -1 heads: under tensor parallelism each rank holds heads / tp of them
-        q, k, v = (w(y).view(b, s, -1, self.head_dim).transpose(1, 2) for w in (self.wq, self.wk, self.wv))
+        # -1 heads: under tensor parallelism each rank holds heads / tp of them (and under sequence
+        # parallelism the projections see the whole sequence where x holds a shard of it)
+        q, k, v = (w(y).unflatten(-1, (-1, self.head_dim)).transpose(1, 2) for w in (self.wq, self.wk, self.wv))
         o = F.scaled_dot_product_attention(_rotate(q, cos, sin), _rotate(k, cos, sin), v, is_causal=True)
-        x = x + self.wo(o.transpose(1, 2).reshape(b, s, -1))
+        x = x + self.wo(o.transpose(1, 2).flatten(2))
         y = self.mlp_norm(x)
         return x + self.w2(F.silu(self.w1(y)) * self.w3(y))
 
