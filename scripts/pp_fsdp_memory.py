@@ -92,15 +92,22 @@ class Stage(nn.Module):
 
 
 def _tensor_parallel(block: nn.Module, mesh) -> None:
-    """torchtitan's TP plan for a Llama block with sequence parallelism: the residual stream stays a sequence
-    shard; each column-parallel linear all-gathers its input (torchtitan gathers once per attention and once
-    per MLP: here wq, wk, wv and w1, w3 each gather their own copy), the row-parallel ones reduce-scatter."""
-    from torch.distributed.tensor import Shard
-    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+    """torchtitan's TP plan for a Llama block with sequence parallelism: the residual stream and the norms
+    stay sequence shards; each norm's output is all-gathered once (torchtitan's PrepareModuleInput on its
+    attention and feed-forward modules) for the column-parallel linears, and the row-parallel ones
+    reduce-scatter back to the shard."""
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        PrepareModuleOutput,
+        RowwiseParallel,
+        parallelize_module,
+    )
 
-    column = ColwiseParallel(input_layouts=Shard(1))
+    gather = PrepareModuleOutput(output_layouts=Shard(1), desired_output_layouts=Replicate())
     row = RowwiseParallel(output_layouts=Shard(1))
-    plan = {name: column for name in ("wq", "wk", "wv", "w1", "w3")} | {"wo": row, "w2": row}
+    plan = {"attn_norm": gather, "mlp_norm": gather, "wo": row, "w2": row}
+    plan |= {name: ColwiseParallel() for name in ("wq", "wk", "wv", "w1", "w3")}
     parallelize_module(block, mesh, plan)
 
 
