@@ -187,7 +187,7 @@ def test_interleaved_in_one_round_holds_one_chunks_gradients_measured() -> None:
     from shardplan.cost.memory import CACHE_PART, stage_memory
     from shardplan.model.hf_config import spec_from_config
 
-    runs = [json.loads(line) for line in (PP_TP_FSDP / "runs-gather-per-linear.jsonl").read_text().splitlines()]
+    runs = [json.loads(line) for line in (PP_TP_FSDP / "runs.jsonl").read_text().splitlines()]
     first = runs[0]
     config = {
         "model_type": "llama",
