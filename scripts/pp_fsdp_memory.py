@@ -280,6 +280,87 @@ def pipeline(
     return out
 
 
+class Whole(nn.Module):
+    """Embedding, `n` blocks under full activation checkpointing, final norm and head: logits out."""
+
+    def __init__(self, n: int, h: int, heads: int, ffn: int, vocab: int, seq: int) -> None:
+        super().__init__()
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+        self.embed = nn.Embedding(vocab, h)
+        self.layers = nn.ModuleList(
+            checkpoint_wrapper(Block(h, heads, ffn, 1e-5), preserve_rng_state=False) for _ in range(n)
+        )
+        self.norm = nn.RMSNorm(h, eps=1e-5)
+        self.head = nn.Linear(h, vocab, bias=False)
+        cos, sin = rope_tables(h // heads, seq)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens)
+        for layer in self.layers:
+            x = layer(x, self.cos, self.sin)
+        return self.head(self.norm(x))
+
+
+def two_d(*, dp: int, tp: int, blocks: int, h: int, heads: int, ffn: int, vocab: int, seq: int, mb: int) -> dict:
+    """Rank 0 of a whole model under FSDP2 x TP as torchtitan runs it without PP (its 2D rows): the embedding
+    (RowwiseParallel, output a sequence shard), blocks under full activation checkpointing with `_tensor_parallel`,
+    the final norm on the shard, the head ColwiseParallel into vocabulary shards and torch's loss_parallel over
+    them; FSDP2 on each block and on the root (resharded after forward)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, loss_parallel, parallelize_module
+
+    _fake_world(dp * tp)
+    mesh = init_device_mesh(DEVICE.type, (dp, tp), mesh_dim_names=("dp", "tp"))
+    with torch.device("meta"):
+        model = Whole(blocks, h, heads, ffn, vocab, seq)
+    parallelize_module(model.embed, mesh["tp"], RowwiseParallel(input_layouts=Replicate(), output_layouts=Shard(1)))
+    for layer in model.layers:
+        _tensor_parallel(layer._checkpoint_wrapped_module, mesh["tp"])
+    head = ColwiseParallel(input_layouts=Shard(1), output_layouts=Shard(-1), use_local_output=False)
+    parallelize_module(model.head, mesh["tp"], head)
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    for layer in model.layers:
+        fully_shard(layer, mesh=mesh["dp"], mp_policy=policy)
+    fully_shard(model, mesh=mesh["dp"], mp_policy=policy)
+    model.to_empty(device=DEVICE)
+    with torch.no_grad():
+        for param in model.parameters():
+            (param.to_local() if hasattr(param, "to_local") else param).normal_(0.0, 0.02)
+        cos, sin = rope_tables(h // heads, seq, DEVICE)
+        model.cos.copy_(cos)
+        model.sin.copy_(sin)
+    params = sum(param.numel() for param in model.parameters())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
+    tokens = torch.randint(0, vocab, (mb, seq), device=DEVICE)
+    labels = torch.randint(0, vocab, (mb, seq), device=DEVICE)
+    out: dict = {"kind": "2d", "dp": dp, "tp": tp, "blocks": blocks, "h": h, "heads": heads, "ffn": ffn}
+    out |= {"vocab": vocab, "seq": seq, "micro_batch": mb, "params": params}
+    for step in range(4):
+        if step == 2 and not TINY:
+            torch.cuda.reset_peak_memory_stats()
+        opt.zero_grad()
+        logits = model(tokens)
+        with loss_parallel():
+            value = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(0, 1))
+            del logits
+            value.backward()
+        if not TINY:
+            torch.cuda.synchronize()
+        out.setdefault("after_backward", []).append(_stats())
+        opt.step()
+    out["peak"] = _stats()
+    if not TINY:
+        out["by_stream"] = _by_stream()
+        out["alloc_conf"] = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")
+    dist.destroy_process_group()
+    return out
+
+
 def loss(parallel: bool) -> dict:
     """Peak over cross_entropy(pred.float()) forward and backward, per local logit."""
     from torch.distributed.device_mesh import init_device_mesh
@@ -325,6 +406,8 @@ def main() -> None:
         kind, arg = sys.argv[1], sys.argv[2]
         if kind == "loss":
             print(json.dumps(loss(arg == "1")))
+        elif kind == "2d":  # one shape, as JSON: {"dp": 32, "tp": 8, "blocks": 80, "h": 8192, ...}
+            print(json.dumps(two_d(**json.loads(arg))))
         elif kind == "sweep":  # one shape, as JSON: {"schedule": "1f1b", "pp": 2, "blocks": 4, ...}
             shape = json.loads(arg)
             print(json.dumps(pipeline(shape.pop("schedule", "1f1b"), **shape)))
