@@ -223,11 +223,13 @@ def stage_memory(
         # the whole stage gathered in bf16, and its gradients unsharded in the reduce dtype, for the whole step
         mem["gathered_weights"] = BF16_WEIGHT * params
         mem["gradients"] = training.grad_bytes * params
-        if training.pipeline_runtime == "torch" and virtual_stages > 1 and num_micro < 2 * pp:
+        one_round = training.pipeline_runtime == "torch" and virtual_stages > 1 and num_micro < 2 * pp
+        if one_round and training.fsdp_version == 2:
             # torch's interleaved 1F1B in one round (max(1, micro-batches // pp) rounds) runs each chunk's
             # backwards one after another, last chunk first, and reduces a chunk's gradients right after its
-            # last backward (REDUCE_GRAD, torch/distributed/pipelining/schedules.py _add_reduce_grad): at the
-            # peak, when every activation is still held, only the last chunk's gradients are unsharded
+            # last backward (REDUCE_GRAD, torch/distributed/pipelining/schedules.py _add_reduce_grad, which
+            # calls FSDP2's post-backward): at the peak, when every activation is still held, only the last
+            # chunk's gradients are unsharded (measured: benchmarks/results/h200-pp-tp-fsdp-405b)
             chunk = param_counts(model, layers=-(-layers // virtual_stages), first=False, last=last) / tp
             mem["gradients"] = training.grad_bytes * chunk
         # each block's bf16 weight gradient, made in backward and freed into the accumulated one, leaves a
