@@ -229,3 +229,34 @@ def test_interleaved_in_one_round_holds_one_chunks_gradients_measured() -> None:
         assert estimated[v] == pytest.approx(measured[v], rel=0.1)
     assert measured[1] - measured[2] > 10
     assert estimated[1] - estimated[2] == pytest.approx(measured[1] - measured[2], rel=0.25)
+
+
+@pytest.mark.parametrize(
+    ("kind", "shape"),
+    [
+        ("sweep", {"schedule": "interleaved", "pp": 4, "dp": 2, "tp": 2, "blocks": 2, "n_micro": 4}),
+        ("2d", {"dp": 4, "tp": 2, "blocks": 2, "vocab": 256}),
+    ],
+)
+def test_measurement_script_builds_the_model_it_describes(kind: str, shape: dict) -> None:
+    """scripts/pp_fsdp_memory.py on the CPU at toy sizes (TINY=1), the TP paths the H200 runs above use: it
+    runs the steps and counts the parameters of the blocks (and embedding, norm and head) it says it builds."""
+    import os
+    import subprocess
+    import sys
+
+    dims = {"h": 64, "heads": 4, "ffn": 128, "seq": 32, "mb": 2}
+    script = RESULTS.parents[2] / "scripts/pp_fsdp_memory.py"
+    env = {**os.environ, "TINY": "1"}
+    done = subprocess.run(
+        [sys.executable, str(script), kind, json.dumps(dims | shape)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = json.loads(done.stdout.strip().splitlines()[-1])
+    h, ffn = dims["h"], dims["ffn"]
+    block = 4 * h * h + 3 * h * ffn + 2 * h
+    if kind == "2d":
+        assert run["params"] == shape["blocks"] * block + 2 * shape["vocab"] * h + h
+    else:
+        assert run["params"] == len(run["stages"]) * shape["blocks"] * block
+    assert len(run["after_backward"]) == 4
