@@ -69,16 +69,6 @@ def gathered_across_micro_batches(training: Training, pp: int) -> bool:
     return training.zero_stage == 3 and pp > 1
 
 
-def _gathers_on_own_stream(training: Training, virtual_stages: int) -> bool:
-    """Whether FSDP2 gathers a held stage's weights in its own forward hooks, on its copy-in and all-gather
-    streams (`get_all_gather_streams`: not async, in forward): under torch's single-stage schedules (1F1B,
-    GPipe). Its multi-stage schedules (_PipelineScheduleRuntime: interleaved 1F1B and the zero-bubble ones)
-    unshard each stage themselves with `unshard(async_op=True)`, which gathers on the current stream, whose
-    pool the compute reuses (torch/distributed/pipelining/schedules.py, fsdp/_fully_shard/_fsdp_param_group.py)."""
-    explicit = training.pipeline_runtime == "torch" and virtual_stages > 1
-    return training.fsdp_version == 2 and not explicit
-
-
 def required_bytes(memory: dict[str, float]) -> float:
     """What must fit on the GPU: the peak less what the caching allocator would give back."""
     return sum(memory.values()) - memory.get(CACHE_PART, 0.0)
@@ -223,8 +213,11 @@ def stage_memory(
         # the whole stage gathered in bf16, and its gradients unsharded in the reduce dtype, for the whole step
         mem["gathered_weights"] = BF16_WEIGHT * params
         mem["gradients"] = training.grad_bytes * params
-        one_round = training.pipeline_runtime == "torch" and virtual_stages > 1 and num_micro < 2 * pp
-        if one_round and training.fsdp_version == 2:
+        # torch's multi-stage schedules (_PipelineScheduleRuntime: interleaved 1F1B, the zero-bubble ones) unshard
+        # and reduce each stage themselves; its single-stage ones (1F1B, GPipe) leave both to FSDP2's hooks
+        runtime_drives_fsdp = training.pipeline_runtime == "torch" and virtual_stages > 1
+        fsdp2 = training.fsdp_version == 2
+        if fsdp2 and runtime_drives_fsdp and num_micro < 2 * pp:
             # torch's interleaved 1F1B in one round (max(1, micro-batches // pp) rounds) runs each chunk's
             # backwards one after another, last chunk first, and reduces a chunk's gradients right after its
             # last backward (REDUCE_GRAD, torch/distributed/pipelining/schedules.py _add_reduce_grad, which
@@ -236,12 +229,14 @@ def stage_memory(
         # hole the caching allocator keeps: one per block of the stage
         block = param_counts(model, layers=1, first=False, last=False) / tp
         mem[CACHE_PART] = mem.get(CACHE_PART, 0.0) + BF16_WEIGHT * block * layers
-        if _gathers_on_own_stream(training, virtual_stages):
-            # FSDP2's forward hooks gather on its copy-in stream (implicit prefetch keeps the current block's
-            # all-gather output until the next block's copy-out), so two blocks' bf16 all-gather outputs and
-            # one bf16 cast of a block's shard stay in that stream's pool, which no other stream can use:
-            # 0.91 + 0.23 GiB measured at h 4096 and dp 2 in every 1F1B shape, none when interleaved
-            # (benchmarks/results/h200-pp-fsdp-reserved)
+        if fsdp2 and not runtime_drives_fsdp:
+            # FSDP2's forward hooks gather on its own copy-in and all-gather streams (`get_all_gather_streams`:
+            # not async, in forward; implicit prefetch keeps the current block's all-gather output until the
+            # next block's copy-out), so two blocks' bf16 all-gather outputs and one bf16 cast of a block's
+            # shard stay in that stream's pool, which no other stream can use: 0.91 + 0.23 GiB measured at h
+            # 4096 and dp 2 in every 1F1B shape (benchmarks/results/h200-pp-fsdp-reserved), 1.84 against 1.83
+            # at 405B shapes (h200-pp-tp-fsdp-405b). The runtime's `unshard(async_op=True)` gathers on the
+            # current stream, whose pool the compute reuses: none when interleaved.
             mem[CACHE_PART] += BF16_WEIGHT * block * (2 + 1 / dp)
     elif training.zero_stage == 3:
         # FSDP: the current and the prefetched block, gathered in bf16; and the embedding, final norm
