@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -120,6 +121,24 @@ def _stats() -> dict[str, float]:
         "peak_allocated_gib": s["allocated_bytes.all.peak"] / GIB,
         "peak_reserved_gib": s["reserved_bytes.all.peak"] / GIB,
     }
+
+
+def _steps(out: dict, opt: torch.optim.Optimizer, forward_backward: Callable[[], None]) -> None:
+    """Four optimiser steps of `forward_backward` into `out`: what is allocated after each backward, and the
+    peaks of the last two steps (and where the reserved bytes sit, per CUDA stream)."""
+    for step in range(4):
+        if step == 2 and not TINY:
+            torch.cuda.reset_peak_memory_stats()
+        opt.zero_grad()
+        forward_backward()
+        if not TINY:
+            torch.cuda.synchronize()
+        out.setdefault("after_backward", []).append(_stats())
+        opt.step()
+    out["peak"] = _stats()
+    if not TINY:
+        out["by_stream"] = _by_stream()
+        out["alloc_conf"] = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")
 
 
 TRACE_ENTRIES = 2_000_000
@@ -260,19 +279,7 @@ def pipeline(
     out |= {"pp": pp, "micro_batch": mb, "n_micro": n_micro, "fsdp": fsdp}
     if tp > 1:
         out |= {"dp": dp, "tp": tp, "h": h, "heads": heads, "ffn": ffn, "seq": seq}
-    for step in range(4):
-        if step == 2 and not TINY:
-            torch.cuda.reset_peak_memory_stats()
-        opt.zero_grad()
-        sched.step(x)
-        if not TINY:
-            torch.cuda.synchronize()
-        out.setdefault("after_backward", []).append(_stats())
-        opt.step()
-    out["peak"] = _stats()
-    if not TINY:
-        out["by_stream"] = _by_stream()
-        out["alloc_conf"] = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")
+    _steps(out, opt, lambda: sched.step(x))
     if snapshot:
         out["reserved"] = _reserved_summary()
         torch.cuda.memory._record_memory_history(enabled=None)
@@ -340,23 +347,15 @@ def two_d(*, dp: int, tp: int, blocks: int, h: int, heads: int, ffn: int, vocab:
     labels = torch.randint(0, vocab, (mb, seq), device=DEVICE)
     out: dict = {"kind": "2d", "dp": dp, "tp": tp, "blocks": blocks, "h": h, "heads": heads, "ffn": ffn}
     out |= {"vocab": vocab, "seq": seq, "micro_batch": mb, "params": params}
-    for step in range(4):
-        if step == 2 and not TINY:
-            torch.cuda.reset_peak_memory_stats()
-        opt.zero_grad()
+
+    def forward_backward() -> None:
         logits = model(tokens)
         with loss_parallel():
             value = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(0, 1))
             del logits
             value.backward()
-        if not TINY:
-            torch.cuda.synchronize()
-        out.setdefault("after_backward", []).append(_stats())
-        opt.step()
-    out["peak"] = _stats()
-    if not TINY:
-        out["by_stream"] = _by_stream()
-        out["alloc_conf"] = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")
+
+    _steps(out, opt, forward_backward)
     dist.destroy_process_group()
     return out
 
