@@ -76,19 +76,20 @@ def test_loss_parallel_keeps_4_bytes_more_per_logit_measured() -> None:
     assert per_logit[True] - per_logit[False] == pytest.approx(LOSS_PARALLEL_LOGIT_BYTES - LOGIT_BYTES, abs=0.1)
 
 
-def _pp_fsdp_model():
-    """The blocks scripts/pp_fsdp_memory.py runs (Llama 3 8B's shape, no embedding on the measured stage)."""
+def _pp_fsdp_model(h: int = 4096, heads: int = 32, ffn: int = 14336, seq: int = 4096):
+    """The blocks scripts/pp_fsdp_memory.py runs (by default Llama 3 8B's shape; multi-head attention, no
+    embedding on the measured stage)."""
     from shardplan.model.hf_config import spec_from_config
 
     config = {
         "model_type": "llama",
-        "hidden_size": 4096,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 32,
-        "intermediate_size": 14336,
-        "num_hidden_layers": 16,
+        "hidden_size": h,
+        "num_attention_heads": heads,
+        "num_key_value_heads": heads,
+        "intermediate_size": ffn,
+        "num_hidden_layers": 128,
         "vocab_size": 32,
-        "max_position_embeddings": 4096,
+        "max_position_embeddings": seq,
     }
     return spec_from_config(config, "scripts/pp_fsdp_memory.py", name="pp-fsdp")
 
@@ -185,21 +186,10 @@ def test_interleaved_in_one_round_holds_one_chunks_gradients_measured() -> None:
     model's allocated part within 10% of both peaks (less the script's input batch), and its difference
     within 25% of the measured one."""
     from shardplan.cost.memory import CACHE_PART, stage_memory
-    from shardplan.model.hf_config import spec_from_config
 
     runs = [json.loads(line) for line in (PP_TP_FSDP / "runs.jsonl").read_text().splitlines()]
     first = runs[0]
-    config = {
-        "model_type": "llama",
-        "hidden_size": first["h"],
-        "num_attention_heads": first["heads"],
-        "num_key_value_heads": first["heads"],
-        "intermediate_size": first["ffn"],
-        "num_hidden_layers": 128,
-        "vocab_size": 32,
-        "max_position_embeddings": first["seq"],
-    }
-    model = spec_from_config(config, "scripts/pp_tp_fsdp_405b.sh", name="405b-shape")
+    model = _pp_fsdp_model(first["h"], first["heads"], first["ffn"], first["seq"])
     train = Training(
         global_batch=first["micro_batch"] * first["n_micro"] * first["dp"],
         seq_len=first["seq"],
