@@ -82,7 +82,8 @@ class Stage(nn.Module):
         self.layers = nn.ModuleList(
             checkpoint_wrapper(Block(h, heads, ffn, 1e-5), preserve_rng_state=False) for _ in range(n)
         )
-        cos, sin = rope_tables(h // heads, seq)
+        self.rope = (h // heads, seq)
+        cos, sin = rope_tables(*self.rope)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
 
@@ -90,6 +91,18 @@ class Stage(nn.Module):
         for layer in self.layers:
             x = layer(x, self.cos, self.sin)
         return x
+
+
+def _materialise(module: nn.Module, stage: Stage) -> None:
+    """`module`, built on the meta device, onto DEVICE: random weights (DTensors through their local
+    shards) and `stage`'s rotary tables."""
+    module.to_empty(device=DEVICE)
+    with torch.no_grad():
+        for p in module.parameters():
+            (p.to_local() if hasattr(p, "to_local") else p).normal_(0.0, 0.02)
+        cos, sin = rope_tables(*stage.rope, DEVICE)
+        stage.cos.copy_(cos)
+        stage.sin.copy_(sin)
 
 
 def _tensor_parallel(block: nn.Module, mesh) -> None:
@@ -246,15 +259,9 @@ def pipeline(
             for layer in module.layers:
                 fully_shard(layer, mesh=mesh["dp"], mp_policy=policy, reshard_after_forward=False)
             fully_shard(module, mesh=mesh["dp"], mp_policy=policy, reshard_after_forward=False)
-        module.to_empty(device=DEVICE)
+        _materialise(module, module)
         if not fsdp:  # plain bf16 weights, fp32 gradients would need a wrapper: keep them in bf16
             module.to(torch.bfloat16)
-        cos, sin = rope_tables(h // heads, seq, DEVICE)
-        module.cos.copy_(cos)
-        module.sin.copy_(sin)
-        with torch.no_grad():
-            for p in module.parameters():
-                (p.to_local() if hasattr(p, "to_local") else p).normal_(0.0, 0.02)
         # static shapes, so that no stage waits for metadata from ranks that do not exist
         example = torch.empty(x_shape, dtype=torch.bfloat16, device=DEVICE)
         static = {"input_args": example, "output_args": example, "output_grads": example, "input_grads": example}
@@ -288,27 +295,17 @@ def pipeline(
 
 
 class Whole(nn.Module):
-    """Embedding, `n` blocks under full activation checkpointing, final norm and head: logits out."""
+    """Embedding, a `Stage` of `n` blocks, final norm and head: logits out."""
 
     def __init__(self, n: int, h: int, heads: int, ffn: int, vocab: int, seq: int) -> None:
         super().__init__()
-        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
-
         self.embed = nn.Embedding(vocab, h)
-        self.layers = nn.ModuleList(
-            checkpoint_wrapper(Block(h, heads, ffn, 1e-5), preserve_rng_state=False) for _ in range(n)
-        )
+        self.stage = Stage(n, h, heads, ffn, seq)
         self.norm = nn.RMSNorm(h, eps=1e-5)
         self.head = nn.Linear(h, vocab, bias=False)
-        cos, sin = rope_tables(h // heads, seq)
-        self.register_buffer("cos", cos, persistent=False)
-        self.register_buffer("sin", sin, persistent=False)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.embed(tokens)
-        for layer in self.layers:
-            x = layer(x, self.cos, self.sin)
-        return self.head(self.norm(x))
+        return self.head(self.norm(self.stage(self.embed(tokens))))
 
 
 def two_d(*, dp: int, tp: int, blocks: int, h: int, heads: int, ffn: int, vocab: int, seq: int, mb: int) -> dict:
@@ -326,21 +323,15 @@ def two_d(*, dp: int, tp: int, blocks: int, h: int, heads: int, ffn: int, vocab:
     with torch.device("meta"):
         model = Whole(blocks, h, heads, ffn, vocab, seq)
     parallelize_module(model.embed, mesh["tp"], RowwiseParallel(input_layouts=Replicate(), output_layouts=Shard(1)))
-    for layer in model.layers:
+    for layer in model.stage.layers:
         _tensor_parallel(layer._checkpoint_wrapped_module, mesh["tp"])
     head = ColwiseParallel(input_layouts=Shard(1), output_layouts=Shard(-1), use_local_output=False)
     parallelize_module(model.head, mesh["tp"], head)
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    for layer in model.layers:
+    for layer in model.stage.layers:
         fully_shard(layer, mesh=mesh["dp"], mp_policy=policy)
     fully_shard(model, mesh=mesh["dp"], mp_policy=policy)
-    model.to_empty(device=DEVICE)
-    with torch.no_grad():
-        for param in model.parameters():
-            (param.to_local() if hasattr(param, "to_local") else param).normal_(0.0, 0.02)
-        cos, sin = rope_tables(h // heads, seq, DEVICE)
-        model.cos.copy_(cos)
-        model.sin.copy_(sin)
+    _materialise(model, model.stage)
     params = sum(param.numel() for param in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
     tokens = torch.randint(0, vocab, (mb, seq), device=DEVICE)
