@@ -38,7 +38,7 @@ from shardplan.topology.schema import Topology
 class _Index:
     """What one axis's groups do, row by row (one row per group, stage after stage)."""
 
-    keys: np.ndarray  # (groups, w) int64: where the group sits and the company on its nodes
+    keys: np.ndarray  # (groups, w) int64: where the group sits and the company on its nodes (a view)
     company: np.ndarray  # the company's id on each node
     # the groups on node n, node_groups[node_ptr[n]:node_ptr[n + 1]]: kept where nodes are not interchangeable
     # (empty elsewhere, where `_rings_by_node` needs them not)
@@ -123,11 +123,19 @@ class AxisTimes:
         the GPUs of the `company`'s masks (a group with fewer GPUs there than `size` leaves the node)."""
         key = ("island", mask, company, size)
         if key not in self.memo:
+            mine = _on_node_0(self.topology, mask)
+            self.memo[key] = island_share(self.topology, mine, self._load(company, size), leaves=len(mine) < size)
+        return self.memo[key]
+
+    def _load(self, company: int, size: int) -> Counter[Hashable]:
+        """How many ring flows of the axis's groups (each of `size`) use each link, switch and NIC of
+        node 0 when they hold the GPUs of the `company`'s masks there."""
+        key = ("load", company, size)
+        if key not in self.memo:
             load: Counter[Hashable] = Counter()
             for held in self.memo[("company-masks", company)]:
                 load.update(self._island_used(held, size))
-            mine = _on_node_0(self.topology, mask)
-            self.memo[key] = island_share(self.topology, mine, load, leaves=len(mine) < size)
+            self.memo[key] = load
         return self.memo[key]
 
     def _island_used(self, mask: int, size: int) -> list[Hashable]:
@@ -175,48 +183,30 @@ class AxisTimes:
         flat = self._flat
         m, k = flat.shape
         nodes = node_of[flat]
-        # each row's nodes sorted (stable), as positions in the flattened rows: runs of one node, each
-        # starting at the node's first GPU in the row; a run is a (group, node) pair, group-major
-        order = (np.argsort(nodes, axis=1, kind="stable") + np.arange(0, m * k, k)[:, None]).ravel()
-        sorted_nodes = nodes.ravel()[order]
-        run_start = np.ones(m * k, dtype=bool)
-        run_start[1:] = sorted_nodes[1:] != sorted_nodes[:-1]
-        run_start[::k] = True
-        pairs = np.flatnonzero(run_start)
-        pair_group, pair_node = pairs // k, sorted_nodes[pairs]
-        first_at = order[pairs]  # where each pair's node first appears
-        is_first = np.zeros(m * k, dtype=bool)
-        is_first[first_at] = True
-        is_first = is_first.reshape(m, k)
         node_ptr = node_groups = np.empty(0, dtype=np.int64)
         if self.relabel:
-            locals_sorted = local_of[flat].ravel()[order].astype(np.uint64)
-            mask = np.bitwise_or.reduceat(np.uint64(1) << locals_sorted, pairs)
-            masks = 2 ** int(local_of.max() + 1)
-            company = _company_by_node(self.memo, pair_node, mask, self.topology.num_nodes, masks)
-            # each GPU's node renamed by order of first appearance in the row
-            pair_rank = (np.cumsum(is_first, axis=1) - 1).ravel()[first_at]
-            pair_of = np.empty(m * k, dtype=np.int64)
-            pair_of[order] = np.cumsum(run_start) - 1
-            rank = pair_rank[pair_of].reshape(m, k)
-            where = [rank, local_of[flat]]
+            local = local_of[flat]
+            on_node = _masks_on_node(nodes, local)
+            # a GPU's slot in its node's row: its index there, and its place in the group where a GPU is
+            # in more than one group (pipeline pairs: a stage's GPU sends to the next and receives)
+            slot = local if np.bincount(flat.ravel()).max() == 1 else local * k + np.arange(k)
+            company = _company_by_node(self.memo, nodes, slot, on_node, self.topology.num_nodes)
+            # the islands a group's GPUs make and their companies, whatever their order and their nodes
+            where = on_node.view(np.int64)
         else:
-            by_node = np.argsort(_narrow(pair_node, self.topology.num_nodes), kind="stable")
-            node_ptr = np.searchsorted(pair_node[by_node], np.arange(self.topology.num_nodes + 1))
-            node_groups = pair_group[by_node]
+            pairs = np.unique(nodes * m + np.arange(m)[:, None])  # (node, group), node-major
+            node_groups = pairs % m
+            node_ptr = np.searchsorted(pairs // m, np.arange(self.topology.num_nodes + 1))
             company = np.empty(self.topology.num_nodes, dtype=np.int64)
             for n in range(self.topology.num_nodes):
-                what = tuple(flat[g].tobytes() for g in sorted(node_groups[node_ptr[n] : node_ptr[n + 1]]))
+                what = tuple(flat[g].tobytes() for g in node_groups[node_ptr[n] : node_ptr[n + 1]])
                 company[n] = self.memo.setdefault(("company", n, what), len(self.memo))
-            where = [flat]
-        keys = np.concatenate([*where, np.where(is_first, company[nodes] + 1, 0)], axis=1)
-        # per stage, the first group of each distinct key
-        first, which = _distinct_rows(keys, _row_hashes(keys), inverse=True)
+            where = flat
         stages, per_stage = self.groups.shape[:2]
-        alike, _ = _first_of_runs((np.arange(m) // per_stage) * len(first) + which)
-        alike.sort()  # stage after stage
+        rows = np.concatenate([where, company[nodes], np.arange(m)[:, None] // per_stage], axis=1)
+        alike = np.sort(_distinct_rows(rows, _row_hashes(rows)))  # per stage, the first group of each key
         alike_ptr = np.searchsorted(alike // per_stage, np.arange(stages + 1))
-        return _Index(keys, company, node_ptr, node_groups, alike_ptr, alike)
+        return _Index(rows[:, :-1], company, node_ptr, node_groups, alike_ptr, alike)
 
 
 def _on_node_0(topology: Topology, mask: int) -> list[int]:
@@ -225,36 +215,42 @@ def _on_node_0(topology: Topology, mask: int) -> list[int]:
     return [gpus[b] for b in range(mask.bit_length()) if mask >> b & 1]
 
 
+def _masks_on_node(nodes: np.ndarray, local: np.ndarray) -> np.ndarray:
+    """For each GPU of each row (`nodes` and `local`: its node and index there, shape (rows, k)), the
+    bit mask of the row's GPUs on its node, by their indexes there."""
+    m, k = nodes.shape
+    order = (np.argsort(nodes, axis=1) + np.arange(0, m * k, k)[:, None]).ravel()  # runs of one node per row
+    ordered = nodes.ravel()[order]
+    starts = np.ones(m * k, dtype=bool)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    starts[::k] = True
+    bits = np.left_shift(np.uint64(1), local.ravel()[order].astype(np.uint64))
+    out = np.empty(m * k, dtype=np.uint64)
+    out[order] = np.bitwise_or.reduceat(bits, np.flatnonzero(starts))[np.cumsum(starts) - 1]
+    return out.reshape(m, k)
+
+
 def _company_by_node(
-    memo: dict[Hashable, Any], pair_node: np.ndarray, mask: np.ndarray, num_nodes: int, masks: int
+    memo: dict[Hashable, Any], nodes: np.ndarray, slot: np.ndarray, on_node: np.ndarray, num_nodes: int
 ) -> np.ndarray:
-    """An id per node of what the axis's groups do there: the multiset of bit masks (each below
-    `masks`) of the GPUs each holds there, interned in `memo`. (Whether a group leaves the node
-    follows: its GPUs there are fewer than the group's size.)"""
-    if num_nodes * masks < 2**63:  # node and mask packed in one integer: one sort, not two
-        packed = np.sort(pair_node * masks + mask.astype(np.int64))
-        node, mask = packed // masks, (packed % masks).astype(np.uint64)
-    else:
-        order = np.lexsort((_narrow(mask, masks), _narrow(pair_node, num_nodes)))
-        node, mask = pair_node[order], mask[order]
-    ptr = np.searchsorted(node, np.arange(num_nodes + 1))
-    table = np.zeros((num_nodes, int(np.diff(ptr).max())), dtype=np.uint64)  # no group holds no GPU
-    table[node, np.arange(len(node)) - ptr[node]] = mask
+    """An id per node of what the axis's groups do there, interned in `memo`: the `on_node` mask of
+    each GPU there, at its `slot` (each (node, slot) taken once). A group with c GPUs on a node fills c
+    slots with its mask there, so the memo also keeps the multiset of the groups' masks (whether a
+    group leaves the node follows: its GPUs there are fewer than the group's size)."""
+    table = np.zeros((num_nodes, int(slot.max()) + 1), dtype=np.uint64)
+    table[nodes, slot] = on_node
     first, inverse = _distinct_rows(table, _row_hashes(table), inverse=True)
     ids = []
     for row in table[first]:
         key = ("company", row.tobytes())
         if key not in memo:
             memo[key] = len(memo)
-            memo[("company-masks", memo[key])] = [int(m) for m in row if m]
+            filled = Counter(int(v) for v in row if v)
+            memo[("company-masks", memo[key])] = [
+                v for v, c in sorted(filled.items()) for _ in range(c // v.bit_count())
+            ]
         ids.append(memo[key])
     return np.array(ids, dtype=np.int64)[inverse]
-
-
-def _narrow(values: np.ndarray, bound: int) -> np.ndarray:
-    """`values` (all below `bound`) as 16-bit integers where they fit: numpy sorts those by radix,
-    ten times faster than 64-bit ones."""
-    return values.astype(np.uint16) if bound <= 2**16 else values
 
 
 def _row_hashes(rows: np.ndarray) -> np.ndarray:

@@ -316,9 +316,9 @@ def island_share(topology: Topology, members: Sequence[int], load: Counter[Hasha
 
 
 def rings_of_islands(islands: Sequence[IslandShare], *, hosts: bool) -> Rings:
-    """`Rings` of a group from its islands' shares (in the order the group first enters them);
-    `hosts`: each island is one host."""
-    largest = max(islands, key=lambda i: i.members)
+    """`Rings` of a group from its islands' shares, in any order; `hosts`: each island is one host.
+    Of the largest islands, one whose GPUs talk over PCIe sets the per-step latency if any does."""
+    largest = max(islands, key=lambda i: (i.members, i.kind == "pcie"))
     return Rings(
         ranks=sum(i.members for i in islands),
         per_island=largest.members,

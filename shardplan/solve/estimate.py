@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from shardplan.cost.calibration import Calibration, read_calibration
 from shardplan.cost.step import StepCost, step_cost
@@ -31,9 +32,12 @@ def check_layout(
     dp: int,
     micro_batch: int,
     virtual_stages: int,
-    rank_layout: Sequence[Sequence[Sequence[int]]],
-) -> None:
-    """One-line `PlanError` saying what to change when the request cannot be a layout."""
+    rank_layout: Sequence[Sequence[Sequence[int]]] | None,
+) -> Any:
+    """The layout as a (pp, dp, tp) integer array (row-major where `rank_layout` is None); a one-line
+    `PlanError` saying what to change when the request cannot be a layout."""
+    import numpy as np  # here, not at start-up
+
     n = topology.num_gpus
     if min(tp, pp, dp, micro_batch, virtual_stages) < 1:
         raise PlanError("tp, pp, dp, micro_batch and virtual_stages must all be at least 1")
@@ -55,14 +59,17 @@ def check_layout(
         )
     if virtual_stages > 1 and (training.global_batch // (dp * micro_batch)) % pp:
         raise PlanError("interleaved pipelines need the number of micro-batches to be a multiple of pp")
-    shape_ok = len(rank_layout) == pp and all(
-        len(row) == dp and all(len(cell) == tp for cell in row) for row in rank_layout
-    )
-    if not shape_ok:
+    if rank_layout is None:
+        return np.arange(n).reshape(pp, dp, tp)
+    try:
+        grid = np.asarray(rank_layout)
+    except ValueError:  # ragged
+        grid = np.empty(0)
+    if grid.shape != (pp, dp, tp):
         raise PlanError(f"rank_layout must have shape (pp, dp, tp) = ({pp}, {dp}, {tp})")
-    flat = [g for row in rank_layout for cell in row for g in cell]
-    if sorted(flat) != list(range(n)):
+    if grid.dtype.kind not in "iu" or not np.array_equal(np.sort(grid, axis=None), np.arange(n)):
         raise PlanError(f"rank_layout must use every GPU 0..{n - 1} exactly once")
+    return grid.astype(np.int64)
 
 
 def estimate(
@@ -87,12 +94,12 @@ def estimate(
     >>> plan.fits, plan.mesh_shape
     (True, (1, 8, 1))
     """
+    import numpy as np  # here, not at start-up
+
     spec = load_model(model)
     topo = load_topology(topology)
     cal = read_calibration(calibration) if isinstance(calibration, str | Path) else calibration
-    row_major = default_layout(pp, dp, tp)
-    layout = row_major if rank_layout is None else [[list(cell) for cell in row] for row in rank_layout]
-    check_layout(
+    layout = check_layout(
         spec,
         topo,
         training,
@@ -101,7 +108,7 @@ def estimate(
         dp=dp,
         micro_batch=micro_batch,
         virtual_stages=virtual_stages,
-        rank_layout=layout,
+        rank_layout=rank_layout,
     )
     if layers_per_stage is not None and (
         len(layers_per_stage) != pp or sum(layers_per_stage) != spec.num_layers or min(layers_per_stage) < 1
@@ -118,9 +125,9 @@ def estimate(
     options = dict(micro_batch=micro_batch, virtual_stages=v, layers_per_stage=layers_per_stage, calibration=cal)
     cost = step_cost(spec, topo, training, layout, **options)
     default = cost
-    if layout != row_major:
-        default = step_cost(spec, topo, training, row_major, **options)
-    return make_plan(spec, topo, training, layout, cost, default, micro_batch=micro_batch, virtual_stages=v)
+    if not np.array_equal(layout.ravel(), np.arange(topo.num_gpus)):
+        default = step_cost(spec, topo, training, default_layout(pp, dp, tp), **options)
+    return make_plan(spec, topo, training, layout.tolist(), cost, default, micro_batch=micro_batch, virtual_stages=v)
 
 
 def make_plan(
