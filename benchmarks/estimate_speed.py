@@ -54,8 +54,11 @@ def main() -> None:
         per_node = topo.num_gpus // topo.num_nodes
         step_cost(model, topo, train, base, micro_batch=1, memo=memo)
 
-        def new_layout(k: int, m=model, t=topo, tr=train, b=base, memo=memo, per_node=per_node) -> object:
-            return step_cost(m, t, tr, _shuffled_nodes(b, per_node, t.num_nodes, k), micro_batch=1, memo=memo)
+        # nested lists, as the search passes them; shuffled before the clock starts
+        shuffled = [_shuffled_nodes(base, per_node, topo.num_nodes, k) for k in range(15)]
+
+        def new_layout(k: int, m=model, t=topo, tr=train, layouts=shuffled, memo=memo) -> object:
+            return step_cost(m, t, tr, layouts[k], micro_batch=1, memo=memo)
 
         warm = _median_ms(new_layout, repeats=15)
         print(

@@ -61,7 +61,7 @@ class AxisTimes:
         self.topology, self.memo = topology, memo
         self.groups = np.ascontiguousarray(groups, dtype=np.int64)
         self.relabel = topology.num_nodes > 1 and topology.nodes_interchangeable
-        self._alike_of: dict[int, list[tuple[bytes, np.ndarray]]] = {}
+        self._alike_of: dict[int, list[tuple[bytes, int]]] = {}
 
     @cached_property
     def axis_id(self) -> int:
@@ -72,7 +72,7 @@ class AxisTimes:
         """Seconds for `op` on all groups of `stage` at once: the slowest group's."""
         key = ("times", op, size_bytes, self.axis_id, stage)
         if key not in self.memo:
-            self.memo[key] = max(self._one(op, where, mine, size_bytes) for where, mine in self._alike(stage))
+            self.memo[key] = max(self._one(op, where, row, size_bytes) for where, row in self._alike(stage))
         return self.memo[key]
 
     def link_class(self, stage: int) -> str:
@@ -83,40 +83,39 @@ class AxisTimes:
             self.memo[key] = _link_class(self.topology, self.groups[stage, 0].tolist())
         return self.memo[key]
 
-    def _alike(self, stage: int) -> list[tuple[bytes, np.ndarray]]:
-        """One group of `stage` for each way of sitting, with its key."""
+    def _alike(self, stage: int) -> list[tuple[bytes, int]]:
+        """One group (its row) of `stage` for each way of sitting, with its key."""
         if stage not in self._alike_of:
-            index, flat = self._index, self._flat
-            rows = index.alike[index.alike_ptr[stage] : index.alike_ptr[stage + 1]]
-            self._alike_of[stage] = [(index.keys[i].tobytes(), flat[i]) for i in rows]
+            index = self._index
+            rows = index.alike[index.alike_ptr[stage] : index.alike_ptr[stage + 1]].tolist()
+            self._alike_of[stage] = [(index.keys[i].tobytes(), i) for i in rows]
         return self._alike_of[stage]
 
-    def _one(self, op: str, where: bytes, mine: np.ndarray, size_bytes: float) -> float:
+    def _one(self, op: str, where: bytes, row: int, size_bytes: float) -> float:
         key = ("group", op, size_bytes, where)
         if key not in self.memo:
-            if len(mine) <= 1 or size_bytes <= 0:
+            if self.groups.shape[2] <= 1 or size_bytes <= 0:
                 self.memo[key] = 0.0
             else:
-                self.memo[key] = rings_time_s(self._rings(where, mine), op, size_bytes, FLOOR_LATENCY_S)
+                self.memo[key] = rings_time_s(self._rings(where, row), op, size_bytes, FLOOR_LATENCY_S)
         return self.memo[key]
 
-    def _rings(self, where: bytes, mine: np.ndarray) -> Rings:
-        """The rings of group `mine` under the load of its company; one per way of sitting."""
+    def _rings(self, where: bytes, row: int) -> Rings:
+        """The rings of the group in `row` under the load of its company; one per way of sitting."""
         key = ("rings", where)
         if key not in self.memo:
-            self.memo[key] = self._rings_by_node(mine) if self.relabel else self._rings_in_company(mine)
+            self.memo[key] = self._rings_by_node(row) if self.relabel else self._rings_in_company(self._flat[row])
         return self.memo[key]
 
-    def _rings_by_node(self, mine: np.ndarray) -> Rings:
+    def _rings_by_node(self, row: int) -> Rings:
         """On interchangeable nodes: each of the group's nodes is one island, whose share depends only
-        on the group's GPUs there and the company there; each such pair is worked out once, on node 0."""
-        node_of, local_of = self.topology.node_of, self.topology.local_of
-        masks: dict[int, int] = {}  # the group's nodes in order of first appearance, with its GPUs there
-        for g in mine.tolist():
-            masks[node_of[g]] = masks.get(node_of[g], 0) | 1 << local_of[g]
-        company = self._index.company
-        islands = [self._island(mask, int(company[n]), len(mine)) for n, mask in masks.items()]
-        return rings_of_islands(islands, hosts=True)
+        on the group's GPUs there and the company there; each such pair is worked out once, on node 0.
+        The group's key says both for each of its GPUs: a node where it holds c GPUs appears c times."""
+        size = self.groups.shape[2]
+        key = self._index.keys[row]
+        held = Counter(zip(key[:size].view(np.uint64).tolist(), key[size:].tolist(), strict=True))
+        shares = [(self._island(mask, company, size), n // mask.bit_count()) for (mask, company), n in held.items()]
+        return rings_of_islands([share for share, nodes in shares for _ in range(nodes)], hosts=True)
 
     def _island(self, mask: int, company: int, size: int) -> IslandShare:
         """The share of the GPUs `mask` of a group of `size` on a node where the axis's groups hold
