@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from shardplan.cost.calibration import Calibration, read_calibration
 from shardplan.cost.step import StepCost, step_cost
@@ -13,6 +13,9 @@ from shardplan.model import ModelSpec, load_model
 from shardplan.plan import Plan
 from shardplan.topology import Topology, load_topology
 from shardplan.training import Training
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def default_layout(pp: int, dp: int, tp: int) -> list[list[list[int]]]:
@@ -33,7 +36,7 @@ def check_layout(
     micro_batch: int,
     virtual_stages: int,
     rank_layout: Sequence[Sequence[Sequence[int]]] | None,
-) -> Any:
+) -> np.ndarray:
     """The layout as a (pp, dp, tp) integer array (row-major where `rank_layout` is None); a one-line
     `PlanError` saying what to change when the request cannot be a layout."""
     import numpy as np  # here, not at start-up
@@ -68,7 +71,7 @@ def check_layout(
     if grid.shape != (pp, dp, tp):
         raise PlanError(f"rank_layout must have shape (pp, dp, tp) = ({pp}, {dp}, {tp})")
     if grid.dtype.kind not in "iu" or not np.array_equal(np.sort(grid, axis=None), np.arange(n)):
-        raise PlanError(f"rank_layout must use every GPU 0..{n - 1} exactly once")
+        raise PlanError(f"rank_layout must use every GPU 0..{n - 1} exactly once (integer indexes)")
     return grid.astype(np.int64)
 
 
@@ -125,8 +128,9 @@ def estimate(
     options = dict(micro_batch=micro_batch, virtual_stages=v, layers_per_stage=layers_per_stage, calibration=cal)
     cost = step_cost(spec, topo, training, layout, **options)
     default = cost
-    if not np.array_equal(layout.ravel(), np.arange(topo.num_gpus)):
-        default = step_cost(spec, topo, training, default_layout(pp, dp, tp), **options)
+    row_major = np.arange(topo.num_gpus).reshape(pp, dp, tp)
+    if not np.array_equal(layout, row_major):
+        default = step_cost(spec, topo, training, row_major, **options)
     return make_plan(spec, topo, training, layout.tolist(), cost, default, micro_batch=micro_batch, virtual_stages=v)
 
 
