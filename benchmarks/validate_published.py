@@ -10,7 +10,9 @@ without context parallelism. Missing settings take the defaults in FILE_DEFAULTS
 from __future__ import annotations
 
 import csv
+import itertools
 import json
+import math
 import re
 import statistics
 import time
@@ -127,6 +129,8 @@ class Row:
     measured_mem_gib: float | None = None
     estimated_mem_gib: float | None = None
     fits: bool | None = None  # the estimate's verdict on a run that did run
+    comm_share: float | None = None  # communication (overlapped or not) over the estimated step
+    zero_stage: int | None = None
 
 
 def _model(row: dict[str, str]):
@@ -223,6 +227,9 @@ def _llmfoundry(row: dict[str, str]) -> dict[str, str]:
         "global_batch": row["GlobalBatchSize"],
         "act_recompute": "full" if row["Activation Checkpointing"] == "True" else "none",
         "tokens_per_s_per_gpu": row["Throughput (T/s/GPU)"],
+        # Composer's FSDP mixed precision (composer/trainer/mosaic_fsdp_utils.py get_mixed_precision, 2023): PURE
+        # reduces gradients in the compute dtype (bf16), DEFAULT in fp32
+        "grad_dtype": "bf16" if row["MP Mode"] == "PURE" else "fp32",
     }
 
 
@@ -433,6 +440,7 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             recompute=_recompute(name, row, recompute),
             zero_stage=zero,
             sequence_parallel=_sequence_parallel(name, row),
+            grad_dtype=row.get("grad_dtype") or "fp32",
             attention="unfused" if name in UNFUSED_ATTENTION else "triton" if name in TRITON_ATTENTION else "flash",
             loss="fused" if name in FUSED_LOSS else "fp32",
             compiled="torch.compile" in opts,
@@ -446,7 +454,7 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             tp_impl="dtensor" if name in DTENSOR_TP else "megatron",
             pipeline_runtime="torch" if name in DTENSOR_TP else "megatron",
         )
-        result.recompute = train.recompute
+        result.recompute, result.zero_stage = train.recompute, train.zero_stage
         result.measured_mem_gib, result.estimated_mem_gib = _memory_gib(row, model, train, n, tp, pp, dp, mb, vpp)
         measured = _measured_step(row, model, seq, global_batch, n)
         if measured is None:
@@ -460,8 +468,38 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
         return result
     result.estimated_step_s = plan.step_time_s
     result.fits = plan.fits
+    result.comm_share = sum(plan.comm_time_by_link.values()) / plan.step_time_s
     result.error = (plan.step_time_s - measured) / measured
     return result
+
+
+COMM_SHARES = (0.0, 0.05, 0.1, 0.2, 0.4)
+
+
+def _by_comm_share(used: list[Row]) -> list[str]:
+    """Signed error by how much of the estimated step its collectives take (hidden or not), ZeRO-3
+    rows apart: where the estimate leans one way as communication grows, the overlap or the bandwidths
+    are suspect."""
+    lines = [
+        "",
+        "Signed error by the share of the estimated step that collectives take (hidden or not):",
+        "",
+        "| share | ZeRO-3 rows | their mean error | other rows | their mean error |",
+        "|---|---|---|---|---|",
+    ]
+    for low, high in itertools.pairwise((*COMM_SHARES, math.inf)):
+        cells = []
+        for sharded in (True, False):
+            errs = [
+                r.error
+                for r in used
+                if r.error is not None and (r.zero_stage == 3) == sharded and low <= (r.comm_share or 0.0) < high
+            ]
+            cells += [str(len(errs)), f"{statistics.mean(errs):+.1%}" if errs else "-"]
+        lines.append(f"| {low:.2f}-{high:.2f} | {' | '.join(cells)} |")
+        zero3, others = f"{cells[0]:>3} rows {cells[1]:>6}", f"{cells[2]:>3} rows {cells[3]:>6}"
+        print(f"  comm share {low:.2f}-{high:.2f}: ZeRO-3 {zero3}, others {others}")
+    return lines
 
 
 def main() -> None:
@@ -497,6 +535,7 @@ def main() -> None:
         errs = [abs(r.error) for r in used if r.source == source and r.error is not None]
         lines.append(f"| {source} | {len(errs)} | {statistics.mean(errs):.1%} | {max(errs):.1%} |")
         print(f"  {source:<42} {len(errs):>4} rows  mean {statistics.mean(errs):6.1%}  max {max(errs):6.1%}")
+    lines += _by_comm_share(used)
     lines += [
         "",
         "## Peak memory per GPU: estimate vs published runs",
