@@ -228,7 +228,8 @@ def _llmfoundry(row: dict[str, str]) -> dict[str, str]:
         "act_recompute": "full" if row["Activation Checkpointing"] == "True" else "none",
         "tokens_per_s_per_gpu": row["Throughput (T/s/GPU)"],
         # Composer's FSDP mixed precision (composer/trainer/mosaic_fsdp_utils.py get_mixed_precision, 2023): PURE
-        # reduces gradients in the compute dtype (bf16), DEFAULT in fp32
+        # reduces gradients in the compute dtype (bf16), DEFAULT in fp32. (FSDP1 casts the reduced shard back to
+        # fp32, 2 bytes per sharded parameter more than counted here; these rows report no memory.)
         "grad_dtype": "bf16" if row["MP Mode"] == "PURE" else "fp32",
     }
 
