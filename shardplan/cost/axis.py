@@ -60,7 +60,7 @@ class AxisTimes:
     def __init__(self, topology: Topology, groups: np.ndarray, memo: dict[Hashable, Any]) -> None:
         self.topology, self.memo = topology, memo
         self.groups = np.ascontiguousarray(groups, dtype=np.int64)
-        self.relabel = topology.num_nodes > 1 and topology.nodes_interchangeable
+        self.by_node = topology.num_nodes > 1 and topology.nodes_interchangeable  # rings put together node by node
         self._alike_of: dict[int, list[tuple[bytes, int]]] = {}
 
     @cached_property
@@ -104,7 +104,7 @@ class AxisTimes:
         """The rings of the group in `row` under the load of its company; one per way of sitting."""
         key = ("rings", where)
         if key not in self.memo:
-            self.memo[key] = self._rings_by_node(row) if self.relabel else self._rings_in_company(self._flat[row])
+            self.memo[key] = self._rings_by_node(row) if self.by_node else self._rings_in_company(self._flat[row])
         return self.memo[key]
 
     def _rings_by_node(self, row: int) -> Rings:
@@ -169,9 +169,9 @@ class AxisTimes:
 
     @cached_property
     def _index(self) -> _Index:
-        """Each group's key: on interchangeable nodes its nodes renamed in order of appearance, its
-        GPUs' indexes inside their nodes and the company on each of its nodes; else its GPUs and the
-        company on each of its nodes. Kept in the memo per axis."""
+        """Each group's key: for each of its GPUs, on interchangeable nodes the mask of the group's GPUs
+        on that GPU's node (their indexes there) and the company there, else the GPU itself and the
+        company on its node. Kept in the memo per axis."""
         key = ("index", self.axis_id)
         if key not in self.memo:
             self.memo[key] = self._build_index()
@@ -183,7 +183,7 @@ class AxisTimes:
         m, k = flat.shape
         nodes = node_of[flat]
         node_ptr = node_groups = np.empty(0, dtype=np.int64)
-        if self.relabel:
+        if self.by_node:
             local = local_of[flat]
             on_node = _masks_on_node(nodes, local)
             # a GPU's slot in its node's row: its index there, and its place in the group where a GPU is
