@@ -6,7 +6,9 @@ NCCL runs one CTA per channel for the whole of a collective (16 channels on 8x H
 gcp-a3-socket-partial-1.txt). On one GPU a collective has no peer, so a stand-in holds the SMs: a
 Triton kernel with one program per channel that copies HBM to HBM (a ring step reads its send buffer,
 and the peer's writes land in this GPU's memory). Each op runs alone, then while the stand-in runs
-on another stream with 8, 16, 24 and 32 programs; the ratio is the op's speed beside it.
+on another stream with 8, 16, 24 and 32 programs; the ratio is the op's speed beside it. The other way
+round too: the stand-in's copy rate while the op runs back to back beside it, over its rate alone (what
+the compute costs a collective overlapped with it: the SMs it waits for and the HBM it shares).
 
     python benchmarks/overlap_interference.py [OUT.json]
 """
@@ -62,6 +64,20 @@ def main() -> None:
         hold(programs, 2)  # compiles (Triton specialises an argument of 1: none is passed)
         return _loop_s(lambda: hold(programs, 4), 1, side) / 4
 
+    def holder_beside_s(fn: Callable[[], object], alone: float, programs: int, round_s: float) -> float:
+        """Seconds per round of the stand-in while `fn` runs back to back on the compute stream from
+        before it starts to after it ends."""
+        rounds = max(2, int(0.05 / round_s))  # about 50 ms of copying
+        with torch.cuda.stream(compute):
+            for _ in range(int(3 * rounds * round_s / alone) + 1):  # outlasts the stand-in
+                fn()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record(side)
+        hold(programs, rounds)
+        end.record(side)
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1e3 / rounds
+
     ops: dict[str, Callable[[], object]] = {}
     for m, n, k, what in (
         (4096, 15360, 5120, "MPT-13B QKV, 4,096 tokens"),
@@ -93,17 +109,19 @@ def main() -> None:
             fn()
         reps = max(5, int(0.2 / max(_loop_s(fn, 3, compute), 1e-6)))  # about 0.2 s a loop
         alone = statistics.median(_loop_s(fn, reps, compute) for _ in range(3))
-        beside = {}
+        beside, held = {}, {}
         for p in PROGRAMS:
             runs = []
             for _ in range(3):
                 hold(p, max(2, int(1.5 * alone * reps / per_round[p]) + 1))  # outlasts the loop
                 runs.append(_loop_s(fn, reps, compute))
             beside[p] = alone / statistics.median(runs)
-        result["ops"][name] = {"alone_s": alone, "speed_beside": beside}
-        print(name, f"{alone * 1e3:.3f} ms", {p: round(r, 3) for p, r in beside.items()}, flush=True)
-    ratios = {p: statistics.median(o["speed_beside"][p] for o in result["ops"].values()) for p in PROGRAMS}
-    result["median_speed_beside"] = ratios
+            held[p] = per_round[p] / statistics.median(holder_beside_s(fn, alone, p, per_round[p]) for _ in range(3))
+        result["ops"][name] = {"alone_s": alone, "speed_beside": beside, "collective_speed_beside": held}
+        both = {p: (round(beside[p], 3), round(held[p], 3)) for p in PROGRAMS}
+        print(name, f"{alone * 1e3:.3f} ms", both, flush=True)
+    for key in ("speed_beside", "collective_speed_beside"):
+        result[f"median_{key}"] = {p: statistics.median(o[key][p] for o in result["ops"].values()) for p in PROGRAMS}
     result["sm_share_left"] = {p: 1 - p / result["sms"] for p in PROGRAMS}
     text = json.dumps(result, indent=1)
     print(text)
