@@ -7,6 +7,7 @@ import math
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from shardplan import Plan, Training, estimate, load_model, load_topology
@@ -249,6 +250,8 @@ def test_tp_across_pcie_never_beats_tp_inside_nvlink_island():
     crossed = estimate("llama2-7b", topo, train, tp=2, pp=1, dp=4, rank_layout=across)
     assert crossed.step_time_s > inside.step_time_s
     assert crossed.default_step_time_s == pytest.approx(inside.step_time_s)
+    # the same layout as a numpy array (what a script holding a mesh passes) costs the same
+    assert estimate("llama2-7b", topo, train, tp=2, pp=1, dp=4, rank_layout=np.array(across)) == crossed
 
 
 def test_time_never_drops_when_a_link_is_degraded(tmp_path):
@@ -306,6 +309,8 @@ def test_more_tokens_take_longer():
         ({"tp": 1, "pp": 1, "dp": 8, "micro_batch": 3}, "not a multiple of dp x micro_batch"),
         ({"tp": 2, "pp": 1, "dp": 4, "rank_layout": [[[0, 1], [2, 3], [4, 5], [6, 6]]]}, "exactly once"),
         ({"tp": 2, "pp": 1, "dp": 4, "rank_layout": [[[0, 1, 2, 3], [4, 5, 6, 7]]]}, "shape"),
+        ({"tp": 2, "pp": 1, "dp": 4, "rank_layout": [[[0, 1, 2], [3, 4, 5], [6, 7], [8]]]}, "shape"),
+        ({"tp": 2, "pp": 1, "dp": 4, "rank_layout": [[[0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [6.0, 7.0]]]}, "integer"),
         ({"tp": 1, "pp": 8, "dp": 1, "virtual_stages": 5}, "40 exceeds the 32 layers plus embedding and head"),
         (
             {"tp": 1, "pp": 2, "dp": 4, "virtual_stages": 4, "layers_per_stage": (2, 30)},
