@@ -203,7 +203,7 @@ class AxisTimes:
             where = flat
         stages, per_stage = self.groups.shape[:2]
         rows = np.concatenate([where, company[nodes], np.arange(m)[:, None] // per_stage], axis=1)
-        alike = np.sort(_distinct_rows(rows, _row_hashes(rows)))  # per stage, the first group of each key
+        alike = np.sort(_distinct_rows(rows))  # per stage, the first group of each key
         alike_ptr = np.searchsorted(alike // per_stage, np.arange(stages + 1))
         return _Index(rows[:, :-1], company, node_ptr, node_groups, alike_ptr, alike)
 
@@ -242,7 +242,7 @@ def _company_by_node(
     group leaves the node follows: its GPUs there are fewer than the group's size)."""
     table = np.zeros((num_nodes, int(slot.max()) + 1), dtype=np.uint64)
     table[nodes, slot] = on_node
-    first, inverse = _distinct_rows(table, _row_hashes(table), inverse=True)
+    first, inverse = _distinct_rows(table, inverse=True)
     ids = []
     for row in table[first]:
         key = ("company", row.tobytes())
@@ -280,10 +280,10 @@ def _first_of_runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, which
 
 
-def _distinct_rows(rows: np.ndarray, hashes: np.ndarray, *, inverse: bool = False) -> Any:
+def _distinct_rows(rows: np.ndarray, *, inverse: bool = False) -> Any:
     """Index of the first of each distinct row (and, with `inverse`, each row's distinct one), found
-    by hash and checked; on a collision, by sorting the rows."""
-    first, which = _first_of_runs(hashes)
+    by hash (`_row_hashes`) and checked; on a collision, by sorting the rows."""
+    first, which = _first_of_runs(_row_hashes(rows))
     if not (rows == rows[first[which]]).all():
         _, first, which = np.unique(rows, axis=0, return_index=True, return_inverse=True)
         which = which.ravel()
