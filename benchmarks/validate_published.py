@@ -77,6 +77,9 @@ FSDP2 = {"torchtitan_benchmarks.csv"}
 # tensor parallelism as DTensors (torchtitan's parallelize_llama), with its loss_parallel over the vocabulary,
 # and pipelines under torch.distributed.pipelining
 DTENSOR_TP = {"torchtitan_benchmarks.csv"}
+# What runs each source's pipeline schedule (Megatron-LM unless named): torch.distributed.pipelining in
+# torchtitan; DeepSpeed's PipelineEngine in BLOOM's Megatron-DeepSpeed (whole tensors per TP rank).
+PIPELINE_RUNTIME = {"torchtitan_benchmarks.csv": "torch", "bloom176b_topology_sweep.csv": "deepspeed"}
 # Megatron-LM since 2021 (--no-gradient-accumulation-fusion turns it off) and NeMo accumulate weight gradients
 # inside the weight-gradient GEMM (APEX's fused_weight_gradient_mlp_cuda, present in NVIDIA's containers):
 # the sources on Megatron-LM of 2022 and later.
@@ -445,15 +448,13 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             attention="unfused" if name in UNFUSED_ATTENTION else "triton" if name in TRITON_ATTENTION else "flash",
             loss="fused" if name in FUSED_LOSS else "fp32",
             compiled="torch.compile" in opts,
-            # BLOOM's Megatron-DeepSpeed pipelines with DeepSpeed's PipelineEngine (whole tensors per TP rank)
-            pipeline_scatter_gather=name != "bloom176b_topology_sweep.csv",
             tp_async_backward=name not in SYNC_TP_BACKWARD,
             grad_accumulation_fusion=name in GRAD_ACCUMULATION_FUSION,
             tp_comm_overlap=any(flag in opts for flag in ("--tp-comm-overlap", "async tp", "asynctp")),
             overlap_param_gather="--overlap-param-gather" in opts,
             fsdp_version=2 if name in FSDP2 else 1,
             tp_impl="dtensor" if name in DTENSOR_TP else "megatron",
-            pipeline_runtime="torch" if name in DTENSOR_TP else "megatron",
+            pipeline_runtime=PIPELINE_RUNTIME.get(name, "megatron"),
         )
         result.recompute, result.zero_stage = train.recompute, train.zero_stage
         result.measured_mem_gib, result.estimated_mem_gib = _memory_gib(row, model, train, n, tp, pp, dp, mb, vpp)

@@ -215,16 +215,15 @@ GradAccumulationFusion = Annotated[
 ]
 PipelineScatterGather = Annotated[
     bool,
-    typer.Option(
-        help="Without SP, each TP rank sends 1/tp of a stage's output (Megatron); off: whole tensors (DeepSpeed)."
-    ),
+    typer.Option(help="Without SP, each TP rank sends 1/tp of a stage's output (Megatron); off: whole tensors."),
 ]
 
 PipelineRuntime = Annotated[
     str,
     typer.Option(
-        help="megatron (Megatron-LM, DeepSpeed) or torch (torch.distributed.pipelining, torchtitan: a receive "
-        "buffer per micro-batch for activations and for gradients on every stage)."
+        help="megatron (Megatron-LM), torch (torch.distributed.pipelining, torchtitan: a receive buffer per "
+        "micro-batch for activations and for gradients on every stage) or deepspeed (DeepSpeed's PipelineEngine: "
+        "blocking sends of whole tensors, four per micro-batch)."
     ),
 ]
 

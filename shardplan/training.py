@@ -86,15 +86,18 @@ class Training(BaseModel):
     pipeline_scatter_gather: bool = Field(
         True,
         description="Without sequence parallelism, each TP rank sends 1/tp of a stage's output and the next stage "
-        "all-gathers it (Megatron's default); False: every TP rank sends the whole tensor (DeepSpeed's "
-        "PipelineEngine).",
+        "all-gathers it (Megatron's default); False: every TP rank sends the whole tensor (Megatron's "
+        "--no-scatter-gather-tensors-in-pipeline; DeepSpeed's PipelineEngine always does).",
     )
-    pipeline_runtime: Literal["megatron", "torch"] = Field(
+    pipeline_runtime: Literal["megatron", "torch", "deepspeed"] = Field(
         "megatron",
-        description="What runs the pipeline schedule: Megatron-LM (or DeepSpeed's PipelineEngine), whose receive "
-        "buffers come and go with each transfer; or torch.distributed.pipelining (torchtitan), whose every stage "
-        "allocates a receive buffer per micro-batch for its input and one for its output's gradient up front "
-        "(stage.py _setup_forward_recv_info, _setup_backward_recv_info) and keeps them.",
+        description="What runs the pipeline schedule: Megatron-LM, whose receive buffers come and go with each "
+        "transfer and which exchanges activations and gradients with a neighbour in one batched send/receive; "
+        "torch.distributed.pipelining (torchtitan), which exchanges alike but whose every stage allocates a "
+        "receive buffer per micro-batch for its input and one for its output's gradient up front (stage.py "
+        "_setup_forward_recv_info, _setup_backward_recv_info) and keeps them; or DeepSpeed's PipelineEngine, "
+        "which sends and receives each activation and gradient on its own, blocking, and sends whole tensors "
+        "from every TP rank (runtime/pipe/schedule.py TrainSchedule, engine.py).",
     )
     optimizer: Literal["adam", "sgd"] = Field("adam", description="Adam(W) keeps two fp32 moments per weight.")
     grad_dtype: Literal["fp32", "bf16", "fp16"] = Field(

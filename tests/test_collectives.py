@@ -62,7 +62,7 @@ def test_axis_times_match_every_group_timed_beside_the_others(preset: str, nodes
     """AxisTimes times one group per way of sitting; timing every group of a stage with all the
     axis's other groups running beside it (collective_time_s) must give the same slowest time, for
     random placements and for the same placement with its nodes renumbered; also for pipeline
-    neighbours, where a GPU is in two groups."""
+    neighbours, every other boundary at once (step.py)."""
     topo = load_topology(preset, nodes=nodes)
     n, rng, memo = topo.num_gpus, random.Random(7), {}
     for size, shape in ((2**26, (2, n // 8, 4)), (2**20, (4, n // 8, 2)), (2**24, (1, 2, n // 2))):
@@ -78,11 +78,11 @@ def test_axis_times_match_every_group_timed_beside_the_others(preset: str, nodes
                     for g in layout[stage].tolist()
                 )
                 assert axis.time_s("all_gather", stage, size) == pytest.approx(slowest, rel=1e-12)
-            # pipeline neighbours over 4 stages: a middle stage's GPU sends to the next and receives from the last
+            # pipeline neighbours over 4 stages, the even boundaries (0 -> 1 and 2 -> 3) at once
             stages = layout.reshape(4, -1)
-            pairs = np.stack([stages[:-1], stages[1:]], axis=-1)
+            pairs = np.stack([stages[:-1], stages[1:]], axis=-1)[0::2]
             axis, everyone = AxisTimes(topo, pairs, memo), pairs.reshape(-1, 2).tolist()
-            for boundary in range(3):
+            for boundary in range(2):
                 slowest = max(
                     collective_time_s(topo, "send_recv", g, size, concurrent=[o for o in everyone if o != g])
                     for g in pairs[boundary].tolist()

@@ -346,21 +346,35 @@ def test_plan_json_round_trip_and_key_set():
 
 
 def test_pipeline_sends_a_tp_slice_unless_every_rank_sends_the_whole_tensor():
-    from shardplan.cost.step import traffic_bytes
-
     topo = load_topology("dgx-h100", nodes=2)
     no_sp = TRAIN.model_copy(update={"sequence_parallel": False})
-    whole = no_sp.model_copy(update={"pipeline_scatter_gather": False})  # DeepSpeed's PipelineEngine
+    whole = no_sp.model_copy(update={"pipeline_scatter_gather": False})  # --no-scatter-gather-tensors-in-pipeline
+    deepspeed = no_sp.model_copy(update={"pipeline_runtime": "deepspeed"})  # whole tensors, sent one way at a time
     times = {
         name: estimate("llama3-8b", topo, train, tp=4, pp=4, dp=1).breakdown["pp"]
-        for name, train in (("sp", TRAIN), ("scatter", no_sp), ("whole", whole))
+        for name, train in (("sp", TRAIN), ("scatter", no_sp), ("whole", whole), ("deepspeed", deepspeed))
     }
     assert times["sp"] <= times["scatter"] < times["whole"] / 2  # the slice, plus an NVLink all-gather
+    assert times["deepspeed"] == pytest.approx(2 * times["whole"])  # four blocking transfers per micro-batch, not two
     shape = dict(tp=4, pp=4, dp=1, micro_batch=1)
-    assert (
-        traffic_bytes(load_model("llama3-8b"), whole, **shape)["pp"]
-        == 4 * traffic_bytes(load_model("llama3-8b"), no_sp, **shape)["pp"]
-    )
+    model = load_model("llama3-8b")
+    assert traffic_bytes(model, whole, **shape)["pp"] == 4 * traffic_bytes(model, no_sp, **shape)["pp"]
+    assert traffic_bytes(model, deepspeed, **shape)["pp"] == traffic_bytes(model, whole, **shape)["pp"]
+
+
+def test_a_middle_stage_talks_with_one_neighbour_at_a_time():
+    """One stage per node, each GPU's traffic through its own NIC: a transfer across a boundary takes
+    as long with 4 stages as with 2, since neighbouring stages run opposite passes and every other
+    boundary transfers at once; a middle stage's NICs never carry both of its boundaries together."""
+    train = Training(global_batch=16, seq_len=4096, recompute="full")
+
+    def per_transfer(pp: int) -> float:
+        topo = load_topology("dgx-h100", nodes=pp)
+        pp_s = estimate("llama3-8b", topo, train, tp=8, pp=pp, dp=1).breakdown["pp"]
+        return pp_s / (2 * (16 + pp - 1))
+
+    assert per_transfer(4) == pytest.approx(per_transfer(2), rel=1e-9)
+    assert per_transfer(8) == pytest.approx(per_transfer(2), rel=1e-9)
 
 
 def test_unfused_attention_pays_for_the_square_and_selective_recompute_drops_it():

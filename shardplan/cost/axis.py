@@ -51,7 +51,7 @@ class _Index:
 class AxisTimes:
     """Times of collectives on the groups of one mesh axis, all of which run at the same time (every
     pipeline stage's too): groups with a GPU on one of a group's nodes contend with it, since links,
-    PCIe switches, sockets and NICs belong to one node.
+    PCIe switches, sockets and NICs belong to one node. No GPU is in two groups of an axis.
 
     `groups` has shape (stages, groups per stage, group size). Times are kept in `memo` (the search
     shares it over the layouts it costs): per axis and stage, and below that per group in its company,
@@ -180,16 +180,13 @@ class AxisTimes:
     def _build_index(self) -> _Index:
         node_of, local_of = self.topology.gpu_arrays
         flat = self._flat
-        m, k = flat.shape
+        m = len(flat)
         nodes = node_of[flat]
         node_ptr = node_groups = np.empty(0, dtype=np.int64)
         if self.by_node:
             local = local_of[flat]
             on_node = _masks_on_node(nodes, local)
-            # a GPU's slot in its node's row: its index there, and its place in the group where a GPU is
-            # in more than one group (pipeline pairs: a stage's GPU sends to the next and receives)
-            slot = local if np.bincount(flat.ravel()).max() == 1 else local * k + np.arange(k)
-            company = _company_by_node(self.memo, nodes, slot, on_node, self.topology.num_nodes)
+            company = _company_by_node(self.memo, nodes, local, on_node, self.topology.num_nodes)
             # the islands a group's GPUs make and their companies, whatever their order and their nodes
             where = on_node.view(np.int64)
         else:
@@ -234,14 +231,14 @@ def _masks_on_node(nodes: np.ndarray, local: np.ndarray) -> np.ndarray:
 
 
 def _company_by_node(
-    memo: dict[Hashable, Any], nodes: np.ndarray, slot: np.ndarray, on_node: np.ndarray, num_nodes: int
+    memo: dict[Hashable, Any], nodes: np.ndarray, local: np.ndarray, on_node: np.ndarray, num_nodes: int
 ) -> np.ndarray:
     """An id per node of what the axis's groups do there, interned in `memo`: the `on_node` mask of
-    each GPU there, at its `slot` (each (node, slot) taken once). A group with c GPUs on a node fills c
-    slots with its mask there, so the memo also keeps the multiset of the groups' masks (whether a
-    group leaves the node follows: its GPUs there are fewer than the group's size)."""
-    table = np.zeros((num_nodes, int(slot.max()) + 1), dtype=np.uint64)
-    table[nodes, slot] = on_node
+    each GPU there, at its `local` index. A group with c GPUs on a node fills c slots with its mask
+    there, so the memo also keeps the multiset of the groups' masks (whether a group leaves the node
+    follows: its GPUs there are fewer than the group's size)."""
+    table = np.zeros((num_nodes, int(local.max()) + 1), dtype=np.uint64)
+    table[nodes, local] = on_node
     first, inverse = _distinct_rows(table, inverse=True)
     ids = []
     for row in table[first]:

@@ -81,8 +81,22 @@ def _tp_layer_s(
 
 def _pipeline_split(training: Training, tp: int) -> int:
     """Into how many slices a stage's output goes across the TP ranks that send it: tp (the SP
-    sequence shards, or Megatron's scatter-gather), or 1 where every TP rank sends the whole tensor."""
-    return tp if training.sequence_parallel or training.pipeline_scatter_gather else 1
+    sequence shards, or Megatron's scatter-gather), or 1 where every TP rank sends the whole tensor
+    (DeepSpeed's PipelineEngine: runtime/pipe/engine.py _exec_send_activations)."""
+    scatter = training.pipeline_scatter_gather and training.pipeline_runtime != "deepspeed"
+    return tp if training.sequence_parallel or scatter else 1
+
+
+def _pipeline_transfers(training: Training, num_micro: int, pp: int, virtual_stages: int) -> int:
+    """Transfers on a stage's path per step, each an exchange with one neighbour (activations one
+    way, gradients the other at once): Megatron's 1F1B sends forward and receives backward in one
+    batched exchange with the next stage, then the reverse with the previous one, 2 per micro-batch and
+    model chunk (interleaved: one exchange with both neighbours, as long as two); DeepSpeed's
+    PipelineEngine sends and receives each tensor on its own, blocking (runtime/pipe/schedule.py
+    TrainSchedule: SendGrad and RecvActivation before each forward, RecvGrad and SendActivation before
+    each backward), 4 per micro-batch. The pipeline's fill and drain add pp - 1 of each."""
+    per_micro = 4 if training.pipeline_runtime == "deepspeed" else 2
+    return per_micro * (num_micro + pp - 1) * virtual_stages
 
 
 def _host_wrappers(training: Training, tp: int) -> tuple[bool, bool]:
@@ -207,12 +221,16 @@ def step_cost(
         split = _pipeline_split(training, tp)
         worst = 0.0
         flat = grid.reshape(pp, dp * tp)
-        pp_axis = AxisTimes(topology, np.stack([flat[:-1], flat[1:]], axis=-1), memo)  # boundary p: stage p -> p+1
+        pairs = np.stack([flat[:-1], flat[1:]], axis=-1)  # boundary p: stage p -> p+1
+        # Neighbouring stages run opposite passes (one forward while the next runs backward), so each
+        # stage talks with one neighbour at a time and every other boundary transfers at once: the even
+        # boundaries together, then the odd ones (Megatron's 1F1B, DeepSpeed's TrainSchedule, torch's).
+        by_parity = [AxisTimes(topology, pairs[parity::2], memo) for parity in range(min(2, pp - 1))]
         for p in range(pp - 1):
             gather = tp_axis.time_s("all_gather", p + 1, full) if split > 1 and not sp else 0.0
-            worst = max(worst, pp_axis.time_s("send_recv", p, full / split) + gather)
-        pp_s = 2 * (num_micro + pp - 1) * virtual_stages * worst
-        comm[pp_axis.link_class(pp - 2)] += pp_s
+            worst = max(worst, by_parity[p % 2].time_s("send_recv", p // 2, full / split) + gather)
+        pp_s = _pipeline_transfers(training, num_micro, pp, virtual_stages) * worst
+        comm[by_parity[(pp - 2) % 2].link_class((pp - 2) // 2)] += pp_s
 
     # --- data parallel ---------------------------------------------------------------------------
     dp_s, fsdp_s, opt_s = 0.0, 0.0, 0.0

@@ -15,7 +15,7 @@ def deepspeed_json(plan: Plan, topology: Topology) -> str:
     travel in the `shardplan` block for that code to read; DeepSpeed ignores unknown top-level keys
     only in some versions, so remove the block where yours rejects it. DeepSpeed's PipelineEngine
     has no sequence parallelism and sends whole activations from every TP rank: estimate such runs
-    with `Training(sequence_parallel=False, pipeline_scatter_gather=False)`.
+    with `Training(sequence_parallel=False, pipeline_runtime="deepspeed")`.
 
     >>> from shardplan import Training, estimate, load_topology
     >>> t = load_topology("dgx-h100")
