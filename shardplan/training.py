@@ -135,6 +135,11 @@ class Training(BaseModel):
         return 4 if self.grad_dtype == "fp32" else 2
 
     @property
+    def interleaved_pipeline(self) -> bool:
+        """Whether the pipeline runtime can give a GPU several model chunks (DeepSpeed's TrainSchedule cannot)."""
+        return self.pipeline_runtime != "deepspeed"
+
+    @property
     def tokens_per_step(self) -> int:
         """Tokens processed per optimiser step."""
         return self.global_batch * self.seq_len

@@ -316,12 +316,17 @@ def test_more_tokens_take_longer():
             {"tp": 1, "pp": 2, "dp": 4, "virtual_stages": 4, "layers_per_stage": (2, 30)},
             "stage 0 has 2 layers, too few for 4 virtual stages",
         ),
+        (
+            {"tp": 1, "pp": 2, "dp": 4, "virtual_stages": 2, "pipeline_runtime": "deepspeed"},
+            "the deepspeed pipeline runtime runs one model chunk per GPU: set virtual_stages=1",
+        ),
     ],
 )
 def test_impossible_requests_say_what_to_change(kwargs, message):
     model = kwargs.pop("model", "llama3-8b")
+    train = TRAIN.model_copy(update={"pipeline_runtime": kwargs.pop("pipeline_runtime", "megatron")})
     with pytest.raises(PlanError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        estimate(model, "dgx-h100", TRAIN, **kwargs)
+        estimate(model, "dgx-h100", train, **kwargs)
 
 
 def test_chunks_may_hold_only_the_embedding_or_the_head():

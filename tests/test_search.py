@@ -37,6 +37,7 @@ def test_pp_degrees_and_virtual_stages() -> None:
     assert space.pp_degrees(llama, 64) == [1, 2, 4, 8, 16, 32]  # 64 > 32 layers
     assert space.virtual_stage_counts(llama, 4, num_micro=8) == [1, 2, 4]  # 32 % (4 x 3) != 0
     assert space.virtual_stage_counts(llama, 4, num_micro=6) == [1]  # 6 micro-batches: not whole rounds of 4
+    assert space.virtual_stage_counts(llama, 4, num_micro=8, interleaved=False) == [1]  # DeepSpeed's TrainSchedule
 
 
 def test_candidates_only_shard_zero_over_replicas() -> None:
@@ -254,6 +255,19 @@ def test_uniform_nvswitch_node_is_never_worse_than_default() -> None:
         for p in suggest(model, "dgx-h100", Training(global_batch=64, seq_len=4096), top_k=3):
             assert p.step_time_s <= p.default_step_time_s
             assert p.optimal and p.gap == 0
+
+
+def test_deepspeed_pipelines_are_never_interleaved() -> None:
+    """Llama 3 70B on 4 DGX H100: the best plans interleave stages under Megatron's schedule; DeepSpeed's
+    PipelineEngine runs one model chunk per GPU, so its plans never do."""
+    topo = load_topology("dgx-h100", nodes=4)
+
+    def chunks(runtime: str) -> set[int]:
+        train = Training(global_batch=64, seq_len=4096, pipeline_runtime=runtime)
+        return {p.virtual_stages for p in suggest("llama3-70b", topo, train, top_k=5)}
+
+    assert max(chunks("megatron")) > 1
+    assert chunks("deepspeed") == {1}
 
 
 # ----- determinism, random machines, infeasible requests -------------------------------------------

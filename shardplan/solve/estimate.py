@@ -60,6 +60,10 @@ def check_layout(
         raise PlanError(
             f"global batch {training.global_batch} is not a multiple of dp x micro_batch = {dp} x {micro_batch}"
         )
+    if virtual_stages > 1 and not training.interleaved_pipeline:
+        raise PlanError(
+            f"the {training.pipeline_runtime} pipeline runtime runs one model chunk per GPU: set virtual_stages=1"
+        )
     if virtual_stages > 1 and (training.global_batch // (dp * micro_batch)) % pp:
         raise PlanError("interleaved pipelines need the number of micro-batches to be a multiple of pp")
     if rank_layout is None:

@@ -91,7 +91,13 @@ def suggest(
     cache: dict[tuple, Any] = {}  # stage splits, placements and ring bandwidth bounds, shared by candidates alike
     fitting: list[tuple[float, space.Candidate, Training]] = []
     closest: tuple[float, space.Candidate] | None = None
-    for c in space.candidates(spec, topo.num_gpus, training.global_batch, **{k: v for k, v in pins.items() if v}):
+    for c in space.candidates(
+        spec,
+        topo.num_gpus,
+        training.global_batch,
+        interleaved=training.interleaved_pipeline,
+        **{k: v for k, v in pins.items() if v},
+    ):
         train = training.model_copy(update={"zero_stage": c.zero_stage, "recompute": c.recompute})
         need = _memory_bytes(spec, train, c, rates.context_bytes)
         if hbm is not None and need > hbm:
@@ -309,7 +315,13 @@ def _fits(
     model: ModelSpec, training: Training, num_gpus: int, hbm: float, pins: dict[str, tuple], context: float
 ) -> bool:
     """Whether any candidate on `num_gpus` GPUs fits `hbm` bytes."""
-    for c in space.candidates(model, num_gpus, training.global_batch, **{k: v for k, v in pins.items() if v}):
+    for c in space.candidates(
+        model,
+        num_gpus,
+        training.global_batch,
+        interleaved=training.interleaved_pipeline,
+        **{k: v for k, v in pins.items() if v},
+    ):
         train = training.model_copy(update={"zero_stage": c.zero_stage, "recompute": c.recompute})
         if _memory_bytes(model, train, c, context) <= hbm:
             return True

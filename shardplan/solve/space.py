@@ -61,11 +61,12 @@ def micro_batches(per_replica: int) -> list[int]:
     return divisors(per_replica)
 
 
-def virtual_stage_counts(model: ModelSpec, pp: int, num_micro: int) -> list[int]:
+def virtual_stage_counts(model: ModelSpec, pp: int, num_micro: int, *, interleaved: bool = True) -> list[int]:
     """Interleaved chunks per GPU: 1, or v > 1 when the micro-batches fill whole rounds of pp (Megatron's
     interleaved 1F1B) and the blocks split into pp x v equal chunks, or do with the embedding and the
-    head counted as a block each (Llama 3's split, 126 blocks on 16 x 8 chunks)."""
-    if pp == 1:
+    head counted as a block each (Llama 3's split, 126 blocks on 16 x 8 chunks); 1 only where the
+    runtime has no `interleaved` schedule."""
+    if pp == 1 or not interleaved:
         return [1]
     return [
         v
@@ -84,9 +85,11 @@ def candidates(
     micro_batch: Sequence[int] | None = None,
     pp: Sequence[int] | None = None,
     tp: Sequence[int] | None = None,
+    interleaved: bool = True,
 ) -> Iterator[Candidate]:
     """Every valid combination, in a fixed order; the sequences given pin what they name. ZeRO
-    stages above 0 only with data parallelism (there is nothing to shard over one replica)."""
+    stages above 0 only with data parallelism (there is nothing to shard over one replica); one model
+    chunk per GPU where the pipeline runtime has no `interleaved` schedule."""
     for t in tp_degrees(model, num_gpus):
         if tp is not None and t not in tp:
             continue
@@ -99,7 +102,7 @@ def candidates(
             for mb in micro_batches(global_batch // dp):
                 if micro_batch is not None and mb not in micro_batch:
                     continue
-                for v in virtual_stage_counts(model, p, global_batch // (dp * mb)):
+                for v in virtual_stage_counts(model, p, global_batch // (dp * mb), interleaved=interleaved):
                     for z in zero_stages:
                         if z and dp == 1:
                             continue
