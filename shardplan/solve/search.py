@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
@@ -91,13 +91,7 @@ def suggest(
     cache: dict[tuple, Any] = {}  # stage splits, placements and ring bandwidth bounds, shared by candidates alike
     fitting: list[tuple[float, space.Candidate, Training]] = []
     closest: tuple[float, space.Candidate] | None = None
-    for c in space.candidates(
-        spec,
-        topo.num_gpus,
-        training.global_batch,
-        interleaved=training.interleaved_pipeline,
-        **{k: v for k, v in pins.items() if v},
-    ):
+    for c in _candidates(spec, topo.num_gpus, training, pins):
         train = training.model_copy(update={"zero_stage": c.zero_stage, "recompute": c.recompute})
         need = _memory_bytes(spec, train, c, rates.context_bytes)
         if hbm is not None and need > hbm:
@@ -311,17 +305,22 @@ def _infeasible(
     )
 
 
-def _fits(
-    model: ModelSpec, training: Training, num_gpus: int, hbm: float, pins: dict[str, tuple], context: float
-) -> bool:
-    """Whether any candidate on `num_gpus` GPUs fits `hbm` bytes."""
-    for c in space.candidates(
+def _candidates(model: ModelSpec, num_gpus: int, training: Training, pins: dict[str, Any]) -> Iterator[space.Candidate]:
+    """`space.candidates` for `training`'s batch and pipeline runtime, pinned where `pins` name values."""
+    return space.candidates(
         model,
         num_gpus,
         training.global_batch,
         interleaved=training.interleaved_pipeline,
         **{k: v for k, v in pins.items() if v},
-    ):
+    )
+
+
+def _fits(
+    model: ModelSpec, training: Training, num_gpus: int, hbm: float, pins: dict[str, tuple], context: float
+) -> bool:
+    """Whether any candidate on `num_gpus` GPUs fits `hbm` bytes."""
+    for c in _candidates(model, num_gpus, training, pins):
         train = training.model_copy(update={"zero_stage": c.zero_stage, "recompute": c.recompute})
         if _memory_bytes(model, train, c, context) <= hbm:
             return True
