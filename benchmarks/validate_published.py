@@ -75,7 +75,8 @@ SYNC_TP_BACKWARD = NO_SEQUENCE_PARALLEL
 # (Composer's FullyShardedDataParallel in llm-foundry, DeepSpeed ZeRO-3 in Narayanan et al. Table 2).
 FSDP2 = {"torchtitan_benchmarks.csv"}
 # tensor parallelism as DTensors (torchtitan's parallelize_llama), with its loss_parallel over the vocabulary,
-# and pipelines under torch.distributed.pipelining
+# pipelines under torch.distributed.pipelining, and context parallelism by torch's context_parallel, whose
+# default rotation all-gathers keys and values (torchtitan's context_parallel_rotate_method "allgather")
 DTENSOR_TP = {"torchtitan_benchmarks.csv"}
 # What runs each source's pipeline schedule (Megatron-LM unless named): torch.distributed.pipelining in
 # torchtitan; DeepSpeed's PipelineEngine in BLOOM's Megatron-DeepSpeed (whole tensors per TP rank).
@@ -340,17 +341,21 @@ def _sequence_parallel(name: str, row: dict[str, str]) -> bool:
     return name not in NO_SEQUENCE_PARALLEL
 
 
-def _memory_gib(row: dict[str, str], model, train: Training, n: int, tp: int, pp: int, dp: int, mb: int, vpp: int):
+def _memory_gib(row: dict[str, str], model, train: Training, n: int, shape: dict[str, int]):
     """(measured, estimated) peak GiB per GPU where the row gives one. torchtitan reports the caching
     allocator's peak reservation (`max_reserved_gib`), so the estimate leaves out what the process holds
     outside the allocator (`framework`). Memory does not depend on clocks or power, so the Grand Teton
-    H100s (HBM2e, 500 W) are estimated on the catalogue H100."""
+    H100s (HBM2e, 500 W) are estimated as catalogue H100s with their 96 GB: the cache a run keeps
+    depends on the room the GPU leaves it."""
     measured = _num(row["mem_per_gpu"]) if "GiB" in row["mem_per_gpu"] else None
     if measured is None:
         return None, None
     per_node = int(_num(row["gpus_per_node"]) or 8)
-    topo = load_topology("dgx-h100" if "H100" in row["gpu"] else "dgx-a100", nodes=max(1, n // per_node))
-    plan = estimate(model, topo, train, tp=tp, pp=pp, dp=dp, micro_batch=mb, virtual_stages=vpp)
+    source = "dgx-h100" if "H100" in row["gpu"] else "dgx-a100"
+    if "HBM2e" in row["gpu"]:
+        source = MACHINES / "grand-teton-h100-96gb.yaml"
+    topo = load_topology(source, nodes=max(1, n // per_node))
+    plan = estimate(model, topo, train, **shape)
     return measured, (plan.memory_per_gpu_bytes - plan.memory_breakdown["framework"]) / 2**30
 
 
@@ -388,15 +393,13 @@ def mist_check() -> MistCheck:
 
 
 def evaluate(name: str, row: dict[str, str]) -> Row:
-    label = f"{row['model'][:28]} n={row['n_gpus']} t={row['tp']} p={row['pp']} d={row['dp']}"
+    cp_label = f" c={row['cp']}" if (_num(row.get("cp", "")) or 1) > 1 else ""
+    label = f"{row['model'][:28]} n={row['n_gpus']} t={row['tp']} p={row['pp']} d={row['dp']}{cp_label}"
     result = Row(name, row["row_id"], label, measured_step_s=0.0)
     opts = row.get("other_opts", "").lower().replace("quantization=none", "")
     fp8 = "float8" in opts or row["precision"].upper().startswith(("FP8", "BF16 + FLOAT8"))
     if "lora" in opts:
         result.skipped = "LoRA (frozen base weights: no weight gradients or optimizer step for them)"
-        return result
-    if (_num(row.get("cp", "")) or 1) > 1:
-        result.skipped = "context parallelism (not modelled yet)"
         return result
     if "megascale" in row["row_id"].lower():
         result.skipped = "MegaScale's own system (algorithmic changes, arXiv:2402.15627)"
@@ -410,12 +413,13 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
     try:
         n = int(_num(row["n_gpus"]))
         tp, pp = int(_num(row["tp"]) or 1), int(_num(row["pp"]) or 1)
-        dp = int(_num(row["dp"]) or n // (tp * pp))
+        cp = int(_num(row.get("cp", "")) or 1)
+        dp = int(_num(row["dp"]) or n // (tp * pp * cp))
         model, seq = _model(row)
         gb = _num(row["global_batch"])
         if "tokens" in row["global_batch"]:  # "16M tokens/batch"
             gb = 16 * 2**20 // seq
-        global_batch = int(gb)
+        global_batch = int(gb or 0)  # torchtitan's FSDP rows: local batch x dp, below
         mb_default, recompute, zero, vpp_default = FILE_DEFAULTS[name]
         sharding = row.get("zero_fsdp", "").lower()
         if "zero-3" in sharding or "fsdp2" in sharding:
@@ -455,16 +459,18 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             fsdp_version=2 if name in FSDP2 else 1,
             tp_impl="dtensor" if name in DTENSOR_TP else "megatron",
             pipeline_runtime=PIPELINE_RUNTIME.get(name, "megatron"),
+            cp_comm="all_gather" if name in DTENSOR_TP else "p2p",
         )
         result.recompute, result.zero_stage = train.recompute, train.zero_stage
-        result.measured_mem_gib, result.estimated_mem_gib = _memory_gib(row, model, train, n, tp, pp, dp, mb, vpp)
+        shape = dict(tp=tp, pp=pp, dp=dp, cp=cp, micro_batch=mb, virtual_stages=vpp)
+        result.measured_mem_gib, result.estimated_mem_gib = _memory_gib(row, model, train, n, shape)
         measured = _measured_step(row, model, seq, global_batch, n)
         if measured is None:
             result.skipped = "no measured throughput"
             return result
         result.measured_step_s = measured
         topo = _topology(row, n)
-        plan = estimate(model, topo, train, tp=tp, pp=pp, dp=dp, micro_batch=mb, virtual_stages=vpp)
+        plan = estimate(model, topo, train, **shape)
     except (ShardplanError, ValueError, TypeError) as exc:
         result.skipped = str(exc)[:90]
         return result

@@ -241,6 +241,14 @@ def estimate(
     seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 4096,
     micro_batch: Annotated[int, typer.Option(help="Sequences per micro-batch.")] = 1,
     virtual_stages: Annotated[int, typer.Option(help="Interleaved pipeline chunks per GPU.")] = 1,
+    cp: Annotated[int, typer.Option(help="Context-parallel degree: GPUs that split each sequence.")] = 1,
+    cp_comm: Annotated[
+        str,
+        typer.Option(
+            help="With --cp: p2p (a ring under the attention, Megatron / Transformer Engine) or all_gather "
+            "(torch's context_parallel, torchtitan)."
+        ),
+    ] = "p2p",
     zero: Annotated[int, typer.Option(help="ZeRO / FSDP stage 0-3.")] = 1,
     recompute: Annotated[
         str, typer.Option(help="none, selective (Megatron), selective-op or selective-layer (torchtitan), full.")
@@ -267,7 +275,9 @@ def estimate(
     from shardplan.solve.estimate import estimate as run_estimate
     from shardplan.topology import load_topology
 
-    train = _training(locals(), global_batch=global_batch, seq_len=seq_len, zero_stage=zero, recompute=recompute)
+    train = _training(
+        locals(), global_batch=global_batch, seq_len=seq_len, zero_stage=zero, recompute=recompute, cp_comm=cp_comm
+    )
     topo = load_topology(topology, nodes=nodes, gpu=gpu)
     plan = run_estimate(
         model,
@@ -276,6 +286,7 @@ def estimate(
         tp=tp,
         pp=pp,
         dp=dp,
+        cp=cp,
         micro_batch=micro_batch,
         virtual_stages=virtual_stages,
         calibration=calibration,
@@ -284,7 +295,8 @@ def estimate(
         print(plan.to_json())
         return
     _out.print(
-        f"[bold]{plan.model}[/] on {plan.topology}: tp={plan.tp} pp={plan.pp} dp={plan.dp} "
+        f"[bold]{plan.model}[/] on {plan.topology}: tp={plan.tp} pp={plan.pp} dp={plan.dp}"
+        f"{f' cp={plan.cp}' if plan.cp > 1 else ''} "
         f"micro-batch {plan.micro_batch} x {plan.num_micro_batches}, ZeRO {plan.zero_stage}, "
         f"recompute {plan.recompute}",
         highlight=False,

@@ -43,8 +43,9 @@ class Plan(BaseModel):
     seq_len: int
     mesh_dim_names: tuple[str, ...] = ("pp", "dp", "tp")
     mesh_shape: tuple[int, ...]
-    rank_layout: list[list[list[int]]] = Field(
-        description="rank_layout[p][d][t]: the GPU of pipeline stage p, replica d, tensor rank t."
+    rank_layout: list[list[list[int]]] | list[list[list[list[int]]]] = Field(
+        description="rank_layout[p][d][t]: the GPU of pipeline stage p, replica d, tensor rank t; with context "
+        "parallelism rank_layout[p][d][c][t], c the rank in the context-parallel group."
     )
     layers_per_stage: tuple[int, ...]
     step_time_s: float
@@ -64,6 +65,14 @@ class Plan(BaseModel):
     default_step_time_s: float | None = Field(None, description="Same degrees in row-major rank order.")
     optimal: bool = Field(False, description="The solver proved this placement optimal over its space.")
     gap: float | None = Field(None, description="Relative gap the solver proved (0: optimal).")
+
+    def gpu_of_rank(self) -> list[int]:
+        """The GPUs of `rank_layout` flat, in row-major mesh order: the GPU each rank of a row-major
+        mesh (torchrun's default order) must drive."""
+        flat: list[Any] = self.rank_layout
+        for _ in self.mesh_shape[1:]:
+            flat = [x for inner in flat for x in inner]
+        return flat
 
     def to_json(self) -> str:
         """One JSON document with a schema version."""

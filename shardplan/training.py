@@ -99,6 +99,15 @@ class Training(BaseModel):
         "which sends and receives each activation and gradient on its own, blocking, and sends whole tensors "
         "from every TP rank (runtime/pipe/schedule.py TrainSchedule, engine.py).",
     )
+    cp_comm: Literal["p2p", "all_gather"] = Field(
+        "p2p",
+        description="How context parallelism moves keys and values (with cp > 1; each rank holds 1/cp of every "
+        "sequence, two load-balanced chunks): p2p, a ring that passes K/V chunks on while the attention of the chunk "
+        "in hand runs (Megatron-LM / Transformer Engine's default cp_comm_type): under all but the local chunk's "
+        "attention; all_gather, K and V gathered from the whole group while the local chunk's attention runs and "
+        "their gradients reduce-scattered after the backward (torch's context_parallel with its default "
+        "'allgather' rotation, torchtitan's context_parallel_rotate_method).",
+    )
     optimizer: Literal["adam", "sgd"] = Field("adam", description="Adam(W) keeps two fp32 moments per weight.")
     grad_dtype: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32",

@@ -68,6 +68,7 @@ class StageTimes:
     backward_s: float
     recompute_s: float
     gemm_s: float = 0.0  # of the above, the blocks' GEMMs (what TP communication can hide under)
+    attention_s: tuple[float, float] = (0.0, 0.0)  # one block's attention, forward and backward (CP hides under it)
 
     @property
     def total_s(self) -> float:
@@ -216,14 +217,17 @@ def stage_times(
     micro_batch: int,
     tp: int,
     rates: Rates,
+    cp: int = 1,
     fsdp2: bool = False,
     dtensor_tp: bool = False,
 ) -> StageTimes:
     """Times of one micro-batch through `layers` transformer blocks (plus the embedding on the
-    first stage and the output head and loss on the last); `fsdp2`: each block under FSDP2's
-    fully_shard, `dtensor_tp`: its linears DTensors: both add to the host's time per block."""
+    first stage and the output head and loss on the last); `cp`: each GPU holds 1/cp of every
+    sequence, and 1/cp of the causal attention (load-balanced chunks) against keys of the whole
+    sequence; `fsdp2`: each block under FSDP2's fully_shard, `dtensor_tp`: its linears DTensors: both
+    add to the host's time per block."""
     seq_len, recompute = training.seq_len, training.recompute
-    tokens = micro_batch * seq_len
+    tokens = micro_batch * seq_len // cp
     precisions = linear_precisions(training, rates)
     gemms, gemms_bwd, attn, attn_bwd, memory = _block_times(
         model,
@@ -292,7 +296,7 @@ def stage_times(
         rec = max(rec, layers * redo)
     elif recompute == "selective-layer":
         rec = max(rec, layers / 2 * redo)
-    return StageTimes(forward_s=fwd, backward_s=bwd, recompute_s=rec, gemm_s=gemm_total)
+    return StageTimes(forward_s=fwd, backward_s=bwd, recompute_s=rec, gemm_s=gemm_total, attention_s=(attn, attn_bwd))
 
 
 def optimizer_s(params_local: float, rates: Rates) -> float:

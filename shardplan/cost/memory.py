@@ -118,15 +118,18 @@ def activation_bytes(
     micro_batch: int,
     num_micro: int,
     virtual_stages: int,
+    cp: int = 1,
 ) -> dict[str, float]:
     """Activations pipeline stage `stage` keeps at its peak under 1F1B (interleaved when
     `virtual_stages` > 1): stage p holds min(pp - p, num_micro) micro-batches, or when interleaved
     the model chunks its warm-up runs (on stage 0 Narayanan et al. 2021's 1 + (pp - 1) / (pp * v)
     times pp, Sec. 2.2.2), at most all num_micro. On top of them, the
     larger of what the loss holds (last stage) and one block rebuilt for its backward under
-    recompute: the loss comes before any block's backward, so the two never meet."""
+    recompute: the loss comes before any block's backward, so the two never meet. Under context
+    parallelism (`cp`) a GPU holds 1/cp of every sequence's tokens, and while a block's attention runs,
+    the keys and values it gathers and their gradients (`cp_buffers`)."""
     first, last = stage == 0, stage == pp - 1
-    tokens = micro_batch * training.seq_len
+    tokens = micro_batch * training.seq_len // cp
     sp = training.sequence_parallel and tp > 1
     shape = {
         "tp": tp,
@@ -171,7 +174,23 @@ def activation_bytes(
         loss = logits * per_logit[training.loss] + tokens * model.hidden_size * head_input
     if loss or rebuilt:
         out["logits" if loss >= rebuilt else "recomputed_block"] = max(loss, rebuilt)
+    if cp > 1:
+        out["cp_buffers"] = cp_kv_buffer_bytes(model, training, tokens=tokens, tp=tp, cp=cp)
     return out
+
+
+def cp_kv_buffer_bytes(model: ModelSpec, training: Training, *, tokens: int, tp: int, cp: int) -> float:
+    """Keys and values a block's attention holds beyond its own under context parallelism, and their
+    gradients: with `all_gather` the whole sequence's (torch's context_parallel gathers them for its
+    sub-SDPAs and reduce-scatters their gradients), with `p2p` the chunk in flight beside the one in hand
+    (Transformer Engine's ring keeps a send and a receive buffer)."""
+    kv = tokens * 2 * local_kv_heads(model, tp) * model.head_dim * BF16_WEIGHT  # this GPU's K and V
+    return 2 * kv * ((cp - 1) if training.cp_comm == "all_gather" else 1)
+
+
+def local_kv_heads(model: ModelSpec, tp: int) -> int:
+    """Key/value heads on each TP rank: their share, or one replicated where there are fewer than TP ranks."""
+    return -(-model.num_kv_heads // tp)
 
 
 def stage_memory(
@@ -186,16 +205,20 @@ def stage_memory(
     micro_batch: int,
     virtual_stages: int,
     context_bytes: float,
+    cp: int = 1,
 ) -> dict[str, float]:
     """Bytes per part on one GPU of pipeline stage `stage` holding `layers` blocks, with
     `context_bytes` for what the process holds outside PyTorch's allocator (`Rates.context_bytes`).
-    It does not depend on where ranks sit, so the search prunes by it before placing anything."""
+    It does not depend on where ranks sit, so the search prunes by it before placing anything. Under
+    context parallelism the dp x `cp` GPUs that hold the same weights share their ZeRO shards
+    (Megatron-LM's data-parallel group with context parallelism, torchtitan's dp_shard_cp mesh)."""
     first, last = stage == 0, stage == pp - 1
     params = param_counts(model, layers=layers, first=first, last=last) / tp
-    mem = state_bytes(
-        params, dp=dp, zero_stage=training.zero_stage, optimizer=training.optimizer, grad_bytes=training.grad_bytes
-    )
     num_micro = training.global_batch // (dp * micro_batch)
+    shards = dp * cp
+    mem = state_bytes(
+        params, dp=shards, zero_stage=training.zero_stage, optimizer=training.optimizer, grad_bytes=training.grad_bytes
+    )
     mem.update(
         activation_bytes(
             model,
@@ -207,6 +230,7 @@ def stage_memory(
             micro_batch=micro_batch,
             num_micro=num_micro,
             virtual_stages=virtual_stages,
+            cp=cp,
         )
     )
     if gathered_across_micro_batches(training, pp):
@@ -238,7 +262,7 @@ def stage_memory(
             # 4096 and dp 2 in every 1F1B shape (benchmarks/results/h200-pp-fsdp-reserved), 1.84 against 1.83
             # at 405B shapes (h200-pp-tp-fsdp-405b). The runtime's `unshard(async_op=True)` gathers on the
             # current stream, whose pool the compute reuses: none when interleaved.
-            mem[CACHE_PART] += BF16_WEIGHT * block * (2 + 1 / dp)
+            mem[CACHE_PART] += BF16_WEIGHT * block * (2 + 1 / shards)
     elif training.zero_stage == 3:
         # FSDP: the current and the prefetched block, gathered in bf16; and the embedding, final norm
         # and head, which FSDP2 keeps gathered from forward to backward (the root module is not
@@ -261,6 +285,7 @@ def fullest_stage_memory(
     micro_batch: int,
     virtual_stages: int,
     context_bytes: float,
+    cp: int = 1,
 ) -> dict[str, float]:
     """`stage_memory` of the pipeline stage that needs the most bytes (`layers`: blocks per stage)."""
     pp = len(layers)
@@ -277,6 +302,7 @@ def fullest_stage_memory(
                 micro_batch=micro_batch,
                 virtual_stages=virtual_stages,
                 context_bytes=context_bytes,
+                cp=cp,
             )
             for p in range(pp)
         ),

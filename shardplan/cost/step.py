@@ -1,4 +1,4 @@
-"""Step time and memory of a placed layout: compute, exposed TP and PP communication, pipeline
+"""Step time and memory of a placed layout: compute, exposed TP, CP and PP communication, pipeline
 bubble, data-parallel gradient sync (overlapped with the last backward), FSDP gathers, optimizer."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from shardplan.cost.memory import (
     CACHE_PART,
     fullest_stage_memory,
     gathered_across_micro_batches,
+    local_kv_heads,
     param_counts,
     required_bytes,
 )
@@ -29,7 +30,7 @@ from shardplan.model.schema import ModelSpec
 from shardplan.topology.schema import Topology
 from shardplan.training import Training
 
-Layout = Sequence[Sequence[Sequence[int]]]  # layout[p][d][t] -> GPU
+Layout = Sequence[Sequence[Sequence[Any]]]  # layout[p][d][t] -> GPU; layout[p][d][c][t] with context parallelism
 
 
 @dataclass
@@ -79,6 +80,29 @@ def _tp_layer_s(
     return forward, exposed + lost * hidden if training.tp_async_backward else moved, moved
 
 
+def _cp_block_s(
+    training: Training, time_of: Callable[[str], float], attention: tuple[float, float], cp: int, lost: float
+) -> tuple[float, float]:
+    """One block's context-parallel traffic per micro-batch, seconds: (exposed, moved); `time_of(op)`
+    times one collective of the whole sequence's K and V on the stage's CP groups, `attention` is the
+    block's (forward, backward). Forward gathers K and V (again where recompute re-runs the attention),
+    backward gathers them and reduce-scatters their gradients. Each pass hides under the share of its
+    attention that runs beside it, which loses `lost` of the time they overlap: all but the local
+    chunk's with the p2p ring, the local chunk's with the all-gather (`Training.cp_comm`)."""
+    gather, scatter = time_of("all_gather"), time_of("reduce_scatter")
+    share = (cp - 1) / cp if training.cp_comm == "p2p" else 1 / cp
+    forward_passes = 1 + {"full": 1.0, "selective": 1.0, "selective-layer": 0.5}.get(training.recompute, 0.0)
+
+    def exposed(moved: float, attention_s: float) -> float:
+        hidden = min(moved, share * attention_s)
+        return moved - hidden + lost * hidden
+
+    return (
+        forward_passes * exposed(gather, attention[0]) + exposed(gather + scatter, attention[1]),
+        forward_passes * gather + gather + scatter,
+    )
+
+
 def _pipeline_split(training: Training, tp: int) -> int:
     """Into how many slices a stage's output goes across the TP ranks that send it: tp (the SP
     sequence shards, or Megatron's scatter-gather), or 1 where every TP rank sends the whole tensor
@@ -120,7 +144,9 @@ def _optimizer_step_s(
     return optimizer_s(params_local / shard, rates) + accumulate
 
 
-def _stage_timer(model: ModelSpec, training: Training, *, micro_batch: int, tp: int, rates: Any) -> Callable[..., Any]:
+def _stage_timer(
+    model: ModelSpec, training: Training, *, micro_batch: int, tp: int, rates: Any, cp: int = 1
+) -> Callable[..., Any]:
     """`stage_times` of this model, training and shape: call it with `layers`, `first` and `last` (each
     combination timed once: the middle stages of a pipeline mostly hold as many layers)."""
     fsdp2, dtensor_tp = _host_wrappers(training, tp)
@@ -131,6 +157,7 @@ def _stage_timer(model: ModelSpec, training: Training, *, micro_batch: int, tp: 
             training,
             micro_batch=micro_batch,
             tp=tp,
+            cp=cp,
             rates=rates,
             fsdp2=fsdp2,
             dtensor_tp=dtensor_tp,
@@ -159,31 +186,35 @@ def step_cost(
     calibration: Calibration | None = None,
     memo: dict[tuple, Any] | None = None,
 ) -> StepCost:
-    """The cost of one optimiser step for `layout` (shape pp x dp x tp); layers per stage as given,
-    else `split_layers`. `memo` keeps collective times between calls on the same topology (the
-    search costs many layouts that share groups)."""
-    pp, dp, tp = len(layout), len(layout[0]), len(layout[0][0])
-    num_micro = training.global_batch // (dp * micro_batch)
-    fsdp2 = _host_wrappers(training, tp)[0]
-    rates = rates_for(topology.gpu_spec(layout[0][0][0]).key, calibration)
-    sp = training.sequence_parallel and tp > 1
-    tokens = micro_batch * training.seq_len
-    layers = tuple(layers_per_stage) if layers_per_stage else split_layers(model.num_layers, pp)
-    comm: dict[str, float] = {"nvlink": 0.0, "pcie": 0.0, "net": 0.0}
-
+    """The cost of one optimiser step for `layout` (shape pp x dp x tp, or pp x dp x cp x tp with context
+    parallelism); layers per stage as given, else `split_layers`. `memo` keeps collective times between
+    calls on the same topology (the search costs many layouts that share groups)."""
     import numpy as np  # here, not at start-up: `shardplan topo` never costs a layout
 
     from shardplan.cost.axis import AxisTimes
 
-    memo = {} if memo is None else memo
     grid = np.asarray(layout, dtype=np.int64)
-    tp_axis = AxisTimes(topology, grid, memo)  # stage p's TP groups: grid[p, d, :]
-    dp_axis = AxisTimes(topology, grid.transpose(0, 2, 1), memo)  # its DP groups: grid[p, :, t]
+    pp, dp, tp = grid.shape[0], grid.shape[1], grid.shape[-1]
+    cp = grid.shape[2] if grid.ndim == 4 else 1
+    shards = dp * cp  # a stage's GPUs that hold the same weights: gradients reduced and ZeRO shards over them
+    replicas = grid.reshape(pp, shards, tp)
+    num_micro = training.global_batch // (dp * micro_batch)
+    fsdp2 = _host_wrappers(training, tp)[0]
+    rates = rates_for(topology.gpu_spec(int(grid.flat[0])).key, calibration)
+    sp = training.sequence_parallel and tp > 1
+    tokens = micro_batch * training.seq_len // cp  # on each GPU
+    layers = tuple(layers_per_stage) if layers_per_stage else split_layers(model.num_layers, pp)
+    comm: dict[str, float] = {"nvlink": 0.0, "pcie": 0.0, "net": 0.0}
 
-    # --- per stage: compute, TP collectives, memory -------------------------------------------
-    stage_total, tp_per_micro, stage_forward = [], [], []
+    memo = {} if memo is None else memo
+    tp_axis = AxisTimes(topology, replicas, memo)  # stage p's TP groups: replicas[p, d, :]
+    dp_axis = AxisTimes(topology, replicas.transpose(0, 2, 1), memo)  # its DP (x CP) groups: replicas[p, :, t]
+    cp_axis = AxisTimes(topology, grid.transpose(0, 1, 3, 2).reshape(pp, dp * tp, cp), memo) if cp > 1 else None
+
+    # --- per stage: compute, TP and CP collectives ----------------------------------------------
+    stage_total, tp_per_micro, cp_per_micro, stage_forward = [], [], [], []
     hbm = topology.smallest_memory_bytes
-    stage_of = _stage_timer(model, training, micro_batch=micro_batch, tp=tp, rates=rates)
+    stage_of = _stage_timer(model, training, micro_batch=micro_batch, tp=tp, cp=cp, rates=rates)
     for p in range(pp):
         first, last = p == 0, p == pp - 1
         times = stage_of(layers=layers[p], first=first, last=last)
@@ -200,14 +231,24 @@ def step_cost(
             comm[tp_axis.link_class(p)] += moved_s * num_micro
             if training.tp_comm_overlap:  # each all-gather / reduce-scatter runs under its GEMM
                 tp_s = max(0.0, moved_s - times.gemm_s)
+        cp_s = 0.0
+        if cp_axis is not None:
+            kv = tokens * 2 * local_kv_heads(model, tp) * model.head_dim * 2  # this GPU's bf16 K and V
+            time_of = partial(cp_axis.time_s, stage=p, size_bytes=kv * cp)  # the gathered buffer
+            link = cp_axis.link_class(p)
+            exposed, moved = _cp_block_s(training, time_of, times.attention_s, cp, overlap_slowdown(link))
+            cp_s = layers[p] * exposed
+            comm[link] += num_micro * layers[p] * moved
         stage_total.append(times.total_s)
         stage_forward.append(times.forward_s)
         tp_per_micro.append(tp_s)
+        cp_per_micro.append(cp_s)
 
-    bottleneck = max(range(pp), key=lambda p: stage_total[p] + tp_per_micro[p])
-    per_micro = stage_total[bottleneck] + tp_per_micro[bottleneck]
+    bottleneck = max(range(pp), key=lambda p: stage_total[p] + tp_per_micro[p] + cp_per_micro[p])
+    per_micro = stage_total[bottleneck] + tp_per_micro[bottleneck] + cp_per_micro[bottleneck]
     compute_s = num_micro * stage_total[bottleneck]
     tp_total = num_micro * tp_per_micro[bottleneck]
+    cp_total = num_micro * cp_per_micro[bottleneck]
     bubble_s = (pp - 1) / virtual_stages * per_micro if pp > 1 else 0.0
 
     # --- pipeline point-to-point ----------------------------------------------------------------
@@ -220,7 +261,7 @@ def step_cost(
         full = tokens * model.hidden_size * 2
         split = _pipeline_split(training, tp)
         worst = 0.0
-        flat = grid.reshape(pp, dp * tp)
+        flat = grid.reshape(pp, shards * tp)
         pairs = np.stack([flat[:-1], flat[1:]], axis=-1)  # boundary p: stage p -> p+1
         # Neighbouring stages run opposite passes (one forward while the next runs backward), so each
         # stage talks with one neighbour at a time and every other boundary transfers at once: the even
@@ -236,7 +277,7 @@ def step_cost(
     dp_s, fsdp_s, opt_s = 0.0, 0.0, 0.0
     held = gathered_across_micro_batches(training, pp)
     params_local = param_counts(model, layers=layers[bottleneck], first=bottleneck == 0, last=bottleneck == pp - 1) / tp
-    if dp > 1:
+    if shards > 1:
         grad_bytes = params_local * training.grad_bytes
         if training.zero_stage >= 1:  # reduce-scatter gradients, all-gather the updated bf16 weights
             sync = dp_axis.time_s("reduce_scatter", bottleneck, grad_bytes)
@@ -269,16 +310,17 @@ def step_cost(
             dp_s += lost * (min(sync, last_backward) + min(gather, hidden))
             comm[link] += sync + gather
     if fsdp2:  # its copies in and out of the collective buffers run on the compute stream, at any DP degree
-        fsdp_s += (1 if held else num_micro) * fsdp2_copy_s(params_local, dp, rates)
-    opt_s = _optimizer_step_s(params_local, training, dp, num_micro, rates, held=held)
+        fsdp_s += (1 if held else num_micro) * fsdp2_copy_s(params_local, shards, rates)
+    opt_s = _optimizer_step_s(params_local, training, shards, num_micro, rates, held=held)
 
-    step = compute_s + tp_total + bubble_s + pp_s + dp_s + fsdp_s + opt_s
+    step = compute_s + tp_total + cp_total + bubble_s + pp_s + dp_s + fsdp_s + opt_s
     worst_mem = fullest_stage_memory(
         model,
         training,
         layers=layers,
         tp=tp,
         dp=dp,
+        cp=cp,
         micro_batch=micro_batch,
         virtual_stages=virtual_stages,
         context_bytes=rates.context_bytes,
@@ -292,6 +334,7 @@ def step_cost(
         breakdown={
             "compute": compute_s,
             "tp": tp_total,
+            "cp": cp_total,
             "pp": pp_s,
             "bubble": bubble_s,
             "dp": dp_s,

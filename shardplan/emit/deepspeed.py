@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from shardplan.emit.remap import remap_note
+from shardplan.errors import PlanError
 from shardplan.plan import Plan
 from shardplan.topology.schema import Topology
 
@@ -24,6 +25,8 @@ def deepspeed_json(plan: Plan, topology: Topology) -> str:
     >>> cfg["train_batch_size"], cfg["gradient_accumulation_steps"], cfg["zero_optimization"]["stage"]
     (32, 4, 3)
     """
+    if plan.cp > 1:
+        raise PlanError("DeepSpeed has no ring-attention context parallelism: emit the plan for megatron or torchtitan")
     config = {
         "train_batch_size": plan.global_batch,
         "train_micro_batch_size_per_gpu": plan.micro_batch,

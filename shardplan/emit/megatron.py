@@ -9,7 +9,7 @@ from shardplan.topology.schema import Topology
 
 
 def megatron_args(plan: Plan, topology: Topology) -> str:
-    """Arguments for `pretrain_gpt.py`. Megatron orders ranks tp fastest, then dp, then pp: the
+    """Arguments for `pretrain_gpt.py`. Megatron orders ranks tp fastest, then cp, dp and pp: the
     plan's rank_layout order. ZeRO >= 1 maps to the distributed optimizer (ZeRO-1 sharding of the
     optimizer states); Megatron has no ZeRO-3, so stage 3 plans name it in a comment.
 
@@ -31,6 +31,8 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
         "--bf16",
     ]
     args += _pipeline_split(plan)
+    if plan.cp > 1:  # ring attention over the context-parallel group (Transformer Engine)
+        args.append(f"--context-parallel-size {plan.cp}")
     if plan.sequence_parallel and plan.tp > 1:
         args.append("--sequence-parallel")
     if plan.recompute == "full":

@@ -21,7 +21,7 @@ def python_snippet(plan: Plan, topology: Topology) -> str:
     """
     names = ", ".join(f'"{n}"' for n in plan.mesh_dim_names)
     head = [f"# shardplan: {plan.model} on {plan.topology}, estimated {plan.step_time_s:.3f} s/step"]
-    flat = [g for stage in plan.rank_layout for replica in stage for g in replica]
+    flat = plan.gpu_of_rank()
     if flat == sorted(flat):
         return (
             "\n".join(
@@ -40,7 +40,7 @@ def python_snippet(plan: Plan, topology: Topology) -> str:
                 *remap_note(plan, topology, "#"),
                 "import torch",
                 "from torch.distributed.device_mesh import DeviceMesh",
-                f"layout = {plan.rank_layout}  # layout[p][d][t]: the GPU (= rank) of each mesh position",
+                f"layout = {plan.rank_layout}  # layout[p][d]...[t]: the GPU (= rank) of each mesh position",
                 f'mesh = DeviceMesh("cuda", torch.tensor(layout), mesh_dim_names=({names}))',
             ]
         )

@@ -1,6 +1,6 @@
 """How a launcher's default rank order becomes the plan's: torchrun gives node k's local rank i the
 global rank k x nproc + i and GPU cuda:i, and frameworks lay their mesh out row-major over ranks
-(torchtitan [pp, dp, tp], Megatron-LM tp fastest, then dp, then pp: the plan's (pp, dp, tp)
+(torchtitan [pp, dp, cp, tp], Megatron-LM tp fastest, then cp, dp and pp: the plan's (pp, dp[, cp], tp)
 order). So rank r must drive the GPU at flat position r of `rank_layout`. When each node's ranks
 land on that node's own GPUs, a per-node `CUDA_VISIBLE_DEVICES` order does it."""
 
@@ -10,15 +10,10 @@ from shardplan.plan import Plan
 from shardplan.topology.schema import Topology
 
 
-def gpu_of_rank(plan: Plan) -> list[int]:
-    """The GPU each global rank drives, flat over (pp, dp, tp) row-major."""
-    return [g for stage in plan.rank_layout for replica in stage for g in replica]
-
-
 def visible_devices(plan: Plan, topology: Topology) -> dict[int, str] | None:
     """Per node, the `CUDA_VISIBLE_DEVICES` that realises the plan (`{}` when the default order
     already does), or None when some node's ranks would need GPUs of another node."""
-    gpus = gpu_of_rank(plan)
+    gpus = plan.gpu_of_rank()
     out: dict[int, str] = {}
     rank = 0
     for node in range(topology.num_nodes):
@@ -42,7 +37,7 @@ def remap_note(plan: Plan, topology: Topology, comment: str) -> list[str]:
         return [
             f"{comment} The plan's rank order cannot be set per node with CUDA_VISIBLE_DEVICES (a node's ranks",
             f"{comment} would drive another node's GPUs): build the mesh with shardplan (Plan.device_mesh or",
-            f"{comment} auto_device_mesh). GPU of each rank: {gpu_of_rank(plan)}",
+            f"{comment} auto_device_mesh). GPU of each rank: {plan.gpu_of_rank()}",
         ]
     lines = [f"{comment} The plan's rank order differs from torchrun's default: launch each node with"]
     lines += [f"{comment}   node {node}: CUDA_VISIBLE_DEVICES={devices}" for node, devices in order.items()]

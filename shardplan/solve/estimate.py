@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shardplan.cost.calibration import Calibration, read_calibration
 from shardplan.cost.step import StepCost, step_cost
@@ -16,6 +16,13 @@ from shardplan.training import Training
 
 if TYPE_CHECKING:
     import numpy as np
+
+
+def mesh_of(pp: int, dp: int, cp: int, tp: int) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """The mesh's shape and axis names: (pp, dp, tp), with cp between dp and tp where it is used."""
+    if cp > 1:
+        return (pp, dp, cp, tp), ("pp", "dp", "cp", "tp")
+    return (pp, dp, tp), ("pp", "dp", "tp")
 
 
 def default_layout(pp: int, dp: int, tp: int) -> list[list[list[int]]]:
@@ -35,17 +42,20 @@ def check_layout(
     dp: int,
     micro_batch: int,
     virtual_stages: int,
-    rank_layout: Sequence[Sequence[Sequence[int]]] | None,
+    rank_layout: Sequence[Sequence[Sequence[Any]]] | None,
+    cp: int = 1,
 ) -> np.ndarray:
-    """The layout as a (pp, dp, tp) integer array (row-major where `rank_layout` is None); a one-line
-    `PlanError` saying what to change when the request cannot be a layout."""
+    """The layout as a (pp, dp, tp) integer array, (pp, dp, cp, tp) with context parallelism (row-major
+    where `rank_layout` is None); a one-line `PlanError` saying what to change when the request cannot
+    be a layout."""
     import numpy as np  # here, not at start-up
 
     n = topology.num_gpus
-    if min(tp, pp, dp, micro_batch, virtual_stages) < 1:
-        raise PlanError("tp, pp, dp, micro_batch and virtual_stages must all be at least 1")
-    if tp * pp * dp != n:
-        raise PlanError(f"tp x pp x dp = {tp} x {pp} x {dp} = {tp * pp * dp}, but the topology has {n} GPUs")
+    if min(tp, pp, dp, cp, micro_batch, virtual_stages) < 1:
+        raise PlanError("tp, pp, dp, cp, micro_batch and virtual_stages must all be at least 1")
+    if tp * pp * dp * cp != n:
+        degrees = f"tp x pp x dp{' x cp' * (cp > 1)} = {tp} x {pp} x {dp}{f' x {cp}' * (cp > 1)}"
+        raise PlanError(f"{degrees} = {tp * pp * dp * cp}, but the topology has {n} GPUs")
     if model.num_heads % tp:
         raise PlanError(f"tp={tp} does not divide the {model.num_heads} attention heads of {model.name}")
     if model.num_kv_heads % tp and tp % model.num_kv_heads:
@@ -66,14 +76,19 @@ def check_layout(
         )
     if virtual_stages > 1 and (training.global_batch // (dp * micro_batch)) % pp:
         raise PlanError("interleaved pipelines need the number of micro-batches to be a multiple of pp")
+    if cp > 1 and training.attention == "unfused":
+        raise PlanError("context parallelism runs the attention in chunks: it needs attention='flash' or 'triton'")
+    if cp > 1 and training.seq_len % (2 * cp):
+        raise PlanError(f"seq_len {training.seq_len} does not split into 2 x cp = {2 * cp} load-balanced chunks")
+    shape, names = mesh_of(pp, dp, cp, tp)
     if rank_layout is None:
-        return np.arange(n).reshape(pp, dp, tp)
+        return np.arange(n).reshape(shape)
     try:
         grid = np.asarray(rank_layout)
     except ValueError:  # ragged
         grid = np.empty(0)
-    if grid.shape != (pp, dp, tp):
-        raise PlanError(f"rank_layout must have shape (pp, dp, tp) = ({pp}, {dp}, {tp})")
+    if grid.shape != shape:
+        raise PlanError(f"rank_layout must have shape ({', '.join(names)}) = {shape}")
     if grid.dtype.kind not in "iu" or not np.array_equal(np.sort(grid, axis=None), np.arange(n)):
         raise PlanError(f"rank_layout must use every GPU 0..{n - 1} exactly once (integer indexes)")
     return grid.astype(np.int64)
@@ -89,11 +104,14 @@ def estimate(
     dp: int,
     micro_batch: int = 1,
     virtual_stages: int = 1,
-    rank_layout: Sequence[Sequence[Sequence[int]]] | None = None,
+    cp: int = 1,
+    rank_layout: Sequence[Sequence[Sequence[Any]]] | None = None,
     layers_per_stage: Sequence[int] | None = None,
     calibration: Calibration | str | Path | None = None,
 ) -> Plan:
-    """Score one layout: step time, memory per GPU, throughput and where the time goes.
+    """Score one layout: step time, memory per GPU, throughput and where the time goes. `cp` > 1
+    splits every sequence over that many GPUs (context parallelism, `Training.cp_comm`); the layout
+    then has shape (pp, dp, cp, tp).
 
     >>> from shardplan import Training
     >>> train = Training(global_batch=32, seq_len=8192, zero_stage=3)
@@ -116,6 +134,7 @@ def estimate(
         micro_batch=micro_batch,
         virtual_stages=virtual_stages,
         rank_layout=rank_layout,
+        cp=cp,
     )
     if layers_per_stage is not None and (
         len(layers_per_stage) != pp or sum(layers_per_stage) != spec.num_layers or min(layers_per_stage) < 1
@@ -132,7 +151,7 @@ def estimate(
     options = dict(micro_batch=micro_batch, virtual_stages=v, layers_per_stage=layers_per_stage, calibration=cal)
     cost = step_cost(spec, topo, training, layout, **options)
     default = cost
-    row_major = np.arange(topo.num_gpus).reshape(pp, dp, tp)
+    row_major = np.arange(topo.num_gpus).reshape(layout.shape)
     if not np.array_equal(layout, row_major):
         default = step_cost(spec, topo, training, row_major, **options)
     return make_plan(spec, topo, training, layout.tolist(), cost, default, micro_batch=micro_batch, virtual_stages=v)
@@ -142,7 +161,7 @@ def make_plan(
     model: ModelSpec,
     topology: Topology,
     training: Training,
-    layout: list[list[list[int]]],
+    layout: list[Any],
     cost: StepCost,
     default: StepCost,
     *,
@@ -151,8 +170,12 @@ def make_plan(
     optimal: bool = False,
     gap: float | None = None,
 ) -> Plan:
-    """The `Plan` for a costed layout (`default`: the same degrees in row-major order)."""
-    pp, dp, tp = len(layout), len(layout[0]), len(layout[0][0])
+    """The `Plan` for a costed layout, (pp, dp, tp) or (pp, dp, cp, tp) nested lists (`default`: the
+    same degrees in row-major order)."""
+    pp, dp = len(layout), len(layout[0])
+    cp = len(layout[0][0]) if isinstance(layout[0][0][0], list) else 1
+    tp = len(layout[0][0][0]) if cp > 1 else len(layout[0][0])
+    shape, names = mesh_of(pp, dp, cp, tp)
     return Plan(
         model=model.name,
         topology=topology.name,
@@ -160,6 +183,7 @@ def make_plan(
         tp=tp,
         pp=pp,
         dp=dp,
+        cp=cp,
         micro_batch=micro_batch,
         num_micro_batches=training.global_batch // (dp * micro_batch),
         virtual_stages=virtual_stages,
@@ -172,7 +196,8 @@ def make_plan(
         overlap_param_gather=training.overlap_param_gather,
         global_batch=training.global_batch,
         seq_len=training.seq_len,
-        mesh_shape=(pp, dp, tp),
+        mesh_dim_names=names,
+        mesh_shape=shape,
         rank_layout=layout,
         layers_per_stage=cost.layers_per_stage,
         step_time_s=cost.step_time_s,

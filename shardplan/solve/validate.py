@@ -3,6 +3,9 @@ internals, run on every plan the search returns."""
 
 from __future__ import annotations
 
+import itertools
+import math
+
 from shardplan.cost.memory import CACHE_PART
 from shardplan.errors import PlanError
 from shardplan.model.schema import ModelSpec
@@ -11,17 +14,27 @@ from shardplan.topology.schema import Topology
 
 
 def mesh_groups(plan: Plan, axis: str) -> list[list[int]]:
-    """The GPU groups along one mesh axis (`pp`, `dp` or `tp`), as a DeviceMesh slices them: all
+    """The GPU groups along one mesh axis (`pp`, `dp`, `cp` or `tp`), as a DeviceMesh slices them: all
     positions that differ only in that axis's coordinate, in order."""
-    layout = plan.rank_layout
-    pp, dp, tp = len(layout), len(layout[0]), len(layout[0][0])
-    if axis == "tp":
-        return [list(layout[p][d]) for p in range(pp) for d in range(dp)]
-    if axis == "dp":
-        return [[layout[p][d][t] for d in range(dp)] for p in range(pp) for t in range(tp)]
-    if axis == "pp":
-        return [[layout[p][d][t] for p in range(pp)] for d in range(dp) for t in range(tp)]
-    raise PlanError(f"unknown mesh axis {axis!r}; one of pp, dp, tp")
+    names, shape = list(plan.mesh_dim_names), tuple(plan.mesh_shape)
+    if axis not in names:
+        raise PlanError(f"unknown mesh axis {axis!r}; one of {', '.join(names)}")
+    k = names.index(axis)
+    flat = plan.gpu_of_rank()
+    strides = [math.prod(shape[j + 1 :]) for j in range(len(shape))]
+    others = [j for j in range(len(shape)) if j != k]
+    starts = (
+        sum(i * strides[j] for j, i in zip(others, idx, strict=True))
+        for idx in itertools.product(*(range(shape[j]) for j in others))
+    )
+    return [[flat[start + c * strides[k]] for c in range(shape[k])] for start in starts]
+
+
+def _has_shape(layout: object, shape: tuple[int, ...]) -> bool:
+    """Whether nested lists `layout` have exactly `shape`."""
+    if not shape:
+        return isinstance(layout, int)
+    return isinstance(layout, list) and len(layout) == shape[0] and all(_has_shape(x, shape[1:]) for x in layout)
 
 
 def validate_plan(plan: Plan, model: ModelSpec, topology: Topology) -> None:
@@ -33,16 +46,18 @@ def validate_plan(plan: Plan, model: ModelSpec, topology: Topology) -> None:
     axis's size and together cover every GPU once.
     """
     n = topology.num_gpus
-    if plan.num_gpus != n or plan.tp * plan.pp * plan.dp != n:
+    if plan.num_gpus != n or plan.tp * plan.pp * plan.dp * plan.cp != n:
         raise PlanError(
-            f"tp x pp x dp = {plan.tp * plan.pp * plan.dp}, plan says {plan.num_gpus} GPUs, topology has {n}"
+            f"tp x pp x dp x cp = {plan.tp * plan.pp * plan.dp * plan.cp}, plan says {plan.num_gpus} GPUs, "
+            f"topology has {n}"
         )
-    if tuple(plan.mesh_shape) != (plan.pp, plan.dp, plan.tp) or len(plan.mesh_dim_names) != len(plan.mesh_shape):
-        raise PlanError(f"mesh shape {plan.mesh_shape} is not (pp, dp, tp) = ({plan.pp}, {plan.dp}, {plan.tp})")
-    layout = plan.rank_layout
-    if len(layout) != plan.pp or any(len(r) != plan.dp or any(len(c) != plan.tp for c in r) for r in layout):
+    dims = {"pp": plan.pp, "dp": plan.dp, "cp": plan.cp, "tp": plan.tp}
+    names = ("pp", "dp", "cp", "tp") if plan.cp > 1 else ("pp", "dp", "tp")
+    if tuple(plan.mesh_dim_names) != names or tuple(plan.mesh_shape) != tuple(dims[a] for a in names):
+        raise PlanError(f"mesh {plan.mesh_dim_names} of shape {plan.mesh_shape} is not {names} of the plan's degrees")
+    if not _has_shape(plan.rank_layout, tuple(plan.mesh_shape)):
         raise PlanError(f"rank_layout does not have shape {plan.mesh_shape}")
-    if sorted(g for r in layout for c in r for g in c) != list(range(n)):
+    if sorted(plan.gpu_of_rank()) != list(range(n)):
         raise PlanError(f"rank_layout is not a permutation of GPUs 0..{n - 1}")
     if model.num_heads % plan.tp:
         raise PlanError(f"tp={plan.tp} does not divide {model.num_heads} heads")
