@@ -95,7 +95,10 @@ NOT_USABLE = {
     "megatron_bridge_perf_summary.csv": (
         "FP8/MXFP8/NVFP4 runs, the BF16 ones all MoE (expert parallelism); no architecture columns"
     ),
-    "nemo_long_sequence_cp.csv": "FP8 runs with context parallelism",
+    "nemo_long_sequence_cp.csv": (
+        "model TFLOP/s without its formula: whether the attention term counts the causal half (a factor up to 2 "
+        "at 1M tokens) is not stated; the B200 rows' GPU is not in the catalogue"
+    ),
     "korthikanti2022_per_layer_time.csv": "one layer's forward/backward time, not a training step",
     "korthikanti2022_activation_memory_pct.csv": "analytic activation memory, no run (tests/test_model_specs.py)",
     "parallelism_choice_findings.csv": "which configuration won, no step times (benchmarks/published_choices.py)",
