@@ -184,13 +184,13 @@ def cp_kv_buffer_bytes(model: ModelSpec, training: Training, *, tokens: int, tp:
     gradients: with `all_gather` the whole sequence's (torch's context_parallel gathers them for its
     sub-SDPAs and reduce-scatters their gradients), with `p2p` the chunk in flight beside the one in hand
     (Transformer Engine's ring keeps a send and a receive buffer)."""
-    kv = tokens * 2 * local_kv_heads(model, tp) * model.head_dim * BF16_WEIGHT  # this GPU's K and V
-    return 2 * kv * ((cp - 1) if training.cp_comm == "all_gather" else 1)
+    return 2 * kv_bytes(model, tokens, tp) * ((cp - 1) if training.cp_comm == "all_gather" else 1)
 
 
-def local_kv_heads(model: ModelSpec, tp: int) -> int:
-    """Key/value heads on each TP rank: their share, or one replicated where there are fewer than TP ranks."""
-    return -(-model.num_kv_heads // tp)
+def kv_bytes(model: ModelSpec, tokens: float, tp: int) -> float:
+    """One block's bf16 keys and values of `tokens` on one TP rank: its share of the key/value heads,
+    or one head replicated where there are fewer than TP ranks."""
+    return tokens * 2 * -(-model.num_kv_heads // tp) * model.head_dim * BF16_WEIGHT
 
 
 def stage_memory(

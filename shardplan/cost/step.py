@@ -22,7 +22,7 @@ from shardplan.cost.memory import (
     CACHE_PART,
     fullest_stage_memory,
     gathered_across_micro_batches,
-    local_kv_heads,
+    kv_bytes,
     param_counts,
     required_bytes,
 )
@@ -233,8 +233,8 @@ def step_cost(
                 tp_s = max(0.0, moved_s - times.gemm_s)
         cp_s = 0.0
         if cp_axis is not None:
-            kv = tokens * 2 * local_kv_heads(model, tp) * model.head_dim * 2  # this GPU's bf16 K and V
-            time_of = partial(cp_axis.time_s, stage=p, size_bytes=kv * cp)  # the gathered buffer
+            gathered = kv_bytes(model, tokens, tp) * cp  # the whole sequence's K and V
+            time_of = partial(cp_axis.time_s, stage=p, size_bytes=gathered)
             link = cp_axis.link_class(p)
             exposed, moved = _cp_block_s(training, time_of, times.attention_s, cp, overlap_slowdown(link))
             cp_s = layers[p] * exposed
