@@ -342,6 +342,13 @@ def suggest(
         ),
     ] = None,
     micro_batch: Annotated[list[int] | None, typer.Option(help="Only these micro-batch sizes.")] = None,
+    cp: Annotated[
+        list[int] | None,
+        typer.Option(help="Context-parallel degrees to try too (repeat; e.g. for long sequences) [default: 1]."),
+    ] = None,
+    cp_comm: Annotated[
+        str, typer.Option(help="With --cp: p2p (Megatron / Transformer Engine's ring) or all_gather (torchtitan).")
+    ] = "p2p",
     dtype: Dtype = "bf16",
     fp8_recipe: Fp8Recipe = "tensorwise",
     grad_dtype: GradDtype = "fp32",
@@ -375,7 +382,7 @@ def suggest(
     if global_batch is None:
         per_gpu = -(-TOKENS_PER_STEP // (seq_len * topo.num_gpus))
         global_batch = per_gpu * topo.num_gpus
-    train = _training(locals(), global_batch=global_batch, seq_len=seq_len)
+    train = _training(locals(), global_batch=global_batch, seq_len=seq_len, cp_comm=cp_comm)
     with _progress() as report:
         plans = run_suggest(
             spec,
@@ -387,6 +394,7 @@ def suggest(
             zero_stages=tuple(zero) if zero else None,
             recompute=tuple(recompute) if recompute else None,  # type: ignore[arg-type]
             micro_batch=tuple(micro_batch) if micro_batch else None,
+            cp=tuple(sorted({1, *cp})) if cp else None,
             progress=report,
         )
     if emit is not None:
@@ -407,7 +415,9 @@ def suggest(
         highlight=False,
     )
     table = Table(box=box.SIMPLE_HEAD)
-    for col in ("#", "tp", "pp", "dp", "mb", "v", "zero", "recompute", "step s", "tokens/s", "MFU", "GB/GPU"):
+    with_cp = cp is not None
+    degrees = ("tp", "pp", "dp", "cp") if with_cp else ("tp", "pp", "dp")
+    for col in ("#", *degrees, "mb", "v", "zero", "recompute", "step s", "tokens/s", "MFU", "GB/GPU"):
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column("vs default", justify="right", no_wrap=True)
     table.add_column("proof", no_wrap=True)
@@ -415,7 +425,8 @@ def suggest(
         speedup = (p.default_step_time_s or p.step_time_s) / p.step_time_s
         table.add_row(
             str(k),
-            *(str(x) for x in (p.tp, p.pp, p.dp, p.micro_batch, p.virtual_stages, p.zero_stage, p.recompute)),
+            *(str(getattr(p, axis)) for axis in degrees),
+            *(str(x) for x in (p.micro_batch, p.virtual_stages, p.zero_stage, p.recompute)),
             f"{p.step_time_s:.3f}",
             f"{p.tokens_per_s:,.0f}",
             f"{p.mfu:.1%}",

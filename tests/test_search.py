@@ -18,6 +18,7 @@ from shardplan.cost.step import split_layers, step_cost, time_lower_bound_s
 from shardplan.errors import PlanError
 from shardplan.solve import space
 from shardplan.solve.stages import _mem_mib, _time_us, balance_stages
+from shardplan.solve.validate import mesh_groups
 
 DATA = Path(__file__).parent / "data"
 PINNED = dict(zero_stages=(1,), recompute=("selective",), micro_batch=(1,))
@@ -255,6 +256,23 @@ def test_uniform_nvswitch_node_is_never_worse_than_default() -> None:
         for p in suggest(model, "dgx-h100", Training(global_batch=64, seq_len=4096), top_k=3):
             assert p.step_time_s <= p.default_step_time_s
             assert p.optimal and p.gap == 0
+
+
+def test_long_sequences_may_take_context_parallelism() -> None:
+    """Llama 3 8B at 65,536 tokens on two DGX H100s: asked to try CP degrees, the search finds a plan that
+    splits the sequence and beats every plan without CP; each plan is valid, its CP groups inside a node."""
+    topo = load_topology("dgx-h100", nodes=2)
+    train = Training(global_batch=16, seq_len=65536)
+    without = suggest("llama3-8b", topo, train, top_k=1)[0]
+    plans = suggest("llama3-8b", topo, train, top_k=3, cp=(1, 2, 4, 8))
+    assert plans[0].cp > 1 and plans[0].step_time_s < without.step_time_s
+    for plan in plans:
+        validate_plan(plan, load_model("llama3-8b"), topo)
+        if plan.cp > 1:
+            assert all(len({topo.node_of[g] for g in group}) == 1 for group in mesh_groups(plan, "cp"))
+    assert {c.cp for c in space.candidates(load_model("llama3-8b"), 16, 16, cp=(1, 2))} == {1, 2}
+    with pytest.raises(PlanError, match="cp=3 needs seq_len a multiple of 2 x cp = 6"):
+        suggest("llama3-8b", topo, train, cp=(3,))
 
 
 def test_deepspeed_pipelines_are_never_interleaved() -> None:

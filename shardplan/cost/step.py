@@ -91,7 +91,7 @@ def _cp_block_s(
     chunk's with the p2p ring, the local chunk's with the all-gather (`Training.cp_comm`)."""
     gather, scatter = time_of("all_gather"), time_of("reduce_scatter")
     share = (cp - 1) / cp if training.cp_comm == "p2p" else 1 / cp
-    forward_passes = 1 + {"full": 1.0, "selective": 1.0, "selective-layer": 0.5}.get(training.recompute, 0.0)
+    forward_passes = _attention_forward_passes(training)
 
     def exposed(moved: float, attention_s: float) -> float:
         hidden = min(moved, share * attention_s)
@@ -101,6 +101,13 @@ def _cp_block_s(
         forward_passes * exposed(gather, attention[0]) + exposed(gather + scatter, attention[1]),
         forward_passes * gather + gather + scatter,
     )
+
+
+def _attention_forward_passes(training: Training) -> float:
+    """Forward passes of a block's attention per micro-batch: one, and again where recompute re-runs it
+    (full, Megatron's selective, half the blocks under selective-layer; torchtitan's per-op policy keeps
+    the attention's output)."""
+    return 1 + {"full": 1.0, "selective": 1.0, "selective-layer": 0.5}.get(training.recompute, 0.0)
 
 
 def _pipeline_split(training: Training, tp: int) -> int:
@@ -351,27 +358,42 @@ def step_cost(
 
 
 def traffic_bytes(
-    model: ModelSpec, training: Training, *, tp: int, pp: int, dp: int, micro_batch: int, virtual_stages: int = 1
+    model: ModelSpec,
+    training: Training,
+    *,
+    tp: int,
+    pp: int,
+    dp: int,
+    micro_batch: int,
+    virtual_stages: int = 1,
+    cp: int = 1,
 ) -> dict[str, float]:
-    """Bytes each GPU sends per step on each mesh axis ("tp", "dp", "pp"), by the same formulas
-    `step_cost` times: what the placement weighs one axis's links against another's."""
+    """Bytes each GPU sends per step on each mesh axis ("tp", "dp", "pp", and "cp" where cp > 1; "dp"
+    spans dp x cp), by the same formulas `step_cost` times: what the placement weighs one axis's links
+    against another's."""
     num_micro = training.global_batch // (dp * micro_batch)
-    act = micro_batch * training.seq_len * model.hidden_size * 2  # bf16 activations of one micro-batch
+    tokens = micro_batch * training.seq_len // cp
+    act = tokens * model.hidden_size * 2  # bf16 activations of one micro-batch on one GPU
     split = _pipeline_split(training, tp)
     passes, sp = _tp_passes(training), training.sequence_parallel and tp > 1
     layers = model.num_layers / pp
     params = param_counts(model, layers=round(layers), first=False, last=False) / tp
     gathers = 1 if gathered_across_micro_batches(training, pp) else num_micro * 2
-    zero3_gathers = gathers * params * 2 * (dp - 1) / dp if training.zero_stage == 3 else 0.0
-    return {
+    shards = dp * cp
+    zero3_gathers = gathers * params * 2 * (shards - 1) / shards if training.zero_stage == 3 else 0.0
+    out = {
         # per layer: two all-reduces (or two all-gather + reduce-scatter pairs) of the activations per
         # forward pass; backward the same, or under SP two more all-gathers (`_tp_layer_s`)
         "tp": num_micro * layers * (4 * (passes - 1) + (6 if sp else 4)) * (tp - 1) / tp * act,
         # gradients reduced once per step (all-reduce moves twice the reduce-scatter's bytes)
-        "dp": 2 * (dp - 1) / dp * params * training.grad_bytes + zero3_gathers,
+        "dp": 2 * (shards - 1) / shards * params * training.grad_bytes + zero3_gathers,
         # activations forward and gradients backward across each stage boundary
         "pp": (2 * (num_micro + pp - 1) * virtual_stages * act / split) if pp > 1 else 0.0,
     }
+    if cp > 1:  # per layer: K/V gathered forward (and in a recomputed forward), gathered and reduced backward
+        ops = _attention_forward_passes(training) + 2
+        out["cp"] = num_micro * layers * ops * (cp - 1) * kv_bytes(model, tokens, tp)
+    return out
 
 
 def time_lower_bound_s(
@@ -387,6 +409,7 @@ def time_lower_bound_s(
     calibration: Calibration | None = None,
     layers_per_stage: Sequence[int] | None = None,
     tp_ring_gbps: float | None = None,
+    cp: int = 1,
 ) -> float:
     """No placement and no split of layers into stages beats this: every micro-batch through the
     slowest stage plus its pipeline bubble, and on one stage, FSDP2's copies of all its weights and the
@@ -397,20 +420,20 @@ def time_lower_bound_s(
     rates = rates_for(topology.gpu_spec(0).key, calibration)
     fsdp2 = _host_wrappers(training, tp)[0]
     num_micro = training.global_batch // (dp * micro_batch)
+    tokens = micro_batch * training.seq_len // cp
     block_tp = 0.0  # one block's TP collectives, seconds, that no placement makes shorter or hides
     if tp > 1 and tp_ring_gbps and not training.tp_comm_overlap:
-        size = micro_batch * training.seq_len * model.hidden_size * 2
+        size = tokens * model.hidden_size * 2
 
         def time_of(op: str) -> float:
             return transfer_lower_bound_s(op, tp, size, tp_ring_gbps)
 
-        tokens = micro_batch * training.seq_len
         col = column_parallel_gemms_s(model, tokens, tp, rates, linear_precisions(training, rates)[1])
         sp = training.sequence_parallel
         forward, backward, _ = _tp_layer_s(training, sp, time_of, col, lost=0.0)
         block_tp = forward * (_tp_passes(training) - 1) + backward
 
-    stage_of = _stage_timer(model, training, micro_batch=micro_batch, tp=tp, rates=rates)
+    stage_of = _stage_timer(model, training, micro_batch=micro_batch, tp=tp, cp=cp, rates=rates)
     # the average stage, with its TP collectives (the slowest stage takes at least the average)
     per_micro = (stage_of(layers=model.num_layers, first=True, last=True).total_s + model.num_layers * block_tp) / pp
     if layers_per_stage is not None and pp > 1:  # split on whole microseconds: a tie either way is within one
@@ -422,7 +445,7 @@ def time_lower_bound_s(
     bound = num_micro * per_micro + (pp - 1) / virtual_stages * per_micro
     if pp == 1:  # with stages, which one bounds the step (and its weights) is not known here
         params = param_counts(model, layers=model.num_layers, first=True, last=True) / tp
-        bound += _optimizer_step_s(params, training, dp, num_micro, rates)
+        bound += _optimizer_step_s(params, training, dp * cp, num_micro, rates)
         if fsdp2:
-            bound += num_micro * fsdp2_copy_s(params, dp, rates)
+            bound += num_micro * fsdp2_copy_s(params, dp * cp, rates)
     return bound

@@ -62,12 +62,14 @@ def suggest(
     micro_batch: tuple[int, ...] | None = None,
     pp: tuple[int, ...] | None = None,
     tp: tuple[int, ...] | None = None,
+    cp: tuple[int, ...] | None = None,
     progress: Progress | None = None,
 ) -> list[Plan]:
     """The `top_k` best plans, best first (ties: smaller degrees and options first).
 
     `training`'s ZeRO stage and recompute setting are searched over unless `zero_stages` or
-    `recompute` pin them; `micro_batch`, `pp` and `tp` pin micro-batch sizes and degrees.
+    `recompute` pin them; `micro_batch`, `pp` and `tp` pin micro-batch sizes and degrees; `cp` names
+    the context-parallel degrees to try (default: none, cp = 1).
     `time_limit_s` bounds the search (wall clock; None: until proved, and then the same inputs give
     the same plans); plans then carry the gap to what is left unexplored.
 
@@ -87,7 +89,20 @@ def suggest(
     if unknown := [r for r in recompute or () if r not in modes]:
         raise PlanError(f"recompute {', '.join(unknown)}: expected one of {', '.join(modes)}")
 
-    pins = {"zero_stages": zero_stages, "recompute": recompute, "micro_batch": micro_batch, "pp": pp, "tp": tp}
+    for degree in cp or ():
+        if degree > 1 and (training.seq_len % (2 * degree) or training.attention == "unfused"):
+            raise PlanError(
+                f"cp={degree} needs seq_len a multiple of 2 x cp = {2 * degree} and fused attention "
+                f"(seq_len {training.seq_len}, attention {training.attention})"
+            )
+    pins = {
+        "zero_stages": zero_stages,
+        "recompute": recompute,
+        "micro_batch": micro_batch,
+        "pp": pp,
+        "tp": tp,
+        "cp": cp,
+    }
     cache: dict[tuple, Any] = {}  # stage splits, placements and ring bandwidth bounds, shared by candidates alike
     fitting: list[tuple[float, space.Candidate, Training]] = []
     closest: tuple[float, space.Candidate] | None = None
@@ -141,6 +156,7 @@ def _memory_bytes(
         layers=layers or split_layers(model.num_layers, c.pp),
         tp=c.tp,
         dp=c.dp,
+        cp=c.cp,
         micro_batch=c.micro_batch,
         virtual_stages=c.virtual_stages,
         context_bytes=context_bytes,
@@ -153,10 +169,9 @@ def _fastest_split(
 ) -> tuple[int, ...]:
     """The split of layers whose slowest stage is fastest, memory aside. It depends on the shapes and
     recompute only (ZeRO and dp change memory, which may veto it)."""
-    key = ("stages", c.tp, c.pp, c.micro_batch, c.virtual_stages, c.recompute)
+    key = ("stages", c.tp, c.pp, c.cp, c.micro_batch, c.virtual_stages, c.recompute)
     if key not in cache:
-        options = dict(tp=c.tp, pp=c.pp, dp=c.dp, micro_batch=c.micro_batch, virtual_stages=c.virtual_stages)
-        cache[key] = balance_stages(model, training, rates, **options, memory_bytes=None)
+        cache[key] = balance_stages(model, training, rates, **_shape(c), memory_bytes=None)
     return cache[key]
 
 
@@ -188,6 +203,7 @@ def _lower_bound(
         calibration=cal,
         layers_per_stage=_fastest_split(model, training, c, rates, cache) if split else None,
         tp_ring_gbps=cache[key],
+        cp=c.cp,
     )
 
 
@@ -202,26 +218,34 @@ def _cost(
     cache: dict[tuple, Any],
     memo: dict[tuple, float],
 ) -> _Scored | None:
-    """Stages, placement and cost of one candidate; None when no stage split fits."""
-    options = dict(tp=c.tp, pp=c.pp, dp=c.dp, micro_batch=c.micro_batch, virtual_stages=c.virtual_stages)
+    """Stages, placement and cost of one candidate; None when no stage split fits. Context parallelism
+    is placed as part of the tensor-parallel axis: the placement lays out (pp, dp, cp x tp) with the
+    CP traffic added to TP's (both move activations every block), read as (pp, dp, cp, tp)."""
     layers = _fastest_split(model, training, c, rates, cache)
     if hbm is not None and _memory_bytes(model, training, c, rates.context_bytes, layers) > hbm:
-        layers = balance_stages(model, training, rates, **options, memory_bytes=hbm)
+        layers = balance_stages(model, training, rates, **_shape(c), memory_bytes=hbm)
     if layers is None:
         return None
-    shape = (c.pp, c.dp, c.tp)
-    traffic = traffic_bytes(model, training, tp=c.tp, pp=c.pp, dp=c.dp, micro_batch=c.micro_batch)
+    shape = (c.pp, c.dp, c.cp * c.tp)
+    traffic = traffic_bytes(model, training, tp=c.tp, pp=c.pp, dp=c.dp, cp=c.cp, micro_batch=c.micro_batch)
+    traffic["tp"] += traffic.pop("cp", 0.0)
     key = ("placement", shape, *_weight_class(traffic))
     if key not in cache:
         cache[key] = layouts_for(topology, shape, traffic)
     placement = cache[key]
+
+    def mesh(layout: Layout) -> Layout:
+        """The placement's (pp, dp, cp x tp) layout as the mesh, (pp, dp, cp, tp) where cp > 1."""
+        if c.cp == 1:
+            return layout
+        return [[[row[i * c.tp : (i + 1) * c.tp] for i in range(c.cp)] for row in stage] for stage in layout]
 
     def cost_of(layout: Layout) -> StepCost:
         return step_cost(
             model,
             topology,
             training,
-            layout,
+            mesh(layout),
             micro_batch=c.micro_batch,
             virtual_stages=c.virtual_stages,
             layers_per_stage=layers,
@@ -237,7 +261,12 @@ def _cost(
             candidate = cost_of(layout)
             if candidate.step_time_s < cost.step_time_s:
                 chosen, cost = layout, candidate
-    return _Scored(c, training, chosen, cost, default, placement)
+    return _Scored(c, training, mesh(chosen), cost, default, placement)
+
+
+def _shape(c: space.Candidate) -> dict[str, int]:
+    """The candidate's degrees, micro-batch and chunks as `balance_stages` takes them."""
+    return dict(tp=c.tp, pp=c.pp, dp=c.dp, cp=c.cp, micro_batch=c.micro_batch, virtual_stages=c.virtual_stages)
 
 
 def _weight_class(traffic: dict[str, float]) -> tuple[int, ...]:

@@ -24,6 +24,7 @@ class Candidate:
     virtual_stages: int
     zero_stage: int
     recompute: str
+    cp: int = 1
 
 
 def divisors(n: int) -> list[int]:
@@ -86,25 +87,30 @@ def candidates(
     pp: Sequence[int] | None = None,
     tp: Sequence[int] | None = None,
     interleaved: bool = True,
+    cp: Sequence[int] = (1,),
 ) -> Iterator[Candidate]:
-    """Every valid combination, in a fixed order; the sequences given pin what they name. ZeRO
-    stages above 0 only with data parallelism (there is nothing to shard over one replica); one model
-    chunk per GPU where the pipeline runtime has no `interleaved` schedule."""
+    """Every valid combination, in a fixed order; the sequences given pin what they name; `cp`: the
+    context-parallel degrees to try. ZeRO stages above 0 only where weights are held more than once
+    (there is nothing to shard over one copy); one model chunk per GPU where the pipeline runtime has
+    no `interleaved` schedule."""
     for t in tp_degrees(model, num_gpus):
         if tp is not None and t not in tp:
             continue
         for p in pp_degrees(model, num_gpus // t):
             if pp is not None and p not in pp:
                 continue
-            dp = num_gpus // (t * p)
-            if global_batch % dp:
-                continue
-            for mb in micro_batches(global_batch // dp):
-                if micro_batch is not None and mb not in micro_batch:
+            for c in sorted(cp):
+                if (num_gpus // (t * p)) % c:
                     continue
-                for v in virtual_stage_counts(model, p, global_batch // (dp * mb), interleaved=interleaved):
-                    for z in zero_stages:
-                        if z and dp == 1:
-                            continue
-                        for r in recompute:
-                            yield Candidate(t, p, dp, mb, v, z, r)
+                dp = num_gpus // (t * p * c)
+                if global_batch % dp:
+                    continue
+                for mb in micro_batches(global_batch // dp):
+                    if micro_batch is not None and mb not in micro_batch:
+                        continue
+                    for v in virtual_stage_counts(model, p, global_batch // (dp * mb), interleaved=interleaved):
+                        for z in zero_stages:
+                            if z and dp * c == 1:
+                                continue
+                            for r in recompute:
+                                yield Candidate(t, p, dp, mb, v, z, r, c)

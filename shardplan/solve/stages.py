@@ -37,9 +37,11 @@ def balance_stages(
     micro_batch: int,
     virtual_stages: int,
     memory_bytes: float | None,
+    cp: int = 1,
 ) -> tuple[int, ...] | None:
     """Blocks per stage minimising the slowest stage's time, each stage within `memory_bytes`
-    (None: unbounded); among equally fast splits the most even. None when no split fits.
+    (None: unbounded); among equally fast splits the most even (`cp`: context-parallel degree). None
+    when no split fits.
 
     >>> from shardplan import Training, load_model
     >>> from shardplan.cost.calibration import rates_for
@@ -66,7 +68,8 @@ def balance_stages(
         kind = (p == 0, p == pp - 1)
         if kind not in by_kind:
             by_kind[kind] = [
-                _time_us(model, training, rates, p, pp, tp, micro_batch, j * chunk - off[p]) for j in range(1, most + 1)
+                _time_us(model, training, rates, p, pp, tp, micro_batch, j * chunk - off[p], cp=cp)
+                for j in range(1, most + 1)
             ]
         times.append(by_kind[kind])
     cap = [most] * pp  # chunks each stage can hold within memory
@@ -74,7 +77,7 @@ def balance_stages(
         limit = int(memory_bytes // MEMORY_UNIT)
         for p in range(pp):
             m1, m2 = (
-                _mem_mib(model, training, rates, p, pp, tp, dp, micro_batch, virtual_stages, j * chunk - off[p])
+                _mem_mib(model, training, rates, p, pp, tp, dp, micro_batch, virtual_stages, j * chunk - off[p], cp=cp)
                 for j in (1, 2)
             )
             grow = m2 - m1
@@ -104,7 +107,16 @@ def balance_stages(
 
 
 def _time_us(
-    model: ModelSpec, training: Training, rates: Rates, p: int, pp: int, tp: int, micro_batch: int, blocks: int
+    model: ModelSpec,
+    training: Training,
+    rates: Rates,
+    p: int,
+    pp: int,
+    tp: int,
+    micro_batch: int,
+    blocks: int,
+    *,
+    cp: int = 1,
 ) -> int:
     times = stage_times(
         model,
@@ -114,6 +126,7 @@ def _time_us(
         last=p == pp - 1,
         micro_batch=micro_batch,
         tp=tp,
+        cp=cp,
         rates=rates,
     )
     return round(times.total_s / TIME_UNIT_S)
@@ -130,6 +143,8 @@ def _mem_mib(
     micro_batch: int,
     v: int,
     blocks: int,
+    *,
+    cp: int = 1,
 ) -> int:
     mem = stage_memory(
         model,
@@ -139,6 +154,7 @@ def _mem_mib(
         tp=tp,
         pp=pp,
         dp=dp,
+        cp=cp,
         micro_batch=micro_batch,
         virtual_stages=v,
         context_bytes=rates.context_bytes,
