@@ -3,7 +3,8 @@
 python benchmarks/search_scale.py [--quick]
 
 Budgets (issue 6): 8 GPUs < 0.5 s; 64 GPUs (8x DGX H100, Llama-3-8B) < 2 s, where the nearest
-PyTorch-native planner reports about 52 s; 1,024 GPUs < 10 s; 16,384 GPUs (Llama-3-405B) < 60 s.
+PyTorch-native planner reports about 52 s; 1,024 GPUs < 10 s; 16,384 GPUs (Llama-3-405B) < 60 s, also
+at 131,072 tokens with context-parallel degrees up to 16 tried.
 Times are wall clock in this process after `import ortools` (0.2 s, paid once per process).
 """
 
@@ -17,18 +18,19 @@ import ortools.sat.python.cp_model  # noqa: F401  (import cost paid up front, re
 from shardplan import Training, load_model, load_topology, suggest
 
 CASES = [
-    # model, topology, nodes, global batch, seq len, budget s
-    ("llama3-8b", "a100-pcie-8gpu-bridged", 1, 64, 4096, 0.5),
-    ("llama3-8b", "dgx-h100", 1, 64, 4096, 0.5),
-    ("llama3-8b", "dgx-h100", 8, 256, 4096, 2.0),
-    ("llama3-70b", "dgx-h100", 128, 1024, 4096, 10.0),
-    ("llama3-405b", "dgx-h100", 2048, 2048, 8192, 60.0),
+    # model, topology, nodes, global batch, seq len, budget s, context-parallel degrees tried
+    ("llama3-8b", "a100-pcie-8gpu-bridged", 1, 64, 4096, 0.5, None),
+    ("llama3-8b", "dgx-h100", 1, 64, 4096, 0.5, None),
+    ("llama3-8b", "dgx-h100", 8, 256, 4096, 2.0, None),
+    ("llama3-70b", "dgx-h100", 128, 1024, 4096, 10.0, None),
+    ("llama3-405b", "dgx-h100", 2048, 2048, 8192, 60.0, None),
+    ("llama3-405b", "dgx-h100", 2048, 256, 131072, 60.0, (1, 2, 4, 8, 16)),  # long sequences
 ]
 
 
 def main() -> None:
     quick = "--quick" in sys.argv
-    for model, topo_name, nodes, batch, seq, budget in CASES[:3] if quick else CASES:
+    for model, topo_name, nodes, batch, seq, budget, cp in CASES[:3] if quick else CASES:
         topo = load_topology(topo_name, nodes=nodes)
         counted: list[tuple[int, int]] = []
         start = time.perf_counter()
@@ -38,6 +40,7 @@ def main() -> None:
             Training(global_batch=batch, seq_len=seq),
             top_k=3,
             time_limit_s=budget * 0.8,
+            cp=cp,
             progress=lambda done, total, seen=counted: seen.append((done, total)),
         )
         seconds = time.perf_counter() - start
@@ -46,6 +49,7 @@ def main() -> None:
         print(
             f"{model:<12} {topo.num_gpus:>6} GPUs: {seconds:6.2f} s ({seconds / budget:4.0%} of {budget:g} s); "
             f"{examined} of {fitting} fitting candidates examined; best tp={best.tp} pp={best.pp} dp={best.dp} "
+            f"{f'cp={best.cp} ' if cp else ''}"
             f"mb={best.micro_batch} v={best.virtual_stages} ZeRO-{best.zero_stage} {best.recompute}, "
             f"{best.step_time_s:.2f} s/step, MFU {best.mfu:.1%}, gap {best.gap:.1%}"
         )
