@@ -415,8 +415,7 @@ def suggest(
         highlight=False,
     )
     table = Table(box=box.SIMPLE_HEAD)
-    with_cp = cp is not None
-    degrees = ("tp", "pp", "dp", "cp") if with_cp else ("tp", "pp", "dp")
+    degrees = ("tp", "pp", "dp", "cp") if cp else ("tp", "pp", "dp")
     for col in ("#", *degrees, "mb", "v", "zero", "recompute", "step s", "tokens/s", "MFU", "GB/GPU"):
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column("vs default", justify="right", no_wrap=True)
