@@ -40,7 +40,7 @@ def auto_device_mesh(
     drives GPU g: torchrun's order, one process per GPU, `CUDA_VISIBLE_DEVICES` unset or the same
     on every node. `topology`: "live", or a source as for `load_topology` (a one-node source is
     repeated over the nodes torchrun runs). `search`: keyword options of `suggest` (e.g.
-    `pp=(1,)`, `zero_stages=(3,)`).
+    `pp=(1,)`, `zero_stages=(3,)`, `cp=(1, 2, 4)`: a plan with cp > 1 gives the mesh a "cp" axis).
     """
     import torch.distributed as dist
 
