@@ -271,7 +271,7 @@ def test_long_sequences_may_take_context_parallelism() -> None:
         if plan.cp > 1:
             assert all(len({topo.node_of[g] for g in group}) == 1 for group in mesh_groups(plan, "cp"))
     assert {c.cp for c in space.candidates(load_model("llama3-8b"), 16, 16, cp=(1, 2))} == {1, 2}
-    with pytest.raises(PlanError, match="cp=3 needs seq_len a multiple of 2 x cp = 6"):
+    with pytest.raises(PlanError, match="seq_len 65536 does not split into 2 x cp = 6 load-balanced chunks"):
         suggest("llama3-8b", topo, train, cp=(3,))
 
 

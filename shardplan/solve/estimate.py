@@ -25,6 +25,14 @@ def mesh_of(pp: int, dp: int, cp: int, tp: int) -> tuple[tuple[int, ...], tuple[
     return (pp, dp, tp), ("pp", "dp", "tp")
 
 
+def check_cp(training: Training, cp: int) -> None:
+    """A one-line `PlanError` where context parallelism of degree `cp` cannot run with `training`."""
+    if cp > 1 and training.attention == "unfused":
+        raise PlanError("context parallelism runs the attention in chunks: it needs attention='flash' or 'triton'")
+    if cp > 1 and training.seq_len % (2 * cp):
+        raise PlanError(f"seq_len {training.seq_len} does not split into 2 x cp = {2 * cp} load-balanced chunks")
+
+
 def default_layout(pp: int, dp: int, tp: int) -> list[list[list[int]]]:
     """Row-major rank order: GPU index = ((p * dp + d) * tp + t)."""
     import numpy as np  # here, not at start-up
@@ -76,10 +84,7 @@ def check_layout(
         )
     if virtual_stages > 1 and (training.global_batch // (dp * micro_batch)) % pp:
         raise PlanError("interleaved pipelines need the number of micro-batches to be a multiple of pp")
-    if cp > 1 and training.attention == "unfused":
-        raise PlanError("context parallelism runs the attention in chunks: it needs attention='flash' or 'triton'")
-    if cp > 1 and training.seq_len % (2 * cp):
-        raise PlanError(f"seq_len {training.seq_len} does not split into 2 x cp = {2 * cp} load-balanced chunks")
+    check_cp(training, cp)
     shape, names = mesh_of(pp, dp, cp, tp)
     if rank_layout is None:
         return np.arange(n).reshape(shape)

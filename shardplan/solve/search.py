@@ -30,7 +30,7 @@ from shardplan.model import ModelSpec, load_model
 from shardplan.model.schema import Recompute
 from shardplan.plan import Plan
 from shardplan.solve import space
-from shardplan.solve.estimate import default_layout, make_plan
+from shardplan.solve.estimate import check_cp, default_layout, make_plan
 from shardplan.solve.placement import Layout, Placement, layouts_for
 from shardplan.solve.stages import balance_stages
 from shardplan.topology import Topology, load_topology
@@ -90,11 +90,7 @@ def suggest(
         raise PlanError(f"recompute {', '.join(unknown)}: expected one of {', '.join(modes)}")
 
     for degree in cp or ():
-        if degree > 1 and (training.seq_len % (2 * degree) or training.attention == "unfused"):
-            raise PlanError(
-                f"cp={degree} needs seq_len a multiple of 2 x cp = {2 * degree} and fused attention "
-                f"(seq_len {training.seq_len}, attention {training.attention})"
-            )
+        check_cp(training, degree)
     pins = {
         "zero_stages": zero_stages,
         "recompute": recompute,
