@@ -379,6 +379,8 @@ def suggest(
 
     topo = load_topology(topology, nodes=nodes, gpu=gpu)
     spec = load_model(model)
+    if seq_len < 1:
+        raise ShardplanError(f"--seq-len {seq_len}: expected a positive number of tokens")
     if global_batch is None:
         per_gpu = -(-TOKENS_PER_STEP // (seq_len * topo.num_gpus))
         global_batch = per_gpu * topo.num_gpus

@@ -109,3 +109,18 @@ def test_estimate_command_json_and_bad_degrees():
     assert bad.stderr == "error: tp x pp x dp = 3 x 1 x 1 = 3, but the topology has 8 GPUs\n"
     bad = _cli("estimate", "--model", "llama3-8b", "--topology", "dgx-h100", "--dp", "8", "--recompute", "most")
     assert bad.returncode == 2 and bad.stderr.startswith("error: recompute:")
+
+
+def test_suggest_refuses_values_no_plan_can_take():
+    """Each bad option is one line naming the option and what was expected, exit code 2."""
+    base = ("suggest", "--model", "llama3-8b", "--topology", "dgx-h100")
+    expected = {
+        ("--seq-len", "0"): "error: --seq-len 0: expected a positive number of tokens\n",
+        ("--cp", "0"): "error: cp 0: expected whole numbers of at least 1\n",
+        ("--micro-batch", "-1"): "error: micro_batch -1: expected whole numbers of at least 1\n",
+        ("--zero", "4"): "error: ZeRO stage 4: expected 0, 1, 2 or 3\n",
+        ("--time-limit", "-1"): "error: time limit -1.0 s: expected 0 or more seconds\n",
+    }
+    for flags, message in expected.items():
+        bad = _cli(*base, *flags)
+        assert (bad.returncode, bad.stderr) == (2, message)

@@ -85,12 +85,8 @@ def suggest(
     hbm = topo.smallest_memory_bytes
     if top_k < 1:
         raise PlanError("top_k must be at least 1")
-    modes = get_args(Recompute)
-    if unknown := [r for r in recompute or () if r not in modes]:
-        raise PlanError(f"recompute {', '.join(unknown)}: expected one of {', '.join(modes)}")
-
-    for degree in cp or ():
-        check_cp(training, degree)
+    if time_limit_s is not None and time_limit_s < 0:
+        raise PlanError(f"time limit {time_limit_s} s: expected 0 or more seconds")
     pins = {
         "zero_stages": zero_stages,
         "recompute": recompute,
@@ -99,6 +95,9 @@ def suggest(
         "tp": tp,
         "cp": cp,
     }
+    _check_pins(pins)
+    for degree in cp or ():
+        check_cp(training, degree)
     cache: dict[tuple, Any] = {}  # stage splits, placements and ring bandwidth bounds, shared by candidates alike
     fitting: list[tuple[float, space.Candidate, Training]] = []
     closest: tuple[float, space.Candidate] | None = None
@@ -136,6 +135,18 @@ def suggest(
         raise PlanError(_infeasible(spec, topo, training, closest, hbm or 0.0, pins, rates.context_bytes))
     unexplored = fitting[explored][0] if explored < len(fitting) else None
     return [_plan(spec, topo, s, unexplored) for s in best]
+
+
+def _check_pins(pins: dict[str, tuple | None]) -> None:
+    """A one-line `PlanError` for a pinned value no plan can take."""
+    modes = get_args(Recompute)
+    if unknown := [r for r in pins["recompute"] or () if r not in modes]:
+        raise PlanError(f"recompute {', '.join(unknown)}: expected one of {', '.join(modes)}")
+    if bad := [z for z in pins["zero_stages"] or () if z not in (0, 1, 2, 3)]:
+        raise PlanError(f"ZeRO stage {', '.join(map(str, bad))}: expected 0, 1, 2 or 3")
+    for name in ("micro_batch", "pp", "tp", "cp"):
+        if bad := [v for v in pins[name] or () if v < 1]:
+            raise PlanError(f"{name} {', '.join(map(str, bad))}: expected whole numbers of at least 1")
 
 
 def _memory_bytes(
