@@ -149,6 +149,12 @@ class Training(BaseModel):
         return self.pipeline_runtime != "deepspeed"
 
     @property
+    def pipeline_zero_stages(self) -> tuple[int, ...]:
+        """The ZeRO stages the pipeline runtime runs with pp > 1: DeepSpeed's PipelineEngine asserts
+        "ZeRO-2 and ZeRO-3 are incompatible with pipeline parallelism" (runtime/pipe/engine.py)."""
+        return (0, 1) if self.pipeline_runtime == "deepspeed" else (0, 1, 2, 3)
+
+    @property
     def tokens_per_step(self) -> int:
         """Tokens processed per optimiser step."""
         return self.global_batch * self.seq_len

@@ -14,7 +14,7 @@ from shardplan import Plan, Training, estimate, load_model, load_topology
 from shardplan.cost.calibration import at_seq, rates_for, shipped_calibration
 from shardplan.cost.collectives import SPEED_BESIDE_HELD_SMS, overlap_slowdown
 from shardplan.cost.compute import MISALIGNED_PEAK_SHARE, _block_times, gemm_s
-from shardplan.cost.memory import activation_bytes, param_counts, state_bytes
+from shardplan.cost.memory import CACHE_PART, activation_bytes, param_counts, peak_memory, state_bytes
 from shardplan.cost.step import traffic_bytes
 from shardplan.errors import PlanError
 
@@ -242,6 +242,15 @@ def test_allocator_cache_only_fills_what_the_gpu_has_left():
     assert sum(plan.memory_breakdown.values()) == pytest.approx(plan.memory_per_gpu_bytes)
 
 
+def test_fitting_is_decided_by_the_stage_that_requires_most_not_the_one_with_most_cache():
+    """Stage 0 requires 10 bytes; stage 1 requires 8 and caches 4: on 9 bytes stage 0 does not fit, though
+    stage 1 shows the larger peak; on 11 bytes both fit and stage 1's cache fills the 3 bytes its GPU has left."""
+    stages = [{"activations": 10.0, CACHE_PART: 0.0}, {"activations": 8.0, CACHE_PART: 4.0}]
+    assert peak_memory(stages, 9.0) == (10.0, stages[1])
+    assert peak_memory(stages, 11.0) == (10.0, {"activations": 8.0, CACHE_PART: 3.0})
+    assert peak_memory(stages, None) == (10.0, stages[1])
+
+
 def test_tp_across_pcie_never_beats_tp_inside_nvlink_island():
     topo = load_topology("a100-pcie-8gpu-bridged")
     train = Training(global_batch=16, seq_len=2048, recompute="full", zero_stage=1)
@@ -320,11 +329,16 @@ def test_more_tokens_take_longer():
             {"tp": 1, "pp": 2, "dp": 4, "virtual_stages": 2, "pipeline_runtime": "deepspeed"},
             "the deepspeed pipeline runtime runs one model chunk per GPU: set virtual_stages=1",
         ),
+        (
+            {"tp": 1, "pp": 2, "dp": 4, "zero_stage": 2, "pipeline_runtime": "deepspeed"},
+            "the deepspeed pipeline runtime refuses ZeRO-2 with pp > 1: set zero_stage to 0 or 1, or pp=1",
+        ),
     ],
 )
 def test_impossible_requests_say_what_to_change(kwargs, message):
     model = kwargs.pop("model", "llama3-8b")
-    train = TRAIN.model_copy(update={"pipeline_runtime": kwargs.pop("pipeline_runtime", "megatron")})
+    options = ("pipeline_runtime", "zero_stage")
+    train = TRAIN.model_copy(update={k: kwargs.pop(k) for k in options if k in kwargs})
     with pytest.raises(PlanError, match=message.replace("(", r"\(").replace(")", r"\)")):
         estimate(model, "dgx-h100", train, **kwargs)
 

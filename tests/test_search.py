@@ -15,7 +15,9 @@ from shardplan import Training, estimate, load_model, load_topology, suggest, va
 from shardplan.cost.calibration import rates_for
 from shardplan.cost.collectives import ring_gbps_bound
 from shardplan.cost.step import split_layers, step_cost, time_lower_bound_s
+from shardplan.emit import emit
 from shardplan.errors import PlanError
+from shardplan.plan import Plan
 from shardplan.solve import space
 from shardplan.solve.stages import _mem_mib, _time_us, balance_stages
 from shardplan.solve.validate import mesh_groups
@@ -275,17 +277,21 @@ def test_long_sequences_may_take_context_parallelism() -> None:
         suggest("llama3-8b", topo, train, cp=(3,))
 
 
-def test_deepspeed_pipelines_are_never_interleaved() -> None:
+def test_deepspeed_pipelines_are_never_interleaved_nor_sharded_past_zero_1() -> None:
     """Llama 3 70B on 4 DGX H100: the best plans interleave stages under Megatron's schedule; DeepSpeed's
-    PipelineEngine runs one model chunk per GPU, so its plans never do."""
+    PipelineEngine runs one model chunk per GPU and asserts that ZeRO-2 and ZeRO-3 are incompatible with
+    pipeline parallelism, so its pipelined plans do neither; the DeepSpeed config refuses a plan that does."""
     topo = load_topology("dgx-h100", nodes=4)
 
-    def chunks(runtime: str) -> set[int]:
+    def plans(runtime: str) -> list[Plan]:
         train = Training(global_batch=64, seq_len=4096, pipeline_runtime=runtime)
-        return {p.virtual_stages for p in suggest("llama3-70b", topo, train, top_k=5)}
+        return suggest("llama3-70b", topo, train, top_k=8, pp=(2, 4, 8))
 
-    assert max(chunks("megatron")) > 1
-    assert chunks("deepspeed") == {1}
+    assert max(p.virtual_stages for p in plans("megatron")) > 1
+    assert max(p.zero_stage for p in plans("megatron")) > 1
+    assert {(p.virtual_stages, p.zero_stage <= 1) for p in plans("deepspeed")} == {(1, True)}
+    with pytest.raises(PlanError, match="plan again with --pipeline-runtime deepspeed"):
+        emit(plans("megatron")[0], topo, "deepspeed")
 
 
 # ----- determinism, random machines, infeasible requests -------------------------------------------

@@ -275,7 +275,7 @@ def stage_memory(
     return mem
 
 
-def fullest_stage_memory(
+def stage_memories(
     model: ModelSpec,
     training: Training,
     *,
@@ -286,25 +286,32 @@ def fullest_stage_memory(
     virtual_stages: int,
     context_bytes: float,
     cp: int = 1,
-) -> dict[str, float]:
-    """`stage_memory` of the pipeline stage that needs the most bytes (`layers`: blocks per stage)."""
+) -> list[dict[str, float]]:
+    """`stage_memory` of every pipeline stage (`layers`: blocks per stage)."""
     pp = len(layers)
-    return max(
-        (
-            stage_memory(
-                model,
-                training,
-                stage=p,
-                layers=layers[p],
-                tp=tp,
-                pp=pp,
-                dp=dp,
-                micro_batch=micro_batch,
-                virtual_stages=virtual_stages,
-                context_bytes=context_bytes,
-                cp=cp,
-            )
-            for p in range(pp)
-        ),
-        key=lambda mem: sum(mem.values()),
-    )
+    return [
+        stage_memory(
+            model,
+            training,
+            stage=p,
+            layers=layers[p],
+            tp=tp,
+            pp=pp,
+            dp=dp,
+            micro_batch=micro_batch,
+            virtual_stages=virtual_stages,
+            context_bytes=context_bytes,
+            cp=cp,
+        )
+        for p in range(pp)
+    ]
+
+
+def peak_memory(stages: list[dict[str, float]], hbm: float | None) -> tuple[float, dict[str, float]]:
+    """What must fit on the fullest GPU (the most any stage requires), and the parts of the peak a run
+    reports (the largest over stages): where everything fits, each GPU's allocator keeps as much cache as
+    its GPU has room for. The stage that requires the most need not be the one with the most cache."""
+    need = max(map(required_bytes, stages))
+    if hbm is not None and need <= hbm:
+        stages = [{**m, CACHE_PART: min(m.get(CACHE_PART, 0.0), hbm - required_bytes(m))} for m in stages]
+    return need, max(stages, key=lambda m: sum(m.values()))

@@ -19,12 +19,11 @@ from shardplan.cost.compute import (
     stage_times,
 )
 from shardplan.cost.memory import (
-    CACHE_PART,
-    fullest_stage_memory,
     gathered_across_micro_batches,
     kv_bytes,
     param_counts,
-    required_bytes,
+    peak_memory,
+    stage_memories,
 )
 from shardplan.model.schema import ModelSpec
 from shardplan.topology.schema import Topology
@@ -321,20 +320,20 @@ def step_cost(
     opt_s = _optimizer_step_s(params_local, training, shards, num_micro, rates, held=held)
 
     step = compute_s + tp_total + cp_total + bubble_s + pp_s + dp_s + fsdp_s + opt_s
-    worst_mem = fullest_stage_memory(
-        model,
-        training,
-        layers=layers,
-        tp=tp,
-        dp=dp,
-        cp=cp,
-        micro_batch=micro_batch,
-        virtual_stages=virtual_stages,
-        context_bytes=rates.context_bytes,
+    need, worst_mem = peak_memory(
+        stage_memories(
+            model,
+            training,
+            layers=layers,
+            tp=tp,
+            dp=dp,
+            cp=cp,
+            micro_batch=micro_batch,
+            virtual_stages=virtual_stages,
+            context_bytes=rates.context_bytes,
+        ),
+        hbm,
     )
-    need = required_bytes(worst_mem)
-    if hbm is not None and need <= hbm:  # the allocator keeps as much cache as the GPU has room for
-        worst_mem[CACHE_PART] = min(worst_mem.get(CACHE_PART, 0.0), hbm - need)
     memory = sum(worst_mem.values())
     return StepCost(
         step_time_s=step,

@@ -15,8 +15,9 @@ def deepspeed_json(plan: Plan, topology: Topology) -> str:
     tensor and pipeline degrees from the model code (Megatron-DeepSpeed, PipelineModule), so they
     travel in the `shardplan` block for that code to read; DeepSpeed ignores unknown top-level keys
     only in some versions, so remove the block where yours rejects it. DeepSpeed's PipelineEngine
-    has no sequence parallelism and sends whole activations from every TP rank: estimate such runs
-    with `Training(sequence_parallel=False, pipeline_runtime="deepspeed")`.
+    has no sequence parallelism, sends whole activations from every TP rank, runs one model chunk per
+    GPU and refuses ZeRO-2 and ZeRO-3: plan such runs with `Training(sequence_parallel=False,
+    pipeline_runtime="deepspeed")`; a pipelined plan it cannot run is a one-line error.
 
     >>> from shardplan import Training, estimate, load_topology
     >>> t = load_topology("dgx-h100")
@@ -27,6 +28,11 @@ def deepspeed_json(plan: Plan, topology: Topology) -> str:
     """
     if plan.cp > 1:
         raise PlanError("DeepSpeed has no ring-attention context parallelism: emit the plan for megatron or torchtitan")
+    if plan.pp > 1 and (plan.zero_stage > 1 or plan.virtual_stages > 1):
+        raise PlanError(
+            "DeepSpeed's PipelineEngine runs ZeRO-0 or ZeRO-1 and one model chunk per GPU: "
+            "plan again with --pipeline-runtime deepspeed"
+        )
     config = {
         "train_batch_size": plan.global_batch,
         "train_micro_batch_size_per_gpu": plan.micro_batch,

@@ -82,6 +82,11 @@ def check_layout(
         raise PlanError(
             f"the {training.pipeline_runtime} pipeline runtime runs one model chunk per GPU: set virtual_stages=1"
         )
+    if pp > 1 and training.zero_stage not in training.pipeline_zero_stages:
+        raise PlanError(
+            f"the {training.pipeline_runtime} pipeline runtime refuses ZeRO-{training.zero_stage} with pp > 1: "
+            f"set zero_stage to {' or '.join(map(str, training.pipeline_zero_stages))}, or pp=1"
+        )
     if virtual_stages > 1 and (training.global_batch // (dp * micro_batch)) % pp:
         raise PlanError("interleaved pipelines need the number of micro-batches to be a multiple of pp")
     check_cp(training, cp)

@@ -23,7 +23,7 @@ from typing import Any, get_args
 
 from shardplan.cost.calibration import Calibration, Rates, rates_for, read_calibration
 from shardplan.cost.collectives import ring_gbps_bound
-from shardplan.cost.memory import fullest_stage_memory, required_bytes
+from shardplan.cost.memory import required_bytes, stage_memories
 from shardplan.cost.step import StepCost, split_layers, step_cost, time_lower_bound_s, traffic_bytes
 from shardplan.errors import PlanError
 from shardplan.model import ModelSpec, load_model
@@ -157,7 +157,7 @@ def _memory_bytes(
     layers: tuple[int, ...] | None = None,
 ) -> float:
     """Bytes that must fit on the fullest GPU, layers split as given or evenly (placement does not change it)."""
-    mem = fullest_stage_memory(
+    mems = stage_memories(
         model,
         training,
         layers=layers or split_layers(model.num_layers, c.pp),
@@ -168,7 +168,7 @@ def _memory_bytes(
         virtual_stages=c.virtual_stages,
         context_bytes=context_bytes,
     )
-    return required_bytes(mem)
+    return max(map(required_bytes, mems))
 
 
 def _fastest_split(
@@ -348,6 +348,7 @@ def _candidates(model: ModelSpec, num_gpus: int, training: Training, pins: dict[
         num_gpus,
         training.global_batch,
         interleaved=training.interleaved_pipeline,
+        pipeline_zero_stages=training.pipeline_zero_stages,
         **{k: v for k, v in pins.items() if v},
     )
 

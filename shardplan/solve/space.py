@@ -87,12 +87,13 @@ def candidates(
     pp: Sequence[int] | None = None,
     tp: Sequence[int] | None = None,
     interleaved: bool = True,
+    pipeline_zero_stages: Sequence[int] = ZERO_STAGES,
     cp: Sequence[int] = (1,),
 ) -> Iterator[Candidate]:
     """Every valid combination, in a fixed order; the sequences given pin what they name; `cp`: the
     context-parallel degrees to try. ZeRO stages above 0 only where weights are held more than once
     (there is nothing to shard over one copy); one model chunk per GPU where the pipeline runtime has
-    no `interleaved` schedule."""
+    no `interleaved` schedule, and with pp > 1 only the `pipeline_zero_stages` it runs."""
     for t in tp_degrees(model, num_gpus):
         if tp is not None and t not in tp:
             continue
@@ -110,7 +111,7 @@ def candidates(
                         continue
                     for v in virtual_stage_counts(model, p, global_batch // (dp * mb), interleaved=interleaved):
                         for z in zero_stages:
-                            if z and dp * c == 1:
+                            if (z and dp * c == 1) or (p > 1 and z not in pipeline_zero_stages):
                                 continue
                             for r in recompute:
                                 yield Candidate(t, p, dp, mb, v, z, r, c)
