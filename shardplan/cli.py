@@ -223,7 +223,7 @@ PipelineRuntime = Annotated[
     typer.Option(
         help="megatron (Megatron-LM), torch (torch.distributed.pipelining, torchtitan: a receive buffer per "
         "micro-batch for activations and for gradients on every stage) or deepspeed (DeepSpeed's PipelineEngine: "
-        "blocking sends of whole tensors, four per micro-batch)."
+        "blocking sends of whole tensors, four per micro-batch; one model chunk per GPU; ZeRO-0/1 only with pp > 1)."
     ),
 ]
 
