@@ -279,46 +279,55 @@ def step_cost(
         pp_s = _pipeline_transfers(training, num_micro, pp, virtual_stages) * worst
         comm[by_parity[(pp - 2) % 2].link_class((pp - 2) // 2)] += pp_s
 
-    # --- data parallel ---------------------------------------------------------------------------
-    dp_s, fsdp_s, opt_s = 0.0, 0.0, 0.0
+    # --- data parallel: each stage reduces its own gradients and steps its own optimizer; the step ends
+    # with the stage that takes longest there (not necessarily the pipeline's bottleneck) ---------------
     held = gathered_across_micro_batches(training, pp)
-    params_local = param_counts(model, layers=layers[bottleneck], first=bottleneck == 0, last=bottleneck == pp - 1) / tp
-    if shards > 1:
-        grad_bytes = params_local * training.grad_bytes
-        if training.zero_stage >= 1:  # reduce-scatter gradients, all-gather the updated bf16 weights
-            sync = dp_axis.time_s("reduce_scatter", bottleneck, grad_bytes)
-            gather = dp_axis.time_s("all_gather", bottleneck, params_local * 2)
-        else:
-            sync, gather = dp_axis.time_s("all_reduce", bottleneck, grad_bytes), 0.0
-        link = dp_axis.link_class(bottleneck)
-        lost = overlap_slowdown(link)
-        if training.zero_stage == 3:
-            # FSDP / ZeRO-3 gathers and reduces one transformer block at a time (its wrapping unit), so
-            # each micro-batch runs a gather (forward), a gather and a reduce-scatter (backward) per
-            # block, each paying the collective's latency; they overlap that micro-batch's compute,
-            # which loses `overlap_slowdown` of the time they run beside it.
-            # Under PP the stage stays gathered across micro-batches (`gathered_across_micro_batches`):
-            # one gather per block in the first forward and one reduce-scatter in the last backward.
-            blocks = max(layers[bottleneck], 1)
-            gather_block = dp_axis.time_s("all_gather", bottleneck, params_local * 2 / blocks)
-            sync_block = dp_axis.time_s("reduce_scatter", bottleneck, grad_bytes / blocks)
-            rounds, gathers = (1, 1) if held else (num_micro, 2)
-            per_round = blocks * (gathers * gather_block + sync_block)
-            fsdp_s = rounds * (max(0.0, per_round - per_micro) + lost * min(per_round, per_micro))
-            comm[link] += rounds * per_round
-        else:
-            # Gradient sync overlaps the backward of the last micro-batch; the weight gather (ZeRO 1/2)
-            # follows the optimizer step, or runs under the next step's first forward. The compute
-            # beside them loses `overlap_slowdown` of the time they overlap it.
-            last_backward = per_micro * 2 / 3
-            hidden = stage_forward[bottleneck] if training.overlap_param_gather else 0.0
-            dp_s = max(0.0, sync - last_backward) + max(0.0, gather - hidden)
-            dp_s += lost * (min(sync, last_backward) + min(gather, hidden))
-            comm[link] += sync + gather
-    if fsdp2:  # its copies in and out of the collective buffers run on the compute stream, at any DP degree
-        fsdp_s += (1 if held else num_micro) * fsdp2_copy_s(params_local, shards, rates)
-    opt_s = _optimizer_step_s(params_local, training, shards, num_micro, rates, held=held)
 
+    def sync(p: int) -> tuple[float, float, float, str, float]:
+        """Stage p's exposed gradient sync, FSDP gathers and optimizer step; the link and seconds it moves."""
+        dp_s = fsdp_s = moved = 0.0
+        link = "nvlink"
+        params_local = param_counts(model, layers=layers[p], first=p == 0, last=p == pp - 1) / tp
+        if shards > 1:
+            grad_bytes = params_local * training.grad_bytes
+            if training.zero_stage >= 1:  # reduce-scatter gradients, all-gather the updated bf16 weights
+                sync = dp_axis.time_s("reduce_scatter", p, grad_bytes)
+                gather = dp_axis.time_s("all_gather", p, params_local * 2)
+            else:
+                sync, gather = dp_axis.time_s("all_reduce", p, grad_bytes), 0.0
+            link = dp_axis.link_class(p)
+            lost = overlap_slowdown(link)
+            if training.zero_stage == 3:
+                # FSDP / ZeRO-3 gathers and reduces one transformer block at a time (its wrapping unit), so
+                # each micro-batch runs a gather (forward), a gather and a reduce-scatter (backward) per
+                # block, each paying the collective's latency; they overlap that micro-batch's compute,
+                # which loses `overlap_slowdown` of the time they run beside it.
+                # Under PP the stage stays gathered across micro-batches (`gathered_across_micro_batches`):
+                # one gather per block in the first forward and one reduce-scatter in the last backward.
+                blocks = max(layers[p], 1)
+                gather_block = dp_axis.time_s("all_gather", p, params_local * 2 / blocks)
+                sync_block = dp_axis.time_s("reduce_scatter", p, grad_bytes / blocks)
+                rounds, gathers = (1, 1) if held else (num_micro, 2)
+                per_round = blocks * (gathers * gather_block + sync_block)
+                fsdp_s = rounds * (max(0.0, per_round - per_micro) + lost * min(per_round, per_micro))
+                moved = rounds * per_round
+            else:
+                # Gradient sync overlaps the backward of the last micro-batch; the weight gather (ZeRO 1/2)
+                # follows the optimizer step, or runs under the next step's first forward. The compute
+                # beside them loses `overlap_slowdown` of the time they overlap it.
+                last_backward = per_micro * 2 / 3
+                hidden = stage_forward[p] if training.overlap_param_gather else 0.0
+                dp_s = max(0.0, sync - last_backward) + max(0.0, gather - hidden)
+                dp_s += lost * (min(sync, last_backward) + min(gather, hidden))
+                moved = sync + gather
+        if fsdp2:  # its copies in and out of the collective buffers run on the compute stream, at any DP degree
+            fsdp_s += (1 if held else num_micro) * fsdp2_copy_s(params_local, shards, rates)
+        opt_s = _optimizer_step_s(params_local, training, shards, num_micro, rates, held=held)
+        return dp_s, fsdp_s, opt_s, link, moved
+
+    syncs = [sync(p) for p in (bottleneck, *(q for q in range(pp) if q != bottleneck))]
+    dp_s, fsdp_s, opt_s, link, moved = max(syncs, key=lambda c: c[0] + c[1] + c[2])
+    comm[link] += moved
     step = compute_s + tp_total + cp_total + bubble_s + pp_s + dp_s + fsdp_s + opt_s
     need, worst_mem = peak_memory(
         stage_memories(
