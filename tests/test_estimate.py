@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import statistics
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +14,12 @@ import pytest
 
 from shardplan import Plan, Training, estimate, load_model, load_topology
 from shardplan.cost.calibration import at_seq, rates_for, shipped_calibration
-from shardplan.cost.collectives import SPEED_BESIDE_HELD_SMS, overlap_slowdown
+from shardplan.cost.collectives import SPEED_BESIDE_HELD_SMS, nccl_channels, overlap_slowdown
 from shardplan.cost.compute import MISALIGNED_PEAK_SHARE, _block_times, gemm_s
 from shardplan.cost.memory import CACHE_PART, activation_bytes, param_counts, peak_memory, state_bytes
 from shardplan.cost.step import traffic_bytes
 from shardplan.errors import PlanError
+from shardplan.topology import read_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -186,20 +189,30 @@ def test_compute_beside_a_collective_loses_the_sms_nccl_holds():
     recorded = json.loads((ROOT / "benchmarks/results/h100-overlap-interference/overlap-interference.json").read_text())
     medians = {int(k): v for k, v in recorded["median_speed_beside"].items()}
     assert dict(SPEED_BESIDE_HELD_SMS[1:]) == pytest.approx(medians, abs=5e-5)
-    assert overlap_slowdown("nvlink") == pytest.approx(1 - medians[16], abs=5e-5)
-    assert overlap_slowdown("pcie") < overlap_slowdown("nvlink") / 3  # 4 channels over PCIe
+    assert overlap_slowdown(16) == pytest.approx(1 - medians[16], abs=5e-5)
+    assert overlap_slowdown(4) < overlap_slowdown(16) / 3  # 4 channels over PCIe
     train = Training(global_batch=16, seq_len=4096, zero_stage=3, fsdp_version=1)
     plan = estimate("llama3-8b", "dgx-h100", train, tp=1, pp=1, dp=8)
     comm, compute = plan.comm_time_by_link["nvlink"], plan.breakdown["compute"]  # all micro-batches
     overlapped = min(comm, compute)
     assert overlapped > 0.05 * compute
-    assert plan.breakdown["fsdp"] == pytest.approx(comm - overlapped + overlap_slowdown("nvlink") * overlapped)
+    assert plan.breakdown["fsdp"] == pytest.approx(comm - overlapped + overlap_slowdown(16) * overlapped)
     # DDP: the gradient all-reduce under the last micro-batch's backward (2/3 of its compute)
     ddp = estimate("llama3-8b", "dgx-h100", train.model_copy(update={"zero_stage": 0}), tp=1, pp=1, dp=8)
     sync, backward = ddp.comm_time_by_link["nvlink"], ddp.breakdown["compute"] / ddp.num_micro_batches * 2 / 3
     hidden = min(sync, backward)
-    assert ddp.breakdown["dp"] == pytest.approx(sync - hidden + overlap_slowdown("nvlink") * hidden)
+    assert ddp.breakdown["dp"] == pytest.approx(sync - hidden + overlap_slowdown(16) * hidden)
     assert hidden > 0
+
+
+def test_nccl_holds_two_channels_per_nvlink_of_the_slowest_hop():
+    """16 channels through an NVSwitch and across nodes, 4 over PCIe; between GPUs bonded by NVLinks 2 per
+    link of the ring's slowest hop (HGX H100 4-GPU: NV6 pairs), and no fewer than over PCIe (DGX-1's NV1 and
+    NV2 pairs), so that a pair that loses its NVLink never holds fewer SMs than before."""
+    dgx1, hgx, h100 = load_topology("dgx1-v100"), load_topology("hgx-h100-4gpu"), load_topology("dgx-h100", nodes=2)
+    assert [nccl_channels(dgx1, g) for g in ([5, 7], [0, 3], [0, 1, 2, 3], [0, 5])] == [4, 4, 4, 4]
+    assert [nccl_channels(hgx, g) for g in ([0, 1], range(4))] == [12, 12]
+    assert [nccl_channels(h100, g) for g in (range(8), [0, 1], [0, 8])] == [16, 16, 16]
 
 
 def test_dtensor_tp_adds_its_measured_host_time_in_eager_mode():
@@ -263,18 +276,80 @@ def test_tp_across_pcie_never_beats_tp_inside_nvlink_island():
     assert estimate("llama2-7b", topo, train, tp=2, pp=1, dp=4, rank_layout=np.array(across)) == crossed
 
 
-def test_time_never_drops_when_a_link_is_degraded(tmp_path):
-    healthy = tmp_path / "healthy.yaml"
-    degraded = tmp_path / "degraded.yaml"
-    base = (
-        "nodes: [{gpu: v100-sxm2-32gb, gpus: 4, pcie: {gen: 3}, nvlink: [[0, 1, %d], [2, 3, 2], [0, 2, 1], [1, 3, 1]]}]"
-    )
-    healthy.write_text(base % 2)
-    degraded.write_text(base % 1)
-    train = Training(global_batch=8, seq_len=1024, zero_stage=1, recompute="full")
-    a = estimate("gpt-tiny", healthy, train, tp=2, pp=1, dp=2)
-    b = estimate("gpt-tiny", degraded, train, tp=2, pp=1, dp=2)
-    assert b.step_time_s >= a.step_time_s
+def _degraded(spec: dict) -> Iterator[tuple[str, dict]]:
+    """`spec` (a declared topology) with one thing slower each time: an NVLink bundle loses a link (its
+    last one: the pair falls back to PCIe), the NVSwitch half its links or NVLink SHARP, PCIe a
+    generation, every NIC or one NIC half its speed."""
+    node = spec["nodes"][0]
+    for k, (a, b, links) in enumerate(node.get("nvlink", [])):
+        bundles = [*node["nvlink"][:k], *([[a, b, links - 1]] if links > 1 else []), *node["nvlink"][k + 1 :]]
+        yield f"NVLink {a}-{b} x{links - 1}", _with(spec, nvlink=bundles)
+    if "nvswitch" in node:
+        switch = node["nvswitch"]
+        yield "NVSwitch half links", _with(spec, nvswitch={**switch, "links_per_gpu": switch["links_per_gpu"] // 2})
+        if switch.get("nvls"):
+            yield "no NVLS", _with(spec, nvswitch={**switch, "nvls": False})
+    if node["pcie"]["gen"] > 3:
+        yield "PCIe a generation down", _with(spec, pcie={**node["pcie"], "gen": node["pcie"]["gen"] - 1})
+    half = [{**nic, "gbit": nic["gbit"] / 2} for nic in node["nics"]]
+    yield "NICs half", {**_with(spec, nics=half), "network": {**spec["network"], "gbit_per_nic": half[0]["gbit"]}}
+    yield "one NIC half", _with(spec, nics=[half[0], *node["nics"][1:]])
+
+
+def _with(spec: dict, **node: object) -> dict:
+    return {**spec, "nodes": [{**spec["nodes"][0], **node}]}
+
+
+def _random_layouts(n: int, rng: random.Random, count: int) -> Iterator[tuple[dict, dict]]:
+    """`count` layouts of n GPUs: degrees (CP among them), ZeRO, recompute and overlap options, ranks shuffled."""
+    while count:
+        tp = rng.choice([d for d in (1, 2, 4, 8) if n % d == 0])
+        pp = rng.choice([d for d in (1, 2, 4) if n // tp % d == 0])
+        cp = rng.choice([d for d in (1, 1, 2) if n // (tp * pp) % d == 0])
+        dp = n // (tp * pp * cp)
+        training = {
+            "global_batch": dp * pp * rng.choice([1, 2, 4]),
+            "seq_len": rng.choice([1024, 2048, 4096]),
+            "zero_stage": rng.choice([0, 1, 2, 3]),
+            "recompute": rng.choice(["none", "selective", "full"]),
+            "tp_comm_overlap": rng.random() < 0.3,
+            "pipeline_runtime": rng.choice(["megatron", "torch"]),
+        }
+        gpus = list(range(n))
+        rng.shuffle(gpus)
+        shape = (pp, dp, cp, tp) if cp > 1 else (pp, dp, tp)
+        yield training, {"tp": tp, "pp": pp, "dp": dp, "cp": cp, "rank_layout": np.reshape(gpus, shape).tolist()}
+        count -= 1
+
+
+@pytest.mark.parametrize(
+    "preset", ["dgx1-v100", "a100-pcie-8gpu-bridged", "dgx-h100", "pcie-8gpu-2socket", "hgx-h100-4gpu"]
+)
+def test_time_never_drops_when_a_link_is_degraded(preset, tmp_path):
+    """Over shuffled layouts of one and two nodes, each link made slower in turn. To within a part per
+    million: NCCL opens 2 channels per NVLink (`nccl_channels`), so a bundle that loses a link holds a few SMs
+    fewer during the latency of its collectives (HGX H100's NV6 -> NV5: 1e-7 of the step)."""
+    rng = random.Random(preset)
+    healthy = read_spec(preset).model_dump(mode="json", exclude_none=True)
+    for nodes in (1, 2):
+        path = tmp_path / "healthy.json"
+        path.write_text(json.dumps(healthy))
+        topo = load_topology(path, nodes=nodes)
+        cases = []
+        for training, shape in _random_layouts(topo.num_gpus, rng, 16):
+            model = rng.choice(["gpt-tiny", "llama2-7b"])
+            try:
+                cases.append((model, Training(**training), shape, estimate(model, topo, Training(**training), **shape)))
+            except PlanError:
+                continue  # e.g. a ZeRO stage the layout cannot shard
+        assert len(cases) >= 12
+        for what, spec in _degraded(healthy):
+            path = tmp_path / "degraded.json"
+            path.write_text(json.dumps(spec))
+            slower = load_topology(path, nodes=nodes)
+            for model, train, shape, plan in cases:
+                after = estimate(model, slower, train, **shape).step_time_s
+                assert after >= plan.step_time_s * (1 - 1e-6), (what, nodes, model, train, shape)
 
 
 def _h100_nodes(tmp_path: Path, fabrics: list[str]) -> Path:
@@ -298,16 +373,27 @@ def test_a_pipeline_over_mixed_nvlink_fabrics_runs_at_the_slower_nodes_pace(tmp_
         for f in (["nvswitch", "nvswitch"], ["nvswitch", "cube"], ["cube", "nvswitch"], ["cube", "cube"])
     }
     assert step["nvswitch", "cube"] == pytest.approx(step["cube", "cube"])
-    assert step["cube", "nvswitch"] == pytest.approx(step["cube", "cube"])
     assert step["nvswitch", "cube"] > 2 * step["nvswitch", "nvswitch"]
+    # the cube-mesh node sets the pace either way; as the first stage (no output head) its GPU waits longer
+    # for the host's dispatch, which hides a little more of its TP collectives
+    assert 2 * step["nvswitch", "nvswitch"] < step["cube", "nvswitch"] <= step["cube", "cube"]
 
 
 def test_more_tokens_take_longer():
-    times = [
-        estimate("llama3-8b", "dgx-h100", TRAIN.model_copy(update={"global_batch": b}), tp=1, pp=1, dp=8).step_time_s
-        for b in (8, 16, 32, 64)
-    ]
-    assert times == sorted(times)
+    """Twice the sequences, or sequences twice as long, over shuffled layouts on DGX H100s: the step never
+    gets shorter (collectives that the host's dispatch time already hides stay hidden as the GPU's work grows)."""
+    rng = random.Random(0)
+    for nodes in (1, 2):
+        topo = load_topology("dgx-h100", nodes=nodes)
+        for training, shape in _random_layouts(topo.num_gpus, rng, 16):
+            model = rng.choice(["gpt-tiny", "llama3-8b", "mixtral-8x7b"])
+            times = []
+            for more in ({}, {"global_batch": 2 * training["global_batch"]}, {"seq_len": 2 * training["seq_len"]}):
+                try:
+                    times.append(estimate(model, topo, Training(**{**training, **more}), **shape).step_time_s)
+                except PlanError:
+                    break
+            assert all(t >= times[0] for t in times[1:]), (model, training, shape, times)
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ from shardplan.cost.collectives import (
     _resources_used,
     island_resources,
     island_share,
+    nccl_channels,
     rings_of_islands,
     rings_time_s,
     rings_under_load,
@@ -81,6 +82,17 @@ class AxisTimes:
         key = ("link", row.tobytes())
         if key not in self.memo:
             self.memo[key] = _link_class(self.topology, self.groups[stage, 0].tolist())
+        return self.memo[key]
+
+    def channels(self, stage: int) -> int:
+        """SMs NCCL holds on a GPU for the collectives of `stage`'s groups: the most any group holds
+        (`nccl_channels`; the stage waits for its slowest GPU)."""
+        return max(self._channels(where, row) for where, row in self._alike(stage))
+
+    def _channels(self, where: bytes, row: int) -> int:
+        key = ("channels", where)
+        if key not in self.memo:
+            self.memo[key] = nccl_channels(self.topology, self._flat[row].tolist())
         return self.memo[key]
 
     def _alike(self, stage: int) -> list[tuple[bytes, int]]:

@@ -82,19 +82,34 @@ FLOOR_LATENCY_S = 34e-6
 # partial-1.txt); 4 over PCIe (NCCL's ring graphs on Azure NC A100 v4, nchannels 2-4,
 # fixtures/nccl-xml/nccl-graph-azure-ncv4-a100-pcie-1.txt).
 NCCL_CHANNELS = {"nvlink": 16, "net": 16, "pcie": 4}
+# Over NVLinks between GPUs (no switch) NCCL opens fewer: its ring search (src/graph/search.cc) builds
+# rings at one NVLink's speed or so each (speedArrayIntra: 20-40 GB/s per ring on sm70/sm80; NVLink2 and 3
+# carry 20-25 GB/s a link), as many as the slowest hop's bonded links carry, and connect.cc runs every
+# ring twice (copyChannels, nChannels * 2): 2 channels per NVLink of the slowest hop, up to the 16 above,
+# and no fewer than over PCIe (one or two bonded links run at PCIe's speeds, where the search gives 2-4).
+CHANNELS_PER_NVLINK = 2
 # Speed of GEMMs, attention and memory-bound ops (median of 9) on an H100 while a kernel holds that
 # many SMs: benchmarks/overlap_interference.py, benchmarks/results/h100-overlap-interference (GEMMs
 # 0.59-0.90 at 16, by their wave count). Measured on the H100 only; assumed for other GPUs.
 SPEED_BESIDE_HELD_SMS = ((0, 1.0), (8, 0.9319), (16, 0.8631), (24, 0.8500), (32, 0.7538))
 
 
-def overlap_slowdown(link: str) -> float:
+def nccl_channels(topology: Topology, group: Sequence[int]) -> int:
+    """The channels (one SM each) NCCL runs a collective over `group` with (`NCCL_CHANNELS`,
+    `CHANNELS_PER_NVLINK`)."""
+    link = _link_class(topology, group)
+    if link != "nvlink":
+        return NCCL_CHANNELS[link]
+    bonded = min(topology.nvlink_count(a, b) for a, b in itertools.pairwise(ring_order(topology, group)))
+    return min(NCCL_CHANNELS[link], max(NCCL_CHANNELS["pcie"], CHANNELS_PER_NVLINK * bonded))
+
+
+def overlap_slowdown(channels: int) -> float:
     """The share of an overlapped collective's time that the compute running beside it loses, for a
-    collective over `link` ("nvlink", "pcie" or "net")."""
-    held = NCCL_CHANNELS[link]
+    collective that holds `channels` SMs (`nccl_channels`)."""
     for (a, speed_a), (b, speed_b) in itertools.pairwise(SPEED_BESIDE_HELD_SMS):
-        if held <= b:
-            return 1 - (speed_a + (speed_b - speed_a) * (held - a) / (b - a))
+        if channels <= b:
+            return 1 - (speed_a + (speed_b - speed_a) * (channels - a) / (b - a))
     return 1 - SPEED_BESIDE_HELD_SMS[-1][1]
 
 

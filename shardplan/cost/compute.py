@@ -69,6 +69,7 @@ class StageTimes:
     recompute_s: float
     gemm_s: float = 0.0  # of the above, the blocks' GEMMs (what TP communication can hide under)
     attention_s: tuple[float, float] = (0.0, 0.0)  # one block's attention, forward and backward (CP hides under it)
+    host_slack_s: float = 0.0  # of the above, what the GPU waits for the host to dispatch (collectives run there)
 
     @property
     def total_s(self) -> float:
@@ -207,6 +208,13 @@ def _block_times(
     return gemms, gemms_bwd, attn_fwd, attn_bwd, memory
 
 
+def host_wrappers(training: Training, tp: int) -> tuple[bool, bool]:
+    """Whether the blocks run under FSDP2 and whether their linears are DTensors: both add host time
+    per block. DTensor's excess is measured eager; compiled blocks take their own figures."""
+    fsdp2 = training.zero_stage == 3 and training.fsdp_version == 2
+    return fsdp2, training.tp_impl == "dtensor" and tp > 1 and not training.compiled
+
+
 def stage_times(
     model: ModelSpec,
     training: Training,
@@ -218,14 +226,17 @@ def stage_times(
     tp: int,
     rates: Rates,
     cp: int = 1,
-    fsdp2: bool = False,
-    dtensor_tp: bool = False,
+    fsdp2: bool | None = None,
+    dtensor_tp: bool | None = None,
 ) -> StageTimes:
     """Times of one micro-batch through `layers` transformer blocks (plus the embedding on the
     first stage and the output head and loss on the last); `cp`: each GPU holds 1/cp of every
     sequence, and 1/cp of the causal attention (load-balanced chunks) against keys of the whole
     sequence; `fsdp2`: each block under FSDP2's fully_shard, `dtensor_tp`: its linears DTensors: both
-    add to the host's time per block."""
+    add to the host's time per block (None: as `training` and `tp` have them, `host_wrappers`)."""
+    wrapped = host_wrappers(training, tp)
+    fsdp2 = wrapped[0] if fsdp2 is None else fsdp2
+    dtensor_tp = wrapped[1] if dtensor_tp is None else dtensor_tp
     seq_len, recompute = training.seq_len, training.recompute
     tokens = micro_batch * seq_len // cp
     precisions = linear_precisions(training, rates)
@@ -288,6 +299,7 @@ def stage_times(
 
     wrappers = [prefix for prefix, on in (("fsdp2_", fsdp2), ("dtensor_tp_", dtensor_tp)) if on]
     ends = first or last
+    gpu = fwd + bwd + rec
     fwd = max(fwd, layers * per_block("forward_s_per_block", *wrappers) + ends * host["forward_s_fixed"])
     bwd = max(bwd, layers * per_block("backward_s_per_block", *wrappers) + ends * host["backward_s_fixed"])
     # recompute re-runs the block's ops (DTensor's dispatch again), not FSDP2's forward hooks
@@ -296,7 +308,14 @@ def stage_times(
         rec = max(rec, layers * redo)
     elif recompute == "selective-layer":
         rec = max(rec, layers / 2 * redo)
-    return StageTimes(forward_s=fwd, backward_s=bwd, recompute_s=rec, gemm_s=gemm_total, attention_s=(attn, attn_bwd))
+    return StageTimes(
+        forward_s=fwd,
+        backward_s=bwd,
+        recompute_s=rec,
+        gemm_s=gemm_total,
+        attention_s=(attn, attn_bwd),
+        host_slack_s=fwd + bwd + rec - gpu,
+    )
 
 
 def optimizer_s(params_local: float, rates: Rates) -> float:

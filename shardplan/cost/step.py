@@ -14,6 +14,7 @@ from shardplan.cost.compute import (
     column_parallel_gemms_s,
     fsdp2_copy_s,
     grad_accumulate_s,
+    host_wrappers,
     linear_precisions,
     optimizer_s,
     stage_times,
@@ -129,13 +130,6 @@ def _pipeline_transfers(training: Training, num_micro: int, pp: int, virtual_sta
     return per_micro * (num_micro + pp - 1) * virtual_stages
 
 
-def _host_wrappers(training: Training, tp: int) -> tuple[bool, bool]:
-    """Whether the blocks run under FSDP2 and whether their linears are DTensors: both add host time
-    per block. DTensor's excess is measured eager; compiled blocks take their own figures."""
-    fsdp2 = training.zero_stage == 3 and training.fsdp_version == 2
-    return fsdp2, training.tp_impl == "dtensor" and tp > 1 and not training.compiled
-
-
 def _optimizer_step_s(
     params_local: float, training: Training, dp: int, num_micro: int, rates: Any, *, held: bool = False
 ) -> float:
@@ -155,20 +149,7 @@ def _stage_timer(
 ) -> Callable[..., Any]:
     """`stage_times` of this model, training and shape: call it with `layers`, `first` and `last` (each
     combination timed once: the middle stages of a pipeline mostly hold as many layers)."""
-    fsdp2, dtensor_tp = _host_wrappers(training, tp)
-    return cache(
-        partial(
-            stage_times,
-            model,
-            training,
-            micro_batch=micro_batch,
-            tp=tp,
-            cp=cp,
-            rates=rates,
-            fsdp2=fsdp2,
-            dtensor_tp=dtensor_tp,
-        )
-    )
+    return cache(partial(stage_times, model, training, micro_batch=micro_batch, tp=tp, cp=cp, rates=rates))
 
 
 def split_layers(num_layers: int, pp: int) -> tuple[int, ...]:
@@ -205,7 +186,7 @@ def step_cost(
     shards = dp * cp  # a stage's GPUs that hold the same weights: gradients reduced and ZeRO shards over them
     replicas = grid.reshape(pp, shards, tp)
     num_micro = training.global_batch // (dp * micro_batch)
-    fsdp2 = _host_wrappers(training, tp)[0]
+    fsdp2 = host_wrappers(training, tp)[0]
     rates = rates_for(topology.gpu_spec(int(grid.flat[0])).key, calibration)
     sp = training.sequence_parallel and tp > 1
     tokens = micro_batch * training.seq_len // cp  # on each GPU
@@ -229,7 +210,7 @@ def step_cost(
             size = tokens * model.hidden_size * 2  # bf16 activations, the full (gathered) buffer
             col = column_parallel_gemms_s(model, tokens, tp, rates, linear_precisions(training, rates)[1])
             time_of = partial(tp_axis.time_s, stage=p, size_bytes=size)
-            lost = overlap_slowdown(tp_axis.link_class(p))
+            lost = overlap_slowdown(tp_axis.channels(p))
             forward, backward, moved = _tp_layer_s(training, sp, time_of, col, lost)
             forward_passes = _tp_passes(training) - 1  # 1, plus what recompute runs again
             tp_s = layers[p] * (forward * forward_passes + backward)
@@ -242,9 +223,15 @@ def step_cost(
             gathered = kv_bytes(model, tokens, tp) * cp  # the whole sequence's K and V
             time_of = partial(cp_axis.time_s, stage=p, size_bytes=gathered)
             link = cp_axis.link_class(p)
-            exposed, moved = _cp_block_s(training, time_of, times.attention_s, cp, overlap_slowdown(link))
+            lost = overlap_slowdown(cp_axis.channels(p))
+            exposed, moved = _cp_block_s(training, time_of, times.attention_s, cp, lost)
             cp_s = layers[p] * exposed
             comm[link] += num_micro * layers[p] * moved
+        if times.host_slack_s and tp_s + cp_s:
+            # where the host sets the pace the GPU waits between kernels, and the collectives it runs in
+            # line fill that wait first: a micro-batch takes max(host, GPU work + collectives)
+            keep = max(0.0, tp_s + cp_s - times.host_slack_s) / (tp_s + cp_s)
+            tp_s, cp_s = tp_s * keep, cp_s * keep
         stage_total.append(times.total_s)
         stage_forward.append(times.forward_s)
         tp_per_micro.append(tp_s)
@@ -296,7 +283,7 @@ def step_cost(
             else:
                 sync, gather = dp_axis.time_s("all_reduce", p, grad_bytes), 0.0
             link = dp_axis.link_class(p)
-            lost = overlap_slowdown(link)
+            lost = overlap_slowdown(dp_axis.channels(p))
             if training.zero_stage == 3:
                 # FSDP / ZeRO-3 gathers and reduces one transformer block at a time (its wrapping unit), so
                 # each micro-batch runs a gather (forward), a gather and a reduce-scatter (backward) per
@@ -426,7 +413,7 @@ def time_lower_bound_s(
     must be given, whose slowest stage no split can beat. Communication is free, but for the TP
     collectives no overlap hides, at `tp_ring_gbps` (`collectives.ring_gbps_bound`) where given."""
     rates = rates_for(topology.gpu_spec(0).key, calibration)
-    fsdp2 = _host_wrappers(training, tp)[0]
+    fsdp2 = host_wrappers(training, tp)[0]
     num_micro = training.global_batch // (dp * micro_batch)
     tokens = micro_batch * training.seq_len // cp
     block_tp = 0.0  # one block's TP collectives, seconds, that no placement makes shorter or hides
@@ -442,8 +429,10 @@ def time_lower_bound_s(
         block_tp = forward * (_tp_passes(training) - 1) + backward
 
     stage_of = _stage_timer(model, training, micro_batch=micro_batch, tp=tp, cp=cp, rates=rates)
-    # the average stage, with its TP collectives (the slowest stage takes at least the average)
-    per_micro = (stage_of(layers=model.num_layers, first=True, last=True).total_s + model.num_layers * block_tp) / pp
+    # the average stage, with its TP collectives less what they fill of the GPU's wait for the host (the slowest
+    # stage takes at least the average: summed over stages, neither the time nor the GPU's work alone is less)
+    whole = stage_of(layers=model.num_layers, first=True, last=True)
+    per_micro = (whole.total_s + max(0.0, model.num_layers * block_tp - whole.host_slack_s)) / pp
     if layers_per_stage is not None and pp > 1:  # split on whole microseconds: a tie either way is within one
         per_micro = max(
             per_micro,
