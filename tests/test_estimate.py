@@ -463,6 +463,11 @@ def test_more_tokens_take_longer():
             "the deepspeed pipeline runtime runs one model chunk per GPU: set virtual_stages=1",
         ),
         (
+            {"tp": 1, "pp": 2, "dp": 4, "layers_per_stage": (0, 32)},
+            "layers_per_stage (0, 32) must give 2 stages of at least one layer each, summing to the 32 layers",
+        ),
+        ({"tp": 1, "pp": 1, "dp": 8, "micro_batch": 1.5}, "must be whole numbers"),
+        (
             {"tp": 1, "pp": 2, "dp": 4, "zero_stage": 2, "pipeline_runtime": "deepspeed"},
             "the deepspeed pipeline runtime refuses ZeRO-2 with pp > 1: set zero_stage to 0 or 1, or pp=1",
         ),

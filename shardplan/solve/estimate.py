@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -131,6 +132,10 @@ def estimate(
     """
     import numpy as np  # here, not at start-up
 
+    try:  # numpy integers as well as ints
+        tp, pp, dp, cp, micro_batch, v = map(operator.index, (tp, pp, dp, cp, micro_batch, virtual_stages))
+    except TypeError:
+        raise PlanError("tp, pp, dp, cp, micro_batch and virtual_stages must be whole numbers") from None
     spec = load_model(model)
     topo = load_topology(topology)
     cal = read_calibration(calibration) if isinstance(calibration, str | Path) else calibration
@@ -142,22 +147,22 @@ def estimate(
         pp=pp,
         dp=dp,
         micro_batch=micro_batch,
-        virtual_stages=virtual_stages,
+        virtual_stages=v,
         rank_layout=rank_layout,
         cp=cp,
     )
     if layers_per_stage is not None and (
         len(layers_per_stage) != pp or sum(layers_per_stage) != spec.num_layers or min(layers_per_stage) < 1
     ):
-        raise PlanError(f"layers_per_stage must give {pp} stages summing to the {spec.num_layers} layers")
-    if layers_per_stage is not None and virtual_stages > 1:
+        raise PlanError(
+            f"layers_per_stage {tuple(layers_per_stage)} must give {pp} stages of at least one layer each, "
+            f"summing to the {spec.num_layers} layers"
+        )
+    if layers_per_stage is not None and v > 1:
         # each of a stage's chunks holds a block, or the embedding / head on the first / last stage
-        short = [p for p, n in enumerate(layers_per_stage) if n + (p == 0) + (p == pp - 1) < virtual_stages]
+        short = [p for p, n in enumerate(layers_per_stage) if n + (p == 0) + (p == pp - 1) < v]
         if short:
-            raise PlanError(
-                f"stage {short[0]} has {layers_per_stage[short[0]]} layers, too few for {virtual_stages} virtual stages"
-            )
-    v = virtual_stages
+            raise PlanError(f"stage {short[0]} has {layers_per_stage[short[0]]} layers, too few for {v} virtual stages")
     options = dict(micro_batch=micro_batch, virtual_stages=v, layers_per_stage=layers_per_stage, calibration=cal)
     cost = step_cost(spec, topo, training, layout, **options)
     default = cost
