@@ -184,6 +184,33 @@ def test_loss_parallel_keeps_16_bytes_per_logit_and_the_gathered_head_input():
     )
 
 
+@pytest.mark.parametrize(("recompute", "kept"), [("none", 1.0), ("selective-layer", 0.5), ("full", 0.0)])
+def test_dtensor_sequence_parallel_keeps_the_gathered_norm_outputs(recompute, kept):
+    """torchtitan's TP plan all-gathers each norm's output once for the column-parallel linears after it, and
+    they keep it for the weight gradients: 2 x 2 B per element of h beyond Megatron's 1/tp shards, in every
+    block whose activations are kept and in the one rebuilt for its backward."""
+    spec, tokens, tp = load_model("llama3-8b"), 4096, 8
+    train = Training(global_batch=8, seq_len=tokens, recompute=recompute)
+    mem = {
+        impl: activation_bytes(
+            spec,
+            train.model_copy(update={"tp_impl": impl}),
+            stage=0,
+            layers=4,
+            tp=tp,
+            pp=2,
+            micro_batch=1,
+            num_micro=4,
+            virtual_stages=1,
+        )
+        for impl in ("megatron", "dtensor")
+    }
+    extra = 2 * 2 * spec.hidden_size * (1 - 1 / tp) * tokens
+    assert mem["dtensor"]["activations"] - mem["megatron"]["activations"] == pytest.approx(extra * kept * 4 * 2)
+    if recompute != "none":
+        assert mem["dtensor"]["recomputed_block"] - mem["megatron"]["recomputed_block"] == pytest.approx(extra)
+
+
 def test_compute_beside_a_collective_loses_the_sms_nccl_holds():
     """The model takes the H100 measurement as recorded (a stand-in holding 16 SMs, NCCL's channel count
     there), and a ZeRO-3 step pays that share of the time its gathers and reductions overlap compute."""

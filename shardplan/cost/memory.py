@@ -40,6 +40,16 @@ FUSED_LOGIT_BYTES = 2 + 2
 # and keeps the whole of it for the weight gradient (2 B more per element of h), where Megatron's
 # column-parallel linear keeps its shard and gathers again in backward.
 HEAD_INPUT_BYTES = 2 + 2 + 4
+# DTensor's sequence parallelism (torchtitan's TP plan: PrepareModuleInput all-gathers each norm's output to
+# Replicate once for the column-parallel linears after it) keeps the two gathered norm outputs of a block for
+# the weight gradients, 2 B per element of h each, where Megatron's column-parallel linear keeps the 1/tp shard
+# and gathers again in backward (Korthikanti et al.'s 2h/t). Measured: torchtitan's 405B arrangement under
+# full recompute (benchmarks/results/h200-pp-tp-fsdp-405b, "two gathered copies inside the recomputed block").
+DTENSOR_GATHERED_INPUTS = 2
+# Of a block's activations kept under each recompute mode, the share that holds those gathered inputs: all
+# blocks without recompute or with Megatron's selective one, half under torchtitan's per-layer policy; its
+# per-op policy recomputes the all-gathers (not in its save list), full recompute keeps only the block input.
+KEPT_GATHERED = {"none": 1.0, "selective": 1.0, "selective-layer": 0.5}
 # torch.compile'd blocks under op-level SAC keep one bf16 h-wide tensor fewer per block and token than
 # eager: 55,424 against 63,616 B for Llama 3 8B blocks on an H100 (benchmarks/results/
 # h100-eager-vs-compiled-sac.txt).
@@ -138,6 +148,10 @@ def activation_bytes(
         "flash_attention": training.attention != "unfused",
     }
     per_layer = model.activation_bytes_per_token(**shape, recompute=training.recompute)
+    gathered = 0.0  # per token of a block, beyond Megatron's shards
+    if sp and training.tp_impl == "dtensor":
+        gathered = DTENSOR_GATHERED_INPUTS * BF16_WEIGHT * model.hidden_size * (1 - 1 / tp)
+        per_layer += gathered * KEPT_GATHERED.get(training.recompute, 0.0)
     if training.compiled and training.recompute == "selective-op":
         per_layer -= COMPILED_SAC_SAVING * model.hidden_size / (tp if sp else 1)
     if pp > 1 and virtual_stages > 1:
@@ -165,7 +179,7 @@ def activation_bytes(
         out["pipeline_buffers"] = buffers * tokens * model.hidden_size * 2 / (tp if sp else 1)
     rebuilt = 0.0
     if training.recompute in ("full", "selective-op", "selective-layer"):
-        rebuilt = model.activation_bytes_per_token(**shape) * tokens
+        rebuilt = (model.activation_bytes_per_token(**shape) + gathered) * tokens
     loss = 0.0
     if last:
         dtensor = training.tp_impl == "dtensor" and tp > 1
