@@ -453,6 +453,37 @@ def test_a_pipeline_over_mixed_nvlink_fabrics_runs_at_the_slower_nodes_pace(tmp_
     assert 2 * step["nvswitch", "nvswitch"] < step["cube", "nvswitch"] <= step["cube", "cube"]
 
 
+def test_each_stage_runs_at_its_slowest_gpu_models_pace(tmp_path):
+    """A DGX H100 node beside a DGX A100 node: a stage is timed on the GPUs it runs on (not on rank 0's), so
+    with a stage per node the step lies between the all-H100 and all-A100 clusters' whichever node holds
+    rank 0, the lighter first stage (no output head) belongs on the A100s, and one stage over both nodes
+    runs at the A100s' pace."""
+
+    def cluster(*gpus: str) -> Path:
+        nodes = [{"gpu": g, "gpus": 8, "nvswitch": {"links_per_gpu": 18 if g == "h100-sxm" else 12}} for g in gpus]
+        path = tmp_path / f"{'-'.join(gpus)}.json"
+        path.write_text(json.dumps({"nodes": nodes, "network": {"gbit_per_nic": 400}}))
+        return path
+
+    train = Training(global_batch=32, seq_len=4096)
+    h100, a100, mixed = (
+        cluster("h100-sxm", "h100-sxm"),
+        cluster("a100-sxm-80gb", "a100-sxm-80gb"),
+        cluster("h100-sxm", "a100-sxm-80gb"),
+    )
+    a100_first = [[list(range(8, 16))], [list(range(8))]]
+    step = {
+        (name, first): estimate("llama3-8b", topo, train, tp=8, pp=2, dp=1, rank_layout=layout).step_time_s
+        for name, topo in (("h100", h100), ("a100", a100), ("mixed", mixed))
+        for first, layout in (("node 0", None), ("node 1", a100_first))
+    }
+    for first in ("node 0", "node 1"):
+        assert step["h100", first] < step["mixed", first] <= step["a100", first]
+    assert step["mixed", "node 1"] < step["mixed", "node 0"]  # the A100s hold stage 0
+    across = estimate("llama3-8b", mixed, train, tp=8, pp=1, dp=2).breakdown["compute"]
+    assert across == pytest.approx(estimate("llama3-8b", a100, train, tp=8, pp=1, dp=2).breakdown["compute"])
+
+
 def test_more_tokens_take_longer():
     """Twice the sequences, or sequences twice as long, over shuffled layouts on DGX H100s: the step never
     gets shorter (collectives that the host's dispatch time already hides stay hidden as the GPU's work grows)."""

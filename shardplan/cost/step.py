@@ -187,7 +187,12 @@ def step_cost(
     replicas = grid.reshape(pp, shards, tp)
     num_micro = training.global_batch // (dp * micro_batch)
     fsdp2 = host_wrappers(training, tp)[0]
-    rates = rates_for(topology.gpu_spec(int(grid.flat[0])).key, calibration)
+    keys, model_ids = topology.gpu_model_ids
+    rates_of = {key: rates_for(key, calibration) for key in keys}
+    timers = {
+        key: _stage_timer(model, training, micro_batch=micro_batch, tp=tp, cp=cp, rates=r)
+        for key, r in rates_of.items()
+    }
     sp = training.sequence_parallel and tp > 1
     tokens = micro_batch * training.seq_len // cp  # on each GPU
     layers = tuple(layers_per_stage) if layers_per_stage else split_layers(model.num_layers, pp)
@@ -199,12 +204,15 @@ def step_cost(
     cp_axis = AxisTimes(topology, grid.transpose(0, 1, 3, 2).reshape(pp, dp * tp, cp), memo) if cp > 1 else None
 
     # --- per stage: compute, TP and CP collectives ----------------------------------------------
-    stage_total, tp_per_micro, cp_per_micro, stage_forward = [], [], [], []
+    stage_total, tp_per_micro, cp_per_micro, stage_forward, stage_rates = [], [], [], [], []
     hbm = topology.smallest_memory_bytes
-    stage_of = _stage_timer(model, training, micro_batch=micro_batch, tp=tp, cp=cp, rates=rates)
     for p in range(pp):
         first, last = p == 0, p == pp - 1
-        times = stage_of(layers=layers[p], first=first, last=last)
+        # a stage runs at the pace of its slowest GPU model (mixed clusters: the stage's GPUs work in lockstep)
+        present = [keys[i] for i in np.unique(model_ids[grid[p]])] if len(keys) > 1 else keys
+        key = max(present, key=lambda k: timers[k](layers=layers[p], first=first, last=last).total_s)
+        times, rates = timers[key](layers=layers[p], first=first, last=last), rates_of[key]
+        stage_rates.append(rates)
         tp_s = 0.0
         if tp > 1:
             size = tokens * model.hidden_size * 2  # bf16 activations, the full (gathered) buffer
@@ -308,8 +316,8 @@ def step_cost(
                 dp_s += lost * (min(sync, last_backward) + min(gather, hidden))
                 moved = sync + gather
         if fsdp2:  # its copies in and out of the collective buffers run on the compute stream, at any DP degree
-            fsdp_s += (1 if held else num_micro) * fsdp2_copy_s(params_local, shards, rates)
-        opt_s = _optimizer_step_s(params_local, training, shards, num_micro, rates, held=held)
+            fsdp_s += (1 if held else num_micro) * fsdp2_copy_s(params_local, shards, stage_rates[p])
+        opt_s = _optimizer_step_s(params_local, training, shards, num_micro, stage_rates[p], held=held)
         return dp_s, fsdp_s, opt_s, link, moved
 
     syncs = [sync(p) for p in (bottleneck, *(q for q in range(pp) if q != bottleneck))]
@@ -326,7 +334,7 @@ def step_cost(
             cp=cp,
             micro_batch=micro_batch,
             virtual_stages=virtual_stages,
-            context_bytes=rates.context_bytes,
+            context_bytes=max(r.context_bytes for r in stage_rates),
         ),
         hbm,
     )
@@ -411,8 +419,9 @@ def time_lower_bound_s(
     optimizer step. Without `layers_per_stage` the slowest stage is taken as the average (all compute
     / pp); with it, the split whose slowest stage is fastest (`balance_stages` without a memory bound)
     must be given, whose slowest stage no split can beat. Communication is free, but for the TP
-    collectives no overlap hides, at `tp_ring_gbps` (`collectives.ring_gbps_bound`) where given."""
-    rates = rates_for(topology.gpu_spec(0).key, calibration)
+    collectives no overlap hides, at `tp_ring_gbps` (`collectives.ring_gbps_bound`) where given. On mixed
+    clusters every stage is timed on the fastest GPU model (taken to be fastest at every part of the step)."""
+    rates = rates_for(topology.fastest_gpu_model, calibration)
     fsdp2 = host_wrappers(training, tp)[0]
     num_micro = training.global_batch // (dp * micro_batch)
     tokens = micro_batch * training.seq_len // cp

@@ -81,7 +81,7 @@ def suggest(
     start = time.perf_counter()
     spec, topo = load_model(model), load_topology(topology)
     cal = read_calibration(calibration) if isinstance(calibration, str | Path) else calibration
-    rates = rates_for(topo.gpu_spec(0).key, cal)
+    rates = rates_for(topo.fastest_gpu_model, cal)  # stage splits and lower bounds: no stage runs faster
     hbm = topo.smallest_memory_bytes
     if top_k < 1:
         raise PlanError("top_k must be at least 1")

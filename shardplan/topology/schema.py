@@ -161,6 +161,20 @@ class Topology(_Frozen):
         return sum(n * gpu_model(key).bf16_dense_tflops for key, n in counts.items() if key) * 1e12
 
     @cached_property
+    def gpu_model_ids(self) -> tuple[tuple[str, ...], Any]:
+        """The distinct GPU models (catalogue keys, sorted) and each GPU's index among them as an int64 numpy
+        array: which models a group of GPUs holds, on arrays."""
+        import numpy as np  # here, not at start-up
+
+        keys = tuple(sorted({self.gpu_spec(g.index).key for g in self.gpus}))
+        return keys, np.asarray([keys.index(g.model) for g in self.gpus], dtype=np.int64)
+
+    @cached_property
+    def fastest_gpu_model(self) -> str:
+        """The catalogue key of the GPU model with the highest dense bf16 peak (of one model: that one)."""
+        return max(self.gpu_model_ids[0], key=lambda key: (gpu_model(key).bf16_dense_tflops, key))
+
+    @cached_property
     def gpus_by_node(self) -> tuple[tuple[int, ...], ...]:
         """Global GPU indexes of each node, in local order."""
         out: list[list[int]] = [[] for _ in self.nodes]
