@@ -278,7 +278,7 @@ def step_cost(
     # with the stage that takes longest there (not necessarily the pipeline's bottleneck) ---------------
     held = gathered_across_micro_batches(training, pp)
 
-    def sync(p: int) -> tuple[float, float, float, str, float]:
+    def end_of_step(p: int) -> tuple[float, float, float, str, float]:
         """Stage p's exposed gradient sync, FSDP gathers and optimizer step; the link and seconds it moves."""
         dp_s = fsdp_s = moved = 0.0
         link = "nvlink"
@@ -320,8 +320,8 @@ def step_cost(
         opt_s = _optimizer_step_s(params_local, training, shards, num_micro, stage_rates[p], held=held)
         return dp_s, fsdp_s, opt_s, link, moved
 
-    syncs = [sync(p) for p in (bottleneck, *(q for q in range(pp) if q != bottleneck))]
-    dp_s, fsdp_s, opt_s, link, moved = max(syncs, key=lambda c: c[0] + c[1] + c[2])
+    ends = [end_of_step(p) for p in (bottleneck, *(q for q in range(pp) if q != bottleneck))]  # ties: the bottleneck
+    dp_s, fsdp_s, opt_s, link, moved = max(ends, key=lambda c: c[0] + c[1] + c[2])
     comm[link] += moved
     step = compute_s + tp_total + cp_total + bubble_s + pp_s + dp_s + fsdp_s + opt_s
     need, worst_mem = peak_memory(
