@@ -21,6 +21,7 @@ from shardplan.plan import Plan
 from shardplan.solve import space
 from shardplan.solve.stages import _mem_mib, _time_us, balance_stages
 from shardplan.solve.validate import mesh_groups
+from shardplan.topology import read_spec
 
 DATA = Path(__file__).parent / "data"
 PINNED = dict(zero_stages=(1,), recompute=("selective",), micro_batch=(1,))
@@ -275,6 +276,40 @@ def test_long_sequences_may_take_context_parallelism() -> None:
     assert {c.cp for c in space.candidates(load_model("llama3-8b"), 16, 16, cp=(1, 2))} == {1, 2}
     with pytest.raises(PlanError, match="seq_len 65536 does not split into 2 x cp = 6 load-balanced chunks"):
         suggest("llama3-8b", topo, train, cp=(3,))
+
+
+def test_pipelines_over_mixed_gpu_models_give_the_faster_gpus_more_layers(tmp_path: Path) -> None:
+    """A DGX H100 node beside a DGX A100 node, two pipeline stages: the search splits the layers for the GPUs
+    each stage lands on (the H100 stage takes more), well ahead of the even split on the same layout."""
+    nodes = [
+        {"gpu": g, "gpus": 8, "nvswitch": {"links_per_gpu": k}} for g, k in (("h100-sxm", 18), ("a100-sxm-80gb", 12))
+    ]
+    path = tmp_path / "mixed.json"
+    path.write_text(json.dumps({"nodes": nodes, "network": {"gbit_per_nic": 400}}))
+    topo, train = load_topology(path), Training(global_batch=32, seq_len=4096)
+    # both nodes all-to-all over NVSwitch: ranks are placed on one node and repeated, as on identical nodes
+    assert topo.nodes_alike_in_links and not topo.identical_nodes
+    degraded = read_spec("dgx1-v100").model_dump(mode="json", exclude_none=True)
+    degraded["nodes"] = [degraded["nodes"][0], {**degraded["nodes"][0], "nvlink": degraded["nodes"][0]["nvlink"][1:]}]
+    (tmp_path / "dgx1.json").write_text(json.dumps(degraded))
+    assert not load_topology(tmp_path / "dgx1.json").nodes_alike_in_links  # one bundle gone: placed jointly
+    best = suggest("llama3-8b", topo, train, top_k=1, pp=(2,))[0]
+    validate_plan(best, load_model("llama3-8b"), topo)
+    h100_stage = 0 if all(g < 8 for row in best.rank_layout[0] for g in row) else 1
+    assert best.layers_per_stage[h100_stage] > best.layers_per_stage[1 - h100_stage]
+    options = {"zero_stage": best.zero_stage, "recompute": best.recompute}
+    even = estimate(
+        "llama3-8b",
+        topo,
+        train.model_copy(update=options),
+        tp=best.tp,
+        pp=2,
+        dp=best.dp,
+        micro_batch=best.micro_batch,
+        virtual_stages=best.virtual_stages,
+        rank_layout=best.rank_layout,
+    )
+    assert even.layers_per_stage == (16, 16) and best.step_time_s < 0.8 * even.step_time_s
 
 
 def test_deepspeed_pipelines_are_never_interleaved_nor_sharded_past_zero_1() -> None:

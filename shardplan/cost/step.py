@@ -27,6 +27,7 @@ from shardplan.cost.memory import (
     stage_memories,
 )
 from shardplan.model.schema import ModelSpec
+from shardplan.topology.catalog import gpu_model
 from shardplan.topology.schema import Topology
 from shardplan.training import Training
 
@@ -152,6 +153,16 @@ def _stage_timer(
     return cache(partial(stage_times, model, training, micro_batch=micro_batch, tp=tp, cp=cp, rates=rates))
 
 
+def stage_gpu_models(topology: Topology, grid: Any) -> list[tuple[str, ...]]:
+    """The GPU models (catalogue keys) each pipeline stage of `grid` (a layout, stages first) runs on."""
+    import numpy as np  # here, not at start-up
+
+    keys, model_ids = topology.gpu_model_ids
+    if len(keys) == 1:
+        return [keys] * len(grid)
+    return [tuple(keys[i] for i in np.unique(model_ids[np.asarray(stage)])) for stage in grid]
+
+
 def split_layers(num_layers: int, pp: int) -> tuple[int, ...]:
     """Layers per stage, as even as possible, the remainder on the middle stages (the first holds the
     embedding and the last the output head, both heavy)."""
@@ -187,7 +198,7 @@ def step_cost(
     replicas = grid.reshape(pp, shards, tp)
     num_micro = training.global_batch // (dp * micro_batch)
     fsdp2 = host_wrappers(training, tp)[0]
-    keys, model_ids = topology.gpu_model_ids
+    keys = topology.gpu_model_ids[0]
     rates_of = {key: rates_for(key, calibration) for key in keys}
     timers = {
         key: _stage_timer(model, training, micro_batch=micro_batch, tp=tp, cp=cp, rates=r)
@@ -206,10 +217,9 @@ def step_cost(
     # --- per stage: compute, TP and CP collectives ----------------------------------------------
     stage_total, tp_per_micro, cp_per_micro, stage_forward, stage_rates = [], [], [], [], []
     hbm = topology.smallest_memory_bytes
-    for p in range(pp):
+    for p, present in enumerate(stage_gpu_models(topology, grid)):
         first, last = p == 0, p == pp - 1
         # a stage runs at the pace of its slowest GPU model (mixed clusters: the stage's GPUs work in lockstep)
-        present = [keys[i] for i in np.unique(model_ids[grid[p]])] if len(keys) > 1 else keys
         key = max(present, key=lambda k: timers[k](layers=layers[p], first=first, last=last).total_s)
         times, rates = timers[key](layers=layers[p], first=first, last=last), rates_of[key]
         stage_rates.append(rates)
@@ -420,8 +430,11 @@ def time_lower_bound_s(
     / pp); with it, the split whose slowest stage is fastest (`balance_stages` without a memory bound)
     must be given, whose slowest stage no split can beat. Communication is free, but for the TP
     collectives no overlap hides, at `tp_ring_gbps` (`collectives.ring_gbps_bound`) where given. On mixed
-    clusters every stage is timed on the fastest GPU model (taken to be fastest at every part of the step)."""
-    rates = rates_for(topology.fastest_gpu_model, calibration)
+    clusters a pipeline's stages are timed on the fastest GPU model (taken to be fastest at every part of the
+    step); one stage holds every GPU and runs at its slowest model's pace, so any model's rates bound it: the
+    one of the lowest peak."""
+    slowest = min(topology.gpu_model_ids[0], key=lambda key: gpu_model(key).bf16_dense_tflops)
+    rates = rates_for(topology.fastest_gpu_model if pp > 1 else slowest, calibration)
     fsdp2 = host_wrappers(training, tp)[0]
     num_micro = training.global_batch // (dp * micro_batch)
     tokens = micro_batch * training.seq_len // cp

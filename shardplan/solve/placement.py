@@ -200,14 +200,15 @@ def _collector(v: _Vars, gpus: list[int]) -> object:
 def layouts_for(topology: Topology, shape: Shape, traffic: dict[str, float], *, time_limit_s: float = 1.0) -> Placement:
     """Candidate layouts of `shape` over the whole topology, best by the proxy first.
 
-    Identical nodes are solved once: each node holds a block (a_pp, a_dp, a_tp) of the mesh, every
+    Nodes alike in their links (`Topology.nodes_alike_in_links`: identical nodes, or nodes of other GPU
+    models joined alike) are solved once: each node holds a block (a_pp, a_dp, a_tp) of the mesh, every
     way of cutting the mesh into such blocks is placed inside one node by CP-SAT and repeated on
     the others (node b holds block b in row-major order). Different nodes are placed as one problem
     when small (up to MAX_JOINT_GPUS), else left in the default order (not optimal, gap unknown).
     """
     n = topology.num_gpus
     per_node = [list(gpus) for gpus in topology.gpus_by_node]
-    if topology.num_nodes == 1 or not topology.identical_nodes:
+    if topology.num_nodes == 1 or not (topology.identical_nodes or topology.nodes_alike_in_links):
         if n <= MAX_JOINT_GPUS:
             return place(topology, range(n), shape, traffic, time_limit_s=time_limit_s)
         return Placement(layouts=[to_layout(shape, list(range(n)))], optimal=False, gap=1.0, status="UNSOLVED")

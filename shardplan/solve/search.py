@@ -24,7 +24,14 @@ from typing import Any, get_args
 from shardplan.cost.calibration import Calibration, Rates, rates_for, read_calibration
 from shardplan.cost.collectives import ring_gbps_bound
 from shardplan.cost.memory import required_bytes, stage_memories
-from shardplan.cost.step import StepCost, split_layers, step_cost, time_lower_bound_s, traffic_bytes
+from shardplan.cost.step import (
+    StepCost,
+    split_layers,
+    stage_gpu_models,
+    step_cost,
+    time_lower_bound_s,
+    traffic_bytes,
+)
 from shardplan.errors import PlanError
 from shardplan.model import ModelSpec, load_model
 from shardplan.model.schema import Recompute
@@ -34,6 +41,7 @@ from shardplan.solve.estimate import check_cp, default_layout, make_plan
 from shardplan.solve.placement import Layout, Placement, layouts_for
 from shardplan.solve.stages import balance_stages
 from shardplan.topology import Topology, load_topology
+from shardplan.topology.catalog import gpu_model
 from shardplan.training import Training
 
 Progress = Callable[[int, int], None]  # (candidates costed, candidates that fit)
@@ -247,6 +255,20 @@ def _cost(
             return layout
         return [[[row[i * c.tp : (i + 1) * c.tp] for i in range(c.cp)] for row in stage] for stage in layout]
 
+    def split_for(layout: Layout) -> tuple[int, ...]:
+        """On mixed clusters, the layers rebalanced for the GPU models the layout gives each stage (each
+        at its slowest's rates); elsewhere the split above."""
+        if c.pp == 1 or len(topology.gpu_model_ids[0]) == 1:
+            return layers
+        slowest = tuple(
+            min(keys, key=lambda k: gpu_model(k).bf16_dense_tflops) for keys in stage_gpu_models(topology, layout)
+        )
+        key = ("mixed split", training.recompute, training.zero_stage, *_shape(c).values(), slowest)
+        if key not in cache:
+            per_stage = [rates_for(gpu, cal) for gpu in slowest]
+            cache[key] = balance_stages(model, training, per_stage, **_shape(c), memory_bytes=hbm) or layers
+        return cache[key]
+
     def cost_of(layout: Layout) -> StepCost:
         return step_cost(
             model,
@@ -255,7 +277,7 @@ def _cost(
             mesh(layout),
             micro_batch=c.micro_batch,
             virtual_stages=c.virtual_stages,
-            layers_per_stage=layers,
+            layers_per_stage=split_for(layout),
             calibration=cal,
             memo=memo,
         )

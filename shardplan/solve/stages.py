@@ -15,6 +15,7 @@ by bisection; among its splits, the most even one (the fewest chunks on the full
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 
 from shardplan.cost.calibration import Rates
 from shardplan.cost.compute import stage_times
@@ -29,7 +30,7 @@ MEMORY_UNIT = 2**20  # and memory in MiB
 def balance_stages(
     model: ModelSpec,
     training: Training,
-    rates: Rates,
+    rates: Rates | Sequence[Rates],
     *,
     tp: int,
     pp: int,
@@ -41,7 +42,7 @@ def balance_stages(
 ) -> tuple[int, ...] | None:
     """Blocks per stage minimising the slowest stage's time, each stage within `memory_bytes`
     (None: unbounded); among equally fast splits the most even (`cp`: context-parallel degree). None
-    when no split fits.
+    when no split fits. `rates`: of the GPUs, or of each stage's (mixed clusters: its slowest GPU model).
 
     >>> from shardplan import Training, load_model
     >>> from shardplan.cost.calibration import rates_for
@@ -62,13 +63,14 @@ def balance_stages(
     total = (layers + sum(off)) // chunk
     most = total - (pp - 1)  # every other stage holds at least one chunk
     # times[p][j]: stage p's time holding j + 1 chunks (first, middle and last stages computed once)
-    by_kind: dict[tuple[bool, bool], list[int]] = {}
+    of_stage = [rates] * pp if isinstance(rates, Rates) else list(rates)
+    by_kind: dict[tuple[bool, bool, int], list[int]] = {}
     times = []
     for p in range(pp):
-        kind = (p == 0, p == pp - 1)
+        kind = (p == 0, p == pp - 1, id(of_stage[p]))
         if kind not in by_kind:
             by_kind[kind] = [
-                _time_us(model, training, rates, p, pp, tp, micro_batch, j * chunk - off[p], cp=cp)
+                _time_us(model, training, of_stage[p], p, pp, tp, micro_batch, j * chunk - off[p], cp=cp)
                 for j in range(1, most + 1)
             ]
         times.append(by_kind[kind])
@@ -77,7 +79,9 @@ def balance_stages(
         limit = int(memory_bytes // MEMORY_UNIT)
         for p in range(pp):
             m1, m2 = (
-                _mem_mib(model, training, rates, p, pp, tp, dp, micro_batch, virtual_stages, j * chunk - off[p], cp=cp)
+                _mem_mib(
+                    model, training, of_stage[p], p, pp, tp, dp, micro_batch, virtual_stages, j * chunk - off[p], cp=cp
+                )
                 for j in (1, 2)
             )
             grow = m2 - m1

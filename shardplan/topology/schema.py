@@ -203,6 +203,22 @@ class Topology(_Frozen):
         return True
 
     @cached_property
+    def nodes_alike_in_links(self) -> bool:
+        """Every node's GPUs joined as node 0's are, link kind for link kind and bandwidth in proportion (an
+        H100 node beside an A100 node, both NVSwitch; not a node with one NVLink bundle degraded): a placement
+        of ranks good on one node is as good on every other."""
+
+        def pattern(gpus: tuple[int, ...]) -> tuple[tuple[str, ...], tuple[float, ...]]:
+            pairs = list(itertools.combinations(gpus, 2))
+            gbps = [self.bandwidth_gbps(a, b) for a, b in pairs]
+            low = min(gbps, default=1.0)
+            return tuple(self.path_kind(a, b) for a, b in pairs), tuple(round(g / low, 2) for g in gbps)
+
+        first = self.gpus_by_node[0]
+        ref = pattern(first)
+        return all(len(gpus) == len(first) and pattern(gpus) == ref for gpus in self.gpus_by_node[1:])
+
+    @cached_property
     def nodes_interchangeable(self) -> bool:
         """Identical nodes whose NVLink fabrics stay inside the node (no NVL72-style domain across
         nodes): renumbering the nodes changes no link, so no collective's time."""
