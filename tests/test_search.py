@@ -19,6 +19,7 @@ from shardplan.emit import emit
 from shardplan.errors import PlanError
 from shardplan.plan import Plan
 from shardplan.solve import space
+from shardplan.solve.explain import explain
 from shardplan.solve.stages import _mem_mib, _time_us, balance_stages
 from shardplan.solve.validate import mesh_groups
 from shardplan.topology import read_spec
@@ -297,6 +298,7 @@ def test_pipelines_over_mixed_gpu_models_give_the_faster_gpus_more_layers(tmp_pa
     validate_plan(best, load_model("llama3-8b"), topo)
     h100_stage = 0 if all(g < 8 for row in best.rank_layout[0] for g in row) else 1
     assert best.layers_per_stage[h100_stage] > best.layers_per_stage[1 - h100_stage]
+    assert f"h100-sxm ({best.layers_per_stage[h100_stage]} layers)" in explain(best, topo)
     options = {"zero_stage": best.zero_stage, "recompute": best.recompute}
     even = estimate(
         "llama3-8b",

@@ -47,6 +47,11 @@ def explain(plan: Plan, topology: Topology) -> str:
             kind = axis_path(topology, mesh_groups(plan, axis), chain=axis == "pp")
             parts.append(f"{axis.upper()}={size} {_WHERE.get(kind, kind)}")
     line = "; ".join(parts) or "one GPU does it all"
+    if plan.pp > 1 and len(topology.gpu_model_ids[0]) > 1:  # mixed GPU models: which stage runs where
+        from shardplan.cost.step import stage_gpu_models
+
+        stages = zip(stage_gpu_models(topology, plan.rank_layout), plan.layers_per_stage, strict=True)
+        line += "; stages on " + ", ".join(f"{'+'.join(models)} ({n} layers)" for models, n in stages)
     if plan.default_step_time_s and plan.default_step_time_s > plan.step_time_s * 1.005:
         line += f" ({plan.default_step_time_s / plan.step_time_s:.2f}x faster than the default rank order)"
     return line
