@@ -311,7 +311,8 @@ def estimate(
     table.add_column("part")
     table.add_column("seconds", justify="right")
     for part, seconds in plan.breakdown.items():
-        table.add_row(part, f"{seconds:.4f}")
+        if part != "cp" or plan.cp > 1:  # context parallelism is opt-in: no row of zeros without it
+            table.add_row(part, f"{seconds:.4f}")
     _out.print(table)
     mem = ", ".join(f"{k} {v / 2**30:.1f}" for k, v in plan.memory_breakdown.items())
     _out.print(f"memory GiB: {mem}", highlight=False)
