@@ -186,7 +186,7 @@ def _fastest_split(
     recompute only (ZeRO and dp change memory, which may veto it)."""
     key = ("stages", c.tp, c.pp, c.cp, c.micro_batch, c.virtual_stages, c.recompute)
     if key not in cache:
-        cache[key] = balance_stages(model, training, rates, **_shape(c), memory_bytes=None)
+        cache[key] = balance_stages(model, training, rates, **_shape(c), memory_bytes=None, memo=cache)
     return cache[key]
 
 
@@ -238,7 +238,7 @@ def _cost(
     CP traffic added to TP's (both move activations every block), read as (pp, dp, cp, tp)."""
     layers = _fastest_split(model, training, c, rates, cache)
     if hbm is not None and _memory_bytes(model, training, c, rates.context_bytes, layers) > hbm:
-        layers = balance_stages(model, training, rates, **_shape(c), memory_bytes=hbm)
+        layers = balance_stages(model, training, rates, **_shape(c), memory_bytes=hbm, memo=cache)
     if layers is None:
         return None
     shape = (c.pp, c.dp, c.cp * c.tp)
@@ -265,8 +265,9 @@ def _cost(
         )
         key = ("mixed split", training.recompute, training.zero_stage, *_shape(c).values(), slowest)
         if key not in cache:
-            per_stage = [rates_for(gpu, cal) for gpu in slowest]
-            cache[key] = balance_stages(model, training, per_stage, **_shape(c), memory_bytes=hbm) or layers
+            # one Rates object per GPU model, so that balance_stages times stages of one model once
+            per_stage = [cache.setdefault(("rates", gpu), rates_for(gpu, cal)) for gpu in slowest]
+            cache[key] = balance_stages(model, training, per_stage, **_shape(c), memory_bytes=hbm, memo=cache) or layers
         return cache[key]
 
     def cost_of(layout: Layout) -> StepCost:

@@ -18,7 +18,7 @@ import bisect
 from collections.abc import Sequence
 
 from shardplan.cost.calibration import Rates
-from shardplan.cost.compute import stage_times
+from shardplan.cost.compute import host_wrappers, stage_times
 from shardplan.cost.memory import required_bytes, stage_memory
 from shardplan.model.schema import ModelSpec
 from shardplan.training import Training
@@ -39,10 +39,13 @@ def balance_stages(
     virtual_stages: int,
     memory_bytes: float | None,
     cp: int = 1,
+    memo: dict[tuple, int] | None = None,
 ) -> tuple[int, ...] | None:
     """Blocks per stage minimising the slowest stage's time, each stage within `memory_bytes`
     (None: unbounded); among equally fast splits the most even (`cp`: context-parallel degree). None
     when no split fits. `rates`: of the GPUs, or of each stage's (mixed clusters: its slowest GPU model).
+    `memo` keeps stage times between calls of one search (its candidates differ in degrees, micro-batch,
+    ZeRO stage and recompute only; the `Rates` objects are held by the caller).
 
     >>> from shardplan import Training, load_model
     >>> from shardplan.cost.calibration import rates_for
@@ -64,16 +67,18 @@ def balance_stages(
     most = total - (pp - 1)  # every other stage holds at least one chunk
     # times[p][j]: stage p's time holding j + 1 chunks (first, middle and last stages computed once)
     of_stage = [rates] * pp if isinstance(rates, Rates) else list(rates)
-    by_kind: dict[tuple[bool, bool, int], list[int]] = {}
+    memo = {} if memo is None else memo
+    wrapped = (training.recompute, host_wrappers(training, tp), tp, micro_batch, cp)
     times = []
     for p in range(pp):
-        kind = (p == 0, p == pp - 1, id(of_stage[p]))
-        if kind not in by_kind:
-            by_kind[kind] = [
-                _time_us(model, training, of_stage[p], p, pp, tp, micro_batch, j * chunk - off[p], cp=cp)
-                for j in range(1, most + 1)
-            ]
-        times.append(by_kind[kind])
+        row = []
+        for j in range(1, most + 1):
+            blocks = j * chunk - off[p]
+            key = ("stage time", id(of_stage[p]), p == 0, p == pp - 1, blocks, *wrapped)
+            if key not in memo:
+                memo[key] = _time_us(model, training, of_stage[p], p, pp, tp, micro_batch, blocks, cp=cp)
+            row.append(memo[key])
+        times.append(row)
     cap = [most] * pp  # chunks each stage can hold within memory
     if memory_bytes is not None:
         limit = int(memory_bytes // MEMORY_UNIT)
