@@ -51,7 +51,7 @@ def explain(plan: Plan, topology: Topology) -> str:
         from shardplan.cost.step import stage_gpu_models
 
         stages = zip(stage_gpu_models(topology, plan.rank_layout), plan.layers_per_stage, strict=True)
-        line += "; stages on " + ", ".join(f"{'+'.join(models)} ({n} layers)" for models, n in stages)
+        line += "; stages on " + ", ".join(f"{'+'.join(models)} ({n} layer{'s' * (n != 1)})" for models, n in stages)
     if plan.default_step_time_s and plan.default_step_time_s > plan.step_time_s * 1.005:
         line += f" ({plan.default_step_time_s / plan.step_time_s:.2f}x faster than the default rank order)"
     return line
