@@ -314,6 +314,25 @@ def test_pipelines_over_mixed_gpu_models_give_the_faster_gpus_more_layers(tmp_pa
     assert even.layers_per_stage == (16, 16) and best.step_time_s < 0.8 * even.step_time_s
 
 
+def test_a_node_with_a_lost_nvlink_is_placed_on_its_own_terms(tmp_path: Path) -> None:
+    """Four DGX-1s, one of which lost its GPU 0-1 NVLink: too many GPUs for one joint CP-SAT model, so
+    each pattern of links is placed on one of its nodes and repeated; the TP pairs stay on NVLink on
+    every node, the broken one included (in row-major order its pair 0-1 would cross PCIe)."""
+    spec = read_spec("dgx1-v100").model_dump(mode="json", exclude_none=True)
+    node = spec["nodes"][0]
+    spec["nodes"] = [
+        {**node, "count": 3},
+        {**node, "count": 1, "nvlink": [b for b in node["nvlink"] if b[:2] != [0, 1]]},
+    ]
+    (tmp_path / "dgx1x4.json").write_text(json.dumps(spec))
+    topo = load_topology(tmp_path / "dgx1x4.json")
+    assert topo.num_gpus == 32 and len(set(topo.link_patterns)) == 2
+    best = suggest("llama2-7b", topo, Training(global_batch=64, seq_len=2048), top_k=1, tp=(2,))[0]
+    validate_plan(best, load_model("llama2-7b"), topo)
+    assert all(topo.path_kind(a, b) == "nvlink" for a, b in mesh_groups(best, "tp"))
+    assert best.gap == 0.0 and best.step_time_s < best.default_step_time_s
+
+
 def test_deepspeed_pipelines_are_never_interleaved_nor_sharded_past_zero_1() -> None:
     """Llama 3 70B on 4 DGX H100: the best plans interleave stages under Megatron's schedule; DeepSpeed's
     PipelineEngine runs one model chunk per GPU and asserts that ZeRO-2 and ZeRO-3 are incompatible with

@@ -200,25 +200,33 @@ def _collector(v: _Vars, gpus: list[int]) -> object:
 def layouts_for(topology: Topology, shape: Shape, traffic: dict[str, float], *, time_limit_s: float = 1.0) -> Placement:
     """Candidate layouts of `shape` over the whole topology, best by the proxy first.
 
-    Nodes alike in their links (`Topology.nodes_alike_in_links`: identical nodes, or nodes of other GPU
-    models joined alike) are solved once: each node holds a block (a_pp, a_dp, a_tp) of the mesh, every
-    way of cutting the mesh into such blocks is placed inside one node by CP-SAT and repeated on
-    the others (node b holds block b in row-major order). Different nodes are placed as one problem
-    when small (up to MAX_JOINT_GPUS), else left in the default order (not optimal, gap unknown).
+    Nodes of one size are solved one pattern of links at a time (`Topology.link_patterns`: identical
+    nodes, nodes of other GPU models joined alike, and apart from them a node with a lost link): each
+    node holds a block (a_pp, a_dp, a_tp) of the mesh, every way of cutting the mesh into such blocks is
+    placed inside one node of each pattern by CP-SAT and repeated on the nodes of that pattern (node b
+    holds block b in row-major order). Nodes of different sizes are placed as one problem when small (up
+    to MAX_JOINT_GPUS), else left in the default order (not optimal, gap unknown).
     """
     n = topology.num_gpus
     per_node = [list(gpus) for gpus in topology.gpus_by_node]
-    if topology.num_nodes == 1 or not (topology.identical_nodes or topology.nodes_alike_in_links):
+    one_size = len({len(gpus) for gpus in per_node}) == 1
+    if topology.num_nodes == 1 or not one_size:
         if n <= MAX_JOINT_GPUS:
             return place(topology, range(n), shape, traffic, time_limit_s=time_limit_s)
         return Placement(layouts=[to_layout(shape, list(range(n)))], optimal=False, gap=1.0, status="UNSOLVED")
-    size = len(per_node[0])
+    patterns = [0] * len(per_node) if topology.identical_nodes else list(topology.link_patterns)
+    first_of = {pattern: b for b, pattern in reversed(list(enumerate(patterns)))}  # a node of each pattern
     layouts, optimal, gap = [], True, 0.0
-    for block in _blocks(shape, size):
-        local = place(topology, per_node[0], block, traffic, time_limit_s=time_limit_s)
-        optimal, gap = optimal and local.optimal, max(gap, local.gap)
-        for layout in local.layouts:
-            tiled = _tile(shape, block, layout, per_node)
+    for block in _blocks(shape, len(per_node[0])):
+        local = {}  # each pattern's layouts of the block, as local indexes of its nodes' GPUs
+        for pattern, b in first_of.items():
+            solved = place(topology, per_node[b], block, traffic, time_limit_s=time_limit_s)
+            optimal, gap = optimal and solved.optimal, max(gap, solved.gap)
+            index = {g: k for k, g in enumerate(per_node[b])}
+            local[pattern] = [[[[index[g] for g in row] for row in stage] for stage in lay] for lay in solved.layouts]
+        for k in range(max(len(found) for found in local.values())):  # the k-th best of each pattern together
+            on_node = [local[pattern][min(k, len(local[pattern]) - 1)] for pattern in patterns]
+            tiled = _tile(shape, block, on_node, per_node)
             if tiled not in layouts:
                 layouts.append(tiled)
     return Placement(layouts=layouts, optimal=optimal, gap=gap)
@@ -241,20 +249,15 @@ def _blocks(shape: Shape, size: int) -> list[Shape]:
     return out or [shape]
 
 
-def _tile(shape: Shape, block: Shape, local: Layout, per_node: list[list[int]]) -> Layout:
-    """Repeat a layout of one node's block on every node: node b holds block b (row-major over
-    blocks), with the GPUs at the same local positions."""
+def _tile(shape: Shape, block: Shape, on_node: list[Layout], per_node: list[list[int]]) -> Layout:
+    """Lay blocks of the mesh on the nodes: node b holds block b (row-major over blocks), its GPUs where
+    `on_node[b]` (a layout of the block in local GPU indexes) puts them."""
     pp, dp, tp = shape
     bp, bd, bt = block
-    local_of = {g: k for k, g in enumerate(per_node[0])}
     blocks_d, blocks_t = dp // bd, tp // bt
-    return [
-        [
-            [
-                per_node[((p // bp) * blocks_d + d // bd) * blocks_t + t // bt][local_of[local[p % bp][d % bd][t % bt]]]
-                for t in range(tp)
-            ]
-            for d in range(dp)
-        ]
-        for p in range(pp)
-    ]
+
+    def gpu(p: int, d: int, t: int) -> int:
+        node = ((p // bp) * blocks_d + d // bd) * blocks_t + t // bt
+        return per_node[node][on_node[node][p % bp][d % bd][t % bt]]
+
+    return [[[gpu(p, d, t) for t in range(tp)] for d in range(dp)] for p in range(pp)]

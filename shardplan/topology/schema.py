@@ -203,20 +203,23 @@ class Topology(_Frozen):
         return True
 
     @cached_property
-    def nodes_alike_in_links(self) -> bool:
-        """Every node's GPUs joined as node 0's are, link kind for link kind and bandwidth in proportion (an
-        H100 node beside an A100 node, both NVSwitch; not a node with one NVLink bundle degraded): a placement
-        of ranks good on one node is as good on every other."""
+    def link_patterns(self) -> tuple[Hashable, ...]:
+        """How each node's GPUs are joined: link kind and bandwidth (in proportion to the node's slowest pair)
+        of every pair of local positions. Nodes of one pattern take the same placement of ranks."""
 
-        def pattern(gpus: tuple[int, ...]) -> tuple[tuple[str, ...], tuple[float, ...]]:
+        def pattern(gpus: tuple[int, ...]) -> Hashable:
             pairs = list(itertools.combinations(gpus, 2))
             gbps = [self.bandwidth_gbps(a, b) for a, b in pairs]
             low = min(gbps, default=1.0)
-            return tuple(self.path_kind(a, b) for a, b in pairs), tuple(round(g / low, 2) for g in gbps)
+            return len(gpus), tuple(self.path_kind(a, b) for a, b in pairs), tuple(round(g / low, 2) for g in gbps)
 
-        first = self.gpus_by_node[0]
-        ref = pattern(first)
-        return all(len(gpus) == len(first) and pattern(gpus) == ref for gpus in self.gpus_by_node[1:])
+        return tuple(pattern(gpus) for gpus in self.gpus_by_node)
+
+    @cached_property
+    def nodes_alike_in_links(self) -> bool:
+        """Every node joined as node 0 is (`link_patterns`: an H100 node beside an A100 node, both NVSwitch; not
+        a node with one NVLink bundle lost): a placement of ranks good on one node is as good on every other."""
+        return len(set(self.link_patterns)) == 1
 
     @cached_property
     def nodes_interchangeable(self) -> bool:
