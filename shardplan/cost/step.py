@@ -431,8 +431,8 @@ def time_lower_bound_s(
     must be given, whose slowest stage no split can beat. Communication is free, but for the TP
     collectives no overlap hides, at `tp_ring_gbps` (`collectives.ring_gbps_bound`) where given. On mixed
     clusters a pipeline's stages are timed on the fastest GPU model (taken to be fastest at every part of the
-    step); one stage holds every GPU and runs at its slowest model's pace, so any model's rates bound it: the
-    one of the lowest peak."""
+    step), and no faster than the stages of the slowest GPUs allow; one stage holds every GPU and runs at its
+    slowest model's pace, so any model's rates bound it: the one of the lowest peak."""
     slowest = min(topology.gpu_model_ids[0], key=lambda key: gpu_model(key).bf16_dense_tflops)
     rates = rates_for(topology.fastest_gpu_model if pp > 1 else slowest, calibration)
     fsdp2 = host_wrappers(training, tp)[0]
@@ -461,6 +461,29 @@ def time_lower_bound_s(
             max(stage_of(layers=n, first=p == 0, last=p == pp - 1).total_s for p, n in enumerate(layers_per_stage))
             - 1e-6,
         )
+    keys, model_ids = topology.gpu_model_ids
+    if pp > 1 and len(keys) > 1:
+        # mixed GPU models: a stage runs at its slowest GPU's pace, and its time grows by at least that pace per
+        # block (GPU work and host dispatch alike are linear in blocks). With the slowest GPUs packed into as few
+        # stages as hold them (the most stages left fast), no split beats the layers spread so that every stage
+        # finishes together.
+        pace = {
+            key: stage_times(
+                model,
+                training,
+                layers=1,
+                first=False,
+                last=False,
+                micro_batch=micro_batch,
+                tp=tp,
+                cp=cp,
+                rates=rates_for(key, calibration),
+            ).total_s
+            for key in keys
+        }
+        paces = sorted((pace[keys[i]] for i in model_ids), reverse=True)
+        per_stage = paces[:: len(paces) // pp][:pp]
+        per_micro = max(per_micro, model.num_layers / sum(1 / b for b in per_stage))
     bound = num_micro * per_micro + (pp - 1) / virtual_stages * per_micro
     if pp == 1:  # with stages, which one bounds the step (and its weights) is not known here
         params = param_counts(model, layers=model.num_layers, first=True, last=True) / tp
