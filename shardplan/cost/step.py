@@ -27,7 +27,6 @@ from shardplan.cost.memory import (
     stage_memories,
 )
 from shardplan.model.schema import ModelSpec
-from shardplan.topology.catalog import gpu_model
 from shardplan.topology.schema import Topology
 from shardplan.training import Training
 
@@ -433,8 +432,7 @@ def time_lower_bound_s(
     clusters a pipeline's stages are timed on the fastest GPU model (taken to be fastest at every part of the
     step), and no faster than the stages of the slowest GPUs allow; one stage holds every GPU and runs at its
     slowest model's pace, so any model's rates bound it: the one of the lowest peak."""
-    slowest = min(topology.gpu_model_ids[0], key=lambda key: gpu_model(key).bf16_dense_tflops)
-    rates = rates_for(topology.fastest_gpu_model if pp > 1 else slowest, calibration)
+    rates = rates_for(topology.fastest_gpu_model if pp > 1 else topology.slowest_gpu_model, calibration)
     fsdp2 = host_wrappers(training, tp)[0]
     num_micro = training.global_batch // (dp * micro_batch)
     tokens = micro_batch * training.seq_len // cp

@@ -175,6 +175,11 @@ class Topology(_Frozen):
         return max(self.gpu_model_ids[0], key=lambda key: (gpu_model(key).bf16_dense_tflops, key))
 
     @cached_property
+    def slowest_gpu_model(self) -> str:
+        """The catalogue key of the GPU model with the lowest dense bf16 peak (of one model: that one)."""
+        return min(self.gpu_model_ids[0], key=lambda key: (gpu_model(key).bf16_dense_tflops, key))
+
+    @cached_property
     def gpus_by_node(self) -> tuple[tuple[int, ...], ...]:
         """Global GPU indexes of each node, in local order."""
         out: list[list[int]] = [[] for _ in self.nodes]
