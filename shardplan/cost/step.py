@@ -3,6 +3,8 @@ bubble, data-parallel gradient sync (overlapped with the last backward), FSDP ga
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache, partial
@@ -459,7 +461,7 @@ def time_lower_bound_s(
             max(stage_of(layers=n, first=p == 0, last=p == pp - 1).total_s for p, n in enumerate(layers_per_stage))
             - 1e-6,
         )
-    keys, model_ids = topology.gpu_model_ids
+    keys = topology.gpu_model_ids[0]
     if pp > 1 and len(keys) > 1:
         # mixed GPU models: a stage runs at its slowest GPU's pace, and its time grows by at least that pace per
         # block (GPU work and host dispatch alike are linear in blocks). With the slowest GPUs packed into as few
@@ -479,8 +481,12 @@ def time_lower_bound_s(
             ).total_s
             for key in keys
         }
-        paces = sorted((pace[keys[i]] for i in model_ids), reverse=True)
-        per_stage = paces[:: len(paces) // pp][:pp]
+        slow_first = sorted(keys, key=lambda key: -pace[key])
+        ends = list(
+            itertools.accumulate(topology.gpu_model_counts[key] for key in slow_first)
+        )  # GPUs this slow or slower
+        size = topology.num_gpus // pp  # stage p's slowest GPU is the (p * size)-th, slowest first
+        per_stage = [pace[slow_first[bisect.bisect_right(ends, p * size)]] for p in range(pp)]
         per_micro = max(per_micro, model.num_layers / sum(1 / b for b in per_stage))
     bound = num_micro * per_micro + (pp - 1) / virtual_stages * per_micro
     if pp == 1:  # with stages, which one bounds the step (and its weights) is not known here

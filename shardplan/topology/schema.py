@@ -170,6 +170,11 @@ class Topology(_Frozen):
         return keys, np.asarray([keys.index(g.model) for g in self.gpus], dtype=np.int64)
 
     @cached_property
+    def gpu_model_counts(self) -> dict[str, int]:
+        """GPUs of each model (catalogue keys)."""
+        return dict(Counter(self.gpu_spec(g.index).key for g in self.gpus))
+
+    @cached_property
     def fastest_gpu_model(self) -> str:
         """The catalogue key of the GPU model with the highest dense bf16 peak (of one model: that one)."""
         return max(self.gpu_model_ids[0], key=lambda key: (gpu_model(key).bf16_dense_tflops, key))
