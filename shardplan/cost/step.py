@@ -482,9 +482,8 @@ def time_lower_bound_s(
             for key in keys
         }
         slow_first = sorted(keys, key=lambda key: -pace[key])
-        ends = list(
-            itertools.accumulate(topology.gpu_model_counts[key] for key in slow_first)
-        )  # GPUs this slow or slower
+        # ends[k]: the GPUs of the k + 1 slowest models
+        ends = list(itertools.accumulate(topology.gpu_model_counts[key] for key in slow_first))
         size = topology.num_gpus // pp  # stage p's slowest GPU is the (p * size)-th, slowest first
         per_stage = [pace[slow_first[bisect.bisect_right(ends, p * size)]] for p in range(pp)]
         per_micro = max(per_micro, model.num_layers / sum(1 / b for b in per_stage))
