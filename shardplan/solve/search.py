@@ -286,7 +286,12 @@ def _cost(
     default_layout_ = default_layout(*shape)
     default = cost_of(default_layout_)
     chosen, cost = default_layout_, default
-    for layout in placement.layouts:
+    layouts = placement.layouts
+    if c.pp > 1 and len(topology.gpu_model_ids[0]) > 1:
+        # the placement weighs links, not GPU speeds: on mixed models the stage order also decides which GPUs
+        # hold the embedding and which the output head, so each layout is tried with its stages reversed too
+        layouts = [order for layout in layouts for order in (layout, layout[::-1])]
+    for layout in layouts:
         if layout != default_layout_:
             candidate = cost_of(layout)
             if candidate.step_time_s < cost.step_time_s:
