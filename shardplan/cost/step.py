@@ -468,17 +468,9 @@ def time_lower_bound_s(
         # stages as hold them (the most stages left fast), no split beats the layers spread so that every stage
         # finishes together.
         pace = {
-            key: stage_times(
-                model,
-                training,
-                layers=1,
-                first=False,
-                last=False,
-                micro_batch=micro_batch,
-                tp=tp,
-                cp=cp,
-                rates=rates_for(key, calibration),
-            ).total_s
+            key: _stage_timer(
+                model, training, micro_batch=micro_batch, tp=tp, cp=cp, rates=rates_for(key, calibration)
+            )(layers=1, first=False, last=False).total_s
             for key in keys
         }
         slow_first = sorted(keys, key=lambda key: -pace[key])

@@ -172,7 +172,10 @@ class Topology(_Frozen):
     @cached_property
     def gpu_model_counts(self) -> dict[str, int]:
         """GPUs of each model (catalogue keys)."""
-        return dict(Counter(self.gpu_spec(g.index).key for g in self.gpus))
+        import numpy as np  # here, not at start-up
+
+        keys, model_ids = self.gpu_model_ids
+        return dict(zip(keys, np.bincount(model_ids, minlength=len(keys)).tolist(), strict=True))
 
     @cached_property
     def fastest_gpu_model(self) -> str:
