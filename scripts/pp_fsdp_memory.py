@@ -75,12 +75,14 @@ def _static_shapes_only() -> None:
 class Stage(nn.Module):
     """`n` blocks under full activation checkpointing (torchtitan's checkpoint_wrapper)."""
 
-    def __init__(self, n: int, h: int = H, heads: int = HEADS, ffn: int = FFN, seq: int = SEQ) -> None:
+    def __init__(
+        self, n: int, h: int = H, heads: int = HEADS, ffn: int = FFN, seq: int = SEQ, kv_heads: int | None = None
+    ) -> None:
         super().__init__()
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
         self.layers = nn.ModuleList(
-            checkpoint_wrapper(Block(h, heads, ffn, 1e-5), preserve_rng_state=False) for _ in range(n)
+            checkpoint_wrapper(Block(h, heads, ffn, 1e-5, kv_heads), preserve_rng_state=False) for _ in range(n)
         )
         self.rope = (h // heads, seq)
         cos, sin = rope_tables(*self.rope)
@@ -297,10 +299,10 @@ def pipeline(
 class Whole(nn.Module):
     """Embedding, a `Stage` of `n` blocks, final norm and head: logits out."""
 
-    def __init__(self, n: int, h: int, heads: int, ffn: int, vocab: int, seq: int) -> None:
+    def __init__(self, n: int, h: int, heads: int, ffn: int, vocab: int, seq: int, kv_heads: int | None) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab, h)
-        self.stage = Stage(n, h, heads, ffn, seq)
+        self.stage = Stage(n, h, heads, ffn, seq, kv_heads)
         self.norm = nn.RMSNorm(h, eps=1e-5)
         self.head = nn.Linear(h, vocab, bias=False)
 
@@ -308,11 +310,13 @@ class Whole(nn.Module):
         return self.head(self.norm(self.stage(self.embed(tokens))))
 
 
-def two_d(*, dp: int, tp: int, blocks: int, h: int, heads: int, ffn: int, vocab: int, seq: int, mb: int) -> dict:
+def two_d(
+    *, dp: int, tp: int, blocks: int, h: int, heads: int, ffn: int, vocab: int, seq: int, mb: int, kv_heads: int = 0
+) -> dict:
     """Rank 0 of a whole model under FSDP2 x TP as torchtitan runs it without PP (its 2D rows): the embedding
     (RowwiseParallel, output a sequence shard), blocks under full activation checkpointing with `_tensor_parallel`,
     the final norm on the shard, the head ColwiseParallel into vocabulary shards and torch's loss_parallel over
-    them; FSDP2 on each block and on the root (resharded after forward)."""
+    them; FSDP2 on each block and on the root (resharded after forward). `kv_heads` 0: as many as `heads`."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     from torch.distributed.tensor import Replicate, Shard
@@ -321,7 +325,7 @@ def two_d(*, dp: int, tp: int, blocks: int, h: int, heads: int, ffn: int, vocab:
     _fake_world(dp * tp)
     mesh = init_device_mesh(DEVICE.type, (dp, tp), mesh_dim_names=("dp", "tp"))
     with torch.device("meta"):
-        model = Whole(blocks, h, heads, ffn, vocab, seq)
+        model = Whole(blocks, h, heads, ffn, vocab, seq, kv_heads or None)
     parallelize_module(model.embed, mesh["tp"], RowwiseParallel(input_layouts=Replicate(), output_layouts=Shard(1)))
     for layer in model.stage.layers:
         _tensor_parallel(layer._checkpoint_wrapped_module, mesh["tp"])
@@ -337,6 +341,7 @@ def two_d(*, dp: int, tp: int, blocks: int, h: int, heads: int, ffn: int, vocab:
     tokens = torch.randint(0, vocab, (mb, seq), device=DEVICE)
     labels = torch.randint(0, vocab, (mb, seq), device=DEVICE)
     out: dict = {"kind": "2d", "dp": dp, "tp": tp, "blocks": blocks, "h": h, "heads": heads, "ffn": ffn}
+    out["kv_heads"] = kv_heads or heads
     out |= {"vocab": vocab, "seq": seq, "micro_batch": mb, "params": params}
 
     def forward_backward() -> None:

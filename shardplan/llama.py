@@ -59,11 +59,17 @@ def rope_tables(
 
 
 class Block(nn.Module):
-    def __init__(self, h: int, heads: int, ffn: int, eps: float) -> None:
+    """A Llama block; `kv_heads` (default: `heads`) key and value heads, each repeated for heads / kv_heads
+    query heads before attention as torchtitan's `repeat_kv` does (a copy, not a view)."""
+
+    def __init__(self, h: int, heads: int, ffn: int, eps: float, kv_heads: int | None = None) -> None:
         super().__init__()
         self.head_dim = h // heads
+        self.repeats = heads // (kv_heads or heads)
+        kv = h // self.repeats
         self.attn_norm, self.mlp_norm = nn.RMSNorm(h, eps=eps), nn.RMSNorm(h, eps=eps)
-        self.wq, self.wk, self.wv, self.wo = (nn.Linear(h, h, bias=False) for _ in range(4))
+        self.wq, self.wo = nn.Linear(h, h, bias=False), nn.Linear(h, h, bias=False)
+        self.wk, self.wv = nn.Linear(h, kv, bias=False), nn.Linear(h, kv, bias=False)
         self.w1, self.w3 = nn.Linear(h, ffn, bias=False), nn.Linear(h, ffn, bias=False)
         self.w2 = nn.Linear(ffn, h, bias=False)
 
@@ -72,6 +78,8 @@ class Block(nn.Module):
         # -1 heads: under tensor parallelism each rank holds heads / tp of them (and under sequence
         # parallelism the projections see the whole sequence where x holds a shard of it)
         q, k, v = (w(y).unflatten(-1, (-1, self.head_dim)).transpose(1, 2) for w in (self.wq, self.wk, self.wv))
+        if self.repeats > 1:
+            k, v = k.repeat_interleave(self.repeats, dim=1), v.repeat_interleave(self.repeats, dim=1)
         o = F.scaled_dot_product_attention(_rotate(q, cos, sin), _rotate(k, cos, sin), v, is_causal=True)
         x = x + self.wo(o.transpose(1, 2).flatten(2))
         y = self.mlp_norm(x)

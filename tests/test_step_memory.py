@@ -226,6 +226,7 @@ def test_interleaved_in_one_round_holds_one_chunks_gradients_measured() -> None:
     [
         ("sweep", {"schedule": "interleaved", "pp": 4, "dp": 2, "tp": 2, "blocks": 2, "n_micro": 4}),
         ("2d", {"dp": 4, "tp": 2, "blocks": 2, "vocab": 256}),
+        ("2d", {"dp": 4, "tp": 2, "blocks": 2, "vocab": 256, "kv_heads": 2}),
     ],
 )
 def test_measurement_script_builds_the_model_it_describes(kind: str, shape: dict) -> None:
@@ -244,7 +245,8 @@ def test_measurement_script_builds_the_model_it_describes(kind: str, shape: dict
     assert done.returncode == 0, done.stderr[-2000:]
     run = json.loads(done.stdout.strip().splitlines()[-1])
     h, ffn = dims["h"], dims["ffn"]
-    block = 4 * h * h + 3 * h * ffn + 2 * h
+    kv = h * shape.get("kv_heads", dims["heads"]) // dims["heads"]
+    block = 2 * h * h + 2 * h * kv + 3 * h * ffn + 2 * h
     if kind == "2d":
         assert run["params"] == shape["blocks"] * block + 2 * shape["vocab"] * h + h
     else:
