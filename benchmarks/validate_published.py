@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shardplan import Training, estimate, load_topology
+from shardplan import Training, estimate, load_model, load_topology
 from shardplan.errors import ShardplanError
 from shardplan.model.hf_config import spec_from_config
 
@@ -50,6 +50,8 @@ FILE_DEFAULTS = {
     "llmfoundry_mpt_fsdp_benchmarks.csv": (1, "none", 3, 1),
     # BLOOM tr11 sweep (file header): Megatron-DeepSpeed, ZeRO-1, activation checkpointing.
     "bloom176b_topology_sweep.csv": (1, "full", 1, 1),
+    # Megatron Bridge (Megatron-Core): every usable row states micro-batch and virtual stages (`_megatron_bridge`).
+    "megatron_bridge_perf_summary.csv": (1, "none", 1, 1),
 }
 # Sources that predate Megatron's sequence parallelism (Korthikanti et al., arXiv:2205.05198, May 2022)
 # ran TP without it, where a row does not say (the `sp` column) otherwise.
@@ -66,7 +68,10 @@ UNFUSED_ATTENTION = NO_SEQUENCE_PARALLEL | {"korthikanti2022_seqpar_selective.cs
 TRITON_ATTENTION = {"llmfoundry_mpt_fsdp_benchmarks.csv"}
 # llm-foundry's MPT takes `loss_fn: fused_crossentropy` unless the yaml says otherwise (llmfoundry/models/
 # mpt/modeling_mpt.py: flash_attn.losses.cross_entropy.CrossEntropyLoss); the benchmark yamls do not.
-FUSED_LOSS = {"llmfoundry_mpt_fsdp_benchmarks.csv"}
+FUSED_LOSS = {"llmfoundry_mpt_fsdp_benchmarks.csv", "megatron_bridge_perf_summary.csv"}
+# Megatron-Core with Transformer Engine: SwiGLU through its fused SwiGLUFunction (bias_activation_fusion, on in
+# NeMo's and Megatron Bridge's Llama configs) and FP8 linears that keep their inputs' FP8 casts.
+MEGATRON_CORE_TE = {"nemo_24.07_perf_summary.csv", "megatron_bridge_perf_summary.csv"}
 # Sources on Megatron code from before the asynchronous column-parallel backward: Megatron-LM of early
 # 2021, and the BigScience Megatron-DeepSpeed fork (megatron/mpu/layers.py: ColumnParallelLinear is
 # copy_to_tensor_model_parallel_region + F.linear, its backward all-reduce synchronous).
@@ -89,12 +94,10 @@ GRAD_ACCUMULATION_FUSION = {
     "megatron_core_readme_h100_scaling.csv",
     "megascale2024_175b_530b.csv",
     "nemo_24.07_perf_summary.csv",
+    "megatron_bridge_perf_summary.csv",
 }
 # Files with no row the cost model can take, and why (listed in the report).
 NOT_USABLE = {
-    "megatron_bridge_perf_summary.csv": (
-        "FP8/MXFP8/NVFP4 runs, the BF16 ones all MoE (expert parallelism); no architecture columns"
-    ),
     "nemo_long_sequence_cp.csv": (
         "model TFLOP/s without its formula: whether the attention term counts the causal half (a factor up to 2 "
         "at 1M tokens) is not stated; the B200 rows' GPU is not in the catalogue"
@@ -281,7 +284,61 @@ def _bloom(row: dict[str, str]) -> dict[str, str]:
     }
 
 
-ADAPTERS = {"llmfoundry_mpt_fsdp_benchmarks.csv": _llmfoundry, "bloom176b_topology_sweep.csv": _bloom}
+# Megatron Bridge's H100 Llama recipes (scripts/performance/configs/llama/llama3_workload_base_configs.py and
+# llama31_workload_base_configs.py, H100 FP8_CS): no recompute, no FSDP, TP communication overlapped (the llama3
+# recipes import userbuffers_bf16_h100_h8192_tp4_mbs1_seqlen8192), Transformer Engine's fused cross entropy
+# (utils/overrides.py _set_common_perf_overrides); the model recipes (src/megatron/bridge/recipes/llama/llama3.py)
+# run the distributed optimizer with overlapped gradient reduction and parameter gather.
+BRIDGE_MODELS = {"LLAMA3_70B": "llama3-70b", "LLAMA3.1_405B": "llama3-405b"}
+
+
+def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
+    """A Megatron Bridge performance row in the common columns: the dense Llama rows on DGX-H100; the others name
+    why they are not estimated."""
+    out = {"row_id": row["row_id"], "model": row["model"], "n_gpus": row["n_gpus"]}
+    precision = row["precision"] or ("FP8" if "describes FP8" in row["notes"] else "")
+    if row["system"] != "DGX-H100":
+        return out | {"not_usable": f"{row['system']}: Blackwell GPUs are not in the GPU catalogue"}
+    if (_num(row["ep"]) or 1) > 1 or row["model"] not in BRIDGE_MODELS | {"LLAMA3_8B": ""}:
+        return out | {"not_usable": "mixture of experts or hybrid model: expert parallelism is not modelled"}
+    if row["model"] == "LLAMA3_8B":
+        # the H100 8B recipe changed between releases: Megatron FSDP in the 25.x tables, DDP with 5 of 32 blocks
+        # recomputed (recompute_num_layers=5) in the recipe file; a row does not say which
+        return out | {"not_usable": "8B: recompute and sharding of the H100 recipe are not stated per release"}
+    if not precision.startswith(("FP8", "BF16")):
+        return out | {"not_usable": f"precision {precision or 'not stated'}"}
+    spec = load_model(BRIDGE_MODELS[row["model"]])
+    return out | {
+        "hidden": str(spec.hidden_size),
+        "n_layers": str(spec.num_layers),
+        "n_heads": str(spec.num_heads),
+        "n_kv_heads": str(spec.num_kv_heads),
+        "ffn_hidden": str(spec.ffn_hidden_size),
+        "vocab": str(spec.vocab_size),
+        "seq_len": row["seq_len"],
+        "gpu": "H100 80GB",
+        "gpus_per_node": "8",
+        "precision": precision,
+        "tp": row["tp"],
+        "pp": row["pp"],
+        "cp": row["cp"],
+        "dp": str(int(row["n_gpus"]) // (int(row["tp"]) * int(row["pp"]) * int(row["cp"]))),
+        "sp": "yes" if int(row["tp"]) > 1 else "no",
+        "vpp": "" if row["vp"] == "n/a" else row["vp"],
+        "zero_fsdp": "ZeRO-3 (Megatron FSDP)" if _num(row["fsdp"]) else "ZeRO-1 (distributed optimizer)",
+        "micro_batch": row["mbs"],
+        "global_batch": row["gbs"],
+        "act_recompute": "none",
+        "other_opts": "--tp-comm-overlap --overlap-param-gather",
+        "tokens_per_s_per_gpu": row["tokens_per_s_per_gpu"],
+    }
+
+
+ADAPTERS = {
+    "llmfoundry_mpt_fsdp_benchmarks.csv": _llmfoundry,
+    "bloom176b_topology_sweep.csv": _bloom,
+    "megatron_bridge_perf_summary.csv": _megatron_bridge,
+}
 COLUMNS = [
     "row_id",
     "model",
@@ -313,6 +370,7 @@ COLUMNS = [
     "tflops_per_gpu",
     "tflops_basis",
     "mem_per_gpu",
+    "not_usable",
 ]
 
 
@@ -401,6 +459,9 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
     result = Row(name, row["row_id"], label, measured_step_s=0.0)
     opts = row.get("other_opts", "").lower().replace("quantization=none", "")
     fp8 = "float8" in opts or row["precision"].upper().startswith(("FP8", "BF16 + FLOAT8"))
+    if row["not_usable"]:
+        result.skipped = row["not_usable"]
+        return result
     if "lora" in opts:
         result.skipped = "LoRA (frozen base weights: no weight gradients or optimizer step for them)"
         return result
@@ -463,6 +524,8 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             tp_impl="dtensor" if name in DTENSOR_TP else "megatron",
             pipeline_runtime=PIPELINE_RUNTIME.get(name, "megatron"),
             cp_comm="all_gather" if name in DTENSOR_TP else "p2p",
+            fused_swiglu=name in MEGATRON_CORE_TE,
+            fp8_saved_inputs=name in MEGATRON_CORE_TE,
         )
         result.recompute, result.zero_stage = train.recompute, train.zero_stage
         shape = dict(tp=tp, pp=pp, dp=dp, cp=cp, micro_batch=mb, virtual_stages=vpp)

@@ -83,6 +83,20 @@ class Training(BaseModel):
         "fusion across ops is not modelled), and under op-level selective recompute a compiled block keeps one "
         "bf16 h-wide tensor fewer per token (measured on an H100).",
     )
+    fused_swiglu: bool = Field(
+        False,
+        description="SwiGLU's SiLU and product in one autograd function that keeps only its input, the gate and up "
+        "projections' outputs, and recomputes SiLU in backward (Megatron-Core's bias_activation_fusion, "
+        "megatron/core/fusions/fused_bias_swiglu.py SwiGLUFunction): a block keeps 6 B per element of the MLP "
+        "width where eager SwiGLU keeps 8.",
+    )
+    fp8_saved_inputs: bool = Field(
+        False,
+        description="With dtype='fp8', each FP8 linear keeps its input for the weight gradient as the FP8 cast, 1 B "
+        "an element (Transformer Engine's Linear and LayerNormLinear); the attention output stays kept in bf16 "
+        "for attention's backward beside the out-projection's FP8 copy. False: inputs kept in bf16 as eager "
+        "linears keep them.",
+    )
     pipeline_scatter_gather: bool = Field(
         True,
         description="Without sequence parallelism, each TP rank sends 1/tp of a stage's output and the next stage "

@@ -202,6 +202,13 @@ def test_activation_memory_gqa_swiglu_flash():
     expect = (2 * h + 2 * kv + 2 * kv + 2 * h + 8 * f) / 4 + (8 * h) / 4
     assert m.activation_bytes_per_token(tp=4, sequence_parallel=True) == expect
     assert m.activation_bytes_per_token(tp=4, recompute="full") == 2 * h / 4
+    # Megatron-Core's SwiGLUFunction keeps its input (gate and up outputs, 4f) and recomputes SiLU: 6f in all
+    fused = m.activation_bytes_per_token(tp=4, sequence_parallel=True, fused_swiglu=True)
+    assert fused == expect - 2 * f / 4
+    # Transformer Engine's FP8 linears keep their inputs' FP8 casts: the two LN outputs (h each) and the
+    # down-projection's input (f) in 1 B; the out-projection's FP8 copy (1 B x h) beside attention's bf16 output
+    fp8 = m.activation_bytes_per_token(tp=4, sequence_parallel=True, fused_swiglu=True, fp8_inputs=True)
+    assert fp8 == fused - (2 * h + f) / 4 + h / 4
 
 
 def test_activation_memory_torchtitan_selective_recompute():

@@ -6,6 +6,7 @@ state what the cost model needs: degrees, batch, recompute and which communicati
 - MegaScale (arXiv:2402.15627) Table 2: the Megatron-LM baseline, 175B on 256-8,192 Ampere GPUs.
 - Korthikanti et al. 2022 (arXiv:2205.05198) Table 5: with and without sequence parallelism.
 - Llama 3 (arXiv:2407.21783) Table 4: 405B on 8,192 and 16,384 H100s, interleaved as Sec. 3.3.2 says.
+- Megatron Bridge performance summary (NeMo 25.09-26.04): Llama 3 70B and 405B in FP8 on 64 and 1,024 H100s.
 
 Every row within 25% and the mean within 10% (issue 5's bounds). The harness prints every source.
 """
@@ -29,6 +30,7 @@ SUBSET = {
     "korthikanti2022_seqpar_selective.csv": "T5-",
     "llama3_2024_405b_pretraining.csv": "T4-",
     "nemo_24.07_perf_summary.csv": "N2407-",  # FP8 (Transformer Engine) on DGX-H100
+    "megatron_bridge_perf_summary.csv": "MB-",  # its dense Llama rows on DGX-H100, FP8 (2025-2026)
 }
 
 
@@ -76,6 +78,17 @@ def test_every_llmfoundry_run_is_estimated_to_fit() -> None:
     rows = [vp.evaluate(n, row) for n, row in vp.usable_rows() if n.startswith("llmfoundry")]
     used = [r for r in rows if r.error is not None]
     assert len(used) >= 140 and [r.row_id for r in used if not r.fits] == []
+
+
+def test_megatron_bridge_h100_llama_runs_fit_as_megatron_core_keeps_activations() -> None:
+    """Megatron Bridge's H100 recipes run Llama 3 70B at TP 4 x PP 8 x 5 virtual stages and 405B at TP 8 x PP 8 x
+    CP 2 x 8 with no activation recompute, in FP8 (performance-summary-archive.md; llama3_workload_base_configs.py).
+    They ran, so the estimate must fit them: with eager SwiGLU and bf16 linear inputs the 70B's first stage would
+    keep 59 GiB of activations and need 87 GiB."""
+    vp = _harness()
+    rows = [vp.evaluate(n, row) for n, row in vp.usable_rows() if n.startswith("megatron_bridge")]
+    used = [r for r in rows if r.error is not None]
+    assert len(used) == 8 and [r.row_id for r in used if not r.fits] == []
 
 
 def test_bloom_sweep_mean_within_bounds() -> None:

@@ -146,6 +146,8 @@ def activation_bytes(
         "sequence_parallel": sp,
         "seq_len": training.seq_len,
         "flash_attention": training.attention != "unfused",
+        "fused_swiglu": training.fused_swiglu,
+        "fp8_inputs": training.fp8_saved_inputs and training.dtype == "fp8",
     }
     per_layer = model.activation_bytes_per_token(**shape, recompute=training.recompute)
     gathered = 0.0  # per token of a block, beyond Megatron's shards

@@ -140,6 +140,8 @@ class ModelSpec(BaseModel):
         recompute: Recompute = "none",
         seq_len: int | None = None,
         flash_attention: bool = True,
+        fused_swiglu: bool = False,
+        fp8_inputs: bool = False,
     ) -> float:
         """Activation bytes kept for backward by one transformer block, per token of the micro-batch,
         on one GPU of a TP group of size `tp` (Korthikanti et al. 2022, arXiv:2205.05198, Sec. 4).
@@ -156,6 +158,10 @@ class ModelSpec(BaseModel):
           MoE: f = top_k * expert f + shared f (what one token's MLP work keeps).
           No dropout: no 1h masks; s x s part is the softmax output alone (2as instead of 5as).
           Flash attention (SDPA): no s x s matrix is kept (only O(s) statistics), so no as term.
+          `fused_swiglu` (Megatron-Core's SwiGLUFunction keeps its input, recomputes SiLU): 4f + 2f = 6f.
+          `fp8_inputs` (Transformer Engine's FP8 linears keep their inputs' FP8 casts): the two LN outputs and the
+            down-projection's input at 1 B an element; the out-projection keeps an FP8 copy (1 B x q) beside
+            the bf16 attention output that attention's backward reads.
         Tensor parallelism divides what is sharded (QKV/MLP internals) by tp; sequence parallelism
         also divides the LN outputs, norm inputs and masks (the paper's 10h becomes 10h/t).
         Selective recompute drops the s x s part; full recompute keeps only the block input (2h).
@@ -177,6 +183,7 @@ class ModelSpec(BaseModel):
             return BYTES_BF16 * h / (tp if sequence_parallel else 1)
         if recompute == "selective-layer":
             shape = {"tp": tp, "sequence_parallel": sequence_parallel, "seq_len": s, "flash_attention": flash_attention}
+            shape |= {"fused_swiglu": fused_swiglu, "fp8_inputs": fp8_inputs}
             full = self.activation_bytes_per_token(**shape, recompute="full")
             return (full + self.activation_bytes_per_token(**shape)) / 2
         if recompute == "selective-op":
@@ -186,10 +193,14 @@ class ModelSpec(BaseModel):
                 kept += 2 * h / tp  # reduce-scatter outputs after the out- and down-projections
             return float(BYTES_BF16 * kept + FP32 * self.num_heads / tp)
         # Sharded by TP: Q, K, V, out-proj input (sized q: heads*head_dim), MLP internals.
-        mlp_inner = (2 * f + 2 * f) if self.mlp == "gelu" else 8 * f
+        mlp_inner = (2 * f + 2 * f) if self.mlp == "gelu" else (6 if fused_swiglu else 8) * f
         sharded = 2 * q + 2 * kv + 2 * kv + 2 * q + mlp_inner
+        linear_input = 2  # bytes per element of a linear's input kept for its weight gradient
+        if fp8_inputs:
+            linear_input = 1
+            sharded += q - f  # the out-projection's FP8 copy; the down-projection's input in 1 B
         # Replicated without SP: LN outputs feeding attention and MLP (2h each), norm inputs (2h each), masks.
-        replicated = 2 * h + 2 * h + 4 * h + mask * 2 * h
+        replicated = 2 * linear_input * h + 4 * h + mask * 2 * h
         per_token = sharded / tp + replicated / (tp if sequence_parallel else 1)
         if recompute == "none" and not flash_attention:
             per_token += (2 + 3 * mask) * self.num_heads * s / tp  # softmax 2as (+ dropout out 2as + mask as)
