@@ -213,6 +213,12 @@ GradAccumulationFusion = Annotated[
         help="Weight-gradient GEMMs accumulate into the fp32 gradients themselves (Megatron's default with APEX)."
     ),
 ]
+FusedSwiglu = Annotated[
+    bool, typer.Option(help="SwiGLU keeps only its input and recomputes SiLU (Megatron-Core's bias_activation_fusion).")
+]
+Fp8SavedInputs = Annotated[
+    bool, typer.Option(help="With --dtype fp8, linears keep FP8 casts of their inputs (Transformer Engine).")
+]
 PipelineScatterGather = Annotated[
     bool,
     typer.Option(help="Without SP, each TP rank sends 1/tp of a stage's output (Megatron); off: whole tensors."),
@@ -259,6 +265,8 @@ def estimate(
     grad_accumulation_fusion: GradAccumulationFusion = False,
     tp_comm_overlap: TpCommOverlap = False,
     overlap_param_gather: OverlapParamGather = False,
+    fused_swiglu: FusedSwiglu = False,
+    fp8_saved_inputs: Fp8SavedInputs = False,
     sequence_parallel: SequenceParallel = True,
     pipeline_scatter_gather: PipelineScatterGather = True,
     pipeline_runtime: PipelineRuntime = "megatron",
@@ -356,6 +364,8 @@ def suggest(
     grad_accumulation_fusion: GradAccumulationFusion = False,
     tp_comm_overlap: TpCommOverlap = False,
     overlap_param_gather: OverlapParamGather = False,
+    fused_swiglu: FusedSwiglu = False,
+    fp8_saved_inputs: Fp8SavedInputs = False,
     sequence_parallel: SequenceParallel = True,
     pipeline_scatter_gather: PipelineScatterGather = True,
     pipeline_runtime: PipelineRuntime = "megatron",
@@ -469,6 +479,8 @@ _FRAMEWORK_OPTIONS = (
     "grad_accumulation_fusion",
     "tp_comm_overlap",
     "overlap_param_gather",
+    "fused_swiglu",
+    "fp8_saved_inputs",
     "sequence_parallel",
     "pipeline_scatter_gather",
     "pipeline_runtime",
