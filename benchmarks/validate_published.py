@@ -183,6 +183,7 @@ def _topology(row: dict[str, str], n_gpus: int):
     if row["machine"]:
         return load_topology(MACHINES / row["machine"], nodes=n_gpus // int(_num(row["gpus_per_node"]) or 8))
     preset = "dgx-h100" if "H100" in gpu else "dgx-a100" if ("A100" in gpu or "Ampere" in gpu) else None
+    preset = "dgx-b200" if gpu == "B200" else preset
     if preset is None:
         raise ShardplanError(f"no preset for GPU {gpu!r}")
     per_node = int(_num(row["gpus_per_node"]) or 8)
@@ -284,21 +285,22 @@ def _bloom(row: dict[str, str]) -> dict[str, str]:
     }
 
 
-# Megatron Bridge's H100 Llama recipes (scripts/performance/configs/llama/llama3_workload_base_configs.py and
-# llama31_workload_base_configs.py, H100 FP8_CS): no recompute, no FSDP, TP communication overlapped (the llama3
-# recipes import userbuffers_bf16_h100_h8192_tp4_mbs1_seqlen8192), Transformer Engine's fused cross entropy
-# (utils/overrides.py _set_common_perf_overrides); the model recipes (src/megatron/bridge/recipes/llama/llama3.py)
-# run the distributed optimizer with overlapped gradient reduction and parameter gather.
+# Megatron Bridge's H100 and B200 Llama recipes (scripts/performance/configs/llama/llama3_workload_base_configs.py,
+# llama31_workload_base_configs.py: H100_FP8_CS, B200_FP8_CS): no recompute, no FSDP, TP communication overlapped
+# (the llama3 recipes import userbuffers_bf16_h100_h8192_tp4_mbs1_seqlen8192), Transformer Engine's fused cross
+# entropy (utils/overrides.py _set_common_perf_overrides); the model recipes (src/megatron/bridge/recipes/llama/
+# llama3.py) run the distributed optimizer with overlapped gradient reduction and parameter gather.
 BRIDGE_MODELS = {"LLAMA3_70B": "llama3-70b", "LLAMA3.1_405B": "llama3-405b"}
 
 
 def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
-    """A Megatron Bridge performance row in the common columns: the dense Llama rows on DGX-H100; the others name
-    why they are not estimated."""
+    """A Megatron Bridge performance row in the common columns: the dense Llama rows on DGX-H100 and DGX-B200; the
+    others name why they are not estimated."""
     out = {"row_id": row["row_id"], "model": row["model"], "n_gpus": row["n_gpus"]}
     precision = row["precision"] or ("FP8" if "describes FP8" in row["notes"] else "")
-    if row["system"] != "DGX-H100":
-        return out | {"not_usable": f"{row['system']}: Blackwell GPUs are not in the GPU catalogue"}
+    gpu = {"DGX-H100": "H100 80GB", "DGX-B200": "B200"}.get(row["system"])
+    if gpu is None:  # GB200 / GB300 NVL72 racks, B300
+        return out | {"not_usable": f"{row['system']}: no preset (NVL72 racks: how a job spans them is not stated)"}
     if (_num(row["ep"]) or 1) > 1 or row["model"] not in BRIDGE_MODELS | {"LLAMA3_8B": ""}:
         return out | {"not_usable": "mixture of experts or hybrid model: expert parallelism is not modelled"}
     if row["model"] == "LLAMA3_8B":
@@ -316,7 +318,7 @@ def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
         "ffn_hidden": str(spec.ffn_hidden_size),
         "vocab": str(spec.vocab_size),
         "seq_len": row["seq_len"],
-        "gpu": "H100 80GB",
+        "gpu": gpu,
         "gpus_per_node": "8",
         "precision": precision,
         "tp": row["tp"],

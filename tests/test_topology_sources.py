@@ -57,6 +57,20 @@ def test_preset_sizes_and_links():
     assert [server.path_kind(0, j) for j in (1, 2, 4)] == ["pix", "pxb", "sys"]
 
 
+def test_product_names_find_their_catalogue_entry():
+    from shardplan.topology.catalog import match_product_name
+
+    names = {
+        "NVIDIA B200": "b200",
+        "NVIDIA GB200": "gb200",
+        "NVIDIA H100 80GB HBM3": "h100-sxm",
+        "NVIDIA H200": "h200-sxm",
+    }
+    assert {name: match_product_name(name) for name in names} == names
+    dgx = load_topology("dgx-b200")
+    assert dgx.gpus[0].model == "b200" and dgx.path_kind(0, 7) == "nvlink" and dgx.nvswitch_domains[0].nvls
+
+
 def test_bandwidth_by_link_class_hand_checked():
     dgx = load_topology("dgx-h100")
     # 18 NVLink4 links x 25 GB/s each way (H100 datasheet), NVSwitch efficiency 376/450 measured.
