@@ -98,7 +98,8 @@ MEGATRON_ARGS = {
     "--seq-length", "--bf16", "--num-layers-per-virtual-pipeline-stage", "--sequence-parallel",
     "--recompute-granularity", "--recompute-method", "--recompute-num-layers", "--use-distributed-optimizer",
     "--pipeline-model-parallel-layout", "--tp-comm-overlap",
-    "--overlap-grad-reduce", "--overlap-param-gather",
+    "--overlap-grad-reduce", "--overlap-param-gather", "--use-megatron-fsdp", "--data-parallel-sharding-strategy",
+    "--no-gradient-accumulation-fusion", "--ckpt-format",
 }  # fmt: skip
 DEEPSPEED_KEYS = {
     "train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "bf16",
@@ -155,6 +156,22 @@ def test_recompute_modes_map_to_each_framework(recompute: str, titan: dict, mega
     assert tomllib.loads(emit(plan, topo, "torchtitan"))["activation_checkpoint"] == titan
     args = emit(plan, topo, "megatron")
     assert megatron in args and ("--recompute" in args) == bool(megatron)
+
+
+@pytest.mark.parametrize(
+    ("zero", "pp", "sharding"),
+    [(1, 1, None), (2, 1, "optim_grads"), (3, 1, "optim_grads_params"), (2, 2, None)],
+)
+def test_zero_stages_map_to_megatron_sharding(zero: int, pp: int, sharding: str | None) -> None:
+    """ZeRO-1: the distributed optimizer; ZeRO-2/3 without a pipeline: Megatron-FSDP's sharding strategies; with a
+    pipeline the distributed optimizer and a comment saying what the plan assumed instead."""
+    topo = load_topology(CROSSED)
+    plan = estimate("llama3-8b", topo, TRAIN.model_copy(update={"zero_stage": zero}), tp=2, pp=pp, dp=4 // pp)
+    args = emit(plan, topo, "megatron")
+    assert "--use-distributed-optimizer" in args
+    assert ("--use-megatron-fsdp" in args) == (sharding is not None)
+    assert sharding is None or f"--data-parallel-sharding-strategy {sharding} " in args
+    assert ("shards optimizer states only" in args) == (zero >= 2 and sharding is None)
 
 
 @pytest.mark.parametrize(

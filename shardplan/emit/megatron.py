@@ -10,8 +10,10 @@ from shardplan.topology.schema import Topology
 
 def megatron_args(plan: Plan, topology: Topology) -> str:
     """Arguments for `pretrain_gpt.py`. Megatron orders ranks tp fastest, then cp, dp and pp: the
-    plan's rank_layout order. ZeRO >= 1 maps to the distributed optimizer (ZeRO-1 sharding of the
-    optimizer states); Megatron has no ZeRO-3, so stage 3 plans name it in a comment.
+    plan's rank_layout order. ZeRO-1 maps to the distributed optimizer; ZeRO-2 and 3 without a pipeline to
+    Megatron-FSDP's `optim_grads` and `optim_grads_params` sharding, with the flags its user guide requires
+    (docs/discussions/megatron-fsdp-user-guide); with a pipeline the distributed optimizer stays and a comment
+    names the difference.
 
     >>> from shardplan import Training, estimate, load_topology
     >>> t = load_topology("dgx-h100")
@@ -46,14 +48,20 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
         args += ["--transformer-impl transformer_engine", "--fp8-format hybrid"]
     if plan.zero_stage >= 1:
         args.append("--use-distributed-optimizer")
+    fsdp = plan.zero_stage >= 2 and plan.pp == 1
+    if fsdp:
+        strategy = "optim_grads_params" if plan.zero_stage == 3 else "optim_grads"
+        args += ["--use-megatron-fsdp", f"--data-parallel-sharding-strategy {strategy}"]
+        args += ["--no-gradient-accumulation-fusion", "--ckpt-format fsdp_dtensor"]
     if plan.tp_comm_overlap and plan.tp > 1:
         args.append("--tp-comm-overlap")  # needs Transformer Engine and --sequence-parallel
     if plan.overlap_param_gather and plan.zero_stage >= 1:
         args += ["--overlap-grad-reduce", "--overlap-param-gather"]
     head = [f"# shardplan: {plan.model} on {plan.topology}, estimated {plan.step_time_s:.3f} s/step"]
-    if plan.zero_stage >= 2:
+    if plan.zero_stage >= 2 and not fsdp:
         head.append(
-            f"# the plan assumes ZeRO-{plan.zero_stage}; Megatron's distributed optimizer shards optimizer states only"
+            f"# the plan assumes ZeRO-{plan.zero_stage}; with pp > 1 these arguments keep Megatron's distributed "
+            "optimizer, which shards optimizer states only"
         )
     if plan.dtype == "fp8" and plan.fp8_recipe == "rowwise":
         head.append("# the plan assumes torchao's rowwise FP8 scaling; Transformer Engine scales per tensor")
