@@ -88,7 +88,7 @@ TORCHTITAN_KEYS = {
         "data_parallel_replicate_degree", "data_parallel_shard_degree", "tensor_parallel_degree",
         "pipeline_parallel_degree", "pipeline_parallel_schedule", "pipeline_parallel_microbatch_size",
         "enable_async_tensor_parallel", "context_parallel_degree", "expert_parallel_degree",
-        "module_fqns_per_model_part",
+        "module_fqns_per_model_part", "fsdp_reshard_after_forward",
     },
     "training": {"global_batch_size", "local_batch_size", "seq_len", "mixed_precision_param"},
     "activation_checkpoint": {"mode"},
@@ -162,9 +162,10 @@ def test_recompute_modes_map_to_each_framework(recompute: str, titan: dict, mega
     ("zero", "pp", "sharding"),
     [(1, 1, None), (2, 1, "optim_grads"), (3, 1, "optim_grads_params"), (2, 2, None)],
 )
-def test_zero_stages_map_to_megatron_sharding(zero: int, pp: int, sharding: str | None) -> None:
-    """ZeRO-1: the distributed optimizer; ZeRO-2/3 without a pipeline: Megatron-FSDP's sharding strategies; with a
-    pipeline the distributed optimizer and a comment saying what the plan assumed instead."""
+def test_zero_stages_map_to_each_frameworks_sharding(zero: int, pp: int, sharding: str | None) -> None:
+    """Megatron: ZeRO-1 the distributed optimizer; ZeRO-2/3 without a pipeline Megatron-FSDP's sharding strategies;
+    with a pipeline the distributed optimizer and a comment saying what the plan assumed instead. torchtitan: FSDP2
+    resharding weights after forward for ZeRO-3 only."""
     topo = load_topology(CROSSED)
     plan = estimate("llama3-8b", topo, TRAIN.model_copy(update={"zero_stage": zero}), tp=2, pp=pp, dp=4 // pp)
     args = emit(plan, topo, "megatron")
@@ -172,6 +173,8 @@ def test_zero_stages_map_to_megatron_sharding(zero: int, pp: int, sharding: str 
     assert ("--use-megatron-fsdp" in args) == (sharding is not None)
     assert sharding is None or f"--data-parallel-sharding-strategy {sharding} " in args
     assert ("shards optimizer states only" in args) == (zero >= 2 and sharding is None)
+    reshard = tomllib.loads(emit(plan, topo, "torchtitan"))["parallelism"]["fsdp_reshard_after_forward"]
+    assert reshard == ("default" if zero == 3 else "never")
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,9 @@ from shardplan.topology.schema import Topology
 def torchtitan_toml(plan: Plan, topology: Topology) -> str:
     """TOML to merge into a torchtitan job config. torchtitan's data parallelism is FSDP2
     (`data_parallel_shard_degree`) when the plan shards over replicas (ZeRO >= 1), else plain
-    replication (`data_parallel_replicate_degree`).
+    replication (`data_parallel_replicate_degree`). ZeRO-3 reshards weights after forward (torchtitan's
+    "default"); ZeRO-1 and 2 keep them gathered from forward to backward ("never": FSDP's SHARD_GRAD_OP, ZeRO-2;
+    torchtitan has no ZeRO-1, a comment says so).
 
     >>> from shardplan import Training, estimate, load_topology
     >>> t = load_topology("dgx-h100")
@@ -22,6 +24,7 @@ def torchtitan_toml(plan: Plan, topology: Topology) -> str:
     [parallelism]
     data_parallel_replicate_degree = 1
     data_parallel_shard_degree = 4
+    fsdp_reshard_after_forward = "default"
     tensor_parallel_degree = 2
     ...
     """
@@ -33,6 +36,7 @@ def torchtitan_toml(plan: Plan, topology: Topology) -> str:
         "[parallelism]",
         f"data_parallel_replicate_degree = {1 if shard else plan.dp}",
         f"data_parallel_shard_degree = {plan.dp if shard else 1}",
+        *_reshard_after_forward(plan.zero_stage),
         f"tensor_parallel_degree = {plan.tp}",
         f"pipeline_parallel_degree = {plan.pp}",
         f'pipeline_parallel_schedule = "{schedule}"',
@@ -55,6 +59,16 @@ def torchtitan_toml(plan: Plan, topology: Topology) -> str:
     if plan.dtype == "fp8":  # torchao's float8 linears (torchtitan's float8 converter)
         lines += ["", "[model]", 'converters = ["float8"]', "", "[float8]", f'recipe_name = "{plan.fp8_recipe}"']
     return "\n".join(lines) + "\n"
+
+
+def _reshard_after_forward(zero_stage: int) -> list[str]:
+    """torchtitan's `fsdp_reshard_after_forward` for a plan's ZeRO stage (none without sharding)."""
+    if zero_stage == 0:
+        return []
+    if zero_stage == 3:
+        return ['fsdp_reshard_after_forward = "default"']
+    note = "  # ZeRO-2; the plan's ZeRO-1 kept gradients whole" if zero_stage == 1 else ""
+    return [f'fsdp_reshard_after_forward = "never"{note}']
 
 
 def _activation_checkpoint(recompute: str) -> list[str]:
