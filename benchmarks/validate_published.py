@@ -301,12 +301,12 @@ def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
     gpu = {"DGX-H100": "H100 80GB", "DGX-B200": "B200"}.get(row["system"])
     if gpu is None:  # GB200 / GB300 NVL72 racks, B300
         return out | {"not_usable": f"{row['system']}: no preset (NVL72 racks: how a job spans them is not stated)"}
-    if (_num(row["ep"]) or 1) > 1 or row["model"] not in BRIDGE_MODELS | {"LLAMA3_8B": ""}:
-        return out | {"not_usable": "mixture of experts or hybrid model: expert parallelism is not modelled"}
     if row["model"] == "LLAMA3_8B":
-        # the H100 8B recipe changed between releases: Megatron FSDP in the 25.x tables, DDP with 5 of 32 blocks
-        # recomputed (recompute_num_layers=5) in the recipe file; a row does not say which
-        return out | {"not_usable": "8B: recompute and sharding of the H100 recipe are not stated per release"}
+        # the 8B recipes changed between releases (H100: Megatron FSDP in the 25.x tables, DDP with 5 of 32 blocks
+        # recomputed, recompute_num_layers=5, in the recipe file); a row does not say which applied
+        return out | {"not_usable": "8B: the recipe's recompute and sharding are not stated per release"}
+    if (_num(row["ep"]) or 1) > 1 or row["model"] not in BRIDGE_MODELS:
+        return out | {"not_usable": "mixture of experts or hybrid model: expert parallelism is not modelled"}
     if not precision.startswith(("FP8", "BF16")):
         return out | {"not_usable": f"precision {precision or 'not stated'}"}
     spec = load_model(BRIDGE_MODELS[row["model"]])
