@@ -15,7 +15,7 @@ import pytest
 
 from shardplan import Plan, Training, estimate, load_model, load_topology
 from shardplan.cost.calibration import at_seq, rates_for, shipped_calibration
-from shardplan.cost.collectives import SPEED_BESIDE_HELD_SMS, nccl_channels, overlap_slowdown
+from shardplan.cost.collectives import SPEED_BESIDE_HELD_SMS, collective_time_s, nccl_channels, overlap_slowdown
 from shardplan.cost.compute import MISALIGNED_PEAK_SHARE, _block_times, gemm_s
 from shardplan.cost.memory import CACHE_PART, activation_bytes, param_counts, peak_memory, state_bytes
 from shardplan.cost.step import traffic_bytes
@@ -756,3 +756,19 @@ def test_tp_traffic_under_sp_counts_the_backward_regather():
     shape = dict(tp=8, pp=1, dp=1, micro_batch=1)
     model = load_model("llama3-70b")
     assert traffic_bytes(model, sp, **shape)["tp"] == pytest.approx(1.25 * traffic_bytes(model, plain, **shape)["tp"])
+
+
+def test_zero2_reduce_scatters_every_micro_batchs_gradients_without_a_pipeline() -> None:
+    """ZeRO-2 holds gradients only as shards, so each micro-batch's backward reduce-scatters its own (DeepSpeed refuses
+    no_sync with partitioned gradients); ZeRO-1 accumulates into the whole buffer and reduces once. Under a pipeline
+    both reduce once (DeepSpeed refuses ZeRO-2 with pp > 1; torch's stages sync on the last micro-batch)."""
+    topo = load_topology("dgx-h100", nodes=2)
+    model = load_model("llama3-8b")
+
+    def network_s(zero: int, pp: int) -> float:
+        train = Training(global_batch=128, seq_len=4096, zero_stage=zero)
+        return estimate(model, topo, train, tp=1, pp=pp, dp=16 // pp, micro_batch=1).comm_time_by_link["net"]
+
+    reduce_scatter = collective_time_s(topo, "reduce_scatter", range(16), model.num_params * 4)
+    assert network_s(2, 1) - network_s(1, 1) == pytest.approx(7 * reduce_scatter, rel=1e-6)  # 8 micro-batches
+    assert network_s(2, 2) == pytest.approx(network_s(1, 2), rel=1e-9)

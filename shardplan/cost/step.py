@@ -318,14 +318,18 @@ def step_cost(
                 fsdp_s = rounds * (max(0.0, per_round - per_micro) + lost * min(per_round, per_micro))
                 moved = rounds * per_round
             else:
-                # Gradient sync overlaps the backward of the last micro-batch; the weight gather (ZeRO 1/2)
-                # follows the optimizer step, or runs under the next step's first forward. The compute
-                # beside them loses `overlap_slowdown` of the time they overlap it.
-                last_backward = per_micro * 2 / 3
+                # Gradient sync overlaps the backward of the last micro-batch (ZeRO-0/1 accumulate into the whole
+                # gradient buffer), or of every micro-batch under ZeRO-2 without a pipeline, which holds gradients
+                # only as shards and so reduce-scatters each backward's (DeepSpeed refuses no_sync with partitioned
+                # gradients, runtime/engine.py; FSDP's SHARD_GRAD_OP and Megatron-FSDP's optim_grads alike). The
+                # weight gather (ZeRO 1/2) follows the optimizer step, or runs under the next step's first forward.
+                # The compute beside them loses `overlap_slowdown` of the time they overlap it.
+                syncs = _gradient_syncs(training, num_micro, pp)
+                backward = per_micro * 2 / 3
                 hidden = stage_forward[p] if training.overlap_param_gather else 0.0
-                dp_s = max(0.0, sync - last_backward) + max(0.0, gather - hidden)
-                dp_s += lost * (min(sync, last_backward) + min(gather, hidden))
-                moved = sync + gather
+                dp_s = syncs * (max(0.0, sync - backward) + lost * min(sync, backward))
+                dp_s += max(0.0, gather - hidden) + lost * min(gather, hidden)
+                moved = syncs * sync + gather
         if fsdp2:  # its copies in and out of the collective buffers run on the compute stream, at any DP degree
             fsdp_s += (1 if held else num_micro) * fsdp2_copy_s(params_local, shards, stage_rates[p])
         opt_s = _optimizer_step_s(params_local, training, shards, num_micro, stage_rates[p], held=held)
@@ -399,8 +403,10 @@ def traffic_bytes(
         # per layer: two all-reduces (or two all-gather + reduce-scatter pairs) of the activations per
         # forward pass; backward the same, or under SP two more all-gathers (`_tp_layer_s`)
         "tp": num_micro * layers * (4 * (passes - 1) + (6 if sp else 4)) * (tp - 1) / tp * act,
-        # gradients reduced once per step (all-reduce moves twice the reduce-scatter's bytes)
-        "dp": 2 * (shards - 1) / shards * params * training.grad_bytes + zero3_gathers,
+        # gradients reduced once per step, or per micro-batch under ZeRO-2 without PP (all-reduce moves twice the
+        # reduce-scatter's bytes, as reduce-scatter and all-gather do together)
+        "dp": 2 * (shards - 1) / shards * params * training.grad_bytes * _gradient_syncs(training, num_micro, pp)
+        + zero3_gathers,
         # activations forward and gradients backward across each stage boundary
         "pp": (2 * (num_micro + pp - 1) * virtual_stages * act / split) if pp > 1 else 0.0,
     }
@@ -408,6 +414,14 @@ def traffic_bytes(
         ops = _attention_forward_passes(training) + 2
         out["cp"] = num_micro * layers * ops * (cp - 1) * kv_bytes(model, tokens, tp)
     return out
+
+
+def _gradient_syncs(training: Training, num_micro: int, pp: int) -> int:
+    """Gradient reductions per step outside FSDP's per-block ones: one, but one per micro-batch under ZeRO-2 without
+    a pipeline. With one, gradients are held whole until the step's last backward: DeepSpeed refuses ZeRO-2 with
+    pp > 1, and torch's pipeline stages turn FSDP's gradient sync off until the last micro-batch (as for ZeRO-3:
+    `memory.gathered_across_micro_batches`)."""
+    return num_micro if training.zero_stage == 2 and pp == 1 else 1
 
 
 def time_lower_bound_s(
