@@ -761,7 +761,8 @@ def test_tp_traffic_under_sp_counts_the_backward_regather():
 def test_zero2_reduce_scatters_every_micro_batchs_gradients_without_a_pipeline() -> None:
     """ZeRO-2 holds gradients only as shards, so each micro-batch's backward reduce-scatters its own (DeepSpeed refuses
     no_sync with partitioned gradients); ZeRO-1 accumulates into the whole buffer and reduces once. Under a pipeline
-    both reduce once (DeepSpeed refuses ZeRO-2 with pp > 1; torch's stages sync on the last micro-batch)."""
+    both reduce once and hold whole gradients until then (DeepSpeed refuses ZeRO-2 with pp > 1; torch's stages sync
+    on the last micro-batch)."""
     topo = load_topology("dgx-h100", nodes=2)
     model = load_model("llama3-8b")
 
@@ -772,3 +773,11 @@ def test_zero2_reduce_scatters_every_micro_batchs_gradients_without_a_pipeline()
     reduce_scatter = collective_time_s(topo, "reduce_scatter", range(16), model.num_params * 4)
     assert network_s(2, 1) - network_s(1, 1) == pytest.approx(7 * reduce_scatter, rel=1e-6)  # 8 micro-batches
     assert network_s(2, 2) == pytest.approx(network_s(1, 2), rel=1e-9)
+
+    def gradients(zero: int, pp: int) -> float:
+        train = Training(global_batch=128, seq_len=4096, zero_stage=zero)
+        return estimate(model, topo, train, tp=1, pp=pp, dp=16 // pp).memory_breakdown["gradients"]
+
+    # what is reduced once is held whole until then: only ZeRO-2 without a pipeline keeps gradient shards
+    assert gradients(2, 1) == pytest.approx(gradients(1, 1) / 16)
+    assert gradients(2, 2) == gradients(1, 2)

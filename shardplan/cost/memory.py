@@ -67,6 +67,14 @@ FRAGMENTATION = 0.105
 CACHE_PART = "allocator_cache"
 
 
+def reduces_every_micro_batch(training: Training, pp: int) -> bool:
+    """Whether ZeRO-2 keeps only gradient shards, reduce-scattering every micro-batch's gradients: without a pipeline
+    (DeepSpeed refuses no_sync with partitioned gradients, runtime/engine.py; FSDP's SHARD_GRAD_OP and
+    Megatron-FSDP's optim_grads alike). Under one, DeepSpeed refuses ZeRO-2 and torch's pipeline stages turn the
+    sync off until the last micro-batch, so the gradients stay whole through the step, as ZeRO-1's do."""
+    return training.zero_stage == 2 and pp == 1
+
+
 def gathered_across_micro_batches(training: Training, pp: int) -> bool:
     """Whether ZeRO-3 keeps a stage's weights gathered and its gradients unsharded from the first
     micro-batch to the last: under pipeline parallelism, as torchtitan runs FSDP2 with
@@ -249,6 +257,8 @@ def stage_memory(
             cp=cp,
         )
     )
+    if training.zero_stage == 2 and not reduces_every_micro_batch(training, pp):
+        mem["gradients"] = training.grad_bytes * params  # reduced once, after the last micro-batch
     if gathered_across_micro_batches(training, pp):
         # the whole stage gathered in bf16, and its gradients unsharded in the reduce dtype, for the whole step
         mem["gathered_weights"] = BF16_WEIGHT * params

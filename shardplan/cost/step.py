@@ -26,6 +26,7 @@ from shardplan.cost.memory import (
     kv_bytes,
     param_counts,
     peak_memory,
+    reduces_every_micro_batch,
     stage_memories,
 )
 from shardplan.model.schema import ModelSpec
@@ -417,11 +418,9 @@ def traffic_bytes(
 
 
 def _gradient_syncs(training: Training, num_micro: int, pp: int) -> int:
-    """Gradient reductions per step outside FSDP's per-block ones: one, but one per micro-batch under ZeRO-2 without
-    a pipeline. With one, gradients are held whole until the step's last backward: DeepSpeed refuses ZeRO-2 with
-    pp > 1, and torch's pipeline stages turn FSDP's gradient sync off until the last micro-batch (as for ZeRO-3:
-    `memory.gathered_across_micro_batches`)."""
-    return num_micro if training.zero_stage == 2 and pp == 1 else 1
+    """Gradient reductions per step outside FSDP's per-block ones: one, but one per micro-batch where ZeRO-2 keeps
+    only gradient shards (`memory.reduces_every_micro_batch`)."""
+    return num_micro if reduces_every_micro_batch(training, pp) else 1
 
 
 def time_lower_bound_s(
