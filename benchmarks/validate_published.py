@@ -100,7 +100,7 @@ GRAD_ACCUMULATION_FUSION = {
 NOT_USABLE = {
     "nemo_long_sequence_cp.csv": (
         "model TFLOP/s without its formula: whether the attention term counts the causal half (a factor up to 2 "
-        "at 1M tokens) is not stated; the B200 rows' GPU is not in the catalogue"
+        "at 1M tokens) is not stated"
     ),
     "korthikanti2022_per_layer_time.csv": "one layer's forward/backward time, not a training step",
     "korthikanti2022_activation_memory_pct.csv": "analytic activation memory, no run (tests/test_model_specs.py)",
