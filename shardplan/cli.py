@@ -255,6 +255,13 @@ def estimate(
             "(torch's context_parallel, torchtitan)."
         ),
     ] = "p2p",
+    ep: Annotated[
+        int,
+        typer.Option(
+            help="Expert-parallel degree (MoE models): GPUs that split the experts; tp x pp x dp x cp x ep = GPUs, "
+            "the dense layers' data parallelism is dp x ep."
+        ),
+    ] = 1,
     zero: Annotated[int, typer.Option(help="ZeRO / FSDP stage 0-3.")] = 1,
     recompute: Annotated[
         str, typer.Option(help="none, selective (Megatron), selective-op or selective-layer (torchtitan), full.")
@@ -295,6 +302,7 @@ def estimate(
         pp=pp,
         dp=dp,
         cp=cp,
+        ep=ep,
         micro_batch=micro_batch,
         virtual_stages=virtual_stages,
         calibration=calibration,
@@ -304,7 +312,7 @@ def estimate(
         return
     _out.print(
         f"[bold]{plan.model}[/] on {plan.topology}: tp={plan.tp} pp={plan.pp} dp={plan.dp}"
-        f"{f' cp={plan.cp}' if plan.cp > 1 else ''} "
+        f"{f' cp={plan.cp}' if plan.cp > 1 else ''}{f' ep={plan.ep}' if plan.ep > 1 else ''} "
         f"micro-batch {plan.micro_batch} x {plan.num_micro_batches}, ZeRO {plan.zero_stage}, "
         f"recompute {plan.recompute}",
         highlight=False,
@@ -319,7 +327,7 @@ def estimate(
     table.add_column("part")
     table.add_column("seconds", justify="right")
     for part, seconds in plan.breakdown.items():
-        if part != "cp" or plan.cp > 1:  # context parallelism is opt-in: no row of zeros without it
+        if part not in ("cp", "ep") or getattr(plan, part) > 1:  # opt-in: no row of zeros where unused
             table.add_row(part, f"{seconds:.4f}")
     _out.print(table)
     mem = ", ".join(f"{k} {v / 2**30:.1f}" for k, v in plan.memory_breakdown.items())
@@ -358,6 +366,13 @@ def suggest(
     cp_comm: Annotated[
         str, typer.Option(help="With --cp: p2p (Megatron / Transformer Engine's ring) or all_gather (torchtitan).")
     ] = "p2p",
+    ep: Annotated[
+        list[int] | None,
+        typer.Option(
+            help="Only these expert-parallel degrees (repeat) [default for MoE models: every degree that divides the "
+            "experts and the data-parallel GPUs; dense models: 1]."
+        ),
+    ] = None,
     dtype: Dtype = "bf16",
     fp8_recipe: Fp8Recipe = "tensorwise",
     grad_dtype: GradDtype = "fp32",
@@ -408,6 +423,7 @@ def suggest(
             recompute=tuple(recompute) if recompute else None,  # type: ignore[arg-type]
             micro_batch=tuple(micro_batch) if micro_batch else None,
             cp=tuple(sorted({1, *cp})) if cp else None,
+            ep=tuple(ep) if ep else None,
             progress=report,
         )
     if emit is not None:
@@ -428,7 +444,7 @@ def suggest(
         highlight=False,
     )
     table = Table(box=box.SIMPLE_HEAD)
-    degrees = ("tp", "pp", "dp", "cp") if cp else ("tp", "pp", "dp")
+    degrees = ("tp", "pp", "dp", *(("cp",) if cp else ()), *(("ep",) if spec.moe else ()))
     for col in ("#", *degrees, "mb", "v", "zero", "recompute", "step s", "tokens/s", "MFU", "GB/GPU"):
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column("vs default", justify="right", no_wrap=True)

@@ -26,9 +26,18 @@ class Plan(BaseModel):
     num_gpus: int
     tp: int = Field(ge=1, description="Tensor-parallel degree.")
     pp: int = Field(ge=1, description="Pipeline-parallel degree.")
-    dp: int = Field(ge=1, description="Data-parallel degree.")
+    dp: int = Field(
+        ge=1,
+        description="Data-parallel degree: the mesh's dp axis. With expert parallelism the replicas that hold the "
+        "same experts; the dense layers' data-parallel group is then dp x ep (Megatron's data-parallel size).",
+    )
     cp: int = Field(1, ge=1, description="Context-parallel degree (1: not used).")
-    ep: int = Field(1, ge=1, description="Expert-parallel degree (1: not used).")
+    ep: int = Field(
+        1,
+        ge=1,
+        description="Expert-parallel degree (1: not used): GPUs that split the experts and swap tokens by all-to-all; "
+        "they take different data, so the global batch splits over dp x ep.",
+    )
     micro_batch: int = Field(ge=1, description="Sequences per micro-batch per data-parallel replica.")
     num_micro_batches: int = Field(ge=1, description="Micro-batches per optimiser step per replica.")
     virtual_stages: int = Field(1, ge=1, description="Interleaved pipeline chunks per GPU.")
@@ -43,9 +52,10 @@ class Plan(BaseModel):
     seq_len: int
     mesh_dim_names: tuple[str, ...] = ("pp", "dp", "tp")
     mesh_shape: tuple[int, ...]
-    rank_layout: list[list[list[int]]] | list[list[list[list[int]]]] = Field(
+    rank_layout: list[list[list[int]]] | list[list[list[list[int]]]] | list[list[list[list[list[int]]]]] = Field(
         description="rank_layout[p][d][t]: the GPU of pipeline stage p, replica d, tensor rank t; with context "
-        "parallelism rank_layout[p][d][c][t], c the rank in the context-parallel group."
+        "parallelism rank_layout[p][d][c][t], c the rank in the context-parallel group; with expert parallelism "
+        "rank_layout[p][d][e][t] (or [p][d][c][e][t]), e the rank in the expert-parallel group."
     )
     layers_per_stage: tuple[int, ...]
     step_time_s: float

@@ -553,7 +553,7 @@ def test_plan_json_round_trip_and_key_set():
     assert Plan.from_json(plan.to_json()) == plan
     assert plan.mesh_dim_names == ("pp", "dp", "tp") and plan.mesh_shape == (2, 2, 2)
     assert plan.rank_layout[1][0][1] == (1 * 2 + 0) * 2 + 1
-    assert set(plan.breakdown) == {"compute", "tp", "cp", "pp", "bubble", "dp", "fsdp", "optimizer"}
+    assert set(plan.breakdown) == {"compute", "tp", "cp", "ep", "pp", "bubble", "dp", "fsdp", "optimizer"}
     assert set(plan.comm_time_by_link) == {"nvlink", "pcie", "net"}
     assert plan.step_time_s == pytest.approx(sum(plan.breakdown.values()))
     model = load_model("llama3-8b")

@@ -361,6 +361,14 @@ def rings_time_s(rings: Rings, op: str, size_bytes: float, floor_latency_s: floa
     bus_bytes = bus_factor(op, n) * size_bytes
     nvls = op == "all_reduce" and rings.nvls
     ring_s = max(bus_bytes / (rings.intra_gbps * 1e9), bus_bytes / (rings.net_gbps * 1e9))
+    if op == "all_to_all" and rings.islands > 1:
+        # no ring: each rank sends 1/n of its buffer straight to every other rank, so the (n - k)/n bound for other
+        # islands leaves through the NICs from all k ranks of an island at once, where a ring leaves each island
+        # with its bus bytes once (k = per_island)
+        k = rings.per_island
+        ring_s = max(
+            (k - 1) / n * size_bytes / (rings.intra_gbps * 1e9), k * (n - k) / n * size_bytes / (rings.net_gbps * 1e9)
+        )
     transfer_s = {p: ring_s / _PROTO_SHARE[p] for p in _PROTO_SHARE}
     if nvls and rings.islands == 1 and n > 2:  # NVLS (Simple protocol only) where the switch can reduce
         transfer_s["NVLS"] = ring_s / NVLS_ALLREDUCE_SPEEDUP

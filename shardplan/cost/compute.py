@@ -181,6 +181,12 @@ def _block_times(
     memory = norm_tokens * (
         2 * per_token["rms_norm"] / rate["rms_norm"] + 2 * per_token["residual_add"] / rate["residual_add"]
     ) + tokens / tp * (rope + per_token["swiglu"] / rate["swiglu"])
+    if model.moe is not None:
+        # MoE blocks permute each token into its top-k experts' rows before the experts and sum them back after
+        # (Megatron-Core's moe_utils permute / unpermute): read 2h, write 2kh, then read 2kh, write 2h bytes per
+        # token of this GPU, at the copy rate; a share of blocks where some blocks are dense
+        moved = 4 * h * (1 + model.moe.top_k) * model.num_moe_layers / model.num_layers
+        memory += norm_tokens * moved / rates.hbm_bytes_per_s
     if attention == "unfused":  # Megatron's core attention before FlashAttention
         scores = tokens * seq_len * model.num_heads / tp  # elements of the s x s matrices
         # QK^T and AV as two batched GEMMs over the whole square (the causal mask is applied after); with

@@ -109,6 +109,23 @@ def param_counts(model: ModelSpec, *, layers: int, first: bool, last: bool) -> i
     return int(out)
 
 
+def expert_param_counts(model: ModelSpec, *, layers: int) -> float:
+    """Of `param_counts`, the routed experts' parameters of a stage of `layers` blocks (the model's average
+    per block, as `param_counts` takes it)."""
+    return model.num_expert_params / model.num_layers * layers
+
+
+def local_params(
+    model: ModelSpec, *, layers: int, first: bool, last: bool, tp: int, ep: int = 1
+) -> tuple[float, float]:
+    """Parameters one GPU of a stage holds before ZeRO sharding, as (dense, experts): TP splits both (the
+    experts' tensor parallelism is the dense layers', Megatron-Core's default), expert parallelism the
+    experts among its `ep` ranks."""
+    total = param_counts(model, layers=layers, first=first, last=last)
+    experts = expert_param_counts(model, layers=layers)
+    return (total - experts) / tp, experts / (tp * ep)
+
+
 def state_bytes(
     params_local: float, *, dp: int, zero_stage: int, optimizer: str, grad_bytes: int = FP32_GRAD
 ) -> dict[str, float]:
@@ -230,19 +247,25 @@ def stage_memory(
     virtual_stages: int,
     context_bytes: float,
     cp: int = 1,
+    ep: int = 1,
 ) -> dict[str, float]:
     """Bytes per part on one GPU of pipeline stage `stage` holding `layers` blocks, with
     `context_bytes` for what the process holds outside PyTorch's allocator (`Rates.context_bytes`).
     It does not depend on where ranks sit, so the search prunes by it before placing anything. Under
     context parallelism the dp x `cp` GPUs that hold the same weights share their ZeRO shards
-    (Megatron-LM's data-parallel group with context parallelism, torchtitan's dp_shard_cp mesh)."""
+    (Megatron-LM's data-parallel group with context parallelism, torchtitan's dp_shard_cp mesh). Under
+    expert parallelism (`ep`) a GPU holds 1/ep of the experts, sharded over the dp x cp GPUs that hold the same
+    ones, and the dense layers' shards spread over all dp x cp x ep (Megatron-Core's expert and dense
+    data-parallel groups)."""
     first, last = stage == 0, stage == pp - 1
-    params = param_counts(model, layers=layers, first=first, last=last) / tp
-    num_micro = training.global_batch // (dp * micro_batch)
-    shards = dp * cp
-    mem = state_bytes(
-        params, dp=shards, zero_stage=training.zero_stage, optimizer=training.optimizer, grad_bytes=training.grad_bytes
-    )
+    dense, experts = local_params(model, layers=layers, first=first, last=last, tp=tp, ep=ep)
+    params = dense + experts
+    num_micro = training.global_batch // (dp * ep * micro_batch)
+    shards = dp * cp * ep
+    options = dict(zero_stage=training.zero_stage, optimizer=training.optimizer, grad_bytes=training.grad_bytes)
+    mem = state_bytes(dense, dp=shards, **options)
+    for part, held in state_bytes(experts, dp=dp * cp, **options).items():
+        mem[part] += held
     mem.update(
         activation_bytes(
             model,
@@ -273,12 +296,12 @@ def stage_memory(
             # last backward (REDUCE_GRAD, torch/distributed/pipelining/schedules.py _add_reduce_grad, which
             # calls FSDP2's post-backward): at the peak, when every activation is still held, only the last
             # chunk's gradients are unsharded (measured: benchmarks/results/h200-pp-tp-fsdp-405b)
-            chunk = param_counts(model, layers=-(-layers // virtual_stages), first=False, last=last) / tp
+            chunk = sum(local_params(model, layers=-(-layers // virtual_stages), first=False, last=last, tp=tp, ep=ep))
             mem["gradients"] = training.grad_bytes * chunk
         # each block's bf16 weight gradient, made in backward and freed into the accumulated one, leaves a
         # hole the caching allocator keeps: one per block of the stage (measured 1.13 per block at h 4096,
         # h200-pp-fsdp-reserved; but about 0.36 at 405B shapes under TP 8, h200-pp-tp-fsdp-405b: over-counted there)
-        block = param_counts(model, layers=1, first=False, last=False) / tp
+        block = sum(local_params(model, layers=1, first=False, last=False, tp=tp, ep=ep))
         mem[CACHE_PART] = mem.get(CACHE_PART, 0.0) + BF16_WEIGHT * block * layers
         if fsdp2 and not runtime_drives_fsdp:
             # FSDP2's forward hooks gather on its own copy-in and all-gather streams (`get_all_gather_streams`:
@@ -294,9 +317,9 @@ def stage_memory(
         # and head, which FSDP2 keeps gathered from forward to backward (the root module is not
         # resharded after forward: torch.distributed.fsdp.fully_shard docs, reshard_after_forward).
         # Gathers land in the all-gather stream's pool, so all of them count at the peak.
-        block = param_counts(model, layers=1, first=False, last=False)
-        ends = param_counts(model, layers=0, first=first, last=last)
-        mem["gathered_weights"] = BF16_WEIGHT * (2 * block + ends) / tp
+        block = sum(local_params(model, layers=1, first=False, last=False, tp=tp, ep=ep))
+        ends = param_counts(model, layers=0, first=first, last=last) / tp
+        mem["gathered_weights"] = BF16_WEIGHT * (2 * block + ends)
     mem["framework"] = context_bytes
     return mem
 
@@ -312,6 +335,7 @@ def stage_memories(
     virtual_stages: int,
     context_bytes: float,
     cp: int = 1,
+    ep: int = 1,
 ) -> list[dict[str, float]]:
     """`stage_memory` of every pipeline stage (`layers`: blocks per stage)."""
     pp = len(layers)
@@ -328,6 +352,7 @@ def stage_memories(
             virtual_stages=virtual_stages,
             context_bytes=context_bytes,
             cp=cp,
+            ep=ep,
         )
         for p in range(pp)
     ]

@@ -24,7 +24,7 @@ from shardplan.cost.compute import (
 from shardplan.cost.memory import (
     gathered_across_micro_batches,
     kv_bytes,
-    param_counts,
+    local_params,
     peak_memory,
     reduces_every_micro_batch,
     stage_memories,
@@ -33,7 +33,7 @@ from shardplan.model.schema import ModelSpec
 from shardplan.topology.schema import Topology
 from shardplan.training import Training
 
-Layout = Sequence[Sequence[Sequence[Any]]]  # layout[p][d][t] -> GPU; layout[p][d][c][t] with context parallelism
+Layout = Sequence[Sequence[Sequence[Any]]]  # layout[p][d][t] -> GPU; [p][d][c][t], [p][d][e][t] or [p][d][c][e][t]
 
 
 @dataclass
@@ -113,6 +113,21 @@ def _attention_forward_passes(training: Training) -> float:
     return 1 + {"full": 1.0, "selective": 1.0, "selective-layer": 0.5}.get(training.recompute, 0.0)
 
 
+def _ep_passes(training: Training) -> float:
+    """All-to-alls per MoE block per micro-batch: dispatch and combine forward, their gradients backward, and
+    forward's again where recompute re-runs the MLP (full; half the blocks under selective-layer)."""
+    return 4 + {"full": 2.0, "selective-layer": 1.0}.get(training.recompute, 0.0)
+
+
+def _dispatch_bytes(model: ModelSpec, training: Training, tokens: float, tp: int) -> float:
+    """One all-to-all's buffer per rank: each of the GPU's tokens (its sequence shard under SP) sent to its top-k
+    experts, h wide in bf16 (Megatron-Core's alltoall dispatcher; its flex dispatcher moves the same tokens)."""
+    if model.moe is None:
+        return 0.0
+    sp = training.sequence_parallel and tp > 1
+    return tokens / (tp if sp else 1) * model.moe.top_k * model.hidden_size * 2
+
+
 def _pipeline_split(training: Training, tp: int) -> int:
     """Into how many slices a stage's output goes across the TP ranks that send it: tp (the SP
     sequence shards, or Megatron's scatter-gather), or 1 where every TP rank sends the whole tensor
@@ -185,20 +200,23 @@ def step_cost(
     layers_per_stage: Sequence[int] | None = None,
     calibration: Calibration | None = None,
     memo: dict[tuple, Any] | None = None,
+    ep: int = 1,
 ) -> StepCost:
-    """The cost of one optimiser step for `layout` (shape pp x dp x tp, or pp x dp x cp x tp with context
-    parallelism); layers per stage as given, else `split_layers`. `memo` keeps collective times between
-    calls on the same topology (the search costs many layouts that share groups)."""
+    """The cost of one optimiser step for `layout` (shape pp x dp x tp, pp x dp x cp x tp with context
+    parallelism, pp x dp x ep x tp with `ep`-way expert parallelism, or pp x dp x cp x ep x tp); layers per
+    stage as given, else `split_layers`. `memo` keeps collective times between calls on the same topology (the
+    search costs many layouts that share groups)."""
     import numpy as np  # here, not at start-up: `shardplan topo` never costs a layout
 
     from shardplan.cost.axis import AxisTimes
 
     grid = np.asarray(layout, dtype=np.int64)
     pp, dp, tp = grid.shape[0], grid.shape[1], grid.shape[-1]
-    cp = grid.shape[2] if grid.ndim == 4 else 1
-    shards = dp * cp  # a stage's GPUs that hold the same weights: gradients reduced and ZeRO shards over them
+    cp = grid.size // (pp * dp * ep * tp)
+    grid = grid.reshape(pp, dp, cp, ep, tp)
+    shards = dp * cp * ep  # a stage's GPUs that hold the same dense weights: gradients reduced and ZeRO shards
     replicas = grid.reshape(pp, shards, tp)
-    num_micro = training.global_batch // (dp * micro_batch)
+    num_micro = training.global_batch // (dp * ep * micro_batch)
     fsdp2 = host_wrappers(training, tp)[0]
     keys = topology.gpu_model_ids[0]
     rates_of = {key: rates_for(key, calibration) for key in keys}
@@ -213,11 +231,17 @@ def step_cost(
 
     memo = {} if memo is None else memo
     tp_axis = AxisTimes(topology, replicas, memo)  # stage p's TP groups: replicas[p, d, :]
-    dp_axis = AxisTimes(topology, replicas.transpose(0, 2, 1), memo)  # its DP (x CP) groups: replicas[p, :, t]
-    cp_axis = AxisTimes(topology, grid.transpose(0, 1, 3, 2).reshape(pp, dp * tp, cp), memo) if cp > 1 else None
+    dp_axis = AxisTimes(topology, replicas.transpose(0, 2, 1), memo)  # its DP (x CP x EP) groups: replicas[p, :, t]
+    cp_axis = ep_axis = edp_axis = None
+    if cp > 1:
+        cp_axis = AxisTimes(topology, grid.transpose(0, 1, 3, 4, 2).reshape(pp, dp * ep * tp, cp), memo)
+    if ep > 1:  # the GPUs that swap tokens, and those that hold the same experts (dp x cp)
+        ep_axis = AxisTimes(topology, grid.transpose(0, 1, 2, 4, 3).reshape(pp, dp * cp * tp, ep), memo)
+        edp_axis = AxisTimes(topology, grid.transpose(0, 3, 4, 1, 2).reshape(pp, ep * tp, dp * cp), memo)
+    moe_share = model.num_moe_layers / model.num_layers  # of a stage's blocks, those with experts
 
     # --- per stage: compute, TP and CP collectives ----------------------------------------------
-    stage_total, tp_per_micro, cp_per_micro, stage_forward, stage_rates = [], [], [], [], []
+    stage_total, tp_per_micro, cp_per_micro, ep_per_micro, stage_forward, stage_rates = [], [], [], [], [], []
     hbm = topology.smallest_memory_bytes
     for p, present in enumerate(stage_gpu_models(topology, grid)):
         first, last = p == 0, p == pp - 1
@@ -247,21 +271,37 @@ def step_cost(
             exposed, moved = _cp_block_s(training, time_of, times.attention_s, cp, lost)
             cp_s = layers[p] * exposed
             comm[link] += num_micro * layers[p] * moved
-        if times.host_slack_s and tp_s + cp_s:
+        ep_s = 0.0
+        if ep_axis is not None:
+            # the dispatch and combine all-to-alls of each MoE block, each waited for (no overlap assumed:
+            # Megatron-Core's --overlap-moe-expert-parallel-comm off)
+            ep_s = (
+                layers[p]
+                * moe_share
+                * _ep_passes(training)
+                * ep_axis.time_s("all_to_all", p, _dispatch_bytes(model, training, tokens, tp))
+            )
+            comm[ep_axis.link_class(p)] += num_micro * ep_s
+        if times.host_slack_s and tp_s + cp_s + ep_s:
             # where the host sets the pace the GPU waits between kernels, and the collectives it runs in
             # line fill that wait first: a micro-batch takes max(host, GPU work + collectives)
-            keep = max(0.0, tp_s + cp_s - times.host_slack_s) / (tp_s + cp_s)
-            tp_s, cp_s = tp_s * keep, cp_s * keep
+            keep = max(0.0, tp_s + cp_s + ep_s - times.host_slack_s) / (tp_s + cp_s + ep_s)
+            tp_s, cp_s, ep_s = tp_s * keep, cp_s * keep, ep_s * keep
         stage_total.append(times.total_s)
         stage_forward.append(times.forward_s)
         tp_per_micro.append(tp_s)
         cp_per_micro.append(cp_s)
+        ep_per_micro.append(ep_s)
 
-    bottleneck = max(range(pp), key=lambda p: stage_total[p] + tp_per_micro[p] + cp_per_micro[p])
-    per_micro = stage_total[bottleneck] + tp_per_micro[bottleneck] + cp_per_micro[bottleneck]
+    def micro_s(p: int) -> float:
+        return stage_total[p] + tp_per_micro[p] + cp_per_micro[p] + ep_per_micro[p]
+
+    bottleneck = max(range(pp), key=micro_s)
+    per_micro = micro_s(bottleneck)
     compute_s = num_micro * stage_total[bottleneck]
     tp_total = num_micro * tp_per_micro[bottleneck]
     cp_total = num_micro * cp_per_micro[bottleneck]
+    ep_total = num_micro * ep_per_micro[bottleneck]
     bubble_s = (pp - 1) / virtual_stages * per_micro if pp > 1 else 0.0
 
     # --- pipeline point-to-point ----------------------------------------------------------------
@@ -294,14 +334,22 @@ def step_cost(
         """Stage p's exposed gradient sync, FSDP gathers and optimizer step; the link and seconds it moves."""
         dp_s = fsdp_s = moved = 0.0
         link = "nvlink"
-        params_local = param_counts(model, layers=layers[p], first=p == 0, last=p == pp - 1) / tp
+        dense, experts = local_params(model, layers=layers[p], first=p == 0, last=p == pp - 1, tp=tp, ep=ep)
+        # each weight group with the axis whose GPUs hold it and their count: under expert parallelism the dense
+        # layers over dp x cp x ep, the experts over dp x cp, one collective after the other
+        groups = [(dp_axis, dense + experts, shards)]
+        if edp_axis is not None:
+            groups = [(dp_axis, dense, shards), (edp_axis, experts, dp * cp)]
+
+        def timed(op: str, bytes_per_param: float, blocks: int = 1) -> float:
+            return sum(axis.time_s(op, p, n * bytes_per_param / blocks) for axis, n, _ in groups)
+
         if shards > 1:
-            grad_bytes = params_local * training.grad_bytes
             if training.zero_stage >= 1:  # reduce-scatter gradients, all-gather the updated bf16 weights
-                sync = dp_axis.time_s("reduce_scatter", p, grad_bytes)
-                gather = dp_axis.time_s("all_gather", p, params_local * 2)
+                sync = timed("reduce_scatter", training.grad_bytes)
+                gather = timed("all_gather", 2)
             else:
-                sync, gather = dp_axis.time_s("all_reduce", p, grad_bytes), 0.0
+                sync, gather = timed("all_reduce", training.grad_bytes), 0.0
             link = dp_axis.link_class(p)
             lost = overlap_slowdown(dp_axis.channels(p))
             if training.zero_stage == 3:
@@ -312,8 +360,8 @@ def step_cost(
                 # Under PP the stage stays gathered across micro-batches (`gathered_across_micro_batches`):
                 # one gather per block in the first forward and one reduce-scatter in the last backward.
                 blocks = max(layers[p], 1)
-                gather_block = dp_axis.time_s("all_gather", p, params_local * 2 / blocks)
-                sync_block = dp_axis.time_s("reduce_scatter", p, grad_bytes / blocks)
+                gather_block = timed("all_gather", 2, blocks)
+                sync_block = timed("reduce_scatter", training.grad_bytes, blocks)
                 rounds, gathers = (1, 1) if held else (num_micro, 2)
                 per_round = blocks * (gathers * gather_block + sync_block)
                 fsdp_s = rounds * (max(0.0, per_round - per_micro) + lost * min(per_round, per_micro))
@@ -331,15 +379,16 @@ def step_cost(
                 dp_s = syncs * (max(0.0, sync - backward) + lost * min(sync, backward))
                 dp_s += max(0.0, gather - hidden) + lost * min(gather, hidden)
                 moved = syncs * sync + gather
+        rates = stage_rates[p]
         if fsdp2:  # its copies in and out of the collective buffers run on the compute stream, at any DP degree
-            fsdp_s += (1 if held else num_micro) * fsdp2_copy_s(params_local, shards, stage_rates[p])
-        opt_s = _optimizer_step_s(params_local, training, shards, num_micro, stage_rates[p], held=held)
+            fsdp_s += (1 if held else num_micro) * sum(fsdp2_copy_s(n, k, rates) for _, n, k in groups)
+        opt_s = sum(_optimizer_step_s(n, training, k, num_micro, rates, held=held) for _, n, k in groups)
         return dp_s, fsdp_s, opt_s, link, moved
 
     ends = [end_of_step(p) for p in (bottleneck, *(q for q in range(pp) if q != bottleneck))]  # ties: the bottleneck
     dp_s, fsdp_s, opt_s, link, moved = max(ends, key=lambda c: c[0] + c[1] + c[2])
     comm[link] += moved
-    step = compute_s + tp_total + cp_total + bubble_s + pp_s + dp_s + fsdp_s + opt_s
+    step = compute_s + tp_total + cp_total + ep_total + bubble_s + pp_s + dp_s + fsdp_s + opt_s
     need, worst_mem = peak_memory(
         stage_memories(
             model,
@@ -348,6 +397,7 @@ def step_cost(
             tp=tp,
             dp=dp,
             cp=cp,
+            ep=ep,
             micro_batch=micro_batch,
             virtual_stages=virtual_stages,
             context_bytes=max(r.context_bytes for r in stage_rates),
@@ -361,6 +411,7 @@ def step_cost(
             "compute": compute_s,
             "tp": tp_total,
             "cp": cp_total,
+            "ep": ep_total,
             "pp": pp_s,
             "bubble": bubble_s,
             "dp": dp_s,
@@ -386,34 +437,44 @@ def traffic_bytes(
     micro_batch: int,
     virtual_stages: int = 1,
     cp: int = 1,
+    ep: int = 1,
 ) -> dict[str, float]:
-    """Bytes each GPU sends per step on each mesh axis ("tp", "dp", "pp", and "cp" where cp > 1; "dp"
-    spans dp x cp), by the same formulas `step_cost` times: what the placement weighs one axis's links
-    against another's."""
-    num_micro = training.global_batch // (dp * micro_batch)
+    """Bytes each GPU sends per step on each mesh axis ("tp", "dp", "pp", "cp" where cp > 1 and "ep" where
+    ep > 1; "dp" spans dp x cp x ep, the experts' share dp x cp), by the same formulas `step_cost` times: what
+    the placement weighs one axis's links against another's."""
+    num_micro = training.global_batch // (dp * ep * micro_batch)
     tokens = micro_batch * training.seq_len // cp
     act = tokens * model.hidden_size * 2  # bf16 activations of one micro-batch on one GPU
     split = _pipeline_split(training, tp)
     passes, sp = _tp_passes(training), training.sequence_parallel and tp > 1
     layers = model.num_layers / pp
-    params = param_counts(model, layers=round(layers), first=False, last=False) / tp
+    dense, experts = local_params(model, layers=round(layers), first=False, last=False, tp=tp, ep=ep)
     gathers = 1 if gathered_across_micro_batches(training, pp) else num_micro * 2
-    shards = dp * cp
-    zero3_gathers = gathers * params * 2 * (shards - 1) / shards if training.zero_stage == 3 else 0.0
+    shards = dp * cp * ep
+
+    def sent(params: float, n: int) -> float:  # the share of `params` bytes a GPU sends in a gather over n
+        return params * (n - 1) / n
+
+    sharded = sent(dense, shards) + sent(experts, dp * cp)
+    zero3_gathers = gathers * 2 * sharded if training.zero_stage == 3 else 0.0
     out = {
         # per layer: two all-reduces (or two all-gather + reduce-scatter pairs) of the activations per
         # forward pass; backward the same, or under SP two more all-gathers (`_tp_layer_s`)
         "tp": num_micro * layers * (4 * (passes - 1) + (6 if sp else 4)) * (tp - 1) / tp * act,
         # gradients reduced once per step, or per micro-batch under ZeRO-2 without PP (all-reduce moves twice the
         # reduce-scatter's bytes, as reduce-scatter and all-gather do together)
-        "dp": 2 * (shards - 1) / shards * params * training.grad_bytes * _gradient_syncs(training, num_micro, pp)
-        + zero3_gathers,
+        "dp": 2 * sharded * training.grad_bytes * _gradient_syncs(training, num_micro, pp) + zero3_gathers,
         # activations forward and gradients backward across each stage boundary
         "pp": (2 * (num_micro + pp - 1) * virtual_stages * act / split) if pp > 1 else 0.0,
     }
     if cp > 1:  # per layer: K/V gathered forward (and in a recomputed forward), gathered and reduced backward
         ops = _attention_forward_passes(training) + 2
         out["cp"] = num_micro * layers * ops * (cp - 1) * kv_bytes(model, tokens, tp)
+    if ep > 1:  # per MoE block: dispatch and combine, forward and backward
+        moe_layers = layers * model.num_moe_layers / model.num_layers
+        out["ep"] = (
+            num_micro * moe_layers * _ep_passes(training) * (ep - 1) / ep * _dispatch_bytes(model, training, tokens, tp)
+        )
     return out
 
 
@@ -437,6 +498,7 @@ def time_lower_bound_s(
     layers_per_stage: Sequence[int] | None = None,
     tp_ring_gbps: float | None = None,
     cp: int = 1,
+    ep: int = 1,
 ) -> float:
     """No placement and no split of layers into stages beats this: every micro-batch through the
     slowest stage plus its pipeline bubble, and on one stage, FSDP2's copies of all its weights and the
@@ -449,7 +511,7 @@ def time_lower_bound_s(
     slowest model's pace, so any model's rates bound it: the one of the lowest peak."""
     rates = rates_for(topology.fastest_gpu_model if pp > 1 else topology.slowest_gpu_model, calibration)
     fsdp2 = host_wrappers(training, tp)[0]
-    num_micro = training.global_batch // (dp * micro_batch)
+    num_micro = training.global_batch // (dp * ep * micro_batch)
     tokens = micro_batch * training.seq_len // cp
     block_tp = 0.0  # one block's TP collectives, seconds, that no placement makes shorter or hides
     if tp > 1 and tp_ring_gbps and not training.tp_comm_overlap:
@@ -494,8 +556,9 @@ def time_lower_bound_s(
         per_micro = max(per_micro, model.num_layers / sum(1 / b for b in per_stage))
     bound = num_micro * per_micro + (pp - 1) / virtual_stages * per_micro
     if pp == 1:  # with stages, which one bounds the step (and its weights) is not known here
-        params = param_counts(model, layers=model.num_layers, first=True, last=True) / tp
-        bound += _optimizer_step_s(params, training, dp * cp, num_micro, rates)
-        if fsdp2:
-            bound += num_micro * fsdp2_copy_s(params, dp * cp, rates)
+        dense, experts = local_params(model, layers=model.num_layers, first=True, last=True, tp=tp, ep=ep)
+        for params, shards in ((dense, dp * cp * ep), (experts, dp * cp)):
+            bound += _optimizer_step_s(params, training, shards, num_micro, rates)
+            if fsdp2:
+                bound += num_micro * fsdp2_copy_s(params, shards, rates)
     return bound

@@ -28,6 +28,11 @@ def deepspeed_json(plan: Plan, topology: Topology) -> str:
     """
     if plan.cp > 1:
         raise PlanError("DeepSpeed has no ring-attention context parallelism: emit the plan for megatron or torchtitan")
+    if plan.ep > 1:
+        raise PlanError(
+            "DeepSpeed sets expert parallelism in the model code (deepspeed.moe.layer.MoE(ep_size=...)), not in its "
+            "config: emit the plan for megatron or torchtitan"
+        )
     if plan.pp > 1 and (plan.zero_stage > 1 or plan.virtual_stages > 1):
         raise PlanError(
             "DeepSpeed's PipelineEngine runs ZeRO-0 or ZeRO-1 and one model chunk per GPU: "

@@ -10,8 +10,10 @@ from shardplan.topology.schema import Topology
 
 def megatron_args(plan: Plan, topology: Topology) -> str:
     """Arguments for `pretrain_gpt.py`. Megatron orders ranks tp fastest, then cp, dp and pp: the
-    plan's rank_layout order. ZeRO-1 maps to the distributed optimizer; ZeRO-2 and 3 without a pipeline to
-    Megatron-FSDP's `optim_grads` and `optim_grads_params` sharding, with the flags its user guide requires
+    plan's rank_layout order (with expert parallelism, its data-parallel rank d x ep + e, the expert-parallel
+    rank fastest, as Megatron folds expert groups out of the data-parallel ones). ZeRO-1 maps to the
+    distributed optimizer; ZeRO-2 and 3 without a pipeline to Megatron-FSDP's `optim_grads` and
+    `optim_grads_params` sharding, with the flags its user guide requires
     (docs/discussions/megatron-fsdp-user-guide); with a pipeline the distributed optimizer stays and a comment
     names the difference.
 
@@ -35,6 +37,12 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
     args += _pipeline_split(plan)
     if plan.cp > 1:  # ring attention over the context-parallel group (Transformer Engine)
         args.append(f"--context-parallel-size {plan.cp}")
+    if plan.ep > 1:  # experts over ep ranks folded inside the data-parallel ones, split by TP as the dense layers are
+        args += [
+            f"--expert-model-parallel-size {plan.ep}",
+            f"--expert-tensor-parallel-size {plan.tp}",
+            "--moe-token-dispatcher-type alltoall",
+        ]
     if plan.sequence_parallel and plan.tp > 1:
         args.append("--sequence-parallel")
     if plan.recompute == "full":

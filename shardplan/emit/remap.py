@@ -1,7 +1,7 @@
 """How a launcher's default rank order becomes the plan's: torchrun gives node k's local rank i the
 global rank k x nproc + i and GPU cuda:i, and frameworks lay their mesh out row-major over ranks
-(torchtitan [pp, dp, cp, tp], Megatron-LM tp fastest, then cp, dp and pp: the plan's (pp, dp[, cp], tp)
-order). So rank r must drive the GPU at flat position r of `rank_layout`. When each node's ranks
+(torchtitan [pp, dp, cp, tp], Megatron-LM tp fastest, then cp, dp and pp: the plan's (pp, dp[, cp][, ep], tp)
+order, ep folded inside dp). So rank r must drive the GPU at flat position r of `rank_layout`. When each node's ranks
 land on that node's own GPUs, a per-node `CUDA_VISIBLE_DEVICES` order does it."""
 
 from __future__ import annotations

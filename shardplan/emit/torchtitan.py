@@ -29,13 +29,16 @@ def torchtitan_toml(plan: Plan, topology: Topology) -> str:
     ...
     """
     shard = plan.zero_stage >= 1
+    data = plan.dp * plan.ep  # torchtitan's expert parallelism borrows its GPUs from data_parallel_shard_degree
+    replicate, sharded = (1, data) if shard else (plan.dp, plan.ep)
     schedule = "Interleaved1F1B" if plan.virtual_stages > 1 else "1F1B"
     lines = [
         f"# shardplan: {plan.model} on {plan.topology}, estimated {plan.step_time_s:.3f} s/step",
         *remap_note(plan, topology, "#"),
         "[parallelism]",
-        f"data_parallel_replicate_degree = {1 if shard else plan.dp}",
-        f"data_parallel_shard_degree = {plan.dp if shard else 1}",
+        f"data_parallel_replicate_degree = {replicate}",
+        f"data_parallel_shard_degree = {sharded}"
+        + ("  # HSDP: EP borrows from the shard axis" * (not shard and sharded > 1)),
         *_reshard_after_forward(plan.zero_stage),
         f"tensor_parallel_degree = {plan.tp}",
         f"pipeline_parallel_degree = {plan.pp}",
@@ -46,10 +49,11 @@ def torchtitan_toml(plan: Plan, topology: Topology) -> str:
         f"enable_async_tensor_parallel = {str(plan.tp_comm_overlap and plan.tp > 1).lower()}",
         f"context_parallel_degree = {plan.cp}",
         f"expert_parallel_degree = {plan.ep}",
+        *([f"expert_tensor_parallel_degree = {plan.tp}"] if plan.ep > 1 else []),  # the plan splits experts as TP does
         "",
         "[training]",
         f"global_batch_size = {plan.global_batch}",
-        f"local_batch_size = {plan.global_batch // plan.dp}",
+        f"local_batch_size = {plan.global_batch // data}",
         f"seq_len = {plan.seq_len}",
         'mixed_precision_param = "bfloat16"',
         "",

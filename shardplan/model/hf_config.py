@@ -15,8 +15,20 @@ from pydantic import ValidationError
 from shardplan.errors import ModelSpecError, describe_validation
 from shardplan.model.schema import LayerSpec, ModelSpec, MoeSpec
 
-SUPPORTED = ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "gemma2", "phi3", "gpt2", "gpt_neox")
-_LLAMA_LIKE = {"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "gemma2", "phi3"}
+SUPPORTED = (
+    "llama",
+    "mistral",
+    "mixtral",
+    "qwen2",
+    "qwen2_moe",
+    "qwen3",
+    "qwen3_moe",
+    "gemma2",
+    "phi3",
+    "gpt2",
+    "gpt_neox",
+)
+_LLAMA_LIKE = {"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma2", "phi3"}
 
 
 class _Cfg:
@@ -91,7 +103,16 @@ def _heads(c: _Cfg, h: int, heads_key: str = "num_attention_heads") -> tuple[int
 
 
 def _block(
-    name: str, count: int, *, params: int, active: int, h: int, heads: int, head_dim: int, embedding_free: int = 0
+    name: str,
+    count: int,
+    *,
+    params: int,
+    active: int,
+    h: int,
+    heads: int,
+    head_dim: int,
+    embedding_free: int = 0,
+    experts: int = 0,
 ) -> LayerSpec:
     # Forward matmul FLOPs per token: 2 per weight (multiply + add) of the active matmul weights;
     # `embedding_free` are parameters that are not matmul weights (norms, biases).
@@ -101,6 +122,7 @@ def _block(
         count=count,
         params=params,
         active_params=active,
+        expert_params=experts,
         matmul_flops_per_token=2 * (active - embedding_free),
         # QK^T: 2 * s * (heads*head_dim) per token, AV: the same -> 4 * heads * head_dim per token of s.
         attn_flops_per_token_per_seq=4 * heads * head_dim,
@@ -121,11 +143,12 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
     attn_bias = (heads * hd + 2 * kv * hd) if qkv_bias else 0
     if c.flag("attention_bias", False) and model_type not in ("qwen2", "qwen2_moe"):
         attn_bias += h  # llama's attention_bias also biases o_proj
-    norms = (4 if model_type == "gemma2" else 2) * h + (2 * hd if model_type == "qwen3" else 0)
+    # Qwen3 normalises each head's q and k (q_norm, k_norm: head_dim each)
+    norms = (4 if model_type == "gemma2" else 2) * h + (2 * hd if model_type in ("qwen3", "qwen3_moe") else 0)
     dense_mlp = 3 * h * ffn + ((2 * ffn + h) if mlp_bias else 0)  # gate, up (h x f), down (f x h)
     moe = None
     blocks: list[LayerSpec] = []
-    if model_type in ("mixtral", "qwen2_moe"):
+    if model_type in ("mixtral", "qwen2_moe", "qwen3_moe"):
         experts = c.int("num_local_experts", "num_experts")
         top_k = c.int("num_experts_per_tok")
         expert_ffn = c.int("moe_intermediate_size", default=ffn)
@@ -159,6 +182,7 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
                     heads=heads,
                     head_dim=hd,
                     embedding_free=free,
+                    experts=experts * 3 * h * expert_ffn,
                 )
             )
         if layers - n_moe:

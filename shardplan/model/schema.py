@@ -46,6 +46,9 @@ class LayerSpec(BaseModel):
     count: int = Field(1, ge=1)
     params: int = Field(ge=0, description="Parameters of one such layer.")
     active_params: int = Field(ge=0, description="Parameters one token touches (MoE: top-k experts).")
+    expert_params: int = Field(
+        0, ge=0, description="Of `params`, the routed experts' (MoE): what expert parallelism splits."
+    )
     matmul_flops_per_token: int = Field(ge=0, description="Forward FLOPs per token of the weight matmuls.")
     attn_flops_per_token_per_seq: int = Field(
         0, ge=0, description="Forward attention (QK^T and AV) FLOPs per token per token of sequence."
@@ -110,6 +113,17 @@ class ModelSpec(BaseModel):
         s = seq_len or self.seq_len
         return sum((ly.matmul_flops_per_token + ly.attn_flops_per_token_per_seq * s) * ly.count for ly in self.layers)
 
+    @cached_property
+    def num_expert_params(self) -> int:
+        """Parameters of the routed experts, summed over blocks (0 for a dense model)."""
+        return sum(layer.expert_params * layer.count for layer in self.layers)
+
+    @cached_property
+    def num_moe_layers(self) -> int:
+        """Blocks whose MLP routes tokens to experts (each runs an all-to-all dispatch and combine under
+        expert parallelism)."""
+        return sum(layer.count for layer in self.layers if layer.expert_params)
+
     @property
     def active_ffn_hidden_size(self) -> int:
         """The MLP width one token passes through: MoE's top-k experts and shared experts together."""
@@ -155,7 +169,9 @@ class ModelSpec(BaseModel):
           GQA: K and V are num_kv_heads*head_dim wide (2*kv bytes each, not 2h); Q and the out-proj
             input are num_heads*head_dim wide (gemma2: not h).
           SwiGLU: gate out 2f + up out 2f + SiLU out 2f + product (down-proj input) 2f = 8f.
-          MoE: f = top_k * expert f + shared f (what one token's MLP work keeps).
+          MoE: f = top_k * expert f + shared f (what one token's MLP work keeps), and the permuted tokens the
+            experts' first linear keeps for its weight gradient, top_k copies of h (2 B each; 1 B under
+            `fp8_inputs`). Under TP these are whole: the TP ranks of an expert gather their group's tokens.
           No dropout: no 1h masks; s x s part is the softmax output alone (2as instead of 5as).
           Flash attention (SDPA): no s x s matrix is kept (only O(s) statistics), so no as term.
           `fused_swiglu` (Megatron-Core's SwiGLUFunction keeps its input, recomputes SiLU): 4f + 2f = 6f.
@@ -202,6 +218,8 @@ class ModelSpec(BaseModel):
         # Replicated without SP: LN outputs feeding attention and MLP (2h each), norm inputs (2h each), masks.
         replicated = 2 * linear_input * h + 4 * h + mask * 2 * h
         per_token = sharded / tp + replicated / (tp if sequence_parallel else 1)
+        if self.moe is not None:  # each MoE block's permuted tokens, the experts' first linear's input
+            per_token += linear_input * self.moe.top_k * h * self.num_moe_layers / self.num_layers
         if recompute == "none" and not flash_attention:
             per_token += (2 + 3 * mask) * self.num_heads * s / tp  # softmax 2as (+ dropout out 2as + mask as)
         return float(per_token)

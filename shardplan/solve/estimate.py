@@ -19,11 +19,23 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-def mesh_of(pp: int, dp: int, cp: int, tp: int) -> tuple[tuple[int, ...], tuple[str, ...]]:
-    """The mesh's shape and axis names: (pp, dp, tp), with cp between dp and tp where it is used."""
-    if cp > 1:
-        return (pp, dp, cp, tp), ("pp", "dp", "cp", "tp")
-    return (pp, dp, tp), ("pp", "dp", "tp")
+def mesh_of(pp: int, dp: int, cp: int, tp: int, ep: int = 1) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """The mesh's shape and axis names: (pp, dp, tp), with cp and then ep between dp and tp where used."""
+    axes = [("pp", pp), ("dp", dp), ("cp", cp), ("ep", ep), ("tp", tp)]
+    used = [(name, n) for name, n in axes if n > 1 or name in ("pp", "dp", "tp")]
+    return tuple(n for _, n in used), tuple(name for name, _ in used)
+
+
+def check_ep(model: ModelSpec, ep: int, cp: int = 1) -> None:
+    """A one-line `PlanError` where `model` cannot split its experts over `ep` GPUs."""
+    if ep > 1 and cp > 1:
+        # Megatron-Core and torchtitan both fold expert groups over the context-parallel ranks too; the layout's
+        # separate cp and ep axes do not say how
+        raise PlanError("context and expert parallelism together are not modelled: set cp=1 or ep=1")
+    if ep > 1 and model.moe is None:
+        raise PlanError(f"{model.name} has no experts to split: expert parallelism needs a mixture-of-experts model")
+    if ep > 1 and model.moe is not None and model.moe.num_experts % ep:
+        raise PlanError(f"ep={ep} does not divide the {model.moe.num_experts} experts of {model.name}")
 
 
 def check_cp(training: Training, cp: int) -> None:
@@ -53,18 +65,22 @@ def check_layout(
     virtual_stages: int,
     rank_layout: Sequence[Sequence[Sequence[Any]]] | None,
     cp: int = 1,
+    ep: int = 1,
 ) -> np.ndarray:
-    """The layout as a (pp, dp, tp) integer array, (pp, dp, cp, tp) with context parallelism (row-major
-    where `rank_layout` is None); a one-line `PlanError` saying what to change when the request cannot
-    be a layout."""
+    """The layout as a (pp, dp, tp) integer array, with the cp and ep axes between dp and tp where used
+    (`mesh_of`; row-major where `rank_layout` is None); a one-line `PlanError` saying what to change when
+    the request cannot be a layout."""
     import numpy as np  # here, not at start-up
 
     n = topology.num_gpus
-    if min(tp, pp, dp, cp, micro_batch, virtual_stages) < 1:
-        raise PlanError("tp, pp, dp, cp, micro_batch and virtual_stages must all be at least 1")
-    if tp * pp * dp * cp != n:
-        degrees = f"tp x pp x dp{' x cp' * (cp > 1)} = {tp} x {pp} x {dp}{f' x {cp}' * (cp > 1)}"
-        raise PlanError(f"{degrees} = {tp * pp * dp * cp}, but the topology has {n} GPUs")
+    if min(tp, pp, dp, cp, ep, micro_batch, virtual_stages) < 1:
+        raise PlanError("tp, pp, dp, cp, ep, micro_batch and virtual_stages must all be at least 1")
+    if tp * pp * dp * cp * ep != n:
+        extra = [(name, k) for name, k in (("cp", cp), ("ep", ep)) if k > 1]
+        names = " x ".join(["tp", "pp", "dp", *(name for name, _ in extra)])
+        values = " x ".join(map(str, [tp, pp, dp, *(k for _, k in extra)]))
+        raise PlanError(f"{names} = {values} = {tp * pp * dp * cp * ep}, but the topology has {n} GPUs")
+    check_ep(model, ep, cp)
     if model.num_heads % tp:
         raise PlanError(f"tp={tp} does not divide the {model.num_heads} attention heads of {model.name}")
     if model.num_kv_heads % tp and tp % model.num_kv_heads:
@@ -75,10 +91,13 @@ def check_layout(
         raise PlanError(
             f"pp x virtual stages = {pp * virtual_stages} exceeds the {model.num_layers} layers plus embedding and head"
         )
-    if training.global_batch % (dp * micro_batch):
-        raise PlanError(
-            f"global batch {training.global_batch} is not a multiple of dp x micro_batch = {dp} x {micro_batch}"
+    if training.global_batch % (dp * ep * micro_batch):
+        what = (
+            f"dp x ep x micro_batch = {dp} x {ep} x {micro_batch}"
+            if ep > 1
+            else f"dp x micro_batch = {dp} x {micro_batch}"
         )
+        raise PlanError(f"global batch {training.global_batch} is not a multiple of {what}")
     if virtual_stages > 1 and not training.interleaved_pipeline:
         raise PlanError(
             f"the {training.pipeline_runtime} pipeline runtime runs one model chunk per GPU: set virtual_stages=1"
@@ -88,10 +107,10 @@ def check_layout(
             f"the {training.pipeline_runtime} pipeline runtime refuses ZeRO-{training.zero_stage} with pp > 1: "
             f"set zero_stage to {' or '.join(map(str, training.pipeline_zero_stages))}, or pp=1"
         )
-    if virtual_stages > 1 and (training.global_batch // (dp * micro_batch)) % pp:
+    if virtual_stages > 1 and (training.global_batch // (dp * ep * micro_batch)) % pp:
         raise PlanError("interleaved pipelines need the number of micro-batches to be a multiple of pp")
     check_cp(training, cp)
-    shape, names = mesh_of(pp, dp, cp, tp)
+    shape, names = mesh_of(pp, dp, cp, tp, ep)
     if rank_layout is None:
         return np.arange(n).reshape(shape)
     try:
@@ -116,13 +135,17 @@ def estimate(
     micro_batch: int = 1,
     virtual_stages: int = 1,
     cp: int = 1,
+    ep: int = 1,
     rank_layout: Sequence[Sequence[Sequence[Any]]] | None = None,
     layers_per_stage: Sequence[int] | None = None,
     calibration: Calibration | str | Path | None = None,
 ) -> Plan:
     """Score one layout: step time, memory per GPU, throughput and where the time goes. `cp` > 1
     splits every sequence over that many GPUs (context parallelism, `Training.cp_comm`); the layout
-    then has shape (pp, dp, cp, tp).
+    then has shape (pp, dp, cp, tp). `ep` > 1 splits a mixture-of-experts model's experts over that many
+    GPUs, which swap tokens by all-to-all in every MoE block; they take different data, so the dense layers'
+    data-parallel group spans dp x ep (x cp) and the global batch splits over dp x ep replicas. The layout
+    then has shape (pp, dp, ep, tp), or (pp, dp, cp, ep, tp) with both.
 
     >>> from shardplan import Training
     >>> train = Training(global_batch=32, seq_len=8192, zero_stage=3)
@@ -133,9 +156,9 @@ def estimate(
     import numpy as np  # here, not at start-up
 
     try:  # numpy integers as well as ints
-        tp, pp, dp, cp, micro_batch, v = map(operator.index, (tp, pp, dp, cp, micro_batch, virtual_stages))
+        tp, pp, dp, cp, ep, micro_batch, v = map(operator.index, (tp, pp, dp, cp, ep, micro_batch, virtual_stages))
     except TypeError:
-        raise PlanError("tp, pp, dp, cp, micro_batch and virtual_stages must be whole numbers") from None
+        raise PlanError("tp, pp, dp, cp, ep, micro_batch and virtual_stages must be whole numbers") from None
     spec = load_model(model)
     topo = load_topology(topology)
     cal = read_calibration(calibration) if isinstance(calibration, str | Path) else calibration
@@ -150,6 +173,7 @@ def estimate(
         virtual_stages=v,
         rank_layout=rank_layout,
         cp=cp,
+        ep=ep,
     )
     if layers_per_stage is not None and (
         len(layers_per_stage) != pp or sum(layers_per_stage) != spec.num_layers or min(layers_per_stage) < 1
@@ -163,13 +187,15 @@ def estimate(
         short = [p for p, n in enumerate(layers_per_stage) if n + (p == 0) + (p == pp - 1) < v]
         if short:
             raise PlanError(f"stage {short[0]} has {layers_per_stage[short[0]]} layers, too few for {v} virtual stages")
-    options = dict(micro_batch=micro_batch, virtual_stages=v, layers_per_stage=layers_per_stage, calibration=cal)
+    options = dict(micro_batch=micro_batch, virtual_stages=v, layers_per_stage=layers_per_stage, calibration=cal, ep=ep)
     cost = step_cost(spec, topo, training, layout, **options)
     default = cost
     row_major = np.arange(topo.num_gpus).reshape(layout.shape)
     if not np.array_equal(layout, row_major):
         default = step_cost(spec, topo, training, row_major, **options)
-    return make_plan(spec, topo, training, layout.tolist(), cost, default, micro_batch=micro_batch, virtual_stages=v)
+    return make_plan(
+        spec, topo, training, layout.tolist(), cost, default, micro_batch=micro_batch, virtual_stages=v, cp=cp, ep=ep
+    )
 
 
 def make_plan(
@@ -182,15 +208,16 @@ def make_plan(
     *,
     micro_batch: int,
     virtual_stages: int,
+    cp: int = 1,
+    ep: int = 1,
     optimal: bool = False,
     gap: float | None = None,
 ) -> Plan:
-    """The `Plan` for a costed layout, (pp, dp, tp) or (pp, dp, cp, tp) nested lists (`default`: the
-    same degrees in row-major order)."""
+    """The `Plan` for a costed layout, nested lists of the shape `mesh_of` gives (`default`: the same
+    degrees in row-major order)."""
     pp, dp = len(layout), len(layout[0])
-    cp = len(layout[0][0]) if isinstance(layout[0][0][0], list) else 1
-    tp = len(layout[0][0][0]) if cp > 1 else len(layout[0][0])
-    shape, names = mesh_of(pp, dp, cp, tp)
+    tp = topology.num_gpus // (pp * dp * cp * ep)
+    shape, names = mesh_of(pp, dp, cp, tp, ep)
     return Plan(
         model=model.name,
         topology=topology.name,
@@ -199,8 +226,9 @@ def make_plan(
         pp=pp,
         dp=dp,
         cp=cp,
+        ep=ep,
         micro_batch=micro_batch,
-        num_micro_batches=training.global_batch // (dp * micro_batch),
+        num_micro_batches=training.global_batch // (dp * ep * micro_batch),
         virtual_stages=virtual_stages,
         zero_stage=training.zero_stage,
         recompute=training.recompute,

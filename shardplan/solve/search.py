@@ -37,7 +37,7 @@ from shardplan.model import ModelSpec, load_model
 from shardplan.model.schema import Recompute
 from shardplan.plan import Plan
 from shardplan.solve import space
-from shardplan.solve.estimate import check_cp, default_layout, make_plan
+from shardplan.solve.estimate import check_cp, check_ep, default_layout, make_plan, mesh_of
 from shardplan.solve.placement import Layout, Placement, layouts_for
 from shardplan.solve.stages import balance_stages
 from shardplan.topology import Topology, load_topology
@@ -71,13 +71,15 @@ def suggest(
     pp: tuple[int, ...] | None = None,
     tp: tuple[int, ...] | None = None,
     cp: tuple[int, ...] | None = None,
+    ep: tuple[int, ...] | None = None,
     progress: Progress | None = None,
 ) -> list[Plan]:
     """The `top_k` best plans, best first (ties: smaller degrees and options first).
 
     `training`'s ZeRO stage and recompute setting are searched over unless `zero_stages` or
     `recompute` pin them; `micro_batch`, `pp` and `tp` pin micro-batch sizes and degrees; `cp` names
-    the context-parallel degrees to try (default: none, cp = 1).
+    the context-parallel degrees to try (default: none, cp = 1); `ep` pins expert-parallel degrees (default: a
+    mixture-of-experts model tries every one that divides its experts and the data-parallel GPUs).
     `time_limit_s` bounds the search (wall clock; None: until proved, and then the same inputs give
     the same plans); plans then carry the gap to what is left unexplored.
 
@@ -102,10 +104,13 @@ def suggest(
         "pp": pp,
         "tp": tp,
         "cp": cp,
+        "ep": ep,
     }
     _check_pins(pins)
     for degree in cp or ():
         check_cp(training, degree)
+    for degree in ep or ():
+        check_ep(spec, degree)
     cache: dict[tuple, Any] = {}  # stage splits, placements and ring bandwidth bounds, shared by candidates alike
     fitting: list[tuple[float, space.Candidate, Training]] = []
     closest: tuple[float, space.Candidate] | None = None
@@ -152,7 +157,7 @@ def _check_pins(pins: dict[str, tuple | None]) -> None:
         raise PlanError(f"recompute {', '.join(unknown)}: expected one of {', '.join(modes)}")
     if bad := [z for z in pins["zero_stages"] or () if z not in (0, 1, 2, 3)]:
         raise PlanError(f"ZeRO stage {', '.join(map(str, bad))}: expected 0, 1, 2 or 3")
-    for name in ("micro_batch", "pp", "tp", "cp"):
+    for name in ("micro_batch", "pp", "tp", "cp", "ep"):
         if bad := [v for v in pins[name] or () if v < 1]:
             raise PlanError(f"{name} {', '.join(map(str, bad))}: expected whole numbers of at least 1")
 
@@ -172,6 +177,7 @@ def _memory_bytes(
         tp=c.tp,
         dp=c.dp,
         cp=c.cp,
+        ep=c.ep,
         micro_batch=c.micro_batch,
         virtual_stages=c.virtual_stages,
         context_bytes=context_bytes,
@@ -184,7 +190,7 @@ def _fastest_split(
 ) -> tuple[int, ...]:
     """The split of layers whose slowest stage is fastest, memory aside. It depends on the shapes and
     recompute only (ZeRO and dp change memory, which may veto it)."""
-    key = ("stages", c.tp, c.pp, c.cp, c.micro_batch, c.virtual_stages, c.recompute)
+    key = ("stages", c.tp, c.pp, c.cp, c.ep, c.micro_batch, c.virtual_stages, c.recompute)
     if key not in cache:
         cache[key] = balance_stages(model, training, rates, **_shape(c), memory_bytes=None, memo=cache)
     return cache[key]
@@ -219,6 +225,7 @@ def _lower_bound(
         layers_per_stage=_fastest_split(model, training, c, rates, cache) if split else None,
         tp_ring_gbps=cache[key],
         cp=c.cp,
+        ep=c.ep,
     )
 
 
@@ -233,27 +240,30 @@ def _cost(
     cache: dict[tuple, Any],
     memo: dict[tuple, float],
 ) -> _Scored | None:
-    """Stages, placement and cost of one candidate; None when no stage split fits. Context parallelism
-    is placed as part of the tensor-parallel axis: the placement lays out (pp, dp, cp x tp) with the
-    CP traffic added to TP's (both move activations every block), read as (pp, dp, cp, tp)."""
+    """Stages, placement and cost of one candidate; None when no stage split fits. Context and expert
+    parallelism are placed as part of the tensor-parallel axis: the placement lays out (pp, dp, cp x ep x tp)
+    with the CP and EP traffic added to TP's (all move activations every block), read as (pp, dp, cp, ep, tp)."""
     layers = _fastest_split(model, training, c, rates, cache)
     if hbm is not None and _memory_bytes(model, training, c, rates.context_bytes, layers) > hbm:
         layers = balance_stages(model, training, rates, **_shape(c), memory_bytes=hbm, memo=cache)
     if layers is None:
         return None
-    shape = (c.pp, c.dp, c.cp * c.tp)
-    traffic = traffic_bytes(model, training, tp=c.tp, pp=c.pp, dp=c.dp, cp=c.cp, micro_batch=c.micro_batch)
-    traffic["tp"] += traffic.pop("cp", 0.0)
+    shape = (c.pp, c.dp, c.cp * c.ep * c.tp)
+    traffic = traffic_bytes(model, training, tp=c.tp, pp=c.pp, dp=c.dp, cp=c.cp, ep=c.ep, micro_batch=c.micro_batch)
+    traffic["tp"] += traffic.pop("cp", 0.0) + traffic.pop("ep", 0.0)
     key = ("placement", shape, *_weight_class(traffic))
     if key not in cache:
         cache[key] = layouts_for(topology, shape, traffic)
     placement = cache[key]
 
     def mesh(layout: Layout) -> Layout:
-        """The placement's (pp, dp, cp x tp) layout as the mesh, (pp, dp, cp, tp) where cp > 1."""
-        if c.cp == 1:
+        """The placement's (pp, dp, cp x ep x tp) layout as the mesh, with the cp and ep axes where used."""
+        if c.cp == c.ep == 1:
             return layout
-        return [[[row[i * c.tp : (i + 1) * c.tp] for i in range(c.cp)] for row in stage] for stage in layout]
+        import numpy as np  # here, not at start-up
+
+        shape = mesh_of(c.pp, c.dp, c.cp, c.tp, c.ep)[0]
+        return np.asarray(layout).reshape(shape).tolist()
 
     def split_for(layout: Layout) -> tuple[int, ...]:
         """On mixed clusters, the layers rebalanced for the GPU models the layout gives each stage (each
@@ -281,6 +291,7 @@ def _cost(
             layers_per_stage=split_for(layout),
             calibration=cal,
             memo=memo,
+            ep=c.ep,
         )
 
     default_layout_ = default_layout(*shape)
@@ -301,7 +312,7 @@ def _cost(
 
 def _shape(c: space.Candidate) -> dict[str, int]:
     """The candidate's degrees, micro-batch and chunks as `balance_stages` takes them."""
-    return dict(tp=c.tp, pp=c.pp, dp=c.dp, cp=c.cp, micro_batch=c.micro_batch, virtual_stages=c.virtual_stages)
+    return dict(tp=c.tp, pp=c.pp, dp=c.dp, cp=c.cp, ep=c.ep, micro_batch=c.micro_batch, virtual_stages=c.virtual_stages)
 
 
 def _weight_class(traffic: dict[str, float]) -> tuple[int, ...]:
@@ -325,6 +336,8 @@ def _plan(model: ModelSpec, topology: Topology, s: _Scored, unexplored_bound: fl
         s.default,
         micro_batch=s.candidate.micro_batch,
         virtual_stages=s.candidate.virtual_stages,
+        cp=s.candidate.cp,
+        ep=s.candidate.ep,
         optimal=s.placement.optimal and gap <= 0,
         gap=max(gap, 0.0),
     )
@@ -364,8 +377,9 @@ def _infeasible(
     what = "; would fit: " + ", or ".join(fixes) if fixes else ""
     return (
         f"{model.name} does not fit on {n} GPUs of {hbm / 1e9:.1f} GB: the closest layout "
-        f"(tp={c.tp} pp={c.pp} dp={c.dp}, micro-batch {c.micro_batch}, ZeRO-{c.zero_stage}, recompute "
-        f"{c.recompute}) needs {need / 1e9:.1f} GB per GPU, {(need - hbm) / 1e9:.1f} GB short{what}"
+        f"(tp={c.tp} pp={c.pp} dp={c.dp}{f' ep={c.ep}' if c.ep > 1 else ''}, micro-batch {c.micro_batch}, "
+        f"ZeRO-{c.zero_stage}, recompute {c.recompute}) needs {need / 1e9:.1f} GB per GPU, "
+        f"{(need - hbm) / 1e9:.1f} GB short{what}"
     )
 
 

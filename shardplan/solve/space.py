@@ -25,6 +25,7 @@ class Candidate:
     zero_stage: int
     recompute: str
     cp: int = 1
+    ep: int = 1
 
 
 def divisors(n: int) -> list[int]:
@@ -55,6 +56,18 @@ def tp_degrees(model: ModelSpec, num_gpus: int) -> list[int]:
 def pp_degrees(model: ModelSpec, gpus_left: int) -> list[int]:
     """PP degrees that divide the GPUs left after TP, at most one block per stage."""
     return [p for p in divisors(gpus_left) if p <= model.num_layers]
+
+
+def ep_degrees(model: ModelSpec, data_gpus: int) -> list[int]:
+    """Expert-parallel degrees: those that divide the experts and the GPUs left for data parallelism (1 only
+    for a dense model).
+
+    >>> from shardplan import load_model
+    >>> ep_degrees(load_model("mixtral-8x7b"), 32)  # 8 experts
+    [1, 2, 4, 8]
+    """
+    experts = model.moe.num_experts if model.moe else 1
+    return [e for e in divisors(data_gpus) if experts % e == 0]
 
 
 def micro_batches(per_replica: int) -> list[int]:
@@ -89,9 +102,11 @@ def candidates(
     interleaved: bool = True,
     pipeline_zero_stages: Sequence[int] = ZERO_STAGES,
     cp: Sequence[int] = (1,),
+    ep: Sequence[int] | None = None,
 ) -> Iterator[Candidate]:
     """Every valid combination, in a fixed order; the sequences given pin what they name; `cp`: the
-    context-parallel degrees to try. ZeRO stages above 0 only where weights are held more than once
+    context-parallel degrees to try; `ep`: the expert-parallel ones (None: every one `ep_degrees` allows),
+    each taken out of the data-parallel GPUs. ZeRO stages above 0 only where weights are held more than once
     (there is nothing to shard over one copy); one model chunk per GPU where the pipeline runtime has
     no `interleaved` schedule, and with pp > 1 only the `pipeline_zero_stages` it runs."""
     for t in tp_degrees(model, num_gpus):
@@ -103,15 +118,19 @@ def candidates(
             for c in sorted(cp):
                 if (num_gpus // (t * p)) % c:
                     continue
-                dp = num_gpus // (t * p * c)
-                if global_batch % dp:
+                data = num_gpus // (t * p * c)  # GPUs that take different sequences: dp x ep
+                if global_batch % data:
                     continue
-                for mb in micro_batches(global_batch // dp):
-                    if micro_batch is not None and mb not in micro_batch:
+                for e in ep_degrees(model, data):
+                    if (ep is not None and e not in ep) or (e > 1 and c > 1):  # cp with ep: not modelled
                         continue
-                    for v in virtual_stage_counts(model, p, global_batch // (dp * mb), interleaved=interleaved):
-                        for z in zero_stages:
-                            if (z and dp * c == 1) or (p > 1 and z not in pipeline_zero_stages):
-                                continue
-                            for r in recompute:
-                                yield Candidate(t, p, dp, mb, v, z, r, c)
+                    dp = data // e
+                    for mb in micro_batches(global_batch // data):
+                        if micro_batch is not None and mb not in micro_batch:
+                            continue
+                        for v in virtual_stage_counts(model, p, global_batch // (data * mb), interleaved=interleaved):
+                            for z in zero_stages:
+                                if (z and data * c == 1) or (p > 1 and z not in pipeline_zero_stages):
+                                    continue
+                                for r in recompute:
+                                    yield Candidate(t, p, dp, mb, v, z, r, c, e)

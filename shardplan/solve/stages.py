@@ -39,10 +39,12 @@ def balance_stages(
     virtual_stages: int,
     memory_bytes: float | None,
     cp: int = 1,
+    ep: int = 1,
     memo: dict[tuple, int] | None = None,
 ) -> tuple[int, ...] | None:
     """Blocks per stage minimising the slowest stage's time, each stage within `memory_bytes`
-    (None: unbounded); among equally fast splits the most even (`cp`: context-parallel degree). None
+    (None: unbounded); among equally fast splits the most even (`cp`, `ep`: context- and expert-parallel
+    degrees). None
     when no split fits. `rates`: of the GPUs, or of each stage's (mixed clusters: its slowest GPU model).
     `memo` keeps stage times between calls of one search (its candidates differ in degrees, micro-batch,
     ZeRO stage and recompute only; the `Rates` objects are held by the caller).
@@ -85,7 +87,18 @@ def balance_stages(
         for p in range(pp):
             m1, m2 = (
                 _mem_mib(
-                    model, training, of_stage[p], p, pp, tp, dp, micro_batch, virtual_stages, j * chunk - off[p], cp=cp
+                    model,
+                    training,
+                    of_stage[p],
+                    p,
+                    pp,
+                    tp,
+                    dp,
+                    micro_batch,
+                    virtual_stages,
+                    j * chunk - off[p],
+                    cp=cp,
+                    ep=ep,
                 )
                 for j in (1, 2)
             )
@@ -154,6 +167,7 @@ def _mem_mib(
     blocks: int,
     *,
     cp: int = 1,
+    ep: int = 1,
 ) -> int:
     mem = stage_memory(
         model,
@@ -164,6 +178,7 @@ def _mem_mib(
         pp=pp,
         dp=dp,
         cp=cp,
+        ep=ep,
         micro_batch=micro_batch,
         virtual_stages=v,
         context_bytes=rates.context_bytes,
