@@ -144,6 +144,8 @@ class Row:
 
 
 def _model(row: dict[str, str]):
+    if row["preset"]:  # the architecture of a shipped preset, at the row's sequence length
+        return load_model(row["preset"]), int(_num(row["seq_len"]))
     h, layers, heads = int(_num(row["hidden"])), int(_num(row["n_layers"])), int(_num(row["n_heads"]))
     kv = int(_num(row["n_kv_heads"]) or heads)
     ffn = int(_num(row["ffn_hidden"]) or 4 * h)
@@ -290,7 +292,12 @@ def _bloom(row: dict[str, str]) -> dict[str, str]:
 # (the llama3 recipes import userbuffers_bf16_h100_h8192_tp4_mbs1_seqlen8192), Transformer Engine's fused cross
 # entropy (utils/overrides.py _set_common_perf_overrides); the model recipes (src/megatron/bridge/recipes/llama/
 # llama3.py) run the distributed optimizer with overlapped gradient reduction and parameter gather.
-BRIDGE_MODELS = {"LLAMA3_70B": "llama3-70b", "LLAMA3.1_405B": "llama3-405b"}
+BRIDGE_MODELS = {
+    "LLAMA3_70B": "llama3-70b",
+    "LLAMA3.1_405B": "llama3-405b",
+    "Qwen3_30B_a3B": "qwen3-30b-a3b",
+    "Qwen3_235B_a22B": "qwen3-235b-a22b",
+}
 
 
 def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
@@ -305,12 +312,22 @@ def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
         # the 8B recipes changed between releases (H100: Megatron FSDP in the 25.x tables, DDP with 5 of 32 blocks
         # recomputed, recompute_num_layers=5, in the recipe file); a row does not say which applied
         return out | {"not_usable": "8B: the recipe's recompute and sharding are not stated per release"}
-    if (_num(row["ep"]) or 1) > 1 or row["model"] not in BRIDGE_MODELS:
-        return out | {"not_usable": "mixture of experts or hybrid model: expert parallelism is not modelled"}
+    if row["model"] not in BRIDGE_MODELS:
+        return out | {"not_usable": "no preset for this architecture (DeepSeek's MLA, GPT-OSS's sinks, hybrid Mamba)"}
     if not precision.startswith(("FP8", "BF16")):
         return out | {"not_usable": f"precision {precision or 'not stated'}"}
+    tp, pp, cp, ep = (int(_num(row[k]) or 1) for k in ("tp", "pp", "cp", "ep"))
+    data = int(row["n_gpus"]) // (tp * pp * cp)
+    if data % ep:
+        # the Qwen3 recipes set expert_tensor_parallel_size=1 (scripts/performance/configs/qwen/
+        # qwen3_workload_base_configs.py): experts whole on each GPU, the EP group spanning the TP ranks too
+        return out | {"not_usable": f"EP {ep} exceeds the {data} data-parallel GPUs: experts without TP, not modelled"}
     spec = load_model(BRIDGE_MODELS[row["model"]])
     return out | {
+        "preset": BRIDGE_MODELS[row["model"]] if spec.moe else "",
+        "ep": str(ep),
+        # the Qwen3 MoE recipes reduce gradients in bf16 (set_qwen3_common_configs: grad_reduce_in_fp32 = False)
+        "grad_dtype": "bf16" if spec.moe else "",
         "hidden": str(spec.hidden_size),
         "n_layers": str(spec.num_layers),
         "n_heads": str(spec.num_heads),
@@ -324,7 +341,7 @@ def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
         "tp": row["tp"],
         "pp": row["pp"],
         "cp": row["cp"],
-        "dp": str(int(row["n_gpus"]) // (int(row["tp"]) * int(row["pp"]) * int(row["cp"]))),
+        "dp": str(data // ep),
         "sp": "yes" if int(row["tp"]) > 1 else "no",
         "vpp": "" if row["vp"] == "n/a" else row["vp"],
         "zero_fsdp": "ZeRO-3 (Megatron FSDP)" if _num(row["fsdp"]) else "ZeRO-1 (distributed optimizer)",
@@ -373,6 +390,8 @@ COLUMNS = [
     "tflops_basis",
     "mem_per_gpu",
     "not_usable",
+    "ep",
+    "preset",
 ]
 
 
@@ -457,6 +476,7 @@ def mist_check() -> MistCheck:
 
 def evaluate(name: str, row: dict[str, str]) -> Row:
     cp_label = f" c={row['cp']}" if (_num(row.get("cp", "")) or 1) > 1 else ""
+    cp_label += f" e={row['ep']}" if (_num(row["ep"]) or 1) > 1 else ""
     label = f"{row['model'][:28]} n={row['n_gpus']} t={row['tp']} p={row['pp']} d={row['dp']}{cp_label}"
     result = Row(name, row["row_id"], label, measured_step_s=0.0)
     opts = row.get("other_opts", "").lower().replace("quantization=none", "")
@@ -480,7 +500,8 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
         n = int(_num(row["n_gpus"]))
         tp, pp = int(_num(row["tp"]) or 1), int(_num(row["pp"]) or 1)
         cp = int(_num(row.get("cp", "")) or 1)
-        dp = int(_num(row["dp"]) or n // (tp * pp * cp))
+        ep = int(_num(row["ep"]) or 1)
+        dp = int(_num(row["dp"]) or n // (tp * pp * cp * ep))
         model, seq = _model(row)
         gb = _num(row["global_batch"])
         if "tokens" in row["global_batch"]:  # "16M tokens/batch"
@@ -504,7 +525,7 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             # rank 2 stages under a multi-stage (interleaved) schedule when no split points are set
             mb = local // pp
             vpp = 2 if "interleaved" in opts else 1
-        if vpp > 1 and (global_batch // (dp * mb)) % pp:
+        if vpp > 1 and (global_batch // (dp * ep * mb)) % pp:
             vpp = 1
         train = Training(
             global_batch=global_batch,
@@ -530,7 +551,7 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             fp8_saved_inputs=name in MEGATRON_CORE_TE,
         )
         result.recompute, result.zero_stage = train.recompute, train.zero_stage
-        shape = dict(tp=tp, pp=pp, dp=dp, cp=cp, micro_batch=mb, virtual_stages=vpp)
+        shape = dict(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, micro_batch=mb, virtual_stages=vpp)
         result.measured_mem_gib, result.estimated_mem_gib = _memory_gib(row, model, train, n, shape)
         measured = _measured_step(row, model, seq, global_batch, n)
         if measured is None:

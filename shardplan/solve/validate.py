@@ -14,7 +14,7 @@ from shardplan.topology.schema import Topology
 
 
 def mesh_groups(plan: Plan, axis: str) -> list[list[int]]:
-    """The GPU groups along one mesh axis (`pp`, `dp`, `cp` or `tp`), as a DeviceMesh slices them: all
+    """The GPU groups along one mesh axis (`pp`, `dp`, `cp`, `ep` or `tp`), as a DeviceMesh slices them: all
     positions that differ only in that axis's coordinate, in order."""
     names, shape = list(plan.mesh_dim_names), tuple(plan.mesh_shape)
     if axis not in names:
@@ -46,13 +46,11 @@ def validate_plan(plan: Plan, model: ModelSpec, topology: Topology) -> None:
     axis's size and together cover every GPU once.
     """
     n = topology.num_gpus
-    if plan.num_gpus != n or plan.tp * plan.pp * plan.dp * plan.cp != n:
-        raise PlanError(
-            f"tp x pp x dp x cp = {plan.tp * plan.pp * plan.dp * plan.cp}, plan says {plan.num_gpus} GPUs, "
-            f"topology has {n}"
-        )
-    dims = {"pp": plan.pp, "dp": plan.dp, "cp": plan.cp, "tp": plan.tp}
-    names = ("pp", "dp", "cp", "tp") if plan.cp > 1 else ("pp", "dp", "tp")
+    degrees = plan.tp * plan.pp * plan.dp * plan.cp * plan.ep
+    if plan.num_gpus != n or degrees != n:
+        raise PlanError(f"tp x pp x dp x cp x ep = {degrees}, plan says {plan.num_gpus} GPUs, topology has {n}")
+    dims = {"pp": plan.pp, "dp": plan.dp, "cp": plan.cp, "ep": plan.ep, "tp": plan.tp}
+    names = tuple(a for a in dims if dims[a] > 1 or a in ("pp", "dp", "tp"))
     if tuple(plan.mesh_dim_names) != names or tuple(plan.mesh_shape) != tuple(dims[a] for a in names):
         raise PlanError(f"mesh {plan.mesh_dim_names} of shape {plan.mesh_shape} is not {names} of the plan's degrees")
     if not _has_shape(plan.rank_layout, tuple(plan.mesh_shape)):
@@ -61,12 +59,14 @@ def validate_plan(plan: Plan, model: ModelSpec, topology: Topology) -> None:
         raise PlanError(f"rank_layout is not a permutation of GPUs 0..{n - 1}")
     if model.num_heads % plan.tp:
         raise PlanError(f"tp={plan.tp} does not divide {model.num_heads} heads")
+    if plan.ep > 1 and (model.moe is None or model.moe.num_experts % plan.ep):
+        raise PlanError(f"ep={plan.ep} does not divide the model's experts")
     stages = plan.layers_per_stage
     if len(stages) != plan.pp or sum(stages) != model.num_layers or min(stages) < 1:
         raise PlanError(f"layers per stage {stages} do not give {plan.pp} stages of the {model.num_layers} layers")
-    if plan.micro_batch * plan.num_micro_batches * plan.dp != plan.global_batch:
+    if plan.micro_batch * plan.num_micro_batches * plan.dp * plan.ep != plan.global_batch:
         raise PlanError(
-            f"micro-batch {plan.micro_batch} x {plan.num_micro_batches} micro-batches x dp {plan.dp} "
+            f"micro-batch {plan.micro_batch} x {plan.num_micro_batches} micro-batches x dp {plan.dp} x ep {plan.ep} "
             f"!= global batch {plan.global_batch}"
         )
     smallest = topology.smallest_memory_bytes

@@ -1,0 +1,126 @@
+"""Expert parallelism: a mixture-of-experts model's experts split over an `ep` mesh axis carved out of the
+data-parallel GPUs, tokens swapped by all-to-all in every MoE block, expert weights sharded over the GPUs that
+hold the same experts."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+
+import pytest
+import torch.distributed as dist
+from torch.testing._internal.distributed.fake_pg import FakeStore
+
+from shardplan import Training, collective_time_s, estimate, load_model, load_topology, suggest
+from shardplan.emit import emit
+from shardplan.errors import PlanError
+from shardplan.solve.validate import mesh_groups, validate_plan
+
+MODEL = "qwen3-30b-a3b"  # 128 experts, 8 per token, every block MoE (Qwen/Qwen3-30B-A3B config.json)
+TRAIN = Training(global_batch=64, seq_len=4096, zero_stage=1, recompute="full")
+
+
+def test_the_qwen3_moe_preset_counts_its_experts() -> None:
+    """Qwen's model card: 30.5 B parameters, 3.3 B active; the routed experts are 128 x 3 x 2048 x 768 per
+    block, in each of the 48 blocks."""
+    model = load_model(MODEL)
+    assert model.num_params == pytest.approx(30.5e9, rel=0.01)
+    assert model.num_active_params == pytest.approx(3.3e9, rel=0.02)
+    assert model.num_expert_params == 48 * 128 * 3 * 2048 * 768
+    assert model.num_moe_layers == 48
+
+
+def test_experts_split_over_ep_and_dense_weights_shard_over_every_data_gpu() -> None:
+    """dp 2 x ep 4 against dp 8 on one DGX H100: the same 8 shards of the dense layers' optimizer states,
+    a quarter of the experts per GPU (sharded over 2), so far less memory; the batch splits over all 8."""
+    topo = load_topology("dgx-h100")
+    whole = estimate(MODEL, topo, TRAIN, tp=1, pp=1, dp=8)
+    split = estimate(MODEL, topo, TRAIN, tp=1, pp=1, dp=2, ep=4)
+    model = load_model(MODEL)
+    dense = model.num_params - model.num_expert_params
+    per_param = 4 + 8  # fp32 master and Adam's two moments (memory.py)
+    assert split.memory_breakdown["master_and_optimizer"] == pytest.approx(
+        per_param * (dense / 8 + model.num_expert_params / 4 / 2), rel=1e-6
+    )
+    assert split.memory_breakdown["weights"] == pytest.approx(2 * (dense + model.num_expert_params / 4), rel=1e-6)
+    assert split.memory_per_gpu_bytes < whole.memory_per_gpu_bytes
+    assert split.num_micro_batches == whole.num_micro_batches == 8
+    assert split.mesh_dim_names == ("pp", "dp", "ep", "tp") and split.mesh_shape == (1, 2, 4, 1)
+    assert split.breakdown["ep"] > 0 and whole.breakdown["ep"] == 0
+
+
+def test_all_to_all_across_nodes_leaves_through_the_nics_from_every_gpu() -> None:
+    """A ring leaves each node with its bus bytes once; an all-to-all sends (n - k)/n of every GPU's buffer
+    to the other nodes, all k GPUs of a node at once. Inside a node both move (n - 1)/n over NVLink."""
+    topo = load_topology("dgx-h100", nodes=2)
+    size = 2**28
+    assert collective_time_s(topo, "all_to_all", range(8), size) == pytest.approx(
+        collective_time_s(topo, "all_gather", range(8), size)
+    )
+    across = collective_time_s(topo, "all_to_all", range(16), size)
+    ring = collective_time_s(topo, "all_gather", range(16), size)
+    assert across / ring == pytest.approx(8 * 8 / 15, rel=0.1)  # k (n - k) / (n - 1): 8 GPUs per node
+
+
+def test_expert_groups_inside_a_node_beat_groups_across_nodes() -> None:
+    """Two DGX H100s, ep 8: the all-to-alls of expert groups inside a node cross NVLink; spread over both
+    nodes (the same degrees, GPUs interleaved) they cross the NICs and take longer."""
+    topo = load_topology("dgx-h100", nodes=2)
+    inside = [[[[g] for g in range(8)], [[g] for g in range(8, 16)]]]  # (pp, dp, ep, tp)
+    across = [[[[g] for g in (0, 1, 2, 3, 8, 9, 10, 11)], [[g] for g in (4, 5, 6, 7, 12, 13, 14, 15)]]]
+
+    def plan(layout: list) -> object:
+        return estimate(MODEL, topo, TRAIN, tp=1, pp=1, dp=2, ep=8, rank_layout=layout)
+
+    near, far = plan(inside), plan(across)
+    assert near.breakdown["ep"] < far.breakdown["ep"]
+    assert near.comm_time_by_link["net"] < far.comm_time_by_link["net"]
+
+
+@pytest.mark.parametrize(
+    ("model", "kwargs", "message"),
+    [
+        ("llama3-8b", dict(tp=1, pp=1, dp=4, ep=2), "no experts to split"),
+        (MODEL, dict(tp=1, pp=1, dp=1, ep=8, cp=1, micro_batch=3), "not a multiple of dp x ep x micro_batch"),
+        ("mixtral-8x7b", dict(tp=1, pp=1, dp=1, ep=8), None),
+        (MODEL, dict(tp=1, pp=1, dp=1, ep=3), "tp x pp x dp x ep"),
+        (MODEL, dict(tp=1, pp=1, dp=2, cp=2, ep=2), "context and expert parallelism together"),
+    ],
+)
+def test_impossible_expert_parallel_requests_say_what_to_change(model: str, kwargs: dict, message: str | None) -> None:
+    train = TRAIN.model_copy(update={"seq_len": 8192}) if kwargs.get("cp", 1) > 1 else TRAIN
+    if message is None:
+        assert estimate(model, "dgx-h100", train, **kwargs).ep == 8
+        return
+    with pytest.raises(PlanError, match=message):
+        estimate(model, "dgx-h100", train, **kwargs)
+
+
+def test_the_search_places_expert_groups_and_frameworks_take_them() -> None:
+    """On two DGX H100s the best plans for Qwen3 30B-A3B: each a valid layout whose DeviceMesh (fake process
+    group) has the planned groups, and whose launch configs name the expert-parallel degree."""
+    topo = load_topology("dgx-h100", nodes=2)
+    model = load_model(MODEL)
+    plans = suggest(model, topo, TRAIN, top_k=3, zero_stages=(1,), recompute=("full",), ep=(4, 8))
+    for plan in plans:
+        validate_plan(plan, model, topo)
+        assert plan.ep in (4, 8) and "ep" in plan.mesh_dim_names
+    best = plans[0]
+    rank = 3
+    dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=best.num_gpus)
+    try:
+        mesh = best.device_mesh("cpu")
+        for axis in best.mesh_dim_names:
+            mine = next(g for g in mesh_groups(best, axis) if rank in g)
+            assert mesh[axis].mesh.tolist() == mine
+    finally:
+        dist.destroy_process_group()
+    titan = tomllib.loads(emit(best, topo, "torchtitan"))
+    assert titan["parallelism"]["expert_parallel_degree"] == best.ep
+    assert titan["parallelism"]["data_parallel_shard_degree"] == best.dp * best.ep
+    assert titan["training"]["local_batch_size"] == best.global_batch // (best.dp * best.ep)
+    megatron = emit(best, topo, "megatron")
+    assert f"--expert-model-parallel-size {best.ep} " in megatron
+    with pytest.raises(PlanError, match="DeepSpeed sets expert parallelism in the model code"):
+        emit(best, topo, "deepspeed")
+    assert json.loads(best.to_json())["ep"] == best.ep
