@@ -30,6 +30,8 @@ CASES = [
     ("llama3-405b", "dgx-h100", 2048, 2048, 8192, 60.0, None),
     ("llama3-405b", "dgx-h100", 2048, 256, 131072, 60.0, (1, 2, 4, 8, 16)),  # long sequences
     ("llama3-70b", str(MACHINES / "mixed-h100-a100.yaml"), 1, 256, 4096, 10.0, None),  # two GPU generations
+    ("qwen3-235b-a22b", "dgx-h100", 32, 2048, 4096, 10.0, None),  # mixture of experts: every ep degree tried
+    ("qwen3-235b-a22b", "dgx-h100", 128, 8192, 4096, 20.0, None),
 ]
 
 
@@ -54,7 +56,7 @@ def main() -> None:
         print(
             f"{model:<12} {topo.num_gpus:>6} GPUs: {seconds:6.2f} s ({seconds / budget:4.0%} of {budget:g} s); "
             f"{examined} of {fitting} fitting candidates examined; best tp={best.tp} pp={best.pp} dp={best.dp} "
-            f"{f'cp={best.cp} ' if cp else ''}"
+            f"{f'cp={best.cp} ' if cp else ''}{f'ep={best.ep} ' if best.ep > 1 else ''}"
             f"mb={best.micro_batch} v={best.virtual_stages} ZeRO-{best.zero_stage} {best.recompute}, "
             f"{best.step_time_s:.2f} s/step, MFU {best.mfu:.1%}, gap {best.gap:.1%}"
         )

@@ -94,16 +94,11 @@ def required_bytes(memory: dict[str, float]) -> float:
 
 def param_counts(model: ModelSpec, *, layers: int, first: bool, last: bool) -> int:
     """Parameters held by one pipeline stage before tensor parallelism."""
-    block = next(ly for ly in model.layers if ly.kind == "block")
-    blocks = sum(ly.params * ly.count for ly in model.layers if ly.kind == "block")
-    per_layer = blocks / model.num_layers if model.num_layers else block.params
+    per_layer, embed, head, norm = model.params_by_part
     out = per_layer * layers
-    embed = model.layers[0].params
     if first:
         out += embed
     if last:
-        head = next(ly.params for ly in model.layers if ly.kind == "head")
-        norm = next(ly.params for ly in model.layers if ly.kind == "norm")
         # a tied head needs its own copy of the embedding when it sits on another stage
         out += norm + (head if head else (embed if not first else 0))
     return int(out)

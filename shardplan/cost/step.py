@@ -499,13 +499,15 @@ def time_lower_bound_s(
     tp_ring_gbps: float | None = None,
     cp: int = 1,
     ep: int = 1,
+    ep_ring_gbps: float | None = None,
 ) -> float:
     """No placement and no split of layers into stages beats this: every micro-batch through the
     slowest stage plus its pipeline bubble, and on one stage, FSDP2's copies of all its weights and the
     optimizer step. Without `layers_per_stage` the slowest stage is taken as the average (all compute
     / pp); with it, the split whose slowest stage is fastest (`balance_stages` without a memory bound)
     must be given, whose slowest stage no split can beat. Communication is free, but for the TP
-    collectives no overlap hides, at `tp_ring_gbps` (`collectives.ring_gbps_bound`) where given. On mixed
+    collectives no overlap hides, at `tp_ring_gbps` (`collectives.ring_gbps_bound`) where given, and the MoE
+    blocks' all-to-alls at `ep_ring_gbps` (no all-to-all moves its bytes faster than a ring of as many GPUs). On mixed
     clusters a pipeline's stages are timed on the fastest GPU model (taken to be fastest at every part of the
     step), and no faster than the stages of the slowest GPUs allow; one stage holds every GPU and runs at its
     slowest model's pace, so any model's rates bound it: the one of the lowest peak."""
@@ -513,7 +515,7 @@ def time_lower_bound_s(
     fsdp2 = host_wrappers(training, tp)[0]
     num_micro = training.global_batch // (dp * ep * micro_batch)
     tokens = micro_batch * training.seq_len // cp
-    block_tp = 0.0  # one block's TP collectives, seconds, that no placement makes shorter or hides
+    block_tp = 0.0  # one block's TP collectives (and all-to-alls), seconds, that no placement makes shorter or hides
     if tp > 1 and tp_ring_gbps and not training.tp_comm_overlap:
         size = tokens * model.hidden_size * 2
 
@@ -524,6 +526,10 @@ def time_lower_bound_s(
         sp = training.sequence_parallel
         forward, backward, _ = _tp_layer_s(training, sp, time_of, col, lost=0.0)
         block_tp = forward * (_tp_passes(training) - 1) + backward
+
+    if ep > 1 and ep_ring_gbps:
+        a2a = transfer_lower_bound_s("all_to_all", ep, _dispatch_bytes(model, training, tokens, tp), ep_ring_gbps)
+        block_tp += model.num_moe_layers / model.num_layers * _ep_passes(training) * a2a
 
     stage_of = _stage_timer(model, training, micro_batch=micro_batch, tp=tp, cp=cp, rates=rates)
     # the average stage, with its TP collectives less what they fill of the GPU's wait for the host (the slowest

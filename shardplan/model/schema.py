@@ -114,6 +114,15 @@ class ModelSpec(BaseModel):
         return sum((ly.matmul_flops_per_token + ly.attn_flops_per_token_per_seq * s) * ly.count for ly in self.layers)
 
     @cached_property
+    def params_by_part(self) -> tuple[float, int, int, int]:
+        """(parameters per block on average over the blocks, embedding, output head, final norm): the parts a
+        pipeline stage holds."""
+        blocks = sum(ly.params * ly.count for ly in self.layers if ly.kind == "block")
+        head = next(ly.params for ly in self.layers if ly.kind == "head")
+        norm = next(ly.params for ly in self.layers if ly.kind == "norm")
+        return blocks / self.num_layers, self.layers[0].params, head, norm
+
+    @cached_property
     def num_expert_params(self) -> int:
         """Parameters of the routed experts, summed over blocks (0 for a dense model)."""
         return sum(layer.expert_params * layer.count for layer in self.layers)

@@ -41,7 +41,7 @@ def explain(plan: Plan, topology: Topology) -> str:
     'TP=2 over NVLink; DP=4 across CPU sockets'
     """
     parts = []
-    for axis in ("tp", "cp", "pp", "dp"):
+    for axis in ("tp", "cp", "ep", "pp", "dp"):
         size = getattr(plan, axis)
         if size > 1:
             kind = axis_path(topology, mesh_groups(plan, axis), chain=axis == "pp")

@@ -207,11 +207,11 @@ def _lower_bound(
     *,
     split: bool = True,
 ) -> float:
-    """`time_lower_bound_s` of the candidate, its TP collectives at the fastest any ring of tp GPUs
-    can run; with `split`, its slowest stage from its fastest split of layers, not the average."""
-    key = ("ring_gbps", c.tp)
-    if key not in cache:
-        cache[key] = ring_gbps_bound(topology, c.tp)
+    """`time_lower_bound_s` of the candidate, its TP collectives and all-to-alls at the fastest any ring of tp
+    (ep) GPUs can run; with `split`, its slowest stage from its fastest split of layers, not the average."""
+    for degree in (c.tp, c.ep):
+        if ("ring_gbps", degree) not in cache:
+            cache["ring_gbps", degree] = ring_gbps_bound(topology, degree)
     return time_lower_bound_s(
         model,
         topology,
@@ -223,9 +223,10 @@ def _lower_bound(
         virtual_stages=c.virtual_stages,
         calibration=cal,
         layers_per_stage=_fastest_split(model, training, c, rates, cache) if split else None,
-        tp_ring_gbps=cache[key],
+        tp_ring_gbps=cache["ring_gbps", c.tp],
         cp=c.cp,
         ep=c.ep,
+        ep_ring_gbps=cache["ring_gbps", c.ep],
     )
 
 
