@@ -1,0 +1,169 @@
+"""One GPU, eager PyTorch: what a mixture-of-experts MLP costs against the cost model's reading of it (the top-k
+experts' GEMMs as one GEMM of the active width, the token permutation at the copy rate).
+
+For each shape (hidden h, expert width f, local experts, rows routed to this GPU) it times, forward and backward,
+with CUDA events (median of repeats):
+- `dense`: the same FLOPs as one SwiGLU MLP over all routed rows (what the cost model times);
+- `loop`: one SwiGLU expert after the other over its rows (what Transformer Engine's GroupedLinear launches);
+- `grouped`: torch._grouped_mm over all local experts at once, where this torch has it;
+- `block`: a whole MoE layer as Megatron-Core's alltoall dispatcher runs it on one rank, bar the all-to-all:
+  router GEMM, softmax, top-k, the token counts copied to the host (the dispatcher's synchronisation), the
+  permutation, the `loop` experts, the weighted un-permutation.
+and the host seconds of `block` with tiny tensors (launch-bound: the host's dispatch time per MoE layer).
+
+    python benchmarks/moe_block.py [OUT.json]
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+# (name, hidden, expert width, experts, local experts, tokens on this GPU, top-k): Qwen3 30B-A3B under EP 16 and
+# EP 8 (Qwen/Qwen3-30B-A3B config.json), Qwen3 235B-A22B under EP 32, Mixtral 8x7B under EP 8
+SHAPES = [
+    ("qwen3-30b-a3b ep16", 2048, 768, 128, 8, 4096, 8),
+    ("qwen3-30b-a3b ep8", 2048, 768, 128, 16, 4096, 8),
+    ("qwen3-235b-a22b ep32", 4096, 1536, 128, 4, 4096, 8),
+    ("mixtral-8x7b ep8", 4096, 14336, 8, 1, 4096, 2),
+]
+REPEATS = 20
+DEVICE = "cuda"
+
+
+def gpu_s(fn: Callable[[], None], repeats: int = REPEATS) -> float:
+    """Median seconds of `fn` on the GPU (CUDA events), after warm-up."""
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(times)
+
+
+def host_s(fn: Callable[[], None], repeats: int = REPEATS) -> float:
+    """Median wall seconds of `fn`, synchronised (with tiny tensors: the host's dispatch time)."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def swiglu(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    gate, up = (x @ w13).chunk(2, dim=-1)
+    return (F.silu(gate) * up) @ w2
+
+
+class Experts:
+    """`local` SwiGLU experts, h -> 2f -> h, bf16 weights."""
+
+    def __init__(self, h: int, f: int, local: int) -> None:
+        def weight(*shape: int) -> torch.Tensor:
+            return (torch.randn(*shape, device=DEVICE, dtype=torch.bfloat16) * 0.02).requires_grad_()
+
+        self.w13 = [weight(h, 2 * f) for _ in range(local)]
+        self.w2 = [weight(f, h) for _ in range(local)]
+        self.params = [*self.w13, *self.w2]
+
+    def loop(self, x: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        parts = x.split(counts)
+        return torch.cat([swiglu(p, a, b) for p, a, b in zip(parts, self.w13, self.w2, strict=True)])
+
+    def grouped(self, x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        w13, w2 = torch.stack(self.w13), torch.stack(self.w2)
+        gate, up = torch._grouped_mm(x, w13, offs=offsets).chunk(2, dim=-1)
+        return torch._grouped_mm(F.silu(gate) * up, w2, offs=offsets)
+
+
+def moe_layer(x: torch.Tensor, router: torch.Tensor, experts: Experts, num_experts: int, top_k: int) -> torch.Tensor:
+    """One rank's MoE layer without the all-to-all: it routes to all `num_experts` and keeps the rows of its
+    local ones as if the all-to-all had brought every rank's (balanced routing: as many rows per expert)."""
+    probs = torch.softmax(router(x).float(), dim=-1)
+    weights, chosen = probs.topk(top_k, dim=-1)
+    local = len(experts.w13)
+    chosen = chosen % local  # the rows this rank's experts would receive, balanced as under force-balancing
+    counts = torch.bincount(chosen.flatten(), minlength=local).tolist()  # the dispatcher's host sync
+    order = chosen.flatten().argsort(stable=True)
+    permuted = x.repeat_interleave(top_k, dim=0).index_select(0, order)
+    out = experts.loop(permuted, counts)
+    combined = torch.zeros_like(x).index_add_(
+        0, order // top_k, out * weights.flatten().index_select(0, order).unsqueeze(-1).to(out.dtype)
+    )
+    return combined
+
+
+def measure(name: str, h: int, f: int, num_experts: int, local: int, tokens: int, top_k: int) -> dict:
+    rows = tokens * top_k  # balanced: every rank sends this GPU as many rows as it keeps
+    per_expert = rows // local
+    experts = Experts(h, f, local)
+    x = torch.randn(rows, h, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
+    dense13 = torch.randn(h, 2 * f * top_k, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
+    dense2 = torch.randn(f * top_k, h, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
+    counts = [per_expert] * local
+    out: dict = {"shape": name, "h": h, "f": f, "experts": num_experts, "local": local, "rows": rows}
+    flops = 3 * 2 * rows * 3 * h * f  # forward + backward, three GEMMs of h x f per row routed
+
+    def fwd_bwd(fn: Callable[[], torch.Tensor], inputs: list[torch.Tensor]) -> Callable[[], None]:
+        def step() -> None:
+            y = fn()
+            torch.autograd.grad(y, inputs, torch.ones_like(y))
+
+        return step
+
+    # the cost model's reading: one GEMM chain as wide as the active experts, over the GPU's own tokens
+    tok = torch.randn(tokens, h, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
+    out["dense_s"] = gpu_s(fwd_bwd(lambda: swiglu(tok, dense13, dense2), [tok]))
+    out["loop_s"] = gpu_s(fwd_bwd(lambda: experts.loop(x, counts), [x, *experts.params]))
+    if hasattr(torch, "_grouped_mm"):
+        offsets = torch.arange(1, local + 1, device=DEVICE, dtype=torch.int32) * per_expert
+        try:
+            out["grouped_s"] = gpu_s(fwd_bwd(lambda: experts.grouped(x, offsets), [x, *experts.params]))
+        except RuntimeError as exc:  # not on this GPU or build
+            out["grouped_error"] = str(exc)[:200]
+    router = torch.nn.Linear(h, num_experts, bias=False, device=DEVICE, dtype=torch.bfloat16)
+    tok_in = torch.randn(tokens, h, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
+    block = fwd_bwd(lambda: moe_layer(tok_in, router, experts, num_experts, top_k), [tok_in, *experts.params])
+    out["block_s"] = gpu_s(block)
+    out["block_wall_s"] = host_s(block)
+    tiny = torch.randn(local * top_k, h, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
+    out["block_host_s"] = host_s(
+        fwd_bwd(lambda: moe_layer(tiny, router, experts, num_experts, top_k), [tiny, *experts.params])
+    )
+    for key in ("dense_s", "loop_s", "grouped_s"):
+        if key in out:
+            out[key.replace("_s", "_tflops")] = flops / out[key] / 1e12
+    return out
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "runs": []}
+    for shape in SHAPES:
+        run = measure(*shape)
+        results["runs"].append(run)
+        print(json.dumps(run), flush=True)
+        torch.cuda.empty_cache()
+    if len(sys.argv) > 1:
+        with open(sys.argv[1], "w") as fh:
+            json.dump(results, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
