@@ -318,14 +318,15 @@ def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
         return out | {"not_usable": f"precision {precision or 'not stated'}"}
     tp, pp, cp, ep = (int(_num(row[k]) or 1) for k in ("tp", "pp", "cp", "ep"))
     data = int(row["n_gpus"]) // (tp * pp * cp)
-    if data % ep:
-        # the Qwen3 recipes set expert_tensor_parallel_size=1 (scripts/performance/configs/qwen/
-        # qwen3_workload_base_configs.py): experts whole on each GPU, the EP group spanning the TP ranks too
-        return out | {"not_usable": f"EP {ep} exceeds the {data} data-parallel GPUs: experts without TP, not modelled"}
     spec = load_model(BRIDGE_MODELS[row["model"]])
+    # the Qwen3 recipes set expert_tensor_parallel_size=1 (scripts/performance/configs/qwen/
+    # qwen3_workload_base_configs.py): each expert whole on a GPU, the EP group spanning the TP ranks too, so the
+    # layout's ep axis is EP / TP
+    axis = ep // tp if spec.moe else 1
     return out | {
         "preset": BRIDGE_MODELS[row["model"]] if spec.moe else "",
-        "ep": str(ep),
+        "ep": str(axis),
+        "expert_tp": "1" if spec.moe else "",
         # the Qwen3 MoE recipes reduce gradients in bf16 (set_qwen3_common_configs: grad_reduce_in_fp32 = False)
         "grad_dtype": "bf16" if spec.moe else "",
         "hidden": str(spec.hidden_size),
@@ -341,7 +342,7 @@ def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
         "tp": row["tp"],
         "pp": row["pp"],
         "cp": row["cp"],
-        "dp": str(data // ep),
+        "dp": str(data // axis),
         "sp": "yes" if int(row["tp"]) > 1 else "no",
         "vpp": "" if row["vp"] == "n/a" else row["vp"],
         "zero_fsdp": "ZeRO-3 (Megatron FSDP)" if _num(row["fsdp"]) else "ZeRO-1 (distributed optimizer)",
@@ -391,6 +392,7 @@ COLUMNS = [
     "mem_per_gpu",
     "not_usable",
     "ep",
+    "expert_tp",
     "preset",
 ]
 
@@ -549,6 +551,7 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             cp_comm="all_gather" if name in DTENSOR_TP else "p2p",
             fused_swiglu=name in MEGATRON_CORE_TE,
             fp8_saved_inputs=name in MEGATRON_CORE_TE,
+            expert_tensor_parallel=row["expert_tp"] != "1",
         )
         result.recompute, result.zero_stage = train.recompute, train.zero_stage
         shape = dict(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, micro_batch=mb, virtual_stages=vpp)

@@ -219,6 +219,13 @@ FusedSwiglu = Annotated[
 Fp8SavedInputs = Annotated[
     bool, typer.Option(help="With --dtype fp8, linears keep FP8 casts of their inputs (Transformer Engine).")
 ]
+ExpertTensorParallel = Annotated[
+    bool,
+    typer.Option(
+        help="With --ep and tp > 1: experts split by TP (Megatron's default); off: each expert whole on a GPU, tokens "
+        "swapped over ep x tp GPUs (--expert-tensor-parallel-size 1)."
+    ),
+]
 PipelineScatterGather = Annotated[
     bool,
     typer.Option(help="Without SP, each TP rank sends 1/tp of a stage's output (Megatron); off: whole tensors."),
@@ -274,6 +281,7 @@ def estimate(
     overlap_param_gather: OverlapParamGather = False,
     fused_swiglu: FusedSwiglu = False,
     fp8_saved_inputs: Fp8SavedInputs = False,
+    expert_tensor_parallel: ExpertTensorParallel = True,
     sequence_parallel: SequenceParallel = True,
     pipeline_scatter_gather: PipelineScatterGather = True,
     pipeline_runtime: PipelineRuntime = "megatron",
@@ -381,6 +389,7 @@ def suggest(
     overlap_param_gather: OverlapParamGather = False,
     fused_swiglu: FusedSwiglu = False,
     fp8_saved_inputs: Fp8SavedInputs = False,
+    expert_tensor_parallel: ExpertTensorParallel = True,
     sequence_parallel: SequenceParallel = True,
     pipeline_scatter_gather: PipelineScatterGather = True,
     pipeline_runtime: PipelineRuntime = "megatron",
@@ -497,6 +506,7 @@ _FRAMEWORK_OPTIONS = (
     "overlap_param_gather",
     "fused_swiglu",
     "fp8_saved_inputs",
+    "expert_tensor_parallel",
     "sequence_parallel",
     "pipeline_scatter_gather",
     "pipeline_runtime",

@@ -38,6 +38,11 @@ class Plan(BaseModel):
         description="Expert-parallel degree (1: not used): GPUs that split the experts and swap tokens by all-to-all; "
         "they take different data, so the global batch splits over dp x ep.",
     )
+    expert_tensor_parallel: bool = Field(
+        True,
+        description="With ep > 1 and tp > 1: experts split by TP; False: each expert whole on a GPU, the tokens "
+        "swapped over the ep x tp GPUs (the frameworks' expert-parallel degree is then ep x tp).",
+    )
     micro_batch: int = Field(ge=1, description="Sequences per micro-batch per data-parallel replica.")
     num_micro_batches: int = Field(ge=1, description="Micro-batches per optimiser step per replica.")
     virtual_stages: int = Field(1, ge=1, description="Interleaved pipeline chunks per GPU.")

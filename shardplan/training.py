@@ -97,6 +97,14 @@ class Training(BaseModel):
         "for attention's backward beside the out-projection's FP8 copy. False: inputs kept in bf16 as eager "
         "linears keep them.",
     )
+    expert_tensor_parallel: bool = Field(
+        True,
+        description="With expert parallelism and tp > 1: each expert split by TP as the dense layers are, its TP ranks "
+        "gathering their group's tokens (Megatron-Core's default expert_tensor_parallel_size = tp). False: each "
+        "expert whole on one GPU and the tokens swapped over the ep x tp GPUs, the MoE blocks' MLP without TP "
+        "collectives (Megatron's --expert-tensor-parallel-size 1, its MoE recipes' choice; torchtitan's default "
+        "expert_tensor_parallel_degree 1).",
+    )
     pipeline_scatter_gather: bool = Field(
         True,
         description="Without sequence parallelism, each TP rank sends 1/tp of a stage's output and the next stage "
@@ -151,6 +159,11 @@ class Training(BaseModel):
         False,
         description="ZeRO-1/2 weight all-gather runs under the next forward (Megatron --overlap-param-gather).",
     )
+
+    def expert_group(self, ep: int, tp: int) -> int:
+        """GPUs that split the experts and swap tokens: the `ep` GPUs, or ep x tp where each expert stays whole
+        on a GPU (`expert_tensor_parallel` off)."""
+        return ep * tp if ep > 1 and not self.expert_tensor_parallel else ep
 
     @property
     def grad_bytes(self) -> int:

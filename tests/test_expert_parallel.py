@@ -124,3 +124,25 @@ def test_the_search_places_expert_groups_and_frameworks_take_them() -> None:
     with pytest.raises(PlanError, match="DeepSpeed sets expert parallelism in the model code"):
         emit(best, topo, "deepspeed")
     assert json.loads(best.to_json())["ep"] == best.ep
+
+
+def test_experts_whole_on_a_gpu_swap_tokens_over_ep_x_tp() -> None:
+    """Megatron's --expert-tensor-parallel-size 1 with TP 2 and ep 2 on 8 GPUs: each GPU holds 128 / 4 whole
+    experts, as many parameters as a quarter of the experts split by TP; the all-to-all runs over 4 GPUs; the MoE
+    blocks' MLP drops its TP collectives; the frameworks' expert-parallel degree is ep x tp = 4."""
+    topo = load_topology("dgx-h100")
+    train = TRAIN.model_copy(update={"recompute": "none"})
+    whole = train.model_copy(update={"expert_tensor_parallel": False})
+    split = estimate(MODEL, topo, train, tp=2, pp=1, dp=2, ep=2)
+    kept = estimate(MODEL, topo, whole, tp=2, pp=1, dp=2, ep=2)
+    assert kept.memory_breakdown["weights"] == pytest.approx(split.memory_breakdown["weights"])
+    assert kept.memory_breakdown["activations"] < split.memory_breakdown["activations"]  # own tokens, not gathered
+    # every block is MoE: attention's TP collectives alone (less what fills the host's wait between kernels)
+    assert kept.breakdown["tp"] == pytest.approx(split.breakdown["tp"] / 2, rel=0.01)
+    assert kept.breakdown["ep"] > split.breakdown["ep"]  # 4 GPUs swap tokens, not 2
+    assert kept.expert_tensor_parallel is False and kept.mesh_shape == (1, 2, 2, 2)
+    assert "--expert-model-parallel-size 4 \\\n--expert-tensor-parallel-size 1 " in emit(kept, topo, "megatron")
+    titan = tomllib.loads(emit(kept, topo, "torchtitan"))["parallelism"]
+    assert (titan["expert_parallel_degree"], titan["expert_tensor_parallel_degree"]) == (4, 1)
+    with pytest.raises(PlanError, match=r"ep x tp = 256 \(experts whole on a GPU\) does not divide the 128"):
+        estimate(MODEL, load_topology("dgx-h100", nodes=64), whole, tp=8, pp=1, dp=2, ep=32)

@@ -149,6 +149,7 @@ def activation_bytes(
     num_micro: int,
     virtual_stages: int,
     cp: int = 1,
+    ep: int = 1,
 ) -> dict[str, float]:
     """Activations pipeline stage `stage` keeps at its peak under 1F1B (interleaved when
     `virtual_stages` > 1): stage p holds min(pp - p, num_micro) micro-batches, or when interleaved
@@ -168,6 +169,7 @@ def activation_bytes(
         "flash_attention": training.attention != "unfused",
         "fused_swiglu": training.fused_swiglu,
         "fp8_inputs": training.fp8_saved_inputs and training.dtype == "fp8",
+        "experts_whole": training.expert_group(ep, tp) > ep,
     }
     per_layer = model.activation_bytes_per_token(**shape, recompute=training.recompute)
     gathered = 0.0  # per token of a block, beyond Megatron's shards
@@ -273,6 +275,7 @@ def stage_memory(
             num_micro=num_micro,
             virtual_stages=virtual_stages,
             cp=cp,
+            ep=ep,
         )
     )
     if training.zero_stage == 2 and not reduces_every_micro_batch(training, pp):

@@ -119,6 +119,14 @@ def _ep_passes(training: Training) -> float:
     return 4 + {"full": 2.0, "selective-layer": 1.0}.get(training.recompute, 0.0)
 
 
+def _tp_block_share(model: ModelSpec, training: Training, ep: int, tp: int) -> float:
+    """Of a block's TP collectives (attention's and the MLP's pairs), the share its blocks run on average: all, but
+    only attention's in MoE blocks whose experts stay whole on a GPU (`Training.expert_tensor_parallel` off)."""
+    if training.expert_group(ep, tp) == ep:
+        return 1.0
+    return 1 - model.num_moe_layers / model.num_layers / 2
+
+
 def _dispatch_bytes(model: ModelSpec, training: Training, tokens: float, tp: int) -> float:
     """One all-to-all's buffer per rank: each of the GPU's tokens (its sequence shard under SP) sent to its top-k
     experts, h wide in bf16 (Megatron-Core's alltoall dispatcher; its flex dispatcher moves the same tokens)."""
@@ -235,10 +243,14 @@ def step_cost(
     cp_axis = ep_axis = edp_axis = None
     if cp > 1:
         cp_axis = AxisTimes(topology, grid.transpose(0, 1, 3, 4, 2).reshape(pp, dp * ep * tp, cp), memo)
-    if ep > 1:  # the GPUs that swap tokens, and those that hold the same experts (dp x cp)
-        ep_axis = AxisTimes(topology, grid.transpose(0, 1, 2, 4, 3).reshape(pp, dp * cp * tp, ep), memo)
+    if ep > 1:  # the GPUs that swap tokens (ep, or ep x tp), and those that hold the same experts (dp x cp)
+        swap = grid.transpose(0, 1, 2, 4, 3).reshape(pp, dp * cp * tp, ep)
+        if training.expert_group(ep, tp) > ep:
+            swap = grid.reshape(pp, dp * cp, ep * tp)
+        ep_axis = AxisTimes(topology, swap, memo)
         edp_axis = AxisTimes(topology, grid.transpose(0, 3, 4, 1, 2).reshape(pp, ep * tp, dp * cp), memo)
     moe_share = model.num_moe_layers / model.num_layers  # of a stage's blocks, those with experts
+    tp_share = _tp_block_share(model, training, ep, tp)
 
     # --- per stage: compute, TP and CP collectives ----------------------------------------------
     stage_total, tp_per_micro, cp_per_micro, ep_per_micro, stage_forward, stage_rates = [], [], [], [], [], []
@@ -257,8 +269,8 @@ def step_cost(
             lost = overlap_slowdown(tp_axis.channels(p))
             forward, backward, moved = _tp_layer_s(training, sp, time_of, col, lost)
             forward_passes = _tp_passes(training) - 1  # 1, plus what recompute runs again
-            tp_s = layers[p] * (forward * forward_passes + backward)
-            moved_s = layers[p] * (forward * forward_passes + moved)
+            tp_s = tp_share * layers[p] * (forward * forward_passes + backward)
+            moved_s = tp_share * layers[p] * (forward * forward_passes + moved)
             comm[tp_axis.link_class(p)] += moved_s * num_micro
             if training.tp_comm_overlap:  # each all-gather / reduce-scatter runs under its GEMM
                 tp_s = max(0.0, moved_s - times.gemm_s)
@@ -451,6 +463,7 @@ def traffic_bytes(
     dense, experts = local_params(model, layers=round(layers), first=False, last=False, tp=tp, ep=ep)
     gathers = 1 if gathered_across_micro_batches(training, pp) else num_micro * 2
     shards = dp * cp * ep
+    tp_share = _tp_block_share(model, training, ep, tp)
 
     def sent(params: float, n: int) -> float:  # the share of `params` bytes a GPU sends in a gather over n
         return params * (n - 1) / n
@@ -460,7 +473,7 @@ def traffic_bytes(
     out = {
         # per layer: two all-reduces (or two all-gather + reduce-scatter pairs) of the activations per
         # forward pass; backward the same, or under SP two more all-gathers (`_tp_layer_s`)
-        "tp": num_micro * layers * (4 * (passes - 1) + (6 if sp else 4)) * (tp - 1) / tp * act,
+        "tp": num_micro * layers * tp_share * (4 * (passes - 1) + (6 if sp else 4)) * (tp - 1) / tp * act,
         # gradients reduced once per step, or per micro-batch under ZeRO-2 without PP (all-reduce moves twice the
         # reduce-scatter's bytes, as reduce-scatter and all-gather do together)
         "dp": 2 * sharded * training.grad_bytes * _gradient_syncs(training, num_micro, pp) + zero3_gathers,
@@ -472,8 +485,10 @@ def traffic_bytes(
         out["cp"] = num_micro * layers * ops * (cp - 1) * kv_bytes(model, tokens, tp)
     if ep > 1:  # per MoE block: dispatch and combine, forward and backward
         moe_layers = layers * model.num_moe_layers / model.num_layers
+        group = training.expert_group(ep, tp)
+        sent_share = (group - 1) / group
         out["ep"] = (
-            num_micro * moe_layers * _ep_passes(training) * (ep - 1) / ep * _dispatch_bytes(model, training, tokens, tp)
+            num_micro * moe_layers * _ep_passes(training) * sent_share * _dispatch_bytes(model, training, tokens, tp)
         )
     return out
 
@@ -525,10 +540,11 @@ def time_lower_bound_s(
         col = column_parallel_gemms_s(model, tokens, tp, rates, linear_precisions(training, rates)[1])
         sp = training.sequence_parallel
         forward, backward, _ = _tp_layer_s(training, sp, time_of, col, lost=0.0)
-        block_tp = forward * (_tp_passes(training) - 1) + backward
+        block_tp = _tp_block_share(model, training, ep, tp) * (forward * (_tp_passes(training) - 1) + backward)
 
     if ep > 1 and ep_ring_gbps:
-        a2a = transfer_lower_bound_s("all_to_all", ep, _dispatch_bytes(model, training, tokens, tp), ep_ring_gbps)
+        group = training.expert_group(ep, tp)
+        a2a = transfer_lower_bound_s("all_to_all", group, _dispatch_bytes(model, training, tokens, tp), ep_ring_gbps)
         block_tp += model.num_moe_layers / model.num_layers * _ep_passes(training) * a2a
 
     stage_of = _stage_timer(model, training, micro_batch=micro_batch, tp=tp, cp=cp, rates=rates)

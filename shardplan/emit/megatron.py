@@ -37,10 +37,11 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
     args += _pipeline_split(plan)
     if plan.cp > 1:  # ring attention over the context-parallel group (Transformer Engine)
         args.append(f"--context-parallel-size {plan.cp}")
-    if plan.ep > 1:  # experts over ep ranks folded inside the data-parallel ones, split by TP as the dense layers are
+    if plan.ep > 1:  # experts over ep ranks folded inside the data-parallel ones (with the TP ranks where whole)
+        etp = plan.tp if plan.expert_tensor_parallel else 1
         args += [
-            f"--expert-model-parallel-size {plan.ep}",
-            f"--expert-tensor-parallel-size {plan.tp}",
+            f"--expert-model-parallel-size {plan.ep * plan.tp // etp}",
+            f"--expert-tensor-parallel-size {etp}",
             "--moe-token-dispatcher-type alltoall",
         ]
     if plan.sequence_parallel and plan.tp > 1:

@@ -30,6 +30,7 @@ def torchtitan_toml(plan: Plan, topology: Topology) -> str:
     """
     shard = plan.zero_stage >= 1
     data = plan.dp * plan.ep  # torchtitan's expert parallelism borrows its GPUs from data_parallel_shard_degree
+    etp = plan.tp if plan.expert_tensor_parallel else 1  # and from tensor_parallel_degree where experts stay whole
     replicate, sharded = (1, data) if shard else (plan.dp, plan.ep)
     schedule = "Interleaved1F1B" if plan.virtual_stages > 1 else "1F1B"
     lines = [
@@ -48,8 +49,8 @@ def torchtitan_toml(plan: Plan, topology: Topology) -> str:
         # async TP is torchtitan's TP/GEMM overlap; it needs torch.compile
         f"enable_async_tensor_parallel = {str(plan.tp_comm_overlap and plan.tp > 1).lower()}",
         f"context_parallel_degree = {plan.cp}",
-        f"expert_parallel_degree = {plan.ep}",
-        *([f"expert_tensor_parallel_degree = {plan.tp}"] if plan.ep > 1 else []),  # the plan splits experts as TP does
+        f"expert_parallel_degree = {plan.ep * (plan.tp // etp)}",
+        *([f"expert_tensor_parallel_degree = {etp}"] if plan.ep > 1 else []),
         "",
         "[training]",
         f"global_batch_size = {plan.global_batch}",

@@ -165,6 +165,7 @@ class ModelSpec(BaseModel):
         flash_attention: bool = True,
         fused_swiglu: bool = False,
         fp8_inputs: bool = False,
+        experts_whole: bool = False,
     ) -> float:
         """Activation bytes kept for backward by one transformer block, per token of the micro-batch,
         on one GPU of a TP group of size `tp` (Korthikanti et al. 2022, arXiv:2205.05198, Sec. 4).
@@ -180,7 +181,8 @@ class ModelSpec(BaseModel):
           SwiGLU: gate out 2f + up out 2f + SiLU out 2f + product (down-proj input) 2f = 8f.
           MoE: f = top_k * expert f + shared f (what one token's MLP work keeps), and the permuted tokens the
             experts' first linear keeps for its weight gradient, top_k copies of h (2 B each; 1 B under
-            `fp8_inputs`). Under TP these are whole: the TP ranks of an expert gather their group's tokens.
+            `fp8_inputs`). Under TP these are whole: the TP ranks of an expert gather their group's tokens; with
+            `experts_whole` (each expert on one GPU, expert TP 1) a GPU's own tokens' (its sequence shard under SP).
           No dropout: no 1h masks; s x s part is the softmax output alone (2as instead of 5as).
           Flash attention (SDPA): no s x s matrix is kept (only O(s) statistics), so no as term.
           `fused_swiglu` (Megatron-Core's SwiGLUFunction keeps its input, recomputes SiLU): 4f + 2f = 6f.
@@ -208,7 +210,7 @@ class ModelSpec(BaseModel):
             return BYTES_BF16 * h / (tp if sequence_parallel else 1)
         if recompute == "selective-layer":
             shape = {"tp": tp, "sequence_parallel": sequence_parallel, "seq_len": s, "flash_attention": flash_attention}
-            shape |= {"fused_swiglu": fused_swiglu, "fp8_inputs": fp8_inputs}
+            shape |= {"fused_swiglu": fused_swiglu, "fp8_inputs": fp8_inputs, "experts_whole": experts_whole}
             full = self.activation_bytes_per_token(**shape, recompute="full")
             return (full + self.activation_bytes_per_token(**shape)) / 2
         if recompute == "selective-op":
@@ -228,7 +230,8 @@ class ModelSpec(BaseModel):
         replicated = 2 * linear_input * h + 4 * h + mask * 2 * h
         per_token = sharded / tp + replicated / (tp if sequence_parallel else 1)
         if self.moe is not None:  # each MoE block's permuted tokens, the experts' first linear's input
-            per_token += linear_input * self.moe.top_k * h * self.num_moe_layers / self.num_layers
+            permuted = linear_input * self.moe.top_k * h * self.num_moe_layers / self.num_layers
+            per_token += permuted / (tp if experts_whole and sequence_parallel else 1)
         if recompute == "none" and not flash_attention:
             per_token += (2 + 3 * mask) * self.num_heads * s / tp  # softmax 2as (+ dropout out 2as + mask as)
         return float(per_token)

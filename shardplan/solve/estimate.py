@@ -26,16 +26,19 @@ def mesh_of(pp: int, dp: int, cp: int, tp: int, ep: int = 1) -> tuple[tuple[int,
     return tuple(n for _, n in used), tuple(name for name, _ in used)
 
 
-def check_ep(model: ModelSpec, ep: int, cp: int = 1) -> None:
-    """A one-line `PlanError` where `model` cannot split its experts over `ep` GPUs."""
+def check_ep(model: ModelSpec, ep: int, cp: int = 1, group: int | None = None) -> None:
+    """A one-line `PlanError` where `model` cannot split its experts over `ep` GPUs (`group`: the GPUs that split
+    them, `Training.expert_group`; default `ep`)."""
     if ep > 1 and cp > 1:
         # Megatron-Core and torchtitan both fold expert groups over the context-parallel ranks too; the layout's
         # separate cp and ep axes do not say how
         raise PlanError("context and expert parallelism together are not modelled: set cp=1 or ep=1")
     if ep > 1 and model.moe is None:
         raise PlanError(f"{model.name} has no experts to split: expert parallelism needs a mixture-of-experts model")
-    if ep > 1 and model.moe is not None and model.moe.num_experts % ep:
-        raise PlanError(f"ep={ep} does not divide the {model.moe.num_experts} experts of {model.name}")
+    group = group or ep
+    if ep > 1 and model.moe is not None and model.moe.num_experts % group:
+        what = f"ep={ep}" if group == ep else f"ep x tp = {group} (experts whole on a GPU)"
+        raise PlanError(f"{what} does not divide the {model.moe.num_experts} experts of {model.name}")
 
 
 def check_cp(training: Training, cp: int) -> None:
@@ -80,7 +83,7 @@ def check_layout(
         names = " x ".join(["tp", "pp", "dp", *(name for name, _ in extra)])
         values = " x ".join(map(str, [tp, pp, dp, *(k for _, k in extra)]))
         raise PlanError(f"{names} = {values} = {tp * pp * dp * cp * ep}, but the topology has {n} GPUs")
-    check_ep(model, ep, cp)
+    check_ep(model, ep, cp, training.expert_group(ep, tp))
     if model.num_heads % tp:
         raise PlanError(f"tp={tp} does not divide the {model.num_heads} attention heads of {model.name}")
     if model.num_kv_heads % tp and tp % model.num_kv_heads:
@@ -227,6 +230,7 @@ def make_plan(
         dp=dp,
         cp=cp,
         ep=ep,
+        expert_tensor_parallel=training.expert_tensor_parallel,
         micro_batch=micro_batch,
         num_micro_batches=training.global_batch // (dp * ep * micro_batch),
         virtual_stages=virtual_stages,

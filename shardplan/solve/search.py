@@ -209,7 +209,8 @@ def _lower_bound(
 ) -> float:
     """`time_lower_bound_s` of the candidate, its TP collectives and all-to-alls at the fastest any ring of tp
     (ep) GPUs can run; with `split`, its slowest stage from its fastest split of layers, not the average."""
-    for degree in (c.tp, c.ep):
+    group = training.expert_group(c.ep, c.tp)
+    for degree in (c.tp, group):
         if ("ring_gbps", degree) not in cache:
             cache["ring_gbps", degree] = ring_gbps_bound(topology, degree)
     return time_lower_bound_s(
@@ -226,7 +227,7 @@ def _lower_bound(
         tp_ring_gbps=cache["ring_gbps", c.tp],
         cp=c.cp,
         ep=c.ep,
-        ep_ring_gbps=cache["ring_gbps", c.ep],
+        ep_ring_gbps=cache["ring_gbps", group],
     )
 
 
@@ -392,6 +393,7 @@ def _candidates(model: ModelSpec, num_gpus: int, training: Training, pins: dict[
         training.global_batch,
         interleaved=training.interleaved_pipeline,
         pipeline_zero_stages=training.pipeline_zero_stages,
+        expert_tensor_parallel=training.expert_tensor_parallel,
         **{k: v for k, v in pins.items() if v},
     )
 

@@ -58,16 +58,18 @@ def pp_degrees(model: ModelSpec, gpus_left: int) -> list[int]:
     return [p for p in divisors(gpus_left) if p <= model.num_layers]
 
 
-def ep_degrees(model: ModelSpec, data_gpus: int) -> list[int]:
-    """Expert-parallel degrees: those that divide the experts and the GPUs left for data parallelism (1 only
-    for a dense model).
+def ep_degrees(model: ModelSpec, data_gpus: int, split_by: int = 1) -> list[int]:
+    """Expert-parallel degrees: those that divide the GPUs left for data parallelism and, times `split_by` (the TP
+    degree where each expert stays whole on a GPU), the experts (1 only for a dense model).
 
     >>> from shardplan import load_model
     >>> ep_degrees(load_model("mixtral-8x7b"), 32)  # 8 experts
     [1, 2, 4, 8]
+    >>> ep_degrees(load_model("mixtral-8x7b"), 32, split_by=2)  # 8 experts, each whole on one of 2 TP ranks
+    [1, 2, 4]
     """
     experts = model.moe.num_experts if model.moe else 1
-    return [e for e in divisors(data_gpus) if experts % e == 0]
+    return [e for e in divisors(data_gpus) if e == 1 or experts % (e * split_by) == 0]
 
 
 def micro_batches(per_replica: int) -> list[int]:
@@ -103,11 +105,13 @@ def candidates(
     pipeline_zero_stages: Sequence[int] = ZERO_STAGES,
     cp: Sequence[int] = (1,),
     ep: Sequence[int] | None = None,
+    expert_tensor_parallel: bool = True,
 ) -> Iterator[Candidate]:
     """Every valid combination, in a fixed order; the sequences given pin what they name; `cp`: the
     context-parallel degrees to try; `ep`: the expert-parallel ones (None: every one `ep_degrees` allows),
-    each taken out of the data-parallel GPUs. ZeRO stages above 0 only where weights are held more than once
-    (there is nothing to shard over one copy); one model chunk per GPU where the pipeline runtime has
+    each taken out of the data-parallel GPUs (times tp where each expert stays whole on a GPU, not
+    `expert_tensor_parallel`, they must divide the experts). ZeRO stages above 0 only where weights are held
+    more than once (there is nothing to shard over one copy); one model chunk per GPU where the pipeline runtime has
     no `interleaved` schedule, and with pp > 1 only the `pipeline_zero_stages` it runs."""
     for t in tp_degrees(model, num_gpus):
         if tp is not None and t not in tp:
@@ -121,7 +125,7 @@ def candidates(
                 data = num_gpus // (t * p * c)  # GPUs that take different sequences: dp x ep
                 if global_batch % data:
                     continue
-                for e in ep_degrees(model, data):
+                for e in ep_degrees(model, data, 1 if expert_tensor_parallel else t):
                     if (ep is not None and e not in ep) or (e > 1 and c > 1):  # cp with ep: not modelled
                         continue
                     dp = data // e
