@@ -6,9 +6,9 @@ with CUDA events (median of repeats):
 - `dense`: the same FLOPs as one SwiGLU MLP over all routed rows (what the cost model times);
 - `loop`: one SwiGLU expert after the other over its rows (what Transformer Engine's GroupedLinear launches);
 - `grouped`: torch._grouped_mm over all local experts at once, where this torch has it;
-- `block`: a whole MoE layer as Megatron-Core's alltoall dispatcher runs it on one rank, bar the all-to-all:
-  router GEMM, softmax, top-k, the token counts copied to the host (the dispatcher's synchronisation), the
-  permutation, the `loop` experts, the weighted un-permutation.
+- `block`: a whole MoE layer as Megatron-Core's alltoall dispatcher runs it on one rank, bar the all-to-all
+  (`shardplan.llama.Experts`: router, softmax, top-k, the token counts copied to the host, the permutation,
+  one expert after the other, the weighted un-permutation),
 and the host seconds of `block` with tiny tensors (launch-bound: the host's dispatch time per MoE layer).
 
     python benchmarks/moe_block.py [OUT.json]
@@ -16,11 +16,13 @@ and the host seconds of `block` with tiny tensors (launch-bound: the host's disp
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +37,12 @@ SHAPES = [
 ]
 REPEATS = 20
 DEVICE = "cuda"
+# shardplan/llama.py alone (it needs torch only): a lent GPU machine need not have shardplan's other dependencies
+_spec = importlib.util.spec_from_file_location(
+    "shardplan_llama", Path(__file__).resolve().parents[1] / "shardplan/llama.py"
+)
+_llama = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_llama)
 
 
 def gpu_s(fn: Callable[[], None], repeats: int = REPEATS) -> float:
@@ -92,23 +100,6 @@ class Experts:
         return torch._grouped_mm(F.silu(gate) * up, w2, offs=offsets)
 
 
-def moe_layer(x: torch.Tensor, router: torch.Tensor, experts: Experts, num_experts: int, top_k: int) -> torch.Tensor:
-    """One rank's MoE layer without the all-to-all: it routes to all `num_experts` and keeps the rows of its
-    local ones as if the all-to-all had brought every rank's (balanced routing: as many rows per expert)."""
-    probs = torch.softmax(router(x).float(), dim=-1)
-    weights, chosen = probs.topk(top_k, dim=-1)
-    local = len(experts.w13)
-    chosen = chosen % local  # the rows this rank's experts would receive, balanced as under force-balancing
-    counts = torch.bincount(chosen.flatten(), minlength=local).tolist()  # the dispatcher's host sync
-    order = chosen.flatten().argsort(stable=True)
-    permuted = x.repeat_interleave(top_k, dim=0).index_select(0, order)
-    out = experts.loop(permuted, counts)
-    combined = torch.zeros_like(x).index_add_(
-        0, order // top_k, out * weights.flatten().index_select(0, order).unsqueeze(-1).to(out.dtype)
-    )
-    return combined
-
-
 def measure(name: str, h: int, f: int, num_experts: int, local: int, tokens: int, top_k: int) -> dict:
     rows = tokens * top_k  # balanced: every rank sends this GPU as many rows as it keeps
     per_expert = rows // local
@@ -137,15 +128,13 @@ def measure(name: str, h: int, f: int, num_experts: int, local: int, tokens: int
             out["grouped_s"] = gpu_s(fwd_bwd(lambda: experts.grouped(x, offsets), [x, *experts.params]))
         except RuntimeError as exc:  # not on this GPU or build
             out["grouped_error"] = str(exc)[:200]
-    router = torch.nn.Linear(h, num_experts, bias=False, device=DEVICE, dtype=torch.bfloat16)
+    layer = _llama.Experts(h, f, num_experts, local, top_k).to(DEVICE, torch.bfloat16)
     tok_in = torch.randn(tokens, h, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
-    block = fwd_bwd(lambda: moe_layer(tok_in, router, experts, num_experts, top_k), [tok_in, *experts.params])
+    block = fwd_bwd(lambda: layer(tok_in), [tok_in, *layer.parameters()])
     out["block_s"] = gpu_s(block)
     out["block_wall_s"] = host_s(block)
     tiny = torch.randn(local * top_k, h, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
-    out["block_host_s"] = host_s(
-        fwd_bwd(lambda: moe_layer(tiny, router, experts, num_experts, top_k), [tiny, *experts.params])
-    )
+    out["block_host_s"] = host_s(fwd_bwd(lambda: layer(tiny), [tiny, *layer.parameters()]))
     for key in ("dense_s", "loop_s", "grouped_s"):
         if key in out:
             out[key.replace("_s", "_tflops")] = flops / out[key] / 1e12

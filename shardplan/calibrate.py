@@ -298,12 +298,36 @@ def measure_host(device: torch.device, *, repeats: int = 30) -> dict[str, float]
         if not prefix:
             out["forward_s_fixed"] = max(per_blocks[1][0] - out["forward_s_per_block"], 0.0)
             out["backward_s_fixed"] = max(per_blocks[1][1] - out["backward_s_per_block"], 0.0)
+    out |= _moe_host(wall, device, out["forward_s_per_block"], out["backward_s_per_block"])
     if owns_group:
         dist.destroy_process_group()
     return out
 
 
-def _tiny_llama(blocks: int, device: torch.device) -> torch.nn.Module:
+def _moe_host(wall: _Timer, device: torch.device, forward: float, backward: float) -> dict[str, float]:
+    """What a mixture-of-experts block's host time adds to a dense block's (`forward`, `backward`), fixed and per
+    expert this GPU holds: blocks with 2 and with 8 local experts (top-2 of 8), per block as above."""
+    from shardplan.llama import MixedPrecisionAdamW
+
+    extra = {}
+    for local in (2, 8):
+        per_blocks = {}
+        for blocks in (1, 3):
+            model = _tiny_llama(blocks, device, local_experts=local)
+            MixedPrecisionAdamW(model)
+            per_blocks[blocks] = _forward_backward_s(wall, model, device)
+        extra[local] = [
+            (per_blocks[3][i] - per_blocks[1][i]) / 2 - dense for i, dense in enumerate((forward, backward))
+        ]
+    out = {}
+    for i, way in enumerate(("forward", "backward")):
+        per_expert = max((extra[8][i] - extra[2][i]) / 6, 0.0)
+        out[f"moe_{way}_s_per_expert"] = per_expert
+        out[f"moe_{way}_s_per_block"] = max(extra[2][i] - 2 * per_expert, 0.0)
+    return out
+
+
+def _tiny_llama(blocks: int, device: torch.device, *, local_experts: int = 0) -> torch.nn.Module:
     from shardplan.llama import Llama
 
     cfg = {
@@ -315,6 +339,13 @@ def _tiny_llama(blocks: int, device: torch.device) -> torch.nn.Module:
         "rms_norm_eps": 1e-5,
         "max_position_embeddings": 128,
     }
+    if local_experts:
+        cfg |= {
+            "num_experts": 8,
+            "num_experts_per_tok": 2,
+            "moe_intermediate_size": 512,
+            "local_experts": local_experts,
+        }
     with device:
         return Llama(cfg)
 

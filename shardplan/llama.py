@@ -58,11 +58,49 @@ def rope_tables(
     return angles.cos().to(torch.bfloat16), angles.sin().to(torch.bfloat16)
 
 
+class Experts(nn.Module):
+    """A mixture-of-experts MLP as Megatron-Core's alltoall dispatcher runs it on one rank, bar the all-to-all:
+    router, softmax and top-k, the tokens per expert copied to the host (the dispatcher needs the split sizes
+    there: a synchronisation), the tokens permuted into their experts' rows, each SwiGLU expert in turn (as
+    Transformer Engine's GroupedLinear launches them), and the probability-weighted sum back. This rank holds
+    `local` of the `experts`: each token's top-k choices fold onto them, as evenly as force-balanced routing."""
+
+    def __init__(self, h: int, ffn: int, experts: int, local: int, top_k: int) -> None:
+        super().__init__()
+        self.top_k, self.local = top_k, local
+        self.router = nn.Linear(h, experts, bias=False)
+        self.w13 = nn.ModuleList(nn.Linear(h, 2 * ffn, bias=False) for _ in range(local))
+        self.w2 = nn.ModuleList(nn.Linear(ffn, h, bias=False) for _ in range(local))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(0, -2)
+        weights, chosen = torch.softmax(self.router(flat).float(), dim=-1).topk(self.top_k, dim=-1)
+        chosen = chosen.flatten() % self.local
+        counts = torch.bincount(chosen, minlength=self.local).tolist()  # the dispatcher's host synchronisation
+        order = chosen.argsort(stable=True)
+        rows = flat.repeat_interleave(self.top_k, dim=0).index_select(0, order).split(counts)
+        outs = []
+        for part, w13, w2 in zip(rows, self.w13, self.w2, strict=True):
+            gate, up = w13(part).chunk(2, dim=-1)
+            outs.append(w2(F.silu(gate) * up))
+        scaled = torch.cat(outs) * weights.flatten().index_select(0, order).unsqueeze(-1).to(flat.dtype)
+        return torch.zeros_like(flat).index_add_(0, order // self.top_k, scaled).view_as(x)
+
+
 class Block(nn.Module):
     """A Llama block; `kv_heads` (default: `heads`) key and value heads, each repeated for heads / kv_heads
-    query heads before attention as torchtitan's `repeat_kv` does (a copy, not a view)."""
+    query heads before attention as torchtitan's `repeat_kv` does (a copy, not a view). With `experts` (a
+    (experts, local experts, top-k) triple) its MLP is a mixture of experts of width `ffn` each (`Experts`)."""
 
-    def __init__(self, h: int, heads: int, ffn: int, eps: float, kv_heads: int | None = None) -> None:
+    def __init__(
+        self,
+        h: int,
+        heads: int,
+        ffn: int,
+        eps: float,
+        kv_heads: int | None = None,
+        experts: tuple[int, int, int] | None = None,
+    ) -> None:
         super().__init__()
         self.head_dim = h // heads
         self.repeats = heads // (kv_heads or heads)
@@ -70,8 +108,10 @@ class Block(nn.Module):
         self.attn_norm, self.mlp_norm = nn.RMSNorm(h, eps=eps), nn.RMSNorm(h, eps=eps)
         self.wq, self.wo = nn.Linear(h, h, bias=False), nn.Linear(h, h, bias=False)
         self.wk, self.wv = nn.Linear(h, kv, bias=False), nn.Linear(h, kv, bias=False)
-        self.w1, self.w3 = nn.Linear(h, ffn, bias=False), nn.Linear(h, ffn, bias=False)
-        self.w2 = nn.Linear(ffn, h, bias=False)
+        self.moe = Experts(h, ffn, *experts) if experts else None
+        if self.moe is None:
+            self.w1, self.w3 = nn.Linear(h, ffn, bias=False), nn.Linear(h, ffn, bias=False)
+            self.w2 = nn.Linear(ffn, h, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         y = self.attn_norm(x)
@@ -83,19 +123,26 @@ class Block(nn.Module):
         o = F.scaled_dot_product_attention(_rotate(q, cos, sin), _rotate(k, cos, sin), v, is_causal=True)
         x = x + self.wo(o.transpose(1, 2).flatten(2))
         y = self.mlp_norm(x)
+        if self.moe is not None:
+            return x + self.moe(y)
         return x + self.w2(F.silu(self.w1(y)) * self.w3(y))
 
 
 class Llama(nn.Module):
-    """Embedding, blocks, final norm, untied head; forward returns the mean cross-entropy (fp32)."""
+    """Embedding, blocks, final norm, untied head; forward returns the mean cross-entropy (fp32). With
+    `num_experts` in `cfg`, every block's MLP is a mixture of experts (`Experts`: `local_experts` of them on
+    this rank, default all; `num_experts_per_tok`; each `moe_intermediate_size` wide)."""
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__()
         h, heads, eps = cfg["hidden_size"], cfg["num_attention_heads"], cfg["rms_norm_eps"]
         self.embed = nn.Embedding(cfg["vocab_size"], h)
-        self.blocks = nn.ModuleList(
-            Block(h, heads, cfg["intermediate_size"], eps) for _ in range(cfg["num_hidden_layers"])
-        )
+        ffn, experts = cfg["intermediate_size"], None
+        if cfg.get("num_experts"):
+            ffn = cfg["moe_intermediate_size"]
+            local = cfg.get("local_experts", cfg["num_experts"])
+            experts = (cfg["num_experts"], local, cfg["num_experts_per_tok"])
+        self.blocks = nn.ModuleList(Block(h, heads, ffn, eps, experts=experts) for _ in range(cfg["num_hidden_layers"]))
         self.norm = nn.RMSNorm(h, eps=eps)
         self.head = nn.Linear(h, cfg["vocab_size"], bias=False)
         for p in self.parameters():

@@ -146,3 +146,28 @@ def test_experts_whole_on_a_gpu_swap_tokens_over_ep_x_tp() -> None:
     assert (titan["expert_parallel_degree"], titan["expert_tensor_parallel_degree"]) == (4, 1)
     with pytest.raises(PlanError, match=r"ep x tp = 256 \(experts whole on a GPU\) does not divide the 128"):
         estimate(MODEL, load_topology("dgx-h100", nodes=64), whole, tp=8, pp=1, dp=2, ep=32)
+
+
+def test_moe_blocks_host_time_grows_with_the_experts_a_gpu_holds() -> None:
+    """`shardplan calibrate` measures what a MoE block adds to the host's time per block, fixed and per expert a
+    GPU holds (one expert after the other, as Transformer Engine's GroupedLinear launches them). Where the host
+    sets the pace, 128 experts on each GPU (no EP) take longer than 16 (EP 8); the shipped H100 calibration has
+    no such figure (0: not measured), and there EP leaves the compute alone."""
+    from shardplan.cost.calibration import rates_for
+    from shardplan.cost.compute import stage_times
+
+    model, shipped = load_model(MODEL), rates_for("h100-sxm")
+    measured = shipped.model_copy(
+        update={
+            "host_dispatch": shipped.host_dispatch
+            | {"moe_forward_s_per_expert": 5e-5, "moe_backward_s_per_expert": 1e-4}
+        }
+    )
+
+    def step_s(rates: object, ep: int) -> float:
+        return stage_times(
+            model, TRAIN, layers=48, first=True, last=True, micro_batch=1, tp=1, rates=rates, ep=ep
+        ).total_s
+
+    assert step_s(measured, 1) > step_s(measured, 8) > step_s(shipped, 8)
+    assert step_s(shipped, 1) == step_s(shipped, 8)

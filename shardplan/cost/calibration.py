@@ -48,6 +48,12 @@ HOST_DISPATCH_KEYS = (
     # each block under torch.compile (a GPU's figure; 0 where not measured)
     "compiled_forward_s_per_block",
     "compiled_backward_s_per_block",
+    # what a mixture-of-experts block adds to a dense one (`shardplan.llama.Experts`: router, host sync,
+    # permutation, one expert after the other), fixed and per expert on the GPU (0 where not measured)
+    "moe_forward_s_per_block",
+    "moe_backward_s_per_block",
+    "moe_forward_s_per_expert",
+    "moe_backward_s_per_expert",
 )
 
 

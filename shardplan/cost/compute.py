@@ -234,12 +234,14 @@ def stage_times(
     cp: int = 1,
     fsdp2: bool | None = None,
     dtensor_tp: bool | None = None,
+    ep: int = 1,
 ) -> StageTimes:
     """Times of one micro-batch through `layers` transformer blocks (plus the embedding on the
     first stage and the output head and loss on the last); `cp`: each GPU holds 1/cp of every
     sequence, and 1/cp of the causal attention (load-balanced chunks) against keys of the whole
     sequence; `fsdp2`: each block under FSDP2's fully_shard, `dtensor_tp`: its linears DTensors: both
-    add to the host's time per block (None: as `training` and `tp` have them, `host_wrappers`)."""
+    add to the host's time per block (None: as `training` and `tp` have them, `host_wrappers`); `ep`: a
+    mixture-of-experts block's host time grows with the experts each GPU holds (`Training.expert_group`)."""
     wrapped = host_wrappers(training, tp)
     fsdp2 = wrapped[0] if fsdp2 is None else fsdp2
     dtensor_tp = wrapped[1] if dtensor_tp is None else dtensor_tp
@@ -306,10 +308,17 @@ def stage_times(
     wrappers = [prefix for prefix, on in (("fsdp2_", fsdp2), ("dtensor_tp_", dtensor_tp)) if on]
     ends = first or last
     gpu = fwd + bwd + rec
-    fwd = max(fwd, layers * per_block("forward_s_per_block", *wrappers) + ends * host["forward_s_fixed"])
-    bwd = max(bwd, layers * per_block("backward_s_per_block", *wrappers) + ends * host["backward_s_fixed"])
+    moe = {"forward": 0.0, "backward": 0.0}  # what MoE blocks add per block on average: fixed, and per local expert
+    if model.moe is not None:
+        local = model.moe.num_experts / training.expert_group(ep, tp)
+        share = model.num_moe_layers / model.num_layers
+        moe = {w: share * (host[f"moe_{w}_s_per_block"] + local * host[f"moe_{w}_s_per_expert"]) for w in moe}
+    forward_host = layers * (per_block("forward_s_per_block", *wrappers) + moe["forward"])
+    backward_host = layers * (per_block("backward_s_per_block", *wrappers) + moe["backward"])
+    fwd = max(fwd, forward_host + ends * host["forward_s_fixed"])
+    bwd = max(bwd, backward_host + ends * host["backward_s_fixed"])
     # recompute re-runs the block's ops (DTensor's dispatch again), not FSDP2's forward hooks
-    redo = per_block("forward_s_per_block", *(["dtensor_tp_"] if dtensor_tp else []))
+    redo = per_block("forward_s_per_block", *(["dtensor_tp_"] if dtensor_tp else [])) + moe["forward"]
     if recompute in ("full", "selective-op"):  # both re-run every op of the block's forward from Python
         rec = max(rec, layers * redo)
     elif recompute == "selective-layer":

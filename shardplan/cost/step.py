@@ -171,11 +171,11 @@ def _optimizer_step_s(
 
 
 def _stage_timer(
-    model: ModelSpec, training: Training, *, micro_batch: int, tp: int, rates: Any, cp: int = 1
+    model: ModelSpec, training: Training, *, micro_batch: int, tp: int, rates: Any, cp: int = 1, ep: int = 1
 ) -> Callable[..., Any]:
     """`stage_times` of this model, training and shape: call it with `layers`, `first` and `last` (each
     combination timed once: the middle stages of a pipeline mostly hold as many layers)."""
-    return cache(partial(stage_times, model, training, micro_batch=micro_batch, tp=tp, cp=cp, rates=rates))
+    return cache(partial(stage_times, model, training, micro_batch=micro_batch, tp=tp, cp=cp, ep=ep, rates=rates))
 
 
 def stage_gpu_models(topology: Topology, grid: Any) -> list[tuple[str, ...]]:
@@ -229,7 +229,7 @@ def step_cost(
     keys = topology.gpu_model_ids[0]
     rates_of = {key: rates_for(key, calibration) for key in keys}
     timers = {
-        key: _stage_timer(model, training, micro_batch=micro_batch, tp=tp, cp=cp, rates=r)
+        key: _stage_timer(model, training, micro_batch=micro_batch, tp=tp, cp=cp, ep=ep, rates=r)
         for key, r in rates_of.items()
     }
     sp = training.sequence_parallel and tp > 1
@@ -547,7 +547,7 @@ def time_lower_bound_s(
         a2a = transfer_lower_bound_s("all_to_all", group, _dispatch_bytes(model, training, tokens, tp), ep_ring_gbps)
         block_tp += model.num_moe_layers / model.num_layers * _ep_passes(training) * a2a
 
-    stage_of = _stage_timer(model, training, micro_batch=micro_batch, tp=tp, cp=cp, rates=rates)
+    stage_of = _stage_timer(model, training, micro_batch=micro_batch, tp=tp, cp=cp, ep=ep, rates=rates)
     # the average stage, with its TP collectives less what they fill of the GPU's wait for the host (the slowest
     # stage takes at least the average: summed over stages, neither the time nor the GPU's work alone is less)
     whole = stage_of(layers=model.num_layers, first=True, last=True)
@@ -566,7 +566,7 @@ def time_lower_bound_s(
         # finishes together.
         pace = {
             key: _stage_timer(
-                model, training, micro_batch=micro_batch, tp=tp, cp=cp, rates=rates_for(key, calibration)
+                model, training, micro_batch=micro_batch, tp=tp, cp=cp, ep=ep, rates=rates_for(key, calibration)
             )(layers=1, first=False, last=False).total_s
             for key in keys
         }

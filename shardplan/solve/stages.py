@@ -70,7 +70,7 @@ def balance_stages(
     # times[p][j]: stage p's time holding j + 1 chunks (first, middle and last stages computed once)
     of_stage = [rates] * pp if isinstance(rates, Rates) else list(rates)
     memo = {} if memo is None else memo
-    wrapped = (training.recompute, host_wrappers(training, tp), tp, micro_batch, cp)
+    wrapped = (training.recompute, host_wrappers(training, tp), tp, micro_batch, cp, ep)
     times = []
     for p in range(pp):
         row = []
@@ -78,7 +78,7 @@ def balance_stages(
             blocks = j * chunk - off[p]
             key = ("stage time", id(of_stage[p]), p == 0, p == pp - 1, blocks, *wrapped)
             if key not in memo:
-                memo[key] = _time_us(model, training, of_stage[p], p, pp, tp, micro_batch, blocks, cp=cp)
+                memo[key] = _time_us(model, training, of_stage[p], p, pp, tp, micro_batch, blocks, cp=cp, ep=ep)
             row.append(memo[key])
         times.append(row)
     cap = [most] * pp  # chunks each stage can hold within memory
@@ -139,6 +139,7 @@ def _time_us(
     blocks: int,
     *,
     cp: int = 1,
+    ep: int = 1,
 ) -> int:
     times = stage_times(
         model,
@@ -149,6 +150,7 @@ def _time_us(
         micro_batch=micro_batch,
         tp=tp,
         cp=cp,
+        ep=ep,
         rates=rates,
     )
     return round(times.total_s / TIME_UNIT_S)
