@@ -111,13 +111,7 @@ def measure(name: str, h: int, f: int, num_experts: int, local: int, tokens: int
     out: dict = {"shape": name, "h": h, "f": f, "experts": num_experts, "local": local, "rows": rows}
     flops = 3 * 2 * rows * 3 * h * f  # forward + backward, three GEMMs of h x f per row routed
 
-    def fwd_bwd(fn: Callable[[], torch.Tensor], inputs: list[torch.Tensor]) -> Callable[[], None]:
-        def step() -> None:
-            y = fn()
-            torch.autograd.grad(y, inputs, torch.ones_like(y))
-
-        return step
-
+    fwd_bwd = fwd_bwd_of
     # the cost model's reading: one GEMM chain as wide as the active experts, over the GPU's own tokens
     tok = torch.randn(tokens, h, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
     out["dense_s"] = gpu_s(fwd_bwd(lambda: swiglu(tok, dense13, dense2), [tok]))
@@ -141,9 +135,48 @@ def measure(name: str, h: int, f: int, num_experts: int, local: int, tokens: int
     return out
 
 
+def host_extra(locals_: tuple[int, ...] = (2, 8, 16), h: int = 256, f: int = 512) -> dict:
+    """What a MoE MLP adds to a dense SwiGLU MLP's host time, forward and backward, with tiny tensors (launch-bound)
+    at several local expert counts (top-2 of the local experts), and the least-squares line through them: the
+    `moe_*_s_per_block` (fixed) and `moe_*_s_per_expert` figures `shardplan calibrate` writes."""
+    x = torch.randn(1, 64, h, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
+    dense = _llama.Block(h, 2, f, 1e-5).to(DEVICE, torch.bfloat16)
+
+    def forward_backward(mlp: Callable[[torch.Tensor], torch.Tensor], params: list) -> tuple[float, float]:
+        forward = host_s(lambda: mlp(x))
+        both = host_s(fwd_bwd_of(lambda: mlp(x), [x, *params]))
+        return forward, both - forward
+
+    def dense_mlp(y: torch.Tensor) -> torch.Tensor:
+        return dense.w2(F.silu(dense.w1(y)) * dense.w3(y))
+
+    base = forward_backward(dense_mlp, [dense.w1.weight, dense.w3.weight, dense.w2.weight])
+    extra = {}
+    for local in locals_:
+        layer = _llama.Experts(h, f, max(local, 8), local, 2).to(DEVICE, torch.bfloat16)
+        extra[local] = [t - b for t, b in zip(forward_backward(layer, list(layer.parameters())), base, strict=True)]
+    out: dict = {"local_experts": list(locals_), "dense_mlp_s": base, "extra_s": [extra[n] for n in locals_]}
+    for i, way in enumerate(("forward", "backward")):
+        slope = statistics.linear_regression(locals_, [extra[n][i] for n in locals_])
+        out[f"moe_{way}_s_per_expert"], out[f"moe_{way}_s_per_block"] = slope.slope, slope.intercept
+    return out
+
+
+def fwd_bwd_of(fn: Callable[[], torch.Tensor], inputs: list[torch.Tensor]) -> Callable[[], None]:
+    """One forward and backward of `fn` (gradients of `inputs`), as a step to time."""
+
+    def step() -> None:
+        y = fn()
+        torch.autograd.grad(y, inputs, torch.ones_like(y))
+
+    return step
+
+
 def main() -> None:
     torch.manual_seed(0)
     results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "runs": []}
+    results["host"] = host_extra()
+    print(json.dumps(results["host"]), flush=True)
     for shape in SHAPES:
         run = measure(*shape)
         results["runs"].append(run)
