@@ -349,9 +349,19 @@ def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
         "micro_batch": row["mbs"],
         "global_batch": row["gbs"],
         "act_recompute": "none",
-        "other_opts": "--tp-comm-overlap --overlap-param-gather",
+        "other_opts": _bridge_overlaps(row["model"], row["system"]),
         "tokens_per_s_per_gpu": row["tokens_per_s_per_gpu"],
     }
+
+
+def _bridge_overlaps(model: str, system: str) -> str:
+    """The overlap flags of a Megatron Bridge recipe: TP communication overlap and the distributed optimizer's
+    parameter gather (scripts/performance/utils/overrides.py), but Qwen3 235B-A22B on H100 turns TP overlap off
+    and overlaps its MoE all-to-alls instead (qwen3_llm_pretrain.py qwen3_235b_a22b_pretrain_config_h100:
+    CommOverlapConfig(tp_comm_overlap=False); qwen3_workload_base_configs.py: moe_a2a_overlap=True)."""
+    if model == "Qwen3_235B_a22B" and system == "DGX-H100":
+        return "--overlap-param-gather --overlap-moe-expert-parallel-comm"
+    return "--tp-comm-overlap --overlap-param-gather"
 
 
 ADAPTERS = {
@@ -552,6 +562,7 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             fused_swiglu=name in MEGATRON_CORE_TE,
             fp8_saved_inputs=name in MEGATRON_CORE_TE,
             expert_tensor_parallel=row["expert_tp"] != "1",
+            ep_comm_overlap="--overlap-moe-expert-parallel-comm" in opts,
         )
         result.recompute, result.zero_stage = train.recompute, train.zero_stage
         shape = dict(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, micro_batch=mb, virtual_stages=vpp)

@@ -226,6 +226,12 @@ ExpertTensorParallel = Annotated[
         "swapped over ep x tp GPUs (--expert-tensor-parallel-size 1)."
     ),
 ]
+EpCommOverlap = Annotated[
+    bool,
+    typer.Option(
+        help="With --ep: all-to-alls beside another micro-batch's compute (--overlap-moe-expert-parallel-comm)."
+    ),
+]
 PipelineScatterGather = Annotated[
     bool,
     typer.Option(help="Without SP, each TP rank sends 1/tp of a stage's output (Megatron); off: whole tensors."),
@@ -282,6 +288,7 @@ def estimate(
     fused_swiglu: FusedSwiglu = False,
     fp8_saved_inputs: Fp8SavedInputs = False,
     expert_tensor_parallel: ExpertTensorParallel = True,
+    ep_comm_overlap: EpCommOverlap = False,
     sequence_parallel: SequenceParallel = True,
     pipeline_scatter_gather: PipelineScatterGather = True,
     pipeline_runtime: PipelineRuntime = "megatron",
@@ -390,6 +397,7 @@ def suggest(
     fused_swiglu: FusedSwiglu = False,
     fp8_saved_inputs: Fp8SavedInputs = False,
     expert_tensor_parallel: ExpertTensorParallel = True,
+    ep_comm_overlap: EpCommOverlap = False,
     sequence_parallel: SequenceParallel = True,
     pipeline_scatter_gather: PipelineScatterGather = True,
     pipeline_runtime: PipelineRuntime = "megatron",
@@ -507,6 +515,7 @@ _FRAMEWORK_OPTIONS = (
     "fused_swiglu",
     "fp8_saved_inputs",
     "expert_tensor_parallel",
+    "ep_comm_overlap",
     "sequence_parallel",
     "pipeline_scatter_gather",
     "pipeline_runtime",

@@ -105,6 +105,13 @@ class Training(BaseModel):
         "collectives (Megatron's --expert-tensor-parallel-size 1, its MoE recipes' choice; torchtitan's default "
         "expert_tensor_parallel_degree 1).",
     )
+    ep_comm_overlap: bool = Field(
+        False,
+        description="With expert parallelism: each micro-batch's all-to-alls run beside another micro-batch's "
+        "forward or backward (Megatron-Core's --overlap-moe-expert-parallel-comm, its combined 1F1B schedule; "
+        "Megatron Bridge's moe_a2a_overlap), exposed only beyond that compute, which loses `overlap_slowdown` of "
+        "the time they overlap. False: each all-to-all waited for.",
+    )
     pipeline_scatter_gather: bool = Field(
         True,
         description="Without sequence parallelism, each TP rank sends 1/tp of a stage's output and the next stage "

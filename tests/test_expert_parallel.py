@@ -171,3 +171,19 @@ def test_moe_blocks_host_time_grows_with_the_experts_a_gpu_holds() -> None:
 
     assert step_s(measured, 1) > step_s(measured, 8) > step_s(shipped, 8)
     assert step_s(shipped, 1) == step_s(shipped, 8)
+
+
+def test_overlapped_all_to_alls_cost_only_what_the_compute_beside_them_cannot_hide() -> None:
+    """Megatron's --overlap-moe-expert-parallel-comm: on two DGX H100s with expert groups across both nodes, the
+    all-to-alls run beside another micro-batch's compute; the bytes moved stay the same."""
+    topo = load_topology("dgx-h100", nodes=2)
+    train = TRAIN.model_copy(update={"recompute": "none"})
+    across = [[[[g] for g in (0, 1, 2, 3, 8, 9, 10, 11)], [[g] for g in (4, 5, 6, 7, 12, 13, 14, 15)]]]
+    waited = estimate(MODEL, topo, train, tp=1, pp=1, dp=2, ep=8, rank_layout=across)
+    hidden = estimate(
+        MODEL, topo, train.model_copy(update={"ep_comm_overlap": True}), tp=1, pp=1, dp=2, ep=8, rank_layout=across
+    )
+    assert 0 < hidden.breakdown["ep"] < waited.breakdown["ep"]
+    assert hidden.comm_time_by_link == pytest.approx(waited.comm_time_by_link)
+    assert "--overlap-moe-expert-parallel-comm" in emit(hidden, topo, "megatron")
+    assert "--overlap-moe-expert-parallel-comm" not in emit(waited, topo, "megatron")

@@ -285,15 +285,15 @@ def step_cost(
             comm[link] += num_micro * layers[p] * moved
         ep_s = 0.0
         if ep_axis is not None:
-            # the dispatch and combine all-to-alls of each MoE block, each waited for (no overlap assumed:
-            # Megatron-Core's --overlap-moe-expert-parallel-comm off)
-            ep_s = (
-                layers[p]
-                * moe_share
-                * _ep_passes(training)
-                * ep_axis.time_s("all_to_all", p, _dispatch_bytes(model, training, tokens, tp))
-            )
-            comm[ep_axis.link_class(p)] += num_micro * ep_s
+            # the dispatch and combine all-to-alls of each MoE block, each waited for; or with `ep_comm_overlap`
+            # run beside another micro-batch's compute, which loses `overlap_slowdown` of the time they overlap
+            moved = layers[p] * moe_share * _ep_passes(training)
+            moved *= ep_axis.time_s("all_to_all", p, _dispatch_bytes(model, training, tokens, tp))
+            comm[ep_axis.link_class(p)] += num_micro * moved
+            ep_s = moved
+            if training.ep_comm_overlap:
+                hidden = min(moved, times.total_s)
+                ep_s = moved - hidden + overlap_slowdown(ep_axis.channels(p)) * hidden
         if times.host_slack_s and tp_s + cp_s + ep_s:
             # where the host sets the pace the GPU waits between kernels, and the collectives it runs in
             # line fill that wait first: a micro-batch takes max(host, GPU work + collectives)

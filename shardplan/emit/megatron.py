@@ -44,6 +44,8 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
             f"--expert-tensor-parallel-size {etp}",
             "--moe-token-dispatcher-type alltoall",
         ]
+        if plan.ep_comm_overlap:  # combined 1F1B: a micro-batch's all-to-alls beside another's compute
+            args.append("--overlap-moe-expert-parallel-comm")
     if plan.sequence_parallel and plan.tp > 1:
         args.append("--sequence-parallel")
     if plan.recompute == "full":
