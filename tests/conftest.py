@@ -1,8 +1,11 @@
-"""Shared test helpers: fixture files copied from ../shared/fixtures into tests/data."""
+"""Shared test helpers: fixture files copied from ../shared/fixtures into tests/data, and a plan's DeviceMesh
+checked against its groups."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +18,27 @@ def fixture_body(path: Path) -> str:
     text = path.read_text()
     _head, sep, body = text.partition(SEPARATOR + "\n")
     return body if sep else text
+
+
+def assert_meshes_match(plan: Any, ranks: Iterable[int] | None = None) -> None:
+    """On each of `ranks` (default: every rank) of a fake process group, the plan's DeviceMesh has, along each
+    axis, the GPUs `mesh_groups` gives, as a process group of those ranks."""
+    import torch.distributed as dist
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    from shardplan.solve.validate import mesh_groups
+
+    for rank in range(plan.num_gpus) if ranks is None else ranks:
+        dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=plan.num_gpus)
+        try:
+            mesh = plan.device_mesh("cpu")
+            assert mesh.mesh.tolist() == plan.rank_layout
+            for axis in plan.mesh_dim_names:
+                mine = next(g for g in mesh_groups(plan, axis) if rank in g)
+                assert sorted(dist.get_process_group_ranks(mesh.get_group(axis))) == sorted(mine)
+                assert mesh[axis].mesh.tolist() == mine
+        finally:
+            dist.destroy_process_group()
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ import json
 import tomllib
 
 import pytest
-import torch.distributed as dist
-from torch.testing._internal.distributed.fake_pg import FakeStore
+from conftest import assert_meshes_match
 
 from shardplan import Training, estimate, load_model, load_topology
 from shardplan.emit import emit
@@ -33,15 +32,7 @@ def test_the_plan_carries_a_cp_axis_that_meshes_and_launchers_take() -> None:
     validate_plan(plan, load_model("llama3-8b"), topo)
     assert mesh_groups(plan, "cp") == [[0, 1], [2, 3], [4, 5], [6, 7]]
     assert mesh_groups(plan, "dp") == [[0, 4], [2, 6], [1, 5], [3, 7]]
-    for rank in range(plan.num_gpus):
-        dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=plan.num_gpus)
-        try:
-            mesh = plan.device_mesh("cpu")
-            for axis in plan.mesh_dim_names:
-                mine = next(g for g in mesh_groups(plan, axis) if rank in g)
-                assert mesh[axis].mesh.tolist() == mine
-        finally:
-            dist.destroy_process_group()
+    assert_meshes_match(plan)
     titan = tomllib.loads(emit(plan, topo, "torchtitan"))["parallelism"]
     assert titan["context_parallel_degree"] == 2
     assert titan["data_parallel_shard_degree"] * titan["context_parallel_degree"] * titan["tensor_parallel_degree"] == 8

@@ -12,13 +12,11 @@ import tomllib
 from pathlib import Path
 
 import pytest
-import torch.distributed as dist
-from torch.testing._internal.distributed.fake_pg import FakeStore
+from conftest import assert_meshes_match
 
 from shardplan import Plan, Training, estimate, load_topology
 from shardplan.emit import emit
 from shardplan.emit.remap import visible_devices
-from shardplan.solve.validate import mesh_groups
 
 ROOT = Path(__file__).parent.parent
 CROSSED = ROOT / "tests/data/machines/a100-pcie-bridged-crossed.yaml"
@@ -56,18 +54,7 @@ def test_plan_json_keys_and_round_trip() -> None:
 
 @pytest.mark.parametrize("tp,pp,dp,layout", LAYOUTS)
 def test_device_mesh_groups_equal_the_plan(tp: int, pp: int, dp: int, layout: list | None) -> None:
-    plan = _plan(tp, pp, dp, layout)
-    for rank in range(plan.num_gpus):
-        dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=plan.num_gpus)
-        try:
-            mesh = plan.device_mesh("cpu")
-            assert mesh.mesh.tolist() == plan.rank_layout
-            for axis in plan.mesh_dim_names:
-                mine = next(g for g in mesh_groups(plan, axis) if rank in g)
-                assert sorted(dist.get_process_group_ranks(mesh.get_group(axis))) == sorted(mine)
-                assert mesh[axis].mesh.tolist() == mine
-        finally:
-            dist.destroy_process_group()
+    assert_meshes_match(_plan(tp, pp, dp, layout))
 
 
 def test_remap_per_node_visible_devices() -> None:

@@ -8,13 +8,12 @@ import json
 import tomllib
 
 import pytest
-import torch.distributed as dist
-from torch.testing._internal.distributed.fake_pg import FakeStore
+from conftest import assert_meshes_match
 
 from shardplan import Training, collective_time_s, estimate, load_model, load_topology, suggest
 from shardplan.emit import emit
 from shardplan.errors import PlanError
-from shardplan.solve.validate import mesh_groups, validate_plan
+from shardplan.solve.validate import validate_plan
 
 MODEL = "qwen3-30b-a3b"  # 128 experts, 8 per token, every block MoE (Qwen/Qwen3-30B-A3B config.json)
 TRAIN = Training(global_batch=64, seq_len=4096, zero_stage=1, recompute="full")
@@ -106,15 +105,7 @@ def test_the_search_places_expert_groups_and_frameworks_take_them() -> None:
         validate_plan(plan, model, topo)
         assert plan.ep in (4, 8) and "ep" in plan.mesh_dim_names
     best = plans[0]
-    rank = 3
-    dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=best.num_gpus)
-    try:
-        mesh = best.device_mesh("cpu")
-        for axis in best.mesh_dim_names:
-            mine = next(g for g in mesh_groups(best, axis) if rank in g)
-            assert mesh[axis].mesh.tolist() == mine
-    finally:
-        dist.destroy_process_group()
+    assert_meshes_match(best, ranks=(0, 3, 13))
     titan = tomllib.loads(emit(best, topo, "torchtitan"))
     assert titan["parallelism"]["expert_parallel_degree"] == best.ep
     assert titan["parallelism"]["data_parallel_shard_degree"] == best.dp * best.ep
