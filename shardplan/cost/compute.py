@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from shardplan.cost.calibration import ATTN_BWD_FLOPS_OVER_FWD, Rates, at_seq, elementwise_bytes_per_token
 from shardplan.errors import PlanError
-from shardplan.model.schema import ModelSpec
+from shardplan.model.schema import ModelSpec, MoeSpec
 from shardplan.training import Training
 
 BF16 = 2
@@ -146,21 +146,32 @@ def _block_times(
     attention: str = "flash",
     compiled: bool = False,
     precisions: tuple[str, str] = ("bf16", "bf16"),
+    experts: tuple[float, float, float] | None = None,
 ) -> tuple[float, ...]:
     """(forward GEMMs, backward GEMMs, forward attention, backward attention, forward memory-bound)
     seconds of one transformer block; `compiled`: its memory-bound ops at their rates under
     torch.compile; `precisions`: the linears' GEMMs forward and backward (`linear_precisions`), where
-    FP8 adds the casts of their inputs and weights (forward) and of their output gradients (backward)."""
+    FP8 adds the casts of their inputs and weights (forward) and of their output gradients (backward).
+    `experts` (MoE blocks: `_local_experts`): the routed experts' GEMMs run one expert after the other, each
+    paying a GEMM's fixed time (Transformer Engine's GroupedLinear issues one GEMM per expert), not as one GEMM
+    of the active width."""
     h, q = model.hidden_size, model.num_heads * model.head_dim
     kv = model.num_kv_heads * model.head_dim
     f = model.active_ffn_hidden_size
 
     def linears(precision: str) -> float:
-        return (
-            sum(column_parallel_gemms_s(model, tokens, tp, rates, precision))
-            + gemm_s(tokens, h, q / tp, rates, precision)  # attention output projection
-            + gemm_s(tokens, h, f / tp, rates, precision)  # MLP down
-        )
+        qkv_s, mlp_in_s = column_parallel_gemms_s(model, tokens, tp, rates, precision)
+        mlp_s = mlp_in_s + gemm_s(tokens, h, f / tp, rates, precision)  # MLP in and down
+        if experts is not None and model.moe is not None:
+            local, rows, width = experts
+            inner = (2 if model.mlp == "swiglu" else 1) * width
+            routed = local * (gemm_s(rows, inner, h, rates, precision) + gemm_s(rows, h, width, rates, precision))
+            shared = model.moe.shared_ffn_hidden_size / tp
+            if shared:
+                routed += gemm_s(tokens, 2 * shared, h, rates, precision) + gemm_s(tokens, h, shared, rates, precision)
+            share = model.num_moe_layers / model.num_layers
+            mlp_s = share * routed + (1 - share) * mlp_s
+        return qkv_s + gemm_s(tokens, h, q / tp, rates, precision) + mlp_s  # QKV, out-projection, MLP
 
     gemms, gemms_bwd = linears(precisions[0]), 2 * linears(precisions[1])
     if precisions[0] != "bf16":
@@ -214,6 +225,20 @@ def _block_times(
     return gemms, gemms_bwd, attn_fwd, attn_bwd, memory
 
 
+def _local_experts(moe: MoeSpec, training: Training, tokens: int, tp: int, ep: int) -> tuple[float, float, float]:
+    """(experts on a GPU, rows each receives, its width there) for a micro-batch of `tokens` per GPU, routing
+    balanced: split by TP, a GPU holds E / ep experts' 1/tp slices and the TP group's tokens (gathered under SP);
+    whole on a GPU (`Training.expert_tensor_parallel` off), E / (ep x tp) experts and its own tokens."""
+    group = training.expert_group(ep, tp)
+    local = moe.num_experts / group
+    sp = training.sequence_parallel and tp > 1
+    if group > ep:  # experts whole: this GPU's tokens (its sequence shard under SP)
+        rows, width = tokens * moe.top_k / (tp if sp else 1), moe.expert_ffn_hidden_size
+    else:
+        rows, width = tokens * moe.top_k, moe.expert_ffn_hidden_size / tp
+    return local, rows / local, width
+
+
 def host_wrappers(training: Training, tp: int) -> tuple[bool, bool]:
     """Whether the blocks run under FSDP2 and whether their linears are DTensors: both add host time
     per block. DTensor's excess is measured eager; compiled blocks take their own figures."""
@@ -258,6 +283,7 @@ def stage_times(
         attention=training.attention,
         compiled=training.compiled,
         precisions=precisions,
+        experts=_local_experts(model.moe, training, tokens, tp, ep) if model.moe is not None else None,
     )
     fwd = layers * (gemms + attn + memory)
     bwd = layers * (gemms_bwd + attn_bwd + 2 * memory)
