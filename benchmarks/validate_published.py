@@ -327,6 +327,9 @@ def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
         "preset": BRIDGE_MODELS[row["model"]] if spec.moe else "",
         "ep": str(axis),
         "expert_tp": "1" if spec.moe else "",
+        # qwen3_llm_pretrain.py: the 30B-A3B recipes run the flex dispatcher (HybridEP), 235B-A22B on H100 and B200
+        # the alltoall one
+        "ep_dispatcher": "deduplicated" if row["model"] == "Qwen3_30B_a3B" else "alltoall",
         # the Qwen3 MoE recipes reduce gradients in bf16 (set_qwen3_common_configs: grad_reduce_in_fp32 = False)
         "grad_dtype": "bf16" if spec.moe else "",
         "hidden": str(spec.hidden_size),
@@ -403,6 +406,7 @@ COLUMNS = [
     "not_usable",
     "ep",
     "expert_tp",
+    "ep_dispatcher",
     "preset",
 ]
 
@@ -563,6 +567,7 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             fp8_saved_inputs=name in MEGATRON_CORE_TE,
             expert_tensor_parallel=row["expert_tp"] != "1",
             ep_comm_overlap="--overlap-moe-expert-parallel-comm" in opts,
+            ep_dispatcher=row["ep_dispatcher"] or "alltoall",
         )
         result.recompute, result.zero_stage = train.recompute, train.zero_stage
         shape = dict(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, micro_batch=mb, virtual_stages=vpp)

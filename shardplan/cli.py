@@ -232,6 +232,13 @@ EpCommOverlap = Annotated[
         help="With --ep: all-to-alls beside another micro-batch's compute (--overlap-moe-expert-parallel-comm)."
     ),
 ]
+EpDispatcher = Annotated[
+    str,
+    typer.Option(
+        help="With --ep: alltoall (a copy per chosen expert) or deduplicated (a copy per other node, DeepEP / "
+        "Megatron's flex dispatcher)."
+    ),
+]
 PipelineScatterGather = Annotated[
     bool,
     typer.Option(help="Without SP, each TP rank sends 1/tp of a stage's output (Megatron); off: whole tensors."),
@@ -289,6 +296,7 @@ def estimate(
     fp8_saved_inputs: Fp8SavedInputs = False,
     expert_tensor_parallel: ExpertTensorParallel = True,
     ep_comm_overlap: EpCommOverlap = False,
+    ep_dispatcher: EpDispatcher = "alltoall",
     sequence_parallel: SequenceParallel = True,
     pipeline_scatter_gather: PipelineScatterGather = True,
     pipeline_runtime: PipelineRuntime = "megatron",
@@ -398,6 +406,7 @@ def suggest(
     fp8_saved_inputs: Fp8SavedInputs = False,
     expert_tensor_parallel: ExpertTensorParallel = True,
     ep_comm_overlap: EpCommOverlap = False,
+    ep_dispatcher: EpDispatcher = "alltoall",
     sequence_parallel: SequenceParallel = True,
     pipeline_scatter_gather: PipelineScatterGather = True,
     pipeline_runtime: PipelineRuntime = "megatron",
@@ -516,6 +525,7 @@ _FRAMEWORK_OPTIONS = (
     "fp8_saved_inputs",
     "expert_tensor_parallel",
     "ep_comm_overlap",
+    "ep_dispatcher",
     "sequence_parallel",
     "pipeline_scatter_gather",
     "pipeline_runtime",

@@ -44,6 +44,7 @@ class Plan(BaseModel):
         "swapped over the ep x tp GPUs (the frameworks' expert-parallel degree is then ep x tp).",
     )
     ep_comm_overlap: bool = Field(False, description="MoE all-to-alls assumed beside another micro-batch's compute.")
+    ep_dispatcher: str = Field("alltoall", description="MoE token dispatch: alltoall or deduplicated (per node).")
     micro_batch: int = Field(ge=1, description="Sequences per micro-batch per data-parallel replica.")
     num_micro_batches: int = Field(ge=1, description="Micro-batches per optimiser step per replica.")
     virtual_stages: int = Field(1, ge=1, description="Interleaved pipeline chunks per GPU.")

@@ -105,6 +105,12 @@ class Training(BaseModel):
         "collectives (Megatron's --expert-tensor-parallel-size 1, its MoE recipes' choice; torchtitan's default "
         "expert_tensor_parallel_degree 1).",
     )
+    ep_dispatcher: Literal["alltoall", "deduplicated"] = Field(
+        "alltoall",
+        description="How MoE blocks send tokens to their experts: 'alltoall', one copy per chosen expert "
+        "(Megatron-Core's alltoall dispatcher, torchtitan's); 'deduplicated', one copy per other node holding any "
+        "chosen expert, fanned out over NVLink there (DeepEP, Megatron's flex dispatcher with DeepEP or HybridEP).",
+    )
     ep_comm_overlap: bool = Field(
         False,
         description="With expert parallelism: each micro-batch's all-to-alls run beside another micro-batch's "

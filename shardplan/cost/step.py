@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache, partial
@@ -134,6 +135,17 @@ def _dispatch_bytes(model: ModelSpec, training: Training, tokens: float, tp: int
         return 0.0
     sp = training.sequence_parallel and tp > 1
     return tokens / (tp if sp else 1) * model.moe.top_k * model.hidden_size * 2
+
+
+def _remote_copies_share(model: ModelSpec, training: Training, nodes: int) -> float:
+    """Of the copies of a token an all-to-all dispatcher sends to other nodes (top-k x (n - 1) / n, experts spread
+    evenly over `nodes`), the share a deduplicating one sends: one per other node that holds any of the token's
+    experts, (n - 1)(1 - C(E - E/n, k) / C(E, k)) with routing uniform (as force-balanced routing makes it)."""
+    if training.ep_dispatcher != "deduplicated" or nodes < 2 or model.moe is None:
+        return 1.0
+    e, k = model.moe.num_experts, model.moe.top_k
+    missed = math.comb(e - e // nodes, k) / math.comb(e, k)  # a node holds none of the token's experts
+    return (nodes - 1) * (1 - missed) / (k * (nodes - 1) / nodes)
 
 
 def _pipeline_split(training: Training, tp: int) -> int:
@@ -287,8 +299,9 @@ def step_cost(
         if ep_axis is not None:
             # the dispatch and combine all-to-alls of each MoE block, each waited for; or with `ep_comm_overlap`
             # run beside another micro-batch's compute, which loses `overlap_slowdown` of the time they overlap
-            moved = layers[p] * moe_share * _ep_passes(training)
-            moved *= ep_axis.time_s("all_to_all", p, _dispatch_bytes(model, training, tokens, tp))
+            nodes = len(set(topology.gpu_arrays[0][ep_axis.groups[p, 0]].tolist()))
+            size = _dispatch_bytes(model, training, tokens, tp) * _remote_copies_share(model, training, nodes)
+            moved = layers[p] * moe_share * _ep_passes(training) * ep_axis.time_s("all_to_all", p, size)
             comm[ep_axis.link_class(p)] += num_micro * moved
             ep_s = moved
             if training.ep_comm_overlap:
@@ -542,7 +555,7 @@ def time_lower_bound_s(
         forward, backward, _ = _tp_layer_s(training, sp, time_of, col, lost=0.0)
         block_tp = _tp_block_share(model, training, ep, tp) * (forward * (_tp_passes(training) - 1) + backward)
 
-    if ep > 1 and ep_ring_gbps:
+    if ep > 1 and ep_ring_gbps and training.ep_dispatcher == "alltoall":  # deduplicated: no bound here
         group = training.expert_group(ep, tp)
         a2a = transfer_lower_bound_s("all_to_all", group, _dispatch_bytes(model, training, tokens, tp), ep_ring_gbps)
         block_tp += model.num_moe_layers / model.num_layers * _ep_passes(training) * a2a

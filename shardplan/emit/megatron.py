@@ -42,8 +42,11 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
         args += [
             f"--expert-model-parallel-size {plan.ep * plan.tp // etp}",
             f"--expert-tensor-parallel-size {etp}",
-            "--moe-token-dispatcher-type alltoall",
         ]
+        if plan.ep_dispatcher == "deduplicated":  # DeepEP: a token crosses to each other node once
+            args += ["--moe-token-dispatcher-type flex", "--moe-flex-dispatcher-backend deepep"]
+        else:
+            args.append("--moe-token-dispatcher-type alltoall")
         if plan.ep_comm_overlap:  # combined 1F1B: a micro-batch's all-to-alls beside another's compute
             args.append("--overlap-moe-expert-parallel-comm")
     if plan.sequence_parallel and plan.tp > 1:
