@@ -3,6 +3,8 @@ allowance for what the framework itself holds. Bytes throughout."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from shardplan.model.schema import ModelSpec
 from shardplan.training import Training
 
@@ -334,8 +336,9 @@ def stage_memories(
     context_bytes: float,
     cp: int = 1,
     ep: int = 1,
+    stages: Sequence[int] | None = None,
 ) -> list[dict[str, float]]:
-    """`stage_memory` of every pipeline stage (`layers`: blocks per stage)."""
+    """`stage_memory` of every pipeline stage (`layers`: blocks per stage), or of those `stages` only."""
     pp = len(layers)
     return [
         stage_memory(
@@ -352,8 +355,22 @@ def stage_memories(
             cp=cp,
             ep=ep,
         )
-        for p in range(pp)
+        for p in (range(pp) if stages is None else stages)
     ]
+
+
+def fullest_stages(layers: tuple[int, ...], training: Training) -> list[int]:
+    """The pipeline stages one of which requires the most memory: the first (embedding) and the last (loss),
+    and of the middle stages the first holding each number of blocks, since the micro-batches a stage keeps
+    in flight fall with its index and all else is alike; every stage under torch's runtime, whose receive
+    buffers grow with the index (`activation_bytes`)."""
+    pp = len(layers)
+    if training.pipeline_runtime == "torch":
+        return list(range(pp))
+    first_of: dict[int, int] = {}
+    for p in range(1, pp - 1):
+        first_of.setdefault(layers[p], p)
+    return sorted({0, pp - 1, *first_of.values()})
 
 
 def peak_memory(stages: list[dict[str, float]], hbm: float | None) -> tuple[float, dict[str, float]]:

@@ -23,7 +23,7 @@ from typing import Any, get_args
 
 from shardplan.cost.calibration import Calibration, Rates, rates_for, read_calibration
 from shardplan.cost.collectives import ring_gbps_bound
-from shardplan.cost.memory import required_bytes, stage_memories
+from shardplan.cost.memory import fullest_stages, required_bytes, stage_memories
 from shardplan.cost.step import (
     StepCost,
     split_layers,
@@ -170,10 +170,12 @@ def _memory_bytes(
     layers: tuple[int, ...] | None = None,
 ) -> float:
     """Bytes that must fit on the fullest GPU, layers split as given or evenly (placement does not change it)."""
+    layers = layers or split_layers(model.num_layers, c.pp)
     mems = stage_memories(
         model,
         training,
-        layers=layers or split_layers(model.num_layers, c.pp),
+        layers=layers,
+        stages=fullest_stages(layers, training),
         tp=c.tp,
         dp=c.dp,
         cp=c.cp,
