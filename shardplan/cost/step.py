@@ -137,11 +137,11 @@ def _dispatch_bytes(model: ModelSpec, training: Training, tokens: float, tp: int
     return tokens / (tp if sp else 1) * model.moe.top_k * model.hidden_size * 2
 
 
-def _remote_copies_share(model: ModelSpec, training: Training, nodes: int) -> float:
+def _remote_copies_share(model: ModelSpec, nodes: int) -> float:
     """Of the copies of a token an all-to-all dispatcher sends to other nodes (top-k x (n - 1) / n, experts spread
     evenly over `nodes`), the share a deduplicating one sends: one per other node that holds any of the token's
     experts, (n - 1)(1 - C(E - E/n, k) / C(E, k)) with routing uniform (as force-balanced routing makes it)."""
-    if training.ep_dispatcher != "deduplicated" or nodes < 2 or model.moe is None:
+    if nodes < 2 or model.moe is None:
         return 1.0
     e, k = model.moe.num_experts, model.moe.top_k
     missed = math.comb(e - e // nodes, k) / math.comb(e, k)  # a node holds none of the token's experts
@@ -299,8 +299,10 @@ def step_cost(
         if ep_axis is not None:
             # the dispatch and combine all-to-alls of each MoE block, each waited for; or with `ep_comm_overlap`
             # run beside another micro-batch's compute, which loses `overlap_slowdown` of the time they overlap
-            nodes = len(set(topology.gpu_arrays[0][ep_axis.groups[p, 0]].tolist()))
-            size = _dispatch_bytes(model, training, tokens, tp) * _remote_copies_share(model, training, nodes)
+            size = _dispatch_bytes(model, training, tokens, tp)
+            if training.ep_dispatcher == "deduplicated":
+                nodes = len(set(topology.gpu_arrays[0][ep_axis.groups[p, 0]].tolist()))
+                size *= _remote_copies_share(model, nodes)
             moved = layers[p] * moe_share * _ep_passes(training) * ep_axis.time_s("all_to_all", p, size)
             comm[ep_axis.link_class(p)] += num_micro * moved
             ep_s = moved
