@@ -115,9 +115,9 @@ def expert_param_counts(model: ModelSpec, *, layers: int) -> float:
 def local_params(
     model: ModelSpec, *, layers: int, first: bool, last: bool, tp: int, ep: int = 1
 ) -> tuple[float, float]:
-    """Parameters one GPU of a stage holds before ZeRO sharding, as (dense, experts): TP splits both (the
-    experts' tensor parallelism is the dense layers', Megatron-Core's default), expert parallelism the
-    experts among its `ep` ranks."""
+    """Parameters one GPU of a stage holds before ZeRO sharding, as (dense, experts): TP splits the dense layers,
+    and the experts spread over ep x tp GPUs either way, each split by TP (Megatron-Core's default) or whole
+    (`Training.expert_tensor_parallel` off)."""
     total = param_counts(model, layers=layers, first=first, last=last)
     experts = expert_param_counts(model, layers=layers)
     return (total - experts) / tp, experts / (tp * ep)
