@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache, partial
@@ -22,6 +21,7 @@ from shardplan.cost.compute import (
     optimizer_s,
     stage_times,
 )
+from shardplan.cost.experts import dispatch_bytes, ep_passes, remote_copies_share, tp_block_share
 from shardplan.cost.memory import (
     gathered_across_micro_batches,
     kv_bytes,
@@ -112,40 +112,6 @@ def _attention_forward_passes(training: Training) -> float:
     (full, Megatron's selective, half the blocks under selective-layer; torchtitan's per-op policy keeps
     the attention's output)."""
     return 1 + {"full": 1.0, "selective": 1.0, "selective-layer": 0.5}.get(training.recompute, 0.0)
-
-
-def _ep_passes(training: Training) -> float:
-    """All-to-alls per MoE block per micro-batch: dispatch and combine forward, their gradients backward, and
-    forward's again where recompute re-runs the MLP (full; half the blocks under selective-layer)."""
-    return 4 + {"full": 2.0, "selective-layer": 1.0}.get(training.recompute, 0.0)
-
-
-def _tp_block_share(model: ModelSpec, training: Training, ep: int, tp: int) -> float:
-    """Of a block's TP collectives (attention's and the MLP's pairs), the share its blocks run on average: all, but
-    only attention's in MoE blocks whose experts stay whole on a GPU (`Training.expert_tensor_parallel` off)."""
-    if training.expert_group(ep, tp) == ep:
-        return 1.0
-    return 1 - model.num_moe_layers / model.num_layers / 2
-
-
-def _dispatch_bytes(model: ModelSpec, training: Training, tokens: float, tp: int) -> float:
-    """One all-to-all's buffer per rank: each of the GPU's tokens (its sequence shard under SP) sent to its top-k
-    experts, h wide in bf16 (Megatron-Core's alltoall dispatcher; its flex dispatcher moves the same tokens)."""
-    if model.moe is None:
-        return 0.0
-    sp = training.sequence_parallel and tp > 1
-    return tokens / (tp if sp else 1) * model.moe.top_k * model.hidden_size * 2
-
-
-def _remote_copies_share(model: ModelSpec, nodes: int) -> float:
-    """Of the copies of a token an all-to-all dispatcher sends to other nodes (top-k x (n - 1) / n, experts spread
-    evenly over `nodes`), the share a deduplicating one sends: one per other node that holds any of the token's
-    experts, (n - 1)(1 - C(E - E/n, k) / C(E, k)) with routing uniform (as force-balanced routing makes it)."""
-    if nodes < 2 or model.moe is None:
-        return 1.0
-    e, k = model.moe.num_experts, model.moe.top_k
-    missed = math.comb(e - e // nodes, k) / math.comb(e, k)  # a node holds none of the token's experts
-    return (nodes - 1) * (1 - missed) / (k * (nodes - 1) / nodes)
 
 
 def _pipeline_split(training: Training, tp: int) -> int:
@@ -262,7 +228,7 @@ def step_cost(
         ep_axis = AxisTimes(topology, swap, memo)
         edp_axis = AxisTimes(topology, grid.transpose(0, 3, 4, 1, 2).reshape(pp, ep * tp, dp * cp), memo)
     moe_share = model.num_moe_layers / model.num_layers  # of a stage's blocks, those with experts
-    tp_share = _tp_block_share(model, training, ep, tp)
+    tp_share = tp_block_share(model, training, ep, tp)
 
     # --- per stage: compute, TP and CP collectives ----------------------------------------------
     stage_total, tp_per_micro, cp_per_micro, ep_per_micro, stage_forward, stage_rates = [], [], [], [], [], []
@@ -299,11 +265,11 @@ def step_cost(
         if ep_axis is not None:
             # the dispatch and combine all-to-alls of each MoE block, each waited for; or with `ep_comm_overlap`
             # run beside another micro-batch's compute, which loses `overlap_slowdown` of the time they overlap
-            size = _dispatch_bytes(model, training, tokens, tp)
+            size = dispatch_bytes(model, training, tokens, tp)
             if training.ep_dispatcher == "deduplicated":
                 nodes = len(set(topology.gpu_arrays[0][ep_axis.groups[p, 0]].tolist()))
-                size *= _remote_copies_share(model, nodes)
-            moved = layers[p] * moe_share * _ep_passes(training) * ep_axis.time_s("all_to_all", p, size)
+                size *= remote_copies_share(model, nodes)
+            moved = layers[p] * moe_share * ep_passes(training) * ep_axis.time_s("all_to_all", p, size)
             comm[ep_axis.link_class(p)] += num_micro * moved
             ep_s = moved
             if training.ep_comm_overlap:
@@ -478,7 +444,7 @@ def traffic_bytes(
     dense, experts = local_params(model, layers=round(layers), first=False, last=False, tp=tp, ep=ep)
     gathers = 1 if gathered_across_micro_batches(training, pp) else num_micro * 2
     shards = dp * cp * ep
-    tp_share = _tp_block_share(model, training, ep, tp)
+    tp_share = tp_block_share(model, training, ep, tp)
 
     def sent(params: float, n: int) -> float:  # the share of `params` bytes a GPU sends in a gather over n
         return params * (n - 1) / n
@@ -503,7 +469,7 @@ def traffic_bytes(
         group = training.expert_group(ep, tp)
         sent_share = (group - 1) / group
         out["ep"] = (
-            num_micro * moe_layers * _ep_passes(training) * sent_share * _dispatch_bytes(model, training, tokens, tp)
+            num_micro * moe_layers * ep_passes(training) * sent_share * dispatch_bytes(model, training, tokens, tp)
         )
     return out
 
@@ -555,12 +521,12 @@ def time_lower_bound_s(
         col = column_parallel_gemms_s(model, tokens, tp, rates, linear_precisions(training, rates)[1])
         sp = training.sequence_parallel
         forward, backward, _ = _tp_layer_s(training, sp, time_of, col, lost=0.0)
-        block_tp = _tp_block_share(model, training, ep, tp) * (forward * (_tp_passes(training) - 1) + backward)
+        block_tp = tp_block_share(model, training, ep, tp) * (forward * (_tp_passes(training) - 1) + backward)
 
     if ep > 1 and ep_ring_gbps and training.ep_dispatcher == "alltoall":  # deduplicated: no bound here
         group = training.expert_group(ep, tp)
-        a2a = transfer_lower_bound_s("all_to_all", group, _dispatch_bytes(model, training, tokens, tp), ep_ring_gbps)
-        block_tp += model.num_moe_layers / model.num_layers * _ep_passes(training) * a2a
+        a2a = transfer_lower_bound_s("all_to_all", group, dispatch_bytes(model, training, tokens, tp), ep_ring_gbps)
+        block_tp += model.num_moe_layers / model.num_layers * ep_passes(training) * a2a
 
     stage_of = _stage_timer(model, training, micro_batch=micro_batch, tp=tp, cp=cp, ep=ep, rates=rates)
     # the average stage, with its TP collectives less what they fill of the GPU's wait for the host (the slowest
