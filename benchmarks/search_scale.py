@@ -31,7 +31,7 @@ CASES = [
     ("llama3-405b", "dgx-h100", 2048, 256, 131072, 60.0, (1, 2, 4, 8, 16)),  # long sequences
     ("llama3-70b", str(MACHINES / "mixed-h100-a100.yaml"), 1, 256, 4096, 10.0, None),  # two GPU generations
     ("qwen3-235b-a22b", "dgx-h100", 32, 2048, 4096, 10.0, None),  # mixture of experts: every ep degree tried
-    ("qwen3-235b-a22b", "dgx-h100", 128, 8192, 4096, 20.0, None),
+    ("qwen3-235b-a22b", "dgx-h100", 128, 8192, 4096, 10.0, None),
 ]
 
 

@@ -5,16 +5,22 @@ hold the same experts."""
 from __future__ import annotations
 
 import json
+import random
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import assert_meshes_match
 
 from shardplan import Training, collective_time_s, estimate, load_model, load_topology, suggest
-from shardplan.cost.calibration import shipped_calibration
+from shardplan.cost.calibration import rates_for, shipped_calibration
+from shardplan.cost.collectives import all_to_all_gbps_bound, ring_gbps_bound
+from shardplan.cost.step import step_cost, time_lower_bound_s
 from shardplan.emit import emit
 from shardplan.errors import PlanError
+from shardplan.solve import space
+from shardplan.solve.stages import balance_stages
 from shardplan.solve.validate import validate_plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,3 +210,56 @@ def test_a_deduplicating_dispatcher_sends_a_token_once_per_other_node() -> None:
     ]
     assert inside[0] == inside[1]
     assert "--moe-token-dispatcher-type flex" in emit(once, topo, "megatron")
+
+
+@pytest.mark.parametrize("expert_tp", [True, False])
+def test_the_search_bound_never_exceeds_a_step_time_with_experts(expert_tp: bool) -> None:
+    """On 4 DGX H100s, every expert-parallel candidate's lower bound, all-to-alls through NICs where its EP group
+    cannot fit one node, stays at or below the step time of random layouts and of the row-major one."""
+    topo, model = load_topology("dgx-h100", nodes=4), load_model(MODEL)
+    rng, rates = random.Random(5), rates_for(topo.gpu_spec(0).key)
+    train = TRAIN.model_copy(update={"expert_tensor_parallel": expert_tp})
+    checked = 0
+    for c in space.candidates(model, topo.num_gpus, 64, zero_stages=(1,), recompute=("full",), micro_batch=(1, MB)):
+        if c.ep == 1:
+            continue
+        group = train.expert_group(c.ep, c.tp)
+        degrees = dict(tp=c.tp, pp=c.pp, dp=c.dp, micro_batch=c.micro_batch, virtual_stages=c.virtual_stages)
+        fastest = balance_stages(model, train, rates, **degrees, ep=c.ep, memory_bytes=None)
+        bound = time_lower_bound_s(
+            model,
+            topo,
+            train,
+            **degrees,
+            ep=c.ep,
+            layers_per_stage=fastest,
+            tp_ring_gbps=ring_gbps_bound(topo, c.tp),
+            ep_gbps=all_to_all_gbps_bound(topo, group),
+        )
+        for order in (list(range(topo.num_gpus)), rng.sample(range(topo.num_gpus), topo.num_gpus)):
+            layout = np.reshape(order, (c.pp, c.dp, c.ep, c.tp)).tolist()
+            cost = step_cost(
+                model,
+                topo,
+                train,
+                layout,
+                micro_batch=c.micro_batch,
+                virtual_stages=c.virtual_stages,
+                layers_per_stage=fastest,
+                ep=c.ep,
+            )
+            assert bound <= cost.step_time_s, c
+        checked += group > 8  # groups that must cross nodes, where the NICs bound the all-to-all
+    assert checked > 0
+
+
+def test_an_all_to_all_across_nodes_is_bound_by_each_gpus_nics() -> None:
+    """32 GPUs over 4 DGX H100s: at most 8 share a node, so each sends at least 24/32 of its buffer through its
+    own 400 Gb/s NIC; a ring of 32 could run at the node's 8 NICs together."""
+    topo = load_topology("dgx-h100", nodes=4)
+    nic = sum(gbps for _, gbps in topo.nic_links(0))
+    assert all_to_all_gbps_bound(topo, 32) == pytest.approx(nic * 32 / 24)
+    assert all_to_all_gbps_bound(topo, 32) < ring_gbps_bound(topo, 32) / 4
+    assert all_to_all_gbps_bound(topo, 8) == pytest.approx(ring_gbps_bound(topo, 8) * 8 / 7)
+    size = 64 * 2**20
+    assert size / (all_to_all_gbps_bound(topo, 32) * 1e9) <= collective_time_s(topo, "all_to_all", range(32), size)

@@ -281,6 +281,21 @@ def ring_gbps_bound(topology: Topology, n: int) -> float:
     return best
 
 
+def all_to_all_gbps_bound(topology: Topology, n: int) -> float:
+    """No all-to-all of `n` GPUs moves a rank's buffer faster than this, GB/s of the buffer: a ring's bus bytes at
+    `ring_gbps_bound`, and where `n` GPUs cannot share one NVLink island (an island holds k <= K of them), the
+    (n - k)/n of each rank's buffer bound for other islands leaving through the island's NICs, which carry at
+    most k x the fastest any one GPU's NICs move (`rings_time_s`)."""
+    if n <= 1:
+        return math.inf
+    bound = ring_gbps_bound(topology, n) / bus_factor("all_to_all", n)
+    largest = max(Counter(topology.island_of).values())
+    if n > largest:
+        fastest_nics = max(sum(gbps for _, gbps in topology.nic_links(i)) for i in range(topology.num_gpus))
+        bound = min(bound, fastest_nics * n / (n - largest))
+    return bound
+
+
 @dataclass(frozen=True)
 class Rings:
     """What a group's rings run over under a load, whatever the collective and its size: `ranks`,

@@ -495,7 +495,7 @@ def time_lower_bound_s(
     tp_ring_gbps: float | None = None,
     cp: int = 1,
     ep: int = 1,
-    ep_ring_gbps: float | None = None,
+    ep_gbps: float | None = None,
 ) -> float:
     """No placement and no split of layers into stages beats this: every micro-batch through the
     slowest stage plus its pipeline bubble, and on one stage, FSDP2's copies of all its weights and the
@@ -503,7 +503,7 @@ def time_lower_bound_s(
     / pp); with it, the split whose slowest stage is fastest (`balance_stages` without a memory bound)
     must be given, whose slowest stage no split can beat. Communication is free, but for the TP
     collectives no overlap hides, at `tp_ring_gbps` (`collectives.ring_gbps_bound`) where given, and the MoE
-    blocks' all-to-alls at `ep_ring_gbps` (no all-to-all moves its bytes faster than a ring of as many GPUs). On mixed
+    blocks' all-to-alls at `ep_gbps` (`collectives.all_to_all_gbps_bound`: GB/s of a rank's buffer). On mixed
     clusters a pipeline's stages are timed on the fastest GPU model (taken to be fastest at every part of the
     step), and no faster than the stages of the slowest GPUs allow; one stage holds every GPU and runs at its
     slowest model's pace, so any model's rates bound it: the one of the lowest peak."""
@@ -523,9 +523,8 @@ def time_lower_bound_s(
         forward, backward, _ = _tp_layer_s(training, sp, time_of, col, lost=0.0)
         block_tp = tp_block_share(model, training, ep, tp) * (forward * (_tp_passes(training) - 1) + backward)
 
-    if ep > 1 and ep_ring_gbps and training.ep_dispatcher == "alltoall":  # deduplicated: no bound here
-        group = training.expert_group(ep, tp)
-        a2a = transfer_lower_bound_s("all_to_all", group, dispatch_bytes(model, training, tokens, tp), ep_ring_gbps)
+    if ep > 1 and ep_gbps and training.ep_dispatcher == "alltoall":  # deduplicated: no bound here
+        a2a = dispatch_bytes(model, training, tokens, tp) / (ep_gbps * 1e9)
         block_tp += model.num_moe_layers / model.num_layers * ep_passes(training) * a2a
 
     stage_of = _stage_timer(model, training, micro_batch=micro_batch, tp=tp, cp=cp, ep=ep, rates=rates)

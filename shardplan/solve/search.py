@@ -4,7 +4,8 @@
    on placement; what does not fit is dropped (the closest miss explains an infeasible request).
 2. The rest are sorted by a lower bound on their step time (`cost.step.time_lower_bound_s`:
    compute, bubble and optimizer with the compute as if stages were even, and communication free
-   but for TP collectives at the fastest any ring of that many GPUs can run).
+   but for TP collectives at the fastest any ring of that many GPUs can run, and MoE all-to-alls at
+   the fastest any group of that many GPUs can: through NICs where it cannot fit one NVLink island).
 3. Branch and bound: candidates are costed in that order (layers onto stages by `stages`, placement
    by CP-SAT, each solver layout and the default order scored by the cost model) until the next
    lower bound cannot beat the k-th best plan. Each candidate's bound is first tightened with its
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from shardplan.cost.calibration import Calibration, Rates, rates_for, read_calibration
-from shardplan.cost.collectives import ring_gbps_bound
+from shardplan.cost.collectives import all_to_all_gbps_bound, ring_gbps_bound
 from shardplan.cost.memory import fullest_stages, required_bytes, stage_memories
 from shardplan.cost.step import (
     StepCost,
@@ -209,12 +210,14 @@ def _lower_bound(
     *,
     split: bool = True,
 ) -> float:
-    """`time_lower_bound_s` of the candidate, its TP collectives and all-to-alls at the fastest any ring of tp
-    (ep) GPUs can run; with `split`, its slowest stage from its fastest split of layers, not the average."""
+    """`time_lower_bound_s` of the candidate, its TP collectives at the fastest any ring of tp GPUs can run and its
+    all-to-alls at the fastest any group of ep (ep x tp) GPUs can; with `split`, its slowest stage from its fastest
+    split of layers, not the average."""
     group = training.expert_group(c.ep, c.tp)
-    for degree in (c.tp, group):
-        if ("ring_gbps", degree) not in cache:
-            cache["ring_gbps", degree] = ring_gbps_bound(topology, degree)
+    if ("ring_gbps", c.tp) not in cache:
+        cache["ring_gbps", c.tp] = ring_gbps_bound(topology, c.tp)
+    if ("all_to_all_gbps", group) not in cache:
+        cache["all_to_all_gbps", group] = all_to_all_gbps_bound(topology, group)
     return time_lower_bound_s(
         model,
         topology,
@@ -229,7 +232,7 @@ def _lower_bound(
         tp_ring_gbps=cache["ring_gbps", c.tp],
         cp=c.cp,
         ep=c.ep,
-        ep_ring_gbps=cache["ring_gbps", group],
+        ep_gbps=cache["all_to_all_gbps", group],
     )
 
 
