@@ -297,6 +297,11 @@ BRIDGE_MODELS = {
     "LLAMA3.1_405B": "llama3-405b",
     "Qwen3_30B_a3B": "qwen3-30b-a3b",
     "Qwen3_235B_a22B": "qwen3-235b-a22b",
+    # scripts/performance/configs/gpt_oss/gpt_oss_workload_base_configs.py: EP 8 (64 on B200 in 26.02), expert TP 1,
+    # PP 4 on H100, recompute_modules layernorm and moe_act (norms and the experts' activation: memory-bound work,
+    # left out); gpt_oss_llm_pretrain.py: bf16 gradient reduction, force-balanced routing; the recipe
+    # (src/megatron/bridge/recipes/gpt_oss/gpt_oss.py) keeps the alltoall dispatcher except on B300
+    "GPT OSS 120B": "gpt-oss-120b",
 }
 
 
@@ -313,7 +318,7 @@ def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
         # recomputed, recompute_num_layers=5, in the recipe file); a row does not say which applied
         return out | {"not_usable": "8B: the recipe's recompute and sharding are not stated per release"}
     if row["model"] not in BRIDGE_MODELS:
-        return out | {"not_usable": "no preset for this architecture (DeepSeek's MLA, GPT-OSS's sinks, hybrid Mamba)"}
+        return out | {"not_usable": "no preset for this architecture (DeepSeek's MLA, hybrid Mamba)"}
     if not precision.startswith(("FP8", "BF16")):
         return out | {"not_usable": f"precision {precision or 'not stated'}"}
     tp, pp, cp, ep = (int(_num(row[k]) or 1) for k in ("tp", "pp", "cp", "ep"))

@@ -103,6 +103,18 @@ TINY: dict[str, dict] = {
         "num_key_value_heads": 2,
         "pad_token_id": 0,
     },
+    "gpt_oss": {
+        "hidden_size": 72,
+        "intermediate_size": 56,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 24,
+        "num_local_experts": 5,
+        "num_experts_per_tok": 2,
+        "sliding_window": 16,
+        "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+    },
     "gpt2": {"n_embd": 96, "n_layer": 3, "n_head": 6, "n_positions": 256},
     "gpt_neox": {"hidden_size": 96, "intermediate_size": 300, "num_hidden_layers": 2, "num_attention_heads": 6},
 }
@@ -136,6 +148,22 @@ def test_flops_per_token_match_flop_counter(model_type):
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(input_ids=torch.zeros(1, s, dtype=torch.long, device="meta"))
     assert spec.flops_per_token(s) == pytest.approx(counter.get_total_flops() / s, rel=0.01)
+
+
+def test_sliding_window_blocks_attend_within_their_window():
+    """gpt_oss: blocks named "sliding_attention" in `layer_types` attend to at most `sliding_window` keys, so their
+    attention FLOPs stop growing with the sequence there; the published 120B counts 116.8 B parameters."""
+    cfg, _ = _hf("gpt_oss")
+    spec = spec_from_config(cfg.to_dict(), "gpt_oss.json")
+    q = 4 * 24
+    assert [(ly.count, ly.attention_window) for ly in spec.layers if ly.kind == "block"] == [(2, 16), (1, None)]
+    # beyond the window, 2 of the 3 blocks count s x 16 where the full block counts s x s (4 q FLOPs a key)
+    assert spec.flops_per_token(128) == spec.flops_per_token(16) + 4 * q * (128 - 16)
+    # a query i sees min(i + 1, 16) keys: on average as many as a causal sequence of 2 x 16 - 16 x 15 / 128 sees
+    assert spec.causal_spans(128) == ((2 / 3, round(32 - 16 * 15 / 128)), (1 / 3, 128))
+    assert spec.causal_spans(16) == ((1.0, 16),)
+    big = load_model("gpt-oss-120b")
+    assert big.num_params == 116_829_156_672 and big.moe is not None and big.moe.top_k == 4
 
 
 def test_llama3_exact_counts_and_analytic_flops():
@@ -290,7 +318,7 @@ def test_not_json_and_directory_source(tmp_path: Path):
 
 
 def test_preset_configs_build_the_same_model_in_transformers():
-    for name in ("llama3-8b", "qwen2.5-7b", "mixtral-8x7b", "gpt2"):
+    for name in ("llama3-8b", "qwen2.5-7b", "mixtral-8x7b", "gpt-oss-20b", "gpt2"):
         from shardplan.model.presets import read_model_preset
 
         data, _ = read_model_preset(name)

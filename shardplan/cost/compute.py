@@ -181,8 +181,10 @@ def _block_times(
         output_grads = tokens * ((qkv + mlp_in) / tp + 2 * h)
         gemms += fp8_cast_s(inputs + weights, rates)
         gemms_bwd += fp8_cast_s(output_grads, rates)
-    # causal attention: QK^T and AV, 2 * 2 * s * q FLOPs per token over the full square, half of it causal
-    attn_flops = tokens * 2 * seq_len * (q / tp)
+    # causal attention: QK^T and AV, 2 * 2 * s * q FLOPs per token over the full square, half of it causal; blocks
+    # with a sliding window as a causal sequence of the span whose queries see as many keys (`causal_spans`)
+    spans = model.causal_spans(seq_len)
+    attn_flops = [(share, tokens * 2 * span * (q / tp), span) for share, span in spans]
     # memory-bound work: two norms and two residual adds per block (on tokens/tp with SP), RoPE on
     # Q and K where the model rotates them, and the MLP activation (sharded by TP)
     per_token = elementwise_bytes_per_token(h, q, kv, f, swiglu=model.mlp == "swiglu")
@@ -217,11 +219,16 @@ def _block_times(
         attn_bwd = 2 * bmm + scores * (6 + 5 * drop) / rates.hbm_bytes_per_s
     elif attention == "triton":
         slower_fwd, slower_bwd = TRITON_2022_SLOWER
-        attn_fwd = attn_flops * slower_fwd / at_seq(rates.flash2_flops, seq_len)
-        attn_bwd = attn_flops * ATTN_BWD_FLOPS_OVER_FWD * slower_bwd / at_seq(rates.flash2_bwd_flops, seq_len)
+        attn_fwd = sum(x * f * slower_fwd / at_seq(rates.flash2_flops, span) for x, f, span in attn_flops)
+        attn_bwd = sum(
+            x * f * ATTN_BWD_FLOPS_OVER_FWD * slower_bwd / at_seq(rates.flash2_bwd_flops, span)
+            for x, f, span in attn_flops
+        )
     else:
-        attn_fwd = attn_flops / at_seq(rates.attention_flops, seq_len)
-        attn_bwd = attn_flops * ATTN_BWD_FLOPS_OVER_FWD / at_seq(rates.attention_bwd_flops, seq_len)
+        attn_fwd = sum(x * f / at_seq(rates.attention_flops, span) for x, f, span in attn_flops)
+        attn_bwd = sum(
+            x * f * ATTN_BWD_FLOPS_OVER_FWD / at_seq(rates.attention_bwd_flops, span) for x, f, span in attn_flops
+        )
     return gemms, gemms_bwd, attn_fwd, attn_bwd, memory
 
 

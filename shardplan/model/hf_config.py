@@ -7,6 +7,7 @@ Parameter counts follow each architecture's modelling code in `transformers` lay
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,12 @@ SUPPORTED = (
     "qwen3_moe",
     "gemma2",
     "phi3",
+    "gpt_oss",
     "gpt2",
     "gpt_neox",
 )
-_LLAMA_LIKE = {"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma2", "phi3"}
+_LLAMA_LIKE = {"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma2", "phi3", "gpt_oss"}
+_MOE = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss")
 
 
 class _Cfg:
@@ -113,11 +116,12 @@ def _block(
     head_dim: int,
     embedding_free: int = 0,
     experts: int = 0,
+    window: int | None = None,
 ) -> LayerSpec:
     # Forward matmul FLOPs per token: 2 per weight (multiply + add) of the active matmul weights;
     # `embedding_free` are parameters that are not matmul weights (norms, biases).
     return LayerSpec(
-        name=name,
+        name=name + (" (sliding window)" if window else ""),
         kind="block",
         count=count,
         params=params,
@@ -126,7 +130,20 @@ def _block(
         matmul_flops_per_token=2 * (active - embedding_free),
         # QK^T: 2 * s * (heads*head_dim) per token, AV: the same -> 4 * heads * head_dim per token of s.
         attn_flops_per_token_per_seq=4 * heads * head_dim,
+        attention_window=window,
     )
+
+
+def _windows(c: _Cfg, layers: int) -> list[int | None]:
+    """Each block's attention window: `sliding_window` keys where `layer_types` names the block
+    "sliding_attention" (transformers' convention: gemma2, gpt_oss, qwen2/3 past max_window_layers), else None."""
+    kinds = c.data.get("layer_types") or []
+    if "sliding_attention" not in kinds or c.data.get("use_sliding_window") is False:
+        return [None] * layers
+    if len(kinds) != layers:
+        raise ModelSpecError(f"{c.source}: layer_types: {len(kinds)} entries for {layers} num_hidden_layers")
+    size = c.int("sliding_window")
+    return [size if kind == "sliding_attention" else None for kind in kinds]
 
 
 def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
@@ -146,9 +163,12 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
     # Qwen3 normalises each head's q and k (q_norm, k_norm: head_dim each)
     norms = (4 if model_type == "gemma2" else 2) * h + (2 * hd if model_type in ("qwen3", "qwen3_moe") else 0)
     dense_mlp = 3 * h * ffn + ((2 * ffn + h) if mlp_bias else 0)  # gate, up (h x f), down (f x h)
+    norms += heads if model_type == "gpt_oss" else 0  # gpt_oss: one attention-sink logit per head (not a matmul)
     moe = None
-    blocks: list[LayerSpec] = []
-    if model_type in ("mixtral", "qwen2_moe", "qwen3_moe"):
+    common, free = attn + attn_bias + norms, attn_bias + norms
+    mlp = {False: (dense_mlp, dense_mlp, (2 * ffn + h) if mlp_bias else 0, 0)}  # total, active, free, experts
+    is_moe = [False] * layers
+    if model_type in _MOE:
         experts = c.int("num_local_experts", "num_experts")
         top_k = c.int("num_experts_per_tok")
         expert_ffn = c.int("moe_intermediate_size", default=ffn)
@@ -161,58 +181,36 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
             shared_ffn_hidden_size=shared_ffn,
             shared_expert_gate=model_type == "qwen2_moe",
         )
-        router = h * experts
+        # gpt_oss biases its router and each expert's fused gate-up (2f) and down (h) projections
+        biases = (experts, 2 * expert_ffn + h) if model_type == "gpt_oss" else (0, 0)
+        router = h * experts + biases[0]
+        expert = 3 * h * expert_ffn + biases[1]
         shared = 3 * h * shared_ffn + (h if model_type == "qwen2_moe" and shared_ffn else 0)
-        moe_total = router + experts * 3 * h * expert_ffn + shared
-        moe_active = router + top_k * 3 * h * expert_ffn + shared
+        mlp[True] = (
+            router + experts * expert + shared,
+            router + top_k * expert + shared,
+            biases[0] + top_k * biases[1],
+            experts * expert,
+        )
         step = c.int("decoder_sparse_step", default=1)
         dense_layers = set(c.data.get("mlp_only_layers") or [])
         is_moe = [(k not in dense_layers) and (k + 1) % step == 0 for k in range(layers)]
-        n_moe = sum(is_moe)
-        common = attn + attn_bias + norms
-        free = norms + attn_bias
-        if n_moe:
-            blocks.append(
-                _block(
-                    "moe block",
-                    n_moe,
-                    params=common + moe_total,
-                    active=common + moe_active,
-                    h=h,
-                    heads=heads,
-                    head_dim=hd,
-                    embedding_free=free,
-                    experts=experts * 3 * h * expert_ffn,
-                )
-            )
-        if layers - n_moe:
-            blocks.append(
-                _block(
-                    "dense block",
-                    layers - n_moe,
-                    params=common + dense_mlp,
-                    active=common + dense_mlp,
-                    h=h,
-                    heads=heads,
-                    head_dim=hd,
-                    embedding_free=free + ((2 * ffn + h) if mlp_bias else 0),
-                )
-            )
-    else:
-        total = attn + attn_bias + norms + dense_mlp
-        free = attn_bias + norms + ((2 * ffn + h) if mlp_bias else 0)
-        blocks.append(
-            _block(
-                "transformer block",
-                layers,
-                params=total,
-                active=total,
-                h=h,
-                heads=heads,
-                head_dim=hd,
-                embedding_free=free,
-            )
+    # one LayerSpec per kind of block (MoE or dense MLP, attention window), in order of first appearance
+    blocks = [
+        _block(
+            "moe block" if routed else ("dense block" if moe else "transformer block"),
+            count,
+            params=common + mlp[routed][0],
+            active=common + mlp[routed][1],
+            h=h,
+            heads=heads,
+            head_dim=hd,
+            embedding_free=free + mlp[routed][2],
+            experts=mlp[routed][3],
+            window=window,
         )
+        for (routed, window), count in Counter(zip(is_moe, _windows(c, layers), strict=True)).items()
+    ]
     return _assemble(
         c,
         name,

@@ -53,6 +53,13 @@ class LayerSpec(BaseModel):
     attn_flops_per_token_per_seq: int = Field(
         0, ge=0, description="Forward attention (QK^T and AV) FLOPs per token per token of sequence."
     )
+    attention_window: int | None = Field(
+        None, gt=0, description="Sliding-window attention: each token attends to at most this many (None: all)."
+    )
+
+    def attended(self, seq_len: int) -> int:
+        """Keys a query's attention spans at `seq_len`, the causal mask aside: the window, or the sequence."""
+        return min(seq_len, self.attention_window or seq_len)
 
 
 class ModelSpec(BaseModel):
@@ -109,9 +116,25 @@ class ModelSpec(BaseModel):
         """Forward FLOPs per token at `seq_len` (default: the model's): 2 per weight multiply-add of
         every matmul (embedding lookup is free, the output head is not), plus attention counted over
         the full s x s score matrix, the convention of PaLM (arXiv:2204.02311, App. B) and of
-        `torch.utils.flop_counter`. Training is 3x this (backward = 2x forward)."""
+        `torch.utils.flop_counter` (s x window where blocks attend within a sliding window). Training is 3x
+        this (backward = 2x forward)."""
         s = seq_len or self.seq_len
-        return sum((ly.matmul_flops_per_token + ly.attn_flops_per_token_per_seq * s) * ly.count for ly in self.layers)
+        return sum(
+            (ly.matmul_flops_per_token + ly.attn_flops_per_token_per_seq * ly.attended(s)) * ly.count
+            for ly in self.layers
+        )
+
+    def causal_spans(self, seq_len: int) -> tuple[tuple[float, int], ...]:
+        """(share of the blocks, span) per kind of attention at `seq_len`: the causal sequence length whose queries
+        see as many keys on average as the blocks' queries do (s itself without a window; a window w < s gives a
+        query min(i + 1, w) keys, w - w(w - 1)/2s on average, as a causal sequence of 2w - w(w - 1)/s does)."""
+        spans: dict[int, float] = {}
+        for ly in self.layers:
+            if ly.kind == "block":
+                w = ly.attended(seq_len)
+                span = seq_len if w == seq_len else round(2 * w - w * (w - 1) / seq_len)
+                spans[span] = spans.get(span, 0.0) + ly.count / self.num_layers
+        return tuple((share, span) for span, share in spans.items())
 
     @cached_property
     def params_by_part(self) -> tuple[float, int, int, int]:
