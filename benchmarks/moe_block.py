@@ -11,7 +11,7 @@ with CUDA events (median of repeats):
   one expert after the other, the weighted un-permutation),
 and the host seconds of `block` with tiny tensors (launch-bound: the host's dispatch time per MoE layer).
 
-    python benchmarks/moe_block.py [OUT.json]
+    python benchmarks/moe_block.py [OUT.json [NAME ...]]   # NAME: only the shapes whose names start so
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ SHAPES = [
     ("qwen3-30b-a3b ep8", 2048, 768, 128, 16, 4096, 8),
     ("qwen3-235b-a22b ep32", 4096, 1536, 128, 4, 4096, 8),
     ("mixtral-8x7b ep8", 4096, 14336, 8, 1, 4096, 2),
+    ("gpt-oss-120b ep8", 2880, 2880, 128, 16, 4096, 4),  # openai/gpt-oss-120b config.json (biases left out)
 ]
 REPEATS = 20
 DEVICE = "cuda"
@@ -178,6 +179,8 @@ def main() -> None:
     results["host"] = host_extra()
     print(json.dumps(results["host"]), flush=True)
     for shape in SHAPES:
+        if sys.argv[2:] and not shape[0].startswith(tuple(sys.argv[2:])):
+            continue
         run = measure(*shape)
         results["runs"].append(run)
         print(json.dumps(run), flush=True)
