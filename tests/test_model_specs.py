@@ -166,6 +166,28 @@ def test_sliding_window_blocks_attend_within_their_window():
     assert big.num_params == 116_829_156_672 and big.moe is not None and big.moe.top_k == 4
 
 
+def test_a_window_costs_what_causal_attention_over_its_span_costs():
+    """benchmarks/results/h100-gpt-oss (an H100, GPT-OSS's 64 heads of 64 at 4 x 4,096 tokens): a sliding window's
+    forward + backward time over full causal attention's, with flex_attention's block-sparse kernel, equals within
+    10% that of SDPA over sequences of the span `causal_spans` gives the window, against SDPA at full length."""
+    run = json.loads((Path(__file__).parents[1] / "benchmarks/results/h100-gpt-oss/attention-window.json").read_text())
+    ms = {
+        (c["kind"], c["window"]): c["forward_s"] + c["backward_s"]
+        for c in run["cases"]
+        if c["head_dim"] == 64 and "error" not in c
+    }
+    spec = load_model("gpt-oss-120b")
+    for window in (128, 512, 2048):
+        short = next(c["seq"] for c in run["cases"] if c["kind"] == "sdpa_short" and c["window"] == window)
+        windowed = spec.model_copy(
+            update={"layers": tuple(ly.model_copy(update={"attention_window": window}) for ly in spec.layers)}
+        )
+        assert windowed.causal_spans(run["seq"]) == ((1.0, short),)
+        flex = ms["flex", window] / ms["flex", None]
+        sdpa = ms["sdpa_short", window] / ms["sdpa", None]
+        assert flex == pytest.approx(sdpa, rel=0.1), window
+
+
 def test_llama3_exact_counts_and_analytic_flops():
     m8, m70 = load_model("llama3-8b"), load_model("llama3-70b")
     assert m8.num_params == 8_030_261_248
