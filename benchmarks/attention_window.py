@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import sys
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from moe_block import gpu_s
 
 TINY = os.environ.get("TINY") == "1"  # a CPU check that everything runs
 DEVICE = "cpu" if TINY else "cuda"
@@ -31,28 +31,6 @@ WINDOWS = (16, 64) if TINY else (128, 512, 2048)
 HEAD_DIMS = (16,) if TINY else (64, 128)
 REPEATS = 2 if TINY else 20
 BWD_OVER_FWD = 2.5  # the FlashAttention-2 paper's count, as shardplan's calibration takes it
-
-
-def timed(fn: Callable[[], None]) -> float:
-    """Median seconds of `fn` (CUDA events on the GPU, wall clock on the CPU check)."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(REPEATS):
-        if TINY:
-            import time
-
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-            continue
-        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        begin.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(begin.elapsed_time(end) / 1e3)
-    return statistics.median(times)
 
 
 def pairs(seq: int, window: int | None) -> int:
@@ -84,8 +62,8 @@ def measure(attend: Callable[..., torch.Tensor], batch: int, seq: int, head_dim:
         out.backward(grad)
         q.grad = k.grad = v.grad = None
 
-    fwd = timed(forward)
-    bwd = max(timed(both) - fwd, 1e-9)
+    fwd = gpu_s(forward, REPEATS)
+    bwd = max(gpu_s(both, REPEATS) - fwd, 1e-9)
     flops = 4 * batch * HEADS * head_dim * n_pairs
     return {
         "forward_s": fwd,

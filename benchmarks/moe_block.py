@@ -47,11 +47,17 @@ _spec.loader.exec_module(_llama)
 
 
 def gpu_s(fn: Callable[[], None], repeats: int = REPEATS) -> float:
-    """Median seconds of `fn` on the GPU (CUDA events), after warm-up."""
+    """Median seconds of `fn` on the GPU (CUDA events), after warm-up; wall clock where there is no GPU (a CPU
+    check that a benchmark runs)."""
     for _ in range(3):
         fn()
     times = []
     for _ in range(repeats):
+        if not torch.cuda.is_available():
+            begin = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - begin)
+            continue
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         fn()

@@ -71,3 +71,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def layout_step_s(model: Any, topology: Any, training: Any, layout: Any, candidate: Any, split: Any) -> float:
+    """The cost model's step time of a search candidate's degrees and options on `layout`, layers split as given."""
+    from shardplan.cost.step import step_cost
+
+    return step_cost(
+        model,
+        topology,
+        training,
+        layout,
+        micro_batch=candidate.micro_batch,
+        virtual_stages=candidate.virtual_stages,
+        layers_per_stage=split,
+        ep=candidate.ep,
+    ).step_time_s
