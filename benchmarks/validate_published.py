@@ -298,8 +298,8 @@ BRIDGE_MODELS = {
     "Qwen3_30B_a3B": "qwen3-30b-a3b",
     "Qwen3_235B_a22B": "qwen3-235b-a22b",
     # scripts/performance/configs/gpt_oss/gpt_oss_workload_base_configs.py: EP 8 (64 on B200 in 26.02), expert TP 1,
-    # PP 4 on H100, recompute_modules layernorm and moe_act (norms and the experts' activation: memory-bound work,
-    # left out); gpt_oss_llm_pretrain.py: bf16 gradient reduction, force-balanced routing; the recipe
+    # PP 4 on H100, recompute_modules layernorm and moe_act; gpt_oss_llm_pretrain.py: bf16 gradient reduction,
+    # force-balanced routing; the recipe
     # (src/megatron/bridge/recipes/gpt_oss/gpt_oss.py) keeps the alltoall dispatcher except on B300
     "GPT OSS 120B": "gpt-oss-120b",
 }
@@ -357,6 +357,7 @@ def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
         "micro_batch": row["mbs"],
         "global_batch": row["gbs"],
         "act_recompute": "none",
+        "recompute_modules": "moe_act layernorm" if row["model"] == "GPT OSS 120B" else "",
         "other_opts": _bridge_overlaps(row["model"], row["system"]),
         "tokens_per_s_per_gpu": row["tokens_per_s_per_gpu"],
     }
@@ -413,6 +414,7 @@ COLUMNS = [
     "expert_tp",
     "ep_dispatcher",
     "preset",
+    "recompute_modules",
 ]
 
 
@@ -573,6 +575,7 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             expert_tensor_parallel=row["expert_tp"] != "1",
             ep_comm_overlap="--overlap-moe-expert-parallel-comm" in opts,
             ep_dispatcher=row["ep_dispatcher"] or "alltoall",
+            recompute_modules=tuple(row.get("recompute_modules", "").split()),
         )
         result.recompute, result.zero_stage = train.recompute, train.zero_stage
         shape = dict(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, micro_batch=mb, virtual_stages=vpp)

@@ -226,6 +226,14 @@ ExpertTensorParallel = Annotated[
         "swapped over ep x tp GPUs (--expert-tensor-parallel-size 1)."
     ),
 ]
+RecomputeModules = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--recompute-module",
+        help="With recompute none or selective, Megatron's --recompute-modules (repeat): moe_act (the routed experts' "
+        "activation), layernorm (each block's two norms).",
+    ),
+]
 EpCommOverlap = Annotated[
     bool,
     typer.Option(
@@ -296,6 +304,7 @@ def estimate(
     fp8_saved_inputs: Fp8SavedInputs = False,
     expert_tensor_parallel: ExpertTensorParallel = True,
     ep_comm_overlap: EpCommOverlap = False,
+    recompute_modules: RecomputeModules = None,
     ep_dispatcher: EpDispatcher = "alltoall",
     sequence_parallel: SequenceParallel = True,
     pipeline_scatter_gather: PipelineScatterGather = True,
@@ -337,7 +346,7 @@ def estimate(
         f"[bold]{plan.model}[/] on {plan.topology}: tp={plan.tp} pp={plan.pp} dp={plan.dp}"
         f"{f' cp={plan.cp}' if plan.cp > 1 else ''}{f' ep={plan.ep}' if plan.ep > 1 else ''} "
         f"micro-batch {plan.micro_batch} x {plan.num_micro_batches}, ZeRO {plan.zero_stage}, "
-        f"recompute {plan.recompute}",
+        f"recompute {' + '.join((plan.recompute, *plan.recompute_modules))}",
         highlight=False,
     )
     _out.print(
@@ -406,6 +415,7 @@ def suggest(
     fp8_saved_inputs: Fp8SavedInputs = False,
     expert_tensor_parallel: ExpertTensorParallel = True,
     ep_comm_overlap: EpCommOverlap = False,
+    recompute_modules: RecomputeModules = None,
     ep_dispatcher: EpDispatcher = "alltoall",
     sequence_parallel: SequenceParallel = True,
     pipeline_scatter_gather: PipelineScatterGather = True,
@@ -526,6 +536,7 @@ _FRAMEWORK_OPTIONS = (
     "expert_tensor_parallel",
     "ep_comm_overlap",
     "ep_dispatcher",
+    "recompute_modules",
     "sequence_parallel",
     "pipeline_scatter_gather",
     "pipeline_runtime",
@@ -542,7 +553,9 @@ def _training(options: dict[str, Any], **fields: Any) -> Training:
     """The `Training` of a command: `fields`, and its framework options (`options`: its locals)."""
     from shardplan.training import Training
 
-    return Training(**fields, **{name: options[name] for name in _FRAMEWORK_OPTIONS})
+    values = {name: options[name] for name in _FRAMEWORK_OPTIONS}
+    values["recompute_modules"] = tuple(values["recompute_modules"] or ())
+    return Training(**fields, **values)
 
 
 def _write(text: str, output: Path | None) -> None:

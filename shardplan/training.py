@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shardplan.model.schema import Recompute
 
@@ -41,6 +41,13 @@ class Training(BaseModel):
         description="Activation recomputation: none; selective (Megatron: the attention core); selective-op "
         "(torchtitan's per-op policy: every other matmul's output kept); selective-layer (torchtitan's per-layer "
         "policy: every second block in full); full (only each block's input kept).",
+    )
+    recompute_modules: tuple[Literal["moe_act", "layernorm"], ...] = Field(
+        (),
+        description="Megatron-Core's selective recompute of modules beside `recompute` none or selective "
+        "(--recompute-modules): moe_act, the routed experts' activation (its output dropped and recomputed from its "
+        "input in backward); layernorm, the two norms of each block (their outputs recomputed from the residual "
+        "stream they read).",
     )
     zero_stage: Literal[0, 1, 2, 3] = Field(
         0, description="ZeRO / FSDP stage: 1 shards optimizer states, 2 also gradients, 3 also weights."
@@ -172,6 +179,15 @@ class Training(BaseModel):
         False,
         description="ZeRO-1/2 weight all-gather runs under the next forward (Megatron --overlap-param-gather).",
     )
+
+    @model_validator(mode="after")
+    def _modules_beside_megatron_recompute(self) -> Training:
+        if self.recompute_modules and self.recompute not in ("none", "selective"):
+            raise ValueError(
+                f"recompute_modules {', '.join(self.recompute_modules)} go with recompute none or selective "
+                f"(Megatron's selective granularity), not {self.recompute}"
+            )
+        return self
 
     def expert_group(self, ep: int, tp: int) -> int:
         """GPUs that split the experts and swap tokens: the `ep` GPUs, or ep x tp where each expert stays whole

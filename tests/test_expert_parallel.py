@@ -253,3 +253,29 @@ def test_an_all_to_all_across_nodes_is_bound_by_each_gpus_nics() -> None:
     assert all_to_all_gbps_bound(topo, 8) == pytest.approx(ring_gbps_bound(topo, 8) * 8 / 7)
     size = 64 * 2**20
     assert size / (all_to_all_gbps_bound(topo, 32) * 1e9) <= collective_time_s(topo, "all_to_all", range(32), size)
+
+
+def test_megatron_recompute_modules_drop_the_experts_activation_and_the_norm_outputs() -> None:
+    """Megatron's --recompute-modules moe_act layernorm: a block keeps of its routed experts' SwiGLU the input alone
+    (gate and up, 4 B per element where eager SwiGLU keeps 8) and neither norm's output (2 B x h each), and its
+    backward runs those ops once more; Megatron takes the flags, torchtitan and DeepSpeed have no such recompute."""
+    topo, model = load_topology("dgx-h100"), load_model(MODEL)
+    base = TRAIN.model_copy(update={"recompute": "none"})
+    modules = base.model_copy(update={"recompute_modules": ("moe_act", "layernorm")})
+    routed, h = 8 * 768, 2048
+    saved = model.activation_bytes_per_token(recompute="none") - model.activation_bytes_per_token(
+        recompute="none", recompute_modules=("moe_act", "layernorm")
+    )
+    assert saved == 4 * routed + 2 * 2 * h
+    plain, lean = (estimate(model, topo, t, tp=1, pp=1, dp=1, ep=8, micro_batch=1) for t in (base, modules))
+    kept = (plan.memory_breakdown["activations"] for plan in (plain, lean))
+    assert next(kept) - next(kept) == 4096 * 48 * saved  # a micro-batch of 4,096 tokens through 48 blocks
+    assert lean.memory_per_gpu_bytes < plain.memory_per_gpu_bytes - 4096 * 48 * saved
+    assert plain.step_time_s < lean.step_time_s < 1.02 * plain.step_time_s
+    args = emit(lean, topo, "megatron").split(" \\\n")
+    assert "--recompute-granularity selective" in args and "--recompute-modules moe_act layernorm" in args
+    for framework in ("torchtitan", "deepspeed"):
+        with pytest.raises(PlanError, match="no per-module recompute"):
+            emit(lean, topo, framework)
+    with pytest.raises(ValueError, match="go with recompute none or selective"):
+        Training(global_batch=64, seq_len=4096, recompute="full", recompute_modules=("moe_act",))

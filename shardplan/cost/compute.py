@@ -232,6 +232,26 @@ def _block_times(
     return gemms, gemms_bwd, attn_fwd, attn_bwd, memory
 
 
+def _modules_recomputed_s(model: ModelSpec, training: Training, tokens: int, tp: int, rates: Rates) -> float:
+    """Seconds one block's backward spends recomputing Megatron's `recompute_modules`, forward once more: the two
+    norms (on the sequence shard under SP), and the routed experts' activation over their rows (top-k per token)."""
+    h, q = model.hidden_size, model.num_heads * model.head_dim
+    kv, swiglu = model.num_kv_heads * model.head_dim, model.mlp == "swiglu"
+    rate = rates.elementwise_compiled_bytes_per_s if training.compiled else rates.elementwise_bytes_per_s
+    seconds = 0.0
+    if "layernorm" in training.recompute_modules:
+        norm_tokens = tokens / tp if training.sequence_parallel and tp > 1 else tokens
+        seconds += (
+            norm_tokens * 2 * elementwise_bytes_per_token(h, q, kv, 0, swiglu=swiglu)["rms_norm"] / rate["rms_norm"]
+        )
+    if "moe_act" in training.recompute_modules and model.moe is not None:
+        width = model.moe.top_k * model.moe.expert_ffn_hidden_size
+        share = model.num_moe_layers / model.num_layers
+        act = elementwise_bytes_per_token(h, q, kv, width, swiglu=swiglu)["swiglu"]
+        seconds += share * tokens / tp * act / rate["swiglu"]
+    return seconds
+
+
 def _local_experts(moe: MoeSpec, training: Training, tokens: int, tp: int, ep: int) -> tuple[float, float, float]:
     """(experts on a GPU, rows each receives, its width there) for a micro-batch of `tokens` per GPU, routing
     balanced: split by TP, a GPU holds E / ep experts' 1/tp slices and the TP group's tokens (gathered under SP);
@@ -312,6 +332,8 @@ def stage_times(
         gemm_total += layers * redo
     else:
         rec = 0.0
+    if training.recompute_modules:
+        rec += layers * _modules_recomputed_s(model, training, tokens, tp, rates)
     if last:
         v, h = model.vocab_size, model.hidden_size
         head = gemm_s(tokens, v / tp, h, rates)

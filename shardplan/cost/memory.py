@@ -173,7 +173,9 @@ def activation_bytes(
         "fp8_inputs": training.fp8_saved_inputs and training.dtype == "fp8",
         "experts_whole": training.expert_group(ep, tp) > ep,
     }
-    per_layer = model.activation_bytes_per_token(**shape, recompute=training.recompute)
+    per_layer = model.activation_bytes_per_token(
+        **shape, recompute=training.recompute, recompute_modules=training.recompute_modules
+    )
     gathered = 0.0  # per token of a block, beyond Megatron's shards
     if sp and training.tp_impl == "dtensor":
         gathered = DTENSOR_GATHERED_INPUTS * BF16_WEIGHT * model.hidden_size * (1 - 1 / tp)

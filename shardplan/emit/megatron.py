@@ -53,8 +53,9 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
         args.append("--sequence-parallel")
     if plan.recompute == "full":
         args += ["--recompute-granularity full", "--recompute-method uniform", "--recompute-num-layers 1"]
-    elif plan.recompute == "selective":
-        args.append("--recompute-granularity selective")
+    elif plan.recompute == "selective" or plan.recompute_modules:  # the attention core and/or the modules named
+        modules = (["core_attn"] if plan.recompute == "selective" else []) + list(plan.recompute_modules)
+        args += ["--recompute-granularity selective", f"--recompute-modules {' '.join(modules)}"]
     elif plan.recompute == "selective-layer":  # half the blocks of each stage in full
         half = max(plan.layers_per_stage) // 2
         args += ["--recompute-granularity full", "--recompute-method block", f"--recompute-num-layers {half}"]

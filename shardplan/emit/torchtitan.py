@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from shardplan.emit.chunks import model_chunks
 from shardplan.emit.remap import remap_note
+from shardplan.errors import PlanError
 from shardplan.plan import Plan
 from shardplan.topology.schema import Topology
 
@@ -28,6 +29,11 @@ def torchtitan_toml(plan: Plan, topology: Topology) -> str:
     tensor_parallel_degree = 2
     ...
     """
+    if plan.recompute_modules:
+        raise PlanError(
+            "torchtitan has no per-module recompute (Megatron's --recompute-modules): emit for megatron, or plan "
+            "again without --recompute-module"
+        )
     shard = plan.zero_stage >= 1
     data = plan.dp * plan.ep  # torchtitan's expert parallelism borrows its GPUs from data_parallel_shard_degree
     etp = plan.tp if plan.expert_tensor_parallel else 1  # and from tensor_parallel_degree where experts stay whole

@@ -189,6 +189,7 @@ class ModelSpec(BaseModel):
         fused_swiglu: bool = False,
         fp8_inputs: bool = False,
         experts_whole: bool = False,
+        recompute_modules: tuple[str, ...] = (),
     ) -> float:
         """Activation bytes kept for backward by one transformer block, per token of the micro-batch,
         on one GPU of a TP group of size `tp` (Korthikanti et al. 2022, arXiv:2205.05198, Sec. 4).
@@ -215,6 +216,9 @@ class ModelSpec(BaseModel):
         Tensor parallelism divides what is sharded (QKV/MLP internals) by tp; sequence parallelism
         also divides the LN outputs, norm inputs and masks (the paper's 10h becomes 10h/t).
         Selective recompute drops the s x s part; full recompute keeps only the block input (2h).
+        `recompute_modules` (Megatron-Core's, beside none or selective): "moe_act" keeps of the routed experts'
+        activation its input alone (gate and up outputs, 4 B per element of their width); "layernorm" drops the
+        two LN outputs (recomputed in backward from the norms' inputs, which are kept).
         Op-level selective recompute ("selective-op", torchtitan's `selective_ac_option = "op"`,
         torchtitan/models/llama/parallelize_llama.py `_save_list`) keeps the block input, the outputs
         of every other weight matmul in forward order (`block_matmuls`: the 1st, 3rd, ...), the
@@ -249,8 +253,12 @@ class ModelSpec(BaseModel):
         if fp8_inputs:
             linear_input = 1
             sharded += q - f  # the out-projection's FP8 copy; the down-projection's input in 1 B
+        if "moe_act" in recompute_modules and self.moe is not None:  # the routed experts keep 4 B an element
+            routed = self.moe.top_k * self.moe.expert_ffn_hidden_size * self.num_moe_layers / self.num_layers
+            sharded -= ((6 if fused_swiglu else 8) - (1 if fp8_inputs else 0) - 4) * routed
         # Replicated without SP: LN outputs feeding attention and MLP (2h each), norm inputs (2h each), masks.
-        replicated = 2 * linear_input * h + 4 * h + mask * 2 * h
+        norm_outputs = 0 if "layernorm" in recompute_modules else 2 * linear_input * h
+        replicated = norm_outputs + 4 * h + mask * 2 * h
         per_token = sharded / tp + replicated / (tp if sequence_parallel else 1)
         if self.moe is not None:  # each MoE block's permuted tokens, the experts' first linear's input
             permuted = linear_input * self.moe.top_k * h * self.num_moe_layers / self.num_layers

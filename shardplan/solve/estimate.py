@@ -233,6 +233,7 @@ def make_plan(
         expert_tensor_parallel=training.expert_tensor_parallel,
         ep_comm_overlap=training.ep_comm_overlap,
         ep_dispatcher=training.ep_dispatcher,
+        recompute_modules=training.recompute_modules,
         micro_batch=micro_batch,
         num_micro_batches=training.global_batch // (dp * ep * micro_batch),
         virtual_stages=virtual_stages,
