@@ -1,0 +1,165 @@
+"""The framework options `shardplan estimate` and `shardplan suggest` share: one typer option type per `Training`
+field, under the field's own name, and the `Training` a command builds from them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from shardplan.training import Training
+
+TpCommOverlap = Annotated[
+    bool, typer.Option(help="TP collectives run under their GEMMs (Megatron --tp-comm-overlap, async TP).")
+]
+OverlapParamGather = Annotated[
+    bool, typer.Option(help="ZeRO-1/2 weight all-gather runs under the next forward (--overlap-param-gather).")
+]
+SequenceParallel = Annotated[bool, typer.Option(help="Megatron sequence parallelism with TP > 1.")]
+Attention = Annotated[
+    str,
+    typer.Option(
+        help="flash (FlashAttention, SDPA), triton (the 2022 Triton FlashAttention, llm-foundry's attn_impl) "
+        "or unfused (Megatron's s x s core attention, pre-2022)."
+    ),
+]
+Loss = Annotated[
+    str,
+    typer.Option(
+        help="fp32 (cross_entropy on an fp32 copy of the logits, torchtitan / Hugging Face) or fused (one kernel "
+        "over bf16 logits: flash-attn's CrossEntropyLoss, llm-foundry; Megatron's --fp16-lm-cross-entropy holds as "
+        "much)."
+    ),
+]
+Compiled = Annotated[
+    bool,
+    typer.Option(
+        help="Blocks run under torch.compile (torchtitan --training.compile): compiled host time per block and "
+        "memory-bound rates; op-level selective recompute keeps one bf16 h-wide tensor fewer per block and token."
+    ),
+]
+TpAsyncBackward = Annotated[
+    bool,
+    typer.Option(
+        help="Column-parallel backward collectives under the gradient GEMMs (Megatron since 2022); "
+        "off: --no-async-tensor-model-parallel-allreduce, Megatron-DeepSpeed."
+    ),
+]
+FsdpVersion = Annotated[
+    int,
+    typer.Option(
+        help="ZeRO-3 as FSDP2 (2: per-parameter fully_shard, torchtitan; its buffer copies counted) or flat "
+        "parameters (1: FSDP1, DeepSpeed ZeRO-3)."
+    ),
+]
+TpImpl = Annotated[
+    str,
+    typer.Option(
+        help="megatron (Megatron-LM's TP layers, plain tensors) or dtensor (parallelize_module, torchtitan: "
+        "DTensor dispatch adds host time per block unless --compiled)."
+    ),
+]
+Dtype = Annotated[
+    str,
+    typer.Option(
+        help="Compute precision: bf16 (mixed precision), or fp8: the blocks' linears in FP8 (Transformer Engine, "
+        "torchao float8; needs FP8 tensor cores)."
+    ),
+]
+Fp8Recipe = Annotated[str, typer.Option(help="FP8 scaling with --dtype fp8: tensorwise or rowwise (torchao).")]
+GradDtype = Annotated[
+    str,
+    typer.Option(
+        help="Gradients kept and reduced in fp32 (Megatron main_grad, FSDP reduce_dtype) or in the half-precision "
+        "weights' own dtype, bf16 or fp16 (DeepSpeed fp16/bf16, Megatron fp16 without fp32 grad accumulation)."
+    ),
+]
+GradAccumulationFusion = Annotated[
+    bool,
+    typer.Option(
+        help="Weight-gradient GEMMs accumulate into the fp32 gradients themselves (Megatron's default with APEX)."
+    ),
+]
+FusedSwiglu = Annotated[
+    bool, typer.Option(help="SwiGLU keeps only its input and recomputes SiLU (Megatron-Core's bias_activation_fusion).")
+]
+Fp8SavedInputs = Annotated[
+    bool, typer.Option(help="With --dtype fp8, linears keep FP8 casts of their inputs (Transformer Engine).")
+]
+ExpertTensorParallel = Annotated[
+    bool,
+    typer.Option(
+        help="With --ep and tp > 1: experts split by TP (Megatron's default); off: each expert whole on a GPU, tokens "
+        "swapped over ep x tp GPUs (--expert-tensor-parallel-size 1)."
+    ),
+]
+RecomputeModules = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--recompute-module",
+        help="With recompute none or selective, Megatron's --recompute-modules (repeat): moe_act (the routed experts' "
+        "activation), layernorm (each block's two norms).",
+    ),
+]
+EpCommOverlap = Annotated[
+    bool,
+    typer.Option(
+        help="With --ep: all-to-alls beside another micro-batch's compute (--overlap-moe-expert-parallel-comm)."
+    ),
+]
+EpDispatcher = Annotated[
+    str,
+    typer.Option(
+        help="With --ep: alltoall (a copy per chosen expert) or deduplicated (a copy per other node, DeepEP / "
+        "Megatron's flex dispatcher)."
+    ),
+]
+PipelineScatterGather = Annotated[
+    bool,
+    typer.Option(help="Without SP, each TP rank sends 1/tp of a stage's output (Megatron); off: whole tensors."),
+]
+
+PipelineRuntime = Annotated[
+    str,
+    typer.Option(
+        help="megatron (Megatron-LM), torch (torch.distributed.pipelining, torchtitan: a receive buffer per "
+        "micro-batch for activations and for gradients on every stage) or deepspeed (DeepSpeed's PipelineEngine: "
+        "blocking sends of whole tensors, four per micro-batch; one model chunk per GPU; ZeRO-0/1 only with pp > 1)."
+    ),
+]
+
+
+# The Training fields `estimate` and `suggest` both take as options, under the fields' own names.
+FRAMEWORK_OPTIONS = (
+    "dtype",
+    "fp8_recipe",
+    "grad_dtype",
+    "grad_accumulation_fusion",
+    "tp_comm_overlap",
+    "overlap_param_gather",
+    "fused_swiglu",
+    "fp8_saved_inputs",
+    "expert_tensor_parallel",
+    "ep_comm_overlap",
+    "ep_dispatcher",
+    "recompute_modules",
+    "sequence_parallel",
+    "pipeline_scatter_gather",
+    "pipeline_runtime",
+    "tp_async_backward",
+    "fsdp_version",
+    "tp_impl",
+    "attention",
+    "loss",
+    "compiled",
+)
+
+
+def training_of(options: dict[str, Any], **fields: Any) -> Training:
+    """The `Training` of a command: `fields`, and its framework options (`options`: its locals)."""
+    from shardplan.training import Training
+
+    values = {name: options[name] for name in FRAMEWORK_OPTIONS}
+    values["recompute_modules"] = tuple(values["recompute_modules"] or ())
+    return Training(**fields, **values)
