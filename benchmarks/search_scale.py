@@ -52,12 +52,13 @@ def main() -> None:
         )
         seconds = time.perf_counter() - start
         best = plans[0]
+        recompute = "+".join((best.recompute, *best.recompute_modules))
         examined, fitting = (counted[-1][0] + 1, counted[-1][1]) if counted else (0, 0)
         print(
             f"{model:<12} {topo.num_gpus:>6} GPUs: {seconds:6.2f} s ({seconds / budget:4.0%} of {budget:g} s); "
             f"{examined} of {fitting} fitting candidates examined; best tp={best.tp} pp={best.pp} dp={best.dp} "
             f"{f'cp={best.cp} ' if cp else ''}{f'ep={best.ep} ' if best.ep > 1 else ''}"
-            f"mb={best.micro_batch} v={best.virtual_stages} ZeRO-{best.zero_stage} {best.recompute}, "
+            f"mb={best.micro_batch} v={best.virtual_stages} ZeRO-{best.zero_stage} {recompute}, "
             f"{best.step_time_s:.2f} s/step, MFU {best.mfu:.1%}, gap {best.gap:.1%}"
         )
 

@@ -390,7 +390,8 @@ def suggest(
         table.add_row(
             str(k),
             *(str(getattr(p, axis)) for axis in degrees),
-            *(str(x) for x in (p.micro_batch, p.virtual_stages, p.zero_stage, p.recompute)),
+            *(str(x) for x in (p.micro_batch, p.virtual_stages, p.zero_stage)),
+            "+".join((p.recompute, *p.recompute_modules)),
             f"{p.step_time_s:.3f}",
             f"{p.tokens_per_s:,.0f}",
             f"{p.mfu:.1%}",

@@ -19,6 +19,7 @@ from shardplan.cost.collectives import all_to_all_gbps_bound, ring_gbps_bound
 from shardplan.cost.step import time_lower_bound_s
 from shardplan.emit import emit
 from shardplan.errors import PlanError
+from shardplan.model import ModelSpec
 from shardplan.solve import space
 from shardplan.solve.stages import balance_stages
 from shardplan.solve.validate import validate_plan
@@ -279,3 +280,26 @@ def test_megatron_recompute_modules_drop_the_experts_activation_and_the_norm_out
             emit(lean, topo, framework)
     with pytest.raises(ValueError, match="go with recompute none or selective"):
         Training(global_batch=64, seq_len=4096, recompute="full", recompute_modules=("moe_act",))
+
+
+def test_the_search_tries_megatrons_moe_recompute_modules_where_megatron_runs_a_moe_model() -> None:
+    """A MoE model under Megatron's runtime: each candidate with recompute none or selective is tried with and without
+    --recompute-modules moe_act layernorm (the modules a user names, alone, where given); a dense model, another
+    runtime and the other recompute modes take none. GPT-OSS 120B on 8 DGX H100s picks them: its best plan keeps the
+    experts' activations only as their inputs."""
+    from shardplan.solve.search import MOE_RECOMPUTE_MODULES, _candidates
+
+    moe, dense = load_model("gpt-oss-120b"), load_model("llama3-8b")
+    train = Training(global_batch=64, seq_len=4096)
+
+    def modules(model: ModelSpec, training: Training) -> set[tuple[str, tuple[str, ...]]]:
+        return {(c.recompute, c.recompute_modules) for c in _candidates(model, 64, training, {"tp": (1,), "pp": (1,)})}
+
+    both = {(r, m) for r in ("none", "selective") for m in ((), MOE_RECOMPUTE_MODULES)}
+    assert modules(moe, train) == both | {("full", ())}
+    assert modules(dense, train) == {("none", ()), ("selective", ()), ("full", ())}
+    assert modules(moe, train.model_copy(update={"pipeline_runtime": "torch"})) == modules(dense, train)
+    named = train.model_copy(update={"recompute_modules": ("layernorm",)})
+    assert modules(moe, named) == {("none", ("layernorm",)), ("selective", ("layernorm",)), ("full", ())}
+    best = suggest(moe, load_topology("dgx-h100", nodes=8), Training(global_batch=1280, seq_len=4096), top_k=1)[0]
+    assert best.recompute_modules == MOE_RECOMPUTE_MODULES and best.fits

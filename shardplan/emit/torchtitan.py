@@ -32,7 +32,7 @@ def torchtitan_toml(plan: Plan, topology: Topology) -> str:
     if plan.recompute_modules:
         raise PlanError(
             "torchtitan has no per-module recompute (Megatron's --recompute-modules): emit for megatron, or plan "
-            "again without --recompute-module"
+            "again for torchtitan (--pipeline-runtime torch) without --recompute-module"
         )
     shard = plan.zero_stage >= 1
     data = plan.dp * plan.ep  # torchtitan's expert parallelism borrows its GPUs from data_parallel_shard_degree

@@ -116,7 +116,7 @@ def suggest(
     fitting: list[tuple[float, space.Candidate, Training]] = []
     closest: tuple[float, space.Candidate] | None = None
     for c in _candidates(spec, topo.num_gpus, training, pins):
-        train = training.model_copy(update={"zero_stage": c.zero_stage, "recompute": c.recompute})
+        train = _training_of(training, c)
         need = _memory_bytes(spec, train, c, rates.context_bytes)
         if hbm is not None and need > hbm:
             if closest is None or need < closest[0]:
@@ -193,7 +193,7 @@ def _fastest_split(
 ) -> tuple[int, ...]:
     """The split of layers whose slowest stage is fastest, memory aside. It depends on the shapes and
     recompute only (ZeRO and dp change memory, which may veto it)."""
-    key = ("stages", c.tp, c.pp, c.cp, c.ep, c.micro_batch, c.virtual_stages, c.recompute)
+    key = ("stages", c.tp, c.pp, c.cp, c.ep, c.micro_batch, c.virtual_stages, c.recompute, c.recompute_modules)
     if key not in cache:
         cache[key] = balance_stages(model, training, rates, **_shape(c), memory_bytes=None, memo=cache)
     return cache[key]
@@ -385,13 +385,24 @@ def _infeasible(
     return (
         f"{model.name} does not fit on {n} GPUs of {hbm / 1e9:.1f} GB: the closest layout "
         f"(tp={c.tp} pp={c.pp} dp={c.dp}{f' ep={c.ep}' if c.ep > 1 else ''}, micro-batch {c.micro_batch}, "
-        f"ZeRO-{c.zero_stage}, recompute {c.recompute}) needs {need / 1e9:.1f} GB per GPU, "
-        f"{(need - hbm) / 1e9:.1f} GB short{what}"
+        f"ZeRO-{c.zero_stage}, recompute {' + '.join((c.recompute, *c.recompute_modules))}) needs "
+        f"{need / 1e9:.1f} GB per GPU, {(need - hbm) / 1e9:.1f} GB short{what}"
     )
+
+
+# Megatron's selective recompute of a MoE block's cheap, wide tensors (its MoE recipes' choice: Megatron-Bridge
+# gpt_oss_workload_base_configs.py, Megatron-MoE-ModelZoo best-practice/qwen3): tried beside recompute none and
+# selective for MoE models under Megatron's runtime, unless the user names modules.
+MOE_RECOMPUTE_MODULES = ("moe_act", "layernorm")
 
 
 def _candidates(model: ModelSpec, num_gpus: int, training: Training, pins: dict[str, Any]) -> Iterator[space.Candidate]:
     """`space.candidates` for `training`'s batch and pipeline runtime, pinned where `pins` name values."""
+    modules: tuple[tuple[str, ...], ...] = ((),)
+    if training.recompute_modules:
+        modules = (training.recompute_modules,)
+    elif model.moe is not None and training.pipeline_runtime == "megatron":
+        modules = ((), MOE_RECOMPUTE_MODULES)
     return space.candidates(
         model,
         num_gpus,
@@ -399,8 +410,15 @@ def _candidates(model: ModelSpec, num_gpus: int, training: Training, pins: dict[
         interleaved=training.interleaved_pipeline,
         pipeline_zero_stages=training.pipeline_zero_stages,
         expert_tensor_parallel=training.expert_tensor_parallel,
+        module_sets=modules,
         **{k: v for k, v in pins.items() if v},
     )
+
+
+def _training_of(training: Training, c: space.Candidate) -> Training:
+    """`training` with the candidate's ZeRO stage and recompute."""
+    update = {"zero_stage": c.zero_stage, "recompute": c.recompute, "recompute_modules": c.recompute_modules}
+    return training.model_copy(update=update)
 
 
 def _fits(
@@ -408,7 +426,7 @@ def _fits(
 ) -> bool:
     """Whether any candidate on `num_gpus` GPUs fits `hbm` bytes."""
     for c in _candidates(model, num_gpus, training, pins):
-        train = training.model_copy(update={"zero_stage": c.zero_stage, "recompute": c.recompute})
+        train = _training_of(training, c)
         if _memory_bytes(model, train, c, context) <= hbm:
             return True
     return False

@@ -26,6 +26,7 @@ class Candidate:
     recompute: str
     cp: int = 1
     ep: int = 1
+    recompute_modules: tuple[str, ...] = ()
 
 
 def divisors(n: int) -> list[int]:
@@ -106,13 +107,15 @@ def candidates(
     cp: Sequence[int] = (1,),
     ep: Sequence[int] | None = None,
     expert_tensor_parallel: bool = True,
+    module_sets: Sequence[tuple[str, ...]] = ((),),
 ) -> Iterator[Candidate]:
     """Every valid combination, in a fixed order; the sequences given pin what they name; `cp`: the
     context-parallel degrees to try; `ep`: the expert-parallel ones (None: every one `ep_degrees` allows),
     each taken out of the data-parallel GPUs (times tp where each expert stays whole on a GPU, not
     `expert_tensor_parallel`, they must divide the experts). ZeRO stages above 0 only where weights are held
     more than once (there is nothing to shard over one copy); one model chunk per GPU where the pipeline runtime has
-    no `interleaved` schedule, and with pp > 1 only the `pipeline_zero_stages` it runs."""
+    no `interleaved` schedule, and with pp > 1 only the `pipeline_zero_stages` it runs. `module_sets`: the sets of
+    Megatron's `recompute_modules` tried beside recompute none and selective (other modes take none)."""
     for t in tp_degrees(model, num_gpus):
         if tp is not None and t not in tp:
             continue
@@ -137,4 +140,5 @@ def candidates(
                                 if (z and data * c == 1) or (p > 1 and z not in pipeline_zero_stages):
                                     continue
                                 for r in recompute:
-                                    yield Candidate(t, p, dp, mb, v, z, r, c, e)
+                                    for mods in module_sets if r in ("none", "selective") else ((),):
+                                        yield Candidate(t, p, dp, mb, v, z, r, c, e, mods)
