@@ -52,7 +52,7 @@ TOKENS = (2048, 8192)
 TP = (1, 2, 4, 8)
 # batch, heads, sequence (head_dim 128): 16,384 tokens at every sequence length, as the FlashAttention
 # papers measure it; the cost model reads the rate at a block's sequence length off this sweep
-ATTENTION = tuple((16384 // s, 16, s) for s in (512, 1024, 2048, 4096, 8192, 16384))
+ATTENTION = tuple((16384 // s, 16, s) for s in (128, 256, 512, 1024, 2048, 4096, 8192, 16384))
 QUICK = {"widths": ((256, 256, 128, 512),), "tokens": (128,), "tp": (1, 2), "attention": ((1, 2, 128),)}
 
 
