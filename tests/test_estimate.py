@@ -656,20 +656,23 @@ def test_triton_2022_attention_runs_at_flash2_rates_over_the_published_ratios():
     extra = flops * (1.4 / flash2_fwd - 1 / fwd) + 2.5 * flops * (2.0 / flash2_bwd - 1 / bwd)
     gained = plans["triton"].breakdown["compute"] - plans["flash"].breakdown["compute"]
     assert gained == pytest.approx(extra, rel=1e-6)
-    # on the H100 FlashAttention-2 (Ampere instructions) trails SDPA's own pick (cuDNN) at every length
-    assert all(rates.flash2_flops[s] < 0.7 * rates.attention_flops[s] for s in rates.attention_flops)
+    # on the H100 FlashAttention-2 (Ampere instructions) trails SDPA's own pick (cuDNN) at every length, by 30% and
+    # more from 512 tokens on (at 128 and 256, where launches and tails weigh, by 10-25%:
+    # benchmarks/results/h100-attention-short)
+    assert all(rates.flash2_flops[s] < 0.7 * rates.attention_flops[s] for s in rates.attention_flops if s >= 512)
+    assert all(rates.flash2_flops[s] < rates.attention_flops[s] for s in rates.attention_flops)
 
 
 def test_attention_rate_follows_the_sequence_length_it_was_measured_at():
-    """calibrate measures attention at 16,384 tokens for sequences of 512 to 16,384 (FlashAttention's
+    """calibrate measures attention at 16,384 tokens for sequences of 128 to 16,384 (FlashAttention's
     benchmark shape): shorter sequences give each tile less work. Between two measured lengths the
-    rate is read linearly in log2 of the length (benchmarks/results/h100-attention-seq)."""
+    rate is read linearly in log2 of the length (benchmarks/results/h100-attention-seq, and -short below 512)."""
     rates = rates_for("h100-sxm")
     table = rates.attention_flops
-    assert sorted(table) == [512, 1024, 2048, 4096, 8192, 16384]
-    assert table[512] < 0.5 * table[16384]
+    assert sorted(table) == [128, 256, 512, 1024, 2048, 4096, 8192, 16384]
+    assert table[128] < table[256] < table[512] < 0.5 * table[16384]
     assert at_seq(table, 3072) == pytest.approx(table[2048] + (table[4096] - table[2048]) * math.log2(1.5))
-    assert at_seq(table, 256) == table[512] and at_seq(table, 65536) == table[16384]
+    assert at_seq(table, 64) == table[128] and at_seq(table, 65536) == table[16384]
     # 8,192 tokens in 16 sequences of 512 or one of 8,192: 1/16 of the attention FLOPs, at its own rate
     model = load_model("llama3-8b")
     short, long = (_block_times(model, 8192, s, 1, False, rates)[2] for s in (512, 8192))
