@@ -12,10 +12,10 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
     """Arguments for `pretrain_gpt.py`. Megatron orders ranks tp fastest, then cp, dp and pp: the
     plan's rank_layout order (with expert parallelism, its data-parallel rank d x ep + e, the expert-parallel
     rank fastest, as Megatron folds expert groups out of the data-parallel ones). ZeRO-1 maps to the
-    distributed optimizer; ZeRO-2 and 3 without a pipeline to Megatron-FSDP's `optim_grads` and
-    `optim_grads_params` sharding, with the flags its user guide requires
-    (docs/discussions/megatron-fsdp-user-guide); with a pipeline the distributed optimizer stays and a comment
-    names the difference.
+    distributed optimizer; ZeRO-2 and 3 to Megatron-FSDP's `optim_grads` and `optim_grads_params` sharding, with the
+    flags its user guide requires (docs/discussions/megatron-fsdp-user-guide). Megatron's argument checks
+    (megatron/training/arguments.py) do not bar it from a pipeline, and Megatron Bridge's docs/training/
+    megatron-fsdp.md says it is meant to run with one, if less benchmarked there: a comment says so.
 
     >>> from shardplan import Training, estimate, load_topology
     >>> t = load_topology("dgx-h100")
@@ -63,7 +63,7 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
         args += ["--transformer-impl transformer_engine", "--fp8-format hybrid"]
     if plan.zero_stage >= 1:
         args.append("--use-distributed-optimizer")
-    fsdp = plan.zero_stage >= 2 and plan.pp == 1
+    fsdp = plan.zero_stage >= 2
     if fsdp:
         strategy = "optim_grads_params" if plan.zero_stage == 3 else "optim_grads"
         args += ["--use-megatron-fsdp", f"--data-parallel-sharding-strategy {strategy}"]
@@ -73,10 +73,10 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
     if plan.overlap_param_gather and plan.zero_stage >= 1:
         args += ["--overlap-grad-reduce", "--overlap-param-gather"]
     head = [f"# shardplan: {plan.model} on {plan.topology}, estimated {plan.step_time_s:.3f} s/step"]
-    if plan.zero_stage >= 2 and not fsdp:
+    if fsdp and plan.pp > 1:
         head.append(
-            f"# the plan assumes ZeRO-{plan.zero_stage}; with pp > 1 these arguments keep Megatron's distributed "
-            "optimizer, which shards optimizer states only"
+            "# Megatron-FSDP under a pipeline: code-supported, less benchmarked than without one (Megatron Bridge "
+            "docs/training/megatron-fsdp.md)"
         )
     if plan.dtype == "fp8" and plan.fp8_recipe == "rowwise":
         head.append("# the plan assumes torchao's rowwise FP8 scaling; Transformer Engine scales per tensor")
