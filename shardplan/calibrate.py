@@ -50,10 +50,20 @@ from shardplan.cost.calibration import ATTN_BWD_FLOPS_OVER_FWD, FP8_RECIPES, ele
 WIDTHS = ((2048, 2048, 512, 8192), (4096, 4096, 1024, 14336), (8192, 8192, 1024, 28672))
 TOKENS = (2048, 8192)
 TP = (1, 2, 4, 8)
-# batch, heads, sequence (head_dim 128): 16,384 tokens at every sequence length, as the FlashAttention
-# papers measure it; the cost model reads the rate at a block's sequence length off this sweep
-ATTENTION = tuple((16384 // s, 16, s) for s in (128, 256, 512, 1024, 2048, 4096, 8192, 16384))
-QUICK = {"widths": ((256, 256, 128, 512),), "tokens": (128,), "tp": (1, 2), "attention": ((1, 2, 128),)}
+# Attention (batch, heads, sequence, head dim): 16,384 tokens of 16 heads of 128 at every sequence length, as the
+# FlashAttention papers measure it (the cost model reads the rate at a block's sequence length off this sweep), then
+# the same FLOPs at 4,096 tokens a sequence with heads of 64 and of 256 (32 and 8 of them): the rate by head dim
+ATTENTION = (
+    *((16384 // s, 16, s, 128) for s in (128, 256, 512, 1024, 2048, 4096, 8192, 16384)),
+    (4, 32, 4096, 64),
+    (4, 8, 4096, 256),
+)
+QUICK = {
+    "widths": ((256, 256, 128, 512),),
+    "tokens": (128,),
+    "tp": (1, 2),
+    "attention": ((1, 2, 128, 128), (1, 4, 128, 64)),
+}
 
 
 class _Timer:
@@ -151,14 +161,14 @@ def measure_attention(
 
 def _time_attention(timer: _Timer, device: torch.device, cases: tuple) -> tuple[dict[str, float], dict[str, float]]:
     fwd, bwd = {}, {}
-    for b, heads, s in cases:
+    for b, heads, s, d in cases:
         q, k, v = (
-            torch.randn(b, heads, s, 128, device=device, dtype=torch.bfloat16, requires_grad=True) for _ in range(3)
+            torch.randn(b, heads, s, d, device=device, dtype=torch.bfloat16, requires_grad=True) for _ in range(3)
         )
-        flops = 2 * b * heads * s * s * 128  # 4*b*h*s*s*d / 2
+        flops = 2 * b * heads * s * s * d  # 4*b*h*s*s*d / 2
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         grad = torch.randn_like(out)
-        key = f"b{b}_h{heads}_s{s}_d128"
+        key = f"b{b}_h{heads}_s{s}_d{d}"
         t_fwd = timer(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v, is_causal=True))
 
         def both(q: torch.Tensor = q, k: torch.Tensor = k, v: torch.Tensor = v, grad: torch.Tensor = grad) -> None:

@@ -70,6 +70,9 @@ def elementwise_bytes_per_token(h: int, q: int, kv: int, f: int, *, swiglu: bool
     }
 
 
+SWEEP_HEAD_DIM = 128  # the head dim of calibrate's sequence sweep; other head dims scale its rates
+
+
 class Calibration(BaseModel):
     """Measurements of one GPU model, as `shardplan calibrate` writes them."""
 
@@ -127,6 +130,11 @@ class Rates(BaseModel):
     )
     flash2_bwd_flops: dict[int, float] = Field(
         description="Causal attention backward FLOP/s of the FlashAttention-2 kernels by sequence length."
+    )
+    attention_head_dim: dict[str, dict[int, float]] = Field(
+        {},
+        description="Each attention rate (attention, attention_bwd, flash2, flash2_bwd) at other head dims over its "
+        "rate at 128 (`at_head_dim` reads it); empty: 1 at every head dim.",
     )
     hbm_bytes_per_s: float = Field(description="Achievable memory traffic (read + write), bytes/s.")
     elementwise_bytes_per_s: dict[str, float] = Field(description="Rate of each memory-bound op (ELEMENTWISE_OPS).")
@@ -215,6 +223,7 @@ def _rates_from_json(text: str) -> Rates:
         # that pick is FlashAttention-2: PyTorch's SDPA tries its flash backend first)
         flash2_flops=_by_seq(cal.flash2_causal_tflops) or attention,
         flash2_bwd_flops=_by_seq(cal.flash2_causal_backward_tflops) or backward,
+        attention_head_dim=_head_dims(cal),
         hbm_bytes_per_s=hbm,
         elementwise_bytes_per_s=eager,
         elementwise_compiled_bytes_per_s=compiled,
@@ -226,17 +235,53 @@ def _rates_from_json(text: str) -> Rates:
     )
 
 
+def _head_dims(cal: Calibration) -> dict[str, dict[int, float]]:
+    """`Rates.attention_head_dim` of a calibration; FlashAttention-2's as SDPA's where it was not measured apart."""
+    fwd = _by_head_dim(cal.sdpa_causal_tflops)
+    bwd = _by_head_dim(cal.sdpa_causal_backward_tflops or cal.sdpa_causal_tflops)
+    factors = {
+        "attention": fwd,
+        "attention_bwd": bwd,
+        "flash2": _by_head_dim(cal.flash2_causal_tflops) or fwd,
+        "flash2_bwd": _by_head_dim(cal.flash2_causal_backward_tflops) or bwd,
+    }
+    return {key: table for key, table in factors.items() if table}
+
+
+def _shapes(by_shape: dict[str, float]) -> dict[tuple[int, ...], float]:
+    """TFLOP/s by (batch, heads, sequence, head dim) from keys "b{batch}_h{heads}_s{seq}_d{head_dim}"."""
+    return {tuple(int(part[1:]) for part in shape.split("_")): tflops for shape, tflops in by_shape.items()}
+
+
 def _by_seq(by_shape: dict[str, float]) -> dict[int, float]:
-    """FLOP/s by sequence length from TFLOP/s by shape ("b{batch}_h{heads}_s{seq}_d{head_dim}"), the
-    median where shapes share a length. Shapes of fewer than 2^17 tokens x heads are left out where
-    larger ones were measured (calibrate's sweep has 2^18 at every length): too little work to fill
-    the GPU, their rate tells the launch rather than the sequence length."""
-    shapes = {tuple(int(part[1:]) for part in shape.split("_")): tflops for shape, tflops in by_shape.items()}
+    """FLOP/s by sequence length from TFLOP/s by shape, heads of 128 (the sweep's), the median where
+    shapes share a length. Shapes of fewer than 2^17 tokens x heads are left out where larger ones
+    were measured (calibrate's sweep has 2^18 at every length): too little work to fill the GPU,
+    their rate tells the launch rather than the sequence length."""
+    shapes = {shape: tflops for shape, tflops in _shapes(by_shape).items() if shape[3] == SWEEP_HEAD_DIM}
     large = {shape: tflops for shape, tflops in shapes.items() if shape[0] * shape[1] * shape[2] >= 2**17}
     seqs: dict[int, list[float]] = {}
     for (_, _, seq, _), tflops in (large or shapes).items():
         seqs.setdefault(seq, []).append(tflops * 1e12)
     return {seq: statistics.median(v) for seq, v in sorted(seqs.items())}
+
+
+def _by_head_dim(by_shape: dict[str, float]) -> dict[int, float]:
+    """The rate at each head dimension measured over the rate with heads of 128 at the same sequence length and
+    FLOPs (calibrate: 4,096 tokens a sequence), 1 at 128; empty where no other head dim was measured."""
+    shapes = _shapes(by_shape)
+    factors = {}
+    for (_, _, seq, dim), tflops in shapes.items():
+        same = [t for (_, _, s, d), t in shapes.items() if d == SWEEP_HEAD_DIM and s == seq]
+        if dim != SWEEP_HEAD_DIM and same:
+            factors[dim] = tflops / statistics.median(same)
+    return {SWEEP_HEAD_DIM: 1.0, **factors} if factors else {}
+
+
+def at_head_dim(factors: dict[int, float], head_dim: int) -> float:
+    """`_by_head_dim`'s factor at `head_dim`, read as `at_seq` reads lengths (log2-linear, the nearest outside the
+    measured ones); 1 where none was measured."""
+    return at_seq(factors, head_dim) if factors else 1.0
 
 
 def at_seq(by_seq: dict[int, float], seq_len: int) -> float:
@@ -266,8 +311,13 @@ def rates_for(gpu: str, calibration: Calibration | None = None) -> Rates:
     # smaller share of the peak than the best kernel (measured on the H100 at every sequence length:
     # benchmarks/results/h100-attention-seq), on older GPUs it is the best kernel (SDPA's own pick)
     flash2 = ref.flash2_flops, ref.flash2_bwd_flops
+    head_dims = dict(ref.attention_head_dim)
     if spec.architecture not in ASYNC_MMA_ARCHITECTURES:
         flash2 = ref.attention_flops, ref.attention_bwd_flops
+        for key, like in (("flash2", "attention"), ("flash2_bwd", "attention_bwd")):
+            head_dims.pop(key, None)
+            if like in ref.attention_head_dim:
+                head_dims[key] = ref.attention_head_dim[like]
     memory = spec.hbm_gbps / ref_spec.hbm_gbps
     return Rates(
         gemm_peak_flops=ref.gemm_peak_flops * compute,
@@ -281,6 +331,7 @@ def rates_for(gpu: str, calibration: Calibration | None = None) -> Rates:
         attention_bwd_flops={s: r * compute for s, r in ref.attention_bwd_flops.items()},
         flash2_flops={s: r * compute for s, r in flash2[0].items()},
         flash2_bwd_flops={s: r * compute for s, r in flash2[1].items()},
+        attention_head_dim=head_dims,  # the reference GPU's, assumed alike
         hbm_bytes_per_s=ref.hbm_bytes_per_s * memory,
         elementwise_bytes_per_s={op: rate * memory for op, rate in ref.elementwise_bytes_per_s.items()},
         elementwise_compiled_bytes_per_s={

@@ -21,7 +21,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shardplan.cost.calibration import ATTN_BWD_FLOPS_OVER_FWD, Rates, at_seq, elementwise_bytes_per_token
+from shardplan.cost.calibration import (
+    ATTN_BWD_FLOPS_OVER_FWD,
+    Rates,
+    at_head_dim,
+    at_seq,
+    elementwise_bytes_per_token,
+)
 from shardplan.errors import PlanError
 from shardplan.model.schema import ModelSpec, MoeSpec
 from shardplan.training import Training
@@ -217,17 +223,18 @@ def _block_times(
         drop = 1 if model.dropout else 0
         attn_fwd = bmm + scores * (4 + 5 * drop) / rates.hbm_bytes_per_s
         attn_bwd = 2 * bmm + scores * (6 + 5 * drop) / rates.hbm_bytes_per_s
-    elif attention == "triton":
-        slower_fwd, slower_bwd = TRITON_2022_SLOWER
-        attn_fwd = sum(x * f * slower_fwd / at_seq(rates.flash2_flops, span) for x, f, span in attn_flops)
+    else:  # flash: SDPA's own pick; triton: the 2022 Triton kernel, FlashAttention-2's rates over its slowdown
+        kernels = ("flash2", "flash2_bwd") if attention == "triton" else ("attention", "attention_bwd")
+        slower = TRITON_2022_SLOWER if attention == "triton" else (1.0, 1.0)
+
+        def seconds(kernel: str, flops: float, span: int) -> float:
+            """At the kernel's rate at the span and the model's head dim (`at_head_dim`)."""
+            rate = at_seq(getattr(rates, f"{kernel}_flops"), span)
+            return flops / (rate * at_head_dim(rates.attention_head_dim.get(kernel, {}), model.head_dim))
+
+        attn_fwd = sum(x * slower[0] * seconds(kernels[0], f, span) for x, f, span in attn_flops)
         attn_bwd = sum(
-            x * f * ATTN_BWD_FLOPS_OVER_FWD * slower_bwd / at_seq(rates.flash2_bwd_flops, span)
-            for x, f, span in attn_flops
-        )
-    else:
-        attn_fwd = sum(x * f / at_seq(rates.attention_flops, span) for x, f, span in attn_flops)
-        attn_bwd = sum(
-            x * f * ATTN_BWD_FLOPS_OVER_FWD / at_seq(rates.attention_bwd_flops, span) for x, f, span in attn_flops
+            x * slower[1] * seconds(kernels[1], f * ATTN_BWD_FLOPS_OVER_FWD, span) for x, f, span in attn_flops
         )
     return gemms, gemms_bwd, attn_fwd, attn_bwd, memory
 
