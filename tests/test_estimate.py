@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from shardplan import Plan, Training, estimate, load_model, load_topology
-from shardplan.cost.calibration import at_seq, rates_for, shipped_calibration
+from shardplan.cost.calibration import at_head_dim, at_seq, rates_for, shipped_calibration
 from shardplan.cost.collectives import SPEED_BESIDE_HELD_SMS, collective_time_s, nccl_channels, overlap_slowdown
 from shardplan.cost.compute import MISALIGNED_PEAK_SHARE, _block_times, gemm_s
 from shardplan.cost.memory import CACHE_PART, activation_bytes, param_counts, peak_memory, state_bytes
@@ -677,6 +677,29 @@ def test_attention_rate_follows_the_sequence_length_it_was_measured_at():
     model = load_model("llama3-8b")
     short, long = (_block_times(model, 8192, s, 1, False, rates)[2] for s in (512, 8192))
     assert short / long == pytest.approx(512 / 8192 * table[8192] / table[512])
+
+
+def test_attention_rates_scale_by_head_dim_where_other_head_dims_were_measured():
+    """calibrate times the same FLOPs at 4,096 tokens with heads of 64 and 256 beside 128: each kernel's rate there
+    over its rate at 128 scales the sequence sweep (read log2-linearly between head dims, the nearest outside),
+    for the model's head dim; a calibration with heads of 128 only scales nothing."""
+    cal = shipped_calibration("h100-sxm")
+    slow = {"b4_h32_s4096_d64": 0.5, "b4_h8_s4096_d256": 1.25}  # as multiples of the 128 rate at 4,096
+    tables = {}
+    for key in ("sdpa_causal_tflops", "sdpa_causal_backward_tflops"):
+        table = dict(getattr(cal, key))
+        base = table["b4_h16_s4096_d128"]
+        tables[key] = {**table, **{shape: base * x for shape, x in slow.items()}}
+    rates = rates_for("h100-sxm", cal.model_copy(update=tables))
+    assert rates.attention_head_dim["attention"] == pytest.approx({128: 1.0, 64: 0.5, 256: 1.25})
+    assert rates.attention_flops == rates_for("h100-sxm").attention_flops  # the sweep reads heads of 128 alone
+    assert at_head_dim(rates.attention_head_dim["attention"], 96) == pytest.approx(0.5 + 0.5 * math.log2(1.5))
+    assert at_head_dim({}, 64) == 1.0 and at_head_dim(rates.attention_head_dim["attention"], 32) == 0.5
+    # GPT-OSS's heads of 64: its attention takes twice the time at half the rate; the GEMMs are untouched
+    model = load_model("gpt-oss-20b")
+    plain, scaled = (_block_times(model, 8192, 4096, 1, False, r) for r in (rates_for("h100-sxm"), rates))
+    assert scaled[2] == pytest.approx(2 * plain[2]) and scaled[3] == pytest.approx(2 * plain[3])
+    assert scaled[:2] == plain[:2]
 
 
 def test_rates_are_kept_per_calibration_and_follow_a_modified_copy():
