@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -44,6 +44,10 @@ from shardplan.cli_options import (
     training_of,
 )
 from shardplan.errors import ShardplanError, describe_validation
+
+if TYPE_CHECKING:
+    from shardplan.plan import Plan
+    from shardplan.topology import Topology
 
 app = typer.Typer(
     add_completion=False,
@@ -401,7 +405,23 @@ def suggest(
         )
     (_out if _out.is_terminal else Console(width=140)).print(table)
     _out.print(f"why #1: {explain(plans[0], topo)}", highlight=False)
-    _out.print("next:   the same command with --emit torchtitan|megatron|deepspeed|python [-o FILE]", highlight=False)
+    formats = "|".join(_emitters_for(plans[0], topo))
+    _out.print(f"next:   the same command with --emit {formats} [-o FILE]", highlight=False)
+
+
+def _emitters_for(plan: Plan, topology: Topology) -> list[str]:
+    """The `--emit` formats that take `plan` (a framework refuses what it cannot run, e.g. DeepSpeed expert
+    parallelism, torchtitan Megatron's recompute modules)."""
+    from shardplan.emit import FORMATS, emit
+
+    taken = []
+    for fmt in FORMATS:
+        try:
+            emit(plan, topology, fmt)
+        except ShardplanError:
+            continue
+        taken.append(fmt)
+    return taken
 
 
 @app.command()

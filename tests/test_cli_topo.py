@@ -124,3 +124,17 @@ def test_suggest_refuses_values_no_plan_can_take():
     for flags, message in expected.items():
         bad = _cli(*base, *flags)
         assert (bad.returncode, bad.stderr) == (2, message)
+
+
+def test_suggest_names_the_emit_formats_that_take_its_best_plan():
+    """A dense plan goes to every framework; GPT-OSS's best plan on 8 DGX H100s recomputes Megatron's modules,
+    which torchtitan and DeepSpeed refuse, so the closing line names megatron and python only."""
+    dense = _cli("suggest", "--model", "llama3-8b", "--topology", "dgx-h100", "--top", "1")
+    moe = _cli("suggest", "--model", "gpt-oss-120b", "--topology", "dgx-h100", "--nodes", "8", "--top", "1",
+               "--global-batch", "1280")  # fmt: skip
+    assert dense.returncode == moe.returncode == 0
+    last = [" ".join(run.stdout.split("next:")[-1].split()) for run in (dense, moe)]  # as wrapped for a pipe
+    assert last == [
+        "the same command with --emit torchtitan|megatron|deepspeed|python [-o FILE]",
+        "the same command with --emit megatron|python [-o FILE]",
+    ]
