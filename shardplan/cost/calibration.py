@@ -314,10 +314,9 @@ def rates_for(gpu: str, calibration: Calibration | None = None) -> Rates:
     head_dims = dict(ref.attention_head_dim)
     if spec.architecture not in ASYNC_MMA_ARCHITECTURES:
         flash2 = ref.attention_flops, ref.attention_bwd_flops
-        for key, like in (("flash2", "attention"), ("flash2_bwd", "attention_bwd")):
-            head_dims.pop(key, None)
-            if like in ref.attention_head_dim:
-                head_dims[key] = ref.attention_head_dim[like]
+        # there SDPA runs FlashAttention-2 too: its rate by head dim, as measured on the reference GPU, for both
+        pairs = {"attention": "flash2", "attention_bwd": "flash2_bwd", "flash2": "flash2", "flash2_bwd": "flash2_bwd"}
+        head_dims = {kernel: ref.attention_head_dim[like] for kernel, like in pairs.items() if like in head_dims}
     memory = spec.hbm_gbps / ref_spec.hbm_gbps
     return Rates(
         gemm_peak_flops=ref.gemm_peak_flops * compute,
