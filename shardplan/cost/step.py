@@ -166,6 +166,7 @@ def stage_gpu_models(topology: Topology, grid: Any) -> list[tuple[str, ...]]:
     return [tuple(keys[i] for i in np.unique(model_ids[np.asarray(stage)])) for stage in grid]
 
 
+@cache
 def split_layers(num_layers: int, pp: int) -> tuple[int, ...]:
     """Layers per stage, as even as possible, the remainder on the middle stages (the first holds the
     embedding and the last the output head, both heavy)."""

@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, get_args
 
@@ -416,9 +417,13 @@ def _candidates(model: ModelSpec, num_gpus: int, training: Training, pins: dict[
 
 
 def _training_of(training: Training, c: space.Candidate) -> Training:
-    """`training` with the candidate's ZeRO stage and recompute."""
-    update = {"zero_stage": c.zero_stage, "recompute": c.recompute, "recompute_modules": c.recompute_modules}
-    return training.model_copy(update=update)
+    """`training` with the candidate's ZeRO stage and recompute (one copy per combination: candidates share them)."""
+    return _copy_with(training, c.zero_stage, c.recompute, c.recompute_modules)
+
+
+@lru_cache(maxsize=64)
+def _copy_with(training: Training, zero_stage: int, recompute: str, modules: tuple[str, ...]) -> Training:
+    return training.model_copy(update={"zero_stage": zero_stage, "recompute": recompute, "recompute_modules": modules})
 
 
 def _fits(
