@@ -155,8 +155,8 @@ def model(
     for col in ("layer", "count", "params each", "params total", "GFLOP/token each"):
         table.add_column(col, justify="right" if col != "layer" else "left")
     for ly in spec.layers:
-        flops = ly.matmul_flops_per_token + ly.attn_flops_per_token_per_seq * s
-        table.add_row(ly.name, str(ly.count), f"{ly.params:,}", f"{ly.params * ly.count:,}", f"{flops / 1e9:.4f}")
+        flops = ly.flops_per_token(s) / 1e9
+        table.add_row(ly.name, str(ly.count), f"{ly.params:,}", f"{ly.params * ly.count:,}", f"{flops:.4f}")
     table.add_row("total", "", "", f"{spec.num_params:,}", f"{spec.flops_per_token(s) / 1e9:.3f}")
     _out.print(table)
     _out.print(

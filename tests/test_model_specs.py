@@ -159,6 +159,8 @@ def test_sliding_window_blocks_attend_within_their_window():
     assert [(ly.count, ly.attention_window) for ly in spec.layers if ly.kind == "block"] == [(2, 16), (1, None)]
     # beyond the window, 2 of the 3 blocks count s x 16 where the full block counts s x s (4 q FLOPs a key)
     assert spec.flops_per_token(128) == spec.flops_per_token(16) + 4 * q * (128 - 16)
+    windowed, full = (ly for ly in spec.layers if ly.kind == "block")
+    assert windowed.flops_per_token(128) == full.flops_per_token(128) - 4 * q * (128 - 16)
     # a query i sees min(i + 1, 16) keys: on average as many as a causal sequence of 2 x 16 - 16 x 15 / 128 sees
     assert spec.causal_spans(128) == ((2 / 3, round(32 - 16 * 15 / 128)), (1 / 3, 128))
     assert spec.causal_spans(16) == ((1.0, 16),)

@@ -61,6 +61,10 @@ class LayerSpec(BaseModel):
         """Keys a query's attention spans at `seq_len`, the causal mask aside: the window, or the sequence."""
         return min(seq_len, self.attention_window or seq_len)
 
+    def flops_per_token(self, seq_len: int) -> int:
+        """Forward FLOPs per token of one such layer at `seq_len` (`ModelSpec.flops_per_token`'s convention)."""
+        return self.matmul_flops_per_token + self.attn_flops_per_token_per_seq * self.attended(seq_len)
+
 
 class ModelSpec(BaseModel):
     """A transformer as the planner sees it. Build one with `load_model`."""
@@ -119,10 +123,7 @@ class ModelSpec(BaseModel):
         `torch.utils.flop_counter` (s x window where blocks attend within a sliding window). Training is 3x
         this (backward = 2x forward)."""
         s = seq_len or self.seq_len
-        return sum(
-            (ly.matmul_flops_per_token + ly.attn_flops_per_token_per_seq * ly.attended(s)) * ly.count
-            for ly in self.layers
-        )
+        return sum(ly.flops_per_token(s) * ly.count for ly in self.layers)
 
     def causal_spans(self, seq_len: int) -> tuple[tuple[float, int], ...]:
         """(share of the blocks, span) per kind of attention at `seq_len`: the causal sequence length whose queries
