@@ -242,20 +242,17 @@ def _block_times(
 def _modules_recomputed_s(model: ModelSpec, training: Training, tokens: int, tp: int, rates: Rates) -> float:
     """Seconds one block's backward spends recomputing Megatron's `recompute_modules`, forward once more: the two
     norms (on the sequence shard under SP), and the routed experts' activation over their rows (top-k per token)."""
-    h, q = model.hidden_size, model.num_heads * model.head_dim
-    kv, swiglu = model.num_kv_heads * model.head_dim, model.mlp == "swiglu"
+    routed = model.moe.top_k * model.moe.expert_ffn_hidden_size if model.moe is not None else 0
+    q, kv = model.num_heads * model.head_dim, model.num_kv_heads * model.head_dim
+    per_token = elementwise_bytes_per_token(model.hidden_size, q, kv, routed, swiglu=model.mlp == "swiglu")
     rate = rates.elementwise_compiled_bytes_per_s if training.compiled else rates.elementwise_bytes_per_s
     seconds = 0.0
     if "layernorm" in training.recompute_modules:
         norm_tokens = tokens / tp if training.sequence_parallel and tp > 1 else tokens
-        seconds += (
-            norm_tokens * 2 * elementwise_bytes_per_token(h, q, kv, 0, swiglu=swiglu)["rms_norm"] / rate["rms_norm"]
-        )
-    if "moe_act" in training.recompute_modules and model.moe is not None:
-        width = model.moe.top_k * model.moe.expert_ffn_hidden_size
+        seconds += norm_tokens * 2 * per_token["rms_norm"] / rate["rms_norm"]
+    if "moe_act" in training.recompute_modules and routed:
         share = model.num_moe_layers / model.num_layers
-        act = elementwise_bytes_per_token(h, q, kv, width, swiglu=swiglu)["swiglu"]
-        seconds += share * tokens / tp * act / rate["swiglu"]
+        seconds += share * tokens / tp * per_token["swiglu"] / rate["swiglu"]
     return seconds
 
 

@@ -30,7 +30,6 @@ SUPPORTED = (
     "gpt2",
     "gpt_neox",
 )
-_LLAMA_LIKE = {"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma2", "phi3", "gpt_oss"}
 _MOE = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss")
 
 
