@@ -302,7 +302,17 @@ BRIDGE_MODELS = {
     # force-balanced routing; the recipe
     # (src/megatron/bridge/recipes/gpt_oss/gpt_oss.py) keeps the alltoall dispatcher except on B300
     "GPT OSS 120B": "gpt-oss-120b",
+    # scripts/performance/configs/deepseek/parallelism_configs.py: expert TP 1; deepseek_llm_pretrain.py: bf16
+    # gradient reduction, force-balanced routing, recompute_modules mla_up_proj (and on H100 mlp, the 3 dense
+    # blocks' MLPs: not modelled), DeepEP and overlapped all-to-alls on H100 alone, a pipeline layout on H100 with
+    # a multi-token-prediction layer in the last chunk (not modelled: transformers' DeepSeek-V3 has none)
+    "DeepSeekV3": "deepseek-v3",
 }
+
+
+# Megatron Bridge runs whose recipes dispatch through the flex dispatcher (HybridEP, DeepEP): qwen3_llm_pretrain.py's
+# 30B-A3B recipes, deepseek_llm_pretrain.py's H100 one (enable_deepep=True)
+DEDUPLICATED = {("Qwen3_30B_a3B", "H100 80GB"), ("Qwen3_30B_a3B", "B200"), ("DeepSeekV3", "H100 80GB")}
 
 
 def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
@@ -317,24 +327,25 @@ def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
         # the 8B recipes changed between releases (H100: Megatron FSDP in the 25.x tables, DDP with 5 of 32 blocks
         # recomputed, recompute_num_layers=5, in the recipe file); a row does not say which applied
         return out | {"not_usable": "8B: the recipe's recompute and sharding are not stated per release"}
-    if row["model"] not in BRIDGE_MODELS:
-        return out | {"not_usable": "no preset for this architecture (DeepSeek's MLA, hybrid Mamba)"}
+    name = row["model"].removesuffix(" (dropless)")
+    if name.endswith("(tokendrop)"):
+        return out | {"not_usable": "token dropping: the capacity factor its experts pad to is not stated"}
+    if name not in BRIDGE_MODELS:
+        return out | {"not_usable": "no preset for this architecture (hybrid Mamba)"}
     if not precision.startswith(("FP8", "BF16")):
         return out | {"not_usable": f"precision {precision or 'not stated'}"}
     tp, pp, cp, ep = (int(_num(row[k]) or 1) for k in ("tp", "pp", "cp", "ep"))
     data = int(row["n_gpus"]) // (tp * pp * cp)
-    spec = load_model(BRIDGE_MODELS[row["model"]])
+    spec = load_model(BRIDGE_MODELS[name])
     # the Qwen3 recipes set expert_tensor_parallel_size=1 (scripts/performance/configs/qwen/
     # qwen3_workload_base_configs.py): each expert whole on a GPU, the EP group spanning the TP ranks too, so the
     # layout's ep axis is EP / TP
     axis = ep // tp if spec.moe else 1
     return out | {
-        "preset": BRIDGE_MODELS[row["model"]] if spec.moe else "",
+        "preset": BRIDGE_MODELS[name] if spec.moe else "",
         "ep": str(axis),
         "expert_tp": "1" if spec.moe else "",
-        # qwen3_llm_pretrain.py: the 30B-A3B recipes run the flex dispatcher (HybridEP), 235B-A22B on H100 and B200
-        # the alltoall one
-        "ep_dispatcher": "deduplicated" if row["model"] == "Qwen3_30B_a3B" else "alltoall",
+        "ep_dispatcher": "deduplicated" if (name, gpu) in DEDUPLICATED else "alltoall",
         # the Qwen3 MoE recipes reduce gradients in bf16 (set_qwen3_common_configs: grad_reduce_in_fp32 = False)
         "grad_dtype": "bf16" if spec.moe else "",
         "hidden": str(spec.hidden_size),
@@ -357,8 +368,8 @@ def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
         "micro_batch": row["mbs"],
         "global_batch": row["gbs"],
         "act_recompute": "none",
-        "recompute_modules": "moe_act layernorm" if row["model"] == "GPT OSS 120B" else "",
-        "other_opts": _bridge_overlaps(row["model"], row["system"]),
+        "recompute_modules": {"GPT OSS 120B": "moe_act layernorm", "DeepSeekV3": "mla_up_proj"}.get(name, ""),
+        "other_opts": _bridge_overlaps(name, row["system"]),
         "tokens_per_s_per_gpu": row["tokens_per_s_per_gpu"],
     }
 
@@ -368,7 +379,7 @@ def _bridge_overlaps(model: str, system: str) -> str:
     parameter gather (scripts/performance/utils/overrides.py), but Qwen3 235B-A22B on H100 turns TP overlap off
     and overlaps its MoE all-to-alls instead (qwen3_llm_pretrain.py qwen3_235b_a22b_pretrain_config_h100:
     CommOverlapConfig(tp_comm_overlap=False); qwen3_workload_base_configs.py: moe_a2a_overlap=True)."""
-    if model == "Qwen3_235B_a22B" and system == "DGX-H100":
+    if model in ("Qwen3_235B_a22B", "DeepSeekV3") and system == "DGX-H100":  # deepseek_llm_pretrain.py alike
         return "--overlap-param-gather --overlap-moe-expert-parallel-comm"
     return "--tp-comm-overlap --overlap-param-gather"
 

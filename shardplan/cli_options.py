@@ -99,7 +99,7 @@ RecomputeModules = Annotated[
     typer.Option(
         "--recompute-module",
         help="With recompute none or selective, Megatron's --recompute-modules (repeat): moe_act (the routed experts' "
-        "activation), layernorm (each block's two norms).",
+        "activation), layernorm (each block's two norms), mla_up_proj (MLA's up-projections).",
     ),
 ]
 EpCommOverlap = Annotated[

@@ -42,12 +42,13 @@ class Training(BaseModel):
         "(torchtitan's per-op policy: every other matmul's output kept); selective-layer (torchtitan's per-layer "
         "policy: every second block in full); full (only each block's input kept).",
     )
-    recompute_modules: tuple[Literal["moe_act", "layernorm"], ...] = Field(
+    recompute_modules: tuple[Literal["moe_act", "layernorm", "mla_up_proj"], ...] = Field(
         (),
         description="Megatron-Core's selective recompute of modules beside `recompute` none or selective "
         "(--recompute-modules): moe_act, the routed experts' activation (its output dropped and recomputed from its "
         "input in backward); layernorm, the two norms of each block (their outputs recomputed from the residual "
-        "stream they read).",
+        "stream they read); mla_up_proj, multi-head latent attention's up-projections (queries, keys and values "
+        "recomputed from the latents).",
     )
     zero_stage: Literal[0, 1, 2, 3] = Field(
         0, description="ZeRO / FSDP stage: 1 shards optimizer states, 2 also gradients, 3 also weights."

@@ -709,6 +709,24 @@ def test_attention_rates_scale_by_head_dim_where_other_head_dims_were_measured()
     )
 
 
+def test_mla_runs_its_down_projections_whole_on_each_rank_and_its_attention_at_both_head_dims():
+    """DeepSeek-V3 under TP 8: every rank multiplies the hidden state by the whole query and key-value
+    down-projections (1,536 and 512 + 64 wide): on its sequence shard under SP, on every token without it; a
+    Llama's linears are all split, so SP leaves its GEMMs alone. Causal attention does s/2 x heads x (192 + 128)
+    FLOPs per token (QK^T at the query-key head dim, AV at the value head dim), at the rates of heads of 160."""
+    rates, tokens, tp = rates_for("h100-sxm"), 8192, 8
+    ds, llama = load_model("deepseek-v3"), load_model("llama3-70b")
+    with_sp, without = (_block_times(ds, tokens, 4096, tp, sp, rates) for sp in (True, False))
+    down = sum(gemm_s(tokens, w, 7168, rates) - gemm_s(tokens / tp, w, 7168, rates) for w in (1536, 512 + 64))
+    assert without[0] - with_sp[0] == pytest.approx(down)
+    assert (
+        _block_times(llama, tokens, 4096, tp, True, rates)[0] == _block_times(llama, tokens, 4096, tp, False, rates)[0]
+    )
+    flops = tokens * 4096 * 128 * (192 + 128) / tp
+    rate = at_seq(rates.attention_flops, 4096) * at_head_dim(rates.attention_head_dim["attention"], 160)
+    assert with_sp[2] == pytest.approx(flops / rate)
+
+
 def test_rates_are_kept_per_calibration_and_follow_a_modified_copy():
     cal = shipped_calibration("h100-sxm")
     assert rates_for("h100-sxm", cal) is rates_for("h100-sxm")  # worked out once

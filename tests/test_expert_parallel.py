@@ -16,6 +16,7 @@ from conftest import assert_meshes_match, layout_step_s
 from shardplan import Training, collective_time_s, estimate, load_model, load_topology, suggest
 from shardplan.cost.calibration import rates_for, shipped_calibration
 from shardplan.cost.collectives import all_to_all_gbps_bound, ring_gbps_bound
+from shardplan.cost.compute import gemm_s, stage_times
 from shardplan.cost.step import time_lower_bound_s
 from shardplan.emit import emit
 from shardplan.errors import PlanError
@@ -282,11 +283,35 @@ def test_megatron_recompute_modules_drop_the_experts_activation_and_the_norm_out
         Training(global_batch=64, seq_len=4096, recompute="full", recompute_modules=("moe_act",))
 
 
+def test_mla_up_proj_recompute_drops_queries_keys_and_values_and_runs_the_up_projections_again() -> None:
+    """Megatron's --recompute-modules mla_up_proj (DeepSeek-V3, TP 2): a block keeps its latents but not the
+    queries and keys (192 per head) or values (128 per head), 2 B each on its half of the 128 heads; backward runs
+    the query and key-value up-projections once more, with the RoPE of their outputs. A model without MLA has no
+    such module."""
+    topo, model = load_topology("dgx-h100"), load_model("deepseek-v3")
+    base = Training(global_batch=64, seq_len=4096)
+    lean = base.model_copy(update={"recompute_modules": ("mla_up_proj",)})
+    saved = model.activation_bytes_per_token(tp=2) - model.activation_bytes_per_token(
+        tp=2, recompute_modules=("mla_up_proj",)
+    )
+    assert saved == 2 * 128 * (192 + 192 + 128) / 2
+    rates = rates_for("h100-sxm")
+    stage = {"layers": 4, "first": False, "last": False, "micro_batch": 1, "tp": 2, "rates": rates}
+    plain, again = (stage_times(model, t, **stage) for t in (base, lean))
+    ups = gemm_s(4096, 128 * 192 / 2, 1536, rates) + gemm_s(4096, 128 * 256 / 2, 512, rates)
+    rope = 4096 / 2 * 2 * 2 * (128 * 64 + 64) / rates.elementwise_bytes_per_s["rope"]
+    assert again.recompute_s - plain.recompute_s == pytest.approx(4 * (ups + rope))
+    plan = estimate(model, topo, lean, tp=2, pp=1, dp=1, ep=4)
+    assert "--recompute-modules mla_up_proj" in emit(plan, topo, "megatron").splitlines()
+    with pytest.raises(PlanError, match="mla_up_proj needs multi-head latent attention"):
+        estimate(load_model("llama3-8b"), topo, lean, tp=1, pp=1, dp=8)
+
+
 def test_the_search_tries_megatrons_moe_recompute_modules_where_megatron_runs_a_moe_model() -> None:
     """A MoE model under Megatron's runtime: each candidate with recompute none or selective is tried with and without
-    --recompute-modules moe_act layernorm (the modules a user names, alone, where given); a dense model, another
-    runtime and the other recompute modes take none. GPT-OSS 120B on 8 DGX H100s picks them: its best plan keeps the
-    experts' activations only as their inputs."""
+    --recompute-modules moe_act layernorm (with MLA, mla_up_proj too; the modules a user names, alone, where given);
+    a dense model, another runtime and the other recompute modes take none. GPT-OSS 120B on 8 DGX H100s picks
+    them: its best plan keeps the experts' activations only as their inputs."""
     from shardplan.solve.search import MOE_RECOMPUTE_MODULES, _candidates
 
     moe, dense = load_model("gpt-oss-120b"), load_model("llama3-8b")
@@ -298,6 +323,10 @@ def test_the_search_tries_megatrons_moe_recompute_modules_where_megatron_runs_a_
     both = {(r, m) for r in ("none", "selective") for m in ((), MOE_RECOMPUTE_MODULES)}
     assert modules(moe, train) == both | {("full", ())}
     assert modules(dense, train) == {("none", ()), ("selective", ()), ("full", ())}
+    mla = (*MOE_RECOMPUTE_MODULES, "mla_up_proj")
+    assert modules(load_model("deepseek-v3"), train) == {(r, m) for r in ("none", "selective") for m in ((), mla)} | {
+        ("full", ())
+    }
     assert modules(moe, train.model_copy(update={"pipeline_runtime": "torch"})) == modules(dense, train)
     named = train.model_copy(update={"recompute_modules": ("layernorm",)})
     assert modules(moe, named) == {("none", ("layernorm",)), ("selective", ("layernorm",)), ("full", ())}

@@ -115,6 +115,46 @@ TINY: dict[str, dict] = {
         "sliding_window": 16,
         "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
     },
+    "deepseek_v2": {  # no query latent (DeepSeek-V2-Lite's), biased dense and shared MLPs
+        "hidden_size": 96,
+        "intermediate_size": 200,
+        "moe_intermediate_size": 40,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 6,
+        "n_routed_experts": 5,
+        "n_shared_experts": 2,
+        "num_experts_per_tok": 2,
+        "first_k_dense_replace": 1,
+        "q_lora_rank": None,
+        "kv_lora_rank": 24,
+        "qk_nope_head_dim": 16,
+        "qk_rope_head_dim": 8,
+        "v_head_dim": 12,
+        "mlp_bias": True,
+        "n_group": 1,
+        "topk_group": 1,
+    },
+    "deepseek_v3": {
+        "hidden_size": 96,
+        "intermediate_size": 200,
+        "moe_intermediate_size": 40,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 6,
+        "n_routed_experts": 5,
+        "n_shared_experts": 1,
+        "num_experts_per_tok": 2,
+        "first_k_dense_replace": 1,
+        "q_lora_rank": 40,
+        "kv_lora_rank": 24,
+        "qk_nope_head_dim": 16,
+        "qk_rope_head_dim": 8,
+        "v_head_dim": 12,
+        "attention_bias": True,
+        "n_group": 1,
+        "topk_group": 1,
+    },
     "gpt2": {"n_embd": 96, "n_layer": 3, "n_head": 6, "n_positions": 256},
     "gpt_neox": {"hidden_size": 96, "intermediate_size": 300, "num_hidden_layers": 2, "num_attention_heads": 6},
 }
@@ -138,9 +178,12 @@ def test_param_count_equals_transformers(model_type):
     assert spec.num_params == sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("model_type", ["llama", "gpt2", "gpt_neox", "phi3", "qwen3"])
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "gpt_neox", "phi3", "qwen3", "deepseek_v3"])
 def test_flops_per_token_match_flop_counter(model_type):
-    cfg, model = _hf(model_type, _attn_implementation="eager")
+    # deepseek_v3 with dense MLPs alone (routing cannot run on the meta device): MLA's QK^T at the query-key head
+    # dim, AV at the value head dim
+    dense = {"first_k_dense_replace": 3} if model_type == "deepseek_v3" else {}
+    cfg, model = _hf(model_type, _attn_implementation="eager", **dense)
     spec = spec_from_config(cfg.to_dict(), f"{model_type}.json")
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -276,6 +319,41 @@ def test_activation_memory_gqa_swiglu_flash():
     assert fp8 == fused - (2 * h + f) / 4 + h / 4
 
 
+def test_mla_matmuls_and_activations():
+    """DeepSeek-V3 (deepseek-ai/DeepSeek-V3 config.json): 671.0 B parameters, 37.6 B active (the paper's 671 B and
+    37 B, arXiv:2412.19437); MLA's matmuls in forward order, TP splitting the up-projections and the
+    out-projection while every rank keeps the down-projections whole (Megatron-Core's "duplicated" TELinear)."""
+    m = load_model("deepseek-v3")
+    assert (m.num_params, m.num_active_params) == (671_026_404_352, 37_552_282_624)
+    assert m.attention == "mla" and (m.head_dim, m.v_head_dim, m.rope_widths) == (192, 128, (128 * 64, 64))
+    h, f, heads = 7168, 18432, 128
+    matmuls = m.block_matmuls(ffn=f)
+    assert [(mm.name, mm.split) for mm in matmuls] == [
+        ("q_down", "duplicated"),
+        ("q_up", "column"),
+        ("kv_down", "duplicated"),
+        ("kv_up", "column"),
+        ("o", "row"),
+        ("w1", "column"),
+        ("w3", "column"),
+        ("w2", "row"),
+    ]
+    dense = next(ly for ly in m.layers if ly.name == "dense block")
+    assert 2 * sum(mm.width * mm.inner for mm in matmuls) == dense.matmul_flops_per_token
+    assert dense.attn_flops_per_token_per_seq == 2 * heads * (192 + 128)
+    q_down = matmuls[0]
+    assert q_down.per_gpu(4096, 8, True) == (512, 1536, h) and q_down.per_gpu(4096, 8, False) == (4096, 1536, h)
+    # sharded: Q and K (192 per head), V and the out-proj input (128 per head), SwiGLU 8f; replicated without SP:
+    # two LN outputs and two norm inputs (8h), and the latents (query 1536 before and after its norm, key-value
+    # 512 + the 64 RoPE key before its norm, 512 after); and in the 58 MoE blocks of 61 the top-8 permuted tokens
+    sharded = 2 * heads * 192 * 2 + 2 * heads * 128 * 2 + 8 * f
+    replicated = 8 * h + 2 * (2 * 1536 + 2 * 512 + 64)
+    permuted = 2 * 8 * h * 58 / 61
+    sp = m.activation_bytes_per_token(tp=4, sequence_parallel=True)
+    assert sp == pytest.approx(sharded / 4 + replicated / 4 + permuted)
+    assert m.activation_bytes_per_token(tp=4, sequence_parallel=False) == pytest.approx(sp + replicated * 3 / 4)
+
+
 def test_activation_memory_torchtitan_selective_recompute():
     m = load_model("llama3-8b")
     h, f, kv, heads = 4096, 14336, 1024, 32
@@ -342,7 +420,7 @@ def test_not_json_and_directory_source(tmp_path: Path):
 
 
 def test_preset_configs_build_the_same_model_in_transformers():
-    for name in ("llama3-8b", "qwen2.5-7b", "mixtral-8x7b", "gpt-oss-20b", "gpt2"):
+    for name in ("llama3-8b", "qwen2.5-7b", "mixtral-8x7b", "gpt-oss-20b", "deepseek-v3", "gpt2"):
         from shardplan.model.presets import read_model_preset
 
         data, _ = read_model_preset(name)

@@ -29,7 +29,7 @@ from shardplan.cost.calibration import (
     elementwise_bytes_per_token,
 )
 from shardplan.errors import PlanError
-from shardplan.model.schema import ModelSpec, MoeSpec
+from shardplan.model.schema import Matmul, ModelSpec, MoeSpec
 from shardplan.training import Training
 
 BF16 = 2
@@ -127,18 +127,14 @@ def _peak(rates: Rates, *row_elements: float) -> float:
 def column_parallel_gemms_s(
     model: ModelSpec, tokens: int, tp: int, rates: Rates, precision: str = "bf16"
 ) -> tuple[float, float]:
-    """Forward seconds of the block's two column-parallel GEMMs as Megatron fuses them: the QKV
-    projection and the MLP's input projection (gate and up fused under SwiGLU). Their input- and
-    weight-gradient GEMMs in backward each do the same FLOPs."""
-    h = model.hidden_size
-    qkv, mlp_in = _column_widths(model)
-    return gemm_s(tokens, qkv / tp, h, rates, precision), gemm_s(tokens, mlp_in / tp, h, rates, precision)
-
-
-def _column_widths(model: ModelSpec) -> tuple[int, int]:
-    """Output widths of the QKV projection and the MLP's input projection (gate and up under SwiGLU)."""
-    f = model.active_ffn_hidden_size
-    return (model.num_heads + 2 * model.num_kv_heads) * model.head_dim, 2 * f if model.mlp == "swiglu" else f
+    """Forward seconds of the block's column-parallel GEMMs as Megatron fuses them, attention's (the QKV
+    projection; MLA: the up-projections) and the MLP's input projection (gate and up fused under SwiGLU). Their
+    input- and weight-gradient GEMMs in backward each do the same FLOPs."""
+    *attention, mlp_in, _ = model.block_matmuls(fused=True)
+    return tuple(  # type: ignore[return-value]
+        sum(gemm_s(*m.per_gpu(tokens, tp, False), rates, precision) for m in part if m.split == "column")
+        for part in (attention, [mlp_in])
+    )
 
 
 def _block_times(
@@ -161,13 +157,14 @@ def _block_times(
     `experts` (MoE blocks: `_local_experts`): the routed experts' GEMMs run one expert after the other, each
     paying a GEMM's fixed time (Transformer Engine's GroupedLinear issues one GEMM per expert), not as one GEMM
     of the active width."""
-    h, q = model.hidden_size, model.num_heads * model.head_dim
-    kv = model.num_kv_heads * model.head_dim
-    f = model.active_ffn_hidden_size
+    h, f = model.hidden_size, model.active_ffn_hidden_size
+
+    def gemms_s(matmuls: tuple[Matmul, ...], precision: str) -> float:
+        return sum(gemm_s(*m.per_gpu(tokens, tp, sp), rates, precision) for m in matmuls)
 
     def linears(precision: str) -> float:
-        qkv_s, mlp_in_s = column_parallel_gemms_s(model, tokens, tp, rates, precision)
-        mlp_s = mlp_in_s + gemm_s(tokens, h, f / tp, rates, precision)  # MLP in and down
+        *attention, mlp_in, down = model.block_matmuls(fused=True, ffn=model.ffn_hidden_size)
+        mlp_s = gemms_s((mlp_in, down), precision)  # a dense block's
         if experts is not None and model.moe is not None:
             local, rows, width = experts
             inner = (2 if model.mlp == "swiglu" else 1) * width
@@ -177,28 +174,29 @@ def _block_times(
                 routed += gemm_s(tokens, 2 * shared, h, rates, precision) + gemm_s(tokens, h, shared, rates, precision)
             share = model.num_moe_layers / model.num_layers
             mlp_s = share * routed + (1 - share) * mlp_s
-        return qkv_s + gemm_s(tokens, h, q / tp, rates, precision) + mlp_s  # QKV, out-projection, MLP
+        return gemms_s(tuple(attention), precision) + mlp_s
 
     gemms, gemms_bwd = linears(precisions[0]), 2 * linears(precisions[1])
-    if precisions[0] != "bf16":
-        qkv, mlp_in = _column_widths(model)
-        inputs = tokens * (2 * h + (q + f) / tp)  # QKV and MLP-in read h, out-projection and MLP-down their shard
-        weights = h * (qkv + mlp_in + q + f) / tp
-        output_grads = tokens * ((qkv + mlp_in) / tp + 2 * h)
-        gemms += fp8_cast_s(inputs + weights, rates)
-        gemms_bwd += fp8_cast_s(output_grads, rates)
+    if precisions[0] != "bf16":  # each linear's input and weight cast forward, its output gradient backward
+        shapes = [m.per_gpu(tokens, tp, sp) for m in model.block_matmuls(fused=True)]
+        gemms += fp8_cast_s(sum(rows * inner + width * inner for rows, width, inner in shapes), rates)
+        gemms_bwd += fp8_cast_s(sum(rows * width for rows, width, _ in shapes), rates)
     # causal attention: QK^T and AV, 2 * 2 * s * q FLOPs per token over the full square, half of it causal; blocks
     # with a sliding window as a causal sequence of the span whose queries see as many keys (`causal_spans`)
+    # (QK^T at the query-key head dim, AV at the value head dim: MLA's differ)
     spans = model.causal_spans(seq_len)
-    attn_flops = [(share, tokens * 2 * span * (q / tp), span) for share, span in spans]
+    heads_dims = model.num_heads * (model.head_dim + model.v_head_dim) / tp
+    attn_flops = [(share, tokens * span * heads_dims, span) for share, span in spans]
     # memory-bound work: two norms and two residual adds per block (on tokens/tp with SP), RoPE on
-    # Q and K where the model rotates them, and the MLP activation (sharded by TP)
-    per_token = elementwise_bytes_per_token(h, q, kv, f, swiglu=model.mlp == "swiglu")
+    # Q and K where the model rotates them, and the MLP activation (sharded by TP); MLA also normalises its
+    # latents (on tokens/tp with SP), a norm over `latent_width` / 2 elements per token
+    per_token = elementwise_bytes_per_token(h, *model.rope_widths, f, swiglu=model.mlp == "swiglu")
     rate = rates.elementwise_compiled_bytes_per_s if compiled else rates.elementwise_bytes_per_s
     norm_tokens = tokens / tp if sp else tokens
     rope = per_token["rope"] / rate["rope"] if model.rotary else 0.0
+    norms = 2 + model.latent_width / 2 / h
     memory = norm_tokens * (
-        2 * per_token["rms_norm"] / rate["rms_norm"] + 2 * per_token["residual_add"] / rate["residual_add"]
+        norms * per_token["rms_norm"] / rate["rms_norm"] + 2 * per_token["residual_add"] / rate["residual_add"]
     ) + tokens / tp * (rope + per_token["swiglu"] / rate["swiglu"])
     if model.moe is not None:
         # MoE blocks permute each token into its top-k experts' rows before the experts and sum them back after
@@ -213,7 +211,7 @@ def _block_times(
         # and AV reads (2 B each) as by their FLOPs: the two add up (within 10% of the aligned head dims
         # 112-216 in benchmarks/results/h100-alignment). Backward runs twice both.
         bmm = (
-            4 * scores * model.head_dim / _peak(rates, model.head_dim)
+            2 * scores * (model.head_dim + model.v_head_dim) / _peak(rates, model.head_dim, model.v_head_dim)
             + 2 * scores * BF16 / rates.hbm_bytes_per_s
             + 2 * rates.gemm_overhead_s
         )
@@ -228,9 +226,11 @@ def _block_times(
         slower = TRITON_2022_SLOWER if attention == "triton" else (1.0, 1.0)
 
         def seconds(kernel: str, flops: float, span: int) -> float:
-            """At the kernel's rate at the span and the model's head dim (`at_head_dim`)."""
+            """At the kernel's rate at the span and the model's head dim (`at_head_dim`; MLA: the mean of its
+            query-key and value head dims, an assumption: no such kernel was measured)."""
             rate = at_seq(getattr(rates, f"{kernel}_flops"), span)
-            return flops / (rate * at_head_dim(rates.attention_head_dim.get(kernel, {}), model.head_dim))
+            head_dim = (model.head_dim + model.v_head_dim) // 2
+            return flops / (rate * at_head_dim(rates.attention_head_dim.get(kernel, {}), head_dim))
 
         attn_fwd = sum(x * slower[0] * seconds(kernels[0], f, span) for x, f, span in attn_flops)
         attn_bwd = sum(
@@ -241,10 +241,10 @@ def _block_times(
 
 def _modules_recomputed_s(model: ModelSpec, training: Training, tokens: int, tp: int, rates: Rates) -> float:
     """Seconds one block's backward spends recomputing Megatron's `recompute_modules`, forward once more: the two
-    norms (on the sequence shard under SP), and the routed experts' activation over their rows (top-k per token)."""
+    norms (on the sequence shard under SP), the routed experts' activation over their rows (top-k per token), and
+    MLA's up-projections with the RoPE of their queries and keys."""
     routed = model.moe.top_k * model.moe.expert_ffn_hidden_size if model.moe is not None else 0
-    q, kv = model.num_heads * model.head_dim, model.num_kv_heads * model.head_dim
-    per_token = elementwise_bytes_per_token(model.hidden_size, q, kv, routed, swiglu=model.mlp == "swiglu")
+    per_token = elementwise_bytes_per_token(model.hidden_size, *model.rope_widths, routed, swiglu=model.mlp == "swiglu")
     rate = rates.elementwise_compiled_bytes_per_s if training.compiled else rates.elementwise_bytes_per_s
     seconds = 0.0
     if "layernorm" in training.recompute_modules:
@@ -253,6 +253,11 @@ def _modules_recomputed_s(model: ModelSpec, training: Training, tokens: int, tp:
     if "moe_act" in training.recompute_modules and routed:
         share = model.num_moe_layers / model.num_layers
         seconds += share * tokens / tp * per_token["swiglu"] / rate["swiglu"]
+    if "mla_up_proj" in training.recompute_modules and model.mla:
+        ups = [m for m in model.block_matmuls() if m.name in ("q_up", "kv_up")]
+        precision = linear_precisions(training, rates)[0]
+        seconds += sum(gemm_s(*m.per_gpu(tokens, tp, False), rates, precision) for m in ups)
+        seconds += tokens / tp * per_token["rope"] / rate["rope"]
     return seconds
 
 
@@ -326,12 +331,8 @@ def stage_times(
     elif recompute == "selective-layer":  # every second block in full
         rec = fwd / 2
     elif recompute == "selective-op":  # every other matmul and the memory-bound ops, not attention
-        redo = sum(
-            gemm_s(tokens, m.width / tp, m.inner, rates, precisions[0])
-            if m.column_parallel
-            else gemm_s(tokens, m.width, m.inner / tp, rates, precisions[0])
-            for m in model.block_matmuls()[1::2]
-        )
+        sp = training.sequence_parallel and tp > 1
+        redo = sum(gemm_s(*m.per_gpu(tokens, tp, sp), rates, precisions[0]) for m in model.block_matmuls()[1::2])
         rec = layers * (redo + memory)
         gemm_total += layers * redo
     else:

@@ -232,7 +232,7 @@ def cp_kv_buffer_bytes(model: ModelSpec, training: Training, *, tokens: int, tp:
 def kv_bytes(model: ModelSpec, tokens: float, tp: int) -> float:
     """One block's bf16 keys and values of `tokens` on one TP rank: its share of the key/value heads,
     or one head replicated where there are fewer than TP ranks."""
-    return tokens * 2 * -(-model.num_kv_heads // tp) * model.head_dim * BF16_WEIGHT
+    return tokens * -(-model.num_kv_heads // tp) * (model.head_dim + model.v_head_dim) * BF16_WEIGHT
 
 
 def stage_memory(

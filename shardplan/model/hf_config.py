@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from shardplan.errors import ModelSpecError, describe_validation
-from shardplan.model.schema import LayerSpec, ModelSpec, MoeSpec
+from shardplan.model.schema import LayerSpec, MlaSpec, ModelSpec, MoeSpec
 
 SUPPORTED = (
     "llama",
@@ -27,6 +27,8 @@ SUPPORTED = (
     "gemma2",
     "phi3",
     "gpt_oss",
+    "deepseek_v2",
+    "deepseek_v3",
     "gpt2",
     "gpt_neox",
 )
@@ -85,6 +87,8 @@ def spec_from_config(data: dict[str, Any], source: str, name: str | None = None)
             return _gpt2(c, name or "gpt2")
         if model_type == "gpt_neox":
             return _gpt_neox(c, name or "gpt_neox")
+        if model_type.startswith("deepseek"):
+            return _deepseek(c, model_type, name or model_type)
         return _llama_like(c, model_type, name or model_type)
     except ValidationError as err:
         raise ModelSpecError(f"{source}: {describe_validation(err)}") from None
@@ -113,6 +117,7 @@ def _block(
     h: int,
     heads: int,
     head_dim: int,
+    v_head_dim: int | None = None,
     embedding_free: int = 0,
     experts: int = 0,
     window: int | None = None,
@@ -127,8 +132,8 @@ def _block(
         active_params=active,
         expert_params=experts,
         matmul_flops_per_token=2 * (active - embedding_free),
-        # QK^T: 2 * s * (heads*head_dim) per token, AV: the same -> 4 * heads * head_dim per token of s.
-        attn_flops_per_token_per_seq=4 * heads * head_dim,
+        # QK^T: 2 * s * (heads*head_dim) per token, AV: 2 * s * (heads*v_head_dim), the same but under MLA
+        attn_flops_per_token_per_seq=2 * heads * (head_dim + (v_head_dim or head_dim)),
         attention_window=window,
     )
 
@@ -230,6 +235,100 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
         seq_default=4096,
         dropout=False,
         rotary=True,
+    )
+
+
+def _deepseek(c: _Cfg, model_type: str, name: str) -> ModelSpec:
+    """DeepSeek-V2/V3 (transformers' modeling_deepseek_v2/v3): multi-head latent attention (`MlaSpec`) in every
+    block, a dense SwiGLU MLP in the first `first_k_dense_replace` blocks and a MoE in the others (a router
+    whose weight is a parameter and whose score-correction bias a buffer, routed experts without biases, and
+    `n_shared_experts` shared ones as one MLP). Multi-token prediction layers (`num_nextn_predict_layers`) are
+    left out, as transformers leaves them out."""
+    h, vocab, layers = c.int("hidden_size"), c.int("vocab_size"), c.int("num_hidden_layers")
+    heads = c.int("num_attention_heads")
+    q_lora = 0 if c.data.get("q_lora_rank") is None else c.int("q_lora_rank")  # None: Q projected directly
+    mla = MlaSpec(
+        q_lora_rank=q_lora or None,
+        kv_lora_rank=c.int("kv_lora_rank"),
+        qk_nope_head_dim=c.int("qk_nope_head_dim"),
+        qk_rope_head_dim=c.int("qk_rope_head_dim"),
+        v_head_dim=c.int("v_head_dim"),
+    )
+    qk = mla.qk_nope_head_dim + mla.qk_rope_head_dim
+    bias = c.flag("attention_bias", False)  # on the down-projections and the out-projection
+    query = (h * q_lora + q_lora * heads * qk) if q_lora else h * heads * qk
+    kv_down = mla.kv_lora_rank + mla.qk_rope_head_dim
+    attn = query + h * kv_down + mla.kv_lora_rank * heads * (mla.qk_nope_head_dim + mla.v_head_dim)
+    attn += heads * mla.v_head_dim * h
+    attn_bias = ((kv_down + h) if bias else 0) + (q_lora if bias and q_lora else 0)
+    norms = 2 * h + (q_lora or 0) + mla.kv_lora_rank  # two block norms, the latents' norms
+    common, free = attn + attn_bias + norms, attn_bias + norms
+    ffn, mlp_bias = c.int("intermediate_size"), c.flag("mlp_bias", False)
+
+    def mlp(width: int) -> tuple[int, int]:  # SwiGLU parameters and biases
+        return 3 * h * width + ((2 * width + h) if mlp_bias else 0), (2 * width + h) if mlp_bias else 0
+
+    experts, expert_ffn = c.int("n_routed_experts"), c.int("moe_intermediate_size")
+    top_k, shared = c.int("num_experts_per_tok"), c.int("n_shared_experts", default=0, positive=False)
+    moe = MoeSpec(
+        num_experts=experts,
+        top_k=top_k,
+        expert_ffn_hidden_size=expert_ffn,
+        shared_experts=shared,
+        shared_ffn_hidden_size=shared * expert_ffn,
+    )
+    router, expert = h * experts, 3 * h * expert_ffn
+    shared_params, shared_free = mlp(shared * expert_ffn) if shared else (0, 0)
+    dense_params, dense_free = mlp(ffn)
+    dense = min(c.int("first_k_dense_replace", default=0, positive=False), layers)
+    kinds = [
+        ("dense block", dense, dense_params, dense_params, dense_free, 0),
+        (
+            "moe block",
+            layers - dense,
+            router + experts * expert + shared_params,
+            router + top_k * expert + shared_params,
+            shared_free,
+            experts * expert,
+        ),
+    ]
+    blocks = [
+        _block(
+            block,
+            count,
+            params=common + total,
+            active=common + active,
+            h=h,
+            heads=heads,
+            head_dim=qk,
+            v_head_dim=mla.v_head_dim,
+            embedding_free=free + mlp_free,
+            experts=routed,
+        )
+        for block, count, total, active, mlp_free, routed in kinds
+        if count
+    ]
+    return _assemble(
+        c,
+        name,
+        model_type,
+        vocab=vocab,
+        h=h,
+        layers=layers,
+        heads=heads,
+        kv=heads,
+        hd=qk,
+        ffn=ffn,
+        mlp="swiglu",
+        moe=moe,
+        tied=c.flag("tie_word_embeddings", False),
+        blocks=blocks,
+        final_norm=h,
+        positions=0,
+        seq_default=4096,
+        dropout=False,
+        rotary=True,
+        mla=mla,
     )
 
 
@@ -349,6 +448,7 @@ def _assemble(
     seq_default: int,
     dropout: bool,
     rotary: bool,
+    mla: MlaSpec | None = None,
 ) -> ModelSpec:
     embed = vocab * h + positions * h  # token (and learned position) embeddings: lookups, no matmul FLOPs
     head_params = 0 if tied else vocab * h  # lm_head has no bias in any supported type
@@ -365,6 +465,7 @@ def _assemble(
         ffn_hidden_size=ffn,
         mlp=mlp,  # type: ignore[arg-type]
         moe=moe,
+        mla=mla,
         tied_embeddings=tied,
         seq_len=min(seq_default, c.int("max_position_embeddings", "n_positions", default=seq_default)),
         dropout=dropout,

@@ -14,13 +14,24 @@ FP32 = 4
 
 
 class Matmul(NamedTuple):
-    """One weight matmul of a transformer block: its output width, inner dimension, and whether TP
-    splits its output columns (column-parallel) or its inner dimension (row-parallel)."""
+    """One weight matmul of a transformer block: its output width, inner dimension, and how TP splits it:
+    "column" (its output columns), "row" (its inner dimension; each rank's output a full-width partial sum) or
+    "duplicated" (whole on every rank, as Megatron-Core's MLA down-projections: under sequence parallelism each
+    rank multiplies its own sequence shard)."""
 
     name: str
     width: int
     inner: int
-    column_parallel: bool
+    split: Literal["column", "row", "duplicated"]
+
+    def per_gpu(self, tokens: float, tp: int, sp: bool) -> tuple[float, float, float]:
+        """(rows, output width, inner dimension) of this matmul on one GPU of a TP group of `tp`, for `tokens`
+        tokens of the micro-batch (`sp`: sequence parallelism)."""
+        if self.split == "column":
+            return tokens, self.width / tp, self.inner
+        if self.split == "row":
+            return tokens, self.width, self.inner / tp
+        return tokens / tp if sp else tokens, self.width, self.inner
 
 
 class MoeSpec(BaseModel):
@@ -34,6 +45,21 @@ class MoeSpec(BaseModel):
     shared_experts: int = Field(0, ge=0, description="Experts every token passes through.")
     shared_ffn_hidden_size: int = Field(0, ge=0, description="Hidden size of the shared expert MLP.")
     shared_expert_gate: bool = Field(False, description="A scalar sigmoid gate on the shared expert (qwen2_moe).")
+
+
+class MlaSpec(BaseModel):
+    """DeepSeek's multi-head latent attention (DeepSeek-V2, arXiv:2405.04434, Sec. 2.1), as training runs it: the
+    hidden state is projected down to a query latent (`q_lora_rank`; None: Q projected directly) and a key-value
+    latent (`kv_lora_rank`) plus one shared RoPE key (`qk_rope_head_dim`), each latent normalised and projected
+    up to every head's query and key (`qk_nope_head_dim` + `qk_rope_head_dim`) and value (`v_head_dim`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    q_lora_rank: int | None = Field(gt=0)
+    kv_lora_rank: int = Field(gt=0)
+    qk_nope_head_dim: int = Field(gt=0)
+    qk_rope_head_dim: int = Field(gt=0)
+    v_head_dim: int = Field(gt=0)
 
 
 class LayerSpec(BaseModel):
@@ -83,6 +109,9 @@ class ModelSpec(BaseModel):
     ffn_hidden_size: int = Field(gt=0)
     mlp: Literal["gelu", "swiglu"]
     moe: MoeSpec | None = None
+    mla: MlaSpec | None = Field(
+        None, description="Multi-head latent attention (head_dim: the query and key head dim, qk nope + rope)."
+    )
     tied_embeddings: bool
     seq_len: int = Field(gt=0, description="Default training sequence length.")
     dropout: bool = Field(False, description="Dropout in attention and MLP (GPT-2/3 style); adds masks.")
@@ -100,8 +129,10 @@ class ModelSpec(BaseModel):
         return self
 
     @property
-    def attention(self) -> Literal["mha", "gqa", "mqa"]:
-        """MHA (one KV head per head), MQA (one KV head) or GQA (in between)."""
+    def attention(self) -> Literal["mha", "gqa", "mqa", "mla"]:
+        """MHA (one KV head per head), MQA (one KV head), GQA (in between) or MLA (latent keys and values)."""
+        if self.mla:
+            return "mla"
         if self.num_kv_heads == self.num_heads:
             return "mha"
         return "mqa" if self.num_kv_heads == 1 else "gqa"
@@ -164,20 +195,56 @@ class ModelSpec(BaseModel):
             return self.ffn_hidden_size
         return self.moe.expert_ffn_hidden_size * self.moe.top_k + self.moe.shared_ffn_hidden_size
 
-    def block_matmuls(self) -> tuple[Matmul, ...]:
+    @property
+    def v_head_dim(self) -> int:
+        """The value (and attention output) head dim: MLA's `v_head_dim`, else `head_dim`."""
+        return self.mla.v_head_dim if self.mla else self.head_dim
+
+    @property
+    def rope_widths(self) -> tuple[int, int]:
+        """Elements per token RoPE rotates in Q and in K: every head's, or MLA's RoPE parts (each query head's
+        `qk_rope_head_dim`, and one key part shared by the heads)."""
+        if self.mla:
+            return self.num_heads * self.mla.qk_rope_head_dim, self.mla.qk_rope_head_dim
+        return self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+
+    def block_matmuls(self, *, fused: bool = False, ffn: int | None = None) -> tuple[Matmul, ...]:
         """The block's weight matmuls in forward order, unfused as Llama and torchtitan write them:
-        Q, K, V, out-projection, then the MLP (SwiGLU: gate w1, up w3, down w2; GeLU: up, down)."""
-        h, f = self.hidden_size, self.active_ffn_hidden_size
+        Q, K, V, out-projection, then the MLP (SwiGLU: gate w1, up w3, down w2; GeLU: up, down); MLA: the query
+        and key-value down-projections (duplicated under TP) and up-projections, then the out-projection.
+        `fused`: as Megatron-Core runs them, QKV one matmul and SwiGLU's gate and up one. `ffn`: the MLP's width
+        (default: the active one, `active_ffn_hidden_size`)."""
+        h, f = self.hidden_size, ffn or self.active_ffn_hidden_size
         q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        attention = (
-            Matmul("q", q, h, True),
-            Matmul("k", kv, h, True),
-            Matmul("v", kv, h, True),
-            Matmul("o", h, q, False),
-        )
-        if self.mlp == "swiglu":
-            return (*attention, Matmul("w1", f, h, True), Matmul("w3", f, h, True), Matmul("w2", h, f, False))
-        return (*attention, Matmul("fc1", f, h, True), Matmul("fc2", h, f, False))
+        out = Matmul("o", h, self.num_heads * self.v_head_dim, "row")
+        if self.mla:
+            m = self.mla
+            query = (Matmul("q", q, h, "column"),)
+            if m.q_lora_rank:
+                query = (Matmul("q_down", m.q_lora_rank, h, "duplicated"), Matmul("q_up", q, m.q_lora_rank, "column"))
+            latent = m.kv_lora_rank
+            up = Matmul("kv_up", self.num_heads * (m.qk_nope_head_dim + m.v_head_dim), latent, "column")
+            attention = (*query, Matmul("kv_down", latent + m.qk_rope_head_dim, h, "duplicated"), up, out)
+        elif fused:
+            attention = (Matmul("qkv", q + 2 * kv, h, "column"), out)
+        else:
+            attention = (Matmul("q", q, h, "column"), Matmul("k", kv, h, "column"), Matmul("v", kv, h, "column"), out)
+        down = Matmul("w2" if self.mlp == "swiglu" else "fc2", h, f, "row")
+        if self.mlp == "gelu":
+            return (*attention, Matmul("fc1", f, h, "column"), down)
+        if fused:
+            return (*attention, Matmul("w13", 2 * f, h, "column"), down)
+        return (*attention, Matmul("w1", f, h, "column"), Matmul("w3", f, h, "column"), down)
+
+    @property
+    def latent_width(self) -> int:
+        """MLA's latents per token that its down-projections' side keeps for backward: the query latent before
+        and after its norm, the key-value latent with the RoPE key before its norm, and the normed latent (0
+        without MLA)."""
+        if self.mla is None:
+            return 0
+        m = self.mla
+        return 2 * (m.q_lora_rank or 0) + 2 * m.kv_lora_rank + m.qk_rope_head_dim
 
     def activation_bytes_per_token(
         self,
@@ -203,6 +270,8 @@ class ModelSpec(BaseModel):
         Adapted, with FFN size f (GPT: f = 4h, so 2f + 2f = 16h as above):
           GQA: K and V are num_kv_heads*head_dim wide (2*kv bytes each, not 2h); Q and the out-proj
             input are num_heads*head_dim wide (gemma2: not h).
+          MLA: Q and K at the query-key head dim, V and the out-proj input at `v_head_dim`, and the latents
+            (`latent_width`: replicated without SP, as Megatron-Core's duplicated down-projections make them).
           SwiGLU: gate out 2f + up out 2f + SiLU out 2f + product (down-proj input) 2f = 8f.
           MoE: f = top_k * expert f + shared f (what one token's MLP work keeps), and the permuted tokens the
             experts' first linear keeps for its weight gradient, top_k copies of h (2 B each; 1 B under
@@ -219,7 +288,8 @@ class ModelSpec(BaseModel):
         Selective recompute drops the s x s part; full recompute keeps only the block input (2h).
         `recompute_modules` (Megatron-Core's, beside none or selective): "moe_act" keeps of the routed experts'
         activation its input alone (gate and up outputs, 4 B per element of their width); "layernorm" drops the
-        two LN outputs (recomputed in backward from the norms' inputs, which are kept).
+        two LN outputs (recomputed in backward from the norms' inputs, which are kept); "mla_up_proj" drops MLA's
+        queries, keys and values (recomputed in backward from the latents, which are kept).
         Op-level selective recompute ("selective-op", torchtitan's `selective_ac_option = "op"`,
         torchtitan/models/llama/parallelize_llama.py `_save_list`) keeps the block input, the outputs
         of every other weight matmul in forward order (`block_matmuls`: the 1st, 3rd, ...), the
@@ -230,8 +300,8 @@ class ModelSpec(BaseModel):
         mean of the two per block.
         """
         h, f = self.hidden_size, self.active_ffn_hidden_size
-        kv = self.num_kv_heads * self.head_dim
-        q = self.num_heads * self.head_dim
+        q, k = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        v, out = self.num_kv_heads * self.v_head_dim, self.num_heads * self.v_head_dim
         s = seq_len or self.seq_len
         mask = 1 if self.dropout else 0
         if recompute == "full":
@@ -242,24 +312,27 @@ class ModelSpec(BaseModel):
             full = self.activation_bytes_per_token(**shape, recompute="full")
             return (full + self.activation_bytes_per_token(**shape)) / 2
         if recompute == "selective-op":
-            kept = sum(m.width / (tp if m.column_parallel else 1) for m in self.block_matmuls()[::2])
-            kept += h / (tp if sequence_parallel else 1) + q / tp  # block input, attention output
+            shapes = (m.per_gpu(1, tp, sequence_parallel) for m in self.block_matmuls()[::2])
+            kept = sum(rows * width for rows, width, _ in shapes)  # outputs per token
+            kept += h / (tp if sequence_parallel else 1) + out / tp  # block input, attention output
             if tp > 1 and sequence_parallel:
                 kept += 2 * h / tp  # reduce-scatter outputs after the out- and down-projections
             return float(BYTES_BF16 * kept + FP32 * self.num_heads / tp)
-        # Sharded by TP: Q, K, V, out-proj input (sized q: heads*head_dim), MLP internals.
+        # Sharded by TP: Q, K, V, out-proj input (heads x the value head dim), MLP internals.
         mlp_inner = (2 * f + 2 * f) if self.mlp == "gelu" else (6 if fused_swiglu else 8) * f
-        sharded = 2 * q + 2 * kv + 2 * kv + 2 * q + mlp_inner
+        sharded = 2 * q + 2 * k + 2 * v + 2 * out + mlp_inner
         linear_input = 2  # bytes per element of a linear's input kept for its weight gradient
         if fp8_inputs:
             linear_input = 1
-            sharded += q - f  # the out-projection's FP8 copy; the down-projection's input in 1 B
+            sharded += out - f  # the out-projection's FP8 copy; the down-projection's input in 1 B
         if "moe_act" in recompute_modules and self.moe is not None:  # the routed experts keep 4 B an element
             routed = self.moe.top_k * self.moe.expert_ffn_hidden_size * self.num_moe_layers / self.num_layers
             sharded -= ((6 if fused_swiglu else 8) - (1 if fp8_inputs else 0) - 4) * routed
         # Replicated without SP: LN outputs feeding attention and MLP (2h each), norm inputs (2h each), masks.
+        if "mla_up_proj" in recompute_modules and self.mla:
+            sharded -= 2 * q + 2 * k + 2 * v
         norm_outputs = 0 if "layernorm" in recompute_modules else 2 * linear_input * h
-        replicated = norm_outputs + 4 * h + mask * 2 * h
+        replicated = norm_outputs + 4 * h + mask * 2 * h + BYTES_BF16 * self.latent_width
         per_token = sharded / tp + replicated / (tp if sequence_parallel else 1)
         if self.moe is not None:  # each MoE block's permuted tokens, the experts' first linear's input
             permuted = linear_input * self.moe.top_k * h * self.num_moe_layers / self.num_layers

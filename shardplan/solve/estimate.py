@@ -88,6 +88,8 @@ def check_layout(
         raise PlanError(f"tp={tp} does not divide the {model.num_heads} attention heads of {model.name}")
     if model.num_kv_heads % tp and tp % model.num_kv_heads:
         raise PlanError(f"tp={tp} and the {model.num_kv_heads} KV heads of {model.name} do not divide one another")
+    if "mla_up_proj" in training.recompute_modules and model.mla is None:
+        raise PlanError(f"recompute module mla_up_proj needs multi-head latent attention, which {model.name} lacks")
     # a model chunk may hold just the embedding (first) or just the output head and loss (last): Llama 3's
     # split (arXiv:2407.21783 Sec. 3.3.2), Megatron's --account-for-{embedding,loss}-in-pipeline-split
     if pp * virtual_stages > model.num_layers + 2:

@@ -403,7 +403,7 @@ def _candidates(model: ModelSpec, num_gpus: int, training: Training, pins: dict[
     if training.recompute_modules:
         modules = (training.recompute_modules,)
     elif model.moe is not None and training.pipeline_runtime == "megatron":
-        modules = ((), MOE_RECOMPUTE_MODULES)
+        modules = ((), MOE_RECOMPUTE_MODULES + (("mla_up_proj",) if model.mla else ()))
     return space.candidates(
         model,
         num_gpus,
