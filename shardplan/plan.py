@@ -81,7 +81,10 @@ class Plan(BaseModel):
         "smallest GPU's memory."
     )
     breakdown: dict[str, float] = Field(description="Seconds per part of the step.")
-    comm_time_by_link: dict[str, float] = Field(description="Communication seconds per link class.")
+    comm_time_by_link: dict[str, float] = Field(
+        description="Communication seconds per link class (nvlink, pcie, net), hidden or not, of one GPU of the "
+        "pipeline stage that sets the pace."
+    )
     default_step_time_s: float | None = Field(None, description="Same degrees in row-major rank order.")
     optimal: bool = Field(False, description="The solver proved this placement optimal over its space.")
     gap: float | None = Field(None, description="Relative gap the solver proved (0: optimal).")

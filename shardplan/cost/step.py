@@ -214,7 +214,6 @@ def step_cost(
     sp = training.sequence_parallel and tp > 1
     tokens = micro_batch * training.seq_len // cp  # on each GPU
     layers = tuple(layers_per_stage) if layers_per_stage else split_layers(model.num_layers, pp)
-    comm: dict[str, float] = {"nvlink": 0.0, "pcie": 0.0, "net": 0.0}
 
     memo = {} if memo is None else memo
     tp_axis = AxisTimes(topology, replicas, memo)  # stage p's TP groups: replicas[p, d, :]
@@ -233,6 +232,7 @@ def step_cost(
 
     # --- per stage: compute, TP and CP collectives ----------------------------------------------
     stage_total, tp_per_micro, cp_per_micro, ep_per_micro, stage_forward, stage_rates = [], [], [], [], [], []
+    stage_comm: list[dict[str, float]] = []  # per stage, what its GPUs' TP, CP and EP collectives move, per link
     hbm = topology.smallest_memory_bytes
     for p, present in enumerate(stage_gpu_models(topology, grid)):
         first, last = p == 0, p == pp - 1
@@ -240,6 +240,8 @@ def step_cost(
         key = max(present, key=lambda k: timers[k](layers=layers[p], first=first, last=last).total_s)
         times, rates = timers[key](layers=layers[p], first=first, last=last), rates_of[key]
         stage_rates.append(rates)
+        moving = dict.fromkeys(("nvlink", "pcie", "net"), 0.0)  # the link classes of `Plan.comm_time_by_link`
+        stage_comm.append(moving)
         tp_s = 0.0
         if tp > 1:
             size = tokens * model.hidden_size * 2  # bf16 activations, the full (gathered) buffer
@@ -250,7 +252,7 @@ def step_cost(
             forward_passes = _tp_passes(training) - 1  # 1, plus what recompute runs again
             tp_s = tp_share * layers[p] * (forward * forward_passes + backward)
             moved_s = tp_share * layers[p] * (forward * forward_passes + moved)
-            comm[tp_axis.link_class(p)] += moved_s * num_micro
+            moving[tp_axis.link_class(p)] += moved_s * num_micro
             if training.tp_comm_overlap:  # each all-gather / reduce-scatter runs under its GEMM
                 tp_s = max(0.0, moved_s - times.gemm_s)
         cp_s = 0.0
@@ -261,7 +263,7 @@ def step_cost(
             lost = overlap_slowdown(cp_axis.channels(p))
             exposed, moved = _cp_block_s(training, time_of, times.attention_s, cp, lost)
             cp_s = layers[p] * exposed
-            comm[link] += num_micro * layers[p] * moved
+            moving[link] += num_micro * layers[p] * moved
         ep_s = 0.0
         if ep_axis is not None:
             # the dispatch and combine all-to-alls of each MoE block, each waited for; or with `ep_comm_overlap`
@@ -271,7 +273,7 @@ def step_cost(
                 nodes = len(set(topology.gpu_arrays[0][ep_axis.groups[p, 0]].tolist()))
                 size *= remote_copies_share(model, nodes)
             moved = layers[p] * moe_share * ep_passes(training) * ep_axis.time_s("all_to_all", p, size)
-            comm[ep_axis.link_class(p)] += num_micro * moved
+            moving[ep_axis.link_class(p)] += num_micro * moved
             ep_s = moved
             if training.ep_comm_overlap:
                 hidden = min(moved, times.total_s)
@@ -297,6 +299,7 @@ def step_cost(
     cp_total = num_micro * cp_per_micro[bottleneck]
     ep_total = num_micro * ep_per_micro[bottleneck]
     bubble_s = (pp - 1) / virtual_stages * per_micro if pp > 1 else 0.0
+    comm = stage_comm[bottleneck]  # a GPU's, of the stage that sets the pace (stages run side by side)
 
     # --- pipeline point-to-point ----------------------------------------------------------------
     pp_s = 0.0
