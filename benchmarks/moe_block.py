@@ -35,6 +35,9 @@ SHAPES = [
     ("qwen3-235b-a22b ep32", 4096, 1536, 128, 4, 4096, 8),
     ("mixtral-8x7b ep8", 4096, 14336, 8, 1, 4096, 2),
     ("gpt-oss-120b ep8", 2880, 2880, 128, 16, 4096, 4),  # openai/gpt-oss-120b config.json (biases left out)
+    # deepseek-ai/DeepSeek-V3 config.json under EP 32 and TP 2 with SP (Megatron Bridge's H100 recipe): each GPU's
+    # 2,048-token sequence shard
+    ("deepseek-v3 ep32", 7168, 2048, 256, 8, 2048, 8),
 ]
 REPEATS = 20
 DEVICE = "cuda"
