@@ -226,11 +226,12 @@ def _block_times(
         slower = TRITON_2022_SLOWER if attention == "triton" else (1.0, 1.0)
 
         def seconds(kernel: str, flops: float, span: int) -> float:
-            """At the kernel's rate at the span and the model's head dim (`at_head_dim`; MLA: the mean of its
-            query-key and value head dims, an assumption: no such kernel was measured)."""
+            """At the kernel's rate at the span and the model's head dim (`at_head_dim`). MLA's query-key head dim
+            (192) sets it: on an H100, SDPA with values of 128 ran at 1.02x (forward) and 0.86x (backward) its rate
+            with heads of 128, where the head-dim factors give 1.03x and 0.90x at 192 (0.94x backward at the dims'
+            mean); benchmarks/results/h100-mla."""
             rate = at_seq(getattr(rates, f"{kernel}_flops"), span)
-            head_dim = (model.head_dim + model.v_head_dim) // 2
-            return flops / (rate * at_head_dim(rates.attention_head_dim.get(kernel, {}), head_dim))
+            return flops / (rate * at_head_dim(rates.attention_head_dim.get(kernel, {}), model.head_dim))
 
         attn_fwd = sum(x * slower[0] * seconds(kernels[0], f, span) for x, f, span in attn_flops)
         attn_bwd = sum(
