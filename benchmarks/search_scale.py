@@ -32,6 +32,8 @@ CASES = [
     ("llama3-70b", str(MACHINES / "mixed-h100-a100.yaml"), 1, 256, 4096, 10.0, None),  # two GPU generations
     ("qwen3-235b-a22b", "dgx-h100", 32, 2048, 4096, 10.0, None),  # mixture of experts: every ep degree tried
     ("qwen3-235b-a22b", "dgx-h100", 128, 8192, 4096, 10.0, None),
+    # DeepSeek-V3 on 2,048 GPUs, its paper's batch (arXiv:2412.19437 Sec. 4.2: 15,360 sequences of 4K at the end)
+    ("deepseek-v3", "dgx-h100", 256, 15360, 4096, 20.0, None),
 ]
 
 

@@ -19,6 +19,7 @@ benchmarks/gemm_alignment.py.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from shardplan.cost.calibration import (
@@ -159,11 +160,12 @@ def _block_times(
     of the active width."""
     h, f = model.hidden_size, model.active_ffn_hidden_size
 
-    def gemms_s(matmuls: tuple[Matmul, ...], precision: str) -> float:
+    def gemms_s(matmuls: Sequence[Matmul], precision: str) -> float:
         return sum(gemm_s(*m.per_gpu(tokens, tp, sp), rates, precision) for m in matmuls)
 
+    *attention, mlp_in, down = model.block_matmuls(fused=True, ffn=model.ffn_hidden_size)
+
     def linears(precision: str) -> float:
-        *attention, mlp_in, down = model.block_matmuls(fused=True, ffn=model.ffn_hidden_size)
         mlp_s = gemms_s((mlp_in, down), precision)  # a dense block's
         if experts is not None and model.moe is not None:
             local, rows, width = experts
@@ -174,7 +176,7 @@ def _block_times(
                 routed += gemm_s(tokens, 2 * shared, h, rates, precision) + gemm_s(tokens, h, shared, rates, precision)
             share = model.num_moe_layers / model.num_layers
             mlp_s = share * routed + (1 - share) * mlp_s
-        return gemms_s(tuple(attention), precision) + mlp_s
+        return gemms_s(attention, precision) + mlp_s
 
     gemms, gemms_bwd = linears(precisions[0]), 2 * linears(precisions[1])
     if precisions[0] != "bf16":  # each linear's input and weight cast forward, its output gradient backward

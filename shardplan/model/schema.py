@@ -195,12 +195,12 @@ class ModelSpec(BaseModel):
             return self.ffn_hidden_size
         return self.moe.expert_ffn_hidden_size * self.moe.top_k + self.moe.shared_ffn_hidden_size
 
-    @property
+    @cached_property
     def v_head_dim(self) -> int:
         """The value (and attention output) head dim: MLA's `v_head_dim`, else `head_dim`."""
         return self.mla.v_head_dim if self.mla else self.head_dim
 
-    @property
+    @cached_property
     def rope_widths(self) -> tuple[int, int]:
         """Elements per token RoPE rotates in Q and in K: every head's, or MLA's RoPE parts (each query head's
         `qk_rope_head_dim`, and one key part shared by the heads)."""
@@ -236,7 +236,7 @@ class ModelSpec(BaseModel):
             return (*attention, Matmul("w13", 2 * f, h, "column"), down)
         return (*attention, Matmul("w1", f, h, "column"), Matmul("w3", f, h, "column"), down)
 
-    @property
+    @cached_property
     def latent_width(self) -> int:
         """MLA's latents per token that its down-projections' side keeps for backward: the query latent before
         and after its norm, the key-value latent with the RoPE key before its norm, and the normed latent (0
