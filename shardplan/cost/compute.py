@@ -163,7 +163,7 @@ def _block_times(
     def gemms_s(matmuls: Sequence[Matmul], precision: str) -> float:
         return sum(gemm_s(*m.per_gpu(tokens, tp, sp), rates, precision) for m in matmuls)
 
-    *attention, mlp_in, down = model.block_matmuls(fused=True, ffn=model.ffn_hidden_size)
+    *attention_linears, mlp_in, down = model.block_matmuls(fused=True, ffn=model.ffn_hidden_size)
 
     def linears(precision: str) -> float:
         mlp_s = gemms_s((mlp_in, down), precision)  # a dense block's
@@ -176,7 +176,7 @@ def _block_times(
                 routed += gemm_s(tokens, 2 * shared, h, rates, precision) + gemm_s(tokens, h, shared, rates, precision)
             share = model.num_moe_layers / model.num_layers
             mlp_s = share * routed + (1 - share) * mlp_s
-        return gemms_s(attention, precision) + mlp_s
+        return gemms_s(attention_linears, precision) + mlp_s
 
     gemms, gemms_bwd = linears(precisions[0]), 2 * linears(precisions[1])
     if precisions[0] != "bf16":  # each linear's input and weight cast forward, its output gradient backward
