@@ -302,24 +302,33 @@ BRIDGE_MODELS = {
     # force-balanced routing; the recipe
     # (src/megatron/bridge/recipes/gpt_oss/gpt_oss.py) keeps the alltoall dispatcher except on B300
     "GPT OSS 120B": "gpt-oss-120b",
-    # scripts/performance/configs/deepseek/parallelism_configs.py: expert TP 1; deepseek_llm_pretrain.py: bf16
-    # gradient reduction, force-balanced routing, recompute_modules mla_up_proj (and on H100 mlp, the 3 dense
-    # blocks' MLPs: not modelled), DeepEP and overlapped all-to-alls on H100 alone, a pipeline layout on H100 with
-    # a multi-token-prediction layer in the last chunk (not modelled: transformers' DeepSeek-V3 has none)
+    # scripts/performance/configs/deepseek/parallelism_configs.py and deepseek_workload_base_configs.py: expert TP 1,
+    # recompute_modules mla_up_proj (and on H100 and B200 at EP 32 mlp, the 3 dense blocks' MLPs: not modelled);
+    # deepseek_llm_pretrain.py: bf16 gradient reduction, force-balanced routing; the flex dispatcher (DEDUPLICATED)
+    # and, on H100 and B200 at EP 32, overlapped all-to-alls; pipeline layouts on H100 and on B200 at EP 32 with a
+    # multi-token-prediction layer in the last chunk (not modelled: transformers' DeepSeek-V3 has none)
     "DeepSeekV3": "deepseek-v3",
 }
 
 
 # Megatron Bridge runs whose recipes dispatch through the flex dispatcher (HybridEP, DeepEP): qwen3_llm_pretrain.py's
-# 30B-A3B recipes, deepseek_llm_pretrain.py's H100 one (enable_deepep=True)
-DEDUPLICATED = {("Qwen3_30B_a3B", "H100 80GB"), ("Qwen3_30B_a3B", "B200"), ("DeepSeekV3", "H100 80GB")}
+# 30B-A3B recipes, deepseek_llm_pretrain.py's H100 one (enable_deepep=True), deepseek_workload_base_configs.py's B200
+# ones (hybridep; deepep at EP 32)
+DEDUPLICATED = {
+    ("Qwen3_30B_a3B", "H100 80GB"),
+    ("Qwen3_30B_a3B", "B200"),
+    ("DeepSeekV3", "H100 80GB"),
+    ("DeepSeekV3", "B200"),
+}
 
 
 def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
     """A Megatron Bridge performance row in the common columns: the dense Llama rows on DGX-H100 and DGX-B200; the
     others name why they are not estimated."""
     out = {"row_id": row["row_id"], "model": row["model"], "n_gpus": row["n_gpus"]}
-    precision = row["precision"] or ("FP8" if "describes FP8" in row["notes"] else "")
+    # MXFP8 is Blackwell's block-scaled FP8, as the 25.11 tables' "FP8-MX": timed as FP8 at the GPU's FP8 dense rate
+    # (Blackwell's tensor cores run MX-scaled FP8 at that rate, NVIDIA Blackwell datasheet)
+    precision = (row["precision"] or ("FP8" if "describes FP8" in row["notes"] else "")).replace("MXFP8", "FP8-MX")
     gpu = {"DGX-H100": "H100 80GB", "DGX-B200": "B200"}.get(row["system"])
     if gpu is None:  # GB200 / GB300 NVL72 racks, B300
         return out | {"not_usable": f"{row['system']}: no preset (NVL72 racks: how a job spans them is not stated)"}
@@ -369,18 +378,20 @@ def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
         "global_batch": row["gbs"],
         "act_recompute": "none",
         "recompute_modules": {"GPT OSS 120B": "moe_act layernorm", "DeepSeekV3": "mla_up_proj"}.get(name, ""),
-        "other_opts": _bridge_overlaps(name, row["system"]),
+        "other_opts": _bridge_overlaps(name, row["system"], ep),
         "tokens_per_s_per_gpu": row["tokens_per_s_per_gpu"],
     }
 
 
-def _bridge_overlaps(model: str, system: str) -> str:
+def _bridge_overlaps(model: str, system: str, ep: int) -> str:
     """The overlap flags of a Megatron Bridge recipe: TP communication overlap and the distributed optimizer's
     parameter gather (scripts/performance/utils/overrides.py), but Qwen3 235B-A22B on H100 turns TP overlap off
     and overlaps its MoE all-to-alls instead (qwen3_llm_pretrain.py qwen3_235b_a22b_pretrain_config_h100:
     CommOverlapConfig(tp_comm_overlap=False); qwen3_workload_base_configs.py: moe_a2a_overlap=True)."""
     if model in ("Qwen3_235B_a22B", "DeepSeekV3") and system == "DGX-H100":  # deepseek_llm_pretrain.py alike
         return "--overlap-param-gather --overlap-moe-expert-parallel-comm"
+    if (model, system, ep) == ("DeepSeekV3", "DGX-B200", 32):  # deepseek_workload_base_configs.py B200_FP8_MX_V2
+        return "--tp-comm-overlap --overlap-param-gather --overlap-moe-expert-parallel-comm"
     return "--tp-comm-overlap --overlap-param-gather"
 
 
