@@ -259,6 +259,16 @@ def test_model_from_module_agrees_with_config():
     assert model_from_module(tied, seq_len=64).tied_embeddings
 
 
+def test_model_from_module_reads_mla_from_the_modules_config():
+    # a DeepSeek-V3 of dense blocks alone (a module's blocks must match): its config's head_dim is the RoPE part
+    cfg, model = _hf("deepseek_v3", first_k_dense_replace=3)
+    from_module = model_from_module(model, seq_len=128)
+    from_config = spec_from_config(cfg.to_dict(), "deepseek_v3.json")
+    assert from_module.mla == from_config.mla and from_module.mla is not None
+    assert (from_module.head_dim, from_module.v_head_dim) == (16 + 8, 12) == (from_config.head_dim, 12)
+    assert from_module.flops_per_token(128) == pytest.approx(from_config.flops_per_token(128), rel=0.01)
+
+
 def test_moe_total_and_active():
     mixtral = load_model("mixtral-8x7b")
     assert mixtral.num_params == 46_702_792_704  # Mixtral-8x7B as built by transformers (46.7B)

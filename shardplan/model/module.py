@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from shardplan.errors import ModelSpecError
-from shardplan.model.schema import LayerSpec, ModelSpec
+from shardplan.model.schema import LayerSpec, MlaSpec, ModelSpec
 
 _HEAD_ATTRS = ("num_attention_heads", "num_heads", "n_head", "n_heads")
 _KV_ATTRS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
@@ -46,6 +46,16 @@ def _attr(module: Any, names: tuple[str, ...]) -> int | None:
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 return value
     return None
+
+
+def _mla(module: Any) -> MlaSpec | None:
+    """DeepSeek's multi-head latent attention, where the module's config names its latent and head dims."""
+    dims = {
+        name: _attr(module, (name,)) for name in ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+    }
+    if any(value is None for value in dims.values()):
+        return None
+    return MlaSpec(q_lora_rank=_attr(module, ("q_lora_rank",)), **dims)
 
 
 def _flops_by_module(module: Any, seq_len: int) -> dict[str, int]:
@@ -100,6 +110,9 @@ def spec_from_module(module: Any, *, seq_len: int = 2048, name: str | None = Non
         raise ModelSpecError(f"{type(module).__name__}: cannot tell the attention head count (no num_heads attribute)")
     kv_heads = _attr(module, _KV_ATTRS) or heads
     head_dim = _attr(module, ("head_dim",)) or hidden // heads
+    mla = _mla(module)
+    if mla is not None:  # queries and keys of nope + rope (a config's head_dim is DeepSeek's RoPE part)
+        head_dim = mla.qk_nope_head_dim + mla.qk_rope_head_dim
     linears = [m for m in blocks[0].modules() if isinstance(m, nn.Linear)]
     ffn = max((m.out_features for m in linears if m.out_features not in (hidden,)), default=4 * hidden)
     ffn = _attr(module, ("intermediate_size", "n_inner", "ffn_hidden_size")) or ffn
@@ -170,6 +183,7 @@ def spec_from_module(module: Any, *, seq_len: int = 2048, name: str | None = Non
         num_heads=heads,
         num_kv_heads=kv_heads,
         head_dim=head_dim,
+        mla=mla,
         ffn_hidden_size=ffn,
         mlp="swiglu" if swiglu else "gelu",
         tied_embeddings=tied,
