@@ -132,10 +132,11 @@ def column_parallel_gemms_s(
     projection; MLA: the up-projections) and the MLP's input projection (gate and up fused under SwiGLU). Their
     input- and weight-gradient GEMMs in backward each do the same FLOPs."""
     *attention, mlp_in, _ = model.block_matmuls(fused=True)
-    return tuple(  # type: ignore[return-value]
-        sum(gemm_s(*m.per_gpu(tokens, tp, False), rates, precision) for m in part if m.split == "column")
-        for part in (attention, [mlp_in])
-    )
+
+    def seconds(matmuls: Sequence[Matmul]) -> float:
+        return sum(gemm_s(*m.per_gpu(tokens, tp, False), rates, precision) for m in matmuls if m.split == "column")
+
+    return seconds(attention), seconds([mlp_in])
 
 
 def _block_times(

@@ -265,8 +265,10 @@ def _deepseek(c: _Cfg, model_type: str, name: str) -> ModelSpec:
     common, free = attn + attn_bias + norms, attn_bias + norms
     ffn, mlp_bias = c.int("intermediate_size"), c.flag("mlp_bias", False)
 
-    def mlp(width: int) -> tuple[int, int]:  # SwiGLU parameters and biases
-        return 3 * h * width + ((2 * width + h) if mlp_bias else 0), (2 * width + h) if mlp_bias else 0
+    def mlp(width: int) -> tuple[int, int]:
+        """A SwiGLU MLP's parameters, and of them its biases."""
+        biases = (2 * width + h) if mlp_bias else 0
+        return 3 * h * width + biases, biases
 
     experts, expert_ffn = c.int("n_routed_experts"), c.int("moe_intermediate_size")
     top_k, shared = c.int("num_experts_per_tok"), c.int("n_shared_experts", default=0, positive=False)
