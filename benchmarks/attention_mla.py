@@ -19,7 +19,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from moe_block import gpu_s
+from attention_window import forward_backward
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 TINY = os.environ.get("TINY") == "1"  # a CPU check that everything runs
@@ -32,8 +32,6 @@ BACKENDS = {
     "efficient": SDPBackend.EFFICIENT_ATTENTION,
     "cudnn": SDPBackend.CUDNN_ATTENTION,
 }
-REPEATS = 2 if TINY else 20
-BWD_OVER_FWD = 2.5  # the FlashAttention-2 paper's count, as shardplan's calibration takes it
 
 
 def measure(qk: int, v: int, backend: SDPBackend | None) -> dict:
@@ -49,23 +47,8 @@ def measure(qk: int, v: int, backend: SDPBackend | None) -> dict:
         with sdpa_kernel(backend):
             return F.scaled_dot_product_attention(q, k, value, is_causal=True)
 
-    def forward() -> None:
-        with torch.no_grad():
-            attend()
-
-    def both() -> None:
-        attend().backward(grad)
-        q.grad = k.grad = value.grad = None
-
-    fwd = gpu_s(forward, REPEATS)
-    bwd = max(gpu_s(both, REPEATS) - fwd, 1e-9)
     flops = 2 * BATCH * HEADS * (qk + v) * SEQ * (SEQ + 1) // 2
-    return {
-        "forward_s": fwd,
-        "backward_s": bwd,
-        "forward_tflops": flops / fwd / 1e12,
-        "backward_tflops": BWD_OVER_FWD * flops / bwd / 1e12,
-    }
+    return forward_backward(attend, [q, k, value], grad, flops)
 
 
 def main() -> None:

@@ -52,19 +52,26 @@ def measure(attend: Callable[..., torch.Tensor], batch: int, seq: int, head_dim:
     k = torch.randn(batch, KV_HEADS, seq, head_dim, **shape, requires_grad=True)
     v = torch.randn(batch, KV_HEADS, seq, head_dim, **shape, requires_grad=True)
     grad = torch.randn(batch, HEADS, seq, head_dim, **shape)
+    return forward_backward(lambda: attend(q, k, v), [q, k, v], grad, 4 * batch * HEADS * head_dim * n_pairs)
+
+
+def forward_backward(
+    attend: Callable[[], torch.Tensor], inputs: list[torch.Tensor], grad: torch.Tensor, flops: float
+) -> dict:
+    """Forward and backward seconds of `attend()` (backward: `grad` into `inputs`), and TFLOP/s at `flops` forward
+    and BWD_OVER_FWD times that backward."""
 
     def forward() -> None:
         with torch.no_grad():
-            attend(q, k, v)
+            attend()
 
     def both() -> None:
-        out = attend(q, k, v)
-        out.backward(grad)
-        q.grad = k.grad = v.grad = None
+        attend().backward(grad)
+        for tensor in inputs:
+            tensor.grad = None
 
     fwd = gpu_s(forward, REPEATS)
     bwd = max(gpu_s(both, REPEATS) - fwd, 1e-9)
-    flops = 4 * batch * HEADS * head_dim * n_pairs
     return {
         "forward_s": fwd,
         "backward_s": bwd,

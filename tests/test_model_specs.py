@@ -115,26 +115,6 @@ TINY: dict[str, dict] = {
         "sliding_window": 16,
         "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
     },
-    "deepseek_v2": {  # no query latent (DeepSeek-V2-Lite's), biased dense and shared MLPs
-        "hidden_size": 96,
-        "intermediate_size": 200,
-        "moe_intermediate_size": 40,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 6,
-        "num_key_value_heads": 6,
-        "n_routed_experts": 5,
-        "n_shared_experts": 2,
-        "num_experts_per_tok": 2,
-        "first_k_dense_replace": 1,
-        "q_lora_rank": None,
-        "kv_lora_rank": 24,
-        "qk_nope_head_dim": 16,
-        "qk_rope_head_dim": 8,
-        "v_head_dim": 12,
-        "mlp_bias": True,
-        "n_group": 1,
-        "topk_group": 1,
-    },
     "deepseek_v3": {
         "hidden_size": 96,
         "intermediate_size": 200,
@@ -158,6 +138,9 @@ TINY: dict[str, dict] = {
     "gpt2": {"n_embd": 96, "n_layer": 3, "n_head": 6, "n_positions": 256},
     "gpt_neox": {"hidden_size": 96, "intermediate_size": 300, "num_hidden_layers": 2, "num_attention_heads": 6},
 }
+# DeepSeek-V2 as V3 but with no query latent (V2-Lite's), two shared experts and biased dense and shared MLPs
+TINY["deepseek_v2"] = TINY["deepseek_v3"] | {"q_lora_rank": None, "n_shared_experts": 2, "attention_bias": False}
+TINY["deepseek_v2"]["mlp_bias"] = True
 
 
 def _hf(model_type: str, **overrides):

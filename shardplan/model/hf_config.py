@@ -226,15 +226,9 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
         kv=kv,
         hd=hd,
         ffn=ffn,
-        mlp="swiglu",
         moe=moe,
         tied=tied,
         blocks=blocks,
-        final_norm=h,
-        positions=0,
-        seq_default=4096,
-        dropout=False,
-        rotary=True,
     )
 
 
@@ -321,15 +315,9 @@ def _deepseek(c: _Cfg, model_type: str, name: str) -> ModelSpec:
         kv=heads,
         hd=qk,
         ffn=ffn,
-        mlp="swiglu",
         moe=moe,
         tied=c.flag("tie_word_embeddings", False),
         blocks=blocks,
-        final_norm=h,
-        positions=0,
-        seq_default=4096,
-        dropout=False,
-        rotary=True,
         mla=mla,
     )
 
@@ -441,19 +429,23 @@ def _assemble(
     kv: int,
     hd: int,
     ffn: int,
-    mlp: str,
     moe: MoeSpec | None,
     tied: bool,
     blocks: list[LayerSpec],
-    final_norm: int,
-    positions: int,
-    seq_default: int,
-    dropout: bool,
-    rotary: bool,
+    mlp: str = "swiglu",
+    final_norm: int | None = None,
+    positions: int = 0,
+    seq_default: int = 4096,
+    dropout: bool = False,
+    rotary: bool = True,
     mla: MlaSpec | None = None,
 ) -> ModelSpec:
+    """The model around its blocks: the embedding, the final norm (an RMSNorm of h by default) and the output head.
+    The defaults are the Llama family's: SwiGLU, rotary positions, no dropout, 4,096 tokens unless the config's
+    maximum is shorter."""
     embed = vocab * h + positions * h  # token (and learned position) embeddings: lookups, no matmul FLOPs
     head_params = 0 if tied else vocab * h  # lm_head has no bias in any supported type
+    norm = h if final_norm is None else final_norm
     return ModelSpec(
         name=name,
         source=c.source,
@@ -475,9 +467,7 @@ def _assemble(
         layers=(
             LayerSpec(name="embedding", kind="embedding", params=embed, active_params=embed, matmul_flops_per_token=0),
             *blocks,
-            LayerSpec(
-                name="final norm", kind="norm", params=final_norm, active_params=final_norm, matmul_flops_per_token=0
-            ),
+            LayerSpec(name="final norm", kind="norm", params=norm, active_params=norm, matmul_flops_per_token=0),
             # the output head multiplies h x vocab per token even when its weight is the tied embedding
             LayerSpec(
                 name="output head",
