@@ -38,7 +38,8 @@ FILE_DEFAULTS = {
     # hardware FLOP utilisation under full recompute, above any published A100 run, so selective.
     "megascale2024_175b_530b.csv": (1, "selective", 1, 6),
     "torchtitan_benchmarks.csv": (1, "selective-op", 3, 1),
-    # Llama 3 (arXiv:2407.21783 Sec. 3.3): FSDP sharding optimizer states and gradients (ZeRO-2 like).
+    # Llama 3 (arXiv:2407.21783 Sec. 3.3): FSDP sharding optimizer states and gradients (ZeRO-2 like); the
+    # gradients kept as shards, so reduce-scattered every micro-batch, as the default (Megatron's) runtime does.
     # Sec. 3.3.2 runs an interleaved schedule and takes one layer off the first and last stages, so
     # that "the first model chunk on the first stage has only the embedding": one layer per chunk,
     # (126 + 2) / 16 stages = 8 chunks per GPU.

@@ -139,7 +139,7 @@ def test_fsdp_under_pipeline_parallelism_holds_the_stage_gathered_for_the_whole_
     # torchtitan + torch.distributed.pipelining: no reshard between micro-batches, gradients accumulated
     # unsharded in fp32 and reduce-scattered once; without PP, two blocks gathered and sharded gradients
     model = load_model("llama3-8b")
-    train = Training(global_batch=64, seq_len=4096, recompute="full", zero_stage=3)
+    train = Training(global_batch=64, seq_len=4096, recompute="full", zero_stage=3, pipeline_runtime="torch")
     piped = estimate(model, "dgx-h100", train, tp=1, pp=2, dp=4, micro_batch=1)
     params = param_counts(model, layers=16, first=False, last=True)  # the fullest stage: the head's
     assert piped.memory_breakdown["gathered_weights"] == pytest.approx(2 * params)
@@ -149,6 +149,30 @@ def test_fsdp_under_pipeline_parallelism_holds_the_stage_gathered_for_the_whole_
     # gathered once per step, not twice per micro-batch (16 of them): the PP run moves far fewer DP bytes
     moved = {pp: traffic_bytes(model, train, tp=1, pp=pp, dp=8 // pp, micro_batch=1)["dp"] * pp for pp in (1, 2)}
     assert moved[2] < moved[1] / 4
+    # Megatron's schedules with Megatron-FSDP gather and reduce-scatter every micro-batch, pipeline or not
+    megatron = train.model_copy(update={"pipeline_runtime": "megatron"})
+    each = estimate(model, "dgx-h100", megatron, tp=1, pp=2, dp=4, micro_batch=1)
+    block, ends = (
+        param_counts(model, layers=1, first=False, last=False),
+        param_counts(model, layers=0, first=False, last=True),
+    )
+    assert each.memory_breakdown["gathered_weights"] == pytest.approx(2 * (2 * block + ends))  # two blocks and the head
+    assert each.memory_breakdown["gradients"] == pytest.approx(4 * params / 4)
+    assert traffic_bytes(model, megatron, tp=1, pp=2, dp=4, micro_batch=1)["dp"] * 2 > 4 * moved[2]
+
+
+def test_megatron_fsdp_zero2_under_a_pipeline_reduces_every_micro_batch():
+    """Megatron-FSDP's optim_grads reduce-scatters every backward's gradients, under Megatron's pipeline schedules
+    too, so a stage keeps gradient shards; torch's pipeline stages hold the whole gradients until the last one."""
+    model = load_model("llama3-8b")
+    train = Training(global_batch=64, seq_len=4096, recompute="full", zero_stage=2)
+    runtimes = {runtime: train.model_copy(update={"pipeline_runtime": runtime}) for runtime in ("megatron", "torch")}
+    plans = {runtime: estimate(model, "dgx-h100", t, tp=1, pp=2, dp=4) for runtime, t in runtimes.items()}
+    params = param_counts(model, layers=16, first=False, last=True)
+    assert plans["megatron"].memory_breakdown["gradients"] == pytest.approx(4 * params / 4)
+    assert plans["torch"].memory_breakdown["gradients"] == pytest.approx(4 * params)
+    moved = {r: traffic_bytes(model, t, tp=1, pp=2, dp=4, micro_batch=1)["dp"] for r, t in runtimes.items()}
+    assert moved["megatron"] == pytest.approx(16 * moved["torch"])  # one reduce-scatter per micro-batch, of 16
 
 
 def test_interleaved_stage_holds_at_most_every_micro_batch():
@@ -828,14 +852,15 @@ def test_tp_traffic_under_sp_counts_the_backward_regather():
 
 def test_zero2_reduce_scatters_every_micro_batchs_gradients_without_a_pipeline() -> None:
     """ZeRO-2 holds gradients only as shards, so each micro-batch's backward reduce-scatters its own (DeepSpeed refuses
-    no_sync with partitioned gradients); ZeRO-1 accumulates into the whole buffer and reduces once. Under a pipeline
-    both reduce once and hold whole gradients until then (DeepSpeed refuses ZeRO-2 with pp > 1; torch's stages sync
-    on the last micro-batch)."""
+    no_sync with partitioned gradients); ZeRO-1 accumulates into the whole buffer and reduces once. Under torch's
+    pipeline both reduce once and hold whole gradients until then (its stages sync on the last micro-batch; DeepSpeed
+    refuses ZeRO-2 with pp > 1; Megatron-FSDP reduces every micro-batch:
+    test_megatron_fsdp_zero2_under_a_pipeline_reduces_every_micro_batch)."""
     topo = load_topology("dgx-h100", nodes=2)
     model = load_model("llama3-8b")
 
     def network_s(zero: int, pp: int) -> float:
-        train = Training(global_batch=128, seq_len=4096, zero_stage=zero)
+        train = Training(global_batch=128, seq_len=4096, zero_stage=zero, pipeline_runtime="torch")
         return estimate(model, topo, train, tp=1, pp=pp, dp=16 // pp, micro_batch=1).comm_time_by_link["net"]
 
     reduce_scatter = collective_time_s(topo, "reduce_scatter", range(16), model.num_params * 4)
@@ -843,7 +868,7 @@ def test_zero2_reduce_scatters_every_micro_batchs_gradients_without_a_pipeline()
     assert network_s(2, 2) == pytest.approx(network_s(1, 2), rel=1e-9)
 
     def gradients(zero: int, pp: int) -> float:
-        train = Training(global_batch=128, seq_len=4096, zero_stage=zero)
+        train = Training(global_batch=128, seq_len=4096, zero_stage=zero, pipeline_runtime="torch")
         return estimate(model, topo, train, tp=1, pp=pp, dp=16 // pp).memory_breakdown["gradients"]
 
     # what is reduced once is held whole until then: only ZeRO-2 without a pipeline keeps gradient shards

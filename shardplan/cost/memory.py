@@ -69,12 +69,22 @@ FRAGMENTATION = 0.105
 CACHE_PART = "allocator_cache"
 
 
+# Megatron-FSDP (what Megatron-LM runs for ZeRO-2 and 3: --use-megatron-fsdp with the optim_grads and
+# optim_grads_params sharding) in every micro-batch, pipeline or not: under optim_grads_params it releases each
+# unit's gathered weights after its forward and again after its backward, and under both it reduce-scatters every
+# backward's gradients, no_sync or not (megatron/core/distributed/fsdp/src/megatron_fsdp/megatron_fsdp.py
+# `_register_fsdp_hooks`: `_post_forward`, `_post_backward`'s `grad_reduce_every_bprop`; its `no_sync`: "for grads
+# shard mode there will actually always be gradient sync happening").
+
+
 def reduces_every_micro_batch(training: Training, pp: int) -> bool:
     """Whether ZeRO-2 keeps only gradient shards, reduce-scattering every micro-batch's gradients: without a pipeline
     (DeepSpeed refuses no_sync with partitioned gradients, runtime/engine.py; FSDP's SHARD_GRAD_OP and
-    Megatron-FSDP's optim_grads alike). Under one, DeepSpeed refuses ZeRO-2 and torch's pipeline stages turn the
-    sync off until the last micro-batch, so the gradients stay whole through the step, as ZeRO-1's do."""
-    return training.zero_stage == 2 and pp == 1
+    Megatron-FSDP's optim_grads alike), and under Megatron's pipeline too (Megatron-FSDP reduces every backward's
+    gradients whatever the schedule asks: the comment above). Under torch's pipelines the stages turn the sync off
+    until the last micro-batch, so the gradients stay whole through the step, as ZeRO-1's do; DeepSpeed refuses
+    ZeRO-2 under a pipeline."""
+    return training.zero_stage == 2 and (pp == 1 or training.pipeline_runtime == "megatron")
 
 
 def gathered_across_micro_batches(training: Training, pp: int) -> bool:
@@ -85,8 +95,9 @@ def gathered_across_micro_batches(training: Training, pp: int) -> bool:
     resharding after backward and gradient sync for every backward but the last
     (torch/distributed/pipelining/stage.py backward_maybe_with_nosync), so FSDP2 accumulates the
     unsharded gradients in the reduce dtype (fp32; _fsdp_param.py to_accumulated_grad_if_needed) and
-    reduce-scatters them once."""
-    return training.zero_stage == 3 and pp > 1
+    reduce-scatters them once. Megatron's schedules with Megatron-FSDP gather and reduce per micro-batch, as
+    without a pipeline (the comment above)."""
+    return training.zero_stage == 3 and pp > 1 and training.pipeline_runtime == "torch"
 
 
 def required_bytes(memory: dict[str, float]) -> float:
