@@ -214,6 +214,33 @@ def test_a_deduplicating_dispatcher_sends_a_token_once_per_other_node() -> None:
     assert "--moe-token-dispatcher-type flex" in emit(once, topo, "megatron")
 
 
+@pytest.mark.parametrize("nodes", [2, 4, 8])
+def test_group_limited_routing_sends_a_token_to_the_nodes_of_its_groups_alone(nodes: int) -> None:
+    """DeepSeek's node-limited routing: 16 experts in 4 groups of 4, each token drawing 2 groups, then 3 experts of
+    theirs, uniformly (force-balanced): the other nodes a deduplicating dispatcher sends it to, counted over every
+    draw, are what `remote_copies_share` gives, fewer than with the experts drawn from all 16."""
+    from itertools import combinations
+
+    from shardplan.cost.experts import remote_copies_share
+    from shardplan.model.schema import MoeSpec
+
+    moe = MoeSpec(num_experts=16, top_k=3, expert_ffn_hidden_size=8, groups=4, top_groups=2)
+    model = load_model(MODEL).model_copy(update={"moe": moe})
+    node_of = [e * nodes // 16 for e in range(16)]
+    draws = [
+        {node_of[e] for e in chosen}
+        for picked in combinations(range(4), 2)
+        for chosen in combinations([e for e in range(16) if e // 4 in picked], 3)
+    ]
+    touched = sum(len(d) for d in draws) / len(draws)  # nodes holding any of a token's experts, on average
+    others = touched * (nodes - 1) / nodes  # by symmetry, of the other nodes
+    assert remote_copies_share(model, nodes) * 3 * (nodes - 1) / nodes == pytest.approx(others)
+    flat = model.model_copy(update={"moe": moe.model_copy(update={"groups": 1, "top_groups": 1})})
+    assert remote_copies_share(model, nodes) < remote_copies_share(flat, nodes)
+    deepseek = load_model("deepseek-v3").moe
+    assert (deepseek.groups, deepseek.top_groups) == (8, 4)
+
+
 @pytest.mark.parametrize("expert_tp", [True, False])
 def test_the_search_bound_never_exceeds_a_step_time_with_experts(expert_tp: bool) -> None:
     """On 4 DGX H100s, every expert-parallel candidate's lower bound, all-to-alls through NICs where its EP group

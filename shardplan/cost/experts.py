@@ -34,10 +34,30 @@ def dispatch_bytes(model: ModelSpec, training: Training, tokens: float, tp: int)
 
 def remote_copies_share(model: ModelSpec, nodes: int) -> float:
     """Of the copies of a token an all-to-all dispatcher sends to other nodes (top-k x (n - 1) / n, experts spread
-    evenly over `nodes`), the share a deduplicating one sends: one per other node that holds any of the token's
-    experts, (n - 1)(1 - C(E - E/n, k) / C(E, k)) with routing uniform (as force-balanced routing makes it)."""
-    if nodes < 2 or model.moe is None:
+    evenly over `nodes` in order), the share a deduplicating one sends: one per other node that holds any of the
+    token's experts, (n - 1) x P(a node holds none of them), with routing uniform (as force-balanced routing makes
+    it): without groups C(E - E/n, k) / C(E, k). With group-limited routing (`MoeSpec.groups`) the token draws
+    its groups first, then its experts from theirs (DeepSeek-V3's node-limited routing, arXiv:2412.19437 Sec.
+    2.1.2, "each token will be sent to at most M nodes" where groups are nodes)."""
+    moe = model.moe
+    if nodes < 2 or moe is None:
         return 1.0
-    e, k = model.moe.num_experts, model.moe.top_k
-    missed = math.comb(e - e // nodes, k) / math.comb(e, k)  # a node holds none of the token's experts
+    e, k, g, m = moe.num_experts, moe.top_k, moe.groups, moe.top_groups
+    if g % nodes and nodes % g:  # groups and nodes do not line up: taken as ungrouped
+        g = m = 1
+    size = e // g  # experts per group
+    drawn = math.comb(m * size, k)  # the token's experts come from the m groups it drew
+
+    def missed_given(held: int) -> float:
+        """P(the node holds none of the token's experts | `held` of them sit among its drawn groups' experts)."""
+        return math.comb(m * size - held, k) / drawn
+
+    if g >= nodes:  # each node holds g / n whole groups, x of which the token drew (hypergeometric)
+        per_node = g // nodes
+        missed = sum(
+            math.comb(per_node, x) * math.comb(g - per_node, m - x) / math.comb(g, m) * missed_given(x * size)
+            for x in range(min(per_node, m) + 1)
+        )
+    else:  # each group spans n / g nodes: the node's group drawn or not
+        missed = 1 - m / g + m / g * missed_given(e // nodes)
     return (nodes - 1) * (1 - missed) / (k * (nodes - 1) / nodes)

@@ -266,12 +266,16 @@ def _deepseek(c: _Cfg, model_type: str, name: str) -> ModelSpec:
 
     experts, expert_ffn = c.int("n_routed_experts"), c.int("moe_intermediate_size")
     top_k, shared = c.int("num_experts_per_tok"), c.int("n_shared_experts", default=0, positive=False)
+    # group-limited routing: DeepSeek-V3's (noaux_tc) always, DeepSeek-V2's where its topk_method says so
+    grouped = model_type == "deepseek_v3" or c.data.get("topk_method") == "group_limited_greedy"
     moe = MoeSpec(
         num_experts=experts,
         top_k=top_k,
         expert_ffn_hidden_size=expert_ffn,
         shared_experts=shared,
         shared_ffn_hidden_size=shared * expert_ffn,
+        groups=c.int("n_group", default=1) if grouped else 1,
+        top_groups=c.int("topk_group", default=1) if grouped else 1,
     )
     router, expert = h * experts, 3 * h * expert_ffn
     shared_params, shared_free = mlp(shared * expert_ffn) if shared else (0, 0)

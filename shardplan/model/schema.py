@@ -45,6 +45,24 @@ class MoeSpec(BaseModel):
     shared_experts: int = Field(0, ge=0, description="Experts every token passes through.")
     shared_ffn_hidden_size: int = Field(0, ge=0, description="Hidden size of the shared expert MLP.")
     shared_expert_gate: bool = Field(False, description="A scalar sigmoid gate on the shared expert (qwen2_moe).")
+    groups: int = Field(
+        1,
+        gt=0,
+        description="Expert groups (DeepSeek's n_group, experts in order): each token's top-k experts come from "
+        "its `top_groups` best groups alone (node-limited routing where a group's experts sit on one node).",
+    )
+    top_groups: int = Field(1, gt=0, description="Groups each token's experts come from (DeepSeek's topk_group).")
+
+    @model_validator(mode="after")
+    def _groups_hold_the_top_k(self) -> MoeSpec:
+        if self.num_experts % self.groups or self.top_groups > self.groups:
+            raise ValueError(
+                f"{self.groups} expert groups, {self.top_groups} per token: expected groups dividing "
+                f"the {self.num_experts} experts and at most as many per token as there are"
+            )
+        if self.top_k > self.top_groups * self.num_experts // self.groups:
+            raise ValueError(f"top_k {self.top_k} exceeds the experts of {self.top_groups} groups")
+        return self
 
 
 class MlaSpec(BaseModel):
