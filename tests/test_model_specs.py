@@ -413,7 +413,7 @@ def test_not_json_and_directory_source(tmp_path: Path):
 
 
 def test_preset_configs_build_the_same_model_in_transformers():
-    for name in ("llama3-8b", "qwen2.5-7b", "mixtral-8x7b", "gpt-oss-20b", "deepseek-v3", "gpt2"):
+    for name in ("llama3-8b", "qwen2.5-7b", "mixtral-8x7b", "gpt-oss-20b", "deepseek-v3", "deepseek-v2-lite", "gpt2"):
         from shardplan.model.presets import read_model_preset
 
         data, _ = read_model_preset(name)
