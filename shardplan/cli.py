@@ -145,9 +145,15 @@ def model(
         highlight=False,
     )
     _out.print(f"source    {spec.source}", highlight=False)
+    heads = f"{spec.num_heads} heads ({spec.attention}, {spec.num_kv_heads} KV), head dim {spec.head_dim}"
+    if spec.mla:  # queries and keys of nope + rope, values apart; the latents the down-projections make
+        m = spec.mla
+        heads = (
+            f"{spec.num_heads} heads (mla: q/k {m.qk_nope_head_dim} + {m.qk_rope_head_dim}, v {m.v_head_dim}; "
+            f"latents q {m.q_lora_rank or 'none'}, kv {m.kv_lora_rank})"
+        )
     _out.print(
-        f"shape     hidden {spec.hidden_size}, {spec.num_layers} layers, {spec.num_heads} heads "
-        f"({spec.attention}, {spec.num_kv_heads} KV), head dim {spec.head_dim}, FFN {spec.ffn_hidden_size} "
+        f"shape     hidden {spec.hidden_size}, {spec.num_layers} layers, {heads}, FFN {spec.ffn_hidden_size} "
         f"{spec.mlp}, vocabulary {spec.vocab_size:,}, tied embeddings {spec.tied_embeddings}",
         highlight=False,
     )

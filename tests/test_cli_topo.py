@@ -71,6 +71,9 @@ def test_model_command_table_json_and_errors(tmp_path: Path):
     assert "8,030,261,248" in run.stdout
     doc = json.loads(_cli("model", "mixtral-8x7b", "--json").stdout)
     assert doc["num_params"] == 46_702_792_704 and doc["moe"]["top_k"] == 2
+    mla = _cli("model", "deepseek-v3")
+    assert "mla: q/k 128 + 64, v 128; latents q 1536, kv 512" in " ".join(mla.stdout.split())
+    assert json.loads(_cli("model", "deepseek-v3", "--json").stdout)["mla"]["kv_lora_rank"] == 512
     bad = tmp_path / "config.json"
     bad.write_text('{"model_type": "llama", "hidden_size": 64}')
     run = _cli("model", str(bad))
