@@ -306,10 +306,26 @@ BRIDGE_MODELS = {
     # scripts/performance/configs/deepseek/parallelism_configs.py and deepseek_workload_base_configs.py: expert TP 1,
     # recompute_modules mla_up_proj (and on H100 and B200 at EP 32 mlp, the 3 dense blocks' MLPs: not modelled);
     # deepseek_llm_pretrain.py: bf16 gradient reduction, force-balanced routing; the flex dispatcher (DEDUPLICATED)
-    # and, on H100 and B200 at EP 32, overlapped all-to-alls; pipeline layouts on H100 and on B200 at EP 32 with a
-    # multi-token-prediction layer in the last chunk (not modelled: transformers' DeepSeek-V3 has none)
+    # and, on H100 and B200 at EP 32, overlapped all-to-alls; one multi-token-prediction layer (the recipe's
+    # mtp_num_layers, src/megatron/bridge/recipes/deepseek/deepseek_v3.py) in the last chunk of the pipeline
+    # layouts `DEEPSEEK_LAYOUTS` gives
     "DeepSeekV3": "deepseek-v3",
 }
+
+
+# Megatron Bridge's DeepSeek-V3 pipeline layouts (E: embedding, t: block, m: MTP layer, L: loss; chunks in model
+# order): deepseek_llm_pretrain.py's H100 one, and the recipe's (PP, VP) map for B200 (deepseek_v3.py: (16, 1)
+# and (8, 2) alike, a chunk of 4 blocks each and one block with the MTP layer and the loss last)
+DEEPSEEK_LAYOUTS = {"H100 80GB": "Et|(tt|)*30mL", "B200": "Et*4|(t*4|)*14tmL"}
+
+
+def _layout_stages(layout: str, pp: int) -> tuple[int, ...]:
+    """Blocks per pipeline stage of a Megatron `--pipeline-model-parallel-layout`: chunk k on stage k % pp."""
+    expanded = re.sub(r"\(([^)]*)\)\*(\d+)", lambda m: m.group(1) * int(m.group(2)), layout)
+    stages = [0] * pp
+    for k, chunk in enumerate(expanded.split("|")):
+        stages[k % pp] += sum(int(n or 1) for n in re.findall(r"t(?:\*(\d+))?", chunk))
+    return tuple(stages)
 
 
 # Megatron Bridge runs whose recipes dispatch through the flex dispatcher (HybridEP, DeepEP): qwen3_llm_pretrain.py's
@@ -379,6 +395,8 @@ def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
         "global_batch": row["gbs"],
         "act_recompute": "none",
         "recompute_modules": {"GPT OSS 120B": "moe_act layernorm", "DeepSeekV3": "mla_up_proj"}.get(name, ""),
+        "mtp_layers": "1" if name == "DeepSeekV3" else "",
+        "pp_layout": DEEPSEEK_LAYOUTS[gpu] if name == "DeepSeekV3" else "",
         "other_opts": _bridge_overlaps(name, row["system"], ep),
         "tokens_per_s_per_gpu": row["tokens_per_s_per_gpu"],
     }
@@ -438,6 +456,8 @@ COLUMNS = [
     "ep_dispatcher",
     "preset",
     "recompute_modules",
+    "mtp_layers",
+    "pp_layout",
 ]
 
 
@@ -599,9 +619,12 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             ep_comm_overlap="--overlap-moe-expert-parallel-comm" in opts,
             ep_dispatcher=row["ep_dispatcher"] or "alltoall",
             recompute_modules=tuple(row.get("recompute_modules", "").split()),
+            mtp_layers=int(row["mtp_layers"] or 0),
         )
         result.recompute, result.zero_stage = train.recompute, train.zero_stage
         shape = dict(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, micro_batch=mb, virtual_stages=vpp)
+        if row["pp_layout"]:
+            shape["layers_per_stage"] = _layout_stages(row["pp_layout"], pp)
         result.measured_mem_gib, result.estimated_mem_gib = _memory_gib(row, model, train, n, shape)
         measured = _measured_step(row, model, seq, global_batch, n)
         if measured is None:

@@ -102,6 +102,14 @@ RecomputeModules = Annotated[
         "activation), layernorm (each block's two norms), mla_up_proj (MLA's up-projections).",
     ),
 ]
+MtpLayers = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="Multi-token prediction layers (Megatron's --mtp-num-layers, DeepSeek-V3's 1): each one more block, "
+        "the output head and a loss on the last pipeline stage.",
+    ),
+]
 EpCommOverlap = Annotated[
     bool,
     typer.Option(
@@ -144,6 +152,7 @@ FRAMEWORK_OPTIONS = (
     "ep_comm_overlap",
     "ep_dispatcher",
     "recompute_modules",
+    "mtp_layers",
     "sequence_parallel",
     "pipeline_scatter_gather",
     "pipeline_runtime",

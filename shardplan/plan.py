@@ -46,8 +46,9 @@ class Plan(BaseModel):
     ep_comm_overlap: bool = Field(False, description="MoE all-to-alls assumed beside another micro-batch's compute.")
     ep_dispatcher: str = Field("alltoall", description="MoE token dispatch: alltoall or deduplicated (per node).")
     recompute_modules: tuple[str, ...] = Field(
-        (), description="Megatron's --recompute-modules beside `recompute` (moe_act, layernorm)."
+        (), description="Megatron's --recompute-modules beside `recompute` (moe_act, layernorm, mla_up_proj)."
     )
+    mtp_layers: int = Field(0, ge=0, description="Multi-token prediction layers on the last stage (--mtp-num-layers).")
     micro_batch: int = Field(ge=1, description="Sequences per micro-batch per data-parallel replica.")
     num_micro_batches: int = Field(ge=1, description="Micro-batches per optimiser step per replica.")
     virtual_stages: int = Field(1, ge=1, description="Interleaved pipeline chunks per GPU.")

@@ -50,6 +50,13 @@ class Training(BaseModel):
         "stream they read); mla_up_proj, multi-head latent attention's up-projections (queries, keys and values "
         "recomputed from the latents).",
     )
+    mtp_layers: int = Field(
+        0,
+        ge=0,
+        description="Multi-token prediction layers (Megatron-Core's --mtp-num-layers; DeepSeek-V3, arXiv:2412.19437 "
+        "Sec. 2.2): on the last pipeline stage, each runs one more block on the hidden state and the next token's "
+        "embedding, and the output head and a loss once more; that stage also holds the embedding.",
+    )
     zero_stage: Literal[0, 1, 2, 3] = Field(
         0, description="ZeRO / FSDP stage: 1 shards optimizer states, 2 also gradients, 3 also weights."
     )

@@ -98,7 +98,9 @@ def test_estimate_command_json_and_bad_degrees():
     )
     assert run.returncode == 0, run.stderr
     plan = json.loads(run.stdout)
-    assert plan["schema_version"] == 1 and plan["mesh_shape"] == [1, 4, 2]
+    assert plan["schema_version"] == 1 and plan["mesh_shape"] == [1, 4, 2] and plan["mtp_layers"] == 0
+    mtp = ["estimate", "--model", "deepseek-v2-lite", "--topology", "dgx-h100", "--dp", "8", "--global-batch", "8"]
+    assert json.loads(_cli(*mtp, "--mtp-layers", "1", "--json").stdout)["mtp_layers"] == 1
     # DeepSpeed-style pipelines: no SP, every TP rank sends the whole activation to the next stage
     pipelined = ["estimate", "--model", "llama3-8b", "--topology", "dgx-h100", "--nodes", "2", "--tp", "4", "--pp", "4"]
     pipelined += ["--global-batch", "16", "--json"]

@@ -768,6 +768,41 @@ def test_mla_attention_runs_near_the_rate_of_its_query_key_head_dim_measured():
         assert at_head_dim(factors[kernel], 192) == pytest.approx(measured, rel=0.06), kernel
 
 
+def test_multi_token_prediction_runs_a_block_a_projection_and_the_head_again_on_the_last_stage():
+    """Megatron's --mtp-num-layers 1 (DeepSeek-V3 Sec. 2.2): the last stage holds one more block like the model's
+    last, a 2h -> h projection, three norms and the embedding (shared with the first stage's); each micro-batch runs
+    that block, the projection, an embedding gather, the output head and a loss once more there."""
+    from shardplan.cost.compute import FP32, stage_times
+    from shardplan.emit import emit
+
+    model, rates, tokens, tp = load_model("deepseek-v3"), rates_for("h100-sxm"), 4096, 2
+    h, v = model.hidden_size, model.vocab_size
+    moe_block = next(ly for ly in model.layers if ly.name == "moe block")
+    assert model.mtp_layer_params == (moe_block.params + 2 * h * h + 3 * h, moe_block.expert_params)
+    assert (
+        param_counts(model, layers=4, first=False, last=True, mtp=1)
+        == param_counts(model, layers=4, first=False, last=True) + model.mtp_layer_params[0] + v * h
+    )
+    train = Training(global_batch=64, seq_len=4096, recompute="none", mtp_layers=1)
+    stage = {"first": False, "last": True, "micro_batch": 1, "tp": tp, "rates": rates, "ep": 8}
+    with_mtp = stage_times(model, train, layers=4, **stage)
+    one_more = stage_times(model, train.model_copy(update={"mtp_layers": 0}), layers=5, **stage)
+    head = gemm_s(tokens, v / tp, h, rates) + 3 * tokens * v / tp * FP32 / rates.loss_bytes_per_s
+    extra = head + gemm_s(tokens, h / tp, 2 * h, rates) + tokens * h * 2 / rates.hbm_bytes_per_s
+    assert with_mtp.forward_s - one_more.forward_s == pytest.approx(extra)
+    topo = load_topology("dgx-h100", nodes=32)
+    plain, mtp = (
+        estimate(model, topo, t, tp=1, pp=16, dp=2, ep=8, layers_per_stage=(4,) * 15 + (1,))
+        for t in (train.model_copy(update={"mtp_layers": 0}), train)
+    )
+    assert mtp.step_time_s > plain.step_time_s and mtp.mtp_layers == 1
+    args = [line.removesuffix(" \\") for line in emit(mtp, topo, "megatron").splitlines()]
+    assert "--mtp-num-layers 1" in args and '--pipeline-model-parallel-layout "E,t*4|' + "t*4|" * 14 + 't,m,L"' in args
+    for framework in ("torchtitan", "deepspeed"):
+        with pytest.raises(PlanError, match="no multi-token prediction"):
+            emit(mtp, topo, framework)
+
+
 def test_rates_are_kept_per_calibration_and_follow_a_modified_copy():
     cal = shipped_calibration("h100-sxm")
     assert rates_for("h100-sxm", cal) is rates_for("h100-sxm")  # worked out once

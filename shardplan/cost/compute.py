@@ -302,7 +302,9 @@ def stage_times(
     ep: int = 1,
 ) -> StageTimes:
     """Times of one micro-batch through `layers` transformer blocks (plus the embedding on the
-    first stage and the output head and loss on the last); `cp`: each GPU holds 1/cp of every
+    first stage and the output head and loss on the last, where `Training.mtp_layers` multi-token-prediction
+    layers each add a block, their projection of 2h onto h, an embedding gather, the head and a loss once more;
+    Megatron-Core's MultiTokenPredictionBlock); `cp`: each GPU holds 1/cp of every
     sequence, and 1/cp of the causal attention (load-balanced chunks) against keys of the whole
     sequence; `fsdp2`: each block under FSDP2's fully_shard, `dtensor_tp`: its linears DTensors: both
     add to the host's time per block (None: as `training` and `tp` have them, `host_wrappers`); `ep`: a
@@ -325,6 +327,8 @@ def stage_times(
         precisions=precisions,
         experts=_local_experts(model.moe, training, tokens, tp, ep) if model.moe is not None else None,
     )
+    mtp = training.mtp_layers if last else 0
+    layers += mtp
     fwd = layers * (gemms + attn + memory)
     bwd = layers * (gemms_bwd + attn_bwd + 2 * memory)
     gemm_total = layers * (gemms * {"full": 2, "selective-layer": 1.5}.get(recompute, 1) + gemms_bwd)
@@ -355,10 +359,11 @@ def stage_times(
             # logits in bf16, upcast to fp32 for the loss, softmax gradient: ~3 fp32 passes over T x V/tp
             # forward and 3 backward, at the measured cross-entropy rate
             loss_fwd = loss_bwd = 3 * logits * FP32 / rates.loss_bytes_per_s
-        fwd += head + loss_fwd
-        bwd += 2 * head + loss_bwd
-    if first:
-        fwd += tokens * model.hidden_size * BF16 / rates.hbm_bytes_per_s  # embedding gather
+        projection = gemm_s(tokens, h / tp, 2 * h, rates, precisions[0])  # each MTP layer's, column-parallel
+        fwd += (1 + mtp) * (head + loss_fwd) + mtp * projection
+        bwd += (1 + mtp) * (2 * head + loss_bwd) + mtp * 2 * projection
+    if first or mtp:
+        fwd += (first + mtp) * tokens * model.hidden_size * BF16 / rates.hbm_bytes_per_s  # embedding gathers
     # eager PyTorch cannot launch kernels faster than the host dispatches them: short kernels leave
     # the GPU waiting (measured per block by `shardplan calibrate`)
     host = rates.host_dispatch

@@ -105,32 +105,35 @@ def required_bytes(memory: dict[str, float]) -> float:
     return sum(memory.values()) - memory.get(CACHE_PART, 0.0)
 
 
-def param_counts(model: ModelSpec, *, layers: int, first: bool, last: bool) -> int:
-    """Parameters held by one pipeline stage before tensor parallelism."""
+def param_counts(model: ModelSpec, *, layers: int, first: bool, last: bool, mtp: int = 0) -> int:
+    """Parameters held by one pipeline stage before tensor parallelism; the last also holds `mtp`
+    multi-token-prediction layers (`ModelSpec.mtp_layer_params`) and the embedding they share."""
     per_layer, embed, head, norm = model.params_by_part
     out = per_layer * layers
     if first:
         out += embed
     if last:
-        # a tied head needs its own copy of the embedding when it sits on another stage
-        out += norm + (head if head else (embed if not first else 0))
+        # a tied head needs its own copy of the embedding when it sits on another stage, as MTP layers do
+        # (Megatron-Core's GPTModel builds the embedding where `pre_process or mtp_process`)
+        out += norm + head + (embed if not first and (mtp or not head) else 0) + mtp * model.mtp_layer_params[0]
     return int(out)
 
 
-def expert_param_counts(model: ModelSpec, *, layers: int) -> float:
+def expert_param_counts(model: ModelSpec, *, layers: int, mtp: int = 0) -> float:
     """Of `param_counts`, the routed experts' parameters of a stage of `layers` blocks (the model's average
-    per block, as `param_counts` takes it)."""
-    return model.num_expert_params / model.num_layers * layers
+    per block, as `param_counts` takes it) and `mtp` multi-token-prediction layers."""
+    return model.num_expert_params / model.num_layers * layers + mtp * model.mtp_layer_params[1]
 
 
 def local_params(
-    model: ModelSpec, *, layers: int, first: bool, last: bool, tp: int, ep: int = 1
+    model: ModelSpec, *, layers: int, first: bool, last: bool, tp: int, ep: int = 1, mtp: int = 0
 ) -> tuple[float, float]:
     """Parameters one GPU of a stage holds before ZeRO sharding, as (dense, experts): TP splits the dense layers,
     and the experts spread over ep x tp GPUs either way, each split by TP (Megatron-Core's default) or whole
-    (`Training.expert_tensor_parallel` off)."""
-    total = param_counts(model, layers=layers, first=first, last=last)
-    experts = expert_param_counts(model, layers=layers)
+    (`Training.expert_tensor_parallel` off). The last stage holds `mtp` multi-token-prediction layers too."""
+    mtp = mtp if last else 0
+    total = param_counts(model, layers=layers, first=first, last=last, mtp=mtp)
+    experts = expert_param_counts(model, layers=layers, mtp=mtp)
     return (total - experts) / tp, experts / (tp * ep)
 
 
@@ -203,7 +206,8 @@ def activation_bytes(
     else:
         in_flight = min(pp - stage, num_micro)
     logits = tokens * model.vocab_size / tp if last else 0.0
-    out = {"activations": per_layer * tokens * layers * in_flight}
+    blocks = layers + (training.mtp_layers if last else 0)  # multi-token prediction's on the last stage
+    out = {"activations": per_layer * tokens * blocks * in_flight}
     cached = logits * CACHED_LOGIT_BYTES if training.loss == "fp32" else 0.0
     out[CACHE_PART] = FRAGMENTATION * out["activations"] + cached
     if first:
@@ -270,7 +274,7 @@ def stage_memory(
     ones, and the dense layers' shards spread over all dp x cp x ep (Megatron-Core's expert and dense
     data-parallel groups)."""
     first, last = stage == 0, stage == pp - 1
-    dense, experts = local_params(model, layers=layers, first=first, last=last, tp=tp, ep=ep)
+    dense, experts = local_params(model, layers=layers, first=first, last=last, tp=tp, ep=ep, mtp=training.mtp_layers)
     params = dense + experts
     num_micro = training.global_batch // (dp * ep * micro_batch)
     shards = dp * cp * ep

@@ -240,6 +240,7 @@ def step_cost(
         key = max(present, key=lambda k: timers[k](layers=layers[p], first=first, last=last).total_s)
         times, rates = timers[key](layers=layers[p], first=first, last=last), rates_of[key]
         stage_rates.append(rates)
+        blocks = layers[p] + (training.mtp_layers if last else 0)  # a multi-token-prediction layer is one more
         moving = dict.fromkeys(("nvlink", "pcie", "net"), 0.0)  # the link classes of `Plan.comm_time_by_link`
         stage_comm.append(moving)
         tp_s = 0.0
@@ -250,8 +251,8 @@ def step_cost(
             lost = overlap_slowdown(tp_axis.channels(p))
             forward, backward, moved = _tp_layer_s(training, sp, time_of, col, lost)
             forward_passes = _tp_passes(training) - 1  # 1, plus what recompute runs again
-            tp_s = tp_share * layers[p] * (forward * forward_passes + backward)
-            moved_s = tp_share * layers[p] * (forward * forward_passes + moved)
+            tp_s = tp_share * blocks * (forward * forward_passes + backward)
+            moved_s = tp_share * blocks * (forward * forward_passes + moved)
             moving[tp_axis.link_class(p)] += moved_s * num_micro
             if training.tp_comm_overlap:  # each all-gather / reduce-scatter runs under its GEMM
                 tp_s = max(0.0, moved_s - times.gemm_s)
@@ -262,8 +263,8 @@ def step_cost(
             link = cp_axis.link_class(p)
             lost = overlap_slowdown(cp_axis.channels(p))
             exposed, moved = _cp_block_s(training, time_of, times.attention_s, cp, lost)
-            cp_s = layers[p] * exposed
-            moving[link] += num_micro * layers[p] * moved
+            cp_s = blocks * exposed
+            moving[link] += num_micro * blocks * moved
         ep_s = 0.0
         if ep_axis is not None:
             # the dispatch and combine all-to-alls of each MoE block, each waited for; or with `ep_comm_overlap`
@@ -272,7 +273,7 @@ def step_cost(
             if training.ep_dispatcher == "deduplicated":
                 nodes = len(set(topology.gpu_arrays[0][ep_axis.groups[p, 0]].tolist()))
                 size *= remote_copies_share(model, nodes)
-            moved = layers[p] * moe_share * ep_passes(training) * ep_axis.time_s("all_to_all", p, size)
+            moved = blocks * moe_share * ep_passes(training) * ep_axis.time_s("all_to_all", p, size)
             moving[ep_axis.link_class(p)] += num_micro * moved
             ep_s = moved
             if training.ep_comm_overlap:
@@ -331,7 +332,9 @@ def step_cost(
         """Stage p's exposed gradient sync, FSDP gathers and optimizer step; the link and seconds it moves."""
         dp_s = fsdp_s = moved = 0.0
         link = "nvlink"
-        dense, experts = local_params(model, layers=layers[p], first=p == 0, last=p == pp - 1, tp=tp, ep=ep)
+        dense, experts = local_params(
+            model, layers=layers[p], first=p == 0, last=p == pp - 1, tp=tp, ep=ep, mtp=training.mtp_layers
+        )
         # each weight group with the axis whose GPUs hold it and their count: under expert parallelism the dense
         # layers over dp x cp x ep, the experts over dp x cp, one collective after the other
         groups = [(dp_axis, dense + experts, shards)]
@@ -356,7 +359,7 @@ def step_cost(
                 # which loses `overlap_slowdown` of the time they run beside it.
                 # Under PP the stage stays gathered across micro-batches (`gathered_across_micro_batches`):
                 # one gather per block in the first forward and one reduce-scatter in the last backward.
-                blocks = max(layers[p], 1)
+                blocks = max(layers[p] + (training.mtp_layers if p == pp - 1 else 0), 1)
                 gather_block = timed("all_gather", 2, blocks)
                 sync_block = timed("reduce_scatter", training.grad_bytes, blocks)
                 rounds, gathers = (1, 1) if held else (num_micro, 2)
@@ -562,7 +565,9 @@ def time_lower_bound_s(
         per_micro = max(per_micro, model.num_layers / sum(1 / b for b in per_stage))
     bound = num_micro * per_micro + (pp - 1) / virtual_stages * per_micro
     if pp == 1:  # with stages, which one bounds the step (and its weights) is not known here
-        dense, experts = local_params(model, layers=model.num_layers, first=True, last=True, tp=tp, ep=ep)
+        dense, experts = local_params(
+            model, layers=model.num_layers, first=True, last=True, tp=tp, ep=ep, mtp=training.mtp_layers
+        )
         for params, shards in ((dense, dp * cp * ep), (experts, dp * cp)):
             bound += _optimizer_step_s(params, training, shards, num_micro, rates)
             if fsdp2:

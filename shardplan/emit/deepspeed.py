@@ -30,6 +30,8 @@ def deepspeed_json(plan: Plan, topology: Topology) -> str:
         raise PlanError("DeepSpeed has no ring-attention context parallelism: emit the plan for megatron or torchtitan")
     if plan.recompute_modules:
         raise PlanError("DeepSpeed has no per-module recompute (Megatron's --recompute-modules): emit for megatron")
+    if plan.mtp_layers:
+        raise PlanError("DeepSpeed has no multi-token prediction (Megatron's --mtp-num-layers): emit for megatron")
     if plan.ep > 1:
         raise PlanError(
             "DeepSpeed sets expert parallelism in the model code (deepspeed.moe.layer.MoE(ep_size=...)), not in its "

@@ -49,6 +49,8 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
             args.append("--moe-token-dispatcher-type alltoall")
         if plan.ep_comm_overlap:  # combined 1F1B: a micro-batch's all-to-alls beside another's compute
             args.append("--overlap-moe-expert-parallel-comm")
+    if plan.mtp_layers:  # on the last stage, after its blocks (Megatron-Core's default placement)
+        args.append(f"--mtp-num-layers {plan.mtp_layers}")
     if plan.sequence_parallel and plan.tp > 1:
         args.append("--sequence-parallel")
     if plan.recompute == "full":
@@ -88,8 +90,8 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
 
 def _pipeline_split(plan: Plan) -> list[str]:
     """Blocks per (virtual) stage: Megatron's even split where the plan's is even, else the explicit
-    `--pipeline-model-parallel-layout` (E: embedding, t: block, L: output head and loss; chunks in model
-    order, separated by |)."""
+    `--pipeline-model-parallel-layout` (E: embedding, t: block, m: multi-token-prediction layer, L: output head and
+    loss; chunks in model order, separated by |)."""
     stages, v = plan.layers_per_stage, plan.virtual_stages
     if plan.pp == 1:
         return []
@@ -98,5 +100,5 @@ def _pipeline_split(plan: Plan) -> list[str]:
     segments = []
     for c in model_chunks(plan):
         tokens = ["E"] * c.embedding + [f"t*{c.num_layers}" if c.num_layers > 1 else "t"] * (c.num_layers > 0)
-        segments.append(",".join(tokens + ["L"] * c.head))
+        segments.append(",".join(tokens + ["m"] * (plan.mtp_layers * c.head) + ["L"] * c.head))
     return [f'--pipeline-model-parallel-layout "{"|".join(segments)}"']

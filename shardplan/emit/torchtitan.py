@@ -34,6 +34,11 @@ def torchtitan_toml(plan: Plan, topology: Topology) -> str:
             "torchtitan has no per-module recompute (Megatron's --recompute-modules): emit for megatron, or plan "
             "again for torchtitan (--pipeline-runtime torch) without --recompute-module"
         )
+    if plan.mtp_layers:
+        raise PlanError(
+            "torchtitan has no multi-token prediction (Megatron's --mtp-num-layers): emit for megatron, or plan again "
+            "without --mtp-layers"
+        )
     shard = plan.zero_stage >= 1
     data = plan.dp * plan.ep  # torchtitan's expert parallelism borrows its GPUs from data_parallel_shard_degree
     etp = plan.tp if plan.expert_tensor_parallel else 1  # and from tensor_parallel_degree where experts stay whole

@@ -196,6 +196,16 @@ class ModelSpec(BaseModel):
         return blocks / self.num_layers, self.layers[0].params, head, norm
 
     @cached_property
+    def mtp_layer_params(self) -> tuple[int, int]:
+        """(parameters, of them the routed experts') of one multi-token-prediction layer (DeepSeek-V3, arXiv:2412.19437
+        Sec. 2.2; Megatron-Core's MultiTokenPredictionLayer): a block like the model's last, the projection of the
+        normalised hidden state and next token's embedding (2h -> h), and three norms; it shares the embedding and
+        the output head."""
+        block = [ly for ly in self.layers if ly.kind == "block"][-1]
+        h = self.hidden_size
+        return block.params + 2 * h * h + 3 * h, block.expert_params
+
+    @cached_property
     def num_expert_params(self) -> int:
         """Parameters of the routed experts, summed over blocks (0 for a dense model)."""
         return sum(layer.expert_params * layer.count for layer in self.layers)

@@ -236,6 +236,7 @@ def make_plan(
         ep_comm_overlap=training.ep_comm_overlap,
         ep_dispatcher=training.ep_dispatcher,
         recompute_modules=training.recompute_modules,
+        mtp_layers=training.mtp_layers,
         micro_batch=micro_batch,
         num_micro_batches=training.global_batch // (dp * ep * micro_batch),
         virtual_stages=virtual_stages,
