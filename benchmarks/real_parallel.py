@@ -54,7 +54,11 @@ VOCAB = {"tiny": 512}
 WARMUP, STEPS = 3, 6
 # What the implementation in `run` does, in the cost model's terms (see the module docstring).
 IMPLEMENTATION = dict(
-    sequence_parallel=False, tp_async_backward=False, pipeline_scatter_gather=False, tp_impl="dtensor"
+    sequence_parallel=False,
+    tp_async_backward=False,
+    pipeline_scatter_gather=False,
+    tp_impl="dtensor",
+    pipeline_runtime="torch",  # FSDP2 and torch.distributed.pipelining
 )
 RECOMPUTE = ("none", "full")  # what llama.Llama's blocks run here
 

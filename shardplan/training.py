@@ -66,7 +66,8 @@ class Training(BaseModel):
         "copies the gathered weights out of the all-gather buffer (forward and again in backward) and the "
         "gradients into the reduce-scatter buffer (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py: "
         "split_with_sizes_copy, chunk_cat), and whose hooks add to the host's time per block; 1 = flat "
-        "parameters gathered and reduced in place (FSDP1, DeepSpeed ZeRO-3).",
+        "parameters gathered and reduced in place (FSDP1, DeepSpeed ZeRO-3). Under Megatron's runtime ZeRO-3 is "
+        "Megatron-FSDP, which gathers in place too, whatever this says.",
     )
     tp_impl: Literal["megatron", "dtensor"] = Field(
         "megatron",

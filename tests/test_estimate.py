@@ -125,14 +125,16 @@ def test_fsdp2_copies_its_gathered_weights_and_gradients_every_micro_batch():
     # per micro-batch and weight: copy-out of the all-gather buffer in forward and in backward (2 + 2 B
     # each), chunk_cat of the bf16 gradient into the fp32 reduce-scatter buffer (2 + 4 B); per weight of
     # the shard, the fp32 -> bf16 copy into the all-gather input, twice (4 + 2 B each). FSDP1 and
-    # DeepSpeed gather and reduce flat parameters in place
+    # DeepSpeed gather and reduce flat parameters in place, as Megatron-FSDP does (Megatron's runtime)
     model = load_model("llama3-8b")
-    train = Training(global_batch=16, seq_len=4096, zero_stage=3)
+    train = Training(global_batch=16, seq_len=4096, zero_stage=3, pipeline_runtime="torch")
     fsdp1, fsdp2 = (
         estimate(model, "dgx-h100", train.model_copy(update={"fsdp_version": v}), tp=1, pp=1, dp=8) for v in (1, 2)
     )
     copies = fsdp2.num_micro_batches * model.num_params * (14 + 12 / 8) / rates_for("h100-sxm").hbm_bytes_per_s
     assert fsdp2.breakdown["fsdp"] - fsdp1.breakdown["fsdp"] == pytest.approx(copies, rel=1e-6)
+    megatron = estimate(model, "dgx-h100", train.model_copy(update={"pipeline_runtime": "megatron"}), tp=1, pp=1, dp=8)
+    assert megatron.breakdown["fsdp"] == pytest.approx(fsdp1.breakdown["fsdp"])
 
 
 def test_fsdp_under_pipeline_parallelism_holds_the_stage_gathered_for_the_whole_step():
