@@ -203,6 +203,10 @@ class Training(BaseModel):
         on a GPU (`expert_tensor_parallel` off)."""
         return ep * tp if ep > 1 and not self.expert_tensor_parallel else ep
 
+    def stage_blocks(self, layers: int, last: bool) -> int:
+        """Blocks a pipeline stage of `layers` runs: the last also runs the multi-token-prediction layers."""
+        return layers + (self.mtp_layers if last else 0)
+
     @property
     def grad_bytes(self) -> int:
         """Bytes per weight gradient (`grad_dtype`)."""

@@ -329,7 +329,7 @@ def stage_times(
         precisions=precisions,
         experts=_local_experts(model.moe, training, tokens, tp, ep) if model.moe is not None else None,
     )
-    mtp = training.mtp_layers if last else 0
+    mtp = training.stage_blocks(layers, last) - layers
     layers += mtp
     fwd = layers * (gemms + attn + memory)
     bwd = layers * (gemms_bwd + attn_bwd + 2 * memory)

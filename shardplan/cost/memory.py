@@ -206,8 +206,7 @@ def activation_bytes(
     else:
         in_flight = min(pp - stage, num_micro)
     logits = tokens * model.vocab_size / tp if last else 0.0
-    blocks = layers + (training.mtp_layers if last else 0)  # multi-token prediction's on the last stage
-    out = {"activations": per_layer * tokens * blocks * in_flight}
+    out = {"activations": per_layer * tokens * training.stage_blocks(layers, last) * in_flight}
     cached = logits * CACHED_LOGIT_BYTES if training.loss == "fp32" else 0.0
     out[CACHE_PART] = FRAGMENTATION * out["activations"] + cached
     if first:

@@ -240,7 +240,7 @@ def step_cost(
         key = max(present, key=lambda k: timers[k](layers=layers[p], first=first, last=last).total_s)
         times, rates = timers[key](layers=layers[p], first=first, last=last), rates_of[key]
         stage_rates.append(rates)
-        blocks = layers[p] + (training.mtp_layers if last else 0)  # a multi-token-prediction layer is one more
+        blocks = training.stage_blocks(layers[p], last)
         moving = dict.fromkeys(("nvlink", "pcie", "net"), 0.0)  # the link classes of `Plan.comm_time_by_link`
         stage_comm.append(moving)
         tp_s = 0.0
@@ -359,7 +359,7 @@ def step_cost(
                 # which loses `overlap_slowdown` of the time they run beside it.
                 # Under PP the stage stays gathered across micro-batches (`gathered_across_micro_batches`):
                 # one gather per block in the first forward and one reduce-scatter in the last backward.
-                blocks = max(layers[p] + (training.mtp_layers if p == pp - 1 else 0), 1)
+                blocks = max(training.stage_blocks(layers[p], p == pp - 1), 1)
                 gather_block = timed("all_gather", 2, blocks)
                 sync_block = timed("reduce_scatter", training.grad_bytes, blocks)
                 rounds, gathers = (1, 1) if held else (num_micro, 2)
