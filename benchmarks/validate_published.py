@@ -384,6 +384,10 @@ def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
         "gpu": gpu,
         "gpus_per_node": "8",
         "precision": precision,
+        # FP8 but Blackwell's MXFP8 is Transformer Engine's per-tensor current scaling: the Bridge recipes have only
+        # *_H100_FP8_CS_* variants for Hopper (e.g. qwen3_workload_base_configs.py), and the 25.09 and 25.11 tables
+        # print current scaling first, MXFP8 in parentheses ("FP8-CS (FP8-MX)")
+        "fp8_recipe": "current" if precision.startswith("FP8") and not precision.startswith("FP8-MX") else "",
         "tp": row["tp"],
         "pp": row["pp"],
         "cp": row["cp"],
@@ -434,6 +438,7 @@ COLUMNS = [
     "n_gpus",
     "gpus_per_node",
     "precision",
+    "fp8_recipe",
     "tp",
     "pp",
     "dp",
@@ -597,7 +602,7 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             global_batch=global_batch,
             seq_len=seq,
             dtype="fp8" if fp8 else "bf16",
-            fp8_recipe="rowwise" if "rowwise" in opts else "tensorwise",
+            fp8_recipe=row["fp8_recipe"] or ("rowwise" if "rowwise" in opts else "tensorwise"),
             recompute=_recompute(name, row, recompute),
             zero_stage=zero,
             sequence_parallel=_sequence_parallel(name, row),

@@ -67,7 +67,14 @@ Dtype = Annotated[
         "torchao float8; needs FP8 tensor cores)."
     ),
 ]
-Fp8Recipe = Annotated[str, typer.Option(help="FP8 scaling with --dtype fp8: tensorwise or rowwise (torchao).")]
+Fp8Recipe = Annotated[
+    str,
+    typer.Option(
+        help="FP8 scaling with --dtype fp8: tensorwise (a scale per tensor set in the cast's pass: Transformer "
+        "Engine's delayed scaling, torchao compiled), current (Transformer Engine's current scaling: an amax pass "
+        "first) or rowwise (torchao)."
+    ),
+]
 GradDtype = Annotated[
     str,
     typer.Option(

@@ -55,7 +55,7 @@ class Plan(BaseModel):
     zero_stage: int = Field(0, description="ZeRO / FSDP stage.")
     recompute: str = Field("none", description="Activation recomputation.")
     dtype: str = Field("bf16", description="Compute precision: bf16, or fp8 (the blocks' linears in FP8).")
-    fp8_recipe: str = Field("tensorwise", description="FP8 scaling (with dtype fp8): tensorwise or rowwise.")
+    fp8_recipe: str = Field("tensorwise", description="FP8 scaling (with dtype fp8): tensorwise, current or rowwise.")
     sequence_parallel: bool = True
     tp_comm_overlap: bool = Field(False, description="TP collectives assumed hidden under the GEMMs they feed.")
     overlap_param_gather: bool = Field(False, description="ZeRO-1/2 weight all-gather assumed under the next forward.")

@@ -31,10 +31,13 @@ class Training(BaseModel):
         "to e4m3 each micro-batch, forward GEMMs with fast accumulation; attention, norms, the output head and "
         "communication stay bf16.",
     )
-    fp8_recipe: Literal["tensorwise", "rowwise"] = Field(
+    fp8_recipe: Literal["tensorwise", "current", "rowwise"] = Field(
         "tensorwise",
-        description="FP8 scaling with dtype='fp8': one scale per tensor (Transformer Engine's delayed scaling, "
-        "torchao's tensorwise) or one per row (torchao's rowwise; slower GEMMs).",
+        description="FP8 scaling with dtype='fp8': tensorwise, one scale per tensor set in the cast's own pass "
+        "(Transformer Engine's delayed scaling, from past amaxes, Megatron's default; torchao's tensorwise under "
+        "torch.compile, its amax fused into the kernel that produces the tensor); current, one scale per tensor from "
+        "that tensor's amax, which Transformer Engine's current scaling reads in a kernel of its own before the cast "
+        "(Megatron's --fp8-recipe tensorwise); rowwise, one per row (torchao's rowwise; slower GEMMs).",
     )
     recompute: Recompute = Field(
         "none",

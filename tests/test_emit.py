@@ -220,7 +220,13 @@ def test_fp8_plans_ask_each_framework_for_fp8_linears() -> None:
     assert Plan.from_json(plan.to_json()).dtype == "fp8"
     titan = tomllib.loads(emit(plan, topo, "torchtitan"))
     assert titan["model"]["converters"] == ["float8"] and titan["float8"]["recipe_name"] == "tensorwise"
-    assert "--fp8-format hybrid" in emit(plan, topo, "megatron")
+    assert "--fp8-format hybrid" in emit(plan, topo, "megatron") and "--fp8-recipe" not in emit(plan, topo, "megatron")
+    # Transformer Engine's current scaling: Megatron's --fp8-recipe tensorwise; torchao's tensorwise scales alike
+    current = estimate(
+        "llama3-8b", topo, TRAIN.model_copy(update={"dtype": "fp8", "fp8_recipe": "current"}), tp=2, pp=1, dp=4
+    )
+    assert "--fp8-recipe tensorwise" in emit(current, topo, "megatron")
+    assert tomllib.loads(emit(current, topo, "torchtitan"))["float8"]["recipe_name"] == "tensorwise"
     bf16 = estimate("llama3-8b", topo, TRAIN, tp=2, pp=1, dp=4)
     assert "float8" not in emit(bf16, topo, "torchtitan") and "--fp8" not in emit(bf16, topo, "megatron")
 

@@ -85,6 +85,28 @@ def test_fp8_linears_are_faster_and_need_fp8_tensor_cores():
         estimate("llama3-8b", "dgx-a100", fp8, tp=2, pp=1, dp=4)
 
 
+def test_current_scaling_reads_each_cast_tensor_once_more_for_its_amax():
+    """Transformer Engine's current scaling reads each tensor for its amax before the cast (Float8CurrentScaling-
+    Quantizer: nvte_compute_amax, then nvte_quantize_v2): 2 bytes per element more than a cast whose scale is
+    known, forward (inputs and weights) and backward (output gradients). Llama 3 8B block, 8,192 tokens, no TP."""
+    model, rates, t = load_model("llama3-8b"), rates_for("h100-sxm"), 8192
+    fp8 = ("tensorwise_fast_accum", "tensorwise")
+    known, current = (_block_times(model, t, 8192, 1, False, rates, precisions=fp8, amax_pass=a) for a in (False, True))
+    # (rows, width, inner) of QKV (4096 + 2 x 1024 wide), the out-projection, gate+up (2 x 14336) and down
+    shapes = [(t, 6144, 4096), (t, 4096, 4096), (t, 28672, 4096), (t, 4096, 14336)]
+    forward = sum(rows * inner + width * inner for rows, width, inner in shapes)
+    backward = sum(rows * width for rows, width, _ in shapes)
+    assert current[0] - known[0] == pytest.approx(2 * forward / rates.hbm_bytes_per_s)
+    assert current[1] - known[1] == pytest.approx(2 * backward / rates.hbm_bytes_per_s)
+    assert current[2:] == known[2:]  # attention and the memory-bound ops as they were
+    train = TRAIN.model_copy(update={"dtype": "fp8"})
+    plans = [
+        estimate("llama3-8b", "dgx-h100", train.model_copy(update={"fp8_recipe": r}), tp=2, pp=1, dp=4)
+        for r in ("tensorwise", "current")
+    ]
+    assert plans[1].fp8_recipe == "current" and plans[1].breakdown["compute"] > plans[0].breakdown["compute"]
+
+
 def test_fused_gradient_accumulation_drops_the_add_per_micro_batch():
     many = Training(global_batch=256, seq_len=4096, recompute="selective", zero_stage=1)
     fused = many.model_copy(update={"grad_accumulation_fusion": True})

@@ -65,6 +65,10 @@ ALIGN_ELEMENTS = 8  # bf16 elements in 16 bytes
 # reads the bf16 tensor and writes e4m3 twice, row-major and transposed (the weight-gradient GEMM reads
 # the transposed copy): Transformer Engine's cast_transpose, torchao's tensorwise cast. Counted bytes.
 FP8_CAST_BYTES = 2 + 1 + 1
+# Transformer Engine's current scaling (Float8CurrentScalingQuantizer::quantize, transformer_engine/pytorch/csrc/
+# quantizer.cpp) first reads the bf16 tensor for its amax (nvte_compute_amax), then derives the scale and casts
+# (nvte_quantize_v2): one more read of 2 bytes per element than a cast whose scale is known beforehand.
+AMAX_READ_BYTES = 2
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ def linear_precisions(training: Training, rates: Rates) -> tuple[str, str]:
     dtype='fp8' the FP8 recipe (forward with fast accumulation where the recipe is tensorwise)."""
     if training.dtype != "fp8":
         return "bf16", "bf16"
-    backward = training.fp8_recipe
+    backward = "tensorwise" if training.fp8_recipe == "current" else training.fp8_recipe  # per-tensor scaled GEMMs
     forward = "tensorwise_fast_accum" if backward == "tensorwise" else backward
     if forward not in rates.fp8_gemm or backward not in rates.fp8_gemm:
         raise PlanError(
@@ -108,14 +112,16 @@ def linear_precisions(training: Training, rates: Rates) -> tuple[str, str]:
     return forward, backward
 
 
-def fp8_cast_s(elements: float, rates: Rates) -> float:
+def fp8_cast_s(elements: float, rates: Rates, *, amax_pass: bool = False) -> float:
     """Casting `elements` bf16 values to FP8 as float8 training does before a GEMM: read 2 bytes,
     write 1 in the row-major and 1 in the transposed layout (the other GEMM of the pair reads it), in
-    one pass at the copy rate, as Transformer Engine's fused cast-transpose kernel runs (amax in the same
-    pass) and as torch.compile fuses torchao's casts into the block. The same cast compiled on its own
-    ran at 600-800 GB/s on the H100, a quarter of the copy rate, but a whole compiled block with FP8
-    linears ran within 10% of this model (benchmarks/results/h100-fp8)."""
-    return elements * FP8_CAST_BYTES / rates.hbm_bytes_per_s
+    one pass at the copy rate, as Transformer Engine's fused cast-transpose kernel runs (with delayed
+    scaling it records the amax in the same pass) and as torch.compile fuses torchao's casts into the
+    block. The same cast compiled on its own ran at 600-800 GB/s on the H100, a quarter of the copy rate,
+    but a whole compiled block with FP8 linears ran within 10% of this model (benchmarks/results/h100-fp8).
+    `amax_pass`: the scale comes from this tensor's amax, read in a pass of its own first (Transformer
+    Engine's current scaling), at the copy rate."""
+    return elements * (FP8_CAST_BYTES + AMAX_READ_BYTES * amax_pass) / rates.hbm_bytes_per_s
 
 
 def _peak(rates: Rates, *row_elements: float) -> float:
@@ -150,12 +156,14 @@ def _block_times(
     attention: str = "flash",
     compiled: bool = False,
     precisions: tuple[str, str] = ("bf16", "bf16"),
+    amax_pass: bool = False,
     experts: tuple[float, float, float] | None = None,
 ) -> tuple[float, ...]:
     """(forward GEMMs, backward GEMMs, forward attention, backward attention, forward memory-bound)
     seconds of one transformer block; `compiled`: its memory-bound ops at their rates under
     torch.compile; `precisions`: the linears' GEMMs forward and backward (`linear_precisions`), where
-    FP8 adds the casts of their inputs and weights (forward) and of their output gradients (backward).
+    FP8 adds the casts of their inputs and weights (forward) and of their output gradients (backward), each
+    after a pass for its amax with `amax_pass` (`fp8_cast_s`).
     `experts` (MoE blocks: `_local_experts`): the routed experts' GEMMs run one expert after the other, each
     paying a GEMM's fixed time (Transformer Engine's GroupedLinear issues one GEMM per expert), not as one GEMM
     of the active width."""
@@ -182,8 +190,9 @@ def _block_times(
     gemms, gemms_bwd = linears(precisions[0]), 2 * linears(precisions[1])
     if precisions[0] != "bf16":  # each linear's input and weight cast forward, its output gradient backward
         shapes = [m.per_gpu(tokens, tp, sp) for m in model.block_matmuls(fused=True)]
-        gemms += fp8_cast_s(sum(rows * inner + width * inner for rows, width, inner in shapes), rates)
-        gemms_bwd += fp8_cast_s(sum(rows * width for rows, width, _ in shapes), rates)
+        casts = sum(rows * inner + width * inner for rows, width, inner in shapes), sum(r * w for r, w, _ in shapes)
+        gemms += fp8_cast_s(casts[0], rates, amax_pass=amax_pass)
+        gemms_bwd += fp8_cast_s(casts[1], rates, amax_pass=amax_pass)
     # causal attention: QK^T and AV, 2 * 2 * s * q FLOPs per token over the full square, half of it causal; blocks
     # with a sliding window as a causal sequence of the span whose queries see as many keys (`causal_spans`)
     # (QK^T at the query-key head dim, AV at the value head dim: MLA's differ)
@@ -327,6 +336,7 @@ def stage_times(
         attention=training.attention,
         compiled=training.compiled,
         precisions=precisions,
+        amax_pass=training.fp8_recipe == "current",
         experts=_local_experts(model.moe, training, tokens, tp, ep) if model.moe is not None else None,
     )
     mtp = training.stage_blocks(layers, last) - layers

@@ -63,6 +63,8 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
         args += ["--recompute-granularity full", "--recompute-method block", f"--recompute-num-layers {half}"]
     if plan.dtype == "fp8":  # Transformer Engine: e4m3 forward, e5m2 gradients, per-tensor scales
         args += ["--transformer-impl transformer_engine", "--fp8-format hybrid"]
+        if plan.fp8_recipe == "current":  # Megatron's name for Transformer Engine's per-tensor current scaling
+            args.append("--fp8-recipe tensorwise")
     if plan.zero_stage >= 1:
         args.append("--use-distributed-optimizer")
     fsdp = plan.zero_stage >= 2

@@ -72,8 +72,10 @@ def torchtitan_toml(plan: Plan, topology: Topology) -> str:
         "[activation_checkpoint]",
         *_activation_checkpoint(plan.recompute),
     ]
-    if plan.dtype == "fp8":  # torchao's float8 linears (torchtitan's float8 converter)
-        lines += ["", "[model]", 'converters = ["float8"]', "", "[float8]", f'recipe_name = "{plan.fp8_recipe}"']
+    if plan.dtype == "fp8":  # torchao's float8 linears (torchtitan's float8 converter); its tensorwise recipe scales
+        # by each tensor's current amax, the plan's "current" (which assumed the amax read in a pass of its own)
+        recipe = "tensorwise" if plan.fp8_recipe == "current" else plan.fp8_recipe
+        lines += ["", "[model]", 'converters = ["float8"]', "", "[float8]", f'recipe_name = "{recipe}"']
     return "\n".join(lines) + "\n"
 
 
