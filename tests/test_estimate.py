@@ -107,6 +107,29 @@ def test_current_scaling_reads_each_cast_tensor_once_more_for_its_amax():
     assert plans[1].fp8_recipe == "current" and plans[1].breakdown["compute"] > plans[0].breakdown["compute"]
 
 
+def test_mla_tp_gathers_its_latents_where_other_attention_gathers_the_hidden_state():
+    """Megatron-Core's MLA (multi_latent_attention.py) runs its down-projections on each TP rank's own sequence
+    shard (duplicated weights), so TP gathers, and reduces the gradients of, the query and key-value latents
+    (and under SP the RoPE key beside them) before the up-projections: 1536 + 512 + 64 of DeepSeek-V3's 7168."""
+    v3 = load_model("deepseek-v3")
+    assert v3.column_input_widths(sequence_parallel=True) == (1536 + 512 + 64, 7168)
+    assert v3.column_input_widths(sequence_parallel=False) == (1536 + 512, 7168)
+    assert load_model("deepseek-v2-lite").column_input_widths(sequence_parallel=True) == (2048 + 512 + 64, 2048)
+    assert load_model("llama3-8b").column_input_widths(sequence_parallel=True) == (4096, 4096)
+    # bytes a GPU sends on TP per step, by hand: 4 micro-batches of 4,096 bf16 tokens through 61 blocks, 7/8 of each
+    # buffer at TP 8. SP: forward gathers each column GEMM's input, reduce-scatters each row output; backward
+    # gathers the inputs again, reduce-scatters their gradients, gathers the row outputs' gradients. Without SP:
+    # the row outputs all-reduced forward (twice the buffer), the column inputs' gradients backward.
+    h, latents = 7168, 1536 + 512
+    for sp, forward, backward in (
+        (True, (latents + 64 + h) + 2 * h, (2 * (latents + 64) + h) + 3 * h),
+        (False, 4 * h, 2 * (latents + h)),
+    ):
+        train = Training(global_batch=4, seq_len=4096, zero_stage=1, sequence_parallel=sp)
+        moved = traffic_bytes(v3, train, tp=8, pp=1, dp=1, micro_batch=1)["tp"]
+        assert moved == pytest.approx(4 * 61 * (forward + backward) * 7 / 8 * 4096 * 2)
+
+
 def test_fused_gradient_accumulation_drops_the_add_per_micro_batch():
     many = Training(global_batch=256, seq_len=4096, recompute="selective", zero_stage=1)
     fused = many.model_copy(update={"grad_accumulation_fusion": True})

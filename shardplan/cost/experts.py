@@ -15,12 +15,12 @@ def ep_passes(training: Training) -> float:
     return 4 + {"full": 2.0, "selective-layer": 1.0}.get(training.recompute, 0.0)
 
 
-def tp_block_share(model: ModelSpec, training: Training, ep: int, tp: int) -> float:
-    """Of a block's TP collectives (attention's and the MLP's pairs), the share its blocks run on average: all, but
-    only attention's in MoE blocks whose experts stay whole on a GPU (`Training.expert_tensor_parallel` off)."""
+def mlp_tp_share(model: ModelSpec, training: Training, ep: int, tp: int) -> float:
+    """The share of blocks whose MLP runs TP collectives: all, but the dense ones alone where a MoE block's
+    experts stay whole on a GPU (`Training.expert_tensor_parallel` off)."""
     if training.expert_group(ep, tp) == ep:
         return 1.0
-    return 1 - model.num_moe_layers / model.num_layers / 2
+    return 1 - model.num_moe_layers / model.num_layers
 
 
 def dispatch_bytes(model: ModelSpec, training: Training, tokens: float, tp: int) -> float:

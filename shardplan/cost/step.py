@@ -21,7 +21,7 @@ from shardplan.cost.compute import (
     optimizer_s,
     stage_times,
 )
-from shardplan.cost.experts import dispatch_bytes, ep_passes, remote_copies_share, tp_block_share
+from shardplan.cost.experts import dispatch_bytes, ep_passes, mlp_tp_share, remote_copies_share
 from shardplan.cost.memory import (
     gathered_across_micro_batches,
     kv_bytes,
@@ -59,28 +59,39 @@ def _tp_passes(training: Training) -> float:
 
 
 def _tp_layer_s(
-    training: Training, sp: bool, time_of: Callable[[str], float], col: tuple[float, ...], lost: float
+    training: Training,
+    sp: bool,
+    time_of: Callable[[str, int], float],
+    col: tuple[float, ...],
+    widths: tuple[tuple[int, ...], int],
+    mlp_share: float,
+    lost: float,
 ) -> tuple[float, float, float]:
-    """One block's TP collectives, seconds: (forward, backward exposed, backward in all), `time_of(op)`
-    timing one collective on the stage's TP groups. Forward: an all-reduce after each row-parallel GEMM
-    (attention out, MLP down), or under SP an all-gather before each column-parallel GEMM and a
-    reduce-scatter after each row-parallel one. Backward: the column-parallel GEMMs' input gradients
-    all-reduced (SP: reduce-scattered, after the input is all-gathered again for the weight gradient)
-    and, under SP, the row-parallel outputs' gradients all-gathered. With `tp_async_backward`
-    (Megatron's LinearWithGradAccumulationAndAsyncCommunication) the re-gather runs under the
-    input-gradient GEMM and the reduction under the weight-gradient GEMM of the same linear (`col`:
-    each column-parallel GEMM's time; both gradient GEMMs take as long), which lose `lost` of the
-    time they run beside it (`overlap_slowdown`)."""
-    if sp:
-        ag, rs = time_of("all_gather"), time_of("reduce_scatter")
-        forward, moved = 2 * (ag + rs), 4 * ag + 2 * rs
-        exposed = sum(max(0.0, ag - g) + max(0.0, rs - g) for g in col) + 2 * ag
-        hidden = sum(min(ag, g) + min(rs, g) for g in col)
-    else:
-        ar = time_of("all_reduce")
-        forward = moved = 2 * ar
-        exposed = sum(max(0.0, ar - g) for g in col)
-        hidden = sum(min(ar, g) for g in col)
+    """One block's TP collectives, seconds: (forward, backward exposed, backward in all), `time_of(op, width)`
+    timing one collective of `width` elements per token on the stage's TP groups. Attention and the MLP each
+    run a column-parallel GEMM (`col`: each one's time; `widths`: what each takes in,
+    `ModelSpec.column_input_widths`, and the hidden size) and a row-parallel one; the MLP's collectives run in
+    `mlp_share` of the blocks (`mlp_tp_share`). Forward: an all-reduce after each row-parallel GEMM, or under
+    SP an all-gather before each column-parallel GEMM and a reduce-scatter after each row-parallel one.
+    Backward: the column-parallel GEMMs' input gradients all-reduced (SP: reduce-scattered, after the input is
+    all-gathered again for the weight gradient) and, under SP, the row-parallel outputs' gradients
+    all-gathered. With `tp_async_backward` (Megatron's LinearWithGradAccumulationAndAsyncCommunication) the
+    re-gather runs under the input-gradient GEMM and the reduction under the weight-gradient GEMM of the same
+    linear (both gradient GEMMs take as long as the forward one), which lose `lost` of the time they run
+    beside it (`overlap_slowdown`)."""
+    columns, hidden_size = widths
+    totals = [0.0] * 4  # forward; backward moved, exposed, hidden under the gradient GEMMs
+    for width, gemm, share in zip(columns, col, (1.0, mlp_share), strict=True):
+        if sp:
+            ag, rs = time_of("all_gather", width), time_of("reduce_scatter", width)
+            row_out, row_grad = time_of("reduce_scatter", hidden_size), time_of("all_gather", hidden_size)
+            side = (ag + row_out, ag + rs + row_grad, max(0.0, ag - gemm) + max(0.0, rs - gemm) + row_grad)
+            side += (min(ag, gemm) + min(rs, gemm),)
+        else:
+            ar = time_of("all_reduce", width)
+            side = (time_of("all_reduce", hidden_size), ar, max(0.0, ar - gemm), min(ar, gemm))
+        totals = [total + share * part for total, part in zip(totals, side, strict=True)]
+    forward, moved, exposed, hidden = totals
     return forward, exposed + lost * hidden if training.tp_async_backward else moved, moved
 
 
@@ -228,7 +239,7 @@ def step_cost(
         ep_axis = AxisTimes(topology, swap, memo)
         edp_axis = AxisTimes(topology, grid.transpose(0, 3, 4, 1, 2).reshape(pp, ep * tp, dp * cp), memo)
     moe_share = model.num_moe_layers / model.num_layers  # of a stage's blocks, those with experts
-    tp_share = tp_block_share(model, training, ep, tp)
+    mlp_share = mlp_tp_share(model, training, ep, tp)
 
     # --- per stage: compute, TP and CP collectives ----------------------------------------------
     stage_total, tp_per_micro, cp_per_micro, ep_per_micro, stage_forward, stage_rates = [], [], [], [], [], []
@@ -245,14 +256,17 @@ def step_cost(
         stage_comm.append(moving)
         tp_s = 0.0
         if tp > 1:
-            size = tokens * model.hidden_size * 2  # bf16 activations, the full (gathered) buffer
             col = column_parallel_gemms_s(model, tokens, tp, rates, linear_precisions(training, rates)[1])
-            time_of = partial(tp_axis.time_s, stage=p, size_bytes=size)
+
+            def time_of(op: str, width: int, p: int = p) -> float:  # bf16 activations, the full (gathered) buffer
+                return tp_axis.time_s(op, p, tokens * width * 2)
+
             lost = overlap_slowdown(tp_axis.channels(p))
-            forward, backward, moved = _tp_layer_s(training, sp, time_of, col, lost)
+            widths = model.column_input_widths(sequence_parallel=sp), model.hidden_size
+            forward, backward, moved = _tp_layer_s(training, sp, time_of, col, widths, mlp_share, lost)
             forward_passes = _tp_passes(training) - 1  # 1, plus what recompute runs again
-            tp_s = tp_share * blocks * (forward * forward_passes + backward)
-            moved_s = tp_share * blocks * (forward * forward_passes + moved)
+            tp_s = blocks * (forward * forward_passes + backward)
+            moved_s = blocks * (forward * forward_passes + moved)
             moving[tp_axis.link_class(p)] += moved_s * num_micro
             if training.tp_comm_overlap:  # each all-gather / reduce-scatter runs under its GEMM
                 tp_s = max(0.0, moved_s - times.gemm_s)
@@ -451,17 +465,24 @@ def traffic_bytes(
     dense, experts = local_params(model, layers=round(layers), first=False, last=False, tp=tp, ep=ep)
     gathers = 1 if gathered_across_micro_batches(training, pp) else num_micro * 2
     shards = dp * cp * ep
-    tp_share = tp_block_share(model, training, ep, tp)
+    mlp_share = mlp_tp_share(model, training, ep, tp)
 
     def sent(params: float, n: int) -> float:  # the share of `params` bytes a GPU sends in a gather over n
         return params * (n - 1) / n
 
     sharded = sent(dense, shards) + sent(experts, dp * cp)
     zero3_gathers = gathers * 2 * sharded if training.zero_stage == 3 else 0.0
+    # per block, elements per token (`_tp_layer_s`): forward two all-reduces of the activations (each moves twice
+    # its buffer), or under SP an all-gather of each column-parallel GEMM's input and two reduce-scatters; backward
+    # the column-parallel input gradients all-reduced, or under SP those inputs gathered again, their gradients
+    # reduce-scattered and the row-parallel outputs' gradients gathered
+    h, (attention, mlp) = model.hidden_size, model.column_input_widths(sequence_parallel=sp)
+    forward = backward = 0.0
+    for width, share in ((attention, 1.0), (mlp, mlp_share)):  # the MLP's in `mlp_share` of the blocks
+        forward += share * ((width + h) if sp else 2 * h)
+        backward += share * ((2 * width + h) if sp else 2 * width)
     out = {
-        # per layer: two all-reduces (or two all-gather + reduce-scatter pairs) of the activations per
-        # forward pass; backward the same, or under SP two more all-gathers (`_tp_layer_s`)
-        "tp": num_micro * layers * tp_share * (4 * (passes - 1) + (6 if sp else 4)) * (tp - 1) / tp * act,
+        "tp": num_micro * layers * ((passes - 1) * forward + backward) * (tp - 1) / tp * tokens * 2,
         # gradients reduced once per step, or per micro-batch under ZeRO-2 without PP (all-reduce moves twice the
         # reduce-scatter's bytes, as reduce-scatter and all-gather do together)
         "dp": 2 * sharded * training.grad_bytes * _gradient_syncs(training, num_micro, pp) + zero3_gathers,
@@ -520,15 +541,16 @@ def time_lower_bound_s(
     tokens = micro_batch * training.seq_len // cp
     block_tp = 0.0  # one block's TP collectives (and all-to-alls), seconds, that no placement makes shorter or hides
     if tp > 1 and tp_ring_gbps and not training.tp_comm_overlap:
-        size = tokens * model.hidden_size * 2
 
-        def time_of(op: str) -> float:
-            return transfer_lower_bound_s(op, tp, size, tp_ring_gbps)
+        def time_of(op: str, width: int) -> float:
+            return transfer_lower_bound_s(op, tp, tokens * width * 2, tp_ring_gbps)
 
         col = column_parallel_gemms_s(model, tokens, tp, rates, linear_precisions(training, rates)[1])
         sp = training.sequence_parallel
-        forward, backward, _ = _tp_layer_s(training, sp, time_of, col, lost=0.0)
-        block_tp = tp_block_share(model, training, ep, tp) * (forward * (_tp_passes(training) - 1) + backward)
+        widths = model.column_input_widths(sequence_parallel=sp), model.hidden_size
+        mlp_share = mlp_tp_share(model, training, ep, tp)
+        forward, backward, _ = _tp_layer_s(training, sp, time_of, col, widths, mlp_share, lost=0.0)
+        block_tp = forward * (_tp_passes(training) - 1) + backward
 
     if ep > 1 and ep_gbps and training.ep_dispatcher == "alltoall":  # deduplicated: no bound here
         a2a = dispatch_bytes(model, training, tokens, tp) / (ep_gbps * 1e9)

@@ -264,6 +264,18 @@ class ModelSpec(BaseModel):
             return (*attention, Matmul("w13", 2 * f, h, "column"), down)
         return (*attention, Matmul("w1", f, h, "column"), Matmul("w3", f, h, "column"), down)
 
+    def column_input_widths(self, *, sequence_parallel: bool) -> tuple[int, int]:
+        """Elements per token that attention's and the MLP's column-parallel GEMMs take in: what TP all-gathers
+        before them under sequence parallelism and reduces their input gradients over. The hidden size, but for
+        MLA's up-projections: the query latent (the hidden size where the query has none) and the key-value
+        latent, and under SP the RoPE key part, all-gathered beside them (Megatron-Core's
+        multi_latent_attention.py: the duplicated down-projections run on each rank's sequence shard)."""
+        h = self.hidden_size
+        if self.mla is None:
+            return h, h
+        m = self.mla
+        return (m.q_lora_rank or h) + m.kv_lora_rank + m.qk_rope_head_dim * sequence_parallel, h
+
     @cached_property
     def latent_width(self) -> int:
         """MLA's latents per token that its down-projections' side keeps for backward: the query latent before
