@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -29,8 +28,3 @@ def parse_declared(text: str, source: str) -> TopologySpec:
         return TopologySpec.model_validate(data)
     except ValidationError as err:
         raise TopologyError(f"{source}: {describe_validation(err)}") from None
-
-
-def read_declared(path: Path) -> TopologySpec:
-    """Read a YAML/JSON topology file."""
-    return parse_declared(path.read_text(), str(path))
