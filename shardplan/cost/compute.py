@@ -67,7 +67,9 @@ ALIGN_ELEMENTS = 8  # bf16 elements in 16 bytes
 FP8_CAST_BYTES = 2 + 1 + 1
 # Transformer Engine's current scaling (Float8CurrentScalingQuantizer::quantize, transformer_engine/pytorch/csrc/
 # quantizer.cpp) first reads the bf16 tensor for its amax (nvte_compute_amax), then derives the scale and casts
-# (nvte_quantize_v2): one more read of 2 bytes per element than a cast whose scale is known beforehand.
+# (nvte_quantize_v2): one more read of 2 bytes per element than a cast whose scale is known beforehand. At the
+# copy rate: a floor. ATen's reduction read 512 MiB at 0.81 of the copy rate, 32-128 MiB at 0.26-0.60 (a fixed
+# ~25 us), on an H100 (benchmarks/results/h100-single-pass).
 AMAX_READ_BYTES = 2
 
 
@@ -364,8 +366,9 @@ def stage_times(
         head = gemm_s(tokens, v / tp, h, rates)
         logits = tokens * v / tp
         if training.loss == "fused":
-            # one pass reads the bf16 logits forward; backward reads them and writes their gradient,
-            # at the copy rate (assumption: a single-pass kernel moves its bytes as a copy does)
+            # one pass reads the bf16 logits forward; backward reads them and writes their gradient, at the copy
+            # rate (flash-attn's Triton cross-entropy; a compiled one took 1.4-2x this on an H100, under 2% of any
+            # validation row's step: benchmarks/results/h100-single-pass)
             loss_fwd, loss_bwd = logits * BF16 / rates.hbm_bytes_per_s, logits * 2 * BF16 / rates.hbm_bytes_per_s
         else:
             # logits in bf16, upcast to fp32 for the loss, softmax gradient: ~3 fp32 passes over T x V/tp
