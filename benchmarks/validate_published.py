@@ -71,7 +71,10 @@ TRITON_ATTENTION = {"llmfoundry_mpt_fsdp_benchmarks.csv"}
 # mpt/modeling_mpt.py: flash_attn.losses.cross_entropy.CrossEntropyLoss); the benchmark yamls do not.
 FUSED_LOSS = {"llmfoundry_mpt_fsdp_benchmarks.csv", "megatron_bridge_perf_summary.csv"}
 # Megatron-Core with Transformer Engine: SwiGLU through its fused SwiGLUFunction (bias_activation_fusion, on in
-# NeMo's and Megatron Bridge's Llama configs) and FP8 linears that keep their inputs' FP8 casts.
+# NeMo's and Megatron Bridge's Llama configs) and FP8 linears that keep their inputs' FP8 casts. Not their weights'
+# (`Training.fp8_weight_cache`, Megatron-LM's default): the performance scripts seen set
+# disable_parameter_transpose_cache (NeMo's scripts/performance/llm Llama 3 70B; Bridge's SFT, PEFT and benchmark-
+# common configs), and with the cache's 2 B per weight the Llama 3.1 405B rows on 80 GB H100s would not fit.
 MEGATRON_CORE_TE = {"nemo_24.07_perf_summary.csv", "megatron_bridge_perf_summary.csv"}
 # Sources on Megatron code from before the asynchronous column-parallel backward: Megatron-LM of early
 # 2021, and the BigScience Megatron-DeepSpeed fork (megatron/mpu/layers.py: ColumnParallelLinear is

@@ -94,6 +94,13 @@ FusedSwiglu = Annotated[
 Fp8SavedInputs = Annotated[
     bool, typer.Option(help="With --dtype fp8, linears keep FP8 casts of their inputs (Transformer Engine).")
 ]
+Fp8WeightCache = Annotated[
+    bool,
+    typer.Option(
+        help="With --dtype fp8, linears cast their weights on a step's first micro-batch and keep the casts "
+        "(Transformer Engine under Megatron-Core)."
+    ),
+]
 ExpertTensorParallel = Annotated[
     bool,
     typer.Option(
@@ -155,6 +162,7 @@ FRAMEWORK_OPTIONS = (
     "overlap_param_gather",
     "fused_swiglu",
     "fp8_saved_inputs",
+    "fp8_weight_cache",
     "expert_tensor_parallel",
     "ep_comm_overlap",
     "ep_dispatcher",

@@ -56,6 +56,11 @@ class Plan(BaseModel):
     recompute: str = Field("none", description="Activation recomputation.")
     dtype: str = Field("bf16", description="Compute precision: bf16, or fp8 (the blocks' linears in FP8).")
     fp8_recipe: str = Field("tensorwise", description="FP8 scaling (with dtype fp8): tensorwise, current or rowwise.")
+    fp8_weight_cache: bool = Field(
+        False,
+        description="With dtype fp8: the linears' weight casts made once per step and kept (Transformer Engine under "
+        "Megatron-Core), not made every micro-batch.",
+    )
     sequence_parallel: bool = True
     tp_comm_overlap: bool = Field(False, description="TP collectives assumed hidden under the GEMMs they feed.")
     overlap_param_gather: bool = Field(False, description="ZeRO-1/2 weight all-gather assumed under the next forward.")

@@ -116,6 +116,13 @@ class Training(BaseModel):
         "for attention's backward beside the out-projection's FP8 copy. False: inputs kept in bf16 as eager "
         "linears keep them.",
     )
+    fp8_weight_cache: bool = Field(
+        False,
+        description="With dtype='fp8', each FP8 linear casts its weight on a step's first micro-batch and keeps the "
+        "cast, row-major and transposed (2 B an element), for the step's other micro-batches (Transformer Engine's "
+        "is_first_microbatch, which Megatron-Core's TE linears pass): the weights cast once per step. False: cast "
+        "every forward, as torchao's float8 linears do.",
+    )
     expert_tensor_parallel: bool = Field(
         True,
         description="With expert parallelism and tp > 1: each expert split by TP as the dense layers are, its TP ranks "

@@ -25,8 +25,8 @@ TRAIN = Training(global_batch=64, seq_len=4096, zero_stage=1)
 PLAN_KEYS = {  # the JSON contract (DESIGN.md "Plan"): new keys carry neutral defaults; removing one bumps the version
     "schema_version", "model", "topology", "num_gpus", "tp", "pp", "dp", "cp", "ep", "expert_tensor_parallel",
     "ep_comm_overlap", "ep_dispatcher", "micro_batch", "num_micro_batches", "virtual_stages", "zero_stage",
-    "recompute", "recompute_modules", "mtp_layers", "dtype", "fp8_recipe", "sequence_parallel", "tp_comm_overlap",
-    "overlap_param_gather", "global_batch", "seq_len", "mesh_dim_names", "mesh_shape", "rank_layout",
+    "recompute", "recompute_modules", "mtp_layers", "dtype", "fp8_recipe", "fp8_weight_cache", "sequence_parallel",
+    "tp_comm_overlap", "overlap_param_gather", "global_batch", "seq_len", "mesh_dim_names", "mesh_shape", "rank_layout",
     "layers_per_stage", "step_time_s", "tokens_per_s", "mfu", "memory_per_gpu_bytes", "memory_breakdown", "fits",
     "breakdown", "comm_time_by_link", "default_step_time_s", "optimal", "gap",
 }  # fmt: skip
@@ -226,6 +226,10 @@ def test_fp8_plans_ask_each_framework_for_fp8_linears() -> None:
         "llama3-8b", topo, TRAIN.model_copy(update={"dtype": "fp8", "fp8_recipe": "current"}), tp=2, pp=1, dp=4
     )
     assert "--fp8-recipe tensorwise" in emit(current, topo, "megatron")
+    # Megatron-LM keeps each step's FP8 weight casts: a plan made without them says so
+    assert "--fp8-weight-cache" in emit(current, topo, "megatron")
+    cached = TRAIN.model_copy(update={"dtype": "fp8", "fp8_weight_cache": True})
+    assert "--fp8-weight-cache" not in emit(estimate("llama3-8b", topo, cached, tp=2, pp=1, dp=4), topo, "megatron")
     assert tomllib.loads(emit(current, topo, "torchtitan"))["float8"]["recipe_name"] == "tensorwise"
     bf16 = estimate("llama3-8b", topo, TRAIN, tp=2, pp=1, dp=4)
     assert "float8" not in emit(bf16, topo, "torchtitan") and "--fp8" not in emit(bf16, topo, "megatron")

@@ -17,7 +17,7 @@ from shardplan import Plan, Training, estimate, load_model, load_topology
 from shardplan.cost.calibration import at_head_dim, at_seq, rates_for, shipped_calibration
 from shardplan.cost.collectives import SPEED_BESIDE_HELD_SMS, collective_time_s, nccl_channels, overlap_slowdown
 from shardplan.cost.compute import MISALIGNED_PEAK_SHARE, _block_times, gemm_s
-from shardplan.cost.memory import CACHE_PART, activation_bytes, param_counts, peak_memory, state_bytes
+from shardplan.cost.memory import CACHE_PART, activation_bytes, local_params, param_counts, peak_memory, state_bytes
 from shardplan.cost.step import traffic_bytes
 from shardplan.errors import PlanError
 from shardplan.topology import read_spec
@@ -105,6 +105,26 @@ def test_current_scaling_reads_each_cast_tensor_once_more_for_its_amax():
         for r in ("tensorwise", "current")
     ]
     assert plans[1].fp8_recipe == "current" and plans[1].breakdown["compute"] > plans[0].breakdown["compute"]
+
+
+def test_cached_fp8_weights_are_cast_once_a_step_and_held():
+    """Megatron-Core's TE linears pass is_first_microbatch (megatron/core/extensions/transformer_engine.py), so
+    Transformer Engine casts each weight on a step's first micro-batch and keeps the cast, row-major and
+    transposed, for the rest: the weights' casts leave the micro-batches (here 64: 256 sequences over dp 4) and
+    come once a step, and the stage holds 2 B per weight more. Llama 3 8B, TP 2, 32 blocks."""
+    train = Training(global_batch=256, seq_len=4096, dtype="fp8", zero_stage=1)
+    plans = [
+        estimate("llama3-8b", "dgx-h100", train.model_copy(update={"fp8_weight_cache": c}), tp=2, pp=1, dp=4)
+        for c in (False, True)
+    ]
+    model, rates = load_model("llama3-8b"), rates_for("h100-sxm")
+    weights = sum(m.per_gpu(1, 2, True)[1] * m.per_gpu(1, 2, True)[2] for m in model.block_matmuls(fused=True))
+    per_cast = weights * 32 * 4 / rates.hbm_bytes_per_s  # bf16 read, e4m3 written twice
+    saved = plans[0].breakdown["compute"] - plans[1].breakdown["compute"]
+    assert saved == pytest.approx(64 * per_cast - per_cast, rel=0.02)  # norms aside (counted once a step)
+    held = sum(local_params(model, layers=32, first=False, last=False, tp=2))
+    assert plans[1].memory_breakdown["fp8_weights"] == pytest.approx(2 * held)
+    assert "fp8_weights" not in plans[0].memory_breakdown and plans[1].fp8_weight_cache
 
 
 def test_mla_tp_gathers_its_latents_where_other_attention_gathers_the_hidden_state():

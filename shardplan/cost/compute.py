@@ -159,13 +159,14 @@ def _block_times(
     compiled: bool = False,
     precisions: tuple[str, str] = ("bf16", "bf16"),
     amax_pass: bool = False,
+    weight_casts: bool = True,
     experts: tuple[float, float, float] | None = None,
 ) -> tuple[float, ...]:
     """(forward GEMMs, backward GEMMs, forward attention, backward attention, forward memory-bound)
     seconds of one transformer block; `compiled`: its memory-bound ops at their rates under
     torch.compile; `precisions`: the linears' GEMMs forward and backward (`linear_precisions`), where
-    FP8 adds the casts of their inputs and weights (forward) and of their output gradients (backward), each
-    after a pass for its amax with `amax_pass` (`fp8_cast_s`).
+    FP8 adds the casts of their inputs and weights (forward; the weights' only with `weight_casts`) and of their
+    output gradients (backward), each after a pass for its amax with `amax_pass` (`fp8_cast_s`).
     `experts` (MoE blocks: `_local_experts`): the routed experts' GEMMs run one expert after the other, each
     paying a GEMM's fixed time (Transformer Engine's GroupedLinear issues one GEMM per expert), not as one GEMM
     of the active width."""
@@ -192,7 +193,8 @@ def _block_times(
     gemms, gemms_bwd = linears(precisions[0]), 2 * linears(precisions[1])
     if precisions[0] != "bf16":  # each linear's input and weight cast forward, its output gradient backward
         shapes = [m.per_gpu(tokens, tp, sp) for m in model.block_matmuls(fused=True)]
-        casts = sum(rows * inner + width * inner for rows, width, inner in shapes), sum(r * w for r, w, _ in shapes)
+        casts = sum(rows * inner + weight_casts * width * inner for rows, width, inner in shapes)
+        casts = casts, sum(rows * width for rows, width, _ in shapes)
         gemms += fp8_cast_s(casts[0], rates, amax_pass=amax_pass)
         gemms_bwd += fp8_cast_s(casts[1], rates, amax_pass=amax_pass)
     # causal attention: QK^T and AV, 2 * 2 * s * q FLOPs per token over the full square, half of it causal; blocks
@@ -339,6 +341,7 @@ def stage_times(
         compiled=training.compiled,
         precisions=precisions,
         amax_pass=training.fp8_recipe == "current",
+        weight_casts=not training.fp8_weight_cache,
         experts=_local_experts(model.moe, training, tokens, tp, ep) if model.moe is not None else None,
     )
     mtp = training.stage_blocks(layers, last) - layers

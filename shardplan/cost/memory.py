@@ -13,6 +13,9 @@ from shardplan.training import Training
 # Under ZeRO-3 the layout is FSDP's (PyTorch FSDP1/FSDP2, as torchtitan and llm-foundry run it): the
 # fp32 shard is master and compute source at once; bf16 copies exist only while gathered.
 BF16_WEIGHT, FP32_MASTER, FP32_GRAD = 2, 4, 4
+# A Transformer Engine FP8 weight kept across a step's micro-batches (`Training.fp8_weight_cache`): e4m3 row-major
+# for the forward GEMM and transposed for the input-gradient one, 1 B each per element.
+FP8_CACHED_WEIGHT = 1 + 1
 ADAM_STATES = 8
 # Logits of the output layer per element at the loss, with the loss in fp32 as torchtitan and Hugging
 # Face compute it (cross_entropy(logits.float(), labels)). Forward: bf16 logits (2 B), fp32 copy (4 B)
@@ -336,6 +339,12 @@ def stage_memory(
         block = sum(local_params(model, layers=1, first=False, last=False, tp=tp, ep=ep))
         ends = param_counts(model, layers=0, first=first, last=last) / tp
         mem["gathered_weights"] = BF16_WEIGHT * (2 * block + ends)
+    if training.dtype == "fp8" and training.fp8_weight_cache:
+        # each FP8 linear keeps its weight's casts, row-major and transposed, from the step's first micro-batch on
+        blocks = training.stage_blocks(layers, last)
+        mem["fp8_weights"] = (
+            FP8_CACHED_WEIGHT * blocks * sum(local_params(model, layers=1, first=False, last=False, tp=tp, ep=ep))
+        )
     mem["framework"] = context_bytes
     return mem
 

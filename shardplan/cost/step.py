@@ -14,6 +14,7 @@ from shardplan.cost.calibration import Calibration, rates_for
 from shardplan.cost.collectives import overlap_slowdown, transfer_lower_bound_s
 from shardplan.cost.compute import (
     column_parallel_gemms_s,
+    fp8_cast_s,
     fsdp2_copy_s,
     grad_accumulate_s,
     host_wrappers,
@@ -310,6 +311,10 @@ def step_cost(
     bottleneck = max(range(pp), key=micro_s)
     per_micro = micro_s(bottleneck)
     compute_s = num_micro * stage_total[bottleneck]
+    if training.dtype == "fp8" and training.fp8_weight_cache:  # the stage's weights cast once, on the first micro-batch
+        blocks = training.stage_blocks(layers[bottleneck], bottleneck == pp - 1)
+        weights = blocks * sum(local_params(model, layers=1, first=False, last=False, tp=tp, ep=ep))
+        compute_s += fp8_cast_s(weights, stage_rates[bottleneck], amax_pass=training.fp8_recipe == "current")
     tp_total = num_micro * tp_per_micro[bottleneck]
     cp_total = num_micro * cp_per_micro[bottleneck]
     ep_total = num_micro * ep_per_micro[bottleneck]

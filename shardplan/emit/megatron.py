@@ -82,6 +82,11 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
             "# Megatron-FSDP under a pipeline: code-supported, less benchmarked than without one (Megatron Bridge "
             "docs/training/megatron-fsdp.md)"
         )
+    if plan.dtype == "fp8" and not plan.fp8_weight_cache:
+        head.append(
+            "# the plan casts FP8 weights every micro-batch; Megatron-LM keeps each step's casts (2 B per weight more "
+            "memory): estimate with --fp8-weight-cache"
+        )
     if plan.dtype == "fp8" and plan.fp8_recipe == "rowwise":
         head.append("# the plan assumes torchao's rowwise FP8 scaling; Transformer Engine scales per tensor")
     if plan.recompute == "selective-op":

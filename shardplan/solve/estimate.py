@@ -244,6 +244,7 @@ def make_plan(
         recompute=training.recompute,
         dtype=training.dtype,
         fp8_recipe=training.fp8_recipe,
+        fp8_weight_cache=training.fp8_weight_cache and training.dtype == "fp8",
         sequence_parallel=training.sequence_parallel,
         tp_comm_overlap=training.tp_comm_overlap,
         overlap_param_gather=training.overlap_param_gather,
