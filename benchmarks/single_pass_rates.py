@@ -16,31 +16,15 @@ Each: GB/s counting the bytes the model counts, and that against the copy rate.
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 
 import torch
 import torch.nn.functional as F
+from moe_block import gpu_s  # CUDA-event medians after warm-up
 
-REPEATS = 20
 # (tokens, vocabulary): Llama 3 (128,256) and GPT-OSS (201,088) heads at 8,192 and 4,096 tokens of a micro-batch
 LOSS_SHAPES = [(8192, 128256), (4096, 201088)]
 AMAX_ELEMENTS = [2**24, 2**26, 2**28]  # 32 MiB to 512 MiB of bf16
-
-
-def gpu_s(fn, repeats: int = REPEATS) -> float:
-    """Median seconds of `fn` on the GPU (CUDA events), after warm-up."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
 
 
 def main() -> None:
