@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any
 
+from shardplan.cost.block_comm import attention_forward_passes, cp_block_s, tp_layer_s, tp_passes
 from shardplan.cost.calibration import Calibration, rates_for
 from shardplan.cost.collectives import overlap_slowdown, transfer_lower_bound_s
 from shardplan.cost.compute import (
@@ -50,80 +51,6 @@ class StepCost:
     fits: bool
     layers_per_stage: tuple[int, ...]
     model_flops_per_step: float
-
-
-def _tp_passes(training: Training) -> float:
-    """Passes that run the blocks' TP collectives: forward and backward, plus a recomputed forward
-    (full; half the blocks for selective-layer), or its all-gathers alone (selective-op keeps the
-    reduce-scatter outputs)."""
-    return {"full": 3.0, "selective-op": 2.5, "selective-layer": 2.5}.get(training.recompute, 2.0)
-
-
-def _tp_layer_s(
-    training: Training,
-    sp: bool,
-    time_of: Callable[[str, int], float],
-    col: tuple[float, ...],
-    widths: tuple[tuple[int, ...], int],
-    mlp_share: float,
-    lost: float,
-) -> tuple[float, float, float]:
-    """One block's TP collectives, seconds: (forward, backward exposed, backward in all), `time_of(op, width)`
-    timing one collective of `width` elements per token on the stage's TP groups. Attention and the MLP each
-    run a column-parallel GEMM (`col`: each one's time; `widths`: what each takes in,
-    `ModelSpec.column_input_widths`, and the hidden size) and a row-parallel one; the MLP's collectives run in
-    `mlp_share` of the blocks (`mlp_tp_share`). Forward: an all-reduce after each row-parallel GEMM, or under
-    SP an all-gather before each column-parallel GEMM and a reduce-scatter after each row-parallel one.
-    Backward: the column-parallel GEMMs' input gradients all-reduced (SP: reduce-scattered, after the input is
-    all-gathered again for the weight gradient) and, under SP, the row-parallel outputs' gradients
-    all-gathered. With `tp_async_backward` (Megatron's LinearWithGradAccumulationAndAsyncCommunication) the
-    re-gather runs under the input-gradient GEMM and the reduction under the weight-gradient GEMM of the same
-    linear (both gradient GEMMs take as long as the forward one), which lose `lost` of the time they run
-    beside it (`overlap_slowdown`)."""
-    columns, hidden_size = widths
-    totals = [0.0] * 4  # forward; backward moved, exposed, hidden under the gradient GEMMs
-    for width, gemm, share in zip(columns, col, (1.0, mlp_share), strict=True):
-        if sp:
-            ag, rs = time_of("all_gather", width), time_of("reduce_scatter", width)
-            row_out, row_grad = time_of("reduce_scatter", hidden_size), time_of("all_gather", hidden_size)
-            side = (ag + row_out, ag + rs + row_grad, max(0.0, ag - gemm) + max(0.0, rs - gemm) + row_grad)
-            side += (min(ag, gemm) + min(rs, gemm),)
-        else:
-            ar = time_of("all_reduce", width)
-            side = (time_of("all_reduce", hidden_size), ar, max(0.0, ar - gemm), min(ar, gemm))
-        totals = [total + share * part for total, part in zip(totals, side, strict=True)]
-    forward, moved, exposed, hidden = totals
-    return forward, exposed + lost * hidden if training.tp_async_backward else moved, moved
-
-
-def _cp_block_s(
-    training: Training, time_of: Callable[[str], float], attention: tuple[float, float], cp: int, lost: float
-) -> tuple[float, float]:
-    """One block's context-parallel traffic per micro-batch, seconds: (exposed, moved); `time_of(op)`
-    times one collective of the whole sequence's K and V on the stage's CP groups, `attention` is the
-    block's (forward, backward). Forward gathers K and V (again where recompute re-runs the attention),
-    backward gathers them and reduce-scatters their gradients. Each pass hides under the share of its
-    attention that runs beside it, which loses `lost` of the time they overlap: all but the local
-    chunk's with the p2p ring, the local chunk's with the all-gather (`Training.cp_comm`)."""
-    gather, scatter = time_of("all_gather"), time_of("reduce_scatter")
-    share = (cp - 1) / cp if training.cp_comm == "p2p" else 1 / cp
-    forward_passes = _attention_forward_passes(training)
-
-    def exposed(moved: float, attention_s: float) -> float:
-        hidden = min(moved, share * attention_s)
-        return moved - hidden + lost * hidden
-
-    return (
-        forward_passes * exposed(gather, attention[0]) + exposed(gather + scatter, attention[1]),
-        forward_passes * gather + gather + scatter,
-    )
-
-
-def _attention_forward_passes(training: Training) -> float:
-    """Forward passes of a block's attention per micro-batch: one, and again where recompute re-runs it
-    (full, Megatron's selective, half the blocks under selective-layer; torchtitan's per-op policy keeps
-    the attention's output)."""
-    return 1 + {"full": 1.0, "selective": 1.0, "selective-layer": 0.5}.get(training.recompute, 0.0)
 
 
 def _pipeline_split(training: Training, tp: int) -> int:
@@ -264,8 +191,8 @@ def step_cost(
 
             lost = overlap_slowdown(tp_axis.channels(p))
             widths = model.column_input_widths(sequence_parallel=sp), model.hidden_size
-            forward, backward, moved = _tp_layer_s(training, sp, time_of, col, widths, mlp_share, lost)
-            forward_passes = _tp_passes(training) - 1  # 1, plus what recompute runs again
+            forward, backward, moved = tp_layer_s(training, sp, time_of, col, widths, mlp_share, lost)
+            forward_passes = tp_passes(training) - 1  # 1, plus what recompute runs again
             tp_s = blocks * (forward * forward_passes + backward)
             moved_s = blocks * (forward * forward_passes + moved)
             moving[tp_axis.link_class(p)] += moved_s * num_micro
@@ -277,7 +204,7 @@ def step_cost(
             time_of = partial(cp_axis.time_s, stage=p, size_bytes=gathered)
             link = cp_axis.link_class(p)
             lost = overlap_slowdown(cp_axis.channels(p))
-            exposed, moved = _cp_block_s(training, time_of, times.attention_s, cp, lost)
+            exposed, moved = cp_block_s(training, time_of, times.attention_s, cp, lost)
             cp_s = blocks * exposed
             moving[link] += num_micro * blocks * moved
         ep_s = 0.0
@@ -465,7 +392,7 @@ def traffic_bytes(
     tokens = micro_batch * training.seq_len // cp
     act = tokens * model.hidden_size * 2  # bf16 activations of one micro-batch on one GPU
     split = _pipeline_split(training, tp)
-    passes, sp = _tp_passes(training), training.sequence_parallel and tp > 1
+    passes, sp = tp_passes(training), training.sequence_parallel and tp > 1
     layers = model.num_layers / pp
     dense, experts = local_params(model, layers=round(layers), first=False, last=False, tp=tp, ep=ep)
     gathers = 1 if gathered_across_micro_batches(training, pp) else num_micro * 2
@@ -477,7 +404,7 @@ def traffic_bytes(
 
     sharded = sent(dense, shards) + sent(experts, dp * cp)
     zero3_gathers = gathers * 2 * sharded if training.zero_stage == 3 else 0.0
-    # per block, elements per token (`_tp_layer_s`): forward two all-reduces of the activations (each moves twice
+    # per block, elements per token (`tp_layer_s`): forward two all-reduces of the activations (each moves twice
     # its buffer), or under SP an all-gather of each column-parallel GEMM's input and two reduce-scatters; backward
     # the column-parallel input gradients all-reduced, or under SP those inputs gathered again, their gradients
     # reduce-scattered and the row-parallel outputs' gradients gathered
@@ -495,7 +422,7 @@ def traffic_bytes(
         "pp": (2 * (num_micro + pp - 1) * virtual_stages * act / split) if pp > 1 else 0.0,
     }
     if cp > 1:  # per layer: K/V gathered forward (and in a recomputed forward), gathered and reduced backward
-        ops = _attention_forward_passes(training) + 2
+        ops = attention_forward_passes(training) + 2
         out["cp"] = num_micro * layers * ops * (cp - 1) * kv_bytes(model, tokens, tp)
     if ep > 1:  # per MoE block: dispatch and combine, forward and backward
         moe_layers = layers * model.num_moe_layers / model.num_layers
@@ -554,8 +481,8 @@ def time_lower_bound_s(
         sp = training.sequence_parallel
         widths = model.column_input_widths(sequence_parallel=sp), model.hidden_size
         mlp_share = mlp_tp_share(model, training, ep, tp)
-        forward, backward, _ = _tp_layer_s(training, sp, time_of, col, widths, mlp_share, lost=0.0)
-        block_tp = forward * (_tp_passes(training) - 1) + backward
+        forward, backward, _ = tp_layer_s(training, sp, time_of, col, widths, mlp_share, lost=0.0)
+        block_tp = forward * (tp_passes(training) - 1) + backward
 
     if ep > 1 and ep_gbps and training.ep_dispatcher == "alltoall":  # deduplicated: no bound here
         a2a = dispatch_bytes(model, training, tokens, tp) / (ep_gbps * 1e9)
