@@ -88,11 +88,28 @@ def _optimizer_step_s(
 
 
 def _stage_timer(
-    model: ModelSpec, training: Training, *, micro_batch: int, tp: int, rates: Any, cp: int = 1, ep: int = 1
+    model: ModelSpec,
+    training: Training,
+    *,
+    micro_batch: int,
+    tp: int,
+    rates: Any,
+    cp: int = 1,
+    ep: int = 1,
+    memo: dict[tuple, Any] | None = None,
 ) -> Callable[..., Any]:
     """`stage_times` of this model, training and shape: call it with `layers`, `first` and `last` (each
-    combination timed once: the middle stages of a pipeline mostly hold as many layers)."""
-    return cache(partial(stage_times, model, training, micro_batch=micro_batch, tp=tp, cp=cp, ep=ep, rates=rates))
+    combination timed once: the middle stages of a pipeline mostly hold as many layers). With `memo`, one timer
+    serves every call with the same model, training and rates objects (the search costs several layouts of each
+    candidate, and stage times do not depend on where ranks sit)."""
+    key = ("stage timer", id(model), id(training), id(rates), micro_batch, tp, cp, ep)
+    held = memo.get(key) if memo is not None else None
+    if held is None or held[0] is not model or held[1] is not training or held[2] is not rates:  # ids reused
+        timer = cache(partial(stage_times, model, training, micro_batch=micro_batch, tp=tp, cp=cp, ep=ep, rates=rates))
+        held = (model, training, rates, timer)
+        if memo is not None:
+            memo[key] = held
+    return held[3]
 
 
 def stage_gpu_models(topology: Topology, grid: Any) -> list[tuple[str, ...]]:
@@ -146,15 +163,15 @@ def step_cost(
     fsdp2 = host_wrappers(training, tp)[0]
     keys = topology.gpu_model_ids[0]
     rates_of = {key: rates_for(key, calibration) for key in keys}
+    memo = {} if memo is None else memo
     timers = {
-        key: _stage_timer(model, training, micro_batch=micro_batch, tp=tp, cp=cp, ep=ep, rates=r)
+        key: _stage_timer(model, training, micro_batch=micro_batch, tp=tp, cp=cp, ep=ep, rates=r, memo=memo)
         for key, r in rates_of.items()
     }
     sp = training.sequence_parallel and tp > 1
     tokens = micro_batch * training.seq_len // cp  # on each GPU
     layers = tuple(layers_per_stage) if layers_per_stage else split_layers(model.num_layers, pp)
 
-    memo = {} if memo is None else memo
     tp_axis = AxisTimes(topology, replicas, memo)  # stage p's TP groups: replicas[p, d, :]
     dp_axis = AxisTimes(topology, replicas.transpose(0, 2, 1), memo)  # its DP (x CP x EP) groups: replicas[p, :, t]
     cp_axis = ep_axis = edp_axis = None
@@ -456,6 +473,7 @@ def time_lower_bound_s(
     cp: int = 1,
     ep: int = 1,
     ep_gbps: float | None = None,
+    memo: dict[tuple, Any] | None = None,
 ) -> float:
     """No placement and no split of layers into stages beats this: every micro-batch through the
     slowest stage plus its pipeline bubble, and on one stage, FSDP2's copies of all its weights and the
@@ -466,7 +484,8 @@ def time_lower_bound_s(
     blocks' all-to-alls at `ep_gbps` (`collectives.all_to_all_gbps_bound`: GB/s of a rank's buffer). On mixed
     clusters a pipeline's stages are timed on the fastest GPU model (taken to be fastest at every part of the
     step), and no faster than the stages of the slowest GPUs allow; one stage holds every GPU and runs at its
-    slowest model's pace, so any model's rates bound it: the one of the lowest peak."""
+    slowest model's pace, so any model's rates bound it: the one of the lowest peak. `memo` keeps stage timers
+    between calls (`_stage_timer`)."""
     rates = rates_for(topology.fastest_gpu_model if pp > 1 else topology.slowest_gpu_model, calibration)
     fsdp2 = host_wrappers(training, tp)[0]
     num_micro = training.global_batch // (dp * ep * micro_batch)
@@ -488,7 +507,7 @@ def time_lower_bound_s(
         a2a = dispatch_bytes(model, training, tokens, tp) / (ep_gbps * 1e9)
         block_tp += model.num_moe_layers / model.num_layers * ep_passes(training) * a2a
 
-    stage_of = _stage_timer(model, training, micro_batch=micro_batch, tp=tp, cp=cp, ep=ep, rates=rates)
+    stage_of = _stage_timer(model, training, micro_batch=micro_batch, tp=tp, cp=cp, ep=ep, rates=rates, memo=memo)
     # the average stage, with its TP collectives less what they fill of the GPU's wait for the host (the slowest
     # stage takes at least the average: summed over stages, neither the time nor the GPU's work alone is less)
     whole = stage_of(layers=model.num_layers, first=True, last=True)
@@ -507,7 +526,14 @@ def time_lower_bound_s(
         # finishes together.
         pace = {
             key: _stage_timer(
-                model, training, micro_batch=micro_batch, tp=tp, cp=cp, ep=ep, rates=rates_for(key, calibration)
+                model,
+                training,
+                micro_batch=micro_batch,
+                tp=tp,
+                cp=cp,
+                ep=ep,
+                rates=rates_for(key, calibration),
+                memo=memo,
             )(layers=1, first=False, last=False).total_s
             for key in keys
         }

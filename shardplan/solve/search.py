@@ -234,6 +234,7 @@ def _lower_bound(
         cp=c.cp,
         ep=c.ep,
         ep_gbps=cache["all_to_all_gbps", group],
+        memo=cache,
     )
 
 
