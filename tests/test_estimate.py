@@ -17,8 +17,16 @@ from shardplan import Plan, Training, estimate, load_model, load_topology
 from shardplan.cost.calibration import at_head_dim, at_seq, rates_for, shipped_calibration
 from shardplan.cost.collectives import SPEED_BESIDE_HELD_SMS, collective_time_s, nccl_channels, overlap_slowdown
 from shardplan.cost.compute import MISALIGNED_PEAK_SHARE, _block_times, gemm_s
-from shardplan.cost.memory import CACHE_PART, activation_bytes, local_params, param_counts, peak_memory, state_bytes
-from shardplan.cost.step import traffic_bytes
+from shardplan.cost.memory import (
+    CACHE_PART,
+    activation_bytes,
+    local_params,
+    param_counts,
+    peak_memory,
+    stage_memories,
+    state_bytes,
+)
+from shardplan.cost.step import split_layers, traffic_bytes
 from shardplan.errors import PlanError
 from shardplan.topology import read_spec
 
@@ -374,6 +382,33 @@ def test_memory_never_grows_with_more_zero_sharding():
         for more, fewer in itertools.pairwise(peaks):
             assert fewer.memory_per_gpu_bytes <= more.memory_per_gpu_bytes, (model, training, shape)
             assert fewer.fits or not more.fits
+    assert checked >= 20
+
+
+def test_memory_never_shrinks_with_a_larger_micro_batch():
+    """Over random degrees and options and four models: doubling the micro-batch (the step's sequences
+    unchanged) never lowers what the fullest GPU must hold. Activations grow with the tokens a micro-batch
+    carries and no term shrinks faster: fewer micro-batches in flight hold as many tokens, and torch's
+    pipeline buffers, one h-wide tensor per token, are fewer by less than a block keeps."""
+    rng = random.Random(2)
+    checked = 0
+    for training, shape in _random_layouts(16, rng, 40):
+        model = load_model(rng.choice(["gpt-tiny", "llama3-8b", "mixtral-8x7b", "deepseek-v2-lite"]))
+        base = Training(**{**training, "global_batch": training["global_batch"] * 4})
+        layers = split_layers(model.num_layers, shape["pp"])
+        needs = [
+            peak_memory(
+                stage_memories(
+                    model, base, layers=layers, tp=shape["tp"], dp=shape["dp"], cp=shape["cp"],
+                    micro_batch=micro_batch, virtual_stages=1, context_bytes=0.0,
+                ),
+                None,
+            )[0]
+            for micro_batch in (1, 2, 4)
+        ]  # fmt: skip
+        checked += 1
+        for small, large in itertools.pairwise(needs):
+            assert small <= large * (1 + 1e-12), (model, training, shape)
     assert checked >= 20
 
 
@@ -984,8 +1019,7 @@ def test_zero2_reduce_scatters_every_micro_batchs_gradients_without_a_pipeline()
 def test_the_fullest_stages_hold_the_most_any_stage_requires(runtime: str) -> None:
     """The search checks memory on `fullest_stages` only: over pipelines of 4-16 stages, even and uneven splits,
     interleaved or not, every ZeRO stage and recompute mode, the most they require is the most any stage does."""
-    from shardplan.cost.memory import fullest_stages, required_bytes, stage_memories
-    from shardplan.cost.step import split_layers
+    from shardplan.cost.memory import fullest_stages, required_bytes
 
     model = load_model("llama3-70b")
     for pp, v, zero, recompute, micro in itertools.product((4, 5, 16), (1, 2), (0, 1, 3), ("none", "full"), (4, 32)):
