@@ -349,8 +349,10 @@ def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
     # MXFP8 is Blackwell's block-scaled FP8, as the 25.11 tables' "FP8-MX": timed as FP8 at the GPU's FP8 dense rate
     # (Blackwell's tensor cores run MX-scaled FP8 at that rate, NVIDIA Blackwell datasheet)
     precision = (row["precision"] or ("FP8" if "describes FP8" in row["notes"] else "")).replace("MXFP8", "FP8-MX")
+    if row["system"] == "DGX-B300":  # the catalogue has the B300 (its datasheet) and a dgx-b300 preset
+        return out | {"not_usable": "DGX-B300: the recipes' B300 settings (dispatchers, CUDA graphs, layouts) not read"}
     gpu = {"DGX-H100": "H100 80GB", "DGX-B200": "B200"}.get(row["system"])
-    if gpu is None:  # GB200 / GB300 NVL72 racks, B300
+    if gpu is None:  # GB200 / GB300 NVL72 racks
         return out | {"not_usable": f"{row['system']}: no preset (NVL72 racks: how a job spans them is not stated)"}
     if row["model"] == "LLAMA3_8B":
         # the 8B recipes changed between releases (H100: Megatron FSDP in the 25.x tables, DDP with 5 of 32 blocks

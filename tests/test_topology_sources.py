@@ -63,12 +63,17 @@ def test_product_names_find_their_catalogue_entry():
     names = {
         "NVIDIA B200": "b200",
         "NVIDIA GB200": "gb200",
+        "NVIDIA B300 SXM6 AC": "b300",
+        "NVIDIA GB300": None,  # not the B300 entry: a Grace Blackwell Ultra superchip has none yet
         "NVIDIA H100 80GB HBM3": "h100-sxm",
         "NVIDIA H200": "h200-sxm",
     }
     assert {name: match_product_name(name) for name in names} == names
     dgx = load_topology("dgx-b200")
     assert dgx.gpus[0].model == "b200" and dgx.path_kind(0, 7) == "nvlink" and dgx.nvswitch_domains[0].nvls
+    ultra = load_topology("dgx-b300", nodes=2)  # DGX B300 datasheet: 288 GB each, one 800 Gb/s ConnectX-8 per GPU
+    assert ultra.gpus[0].model == "b300" and ultra.smallest_memory_bytes == 288e9 and ultra.nvswitch_domains[0].nvls
+    assert {nic.gbit for nic in ultra.nics} == {800} and ultra.path_kind(0, 8) == "net"
 
 
 def test_bandwidth_by_link_class_hand_checked():
