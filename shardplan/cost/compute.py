@@ -193,10 +193,10 @@ def _block_times(
     gemms, gemms_bwd = linears(precisions[0]), 2 * linears(precisions[1])
     if precisions[0] != "bf16":  # each linear's input and weight cast forward, its output gradient backward
         shapes = [m.per_gpu(tokens, tp, sp) for m in model.block_matmuls(fused=True)]
-        casts = sum(rows * inner + weight_casts * width * inner for rows, width, inner in shapes)
-        casts = casts, sum(rows * width for rows, width, _ in shapes)
-        gemms += fp8_cast_s(casts[0], rates, amax_pass=amax_pass)
-        gemms_bwd += fp8_cast_s(casts[1], rates, amax_pass=amax_pass)
+        cast_fwd = sum(rows * inner + weight_casts * width * inner for rows, width, inner in shapes)
+        cast_bwd = sum(rows * width for rows, width, _ in shapes)
+        gemms += fp8_cast_s(cast_fwd, rates, amax_pass=amax_pass)
+        gemms_bwd += fp8_cast_s(cast_bwd, rates, amax_pass=amax_pass)
     # causal attention: QK^T and AV, 2 * 2 * s * q FLOPs per token over the full square, half of it causal; blocks
     # with a sliding window as a causal sequence of the span whose queries see as many keys (`causal_spans`)
     # (QK^T at the query-key head dim, AV at the value head dim: MLA's differ)

@@ -140,6 +140,14 @@ def local_params(
     return (total - experts) / tp, experts / (tp * ep)
 
 
+def block_weights(model: ModelSpec, training: Training, *, layers: int, last: bool, tp: int, ep: int = 1) -> float:
+    """Weights of a stage's blocks (its multi-token-prediction layers counted as blocks) that one GPU holds before
+    ZeRO sharding: what its FP8 linears cast."""
+    return training.stage_blocks(layers, last) * sum(
+        local_params(model, layers=1, first=False, last=False, tp=tp, ep=ep)
+    )
+
+
 def state_bytes(
     params_local: float, *, dp: int, zero_stage: int, optimizer: str, grad_bytes: int = FP32_GRAD
 ) -> dict[str, float]:
@@ -341,10 +349,7 @@ def stage_memory(
         mem["gathered_weights"] = BF16_WEIGHT * (2 * block + ends)
     if training.dtype == "fp8" and training.fp8_weight_cache:
         # each FP8 linear keeps its weight's casts, row-major and transposed, from the step's first micro-batch on
-        blocks = training.stage_blocks(layers, last)
-        mem["fp8_weights"] = (
-            FP8_CACHED_WEIGHT * blocks * sum(local_params(model, layers=1, first=False, last=False, tp=tp, ep=ep))
-        )
+        mem["fp8_weights"] = FP8_CACHED_WEIGHT * block_weights(model, training, layers=layers, last=last, tp=tp, ep=ep)
     mem["framework"] = context_bytes
     return mem
 

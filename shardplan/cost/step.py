@@ -25,6 +25,7 @@ from shardplan.cost.compute import (
 )
 from shardplan.cost.experts import dispatch_bytes, ep_passes, mlp_tp_share, remote_copies_share
 from shardplan.cost.memory import (
+    block_weights,
     gathered_across_micro_batches,
     kv_bytes,
     local_params,
@@ -256,8 +257,7 @@ def step_cost(
     per_micro = micro_s(bottleneck)
     compute_s = num_micro * stage_total[bottleneck]
     if training.dtype == "fp8" and training.fp8_weight_cache:  # the stage's weights cast once, on the first micro-batch
-        blocks = training.stage_blocks(layers[bottleneck], bottleneck == pp - 1)
-        weights = blocks * sum(local_params(model, layers=1, first=False, last=False, tp=tp, ep=ep))
+        weights = block_weights(model, training, layers=layers[bottleneck], last=bottleneck == pp - 1, tp=tp, ep=ep)
         compute_s += fp8_cast_s(weights, stage_rates[bottleneck], amax_pass=training.fp8_recipe == "current")
     tp_total = num_micro * tp_per_micro[bottleneck]
     cp_total = num_micro * cp_per_micro[bottleneck]
