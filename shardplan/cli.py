@@ -68,7 +68,10 @@ def _root() -> None:
 @app.command()
 def topo(
     source: Annotated[
-        str, typer.Argument(help="'live', a preset name, a YAML/JSON file, or saved `nvidia-smi topo -m`.")
+        str,
+        typer.Argument(
+            help="'live', a preset name, a YAML/JSON file, saved `nvidia-smi topo -m`, or NCCL topology XML."
+        ),
     ],
     nodes: Annotated[int, typer.Option(help="Copies of the source joined by its network.")] = 1,
     gpu: Annotated[str | None, typer.Option(help="GPU model where the source does not say it, e.g. h100-sxm.")] = None,
@@ -177,7 +180,7 @@ def model(
 @app.command()
 def estimate(
     model: Annotated[str, typer.Option(help="Model preset or config.json.")],
-    topology: Annotated[str, typer.Option(help="Topology source (preset, file, saved nvidia-smi, 'live').")],
+    topology: Annotated[str, typer.Option(help="Topology source (preset, file, saved nvidia-smi, NCCL XML, 'live').")],
     tp: Annotated[int, typer.Option(help="Tensor-parallel degree.")] = 1,
     pp: Annotated[int, typer.Option(help="Pipeline-parallel degree.")] = 1,
     dp: Annotated[int, typer.Option(help="Data-parallel degree.")] = 1,
@@ -286,7 +289,7 @@ TOKENS_PER_STEP = 2**20  # default global batch: about a million tokens per step
 @app.command()
 def suggest(
     model: Annotated[str, typer.Option(help="Model preset or config.json.")],
-    topology: Annotated[str, typer.Option(help="Topology source (preset, file, saved nvidia-smi, 'live').")],
+    topology: Annotated[str, typer.Option(help="Topology source (preset, file, saved nvidia-smi, NCCL XML, 'live').")],
     nodes: Annotated[int, typer.Option(help="Copies of the topology source.")] = 1,
     gpu: Annotated[str | None, typer.Option(help="GPU model where the source does not say it.")] = None,
     global_batch: Annotated[

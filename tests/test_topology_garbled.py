@@ -1,4 +1,5 @@
-"""Garbled copies of every fixture give a Topology or a ShardplanError, never another exception."""
+"""Garbled copies of every topology fixture (`nvidia-smi topo`, NCCL topology XML) give a Topology or a
+ShardplanError, never another exception."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from conftest import DATA, fixture_body
 from shardplan import load_topology
 from shardplan.errors import ShardplanError
 
-FILES = sorted((DATA / "topo").glob("*.txt"))
+FILES = sorted((DATA / "topo").glob("*.txt")) + sorted((DATA / "nccl-xml").glob("nccl-topo-*.txt"))
 
 
 def _truncate(text: str, rng: random.Random) -> str:

@@ -8,6 +8,7 @@ from shardplan.errors import TopologyError
 from shardplan.topology.cluster import build
 from shardplan.topology.schema import Gpu, Topology
 from shardplan.topology.sources.file import parse_declared
+from shardplan.topology.sources.nccl_xml import looks_like_nccl_xml, parse_nccl_xml
 from shardplan.topology.sources.nvidia_smi import (
     apply_nvlink_status,
     looks_like_topo,
@@ -22,7 +23,7 @@ __all__ = ["Gpu", "Topology", "TopologySpec", "load_topology", "preset_names", "
 
 def read_spec(source: str | Path, *, nvlink_status: str | Path | None = None) -> TopologySpec:
     """The declared form of `source`: 'live', a preset name, a YAML/JSON file, or saved
-    `nvidia-smi topo -m` text (recognised by content)."""
+    `nvidia-smi topo -m` text or NCCL topology XML (recognised by content)."""
     text_source = str(source)
     if text_source == "live":
         from shardplan.topology.sources.nvml import read_live
@@ -42,12 +43,19 @@ def read_spec(source: str | Path, *, nvlink_status: str | Path | None = None) ->
             raise TopologyError(f"{text_source}: cannot read ({exc.strerror})") from None
         if path.suffix.lower() in (".yaml", ".yml", ".json"):
             spec = parse_declared(text, text_source)
+        elif "ROCm System Management Interface" in text or "between two GPUs" in text:
+            raise TopologyError(
+                f"{text_source}: `rocm-smi --showtopo` output (AMD GPUs); shardplan plans NVIDIA GPUs over NCCL "
+                "and reads `nvidia-smi topo -m`, NCCL topology XML or a .yaml/.json topology"
+            )
         elif looks_like_topo(text):
             spec = parse_topo(text, text_source)
+        elif looks_like_nccl_xml(text):
+            spec = parse_nccl_xml(text, text_source)
         else:
             raise TopologyError(
-                f"{text_source}: neither `nvidia-smi topo -m` output (no header row starting GPU0) "
-                "nor a .yaml/.json topology"
+                f"{text_source}: neither `nvidia-smi topo -m` output (no header row starting GPU0), "
+                "NCCL topology XML (no <system> element) nor a .yaml/.json topology"
             )
     if nvlink_status is not None:
         path = Path(nvlink_status)
@@ -60,7 +68,8 @@ def read_spec(source: str | Path, *, nvlink_status: str | Path | None = None) ->
 def load_topology(
     source: str | Path | Topology, *, nodes: int = 1, gpu: str | None = None, nvlink_status: str | Path | None = None
 ) -> Topology:
-    """A `Topology` from 'live', a preset name, a YAML/JSON file or saved `nvidia-smi topo -m` text.
+    """A `Topology` from 'live', a preset name, a YAML/JSON file, saved `nvidia-smi topo -m` text or
+    NCCL topology XML (`NCCL_TOPO_FILE`, `NCCL_TOPO_DUMP_FILE`).
 
     `nodes=N` makes N copies of the source joined by its network; `gpu` names the GPU model where
     the source does not say it; `nvlink_status` is a saved `nvidia-smi nvlink -s` for the same box.

@@ -30,6 +30,9 @@ class GpuModel(BaseModel):
         description="GPU architecture: which tensor-core instructions its kernels can use."
     )
     nvml_names: tuple[str, ...] = Field(description="Regexes matched against the product name.")
+    pci_device_ids: tuple[str, ...] = Field(
+        (), description="PCI device ids (`0x2330`), as NCCL's topology XML gives them."
+    )
 
 
 @cache
