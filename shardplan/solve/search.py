@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, get_args
@@ -116,10 +116,15 @@ def suggest(
     cache: dict[tuple, Any] = {}  # stage splits, placements and ring bandwidth bounds, shared by candidates alike
     fitting: list[tuple[float, space.Candidate, Training]] = []
     closest: tuple[float, space.Candidate] | None = None
+    too_big: set[space.Candidate] = set()  # candidates that do not fit, their micro-batch left out
     for c in _candidates(spec, topo.num_gpus, training, pins):
+        others = replace(c, micro_batch=0)
+        if others in too_big:
+            continue  # a smaller micro-batch of it did not fit, and memory never shrinks with a larger one
         train = _training_of(training, c)
         need = _memory_bytes(spec, train, c, rates.context_bytes)
         if hbm is not None and need > hbm:
+            too_big.add(others)
             if closest is None or need < closest[0]:
                 closest = (need, c)
             continue
