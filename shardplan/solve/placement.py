@@ -252,12 +252,10 @@ def _blocks(shape: Shape, size: int) -> list[Shape]:
 def _tile(shape: Shape, block: Shape, on_node: list[Layout], per_node: list[list[int]]) -> Layout:
     """Lay blocks of the mesh on the nodes: node b holds block b (row-major over blocks), its GPUs where
     `on_node[b]` (a layout of the block in local GPU indexes) puts them."""
-    pp, dp, tp = shape
+    import numpy as np  # here, not at start-up
+
     bp, bd, bt = block
-    blocks_d, blocks_t = dp // bd, tp // bt
-
-    def gpu(p: int, d: int, t: int) -> int:
-        node = ((p // bp) * blocks_d + d // bd) * blocks_t + t // bt
-        return per_node[node][on_node[node][p % bp][d % bd][t % bt]]
-
-    return [[[gpu(p, d, t) for t in range(tp)] for d in range(dp)] for p in range(pp)]
+    p, d, t = np.indices(shape)
+    node = ((p // bp) * (shape[1] // bd) + d // bd) * (shape[2] // bt) + t // bt
+    local = np.asarray(on_node)[node, p % bp, d % bd, t % bt]
+    return np.asarray(per_node)[node, local].tolist()

@@ -270,14 +270,12 @@ def _cost(
         cache[key] = layouts_for(topology, shape, traffic)
     placement = cache[key]
 
-    def mesh(layout: Layout) -> Layout:
-        """The placement's (pp, dp, cp x ep x tp) layout as the mesh, with the cp and ep axes where used."""
-        if c.cp == c.ep == 1:
-            return layout
+    def mesh(layout: Layout) -> Any:
+        """The placement's (pp, dp, cp x ep x tp) layout as the mesh, with the cp and ep axes where used: an
+        array (`step_cost` takes it as it is; a nested list of thousands of GPUs costs more to convert)."""
         import numpy as np  # here, not at start-up
 
-        shape = mesh_of(c.pp, c.dp, c.cp, c.tp, c.ep)[0]
-        return np.asarray(layout).reshape(shape).tolist()
+        return np.asarray(layout, dtype=np.int64).reshape(mesh_of(c.pp, c.dp, c.cp, c.tp, c.ep)[0])
 
     def split_for(layout: Layout) -> tuple[int, ...]:
         """On mixed clusters, the layers rebalanced for the GPU models the layout gives each stage (each
@@ -321,7 +319,7 @@ def _cost(
             candidate = cost_of(layout)
             if candidate.step_time_s < cost.step_time_s:
                 chosen, cost = layout, candidate
-    return _Scored(c, training, mesh(chosen), cost, default, placement)
+    return _Scored(c, training, mesh(chosen).tolist(), cost, default, placement)
 
 
 def _shape(c: space.Candidate) -> dict[str, int]:
