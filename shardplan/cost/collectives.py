@@ -65,6 +65,12 @@ _PROTO_SHARE = {"LL": 0.5, "LL128": 0.92, "Simple": 1.0}
 # 473.1 / 365.6 GB/s = NVLS vs NCCL_ALGO=Ring on 8x H200, NCCL 2.27.7
 # (fixtures/nccl/nccl-tests-summary-nvls-vs-ring-h200-b200-1.txt).
 NVLS_ALLREDUCE_SPEEDUP = 473.1 / 365.6
+# That gain grows with the GPUs reduced: on the same 8x H200 NCCL runs the ring at 4 GPUs and NVLS from 5, at 1.14,
+# 1.19, 1.26 and 1.29x the ring on 5, 6, 7 and 8 GPUs, which is the ring's bus factor 2(n-1)/n times one constant
+# within 4% (NVLS moves each GPU's buffer about once where the ring moves it 2(n-1)/n times, at 0.74 of the rate).
+# NVIDIA's GB200 NVL partition guide, quoted there: groups of four GPUs or fewer gain nothing from multicast. Above 8
+# GPUs the gain stays at 8's: NVIDIA's NVL72 figure in the same fixture is 850 / 680 = 1.25x on 72 GPUs.
+NVLS_MIN_GPUS = 5
 
 # Without PCIe peer-to-peer NCCL stages data through host shared memory: 4.00 GB/s all-reduce bus
 # bandwidth on 2x RTX 2080 Ti, PCIe Gen3 (fixtures/nccl/nccl-tests-all_reduce-2080ti-2gpu-pcie-nop2p-1.txt)
@@ -111,6 +117,17 @@ def overlap_slowdown(channels: int) -> float:
         if channels <= b:
             return 1 - (speed_a + (speed_b - speed_a) * (channels - a) / (b - a))
     return 1 - SPEED_BESIDE_HELD_SMS[-1][1]
+
+
+def nvls_speedup(n: int) -> float:
+    """How much faster NVLS all-reduces than the ring over `n` GPUs of one NVSwitch domain (1: NCCL runs the ring).
+
+    >>> [round(nvls_speedup(n), 2) for n in (4, 5, 8, 72)]
+    [1.0, 1.18, 1.29, 1.29]
+    """
+    if n < NVLS_MIN_GPUS:
+        return 1.0
+    return NVLS_ALLREDUCE_SPEEDUP * min(1.0, bus_factor("all_reduce", n) / bus_factor("all_reduce", 8))
 
 
 def bus_factor(op: str, n: int) -> float:
@@ -385,11 +402,12 @@ def rings_time_s(rings: Rings, op: str, size_bytes: float, floor_latency_s: floa
             (k - 1) / n * size_bytes / (rings.intra_gbps * 1e9), k * (n - k) / n * size_bytes / (rings.net_gbps * 1e9)
         )
     transfer_s = {p: ring_s / _PROTO_SHARE[p] for p in _PROTO_SHARE}
-    if nvls and rings.islands == 1 and n > 2:  # NVLS (Simple protocol only) where the switch can reduce
-        transfer_s["NVLS"] = ring_s / NVLS_ALLREDUCE_SPEEDUP
-    elif nvls and rings.islands > 1:
+    speedup = nvls_speedup(rings.per_island) if nvls else 1.0
+    if speedup > 1 and rings.islands == 1:  # NVLS (Simple protocol only) where the switch can reduce
+        transfer_s["NVLS"] = ring_s / speedup
+    elif speedup > 1:
         # NCCL reduces inside islands first (NVLS tree): an island sends only bus_factor(op, islands) x size.
-        inside = bus_factor(op, rings.per_island) * size_bytes / (rings.intra_gbps * 1e9 * NVLS_ALLREDUCE_SPEEDUP)
+        inside = bus_factor(op, rings.per_island) * size_bytes / (rings.intra_gbps * 1e9 * speedup)
         transfer_s["NVLS"] = max(inside, bus_factor(op, rings.islands) * size_bytes / (rings.net_gbps * 1e9))
     latency_us = _ring_latency_us(op, n, rings.islands, size_bytes, rings.intra_kind)
     latency_us["NVLS"] = latency_us["Simple"]
