@@ -22,6 +22,7 @@ from typing import Literal
 
 from shardplan.errors import PlanError
 from shardplan.topology import links as L
+from shardplan.topology.catalog import gpu_models
 from shardplan.topology.schema import Topology
 
 Op = Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast", "send_recv"]
@@ -62,9 +63,15 @@ _TREE_CORRECTION = {
 _PROTO_SHARE = {"LL": 0.5, "LL128": 0.92, "Simple": 1.0}
 
 # NVLink SHARP (in-switch reduction) lifts all-reduce bus bandwidth over the ring on NVLS hardware:
-# 473.1 / 365.6 GB/s = NVLS vs NCCL_ALGO=Ring on 8x H200, NCCL 2.27.7
-# (fixtures/nccl/nccl-tests-summary-nvls-vs-ring-h200-b200-1.txt).
+# 473.1 / 365.6 GB/s = NVLS vs NCCL_NVLS_ENABLE=0 (the ring) on 8x H200, NCCL 2.27.7, 8 GiB
+# (fixtures/nccl/nccl-tests-summary-nvls-vs-ring-h200-b200-1.txt). The most any switch gives (lower bounds use it).
 NVLS_ALLREDUCE_SPEEDUP = 473.1 / 365.6
+# Blackwell (NVLink 5), the same sweep on 8x B200: the ring all-reduces at 682.2 GB/s bus bandwidth, 0.76 of the
+# datasheet's 900 (where GB200's P2P writes reach 747, fixtures/p2p/p2pBandwidthLatencyTest-gb200-nvl4-4gpu-partial-1
+# .txt: the ring, not the link, falls short), and NVLS at 838.0. Ring collectives over a Blackwell switch run at that
+# ring rate; Hopper's ring (365.6 on 8x H200) is within 3% of its P2P rate (376 of 450, links.py) and runs at it.
+SWITCH_RING_SHARE = {"blackwell": 682.2 / 900}
+NVLS_GAIN = {"hopper": NVLS_ALLREDUCE_SPEEDUP, "blackwell": 838.0 / 682.2}
 # That gain grows with the GPUs reduced: on the same 8x H200 NCCL runs the ring at 4 GPUs and NVLS from 5, at 1.14,
 # 1.19, 1.26 and 1.29x the ring on 5, 6, 7 and 8 GPUs, which is the ring's bus factor 2(n-1)/n times one constant
 # within 4% (NVLS moves each GPU's buffer about once where the ring moves it 2(n-1)/n times, at 0.74 of the rate).
@@ -119,15 +126,16 @@ def overlap_slowdown(channels: int) -> float:
     return 1 - SPEED_BESIDE_HELD_SMS[-1][1]
 
 
-def nvls_speedup(n: int) -> float:
-    """How much faster NVLS all-reduces than the ring over `n` GPUs of one NVSwitch domain (1: NCCL runs the ring).
+def nvls_speedup(n: int, gain: float = NVLS_ALLREDUCE_SPEEDUP) -> float:
+    """How much faster NVLS all-reduces than the ring over `n` GPUs of one NVSwitch domain whose switches give
+    `gain` on 8 (`NVLS_GAIN`; 1: NCCL runs the ring).
 
     >>> [round(nvls_speedup(n), 2) for n in (4, 5, 8, 72)]
     [1.0, 1.18, 1.29, 1.29]
     """
     if n < NVLS_MIN_GPUS:
         return 1.0
-    return NVLS_ALLREDUCE_SPEEDUP * min(1.0, bus_factor("all_reduce", n) / bus_factor("all_reduce", 8))
+    return max(1.0, gain * min(1.0, bus_factor("all_reduce", n) / bus_factor("all_reduce", 8)))
 
 
 def bus_factor(op: str, n: int) -> float:
@@ -167,7 +175,8 @@ def _flow_resources(topology: Topology, a: int, b: int) -> list[tuple[Hashable, 
     if kind == "nvlink":
         if (min(a, b), max(a, b)) in topology._bundles:
             return [(("nvlink", a, b), topology.bandwidth_gbps(a, b))]
-        bw = topology.bandwidth_gbps(a, b)
+        share = SWITCH_RING_SHARE.get(_architecture(topology, a))
+        bw = topology.bandwidth_gbps(a, b, achievable=share is None) * (share or 1.0)
         return [(("nvs-out", a), bw), (("nvs-in", b), bw)]
     ga, gb = topology.gpus[a], topology.gpus[b]
     node = topology.nodes[ga.node]
@@ -318,7 +327,8 @@ class Rings:
     """What a group's rings run over under a load, whatever the collective and its size: `ranks`,
     at most `per_island` of them in one of `islands` NVLink islands; the bus bandwidth inside the
     islands and, across them, through the NICs (GB/s); the link class inside the largest island;
-    whether the switches can reduce (NVLS) and whether the islands are hosts (NCCL's tree)."""
+    what the switches' reductions gain on 8 GPUs (`NVLS_GAIN`, 1: none) and whether the islands are hosts (NCCL's
+    tree)."""
 
     ranks: int
     per_island: int
@@ -326,7 +336,7 @@ class Rings:
     intra_gbps: float
     net_gbps: float
     intra_kind: str
-    nvls: bool
+    nvls_gain: float
     hosts: bool
 
 
@@ -334,13 +344,13 @@ class Rings:
 class IslandShare:
     """What a group's `members` GPUs inside one NVLink island get under a load: the slowest ring
     flow among them (GB/s, inf for one GPU), the NICs they leave through together (inf where the
-    group stays in the island), the link class between them and whether their switch can reduce (NVLS)."""
+    group stays in the island), the link class between them and what their switch's reductions gain (NVLS)."""
 
     members: int
     intra_gbps: float
     nic_gbps: float
     kind: str
-    nvls: bool
+    nvls_gain: float
 
 
 def island_share(topology: Topology, members: Sequence[int], load: Counter[Hashable], *, leaves: bool) -> IslandShare:
@@ -358,7 +368,7 @@ def island_share(topology: Topology, members: Sequence[int], load: Counter[Hasha
         # bytes through the NICs its GPUs use.
         nic_gbps=sum(share([nic]) for nic in _nics_of(topology, members)) if leaves else math.inf,
         kind=_link_class(topology, members),
-        nvls=_nvls(topology, members),
+        nvls_gain=_nvls_gain(topology, members),
     )
 
 
@@ -373,7 +383,7 @@ def rings_of_islands(islands: Sequence[IslandShare], *, hosts: bool) -> Rings:
         intra_gbps=min(i.intra_gbps for i in islands),
         net_gbps=min(i.nic_gbps for i in islands),
         intra_kind=largest.kind,
-        nvls=all(i.nvls for i in islands),
+        nvls_gain=min(i.nvls_gain for i in islands),
         hosts=hosts,
     )
 
@@ -391,7 +401,6 @@ def rings_time_s(rings: Rings, op: str, size_bytes: float, floor_latency_s: floa
     algorithm and protocol."""
     n = rings.ranks
     bus_bytes = bus_factor(op, n) * size_bytes
-    nvls = op == "all_reduce" and rings.nvls
     ring_s = max(bus_bytes / (rings.intra_gbps * 1e9), bus_bytes / (rings.net_gbps * 1e9))
     if op == "all_to_all" and rings.islands > 1:
         # no ring: each rank sends 1/n of its buffer straight to every other rank, so the (n - k)/n bound for other
@@ -402,7 +411,7 @@ def rings_time_s(rings: Rings, op: str, size_bytes: float, floor_latency_s: floa
             (k - 1) / n * size_bytes / (rings.intra_gbps * 1e9), k * (n - k) / n * size_bytes / (rings.net_gbps * 1e9)
         )
     transfer_s = {p: ring_s / _PROTO_SHARE[p] for p in _PROTO_SHARE}
-    speedup = nvls_speedup(rings.per_island) if nvls else 1.0
+    speedup = nvls_speedup(rings.per_island, rings.nvls_gain) if op == "all_reduce" else 1.0
     if speedup > 1 and rings.islands == 1:  # NVLS (Simple protocol only) where the switch can reduce
         transfer_s["NVLS"] = ring_s / speedup
     elif speedup > 1:
@@ -455,7 +464,15 @@ def _ring_latency_us(op: str, n: int, islands: int, size_bytes: float, intra_kin
     return out
 
 
-def _nvls(topology: Topology, group: Sequence[int]) -> bool:
+def _nvls_gain(topology: Topology, group: Sequence[int]) -> float:
+    """NVLS's gain on 8 GPUs (`NVLS_GAIN`) where `group` shares one NVSwitch domain that can reduce, else 1."""
     domains = {id(topology._domain_of.get(i)) for i in group}
     d = topology._domain_of.get(group[0])
-    return len(domains) == 1 and d is not None and d.nvls
+    if len(domains) > 1 or d is None or not d.nvls:
+        return 1.0
+    return NVLS_GAIN.get(_architecture(topology, group[0]) or "", NVLS_ALLREDUCE_SPEEDUP)
+
+
+def _architecture(topology: Topology, gpu: int) -> str | None:
+    model = topology.gpus[gpu].model
+    return gpu_models()[model].architecture if model is not None else None
