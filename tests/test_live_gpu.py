@@ -30,3 +30,19 @@ def test_live_topology_agrees_with_nvidia_smi():
     for i in range(live.num_gpus):
         for j in range(live.num_gpus):
             assert smi.nvlink_count(i, j) == live.nvlink_count(i, j)
+
+
+def test_live_nics_are_the_rdma_ports_nvidia_smi_names():
+    """Every NIC `nvidia-smi topo -m` names (its RDMA devices) is read live with its line rate, near the same GPUs
+    (those of its PCIe switch or host bridge)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        pytest.skip("nvidia-smi not on PATH")
+    from shardplan.topology.cluster import build
+
+    smi = build(parse_topo(subprocess.run([exe, "topo", "-m"], capture_output=True, text=True, check=True).stdout))
+    live = load_topology("live")
+    named = {nic.name.split(":")[0]: nic for nic in live.nics}
+    for nic in smi.nics:
+        assert nic.name in named and named[nic.name].gbit, nic.name
+        assert named[nic.name].near == nic.near, nic.name

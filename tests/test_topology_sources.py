@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 from conftest import DATA, fixture_body
 
-from shardplan import load_topology
+from shardplan import Training, load_topology, suggest
 from shardplan.errors import ShardplanError, TopologyError
-from shardplan.topology import Topology, preset_names
+from shardplan.topology import Topology, preset_names, read_spec
 from shardplan.topology.cluster import build
 from shardplan.topology.sources.nvidia_smi import parse_nvlink_status
-from shardplan.topology.sources.nvml import spec_from_facts
+from shardplan.topology.sources.nvml import spec_from_facts, with_nic_speeds
+from shardplan.topology.sources.sysfs import gpu_pci_path, read_nic_facts
 
 
 def test_nvlink_status_speeds_and_inactive_links():
@@ -191,6 +192,81 @@ def test_nvml_facts_two_gpus_with_bridge_and_pcie_ancestor():
     topo = build(spec_from_facts(facts))
     assert topo.nvlink_count(0, 1) == 12 and topo.gpus[0].model == "h100-pcie"
     assert topo.nvswitch_domains == ()
+
+
+def _sysfs_tree(snapshot: dict, root: Path) -> Path:
+    """The part of /sys a recording kept (scripts/record_live_topology.py), rebuilt under `root`: links first,
+    to directories standing for the devices they resolve to, then the files."""
+    for path, value in snapshot.items():
+        if isinstance(value, dict):
+            (root / value["link"]).mkdir(parents=True, exist_ok=True)
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            (root / path).symlink_to(root / value["link"])
+    for path, value in snapshot.items():
+        if isinstance(value, str):
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            (root / path).write_text(value)
+    return root
+
+
+def test_sysfs_nics_recorded_on_real_h100(tmp_path: Path):
+    """The lent H100 (a VM: no RDMA device, one virtio Ethernet interface of unstated speed beside the GPU on
+    root complex pci0000:00): its /sys as recorded, read again, gives what the live reader returned there."""
+    record = json.loads((DATA / "nvml" / "live-h100-sysfs.json").read_text())
+    facts, root = record["nvml_facts"], _sysfs_tree(record["sysfs"], tmp_path)
+    assert (
+        read_nic_facts(root)
+        == facts["nics"]
+        == [
+            {
+                "name": "eth0",
+                "gbit": None,
+                "transport": "socket",
+                "pci_path": ["pci0000:00", "0000:00:03.0"],
+                "numa_node": None,
+            }
+        ]
+    )
+    assert gpu_pci_path(facts["gpus"][0]["pci_bus_id"], root) == facts["gpus"][0]["pci_path"]
+    topo = build(spec_from_facts(facts))
+    assert [(n.name, n.gbit, n.near) for n in topo.nics] == [("eth0", None, (0,))]
+
+
+def test_nics_placed_by_pci_path_and_a_live_cluster_plans():
+    """Hand-written facts in the shape the live readers give (paths as sysfs resolves them): two GPUs each under
+    its own PCIe switch with a 400 Gb/s InfiniBand port, on two NUMA nodes. Each port is near its switch's GPU; two
+    such nodes (what the hook assembles from every node's reading) plan with the ports' speed, where a reading
+    without NICs leaves the network unknown."""
+    gpu = {"name": "NVIDIA H100 80GB HBM3", "memory_bytes": 85520809984, "pcie_gen_max": 5, "nvlinks": []}
+    switch = [["pci0000:15", "0000:15:01.0", "0000:16:00.0"], ["pci0000:97", "0000:97:01.0", "0000:98:00.0"]]
+    facts = {
+        "gpus": [
+            {**gpu, "pci_bus_id": f"00000000:{bus}:00.0", "numa_node": k, "pci_path": [*switch[k], f"0000:{bus}:00.0"]}
+            for k, bus in enumerate(("18", "9a"))
+        ],
+        "pcie_ancestor": {"0,1": "sys"},
+        "nics": [
+            {"name": f"mlx5_{k}", "gbit": 400.0, "transport": "ib", "numa_node": k, "pci_path": [*switch[k], bus]}
+            for k, bus in enumerate(("0000:19:00.0", "0000:9b:00.0"))
+        ],
+    }
+    spec = spec_from_facts(facts)
+    assert [(n.name, n.near, n.socket) for n in spec.nodes[0].nics] == [("mlx5_0", [0], 0), ("mlx5_1", [1], 1)]
+    train = Training(global_batch=16, seq_len=4096)
+    plan = suggest("llama3-8b", build(spec, nodes=2), train, top_k=1)[0]
+    assert plan.num_gpus == 4 and plan.comm_time_by_link["net"] > 0
+    without = spec_from_facts({**facts, "nics": []})
+    with pytest.raises(TopologyError, match="no NIC speed"):
+        suggest("llama3-8b", build(without, nodes=2), train, top_k=1)
+
+
+def test_nic_speeds_from_sysfs_complete_nvidia_smi():
+    """`nvidia-smi topo -m` names NICs (mlx5_0..11 on this Hopper box) but not their speed; sysfs facts of the
+    same names give it, and names sysfs does not know stay unknown."""
+    spec = read_spec(DATA / "topo" / "nvidia-smi-topo-hopper-8gpu-nv18-12nic-1.txt")
+    done = with_nic_speeds(spec, [{"name": "mlx5_0", "gbit": 400.0}, {"name": "mlx5_3", "gbit": 400.0}])
+    speeds = {nic.name: nic.gbit for nic in done.nodes[0].nics}
+    assert speeds["mlx5_0"] == speeds["mlx5_3"] == 400.0 and speeds["mlx5_1"] is None and len(speeds) == 12
 
 
 def test_bad_sources():

@@ -1,9 +1,10 @@
 """Read this machine's GPUs through NVML (nvidia-ml-py); fall back to running `nvidia-smi topo -m`.
 
 Two steps, so that recorded readings can stand in for a GPU in tests:
-`read_nvml_facts()` asks NVML and returns plain JSON-able facts; `spec_from_facts()` turns facts
-into a `TopologySpec`. GPUs are listed in CUDA order restricted to `CUDA_VISIBLE_DEVICES` (NVML
-lists every GPU by PCI bus id; CUDA's default order ties on bus id among identical GPUs).
+`read_nvml_facts()` asks NVML (and sysfs, for the NICs and each GPU's PCI path) and returns plain JSON-able
+facts; `spec_from_facts()` turns facts into a `TopologySpec`. GPUs are listed in CUDA order restricted to
+`CUDA_VISIBLE_DEVICES` (NVML lists every GPU by PCI bus id; CUDA's default order ties on bus id among identical
+GPUs).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from shardplan.errors import TopologyError
 from shardplan.topology.catalog import match_product_name
 from shardplan.topology.graph import groups_from_pairs
 from shardplan.topology.sources.nvidia_smi import parse_topo
+from shardplan.topology.sources.sysfs import gpu_pci_path, nic_specs, read_nic_facts
 from shardplan.topology.spec import GpuInfo, NodeSpec, NvSwitchSpec, PcieSpec, TopologySpec
 
 # nvmlGpuTopologyLevel_t (nvml.h): INTERNAL 0, SINGLE 10, MULTIPLE 20, HOSTBRIDGE 30, NODE 40, SYSTEM 50.
@@ -75,12 +77,15 @@ def read_nvml_facts() -> dict[str, Any]:
                     ancestors[f"{a},{b}"] = _ANCESTOR_KIND.get(int(level), "sys")
                 except nv.NVMLError:
                     pass
+        for g in gpus:
+            g["pci_path"] = gpu_pci_path(g["pci_bus_id"])
         return {
             "driver": _text(nv.nvmlSystemGetDriverVersion()),
             "nvml_count": count,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "gpus": gpus,
             "pcie_ancestor": ancestors,
+            "nics": read_nic_facts(),
         }
     finally:
         nv.nvmlShutdown()
@@ -167,6 +172,9 @@ def spec_from_facts(facts: dict[str, Any], name: str = "live") -> TopologySpec:
 
     numa = [g.get("numa_node") for g in gpus]
     sockets = groups({"pix", "pxb", "phb", "node"})
+    if kinds:  # a GPU NVML puts across the SMP link from every other is alone on its socket
+        grouped = {k for group in sockets for k in group}
+        sockets = sorted(sockets + [[k] for k in range(n) if k not in grouped])
     gens = {g.get("pcie_gen_max") for g in gpus} - {None}
     infos = [
         GpuInfo(
@@ -195,6 +203,7 @@ def spec_from_facts(facts: dict[str, Any], name: str = "live") -> TopologySpec:
                     switch_groups=groups({"pix", "pxb"}),
                     switches=groups({"pix"}),
                 ),
+                nics=nic_specs(facts.get("nics", []), gpus, sockets),
             )
         ],
     )
@@ -211,4 +220,13 @@ def read_live() -> TopologySpec:
         run = subprocess.run([exe, "topo", "-m"], capture_output=True, text=True, timeout=60, check=False)
         if run.returncode != 0:
             raise TopologyError(f"cannot read live topology: {nvml_error}; nvidia-smi topo -m failed") from None
-        return parse_topo(run.stdout, "nvidia-smi topo -m")
+        return with_nic_speeds(parse_topo(run.stdout, "nvidia-smi topo -m"), read_nic_facts())
+
+
+def with_nic_speeds(spec: TopologySpec, nics: list[dict[str, Any]]) -> TopologySpec:
+    """`spec` (one node, from `nvidia-smi topo -m`, which names NICs without their speed) with the line rate
+    sysfs gives each NIC of the same name."""
+    gbit = {nic["name"]: nic.get("gbit") for nic in nics}
+    node = spec.nodes[0]
+    named = [nic.model_copy(update={"gbit": nic.gbit or gbit.get(nic.name)}) for nic in node.nics]
+    return spec.model_copy(update={"nodes": [node.model_copy(update={"nics": named}), *spec.nodes[1:]]})
