@@ -66,18 +66,18 @@ _PROTO_SHARE = {"LL": 0.5, "LL128": 0.92, "Simple": 1.0}
 # 473.1 / 365.6 GB/s = NVLS vs NCCL_NVLS_ENABLE=0 (the ring) on 8x H200, NCCL 2.27.7, 8 GiB
 # (fixtures/nccl/nccl-tests-summary-nvls-vs-ring-h200-b200-1.txt). The most any switch gives (lower bounds use it).
 NVLS_ALLREDUCE_SPEEDUP = 473.1 / 365.6
-# Blackwell (NVLink 5), the same sweep on 8x B200: the ring all-reduces at 682.2 GB/s bus bandwidth, 0.76 of the
-# datasheet's 900 (where GB200's P2P writes reach 747, fixtures/p2p/p2pBandwidthLatencyTest-gb200-nvl4-4gpu-partial-1
-# .txt: the ring, not the link, falls short), and NVLS at 838.0. Ring collectives over a Blackwell switch run at that
-# ring rate; Hopper's ring (365.6 on 8x H200) is within 3% of its P2P rate (376 of 450, links.py) and runs at it.
-SWITCH_RING_SHARE = {"blackwell": 682.2 / 900}
-NVLS_GAIN = {"hopper": NVLS_ALLREDUCE_SPEEDUP, "blackwell": 838.0 / 682.2}
 # That gain grows with the GPUs reduced: on the same 8x H200 NCCL runs the ring at 4 GPUs and NVLS from 5, at 1.14,
 # 1.19, 1.26 and 1.29x the ring on 5, 6, 7 and 8 GPUs, which is the ring's bus factor 2(n-1)/n times one constant
 # within 4% (NVLS moves each GPU's buffer about once where the ring moves it 2(n-1)/n times, at 0.74 of the rate).
 # NVIDIA's GB200 NVL partition guide, quoted there: groups of four GPUs or fewer gain nothing from multicast. Above 8
 # GPUs the gain stays at 8's: NVIDIA's NVL72 figure in the same fixture is 850 / 680 = 1.25x on 72 GPUs.
 NVLS_MIN_GPUS = 5
+# Blackwell (NVLink 5), the same sweep on 8x B200: the ring all-reduces at 682.2 GB/s bus bandwidth, 0.76 of the
+# datasheet's 900 (where GB200's P2P writes reach 747, fixtures/p2p/p2pBandwidthLatencyTest-gb200-nvl4-4gpu-partial-1
+# .txt: the ring, not the link, falls short), and NVLS at 838.0. Ring collectives over a Blackwell switch run at that
+# ring rate; Hopper's ring (365.6 on 8x H200) is within 3% of its P2P rate (376 of 450, links.py) and runs at it.
+SWITCH_RING_SHARE = {"blackwell": 682.2 / 900}
+NVLS_GAIN = {"hopper": NVLS_ALLREDUCE_SPEEDUP, "blackwell": 838.0 / 682.2}
 
 # Without PCIe peer-to-peer NCCL stages data through host shared memory: 4.00 GB/s all-reduce bus
 # bandwidth on 2x RTX 2080 Ti, PCIe Gen3 (fixtures/nccl/nccl-tests-all_reduce-2080ti-2gpu-pcie-nop2p-1.txt)

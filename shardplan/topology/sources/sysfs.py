@@ -23,8 +23,8 @@ def read_nic_facts(root: Path = Path("/sys")) -> list[dict[str, Any]]:
     interface that is up (its speed file: Mb/s, -1 where the driver does not say)."""
     out = []
     rdma = root / "class" / "infiniband"
-    for device in sorted(rdma.iterdir()) if rdma.is_dir() else []:
-        ports = sorted((device / "ports").iterdir(), key=lambda p: p.name) if (device / "ports").is_dir() else []
+    for device in _entries(rdma):
+        ports = _entries(device / "ports")
         for port in ports:
             if "ACTIVE" not in _read(port / "state"):
                 continue
@@ -40,7 +40,7 @@ def read_nic_facts(root: Path = Path("/sys")) -> list[dict[str, Any]]:
     if out:
         return out
     net = root / "class" / "net"
-    for iface in sorted(net.iterdir()) if net.is_dir() else []:
+    for iface in _entries(net):
         if not (iface / "device").exists() or _read(iface / "operstate") != "up":
             continue  # virtual interfaces (lo, bridges, veth) have no device
         speed = _read(iface / "speed")
@@ -49,6 +49,14 @@ def read_nic_facts(root: Path = Path("/sys")) -> list[dict[str, Any]]:
             {"name": iface.name, "gbit": mbit / 1000 or None, "transport": "socket", **_placement(iface / "device")}
         )
     return out
+
+
+def _entries(folder: Path) -> list[Path]:
+    """What `folder` holds, by name; nothing where it is missing or unreadable (not Linux, a locked container)."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError:
+        return []
 
 
 def _read(path: Path) -> str:
@@ -68,7 +76,9 @@ def _placement(device: Path) -> dict[str, Any]:
 
 def pci_path(device: Path) -> list[str]:
     """The PCI root complex and the addresses below it down to `device` (a sysfs device directory or a link to
-    one): what lies between it and the CPU."""
+    one): what lies between it and the CPU; none where sysfs has no such device."""
+    if not device.exists():
+        return []
     return [part for part in device.resolve().parts if _PCI_PART.match(part)]
 
 
