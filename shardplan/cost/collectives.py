@@ -72,11 +72,11 @@ NVLS_ALLREDUCE_SPEEDUP = 473.1 / 365.6
 # NVIDIA's GB200 NVL partition guide, quoted there: groups of four GPUs or fewer gain nothing from multicast. Above 8
 # GPUs the gain stays at 8's: NVIDIA's NVL72 figure in the same fixture is 850 / 680 = 1.25x on 72 GPUs.
 NVLS_MIN_GPUS = 5
-# Blackwell (NVLink 5), the same sweep on 8x B200: the ring all-reduces at 682.2 GB/s bus bandwidth, 0.76 of the
-# datasheet's 900 (where GB200's P2P writes reach 747, fixtures/p2p/p2pBandwidthLatencyTest-gb200-nvl4-4gpu-partial-1
-# .txt: the ring, not the link, falls short), and NVLS at 838.0. Ring collectives over a Blackwell switch run at that
-# ring rate; Hopper's ring (365.6 on 8x H200) is within 3% of its P2P rate (376 of 450, links.py) and runs at it.
-SWITCH_RING_SHARE = {"blackwell": 682.2 / 900}
+# Ring collectives over an NVSwitch run at the ring rate the same sweeps measured, below the P2P rate (links.py): on
+# 8x H200 the ring all-reduces at 365.6 GB/s bus bandwidth (367.2 at 16 GiB; all-gather 361.4, reduce-scatter
+# 362.9) against 376 of 450 P2P on H100; on 8x B200 (NVLink 5) at 682.2 of 900, where GB200's P2P writes reach 747
+# (fixtures/p2p/p2pBandwidthLatencyTest-gb200-nvl4-4gpu-partial-1.txt), and NVLS there at 838.0.
+SWITCH_RING_SHARE = {"hopper": 365.6 / 450, "blackwell": 682.2 / 900}
 NVLS_GAIN = {"hopper": NVLS_ALLREDUCE_SPEEDUP, "blackwell": 838.0 / 682.2}
 
 # Without PCIe peer-to-peer NCCL stages data through host shared memory: 4.00 GB/s all-reduce bus
