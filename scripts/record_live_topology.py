@@ -21,6 +21,7 @@ from pathlib import Path
 
 from shardplan.topology import load_topology
 from shardplan.topology.sources.nvml import read_nvml_facts
+from shardplan.topology.sources.sysfs import bus_id
 
 
 def _run(*args: str) -> str | None:
@@ -55,8 +56,7 @@ def snapshot_sysfs(bus_ids: list[str], root: Path = Path("/sys")) -> dict[str, o
                 for name in ("state", "rate", "link_layer"):
                     text(port / name)
     for bus in bus_ids:
-        domain, _, rest = bus.lower().partition(":")
-        link(root / "bus" / "pci" / "devices" / f"{int(domain or '0', 16):04x}:{rest}")
+        link(root / "bus" / "pci" / "devices" / bus_id(bus))
     return out
 
 

@@ -13,6 +13,9 @@ from conftest import DATA
 
 from shardplan import load_topology
 from shardplan.errors import ParseError, TopologyError
+from shardplan.topology.cluster import build
+from shardplan.topology.sources.nccl_xml import placed_by_nccl_topo
+from shardplan.topology.sources.nvml import spec_from_facts
 
 XML = DATA / "nccl-xml"
 
@@ -113,3 +116,33 @@ def test_malformed_xml_names_its_line(tmp_path: Path):
                    "  </cpu>\n</system>\n")  # fmt: skip
     with pytest.raises(ParseError, match="line 4: malformed XML"):
         load_topology(bad)
+
+
+def test_nccl_topo_file_places_the_nics_a_vm_hides():
+    """Inside an Azure ND H100 v5 VM every device sits on its own virtual PCI bus, so sysfs pairs no NIC with a GPU
+    and each GPU would count every NIC as its own. The image's NCCL_TOPO_FILE pairs them by bus id: GPU 0001:00:00.0
+    with NIC 0101:00:00.0, GPU 0002:00:00.0 with 0102:00:00.0 (facts in the shape the live readers give, two of the
+    eight GPUs)."""
+    gpu = {"name": "NVIDIA H100 80GB HBM3", "memory_bytes": 85520809984, "nvlinks": [], "numa_node": None}
+    facts = {
+        "gpus": [{**gpu, "pci_bus_id": f"0000000{k}:00:00.0", "pci_path": [f"000{k}:00:00.0"]} for k in (1, 2)],
+        "pcie_ancestor": {"0,1": "sys"},
+        "nics": [
+            {
+                "name": f"mlx5_ib{k}",
+                "gbit": 400.0,
+                "transport": "ib",
+                "numa_node": None,
+                "pci_path": [f"010{k + 1}:00:00.0"],
+            }
+            for k in (0, 1)
+        ],
+    }
+    live = spec_from_facts(facts)
+    assert [nic.near for nic in live.nodes[0].nics] == [[], []]
+    text = (XML / "nccl-topo-azure-ndv5-h100-1.txt").read_text()
+    placed = placed_by_nccl_topo(live, text, "ndv5-topo.xml")
+    assert [(nic.name, nic.near) for nic in placed.nodes[0].nics] == [("mlx5_ib0", [0]), ("mlx5_ib1", [1])]
+    topo = build(placed)
+    assert [[nic.name for nic in topo.nearest_nics(g)] for g in (0, 1)] == [["mlx5_ib0"], ["mlx5_ib1"]]
+    assert placed.source.endswith("NICs placed by ndv5-topo.xml")

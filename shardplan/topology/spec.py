@@ -66,6 +66,7 @@ class NicSpec(_Spec):
     gbit: float | None = Field(None, gt=0, description="Line rate, Gb/s (None: not known).")
     near: list[int] = Field(default_factory=list, description="Local GPUs sharing its PCIe switch or bridge.")
     socket: int | None = Field(None, ge=0, description="Socket group index it hangs off, if known.")
+    pci_bus_id: str | None = Field(None, description="PCI bus id, e.g. 0000:19:00.0, where a reader knows it.")
 
 
 class NodeSpec(_Spec):

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from shardplan.errors import ParseError, describe_validation
 from shardplan.topology.catalog import gpu_models
+from shardplan.topology.sources.sysfs import bus_id
 from shardplan.topology.spec import GpuInfo, NicSpec, NodeSpec, NvSwitchSpec, PcieSpec, TopologySpec
 
 _START = re.compile(r"^\s*<(system|graphs)\b", re.MULTILINE)
@@ -217,6 +218,30 @@ def _nics(device: _Device, gpus: list[_Device], socket: int | None) -> list[NicS
     out = []
     for net in nets or [element]:
         speed = _int(net.get("speed", ""))  # NCCL writes Mb/s
-        out.append(NicSpec(name=net.get("name") or _bus(element), gbit=speed / 1000 if speed else None, near=near,
-                           socket=socket))  # fmt: skip
+        bus = _bus(element) or None
+        out.append(NicSpec(name=net.get("name") or bus or "nic", gbit=speed / 1000 if speed else None, near=near,
+                           socket=socket, pci_bus_id=bus))  # fmt: skip
     return out
+
+
+def placed_by_nccl_topo(spec: TopologySpec, text: str, source: str) -> TopologySpec:
+    """A live one-node `spec` whose NICs sit where NCCL topology XML (`NCCL_TOPO_FILE`) puts them: near the GPUs of
+    the same PCIe switch, matched by PCI bus id. Cloud VMs hide the real PCIe tree from sysfs (Azure's ND-series put
+    every device on its own virtual bus), and their images ship this file so that NCCL pairs each GPU with its NIC."""
+    declared = parse_nccl_xml(text, source).nodes[0]
+    node = spec.nodes[0]
+    live_gpu = {bus_id(info.pci_bus_id): k for k, info in enumerate(node.gpu_info) if info.pci_bus_id}
+    xml_gpu = [bus_id(info.pci_bus_id or "") for info in declared.gpu_info]
+    near = {
+        bus_id(nic.pci_bus_id): [live_gpu[xml_gpu[k]] for k in nic.near if xml_gpu[k] in live_gpu]
+        for nic in declared.nics
+        if nic.pci_bus_id
+    }
+    nics = [
+        nic.model_copy(update={"near": near[bus_id(nic.pci_bus_id)]})
+        if nic.pci_bus_id and bus_id(nic.pci_bus_id) in near
+        else nic
+        for nic in node.nics
+    ]
+    placed = node.model_copy(update={"nics": nics})
+    return spec.model_copy(update={"nodes": [placed], "source": f"{spec.source}; NICs placed by {source}"})

@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 from shardplan.errors import TopologyError
 from shardplan.topology.catalog import match_product_name
 from shardplan.topology.graph import groups_from_pairs
+from shardplan.topology.sources.nccl_xml import placed_by_nccl_topo
 from shardplan.topology.sources.nvidia_smi import parse_topo
 from shardplan.topology.sources.sysfs import gpu_pci_path, nic_specs, read_nic_facts
 from shardplan.topology.spec import GpuInfo, NodeSpec, NvSwitchSpec, PcieSpec, TopologySpec
@@ -210,9 +212,10 @@ def spec_from_facts(facts: dict[str, Any], name: str = "live") -> TopologySpec:
 
 
 def read_live() -> TopologySpec:
-    """This machine through NVML, or through `nvidia-smi topo -m` when NVML fails."""
+    """This machine through NVML, or through `nvidia-smi topo -m` when NVML fails; where `NCCL_TOPO_FILE` names
+    NCCL topology XML (as cloud VM images set it), its NICs sit where that file puts them."""
     try:
-        return spec_from_facts(read_nvml_facts())
+        spec = spec_from_facts(read_nvml_facts())
     except TopologyError as nvml_error:
         exe = shutil.which("nvidia-smi")
         if exe is None:
@@ -221,6 +224,14 @@ def read_live() -> TopologySpec:
         if run.returncode != 0:
             raise TopologyError(f"cannot read live topology: {nvml_error}; nvidia-smi topo -m failed") from None
         return with_nic_speeds(parse_topo(run.stdout, "nvidia-smi topo -m"), read_nic_facts())
+    declared = os.environ.get("NCCL_TOPO_FILE")
+    if declared:  # what NCCL itself will read for the PCIe tree on this machine
+        try:
+            text = Path(declared).read_text(errors="replace")
+        except OSError as exc:
+            raise TopologyError(f"NCCL_TOPO_FILE={declared}: cannot read ({exc.strerror})") from None
+        spec = placed_by_nccl_topo(spec, text, declared)
+    return spec
 
 
 def with_nic_speeds(spec: TopologySpec, nics: list[dict[str, Any]]) -> TopologySpec:

@@ -82,10 +82,15 @@ def pci_path(device: Path) -> list[str]:
     return [part for part in device.resolve().parts if _PCI_PART.match(part)]
 
 
-def gpu_pci_path(bus_id: str, root: Path = Path("/sys")) -> list[str]:
-    """`pci_path` of the GPU NVML names by `bus_id` ('00000000:18:00.0': sysfs writes a 4-digit domain)."""
-    domain, _, rest = bus_id.lower().partition(":")
-    return pci_path(root / "bus" / "pci" / "devices" / f"{int(domain or '0', 16):04x}:{rest}")
+def bus_id(text: str) -> str:
+    """A PCI bus id as sysfs and NCCL write it: NVML's '00000000:18:00.0' is '0000:18:00.0'."""
+    domain, _, rest = text.lower().partition(":")
+    return f"{int(domain or '0', 16):04x}:{rest}" if rest else text.lower()
+
+
+def gpu_pci_path(bus: str, root: Path = Path("/sys")) -> list[str]:
+    """`pci_path` of the GPU NVML names by bus id."""
+    return pci_path(root / "bus" / "pci" / "devices" / bus_id(bus))
 
 
 def nic_specs(nics: list[dict[str, Any]], gpus: list[dict[str, Any]], sockets: list[list[int]]) -> list[NicSpec]:
@@ -102,7 +107,8 @@ def nic_specs(nics: list[dict[str, Any]], gpus: list[dict[str, Any]], sockets: l
         socket = next(
             (s for s, group in enumerate(sockets) if numa is not None and gpus[group[0]].get("numa_node") == numa), None
         )
-        out.append(NicSpec(name=nic["name"], gbit=nic.get("gbit"), near=near, socket=socket))
+        bus = (nic.get("pci_path") or [None])[-1]
+        out.append(NicSpec(name=nic["name"], gbit=nic.get("gbit"), near=near, socket=socket, pci_bus_id=bus))
     return out
 
 
