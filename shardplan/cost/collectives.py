@@ -267,7 +267,7 @@ def collective_time_s(
     >>> from shardplan import load_topology
     >>> t = load_topology("dgx-h100")
     >>> round(collective_time_s(t, "all_reduce", range(8), 2**30) * 1e3, 2)
-    3.92
+    4.03
     """
     if op not in OPS:
         raise PlanError(f"unknown collective {op!r}; one of {', '.join(OPS)}")
