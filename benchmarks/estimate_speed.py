@@ -3,7 +3,8 @@
 Two figures per case: `estimate()` from cold (every collective timed afresh), and `step_cost` of
 new layouts of the same degrees (the nodes shuffled) with the collective-time memo the search shares
 between the layouts it costs: groups that sit alike inside their nodes, in the same company, are
-timed once per search.
+timed once per search. Each figure is the median of 21 runs (15 for new layouts): a run that a full garbage
+collection of the large topology lands in takes several times the others.
 
     python benchmarks/estimate_speed.py
 """
@@ -29,7 +30,7 @@ CASES = [
 BUDGET_MS = 5.0
 
 
-def _median_ms(fn: Callable[[int], object], repeats: int = 7) -> float:
+def _median_ms(fn: Callable[[int], object], repeats: int = 21) -> float:
     runs = []
     for k in range(repeats):
         start = time.perf_counter()
