@@ -369,7 +369,8 @@ class Topology(_Frozen):
         if self.network.gbit_per_nic:
             return self.network.gbit_per_nic
         raise TopologyError(
-            f"{self.name}: node {self.gpus[i].node} has no NIC speed; declare nics with gbit or network.gbit_per_nic"
+            f"{self.name}: node {self.gpus[i].node} has no NIC speed (live: no RDMA port, and its Ethernet driver "
+            "states none); declare nics with gbit or network.gbit_per_nic in a .yaml topology"
         )
 
     def bandwidth_gbps(self, i: int, j: int, *, achievable: bool = True) -> float:
