@@ -110,6 +110,15 @@ def test_bundles_between_gpus(tmp_path: Path):
     assert topo.gpus[0].switch == topo.gpus[1].switch is not None and topo.source.endswith("(NCCL topology XML)")
 
 
+def test_a_file_of_several_hosts_is_refused(tmp_path: Path):
+    """NCCL fuses the hosts of a multi-node NVLink domain into one system, its CPUs told apart by host_hash."""
+    two = tmp_path / "fused.xml"
+    cpu = '<cpu host_hash="{h}" numaid="0"><pci busid="0000:18:00.0" class="0x030200"/></cpu>'
+    two.write_text(f'<system version="1">{cpu.format(h="0x1")}{cpu.format(h="0x2")}</system>')
+    with pytest.raises(ParseError, match="2 hosts"):
+        load_topology(two)
+
+
 def test_malformed_xml_names_its_line(tmp_path: Path):
     bad = tmp_path / "topo.xml"
     bad.write_text('<system version="1">\n  <cpu numaid="0">\n    <pci busid="0000:01:00.0" class="0x030200">\n'

@@ -61,6 +61,11 @@ def parse_nccl_xml(text: str, source: str = "<text>") -> TopologySpec:
     end = text.find("</system>", start.start())  # a shell prompt may follow the document
     body = text[start.start() : end + len("</system>")] if end >= 0 else text[start.start() :]
     root, cut_at = _parse_prefix(body, source, first_line)
+    hosts = {cpu.get("host_hash") for cpu in root.findall("cpu")} - {None}
+    if len(hosts) > 1:  # NCCL fuses the hosts of a multi-node NVLink domain into one system
+        raise ParseError(
+            source, None, f"{len(hosts)} hosts (host_hash) in one file: give one host's topology and --nodes"
+        )
     devices = [d for k, cpu in enumerate(root.findall("cpu")) for d in _walk(k, cpu, ())]
     gpus = sorted((d for d in devices if _is_gpu(d.element)), key=lambda d: _gpu_order(d.element))
     if not gpus:
