@@ -95,6 +95,8 @@ def topo(
     _out.print(f"[bold]{s['name']}[/]  {s['num_gpus']} GPUs, {s['num_nodes']} node(s)")
     if s["source"]:
         _out.print(f"source    {s['source']}", highlight=False)
+    for caveat in s["caveats"]:
+        _out.print(f"note      {caveat}", highlight=False)
     _out.print("GPUs      " + ", ".join(f"{k} x{v}" for k, v in s["gpu_models"].items()), highlight=False)
     islands = s["nvlink_islands"]
     _out.print("NVLink    " + (" ".join(str(i) for i in islands) if islands else "none"), highlight=False)
@@ -266,6 +268,8 @@ def estimate(
         f"recompute {' + '.join((plan.recompute, *plan.recompute_modules))}",
         highlight=False,
     )
+    for caveat in topo.caveats:
+        _out.print(f"note      {caveat}", highlight=False)
     _out.print(
         f"step {plan.step_time_s:.3f} s, {plan.tokens_per_s:,.0f} tokens/s, MFU {plan.mfu:.1%}, "
         f"memory {plan.memory_per_gpu_bytes / 2**30:.1f} GiB per GPU, allocator cache included "
@@ -393,6 +397,8 @@ def suggest(
 
     s = summarize(topo)
     _out.print(f"topology  {s['name']}: {s['num_gpus']} GPUs, {s['num_nodes']} node(s)", highlight=False)
+    for caveat in s["caveats"]:
+        _out.print(f"note      {caveat}", highlight=False)
     _out.print(
         f"model     {spec.name}: {spec.num_params / 1e9:.2f} B params, {spec.num_layers} layers; "
         f"batch {global_batch} x {seq_len} tokens",

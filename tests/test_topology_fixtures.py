@@ -101,6 +101,13 @@ def test_fixture_gpus_and_nvlinks(stem, body_file):
     assert found == nvlinks
 
 
+def test_only_p2p_status_matrices_leave_the_pcie_tree_unknown(body_file):
+    """A `topo -p2p` matrix shows which pairs can talk, not how: its topology says so beside every plan."""
+    for stem in EXPECTED:
+        caveats = load_topology(body_file(DATA / "topo" / f"{stem}.txt")).caveats
+        assert [c.split(":")[0] for c in caveats] == (["PCIe tree unknown"] if "-p2p-" in stem else []), stem
+
+
 @pytest.mark.parametrize(
     ("stem", "pair", "kind"),
     [

@@ -124,6 +124,7 @@ def build(spec: TopologySpec, *, nodes: int = 1, gpu: str | None = None) -> Topo
     return Topology(
         name=spec.name if nodes == 1 else f"{nodes}x {spec.name}",
         source=spec.source,
+        caveats=tuple(spec.caveats),
         gpus=tuple(gpus),
         nodes=tuple(out_nodes),
         nvlinks=tuple(sorted(bundles, key=lambda b: (b.a, b.b))),

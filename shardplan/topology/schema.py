@@ -97,6 +97,7 @@ class Topology(_Frozen):
 
     name: str
     source: str | None = None
+    caveats: tuple[str, ...] = Field((), description="What the source could not tell (`TopologySpec.caveats`).")
     gpus: tuple[Gpu, ...]
     nodes: tuple[Node, ...]
     nvlinks: tuple[NvLinkBundle, ...] = ()

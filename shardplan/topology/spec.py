@@ -130,6 +130,9 @@ class TopologySpec(_Spec):
 
     name: str = Field("topology", description="Short name shown in summaries.")
     source: str | None = Field(None, description="Where these facts come from (datasheet, real output).")
+    caveats: list[str] = Field(
+        default_factory=list, description="What the source could not tell, shown beside every plan made on it."
+    )
     nodes: list[NodeSpec] = Field(min_length=1)
     network: NetworkSpec = Field(default_factory=NetworkSpec)
     nvlink_domain_nodes: int = Field(

@@ -45,6 +45,7 @@ def summarize(topology: Topology) -> dict[str, Any]:
     return {
         "name": topology.name,
         "source": topology.source,
+        "caveats": list(topology.caveats),
         "num_gpus": n,
         "num_nodes": topology.num_nodes,
         "gpu_models": dict(models),

@@ -72,12 +72,14 @@ def parse_nccl_xml(text: str, source: str = "<text>") -> TopologySpec:
         raise ParseError(source, None, 'no GPU in the NCCL topology (expected <pci class="0x03...">)')
     numa = {k: _int(cpu.get("numaid", "")) for k, cpu in enumerate(root.findall("cpu"))}
     node = _node(gpus, devices, numa, source)
-    note = "NCCL topology XML"
+    caveats = []
     if not any(d.element.find("gpu") is not None for d in gpus):
-        note += "; no <gpu> elements, so no NVLinks (NCCL reads those from the driver): pass a NCCL_TOPO_DUMP_FILE"
+        caveats.append("NVLinks unknown: the file has no <gpu> elements (NCCL reads NVLinks from the driver); "
+                       "an NCCL_TOPO_DUMP_FILE has them")  # fmt: skip
     if cut_at:
-        note += f"; cut off at line {cut_at}: what follows is missing"
-    return TopologySpec(name=source.rsplit("/", 1)[-1], source=f"{source} ({note})", nodes=[node])
+        caveats.append(f"{source} is cut off at line {cut_at}: what followed is missing")
+    name = source.rsplit("/", 1)[-1]
+    return TopologySpec(name=name, source=f"{source} (NCCL topology XML)", caveats=caveats, nodes=[node])
 
 
 def _parse_prefix(text: str, source: str, first_line: int) -> tuple[ET.Element, int | None]:

@@ -172,7 +172,8 @@ def parse_topo(text: str, source: str = "<text>") -> TopologySpec:
     table = _smi_table(text)
     infos = [_gpu_info(matrix, g, k, table) for k, g in enumerate(gpus)]
     nic_specs = [_nic_spec(matrix, nic, gpus, kinds, socket_groups) for nic in nics]
-    note = "nvidia-smi topo -p2p status matrix: PCIe tree unknown" if matrix.p2p else "nvidia-smi topo -m"
+    note = "nvidia-smi topo -p2p status matrix" if matrix.p2p else "nvidia-smi topo -m"
+    caveats = ["PCIe tree unknown: a topo -p2p status matrix does not show it (one socket taken)"] if matrix.p2p else []
     try:
         node = NodeSpec(
             gpus=len(gpus),
@@ -185,7 +186,7 @@ def parse_topo(text: str, source: str = "<text>") -> TopologySpec:
         )
     except ValidationError as err:
         raise ParseError(source, None, describe_validation(err)) from None
-    return TopologySpec(name=source.rsplit("/", 1)[-1], source=f"{source} ({note})", nodes=[node])
+    return TopologySpec(name=source.rsplit("/", 1)[-1], source=f"{source} ({note})", caveats=caveats, nodes=[node])
 
 
 def _detect_nvswitch(nvlink: list[tuple[int, int, int]], n: int) -> NvSwitchSpec | None:
