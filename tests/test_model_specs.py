@@ -135,6 +135,68 @@ TINY: dict[str, dict] = {
         "n_group": 1,
         "topk_group": 1,
     },
+    "gemma3_text": {
+        "hidden_size": 96,
+        "intermediate_size": 200,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 40,
+        "sliding_window": 16,
+        "layer_types": ["sliding_attention", "sliding_attention", "full_attention"],
+    },
+    "granite": {
+        "hidden_size": 96,
+        "intermediate_size": 200,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 2,
+        "attention_bias": True,
+        "tie_word_embeddings": True,
+    },
+    "smollm3": {
+        "hidden_size": 96,
+        "intermediate_size": 200,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 3,
+        "pad_token_id": 0,
+    },
+    "ministral": {
+        "hidden_size": 96,
+        "intermediate_size": 200,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "sliding_window": 32,
+        "layer_types": ["sliding_attention", "full_attention"],
+    },
+    "olmo2": {
+        "hidden_size": 96,
+        "intermediate_size": 200,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 2,
+    },
+    "olmo3": {
+        "hidden_size": 96,
+        "intermediate_size": 200,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 3,
+        "sliding_window": 16,
+        "layer_types": ["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
+    },
+    "olmoe": {
+        "hidden_size": 64,
+        "intermediate_size": 40,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "num_experts": 6,
+        "num_experts_per_tok": 2,
+    },
     "gpt2": {"n_embd": 96, "n_layer": 3, "n_head": 6, "n_positions": 256},
     "gpt_neox": {"hidden_size": 96, "intermediate_size": 300, "num_hidden_layers": 2, "num_attention_heads": 6},
 }
@@ -161,7 +223,9 @@ def test_param_count_equals_transformers(model_type):
     assert spec.num_params == sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("model_type", ["llama", "gpt2", "gpt_neox", "phi3", "qwen3", "deepseek_v3"])
+@pytest.mark.parametrize(
+    "model_type", ["llama", "gpt2", "gpt_neox", "phi3", "qwen3", "deepseek_v3", "granite", "smollm3", "olmo2"]
+)
 def test_flops_per_token_match_flop_counter(model_type):
     # deepseek_v3 with dense MLPs alone (routing cannot run on the meta device): MLA's QK^T at the query-key head
     # dim, AV at the value head dim

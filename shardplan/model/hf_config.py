@@ -25,14 +25,28 @@ SUPPORTED = (
     "qwen3",
     "qwen3_moe",
     "gemma2",
+    "gemma3_text",
     "phi3",
     "gpt_oss",
+    "granite",
+    "smollm3",
+    "ministral",
+    "olmo2",
+    "olmo3",
+    "olmoe",
     "deepseek_v2",
     "deepseek_v3",
     "gpt2",
     "gpt_neox",
 )
-_MOE = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss")
+_MOE = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe")
+# Norm weights per block beyond Llama's two (input and post-attention RMSNorm, h each), in transformers' modelling
+# code: Gemma's sandwich norms (two more of h); per-head q_norm / k_norm (head_dim each: Qwen3, Gemma 3); OLMo's
+# q_norm / k_norm over whole projections (heads x head_dim, kv heads x head_dim), where its two norms of h stay.
+_SANDWICH = ("gemma2", "gemma3_text")
+_HEAD_QK_NORM = ("qwen3", "qwen3_moe", "gemma3_text")
+_PROJECTION_QK_NORM = ("olmo2", "olmo3", "olmoe")
+_TIED_BY_DEFAULT = ("gemma2", "gemma3_text", "smollm3")  # the config class's tie_word_embeddings default
 
 
 class _Cfg:
@@ -158,14 +172,14 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
     ffn = c.int("intermediate_size")
     qkv_bias = model_type in ("qwen2", "qwen2_moe") or c.flag("attention_bias", False)
     mlp_bias = c.flag("mlp_bias", False)
-    tied = c.flag("tie_word_embeddings", model_type == "gemma2")
+    tied = c.flag("tie_word_embeddings", model_type in _TIED_BY_DEFAULT)
     # attention: q (h x heads*hd), k and v (h x kv*hd each), o (heads*hd x h)
     attn = h * heads * hd + 2 * h * kv * hd + heads * hd * h
     attn_bias = (heads * hd + 2 * kv * hd) if qkv_bias else 0
     if c.flag("attention_bias", False) and model_type not in ("qwen2", "qwen2_moe"):
         attn_bias += h  # llama's attention_bias also biases o_proj
-    # Qwen3 normalises each head's q and k (q_norm, k_norm: head_dim each)
-    norms = (4 if model_type == "gemma2" else 2) * h + (2 * hd if model_type in ("qwen3", "qwen3_moe") else 0)
+    norms = (4 if model_type in _SANDWICH else 2) * h
+    norms += 2 * hd if model_type in _HEAD_QK_NORM else (heads + kv) * hd if model_type in _PROJECTION_QK_NORM else 0
     dense_mlp = 3 * h * ffn + ((2 * ffn + h) if mlp_bias else 0)  # gate, up (h x f), down (f x h)
     norms += heads if model_type == "gpt_oss" else 0  # gpt_oss: one attention-sink logit per head (not a matmul)
     moe = None
