@@ -7,7 +7,7 @@ The XML nests what NCCL sees of one host: `<cpu numaid>` (a NUMA domain), under 
 NICs (class 0x02xxxx, or `<nic>` right under a CPU, with `<net name speed>` in Mb/s). Mapped as NCCL
 maps paths: GPUs under one CPU element share a socket and a host bridge (NCCL's PHB), under one top-level
 bridge a switch group (PXB), under one bridge a switch (PIX). A copy cut off at the end is read up to the
-cut, and its `source` says so.
+cut; that, and a file without the NVLinks, are the topology's caveats.
 """
 
 from __future__ import annotations

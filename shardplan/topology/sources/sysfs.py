@@ -28,7 +28,7 @@ def read_nic_facts(root: Path = Path("/sys")) -> list[dict[str, Any]]:
         for port in ports:
             if "ACTIVE" not in _read(port / "state"):
                 continue
-            rate = re.match(r"\s*([0-9.]+)\s*Gb/sec", _read(port / "rate"))
+            rate = re.match(r"\s*([0-9]+(?:\.[0-9]+)?)\s*Gb/sec", _read(port / "rate"))
             out.append(
                 {
                     "name": device.name if len(ports) == 1 else f"{device.name}:{port.name}",
