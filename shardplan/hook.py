@@ -10,6 +10,7 @@ broadcasts either the plan or the error. Every rank then builds the same mesh, o
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from shardplan.errors import PlanError, ShardplanError
 from shardplan.model import ModelSpec, load_model
 from shardplan.plan import Plan
-from shardplan.topology import Topology, load_topology, read_spec
+from shardplan.topology import Topology, TopologySpec, load_topology, read_spec
 from shardplan.topology.cluster import build
 from shardplan.training import Training
 
@@ -78,6 +79,20 @@ def auto_device_mesh(
     return plan.device_mesh(device_type), plan
 
 
+def nvlink_domain_nodes(specs: list[TopologySpec]) -> int:
+    """How many consecutive nodes (live readings, node order) share one NVLink domain: those whose GPUs all report
+    the same multi-node NVLink clique (`GpuInfo.fabric`, an NVL72 rack's trays), where every node's do and the
+    cliques hold equal runs of nodes; else 1, each node its own domain."""
+    cliques = [{info.fabric for node in spec.nodes for info in node.gpu_info} for spec in specs]
+    if any(len(c) != 1 or None in c for c in cliques):
+        return 1
+    runs = [(clique, len(list(run))) for clique, run in itertools.groupby(c.pop() for c in cliques)]
+    sizes = {size for _, size in runs}
+    if len(sizes) != 1 or len({clique for clique, _ in runs}) != len(runs):
+        return 1
+    return sizes.pop()
+
+
 def _fingerprint(model: Any, training: Training, topology: Any, search: dict[str, Any]) -> str:
     """What a rank was asked to plan, hashed: ranks given different inputs must not plan alike."""
     spec = _model_spec(model)
@@ -111,13 +126,12 @@ def _plan(everyone: list[dict[str, Any]], model: Any, training: Training, topolo
         failed = [r for r in readings.values() if r.startswith("error: ")]
         if failed:
             raise PlanError(failed[0].removeprefix("error: "))
-        from shardplan.topology.spec import TopologySpec
-
         specs = [TopologySpec.model_validate_json(readings[n]) for n in sorted(readings)]
+        domain = {"nvlink_domain_nodes": nvlink_domain_nodes(specs)}
         if all(s == specs[0] for s in specs):
-            topo = build(specs[0], nodes=nodes)
+            topo = build(specs[0].model_copy(update=domain), nodes=nodes)
         else:
-            topo = build(specs[0].model_copy(update={"nodes": [s.nodes[0] for s in specs]}))
+            topo = build(specs[0].model_copy(update={"nodes": [s.nodes[0] for s in specs], **domain}))
     else:
         topo = load_topology(topology)
         if topo.num_gpus != world and topo.num_nodes == 1 and world % topo.num_gpus == 0:

@@ -18,6 +18,8 @@ def test_live_topology_agrees_with_nvidia_smi():
     live = load_topology("live")
     facts = read_nvml_facts()
     assert live.num_gpus == len(facts["gpus"]) >= 1
+    # NVML's fabric info: a clique only on multi-node NVLink systems (GB200 NVL72), None elsewhere
+    assert all(g["fabric"] is None or "/" in g["fabric"] for g in facts["gpus"])
     assert all(g.memory_bytes and g.memory_bytes > 10**9 for g in live.gpus)
     exe = shutil.which("nvidia-smi")
     if exe is None:

@@ -11,7 +11,7 @@ from conftest import DATA, fixture_body
 
 from shardplan import Training, load_topology, suggest
 from shardplan.errors import ShardplanError, TopologyError
-from shardplan.topology import Topology, preset_names, read_spec
+from shardplan.topology import Topology, TopologySpec, preset_names, read_spec
 from shardplan.topology.cluster import build
 from shardplan.topology.sources.nvidia_smi import parse_nvlink_status
 from shardplan.topology.sources.nvml import spec_from_facts, with_nic_speeds
@@ -275,3 +275,24 @@ def test_bad_sources():
     with pytest.raises(TopologyError, match="nodes must be at least 1"):
         load_topology("dgx-h100", nodes=0)
     assert math.isclose(load_topology("rtx3090-2x-nvlink").bandwidth_gbps(0, 1, achievable=False), 56.25)
+
+
+def test_trays_of_one_nvlink_clique_join_one_domain():
+    """GB200 NVL72 trays read live, four GPUs each with 18 NVLinks into the switches: NVML's fabric info puts the
+    trays of one rack in one clique (cluster UUID / clique id, as NCCL groups them), so the hook joins their nodes'
+    NVSwitch domains; trays of two racks stay two domains, and nodes without fabric info stay one each."""
+    from shardplan.hook import nvlink_domain_nodes
+
+    def tray(clique: str | None) -> TopologySpec:
+        gpu = {"name": "NVIDIA GB200", "memory_bytes": 199715979264, "numa_node": 0, "fabric": clique}
+        links = [{"link": k, "remote": "switch"} for k in range(18)]
+        facts = {"gpus": [{**gpu, "pci_bus_id": f"00000008:0{k}:00.0", "nvlinks": links} for k in range(4)]}
+        return spec_from_facts(facts)
+
+    racks = [tray("00ff" * 8 + "/7"), tray("00ff" * 8 + "/7"), tray("00ff" * 8 + "/9"), tray("00ff" * 8 + "/9")]
+    assert nvlink_domain_nodes(racks) == 2
+    topo = build(racks[0].model_copy(update={"nodes": [s.nodes[0] for s in racks], "nvlink_domain_nodes": 2}))
+    assert [d.gpus for d in topo.nvswitch_domains] == [tuple(range(8)), tuple(range(8, 16))]
+    assert topo.path_kind(0, 7) == "nvlink" and topo.path_kind(0, 8) == "net"
+    assert nvlink_domain_nodes([tray(None), tray(None)]) == 1
+    assert nvlink_domain_nodes([racks[0], racks[2], racks[1]]) == 1  # a clique split by another: not consecutive

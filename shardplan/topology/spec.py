@@ -31,6 +31,9 @@ class GpuInfo(_Spec):
     pci_bus_id: str | None = Field(None, description="PCI bus id, e.g. 00000000:1B:00.0.")
     numa_node: int | None = Field(None, ge=0, description="NUMA node of the GPU's CPU side.")
     model: str | None = Field(None, description="Catalogue key, where this GPU differs from the node's.")
+    fabric: str | None = Field(
+        None, description="Multi-node NVLink clique ('<cluster uuid>/<clique id>', NVML's fabric info), if any."
+    )
 
 
 class PcieSpec(_Spec):

@@ -9,6 +9,7 @@ GPUs).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ from shardplan.topology.spec import GpuInfo, NodeSpec, NvSwitchSpec, PcieSpec, T
 # nvmlGpuTopologyLevel_t (nvml.h): INTERNAL 0, SINGLE 10, MULTIPLE 20, HOSTBRIDGE 30, NODE 40, SYSTEM 50.
 _ANCESTOR_KIND = {0: "pix", 10: "pix", 20: "pxb", 30: "phb", 40: "node", 50: "sys"}
 _NVLINK_MAX_LINKS = 18  # NVML_NVLINK_MAX_LINKS in nvml.h (r535+)
+_FABRIC_COMPLETED = 3  # NVML_GPU_FABRIC_STATE_COMPLETED in nvml.h
 
 
 def _text(value: Any) -> str:
@@ -104,6 +106,20 @@ def _try(fn: Any, *args: Any) -> Any:
         return None
 
 
+def _fabric(nv: Any, h: Any) -> str | None:
+    """'<cluster uuid>/<clique id>' of a GPU whose NVLinks reach other hosts' GPUs (GB200 NVL72): GPUs alike share
+    one NVLink domain, as NCCL groups its multi-node NVLink cliques (src/init.cc: fabric state completed, the
+    same non-zero cluster UUID and clique id). None where the fabric is not supported or not set up."""
+    info_type, call = getattr(nv, "c_nvmlGpuFabricInfo_t", None), getattr(nv, "nvmlDeviceGetGpuFabricInfo", None)
+    if info_type is None or call is None:
+        return None
+    info = info_type()
+    if _try(call, h, ctypes.byref(info)) is None or info.state != _FABRIC_COMPLETED or info.status != 0:
+        return None
+    uuid = bytes(info.clusterUuid).hex()
+    return f"{uuid}/{info.cliqueId}" if int(uuid, 16) else None
+
+
 def _gpu_facts(nv: Any, h: Any, nvml_index: int) -> dict[str, Any]:
     numa = _try(getattr(nv, "nvmlDeviceGetNumaNodeId", _missing), h)
     return {
@@ -117,6 +133,7 @@ def _gpu_facts(nv: Any, h: Any, nvml_index: int) -> dict[str, Any]:
         "pcie_gen": _try(nv.nvmlDeviceGetCurrPcieLinkGeneration, h),
         "pcie_width": _try(nv.nvmlDeviceGetCurrPcieLinkWidth, h),
         "numa_node": numa if isinstance(numa, int) and numa >= 0 else None,
+        "fabric": _fabric(nv, h),
     }
 
 
@@ -185,6 +202,7 @@ def spec_from_facts(facts: dict[str, Any], name: str = "live") -> TopologySpec:
             pci_bus_id=g["pci_bus_id"],
             numa_node=numa[k],
             model=match_product_name(g["name"], g["memory_bytes"]),
+            fabric=g.get("fabric"),
         )
         for k, g in enumerate(gpus)
     ]
