@@ -34,12 +34,14 @@ SUPPORTED = (
     "olmo2",
     "olmo3",
     "olmoe",
+    "glm4_moe",
     "deepseek_v2",
     "deepseek_v3",
     "gpt2",
     "gpt_neox",
 )
-_MOE = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe")
+_MOE = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe")
+_QKV_BIAS = ("qwen2", "qwen2_moe", "glm4_moe")  # attention_bias (or always, Qwen2) biases q, k, v but not o
 # Norm weights per block beyond Llama's two (input and post-attention RMSNorm, h each), in transformers' modelling
 # code: Gemma's sandwich norms (two more of h); per-head q_norm / k_norm (head_dim each: Qwen3, Gemma 3); OLMo's
 # q_norm / k_norm over whole projections (heads x head_dim, kv heads x head_dim), where its two norms of h stay.
@@ -176,10 +178,11 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
     # attention: q (h x heads*hd), k and v (h x kv*hd each), o (heads*hd x h)
     attn = h * heads * hd + 2 * h * kv * hd + heads * hd * h
     attn_bias = (heads * hd + 2 * kv * hd) if qkv_bias else 0
-    if c.flag("attention_bias", False) and model_type not in ("qwen2", "qwen2_moe"):
+    if c.flag("attention_bias", False) and model_type not in _QKV_BIAS:
         attn_bias += h  # llama's attention_bias also biases o_proj
     norms = (4 if model_type in _SANDWICH else 2) * h
-    norms += 2 * hd if model_type in _HEAD_QK_NORM else (heads + kv) * hd if model_type in _PROJECTION_QK_NORM else 0
+    head_qk_norm = model_type in _HEAD_QK_NORM or (model_type == "glm4_moe" and c.flag("use_qk_norm", False))
+    norms += 2 * hd if head_qk_norm else (heads + kv) * hd if model_type in _PROJECTION_QK_NORM else 0
     dense_mlp = 3 * h * ffn + ((2 * ffn + h) if mlp_bias else 0)  # gate, up (h x f), down (f x h)
     norms += heads if model_type == "gpt_oss" else 0  # gpt_oss: one attention-sink logit per head (not a matmul)
     moe = None
@@ -187,17 +190,24 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
     mlp = {False: (dense_mlp, dense_mlp, (2 * ffn + h) if mlp_bias else 0, 0)}  # total, active, free, experts
     is_moe = [False] * layers
     if model_type in _MOE:
-        experts = c.int("num_local_experts", "num_experts")
+        experts = c.int("num_local_experts", "num_experts", "n_routed_experts")
         top_k = c.int("num_experts_per_tok")
         expert_ffn = c.int("moe_intermediate_size", default=ffn)
         shared_ffn = c.int("shared_expert_intermediate_size", default=0, positive=False)
+        shared_count = 1 if shared_ffn else 0
+        if model_type == "glm4_moe":  # DeepSeek's layout of experts: n shared ones of the routed ones' width
+            shared_count = c.int("n_shared_experts", default=0, positive=False)
+            shared_ffn = shared_count * expert_ffn
+        grouped = model_type == "glm4_moe"  # group-limited routing (n_group, topk_group), as DeepSeek-V3's
         moe = MoeSpec(
             num_experts=experts,
             top_k=top_k,
             expert_ffn_hidden_size=expert_ffn,
-            shared_experts=1 if shared_ffn else 0,
+            shared_experts=shared_count,
             shared_ffn_hidden_size=shared_ffn,
             shared_expert_gate=model_type == "qwen2_moe",
+            groups=c.int("n_group", default=1) if grouped else 1,
+            top_groups=c.int("topk_group", default=1) if grouped else 1,
         )
         # gpt_oss biases its router and each expert's fused gate-up (2f) and down (h) projections
         biases = (experts, 2 * expert_ffn + h) if model_type == "gpt_oss" else (0, 0)
@@ -212,6 +222,7 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
         )
         step = c.int("decoder_sparse_step", default=1)
         dense_layers = set(c.data.get("mlp_only_layers") or [])
+        dense_layers |= set(range(c.int("first_k_dense_replace", default=0, positive=False)))
         is_moe = [(k not in dense_layers) and (k + 1) % step == 0 for k in range(layers)]
     # one LayerSpec per kind of block (MoE or dense MLP, attention window), in order of first appearance
     blocks = [
