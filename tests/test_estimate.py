@@ -30,6 +30,7 @@ from shardplan.cost.memory import (
 from shardplan.cost.step import split_layers, traffic_bytes
 from shardplan.errors import PlanError
 from shardplan.topology import read_spec
+from shardplan.topology.cluster import build
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -1032,3 +1033,18 @@ def test_the_fullest_stages_hold_the_most_any_stage_requires(runtime: str) -> No
             every = stage_memories(model, train, **shape)
             some = stage_memories(model, train, **shape, stages=fullest_stages(layers, train))
             assert max(map(required_bytes, some)) == max(map(required_bytes, every))
+
+
+def test_gradient_sync_hides_only_where_the_nics_are_free():
+    """Four DGX H100 nodes, TP 16 x DP 2 under ZeRO-2 (each micro-batch's gradients reduce-scattered over the NICs
+    beside its backward). Where two nodes share one NVLink domain TP 16 stays on NVLink; where each node is its own,
+    TP 16 crosses the NICs too and holds them for part of every micro-batch, so less of the sync hides."""
+    spec = read_spec("dgx-h100")
+    train = Training(global_batch=64, seq_len=4096, zero_stage=2)
+
+    def dp_exposed(domain_nodes: int) -> float:
+        topo = build(spec.model_copy(update={"nvlink_domain_nodes": domain_nodes}), nodes=4)
+        assert topo.path_kind(0, 16) == "net"  # the DP groups leave the node either way
+        return estimate("llama3-70b", topo, train, tp=16, pp=1, dp=2).breakdown["dp"]
+
+    assert dp_exposed(1) > 2 * dp_exposed(2) > 0

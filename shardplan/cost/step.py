@@ -263,6 +263,7 @@ def step_cost(
     cp_total = num_micro * cp_per_micro[bottleneck]
     ep_total = num_micro * ep_per_micro[bottleneck]
     bubble_s = (pp - 1) / virtual_stages * per_micro if pp > 1 else 0.0
+    on_nics = [c["net"] / num_micro for c in stage_comm]  # per micro-batch, each stage's TP/CP/EP on the NICs
     comm = stage_comm[bottleneck]  # a GPU's, of the stage that sets the pace (stages run side by side)
 
     # --- pipeline point-to-point ----------------------------------------------------------------
@@ -286,6 +287,8 @@ def step_cost(
             worst = max(worst, by_parity[p % 2].time_s("send_recv", p // 2, full / split) + gather)
         pp_s = _pipeline_transfers(training, num_micro, pp, virtual_stages) * worst
         comm[by_parity[(pp - 2) % 2].link_class((pp - 2) // 2)] += pp_s
+        if any(by_parity[q % 2].link_class(q // 2) == "net" for q in range(pp - 1)):
+            on_nics = [t + pp_s / num_micro for t in on_nics]  # the activations sent between stages
 
     # --- data parallel: each stage reduces its own gradients and steps its own optimizer; the step ends
     # with the stage that takes longest there (not necessarily the pipeline's bottleneck) ---------------
@@ -315,6 +318,9 @@ def step_cost(
                 sync, gather = timed("all_reduce", training.grad_bytes), 0.0
             link = dp_axis.link_class(p)
             lost = overlap_slowdown(dp_axis.channels(p))
+            # where the data-parallel groups leave the node, the stage's TP, CP and EP collectives and pipeline sends
+            # that leave it too hold the same NICs for part of every micro-batch: the sync hides only under the rest
+            window = max(0.0, per_micro - on_nics[p]) if link == "net" else per_micro
             if training.zero_stage == 3:
                 # FSDP / ZeRO-3 gathers and reduces one transformer block at a time (its wrapping unit), so
                 # each micro-batch runs a gather (forward), a gather and a reduce-scatter (backward) per
@@ -327,7 +333,7 @@ def step_cost(
                 sync_block = timed("reduce_scatter", training.grad_bytes, blocks)
                 rounds, gathers = (1, 1) if held else (num_micro, 2)
                 per_round = blocks * (gathers * gather_block + sync_block)
-                fsdp_s = rounds * (max(0.0, per_round - per_micro) + lost * min(per_round, per_micro))
+                fsdp_s = rounds * (max(0.0, per_round - window) + lost * min(per_round, window))
                 moved = rounds * per_round
             else:
                 # Gradient sync overlaps the backward of the last micro-batch (ZeRO-0/1 accumulate into the whole
@@ -337,7 +343,7 @@ def step_cost(
                 # weight gather (ZeRO 1/2) follows the optimizer step, or runs under the next step's first forward.
                 # The compute beside them loses `overlap_slowdown` of the time they overlap it.
                 syncs = _gradient_syncs(training, num_micro, pp)
-                backward = per_micro * 2 / 3
+                backward = window * 2 / 3
                 hidden = stage_forward[p] if training.overlap_param_gather else 0.0
                 dp_s = syncs * (max(0.0, sync - backward) + lost * min(sync, backward))
                 dp_s += max(0.0, gather - hidden) + lost * min(gather, hidden)
