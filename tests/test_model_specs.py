@@ -214,6 +214,46 @@ TINY: dict[str, dict] = {
         "attention_bias": True,
         "use_qk_norm": True,
     },
+    "seed_oss": {
+        "hidden_size": 96,
+        "intermediate_size": 200,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 2,
+        "head_dim": 24,
+        "attention_bias": True,
+    },
+    "exaone4": {
+        "hidden_size": 96,
+        "intermediate_size": 200,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 2,
+        "sliding_window": 16,
+        "layer_types": ["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
+    },
+    "ernie4_5": {
+        "hidden_size": 96,
+        "intermediate_size": 200,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+    },
+    "arcee": {
+        "hidden_size": 96,
+        "intermediate_size": 200,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 3,
+    },
+    "apertus": {
+        "hidden_size": 96,
+        "intermediate_size": 200,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 2,
+    },
     "gpt2": {"n_embd": 96, "n_layer": 3, "n_head": 6, "n_positions": 256},
     "gpt_neox": {"hidden_size": 96, "intermediate_size": 300, "num_hidden_layers": 2, "num_attention_heads": 6},
 }
@@ -241,7 +281,8 @@ def test_param_count_equals_transformers(model_type):
 
 
 @pytest.mark.parametrize(
-    "model_type", ["llama", "gpt2", "gpt_neox", "phi3", "qwen3", "deepseek_v3", "granite", "smollm3", "olmo2"]
+    "model_type",
+    ["llama", "gpt2", "gpt_neox", "phi3", "qwen3", "deepseek_v3", "granite", "smollm3", "olmo2", "seed_oss", "arcee"],
 )
 def test_flops_per_token_match_flop_counter(model_type):
     # deepseek_v3 with dense MLPs alone (routing cannot run on the meta device): MLA's QK^T at the query-key head

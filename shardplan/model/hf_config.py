@@ -35,20 +35,27 @@ SUPPORTED = (
     "olmo3",
     "olmoe",
     "glm4_moe",
+    "seed_oss",
+    "exaone4",
+    "ernie4_5",
+    "arcee",
+    "apertus",
     "deepseek_v2",
     "deepseek_v3",
     "gpt2",
     "gpt_neox",
 )
 _MOE = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe")
-_QKV_BIAS = ("qwen2", "qwen2_moe", "glm4_moe")  # attention_bias (or always, Qwen2) biases q, k, v but not o
+_QKV_BIAS = ("qwen2", "qwen2_moe", "glm4_moe", "seed_oss")  # attention_bias (or always, Qwen2) biases q, k, v, not o
 # Norm weights per block beyond Llama's two (input and post-attention RMSNorm, h each), in transformers' modelling
 # code: Gemma's sandwich norms (two more of h); per-head q_norm / k_norm (head_dim each: Qwen3, Gemma 3); OLMo's
 # q_norm / k_norm over whole projections (heads x head_dim, kv heads x head_dim), where its two norms of h stay.
 _SANDWICH = ("gemma2", "gemma3_text")
-_HEAD_QK_NORM = ("qwen3", "qwen3_moe", "gemma3_text")
+_HEAD_QK_NORM = ("qwen3", "qwen3_moe", "gemma3_text", "exaone4", "apertus")
 _PROJECTION_QK_NORM = ("olmo2", "olmo3", "olmoe")
-_TIED_BY_DEFAULT = ("gemma2", "gemma3_text", "smollm3")  # the config class's tie_word_embeddings default
+_TIED_BY_DEFAULT = ("gemma2", "gemma3_text", "smollm3", "ernie4_5")  # the config class's tie_word_embeddings default
+# MLPs of two matrices, up and down, without a gate: ReLU^2 (Arcee), xIELU with two learned scalars (Apertus)
+_UNGATED = {"arcee": 0, "apertus": 2}
 
 
 class _Cfg:
@@ -183,11 +190,14 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
     norms = (4 if model_type in _SANDWICH else 2) * h
     head_qk_norm = model_type in _HEAD_QK_NORM or (model_type == "glm4_moe" and c.flag("use_qk_norm", False))
     norms += 2 * hd if head_qk_norm else (heads + kv) * hd if model_type in _PROJECTION_QK_NORM else 0
-    dense_mlp = 3 * h * ffn + ((2 * ffn + h) if mlp_bias else 0)  # gate, up (h x f), down (f x h)
+    gated = model_type not in _UNGATED
+    mlp_biases = ((2 * ffn if gated else ffn) + h) if mlp_bias else 0
+    dense_mlp = (3 if gated else 2) * h * ffn + mlp_biases  # gate, up (h x f), down (f x h)
+    norms += _UNGATED.get(model_type, 0)
     norms += heads if model_type == "gpt_oss" else 0  # gpt_oss: one attention-sink logit per head (not a matmul)
     moe = None
     common, free = attn + attn_bias + norms, attn_bias + norms
-    mlp = {False: (dense_mlp, dense_mlp, (2 * ffn + h) if mlp_bias else 0, 0)}  # total, active, free, experts
+    mlp = {False: (dense_mlp, dense_mlp, mlp_biases, 0)}  # total, active, free, experts
     is_moe = [False] * layers
     if model_type in _MOE:
         experts = c.int("num_local_experts", "num_experts", "n_routed_experts")
@@ -254,6 +264,7 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
         moe=moe,
         tied=tied,
         blocks=blocks,
+        mlp="swiglu" if gated else "gelu",  # "gelu": an MLP of two matrices, whatever its activation
     )
 
 
