@@ -39,7 +39,7 @@ from shardplan.model import ModelSpec, load_model
 from shardplan.model.schema import Recompute
 from shardplan.plan import Plan
 from shardplan.solve import space
-from shardplan.solve.estimate import check_cp, check_ep, default_layout, make_plan, mesh_of
+from shardplan.solve.estimate import check_cp, check_ep, make_plan, mesh_of
 from shardplan.solve.placement import Layout, Placement, layouts_for
 from shardplan.solve.stages import balance_stages
 from shardplan.topology import Topology, load_topology
@@ -267,17 +267,20 @@ def _cost(
     traffic["tp"] += traffic.pop("cp", 0.0) + traffic.pop("ep", 0.0)
     key = ("placement", shape, *_weight_class(traffic))
     if key not in cache:
-        cache[key] = layouts_for(topology, shape, traffic)
-    placement = cache[key]
-
-    def mesh(layout: Layout) -> Any:
-        """The placement's (pp, dp, cp x ep x tp) layout as the mesh, with the cp and ep axes where used: an
-        array (`step_cost` takes it as it is; a nested list of thousands of GPUs costs more to convert)."""
         import numpy as np  # here, not at start-up
 
-        return np.asarray(layout, dtype=np.int64).reshape(mesh_of(c.pp, c.dp, c.cp, c.tp, c.ep)[0])
+        placed = layouts_for(topology, shape, traffic)
+        # its layouts as arrays too, once for every candidate that shares them: `step_cost` takes an array as it
+        # is, where a nested list of thousands of GPUs costs more to convert than to cost
+        cache[key] = placed, [np.asarray(layout, dtype=np.int64) for layout in placed.layouts]
+    placement, arrays = cache[key]
 
-    def split_for(layout: Layout) -> tuple[int, ...]:
+    def mesh(layout: Any) -> Any:
+        """The placement's (pp, dp, cp x ep x tp) layout, an array, as the mesh: with the cp and ep axes where
+        used."""
+        return layout.reshape(mesh_of(c.pp, c.dp, c.cp, c.tp, c.ep)[0])
+
+    def split_for(layout: Any) -> tuple[int, ...]:
         """On mixed clusters, the layers rebalanced for the GPU models the layout gives each stage (each
         at its slowest's rates); elsewhere the split above."""
         if c.pp == 1 or len(topology.gpu_model_ids[0]) == 1:
@@ -292,7 +295,7 @@ def _cost(
             cache[key] = balance_stages(model, training, per_stage, **_shape(c), memory_bytes=hbm, memo=cache) or layers
         return cache[key]
 
-    def cost_of(layout: Layout) -> StepCost:
+    def cost_of(layout: Any) -> StepCost:
         return step_cost(
             model,
             topology,
@@ -306,16 +309,18 @@ def _cost(
             ep=c.ep,
         )
 
-    default_layout_ = default_layout(*shape)
-    default = cost_of(default_layout_)
-    chosen, cost = default_layout_, default
-    layouts = placement.layouts
+    import numpy as np  # here, not at start-up
+
+    row_major = np.arange(topology.num_gpus, dtype=np.int64).reshape(shape)
+    default = cost_of(row_major)
+    chosen, cost = row_major, default
+    layouts = arrays
     if c.pp > 1 and len(topology.gpu_model_ids[0]) > 1:
         # the placement weighs links, not GPU speeds: on mixed models the stage order also decides which GPUs
         # hold the embedding and which the output head, so each layout is tried with its stages reversed too
         layouts = [order for layout in layouts for order in (layout, layout[::-1])]
     for layout in layouts:
-        if layout != default_layout_:
+        if not np.array_equal(layout, row_major):
             candidate = cost_of(layout)
             if candidate.step_time_s < cost.step_time_s:
                 chosen, cost = layout, candidate
