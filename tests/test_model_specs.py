@@ -20,6 +20,7 @@ transformers = pytest.importorskip("transformers")
 
 _COMMON = {"vocab_size": 1000, "max_position_embeddings": 256}
 # Small configs of every supported model_type; odd sizes so that no count matches by accident.
+_DENSE = {"hidden_size": 96, "intermediate_size": 200}
 TINY: dict[str, dict] = {
     "llama": {
         "hidden_size": 96,
@@ -136,8 +137,7 @@ TINY: dict[str, dict] = {
         "topk_group": 1,
     },
     "gemma3_text": {
-        "hidden_size": 96,
-        "intermediate_size": 200,
+        **_DENSE,
         "num_hidden_layers": 3,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
@@ -146,8 +146,7 @@ TINY: dict[str, dict] = {
         "layer_types": ["sliding_attention", "sliding_attention", "full_attention"],
     },
     "granite": {
-        "hidden_size": 96,
-        "intermediate_size": 200,
+        **_DENSE,
         "num_hidden_layers": 2,
         "num_attention_heads": 6,
         "num_key_value_heads": 2,
@@ -155,16 +154,14 @@ TINY: dict[str, dict] = {
         "tie_word_embeddings": True,
     },
     "smollm3": {
-        "hidden_size": 96,
-        "intermediate_size": 200,
+        **_DENSE,
         "num_hidden_layers": 4,
         "num_attention_heads": 6,
         "num_key_value_heads": 3,
         "pad_token_id": 0,
     },
     "ministral": {
-        "hidden_size": 96,
-        "intermediate_size": 200,
+        **_DENSE,
         "num_hidden_layers": 2,
         "num_attention_heads": 6,
         "num_key_value_heads": 2,
@@ -173,15 +170,13 @@ TINY: dict[str, dict] = {
         "layer_types": ["sliding_attention", "full_attention"],
     },
     "olmo2": {
-        "hidden_size": 96,
-        "intermediate_size": 200,
+        **_DENSE,
         "num_hidden_layers": 2,
         "num_attention_heads": 6,
         "num_key_value_heads": 2,
     },
     "olmo3": {
-        "hidden_size": 96,
-        "intermediate_size": 200,
+        **_DENSE,
         "num_hidden_layers": 4,
         "num_attention_heads": 6,
         "num_key_value_heads": 3,
@@ -215,8 +210,7 @@ TINY: dict[str, dict] = {
         "use_qk_norm": True,
     },
     "seed_oss": {
-        "hidden_size": 96,
-        "intermediate_size": 200,
+        **_DENSE,
         "num_hidden_layers": 2,
         "num_attention_heads": 6,
         "num_key_value_heads": 2,
@@ -224,8 +218,7 @@ TINY: dict[str, dict] = {
         "attention_bias": True,
     },
     "exaone4": {
-        "hidden_size": 96,
-        "intermediate_size": 200,
+        **_DENSE,
         "num_hidden_layers": 4,
         "num_attention_heads": 6,
         "num_key_value_heads": 2,
@@ -233,23 +226,20 @@ TINY: dict[str, dict] = {
         "layer_types": ["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
     },
     "ernie4_5": {
-        "hidden_size": 96,
-        "intermediate_size": 200,
+        **_DENSE,
         "num_hidden_layers": 2,
         "num_attention_heads": 6,
         "num_key_value_heads": 2,
         "head_dim": 16,
     },
     "arcee": {
-        "hidden_size": 96,
-        "intermediate_size": 200,
+        **_DENSE,
         "num_hidden_layers": 2,
         "num_attention_heads": 6,
         "num_key_value_heads": 3,
     },
     "apertus": {
-        "hidden_size": 96,
-        "intermediate_size": 200,
+        **_DENSE,
         "num_hidden_layers": 3,
         "num_attention_heads": 6,
         "num_key_value_heads": 2,
