@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -65,6 +65,12 @@ def _root() -> None:
     """Decide how to shard a model over a GPU cluster."""
 
 
+def _print_caveats(caveats: Iterable[str]) -> None:
+    """What the topology's source could not tell, a line each, beside the topology and every plan made on it."""
+    for caveat in caveats:
+        _out.print(f"note      {caveat}", highlight=False)
+
+
 @app.command()
 def topo(
     source: Annotated[
@@ -95,8 +101,7 @@ def topo(
     _out.print(f"[bold]{s['name']}[/]  {s['num_gpus']} GPUs, {s['num_nodes']} node(s)")
     if s["source"]:
         _out.print(f"source    {s['source']}", highlight=False)
-    for caveat in s["caveats"]:
-        _out.print(f"note      {caveat}", highlight=False)
+    _print_caveats(s["caveats"])
     _out.print("GPUs      " + ", ".join(f"{k} x{v}" for k, v in s["gpu_models"].items()), highlight=False)
     islands = s["nvlink_islands"]
     _out.print("NVLink    " + (" ".join(str(i) for i in islands) if islands else "none"), highlight=False)
@@ -268,8 +273,7 @@ def estimate(
         f"recompute {' + '.join((plan.recompute, *plan.recompute_modules))}",
         highlight=False,
     )
-    for caveat in topo.caveats:
-        _out.print(f"note      {caveat}", highlight=False)
+    _print_caveats(topo.caveats)
     _out.print(
         f"step {plan.step_time_s:.3f} s, {plan.tokens_per_s:,.0f} tokens/s, MFU {plan.mfu:.1%}, "
         f"memory {plan.memory_per_gpu_bytes / 2**30:.1f} GiB per GPU, allocator cache included "
@@ -397,8 +401,7 @@ def suggest(
 
     s = summarize(topo)
     _out.print(f"topology  {s['name']}: {s['num_gpus']} GPUs, {s['num_nodes']} node(s)", highlight=False)
-    for caveat in s["caveats"]:
-        _out.print(f"note      {caveat}", highlight=False)
+    _print_caveats(s["caveats"])
     _out.print(
         f"model     {spec.name}: {spec.num_params / 1e9:.2f} B params, {spec.num_layers} layers; "
         f"batch {global_batch} x {seq_len} tokens",
