@@ -262,13 +262,13 @@ def _cost(
         layers = balance_stages(model, training, rates, **_shape(c), memory_bytes=hbm, memo=cache)
     if layers is None:
         return None
+    import numpy as np  # here, not at start-up
+
     shape = (c.pp, c.dp, c.cp * c.ep * c.tp)
     traffic = traffic_bytes(model, training, tp=c.tp, pp=c.pp, dp=c.dp, cp=c.cp, ep=c.ep, micro_batch=c.micro_batch)
     traffic["tp"] += traffic.pop("cp", 0.0) + traffic.pop("ep", 0.0)
     key = ("placement", shape, *_weight_class(traffic))
     if key not in cache:
-        import numpy as np  # here, not at start-up
-
         placed = layouts_for(topology, shape, traffic)
         # its layouts as arrays too, once for every candidate that shares them: `step_cost` takes an array as it
         # is, where a nested list of thousands of GPUs costs more to convert than to cost
@@ -308,8 +308,6 @@ def _cost(
             memo=memo,
             ep=c.ep,
         )
-
-    import numpy as np  # here, not at start-up
 
     row_major = np.arange(topology.num_gpus, dtype=np.int64).reshape(shape)
     default = cost_of(row_major)

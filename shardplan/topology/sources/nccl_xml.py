@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from shardplan.errors import ParseError, describe_validation
 from shardplan.topology.catalog import gpu_models
+from shardplan.topology.sources import decimal
 from shardplan.topology.sources.sysfs import bus_id
 from shardplan.topology.spec import GpuInfo, NicSpec, NodeSpec, NvSwitchSpec, PcieSpec, TopologySpec
 
@@ -70,7 +71,7 @@ def parse_nccl_xml(text: str, source: str = "<text>") -> TopologySpec:
     gpus = sorted((d for d in devices if _is_gpu(d.element)), key=lambda d: _gpu_order(d.element))
     if not gpus:
         raise ParseError(source, None, 'no GPU in the NCCL topology (expected <pci class="0x03...">)')
-    numa = {k: _int(cpu.get("numaid", "")) for k, cpu in enumerate(root.findall("cpu"))}
+    numa = {k: decimal(cpu.get("numaid", "")) for k, cpu in enumerate(root.findall("cpu"))}
     node = _node(gpus, devices, numa, source)
     caveats = []
     if not any(d.element.find("gpu") is not None for d in gpus):
@@ -131,17 +132,12 @@ def _is_gpu(element: ET.Element) -> bool:
 def _gpu_order(element: ET.Element) -> tuple[int, str]:
     """CUDA's order: NCCL's `dev` where the file gives it, else PCI bus id order (nvidia-smi's)."""
     gpu = element.find("gpu")
-    dev = _int(gpu.get("dev", "")) if gpu is not None else None
+    dev = decimal(gpu.get("dev", "")) if gpu is not None else None
     return (1 << 30 if dev is None else dev, _bus(element))
 
 
 def _bus(element: ET.Element) -> str:
     return element.get("busid", "").lower()
-
-
-def _int(text: str) -> int | None:
-    """A non-negative decimal attribute, or None (absent, -1, or garbled)."""
-    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def _gen(element: ET.Element) -> int | None:
@@ -166,7 +162,7 @@ def _nvlinks(gpus: list[_Device]) -> tuple[list[tuple[int, int, int]], NvSwitchS
     to_switch: dict[int, int] = {}
     for k, gpu in enumerate(gpus):
         for link in gpu.element.iterfind("gpu/nvlink"):
-            count, peer = _int(link.get("count", "")) or 0, index.get(link.get("target", "").lower(), k)
+            count, peer = decimal(link.get("count", "")) or 0, index.get(link.get("target", "").lower(), k)
             if count and link.get("tclass") == _NVSWITCH_CLASS:
                 to_switch[k] = to_switch.get(k, 0) + count
             elif count and peer != k:  # each end lists the bundle: a link counts where both see it
@@ -179,7 +175,7 @@ def _nvlinks(gpus: list[_Device]) -> tuple[list[tuple[int, int, int]], NvSwitchS
 
 def _node(gpus: list[_Device], devices: list[_Device], numa: dict[int, int | None], source: str) -> NodeSpec:
     gens = [g for d in gpus if (g := _gen(d.element))]
-    widths = [w for d in gpus if (w := _int(d.element.get("link_width", "")))]
+    widths = [w for d in gpus if (w := decimal(d.element.get("link_width", "")))]
     sockets = _groups(gpus, lambda d: d.cpu)
     socket_of_cpu = {gpus[group[0]].cpu: s for s, group in enumerate(sockets)}
     models = {device.lower(): m.key for m in gpu_models().values() for device in m.pci_device_ids}
@@ -224,7 +220,7 @@ def _nics(device: _Device, gpus: list[_Device], socket: int | None) -> list[NicS
             near = [k for k, g in enumerate(gpus) if g.bridges and g.bridges[level] is device.bridges[level]]
     out = []
     for net in nets or [element]:
-        speed = _int(net.get("speed", ""))  # NCCL writes Mb/s
+        speed = decimal(net.get("speed", ""))  # NCCL writes Mb/s
         bus = _bus(element) or None
         out.append(NicSpec(name=net.get("name") or bus or "nic", gbit=speed / 1000 if speed else None, near=near,
                            socket=socket, pci_bus_id=bus))  # fmt: skip

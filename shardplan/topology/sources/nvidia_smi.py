@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from shardplan.errors import ParseError, describe_validation
 from shardplan.topology.catalog import MAX_DIRECT_NVLINKS_PER_GPU, match_product_name
 from shardplan.topology.graph import groups_from_pairs
+from shardplan.topology.sources import decimal
 from shardplan.topology.spec import GpuInfo, NicSpec, NodeSpec, NvSwitchSpec, PcieSpec, TopologySpec
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -206,9 +207,7 @@ def _gpu_info(matrix: _Matrix, col: str, k: int, table: dict[int, GpuInfo]) -> G
     numa = fields.get("NUMA Affinity", "")
     base = table.get(k, GpuInfo())
     model = match_product_name(base.name, base.memory_bytes) if base.name else None
-    return base.model_copy(
-        update={"numa_node": int(numa) if numa.isascii() and numa.isdigit() else None, "model": model}
-    )
+    return base.model_copy(update={"numa_node": decimal(numa), "model": model})
 
 
 def _nic_spec(

@@ -81,8 +81,6 @@ def read_nvml_facts() -> dict[str, Any]:
                     ancestors[f"{a},{b}"] = _ANCESTOR_KIND.get(int(level), "sys")
                 except nv.NVMLError:
                     pass
-        for g in gpus:
-            g["pci_path"] = gpu_pci_path(g["pci_bus_id"])
         return {
             "driver": _text(nv.nvmlSystemGetDriverVersion()),
             "nvml_count": count,
@@ -122,12 +120,14 @@ def _fabric(nv: Any, h: Any) -> str | None:
 
 def _gpu_facts(nv: Any, h: Any, nvml_index: int) -> dict[str, Any]:
     numa = _try(getattr(nv, "nvmlDeviceGetNumaNodeId", _missing), h)
+    bus = _text(nv.nvmlDeviceGetPciInfo(h).busId)
     return {
         "nvml_index": nvml_index,
         "name": _text(nv.nvmlDeviceGetName(h)),
         "uuid": _text(nv.nvmlDeviceGetUUID(h)),
         "memory_bytes": int(nv.nvmlDeviceGetMemoryInfo(h).total),
-        "pci_bus_id": _text(nv.nvmlDeviceGetPciInfo(h).busId),
+        "pci_bus_id": bus,
+        "pci_path": gpu_pci_path(bus),  # sysfs: what lies between it and the CPU, to place the NICs
         "pcie_gen_max": _try(nv.nvmlDeviceGetMaxPcieLinkGeneration, h),
         "pcie_width_max": _try(nv.nvmlDeviceGetMaxPcieLinkWidth, h),
         "pcie_gen": _try(nv.nvmlDeviceGetCurrPcieLinkGeneration, h),

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from shardplan.topology.sources import decimal
 from shardplan.topology.spec import NicSpec
 
 # a PCI root complex (sysfs 'pci0000:17') or a device address ('0000:18:00.0')
@@ -44,9 +45,14 @@ def read_nic_facts(root: Path = Path("/sys")) -> list[dict[str, Any]]:
         if not (iface / "device").exists() or _read(iface / "operstate") != "up":
             continue  # virtual interfaces (lo, bridges, veth) have no device
         speed = _read(iface / "speed")
-        mbit = int(speed) if speed.isascii() and speed.isdigit() else 0
+        mbit = decimal(speed)  # Mb/s
         out.append(
-            {"name": iface.name, "gbit": mbit / 1000 or None, "transport": "socket", **_placement(iface / "device")}
+            {
+                "name": iface.name,
+                "gbit": mbit / 1000 if mbit else None,
+                "transport": "socket",
+                **_placement(iface / "device"),
+            }
         )
     return out
 
@@ -67,11 +73,7 @@ def _read(path: Path) -> str:
 
 
 def _placement(device: Path) -> dict[str, Any]:
-    numa = _read(device / "numa_node")
-    return {
-        "pci_path": pci_path(device),
-        "numa_node": int(numa) if numa.isascii() and numa.isdigit() else None,
-    }
+    return {"pci_path": pci_path(device), "numa_node": decimal(_read(device / "numa_node"))}
 
 
 def pci_path(device: Path) -> list[str]:
