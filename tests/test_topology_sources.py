@@ -256,8 +256,16 @@ def test_nics_placed_by_pci_path_and_a_live_cluster_plans():
     plan = suggest("llama3-8b", build(spec, nodes=2), train, top_k=1)[0]
     assert plan.num_gpus == 4 and plan.comm_time_by_link["net"] > 0
     without = spec_from_facts({**facts, "nics": []})
-    with pytest.raises(TopologyError, match="no NIC speed"):
+    with pytest.raises(TopologyError, match="no NIC speed \\(no RDMA port"):
         suggest("llama3-8b", build(without, nodes=2), train, top_k=1)
+
+
+def test_a_declared_topology_without_nic_speeds_says_so():
+    """Two nodes of a preset that declares no NICs: the error names what the file lacks, not a live reading's
+    reasons."""
+    with pytest.raises(TopologyError, match="no NIC speed") as raised:
+        suggest("gpt-tiny", load_topology("rtx4090-4x-pcie", nodes=2), Training(global_batch=16, seq_len=512))
+    assert "declares no NICs with a speed" in str(raised.value) and "RDMA" not in str(raised.value)
 
 
 def test_nic_speeds_from_sysfs_complete_nvidia_smi():

@@ -369,9 +369,14 @@ class Topology(_Frozen):
             return float(nearest[0].gbit or 0)
         if self.network.gbit_per_nic:
             return self.network.gbit_per_nic
+        why = (
+            "no RDMA port, and its Ethernet driver states none"
+            if (self.source or "").startswith("NVML")
+            else "the topology declares no NICs with a speed and no network.gbit_per_nic"
+        )
         raise TopologyError(
-            f"{self.name}: node {self.gpus[i].node} has no NIC speed (live: no RDMA port, and its Ethernet driver "
-            "states none); declare nics with gbit or network.gbit_per_nic in a .yaml topology"
+            f"{self.name}: node {self.gpus[i].node} has no NIC speed ({why}); declare nics with gbit or "
+            "network.gbit_per_nic in a .yaml topology"
         )
 
     def bandwidth_gbps(self, i: int, j: int, *, achievable: bool = True) -> float:
