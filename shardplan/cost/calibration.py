@@ -302,6 +302,13 @@ def rates_for(gpu: str, calibration: Calibration | None = None) -> Rates:
     for cal in (calibration, shipped_calibration(gpu)):
         if cal is not None and cal.gpu == gpu:
             return _rates_from(cal)
+    return _scaled_rates(gpu)
+
+
+@cache
+def _scaled_rates(gpu: str) -> Rates:
+    """The reference GPU's measured rates scaled to `gpu`'s datasheet; one object per GPU model, as the cost
+    model's memos key stage times by the rates object."""
     ref_cal = shipped_calibration(REFERENCE_GPU)
     if ref_cal is None:  # pragma: no cover - the package ships it
         raise ShardplanError(f"the shipped calibration for {REFERENCE_GPU} is missing; reinstall shardplan")

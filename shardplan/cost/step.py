@@ -358,21 +358,15 @@ def step_cost(
     dp_s, fsdp_s, opt_s, link, moved = max(ends, key=lambda c: c[0] + c[1] + c[2])
     comm[link] += moved
     step = compute_s + tp_total + cp_total + ep_total + bubble_s + pp_s + dp_s + fsdp_s + opt_s
-    need, worst_mem = peak_memory(
-        stage_memories(
-            model,
-            training,
-            layers=layers,
-            tp=tp,
-            dp=dp,
-            cp=cp,
-            ep=ep,
-            micro_batch=micro_batch,
-            virtual_stages=virtual_stages,
-            context_bytes=max(r.context_bytes for r in stage_rates),
-        ),
-        hbm,
-    )
+    context = max(r.context_bytes for r in stage_rates)
+    # memory does not depend on where ranks sit: the layouts of one candidate share it
+    key = ("memory", id(model), id(training), layers, tp, dp, cp, ep, micro_batch, virtual_stages, context, hbm)
+    held = memo.get(key)
+    if held is None or held[0] is not model or held[1] is not training:  # ids reused
+        shape = dict(tp=tp, dp=dp, cp=cp, ep=ep, micro_batch=micro_batch, virtual_stages=virtual_stages)
+        mems = stage_memories(model, training, layers=layers, **shape, context_bytes=context)
+        held = memo[key] = (model, training, peak_memory(mems, hbm))
+    need, worst_mem = held[2]
     memory = sum(worst_mem.values())
     return StepCost(
         step_time_s=step,
@@ -389,7 +383,7 @@ def step_cost(
         },
         comm_time_by_link=comm,
         memory_per_gpu_bytes=memory,
-        memory_breakdown=worst_mem,
+        memory_breakdown=dict(worst_mem),
         fits=hbm is None or need <= hbm,
         layers_per_stage=layers,
         model_flops_per_step=3 * model.flops_per_token(training.seq_len) * training.tokens_per_step,
