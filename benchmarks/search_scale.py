@@ -6,7 +6,8 @@ Budgets (issue 6): 8 GPUs < 0.5 s; 64 GPUs (8x DGX H100, Llama-3-8B) < 2 s, wher
 PyTorch-native planner reports about 52 s; 1,024 GPUs < 10 s; 16,384 GPUs (Llama-3-405B) < 60 s, also
 at 131,072 tokens with context-parallel degrees up to 16 tried. And 64 GPUs of two generations
 (benchmarks/machines/mixed-h100-a100.yaml, Llama-3-70B) < 10 s: its lower bounds are looser (a pipeline
-is bounded on the faster GPUs), so more candidates are costed.
+is bounded on the faster GPUs), so more candidates are costed; GPT-OSS 20B on two bridged A100 PCIe boxes < 10 s
+for the same reason (its all-to-alls contend on PCIe, which the bound leaves out).
 Times are wall clock in this process after `import networkx, ortools` (0.1 s and 0.2 s, paid once per process).
 """
 
@@ -32,6 +33,8 @@ CASES = [
     ("llama3-405b", "dgx-h100", 2048, 256, 131072, 60.0, (1, 2, 4, 8, 16)),  # long sequences
     ("llama3-70b", str(MACHINES / "mixed-h100-a100.yaml"), 1, 256, 4096, 10.0, None),  # two GPU generations
     ("qwen3-235b-a22b", "dgx-h100", 32, 2048, 4096, 10.0, None),  # mixture of experts: every ep degree tried
+    # experts on PCIe: the all-to-all bound knows no contention between groups, so many candidates are costed
+    ("gpt-oss-20b", "a100-pcie-8gpu-bridged", 2, 128, 2048, 10.0, None),
     ("qwen3-235b-a22b", "dgx-h100", 128, 8192, 4096, 10.0, None),
     # DeepSeek-V3 on 2,048 GPUs, its paper's batch (arXiv:2412.19437 Sec. 4.2: 15,360 sequences of 4K at the end)
     ("deepseek-v3", "dgx-h100", 256, 15360, 4096, 20.0, None),
