@@ -106,6 +106,7 @@ def test_stage_split_respects_memory() -> None:
         ("dgx-h100", 2),
         (str(DATA / "machines/a100-pcie-bridged-crossed.yaml"), 1),
         (str(DATA / "machines/h100-beside-a100.yaml"), 1),  # mixed GPU models
+        (str(DATA / "machines/gh200-nvlink-domain-8.yaml"), 1),  # NVLink between nodes only
     ],
 )
 def test_lower_bound_never_exceeds_a_step_time(source: str, nodes: int) -> None:

@@ -301,7 +301,12 @@ def ring_gbps_bound(topology: Topology, n: int) -> float:
         for a, b in itertools.combinations(gpus, 2):
             on_nvlink = topology.path_kind(a, b) == "nvlink"
             fastest[on_nvlink] = max(fastest[on_nvlink], topology.bandwidth_gbps(a, b))
-    best = fastest[False] if n > max(map(len, topology.nvlink_islands())) else max(fastest.values())
+    islands = topology.nvlink_islands()
+    for island in islands:  # NVLink domains over several nodes (GH200, GB200 NVL72 trays): a pair across two
+        first = island[0]
+        if across := next((b for b in island if topology.gpus[b].node != topology.gpus[first].node), None):
+            fastest[True] = max(fastest[True], topology.bandwidth_gbps(first, across))
+    best = fastest[False] if n > max(map(len, islands)) else max(fastest.values())
     if topology.num_nodes > 1:
         best = max(best, max(sum(dict(_nics_of(topology, gpus)).values()) for gpus in nodes))
     return best
