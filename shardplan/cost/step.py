@@ -12,7 +12,7 @@ from typing import Any
 
 from shardplan.cost.block_comm import attention_forward_passes, cp_block_s, tp_layer_s, tp_passes
 from shardplan.cost.calibration import Calibration, rates_for
-from shardplan.cost.collectives import overlap_slowdown, transfer_lower_bound_s
+from shardplan.cost.collectives import overlap_slowdown, ring_gbps_bound, transfer_lower_bound_s
 from shardplan.cost.compute import (
     column_parallel_gemms_s,
     fp8_cast_s,
@@ -475,17 +475,18 @@ def time_lower_bound_s(
     ep_gbps: float | None = None,
     memo: dict[tuple, Any] | None = None,
 ) -> float:
-    """No placement and no split of layers into stages beats this: every micro-batch through the
-    slowest stage plus its pipeline bubble, and on one stage, FSDP2's copies of all its weights and the
-    optimizer step. Without `layers_per_stage` the slowest stage is taken as the average (all compute
-    / pp); with it, the split whose slowest stage is fastest (`balance_stages` without a memory bound)
-    must be given, whose slowest stage no split can beat. Communication is free, but for the TP
-    collectives no overlap hides, at `tp_ring_gbps` (`collectives.ring_gbps_bound`) where given, and the MoE
-    blocks' all-to-alls at `ep_gbps` (`collectives.all_to_all_gbps_bound`: GB/s of a rank's buffer). On mixed
-    clusters a pipeline's stages are timed on the fastest GPU model (taken to be fastest at every part of the
-    step), and no faster than the stages of the slowest GPUs allow; one stage holds every GPU and runs at its
-    slowest model's pace, so any model's rates bound it: the one of the lowest peak. `memo` keeps stage timers
-    between calls (`_stage_timer`)."""
+    """No placement and no split of layers into stages beats this: every micro-batch through the slowest stage
+    plus its pipeline bubble, then the average stage's optimizer step, FSDP2 copies and what its gradient sync
+    and ZeRO-3 gathers leave unhidden at best. Without `layers_per_stage` the slowest stage is taken as the
+    average (all compute / pp); with it, the split whose slowest stage is fastest (`balance_stages` without a
+    memory bound) must be given, whose slowest stage no split can beat. Communication is free, but for the TP
+    collectives no overlap hides, at `tp_ring_gbps` (`collectives.ring_gbps_bound`) where given, the MoE
+    blocks' all-to-alls at `ep_gbps` (`collectives.all_to_all_gbps_bound`: GB/s of a rank's buffer), and the
+    data-parallel collectives at `ring_gbps_bound` of their groups, latency left out. On mixed clusters a
+    pipeline's stages are timed on the fastest GPU model (taken to be fastest at every part of the step), and
+    no faster than the stages of the slowest GPUs allow; one stage holds every GPU and runs at its slowest
+    model's pace, so any model's rates bound it: the one of the lowest peak. `memo` keeps stage timers and
+    ring bounds between calls (`_stage_timer`)."""
     rates = rates_for(topology.fastest_gpu_model if pp > 1 else topology.slowest_gpu_model, calibration)
     fsdp2 = host_wrappers(training, tp)[0]
     num_micro = training.global_batch // (dp * ep * micro_batch)
@@ -544,12 +545,38 @@ def time_lower_bound_s(
         per_stage = [pace[slow_first[bisect.bisect_right(ends, p * size)]] for p in range(pp)]
         per_micro = max(per_micro, model.num_layers / sum(1 / b for b in per_stage))
     bound = num_micro * per_micro + (pp - 1) / virtual_stages * per_micro
-    if pp == 1:  # with stages, which one bounds the step (and its weights) is not known here
-        dense, experts = local_params(
-            model, layers=model.num_layers, first=True, last=True, tp=tp, ep=ep, mtp=training.mtp_layers
-        )
-        for params, shards in ((dense, dp * cp * ep), (experts, dp * cp)):
-            bound += _optimizer_step_s(params, training, shards, num_micro, rates)
-            if fsdp2:
-                bound += num_micro * fsdp2_copy_s(params, shards, rates)
+    # The step ends with the stage that takes longest over its gradient sync, FSDP gathers and optimizer: no less
+    # than the average stage (each part is linear in the stage's parameters, or grows and is convex in them), its
+    # collectives at the fastest any ring of their GPUs can run and hidden under all of a micro-batch's time. The
+    # sum with the micro-batches never shrinks as `per_micro` grows, so its bound above may stand in for it.
+    held = gathered_across_micro_batches(training, pp)
+    dense, experts = local_params(
+        model, layers=model.num_layers, first=True, last=True, tp=tp, ep=ep, mtp=training.mtp_layers
+    )
+    groups = ((dense / pp, dp * cp * ep), (experts / pp, dp * cp))  # a stage's weights and the GPUs that share them
+    for params, shards in groups:
+        bound += _optimizer_step_s(params, training, shards, num_micro, rates, held=held)
+        if fsdp2:
+            bound += (1 if held else num_micro) * fsdp2_copy_s(params, shards, rates)
+    if dp * cp * ep == 1:
+        return bound
+    memo = {} if memo is None else memo
+
+    def moved_s(op: str, bytes_per_param: float) -> float:
+        """The collective over each group's weights, at the fastest any ring of its GPUs can run."""
+        total = 0.0
+        for params, shards in groups:
+            if ("ring_gbps", shards) not in memo:
+                memo["ring_gbps", shards] = ring_gbps_bound(topology, shards)
+            total += transfer_lower_bound_s(op, shards, params * bytes_per_param, memo["ring_gbps", shards])
+        return total
+
+    if training.zero_stage == 3:
+        rounds, gathers = (1, 1) if held else (num_micro, 2)
+        per_round = gathers * moved_s("all_gather", 2) + moved_s("reduce_scatter", training.grad_bytes)
+        return bound + rounds * max(0.0, per_round - per_micro)
+    sync = moved_s("reduce_scatter" if training.zero_stage >= 1 else "all_reduce", training.grad_bytes)
+    bound += _gradient_syncs(training, num_micro, pp) * max(0.0, sync - per_micro * 2 / 3)
+    if training.zero_stage >= 1 and not training.overlap_param_gather:
+        bound += moved_s("all_gather", 2)
     return bound
