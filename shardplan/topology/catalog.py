@@ -7,10 +7,10 @@ from functools import cache
 from importlib import resources
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from shardplan.errors import TopologyError
+from shardplan.topology.sources import yaml_data
 
 
 class GpuModel(BaseModel):
@@ -39,7 +39,7 @@ class GpuModel(BaseModel):
 def gpu_models() -> dict[str, GpuModel]:
     """All catalogue entries by key."""
     text = resources.files("shardplan").joinpath("data/gpus.yaml").read_text()
-    return {key: GpuModel(key=key, **fields) for key, fields in yaml.safe_load(text).items()}
+    return {key: GpuModel(key=key, **fields) for key, fields in yaml_data(text).items()}
 
 
 def gpu_model(key: str) -> GpuModel:

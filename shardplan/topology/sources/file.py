@@ -9,13 +9,14 @@ import yaml
 from pydantic import ValidationError
 
 from shardplan.errors import TopologyError, describe_validation
+from shardplan.topology.sources import yaml_data
 from shardplan.topology.spec import TopologySpec
 
 
 def parse_declared(text: str, source: str) -> TopologySpec:
     """A `TopologySpec` from YAML or JSON text; errors name the file and the field."""
     try:
-        data: Any = json.loads(text) if source.endswith(".json") else yaml.safe_load(text)
+        data: Any = json.loads(text) if source.endswith(".json") else yaml_data(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark is not None else ""
