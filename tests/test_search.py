@@ -107,6 +107,7 @@ def test_stage_split_respects_memory() -> None:
         (str(DATA / "machines/a100-pcie-bridged-crossed.yaml"), 1),
         (str(DATA / "machines/h100-beside-a100.yaml"), 1),  # mixed GPU models
         (str(DATA / "machines/gh200-nvlink-domain-8.yaml"), 1),  # NVLink between nodes only
+        (str(DATA / "machines/gh200-nvlink-domain-8.yaml"), 2),  # two such domains, joined by their NICs
     ],
 )
 def test_lower_bound_never_exceeds_a_step_time(source: str, nodes: int) -> None:

@@ -18,7 +18,7 @@ import math
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from shardplan.errors import PlanError
 from shardplan.topology import links as L
@@ -294,7 +294,8 @@ def transfer_lower_bound_s(op: str, n: int, size_bytes: float, ring_gbps: float)
 def ring_gbps_bound(topology: Topology, n: int) -> float:
     """No ring of `n` GPUs runs faster than this, GB/s: the fastest its slowest hop can be. A ring with
     more GPUs than the largest NVLink island crosses PCIe or the network at least once; across nodes
-    a ring moves at most what one node's NICs carry together."""
+    a ring moves at most what one node's NICs carry together, or an NVLink domain's nodes' NICs (GH200, GB200
+    NVL72), as the cost model sends between islands."""
     nodes = topology.gpus_by_node[:1] if topology.identical_nodes else topology.gpus_by_node
     fastest = {True: 0.0, False: 0.0}  # over NVLink pairs, and over the others, inside a node
     for gpus in nodes:
@@ -302,13 +303,18 @@ def ring_gbps_bound(topology: Topology, n: int) -> float:
             on_nvlink = topology.path_kind(a, b) == "nvlink"
             fastest[on_nvlink] = max(fastest[on_nvlink], topology.bandwidth_gbps(a, b))
     islands = topology.nvlink_islands()
-    for island in islands:  # NVLink domains over several nodes (GH200, GB200 NVL72 trays): a pair across two
+    for island in islands[:1] if topology.identical_nodes else islands:  # domains over nodes: a pair across two
         first = island[0]
         if across := next((b for b in island if topology.gpus[b].node != topology.gpus[first].node), None):
             fastest[True] = max(fastest[True], topology.bandwidth_gbps(first, across))
     best = fastest[False] if n > max(map(len, islands)) else max(fastest.values())
-    if topology.num_nodes > 1:
-        best = max(best, max(sum(dict(_nics_of(topology, gpus)).values()) for gpus in nodes))
+    if topology.num_nodes > 1:  # through the NICs of a node, or of an NVLink domain's nodes together
+        island = topology.island_of
+        if topology.identical_nodes:  # islands alike too: GPU 0's
+            units: Any = [[i for i in range(topology.num_gpus) if island[i] == island[0]]]
+        else:
+            units = _split_by_node(topology, range(topology.num_gpus)).values()
+        best = max(best, max(sum(dict(_nics_of(topology, gpus)).values()) for gpus in units))
     return best
 
 

@@ -406,9 +406,13 @@ class Topology(_Frozen):
 
     def nvlink_islands(self) -> list[list[int]]:
         """GPUs connected by NVLink (directly or through NVSwitches), as sorted groups."""
+        return [list(island) for island in self._nvlink_islands]
+
+    @cached_property
+    def _nvlink_islands(self) -> tuple[tuple[int, ...], ...]:
         from shardplan.topology.graph import nvlink_islands
 
-        return nvlink_islands(self)
+        return tuple(map(tuple, nvlink_islands(self)))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data with a schema version; `num_gpus` included for readers of the JSON."""
