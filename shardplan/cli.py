@@ -321,8 +321,12 @@ def suggest(
         typer.Option(help="Context-parallel degrees to try too (repeat; e.g. for long sequences) [default: 1]."),
     ] = None,
     cp_comm: Annotated[
-        str, typer.Option(help="With --cp: p2p (Megatron / Transformer Engine's ring) or all_gather (torchtitan).")
-    ] = "p2p",
+        str | None,
+        typer.Option(
+            help="With --cp: p2p (Megatron / Transformer Engine's ring) or all_gather (torchtitan) [default: p2p; "
+            "--emit torchtitan or python: all_gather]."
+        ),
+    ] = None,
     ep: Annotated[
         list[int] | None,
         typer.Option(
@@ -346,26 +350,34 @@ def suggest(
     ep_dispatcher: EpDispatcher = "alltoall",
     sequence_parallel: SequenceParallel = True,
     pipeline_scatter_gather: PipelineScatterGather = True,
-    pipeline_runtime: PipelineRuntime = "megatron",
+    pipeline_runtime: PipelineRuntime = None,
     tp_async_backward: TpAsyncBackward = True,
     fsdp_version: FsdpVersion = 2,
-    tp_impl: TpImpl = "megatron",
+    tp_impl: TpImpl = None,
     attention: Attention = "flash",
     loss: Loss = "fp32",
     compiled: Compiled = False,
     calibration: Annotated[Path | None, typer.Option(help="Calibration file from `shardplan calibrate`.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plans as one JSON document.")] = False,
     emit: Annotated[
-        str | None, typer.Option(help="Write the best plan as torchtitan, megatron, deepspeed or python.")
+        str | None,
+        typer.Option(
+            help="Write the best plan as torchtitan, megatron, deepspeed or python, planned for what that framework "
+            "runs (torchtitan and python: torch pipelines, DTensor TP; deepspeed: its PipelineEngine) where "
+            "--pipeline-runtime, --tp-impl and --cp-comm do not say."
+        ),
     ] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="File for --emit or --json output.")] = None,
 ) -> None:
     """Search degrees, options, stages and rank placement; show the best plans."""
+    from shardplan.emit import FORMATS
     from shardplan.model import load_model
     from shardplan.solve.explain import explain
     from shardplan.solve.search import suggest as run_suggest
     from shardplan.topology import load_topology
 
+    if emit is not None and emit not in FORMATS:
+        raise ShardplanError(f"unknown --emit format {emit!r}; one of {', '.join(FORMATS)}")
     topo = load_topology(topology, nodes=nodes, gpu=gpu)
     spec = load_model(model)
     if seq_len < 1:
@@ -373,7 +385,10 @@ def suggest(
     if global_batch is None:
         per_gpu = -(-TOKENS_PER_STEP // (seq_len * topo.num_gpus))
         global_batch = per_gpu * topo.num_gpus
-    train = training_of(locals(), global_batch=global_batch, seq_len=seq_len, cp_comm=cp_comm)
+    options = locals()
+    train = training_of(options, global_batch=global_batch, seq_len=seq_len, cp_comm=cp_comm)
+    if emit == "deepspeed" and spec.moe is not None and not ep:
+        ep = [1]  # DeepSpeed sets expert parallelism in the model code, not in its config
     with _progress() as report:
         plans = run_suggest(
             spec,
@@ -429,19 +444,26 @@ def suggest(
         )
     (_out if _out.is_terminal else Console(width=140)).print(table)
     _out.print(f"why #1: {explain(plans[0], topo)}", highlight=False)
-    formats = "|".join(_emitters_for(plans[0], topo))
-    _out.print(f"next:   the same command with --emit {formats} [-o FILE]", highlight=False)
+    replans = [
+        fmt
+        for fmt in FORMATS
+        if training_of({**options, "emit": fmt}, global_batch=global_batch, seq_len=seq_len, cp_comm=cp_comm) != train
+    ]
+    formats = "|".join(_emitters_for(plans[0], topo, replans))
+    again = f"; {'|'.join(replans)}: planned again for that framework's runtime" if replans else ""
+    _out.print(f"next:   the same command with --emit {formats} [-o FILE]{again}", highlight=False)
 
 
-def _emitters_for(plan: Plan, topology: Topology) -> list[str]:
+def _emitters_for(plan: Plan, topology: Topology, replans: list[str]) -> list[str]:
     """The `--emit` formats that take `plan` (a framework refuses what it cannot run, e.g. DeepSpeed expert
-    parallelism, torchtitan Megatron's recompute modules)."""
+    parallelism, torchtitan Megatron's recompute modules), and those that plan again for their runtime."""
     from shardplan.emit import FORMATS, emit
 
     taken = []
     for fmt in FORMATS:
         try:
-            emit(plan, topology, fmt)
+            if fmt not in replans:
+                emit(plan, topology, fmt)
         except ShardplanError:
             continue
         taken.append(fmt)

@@ -54,10 +54,11 @@ FsdpVersion = Annotated[
     ),
 ]
 TpImpl = Annotated[
-    str,
+    str | None,
     typer.Option(
         help="megatron (Megatron-LM's TP layers, plain tensors) or dtensor (parallelize_module, torchtitan: "
-        "DTensor dispatch adds host time per block unless --compiled)."
+        "DTensor dispatch adds host time per block unless --compiled) [default: megatron; suggest --emit torchtitan "
+        "or python: dtensor]."
     ),
 ]
 Dtype = Annotated[
@@ -143,11 +144,12 @@ PipelineScatterGather = Annotated[
 ]
 
 PipelineRuntime = Annotated[
-    str,
+    str | None,
     typer.Option(
         help="megatron (Megatron-LM), torch (torch.distributed.pipelining, torchtitan: a receive buffer per "
         "micro-batch for activations and for gradients on every stage) or deepspeed (DeepSpeed's PipelineEngine: "
-        "blocking sends of whole tensors, four per micro-batch; one model chunk per GPU; ZeRO-0/1 only with pp > 1)."
+        "blocking sends of whole tensors, four per micro-batch; one model chunk per GPU; ZeRO-0/1 only with pp > 1) "
+        "[default: megatron; suggest --emit torchtitan or python: torch, --emit deepspeed: deepspeed]."
     ),
 ]
 
@@ -180,10 +182,26 @@ FRAMEWORK_OPTIONS = (
 )
 
 
+# What runs the plan, where a command names no runtime of its own: Megatron-LM's, unless `suggest --emit` names a
+# framework. torchtitan (and torch code that builds the emitted DeviceMesh) pipelines with torch.distributed.pipelining,
+# splits layers as DTensors and gathers context-parallel keys and values whole (torch's context_parallel rotation
+# "allgather", torchtitan's default); DeepSpeed pipelines with its PipelineEngine.
+RUNTIMES: dict[str | None, dict[str, str]] = {
+    None: {"pipeline_runtime": "megatron", "tp_impl": "megatron", "cp_comm": "p2p"},
+    "torchtitan": {"pipeline_runtime": "torch", "tp_impl": "dtensor", "cp_comm": "all_gather"},
+    "python": {"pipeline_runtime": "torch", "tp_impl": "dtensor", "cp_comm": "all_gather"},
+    "deepspeed": {"pipeline_runtime": "deepspeed", "tp_impl": "megatron", "cp_comm": "p2p"},
+}
+
+
 def training_of(options: dict[str, Any], **fields: Any) -> Training:
-    """The `Training` of a command: `fields`, and its framework options (`options`: its locals)."""
+    """The `Training` of a command: `fields`, and its framework options (`options`: its locals); what is left
+    unset (None) runs as the framework of its `--emit` runs it (`RUNTIMES`)."""
     from shardplan.training import Training
 
-    values = {name: options[name] for name in FRAMEWORK_OPTIONS}
+    values = {name: options[name] for name in FRAMEWORK_OPTIONS} | fields
     values["recompute_modules"] = tuple(values["recompute_modules"] or ())
-    return Training(**fields, **values)
+    for name, value in RUNTIMES.get(options.get("emit"), RUNTIMES[None]).items():
+        if values.get(name) is None:
+            values[name] = value
+    return Training(**values)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import DATA
 
 
@@ -132,14 +133,36 @@ def test_suggest_refuses_values_no_plan_can_take():
 
 
 def test_suggest_names_the_emit_formats_that_take_its_best_plan():
-    """A dense plan goes to every framework; GPT-OSS's best plan on 8 DGX H100s recomputes Megatron's modules,
-    which torchtitan and DeepSpeed refuse, so the closing line names megatron and python only."""
+    """The plans shown run under Megatron's runtime, unless the command names another: torchtitan, DeepSpeed and
+    torch code (python) plan again for theirs. With the runtime named, GPT-OSS's best plan on 8 DGX H100s recomputes
+    Megatron's modules, which torchtitan and DeepSpeed refuse, so the closing line names megatron and python only."""
     dense = _cli("suggest", "--model", "llama3-8b", "--topology", "dgx-h100", "--top", "1")
     moe = _cli("suggest", "--model", "gpt-oss-120b", "--topology", "dgx-h100", "--nodes", "8", "--top", "1",
-               "--global-batch", "1280")  # fmt: skip
+               "--global-batch", "1280", "--pipeline-runtime", "megatron", "--tp-impl", "megatron",
+               "--cp-comm", "p2p")  # fmt: skip
     assert dense.returncode == moe.returncode == 0
     last = [" ".join(run.stdout.split("next:")[-1].split()) for run in (dense, moe)]  # as wrapped for a pipe
     assert last == [
-        "the same command with --emit torchtitan|megatron|deepspeed|python [-o FILE]",
+        "the same command with --emit torchtitan|megatron|deepspeed|python [-o FILE]; torchtitan|deepspeed|python: "
+        "planned again for that framework's runtime",
         "the same command with --emit megatron|python [-o FILE]",
     ]
+
+
+def test_suggest_emits_a_plan_made_for_the_frameworks_runtime(tmp_path: Path):
+    """`--emit torchtitan` plans under torch's pipelines and DTensor TP (its estimate is the Python search's under
+    those), unless the command names a runtime; `--emit deepspeed` keeps a MoE model's experts unsplit."""
+    from shardplan import Training, load_topology, suggest
+
+    base = ("suggest", "--model", "llama3-70b", "--topology", "dgx-h100", "--nodes", "4", "--global-batch", "128")
+    runs = {
+        name: _cli(*base, "--emit", "torchtitan", "-o", str(tmp_path / f"{name}.toml"), *flags)
+        for name, flags in (("torch", ()), ("megatron", ("--pipeline-runtime", "megatron", "--tp-impl", "megatron")))
+    }
+    assert all(run.returncode == 0 for run in runs.values())
+    estimated = {n: float((tmp_path / f"{n}.toml").read_text().split("estimated ")[1].split()[0]) for n in runs}
+    for name, (runtime, tp_impl) in {"torch": ("torch", "dtensor"), "megatron": ("megatron", "megatron")}.items():
+        train = Training(global_batch=128, seq_len=4096, pipeline_runtime=runtime, tp_impl=tp_impl)
+        best = suggest("llama3-70b", load_topology("dgx-h100", nodes=4), train, top_k=1)[0]
+        assert estimated[name] == pytest.approx(best.step_time_s, abs=5e-4)
+    assert estimated["torch"] != pytest.approx(estimated["megatron"], rel=0.01)
