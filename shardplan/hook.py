@@ -42,6 +42,9 @@ def auto_device_mesh(
     on every node. `topology`: "live", or a source as for `load_topology` (a one-node source is
     repeated over the nodes torchrun runs). `search`: keyword options of `suggest` (e.g.
     `pp=(1,)`, `zero_stages=(3,)`, `cp=(1, 2, 4)`: a plan with cp > 1 gives the mesh a "cp" axis).
+    `training` also says what runs the step on the mesh: torch's own parallelism (fully_shard, parallelize_module,
+    torch.distributed.pipelining) is `Training(..., pipeline_runtime="torch", tp_impl="dtensor")`; its defaults
+    are Megatron-LM's.
     """
     import torch.distributed as dist
 
