@@ -657,6 +657,10 @@ def test_more_tokens_take_longer():
             {"tp": 1, "pp": 2, "dp": 4, "zero_stage": 2, "pipeline_runtime": "deepspeed"},
             "the deepspeed pipeline runtime refuses ZeRO-2 with pp > 1: set zero_stage to 0 or 1, or pp=1",
         ),
+        (
+            {"tp": 1, "pp": 8, "dp": 1, "virtual_stages": 2, "micro_batch": 16},
+            "interleaved pipelines need the micro-batches to be a multiple of pp=8, here 4: set virtual_stages=1",
+        ),
     ],
 )
 def test_impossible_requests_say_what_to_change(kwargs, message):

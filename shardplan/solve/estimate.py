@@ -112,8 +112,11 @@ def check_layout(
             f"the {training.pipeline_runtime} pipeline runtime refuses ZeRO-{training.zero_stage} with pp > 1: "
             f"set zero_stage to {' or '.join(map(str, training.pipeline_zero_stages))}, or pp=1"
         )
-    if virtual_stages > 1 and (training.global_batch // (dp * ep * micro_batch)) % pp:
-        raise PlanError("interleaved pipelines need the number of micro-batches to be a multiple of pp")
+    if virtual_stages > 1 and (num_micro := training.global_batch // (dp * ep * micro_batch)) % pp:
+        raise PlanError(
+            f"interleaved pipelines need the micro-batches to be a multiple of pp={pp}, here {num_micro}: set "
+            f"virtual_stages=1, or a global batch that gives a multiple"
+        )
     check_cp(training, cp)
     shape, names = mesh_of(pp, dp, cp, tp, ep)
     if rank_layout is None:
