@@ -11,6 +11,7 @@ import pytest
 from conftest import assert_meshes_match
 
 from shardplan import Training, estimate, load_model, load_topology
+from shardplan.cost.memory import stage_memories
 from shardplan.emit import emit
 from shardplan.errors import PlanError
 from shardplan.solve.validate import mesh_groups, validate_plan
@@ -51,9 +52,29 @@ def test_each_gpu_holds_its_share_of_the_sequence_and_of_the_states() -> None:
     without = estimate("llama3-8b", topo, TRAIN, tp=2, pp=1, dp=4).memory_breakdown
     assert with_cp["master_and_optimizer"] == pytest.approx(without["master_and_optimizer"])
     assert with_cp["activations"] == pytest.approx(without["activations"] / 2)
-    assert with_cp["cp_buffers"] > 0 and "cp_buffers" not in without
+    assert "cp_buffers" not in with_cp and with_cp["logits"] > 0  # the loss's peak, before any attention's backward
     plan = _plan()
     assert plan.breakdown["cp"] > 0 and plan.comm_time_by_link["net"] == 0
+
+
+@pytest.mark.parametrize("cp_comm", ["p2p", "all_gather"])
+def test_gathered_keys_and_values_sit_beside_the_rebuilt_block_never_beside_the_loss(cp_comm: str) -> None:
+    """Two stages of Llama 3 8B under full recompute: the first stage's peak is a block rebuilt for its backward
+    with the keys and values its attention holds of other CP ranks (torch's context_parallel: the whole
+    sequence's, each key/value head repeated for its 4 query heads as torchtitan's attention does before SDPA;
+    Transformer Engine's ring: one chunk in flight, at the key/value heads); the last stage's is the loss, which
+    runs before any block's backward."""
+    model, tp, cp = load_model("llama3-8b"), 2, 4
+    train = TRAIN.model_copy(update={"cp_comm": cp_comm})
+    first, last = stage_memories(
+        model, train, layers=(16, 16), tp=tp, dp=1, cp=cp, micro_batch=1, virtual_stages=1, context_bytes=0.0
+    )
+    tokens = TRAIN.seq_len // cp
+    heads, others = (model.num_heads, cp - 1) if cp_comm == "all_gather" else (model.num_kv_heads, 1)
+    assert first["cp_buffers"] == 2 * others * tokens * heads // tp * 2 * model.head_dim * 2  # K, V and gradients
+    assert first["recomputed_block"] > 0 and "logits" not in first
+    assert last["logits"] > last.get("recomputed_block", 0.0) + last.get("cp_buffers", 0.0)
+    assert "cp_buffers" not in last and "recomputed_block" not in last
 
 
 def test_cp_traffic_hides_under_the_ring_and_slows_across_nodes() -> None:

@@ -185,7 +185,7 @@ def activation_bytes(
     larger of what the loss holds (last stage) and one block rebuilt for its backward under
     recompute: the loss comes before any block's backward, so the two never meet. Under context
     parallelism (`cp`) a GPU holds 1/cp of every sequence's tokens, and while a block's attention runs,
-    the keys and values it gathers and their gradients (`cp_buffers`)."""
+    the keys and values it gathers and their gradients (`cp_buffers`), beside the rebuilt block, not the loss."""
     first, last = stage == 0, stage == pp - 1
     tokens = micro_batch * training.seq_len // cp
     sp = training.sequence_parallel and tp > 1
@@ -239,10 +239,13 @@ def activation_bytes(
         per_logit = {"fused": FUSED_LOGIT_BYTES, "fp32": LOSS_PARALLEL_LOGIT_BYTES if dtensor else LOGIT_BYTES}
         head_input = HEAD_INPUT_BYTES / (tp if sp else 1) + (BF16_WEIGHT if sp and dtensor else 0)
         loss = logits * per_logit[training.loss] + tokens * model.hidden_size * head_input
-    if loss or rebuilt:
-        out["logits" if loss >= rebuilt else "recomputed_block"] = max(loss, rebuilt)
-    if cp > 1:
-        out["cp_buffers"] = cp_kv_buffer_bytes(model, training, tokens=tokens, tp=tp, cp=cp)
+    # a block's attention under context parallelism: the keys and values it gathers and their gradients, beside
+    # the block rebuilt for its backward, and never beside the loss either
+    gathering = cp_kv_buffer_bytes(model, training, tokens=tokens, tp=tp, cp=cp) if cp > 1 else 0.0
+    if loss and loss >= rebuilt + gathering:
+        out["logits"] = loss
+    else:
+        out |= {part: b for part, b in (("recomputed_block", rebuilt), ("cp_buffers", gathering)) if b}
     return out
 
 
@@ -251,13 +254,17 @@ def cp_kv_buffer_bytes(model: ModelSpec, training: Training, *, tokens: int, tp:
     gradients: with `all_gather` the whole sequence's (torch's context_parallel gathers them for its
     sub-SDPAs and reduce-scatters their gradients), with `p2p` the chunk in flight beside the one in hand
     (Transformer Engine's ring keeps a send and a receive buffer)."""
-    return 2 * kv_bytes(model, tokens, tp) * ((cp - 1) if training.cp_comm == "all_gather" else 1)
+    return 2 * kv_bytes(model, training, tokens, tp) * ((cp - 1) if training.cp_comm == "all_gather" else 1)
 
 
-def kv_bytes(model: ModelSpec, tokens: float, tp: int) -> float:
-    """One block's bf16 keys and values of `tokens` on one TP rank: its share of the key/value heads,
-    or one head replicated where there are fewer than TP ranks."""
-    return tokens * -(-model.num_kv_heads // tp) * (model.head_dim + model.v_head_dim) * BF16_WEIGHT
+def kv_bytes(model: ModelSpec, training: Training, tokens: float, tp: int) -> float:
+    """One block's bf16 keys and values of `tokens` on one TP rank as context parallelism moves them: its share
+    of the key/value heads, or one head replicated where there are fewer than TP ranks (Transformer Engine's
+    ring); under torch's context_parallel (`all_gather`) its share of the query heads, as torchtitan's attention
+    repeats each key/value head for its query heads before the SDPA call whose inputs CP gathers
+    (torchtitan/models/llama/model.py: `repeat_kv`, a copy)."""
+    heads = model.num_heads if training.cp_comm == "all_gather" else model.num_kv_heads
+    return tokens * -(-heads // tp) * (model.head_dim + model.v_head_dim) * BF16_WEIGHT
 
 
 def stage_memory(

@@ -218,7 +218,7 @@ def step_cost(
                 tp_s = max(0.0, moved_s - times.gemm_s)
         cp_s = 0.0
         if cp_axis is not None:
-            gathered = kv_bytes(model, tokens, tp) * cp  # the whole sequence's K and V
+            gathered = kv_bytes(model, training, tokens, tp) * cp  # the whole sequence's K and V
             time_of = partial(cp_axis.time_s, stage=p, size_bytes=gathered)
             link = cp_axis.link_class(p)
             lost = overlap_slowdown(cp_axis.channels(p))
@@ -440,7 +440,7 @@ def traffic_bytes(
     }
     if cp > 1:  # per layer: K/V gathered forward (and in a recomputed forward), gathered and reduced backward
         ops = attention_forward_passes(training) + 2
-        out["cp"] = num_micro * layers * ops * (cp - 1) * kv_bytes(model, tokens, tp)
+        out["cp"] = num_micro * layers * ops * (cp - 1) * kv_bytes(model, training, tokens, tp)
     if ep > 1:  # per MoE block: dispatch and combine, forward and backward
         moe_layers = layers * model.num_moe_layers / model.num_layers
         group = training.expert_group(ep, tp)
