@@ -186,10 +186,11 @@ FRAMEWORK_OPTIONS = (
 # framework. torchtitan (and torch code that builds the emitted DeviceMesh) pipelines with torch.distributed.pipelining,
 # splits layers as DTensors and gathers context-parallel keys and values whole (torch's context_parallel rotation
 # "allgather", torchtitan's default); DeepSpeed pipelines with its PipelineEngine.
+_TORCH = {"pipeline_runtime": "torch", "tp_impl": "dtensor", "cp_comm": "all_gather"}
 RUNTIMES: dict[str | None, dict[str, str]] = {
     None: {"pipeline_runtime": "megatron", "tp_impl": "megatron", "cp_comm": "p2p"},
-    "torchtitan": {"pipeline_runtime": "torch", "tp_impl": "dtensor", "cp_comm": "all_gather"},
-    "python": {"pipeline_runtime": "torch", "tp_impl": "dtensor", "cp_comm": "all_gather"},
+    "torchtitan": _TORCH,
+    "python": _TORCH,
     "deepspeed": {"pipeline_runtime": "deepspeed", "tp_impl": "megatron", "cp_comm": "p2p"},
 }
 

@@ -18,7 +18,7 @@ import math
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from shardplan.errors import PlanError
 from shardplan.topology import links as L
@@ -310,10 +310,11 @@ def ring_gbps_bound(topology: Topology, n: int) -> float:
     best = fastest[False] if n > max(map(len, islands)) else max(fastest.values())
     if topology.num_nodes > 1:  # through the NICs of a node, or of an NVLink domain's nodes together
         island = topology.island_of
-        if topology.identical_nodes:  # islands alike too: GPU 0's
-            units: Any = [[i for i in range(topology.num_gpus) if island[i] == island[0]]]
-        else:
-            units = _split_by_node(topology, range(topology.num_gpus)).values()
+        units = (
+            [[i for i in range(topology.num_gpus) if island[i] == island[0]]]  # islands alike too: GPU 0's
+            if topology.identical_nodes
+            else list(_split_by_node(topology, range(topology.num_gpus)).values())
+        )
         best = max(best, max(sum(dict(_nics_of(topology, gpus)).values()) for gpus in units))
     return best
 
