@@ -302,35 +302,35 @@ def suggest(
     gpu: Annotated[str | None, typer.Option(help="GPU model where the source does not say it.")] = None,
     global_batch: Annotated[
         int | None,
-        typer.Option(help="Sequences per optimiser step [default: 2^20 tokens / seq-len, a multiple of the GPUs]."),
+        typer.Option(help="Sequences per optimiser step \\[default: 2^20 tokens / seq-len, a multiple of the GPUs]."),
     ] = None,
     seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 4096,
     top: Annotated[int, typer.Option(help="How many plans to show.")] = 5,
     time_limit: Annotated[float | None, typer.Option(help="Seconds to search; the gap says what is left.")] = None,
-    zero: Annotated[list[int] | None, typer.Option(help="Only these ZeRO stages (repeat) [default: 0-3].")] = None,
+    zero: Annotated[list[int] | None, typer.Option(help="Only these ZeRO stages (repeat) \\[default: 0-3].")] = None,
     recompute: Annotated[
         list[str] | None,
         typer.Option(
             help="Only these recompute modes (repeat): none, selective, selective-op, selective-layer, full "
-            "[default: none, selective, full]."
+            "\\[default: none, selective, full]."
         ),
     ] = None,
     micro_batch: Annotated[list[int] | None, typer.Option(help="Only these micro-batch sizes.")] = None,
     cp: Annotated[
         list[int] | None,
-        typer.Option(help="Context-parallel degrees to try too (repeat; e.g. for long sequences) [default: 1]."),
+        typer.Option(help="Context-parallel degrees to try too (repeat; e.g. for long sequences) \\[default: 1]."),
     ] = None,
     cp_comm: Annotated[
         str | None,
         typer.Option(
-            help="With --cp: p2p (Megatron / Transformer Engine's ring) or all_gather (torchtitan) [default: p2p; "
+            help="With --cp: p2p (Megatron / Transformer Engine's ring) or all_gather (torchtitan) \\[default: p2p; "
             "--emit torchtitan or python: all_gather]."
         ),
     ] = None,
     ep: Annotated[
         list[int] | None,
         typer.Option(
-            help="Only these expert-parallel degrees (repeat) [default for MoE models: every degree that divides the "
+            help="Only these expert-parallel degrees (repeat) \\[default for MoE models: every degree that divides the "
             "experts and the data-parallel GPUs; dense models: 1]."
         ),
     ] = None,

@@ -57,7 +57,7 @@ TpImpl = Annotated[
     str | None,
     typer.Option(
         help="megatron (Megatron-LM's TP layers, plain tensors) or dtensor (parallelize_module, torchtitan: "
-        "DTensor dispatch adds host time per block unless --compiled) [default: megatron; suggest --emit torchtitan "
+        "DTensor dispatch adds host time per block unless --compiled) \\[default: megatron; suggest --emit torchtitan "
         "or python: dtensor]."
     ),
 ]
@@ -149,7 +149,7 @@ PipelineRuntime = Annotated[
         help="megatron (Megatron-LM), torch (torch.distributed.pipelining, torchtitan: a receive buffer per "
         "micro-batch for activations and for gradients on every stage) or deepspeed (DeepSpeed's PipelineEngine: "
         "blocking sends of whole tensors, four per micro-batch; one model chunk per GPU; ZeRO-0/1 only with pp > 1) "
-        "[default: megatron; suggest --emit torchtitan or python: torch, --emit deepspeed: deepspeed]."
+        "\\[default: megatron; suggest --emit torchtitan or python: torch, --emit deepspeed: deepspeed]."
     ),
 ]
 
