@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -166,3 +167,17 @@ def test_suggest_emits_a_plan_made_for_the_frameworks_runtime(tmp_path: Path):
         best = suggest("llama3-70b", load_topology("dgx-h100", nodes=4), train, top_k=1)[0]
         assert estimated[name] == pytest.approx(best.step_time_s, abs=5e-4)
     assert estimated["torch"] != pytest.approx(estimated["megatron"], rel=0.01)
+
+
+def test_help_keeps_the_defaults_it_states_in_square_brackets():
+    """typer renders help through rich markup, which drops an unescaped "[...]" as an unknown tag."""
+    run = subprocess.run(
+        [sys.executable, "-m", "shardplan.cli", "suggest", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "240"},
+    )
+    text = " ".join(run.stdout.replace("│", " ").split())
+    for default in ("[default: 2^20 tokens / seq-len", "[default: p2p; --emit torchtitan", "[default for MoE models"):
+        assert default in text, default
