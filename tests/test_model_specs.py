@@ -288,6 +288,27 @@ def test_flops_per_token_match_flop_counter(model_type):
     assert spec.flops_per_token(s) == pytest.approx(counter.get_total_flops() / s, rel=0.01)
 
 
+@pytest.mark.parametrize(("wrapper", "text_type"), [("gemma3", "gemma3_text"), ("mistral3", "mistral")])
+def test_a_vision_language_config_gives_its_language_model(wrapper, text_type):
+    """Gemma 3 and Mistral 3 configs wrap their language model's in `text_config`: the spec counts that model and
+    its output head, tied or not as the wrapper says (transformers applies the wrapper's setting), and none of the
+    vision tower's or projector's parameters."""
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+    vision |= {"image_size": 32, "patch_size": 8}
+    for tied in (True, False):
+        text = {"model_type": text_type, **_COMMON, **TINY[text_type]}
+        cfg = transformers.AutoConfig.for_model(wrapper, text_config=text, vision_config=vision)
+        cfg.tie_word_embeddings = tied
+        with torch.device("meta"):
+            model = transformers.AutoModelForImageTextToText.from_config(cfg)
+        language = {id(p): p for n, p in model.named_parameters() if "vision_tower" not in n and "projector" not in n}
+        spec = spec_from_config(cfg.to_dict(), f"{wrapper}.json")
+        assert spec.num_params == sum(p.numel() for p in language.values()), tied
+        assert spec.name == f"{wrapper} language model"
+    with pytest.raises(ModelSpecError, match=r"llama4.json: text_config: model_type: 'llama4_text' is not supported"):
+        spec_from_config({"model_type": "llama4", "text_config": {"model_type": "llama4_text"}}, "llama4.json")
+
+
 def test_sliding_window_blocks_attend_within_their_window():
     """gpt_oss: blocks named "sliding_attention" in `layer_types` attend to at most `sliding_window` keys, so their
     attention FLOPs stop growing with the sequence there; the published 120B counts 116.8 B parameters."""

@@ -97,8 +97,14 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 def spec_from_config(data: dict[str, Any], source: str, name: str | None = None) -> ModelSpec:
-    """A `ModelSpec` for a config of one of the `SUPPORTED` model types."""
+    """A `ModelSpec` for a config of one of the `SUPPORTED` model types, or of a vision-language model whose
+    `text_config` is one (Gemma 3, Mistral 3, ...): its language model, the vision tower and projector left out."""
     model_type = data.get("model_type")
+    if model_type not in SUPPORTED and isinstance(data.get("text_config"), dict):
+        text = dict(data["text_config"])
+        if "tie_word_embeddings" in data:  # the wrapper's, which transformers applies to the language model's head
+            text["tie_word_embeddings"] = data["tie_word_embeddings"]
+        return spec_from_config(text, f"{source}: text_config", name or f"{model_type} language model")
     if model_type not in SUPPORTED:
         raise ModelSpecError(
             f"{source}: model_type: {model_type!r} is not supported (supported: {', '.join(SUPPORTED)}); "
