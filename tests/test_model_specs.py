@@ -116,6 +116,21 @@ TINY: dict[str, dict] = {
         "sliding_window": 16,
         "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
     },
+    # Llama 4 Maverick's arrangement: MoE in every second block (a shared expert beside top-1 of the routed ones),
+    # dense MLPs of another width between them, chunked attention but in every fourth block
+    "llama4_text": {
+        "hidden_size": 96,
+        "intermediate_size": 40,
+        "intermediate_size_mlp": 200,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "num_local_experts": 5,
+        "num_experts_per_tok": 1,
+        "interleave_moe_layer_step": 2,
+        "attention_chunk_size": 32,
+    },
     "deepseek_v3": {
         "hidden_size": 96,
         "intermediate_size": 200,
@@ -288,11 +303,14 @@ def test_flops_per_token_match_flop_counter(model_type):
     assert spec.flops_per_token(s) == pytest.approx(counter.get_total_flops() / s, rel=0.01)
 
 
-@pytest.mark.parametrize(("wrapper", "text_type"), [("gemma3", "gemma3_text"), ("mistral3", "mistral")])
+@pytest.mark.parametrize(
+    ("wrapper", "text_type"), [("gemma3", "gemma3_text"), ("mistral3", "mistral"), ("llama4", "llama4_text")]
+)
 def test_a_vision_language_config_gives_its_language_model(wrapper, text_type):
-    """Gemma 3 and Mistral 3 configs wrap their language model's in `text_config`: the spec counts that model and
-    its output head, tied or not as the wrapper says (transformers applies the wrapper's setting), and none of the
-    vision tower's or projector's parameters."""
+    """Gemma 3, Mistral 3 and Llama 4 configs wrap their language model's in `text_config`: the spec counts that
+    model and its output head, tied or not as transformers ties it (the wrapper's setting where the head is the
+    wrapper's, the text config's in Llama 4, whose language model holds its own), and none of the vision
+    encoder's or projector's parameters."""
     vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
     vision |= {"image_size": 32, "patch_size": 8}
     for tied in (True, False):
@@ -301,12 +319,32 @@ def test_a_vision_language_config_gives_its_language_model(wrapper, text_type):
         cfg.tie_word_embeddings = tied
         with torch.device("meta"):
             model = transformers.AutoModelForImageTextToText.from_config(cfg)
-        language = {id(p): p for n, p in model.named_parameters() if "vision_tower" not in n and "projector" not in n}
+        language = {id(p): p for n, p in model.named_parameters() if "language_model" in n or n.startswith("lm_head")}
         spec = spec_from_config(cfg.to_dict(), f"{wrapper}.json")
         assert spec.num_params == sum(p.numel() for p in language.values()), tied
         assert spec.name == f"{wrapper} language model"
-    with pytest.raises(ModelSpecError, match=r"llama4.json: text_config: model_type: 'llama4_text' is not supported"):
-        spec_from_config({"model_type": "llama4", "text_config": {"model_type": "llama4_text"}}, "llama4.json")
+    with pytest.raises(ModelSpecError, match=r"vlm.json: text_config: model_type: 'mamba' is not supported"):
+        spec_from_config({"model_type": "llava", "text_config": {"model_type": "mamba"}}, "vlm.json")
+
+
+def test_chunked_attention_blocks_attend_within_their_chunk():
+    """llama4_text: blocks that `layer_types` names "chunked_attention" attend causally within chunks of
+    `attention_chunk_size` (every fourth block attends to all): FLOPs of s x c, timed as a causal sequence of c.
+    The published Llama 4 Scout and Maverick configs give 107.8 B and 400.7 B text parameters, 17.2 B active
+    (Meta: 109 B and 400 B with the vision encoder, 17 B active)."""
+    cfg, _ = _hf("llama4_text")
+    spec = spec_from_config(cfg.to_dict(), "llama4_text.json")
+    chunked = [ly for ly in spec.layers if ly.attention_chunk]
+    assert [(ly.name, ly.count) for ly in chunked] == [("dense block (chunked attention)", 4), ("moe block (chunked "
+                                                      "attention)", 2)]  # fmt: skip
+    assert all(ly.attended(128) == 32 and ly.attended(16) == 16 for ly in chunked)
+    assert spec.causal_spans(128) == ((0.75, 32), (0.25, 128))
+    scout = transformers.AutoConfig.for_model("llama4_text")
+    maverick = transformers.AutoConfig.for_model("llama4_text", num_local_experts=128, interleave_moe_layer_step=2)
+    for config, total in ((scout, 107.77), (maverick, 400.71)):
+        spec = spec_from_config(config.to_dict(), "llama4_text.json")
+        assert round(spec.num_params / 1e9, 2) == total
+        assert round(spec.num_active_params / 1e9, 1) == 17.2
 
 
 def test_sliding_window_blocks_attend_within_their_window():

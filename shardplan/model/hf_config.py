@@ -28,6 +28,7 @@ SUPPORTED = (
     "gemma3_text",
     "phi3",
     "gpt_oss",
+    "llama4_text",
     "granite",
     "smollm3",
     "ministral",
@@ -45,7 +46,7 @@ SUPPORTED = (
     "gpt2",
     "gpt_neox",
 )
-_MOE = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe")
+_MOE = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "llama4_text")
 _QKV_BIAS = ("qwen2", "qwen2_moe", "glm4_moe", "seed_oss")  # attention_bias (or always, Qwen2) biases q, k, v, not o
 # Norm weights per block beyond Llama's two (input and post-attention RMSNorm, h each), in transformers' modelling
 # code: Gemma's sandwich norms (two more of h); per-head q_norm / k_norm (head_dim each: Qwen3, Gemma 3); OLMo's
@@ -54,6 +55,9 @@ _SANDWICH = ("gemma2", "gemma3_text")
 _HEAD_QK_NORM = ("qwen3", "qwen3_moe", "gemma3_text", "exaone4", "apertus")
 _PROJECTION_QK_NORM = ("olmo2", "olmo3", "olmoe")
 _TIED_BY_DEFAULT = ("gemma2", "gemma3_text", "smollm3", "ernie4_5")  # the config class's tie_word_embeddings default
+# Vision-language wrappers whose language model keeps its own output head, tied as its text_config says (transformers'
+# Llama4ForConditionalGeneration holds a Llama4ForCausalLM); the others' head is the wrapper's, tied as it says.
+_HEAD_IN_TEXT_MODEL = ("llama4",)
 # MLPs of two matrices, up and down, without a gate: ReLU^2 (Arcee), xIELU with two learned scalars (Apertus)
 _UNGATED = {"arcee": 0, "apertus": 2}
 
@@ -102,8 +106,8 @@ def spec_from_config(data: dict[str, Any], source: str, name: str | None = None)
     model_type = data.get("model_type")
     if model_type not in SUPPORTED and isinstance(data.get("text_config"), dict):
         text = dict(data["text_config"])
-        if "tie_word_embeddings" in data:  # the wrapper's, which transformers applies to the language model's head
-            text["tie_word_embeddings"] = data["tie_word_embeddings"]
+        if "tie_word_embeddings" in data and model_type not in _HEAD_IN_TEXT_MODEL:
+            text["tie_word_embeddings"] = data["tie_word_embeddings"]  # the wrapper's own head, tied as it says
         return spec_from_config(text, f"{source}: text_config", name or f"{model_type} language model")
     if model_type not in SUPPORTED:
         raise ModelSpecError(
@@ -150,11 +154,12 @@ def _block(
     embedding_free: int = 0,
     experts: int = 0,
     window: int | None = None,
+    chunk: int | None = None,
 ) -> LayerSpec:
     # Forward matmul FLOPs per token: 2 per weight (multiply + add) of the active matmul weights;
     # `embedding_free` are parameters that are not matmul weights (norms, biases).
     return LayerSpec(
-        name=name + (" (sliding window)" if window else ""),
+        name=name + (" (sliding window)" if window else " (chunked attention)" if chunk else ""),
         kind="block",
         count=count,
         params=params,
@@ -164,19 +169,35 @@ def _block(
         # QK^T: 2 * s * (heads*head_dim) per token, AV: 2 * s * (heads*v_head_dim), the same but under MLA
         attn_flops_per_token_per_seq=2 * heads * (head_dim + (v_head_dim or head_dim)),
         attention_window=window,
+        attention_chunk=chunk,
     )
 
 
-def _windows(c: _Cfg, layers: int) -> list[int | None]:
-    """Each block's attention window: `sliding_window` keys where `layer_types` names the block
-    "sliding_attention" (transformers' convention: gemma2, gpt_oss, qwen2/3 past max_window_layers), else None."""
+def _attention_kinds(c: _Cfg, layers: int) -> list[tuple[int | None, int | None]]:
+    """Each block's (attention window, chunk): `sliding_window` keys where `layer_types` names the block
+    "sliding_attention" (transformers' convention: gemma2, gpt_oss, qwen2/3 past max_window_layers), its chunk of
+    `attention_chunk_size` where it names it "chunked_attention" (llama4_text), else neither."""
     kinds = c.data.get("layer_types") or []
-    if "sliding_attention" not in kinds or c.data.get("use_sliding_window") is False:
-        return [None] * layers
+    if c.data.get("use_sliding_window") is False:
+        kinds = ["full_attention" if kind == "sliding_attention" else kind for kind in kinds]
+    if not {"sliding_attention", "chunked_attention"} & set(kinds):
+        return [(None, None)] * layers
     if len(kinds) != layers:
         raise ModelSpecError(f"{c.source}: layer_types: {len(kinds)} entries for {layers} num_hidden_layers")
-    size = c.int("sliding_window")
-    return [size if kind == "sliding_attention" else None for kind in kinds]
+    window = c.int("sliding_window") if "sliding_attention" in kinds else None
+    chunk = c.int("attention_chunk_size") if "chunked_attention" in kinds else None
+    return [
+        (window if kind == "sliding_attention" else None, chunk if kind == "chunked_attention" else None)
+        for kind in kinds
+    ]
+
+
+def _layer_list(c: _Cfg, name: str, layers: int) -> set[int]:
+    """A config field that lists block indexes (0 .. layers - 1)."""
+    value = c.data.get(name)
+    if not isinstance(value, list) or not all(isinstance(k, int) and 0 <= k < layers for k in value):
+        raise ModelSpecError(f"{c.source}: {name}: expected a list of block indexes below {layers}, found {value!r}")
+    return set(value)
 
 
 def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
@@ -185,6 +206,8 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
     layers = c.int("num_hidden_layers")
     heads, kv, hd = _heads(c, h)
     ffn = c.int("intermediate_size")
+    if model_type == "llama4_text":  # intermediate_size is each expert's width, intermediate_size_mlp the dense MLP's
+        expert_width, ffn = ffn, c.int("intermediate_size_mlp")
     qkv_bias = model_type in ("qwen2", "qwen2_moe") or c.flag("attention_bias", False)
     mlp_bias = c.flag("mlp_bias", False)
     tied = c.flag("tie_word_embeddings", model_type in _TIED_BY_DEFAULT)
@@ -210,6 +233,8 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
         top_k = c.int("num_experts_per_tok")
         expert_ffn = c.int("moe_intermediate_size", default=ffn)
         shared_ffn = c.int("shared_expert_intermediate_size", default=0, positive=False)
+        if model_type == "llama4_text":  # one shared expert of the routed ones' width (Llama4TextMoe)
+            expert_ffn = shared_ffn = expert_width
         shared_count = 1 if shared_ffn else 0
         if model_type == "glm4_moe":  # DeepSeek's layout of experts: n shared ones of the routed ones' width
             shared_count = c.int("n_shared_experts", default=0, positive=False)
@@ -236,10 +261,13 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
             biases[0] + top_k * biases[1],
             experts * expert,
         )
-        step = c.int("decoder_sparse_step", default=1)
+        step = c.int("decoder_sparse_step", "interleave_moe_layer_step", default=1)
         dense_layers = set(c.data.get("mlp_only_layers") or [])
         dense_layers |= set(range(c.int("first_k_dense_replace", default=0, positive=False)))
         is_moe = [(k not in dense_layers) and (k + 1) % step == 0 for k in range(layers)]
+        if c.data.get("moe_layers") is not None:  # llama4_text names them, overriding the step
+            routed_layers = _layer_list(c, "moe_layers", layers)
+            is_moe = [k in routed_layers for k in range(layers)]
     # one LayerSpec per kind of block (MoE or dense MLP, attention window), in order of first appearance
     blocks = [
         _block(
@@ -253,8 +281,9 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
             embedding_free=free + mlp[routed][2],
             experts=mlp[routed][3],
             window=window,
+            chunk=chunk,
         )
-        for (routed, window), count in Counter(zip(is_moe, _windows(c, layers), strict=True)).items()
+        for (routed, (window, chunk)), count in Counter(zip(is_moe, _attention_kinds(c, layers), strict=True)).items()
     ]
     return _assemble(
         c,

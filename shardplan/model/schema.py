@@ -100,10 +100,17 @@ class LayerSpec(BaseModel):
     attention_window: int | None = Field(
         None, gt=0, description="Sliding-window attention: each token attends to at most this many (None: all)."
     )
+    attention_chunk: int | None = Field(
+        None,
+        gt=0,
+        description="Chunked attention (Llama 4's attention_chunk_size): each token attends within its chunk of "
+        "this many positions, causally (None: no chunks).",
+    )
 
     def attended(self, seq_len: int) -> int:
-        """Keys a query's attention spans at `seq_len`, the causal mask aside: the window, or the sequence."""
-        return min(seq_len, self.attention_window or seq_len)
+        """Keys a query's attention spans at `seq_len`, the causal mask aside: the window, its chunk, or the
+        sequence."""
+        return min(seq_len, self.attention_window or self.attention_chunk or seq_len)
 
     def flops_per_token(self, seq_len: int) -> int:
         """Forward FLOPs per token of one such layer at `seq_len` (`ModelSpec.flops_per_token`'s convention)."""
@@ -177,12 +184,13 @@ class ModelSpec(BaseModel):
     def causal_spans(self, seq_len: int) -> tuple[tuple[float, int], ...]:
         """(share of the blocks, span) per kind of attention at `seq_len`: the causal sequence length whose queries
         see as many keys on average as the blocks' queries do (s itself without a window; a window w < s gives a
-        query min(i + 1, w) keys, w - w(w - 1)/2s on average, as a causal sequence of 2w - w(w - 1)/s does)."""
+        query min(i + 1, w) keys, w - w(w - 1)/2s on average, as a causal sequence of 2w - w(w - 1)/s does;
+        chunks of c are causal sequences of c)."""
         spans: dict[int, float] = {}
         for ly in self.layers:
             if ly.kind == "block":
                 w = ly.attended(seq_len)
-                span = seq_len if w == seq_len else round(2 * w - w * (w - 1) / seq_len)
+                span = w if w == seq_len or ly.attention_chunk else round(2 * w - w * (w - 1) / seq_len)
                 spans[span] = spans.get(span, 0.0) + ly.count / self.num_layers
         return tuple((share, span) for span, share in spans.items())
 
