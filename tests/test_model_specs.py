@@ -303,19 +303,30 @@ def test_flops_per_token_match_flop_counter(model_type):
     assert spec.flops_per_token(s) == pytest.approx(counter.get_total_flops() / s, rel=0.01)
 
 
+_QWEN_VISION = {"depth": 1, "hidden_size": 32, "num_heads": 2, "out_hidden_size": 96, "intermediate_size": 64}
+_QWEN3_MOE_TEXT = {**TINY["qwen3_moe"], "model_type": "qwen3_vl_moe_text"}
+
+
 @pytest.mark.parametrize(
-    ("wrapper", "text_type"), [("gemma3", "gemma3_text"), ("mistral3", "mistral"), ("llama4", "llama4_text")]
+    ("wrapper", "text", "vision"),
+    [
+        ("gemma3", {"model_type": "gemma3_text", **TINY["gemma3_text"]}, None),
+        ("mistral3", {"model_type": "mistral", **TINY["mistral"]}, None),
+        ("llama4", {"model_type": "llama4_text", **TINY["llama4_text"]}, None),
+        ("qwen2_5_vl", {"model_type": "qwen2_5_vl_text", **TINY["qwen2"]}, _QWEN_VISION),
+        ("qwen3_vl", {"model_type": "qwen3_vl_text", **TINY["qwen3"]}, _QWEN_VISION),
+        ("qwen3_vl_moe", _QWEN3_MOE_TEXT, _QWEN_VISION),
+    ],
 )
-def test_a_vision_language_config_gives_its_language_model(wrapper, text_type):
-    """Gemma 3, Mistral 3 and Llama 4 configs wrap their language model's in `text_config`: the spec counts that
-    model and its output head, tied or not as transformers ties it (the wrapper's setting where the head is the
-    wrapper's, the text config's in Llama 4, whose language model holds its own), and none of the vision
-    encoder's or projector's parameters."""
-    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
-    vision |= {"image_size": 32, "patch_size": 8}
+def test_a_vision_language_config_gives_its_language_model(wrapper, text, vision):
+    """Gemma 3, Mistral 3, Llama 4 and Qwen-VL configs wrap their language model's in `text_config` (Qwen-VL's text
+    types are Qwen2's and Qwen3's under other names): the spec counts that model and its output head, tied or not
+    as transformers ties it (the wrapper's setting where the head is the wrapper's, the text config's in Llama 4,
+    whose language model holds its own), and none of the vision encoder's or projector's parameters."""
+    vision = vision or {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+    vision = {**vision, **({"image_size": 32, "patch_size": 8} if wrapper in ("gemma3", "mistral3", "llama4") else {})}
     for tied in (True, False):
-        text = {"model_type": text_type, **_COMMON, **TINY[text_type]}
-        cfg = transformers.AutoConfig.for_model(wrapper, text_config=text, vision_config=vision)
+        cfg = transformers.AutoConfig.for_model(wrapper, text_config={**_COMMON, **text}, vision_config=vision)
         cfg.tie_word_embeddings = tied
         with torch.device("meta"):
             model = transformers.AutoModelForImageTextToText.from_config(cfg)

@@ -55,6 +55,14 @@ _SANDWICH = ("gemma2", "gemma3_text")
 _HEAD_QK_NORM = ("qwen3", "qwen3_moe", "gemma3_text", "exaone4", "apertus")
 _PROJECTION_QK_NORM = ("olmo2", "olmo3", "olmoe")
 _TIED_BY_DEFAULT = ("gemma2", "gemma3_text", "smollm3", "ernie4_5")  # the config class's tie_word_embeddings default
+# Language models of vision-language ones, built as a supported type is (their multimodal rotary positions aside):
+# Qwen2-VL's and Qwen2.5-VL's are Qwen2's, Qwen3-VL's Qwen3's and Qwen3 MoE's.
+_SAME_AS = {
+    "qwen2_vl_text": "qwen2",
+    "qwen2_5_vl_text": "qwen2",
+    "qwen3_vl_text": "qwen3",
+    "qwen3_vl_moe_text": "qwen3_moe",
+}
 # Vision-language wrappers whose language model keeps its own output head, tied as its text_config says (transformers'
 # Llama4ForConditionalGeneration holds a Llama4ForCausalLM); the others' head is the wrapper's, tied as it says.
 _HEAD_IN_TEXT_MODEL = ("llama4",)
@@ -104,6 +112,9 @@ def spec_from_config(data: dict[str, Any], source: str, name: str | None = None)
     """A `ModelSpec` for a config of one of the `SUPPORTED` model types, or of a vision-language model whose
     `text_config` is one (Gemma 3, Mistral 3, ...): its language model, the vision tower and projector left out."""
     model_type = data.get("model_type")
+    if model_type in _SAME_AS:
+        data = {**data, "model_type": _SAME_AS[model_type]}
+        return spec_from_config(data, source, name or model_type)
     if model_type not in SUPPORTED and isinstance(data.get("text_config"), dict):
         text = dict(data["text_config"])
         if "tie_word_embeddings" in data and model_type not in _HEAD_IN_TEXT_MODEL:
