@@ -131,6 +131,23 @@ TINY: dict[str, dict] = {
         "interleave_moe_layer_step": 2,
         "attention_chunk_size": 32,
     },
+    "glm4": {
+        **_DENSE,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 2,
+        "head_dim": 20,
+        "pad_token_id": None,  # its default lies beyond the tiny vocabulary
+    },
+    "cohere2": {
+        **_DENSE,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 2,
+        "sliding_window": 16,
+        "layer_types": ["sliding_attention"] * 3 + ["full_attention"],
+    },
+    "starcoder2": {**_DENSE, "num_hidden_layers": 3, "num_attention_heads": 6, "num_key_value_heads": 2},
     "deepseek_v3": {
         "hidden_size": 96,
         "intermediate_size": 200,
@@ -287,7 +304,10 @@ def test_param_count_equals_transformers(model_type):
 
 @pytest.mark.parametrize(
     "model_type",
-    ["llama", "gpt2", "gpt_neox", "phi3", "qwen3", "deepseek_v3", "granite", "smollm3", "olmo2", "seed_oss", "arcee"],
+    [
+        *("llama", "gpt2", "gpt_neox", "phi3", "qwen3", "deepseek_v3", "granite", "smollm3", "olmo2", "seed_oss"),
+        *("arcee", "glm4", "starcoder2"),
+    ],
 )
 def test_flops_per_token_match_flop_counter(model_type):
     # deepseek_v3 with dense MLPs alone (routing cannot run on the meta device): MLA's QK^T at the query-key head
@@ -336,6 +356,17 @@ def test_a_vision_language_config_gives_its_language_model(wrapper, text, vision
         assert spec.name == f"{wrapper} language model"
     with pytest.raises(ModelSpecError, match=r"vlm.json: text_config: model_type: 'mamba' is not supported"):
         spec_from_config({"model_type": "llava", "text_config": {"model_type": "mamba"}}, "vlm.json")
+
+
+def test_a_config_wide_sliding_window_bounds_every_block():
+    """Mistral 7B v0.1 (the mistral-7b preset's config) sets `sliding_window` 4096 without `layer_types`, as
+    Mixtral and StarCoder2 configs may: transformers then masks every block's attention to the window. Mistral's
+    later configs set it to null."""
+    spec = load_model("mistral-7b")
+    assert {ly.attention_window for ly in spec.layers if ly.kind == "block"} == {4096}
+    assert spec.flops_per_token(8192) == spec.flops_per_token(4096)  # no query sees more than 4,096 keys
+    cfg, _ = _hf("mistral", sliding_window=None)
+    assert {ly.attention_window for ly in spec_from_config(cfg.to_dict(), "m.json").layers} == {None}
 
 
 def test_chunked_attention_blocks_attend_within_their_chunk():

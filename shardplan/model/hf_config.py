@@ -29,6 +29,9 @@ SUPPORTED = (
     "phi3",
     "gpt_oss",
     "llama4_text",
+    "glm4",
+    "cohere2",
+    "starcoder2",
     "granite",
     "smollm3",
     "ministral",
@@ -47,14 +50,16 @@ SUPPORTED = (
     "gpt_neox",
 )
 _MOE = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "llama4_text")
-_QKV_BIAS = ("qwen2", "qwen2_moe", "glm4_moe", "seed_oss")  # attention_bias (or always, Qwen2) biases q, k, v, not o
+# attention_bias (or always, Qwen2) biases q, k, v, not o
+_QKV_BIAS = ("qwen2", "qwen2_moe", "glm4_moe", "glm4", "seed_oss")
 # Norm weights per block beyond Llama's two (input and post-attention RMSNorm, h each), in transformers' modelling
 # code: Gemma's sandwich norms (two more of h); per-head q_norm / k_norm (head_dim each: Qwen3, Gemma 3); OLMo's
 # q_norm / k_norm over whole projections (heads x head_dim, kv heads x head_dim), where its two norms of h stay.
-_SANDWICH = ("gemma2", "gemma3_text")
+_SANDWICH = ("gemma2", "gemma3_text", "glm4")
 _HEAD_QK_NORM = ("qwen3", "qwen3_moe", "gemma3_text", "exaone4", "apertus")
 _PROJECTION_QK_NORM = ("olmo2", "olmo3", "olmoe")
-_TIED_BY_DEFAULT = ("gemma2", "gemma3_text", "smollm3", "ernie4_5")  # the config class's tie_word_embeddings default
+# the config class's tie_word_embeddings default
+_TIED_BY_DEFAULT = ("gemma2", "gemma3_text", "smollm3", "ernie4_5", "cohere2", "starcoder2")
 # Language models of vision-language ones, built as a supported type is (their multimodal rotary positions aside):
 # Qwen2-VL's and Qwen2.5-VL's are Qwen2's, Qwen3-VL's Qwen3's and Qwen3 MoE's.
 _SAME_AS = {
@@ -66,8 +71,13 @@ _SAME_AS = {
 # Vision-language wrappers whose language model keeps its own output head, tied as its text_config says (transformers'
 # Llama4ForConditionalGeneration holds a Llama4ForCausalLM); the others' head is the wrapper's, tied as it says.
 _HEAD_IN_TEXT_MODEL = ("llama4",)
-# MLPs of two matrices, up and down, without a gate: ReLU^2 (Arcee), xIELU with two learned scalars (Apertus)
-_UNGATED = {"arcee": 0, "apertus": 2}
+# MLPs of two matrices, up and down, without a gate: ReLU^2 (Arcee), xIELU with two learned scalars (Apertus), GELU
+# (StarCoder2, whose `use_bias` biases every linear and whose LayerNorms have biases: 2h a norm)
+_UNGATED = {"arcee": 0, "apertus": 2, "starcoder2": 0}
+# One norm before attention and MLP side by side (Cohere's parallel block), where Llama has one before each
+_PARALLEL_BLOCK = ("cohere2",)
+# Models whose config-wide `sliding_window` (where set) bounds every block's attention, without `layer_types`
+_EVERY_BLOCK_SLIDING = ("mistral", "mixtral", "starcoder2")
 
 
 class _Cfg:
@@ -184,11 +194,14 @@ def _block(
     )
 
 
-def _attention_kinds(c: _Cfg, layers: int) -> list[tuple[int | None, int | None]]:
+def _attention_kinds(c: _Cfg, model_type: str, layers: int) -> list[tuple[int | None, int | None]]:
     """Each block's (attention window, chunk): `sliding_window` keys where `layer_types` names the block
-    "sliding_attention" (transformers' convention: gemma2, gpt_oss, qwen2/3 past max_window_layers), its chunk of
-    `attention_chunk_size` where it names it "chunked_attention" (llama4_text), else neither."""
+    "sliding_attention" (transformers' convention: gemma2, gpt_oss, qwen2/3 past max_window_layers) or in every
+    block where the model type applies it to all (`_EVERY_BLOCK_SLIDING`), its chunk of `attention_chunk_size`
+    where `layer_types` names it "chunked_attention" (llama4_text), else neither."""
     kinds = c.data.get("layer_types") or []
+    if not kinds and model_type in _EVERY_BLOCK_SLIDING and c.data.get("sliding_window") is not None:
+        kinds = ["sliding_attention"] * layers
     if c.data.get("use_sliding_window") is False:
         kinds = ["full_attention" if kind == "sliding_attention" else kind for kind in kinds]
     if not {"sliding_attention", "chunked_attention"} & set(kinds):
@@ -219,15 +232,18 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
     ffn = c.int("intermediate_size")
     if model_type == "llama4_text":  # intermediate_size is each expert's width, intermediate_size_mlp the dense MLP's
         expert_width, ffn = ffn, c.int("intermediate_size_mlp")
-    qkv_bias = model_type in ("qwen2", "qwen2_moe") or c.flag("attention_bias", False)
-    mlp_bias = c.flag("mlp_bias", False)
+    biased = model_type == "starcoder2" and c.flag("use_bias", True)  # every linear and norm
+    attention_bias = biased or c.flag("attention_bias", model_type == "glm4")
+    qkv_bias = model_type in ("qwen2", "qwen2_moe") or attention_bias
+    mlp_bias = biased or c.flag("mlp_bias", False)
     tied = c.flag("tie_word_embeddings", model_type in _TIED_BY_DEFAULT)
     # attention: q (h x heads*hd), k and v (h x kv*hd each), o (heads*hd x h)
     attn = h * heads * hd + 2 * h * kv * hd + heads * hd * h
     attn_bias = (heads * hd + 2 * kv * hd) if qkv_bias else 0
-    if c.flag("attention_bias", False) and model_type not in _QKV_BIAS:
+    if attention_bias and model_type not in _QKV_BIAS:
         attn_bias += h  # llama's attention_bias also biases o_proj
-    norms = (4 if model_type in _SANDWICH else 2) * h
+    norm = 2 * h if biased else h  # an RMSNorm's weight, or a LayerNorm's weight and bias
+    norms = (4 if model_type in _SANDWICH else 1 if model_type in _PARALLEL_BLOCK else 2) * norm
     head_qk_norm = model_type in _HEAD_QK_NORM or (model_type == "glm4_moe" and c.flag("use_qk_norm", False))
     norms += 2 * hd if head_qk_norm else (heads + kv) * hd if model_type in _PROJECTION_QK_NORM else 0
     gated = model_type not in _UNGATED
@@ -280,6 +296,7 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
             routed_layers = _layer_list(c, "moe_layers", layers)
             is_moe = [k in routed_layers for k in range(layers)]
     # one LayerSpec per kind of block (MoE or dense MLP, attention window), in order of first appearance
+    attention = _attention_kinds(c, model_type, layers)
     blocks = [
         _block(
             "moe block" if routed else ("dense block" if moe else "transformer block"),
@@ -294,7 +311,7 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
             window=window,
             chunk=chunk,
         )
-        for (routed, (window, chunk)), count in Counter(zip(is_moe, _attention_kinds(c, layers), strict=True)).items()
+        for (routed, (window, chunk)), count in Counter(zip(is_moe, attention, strict=True)).items()
     ]
     return _assemble(
         c,
@@ -309,6 +326,7 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
         ffn=ffn,
         moe=moe,
         tied=tied,
+        final_norm=norm,
         blocks=blocks,
         mlp="swiglu" if gated else "gelu",  # "gelu": an MLP of two matrices, whatever its activation
     )
