@@ -581,6 +581,25 @@ def test_a_pipeline_over_mixed_nvlink_fabrics_runs_at_the_slower_nodes_pace(tmp_
     assert 2 * step["nvswitch", "nvswitch"] < step["cube", "nvswitch"] <= step["cube", "cube"]
 
 
+def test_a_stage_steps_its_optimizer_at_its_slowest_gpus_pace(tmp_path):
+    """One stage over a B200 node and an L40S node: a tiny model's blocks run at the host's pace on both, so neither
+    GPU is slower at compute, but the optimizer step (memory-bound) takes as long as it does on the L40S, the GPU
+    of the smaller memory bandwidth: what an all-L40S cluster takes for it."""
+
+    def cluster(*gpus: str) -> Path:
+        path = tmp_path / f"{'-'.join(gpus)}.json"
+        path.write_text(json.dumps({"nodes": [{"gpu": g, "gpus": 1} for g in gpus], "network": {"gbit_per_nic": 100}}))
+        return path
+
+    train = Training(global_batch=8, seq_len=1024)
+    steps = {gpus: estimate("gpt-tiny", cluster(*gpus), train, tp=1, pp=1, dp=2) for gpus in (("b200", "l40s"),
+             ("l40s", "b200"), ("l40s", "l40s"), ("b200", "b200"))}  # fmt: skip
+    assert steps["b200", "l40s"].breakdown["compute"] == pytest.approx(steps["b200", "b200"].breakdown["compute"])
+    for mixed in (("b200", "l40s"), ("l40s", "b200")):
+        assert steps[mixed].breakdown["optimizer"] == pytest.approx(steps["l40s", "l40s"].breakdown["optimizer"])
+    assert steps["l40s", "l40s"].breakdown["optimizer"] > 2 * steps["b200", "b200"].breakdown["optimizer"]
+
+
 def test_each_stage_runs_at_its_slowest_gpu_models_pace(tmp_path):
     """A DGX H100 node beside a DGX A100 node: a stage is timed on the GPUs it runs on (not on rank 0's), so
     with a stage per node the step lies between the all-H100 and all-A100 clusters' whichever node holds

@@ -190,6 +190,7 @@ def step_cost(
     # --- per stage: compute, TP and CP collectives ----------------------------------------------
     stage_total, tp_per_micro, cp_per_micro, ep_per_micro, stage_forward, stage_rates = [], [], [], [], [], []
     stage_comm: list[dict[str, float]] = []  # per stage, what its GPUs' TP, CP and EP collectives move, per link
+    stage_models: list[list[Any]] = []  # per stage, the rates of each GPU model it runs on
     hbm = topology.smallest_memory_bytes
     for p, present in enumerate(stage_gpu_models(topology, grid)):
         first, last = p == 0, p == pp - 1
@@ -197,6 +198,7 @@ def step_cost(
         key = max(present, key=lambda k: timers[k](layers=layers[p], first=first, last=last).total_s)
         times, rates = timers[key](layers=layers[p], first=first, last=last), rates_of[key]
         stage_rates.append(rates)
+        stage_models.append([rates_of[k] for k in present])
         blocks = training.stage_blocks(layers[p], last)
         moving = dict.fromkeys(("nvlink", "pcie", "net"), 0.0)  # the link classes of `Plan.comm_time_by_link`
         stage_comm.append(moving)
@@ -348,10 +350,14 @@ def step_cost(
                 dp_s = syncs * (max(0.0, sync - backward) + lost * min(sync, backward))
                 dp_s += max(0.0, gather - hidden) + lost * min(gather, hidden)
                 moved = syncs * sync + gather
-        rates = stage_rates[p]
+        # each at the pace of the stage's GPU model slowest at it (not necessarily the one slowest at compute)
         if fsdp2:  # its copies in and out of the collective buffers run on the compute stream, at any DP degree
-            fsdp_s += (1 if held else num_micro) * sum(fsdp2_copy_s(n, k, rates) for _, n, k in groups)
-        opt_s = sum(_optimizer_step_s(n, training, k, num_micro, rates, held=held) for _, n, k in groups)
+            copies = max(sum(fsdp2_copy_s(n, k, r) for _, n, k in groups) for r in stage_models[p])
+            fsdp_s += (1 if held else num_micro) * copies
+        opt_s = max(
+            sum(_optimizer_step_s(n, training, k, num_micro, r, held=held) for _, n, k in groups)
+            for r in stage_models[p]
+        )
         return dp_s, fsdp_s, opt_s, link, moved
 
     ends = [end_of_step(p) for p in (bottleneck, *(q for q in range(pp) if q != bottleneck))]  # ties: the bottleneck
