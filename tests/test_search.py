@@ -13,7 +13,7 @@ import yaml
 from conftest import layout_step_s
 
 from shardplan import Training, estimate, load_model, load_topology, suggest, validate_plan
-from shardplan.cost.calibration import rates_for
+from shardplan.cost.calibration import fastest_rates, rates_for
 from shardplan.cost.collectives import ring_gbps_bound
 from shardplan.cost.step import split_layers, step_cost, time_lower_bound_s
 from shardplan.emit import emit
@@ -106,15 +106,17 @@ def test_stage_split_respects_memory() -> None:
         ("dgx-h100", 2),
         (str(DATA / "machines/a100-pcie-bridged-crossed.yaml"), 1),
         (str(DATA / "machines/h100-beside-a100.yaml"), 1),  # mixed GPU models
+        (str(DATA / "machines/l40s-beside-a100.yaml"), 1),  # the higher peak beside the faster memory
         (str(DATA / "machines/gh200-nvlink-domain-8.yaml"), 1),  # NVLink between nodes only
         (str(DATA / "machines/gh200-nvlink-domain-8.yaml"), 2),  # two such domains, joined by their NICs
     ],
 )
 def test_lower_bound_never_exceeds_a_step_time(source: str, nodes: int) -> None:
-    """For every candidate, the bound with its fastest split and TP rings at `ring_gbps_bound` stays
-    at or below the cost model's step time of random layouts, with that split and with an even one."""
+    """For every candidate, the bound with its fastest split (at the rates the search splits with) and TP rings at
+    `ring_gbps_bound` stays at or below the cost model's step time of a random layout and of the row-major one, with
+    that split and with an even one."""
     topo, model = load_topology(source, nodes=nodes), load_model("llama3-8b")
-    rng, rates, n = random.Random(3), rates_for(topo.gpu_spec(0).key), topo.num_gpus
+    rng, rates, n = random.Random(3), fastest_rates(topo.gpu_model_ids[0]), topo.num_gpus
     for c in space.candidates(model, n, 64):
         train = Training(global_batch=64, seq_len=4096, zero_stage=c.zero_stage, recompute=c.recompute)
         degrees = dict(tp=c.tp, pp=c.pp, dp=c.dp, micro_batch=c.micro_batch, virtual_stages=c.virtual_stages)
@@ -122,11 +124,31 @@ def test_lower_bound_never_exceeds_a_step_time(source: str, nodes: int) -> None:
         bound = time_lower_bound_s(
             model, topo, train, **degrees, layers_per_stage=fastest, tp_ring_gbps=ring_gbps_bound(topo, c.tp)
         )
-        gpus = list(range(n))
-        rng.shuffle(gpus)
-        layout = [[gpus[(p * c.dp + d) * c.tp : (p * c.dp + d + 1) * c.tp] for d in range(c.dp)] for p in range(c.pp)]
-        for split in (fastest, split_layers(model.num_layers, c.pp)):
-            assert bound <= layout_step_s(model, topo, train, layout, c, split), (c, split)
+        for gpus in (list(range(n)), rng.sample(range(n), n)):
+            layout = [
+                [gpus[(p * c.dp + d) * c.tp : (p * c.dp + d + 1) * c.tp] for d in range(c.dp)] for p in range(c.pp)
+            ]
+            for split in (fastest, split_layers(model.num_layers, c.pp)):
+                assert bound <= layout_step_s(model, topo, train, layout, c, split), (c, split, gpus)
+
+
+def test_fastest_rates_are_no_slower_than_any_models_at_any_part() -> None:
+    """On a mixed cluster the search splits and bounds pipelines at `fastest_rates`: no stage of any shape may run
+    faster on one of the models. The L40S has the higher bf16 peak, the A100 the faster memory (its loss and
+    memory-bound ops), the H100 both."""
+    from shardplan.cost.compute import stage_times
+
+    model, keys = load_model("llama3-8b"), ("l40s", "a100-sxm-80gb", "h100-sxm")
+    for pair in itertools.combinations(keys, 2):
+        fastest = fastest_rates(pair)
+        for recompute, compiled in itertools.product(("none", "selective", "full"), (False, True)):
+            train = Training(global_batch=8, seq_len=4096, recompute=recompute, compiled=compiled)
+            for layers, first, last, micro_batch in itertools.product((1, 3), (False, True), (False, True), (1, 2)):
+                shape = dict(layers=layers, first=first, last=last, micro_batch=micro_batch, tp=1)
+                best = stage_times(model, train, **shape, rates=fastest).total_s
+                assert all(best <= stage_times(model, train, **shape, rates=rates_for(k)).total_s for k in pair)
+    assert fastest_rates(("l40s", "a100-sxm-80gb")).hbm_bytes_per_s == rates_for("a100-sxm-80gb").hbm_bytes_per_s
+    assert fastest_rates(("l40s", "a100-sxm-80gb")).gemm_peak_flops == rates_for("l40s").gemm_peak_flops
 
 
 def test_ring_bandwidth_bound_knows_islands() -> None:

@@ -349,3 +349,65 @@ def _scaled_rates(gpu: str) -> Rates:
         host_dispatch=ref.host_dispatch,  # a property of the host and PyTorch, assumed alike
         source=f"assumption: {gpu} datasheet x the fractions measured on {REFERENCE_GPU} ({ref.source[:60]}...)",
     )
+
+
+_FASTEST: dict[tuple, tuple[Calibration | None, Rates]] = {}
+
+
+def fastest_rates(gpus: tuple[str, ...], calibration: Calibration | None = None) -> Rates:
+    """Rates no GPU model of `gpus` beats at any part of a step: each rate the highest of theirs, each fixed time
+    the lowest. What bounds a pipeline on a mixed cluster, whose stages may each run on any of the models: the one
+    of the highest peak need not be the fastest at everything (an L40S's bf16 peak beside an A100's memory)."""
+    keys = tuple(sorted(set(gpus)))
+    if len(keys) == 1:
+        return rates_for(keys[0], calibration)
+    held = _FASTEST.get((keys, id(calibration)))
+    if held is None or held[0] is not calibration:  # ids reused
+        held = _FASTEST[keys, id(calibration)] = (calibration, _fastest_of([rates_for(k, calibration) for k in keys]))
+    return held[1]
+
+
+def _fastest_of(models: list[Rates]) -> Rates:
+    """Each rate at its highest over `models`: tables by sequence length or head dim over all their points,
+    where each model reads as `at_seq` reads it (between points the highest's line is at or above every model's);
+    fixed times at their lowest; the host's times where the models share them, else none."""
+
+    def by_point(tables: list[dict[int, float]]) -> dict[int, float]:
+        points = sorted({p for table in tables for p in table})
+        return {p: max(at_seq(table, p) for table in tables) for p in points}
+
+    def highest(name: str) -> dict[str, float]:
+        tables = [getattr(r, name) for r in models]
+        return {key: max(table[key] for table in tables) for key in tables[0]}
+
+    recipes = {recipe for r in models for recipe in r.fp8_gemm}
+    kernels = {kernel for r in models for kernel in r.attention_head_dim}
+    host = models[0].host_dispatch  # the host's, alike for every model unless calibrations say otherwise: then none
+    if any(r.host_dispatch != host for r in models):
+        host = dict.fromkeys(host, 0.0)
+    return Rates(
+        gemm_peak_flops=max(r.gemm_peak_flops for r in models),
+        gemm_overhead_s=min(r.gemm_overhead_s for r in models),
+        fp8_gemm={
+            recipe: (
+                max(r.fp8_gemm[recipe][0] for r in models if recipe in r.fp8_gemm),
+                min(r.fp8_gemm[recipe][1] for r in models if recipe in r.fp8_gemm),
+            )
+            for recipe in recipes
+        },
+        attention_flops=by_point([r.attention_flops for r in models]),
+        attention_bwd_flops=by_point([r.attention_bwd_flops for r in models]),
+        flash2_flops=by_point([r.flash2_flops for r in models]),
+        flash2_bwd_flops=by_point([r.flash2_bwd_flops for r in models]),
+        attention_head_dim={
+            kernel: by_point([r.attention_head_dim.get(kernel) or {128: 1.0} for r in models]) for kernel in kernels
+        },
+        hbm_bytes_per_s=max(r.hbm_bytes_per_s for r in models),
+        elementwise_bytes_per_s=highest("elementwise_bytes_per_s"),
+        elementwise_compiled_bytes_per_s=highest("elementwise_compiled_bytes_per_s"),
+        loss_bytes_per_s=max(r.loss_bytes_per_s for r in models),
+        adamw_bytes_per_s=max(r.adamw_bytes_per_s for r in models),
+        context_bytes=max(r.context_bytes for r in models),  # memory: what the fullest GPU holds
+        host_dispatch=host,
+        source="the fastest at each part of: " + "; ".join(r.source[:40] for r in models),
+    )

@@ -11,7 +11,7 @@ from functools import cache, partial
 from typing import Any
 
 from shardplan.cost.block_comm import attention_forward_passes, cp_block_s, tp_layer_s, tp_passes
-from shardplan.cost.calibration import Calibration, rates_for
+from shardplan.cost.calibration import Calibration, fastest_rates, rates_for
 from shardplan.cost.collectives import overlap_slowdown, ring_gbps_bound, transfer_lower_bound_s
 from shardplan.cost.compute import (
     column_parallel_gemms_s,
@@ -489,11 +489,12 @@ def time_lower_bound_s(
     collectives no overlap hides, at `tp_ring_gbps` (`collectives.ring_gbps_bound`) where given, the MoE
     blocks' all-to-alls at `ep_gbps` (`collectives.all_to_all_gbps_bound`: GB/s of a rank's buffer), and the
     data-parallel collectives at `ring_gbps_bound` of their groups, latency left out. On mixed clusters a
-    pipeline's stages are timed on the fastest GPU model (taken to be fastest at every part of the step), and
+    pipeline's stages are timed at the rates no model beats at any part of the step (`fastest_rates`), and
     no faster than the stages of the slowest GPUs allow; one stage holds every GPU and runs at its slowest
     model's pace, so any model's rates bound it: the one of the lowest peak. `memo` keeps stage timers and
     ring bounds between calls (`_stage_timer`)."""
-    rates = rates_for(topology.fastest_gpu_model if pp > 1 else topology.slowest_gpu_model, calibration)
+    keys = topology.gpu_model_ids[0]
+    rates = fastest_rates(keys, calibration) if pp > 1 else rates_for(topology.slowest_gpu_model, calibration)
     fsdp2 = host_wrappers(training, tp)[0]
     num_micro = training.global_batch // (dp * ep * micro_batch)
     tokens = micro_batch * training.seq_len // cp
@@ -525,7 +526,6 @@ def time_lower_bound_s(
             max(stage_of(layers=n, first=p == 0, last=p == pp - 1).total_s for p, n in enumerate(layers_per_stage))
             - 1e-6,
         )
-    keys = topology.gpu_model_ids[0]
     if pp > 1 and len(keys) > 1:
         # mixed GPU models: a stage runs at its slowest GPU's pace, and its time grows by at least that pace per
         # block (GPU work and host dispatch alike are linear in blocks). With the slowest GPUs packed into as few

@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, get_args
 
-from shardplan.cost.calibration import Calibration, Rates, rates_for, read_calibration
+from shardplan.cost.calibration import Calibration, Rates, fastest_rates, rates_for, read_calibration
 from shardplan.cost.collectives import all_to_all_gbps_bound, ring_gbps_bound
 from shardplan.cost.memory import fullest_stages, required_bytes, stage_memories
 from shardplan.cost.step import (
@@ -95,7 +95,7 @@ def suggest(
     start = time.perf_counter()
     spec, topo = load_model(model), load_topology(topology)
     cal = read_calibration(calibration) if isinstance(calibration, str | Path) else calibration
-    rates = rates_for(topo.fastest_gpu_model, cal)  # stage splits and lower bounds: no stage runs faster
+    rates = fastest_rates(topo.gpu_model_ids[0], cal)  # stage splits and lower bounds: no stage runs faster
     hbm = topo.smallest_memory_bytes
     if top_k < 1:
         raise PlanError("top_k must be at least 1")
