@@ -302,6 +302,11 @@ def test_param_count_equals_transformers(model_type):
     assert spec.num_params == sum(p.numel() for p in model.parameters())
 
 
+def test_starcoder2_without_linear_biases_keeps_its_layernorm_biases():
+    cfg, model = _hf("starcoder2", use_bias=False)
+    assert spec_from_config(cfg.to_dict(), "starcoder2.json").num_params == sum(p.numel() for p in model.parameters())
+
+
 @pytest.mark.parametrize(
     "model_type",
     [

@@ -72,7 +72,7 @@ _SAME_AS = {
 # Llama4ForConditionalGeneration holds a Llama4ForCausalLM); the others' head is the wrapper's, tied as it says.
 _HEAD_IN_TEXT_MODEL = ("llama4",)
 # MLPs of two matrices, up and down, without a gate: ReLU^2 (Arcee), xIELU with two learned scalars (Apertus), GELU
-# (StarCoder2, whose `use_bias` biases every linear and whose LayerNorms have biases: 2h a norm)
+# (StarCoder2, whose `use_bias` biases every linear and whose LayerNorms always have biases: 2h a norm)
 _UNGATED = {"arcee": 0, "apertus": 2, "starcoder2": 0}
 # One norm before attention and MLP side by side (Cohere's parallel block), where Llama has one before each
 _PARALLEL_BLOCK = ("cohere2",)
@@ -232,7 +232,7 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
     ffn = c.int("intermediate_size")
     if model_type == "llama4_text":  # intermediate_size is each expert's width, intermediate_size_mlp the dense MLP's
         expert_width, ffn = ffn, c.int("intermediate_size_mlp")
-    biased = model_type == "starcoder2" and c.flag("use_bias", True)  # every linear and norm
+    biased = model_type == "starcoder2" and c.flag("use_bias", True)  # every linear
     attention_bias = biased or c.flag("attention_bias", model_type == "glm4")
     qkv_bias = model_type in ("qwen2", "qwen2_moe") or attention_bias
     mlp_bias = biased or c.flag("mlp_bias", False)
@@ -242,7 +242,7 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
     attn_bias = (heads * hd + 2 * kv * hd) if qkv_bias else 0
     if attention_bias and model_type not in _QKV_BIAS:
         attn_bias += h  # llama's attention_bias also biases o_proj
-    norm = 2 * h if biased else h  # an RMSNorm's weight, or a LayerNorm's weight and bias
+    norm = 2 * h if model_type == "starcoder2" else h  # an RMSNorm's weight, or a LayerNorm's weight and bias
     norms = (4 if model_type in _SANDWICH else 1 if model_type in _PARALLEL_BLOCK else 2) * norm
     head_qk_norm = model_type in _HEAD_QK_NORM or (model_type == "glm4_moe" and c.flag("use_qk_norm", False))
     norms += 2 * hd if head_qk_norm else (heads + kv) * hd if model_type in _PROJECTION_QK_NORM else 0
