@@ -8,13 +8,14 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import layout_step_s
 
 from shardplan import Training, estimate, load_model, load_topology, suggest, validate_plan
 from shardplan.cost.calibration import fastest_rates, rates_for
-from shardplan.cost.collectives import ring_gbps_bound
+from shardplan.cost.collectives import all_to_all_gbps_bound, ring_gbps_bound
 from shardplan.cost.step import split_layers, step_cost, time_lower_bound_s
 from shardplan.emit import emit
 from shardplan.errors import PlanError
@@ -130,6 +131,62 @@ def test_lower_bound_never_exceeds_a_step_time(source: str, nodes: int) -> None:
             ]
             for split in (fastest, split_layers(model.num_layers, c.pp)):
                 assert bound <= layout_step_s(model, topo, train, layout, c, split), (c, split, gpus)
+
+
+def _random_cluster(rng: random.Random) -> dict:
+    """1-3 nodes of 1-8 GPUs of ten models, each with an NVSwitch, a random NVLink mesh or none, PCIe sockets and
+    switches or not, and NICs or the network's default: clusters no preset describes."""
+    models = ("h100-sxm", "a100-sxm-80gb", "a100-pcie-80gb", "l40s", "h200-sxm", "b200", "v100-sxm2-32gb", "gh200")
+    nodes = []
+    for _ in range(rng.choice((1, 1, 2, 3))):
+        g = rng.choice((1, 2, 4, 8))
+        node: dict = {"gpu": rng.choice(models), "gpus": g}
+        fabric = rng.choice(("switch", "mesh", "none")) if g > 1 and node["gpu"] != "l40s" else "none"  # no NVLink
+        if fabric == "switch":
+            node["nvswitch"] = {"links_per_gpu": rng.choice((6, 12, 18))}
+        mesh = [[i, j, rng.choice((1, 2, 4, 12))] for i, j in itertools.combinations(range(g), 2) if rng.random() < 0.5]
+        if fabric == "mesh" and mesh:
+            node["nvlink"] = mesh
+        if g > 1 and rng.random() < 0.7:
+            node["pcie"] = {"gen": rng.choice((3, 4, 5)), "sockets": [list(range(g // 2)), list(range(g // 2, g))]}
+        if rng.random() < 0.7:
+            node["nics"] = [{"name": f"NIC{k}", "gbit": rng.choice((100, 200, 400)), "near": [k]} for k in range(g)]
+        nodes.append(node)
+    return {"nodes": nodes, "network": {"gbit_per_nic": rng.choice((100, 200, 400))}}
+
+
+@pytest.mark.parametrize("seed", [24, 38, 44])
+def test_lower_bound_never_exceeds_a_step_time_on_random_clusters(seed: int, tmp_path: Path) -> None:
+    """As above, over clusters drawn at random (mixed GPU models, irregular NVLink meshes, nodes unalike), for a
+    tiny dense model and a small mixture of experts, every candidate of each. These seeds draw clusters where a
+    pipeline bounded at the rates of the model of the highest peak (before `fastest_rates`) beat its real step."""
+    rng = random.Random(seed)
+    for k in range(3):
+        path = tmp_path / f"cluster-{k}.json"
+        path.write_text(json.dumps(_random_cluster(rng)))
+        topo = load_topology(path)
+        n, rates = topo.num_gpus, fastest_rates(topo.gpu_model_ids[0])
+        for name in ("gpt-tiny", "deepseek-v2-lite"):
+            model = load_model(name)
+            for c in space.candidates(model, n, 2 * n):
+                train = Training(global_batch=2 * n, seq_len=1024, zero_stage=c.zero_stage, recompute=c.recompute)
+                degrees = dict(tp=c.tp, pp=c.pp, dp=c.dp, micro_batch=c.micro_batch, virtual_stages=c.virtual_stages)
+                fastest = balance_stages(model, train, rates, **degrees, ep=c.ep, memory_bytes=None)
+                group = train.expert_group(c.ep, c.tp)
+                bound = time_lower_bound_s(
+                    model,
+                    topo,
+                    train,
+                    **degrees,
+                    ep=c.ep,
+                    layers_per_stage=fastest,
+                    tp_ring_gbps=ring_gbps_bound(topo, c.tp),
+                    ep_gbps=all_to_all_gbps_bound(topo, group),
+                )
+                for gpus in (list(range(n)), rng.sample(range(n), n)):
+                    layout = np.reshape(gpus, (c.pp, c.dp, c.ep, c.tp)).tolist()
+                    step = layout_step_s(model, topo, train, layout, c, fastest)
+                    assert bound <= step * (1 + 1e-12), (path.read_text(), c)  # equal where nothing else counts
 
 
 def test_fastest_rates_are_no_slower_than_any_models_at_any_part() -> None:
