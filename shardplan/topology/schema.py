@@ -179,11 +179,6 @@ class Topology(_Frozen):
         return dict(zip(keys, np.bincount(model_ids, minlength=len(keys)).tolist(), strict=True))
 
     @cached_property
-    def fastest_gpu_model(self) -> str:
-        """The catalogue key of the GPU model with the highest dense bf16 peak (of one model: that one)."""
-        return max(self.gpu_model_ids[0], key=lambda key: (gpu_model(key).bf16_dense_tflops, key))
-
-    @cached_property
     def slowest_gpu_model(self) -> str:
         """The catalogue key of the GPU model with the lowest dense bf16 peak (of one model: that one)."""
         return min(self.gpu_model_ids[0], key=lambda key: (gpu_model(key).bf16_dense_tflops, key))
