@@ -87,3 +87,25 @@ def layout_step_s(model: Any, topology: Any, training: Any, layout: Any, candida
         layers_per_stage=split,
         ep=candidate.ep,
     ).step_time_s
+
+
+def search_bound(model: Any, topology: Any, training: Any, candidate: Any, rates: Any) -> tuple[float, Any]:
+    """The search's lower bound of a candidate (its fastest split of layers at `rates`, TP rings and all-to-alls at
+    their bounds), and that split."""
+    from shardplan.cost.collectives import all_to_all_gbps_bound, ring_gbps_bound
+    from shardplan.cost.step import time_lower_bound_s
+    from shardplan.solve.stages import balance_stages
+
+    c = candidate
+    degrees = dict(tp=c.tp, pp=c.pp, dp=c.dp, micro_batch=c.micro_batch, virtual_stages=c.virtual_stages, ep=c.ep)
+    fastest = balance_stages(model, training, rates, **degrees, memory_bytes=None)
+    bound = time_lower_bound_s(
+        model,
+        topology,
+        training,
+        **degrees,
+        layers_per_stage=fastest,
+        tp_ring_gbps=ring_gbps_bound(topology, c.tp),
+        ep_gbps=all_to_all_gbps_bound(topology, training.expert_group(c.ep, c.tp)),
+    )
+    return bound, fastest

@@ -11,18 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_meshes_match, layout_step_s
+from conftest import assert_meshes_match, layout_step_s, search_bound
 
 from shardplan import Training, collective_time_s, estimate, load_model, load_topology, suggest
 from shardplan.cost.calibration import rates_for, shipped_calibration
 from shardplan.cost.collectives import all_to_all_gbps_bound, ring_gbps_bound
 from shardplan.cost.compute import gemm_s, stage_times
-from shardplan.cost.step import time_lower_bound_s
 from shardplan.emit import emit
 from shardplan.errors import PlanError
 from shardplan.model import ModelSpec
 from shardplan.solve import space
-from shardplan.solve.stages import balance_stages
 from shardplan.solve.validate import validate_plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -253,18 +251,7 @@ def test_the_search_bound_never_exceeds_a_step_time_with_experts(expert_tp: bool
         if c.ep == 1:
             continue
         group = train.expert_group(c.ep, c.tp)
-        degrees = dict(tp=c.tp, pp=c.pp, dp=c.dp, micro_batch=c.micro_batch, virtual_stages=c.virtual_stages)
-        fastest = balance_stages(model, train, rates, **degrees, ep=c.ep, memory_bytes=None)
-        bound = time_lower_bound_s(
-            model,
-            topo,
-            train,
-            **degrees,
-            ep=c.ep,
-            layers_per_stage=fastest,
-            tp_ring_gbps=ring_gbps_bound(topo, c.tp),
-            ep_gbps=all_to_all_gbps_bound(topo, group),
-        )
+        bound, fastest = search_bound(model, topo, train, c, rates)
         for order in (list(range(topo.num_gpus)), rng.sample(range(topo.num_gpus), topo.num_gpus)):
             layout = np.reshape(order, (c.pp, c.dp, c.ep, c.tp)).tolist()
             assert bound <= layout_step_s(model, topo, train, layout, c, fastest), c

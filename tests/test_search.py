@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import layout_step_s
+from conftest import layout_step_s, search_bound
 
 from shardplan import Training, estimate, load_model, load_topology, suggest, validate_plan
 from shardplan.cost.calibration import fastest_rates, rates_for
-from shardplan.cost.collectives import all_to_all_gbps_bound, ring_gbps_bound
-from shardplan.cost.step import split_layers, step_cost, time_lower_bound_s
+from shardplan.cost.collectives import ring_gbps_bound
+from shardplan.cost.step import split_layers, step_cost
 from shardplan.emit import emit
 from shardplan.errors import PlanError
 from shardplan.plan import Plan
@@ -120,11 +120,7 @@ def test_lower_bound_never_exceeds_a_step_time(source: str, nodes: int) -> None:
     rng, rates, n = random.Random(3), fastest_rates(topo.gpu_model_ids[0]), topo.num_gpus
     for c in space.candidates(model, n, 64):
         train = Training(global_batch=64, seq_len=4096, zero_stage=c.zero_stage, recompute=c.recompute)
-        degrees = dict(tp=c.tp, pp=c.pp, dp=c.dp, micro_batch=c.micro_batch, virtual_stages=c.virtual_stages)
-        fastest = balance_stages(model, train, rates, **degrees, memory_bytes=None)
-        bound = time_lower_bound_s(
-            model, topo, train, **degrees, layers_per_stage=fastest, tp_ring_gbps=ring_gbps_bound(topo, c.tp)
-        )
+        bound, fastest = search_bound(model, topo, train, c, rates)
         for gpus in (list(range(n)), rng.sample(range(n), n)):
             layout = [
                 [gpus[(p * c.dp + d) * c.tp : (p * c.dp + d + 1) * c.tp] for d in range(c.dp)] for p in range(c.pp)
@@ -170,19 +166,7 @@ def test_lower_bound_never_exceeds_a_step_time_on_random_clusters(seed: int, tmp
             model = load_model(name)
             for c in space.candidates(model, n, 2 * n):
                 train = Training(global_batch=2 * n, seq_len=1024, zero_stage=c.zero_stage, recompute=c.recompute)
-                degrees = dict(tp=c.tp, pp=c.pp, dp=c.dp, micro_batch=c.micro_batch, virtual_stages=c.virtual_stages)
-                fastest = balance_stages(model, train, rates, **degrees, ep=c.ep, memory_bytes=None)
-                group = train.expert_group(c.ep, c.tp)
-                bound = time_lower_bound_s(
-                    model,
-                    topo,
-                    train,
-                    **degrees,
-                    ep=c.ep,
-                    layers_per_stage=fastest,
-                    tp_ring_gbps=ring_gbps_bound(topo, c.tp),
-                    ep_gbps=all_to_all_gbps_bound(topo, group),
-                )
+                bound, fastest = search_bound(model, topo, train, c, rates)
                 for gpus in (list(range(n)), rng.sample(range(n), n)):
                     layout = np.reshape(gpus, (c.pp, c.dp, c.ep, c.tp)).tolist()
                     step = layout_step_s(model, topo, train, layout, c, fastest)
