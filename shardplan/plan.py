@@ -92,8 +92,14 @@ class Plan(BaseModel):
         "pipeline stage that sets the pace."
     )
     default_step_time_s: float | None = Field(None, description="Same degrees in row-major rank order.")
-    optimal: bool = Field(False, description="The solver proved this placement optimal over its space.")
-    gap: float | None = Field(None, description="Relative gap the solver proved (0: optimal).")
+    optimal: bool = Field(
+        False,
+        description="Proved, as far as the search proves anything: no unexplored candidate's lower bound beats this "
+        "step, and CP-SAT proved its placement optimal for its own objective (each pair's link cost weighted by its "
+        "axis's traffic, solve/placement.py), a proxy that the cost model then scores. The cost model does not "
+        "score every permutation, so on irregular NVLink meshes another placement can be a few percent faster.",
+    )
+    gap: float | None = Field(None, description="Relative gap of those proofs (0: optimal).")
 
     def gpu_of_rank(self) -> list[int]:
         """The GPUs of `rank_layout` flat, in row-major mesh order: the GPU each rank of a row-major
