@@ -46,6 +46,7 @@ from shardplan.cli_options import (
     training_of,
 )
 from shardplan.errors import ShardplanError, describe_validation
+from shardplan.files import check_new_file, new_file
 
 if TYPE_CHECKING:
     from shardplan.plan import Plan
@@ -378,6 +379,10 @@ def suggest(
 
     if emit is not None and emit not in FORMATS:
         raise ShardplanError(f"unknown --emit format {emit!r}; one of {', '.join(FORMATS)}")
+    if output is not None and emit is None and not as_json:
+        raise ShardplanError(f"-o {output}: writes what --emit or --json prints; add one of them")
+    if output is not None:
+        check_new_file(output)
     topo = load_topology(topology, nodes=nodes, gpu=gpu)
     spec = load_model(model)
     if seq_len < 1:
@@ -483,21 +488,20 @@ def calibrate(
     from shardplan.calibrate import calibrate as measure
     from shardplan.calibrate import write
 
-    if output is not None and output.exists():
-        raise ShardplanError(f"{output}: already exists; choose another -o file")
+    if output is not None:
+        check_new_file(output)
     result = measure(quick=quick, device_type=device)
     if int(os.environ.get("RANK", "0")) == 0:
         _write(write(result), output)
 
 
 def _write(text: str, output: Path | None) -> None:
-    """Print `text`, or write it to `output` (never over an existing file: the user's stays theirs)."""
+    """Print `text`, or write it to `output` (a new file: `files.new_file`)."""
     if output is None:
         print(text.rstrip("\n"))
         return
-    if output.exists():
-        raise ShardplanError(f"{output}: already exists; choose another -o file")
-    output.write_text(text if text.endswith("\n") else text + "\n")
+    with new_file(output) as out:
+        out.write(text if text.endswith("\n") else text + "\n")
     print(f"wrote {output}", file=sys.stderr)
 
 

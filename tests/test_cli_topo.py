@@ -46,6 +46,12 @@ def test_topo_draws_png_and_svg(tmp_path: Path):
         assert run.returncode == 0, run.stderr
         assert out.stat().st_size > 1000
     assert _cli("topo", "dgx-h100", "--draw", str(tmp_path / "t.jpg")).returncode == 2
+    # a picture goes to a new file only: the one drawn above stays as it is, and a missing folder is named
+    drawn = (tmp_path / "t.png").read_bytes()
+    for out, message in ((tmp_path / "t.png", "already exists"), (tmp_path / "no" / "t.png", "no folder")):
+        run = _cli("topo", "dgx-h100", "--draw", str(out))
+        assert run.returncode == 2 and message in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert (tmp_path / "t.png").read_bytes() == drawn
 
 
 def test_saved_text_with_gpu_option(tmp_path: Path):
@@ -167,6 +173,23 @@ def test_suggest_emits_a_plan_made_for_the_frameworks_runtime(tmp_path: Path):
         best = suggest("llama3-70b", load_topology("dgx-h100", nodes=4), train, top_k=1)[0]
         assert estimated[name] == pytest.approx(best.step_time_s, abs=5e-4)
     assert estimated["torch"] != pytest.approx(estimated["megatron"], rel=0.01)
+
+
+def test_suggest_refuses_an_output_file_before_planning(tmp_path: Path):
+    """-o never writes over the user's file, says where a missing folder is, and needs a format to write; each is a
+    one-line error with exit code 2, and the file already there keeps its bytes."""
+    kept = tmp_path / "plan.toml"
+    kept.write_text("mine\n")
+    base = ("suggest", "--model", "gpt2", "--topology", "dgx-h100")
+    cases = {
+        "already exists": (*base, "--emit", "torchtitan", "-o", str(kept)),
+        "no folder": (*base, "--json", "-o", str(tmp_path / "missing" / "plan.json")),
+        "add one of them": (*base, "-o", str(tmp_path / "table.txt")),
+    }
+    for message, args in cases.items():
+        run = _cli(*args)
+        assert run.returncode == 2 and message in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert kept.read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["plan.toml"]
 
 
 def test_help_keeps_the_defaults_it_states_in_square_brackets():

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from shardplan.errors import ShardplanError
+from shardplan.files import check_new_file, new_file
 from shardplan.topology.schema import Topology
 
 _COLOURS = {
@@ -22,11 +23,12 @@ MAX_DRAWN_GPUS = 64
 
 
 def draw(topology: Topology, path: str | Path) -> Path:
-    """Write the picture; the format follows the suffix (.png or .svg). Large topologies are drawn
-    for their first nodes only (at most MAX_DRAWN_GPUS GPUs), and the title says so."""
+    """Write the picture to a new file (never over one that exists); the format follows the suffix (.png or .svg).
+    Large topologies are drawn for their first nodes only (at most MAX_DRAWN_GPUS GPUs), and the title says so."""
     path = Path(path)
     if path.suffix.lower() not in (".png", ".svg"):
         raise ShardplanError(f"{path}: --draw needs a .png or .svg file name")
+    check_new_file(path)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,6 +76,9 @@ def draw(topology: Topology, path: str | Path) -> Path:
     ax.set_title(f"{topology.name}: {topology.num_gpus} GPUs, {topology.num_nodes} node(s){shown}")
     ax.set_axis_off()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        with new_file(path, "xb") as out:
+            fig.savefig(out, format=path.suffix.lower()[1:])
+    finally:
+        plt.close(fig)
     return path
