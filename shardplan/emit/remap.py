@@ -16,10 +16,9 @@ def visible_devices(plan: Plan, topology: Topology) -> dict[int, str] | None:
     gpus = plan.gpu_of_rank()
     out: dict[int, str] = {}
     rank = 0
-    for node in range(topology.num_nodes):
-        mine = [g.index for g in topology.gpus if g.node == node]
+    for node, mine in enumerate(topology.gpus_by_node):
         wanted = gpus[rank : rank + len(mine)]
-        if sorted(wanted) != mine:
+        if tuple(sorted(wanted)) != mine:
             return None
         local = [topology.gpus[g].local_index for g in wanted]
         if local != sorted(local):
