@@ -59,6 +59,7 @@ app = typer.Typer(
     help="Decide how to shard a model over a GPU cluster.",
 )
 _out = Console()
+GPU_HELP = "GPU model where the source does not say it, e.g. h100-sxm (an error where it says another)."
 
 
 @app.callback()
@@ -81,7 +82,7 @@ def topo(
         ),
     ],
     nodes: Annotated[int, typer.Option(help="Copies of the source joined by its network.")] = 1,
-    gpu: Annotated[str | None, typer.Option(help="GPU model where the source does not say it, e.g. h100-sxm.")] = None,
+    gpu: Annotated[str | None, typer.Option(help=GPU_HELP)] = None,
     nvlink: Annotated[Path | None, typer.Option(help="Saved `nvidia-smi nvlink -s` of the same machine.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
     draw: Annotated[Path | None, typer.Option(help="Write a picture of the topology (.png or .svg).")] = None,
@@ -193,7 +194,7 @@ def estimate(
     pp: Annotated[int, typer.Option(help="Pipeline-parallel degree.")] = 1,
     dp: Annotated[int, typer.Option(help="Data-parallel degree.")] = 1,
     nodes: Annotated[int, typer.Option(help="Copies of the topology source.")] = 1,
-    gpu: Annotated[str | None, typer.Option(help="GPU model where the source does not say it.")] = None,
+    gpu: Annotated[str | None, typer.Option(help=GPU_HELP)] = None,
     global_batch: Annotated[int, typer.Option(help="Sequences per optimiser step.")] = 512,
     seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 4096,
     micro_batch: Annotated[int, typer.Option(help="Sequences per micro-batch.")] = 1,
@@ -300,7 +301,7 @@ def suggest(
     model: Annotated[str, typer.Option(help="Model preset or config.json.")],
     topology: Annotated[str, typer.Option(help="Topology source (preset, file, saved nvidia-smi, NCCL XML, 'live').")],
     nodes: Annotated[int, typer.Option(help="Copies of the topology source.")] = 1,
-    gpu: Annotated[str | None, typer.Option(help="GPU model where the source does not say it.")] = None,
+    gpu: Annotated[str | None, typer.Option(help=GPU_HELP)] = None,
     global_batch: Annotated[
         int | None,
         typer.Option(help="Sequences per optimiser step \\[default: 2^20 tokens / seq-len, a multiple of the GPUs]."),

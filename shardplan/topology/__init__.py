@@ -72,7 +72,8 @@ def load_topology(
     NCCL topology XML (`NCCL_TOPO_FILE`, `NCCL_TOPO_DUMP_FILE`).
 
     `nodes=N` makes N copies of the source joined by its network; `gpu` names the GPU model where
-    the source does not say it; `nvlink_status` is a saved `nvidia-smi nvlink -s` for the same box.
+    the source does not say it (one that contradicts the source is an error); `nvlink_status` is a saved
+    `nvidia-smi nvlink -s` for the same box.
 
     >>> load_topology("dgx-h100").num_gpus
     8

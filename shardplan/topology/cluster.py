@@ -40,10 +40,17 @@ def _switch_ids(groups: list[list[int]], n: int) -> list[int | None]:
 
 
 def _resolve_model(node: NodeSpec, local: int, override: str | None) -> str | None:
+    """GPU `local`'s model: what the source says, else `override` (`--gpu`), else its product name's. An override
+    that contradicts the source is refused, not dropped unseen."""
     info = node.gpu_info[local] if node.gpu_info else None
     for key in (info.model if info else None, node.gpu, override):
         if key is not None:
             gpu_model(key)  # unknown names fail here, with the list of known ones
+            if override is not None and key != override:
+                raise TopologyError(
+                    f"the source names GPU {local} of node {node.name!r} {key}; --gpu {override} only names GPUs "
+                    "that a source leaves unnamed (a saved nvidia-smi topo -m): leave it out"
+                )
             return key
     if info and info.name:
         return match_product_name(info.name, info.memory_bytes)
