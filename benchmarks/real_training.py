@@ -1,7 +1,7 @@
 """Train Llama-style models on one GPU and compare measured step time and peak memory with `estimate()`.
 
-    python benchmarks/real_training.py --calibration FILE [--out DIR]        # on a GPU: measure + estimate
-    python benchmarks/real_training.py --reestimate RESULTS.json --calibration FILE   # estimates only
+    python benchmarks/real_training.py [--calibration FILE] [--out DIR]        # on a GPU: measure + estimate
+    python benchmarks/real_training.py --reestimate RESULTS.json [--calibration FILE]   # estimates only
 
 The model is written here in plain PyTorch, as Llama-2 is (RMSNorm, rotary embeddings, multi-head
 causal attention through `scaled_dot_product_attention`, SwiGLU MLP, untied output head, fp32
@@ -10,8 +10,9 @@ micro-batch's bf16 weight gradients added into persistent fp32 gradient buffers,
 master weights, then the bf16 weights rewritten from the masters. Each case runs WARMUP steps, then
 STEPS timed steps (device events); the median step time and the allocator's peaks are recorded.
 `estimate()` gets the same model (its ModelSpec is checked against the module's parameter count),
-the same batch, and the calibration file `shardplan calibrate` wrote on the same GPU: nothing here is
-tuned per case.
+the same batch, one GPU of the model measured (benchmarks/machines/GPU-1gpu.yaml, GPU the catalogue's name for the
+device), and the calibration file `shardplan calibrate` wrote on the same GPU, or without one the rates shardplan
+ships for that model (an H200's are the H100's calibration scaled by the datasheets): nothing here is tuned per case.
 
 Writes RESULTS.json (one entry per case) and a Markdown table with the errors next to it.
 """
@@ -37,8 +38,9 @@ from shardplan.cost.calibration import read_calibration  # noqa: E402
 from shardplan.model.hf_config import spec_from_config  # noqa: E402
 from shardplan.model.schema import ModelSpec  # noqa: E402
 from shardplan.topology import load_topology  # noqa: E402
+from shardplan.topology.catalog import match_product_name  # noqa: E402
 
-TOPOLOGY = ROOT / "benchmarks/machines/h100-sxm-1gpu.yaml"
+MACHINES = ROOT / "benchmarks/machines"  # GPU-1gpu.yaml: one GPU of the catalogue's model GPU
 WARMUP, STEPS = 3, 8
 
 # Llama-2-style shapes (head_dim 128, vocab 32000, untied head), ~0.55B, ~1.2B and ~2.7B parameters.
@@ -126,7 +128,15 @@ def spec_of(case: Case) -> ModelSpec:
     return spec_from_config(model_config(case.model, case.seq_len), "benchmarks/real_training.py", name=case.model)
 
 
-def estimate_case(case: Case, calibration: Path) -> dict[str, Any]:
+def gpu_of(facts: dict[str, Any]) -> str:
+    """The catalogue's name of the GPU a run measured (`device_facts`)."""
+    gpu = match_product_name(facts["device"], facts["total_bytes"])
+    if gpu is None:
+        raise SystemExit(f"{facts['device']}: not in shardplan's GPU catalogue")
+    return gpu
+
+
+def estimate_case(case: Case, gpu: str, calibration: Path | None) -> dict[str, Any]:
     training = Training(
         global_batch=case.micro_batch * case.num_micro,
         seq_len=case.seq_len,
@@ -138,7 +148,7 @@ def estimate_case(case: Case, calibration: Path) -> dict[str, Any]:
     )
     plan = estimate(
         spec_of(case),
-        load_topology(TOPOLOGY),
+        load_topology(MACHINES / f"{gpu}-1gpu.yaml"),
         training,
         tp=1,
         pp=1,
@@ -276,18 +286,22 @@ def add_errors(row: dict[str, Any]) -> None:
     row["memory_error"] = _err(row["estimated_memory_bytes"], row["measured_peak_memory_bytes"])
 
 
-def markdown(facts: dict[str, Any], rows: list[dict[str, Any]], calibration: Path) -> str:
+def markdown(facts: dict[str, Any], rows: list[dict[str, Any]], calibration: Path | None) -> str:
     gb = 1e9
     steps = max((len(r.get("measured_step_times_s") or []) for r in rows), default=STEPS)
+    rates = (
+        f"`{calibration.name}` (from `shardplan calibrate` on the same GPU, before these runs)"
+        if calibration
+        else f"the rates shardplan ships for {gpu_of(facts)} (no calibration file)"
+    )
     lines = [
-        "# Real training on one H100: measured vs estimated",
+        f"# Real training on one {facts['device']}: measured vs estimated",
         "",
         f"Device: {facts['device']}, torch {facts['torch']} (CUDA {facts['cuda']}), allocator "
-        f"`{facts.get('alloc_conf') or 'default'}`. Estimates: `estimate()` with `{calibration.name}` "
-        "(from `shardplan calibrate` on the same GPU, before these runs). Measured peak = "
+        f"`{facts.get('alloc_conf') or 'default'}`. Estimates: `estimate()` with {rates}. Measured peak = "
         "`max_memory_reserved` + what the process holds outside the allocator (CUDA context, "
         f"libraries). Median of {steps} steps after {WARMUP} warm-up steps. Re-run: "
-        "`bash scripts/h100_truth.sh` on an H100.",
+        "`bash scripts/h100_truth.sh` on an H100 or H200.",
         "",
         "| case | measured s | estimated s | error | measured GB | estimated GB | error | fits (est.) |",
         "|---|--:|--:|--:|--:|--:|--:|---|",
@@ -322,7 +336,7 @@ def markdown(facts: dict[str, Any], rows: list[dict[str, Any]], calibration: Pat
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calibration", type=Path, required=True, help="calibration file of this GPU")
+    parser.add_argument("--calibration", type=Path, help="calibration file of this GPU (default: the shipped rates)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results", help="results folder")
     parser.add_argument("--reestimate", type=Path, help="recorded results: recompute the estimates only")
     parser.add_argument("--only", help="run the cases whose name contains this")
@@ -330,7 +344,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="write a kernel table of the first case per model")
     parser.add_argument("--steps", type=int, default=STEPS, help=f"timed steps per case (default {STEPS})")
     args = parser.parse_args()
-    read_calibration(args.calibration)  # a bad file fails before any GPU time is spent
+    if args.calibration:
+        read_calibration(args.calibration)  # a bad file fails before any GPU time is spent
     if args.reestimate:
         recorded = json.loads(args.reestimate.read_text())
         facts, rows = recorded["device"], recorded["cases"]
@@ -346,12 +361,14 @@ def main() -> None:
             rows.append({"case": case.name, **asdict(case), **measured})
             print(case.name, "OOM" if measured["oom"] else f"{measured['measured_step_time_s']:.4f} s", flush=True)
         args.out.mkdir(parents=True, exist_ok=True)
-        out_json = args.out / ("h100-fp8-training.json" if args.cases == "fp8" else "h100-single-gpu.json")
+        short = gpu_of(facts).split("-")[0]  # h100-sxm: h100-single-gpu.json
+        out_json = args.out / (f"{short}-fp8-training.json" if args.cases == "fp8" else f"{short}-single-gpu.json")
     for row in rows:
         case = Case(**{key: row[key] for key in Case.__dataclass_fields__ if key in row})
-        row.update(estimate_case(case, args.calibration))
+        row.update(estimate_case(case, gpu_of(facts), args.calibration))
         add_errors(row)
-    out_json.write_text(json.dumps({"device": facts, "calibration": str(args.calibration), "cases": rows}, indent=2))
+    calibration = str(args.calibration) if args.calibration else None
+    out_json.write_text(json.dumps({"device": facts, "calibration": calibration, "cases": rows}, indent=2))
     report = markdown(facts, rows, args.calibration)
     out_json.with_suffix(".md").write_text(report)
     print(report)
