@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -141,8 +142,9 @@ def _plan(everyone: list[dict[str, Any]], model: Any, training: Training, topolo
             topo = load_topology(topology, nodes=world // topo.num_gpus)
     if topo.num_gpus != world:
         raise PlanError(f"the topology has {topo.num_gpus} GPUs but torchrun runs {world} processes")
+    on_node = Counter(g.node for g in topo.gpus)  # once: thousands of nodes each scanning every GPU take minutes
     for n, procs in sorted(per_node.items()):
-        gpus = sum(1 for g in topo.gpus if g.node == n)
+        gpus = on_node[n]
         if gpus != procs:
             raise PlanError(f"node {n}: the topology has {gpus} GPUs there but torchrun runs {procs} processes")
     return suggest(_model_spec(model), topo, training, top_k=1, **search)[0]
