@@ -65,7 +65,7 @@ def _sharers(topology: Topology, i: int, j: int) -> int:
     level = {"pxb": "switch", "phb": "switch_group", "node": "host_bridge", "sys": "socket"}.get(kind)
     if level is None or getattr(a, level) is None:
         return 1
-    return sum(1 for g in topology.gpus if g.node == a.node and getattr(g, level) == getattr(a, level))
+    return sum(1 for g in topology.gpus_by_node[a.node] if getattr(topology.gpus[g], level) == getattr(a, level))
 
 
 def place(
