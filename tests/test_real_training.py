@@ -48,6 +48,26 @@ def test_step_time_within_10_percent_and_memory_within_5(reestimated: list[dict]
         assert r["estimated_fits"], r["case"]
 
 
+def test_shipped_calibration_on_a_second_h100(tmp_path: Path) -> None:
+    """benchmarks/results/h100-recheck: the same cases measured on another lent H100 (2026-12-05) and re-estimated
+    with the calibration shardplan ships: step time within 5% on every case that ran but the host-bound one (0.5B,
+    2,048 tokens, one sequence: 0.059 s on the first machine, 0.036 s on this one, whose host dispatches faster),
+    peak memory within 5%, and every fit right."""
+    work = tmp_path / "h100-single-gpu.json"
+    shutil.copy(ROOT / "benchmarks/results/h100-recheck/h100-single-gpu.json", work)
+    calibration = ROOT / "shardplan/cost/calibration/h100-sxm.json"
+    cmd = [sys.executable, "benchmarks/real_training.py", "--reestimate", str(work), "--calibration", str(calibration)]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = json.loads(work.read_text())["cases"]
+    assert len(rows) == 20 and all(r["oom"] != r["estimated_fits"] for r in rows)
+    host_bound = "llama-0.5b s2048 mb1 rc-none"
+    for r in rows:
+        if not r["oom"]:
+            assert abs(r["memory_error"]) <= 0.05, r["case"]
+            assert r["case"] == host_bound or abs(r["step_time_error"]) <= 0.05, r["case"]
+
+
 def test_out_of_memory_is_predicted(reestimated: list[dict]) -> None:
     oom = [r for r in reestimated if r["oom"]]
     assert oom and all(not r["estimated_fits"] for r in oom)
