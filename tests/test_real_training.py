@@ -22,14 +22,16 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.real_training import CASES, model_config, spec_of  # noqa: E402
 from shardplan.llama import Llama  # noqa: E402
 
+SHIPPED = ROOT / "shardplan/cost/calibration/h100-sxm.json"
 
-def _reestimate(results: Path, work_dir: Path) -> list[dict]:
-    work = work_dir / "h100-single-gpu.json"
-    shutil.copy(results / "h100-single-gpu.json", work)
-    cmd = [sys.executable, "benchmarks/real_training.py", "--reestimate", str(work)]
-    run = subprocess.run(
-        [*cmd, "--calibration", str(RESULTS / "h100-calibration.json")], cwd=ROOT, capture_output=True, text=True
-    )
+
+def _reestimate(results: Path, work_dir: Path, calibration: Path = RESULTS / "h100-calibration.json") -> list[dict]:
+    """The cases of a recorded run (a folder's h100-single-gpu.json, or that file), estimated again today."""
+    recorded = results if results.suffix == ".json" else results / "h100-single-gpu.json"
+    work = work_dir / recorded.name
+    shutil.copy(recorded, work)
+    cmd = [sys.executable, "benchmarks/real_training.py", "--reestimate", str(work), "--calibration", str(calibration)]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     return json.loads(work.read_text())["cases"]
 
@@ -53,13 +55,7 @@ def test_shipped_calibration_on_a_second_h100(tmp_path: Path) -> None:
     with the calibration shardplan ships: step time within 5% on every case that ran but the host-bound one (0.5B,
     2,048 tokens, one sequence: 0.059 s on the first machine, 0.036 s on this one, whose host dispatches faster),
     peak memory within 5%, and every fit right."""
-    work = tmp_path / "h100-single-gpu.json"
-    shutil.copy(ROOT / "benchmarks/results/h100-recheck/h100-single-gpu.json", work)
-    calibration = ROOT / "shardplan/cost/calibration/h100-sxm.json"
-    cmd = [sys.executable, "benchmarks/real_training.py", "--reestimate", str(work), "--calibration", str(calibration)]
-    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-2000:]
-    rows = json.loads(work.read_text())["cases"]
+    rows = _reestimate(ROOT / "benchmarks/results/h100-recheck", tmp_path, SHIPPED)
     assert len(rows) == 20 and all(r["oom"] != r["estimated_fits"] for r in rows)
     host_bound = "llama-0.5b s2048 mb1 rc-none"
     for r in rows:
@@ -185,13 +181,8 @@ def test_fp8_and_compiled_training_within_10_percent(tmp_path: Path) -> None:
     with the shipped H100 calibration: every step time within 10%, and FP8 faster wherever it measured
     faster. (The run's own calibrate measured compiled memory-bound ops 2-3x slower than the shipped
     benchmarks/elementwise_compiled.py figures, which would put these estimates 16-46% high.)"""
-    work = tmp_path / "fp8.json"
-    shutil.copy(ROOT / "benchmarks/results/h100-fp8/h100-fp8-training.json", work)
-    calibration = ROOT / "shardplan/cost/calibration/h100-sxm.json"
-    cmd = [sys.executable, "benchmarks/real_training.py", "--reestimate", str(work), "--calibration", str(calibration)]
-    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-2000:]
-    rows = {r["case"]: r for r in json.loads(work.read_text())["cases"]}
+    recorded = ROOT / "benchmarks/results/h100-fp8/h100-fp8-training.json"
+    rows = {r["case"]: r for r in _reestimate(recorded, tmp_path, SHIPPED)}
     assert len(rows) == 8
     for name, r in rows.items():
         assert abs(r["step_time_error"]) <= 0.10, name
