@@ -48,8 +48,8 @@ def _resolve_model(node: NodeSpec, local: int, override: str | None) -> str | No
             gpu_model(key)  # unknown names fail here, with the list of known ones
             if override is not None and key != override:
                 raise TopologyError(
-                    f"the source names GPU {local} of node {node.name!r} {key}; --gpu {override} only names GPUs "
-                    "that a source leaves unnamed (a saved nvidia-smi topo -m): leave it out"
+                    f"the source names GPU {local} of node {node.name!r} {key}, not {override}: --gpu (gpu=) only "
+                    "names GPUs that a source leaves unnamed (a saved nvidia-smi topo -m); leave it out"
                 )
             return key
     if info and info.name:
