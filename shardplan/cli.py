@@ -67,6 +67,12 @@ def _root() -> None:
     """Decide how to shard a model over a GPU cluster."""
 
 
+def _check_tokens(seq_len: int) -> None:
+    """--seq-len: a positive number of tokens, before anything is computed from it."""
+    if seq_len < 1:
+        raise ShardplanError(f"--seq-len {seq_len}: expected a positive number of tokens")
+
+
 def _print_caveats(caveats: Iterable[str]) -> None:
     """What the topology's source could not tell, a line each, beside the topology and every plan made on it."""
     for caveat in caveats:
@@ -131,6 +137,8 @@ def model(
     """Show a model's layers, parameters, forward FLOPs per token and activation bytes per token."""
     from shardplan.model import load_model
 
+    if seq_len is not None:
+        _check_tokens(seq_len)
     spec = load_model(source)
     s = seq_len or spec.seq_len
     acts = {
@@ -248,6 +256,7 @@ def estimate(
     from shardplan.solve.estimate import estimate as run_estimate
     from shardplan.topology import load_topology
 
+    _check_tokens(seq_len)
     train = training_of(
         locals(), global_batch=global_batch, seq_len=seq_len, zero_stage=zero, recompute=recompute, cp_comm=cp_comm
     )
@@ -386,8 +395,7 @@ def suggest(
         check_new_file(output)
     topo = load_topology(topology, nodes=nodes, gpu=gpu)
     spec = load_model(model)
-    if seq_len < 1:
-        raise ShardplanError(f"--seq-len {seq_len}: expected a positive number of tokens")
+    _check_tokens(seq_len)
     if global_batch is None:
         per_gpu = -(-TOKENS_PER_STEP // (seq_len * topo.num_gpus))
         global_batch = per_gpu * topo.num_gpus

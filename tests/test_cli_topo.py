@@ -142,6 +142,10 @@ def test_suggest_refuses_values_no_plan_can_take():
     for flags, message in expected.items():
         bad = _cli(*base, *flags)
         assert (bad.returncode, bad.stderr) == (2, message)
+    # the same words from the other commands that take a sequence length
+    for args in (("model", "llama3-8b"), ("estimate", "--model", "llama3-8b", "--topology", "dgx-h100", "--dp", "8")):
+        bad = _cli(*args, "--seq-len", "-3")
+        assert (bad.returncode, bad.stderr) == (2, "error: --seq-len -3: expected a positive number of tokens\n")
 
 
 def test_suggest_names_the_emit_formats_that_take_its_best_plan():
