@@ -76,8 +76,9 @@ def check_layout(
     import numpy as np  # here, not at start-up
 
     n = topology.num_gpus
-    if min(tp, pp, dp, cp, ep, micro_batch, virtual_stages) < 1:
-        raise PlanError("tp, pp, dp, cp, ep, micro_batch and virtual_stages must all be at least 1")
+    degrees = dict(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, micro_batch=micro_batch, virtual_stages=virtual_stages)
+    if low := [f"{name} {k}" for name, k in degrees.items() if k < 1]:
+        raise PlanError(f"{', '.join(low)}: expected at least 1")
     if tp * pp * dp * cp * ep != n:
         extra = [(name, k) for name, k in (("cp", cp), ("ep", ep)) if k > 1]
         names = " x ".join(["tp", "pp", "dp", *(name for name, _ in extra)])
