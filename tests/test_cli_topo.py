@@ -125,6 +125,8 @@ def test_estimate_command_json_and_bad_degrees():
     bad = _cli("estimate", "--model", "llama3-8b", "--topology", "dgx-h100", "--tp", "3")
     assert bad.returncode == 2
     assert bad.stderr == "error: tp x pp x dp = 3 x 1 x 1 = 3, but the topology has 8 GPUs\n"
+    bad = _cli("estimate", "--model", "llama3-8b", "--topology", "dgx-h100", "--tp", "0", "--dp", "-8")
+    assert (bad.returncode, bad.stderr) == (2, "error: tp 0, dp -8: expected at least 1\n")
     bad = _cli("estimate", "--model", "llama3-8b", "--topology", "dgx-h100", "--dp", "8", "--recompute", "most")
     assert bad.returncode == 2 and bad.stderr.startswith("error: recompute:")
 
