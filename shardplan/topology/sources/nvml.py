@@ -237,7 +237,7 @@ def read_live() -> TopologySpec:
     except TopologyError as nvml_error:
         exe = shutil.which("nvidia-smi")
         if exe is None:
-            raise TopologyError(f"cannot read live topology: {nvml_error}, and nvidia-smi is not on PATH") from None
+            raise TopologyError(f"cannot read live topology: {nvml_error} (nvidia-smi is not on PATH either)") from None
         run = subprocess.run([exe, "topo", "-m"], capture_output=True, text=True, timeout=60, check=False)
         if run.returncode != 0:
             raise TopologyError(f"cannot read live topology: {nvml_error}; nvidia-smi topo -m failed") from None
