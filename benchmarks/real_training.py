@@ -363,9 +363,10 @@ def main() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         short = gpu_of(facts).split("-")[0]  # h100-sxm: h100-single-gpu.json
         out_json = args.out / (f"{short}-fp8-training.json" if args.cases == "fp8" else f"{short}-single-gpu.json")
+    gpu = gpu_of(facts)
     for row in rows:
         case = Case(**{key: row[key] for key in Case.__dataclass_fields__ if key in row})
-        row.update(estimate_case(case, gpu_of(facts), args.calibration))
+        row.update(estimate_case(case, gpu, args.calibration))
         add_errors(row)
     calibration = str(args.calibration) if args.calibration else None
     out_json.write_text(json.dumps({"device": facts, "calibration": calibration, "cases": rows}, indent=2))
