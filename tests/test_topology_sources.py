@@ -65,7 +65,7 @@ def test_product_names_find_their_catalogue_entry():
         "NVIDIA B200": "b200",
         "NVIDIA GB200": "gb200",
         "NVIDIA B300 SXM6 AC": "b300",
-        "NVIDIA GB300": None,  # not the B300 entry: a Grace Blackwell Ultra superchip has none yet
+        "NVIDIA GB300": "gb300",  # the Grace Blackwell Ultra superchip, not the B300 entry
         "NVIDIA H100 80GB HBM3": "h100-sxm",
         "NVIDIA H200": "h200-sxm",
     }
@@ -75,6 +75,9 @@ def test_product_names_find_their_catalogue_entry():
     ultra = load_topology("dgx-b300", nodes=2)  # DGX B300 datasheet: 288 GB each, one 800 Gb/s ConnectX-8 per GPU
     assert ultra.gpus[0].model == "b300" and ultra.smallest_memory_bytes == 288e9 and ultra.nvswitch_domains[0].nvls
     assert {nic.gbit for nic in ultra.nics} == {800} and ultra.path_kind(0, 8) == "net"
+    rack = load_topology("gb300-nvl72")  # GB300 NVL72 datasheet: 72 GPUs in one NVLink domain, 800 Gb/s NIC each
+    assert rack.gpus[0].model == "gb300" and rack.num_gpus == 72 and rack.path_kind(0, 71) == "nvlink"
+    assert {nic.gbit for nic in rack.nics} == {800}
 
 
 def test_bandwidth_by_link_class_hand_checked():
