@@ -22,6 +22,8 @@ from pathlib import Path
 from shardplan import Training, estimate, load_model, load_topology
 from shardplan.errors import ShardplanError
 from shardplan.model.hf_config import spec_from_config
+from shardplan.topology import read_spec
+from shardplan.topology.cluster import build
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "validation"
 RESULTS = Path(__file__).resolve().parent / "results" / "validation.md"
@@ -190,6 +192,11 @@ def _topology(row: dict[str, str], n_gpus: int):
         return load_topology(MACHINES / row["machine"], nodes=n_gpus // int(_num(row["gpus_per_node"]) or 8))
     preset = "dgx-h100" if "H100" in gpu else "dgx-a100" if ("A100" in gpu or "Ampere" in gpu) else None
     preset = "dgx-b200" if gpu == "B200" else preset
+    if gpu.startswith("GB"):  # a job of one NVL72 rack's trays: all of them in its NVLink domain
+        trays = n_gpus // 4
+        spec = read_spec(f"{gpu.lower()}-nvl72")
+        tray = spec.nodes[0].model_copy(update={"count": trays})
+        return build(spec.model_copy(update={"nodes": [tray], "nvlink_domain_nodes": trays}))
     if preset is None:
         raise ShardplanError(f"no preset for GPU {gpu!r}")
     per_node = int(_num(row["gpus_per_node"]) or 8)
@@ -351,9 +358,16 @@ def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
     precision = (row["precision"] or ("FP8" if "describes FP8" in row["notes"] else "")).replace("MXFP8", "FP8-MX")
     if row["system"] == "DGX-B300":  # the catalogue has the B300 (its datasheet) and a dgx-b300 preset
         return out | {"not_usable": "DGX-B300: the recipes' B300 settings (dispatchers, CUDA graphs, layouts) not read"}
-    gpu = {"DGX-H100": "H100 80GB", "DGX-B200": "B200"}.get(row["system"])
-    if gpu is None:  # GB200 / GB300 NVL72 racks
-        return out | {"not_usable": f"{row['system']}: no preset (NVL72 racks: how a job spans them is not stated)"}
+    if row["task"] != "Pre-Training Performance":
+        return out | {"not_usable": f"{row['task']}: the fine-tuning recipes' data and settings are not read"}
+    gpu = {"DGX-H100": "H100 80GB", "DGX-B200": "B200", "DGX-GB200": "GB200", "DGX-GB300": "GB300"}[row["system"]]
+    if gpu.startswith("GB"):  # NVL72 racks: 72 GPUs in one NVLink domain (`_topology`)
+        if int(row["n_gpus"]) > 72:
+            return out | {"not_usable": f"{row['system']}: how a job of over one NVL72 rack spans racks is not stated"}
+        if row["model"] != "LLAMA3_70B":
+            return out | {"not_usable": f"{row['system']}: the recipes' settings for this model there are not read"}
+        if row["fsdp"] != "0":  # llama3_workload_base_configs.py GB200/GB300 FP8_CS and BF16: activations to the CPU
+            return out | {"not_usable": "Megatron-FSDP with activations offloaded to the Grace CPU (cpu_offloading)"}
     if row["model"] == "LLAMA3_8B":
         # the 8B recipes changed between releases (H100: Megatron FSDP in the 25.x tables, DDP with 5 of 32 blocks
         # recomputed, recompute_num_layers=5, in the recipe file); a row does not say which applied

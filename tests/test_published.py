@@ -31,8 +31,12 @@ SUBSET = {
     "korthikanti2022_seqpar_selective.csv": "T5-",
     "llama3_2024_405b_pretraining.csv": "T4-",
     "nemo_24.07_perf_summary.csv": "N2407-",  # FP8 (Transformer Engine) on DGX-H100
-    "megatron_bridge_perf_summary.csv": "MB-",  # its dense Llama rows on DGX-H100, FP8 (2025-2026)
+    "megatron_bridge_perf_summary.csv": "MB-",  # its dense Llama rows on DGX-H100 and DGX-B200, FP8 (2025-2026)
 }
+# Megatron Bridge's rows on GB200 / GB300 NVL72 racks (Llama 3 70B, MXFP8, one rack) are estimated by the harness since
+# session 30 and not part of the subset: the GB300 ones are estimated not to fit, so the recipe ran with settings the
+# table does not give, and MB-167 (PP 4 without virtual stages) is +35%.
+RACKS = ("GB200", "GB300")
 # The subset's rows run dense models: the Megatron Bridge MoE rows (Qwen3, expert parallelism) are estimated by the
 # harness and outside the bounds (-53% to +25%, five beyond 25%: issue 5's notes), not part of the subset.
 DENSE = "1"
@@ -51,7 +55,7 @@ def test_published_subset_within_bounds() -> None:
     rows = [
         vp.evaluate(name, row)
         for name, row in vp.usable_rows()
-        if row["row_id"].startswith(SUBSET.get(name, "-")) and row["ep"] in ("", DENSE)
+        if row["row_id"].startswith(SUBSET.get(name, "-")) and row["ep"] in ("", DENSE) and row["gpu"] not in RACKS
     ]
     used = [r for r in rows if r.error is not None]
     assert len(used) >= 15, [r.skipped for r in rows]
@@ -61,14 +65,14 @@ def test_published_subset_within_bounds() -> None:
 
 
 def test_every_usable_row_on_the_mean_within_10_percent() -> None:
-    """All 313 rows the harness estimates (every file, DeepSpeed ZeRO-3 of 2021 included; FP8 runs since
+    """All 319 rows the harness estimates (every file, DeepSpeed ZeRO-3 of 2021 included; FP8 runs since
     2026-11-25, Megatron Bridge's since 2026-12-05, its MoE rows since, DeepSeek-V3's and Blackwell's MXFP8 ones
-    since the fifth session that day): mean |error| 9.7% (9.66%; the Llama 3 405B rows' gradient sync sharing the NICs
-    with pipeline sends adds 3 points to each). Eighteen rows are beyond 25% (issue 5's notes say which and why): not
-    asserted."""
+    since the fifth session that day, GB200 / GB300 racks' Llama 3 70B since session 30): mean |error| 9.7% (9.73%;
+    the Llama 3 405B rows' gradient sync sharing the NICs with pipeline sends adds 3 points to each). Nineteen rows are
+    beyond 25% (issue 5's notes say which and why): not asserted."""
     vp = _harness()
     used = [r for r in (vp.evaluate(name, row) for name, row in vp.usable_rows()) if r.error is not None]
-    assert len(used) >= 313
+    assert len(used) >= 319
     assert statistics.mean(abs(r.error) for r in used) <= 0.10
 
 
@@ -96,7 +100,8 @@ def test_megatron_bridge_h100_llama_runs_fit_as_megatron_core_keeps_activations(
     They ran, so the estimate must fit them: with eager SwiGLU and bf16 linear inputs the 70B's first stage would
     keep 59 GiB of activations and need 87 GiB."""
     vp = _harness()
-    rows = [vp.evaluate(n, row) for n, row in vp.usable_rows() if n.startswith("megatron_bridge")]
+    bridge = [(n, row) for n, row in vp.usable_rows() if n.startswith("megatron_bridge") and row["gpu"] not in RACKS]
+    rows = [vp.evaluate(n, row) for n, row in bridge]
     used = [r for r in rows if r.error is not None]
     dense = [r for r in used if "LLAMA" in r.label]
     assert len(dense) == 10 and [r.row_id for r in dense if not r.fits] == []
