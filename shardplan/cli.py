@@ -73,6 +73,13 @@ def _check_tokens(seq_len: int) -> None:
         raise ShardplanError(f"--seq-len {seq_len}: expected a positive number of tokens")
 
 
+def _print_table(table: Table) -> None:
+    """A table at its whole width, in a pipe, a file or a narrow terminal (which wraps the lines): rich would cut
+    numbers short ("6.…") to fit a width, and a pipe has none."""
+    width = Console(width=10_000).measure(table).maximum
+    (_out if _out.is_terminal and _out.width >= width else Console(width=width)).print(table)
+
+
 def _print_caveats(caveats: Iterable[str]) -> None:
     """What the topology's source could not tell, a line each, beside the topology and every plan made on it."""
     for caveat in caveats:
@@ -123,7 +130,7 @@ def topo(
     for c in s["link_classes"]:
         pairs = "-" if c["pairs_in_first_node"] is None else str(c["pairs_in_first_node"])
         table.add_row(c["kind"], pairs, c["gbps"] or "? (pass --gpu)", c["datasheet_gbps"] or "?")
-    _out.print(table)
+    _print_table(table)
     if draw is not None:
         _out.print(f"picture   {draw}")
 
@@ -186,7 +193,7 @@ def model(
         flops = ly.flops_per_token(s) / 1e9
         table.add_row(ly.name, str(ly.count), f"{ly.params:,}", f"{ly.params * ly.count:,}", f"{flops:.4f}")
     table.add_row("total", "", "", f"{spec.num_params:,}", f"{spec.flops_per_token(s) / 1e9:.3f}")
-    _out.print(table)
+    _print_table(table)
     _out.print(
         "activations per token per block, TP=1, flash attention: "
         + ", ".join(f"recompute {k}: {v / 1024:.1f} KiB" for k, v in acts.items()),
@@ -297,7 +304,7 @@ def estimate(
     for part, seconds in plan.breakdown.items():
         if part not in ("cp", "ep") or getattr(plan, part) > 1:  # opt-in: no row of zeros where unused
             table.add_row(part, f"{seconds:.4f}")
-    _out.print(table)
+    _print_table(table)
     mem = ", ".join(f"{k} {v / 2**30:.1f}" for k, v in plan.memory_breakdown.items())
     _out.print(f"memory GiB: {mem}", highlight=False)
 
@@ -456,7 +463,7 @@ def suggest(
             f"{speedup:.2f}x",
             "optimal" if p.optimal else f"gap {p.gap:.1%}" if p.gap is not None else "unproved",
         )
-    (_out if _out.is_terminal else Console(width=140)).print(table)
+    _print_table(table)
     _out.print(f"why #1: {explain(plans[0], topo)}", highlight=False)
     replans = [
         fmt

@@ -203,6 +203,16 @@ def test_suggest_refuses_an_output_file_before_planning(tmp_path: Path):
     assert kept.read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["plan.toml"]
 
 
+def test_suggest_table_in_a_pipe_keeps_every_figure_whole():
+    """A mixture of experts' table (an ep column, recompute with its modules) is wider than a pipe's default 80 or a
+    140-column cut; printed into a pipe, no figure is shortened to an ellipsis."""
+    run = _cli("suggest", "--model", "qwen3-30b-a3b", "--topology", "dgx-h100", "--nodes", "2", "--top", "3")
+    assert run.returncode == 0, run.stderr
+    rows = [line for line in run.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert len(rows) == 3 and "…" not in run.stdout
+    assert all("none+moe_act+layernorm" in row and row.split()[-1] == "optimal" for row in rows)
+
+
 def test_help_keeps_the_defaults_it_states_in_square_brackets():
     """typer renders help through rich markup, which drops an unescaped "[...]" as an unknown tag."""
     run = subprocess.run(
