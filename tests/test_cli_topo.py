@@ -204,13 +204,15 @@ def test_suggest_refuses_an_output_file_before_planning(tmp_path: Path):
 
 
 def test_suggest_table_in_a_pipe_keeps_every_figure_whole():
-    """A mixture of experts' table (an ep column, recompute with its modules) is wider than a pipe's default 80 or a
-    140-column cut; printed into a pipe, no figure is shortened to an ellipsis."""
-    run = _cli("suggest", "--model", "qwen3-30b-a3b", "--topology", "dgx-h100", "--nodes", "2", "--top", "3")
+    """A table with cp and ep columns and recompute with three modules is 148 columns wide, more than a pipe's
+    default 80 or the 140 it was once cut to; printed into a pipe, no figure is shortened to an ellipsis."""
+    modules = ("--recompute-module", "moe_act", "--recompute-module", "layernorm", "--recompute-module", "mla_up_proj")
+    base = ("suggest", "--model", "deepseek-v2-lite", "--topology", "dgx-h100", "--nodes", "2", "--top", "2")
+    run = _cli(*base, "--recompute", "selective", *modules, "--cp", "2")
     assert run.returncode == 0, run.stderr
     rows = [line for line in run.stdout.splitlines() if line.strip()[:1].isdigit()]
-    assert len(rows) == 3 and "…" not in run.stdout
-    assert all("none+moe_act+layernorm" in row and row.split()[-1] == "optimal" for row in rows)
+    assert len(rows) == 2 and "…" not in run.stdout
+    assert all("selective+moe_act+layernorm+mla_up_proj" in row and row.split()[-1] == "optimal" for row in rows)
 
 
 def test_help_keeps_the_defaults_it_states_in_square_brackets():
