@@ -176,19 +176,21 @@ def test_compiled_blocks_on_one_gpu() -> None:
 
 
 def test_fp8_and_compiled_training_within_10_percent(tmp_path: Path) -> None:
-    """benchmarks/results/h100-fp8: the same models with compiled blocks, in bf16 and with FP8 linears
+    """benchmarks/results/h100-fp8 (and h100-recheck, the same cases on another H100): the same models with compiled
+    blocks, in bf16 and with FP8 linears
     (shardplan.llama.Float8Linear, torchao's tensorwise recipe), trained on a real H100 and re-estimated
     with the shipped H100 calibration: every step time within 10%, and FP8 faster wherever it measured
     faster. (The run's own calibrate measured compiled memory-bound ops 2-3x slower than the shipped
     benchmarks/elementwise_compiled.py figures, which would put these estimates 16-46% high.)"""
-    recorded = ROOT / "benchmarks/results/h100-fp8/h100-fp8-training.json"
-    rows = {r["case"]: r for r in _reestimate(recorded, tmp_path, SHIPPED)}
-    assert len(rows) == 8
-    for name, r in rows.items():
-        assert abs(r["step_time_error"]) <= 0.10, name
-        if " fp8" in name:
-            bf16 = rows[name.replace(" fp8", "")]
-            assert r["estimated_step_time_s"] < bf16["estimated_step_time_s"], name
+    for run in ("h100-fp8", "h100-recheck"):  # the second: another lent H100, 2026-12-05
+        recorded = ROOT / "benchmarks/results" / run / "h100-fp8-training.json"
+        rows = {r["case"]: r for r in _reestimate(recorded, tmp_path, SHIPPED)}
+        assert len(rows) == 8
+        for name, r in rows.items():
+            assert abs(r["step_time_error"]) <= 0.10, (run, name)
+            if " fp8" in name:
+                bf16 = rows[name.replace(" fp8", "")]
+                assert r["estimated_step_time_s"] < bf16["estimated_step_time_s"], (run, name)
 
 
 def test_float8_linear_follows_the_bf16_linear_within_fp8_precision() -> None:
