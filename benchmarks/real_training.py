@@ -349,9 +349,10 @@ def main() -> None:
     if args.reestimate:
         recorded = json.loads(args.reestimate.read_text())
         facts, rows = recorded["device"], recorded["cases"]
-        out_json = args.reestimate
+        gpu, out_json = gpu_of(facts), args.reestimate
     else:
         facts, rows = device_facts(), []
+        gpu = gpu_of(facts)  # a GPU the catalogue lacks fails before any case runs
         for case in FP8_CASES if args.cases == "fp8" else CASES:
             if args.only and args.only not in case.name:
                 continue
@@ -361,9 +362,8 @@ def main() -> None:
             rows.append({"case": case.name, **asdict(case), **measured})
             print(case.name, "OOM" if measured["oom"] else f"{measured['measured_step_time_s']:.4f} s", flush=True)
         args.out.mkdir(parents=True, exist_ok=True)
-        short = gpu_of(facts).split("-")[0]  # h100-sxm: h100-single-gpu.json
+        short = gpu.split("-")[0]  # h100-sxm: h100-single-gpu.json
         out_json = args.out / (f"{short}-fp8-training.json" if args.cases == "fp8" else f"{short}-single-gpu.json")
-    gpu = gpu_of(facts)
     for row in rows:
         case = Case(**{key: row[key] for key in Case.__dataclass_fields__ if key in row})
         row.update(estimate_case(case, gpu, args.calibration))
