@@ -6,9 +6,12 @@ on stderr and exits with code 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import difflib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from pydantic import ValidationError
 
 
@@ -44,3 +47,21 @@ def describe_validation(err: ValidationError) -> str:
     path = ".".join(str(p) for p in first["loc"]) or "(top level)"
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"{path}: {first['msg']}{more}"
+
+
+def did_you_mean(text: str, names: Iterable[str]) -> str:
+    """' did you mean NAME?' for a mistyped `text`: the `names` it begins, else the closest one; '' where none is.
+
+    >>> did_you_mean("llama-3-8b", ["llama3-8b", "llama3-70b", "mistral-7b"])
+    " did you mean 'llama3-8b'?"
+    >>> did_you_mean("a100", ["a10", "a100-pcie-40gb", "a100-sxm-80gb"])
+    " did you mean 'a100-pcie-40gb' or 'a100-sxm-80gb'?"
+    """
+    key, names = text.lower(), sorted(names)
+    close = [name for name in names if name.startswith(key)]
+    if not 0 < len(close) <= 4:  # more are no hint: the list of names follows
+        close = difflib.get_close_matches(key, names, n=1)
+    if not close:
+        return ""
+    *rest, last = map(repr, close)
+    return f" did you mean {', '.join(rest) + ' or ' if rest else ''}{last}?"

@@ -71,6 +71,17 @@ def test_saved_text_with_gpu_option(tmp_path: Path):
     assert "names GPU 0 of node 'dgx-h100' h100-sxm, not a100-sxm-80gb" in contradicted.stderr
 
 
+def test_a_misspelt_name_gets_the_names_it_may_mean():
+    for args, hint in (
+        (("topo", "dgx-h10"), "did you mean 'dgx-h100'?"),
+        (("topo", "dgx-h100", "--gpu", "h100"), "did you mean 'h100-pcie' or 'h100-sxm'?"),
+        (("model", "llama-3-8b"), "did you mean 'llama3-8b'?"),
+    ):
+        run = _cli(*args)
+        assert run.returncode == 2 and hint in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "did you mean" not in _cli("topo", "dgx").stderr  # seven presets begin so: the list follows
+
+
 def test_public_names_of_the_contract_exist():
     import shardplan
 

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# A GPU shardplan ships no calibration for (an H200: its rates are the H100's measured ones scaled by the
+# datasheets) against real training, one command: the live NVML tests, the bf16 and FP8 cases of
+# benchmarks/real_training.py estimated with the shipped rates, then `shardplan calibrate` on the same GPU and
+# the same cases re-estimated with it (own-calibration/). Results: $OUT (default
+# benchmarks/results/h200-single-gpu). Wheels in .whl/ are installed when present (scripts/wheels.sh).
+set -uo pipefail
+OUT=${OUT:-benchmarks/results/h200-single-gpu}
+mkdir -p "$OUT/own-calibration"
+source scripts/wheels.sh
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit,clocks.max.sm --format=csv > "$OUT/nvidia-smi.txt"
+python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_live_gpu.py > "$OUT/gpu-tests.txt" 2>&1
+# the allocators of the recorded H100 runs: expandable segments for bf16, the default for FP8
+PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True python3 benchmarks/real_training.py --out "$OUT" 2>&1 | tail -4
+python3 benchmarks/real_training.py --cases fp8 --out "$OUT" 2>&1 | tail -4
+/usr/bin/time -f "calibrate: %e s wall" python3 -m shardplan.cli calibrate -o "$OUT/own-calibration/calibration.json" 2>&1 | tail -2
+for results in "$OUT"/*.json; do
+    cp "$results" "$OUT/own-calibration/"
+    python3 benchmarks/real_training.py --reestimate "$OUT/own-calibration/${results##*/}" \
+        --calibration "$OUT/own-calibration/calibration.json" | tail -4
+done
