@@ -548,8 +548,11 @@ def main() -> None:
     except typer.Abort:
         sys.exit(1)
     except Exception as exc:
-        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click's usage errors (vendored by typer)
-            exc.show()
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click's usage errors (vendored by typer)
+            message, ctx = " ".join(exc.format_message().split()), getattr(exc, "ctx", None)
+            if message:  # none where a bare `shardplan` has printed its help
+                see = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+                print(f"error: {message}{see}", file=sys.stderr)
             sys.exit(exc.exit_code)
         raise
 

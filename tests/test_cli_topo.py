@@ -82,6 +82,18 @@ def test_a_misspelt_name_gets_the_names_it_may_mean():
     assert "did you mean" not in _cli("topo", "dgx").stderr  # seven presets begin so: the list follows
 
 
+def test_a_usage_error_is_one_line_naming_the_help():
+    for args, said in (
+        (("suggest", "--model", "llama3-8b"), "error: Missing option '--topology'. (see '"),
+        (("estimate", "--model", "llama3-8b", "--topology", "dgx-h100", "--tp", "x"), "Invalid value for '--tp'"),
+        (("suggest", "--model", "llama3-8b", "--topology", "dgx-h100", "--mtp-layers", "-1"), "'--mtp-layers'"),
+        (("nope",), "error: No such command 'nope'."),
+    ):
+        run = _cli(*args)
+        assert run.returncode == 2 and said in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
+        assert run.stderr.strip().endswith(f"{args[0]} --help')" if len(args) > 1 else "shardplan.cli --help')")
+
+
 def test_public_names_of_the_contract_exist():
     import shardplan
 
