@@ -659,6 +659,7 @@ def test_more_tokens_take_longer():
         ({"tp": 2, "pp": 1, "dp": 4, "rank_layout": [[[0, 1, 2], [3, 4, 5], [6, 7], [8]]]}, "shape"),
         ({"tp": 2, "pp": 1, "dp": 4, "rank_layout": [[[0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [6.0, 7.0]]]}, "integer"),
         ({"tp": 1, "pp": 8, "dp": 1, "virtual_stages": 5}, "40 exceeds the 32 layers plus embedding and head"),
+        ({"tp": 8, "pp": 1, "dp": 1, "virtual_stages": 3}, "virtual_stages=3 interleaves pipeline stages: set pp > 1"),
         (
             {"tp": 1, "pp": 2, "dp": 4, "virtual_stages": 4, "layers_per_stage": (2, 30)},
             "stage 0 has 2 layers, too few for 4 virtual stages",

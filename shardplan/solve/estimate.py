@@ -104,6 +104,8 @@ def check_layout(
             else f"dp x micro_batch = {dp} x {micro_batch}"
         )
         raise PlanError(f"global batch {training.global_batch} is not a multiple of {what}")
+    if virtual_stages > 1 and pp == 1:
+        raise PlanError(f"virtual_stages={virtual_stages} interleaves pipeline stages: set pp > 1, or virtual_stages=1")
     if virtual_stages > 1 and not training.interleaved_pipeline:
         raise PlanError(
             f"the {training.pipeline_runtime} pipeline runtime runs one model chunk per GPU: set virtual_stages=1"
