@@ -305,6 +305,8 @@ def estimate(
         if part not in ("cp", "ep") or getattr(plan, part) > 1:  # opt-in: no row of zeros where unused
             table.add_row(part, f"{seconds:.4f}")
     _print_table(table)
+    links = ", ".join(f"{k} {v:.4f}" for k, v in plan.comm_time_by_link.items())
+    _out.print(f"communication seconds by link, hidden or not: {links}", highlight=False)
     mem = ", ".join(f"{k} {v / 2**30:.1f}" for k, v in plan.memory_breakdown.items())
     _out.print(f"memory GiB: {mem}", highlight=False)
 

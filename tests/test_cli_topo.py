@@ -135,6 +135,9 @@ def test_estimate_command_json_and_bad_degrees():
     assert run.returncode == 0, run.stderr
     plan = json.loads(run.stdout)
     assert plan["schema_version"] == 1 and plan["mesh_shape"] == [1, 4, 2] and plan["mtp_layers"] == 0
+    text = _cli(*(arg for arg in run.args[3:] if arg != "--json"))  # the same command, its text
+    nvlink = plan["comm_time_by_link"]["nvlink"]
+    assert nvlink > 0 and f"communication seconds by link, hidden or not: nvlink {nvlink:.4f}" in text.stdout
     mtp = ["estimate", "--model", "deepseek-v2-lite", "--topology", "dgx-h100", "--dp", "8", "--global-batch", "8"]
     assert json.loads(_cli(*mtp, "--mtp-layers", "1", "--json").stdout)["mtp_layers"] == 1
     # DeepSpeed-style pipelines: no SP, every TP rank sends the whole activation to the next stage
