@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# A GPU shardplan ships no calibration for (an H200: its rates are the H100's measured ones scaled by the
-# datasheets) against real training, one command: the live NVML tests, the bf16 and FP8 cases of
-# benchmarks/real_training.py estimated with the shipped rates, then `shardplan calibrate` on the same GPU and
-# the same cases re-estimated with it (own-calibration/). Results: $OUT (default
-# benchmarks/results/h200-single-gpu). Wheels in .whl/ are installed when present (scripts/wheels.sh).
+# The rates shardplan ships against real training on the GPU at hand, one command: the live NVML tests, the bf16
+# and FP8 cases of benchmarks/real_training.py estimated with the shipped rates (an H100's measured calibration;
+# for a GPU without one, such as an H200, the H100's scaled by the datasheets), then `shardplan calibrate` on the
+# same GPU and the same cases re-estimated with it (own-calibration/). Results: $OUT (default
+# benchmarks/results/gpu-check). Wheels in .whl/ are installed when present (scripts/wheels.sh).
 set -uo pipefail
-OUT=${OUT:-benchmarks/results/h200-single-gpu}
+OUT=${OUT:-benchmarks/results/gpu-check}
 mkdir -p "$OUT/own-calibration"
 source scripts/wheels.sh
 export PYTHONUNBUFFERED=1
