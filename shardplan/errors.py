@@ -49,19 +49,21 @@ def describe_validation(err: ValidationError) -> str:
     return f"{path}: {first['msg']}{more}"
 
 
-def did_you_mean(text: str, names: Iterable[str]) -> str:
-    """' did you mean NAME?' for a mistyped `text`: the `names` it begins, else the closest one; '' where none is.
+def names_hint(text: str, names: Iterable[str], label: str) -> str:
+    """'; did you mean NAME? LABEL: the names' for a mistyped `text`: the `names` it begins, else the closest one
+    (no guess where none is close), then every name.
 
-    >>> did_you_mean("llama-3-8b", ["llama3-8b", "llama3-70b", "mistral-7b"])
-    " did you mean 'llama3-8b'?"
-    >>> did_you_mean("a100", ["a10", "a100-pcie-40gb", "a100-sxm-80gb"])
-    " did you mean 'a100-pcie-40gb' or 'a100-sxm-80gb'?"
+    >>> names_hint("llama-3-8b", ["llama3-8b", "llama3-70b", "mistral-7b"], "presets")
+    "; did you mean 'llama3-8b'? presets: llama3-70b, llama3-8b, mistral-7b"
+    >>> names_hint("a100", ["a10", "a100-pcie-40gb", "a100-sxm-80gb"], "known")
+    "; did you mean 'a100-pcie-40gb' or 'a100-sxm-80gb'? known: a10, a100-pcie-40gb, a100-sxm-80gb"
     """
     key, names = text.lower(), sorted(names)
     close = [name for name in names if name.startswith(key)]
     if not 0 < len(close) <= 4:  # more are no hint: the list of names follows
         close = difflib.get_close_matches(key, names, n=1)
-    if not close:
-        return ""
-    *rest, last = map(repr, close)
-    return f" did you mean {', '.join(rest) + ' or ' if rest else ''}{last}?"
+    guess = ""
+    if close:
+        *rest, last = map(repr, close)
+        guess = f" did you mean {', '.join(rest) + ' or ' if rest else ''}{last}?"
+    return f";{guess} {label}: {', '.join(names)}"

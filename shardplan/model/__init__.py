@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shardplan.errors import ModelSpecError, did_you_mean
+from shardplan.errors import ModelSpecError, names_hint
 from shardplan.model.hf_config import SUPPORTED, read_config, spec_from_config
 from shardplan.model.presets import model_preset_names, read_model_preset
 from shardplan.model.schema import LayerSpec, ModelSpec, MoeSpec
@@ -26,9 +26,9 @@ def load_model(source: str | Path | ModelSpec) -> ModelSpec:
         return spec_from_config(data, cite, name=text)
     path = Path(text)
     if not path.exists():
-        names = model_preset_names()
-        hint = did_you_mean(text, names)
-        raise ModelSpecError(f"{text}: not a file, a directory, or a model preset;{hint} presets: {', '.join(names)}")
+        raise ModelSpecError(
+            f"{text}: not a file, a directory, or a model preset{names_hint(text, model_preset_names(), 'presets')}"
+        )
     file = path / "config.json" if path.is_dir() else path
     return spec_from_config(read_config(path), str(file), name=path.stem if path.is_file() else path.name)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shardplan.errors import TopologyError, did_you_mean
+from shardplan.errors import TopologyError, names_hint
 from shardplan.topology.cluster import build
 from shardplan.topology.schema import Gpu, Topology
 from shardplan.topology.sources.file import parse_declared
@@ -34,9 +34,8 @@ def read_spec(source: str | Path, *, nvlink_status: str | Path | None = None) ->
     else:
         path = Path(text_source)
         if not path.is_file():
-            names = preset_names()
-            hint = did_you_mean(text_source, names)
-            raise TopologyError(f"{text_source}: not a file, 'live', or a preset;{hint} presets: {', '.join(names)}")
+            hint = names_hint(text_source, preset_names(), "presets")
+            raise TopologyError(f"{text_source}: not a file, 'live', or a preset{hint}")
         try:
             text = path.read_text(errors="replace")
         except OSError as exc:

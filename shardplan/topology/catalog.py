@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shardplan.errors import TopologyError, did_you_mean
+from shardplan.errors import TopologyError, names_hint
 from shardplan.topology.sources import yaml_data
 
 
@@ -46,7 +46,7 @@ def gpu_model(key: str) -> GpuModel:
     """The catalogue entry for `key`, or a `TopologyError` listing the known names."""
     models = gpu_models()
     if key not in models:
-        raise TopologyError(f"unknown GPU model {key!r};{did_you_mean(key, models)} known: {', '.join(sorted(models))}")
+        raise TopologyError(f"unknown GPU model {key!r}{names_hint(key, models, 'known')}")
     return models[key]
 
 
