@@ -109,7 +109,11 @@ def test_emitters_use_documented_keys_and_agree_with_the_plan(tp: int, pp: int, 
         * par["data_parallel_replicate_degree"]
         == plan.num_gpus
     )
-    assert toml["training"]["local_batch_size"] * plan.dp == plan.global_batch
+    # torchtitan accumulates over global_batch_size // (local_batch_size x dp) forwards; a pipeline splits its local
+    # batch into micro-batches: either way the plan's micro-batches of its micro-batch size
+    local, micro = toml["training"]["local_batch_size"], par["pipeline_parallel_microbatch_size"]
+    forwards = plan.global_batch // (local * plan.dp) * (local // micro if pp > 1 else 1)
+    assert (local if pp == 1 else micro) == plan.micro_batch and forwards == plan.num_micro_batches
 
     megatron = emit(plan, topo, "megatron")
     flags = {line.split()[0] for line in megatron.splitlines() if line.startswith("--")}

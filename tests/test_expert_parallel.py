@@ -121,7 +121,8 @@ def test_the_search_places_expert_groups_and_frameworks_take_them() -> None:
     titan = tomllib.loads(emit(best, topo, "torchtitan"))
     assert titan["parallelism"]["expert_parallel_degree"] == best.ep
     assert titan["parallelism"]["data_parallel_shard_degree"] == best.dp * best.ep
-    assert titan["training"]["local_batch_size"] == best.global_batch // (best.dp * best.ep)
+    local = best.micro_batch if best.pp == 1 else best.global_batch // (best.dp * best.ep)  # without PP, a forward's
+    assert titan["training"]["local_batch_size"] == local
     megatron = emit(best, topo, "megatron")
     assert f"--expert-model-parallel-size {best.ep} " in megatron
     with pytest.raises(PlanError, match="DeepSpeed sets expert parallelism in the model code"):
