@@ -128,7 +128,10 @@ def test_emitters_use_documented_keys_and_agree_with_the_plan(tp: int, pp: int, 
     assert set(ds) == DEEPSPEED_KEYS
     assert ds["train_micro_batch_size_per_gpu"] * ds["gradient_accumulation_steps"] * dp == ds["train_batch_size"]
 
-    compile(emit(plan, topo, "python"), "<emitted>", "exec")
+    python = emit(plan, topo, "python")
+    compile(python, "<emitted>", "exec")
+    assert f"micro-batches of {plan.micro_batch} sequence" in python
+    assert f", {plan.num_micro_batches} per step" in python
 
 
 @pytest.mark.parametrize(

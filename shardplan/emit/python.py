@@ -16,11 +16,18 @@ def python_snippet(plan: Plan, topology: Topology) -> str:
     >>> plan = estimate("gpt2", t, Training(global_batch=8, seq_len=1024), tp=2, pp=1, dp=4)
     >>> print(python_snippet(plan, t), end="")  # doctest: +ELLIPSIS
     # shardplan: gpt2 on dgx-h100, ...
+    # planned for: micro-batches of 1 sequence, 2 per step on each data-parallel rank; ZeRO-0; recompute none
     from torch.distributed.device_mesh import init_device_mesh
     mesh = init_device_mesh("cuda", (1, 4, 2), mesh_dim_names=("pp", "dp", "tp"))
     """
     names = ", ".join(f'"{n}"' for n in plan.mesh_dim_names)
-    head = [f"# shardplan: {plan.model} on {plan.topology}, estimated {plan.step_time_s:.3f} s/step"]
+    head = [
+        f"# shardplan: {plan.model} on {plan.topology}, estimated {plan.step_time_s:.3f} s/step",
+        # what the mesh alone does not carry, and the estimate assumed
+        f"# planned for: micro-batches of {plan.micro_batch} sequence{'s' * (plan.micro_batch > 1)}, "
+        f"{plan.num_micro_batches} per step on each data-parallel rank; "
+        f"ZeRO-{plan.zero_stage}; recompute {plan.recompute}",
+    ]
     flat = plan.gpu_of_rank()
     if flat == sorted(flat):
         return (
