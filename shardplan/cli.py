@@ -210,7 +210,7 @@ def estimate(
     dp: Annotated[int, typer.Option(help="Data-parallel degree.")] = 1,
     nodes: Annotated[int, typer.Option(help="Copies of the topology source.")] = 1,
     gpu: Annotated[str | None, typer.Option(help=GPU_HELP)] = None,
-    global_batch: Annotated[int, typer.Option(help="Sequences per optimiser step.")] = 512,
+    global_batch: Annotated[int, typer.Option(min=1, help="Sequences per optimiser step.")] = 512,
     seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 4096,
     micro_batch: Annotated[int, typer.Option(help="Sequences per micro-batch.")] = 1,
     virtual_stages: Annotated[int, typer.Option(help="Interleaved pipeline chunks per GPU.")] = 1,
@@ -322,10 +322,12 @@ def suggest(
     gpu: Annotated[str | None, typer.Option(help=GPU_HELP)] = None,
     global_batch: Annotated[
         int | None,
-        typer.Option(help="Sequences per optimiser step \\[default: 2^20 tokens / seq-len, a multiple of the GPUs]."),
+        typer.Option(
+            min=1, help="Sequences per optimiser step \\[default: 2^20 tokens / seq-len, a multiple of the GPUs]."
+        ),
     ] = None,
     seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 4096,
-    top: Annotated[int, typer.Option(help="How many plans to show.")] = 5,
+    top: Annotated[int, typer.Option(min=1, help="How many plans to show.")] = 5,
     time_limit: Annotated[float | None, typer.Option(help="Seconds to search; the gap says what is left.")] = None,
     zero: Annotated[list[int] | None, typer.Option(help="Only these ZeRO stages (repeat) \\[default: 0-3].")] = None,
     recompute: Annotated[

@@ -88,6 +88,8 @@ def test_a_usage_error_is_one_line_naming_the_help():
         (("estimate", "--model", "llama3-8b", "--topology", "dgx-h100", "--tp", "x"), "Invalid value for '--tp'"),
         (("suggest", "--model", "llama3-8b", "--topology", "dgx-h100", "--mtp-layers", "-1"), "'--mtp-layers'"),
         (("nope",), "error: No such command 'nope'."),
+        (("suggest", "--model", "llama3-8b", "--topology", "dgx-h100", "--global-batch", "0"), "'--global-batch'"),
+        (("suggest", "--model", "llama3-8b", "--topology", "dgx-h100", "--top", "0"), "'--top'"),
     ):
         run = _cli(*args)
         assert run.returncode == 2 and said in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
