@@ -151,6 +151,15 @@ def test_recompute_modes_map_to_each_framework(recompute: str, titan: dict, mega
     assert megatron in args and ("--recompute" in args) == bool(megatron)
 
 
+def test_megatron_recomputes_half_of_each_model_chunk() -> None:
+    """Megatron's block method counts the layers it recomputes per model chunk: with two virtual stages of 8 blocks
+    each on a stage, selective-layer (every second block) recomputes 4 of each chunk, not 8 (all of them)."""
+    topo = load_topology(CROSSED)
+    train = TRAIN.model_copy(update={"recompute": "selective-layer"})
+    plan = estimate("llama3-8b", topo, train, tp=2, pp=2, dp=2, virtual_stages=2)
+    assert "--recompute-method block \\\n--recompute-num-layers 4 " in emit(plan, topo, "megatron")
+
+
 @pytest.mark.parametrize(
     ("zero", "pp", "sharding"),
     [

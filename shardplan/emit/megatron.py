@@ -58,8 +58,8 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
     elif plan.recompute == "selective" or plan.recompute_modules:  # the attention core and/or the modules named
         modules = (["core_attn"] if plan.recompute == "selective" else []) + list(plan.recompute_modules)
         args += ["--recompute-granularity selective", f"--recompute-modules {' '.join(modules)}"]
-    elif plan.recompute == "selective-layer":  # half the blocks of each stage in full
-        half = max(plan.layers_per_stage) // 2
+    elif plan.recompute == "selective-layer":  # half the blocks of each model chunk (Megatron counts per chunk)
+        half = max(c.num_layers for c in model_chunks(plan)) // 2
         args += ["--recompute-granularity full", "--recompute-method block", f"--recompute-num-layers {half}"]
     if plan.dtype == "fp8":  # Transformer Engine: e4m3 forward, e5m2 gradients, per-tensor scales
         args += ["--transformer-impl transformer_engine", "--fp8-format hybrid"]
