@@ -329,7 +329,10 @@ def suggest(
     seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 4096,
     top: Annotated[int, typer.Option(min=1, help="How many plans to show.")] = 5,
     time_limit: Annotated[float | None, typer.Option(help="Seconds to search; the gap says what is left.")] = None,
-    zero: Annotated[list[int] | None, typer.Option(help="Only these ZeRO stages (repeat) \\[default: 0-3].")] = None,
+    zero: Annotated[
+        list[int] | None,
+        typer.Option(help="Only these ZeRO stages (repeat) \\[default: 0-3; --emit torchtitan: 0, 2, 3]."),
+    ] = None,
     recompute: Annotated[
         list[str] | None,
         typer.Option(
@@ -385,8 +388,8 @@ def suggest(
         str | None,
         typer.Option(
             help="Write the best plan as torchtitan, megatron, deepspeed or python, planned for what that framework "
-            "runs (torchtitan and python: torch pipelines, DTensor TP; deepspeed: its PipelineEngine) where "
-            "--pipeline-runtime, --tp-impl and --cp-comm do not say."
+            "runs (torchtitan and python: torch pipelines, DTensor TP; torchtitan: no ZeRO-1 unless --zero says; "
+            "deepspeed: its PipelineEngine) where --pipeline-runtime, --tp-impl and --cp-comm do not say."
         ),
     ] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="File for --emit or --json output.")] = None,
@@ -414,6 +417,8 @@ def suggest(
     train = training_of(options, global_batch=global_batch, seq_len=seq_len, cp_comm=cp_comm)
     if emit == "deepspeed" and spec.moe is not None and not ep:
         ep = [1]  # DeepSpeed sets expert parallelism in the model code, not in its config
+    if emit == "torchtitan" and not zero:
+        zero = [0, 2, 3]  # torchtitan has no ZeRO-1: its FSDP2 shards gradients with the optimizer states
     with _progress() as report:
         plans = run_suggest(
             spec,

@@ -209,9 +209,15 @@ def test_suggest_emits_a_plan_made_for_the_frameworks_runtime(tmp_path: Path):
     estimated = {n: float((tmp_path / f"{n}.toml").read_text().split("estimated ")[1].split()[0]) for n in runs}
     for name, (runtime, tp_impl) in {"torch": ("torch", "dtensor"), "megatron": ("megatron", "megatron")}.items():
         train = Training(global_batch=128, seq_len=4096, pipeline_runtime=runtime, tp_impl=tp_impl)
-        best = suggest("llama3-70b", load_topology("dgx-h100", nodes=4), train, top_k=1)[0]
+        best = suggest("llama3-70b", load_topology("dgx-h100", nodes=4), train, top_k=1, zero_stages=(0, 2, 3))[0]
         assert estimated[name] == pytest.approx(best.step_time_s, abs=5e-4)
     assert estimated["torch"] != pytest.approx(estimated["megatron"], rel=0.01)
+    # torchtitan has no ZeRO-1: on bridged A100 pairs, where its runtime's best plan is ZeRO-1, it plans without it
+    bridged = ("suggest", "--model", "llama3-8b", "--topology", "a100-pcie-8gpu-bridged", "--emit")
+    titan = _cli(*bridged, "torchtitan")
+    assert titan.returncode == 0 and "fsdp_reshard_after_forward" in titan.stdout and "ZeRO-1" not in titan.stdout
+    pinned = _cli(*bridged, "torchtitan", "--zero", "1")
+    assert "# ZeRO-2; the plan's ZeRO-1 kept gradients whole" in pinned.stdout
 
 
 def test_suggest_refuses_an_output_file_before_planning(tmp_path: Path):
