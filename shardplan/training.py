@@ -228,6 +228,13 @@ class Training(BaseModel):
         return self.pipeline_runtime != "deepspeed"
 
     @property
+    def micro_batch_per_stage(self) -> bool:
+        """Whether a pipelined step needs at least as many micro-batches as stages: torch.distributed.pipelining's
+        schedules raise "Number of microbatches (n) must be greater than or equal to the number of stages"
+        (schedules.py); Megatron's and DeepSpeed's run fewer, with a longer bubble."""
+        return self.pipeline_runtime == "torch"
+
+    @property
     def pipeline_zero_stages(self) -> tuple[int, ...]:
         """The ZeRO stages the pipeline runtime runs with pp > 1: DeepSpeed's PipelineEngine asserts
         "ZeRO-2 and ZeRO-3 are incompatible with pipeline parallelism" (runtime/pipe/engine.py)."""

@@ -678,6 +678,10 @@ def test_more_tokens_take_longer():
             "the deepspeed pipeline runtime refuses ZeRO-2 with pp > 1: set zero_stage to 0 or 1, or pp=1",
         ),
         (
+            {"tp": 1, "pp": 8, "dp": 1, "micro_batch": 16, "pipeline_runtime": "torch"},
+            "the torch pipeline runtime needs a micro-batch per stage, pp=8, here 4: a smaller micro-batch",
+        ),
+        (
             {"tp": 1, "pp": 8, "dp": 1, "virtual_stages": 2, "micro_batch": 16},
             "interleaved pipelines need the micro-batches to be a multiple of pp=8, here 4: set virtual_stages=1",
         ),

@@ -423,6 +423,20 @@ def test_deepspeed_pipelines_are_never_interleaved_nor_sharded_past_zero_1() -> 
         emit(refused, topo, "deepspeed")
 
 
+def test_torch_pipelines_take_a_micro_batch_per_stage() -> None:
+    """torch.distributed.pipelining refuses fewer micro-batches than stages; Megatron runs them with a longer bubble.
+    Llama 3 70B on 4 DGX H100 over 8 stages with 8 sequences a step: Megatron's plans include 2 replicas of 4
+    micro-batches, torch's never do."""
+    topo = load_topology("dgx-h100", nodes=4)
+
+    def plans(runtime: str) -> list[Plan]:
+        train = Training(global_batch=8, seq_len=4096, pipeline_runtime=runtime)
+        return suggest("llama3-70b", topo, train, top_k=8, pp=(8,))
+
+    assert min(p.num_micro_batches for p in plans("megatron")) < 8
+    assert min(p.num_micro_batches for p in plans("torch")) == 8
+
+
 # ----- determinism, random machines, infeasible requests -------------------------------------------
 def test_same_inputs_same_plans() -> None:
     args = ("llama3-8b", str(DATA / "topo/nvidia-smi-topo-dgx1-v100-1.txt"))

@@ -115,7 +115,13 @@ def check_layout(
             f"the {training.pipeline_runtime} pipeline runtime refuses ZeRO-{training.zero_stage} with pp > 1: "
             f"set zero_stage to {' or '.join(map(str, training.pipeline_zero_stages))}, or pp=1"
         )
-    if virtual_stages > 1 and (num_micro := training.global_batch // (dp * ep * micro_batch)) % pp:
+    num_micro = training.global_batch // (dp * ep * micro_batch)
+    if training.micro_batch_per_stage and num_micro < pp:
+        raise PlanError(
+            f"the {training.pipeline_runtime} pipeline runtime needs a micro-batch per stage, pp={pp}, here "
+            f"{num_micro}: a smaller micro-batch, a larger global batch, or fewer stages"
+        )
+    if virtual_stages > 1 and num_micro % pp:
         raise PlanError(
             f"interleaved pipelines need the micro-batches to be a multiple of pp={pp}, here {num_micro}: set "
             f"virtual_stages=1, or a global batch that gives a multiple"

@@ -419,6 +419,7 @@ def _candidates(model: ModelSpec, num_gpus: int, training: Training, pins: dict[
         training.global_batch,
         interleaved=training.interleaved_pipeline,
         pipeline_zero_stages=training.pipeline_zero_stages,
+        micro_batch_per_stage=training.micro_batch_per_stage,
         expert_tensor_parallel=training.expert_tensor_parallel,
         module_sets=modules,
         **{k: v for k, v in pins.items() if v},

@@ -104,6 +104,7 @@ def candidates(
     tp: Sequence[int] | None = None,
     interleaved: bool = True,
     pipeline_zero_stages: Sequence[int] = ZERO_STAGES,
+    micro_batch_per_stage: bool = False,
     cp: Sequence[int] = (1,),
     ep: Sequence[int] | None = None,
     expert_tensor_parallel: bool = True,
@@ -114,7 +115,8 @@ def candidates(
     each taken out of the data-parallel GPUs (times tp where each expert stays whole on a GPU, not
     `expert_tensor_parallel`, they must divide the experts). ZeRO stages above 0 only where weights are held
     more than once (there is nothing to shard over one copy); one model chunk per GPU where the pipeline runtime has
-    no `interleaved` schedule, and with pp > 1 only the `pipeline_zero_stages` it runs. `module_sets`: the sets of
+    no `interleaved` schedule, and with pp > 1 only the `pipeline_zero_stages` it runs, and at least a micro-batch
+    per stage where it needs one (`micro_batch_per_stage`). `module_sets`: the sets of
     Megatron's `recompute_modules` tried beside recompute none and selective (other modes take none)."""
     for t in tp_degrees(model, num_gpus):
         if tp is not None and t not in tp:
@@ -134,6 +136,8 @@ def candidates(
                     dp = data // e
                     for mb in micro_batches(global_batch // data):
                         if micro_batch is not None and mb not in micro_batch:
+                            continue
+                        if micro_batch_per_stage and global_batch // (data * mb) < p:
                             continue
                         for v in virtual_stage_counts(model, p, global_batch // (data * mb), interleaved=interleaved):
                             for z in zero_stages:
