@@ -15,9 +15,9 @@ def deepspeed_json(plan: Plan, topology: Topology) -> str:
     tensor and pipeline degrees from the model code (Megatron-DeepSpeed, PipelineModule), so they
     travel in the `shardplan` block for that code to read; DeepSpeed ignores unknown top-level keys
     only in some versions, so remove the block where yours rejects it. DeepSpeed's PipelineEngine
-    has no sequence parallelism, sends whole activations from every TP rank, runs one model chunk per
-    GPU and refuses ZeRO-2 and ZeRO-3: plan such runs with `Training(sequence_parallel=False,
-    pipeline_runtime="deepspeed")`; a pipelined plan it cannot run is a one-line error.
+    sends each TP rank's whole activation (its sequence shard under Megatron-DeepSpeed's --sequence-parallel),
+    runs one model chunk per GPU and refuses ZeRO-2 and ZeRO-3: plan such runs with
+    `Training(pipeline_runtime="deepspeed")`; a pipelined plan it cannot run is a one-line error.
 
     >>> from shardplan import Training, estimate, load_topology
     >>> t = load_topology("dgx-h100")
