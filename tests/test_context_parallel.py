@@ -38,6 +38,14 @@ def test_the_plan_carries_a_cp_axis_that_meshes_and_launchers_take() -> None:
     assert titan["context_parallel_degree"] == 2
     assert titan["data_parallel_shard_degree"] * titan["context_parallel_degree"] * titan["tensor_parallel_degree"] == 8
     assert "--context-parallel-size 2 " in emit(plan, topo, "megatron")
+    assert "--cp-comm-type" not in emit(plan, topo, "megatron")  # p2p: Megatron's default
+    assert titan["context_parallel_rotate_method"] == "alltoall"
+    gathered = _plan(cp_comm="all_gather")  # estimated for K/V gathered whole: both frameworks told so
+    assert json.loads(gathered.to_json())["cp_comm"] == "all_gather"
+    assert "--cp-comm-type all_gather " in emit(gathered, topo, "megatron")
+    assert tomllib.loads(emit(gathered, topo, "torchtitan"))["parallelism"]["context_parallel_rotate_method"] == (
+        "allgather"
+    )
     with pytest.raises(PlanError, match="DeepSpeed has no ring-attention context parallelism"):
         emit(plan, topo, "deepspeed")
     compile(emit(plan, topo, "python"), "<emitted>", "exec")

@@ -37,6 +37,8 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
     args += _pipeline_split(plan)
     if plan.cp > 1:  # ring attention over the context-parallel group (Transformer Engine)
         args.append(f"--context-parallel-size {plan.cp}")
+        if plan.cp_comm != "p2p":  # passed to Transformer Engine, whose name it is (its help says "allgather")
+            args.append(f"--cp-comm-type {plan.cp_comm}")
     if plan.ep > 1:  # experts over ep ranks folded inside the data-parallel ones (with the TP ranks where whole)
         etp = plan.tp if plan.expert_tensor_parallel else 1
         args += [

@@ -9,6 +9,8 @@ from shardplan.errors import PlanError
 from shardplan.plan import Plan
 from shardplan.topology.schema import Topology
 
+_ROTATE = {"p2p": "alltoall", "all_gather": "allgather"}  # a plan's cp_comm as torchtitan's rotate method
+
 
 def torchtitan_toml(plan: Plan, topology: Topology) -> str:
     """TOML to merge into a torchtitan job config. torchtitan's data parallelism is FSDP2
@@ -60,6 +62,8 @@ def torchtitan_toml(plan: Plan, topology: Topology) -> str:
         # async TP is torchtitan's TP/GEMM overlap; it needs torch.compile
         f"enable_async_tensor_parallel = {str(plan.tp_comm_overlap and plan.tp > 1).lower()}",
         f"context_parallel_degree = {plan.cp}",
+        # torch's context_parallel passes K/V chunks around the ring by all-to-all, or gathers them whole
+        *([f'context_parallel_rotate_method = "{_ROTATE[plan.cp_comm]}"'] if plan.cp > 1 else []),
         f"expert_parallel_degree = {plan.ep * (plan.tp // etp)}",
         *([f"expert_tensor_parallel_degree = {etp}"] if plan.ep > 1 else []),
         "",
