@@ -69,7 +69,7 @@ def torchtitan_toml(plan: Plan, topology: Topology) -> str:
         "",
         "[training]",
         f"global_batch_size = {plan.global_batch}",
-        f"local_batch_size = {_local_batch(plan, data)}",
+        f"local_batch_size = {_local_batch(plan)}",
         f"seq_len = {plan.seq_len}",
         'mixed_precision_param = "bfloat16"',
         "",
@@ -83,12 +83,12 @@ def torchtitan_toml(plan: Plan, topology: Topology) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _local_batch(plan: Plan, data: int) -> int:
+def _local_batch(plan: Plan) -> int:
     """torchtitan's `local_batch_size`: what one forward takes on a data-parallel rank without a pipeline, where
     torchtitan accumulates gradients over global_batch_size // (local_batch_size x its dp degree) of them (train.py),
     so the plan's micro-batch; with a pipeline, a rank's whole share of the step, which the schedule splits into
     micro-batches of `pipeline_parallel_microbatch_size`."""
-    return plan.micro_batch if plan.pp == 1 else plan.global_batch // data
+    return plan.micro_batch * (1 if plan.pp == 1 else plan.num_micro_batches)
 
 
 def _reshard_after_forward(zero_stage: int) -> list[str]:

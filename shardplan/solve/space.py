@@ -137,9 +137,10 @@ def candidates(
                     for mb in micro_batches(global_batch // data):
                         if micro_batch is not None and mb not in micro_batch:
                             continue
-                        if micro_batch_per_stage and global_batch // (data * mb) < p:
+                        num_micro = global_batch // (data * mb)
+                        if micro_batch_per_stage and num_micro < p:
                             continue
-                        for v in virtual_stage_counts(model, p, global_batch // (data * mb), interleaved=interleaved):
+                        for v in virtual_stage_counts(model, p, num_micro, interleaved=interleaved):
                             for z in zero_stages:
                                 if (z and data * c == 1) or (p > 1 and z not in pipeline_zero_stages):
                                     continue
