@@ -147,6 +147,7 @@ class Row:
     fits: bool | None = None  # the estimate's verdict on a run that did run
     comm_share: float | None = None  # communication (overlapped or not) over the estimated step
     zero_stage: int | None = None
+    plan_json: str = ""  # the whole estimate: rows with the same one are the same inputs to the cost model
 
 
 def _model(row: dict[str, str]):
@@ -663,6 +664,7 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
     result.estimated_step_s = plan.step_time_s
     result.fits = plan.fits
     result.comm_share = sum(plan.comm_time_by_link.values()) / plan.step_time_s
+    result.plan_json = plan.to_json()
     result.error = (plan.step_time_s - measured) / measured
     return result
 
@@ -693,6 +695,37 @@ def _by_comm_share(used: list[Row]) -> list[str]:
         lines.append(f"| {low:.2f}-{high:.2f} | {' | '.join(cells)} |")
         zero3, others = f"{cells[0]:>3} rows {cells[1]:>6}", f"{cells[2]:>3} rows {cells[3]:>6}"
         print(f"  comm share {low:.2f}-{high:.2f}: ZeRO-3 {zero3}, others {others}")
+    return lines
+
+
+def _repeated_inputs(used: list[Row]) -> list[str]:
+    """Rows the cost model cannot tell apart (the same estimate, so the same inputs to it), each group with
+    the least worst-row error any one estimate of it can have: (longest - shortest) / (longest + shortest),
+    the error of the two measurements' harmonic mean. Their spread is what remeasuring alone moves."""
+    groups: dict[str, list[Row]] = {}
+    for r in used:
+        groups.setdefault(r.plan_json, []).append(r)
+    spreads = []
+    for group in groups.values():
+        times = [r.measured_step_s for r in group]
+        if len(group) > 1:
+            spreads.append(((max(times) - min(times)) / (max(times) + min(times)), group, times))
+    lines = [
+        "",
+        "Rows with the same inputs (the same estimate), and the least worst-row error any one estimate of each "
+        "group can have:",
+        "",
+        "| rows | run | measured s | least worst-row error |",
+        "|---|---|---|---|",
+    ]
+    for floor, group, times in sorted(spreads, key=lambda item: -item[0]):
+        ids = ", ".join(r.row_id for r in group)
+        lines.append(f"| {ids} | {group[0].label} | {', '.join(f'{t:.3f}' for t in times)} | {floor:.1%} |")
+        if floor > 0.05:
+            print(f"  same inputs {ids}: measured {min(times):.3f}-{max(times):.3f} s, no estimate within {floor:.1%}")
+    floors = [floor for floor, _, _ in spreads]
+    median = statistics.median(floors)
+    print(f"  {len(spreads)} groups of rows with the same inputs; least worst-row error median {median:.1%}")
     return lines
 
 
@@ -730,6 +763,7 @@ def main() -> None:
         lines.append(f"| {source} | {len(errs)} | {statistics.mean(errs):.1%} | {max(errs):.1%} |")
         print(f"  {source:<42} {len(errs):>4} rows  mean {statistics.mean(errs):6.1%}  max {max(errs):6.1%}")
     lines += _by_comm_share(used)
+    lines += _repeated_inputs(used)
     lines += [
         "",
         "## Peak memory per GPU: estimate vs published runs",
