@@ -664,7 +664,7 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
     result.estimated_step_s = plan.step_time_s
     result.fits = plan.fits
     result.comm_share = sum(plan.comm_time_by_link.values()) / plan.step_time_s
-    result.plan_json = plan.to_json()
+    result.plan_json = plan.model_dump_json()
     result.error = (plan.step_time_s - measured) / measured
     return result
 
@@ -700,8 +700,8 @@ def _by_comm_share(used: list[Row]) -> list[str]:
 
 def _repeated_inputs(used: list[Row]) -> list[str]:
     """Rows the cost model cannot tell apart (the same estimate, so the same inputs to it), each group with
-    the least worst-row error any one estimate of it can have: (longest - shortest) / (longest + shortest),
-    the error of the two measurements' harmonic mean. Their spread is what remeasuring alone moves."""
+    the least worst-row error any one estimate of it can have: (longest - shortest) / (longest + shortest), the
+    error of the harmonic mean of its longest and shortest measurements. Their spread is what remeasuring moves."""
     groups: dict[str, list[Row]] = {}
     for r in used:
         groups.setdefault(r.plan_json, []).append(r)
