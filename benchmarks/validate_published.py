@@ -706,10 +706,9 @@ def _repeated_inputs(used: list[Row]) -> list[str]:
     for r in used:
         groups.setdefault(r.plan_json, []).append(r)
     spreads = []
-    for group in groups.values():
+    for group in (g for g in groups.values() if len(g) > 1):
         times = [r.measured_step_s for r in group]
-        if len(group) > 1:
-            spreads.append(((max(times) - min(times)) / (max(times) + min(times)), group, times))
+        spreads.append(((max(times) - min(times)) / (max(times) + min(times)), group, times))
     lines = [
         "",
         "Rows with the same inputs (the same estimate), and the least worst-row error any one estimate of each "
@@ -723,9 +722,8 @@ def _repeated_inputs(used: list[Row]) -> list[str]:
         lines.append(f"| {ids} | {group[0].label} | {', '.join(f'{t:.3f}' for t in times)} | {floor:.1%} |")
         if floor > 0.05:
             print(f"  same inputs {ids}: measured {min(times):.3f}-{max(times):.3f} s, no estimate within {floor:.1%}")
-    floors = [floor for floor, _, _ in spreads]
-    median = statistics.median(floors)
-    print(f"  {len(spreads)} groups of rows with the same inputs; least worst-row error median {median:.1%}")
+    median = f", least worst-row error median {statistics.median(f for f, _, _ in spreads):.1%}" if spreads else ""
+    print(f"  {len(spreads)} groups of rows with the same inputs{median}")
     return lines
 
 
