@@ -192,7 +192,7 @@ def _topology(row: dict[str, str], n_gpus: int):
     if row["machine"]:
         return load_topology(MACHINES / row["machine"], nodes=n_gpus // int(_num(row["gpus_per_node"]) or 8))
     preset = "dgx-h100" if "H100" in gpu else "dgx-a100" if ("A100" in gpu or "Ampere" in gpu) else None
-    preset = "dgx-b200" if gpu == "B200" else preset
+    preset = {"B200": "dgx-b200", "B300": "dgx-b300"}.get(gpu, preset)
     if gpu.startswith("GB"):  # a job of one NVL72 rack's trays: all of them in its NVLink domain
         trays = n_gpus // 4
         spec = read_spec(f"{gpu.lower()}-nvl72")
@@ -345,6 +345,9 @@ def _layout_stages(layout: str, pp: int) -> tuple[int, ...]:
 DEDUPLICATED = {
     ("Qwen3_30B_a3B", "H100 80GB"),
     ("Qwen3_30B_a3B", "B200"),
+    ("Qwen3_30B_a3B", "B300"),
+    ("Qwen3_30B_a3B", "GB200"),
+    ("Qwen3_30B_a3B", "GB300"),
     ("DeepSeekV3", "H100 80GB"),
     ("DeepSeekV3", "B200"),
 }
@@ -357,18 +360,27 @@ def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
     # MXFP8 is Blackwell's block-scaled FP8, as the 25.11 tables' "FP8-MX": timed as FP8 at the GPU's FP8 dense rate
     # (Blackwell's tensor cores run MX-scaled FP8 at that rate, NVIDIA Blackwell datasheet)
     precision = (row["precision"] or ("FP8" if "describes FP8" in row["notes"] else "")).replace("MXFP8", "FP8-MX")
-    if row["system"] == "DGX-B300":  # the catalogue has the B300 (its datasheet) and a dgx-b300 preset
+    # the B300's recipes are read for Qwen3 30B-A3B alone (qwen3_workload_base_configs.py: HybridEP, CUDA graphs of
+    # the router and the dispatch's preprocessing, the table's micro-batch), as on the B200, GB200 and GB300
+    if row["system"] == "DGX-B300" and row["model"] != "Qwen3_30B_a3B":
         return out | {"not_usable": "DGX-B300: the recipes' B300 settings (dispatchers, CUDA graphs, layouts) not read"}
     if row["task"] != "Pre-Training Performance":
         return out | {"not_usable": f"{row['task']}: the fine-tuning recipes' data and settings are not read"}
-    gpu = {"DGX-H100": "H100 80GB", "DGX-B200": "B200", "DGX-GB200": "GB200", "DGX-GB300": "GB300"}[row["system"]]
+    gpu = {"DGX-H100": "H100 80GB", "DGX-B200": "B200", "DGX-B300": "B300", "DGX-GB200": "GB200", "DGX-GB300": "GB300"}[
+        row["system"]
+    ]
     if gpu.startswith("GB"):  # NVL72 racks: 72 GPUs in one NVLink domain (`_topology`)
         if int(row["n_gpus"]) > 72:
             return out | {"not_usable": f"{row['system']}: how a job of over one NVL72 rack spans racks is not stated"}
-        if row["model"] != "LLAMA3_70B":
+        if row["model"] not in ("LLAMA3_70B", "Qwen3_30B_a3B"):
             return out | {"not_usable": f"{row['system']}: the recipes' settings for this model there are not read"}
-        if row["fsdp"] != "0":  # llama3_workload_base_configs.py GB200/GB300 FP8_CS and BF16: activations to the CPU
+        if row["model"] == "LLAMA3_70B" and row["fsdp"] != "0":
+            # llama3_workload_base_configs.py GB200/GB300 FP8_CS and BF16: activations to the CPU
             return out | {"not_usable": "Megatron-FSDP with activations offloaded to the Grace CPU (cpu_offloading)"}
+        if row["model"] == "Qwen3_30B_a3B" and tuple(map(int, row["release"].split("."))) >= (26, 6):
+            # Megatron Bridge PR 4249, "Enable Qwen3 GB200/GB300 MXFP8 CuTeDSL Fusion and Full-Iter CUDA Graphs for
+            # 26.06": 1.5x the 26.04 rows' throughput
+            return out | {"not_usable": "26.06 on: full-iteration CUDA graphs and a fused grouped MLP, not modelled"}
     if row["model"] == "LLAMA3_8B":
         # the 8B recipes changed between releases (H100: Megatron FSDP in the 25.x tables, DDP with 5 of 32 blocks
         # recomputed, recompute_num_layers=5, in the recipe file); a row does not say which applied

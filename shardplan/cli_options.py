@@ -134,8 +134,8 @@ EpCommOverlap = Annotated[
 EpDispatcher = Annotated[
     str,
     typer.Option(
-        help="With --ep: alltoall (a copy per chosen expert) or deduplicated (a copy per other node, DeepEP / "
-        "Megatron's flex dispatcher)."
+        help="With --ep: alltoall (a copy per chosen expert) or deduplicated (a copy per other NVLink domain: "
+        "node or NVL72 rack; DeepEP / HybridEP, Megatron's flex dispatcher)."
     ),
 ]
 PipelineScatterGather = Annotated[

@@ -44,7 +44,9 @@ class Plan(BaseModel):
         "swapped over the ep x tp GPUs (the frameworks' expert-parallel degree is then ep x tp).",
     )
     ep_comm_overlap: bool = Field(False, description="MoE all-to-alls assumed beside another micro-batch's compute.")
-    ep_dispatcher: str = Field("alltoall", description="MoE token dispatch: alltoall or deduplicated (per node).")
+    ep_dispatcher: str = Field(
+        "alltoall", description="MoE token dispatch: alltoall or deduplicated (per NVLink domain)."
+    )
     recompute_modules: tuple[str, ...] = Field(
         (), description="Megatron's --recompute-modules beside `recompute` (moe_act, layernorm, mla_up_proj)."
     )

@@ -134,8 +134,9 @@ class Training(BaseModel):
     ep_dispatcher: Literal["alltoall", "deduplicated"] = Field(
         "alltoall",
         description="How MoE blocks send tokens to their experts: 'alltoall', one copy per chosen expert "
-        "(Megatron-Core's alltoall dispatcher, torchtitan's); 'deduplicated', one copy per other node holding any "
-        "chosen expert, fanned out over NVLink there (DeepEP, Megatron's flex dispatcher with DeepEP or HybridEP).",
+        "(Megatron-Core's alltoall dispatcher, torchtitan's); 'deduplicated', one copy per other NVLink domain (a "
+        "node, or an NVL72 rack) holding any chosen expert, fanned out over NVLink there (DeepEP, Megatron's flex "
+        "dispatcher with DeepEP or HybridEP).",
     )
     ep_comm_overlap: bool = Field(
         False,

@@ -213,6 +213,21 @@ def test_a_deduplicating_dispatcher_sends_a_token_once_per_other_node() -> None:
     assert "--moe-token-dispatcher-type flex" in emit(once, topo, "megatron")
 
 
+def test_a_deduplicating_dispatcher_takes_an_nvl72_rack_as_one_domain() -> None:
+    """On a GB200 NVL72 rack an EP group of 8 spans two trays (nodes of 4) but one NVLink domain, which HybridEP
+    takes as one node (up to 72 ranks: deepseek-ai/DeepEP csrc/hybrid_ep/config.cuh): every copy stays on NVLink,
+    none is saved, as inside one DGX node. The Megatron arguments name HybridEP there and DeepEP on DGX nodes."""
+    rack = load_topology("gb200-nvl72")
+    train = TRAIN.model_copy(update={"recompute": "none", "global_batch": 72 * MB})
+    dedup = train.model_copy(update={"ep_dispatcher": "deduplicated"})
+    plain, once = (estimate(MODEL, rack, t, tp=1, pp=1, dp=9, ep=8, micro_batch=MB) for t in (train, dedup))
+    assert plain.breakdown["ep"] > 0 and once.breakdown["ep"] == plain.breakdown["ep"]
+    assert "--moe-flex-dispatcher-backend hybridep" in emit(once, rack, "megatron")
+    nodes = load_topology("dgx-h100", nodes=2)
+    across = estimate(MODEL, nodes, TRAIN.model_copy(update={"ep_dispatcher": "deduplicated"}), tp=1, pp=1, dp=1, ep=16)
+    assert "--moe-flex-dispatcher-backend deepep" in emit(across, nodes, "megatron")
+
+
 @pytest.mark.parametrize("nodes", [2, 4, 8])
 def test_group_limited_routing_sends_a_token_to_the_nodes_of_its_groups_alone(nodes: int) -> None:
     """DeepSeek's node-limited routing: 16 experts in 4 groups of 4, each token drawing 2 groups, then 3 experts of

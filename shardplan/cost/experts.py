@@ -32,32 +32,36 @@ def dispatch_bytes(model: ModelSpec, training: Training, tokens: float, tp: int)
     return tokens / (tp if sp else 1) * model.moe.top_k * model.hidden_size * 2
 
 
-def remote_copies_share(model: ModelSpec, nodes: int) -> float:
-    """Of the copies of a token an all-to-all dispatcher sends to other nodes (top-k x (n - 1) / n, experts spread
-    evenly over `nodes` in order), the share a deduplicating one sends: one per other node that holds any of the
-    token's experts, (n - 1) x P(a node holds none of them), with routing uniform (as force-balanced routing makes
-    it): without groups C(E - E/n, k) / C(E, k). With group-limited routing (`MoeSpec.groups`) the token draws
+def remote_copies_share(model: ModelSpec, domains: int) -> float:
+    """Of the copies of a token an all-to-all dispatcher sends to other NVLink domains (top-k x (n - 1) / n, experts
+    spread evenly over `domains` in order), the share a deduplicating one sends: one per other domain that holds any
+    of the token's experts, (n - 1) x P(a domain holds none of them), with routing uniform (as force-balanced routing
+    makes it): without groups C(E - E/n, k) / C(E, k). With group-limited routing (`MoeSpec.groups`) the token draws
     its groups first, then its experts from theirs (DeepSeek-V3's node-limited routing, arXiv:2412.19437 Sec.
-    2.1.2, "each token will be sent to at most M nodes" where groups are nodes)."""
+    2.1.2, "each token will be sent to at most M nodes" where groups are nodes).
+
+    A domain is what the dispatcher reaches over NVLink: a node, or a whole NVL72 rack, which HybridEP (the
+    deduplicating dispatcher for NVL72 racks) takes as one node of up to 72 ranks (deepseek-ai/DeepEP
+    csrc/hybrid_ep/config.cuh: "up to 72(GB200) ranks per node"), sending over its NVLink what crosses trays."""
     moe = model.moe
-    if nodes < 2 or moe is None:
+    if domains < 2 or moe is None:
         return 1.0
     e, k, g, m = moe.num_experts, moe.top_k, moe.groups, moe.top_groups
-    if g % nodes and nodes % g:  # groups and nodes do not line up: taken as ungrouped
+    if g % domains and domains % g:  # groups and domains do not line up: taken as ungrouped
         g = m = 1
     size = e // g  # experts per group
     drawn = math.comb(m * size, k)  # the token's experts come from the m groups it drew
 
     def missed_given(held: int) -> float:
-        """P(the node holds none of the token's experts | `held` of them sit among its drawn groups' experts)."""
+        """P(the domain holds none of the token's experts | `held` of them sit among its drawn groups' experts)."""
         return math.comb(m * size - held, k) / drawn
 
-    if g >= nodes:  # each node holds g / n whole groups, x of which the token drew (hypergeometric)
-        per_node = g // nodes
+    if g >= domains:  # each domain holds g / n whole groups, x of which the token drew (hypergeometric)
+        per_domain = g // domains
         missed = sum(
-            math.comb(per_node, x) * math.comb(g - per_node, m - x) / math.comb(g, m) * missed_given(x * size)
-            for x in range(min(per_node, m) + 1)
+            math.comb(per_domain, x) * math.comb(g - per_domain, m - x) / math.comb(g, m) * missed_given(x * size)
+            for x in range(min(per_domain, m) + 1)
         )
-    else:  # each group spans n / g nodes: the node's group drawn or not
-        missed = 1 - m / g + m / g * missed_given(e // nodes)
-    return (nodes - 1) * (1 - missed) / (k * (nodes - 1) / nodes)
+    else:  # each group spans n / g domains: the domain's group drawn or not
+        missed = 1 - m / g + m / g * missed_given(e // domains)
+    return (domains - 1) * (1 - missed) / (k * (domains - 1) / domains)

@@ -233,8 +233,8 @@ def step_cost(
             # run beside another micro-batch's compute, which loses `overlap_slowdown` of the time they overlap
             size = dispatch_bytes(model, training, tokens, tp)
             if training.ep_dispatcher == "deduplicated":
-                nodes = len(set(topology.gpu_arrays[0][ep_axis.groups[p, 0]].tolist()))
-                size *= remote_copies_share(model, nodes)
+                domains = len({topology.island_of[g] for g in ep_axis.groups[p, 0].tolist()})
+                size *= remote_copies_share(model, domains)
             moved = blocks * moe_share * ep_passes(training) * ep_axis.time_s("all_to_all", p, size)
             moving[ep_axis.link_class(p)] += num_micro * moved
             ep_s = moved

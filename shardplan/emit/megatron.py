@@ -45,8 +45,12 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
             f"--expert-model-parallel-size {plan.ep * plan.tp // etp}",
             f"--expert-tensor-parallel-size {etp}",
         ]
-        if plan.ep_dispatcher == "deduplicated":  # DeepEP: a token crosses to each other node once
-            args += ["--moe-token-dispatcher-type flex", "--moe-flex-dispatcher-backend deepep"]
+        if plan.ep_dispatcher == "deduplicated":  # a token crosses to each other NVLink domain once
+            # HybridEP where a domain spans nodes (an NVL72 rack's trays): it takes the whole domain as one node, as
+            # the cost model does; DeepEP's nodes are of at most 8 NVLink peers (csrc/kernels/configs.cuh)
+            spans = any(len({topology.node_of[g] for g in island}) > 1 for island in topology.nvlink_islands())
+            backend = "hybridep" if spans else "deepep"
+            args += ["--moe-token-dispatcher-type flex", f"--moe-flex-dispatcher-backend {backend}"]
         else:
             args.append("--moe-token-dispatcher-type alltoall")
         if plan.ep_comm_overlap:  # combined 1F1B: a micro-batch's all-to-alls beside another's compute
