@@ -404,8 +404,10 @@ def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
         "ep": str(axis),
         "expert_tp": "1" if spec.moe else "",
         "ep_dispatcher": "deduplicated" if (name, gpu) in DEDUPLICATED else "alltoall",
-        # the Qwen3 MoE recipes reduce gradients in bf16 (set_qwen3_common_configs: grad_reduce_in_fp32 = False)
-        "grad_dtype": "bf16" if spec.moe else "",
+        # every performance recipe reduces gradients in bf16, into bf16 buffers: grad_reduce_in_fp32 = False in
+        # set_llama3_common_configs, set_llama31_common_configs, set_qwen3_common_configs and the DeepSeek and
+        # GPT-OSS ones (scripts/performance/configs/*/*_llm_pretrain.py)
+        "grad_dtype": "bf16",
         "hidden": str(spec.hidden_size),
         "n_layers": str(spec.num_layers),
         "n_heads": str(spec.num_heads),
