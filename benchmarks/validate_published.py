@@ -360,10 +360,13 @@ def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
     # MXFP8 is Blackwell's block-scaled FP8, as the 25.11 tables' "FP8-MX": timed as FP8 at the GPU's FP8 dense rate
     # (Blackwell's tensor cores run MX-scaled FP8 at that rate, NVIDIA Blackwell datasheet)
     precision = (row["precision"] or ("FP8" if "describes FP8" in row["notes"] else "")).replace("MXFP8", "FP8-MX")
-    # the B300's recipes are read for Qwen3 30B-A3B alone (qwen3_workload_base_configs.py: HybridEP, CUDA graphs of
-    # the router and the dispatch's preprocessing, the table's micro-batch), as on the B200, GB200 and GB300
-    if row["system"] == "DGX-B300" and row["model"] != "Qwen3_30B_a3B":
+    # the B300's recipes are read for the Qwen3 models alone (qwen3_workload_base_configs.py, as on the B200: 30B-A3B
+    # with HybridEP and CUDA graphs of the router and the dispatch's preprocessing; 235B-A22B with PP 8 x EP 8 and
+    # the alltoall dispatcher, its all-to-alls not overlapped)
+    if row["system"] == "DGX-B300" and not row["model"].startswith("Qwen3"):
         return out | {"not_usable": "DGX-B300: the recipes' B300 settings (dispatchers, CUDA graphs, layouts) not read"}
+    if row["system"] == "DGX-B300" and row["vp"] != "n/a":
+        return out | {"not_usable": "DGX-B300: virtual stages, which the B300 recipe read has not: an earlier one"}
     if row["task"] != "Pre-Training Performance":
         return out | {"not_usable": f"{row['task']}: the fine-tuning recipes' data and settings are not read"}
     gpu = {"DGX-H100": "H100 80GB", "DGX-B200": "B200", "DGX-B300": "B300", "DGX-GB200": "GB200", "DGX-GB300": "GB300"}[
