@@ -36,7 +36,8 @@ Compiled = Annotated[
     bool,
     typer.Option(
         help="Blocks run under torch.compile (torchtitan --training.compile): compiled host time per block and "
-        "memory-bound rates; op-level selective recompute keeps one bf16 h-wide tensor fewer per block and token."
+        "memory-bound rates; SwiGLU kept as with --fused-swiglu; op-level selective recompute keeps one bf16 h-wide "
+        "tensor fewer per block and token."
     ),
 ]
 TpAsyncBackward = Annotated[

@@ -99,8 +99,9 @@ class Training(BaseModel):
         False,
         description="Blocks run under torch.compile (torchtitan's --training.compile): the host's time per block and "
         "the memory-bound ops' rates are the compiled ones (measured op by op by `shardplan calibrate` on a GPU; "
-        "fusion across ops is not modelled), and under op-level selective recompute a compiled block keeps one "
-        "bf16 h-wide tensor fewer per token (measured on an H100).",
+        "fusion across ops is not modelled); a compiled block's SwiGLU keeps what `fused_swiglu`'s does (Inductor "
+        "recomputes the SiLU in backward), and under op-level selective recompute a compiled block keeps one bf16 "
+        "h-wide tensor fewer per token (both measured on H100s).",
     )
     fused_swiglu: bool = Field(
         False,
