@@ -369,9 +369,7 @@ def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
         return out | {"not_usable": "DGX-B300: virtual stages, which the B300 recipe read has not: an earlier one"}
     if row["task"] != "Pre-Training Performance":
         return out | {"not_usable": f"{row['task']}: the fine-tuning recipes' data and settings are not read"}
-    gpu = {"DGX-H100": "H100 80GB", "DGX-B200": "B200", "DGX-B300": "B300", "DGX-GB200": "GB200", "DGX-GB300": "GB300"}[
-        row["system"]
-    ]
+    gpu = {"DGX-H100": "H100 80GB"}.get(row["system"], row["system"].removeprefix("DGX-"))  # B200, B300, GB200, GB300
     if gpu.startswith("GB"):  # NVL72 racks: 72 GPUs in one NVLink domain (`_topology`)
         if int(row["n_gpus"]) > 72:
             return out | {"not_usable": f"{row['system']}: how a job of over one NVL72 rack spans racks is not stated"}

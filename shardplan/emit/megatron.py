@@ -48,8 +48,7 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
         if plan.ep_dispatcher == "deduplicated":  # a token crosses to each other NVLink domain once
             # HybridEP where a domain spans nodes (an NVL72 rack's trays): it takes the whole domain as one node, as
             # the cost model does; DeepEP's nodes are of at most 8 NVLink peers (csrc/kernels/configs.cuh)
-            spans = any(len({topology.node_of[g] for g in island}) > 1 for island in topology.nvlink_islands())
-            backend = "hybridep" if spans else "deepep"
+            backend = "hybridep" if topology.nvlink_spans_nodes else "deepep"
             args += ["--moe-token-dispatcher-type flex", f"--moe-flex-dispatcher-backend {backend}"]
         else:
             args.append("--moe-token-dispatcher-type alltoall")

@@ -231,11 +231,15 @@ class Topology(_Frozen):
         return len(set(self.link_patterns)) == 1
 
     @cached_property
+    def nvlink_spans_nodes(self) -> bool:
+        """Whether an NVSwitch domain spans several nodes, as an NVL72 rack's trays."""
+        return any(len({self.node_of[g] for g in d.gpus}) > 1 for d in self.nvswitch_domains)
+
+    @cached_property
     def nodes_interchangeable(self) -> bool:
         """Identical nodes whose NVLink fabrics stay inside the node (no NVL72-style domain across
         nodes): renumbering the nodes changes no link, so no collective's time."""
-        local = all(len({self.node_of[g] for g in d.gpus}) == 1 for d in self.nvswitch_domains)
-        return local and self.identical_nodes
+        return not self.nvlink_spans_nodes and self.identical_nodes
 
     # ----- the public queries -------------------------------------------------------------------
     @property
