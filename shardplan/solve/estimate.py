@@ -235,7 +235,9 @@ def make_plan(
     pp, dp = len(layout), len(layout[0])
     tp = topology.num_gpus // (pp * dp * cp * ep)
     shape, names = mesh_of(pp, dp, cp, tp, ep)
-    return Plan(
+    # the cost model's own values, not the user's: validating them again would walk every rank of the layout
+    # (0.2 ms, 4% of an estimate at 8,192 GPUs); `Plan.from_json` validates what users hand back
+    return Plan.model_construct(
         model=model.name,
         topology=topology.name,
         num_gpus=topology.num_gpus,
