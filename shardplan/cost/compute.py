@@ -5,7 +5,8 @@ calibration.py), so the small GEMMs that tensor parallelism produces run less ef
 whose rows are not a multiple of 16 bytes (an inner or output dimension not a multiple of 8 in bf16)
 runs at the share of the peak measured for such GEMMs. The backward pass runs two GEMMs (data and
 weight gradient) per forward GEMM. Attention runs at the measured flash/SDPA forward and backward
-rates on causal FLOPs (half the s x s count); the 2022 Triton FlashAttention runs at the measured
+rates on causal FLOPs (half the s x s count), a learned sink per head (GPT-OSS) adding its measured backward
+time; the 2022 Triton FlashAttention runs at the measured
 FlashAttention-2 rates over the published ratio; unfused attention (Megatron before FlashAttention)
 runs QK^T and AV as batched GEMMs over the whole square, which write and read the s x s scores, and
 moves the scores through softmax and dropout in memory. Norms, residual adds, the activation
@@ -24,10 +25,12 @@ from dataclasses import dataclass
 
 from shardplan.cost.calibration import (
     ATTN_BWD_FLOPS_OVER_FWD,
+    REFERENCE_GPU,
     Rates,
     at_head_dim,
     at_seq,
     elementwise_bytes_per_token,
+    rates_for,
 )
 from shardplan.errors import PlanError
 from shardplan.model.schema import Matmul, ModelSpec, MoeSpec
@@ -54,6 +57,12 @@ FSDP2_SHARD_COPY_BYTES = 2 * 6
 # backward: "FlashAttention-2 is around 1.3-1.5x faster than FlashAttention in Triton in the forward
 # pass and around 2x faster in the backward pass" (Dao 2023, arXiv:2307.08691, Sec. 4.1, on A100).
 TRITON_2022_SLOWER = (1.4, 2.0)
+# A learned sink per query head (GPT-OSS) leaves fused attention's forward as it is and adds backward time per
+# (token, query head), whatever the sequence, the window or the head dim: 1.10-1.67 ns, median 1.58, over seven
+# shapes (1-4 x 2,048-8,192 tokens, causal or a 128-key window, heads of 64 and 128) in cuDNN 9.19's fused
+# attention on an H100, the kernel Transformer Engine runs for it (benchmarks/results/h100-attention-sinks). Other
+# GPUs: that time scaled by their GEMM peak against the H100 calibration's, as attention's rates scale.
+SINK_BACKWARD_S_PER_ROW = 1.58e-9
 # GEMMs whose rows are off 16-byte alignment lose the tensor-core kernels' wide loads. On an H100 the nine
 # measured (GPT-2's 50,257-row output head: forward, input and weight gradients; Megatron's core-attention QK^T
 # and AV at head dims 108, 150 and 450) ran at 85-221 TFLOP/s, median 150.1, where their aligned neighbours
@@ -253,6 +262,9 @@ def _block_times(
         attn_bwd = sum(
             x * slower[1] * seconds(kernels[1], f * ATTN_BWD_FLOPS_OVER_FWD, span) for x, f, span in attn_flops
         )
+        if model.attention_sinks:
+            reference = rates_for(REFERENCE_GPU).gemm_peak_flops / rates.gemm_peak_flops
+            attn_bwd += tokens * model.num_heads / tp * SINK_BACKWARD_S_PER_ROW * reference
     return gemms, gemms_bwd, attn_fwd, attn_bwd, memory
 
 

@@ -329,6 +329,7 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
         final_norm=norm,
         blocks=blocks,
         mlp="swiglu" if gated else "gelu",  # "gelu": an MLP of two matrices, whatever its activation
+        sinks=model_type == "gpt_oss",  # transformers' GptOssAttention: self.sinks, one logit per head
     )
 
 
@@ -543,6 +544,7 @@ def _assemble(
     dropout: bool = False,
     rotary: bool = True,
     mla: MlaSpec | None = None,
+    sinks: bool = False,
 ) -> ModelSpec:
     """The model around its blocks: the embedding, the final norm (an RMSNorm of h by default) and the output head.
     The defaults are the Llama family's: SwiGLU, rotary positions, no dropout, 4,096 tokens unless the config's
@@ -568,6 +570,7 @@ def _assemble(
         seq_len=min(seq_default, c.int("max_position_embeddings", "n_positions", default=seq_default)),
         dropout=dropout,
         rotary=rotary,
+        attention_sinks=sinks,
         layers=(
             LayerSpec(name="embedding", kind="embedding", params=embed, active_params=embed, matmul_flops_per_token=0),
             *blocks,

@@ -145,6 +145,11 @@ class ModelSpec(BaseModel):
         description="Rotary position embedding applied to Q and K in every block (Llama family, GPT-NeoX); "
         "False where positions are learned (GPT-2/3) or a bias inside attention (ALiBi: BLOOM, MPT).",
     )
+    attention_sinks: bool = Field(
+        False,
+        description="A learned logit per query head that joins every softmax (GPT-OSS's `sinks`); fused "
+        "attention's backward takes longer with it.",
+    )
     layers: tuple[LayerSpec, ...]
 
     @model_validator(mode="after")
