@@ -175,6 +175,7 @@ def model(
     )
     _out.print(f"source    {spec.source}", highlight=False)
     heads = f"{spec.num_heads} heads ({spec.attention}, {spec.num_kv_heads} KV), head dim {spec.head_dim}"
+    heads += ", a learned sink each" if spec.attention_sinks else ""
     if spec.mla:  # queries and keys of nope + rope, values apart; the latents the down-projections make
         m = spec.mla
         heads = (

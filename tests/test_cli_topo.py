@@ -112,6 +112,8 @@ def test_model_command_table_json_and_errors(tmp_path: Path):
     mla = _cli("model", "deepseek-v3")
     assert "mla: q/k 128 + 64, v 128; latents q 1536, kv 512" in " ".join(mla.stdout.split())
     assert json.loads(_cli("model", "deepseek-v3", "--json").stdout)["mla"]["kv_lora_rank"] == 512
+    assert "head dim 64, a learned sink each" in " ".join(_cli("model", "gpt-oss-20b").stdout.split())
+    assert "sink" not in run.stdout and json.loads(_cli("model", "gpt-oss-20b", "--json").stdout)["attention_sinks"]
     bad = tmp_path / "config.json"
     bad.write_text('{"model_type": "llama", "hidden_size": 64}')
     run = _cli("model", str(bad))
