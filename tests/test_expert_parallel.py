@@ -17,6 +17,7 @@ from shardplan import Training, collective_time_s, estimate, load_model, load_to
 from shardplan.cost.calibration import rates_for, shipped_calibration
 from shardplan.cost.collectives import all_to_all_gbps_bound, ring_gbps_bound
 from shardplan.cost.compute import gemm_s, stage_times
+from shardplan.cost.experts import overlapped_all_to_alls_s
 from shardplan.emit import emit
 from shardplan.errors import PlanError
 from shardplan.model import ModelSpec
@@ -191,6 +192,28 @@ def test_overlapped_all_to_alls_cost_only_what_the_compute_beside_them_cannot_hi
     assert hidden.comm_time_by_link == pytest.approx(waited.comm_time_by_link)
     assert "--overlap-moe-expert-parallel-comm" in emit(hidden, topo, "megatron")
     assert "--overlap-moe-expert-parallel-comm" not in emit(waited, topo, "megatron")
+
+
+def test_each_overlapped_all_to_all_hides_only_under_the_piece_of_compute_it_runs_beside() -> None:
+    """Megatron's EP overlap (TransformerLayerSchedulePlan.run) pairs one micro-batch's forward of a layer with
+    another's backward: the backward's combine beside the forward's attention, the forward's dispatch and then the
+    backward's beside the MLP's data gradient, weight gradient and forward (the forward MLP waits for its dispatch),
+    the forward's combine beside the backward's attention. An all-to-all longer than the piece beside it shows,
+    however much compute the rest of the block has; none of it shows while each fits."""
+    parts = (1.0, 2.0, 2.0)  # attention forward, MLP GEMMs forward, attention backward: 9 s of compute in all
+    assert overlapped_all_to_alls_s(0.0, parts, 0.0) == 0.0
+    assert overlapped_all_to_alls_s(1.0, parts, 0.0) == 0.0  # each fits beside its piece
+    assert overlapped_all_to_alls_s(1.0, parts, 0.25) == pytest.approx(0.25 * 4)  # the compute beside them slows
+    # 1.5 s each (6 s, under the block's 9 s of compute): the combine beside the 1 s attention shows 0.5 s
+    assert overlapped_all_to_alls_s(1.5, parts, 0.0) == pytest.approx(0.5)
+    # 3 s each: the combines show 2 s and 1 s; both dispatches fit beside the MLP's 6 s
+    assert overlapped_all_to_alls_s(3.0, parts, 0.0) == pytest.approx(2 + 1)
+    # 5 s each: the dispatches take 10 s, one after the other on their stream, beside the MLP's 6 s
+    assert overlapped_all_to_alls_s(5.0, parts, 0.0) == pytest.approx(4 + 4 + 3)
+    # far longer than the compute: all of it hides, and no more
+    assert overlapped_all_to_alls_s(100.0, parts, 0.0) == pytest.approx(400 - 9)
+    times = [overlapped_all_to_alls_s(t / 4, parts, 0.1) for t in range(40)]
+    assert times == sorted(times)
 
 
 def test_a_deduplicating_dispatcher_sends_a_token_once_per_other_node() -> None:

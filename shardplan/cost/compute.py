@@ -91,6 +91,9 @@ class StageTimes:
     recompute_s: float
     gemm_s: float = 0.0  # of the above, the blocks' GEMMs (what TP communication can hide under)
     attention_s: tuple[float, float] = (0.0, 0.0)  # one block's attention, forward and backward (CP hides under it)
+    # one block's attention part forward (linears, attention, memory-bound ops), its MLP's GEMMs forward and its
+    # attention part backward: what Megatron's overlapped all-to-alls each run beside (`ep_overlap_s`)
+    block_parts_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
     host_slack_s: float = 0.0  # of the above, what the GPU waits for the host to dispatch (collectives run there)
 
     @property
@@ -171,8 +174,8 @@ def _block_times(
     weight_casts: bool = True,
     experts: tuple[float, float, float] | None = None,
 ) -> tuple[float, ...]:
-    """(forward GEMMs, backward GEMMs, forward attention, backward attention, forward memory-bound)
-    seconds of one transformer block; `compiled`: its memory-bound ops at their rates under
+    """(forward GEMMs, backward GEMMs, forward attention, backward attention, forward memory-bound, forward MLP
+    GEMMs, of the first) seconds of one transformer block; `compiled`: its memory-bound ops at their rates under
     torch.compile; `precisions`: the linears' GEMMs forward and backward (`linear_precisions`), where
     FP8 adds the casts of their inputs and weights (forward; the weights' only with `weight_casts`) and of their
     output gradients (backward), each after a pass for its amax with `amax_pass` (`fp8_cast_s`).
@@ -186,7 +189,8 @@ def _block_times(
 
     *attention_linears, mlp_in, down = model.block_matmuls(fused=True, ffn=model.ffn_hidden_size)
 
-    def linears(precision: str) -> float:
+    def linears(precision: str) -> tuple[float, float]:
+        """The attention's linears and the MLP's (MoE blocks': their share of the routed and shared experts')."""
         mlp_s = gemms_s((mlp_in, down), precision)  # a dense block's
         if experts is not None and model.moe is not None:
             local, rows, width = experts
@@ -197,9 +201,10 @@ def _block_times(
                 routed += gemm_s(tokens, 2 * shared, h, rates, precision) + gemm_s(tokens, h, shared, rates, precision)
             share = model.num_moe_layers / model.num_layers
             mlp_s = share * routed + (1 - share) * mlp_s
-        return gemms_s(attention_linears, precision) + mlp_s
+        return gemms_s(attention_linears, precision), mlp_s
 
-    gemms, gemms_bwd = linears(precisions[0]), 2 * linears(precisions[1])
+    (attention_fwd, mlp_fwd), gemms_bwd = linears(precisions[0]), 2 * sum(linears(precisions[1]))
+    gemms = attention_fwd + mlp_fwd
     if precisions[0] != "bf16":  # each linear's input and weight cast forward, its output gradient backward
         shapes = [m.per_gpu(tokens, tp, sp) for m in model.block_matmuls(fused=True)]
         cast_fwd = sum(rows * inner + weight_casts * width * inner for rows, width, inner in shapes)
@@ -265,7 +270,7 @@ def _block_times(
         if model.attention_sinks:
             reference = rates_for(REFERENCE_GPU).gemm_peak_flops / rates.gemm_peak_flops
             attn_bwd += tokens * model.num_heads / tp * SINK_BACKWARD_S_PER_ROW * reference
-    return gemms, gemms_bwd, attn_fwd, attn_bwd, memory
+    return gemms, gemms_bwd, attn_fwd, attn_bwd, memory, mlp_fwd
 
 
 def _modules_recomputed_s(model: ModelSpec, training: Training, tokens: int, tp: int, rates: Rates) -> float:
@@ -342,7 +347,7 @@ def stage_times(
     seq_len, recompute = training.seq_len, training.recompute
     tokens = micro_batch * seq_len // cp
     precisions = linear_precisions(training, rates)
-    gemms, gemms_bwd, attn, attn_bwd, memory = _block_times(
+    gemms, gemms_bwd, attn, attn_bwd, memory, mlp = _block_times(
         model,
         tokens,
         seq_len,
@@ -428,6 +433,7 @@ def stage_times(
         recompute_s=rec,
         gemm_s=gemm_total,
         attention_s=(attn, attn_bwd),
+        block_parts_s=(gemms - mlp + attn + memory, mlp, 2 * (gemms - mlp + memory) + attn_bwd),
         host_slack_s=fwd + bwd + rec - gpu,
     )
 

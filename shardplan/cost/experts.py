@@ -15,6 +15,24 @@ def ep_passes(training: Training) -> float:
     return 4 + {"full": 2.0, "selective-layer": 1.0}.get(training.recompute, 0.0)
 
 
+def overlapped_all_to_alls_s(one_s: float, parts: tuple[float, float, float], lost: float) -> float:
+    """Seconds a MoE block's four all-to-alls (each `one_s`) add to a micro-batch under Megatron's
+    --overlap-moe-expert-parallel-comm, which runs a layer's forward of one micro-batch with its backward of another
+    (megatron/core/models/common/model_chunk_schedule_plan.py, TransformerLayerSchedulePlan.run): "comm_stream:
+    combine_bwd | dispatch_fwd->dispatch_bwd | combine_fwd; comp_stream: attn_fwd | mlp_bwd->mlp_bwd_dw->mlp_fwd |
+    attn_bwd". `parts`: the block's attention forward, its MLP's GEMMs forward (their data and weight gradients each
+    as long) and its attention backward (`StageTimes.block_parts_s`). Each of the three steps ends with the later of
+    its two streams, the forward MLP waiting for its dispatch and the backward dispatch for the MLP's data gradient;
+    the compute beside an all-to-all loses `lost` of the time they overlap (`collectives.overlap_slowdown`)."""
+    attention_fwd, mlp, attention_bwd = parts
+    alone = attention_fwd + 3 * mlp + attention_bwd
+    paired = (
+        max(attention_fwd, one_s) + max(max(2 * mlp, one_s) + mlp, max(one_s, mlp) + one_s) + max(attention_bwd, one_s)
+    )
+    exposed = paired - alone
+    return exposed + lost * (4 * one_s - exposed)
+
+
 def mlp_tp_share(model: ModelSpec, training: Training, ep: int, tp: int) -> float:
     """The share of blocks whose MLP runs TP collectives: all, but the dense ones alone where a MoE block's
     experts stay whole on a GPU (`Training.expert_tensor_parallel` off)."""

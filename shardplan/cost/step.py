@@ -23,7 +23,13 @@ from shardplan.cost.compute import (
     optimizer_s,
     stage_times,
 )
-from shardplan.cost.experts import dispatch_bytes, ep_passes, mlp_tp_share, remote_copies_share
+from shardplan.cost.experts import (
+    dispatch_bytes,
+    ep_passes,
+    mlp_tp_share,
+    overlapped_all_to_alls_s,
+    remote_copies_share,
+)
 from shardplan.cost.memory import (
     block_weights,
     gathered_across_micro_batches,
@@ -230,17 +236,18 @@ def step_cost(
         ep_s = 0.0
         if ep_axis is not None:
             # the dispatch and combine all-to-alls of each MoE block, each waited for; or with `ep_comm_overlap`
-            # run beside another micro-batch's compute, which loses `overlap_slowdown` of the time they overlap
+            # each beside a piece of another micro-batch's block (`overlapped_all_to_alls_s`)
             size = dispatch_bytes(model, training, tokens, tp)
             if training.ep_dispatcher == "deduplicated":
                 domains = len({topology.island_of[g] for g in ep_axis.groups[p, 0].tolist()})
                 size *= remote_copies_share(model, domains)
-            moved = blocks * moe_share * ep_passes(training) * ep_axis.time_s("all_to_all", p, size)
+            one = ep_axis.time_s("all_to_all", p, size)
+            moved = blocks * moe_share * ep_passes(training) * one
             moving[ep_axis.link_class(p)] += num_micro * moved
             ep_s = moved
-            if training.ep_comm_overlap:
-                hidden = min(moved, times.total_s)
-                ep_s = moved - hidden + overlap_slowdown(ep_axis.channels(p)) * hidden
+            if training.ep_comm_overlap:  # recompute's all-to-alls beyond the four run alone
+                paired = overlapped_all_to_alls_s(one, times.block_parts_s, overlap_slowdown(ep_axis.channels(p)))
+                ep_s = blocks * moe_share * (paired + (ep_passes(training) - 4) * one)
         if times.host_slack_s and tp_s + cp_s + ep_s:
             # where the host sets the pace the GPU waits between kernels, and the collectives it runs in
             # line fill that wait first: a micro-batch takes max(host, GPU work + collectives)
