@@ -17,7 +17,7 @@ from shardplan import Training, collective_time_s, estimate, load_model, load_to
 from shardplan.cost.calibration import rates_for, shipped_calibration
 from shardplan.cost.collectives import all_to_all_gbps_bound, ring_gbps_bound
 from shardplan.cost.compute import gemm_s, stage_times
-from shardplan.cost.experts import overlapped_all_to_alls_s
+from shardplan.cost.experts import overlapped_all_to_alls_s, unpaired_share
 from shardplan.emit import emit
 from shardplan.errors import PlanError
 from shardplan.model import ModelSpec
@@ -181,15 +181,20 @@ def test_moe_blocks_host_time_grows_with_the_experts_a_gpu_holds() -> None:
 
 def test_overlapped_all_to_alls_cost_only_what_the_compute_beside_them_cannot_hide() -> None:
     """Megatron's --overlap-moe-expert-parallel-comm: on two DGX H100s with expert groups across both nodes, the
-    all-to-alls run beside another micro-batch's compute; the bytes moved stay the same."""
+    all-to-alls run beside another micro-batch's compute; the bytes moved stay the same. A step of one micro-batch
+    has no other to pair it with: nothing hides."""
     topo = load_topology("dgx-h100", nodes=2)
-    train = TRAIN.model_copy(update={"recompute": "none"})
+    train = TRAIN.model_copy(update={"recompute": "none", "global_batch": 8 * TRAIN.global_batch})
     across = [[[[g] for g in (0, 1, 2, 3, 8, 9, 10, 11)], [[g] for g in (4, 5, 6, 7, 12, 13, 14, 15)]]]
     shape = dict(tp=1, pp=1, dp=2, ep=8, rank_layout=across, micro_batch=MB)
     waited = estimate(MODEL, topo, train, **shape)
     hidden = estimate(MODEL, topo, train.model_copy(update={"ep_comm_overlap": True}), **shape)
+    assert waited.num_micro_batches == 8
     assert 0 < hidden.breakdown["ep"] < waited.breakdown["ep"]
     assert hidden.comm_time_by_link == pytest.approx(waited.comm_time_by_link)
+    one = train.model_copy(update={"global_batch": TRAIN.global_batch})
+    alone = [estimate(MODEL, topo, t, **shape) for t in (one, one.model_copy(update={"ep_comm_overlap": True}))]
+    assert alone[0].num_micro_batches == 1 and alone[1].breakdown["ep"] == pytest.approx(alone[0].breakdown["ep"])
     assert "--overlap-moe-expert-parallel-comm" in emit(hidden, topo, "megatron")
     assert "--overlap-moe-expert-parallel-comm" not in emit(waited, topo, "megatron")
 
@@ -214,6 +219,16 @@ def test_each_overlapped_all_to_all_hides_only_under_the_piece_of_compute_it_run
     assert overlapped_all_to_alls_s(100.0, parts, 0.0) == pytest.approx(400 - 9)
     times = [overlapped_all_to_alls_s(t / 4, parts, 0.1) for t in range(40)]
     assert times == sorted(times)
+
+
+def test_the_pipeline_warm_up_and_cool_down_run_their_all_to_alls_alone() -> None:
+    """Under the EP overlap a stage's warm-up forwards and as many cool-down backwards have no other micro-batch's
+    pass beside them: Megatron-Core's count with interleaving, (pp - stage - 1) x 2 + (vp - 1) x pp, one more for
+    the overlap, of its micro-batches x vp chunk passes (MB-276's PP 8 x VP 4 over 128 micro-batches: 39 of 512 on
+    the first stage, 25 on the last); without interleaving pp - stage - 1, and one more."""
+    assert unpaired_share(8, 0, 4, 128) == 39 / 512 and unpaired_share(8, 7, 4, 128) == 25 / 512
+    assert unpaired_share(4, 0, 1, 32) == 4 / 32 and unpaired_share(1, 0, 1, 16) == 1 / 16
+    assert unpaired_share(8, 0, 4, 2) == 1.0  # fewer micro-batches than the warm-up: none paired
 
 
 def test_a_deduplicating_dispatcher_sends_a_token_once_per_other_node() -> None:

@@ -33,6 +33,16 @@ def overlapped_all_to_alls_s(one_s: float, parts: tuple[float, float, float], lo
     return exposed + lost * (4 * one_s - exposed)
 
 
+def unpaired_share(pp: int, stage: int, virtual_stages: int, num_micro: int) -> float:
+    """Of a stage's forward (and backward) passes of model chunks, the share that runs with no other micro-batch's
+    pass beside it under --overlap-moe-expert-parallel-comm: the pipeline schedule's warm-up forwards (and as many
+    cool-down backwards). Megatron-Core's schedules.py counts (pp - stage - 1) x 2 + (vp - 1) x pp with interleaving
+    (microbatch_group_size_per_vp_stage: pp), pp - stage - 1 without, "one extra micro-batch forward step before the
+    1f1b stages" with the overlap, "to ensure the forward and backward computations are independent"."""
+    warmup = (pp - stage - 1) * 2 + (virtual_stages - 1) * pp if virtual_stages > 1 else pp - stage - 1
+    return min(1.0, (warmup + 1) / (num_micro * virtual_stages))
+
+
 def mlp_tp_share(model: ModelSpec, training: Training, ep: int, tp: int) -> float:
     """The share of blocks whose MLP runs TP collectives: all, but the dense ones alone where a MoE block's
     experts stay whole on a GPU (`Training.expert_tensor_parallel` off)."""

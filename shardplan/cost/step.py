@@ -29,6 +29,7 @@ from shardplan.cost.experts import (
     mlp_tp_share,
     overlapped_all_to_alls_s,
     remote_copies_share,
+    unpaired_share,
 )
 from shardplan.cost.memory import (
     block_weights,
@@ -245,9 +246,10 @@ def step_cost(
             moved = blocks * moe_share * ep_passes(training) * one
             moving[ep_axis.link_class(p)] += num_micro * moved
             ep_s = moved
-            if training.ep_comm_overlap:  # recompute's all-to-alls beyond the four run alone
+            if training.ep_comm_overlap:  # recompute's all-to-alls beyond the four, and those of unpaired passes, alone
                 paired = overlapped_all_to_alls_s(one, times.block_parts_s, overlap_slowdown(ep_axis.channels(p)))
-                ep_s = blocks * moe_share * (paired + (ep_passes(training) - 4) * one)
+                alone = unpaired_share(pp, p, virtual_stages, num_micro)
+                ep_s = blocks * moe_share * ((1 - alone) * paired + alone * 4 * one + (ep_passes(training) - 4) * one)
         if times.host_slack_s and tp_s + cp_s + ep_s:
             # where the host sets the pace the GPU waits between kernels, and the collectives it runs in
             # line fill that wait first: a micro-batch takes max(host, GPU work + collectives)
