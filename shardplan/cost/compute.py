@@ -92,7 +92,7 @@ class StageTimes:
     gemm_s: float = 0.0  # of the above, the blocks' GEMMs (what TP communication can hide under)
     attention_s: tuple[float, float] = (0.0, 0.0)  # one block's attention, forward and backward (CP hides under it)
     # one block's attention part forward (linears, attention, memory-bound ops), its MLP's GEMMs forward and its
-    # attention part backward: what Megatron's overlapped all-to-alls each run beside (`ep_overlap_s`)
+    # attention part backward: what Megatron's overlapped all-to-alls each run beside (`overlapped_all_to_alls_s`)
     block_parts_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
     host_slack_s: float = 0.0  # of the above, what the GPU waits for the host to dispatch (collectives run there)
 
@@ -174,8 +174,8 @@ def _block_times(
     weight_casts: bool = True,
     experts: tuple[float, float, float] | None = None,
 ) -> tuple[float, ...]:
-    """(forward GEMMs, backward GEMMs, forward attention, backward attention, forward memory-bound, forward MLP
-    GEMMs, of the first) seconds of one transformer block; `compiled`: its memory-bound ops at their rates under
+    """(forward GEMMs, backward GEMMs, forward attention, backward attention, forward memory-bound, and of the
+    forward GEMMs the MLP's) seconds of one transformer block; `compiled`: its memory-bound ops at their rates under
     torch.compile; `precisions`: the linears' GEMMs forward and backward (`linear_precisions`), where
     FP8 adds the casts of their inputs and weights (forward; the weights' only with `weight_casts`) and of their
     output gradients (backward), each after a pass for its amax with `amax_pass` (`fp8_cast_s`).
