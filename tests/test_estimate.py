@@ -901,6 +901,26 @@ def test_mla_attention_runs_near_the_rate_of_its_query_key_head_dim_measured():
         assert at_head_dim(factors[kernel], 192) == pytest.approx(measured, rel=0.06), kernel
 
 
+def test_attention_is_charged_what_cudnns_fused_kernel_took_at_gpt_oss_shapes():
+    """benchmarks/results/h100-attention-sinks, without sinks: cuDNN 9.19's fused attention (what Transformer Engine
+    runs) on 1 and 4 x 4,096 tokens of GPT-OSS's 64 heads of 64, causal and within a 128-key window. The cost model
+    (the calibration's SDPA rates, the window as causal attention over its span) is within 15% of it, forward and
+    backward."""
+    run = json.loads((ROOT / "benchmarks/results/h100-attention-sinks/attention-sinks.json").read_text())
+    cases = {(c["case"], c["batch"], c["seq"], c["head_dim"]): c for c in run["runs"] if "error" not in c}
+    spec, rates = load_model("gpt-oss-120b").model_copy(update={"attention_sinks": False}), rates_for("h100-sxm")
+    for window in (None, 128):
+        span = {"attention_window": window}
+        model = spec.model_copy(
+            update={"layers": tuple(ly.model_copy(update=span) if ly.kind == "block" else ly for ly in spec.layers)}
+        )
+        for batch in (1, 4):
+            measured = cases[f"cudnn causal{' window 128' if window else ''}", batch, 4096, 64]
+            times = _block_times(model, batch * 4096, 4096, 1, False, rates)
+            assert times[2] == pytest.approx(measured["forward_s"], rel=0.15), (window, batch)
+            assert times[3] == pytest.approx(measured["backward_s"], rel=0.15), (window, batch)
+
+
 def test_a_learned_sink_adds_the_backward_time_cudnn_took_for_it():
     """benchmarks/results/h100-attention-sinks (an H100, cuDNN 9.19's fused attention, the kernel Transformer Engine
     runs for GPT-OSS): with a sink per query head the forward stayed within 11% and the backward took a time per
