@@ -901,13 +901,18 @@ def test_mla_attention_runs_near_the_rate_of_its_query_key_head_dim_measured():
         assert at_head_dim(factors[kernel], 192) == pytest.approx(measured, rel=0.06), kernel
 
 
+def _cudnn_attention_runs() -> dict[tuple[str, int, int, int], dict]:
+    """benchmarks/results/h100-attention-sinks' cases by (case, batch, sequence, head dim)."""
+    run = json.loads((ROOT / "benchmarks/results/h100-attention-sinks/attention-sinks.json").read_text())
+    return {(c["case"], c["batch"], c["seq"], c["head_dim"]): c for c in run["runs"] if "error" not in c}
+
+
 def test_attention_is_charged_what_cudnns_fused_kernel_took_at_gpt_oss_shapes():
     """benchmarks/results/h100-attention-sinks, without sinks: cuDNN 9.19's fused attention (what Transformer Engine
     runs) on 1 and 4 x 4,096 tokens of GPT-OSS's 64 heads of 64, causal and within a 128-key window. The cost model
     (the calibration's SDPA rates, the window as causal attention over its span) is within 15% of it, forward and
     backward."""
-    run = json.loads((ROOT / "benchmarks/results/h100-attention-sinks/attention-sinks.json").read_text())
-    cases = {(c["case"], c["batch"], c["seq"], c["head_dim"]): c for c in run["runs"] if "error" not in c}
+    cases = _cudnn_attention_runs()
     spec, rates = load_model("gpt-oss-120b").model_copy(update={"attention_sinks": False}), rates_for("h100-sxm")
     for window in (None, 128):
         span = {"attention_window": window}
@@ -927,8 +932,7 @@ def test_a_learned_sink_adds_the_backward_time_cudnn_took_for_it():
     (token, query head) more that did not follow the sequence (2,048-8,192), the 128-key window or the head dim (64,
     128). GPT-OSS, every other block windowed, is charged within 10% of what its blocks measured more at 1 and 4 x
     4,096 tokens (Megatron Bridge's H100 and B200 micro-batches); forward, GEMMs and memory-bound ops as without."""
-    run = json.loads((ROOT / "benchmarks/results/h100-attention-sinks/attention-sinks.json").read_text())
-    cases = {(c["case"], c["batch"], c["seq"], c["head_dim"]): c for c in run["runs"] if "error" not in c}
+    cases = _cudnn_attention_runs()
     pairs = [
         (case, cases[name.removesuffix(" + sink"), *shape]) for (name, *shape), case in cases.items() if "+" in name
     ]
