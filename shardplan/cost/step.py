@@ -335,17 +335,27 @@ def step_cost(
             if training.zero_stage == 3:
                 # FSDP / ZeRO-3 gathers and reduces one transformer block at a time (its wrapping unit), so
                 # each micro-batch runs a gather (forward), a gather and a reduce-scatter (backward) per
-                # block, each paying the collective's latency; they overlap that micro-batch's compute,
-                # which loses `overlap_slowdown` of the time they run beside it.
+                # block, each paying the collective's latency. Prefetching one block ahead, each pass's
+                # collectives hide under that pass's compute (the backward's, recompute included, under the
+                # backward), which loses `overlap_slowdown` of the time they run beside it; a pass's first
+                # gather and last reduce-scatter have no compute beside them (nor the step's optimizer).
                 # Under PP the stage stays gathered across micro-batches (`gathered_across_micro_batches`):
                 # one gather per block in the first forward and one reduce-scatter in the last backward.
                 blocks = max(training.stage_blocks(layers[p], p == pp - 1), 1)
                 gather_block = timed("all_gather", 2, blocks)
                 sync_block = timed("reduce_scatter", training.grad_bytes, blocks)
                 rounds, gathers = (1, 1) if held else (num_micro, 2)
-                per_round = blocks * (gathers * gather_block + sync_block)
-                fsdp_s = rounds * (max(0.0, per_round - window) + lost * min(per_round, window))
-                moved = rounds * per_round
+                forward_share = stage_forward[p] / stage_total[p]
+
+                def pass_s(moving: float, edge: float, share: float) -> float:
+                    """A pass's exposed seconds: `moving` in all, `edge` of it alone, beside `share` of the window."""
+                    under, rest = window * share, moving - edge
+                    return edge + max(0.0, rest - under) + lost * min(rest, under)
+
+                forward = pass_s(blocks * gather_block, gather_block, forward_share)
+                backward = pass_s(blocks * ((gathers - 1) * gather_block + sync_block), sync_block, 1 - forward_share)
+                fsdp_s = rounds * (forward + backward)
+                moved = rounds * blocks * (gathers * gather_block + sync_block)
             else:
                 # Gradient sync overlaps the backward of the last micro-batch (ZeRO-0/1 accumulate into the whole
                 # gradient buffer), or of every micro-batch under ZeRO-2 without a pipeline, which holds gradients
