@@ -8,6 +8,7 @@ import json
 import math
 import random
 import statistics
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,15 @@ import pytest
 
 from shardplan import Plan, Training, estimate, load_model, load_topology
 from shardplan.cost.calibration import at_head_dim, at_seq, rates_for, shipped_calibration
-from shardplan.cost.collectives import SPEED_BESIDE_HELD_SMS, collective_time_s, nccl_channels, overlap_slowdown
+from shardplan.cost.collectives import (
+    COPY_GBPS_BESIDE_COMPUTE,
+    SPEED_BESIDE_HELD_SMS,
+    Overlap,
+    collective_time_s,
+    nccl_channels,
+    overlap_slowdown,
+    rings_under_load,
+)
 from shardplan.cost.compute import MISALIGNED_PEAK_SHARE, _block_times, gemm_s, stage_times
 from shardplan.cost.memory import (
     CACHE_PART,
@@ -332,30 +341,52 @@ def test_zero3_backward_collectives_hide_under_the_backward_alone():
     assert plan.breakdown["fsdp"] > backward_comm - backward
 
 
-def test_compute_beside_a_collective_loses_the_sms_nccl_holds():
-    """The model takes the H100 measurement as recorded (a stand-in holding 16 SMs, NCCL's channel count
-    there), and a ZeRO-3 step pays that share of the time its gathers and reductions overlap compute: all of
-    them but each micro-batch's first gather and last reduce-scatter, which nothing runs beside."""
-    recorded = json.loads((ROOT / "benchmarks/results/h100-overlap-interference/overlap-interference.json").read_text())
+def test_compute_and_a_collective_beside_it_slow_each_other_as_measured():
+    """The model takes the H100 measurements as recorded (a stand-in holding 16 SMs, NCCL's channel count there):
+    compute beside a collective loses 14% of its speed, and the collective keeps what the stand-in still copies
+    beside compute (267 GB/s) over its ring's pace alone: 0.73 of it over a DGX H100's NVSwitch (366 GB/s), all of
+    it over a NIC. A ZeRO-3 step pays the compute's loss over the collective's slowed time beside it: all of its
+    gathers and reductions but each micro-batch's first gather and last reduce-scatter, which nothing runs beside."""
+    results = ROOT / "benchmarks/results/h100-overlap-interference"
+    recorded = json.loads((results / "overlap-interference.json").read_text())
     medians = {int(k): v for k, v in recorded["median_speed_beside"].items()}
     assert dict(SPEED_BESIDE_HELD_SMS[1:]) == pytest.approx(medians, abs=5e-5)
     assert overlap_slowdown(16) == pytest.approx(1 - medians[16], abs=5e-5)
     assert overlap_slowdown(4) < overlap_slowdown(16) / 3  # 4 channels over PCIe
+    both = json.loads((results / "both-ways.json").read_text())
+    copied = {int(k): v * both["median_collective_speed_beside"][k] for k, v in both["holder_gbps"].items()}
+    assert dict(COPY_GBPS_BESIDE_COMPUTE[1:]) == pytest.approx(copied, abs=0.05)
+    assert Overlap.of(16, 365.6).speed == pytest.approx(copied[16] / 365.6, rel=1e-3) == pytest.approx(0.73, abs=0.005)
+    assert Overlap.of(16, 50.0).speed == Overlap.of(4, 27.0).speed == 1.0  # a NIC's pace; PCIe Gen4's
+
     train = Training(global_batch=16, seq_len=4096, zero_stage=3, fsdp_version=1)
     plan = estimate("llama3-8b", "dgx-h100", train, tp=1, pp=1, dp=8)
     comm, compute = plan.comm_time_by_link["nvlink"], plan.breakdown["compute"]  # all micro-batches
     assert 0.05 * compute < comm < 0.5 * compute
-    params, blocks = load_model("llama3-8b").num_params, 32
-    gather = collective_time_s(load_topology("dgx-h100"), "all_gather", range(8), params * 2 / blocks)
-    scatter = collective_time_s(load_topology("dgx-h100"), "reduce_scatter", range(8), params * 4 / blocks)
+    params, blocks, dgx = load_model("llama3-8b").num_params, 32, load_topology("dgx-h100")
+    assert rings_under_load(dgx, range(8), Counter()).intra_gbps == pytest.approx(365.6)
+    gather = collective_time_s(dgx, "all_gather", range(8), params * 2 / blocks)
+    scatter = collective_time_s(dgx, "reduce_scatter", range(8), params * 4 / blocks)
     alone = plan.num_micro_batches * (gather + scatter)
-    assert plan.breakdown["fsdp"] == pytest.approx(alone + overlap_slowdown(16) * (comm - alone))
+    slowed = (comm - alone) / Overlap.of(16, 365.6).speed
+    assert plan.breakdown["fsdp"] == pytest.approx(alone + overlap_slowdown(16) * slowed)
     # DDP: the gradient all-reduce under the last micro-batch's backward (2/3 of its compute)
     ddp = estimate("llama3-8b", "dgx-h100", train.model_copy(update={"zero_stage": 0}), tp=1, pp=1, dp=8)
     sync, backward = ddp.comm_time_by_link["nvlink"], ddp.breakdown["compute"] / ddp.num_micro_batches * 2 / 3
-    hidden = min(sync, backward)
-    assert ddp.breakdown["dp"] == pytest.approx(sync - hidden + overlap_slowdown(16) * hidden)
-    assert hidden > 0
+    assert 0 < sync / Overlap.of(16, 365.6).speed < backward
+    assert ddp.breakdown["dp"] == pytest.approx(overlap_slowdown(16) * sync / Overlap.of(16, 365.6).speed)
+
+
+def test_an_overlapped_collective_longer_than_its_compute_adds_its_own_excess_and_its_slowing():
+    """Both run at their speeds beside each other until the compute ends; the collective then goes on alone. So a
+    collective that keeps its pace (over a NIC) adds just its excess, one slowed beside compute adds more, and the
+    step never shortens as the collective grows (a degraded link, more bytes)."""
+    nic, nvlink = Overlap(lost=0.14, speed=1.0), Overlap(lost=0.14, speed=0.73)
+    assert nic.added_s(3.0, 2.0) == pytest.approx(1.0)
+    assert nvlink.added_s(3.0, 2.0) == pytest.approx(1.0 + 2.0 * 0.27 / 0.86)
+    added = [nvlink.added_s(k / 10, 2.0) for k in range(1, 60)]
+    assert added == sorted(added)
+    assert added[0] == pytest.approx(0.1 * 0.14 / 0.73)
 
 
 def test_nccl_holds_two_channels_per_nvlink_of_the_slowest_hop():

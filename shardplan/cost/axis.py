@@ -22,6 +22,7 @@ import numpy as np
 from shardplan.cost.collectives import (
     FLOOR_LATENCY_S,
     IslandShare,
+    Overlap,
     Rings,
     _link_class,
     _resources_used,
@@ -88,6 +89,15 @@ class AxisTimes:
         """SMs NCCL holds on a GPU for the collectives of `stage`'s groups: the most any group holds
         (`nccl_channels`; the stage waits for its slowest GPU)."""
         return max(self._channels(where, row) for where, row in self._alike(stage))
+
+    def overlap(self, stage: int) -> Overlap:
+        """How `stage`'s collectives and the compute beside them slow each other (`Overlap.of`): the most SMs any
+        group holds, and the slowest ring's pace per GPU."""
+        key = ("overlap", self.axis_id, stage)
+        if key not in self.memo:
+            pace = min(min(r.intra_gbps, r.net_gbps) for r in (self._rings(w, row) for w, row in self._alike(stage)))
+            self.memo[key] = Overlap.of(self.channels(stage), pace)
+        return self.memo[key]
 
     def _channels(self, where: bytes, row: int) -> int:
         key = ("channels", where)

@@ -105,6 +105,13 @@ CHANNELS_PER_NVLINK = 2
 # many SMs: benchmarks/overlap_interference.py, benchmarks/results/h100-overlap-interference (GEMMs
 # 0.59-0.90 at 16, by their wave count). Measured on the H100 only; assumed for other GPUs.
 SPEED_BESIDE_HELD_SMS = ((0, 1.0), (8, 0.9319), (16, 0.8631), (24, 0.8500), (32, 0.7538))
+# And the other way round: what that stand-in still copies while the same ops run beside it, GB/s, by the SMs it
+# holds: its rate alone (299 / 567 / 800 / 999 GB/s with 8 / 16 / 24 / 32 programs) times its median speed beside
+# them (0.447 / 0.471 / 0.504 / 0.529; benchmarks/results/h100-overlap-interference/both-ways.json). A ring's
+# channels move its bus bytes much as the stand-in copies (a read here, a write into the next GPU), so a collective
+# whose ring runs no faster than that per GPU keeps its pace beside compute, and a faster one (NVLink) slows to it.
+# Measured on the H100 only; assumed for other GPUs.
+COPY_GBPS_BESIDE_COMPUTE = ((0, 0.0), (8, 133.4), (16, 267.3), (24, 402.9), (32, 528.2))
 
 
 def nccl_channels(topology: Topology, group: Sequence[int]) -> int:
@@ -120,10 +127,45 @@ def nccl_channels(topology: Topology, group: Sequence[int]) -> int:
 def overlap_slowdown(channels: int) -> float:
     """The share of an overlapped collective's time that the compute running beside it loses, for a
     collective that holds `channels` SMs (`nccl_channels`)."""
-    for (a, speed_a), (b, speed_b) in itertools.pairwise(SPEED_BESIDE_HELD_SMS):
-        if channels <= b:
-            return 1 - (speed_a + (speed_b - speed_a) * (channels - a) / (b - a))
-    return 1 - SPEED_BESIDE_HELD_SMS[-1][1]
+    return 1 - _interpolate(SPEED_BESIDE_HELD_SMS, channels)
+
+
+def _interpolate(table: Sequence[tuple[int, float]], x: int) -> float:
+    for (a, ya), (b, yb) in itertools.pairwise(table):
+        if x <= b:
+            return ya + (yb - ya) * (x - a) / (b - a)
+    return table[-1][1]
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """How a collective and the compute it is overlapped with slow each other: the share of its speed the compute
+    `lost` (`overlap_slowdown`) and the share the collective keeps (`speed`)."""
+
+    lost: float = 0.0
+    speed: float = 1.0
+
+    @classmethod
+    def of(cls, channels: int, ring_gbps: float) -> Overlap:
+        """A collective holding `channels` SMs whose ring moves `ring_gbps` per GPU alone: it keeps its pace where
+        its channels still copy that much beside compute (`COPY_GBPS_BESIDE_COMPUTE`), else slows to what they do."""
+        return cls(overlap_slowdown(channels), min(1.0, _interpolate(COPY_GBPS_BESIDE_COMPUTE, channels) / ring_gbps))
+
+    def added_s(self, comm_s: float, compute_s: float) -> float:
+        """Seconds a collective of `comm_s` (alone) adds to the `compute_s` it runs beside: both run at their
+        speeds here until one ends, and the other goes on at its own.
+
+        >>> Overlap(0.1, 0.5).added_s(1.0, 4.0)  # hidden: the compute loses 0.1 of the 2 s they share
+        0.2
+        >>> round(Overlap(0.1, 0.5).added_s(4.0, 1.0), 3)  # the compute ends at 1.11 s, the collective then has 3.44 s
+        3.556
+        """
+        if compute_s <= 0.0 or comm_s <= 0.0:
+            return max(comm_s, 0.0)
+        pace = 1.0 - self.lost
+        if comm_s / self.speed <= compute_s / pace:
+            return comm_s * self.lost / self.speed
+        return comm_s - compute_s + compute_s * (1.0 - self.speed) / pace
 
 
 def nvls_speedup(n: int, gain: float = NVLS_ALLREDUCE_SPEEDUP) -> float:

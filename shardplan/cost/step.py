@@ -12,7 +12,7 @@ from typing import Any
 
 from shardplan.cost.block_comm import attention_forward_passes, cp_block_s, tp_layer_s, tp_passes
 from shardplan.cost.calibration import Calibration, fastest_rates, rates_for
-from shardplan.cost.collectives import overlap_slowdown, ring_gbps_bound, transfer_lower_bound_s
+from shardplan.cost.collectives import Overlap, overlap_slowdown, ring_gbps_bound, transfer_lower_bound_s
 from shardplan.cost.compute import (
     column_parallel_gemms_s,
     fp8_cast_s,
@@ -216,9 +216,8 @@ def step_cost(
             def time_of(op: str, width: int, p: int = p) -> float:  # bf16 activations, the full (gathered) buffer
                 return tp_axis.time_s(op, p, tokens * width * 2)
 
-            lost = overlap_slowdown(tp_axis.channels(p))
             widths = model.column_input_widths(sequence_parallel=sp), model.hidden_size
-            forward, backward, moved = tp_layer_s(training, sp, time_of, col, widths, mlp_share, lost)
+            forward, backward, moved = tp_layer_s(training, sp, time_of, col, widths, mlp_share, tp_axis.overlap(p))
             forward_passes = tp_passes(training) - 1  # 1, plus what recompute runs again
             tp_s = blocks * (forward * forward_passes + backward)
             moved_s = blocks * (forward * forward_passes + moved)
@@ -230,8 +229,7 @@ def step_cost(
             gathered = kv_bytes(model, training, tokens, tp) * cp  # the whole sequence's K and V
             time_of = partial(cp_axis.time_s, stage=p, size_bytes=gathered)
             link = cp_axis.link_class(p)
-            lost = overlap_slowdown(cp_axis.channels(p))
-            exposed, moved = cp_block_s(training, time_of, times.attention_s, cp, lost)
+            exposed, moved = cp_block_s(training, time_of, times.attention_s, cp, cp_axis.overlap(p))
             cp_s = blocks * exposed
             moving[link] += num_micro * blocks * moved
         ep_s = 0.0
@@ -328,7 +326,7 @@ def step_cost(
             else:
                 sync, gather = timed("all_reduce", training.grad_bytes), 0.0
             link = dp_axis.link_class(p)
-            lost = overlap_slowdown(dp_axis.channels(p))
+            beside = dp_axis.overlap(p)
             # where the data-parallel groups leave the node, the stage's TP, CP and EP collectives and pipeline sends
             # that leave it too hold the same NICs for part of every micro-batch: the sync hides only under the rest
             window = max(0.0, per_micro - on_nics[p]) if link == "net" else per_micro
@@ -337,8 +335,8 @@ def step_cost(
                 # each micro-batch runs a gather (forward), a gather and a reduce-scatter (backward) per
                 # block, each paying the collective's latency. Prefetching one block ahead, each pass's
                 # collectives hide under that pass's compute (the backward's, recompute included, under the
-                # backward), which loses `overlap_slowdown` of the time they run beside it; a pass's first
-                # gather and last reduce-scatter have no compute beside them (nor the step's optimizer).
+                # backward), the two slowing each other (`AxisTimes.overlap`); a pass's first gather and last
+                # reduce-scatter have no compute beside them (nor the step's optimizer).
                 # Under PP the stage stays gathered across micro-batches (`gathered_across_micro_batches`):
                 # one gather per block in the first forward and one reduce-scatter in the last backward.
                 blocks = max(training.stage_blocks(layers[p], p == pp - 1), 1)
@@ -349,8 +347,7 @@ def step_cost(
 
                 def pass_s(moving: float, edge: float, share: float) -> float:
                     """A pass's exposed seconds: `moving` in all, `edge` of it alone, beside `share` of the window."""
-                    under, rest = window * share, moving - edge
-                    return edge + max(0.0, rest - under) + lost * min(rest, under)
+                    return edge + beside.added_s(moving - edge, window * share)
 
                 forward = pass_s(blocks * gather_block, gather_block, forward_share)
                 backward = pass_s(blocks * ((gathers - 1) * gather_block + sync_block), sync_block, 1 - forward_share)
@@ -362,12 +359,11 @@ def step_cost(
                 # only as shards and so reduce-scatters each backward's (DeepSpeed refuses no_sync with partitioned
                 # gradients, runtime/engine.py; FSDP's SHARD_GRAD_OP and Megatron-FSDP's optim_grads alike). The
                 # weight gather (ZeRO 1/2) follows the optimizer step, or runs under the next step's first forward.
-                # The compute beside them loses `overlap_slowdown` of the time they overlap it.
+                # They and the compute beside them slow each other (`AxisTimes.overlap`).
                 syncs = _gradient_syncs(training, num_micro, pp)
                 backward = window * 2 / 3
                 hidden = stage_forward[p] if training.overlap_param_gather else 0.0
-                dp_s = syncs * (max(0.0, sync - backward) + lost * min(sync, backward))
-                dp_s += max(0.0, gather - hidden) + lost * min(gather, hidden)
+                dp_s = syncs * beside.added_s(sync, backward) + beside.added_s(gather, hidden)
                 moved = syncs * sync + gather
         # each at the pace of the stage's GPU model slowest at it (not necessarily the one slowest at compute)
         if fsdp2:  # its copies in and out of the collective buffers run on the compute stream, at any DP degree
@@ -527,7 +523,7 @@ def time_lower_bound_s(
         sp = training.sequence_parallel
         widths = model.column_input_widths(sequence_parallel=sp), model.hidden_size
         mlp_share = mlp_tp_share(model, training, ep, tp)
-        forward, backward, _ = tp_layer_s(training, sp, time_of, col, widths, mlp_share, lost=0.0)
+        forward, backward, _ = tp_layer_s(training, sp, time_of, col, widths, mlp_share, Overlap())
         block_tp = forward * (tp_passes(training) - 1) + backward
 
     if ep > 1 and ep_gbps and training.ep_dispatcher == "alltoall":  # deduplicated: no bound here
