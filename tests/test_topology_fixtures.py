@@ -118,6 +118,9 @@ def test_only_p2p_status_matrices_leave_the_pcie_tree_unknown(body_file):
         ("nvidia-smi-topo-dgx1-v100-1", (0, 5), "sys"),
         ("nvidia-smi-topo-dgx1-v100-1", (0, 3), "nvlink"),
         ("nvidia-smi-topo-rtx4090-8gpu-2socket-sys-2nic-1", (0, 1), "sys"),
+        # two GPUs and nothing but SYS between them: each alone on its socket, not both on one
+        ("nvidia-smi-topo-l4-2gpu-sys-1", (0, 1), "sys"),
+        ("nvidia-smi-topo-rtx3090-2gpu-sys-numa-na-1", (0, 1), "sys"),
         ("nvidia-smi-topo-rtx3090-plus-2xv100sxm2-nv6-homelab-1", (0, 2), "node"),
     ],
 )

@@ -164,15 +164,20 @@ def parse_topo(text: str, source: str = "<text>") -> TopologySpec:
         return [[gpus.index(d) for d in g if d in gpus] for g in groups if any(d in gpus for d in g)]
 
     socket_groups = groups_from_pairs(devices, linked(_SAME_SOCKET, by_cpu=True))
+    sockets = local(socket_groups)
+    if not matrix.p2p:  # a GPU the matrix puts across the SMP link from every other is alone on its socket
+        grouped = {k for group in sockets for k in group}
+        sockets = sorted(sockets + [[k] for k in range(len(gpus)) if k not in grouped])
+    socket_of = {k: s for s, group in enumerate(sockets) for k in group}
     pcie = PcieSpec(
-        sockets=local(socket_groups),
+        sockets=sockets,
         host_bridges=local(groups_from_pairs(devices, linked(_SAME_HOST_BRIDGE))),
         switch_groups=local(groups_from_pairs(devices, linked(_SAME_SWITCH_GROUP))),
         switches=local(groups_from_pairs(devices, linked(_SAME_SWITCH))),
     )
     table = _smi_table(text)
     infos = [_gpu_info(matrix, g, k, table) for k, g in enumerate(gpus)]
-    nic_specs = [_nic_spec(matrix, nic, gpus, kinds, socket_groups) for nic in nics]
+    nic_specs = [_nic_spec(matrix, nic, gpus, kinds, socket_groups, socket_of) for nic in nics]
     note = "nvidia-smi topo -p2p status matrix" if matrix.p2p else "nvidia-smi topo -m"
     caveats = ["PCIe tree unknown: a topo -p2p status matrix does not show it (one socket taken)"] if matrix.p2p else []
     try:
@@ -211,12 +216,18 @@ def _gpu_info(matrix: _Matrix, col: str, k: int, table: dict[int, GpuInfo]) -> G
 
 
 def _nic_spec(
-    matrix: _Matrix, nic: str, gpus: list[str], kinds: dict[tuple[str, str], str | None], sockets: list[list[str]]
+    matrix: _Matrix,
+    nic: str,
+    gpus: list[str],
+    kinds: dict[tuple[str, str], str | None],
+    groups: list[list[str]],
+    socket_of: dict[int, int],
 ) -> NicSpec:
+    """The NIC `nic` of the matrix: the GPUs nearest it (PHB or closer) and the socket of a GPU its group holds."""
     best = min((_RANK.get(kinds[(nic, g)] or "", 9) for g in gpus), default=9)
     near = [k for k, g in enumerate(gpus) if _RANK.get(kinds[(nic, g)] or "", 9) == best and best <= _RANK["phb"]]
-    gpu_sockets = [group for group in sockets if any(d in gpus for d in group)]
-    socket = next((k for k, group in enumerate(gpu_sockets) if nic in group), None)
+    mates = next((group for group in groups if nic in group), [])
+    socket = next((socket_of[gpus.index(d)] for d in mates if d in gpus), None)
     return NicSpec(name=matrix.nic_legend.get(nic, nic), near=near, socket=socket)
 
 
