@@ -263,3 +263,19 @@ def test_help_keeps_the_defaults_it_states_in_square_brackets():
     text = " ".join(run.stdout.replace("│", " ").split())
     for default in ("[default: 2^20 tokens / seq-len", "[default: p2p; --emit torchtitan", "[default for MoE models"):
         assert default in text, default
+
+
+def test_the_example_session_is_what_the_cli_prints():
+    """examples/cli_session.md shows commands with their output; each command, run now, prints exactly that."""
+    text = (Path(__file__).resolve().parent.parent / "examples" / "cli_session.md").read_text()
+    session = text.split("```console\n", 1)[1].rsplit("```", 1)[0]
+    for block in session.split("\n$ "):
+        command, _, shown = block.removeprefix("$ ").partition("\n")
+        run = subprocess.run(
+            [sys.executable, "-m", "shardplan.cli", *command.split()[1:]],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COLUMNS": "200"},
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        assert (run.stdout + run.stderr).rstrip() == shown.rstrip(), command
