@@ -131,6 +131,7 @@ def overlap_slowdown(channels: int) -> float:
 
 
 def _interpolate(table: Sequence[tuple[int, float]], x: int) -> float:
+    """`table`'s (x, y) points joined by straight lines, at `x` (beyond the last, its y)."""
     for (a, ya), (b, yb) in itertools.pairwise(table):
         if x <= b:
             return ya + (yb - ya) * (x - a) / (b - a)
@@ -149,7 +150,8 @@ class Overlap:
     def of(cls, channels: int, ring_gbps: float) -> Overlap:
         """A collective holding `channels` SMs whose ring moves `ring_gbps` per GPU alone: it keeps its pace where
         its channels still copy that much beside compute (`COPY_GBPS_BESIDE_COMPUTE`), else slows to what they do."""
-        return cls(overlap_slowdown(channels), min(1.0, _interpolate(COPY_GBPS_BESIDE_COMPUTE, channels) / ring_gbps))
+        copied = _interpolate(COPY_GBPS_BESIDE_COMPUTE, channels)
+        return cls(overlap_slowdown(channels), copied / ring_gbps if copied < ring_gbps < math.inf else 1.0)
 
     def added_s(self, comm_s: float, compute_s: float) -> float:
         """Seconds a collective of `comm_s` (alone) adds to the `compute_s` it runs beside: both run at their

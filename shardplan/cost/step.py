@@ -343,15 +343,10 @@ def step_cost(
                 gather_block = timed("all_gather", 2, blocks)
                 sync_block = timed("reduce_scatter", training.grad_bytes, blocks)
                 rounds, gathers = (1, 1) if held else (num_micro, 2)
-                forward_share = stage_forward[p] / stage_total[p]
-
-                def pass_s(moving: float, edge: float, share: float) -> float:
-                    """A pass's exposed seconds: `moving` in all, `edge` of it alone, beside `share` of the window."""
-                    return edge + beside.added_s(moving - edge, window * share)
-
-                forward = pass_s(blocks * gather_block, gather_block, forward_share)
-                backward = pass_s(blocks * ((gathers - 1) * gather_block + sync_block), sync_block, 1 - forward_share)
-                fsdp_s = rounds * (forward + backward)
+                forward = window * stage_forward[p] / stage_total[p]
+                backward_moves = blocks * (gathers - 1) * gather_block + (blocks - 1) * sync_block
+                fsdp_s = rounds * (gather_block + beside.added_s((blocks - 1) * gather_block, forward))
+                fsdp_s += rounds * (sync_block + beside.added_s(backward_moves, window - forward))
                 moved = rounds * blocks * (gathers * gather_block + sync_block)
             else:
                 # Gradient sync overlaps the backward of the last micro-batch (ZeRO-0/1 accumulate into the whole

@@ -20,6 +20,16 @@ def groups_from_pairs(items: list[Hashable], pairs: Iterable[tuple[Hashable, Has
     return sorted(comps, key=lambda c: order[c[0]])
 
 
+def alone_in_the_rest(groups: list[list[int]], n: int) -> list[list[int]]:
+    """`groups` of indexes 0..n-1 and each index in none of them as a group of its own, in order of their first.
+
+    >>> alone_in_the_rest([[1, 3]], 4)
+    [[0], [1, 3], [2]]
+    """
+    grouped = {k for group in groups for k in group}
+    return sorted(groups + [[k] for k in range(n) if k not in grouped])
+
+
 def nvlink_islands(topology: Topology) -> list[list[int]]:
     """GPUs that reach each other over NVLink only, largest first (singletons included)."""
     import networkx as nx

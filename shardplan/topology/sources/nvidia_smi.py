@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from shardplan.errors import ParseError, describe_validation
 from shardplan.topology.catalog import MAX_DIRECT_NVLINKS_PER_GPU, match_product_name
-from shardplan.topology.graph import groups_from_pairs
+from shardplan.topology.graph import alone_in_the_rest, groups_from_pairs
 from shardplan.topology.sources import decimal
 from shardplan.topology.spec import GpuInfo, NicSpec, NodeSpec, NvSwitchSpec, PcieSpec, TopologySpec
 
@@ -166,8 +166,7 @@ def parse_topo(text: str, source: str = "<text>") -> TopologySpec:
     socket_groups = groups_from_pairs(devices, linked(_SAME_SOCKET, by_cpu=True))
     sockets = local(socket_groups)
     if not matrix.p2p:  # a GPU the matrix puts across the SMP link from every other is alone on its socket
-        grouped = {k for group in sockets for k in group}
-        sockets = sorted(sockets + [[k] for k in range(len(gpus)) if k not in grouped])
+        sockets = alone_in_the_rest(sockets, len(gpus))
     socket_of = {k: s for s, group in enumerate(sockets) for k in group}
     pcie = PcieSpec(
         sockets=sockets,

@@ -18,7 +18,7 @@ from typing import Any
 
 from shardplan.errors import TopologyError
 from shardplan.topology.catalog import match_product_name
-from shardplan.topology.graph import groups_from_pairs
+from shardplan.topology.graph import alone_in_the_rest, groups_from_pairs
 from shardplan.topology.sources.nccl_xml import placed_by_nccl_topo
 from shardplan.topology.sources.nvidia_smi import parse_topo
 from shardplan.topology.sources.sysfs import gpu_pci_path, nic_specs, read_nic_facts
@@ -192,8 +192,7 @@ def spec_from_facts(facts: dict[str, Any], name: str = "live") -> TopologySpec:
     numa = [g.get("numa_node") for g in gpus]
     sockets = groups({"pix", "pxb", "phb", "node"})
     if kinds:  # a GPU NVML puts across the SMP link from every other is alone on its socket
-        grouped = {k for group in sockets for k in group}
-        sockets = sorted(sockets + [[k] for k in range(n) if k not in grouped])
+        sockets = alone_in_the_rest(sockets, n)
     gens = {g.get("pcie_gen_max") for g in gpus} - {None}
     infos = [
         GpuInfo(
