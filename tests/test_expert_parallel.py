@@ -15,7 +15,7 @@ from conftest import assert_meshes_match, layout_step_s, search_bound
 
 from shardplan import Training, collective_time_s, estimate, load_model, load_topology, suggest
 from shardplan.cost.calibration import rates_for, shipped_calibration
-from shardplan.cost.collectives import all_to_all_gbps_bound, ring_gbps_bound
+from shardplan.cost.collectives import Overlap, all_to_all_gbps_bound, ring_gbps_bound
 from shardplan.cost.compute import gemm_s, stage_times
 from shardplan.cost.experts import overlapped_all_to_alls_s, unpaired_share
 from shardplan.emit import emit
@@ -206,18 +206,21 @@ def test_each_overlapped_all_to_all_hides_only_under_the_piece_of_compute_it_run
     the forward's combine beside the backward's attention. An all-to-all longer than the piece beside it shows,
     however much compute the rest of the block has; none of it shows while each fits."""
     parts = (1.0, 2.0, 2.0)  # attention forward, MLP GEMMs forward, attention backward: 9 s of compute in all
-    assert overlapped_all_to_alls_s(0.0, parts, 0.0) == 0.0
-    assert overlapped_all_to_alls_s(1.0, parts, 0.0) == 0.0  # each fits beside its piece
-    assert overlapped_all_to_alls_s(1.0, parts, 0.25) == pytest.approx(0.25 * 4)  # the compute beside them slows
+    assert overlapped_all_to_alls_s(0.0, parts, Overlap()) == 0.0
+    assert overlapped_all_to_alls_s(1.0, parts, Overlap()) == 0.0  # each fits beside its piece
+    # the compute beside them slows
+    assert overlapped_all_to_alls_s(1.0, parts, Overlap(0.25)) == pytest.approx(0.25 * 4)
+    # a collective at half its speed beside compute: the combine beside the 1 s attention takes 1.5 s, the rest fit
+    assert overlapped_all_to_alls_s(1.0, parts, Overlap(0.0, 0.5)) == pytest.approx(0.5)
     # 1.5 s each (6 s, under the block's 9 s of compute): the combine beside the 1 s attention shows 0.5 s
-    assert overlapped_all_to_alls_s(1.5, parts, 0.0) == pytest.approx(0.5)
+    assert overlapped_all_to_alls_s(1.5, parts, Overlap()) == pytest.approx(0.5)
     # 3 s each: the combines show 2 s and 1 s; both dispatches fit beside the MLP's 6 s
-    assert overlapped_all_to_alls_s(3.0, parts, 0.0) == pytest.approx(2 + 1)
+    assert overlapped_all_to_alls_s(3.0, parts, Overlap()) == pytest.approx(2 + 1)
     # 5 s each: the dispatches take 10 s, one after the other on their stream, beside the MLP's 6 s
-    assert overlapped_all_to_alls_s(5.0, parts, 0.0) == pytest.approx(4 + 4 + 3)
+    assert overlapped_all_to_alls_s(5.0, parts, Overlap()) == pytest.approx(4 + 4 + 3)
     # far longer than the compute: all of it hides, and no more
-    assert overlapped_all_to_alls_s(100.0, parts, 0.0) == pytest.approx(400 - 9)
-    times = [overlapped_all_to_alls_s(t / 4, parts, 0.1) for t in range(40)]
+    assert overlapped_all_to_alls_s(100.0, parts, Overlap()) == pytest.approx(400 - 9)
+    times = [overlapped_all_to_alls_s(t / 4, parts, Overlap(0.1, 0.7)) for t in range(40)]
     assert times == sorted(times)
 
 

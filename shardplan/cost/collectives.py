@@ -169,6 +169,34 @@ class Overlap:
             return comm_s * self.lost / self.speed
         return comm_s - compute_s + compute_s * (1.0 - self.speed) / pace
 
+    def streams_s(self, compute: Sequence[tuple[float, int | None]], comm: Sequence[tuple[float, int | None]]) -> float:
+        """Seconds until a compute stream and a collective stream have both run their tasks, each in order: a task
+        is (seconds alone, the index of the other stream's task it waits for, or None), and starts when the one
+        before it has ended and what it waits for has. While both streams run, they go at their speeds here.
+
+        >>> Overlap(0.0, 0.5).streams_s([(1.0, None), (1.0, 0)], [(1.0, None)])  # the collective half done at 1 s
+        2.5
+        """
+        tasks = ([t for t, _ in compute], [t for t, _ in comm])
+        waits = ([w for _, w in compute], [w for _, w in comm])
+        done, clock = [0, 0], 0.0
+        while True:
+            ready = [
+                s
+                for s in (0, 1)
+                if done[s] < len(tasks[s]) and (waits[s][done[s]] is None or done[1 - s] > waits[s][done[s]])
+            ]
+            if not ready:
+                return clock
+            rates = (1.0 - self.lost, self.speed) if len(ready) == 2 else (1.0, 1.0)
+            ends = {s: tasks[s][done[s]] / rates[s] for s in ready}
+            step = min(ends.values())
+            for s in ready:
+                tasks[s][done[s]] -= step * rates[s]
+                if ends[s] == step:
+                    done[s] += 1
+            clock += step
+
 
 def nvls_speedup(n: int, gain: float = NVLS_ALLREDUCE_SPEEDUP) -> float:
     """How much faster NVLS all-reduces than the ring over `n` GPUs of one NVSwitch domain whose switches give

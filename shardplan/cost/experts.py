@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from shardplan.cost.collectives import Overlap
 from shardplan.model.schema import ModelSpec
 from shardplan.training import Training
 
@@ -15,7 +16,7 @@ def ep_passes(training: Training) -> float:
     return 4 + {"full": 2.0, "selective-layer": 1.0}.get(training.recompute, 0.0)
 
 
-def overlapped_all_to_alls_s(one_s: float, parts: tuple[float, float, float], lost: float) -> float:
+def overlapped_all_to_alls_s(one_s: float, parts: tuple[float, float, float], beside: Overlap) -> float:
     """Seconds a MoE block's four all-to-alls (each `one_s`) add to a micro-batch under Megatron's
     --overlap-moe-expert-parallel-comm, which runs a layer's forward of one micro-batch with its backward of another
     (megatron/core/models/common/model_chunk_schedule_plan.py, TransformerLayerSchedulePlan.run): "comm_stream:
@@ -23,14 +24,15 @@ def overlapped_all_to_alls_s(one_s: float, parts: tuple[float, float, float], lo
     attn_bwd". `parts`: the block's attention forward, its MLP's GEMMs forward (their data and weight gradients each
     as long) and its attention backward (`StageTimes.block_parts_s`). Each of the three steps ends with the later of
     its two streams, the forward MLP waiting for its dispatch and the backward dispatch for the MLP's data gradient;
-    the compute beside an all-to-all loses `lost` of the time they overlap (`collectives.overlap_slowdown`)."""
+    compute and all-to-alls slow each other as `beside` says while both run (`Overlap.streams_s`)."""
     attention_fwd, mlp, attention_bwd = parts
     alone = attention_fwd + 3 * mlp + attention_bwd
     paired = (
-        max(attention_fwd, one_s) + max(max(2 * mlp, one_s) + mlp, max(one_s, mlp) + one_s) + max(attention_bwd, one_s)
+        beside.streams_s([(attention_fwd, None)], [(one_s, None)])
+        + beside.streams_s([(mlp, None), (mlp, None), (mlp, 0)], [(one_s, None), (one_s, 0)])
+        + beside.streams_s([(attention_bwd, None)], [(one_s, None)])
     )
-    exposed = paired - alone
-    return exposed + lost * (4 * one_s - exposed)
+    return paired - alone
 
 
 def unpaired_share(pp: int, stage: int, virtual_stages: int, num_micro: int) -> float:

@@ -12,7 +12,7 @@ from typing import Any
 
 from shardplan.cost.block_comm import attention_forward_passes, cp_block_s, tp_layer_s, tp_passes
 from shardplan.cost.calibration import Calibration, fastest_rates, rates_for
-from shardplan.cost.collectives import Overlap, overlap_slowdown, ring_gbps_bound, transfer_lower_bound_s
+from shardplan.cost.collectives import Overlap, ring_gbps_bound, transfer_lower_bound_s
 from shardplan.cost.compute import (
     column_parallel_gemms_s,
     fp8_cast_s,
@@ -245,7 +245,7 @@ def step_cost(
             moving[ep_axis.link_class(p)] += num_micro * moved
             ep_s = moved
             if training.ep_comm_overlap:  # recompute's all-to-alls beyond the four, and those of unpaired passes, alone
-                paired = overlapped_all_to_alls_s(one, times.block_parts_s, overlap_slowdown(ep_axis.channels(p)))
+                paired = overlapped_all_to_alls_s(one, times.block_parts_s, ep_axis.overlap(p))
                 alone = unpaired_share(pp, p, virtual_stages, num_micro)
                 ep_s = blocks * moe_share * ((1 - alone) * paired + alone * 4 * one + (ep_passes(training) - 4) * one)
         if times.host_slack_s and tp_s + cp_s + ep_s:
