@@ -345,7 +345,7 @@ def test_compute_and_a_collective_beside_it_slow_each_other_as_measured():
     """The model takes the H100 measurements as recorded (a stand-in holding 16 SMs, NCCL's channel count there):
     compute beside a collective loses 14% of its speed, and the collective keeps what the stand-in still copies
     beside compute (267 GB/s) over its ring's pace alone: 0.73 of it over a DGX H100's NVSwitch (366 GB/s), all of
-    it over a NIC. A ZeRO-3 step pays the compute's loss over the collective's slowed time beside it: all of its
+    it at one NIC's pace or PCIe's. A ZeRO-3 step pays the compute's loss over the collective's slowed time beside it: all of its
     gathers and reductions but each micro-batch's first gather and last reduce-scatter, which nothing runs beside."""
     results = ROOT / "benchmarks/results/h100-overlap-interference"
     recorded = json.loads((results / "overlap-interference.json").read_text())
@@ -379,7 +379,7 @@ def test_compute_and_a_collective_beside_it_slow_each_other_as_measured():
 
 def test_an_overlapped_collective_longer_than_its_compute_adds_its_own_excess_and_its_slowing():
     """Both run at their speeds beside each other until the compute ends; the collective then goes on alone. So a
-    collective that keeps its pace (over a NIC) adds just its excess, one slowed beside compute adds more, and the
+    collective that keeps its pace (at a NIC's) adds just its excess, one slowed beside compute adds more, and the
     step never shortens as the collective grows (a degraded link, more bytes)."""
     nic, nvlink = Overlap(lost=0.14, speed=1.0), Overlap(lost=0.14, speed=0.73)
     assert nic.added_s(3.0, 2.0) == pytest.approx(1.0)
