@@ -345,8 +345,9 @@ def test_compute_and_a_collective_beside_it_slow_each_other_as_measured():
     """The model takes the H100 measurements as recorded (a stand-in holding 16 SMs, NCCL's channel count there):
     compute beside a collective loses 14% of its speed, and the collective keeps what the stand-in still copies
     beside compute (267 GB/s) over its ring's pace alone: 0.73 of it over a DGX H100's NVSwitch (366 GB/s), all of
-    it at one NIC's pace or PCIe's. A ZeRO-3 step pays the compute's loss over the collective's slowed time beside it: all of its
-    gathers and reductions but each micro-batch's first gather and last reduce-scatter, which nothing runs beside."""
+    it at one NIC's pace or PCIe's. A ZeRO-3 step pays the compute's loss over the collective's slowed time beside
+    it: all of its gathers and reductions but each micro-batch's first gather and last reduce-scatter, which nothing
+    runs beside."""
     results = ROOT / "benchmarks/results/h100-overlap-interference"
     recorded = json.loads((results / "overlap-interference.json").read_text())
     medians = {int(k): v for k, v in recorded["median_speed_beside"].items()}
