@@ -151,7 +151,7 @@ class Overlap:
         """A collective holding `channels` SMs whose ring moves `ring_gbps` per GPU alone: it keeps its pace where
         its channels still copy that much beside compute (`COPY_GBPS_BESIDE_COMPUTE`), else slows to what they do."""
         copied = _interpolate(COPY_GBPS_BESIDE_COMPUTE, channels)
-        return cls(overlap_slowdown(channels), copied / ring_gbps if copied < ring_gbps < math.inf else 1.0)
+        return cls(overlap_slowdown(channels), copied / ring_gbps if 0 < copied < ring_gbps < math.inf else 1.0)
 
     def added_s(self, comm_s: float, compute_s: float) -> float:
         """Seconds a collective of `comm_s` (alone) adds to the `compute_s` it runs beside: both run at their
