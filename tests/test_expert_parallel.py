@@ -296,13 +296,14 @@ def test_group_limited_routing_sends_a_token_to_the_nodes_of_its_groups_alone(no
     assert (deepseek.groups, deepseek.top_groups) == (8, 4)
 
 
-@pytest.mark.parametrize("expert_tp", [True, False])
-def test_the_search_bound_never_exceeds_a_step_time_with_experts(expert_tp: bool) -> None:
+@pytest.mark.parametrize(("expert_tp", "overlap"), [(True, False), (False, False), (False, True)])
+def test_the_search_bound_never_exceeds_a_step_time_with_experts(expert_tp: bool, overlap: bool) -> None:
     """On 4 DGX H100s, every expert-parallel candidate's lower bound, all-to-alls through NICs where its EP group
-    cannot fit one node, stays at or below the step time of random layouts and of the row-major one."""
+    cannot fit one node, stays at or below the step time of random layouts and of the row-major one; also where
+    Megatron's EP overlap may hide a block's four all-to-alls beside another micro-batch's compute."""
     topo, model = load_topology("dgx-h100", nodes=4), load_model(MODEL)
     rng, rates = random.Random(5), rates_for(topo.gpu_spec(0).key)
-    train = TRAIN.model_copy(update={"expert_tensor_parallel": expert_tp})
+    train = TRAIN.model_copy(update={"expert_tensor_parallel": expert_tp, "ep_comm_overlap": overlap})
     checked = 0
     for c in space.candidates(model, topo.num_gpus, 64, zero_stages=(1,), recompute=("full",), micro_batch=(1, MB)):
         if c.ep == 1:

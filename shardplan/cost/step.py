@@ -523,7 +523,8 @@ def time_lower_bound_s(
 
     if ep > 1 and ep_gbps and training.ep_dispatcher == "alltoall":  # deduplicated: no bound here
         a2a = dispatch_bytes(model, training, tokens, tp) / (ep_gbps * 1e9)
-        block_tp += model.num_moe_layers / model.num_layers * ep_passes(training) * a2a
+        alone = ep_passes(training) - (4 if training.ep_comm_overlap else 0)  # the overlap may hide four a block
+        block_tp += model.num_moe_layers / model.num_layers * alone * a2a
 
     stage_of = _stage_timer(model, training, micro_batch=micro_batch, tp=tp, cp=cp, ep=ep, rates=rates, memo=memo)
     # the average stage, with its TP collectives less what they fill of the GPU's wait for the host (the slowest
