@@ -20,6 +20,7 @@ from shardplan.cost.collectives import (
     ring_order,
 )
 from shardplan.errors import PlanError
+from shardplan.solve.explain import axis_path
 
 
 def test_bus_factors_as_nccl_tests_counts_them():
@@ -273,3 +274,19 @@ def test_tree_keeps_many_node_all_reduce_latency_logarithmic():
     assert one_gpu_per_node(256, 8 * 2**20) < 2 * one_gpu_per_node(8, 8 * 2**20) < 2e-3
     # large buffers stay on the ring: 2 (n - 1) / n x 1 GiB at one 400 Gb/s NIC's ~45 GB/s
     assert one_gpu_per_node(256, 2**30) == pytest.approx(2 * 255 / 256 * 2**30 / 45e9, rel=0.1)
+
+
+def test_nccl_builds_its_rings_from_nvlinks_where_a_mesh_allows():
+    """On a DGX-1 cube mesh PCIe order (0..7) crosses between the quads where no NVLink joins 3-4 and 7-0; NCCL's
+    ring search keeps to NVLinks, and the widest such ring runs over NV2 bundles alone: 0-3-2-1-5-6-7-4. Where no
+    ring is wider than PCIe order's (a quad's NV1 hops, bridged pairs), PCIe order stands."""
+    dgx1 = load_topology("dgx1-v100")
+    ring = ring_order(dgx1, range(8))
+    assert ring == [0, 3, 2, 1, 5, 6, 7, 4]
+    assert {dgx1.nvlink_count(a, b) for a, b in zip(ring, ring[1:] + ring[:1], strict=True)} == {2}
+    # an all-gather of 8 moves its bus bytes at an NV2 bundle's pace (PCIe order's SYS hop gave 13 GB/s)
+    busbw = bus_factor("all_gather", 8) * 2**30 / collective_time_s(dgx1, "all_gather", range(8), 2**30) / 1e9
+    assert busbw == pytest.approx(dgx1.bandwidth_gbps(0, 3), rel=0.03)
+    assert axis_path(dgx1, [list(range(8))]) == "nvlink"  # what `suggest` says of such a group
+    assert ring_order(dgx1, [0, 1, 2, 3]) == [0, 1, 2, 3]
+    assert ring_order(load_topology("a100-pcie-8gpu-bridged"), range(8)) == list(range(8))

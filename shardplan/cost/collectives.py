@@ -223,10 +223,57 @@ def _steps(op: str, n: int) -> int:
     return 2 * (n - 1) if op == "all_reduce" else (1 if op == "send_recv" else n - 1)
 
 
+# The most GPUs of one node whose ring `_widest_nvlink_ring` searches (NVLink meshes without a switch have 8 at most).
+RING_SEARCH_MAX_GPUS = 8
+
+
 def ring_order(topology: Topology, gpus: Sequence[int]) -> list[int]:
     """The ring NCCL would build: GPUs ordered by node, socket, host bridge and switch, so that each
-    PCIe level is entered and left once."""
-    return sorted(gpus, key=lambda i: _position(topology, i))
+    PCIe level is entered and left once; inside a node whose GPUs NVLinks join pair by pair, the order
+    whose fewest-linked hop has the most links (`_widest_nvlink_ring`)."""
+    order = sorted(gpus, key=lambda i: _position(topology, i))
+    if not topology._bundles:
+        return order
+    return [
+        i
+        for _, members in itertools.groupby(order, key=lambda i: topology.gpus[i].node)
+        for i in _widest_nvlink_ring(topology, list(members))
+    ]
+
+
+def _widest_nvlink_ring(topology: Topology, members: list[int]) -> list[int]:
+    """`members` (of one node, in PCIe order) in the ring whose fewest-linked hop has the most NVLinks, as NCCL's
+    ring search builds rings from the NVLinks alone where it can (src/graph/search.cc): on a DGX-1 cube mesh
+    0-3-2-1-5-6-7-4 over NV2 bundles only, where PCIe order crosses between the quads without NVLink. Of the
+    rings as wide, the first in PCIe order (PCIe order itself where no ring is wider)."""
+    n = len(members)
+    if n < 3 or n > RING_SEARCH_MAX_GPUS:
+        return members
+    links = {(a, b): topology.nvlink_count(a, b) for a in members for b in members if a != b}
+    for least in sorted(set(links.values()) - {0}, reverse=True):
+        ring = _ring_through(members, links, least)
+        if ring:
+            return ring
+    return members
+
+
+def _ring_through(members: list[int], links: dict[tuple[int, int], int], least: int) -> list[int] | None:
+    """The first ring through all `members` (depth first, in their order, from the first) whose every hop has at
+    least `least` of `links`; None if there is none."""
+    path = [members[0]]
+
+    def extend() -> bool:
+        if len(path) == len(members):
+            return links[path[-1], path[0]] >= least
+        for nxt in members:
+            if nxt not in path and links[path[-1], nxt] >= least:
+                path.append(nxt)
+                if extend():
+                    return True
+                path.pop()
+        return False
+
+    return path if extend() else None
 
 
 def _position(topology: Topology, i: int) -> tuple[int, ...]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+from shardplan.cost.collectives import ring_order
 from shardplan.plan import Plan
 from shardplan.solve.validate import mesh_groups
 from shardplan.topology.schema import PATH_KINDS, Topology
@@ -20,11 +21,12 @@ _WHERE = {
 
 
 def axis_path(topology: Topology, groups: list[list[int]], chain: bool = False) -> str:
-    """The slowest path kind any group of an axis uses (rings: every pair; pp: neighbours). It stops at the first
-    pair between nodes, the slowest kind there is: a data-parallel group of thousands of GPUs has millions of pairs."""
+    """The slowest path kind any group of an axis uses (rings: the hops of the ring NCCL builds, `ring_order`; pp:
+    neighbours). It stops at the first hop between nodes, the slowest kind there is."""
     worst = 0
     for g in groups:
-        pairs = itertools.pairwise(g) if chain else itertools.combinations(g, 2)
+        ring = g if chain else ring_order(topology, g)
+        pairs = itertools.pairwise(ring) if chain else zip(ring, ring[1:] + ring[:1], strict=True)
         for a, b in pairs:
             worst = max(worst, PATH_KINDS.index(topology.path_kind(a, b)))
             if worst == len(PATH_KINDS) - 1:
