@@ -144,7 +144,7 @@ class Training(BaseModel):
         description="With expert parallelism: each micro-batch's all-to-alls run beside another micro-batch's "
         "forward or backward (Megatron-Core's --overlap-moe-expert-parallel-comm, its combined 1F1B schedule; "
         "Megatron Bridge's moe_a2a_overlap): each beside one piece of the other's block (the attention or the MLP), "
-        "exposed beyond it, the compute beside it losing `overlap_slowdown` of the time they overlap; the pipeline's "
+        "exposed beyond it, the two slowing each other while both run (`cost.overlap.Overlap`); the pipeline's "
         "warm-up forwards and cool-down backwards have none beside them. False: each all-to-all waited for.",
     )
     pipeline_scatter_gather: bool = Field(

@@ -17,15 +17,7 @@ import pytest
 
 from shardplan import Plan, Training, estimate, load_model, load_topology
 from shardplan.cost.calibration import at_head_dim, at_seq, rates_for, shipped_calibration
-from shardplan.cost.collectives import (
-    COPY_GBPS_BESIDE_COMPUTE,
-    SPEED_BESIDE_HELD_SMS,
-    Overlap,
-    collective_time_s,
-    nccl_channels,
-    overlap_slowdown,
-    rings_under_load,
-)
+from shardplan.cost.collectives import collective_time_s, nccl_channels, rings_under_load
 from shardplan.cost.compute import MISALIGNED_PEAK_SHARE, _block_times, gemm_s, stage_times
 from shardplan.cost.memory import (
     CACHE_PART,
@@ -36,6 +28,7 @@ from shardplan.cost.memory import (
     stage_memories,
     state_bytes,
 )
+from shardplan.cost.overlap import COPY_GBPS_BESIDE_COMPUTE, SPEED_BESIDE_HELD_SMS, Overlap, overlap_slowdown
 from shardplan.cost.step import split_layers, traffic_bytes
 from shardplan.errors import PlanError
 from shardplan.topology import read_spec

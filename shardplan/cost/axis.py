@@ -22,7 +22,6 @@ import numpy as np
 from shardplan.cost.collectives import (
     FLOOR_LATENCY_S,
     IslandShare,
-    Overlap,
     Rings,
     _link_class,
     _resources_used,
@@ -33,6 +32,7 @@ from shardplan.cost.collectives import (
     rings_time_s,
     rings_under_load,
 )
+from shardplan.cost.overlap import Overlap
 from shardplan.topology.schema import Topology
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from shardplan.cost.collectives import Overlap
+from shardplan.cost.overlap import Overlap
 from shardplan.training import Training
 
 

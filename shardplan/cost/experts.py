@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from shardplan.cost.collectives import Overlap
+from shardplan.cost.overlap import Overlap
 from shardplan.model.schema import ModelSpec
 from shardplan.training import Training
 

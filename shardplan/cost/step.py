@@ -12,7 +12,7 @@ from typing import Any
 
 from shardplan.cost.block_comm import attention_forward_passes, cp_block_s, tp_layer_s, tp_passes
 from shardplan.cost.calibration import Calibration, fastest_rates, rates_for
-from shardplan.cost.collectives import Overlap, ring_gbps_bound, transfer_lower_bound_s
+from shardplan.cost.collectives import ring_gbps_bound, transfer_lower_bound_s
 from shardplan.cost.compute import (
     column_parallel_gemms_s,
     fp8_cast_s,
@@ -40,6 +40,7 @@ from shardplan.cost.memory import (
     reduces_every_micro_batch,
     stage_memories,
 )
+from shardplan.cost.overlap import Overlap
 from shardplan.model.schema import ModelSpec
 from shardplan.topology.schema import Topology
 from shardplan.training import Training
