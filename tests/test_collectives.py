@@ -17,6 +17,7 @@ from shardplan.cost.collectives import (
     bus_factor,
     collective_time_s,
     nvls_speedup,
+    ring_hops,
     ring_order,
 )
 from shardplan.errors import PlanError
@@ -283,7 +284,8 @@ def test_nccl_builds_its_rings_from_nvlinks_where_a_mesh_allows():
     dgx1 = load_topology("dgx1-v100")
     ring = ring_order(dgx1, range(8))
     assert ring == [0, 3, 2, 1, 5, 6, 7, 4]
-    assert {dgx1.nvlink_count(a, b) for a, b in zip(ring, ring[1:] + ring[:1], strict=True)} == {2}
+    assert {dgx1.nvlink_count(a, b) for a, b in ring_hops(dgx1, range(8))} == {2}
+    assert ring_hops(dgx1, [0, 1, 5]) == [(0, 1), (1, 5), (5, 0)]  # the way back counts too: no NVLink joins 5 and 0
     # an all-gather of 8 moves its bus bytes at an NV2 bundle's pace (PCIe order's SYS hop gave 13 GB/s)
     busbw = bus_factor("all_gather", 8) * 2**30 / collective_time_s(dgx1, "all_gather", range(8), 2**30) / 1e9
     assert busbw == pytest.approx(dgx1.bandwidth_gbps(0, 3), rel=0.03)

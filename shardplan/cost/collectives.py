@@ -109,7 +109,7 @@ def nccl_channels(topology: Topology, group: Sequence[int]) -> int:
     link = _link_class(topology, group)
     if link != "nvlink":
         return NCCL_CHANNELS[link]
-    bonded = min(topology.nvlink_count(a, b) for a, b in itertools.pairwise(ring_order(topology, group)))
+    bonded = min(topology.nvlink_count(a, b) for a, b in ring_hops(topology, group))
     return min(NCCL_CHANNELS[link], max(NCCL_CHANNELS["pcie"], CHANNELS_PER_NVLINK * bonded))
 
 
@@ -154,6 +154,12 @@ def ring_order(topology: Topology, gpus: Sequence[int]) -> list[int]:
         for _, members in itertools.groupby(order, key=lambda i: topology.gpus[i].node)
         for i in _widest_nvlink_ring(topology, list(members))
     ]
+
+
+def ring_hops(topology: Topology, gpus: Sequence[int]) -> list[tuple[int, int]]:
+    """Each GPU of `ring_order` and the next, the last and the first included (none for one GPU)."""
+    ring = ring_order(topology, gpus)
+    return list(zip(ring, ring[1:] + ring[:1], strict=True)) if len(ring) > 1 else []
 
 
 def _widest_nvlink_ring(topology: Topology, members: list[int]) -> list[int]:
@@ -228,10 +234,7 @@ def _flow_resources(topology: Topology, a: int, b: int) -> list[tuple[Hashable, 
 
 
 def _ring_flows(topology: Topology, group: Sequence[int]) -> list[list[tuple[Hashable, float]]]:
-    ring = ring_order(topology, group)
-    if len(ring) < 2:
-        return []
-    return [_flow_resources(topology, a, b) for a, b in zip(ring, ring[1:] + ring[:1], strict=True)]
+    return [_flow_resources(topology, a, b) for a, b in ring_hops(topology, group)]
 
 
 def _nics_of(topology: Topology, gpus: Sequence[int]) -> list[tuple[Hashable, float]]:
@@ -279,8 +282,7 @@ def _loads(topology: Topology, groups: Sequence[Sequence[int]]) -> Counter[Hasha
 def _link_class(topology: Topology, group: Sequence[int]) -> str:
     if len(_split_by_node(topology, group)) > 1:
         return "net"
-    ring = ring_order(topology, group)
-    kinds = {topology.path_kind(a, b) for a, b in itertools.pairwise(ring)}
+    kinds = {topology.path_kind(a, b) for a, b in ring_hops(topology, group)}
     return "nvlink" if kinds <= {"nvlink"} else "pcie"
 
 

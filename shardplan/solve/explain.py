@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from shardplan.cost.collectives import ring_order
+from shardplan.cost.collectives import ring_hops
 from shardplan.plan import Plan
 from shardplan.solve.validate import mesh_groups
 from shardplan.topology.schema import PATH_KINDS, Topology
@@ -21,13 +21,11 @@ _WHERE = {
 
 
 def axis_path(topology: Topology, groups: list[list[int]], chain: bool = False) -> str:
-    """The slowest path kind any group of an axis uses (rings: the hops of the ring NCCL builds, `ring_order`; pp:
+    """The slowest path kind any group of an axis uses (rings: the hops of the ring NCCL builds, `ring_hops`; pp:
     neighbours). It stops at the first hop between nodes, the slowest kind there is."""
     worst = 0
     for g in groups:
-        ring = g if chain else ring_order(topology, g)
-        pairs = itertools.pairwise(ring) if chain else zip(ring, ring[1:] + ring[:1], strict=True)
-        for a, b in pairs:
+        for a, b in itertools.pairwise(g) if chain else ring_hops(topology, g):
             worst = max(worst, PATH_KINDS.index(topology.path_kind(a, b)))
             if worst == len(PATH_KINDS) - 1:
                 return PATH_KINDS[worst]
