@@ -63,7 +63,7 @@ class AxisTimes:
         self.topology, self.memo = topology, memo
         self.groups = np.ascontiguousarray(groups, dtype=np.int64)
         self.by_node = topology.num_nodes > 1 and topology.nodes_interchangeable  # rings put together node by node
-        self._alike_of: dict[int, list[tuple[bytes, int]]] = {}
+        self._ways_of: dict[int, tuple[int, list[tuple[bytes, int]]]] = {}
 
     @cached_property
     def axis_id(self) -> int:
@@ -72,9 +72,10 @@ class AxisTimes:
 
     def time_s(self, op: str, stage: int, size_bytes: float) -> float:
         """Seconds for `op` on all groups of `stage` at once: the slowest group's."""
-        key = ("times", op, size_bytes, self.axis_id, stage)
+        ways, alike = self._ways(stage)
+        key = ("times", op, size_bytes, ways)
         if key not in self.memo:
-            self.memo[key] = max(self._one(op, where, row, size_bytes) for where, row in self._alike(stage))
+            self.memo[key] = max(self._one(op, where, row, size_bytes) for where, row in alike)
         return self.memo[key]
 
     def link_class(self, stage: int) -> str:
@@ -88,14 +89,15 @@ class AxisTimes:
     def channels(self, stage: int) -> int:
         """SMs NCCL holds on a GPU for the collectives of `stage`'s groups: the most any group holds
         (`nccl_channels`; the stage waits for its slowest GPU)."""
-        return max(self._channels(where, row) for where, row in self._alike(stage))
+        return max(self._channels(where, row) for where, row in self._ways(stage)[1])
 
     def overlap(self, stage: int) -> Overlap:
         """How `stage`'s collectives and the compute beside them slow each other (`Overlap.of`): the most SMs any
         group holds, and the slowest ring's pace per GPU."""
-        key = ("overlap", self.axis_id, stage)
+        ways, alike = self._ways(stage)
+        key = ("overlap", ways)
         if key not in self.memo:
-            pace = min(min(r.intra_gbps, r.net_gbps) for r in (self._rings(w, row) for w, row in self._alike(stage)))
+            pace = min(min(r.intra_gbps, r.net_gbps) for r in (self._rings(w, row) for w, row in alike))
             self.memo[key] = Overlap.of(self.channels(stage), pace)
         return self.memo[key]
 
@@ -105,13 +107,16 @@ class AxisTimes:
             self.memo[key] = nccl_channels(self.topology, self._flat[row].tolist())
         return self.memo[key]
 
-    def _alike(self, stage: int) -> list[tuple[bytes, int]]:
-        """One group (its row) of `stage` for each way of sitting, with its key."""
-        if stage not in self._alike_of:
+    def _ways(self, stage: int) -> tuple[int, list[tuple[bytes, int]]]:
+        """One group (its row) of `stage` for each way of sitting, with its key; and an id of the set of
+        ways, interned in the memo: stages (of any axis and layout) that sit alike have the same times."""
+        if stage not in self._ways_of:
             index = self._index
             rows = index.alike[index.alike_ptr[stage] : index.alike_ptr[stage + 1]].tolist()
-            self._alike_of[stage] = [(index.keys[i].tobytes(), i) for i in rows]
-        return self._alike_of[stage]
+            alike = sorted((index.keys[i].tobytes(), i) for i in rows)
+            ways = self.memo.setdefault(("ways", *(where for where, _ in alike)), len(self.memo))
+            self._ways_of[stage] = ways, alike
+        return self._ways_of[stage]
 
     def _one(self, op: str, where: bytes, row: int, size_bytes: float) -> float:
         key = ("group", op, size_bytes, where)
@@ -287,13 +292,13 @@ def _hash_weights(width: int) -> np.ndarray:
 
 def _first_of_runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Index of the first of each distinct value, and each value's distinct one (numbered in the order
-    of the values). An unstable sort and the least index per run: a stable sort (np.unique's) is several
-    times slower on many repeated values."""
-    order = np.argsort(values)
+    of the values). A stable sort puts each value's first index first in its run (and on numpy 2 it is
+    faster than quicksort on these 64-bit hashes)."""
+    order = np.argsort(values, kind="stable")
     ordered = values[order]
     starts = np.ones(len(order), dtype=bool)
     starts[1:] = ordered[1:] != ordered[:-1]
-    first = np.minimum.reduceat(order, np.flatnonzero(starts))
+    first = order[starts]
     which = np.empty(len(order), dtype=np.int64)
     which[order] = np.cumsum(starts) - 1
     return first, which
