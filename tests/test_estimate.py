@@ -17,7 +17,13 @@ import pytest
 
 from shardplan import Plan, Training, estimate, load_model, load_topology
 from shardplan.cost.calibration import at_head_dim, at_seq, rates_for, shipped_calibration
-from shardplan.cost.collectives import collective_time_s, nccl_channels, rings_under_load
+from shardplan.cost.collectives import (
+    FLOOR_LATENCY_S,
+    collective_time_s,
+    nccl_channels,
+    rings_time_parts,
+    rings_under_load,
+)
 from shardplan.cost.compute import MISALIGNED_PEAK_SHARE, _block_times, gemm_s, stage_times
 from shardplan.cost.memory import (
     CACHE_PART,
@@ -336,11 +342,11 @@ def test_zero3_backward_collectives_hide_under_the_backward_alone():
 
 def test_compute_and_a_collective_beside_it_slow_each_other_as_measured():
     """The model takes the H100 measurements as recorded (a stand-in holding 16 SMs, NCCL's channel count there):
-    compute beside a collective loses 14% of its speed, and the collective keeps what the stand-in still copies
-    beside compute (267 GB/s) over its ring's pace alone: 0.73 of it over a DGX H100's NVSwitch (366 GB/s), all of
-    it at one NIC's pace or PCIe's. A ZeRO-3 step pays the compute's loss over the collective's slowed time beside
-    it: all of its gathers and reductions but each micro-batch's first gather and last reduce-scatter, which nothing
-    runs beside."""
+    compute beside a collective loses 14% of its speed, and the collective's bytes keep what the stand-in still
+    copies beside compute (267 GB/s) over its ring's pace alone: 0.73 of it over a DGX H100's NVSwitch (366 GB/s),
+    all of it at one NIC's pace or PCIe's; its latency keeps its pace. A ZeRO-3 step pays the compute's loss over
+    the collective's slowed time beside it: all of its gathers and reductions but each micro-batch's first gather
+    and last reduce-scatter, which nothing runs beside."""
     results = ROOT / "benchmarks/results/h100-overlap-interference"
     recorded = json.loads((results / "overlap-interference.json").read_text())
     medians = {int(k): v for k, v in recorded["median_speed_beside"].items()}
@@ -359,16 +365,50 @@ def test_compute_and_a_collective_beside_it_slow_each_other_as_measured():
     assert 0.05 * compute < comm < 0.5 * compute
     params, blocks, dgx = load_model("llama3-8b").num_params, 32, load_topology("dgx-h100")
     assert rings_under_load(dgx, range(8), Counter()).intra_gbps == pytest.approx(365.6)
-    gather = collective_time_s(dgx, "all_gather", range(8), params * 2 / blocks)
-    scatter = collective_time_s(dgx, "reduce_scatter", range(8), params * 4 / blocks)
-    alone = plan.num_micro_batches * (gather + scatter)
-    slowed = (comm - alone) / Overlap.of(16, 365.6).speed
+    rings = rings_under_load(dgx, range(8), Counter())
+    (gather, gather_latency, pace), (scatter, scatter_latency, _) = (
+        rings_time_parts(rings, op, params * size / blocks, FLOOR_LATENCY_S)
+        for op, size in (("all_gather", 2), ("reduce_scatter", 4))
+    )
+    assert gather == collective_time_s(dgx, "all_gather", range(8), params * 2 / blocks)
+    assert pace == pytest.approx(365.6) and 0 < gather_latency < 0.05 * gather
+    alone, micro = plan.num_micro_batches * (gather + scatter), plan.num_micro_batches
+    latency = micro * ((2 * blocks - 1) * gather_latency + (blocks - 1) * scatter_latency)  # of those beside compute
+    slowed = latency + (comm - alone - latency) / Overlap.of(16, 365.6).speed
     assert plan.breakdown["fsdp"] == pytest.approx(alone + overlap_slowdown(16) * slowed)
-    # DDP: the gradient all-reduce under the last micro-batch's backward (2/3 of its compute)
+    # DDP: the gradient all-reduce (NVLS) under the last micro-batch's backward (2/3 of its compute)
     ddp = estimate("llama3-8b", "dgx-h100", train.model_copy(update={"zero_stage": 0}), tp=1, pp=1, dp=8)
     sync, backward = ddp.comm_time_by_link["nvlink"], ddp.breakdown["compute"] / ddp.num_micro_batches * 2 / 3
-    assert 0 < sync / Overlap.of(16, 365.6).speed < backward
-    assert ddp.breakdown["dp"] == pytest.approx(overlap_slowdown(16) * sync / Overlap.of(16, 365.6).speed)
+    _, sync_latency, pace = rings_time_parts(rings, "all_reduce", params * 4, FLOOR_LATENCY_S)
+    assert pace == pytest.approx(365.6)  # NVLS: the switch reduces, the channels copy at the ring's pace
+    beside = sync_latency + (sync - sync_latency) / Overlap.of(16, 365.6).speed
+    assert 0 < beside < backward
+    assert ddp.breakdown["dp"] == pytest.approx(overlap_slowdown(16) * beside)
+
+
+def test_a_collective_beside_compute_slows_by_what_its_channels_copy(tmp_path):
+    """Beside compute only a collective's bytes slow, to what its channels still copy; its latency keeps its pace,
+    and the pace it is measured against is what the algorithm NCCL runs copies. Two layouts a random sweep found
+    shorter on slower links, while the model slowed the latency too and took the ring's pace for every algorithm:
+    a ZeRO-0 all-reduce over two DGX H100s (NVLS tree, which waits on the NVLinks here, not on the NICs), one NIC at
+    half speed; and a latency-bound ZeRO-3 step of a tiny model on an NVSwitch at half its links."""
+    healthy = read_spec("dgx-h100").model_dump(mode="json", exclude_none=True)
+    cases = [
+        ("one NIC half", 2, "llama2-7b", Training(global_batch=64, seq_len=2048, recompute="selective"), 16,
+         [14, 8, 9, 4, 1, 10, 3, 0, 13, 7, 5, 11, 2, 15, 6, 12]),
+        ("NVSwitch half links", 1, "gpt-tiny", Training(global_batch=16, seq_len=4096, zero_stage=3,
+         recompute="full", tp_comm_overlap=True, pipeline_runtime="torch"), 4, [3, 0, 1, 5, 2, 4, 7, 6]),
+    ]  # fmt: skip
+    for what, nodes, model, train, dp, gpus in cases:
+        (tmp_path / "healthy.json").write_text(json.dumps(healthy))
+        (tmp_path / "slower.json").write_text(json.dumps(dict(_degraded(healthy))[what]))
+        tp = len(gpus) // dp
+        shape = dict(tp=tp, pp=1, dp=dp, rank_layout=np.reshape(gpus, (1, dp, tp)).tolist())
+        before, after = (
+            estimate(model, load_topology(tmp_path / f"{name}.json", nodes=nodes), train, **shape)
+            for name in ("healthy", "slower")
+        )
+        assert after.step_time_s >= before.step_time_s, what
 
 
 def test_an_overlapped_collective_longer_than_its_compute_adds_its_own_excess_and_its_slowing():

@@ -11,6 +11,7 @@ bookkeeping runs on arrays.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from shardplan.cost.collectives import (
     island_share,
     nccl_channels,
     rings_of_islands,
-    rings_time_s,
+    rings_time_parts,
     rings_under_load,
 )
 from shardplan.cost.overlap import Overlap
@@ -72,6 +73,10 @@ class AxisTimes:
 
     def time_s(self, op: str, stage: int, size_bytes: float) -> float:
         """Seconds for `op` on all groups of `stage` at once: the slowest group's."""
+        return self._slowest(op, stage, size_bytes)[0]
+
+    def _slowest(self, op: str, stage: int, size_bytes: float) -> tuple[float, float, float]:
+        """`rings_time_parts` of the slowest group for `op` on `stage`."""
         ways, alike = self._ways(stage)
         key = ("times", op, size_bytes, ways)
         if key not in self.memo:
@@ -91,14 +96,17 @@ class AxisTimes:
         (`nccl_channels`; the stage waits for its slowest GPU)."""
         return max(self._channels(where, row) for where, row in self._ways(stage)[1])
 
-    def overlap(self, stage: int) -> Overlap:
-        """How `stage`'s collectives and the compute beside them slow each other (`Overlap.of`): the most SMs any
-        group holds, and the slowest ring's pace per GPU."""
-        ways, alike = self._ways(stage)
-        key = ("overlap", ways)
+    def overlap(self, stage: int, op: str, size_bytes: float) -> Overlap:
+        """How `op` on `stage`'s groups and the compute beside it slow each other (`Overlap.of`): the most SMs any
+        group holds, and the pace per GPU at which the slowest group's channels copy its bus bytes, its latency apart
+        (which keeps its pace beside compute, `Overlap.of_collective`). Groups of one GPU run none."""
+        if self.groups.shape[2] <= 1:
+            return Overlap()
+        ways, _ = self._ways(stage)
+        key = ("overlap", op, size_bytes, ways)
         if key not in self.memo:
-            pace = min(min(r.intra_gbps, r.net_gbps) for r in (self._rings(w, row) for w, row in alike))
-            self.memo[key] = Overlap.of(self.channels(stage), pace)
+            seconds, latency, pace = self._slowest(op, stage, size_bytes)
+            self.memo[key] = Overlap.of(self.channels(stage), pace).of_collective(seconds, latency)
         return self.memo[key]
 
     def _channels(self, where: bytes, row: int) -> int:
@@ -118,13 +126,13 @@ class AxisTimes:
             self._ways_of[stage] = ways, alike
         return self._ways_of[stage]
 
-    def _one(self, op: str, where: bytes, row: int, size_bytes: float) -> float:
+    def _one(self, op: str, where: bytes, row: int, size_bytes: float) -> tuple[float, float, float]:
         key = ("group", op, size_bytes, where)
         if key not in self.memo:
             if self.groups.shape[2] <= 1 or size_bytes <= 0:
-                self.memo[key] = 0.0
+                self.memo[key] = 0.0, 0.0, math.inf
             else:
-                self.memo[key] = rings_time_s(self._rings(where, row), op, size_bytes, FLOOR_LATENCY_S)
+                self.memo[key] = rings_time_parts(self._rings(where, row), op, size_bytes, FLOOR_LATENCY_S)
         return self.memo[key]
 
     def _rings(self, where: bytes, row: int) -> Rings:

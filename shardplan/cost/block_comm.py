@@ -23,7 +23,7 @@ def tp_layer_s(
     col: tuple[float, ...],
     widths: tuple[tuple[int, ...], int],
     mlp_share: float,
-    beside: Overlap,
+    beside: Callable[[str, int], Overlap],
 ) -> tuple[float, float, float]:
     """One block's TP collectives, seconds: (forward, backward exposed, backward in all), `time_of(op, width)`
     timing one collective of `width` elements per token on the stage's TP groups. Attention and the MLP each
@@ -35,40 +35,46 @@ def tp_layer_s(
     all-gathered again for the weight gradient) and, under SP, the row-parallel outputs' gradients
     all-gathered. With `tp_async_backward` (Megatron's LinearWithGradAccumulationAndAsyncCommunication) the
     re-gather runs under the input-gradient GEMM and the reduction under the weight-gradient GEMM of the same
-    linear (both gradient GEMMs take as long as the forward one), the two slowing each other as `beside` says."""
+    linear (both gradient GEMMs take as long as the forward one), the two slowing each other as `beside(op, width)`
+    says."""
     columns, hidden_size = widths
     totals = [0.0] * 3  # forward; backward moved, exposed
     for width, gemm, share in zip(columns, col, (1.0, mlp_share), strict=True):
         if sp:
             ag, rs = time_of("all_gather", width), time_of("reduce_scatter", width)
             row_out, row_grad = time_of("reduce_scatter", hidden_size), time_of("all_gather", hidden_size)
-            side = (ag + row_out, ag + rs + row_grad, beside.added_s(ag, gemm) + beside.added_s(rs, gemm) + row_grad)
+            hidden = beside("all_gather", width).added_s(ag, gemm) + beside("reduce_scatter", width).added_s(rs, gemm)
+            side = (ag + row_out, ag + rs + row_grad, hidden + row_grad)
         else:
             ar = time_of("all_reduce", width)
-            side = (time_of("all_reduce", hidden_size), ar, beside.added_s(ar, gemm))
+            side = (time_of("all_reduce", hidden_size), ar, beside("all_reduce", width).added_s(ar, gemm))
         totals = [total + share * part for total, part in zip(totals, side, strict=True)]
     forward, moved, exposed = totals
     return forward, exposed if training.tp_async_backward else moved, moved
 
 
 def cp_block_s(
-    training: Training, time_of: Callable[[str], float], attention: tuple[float, float], cp: int, beside: Overlap
+    training: Training,
+    time_of: Callable[[str], float],
+    attention: tuple[float, float],
+    cp: int,
+    beside: Callable[[str], Overlap],
 ) -> tuple[float, float]:
     """One block's context-parallel traffic per micro-batch, seconds: (exposed, moved); `time_of(op)`
     times one collective of the whole sequence's K and V on the stage's CP groups, `attention` is the
     block's (forward, backward). Forward gathers K and V (again where recompute re-runs the attention),
     backward gathers them and reduce-scatters their gradients. Each pass hides under the share of its
-    attention that runs beside it, the two slowing each other as `beside` says: all but the local
+    attention that runs beside it, the two slowing each other as `beside(op)` says: all but the local
     chunk's with the p2p ring, the local chunk's with the all-gather (`Training.cp_comm`)."""
     gather, scatter = time_of("all_gather"), time_of("reduce_scatter")
     share = (cp - 1) / cp if training.cp_comm == "p2p" else 1 / cp
     forward_passes = attention_forward_passes(training)
 
-    def exposed(moved: float, attention_s: float) -> float:
-        return beside.added_s(moved, share * attention_s)
-
+    on_gather = beside("all_gather")
+    on_both = Overlap.merged([(gather, on_gather), (scatter, beside("reduce_scatter"))])
     return (
-        forward_passes * exposed(gather, attention[0]) + exposed(gather + scatter, attention[1]),
+        forward_passes * on_gather.added_s(gather, share * attention[0])
+        + on_both.added_s(gather + scatter, share * attention[1]),
         forward_passes * gather + gather + scatter,
     )
 

@@ -447,6 +447,13 @@ def rings_under_load(topology: Topology, group: Sequence[int], load: Counter[Has
 def rings_time_s(rings: Rings, op: str, size_bytes: float, floor_latency_s: float) -> float:
     """Seconds for `op` with a per-rank buffer of `size_bytes` over `rings`: NCCL's fastest
     algorithm and protocol."""
+    return rings_time_parts(rings, op, size_bytes, floor_latency_s)[0]
+
+
+def rings_time_parts(rings: Rings, op: str, size_bytes: float, floor_latency_s: float) -> tuple[float, float, float]:
+    """`rings_time_s`; of it the latency (what does not move bytes) of that algorithm and protocol; and the GB/s
+    each GPU's channels copy meanwhile: the bus bytes over the ring's time (LL and LL128 copy their flags too, so
+    as much as Simple per second; under NVLS the switch reduces, and the GPUs copy as the ring would)."""
     n = rings.ranks
     bus_bytes = bus_factor(op, n) * size_bytes
     ring_s = max(bus_bytes / (rings.intra_gbps * 1e9), bus_bytes / (rings.net_gbps * 1e9))
@@ -459,20 +466,24 @@ def rings_time_s(rings: Rings, op: str, size_bytes: float, floor_latency_s: floa
             (k - 1) / n * size_bytes / (rings.intra_gbps * 1e9), k * (n - k) / n * size_bytes / (rings.net_gbps * 1e9)
         )
     transfer_s = {p: ring_s / _PROTO_SHARE[p] for p in _PROTO_SHARE}
+    copy_s = dict.fromkeys(transfer_s, ring_s)  # the time the channels' copies take at the pace they copy
     speedup = nvls_speedup(rings.per_island, rings.nvls_gain) if op == "all_reduce" else 1.0
     if speedup > 1 and rings.islands == 1:  # NVLS (Simple protocol only) where the switch can reduce
-        transfer_s["NVLS"] = ring_s / speedup
+        transfer_s["NVLS"], copy_s["NVLS"] = ring_s / speedup, ring_s
     elif speedup > 1:
         # NCCL reduces inside islands first (NVLS tree): an island sends only bus_factor(op, islands) x size.
         inside = bus_factor(op, rings.per_island) * size_bytes / (rings.intra_gbps * 1e9 * speedup)
         transfer_s["NVLS"] = max(inside, bus_factor(op, rings.islands) * size_bytes / (rings.net_gbps * 1e9))
+        copy_s["NVLS"] = transfer_s["NVLS"] * speedup
     latency_us = _ring_latency_us(op, n, rings.islands, size_bytes, rings.intra_kind)
     latency_us["NVLS"] = latency_us["Simple"]
-    times = [max(floor_latency_s, latency_us[p] * 1e-6) + transfer_s[p] for p in transfer_s]
+    parts = [(max(floor_latency_s, latency_us[p] * 1e-6), transfer_s[p], copy_s[p]) for p in transfer_s]
     if op == "all_reduce" and rings.islands > 1 and rings.hosts:
         bus_bw = min(rings.intra_gbps, rings.net_gbps) * 1e9  # what the ring's bus bytes move at
-        times += [max(floor_latency_s, lat * 1e-6) + t for lat, t in _tree_all_reduce(rings, size_bytes, bus_bw)]
-    return min(times)
+        trees = _tree_all_reduce(rings, size_bytes, bus_bw)
+        parts += [(max(floor_latency_s, lat * 1e-6), t, bus_bytes / bus_bw) for lat, t in trees]
+    latency, transfer, copying = min(parts, key=lambda part: part[0] + part[1])
+    return latency + transfer, latency, bus_bytes / copying / 1e9 if copying > 0 else math.inf
 
 
 def _islands_are_hosts(topology: Topology, per_node: dict[Hashable, list[int]]) -> bool:

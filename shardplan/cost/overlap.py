@@ -17,8 +17,8 @@ SPEED_BESIDE_HELD_SMS = ((0, 1.0), (8, 0.9319), (16, 0.8631), (24, 0.8500), (32,
 # holds: its rate alone (299 / 567 / 800 / 999 GB/s with 8 / 16 / 24 / 32 programs) times its median speed beside
 # them (0.447 / 0.471 / 0.504 / 0.529; benchmarks/results/h100-overlap-interference/both-ways.json). A ring's
 # channels move its bus bytes much as the stand-in copies (a read here, a write into the next GPU), so a collective
-# whose ring runs no faster than that per GPU keeps its pace beside compute, and a faster one (NVLink) slows to it.
-# Measured on the H100 only; assumed for other GPUs.
+# whose channels copy no faster than that per GPU keeps its pace beside compute, and a faster one (NVLink) slows to
+# it; its latency (waits, not copies) keeps its pace either way. Measured on the H100 only; assumed for other GPUs.
 COPY_GBPS_BESIDE_COMPUTE = ((0, 0.0), (8, 133.4), (16, 267.3), (24, 402.9), (32, 528.2))
 
 
@@ -45,11 +45,41 @@ class Overlap:
     speed: float = 1.0
 
     @classmethod
-    def of(cls, channels: int, ring_gbps: float) -> Overlap:
-        """A collective holding `channels` SMs whose ring moves `ring_gbps` per GPU alone: it keeps its pace where
-        its channels still copy that much beside compute (`COPY_GBPS_BESIDE_COMPUTE`), else slows to what they do."""
+    def of(cls, channels: int, copy_gbps: float) -> Overlap:
+        """A collective holding `channels` SMs that copy `copy_gbps` per GPU alone (`rings_time_parts`): its bytes
+        keep their pace where the channels still copy that much beside compute (`COPY_GBPS_BESIDE_COMPUTE`), else
+        slow to what they do."""
         copied = _interpolate(COPY_GBPS_BESIDE_COMPUTE, channels)
-        return cls(overlap_slowdown(channels), copied / ring_gbps if 0 < copied < ring_gbps < math.inf else 1.0)
+        return cls(overlap_slowdown(channels), copied / copy_gbps if 0 < copied < copy_gbps < math.inf else 1.0)
+
+    def of_collective(self, alone_s: float, latency_s: float) -> Overlap:
+        """This overlap for one collective of `alone_s` seconds alone, `latency_s` of them its latency: its bytes move
+        at `speed` beside compute, its latency at its own pace (the stand-in measured copies, not waits), so it keeps
+        its seconds alone over its seconds beside compute.
+
+        >>> Overlap(0.1, 0.5).of_collective(3.0, 1.0)  # 1 s of latency, then 2 s of bytes take 4 s
+        Overlap(lost=0.1, speed=0.6)
+        """
+        moving = alone_s - latency_s
+        if self.speed >= 1.0 or moving <= 0.0:
+            return Overlap(self.lost, 1.0 if moving <= 0.0 else self.speed)
+        return Overlap(self.lost, alone_s / (latency_s + moving / self.speed))
+
+    @staticmethod
+    def merged(parts: Sequence[tuple[float, Overlap]]) -> Overlap:
+        """One overlap for collectives that run one after another, each (its seconds alone, its overlap): the compute
+        beside them loses each one's share while that one runs, and they keep their seconds alone over their seconds
+        beside compute.
+
+        >>> Overlap.merged([(1.0, Overlap(0.25, 0.5)), (2.0, Overlap(0.5, 1.0))])  # 2 s and 2 s beside compute
+        Overlap(lost=0.375, speed=0.75)
+        """
+        beside = [(alone / overlap.speed, overlap) for alone, overlap in parts if alone > 0.0]
+        total = sum(seconds for seconds, _ in beside)
+        if not total:
+            return Overlap()
+        lost = sum(seconds * overlap.lost for seconds, overlap in beside) / total
+        return Overlap(lost, sum(alone for alone, _ in parts if alone > 0.0) / total)
 
     def added_s(self, comm_s: float, compute_s: float) -> float:
         """Seconds a collective of `comm_s` (alone) adds to the `compute_s` it runs beside: both run at their

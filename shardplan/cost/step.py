@@ -217,8 +217,11 @@ def step_cost(
             def time_of(op: str, width: int, p: int = p) -> float:  # bf16 activations, the full (gathered) buffer
                 return tp_axis.time_s(op, p, tokens * width * 2)
 
+            def beside(op: str, width: int, p: int = p) -> Overlap:
+                return tp_axis.overlap(p, op, tokens * width * 2)
+
             widths = model.column_input_widths(sequence_parallel=sp), model.hidden_size
-            forward, backward, moved = tp_layer_s(training, sp, time_of, col, widths, mlp_share, tp_axis.overlap(p))
+            forward, backward, moved = tp_layer_s(training, sp, time_of, col, widths, mlp_share, beside)
             forward_passes = tp_passes(training) - 1  # 1, plus what recompute runs again
             tp_s = blocks * (forward * forward_passes + backward)
             moved_s = blocks * (forward * forward_passes + moved)
@@ -230,7 +233,8 @@ def step_cost(
             gathered = kv_bytes(model, training, tokens, tp) * cp  # the whole sequence's K and V
             time_of = partial(cp_axis.time_s, stage=p, size_bytes=gathered)
             link = cp_axis.link_class(p)
-            exposed, moved = cp_block_s(training, time_of, times.attention_s, cp, cp_axis.overlap(p))
+            beside_cp = partial(cp_axis.overlap, p, size_bytes=gathered)
+            exposed, moved = cp_block_s(training, time_of, times.attention_s, cp, beside_cp)
             cp_s = blocks * exposed
             moving[link] += num_micro * blocks * moved
         ep_s = 0.0
@@ -246,7 +250,7 @@ def step_cost(
             moving[ep_axis.link_class(p)] += num_micro * moved
             ep_s = moved
             if training.ep_comm_overlap:  # recompute's all-to-alls beyond the four, and those of unpaired passes, alone
-                paired = overlapped_all_to_alls_s(one, times.block_parts_s, ep_axis.overlap(p))
+                paired = overlapped_all_to_alls_s(one, times.block_parts_s, ep_axis.overlap(p, "all_to_all", size))
                 alone = unpaired_share(pp, p, virtual_stages, num_micro)
                 ep_s = blocks * moe_share * ((1 - alone) * paired + alone * 4 * one + (ep_passes(training) - 4) * one)
         if times.host_slack_s and tp_s + cp_s + ep_s:
@@ -320,14 +324,17 @@ def step_cost(
         def timed(op: str, bytes_per_param: float, blocks: int = 1) -> float:
             return sum(axis.time_s(op, p, n * bytes_per_param / blocks) for axis, n, _ in groups)
 
+        def beside(*moves: tuple[float, str, float, int]) -> Overlap:
+            """How collectives run one after another and the compute beside them slow each other (`Overlap.merged`):
+            each move (count, op, bytes per parameter, blocks) on every weight group's axis."""
+            runs = [(k, axis, op, n * per / blocks) for k, op, per, blocks in moves for axis, n, _ in groups]
+            return Overlap.merged([(k * axis.time_s(op, p, b), axis.overlap(p, op, b)) for k, axis, op, b in runs])
+
         if shards > 1:
-            if training.zero_stage >= 1:  # reduce-scatter gradients, all-gather the updated bf16 weights
-                sync = timed("reduce_scatter", training.grad_bytes)
-                gather = timed("all_gather", 2)
-            else:
-                sync, gather = timed("all_reduce", training.grad_bytes), 0.0
+            sync_op = "reduce_scatter" if training.zero_stage >= 1 else "all_reduce"
+            sync = timed(sync_op, training.grad_bytes)  # ZeRO: then all-gather the updated bf16 weights
+            gather = timed("all_gather", 2) if training.zero_stage >= 1 else 0.0
             link = dp_axis.link_class(p)
-            beside = dp_axis.overlap(p)
             # where the data-parallel groups leave the node, the stage's TP, CP and EP collectives and pipeline sends
             # that leave it too hold the same NICs for part of every micro-batch: the sync hides only under the rest
             window = max(0.0, per_micro - on_nics[p]) if link == "net" else per_micro
@@ -346,8 +353,13 @@ def step_cost(
                 rounds, gathers = (1, 1) if held else (num_micro, 2)
                 forward = window * stage_forward[p] / stage_total[p]
                 backward_moves = blocks * (gathers - 1) * gather_block + (blocks - 1) * sync_block
-                fsdp_s = rounds * (gather_block + beside.added_s((blocks - 1) * gather_block, forward))
-                fsdp_s += rounds * (sync_block + beside.added_s(backward_moves, window - forward))
+                on_forward = beside((blocks - 1, "all_gather", 2, blocks))
+                on_backward = beside(
+                    (blocks * (gathers - 1), "all_gather", 2, blocks),
+                    (blocks - 1, "reduce_scatter", training.grad_bytes, blocks),
+                )
+                fsdp_s = rounds * (gather_block + on_forward.added_s((blocks - 1) * gather_block, forward))
+                fsdp_s += rounds * (sync_block + on_backward.added_s(backward_moves, window - forward))
                 moved = rounds * blocks * (gathers * gather_block + sync_block)
             else:
                 # Gradient sync overlaps the backward of the last micro-batch (ZeRO-0/1 accumulate into the whole
@@ -359,7 +371,9 @@ def step_cost(
                 syncs = _gradient_syncs(training, num_micro, pp)
                 backward = window * 2 / 3
                 hidden = stage_forward[p] if training.overlap_param_gather else 0.0
-                dp_s = syncs * beside.added_s(sync, backward) + beside.added_s(gather, hidden)
+                dp_s = syncs * beside((1, sync_op, training.grad_bytes, 1)).added_s(sync, backward)
+                if gather:
+                    dp_s += beside((1, "all_gather", 2, 1)).added_s(gather, hidden)
                 moved = syncs * sync + gather
         # each at the pace of the stage's GPU model slowest at it (not necessarily the one slowest at compute)
         if fsdp2:  # its copies in and out of the collective buffers run on the compute stream, at any DP degree
@@ -519,7 +533,7 @@ def time_lower_bound_s(
         sp = training.sequence_parallel
         widths = model.column_input_widths(sequence_parallel=sp), model.hidden_size
         mlp_share = mlp_tp_share(model, training, ep, tp)
-        forward, backward, _ = tp_layer_s(training, sp, time_of, col, widths, mlp_share, Overlap())
+        forward, backward, _ = tp_layer_s(training, sp, time_of, col, widths, mlp_share, lambda *_: Overlap())
         block_tp = forward * (tp_passes(training) - 1) + backward
 
     if ep > 1 and ep_gbps and training.ep_dispatcher == "alltoall":  # deduplicated: no bound here
