@@ -50,6 +50,30 @@ def _loop_s(fn: Callable[[], object], reps: int, stream: torch.cuda.Stream) -> f
     return start.elapsed_time(end) / 1e3 / reps
 
 
+def compute_ops(device: torch.device) -> dict[str, Callable[[], object]]:
+    """The GEMMs (MPT-13B and Llama-3-8B blocks' shapes, two squares), attention and memory-bound ops the
+    stand-in runs beside."""
+    ops: dict[str, Callable[[], object]] = {}
+    for m, n, k, what in (
+        (4096, 15360, 5120, "MPT-13B QKV, 4,096 tokens"),
+        (4096, 20480, 5120, "MPT-13B MLP up, 4,096 tokens"),
+        (4096, 5120, 20480, "MPT-13B MLP down, 4,096 tokens"),
+        (16384, 14336, 4096, "Llama-3-8B MLP up, 16,384 tokens"),
+        (2048, 4096, 4096, "4,096 square, 2,048 tokens"),
+        (8192, 8192, 8192, "8,192 cube"),
+    ):
+        a = torch.randn(m, k, device=device, dtype=torch.bfloat16)
+        w = torch.randn(n, k, device=device, dtype=torch.bfloat16)
+        ops[f"gemm {m}x{n}x{k} ({what})"] = lambda a=a, w=w: F.linear(a, w)
+    q, kk, v = (torch.randn(2, 40, 2048, 128, device=device, dtype=torch.bfloat16) for _ in range(3))
+    ops["flash attention forward b2 h40 s2048 d128"] = lambda: F.scaled_dot_product_attention(q, kk, v, is_causal=True)
+    x, y = (torch.randn(2**27, device=device, dtype=torch.bfloat16) for _ in range(2))
+    ops["add 128M bf16"] = lambda: torch.add(x, y)
+    h = torch.randn(4096 * 4, 5120, device=device, dtype=torch.bfloat16)
+    ops["layer norm 16,384 x 5,120"] = lambda: F.layer_norm(h, (5120,))
+    return ops
+
+
 def main() -> None:
     device = torch.device("cuda")
     compute, side = torch.cuda.Stream(), torch.cuda.Stream()
@@ -78,24 +102,7 @@ def main() -> None:
         torch.cuda.synchronize()
         return start.elapsed_time(end) / 1e3 / rounds
 
-    ops: dict[str, Callable[[], object]] = {}
-    for m, n, k, what in (
-        (4096, 15360, 5120, "MPT-13B QKV, 4,096 tokens"),
-        (4096, 20480, 5120, "MPT-13B MLP up, 4,096 tokens"),
-        (4096, 5120, 20480, "MPT-13B MLP down, 4,096 tokens"),
-        (16384, 14336, 4096, "Llama-3-8B MLP up, 16,384 tokens"),
-        (2048, 4096, 4096, "4,096 square, 2,048 tokens"),
-        (8192, 8192, 8192, "8,192 cube"),
-    ):
-        a = torch.randn(m, k, device=device, dtype=torch.bfloat16)
-        w = torch.randn(n, k, device=device, dtype=torch.bfloat16)
-        ops[f"gemm {m}x{n}x{k} ({what})"] = lambda a=a, w=w: F.linear(a, w)
-    q, kk, v = (torch.randn(2, 40, 2048, 128, device=device, dtype=torch.bfloat16) for _ in range(3))
-    ops["flash attention forward b2 h40 s2048 d128"] = lambda: F.scaled_dot_product_attention(q, kk, v, is_causal=True)
-    x, y = (torch.randn(2**27, device=device, dtype=torch.bfloat16) for _ in range(2))
-    ops["add 128M bf16"] = lambda: torch.add(x, y)
-    h = torch.randn(4096 * 4, 5120, device=device, dtype=torch.bfloat16)
-    ops["layer norm 16,384 x 5,120"] = lambda: F.layer_norm(h, (5120,))
+    ops = compute_ops(device)
 
     per_round = {p: holder_s(p) for p in PROGRAMS}
     result: dict[str, object] = {
