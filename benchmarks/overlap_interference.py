@@ -127,9 +127,15 @@ def main() -> None:
         result["ops"][name] = {"alone_s": alone, "speed_beside": beside, "collective_speed_beside": held}
         both = {p: (round(beside[p], 3), round(held[p], 3)) for p in PROGRAMS}
         print(name, f"{alone * 1e3:.3f} ms", both, flush=True)
-    for key in ("speed_beside", "collective_speed_beside"):
-        result[f"median_{key}"] = {p: statistics.median(o[key][p] for o in result["ops"].values()) for p in PROGRAMS}
     result["sm_share_left"] = {p: 1 - p / result["sms"] for p in PROGRAMS}
+    finish(result, ("speed_beside", "collective_speed_beside"), PROGRAMS)
+
+
+def finish(result: dict, keys: tuple[str, ...], columns: tuple[int, ...]) -> None:
+    """Add each key's median over the ops, per column, then print the result and write it to the file named
+    on the command line, if any."""
+    for key in keys:
+        result[f"median_{key}"] = {c: statistics.median(o[key][c] for o in result["ops"].values()) for c in columns}
     text = json.dumps(result, indent=1)
     print(text)
     if len(sys.argv) > 1:

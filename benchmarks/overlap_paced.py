@@ -15,15 +15,13 @@ NIC or on its peer. For each pace it is timed alone and beside each op, and each
 
 from __future__ import annotations
 
-import json
 import statistics
-import sys
 from collections.abc import Callable
 
 import torch
 import triton
 import triton.language as tl
-from overlap_interference import BLOCK, _loop_s, compute_ops
+from overlap_interference import BLOCK, _loop_s, compute_ops, finish
 
 PROGRAMS = 16  # NCCL's channels on an H100 NVSwitch node, as overlap_interference.py
 PACES_GBPS = (10, 50, 100, 200, 300, 400, 0)  # bytes read and written per second, all programs; 0: unpaced
@@ -111,13 +109,7 @@ def main() -> None:
         result["ops"][name] = {"alone_s": alone, "speed_beside": speed, "copy_speed_beside": kept}
         both = {p: (round(speed[p], 3), round(kept[p], 3)) for p in PACES_GBPS}
         print(name, f"{alone * 1e3:.3f} ms", both, flush=True)
-    for key in ("speed_beside", "copy_speed_beside"):
-        result[f"median_{key}"] = {p: statistics.median(o[key][p] for o in result["ops"].values()) for p in PACES_GBPS}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if len(sys.argv) > 1:
-        with open(sys.argv[1], "w") as f:
-            f.write(text)
+    finish(result, ("speed_beside", "copy_speed_beside"), PACES_GBPS)
 
 
 if __name__ == "__main__":
