@@ -572,6 +572,17 @@ def _degraded(spec: dict) -> Iterator[tuple[str, dict]]:
     yield "one NIC half", _with(spec, nics=[half[0], *node["nics"][1:]])
 
 
+def _with_experts(shape: dict, rng: random.Random) -> dict:
+    """`shape` with a random expert-parallel degree of 2 or 4 that divides its DP degree (1 where none does, or with
+    context parallelism): its layout (pp, dp, tp) read as (pp, dp / ep, ep, tp)."""
+    dp, tp = shape["dp"], shape["tp"]
+    ep = rng.choice([d for d in (2, 4) if dp % d == 0] or [1]) if shape["cp"] == 1 else 1
+    if ep == 1:
+        return {**shape, "ep": 1}
+    layout = np.reshape(shape["rank_layout"], (shape["pp"], dp // ep, ep, tp)).tolist()
+    return {**shape, "dp": dp // ep, "ep": ep, "rank_layout": layout}
+
+
 def _with(spec: dict, **node: object) -> dict:
     return {**spec, "nodes": [{**spec["nodes"][0], **node}]}
 
@@ -634,9 +645,10 @@ def test_tp_groups_that_cross_a_hop_never_communicate_faster(preset, nodes):
     "preset", ["dgx1-v100", "a100-pcie-8gpu-bridged", "dgx-h100", "pcie-8gpu-2socket", "hgx-h100-4gpu"]
 )
 def test_time_never_drops_when_a_link_is_degraded(preset, tmp_path):
-    """Over shuffled layouts of one and two nodes, each link made slower in turn. To within a part per
-    million: NCCL opens 2 channels per NVLink (`nccl_channels`), so a bundle that loses a link holds a few SMs
-    fewer during the latency of its collectives (HGX H100's NV6 -> NV5: 1e-7 of the step)."""
+    """Over shuffled layouts of one and two nodes, dense models and a mixture of experts (expert parallelism,
+    Megatron's overlapped all-to-alls or not), each link made slower in turn. To within a part per million:
+    NCCL opens 2 channels per NVLink (`nccl_channels`), so a bundle that loses a link holds a few SMs fewer during
+    the latency of its collectives (HGX H100's NV6 -> NV5: 1e-7 of the step)."""
     rng = random.Random(preset)
     healthy = read_spec(preset).model_dump(mode="json", exclude_none=True)
     for nodes in (1, 2):
@@ -645,7 +657,10 @@ def test_time_never_drops_when_a_link_is_degraded(preset, tmp_path):
         topo = load_topology(path, nodes=nodes)
         cases = []
         for training, shape in _random_layouts(topo.num_gpus, rng, 16):
-            model = rng.choice(["gpt-tiny", "llama2-7b"])
+            model = rng.choice(["gpt-tiny", "llama2-7b", "qwen3-30b-a3b"])
+            if model == "qwen3-30b-a3b":
+                shape = _with_experts(shape, rng)
+                training["ep_comm_overlap"] = shape["ep"] > 1 and rng.random() < 0.5
             try:
                 cases.append((model, Training(**training), shape, estimate(model, topo, Training(**training), **shape)))
             except PlanError:
