@@ -35,7 +35,8 @@ from shardplan.cost.memory import (
     state_bytes,
 )
 from shardplan.cost.overlap import COPY_GBPS_BESIDE_COMPUTE, SPEED_BESIDE_HELD_SMS, Overlap, overlap_slowdown
-from shardplan.cost.step import split_layers, traffic_bytes
+from shardplan.cost.step import split_layers
+from shardplan.cost.traffic import traffic_bytes
 from shardplan.errors import PlanError
 from shardplan.topology import read_spec
 from shardplan.topology.cluster import build
@@ -1183,7 +1184,7 @@ def test_async_tp_backward_hides_only_what_the_gradient_gemms_cover(sequence_par
 def test_tp_traffic_under_sp_counts_the_backward_regather():
     # per layer, forward: 2 all-gathers + 2 reduce-scatters (SP) or 2 all-reduces, the same bytes;
     # backward under SP gathers the input again for the weight gradient: 6 units against 4
-    from shardplan.cost.step import traffic_bytes
+    from shardplan.cost.traffic import traffic_bytes
 
     plain = Training(global_batch=8, seq_len=4096, recompute="none", sequence_parallel=False)
     sp = plain.model_copy(update={"sequence_parallel": True})

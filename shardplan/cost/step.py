@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any
 
-from shardplan.cost.block_comm import attention_forward_passes, cp_block_s, tp_layer_s, tp_passes
+from shardplan.cost.block_comm import cp_block_s, tp_layer_s, tp_passes
 from shardplan.cost.calibration import Calibration, fastest_rates, rates_for
 from shardplan.cost.collectives import ring_gbps_bound, transfer_lower_bound_s
 from shardplan.cost.compute import (
@@ -37,10 +37,10 @@ from shardplan.cost.memory import (
     kv_bytes,
     local_params,
     peak_memory,
-    reduces_every_micro_batch,
     stage_memories,
 )
 from shardplan.cost.overlap import Overlap
+from shardplan.cost.traffic import gradient_syncs, pipeline_split
 from shardplan.model.schema import ModelSpec
 from shardplan.topology.schema import Topology
 from shardplan.training import Training
@@ -60,14 +60,6 @@ class StepCost:
     fits: bool
     layers_per_stage: tuple[int, ...]
     model_flops_per_step: float
-
-
-def _pipeline_split(training: Training, tp: int) -> int:
-    """Into how many slices a stage's output goes across the TP ranks that send it: tp (the SP
-    sequence shards, or Megatron's scatter-gather), or 1 where every TP rank sends the whole tensor
-    (DeepSpeed's PipelineEngine: runtime/pipe/engine.py _exec_send_activations)."""
-    scatter = training.pipeline_scatter_gather and training.pipeline_runtime != "deepspeed"
-    return tp if training.sequence_parallel or scatter else 1
 
 
 def _pipeline_transfers(training: Training, num_micro: int, pp: int, virtual_stages: int) -> int:
@@ -288,7 +280,7 @@ def step_cost(
         # Sec. 4.1, on unless --no-scatter-gather-tensors-in-pipeline); DeepSpeed's PipelineEngine
         # sends the whole tensor from every TP rank (runtime/pipe/engine.py _exec_send_activations)
         full = tokens * model.hidden_size * 2
-        split = _pipeline_split(training, tp)
+        split = pipeline_split(training, tp)
         worst = 0.0
         flat = grid.reshape(pp, shards * tp)
         pairs = np.stack([flat[:-1], flat[1:]], axis=-1)  # boundary p: stage p -> p+1
@@ -368,7 +360,7 @@ def step_cost(
                 # gradients, runtime/engine.py; FSDP's SHARD_GRAD_OP and Megatron-FSDP's optim_grads alike). The
                 # weight gather (ZeRO 1/2) follows the optimizer step, or runs under the next step's first forward.
                 # They and the compute beside them slow each other (`AxisTimes.overlap`).
-                syncs = _gradient_syncs(training, num_micro, pp)
+                syncs = gradient_syncs(training, num_micro, pp)
                 backward = window * 2 / 3
                 hidden = stage_forward[p] if training.overlap_param_gather else 0.0
                 dp_s = syncs * beside((1, sync_op, training.grad_bytes, 1)).added_s(sync, backward)
@@ -419,73 +411,6 @@ def step_cost(
         layers_per_stage=layers,
         model_flops_per_step=3 * model.flops_per_token(training.seq_len) * training.tokens_per_step,
     )
-
-
-def traffic_bytes(
-    model: ModelSpec,
-    training: Training,
-    *,
-    tp: int,
-    pp: int,
-    dp: int,
-    micro_batch: int,
-    virtual_stages: int = 1,
-    cp: int = 1,
-    ep: int = 1,
-) -> dict[str, float]:
-    """Bytes each GPU sends per step on each mesh axis ("tp", "dp", "pp", "cp" where cp > 1 and "ep" where
-    ep > 1; "dp" spans dp x cp x ep, the experts' share dp x cp), by the same formulas `step_cost` times: what
-    the placement weighs one axis's links against another's."""
-    num_micro = training.global_batch // (dp * ep * micro_batch)
-    tokens = micro_batch * training.seq_len // cp
-    act = tokens * model.hidden_size * 2  # bf16 activations of one micro-batch on one GPU
-    split = _pipeline_split(training, tp)
-    passes, sp = tp_passes(training), training.sequence_parallel and tp > 1
-    layers = model.num_layers / pp
-    dense, experts = local_params(model, layers=round(layers), first=False, last=False, tp=tp, ep=ep)
-    gathers = 1 if gathered_across_micro_batches(training, pp) else num_micro * 2
-    shards = dp * cp * ep
-    mlp_share = mlp_tp_share(model, training, ep, tp)
-
-    def sent(params: float, n: int) -> float:  # the share of `params` bytes a GPU sends in a gather over n
-        return params * (n - 1) / n
-
-    sharded = sent(dense, shards) + sent(experts, dp * cp)
-    zero3_gathers = gathers * 2 * sharded if training.zero_stage == 3 else 0.0
-    # per block, elements per token (`tp_layer_s`): forward two all-reduces of the activations (each moves twice
-    # its buffer), or under SP an all-gather of each column-parallel GEMM's input and two reduce-scatters; backward
-    # the column-parallel input gradients all-reduced, or under SP those inputs gathered again, their gradients
-    # reduce-scattered and the row-parallel outputs' gradients gathered
-    h, (attention, mlp) = model.hidden_size, model.column_input_widths(sequence_parallel=sp)
-    forward = backward = 0.0
-    for width, share in ((attention, 1.0), (mlp, mlp_share)):  # the MLP's in `mlp_share` of the blocks
-        forward += share * ((width + h) if sp else 2 * h)
-        backward += share * ((2 * width + h) if sp else 2 * width)
-    out = {
-        "tp": num_micro * layers * ((passes - 1) * forward + backward) * (tp - 1) / tp * tokens * 2,
-        # gradients reduced once per step, or per micro-batch under ZeRO-2 without PP (all-reduce moves twice the
-        # reduce-scatter's bytes, as reduce-scatter and all-gather do together)
-        "dp": 2 * sharded * training.grad_bytes * _gradient_syncs(training, num_micro, pp) + zero3_gathers,
-        # activations forward and gradients backward across each stage boundary
-        "pp": (2 * (num_micro + pp - 1) * virtual_stages * act / split) if pp > 1 else 0.0,
-    }
-    if cp > 1:  # per layer: K/V gathered forward (and in a recomputed forward), gathered and reduced backward
-        ops = attention_forward_passes(training) + 2
-        out["cp"] = num_micro * layers * ops * (cp - 1) * kv_bytes(model, training, tokens, tp)
-    if ep > 1:  # per MoE block: dispatch and combine, forward and backward
-        moe_layers = layers * model.num_moe_layers / model.num_layers
-        group = training.expert_group(ep, tp)
-        sent_share = (group - 1) / group
-        out["ep"] = (
-            num_micro * moe_layers * ep_passes(training) * sent_share * dispatch_bytes(model, training, tokens, tp)
-        )
-    return out
-
-
-def _gradient_syncs(training: Training, num_micro: int, pp: int) -> int:
-    """Gradient reductions per step outside FSDP's per-block ones: one, but one per micro-batch where ZeRO-2 keeps
-    only gradient shards (`memory.reduces_every_micro_batch`)."""
-    return num_micro if reduces_every_micro_batch(training, pp) else 1
 
 
 def time_lower_bound_s(
@@ -608,7 +533,7 @@ def time_lower_bound_s(
         per_round = gathers * moved_s("all_gather", 2) + moved_s("reduce_scatter", training.grad_bytes)
         return bound + rounds * max(0.0, per_round - per_micro)
     sync = moved_s("reduce_scatter" if training.zero_stage >= 1 else "all_reduce", training.grad_bytes)
-    bound += _gradient_syncs(training, num_micro, pp) * max(0.0, sync - per_micro * 2 / 3)
+    bound += gradient_syncs(training, num_micro, pp) * max(0.0, sync - per_micro * 2 / 3)
     if training.zero_stage >= 1 and not training.overlap_param_gather:
         bound += moved_s("all_gather", 2)
     return bound

@@ -4,7 +4,7 @@ The model: a one-hot `x[i, pos]` puts GPU i at mesh position pos. Two GPUs are i
 of an axis (tp: same p and d; dp: same p and t) or are pipeline neighbours (same d and t, stages p
 and p + 1). Each such pair pays the pair's link cost, 1 / (achievable GB/s), and each axis also
 pays its worst pair once per ring edge of every group, since a ring runs at its slowest link. Axes
-are weighted by the bytes each moves per step (`cost.step.traffic_bytes`). The objective is a
+are weighted by the bytes each moves per step (`cost.traffic.traffic_bytes`). The objective is a
 proxy: the solutions the solver finds are scored again by the cost model, which decides.
 """
 

@@ -34,8 +34,8 @@ from shardplan.cost.step import (
     stage_gpu_models,
     step_cost,
     time_lower_bound_s,
-    traffic_bytes,
 )
+from shardplan.cost.traffic import traffic_bytes
 from shardplan.errors import PlanError
 from shardplan.model import ModelSpec, load_model
 from shardplan.model.schema import Recompute
