@@ -64,8 +64,10 @@ class Overlap:
         Overlap(lost=0.1, speed=0.6)
         """
         moving = alone_s - latency_s
-        if self.speed >= 1.0 or moving <= 0.0:
-            return Overlap(self.lost, 1.0 if moving <= 0.0 else self.speed)
+        if moving <= 0.0:  # all latency
+            return Overlap(self.lost)
+        if self.speed >= 1.0:
+            return self
         return Overlap(self.lost, alone_s / (latency_s + moving / self.speed))
 
     @staticmethod
