@@ -76,11 +76,15 @@ class AxisTimes:
         return self._slowest(op, stage, size_bytes)[0]
 
     def _slowest(self, op: str, stage: int, size_bytes: float) -> tuple[float, float, float]:
-        """`rings_time_parts` of the slowest group for `op` on `stage`."""
-        ways, alike = self._ways(stage)
-        key = ("times", op, size_bytes, ways)
+        """`rings_time_parts` of the slowest group for `op` on `stage`: kept per axis and stage (the search meets the
+        same axes in many layouts) and, below that, per way the stage's groups sit (stages that sit alike)."""
+        key = ("times", op, size_bytes, self.axis_id, stage)
         if key not in self.memo:
-            self.memo[key] = max(self._one(op, where, row, size_bytes) for where, row in alike)
+            ways, alike = self._ways(stage)
+            alike_key = ("times", op, size_bytes, ways)
+            if alike_key not in self.memo:
+                self.memo[alike_key] = max(self._one(op, where, row, size_bytes) for where, row in alike)
+            self.memo[key] = self.memo[alike_key]
         return self.memo[key]
 
     def link_class(self, stage: int) -> str:
@@ -102,8 +106,7 @@ class AxisTimes:
         (which keeps its pace beside compute, `Overlap.of_collective`). Groups of one GPU run none."""
         if self.groups.shape[2] <= 1:
             return Overlap()
-        ways, _ = self._ways(stage)
-        key = ("overlap", op, size_bytes, ways)
+        key = ("overlap", op, size_bytes, self.axis_id, stage)
         if key not in self.memo:
             seconds, latency, pace = self._slowest(op, stage, size_bytes)
             self.memo[key] = Overlap.of(self.channels(stage), pace).of_collective(seconds, latency)
@@ -116,14 +119,13 @@ class AxisTimes:
         return self.memo[key]
 
     def _ways(self, stage: int) -> tuple[int, list[tuple[bytes, int]]]:
-        """One group (its row) of `stage` for each way of sitting, with its key; and an id of the set of
-        ways, interned in the memo: stages (of any axis and layout) that sit alike have the same times."""
+        """One group (its row) of `stage` for each way of sitting, with its key; and an id of those ways in
+        their order, interned in the memo: stages (of any axis and layout) that sit alike have the same times."""
         if stage not in self._ways_of:
             index = self._index
-            rows = index.alike[index.alike_ptr[stage] : index.alike_ptr[stage + 1]].tolist()
-            alike = sorted((index.keys[i].tobytes(), i) for i in rows)
-            ways = self.memo.setdefault(("ways", *(where for where, _ in alike)), len(self.memo))
-            self._ways_of[stage] = ways, alike
+            rows = index.alike[index.alike_ptr[stage] : index.alike_ptr[stage + 1]]
+            ways = self.memo.setdefault(("ways", index.keys[rows].tobytes()), len(self.memo))
+            self._ways_of[stage] = ways, [(index.keys[i].tobytes(), i) for i in rows.tolist()]
         return self._ways_of[stage]
 
     def _one(self, op: str, where: bytes, row: int, size_bytes: float) -> tuple[float, float, float]:

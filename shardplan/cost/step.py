@@ -320,6 +320,9 @@ def step_cost(
             """How collectives run one after another and the compute beside them slow each other (`Overlap.merged`):
             each move (count, op, bytes per parameter, blocks) on every weight group's axis."""
             runs = [(k, axis, op, n * per / blocks) for k, op, per, blocks in moves for axis, n, _ in groups]
+            if len(runs) == 1:  # one collective on one axis, as without experts outside ZeRO-3
+                _, axis, op, size = runs[0]
+                return axis.overlap(p, op, size)
             return Overlap.merged([(k * axis.time_s(op, p, b), axis.overlap(p, op, b)) for k, axis, op, b in runs])
 
         if shards > 1:
