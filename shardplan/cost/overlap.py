@@ -21,7 +21,9 @@ SPEED_BESIDE_HELD_SMS = ((0, 1.0), (8, 0.9319), (16, 0.8631), (24, 0.8500), (32,
 # it; its latency (waits, not copies) keeps its pace either way. Measured on the H100 only; assumed for other GPUs.
 # A paced copy bears both out (benchmarks/overlap_paced.py, benchmarks/results/h100-overlap-paced): 16 programs
 # copying up to 200 GB/s keep 0.99 of their pace beside compute, at 400 GB/s 0.70 (278 GB/s); and the compute
-# beside them loses as much while they mostly wait (10 GB/s: 0.85 of its speed) as while they copy (0.84).
+# beside them loses as much while they mostly wait (10 GB/s: 0.85 of its speed) as while they copy (0.84). The same
+# run on an H200 (benchmarks/results/h200-overlap-paced) copies within 2% of the H100's beside compute, and its
+# compute keeps 0.86-0.90 of its speed: the H100's tables stand for it.
 COPY_GBPS_BESIDE_COMPUTE = ((0, 0.0), (8, 133.4), (16, 267.3), (24, 402.9), (32, 528.2))
 
 
