@@ -98,7 +98,11 @@ class AxisTimes:
     def channels(self, stage: int) -> int:
         """SMs NCCL holds on a GPU for the collectives of `stage`'s groups: the most any group holds
         (`nccl_channels`; the stage waits for its slowest GPU)."""
-        return max(self._channels(where, row) for where, row in self._ways(stage)[1])
+        ways, alike = self._ways(stage)
+        key = ("stage channels", ways)
+        if key not in self.memo:
+            self.memo[key] = max(self._channels(where, row) for where, row in alike)
+        return self.memo[key]
 
     def overlap(self, stage: int, op: str, size_bytes: float) -> Overlap:
         """How `op` on `stage`'s groups and the compute beside it slow each other (`Overlap.of`): the most SMs any
@@ -151,8 +155,8 @@ class AxisTimes:
         size = self.groups.shape[2]
         key = self._index.keys[row]
         held = Counter(zip(key[:size].view(np.uint64).tolist(), key[size:].tolist(), strict=True))
-        shares = [(self._island(mask, company, size), n // mask.bit_count()) for (mask, company), n in held.items()]
-        return rings_of_islands([share for share, nodes in shares for _ in range(nodes)], hosts=True)
+        islands = [self._island(mask, company, size) for mask, company in held]
+        return rings_of_islands(islands, hosts=True, counts=[n // mask.bit_count() for (mask, _), n in held.items()])
 
     def _island(self, mask: int, company: int, size: int) -> IslandShare:
         """The share of the GPUs `mask` of a group of `size` on a node where the axis's groups hold

@@ -420,14 +420,16 @@ def island_share(topology: Topology, members: Sequence[int], load: Counter[Hasha
     )
 
 
-def rings_of_islands(islands: Sequence[IslandShare], *, hosts: bool) -> Rings:
-    """`Rings` of a group from its islands' shares, in any order; `hosts`: each island is one host.
-    Of the largest islands, one whose GPUs talk over PCIe sets the per-step latency if any does."""
+def rings_of_islands(islands: Sequence[IslandShare], *, hosts: bool, counts: Sequence[int] | None = None) -> Rings:
+    """`Rings` of a group from its islands' shares, in any order (`counts`: how many islands share each; one
+    each by default); `hosts`: each island is one host. Of the largest islands, one whose GPUs talk over PCIe
+    sets the per-step latency if any does."""
+    counts = counts or [1] * len(islands)
     largest = max(islands, key=lambda i: (i.members, i.kind == "pcie"))
     return Rings(
-        ranks=sum(i.members for i in islands),
+        ranks=sum(i.members * n for i, n in zip(islands, counts, strict=True)),
         per_island=largest.members,
-        islands=len(islands),
+        islands=sum(counts),
         intra_gbps=min(i.intra_gbps for i in islands),
         net_gbps=min(i.nic_gbps for i in islands),
         intra_kind=largest.kind,
