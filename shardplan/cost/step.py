@@ -313,22 +313,22 @@ def step_cost(
         if edp_axis is not None:
             groups = [(dp_axis, dense, shards), (edp_axis, experts, dp * cp)]
 
-        def timed(op: str, bytes_per_param: float, blocks: int = 1) -> float:
-            return sum(axis.time_s(op, p, n * bytes_per_param / blocks) for axis, n, _ in groups)
-
-        def beside(*moves: tuple[float, str, float, int]) -> Overlap:
-            """How collectives run one after another and the compute beside them slow each other (`Overlap.merged`):
-            each move (count, op, bytes per parameter, blocks) on every weight group's axis."""
-            runs = [(k, axis, op, n * per / blocks) for k, op, per, blocks in moves for axis, n, _ in groups]
-            if len(runs) == 1:  # one collective on one axis, as without experts outside ZeRO-3
-                _, axis, op, size = runs[0]
-                return axis.overlap(p, op, size)
-            return Overlap.merged([(k * axis.time_s(op, p, b), axis.overlap(p, op, b)) for k, axis, op, b in runs])
+        def run(*moves: tuple[int, str, float, int]) -> tuple[float, Overlap]:
+            """Seconds alone of collectives that run one after another, each move (count, op, bytes per parameter,
+            blocks) on every weight group's axis, and how they and the compute beside them slow each other
+            (`Overlap.merged`; a single collective's own)."""
+            runs = [
+                (k * axis.time_s(op, p, size), axis.overlap(p, op, size))
+                for k, op, per, blocks in moves
+                for axis, n, _ in groups
+                for size in (n * per / blocks,)
+            ]
+            return sum(seconds for seconds, _ in runs), runs[0][1] if len(runs) == 1 else Overlap.merged(runs)
 
         if shards > 1:
             sync_op = "reduce_scatter" if training.zero_stage >= 1 else "all_reduce"
-            sync = timed(sync_op, training.grad_bytes)  # ZeRO: then all-gather the updated bf16 weights
-            gather = timed("all_gather", 2) if training.zero_stage >= 1 else 0.0
+            sync, on_sync = run((1, sync_op, training.grad_bytes, 1))  # ZeRO: then all-gather the bf16 weights
+            gather, on_gather = run((1, "all_gather", 2, 1)) if training.zero_stage >= 1 else (0.0, Overlap())
             link = dp_axis.link_class(p)
             # where the data-parallel groups leave the node, the stage's TP, CP and EP collectives and pipeline sends
             # that leave it too hold the same NICs for part of every micro-batch: the sync hides only under the rest
@@ -343,17 +343,16 @@ def step_cost(
                 # Under PP the stage stays gathered across micro-batches (`gathered_across_micro_batches`):
                 # one gather per block in the first forward and one reduce-scatter in the last backward.
                 blocks = max(training.stage_blocks(layers[p], p == pp - 1), 1)
-                gather_block = timed("all_gather", 2, blocks)
-                sync_block = timed("reduce_scatter", training.grad_bytes, blocks)
+                gather_block = run((1, "all_gather", 2, blocks))[0]
+                sync_block = run((1, "reduce_scatter", training.grad_bytes, blocks))[0]
                 rounds, gathers = (1, 1) if held else (num_micro, 2)
                 forward = window * stage_forward[p] / stage_total[p]
-                backward_moves = blocks * (gathers - 1) * gather_block + (blocks - 1) * sync_block
-                on_forward = beside((blocks - 1, "all_gather", 2, blocks))
-                on_backward = beside(
+                forward_moves, on_forward = run((blocks - 1, "all_gather", 2, blocks))
+                backward_moves, on_backward = run(
                     (blocks * (gathers - 1), "all_gather", 2, blocks),
                     (blocks - 1, "reduce_scatter", training.grad_bytes, blocks),
                 )
-                fsdp_s = rounds * (gather_block + on_forward.added_s((blocks - 1) * gather_block, forward))
+                fsdp_s = rounds * (gather_block + on_forward.added_s(forward_moves, forward))
                 fsdp_s += rounds * (sync_block + on_backward.added_s(backward_moves, window - forward))
                 moved = rounds * blocks * (gathers * gather_block + sync_block)
             else:
@@ -366,9 +365,7 @@ def step_cost(
                 syncs = gradient_syncs(training, num_micro, pp)
                 backward = window * 2 / 3
                 hidden = stage_forward[p] if training.overlap_param_gather else 0.0
-                dp_s = syncs * beside((1, sync_op, training.grad_bytes, 1)).added_s(sync, backward)
-                if gather:
-                    dp_s += beside((1, "all_gather", 2, 1)).added_s(gather, hidden)
+                dp_s = syncs * on_sync.added_s(sync, backward) + on_gather.added_s(gather, hidden)
                 moved = syncs * sync + gather
         # each at the pace of the stage's GPU model slowest at it (not necessarily the one slowest at compute)
         if fsdp2:  # its copies in and out of the collective buffers run on the compute stream, at any DP degree
