@@ -4,7 +4,8 @@ Two figures per case: `estimate()` from cold (every collective timed afresh), an
 new layouts of the same degrees (the nodes shuffled) with the collective-time memo the search shares
 between the layouts it costs: groups that sit alike inside their nodes, in the same company, are
 timed once per search. Each figure is the median of 21 runs (15 for new layouts): a run that a full garbage
-collection of the large topology lands in takes several times the others.
+collection of the large topology lands in takes several times the others. The fastest run follows in brackets:
+on a shared VM the medians of the same code vary by half from one minute to the next, the fastest far less.
 
     python benchmarks/estimate_speed.py
 """
@@ -30,13 +31,14 @@ CASES = [
 BUDGET_MS = 5.0
 
 
-def _median_ms(fn: Callable[[int], object], repeats: int = 21) -> float:
+def _median_ms(fn: Callable[[int], object], repeats: int = 21) -> tuple[float, float]:
+    """Milliseconds per call of `fn`: the median and the fastest."""
     runs = []
     for k in range(repeats):
         start = time.perf_counter()
         fn(k)
         runs.append(time.perf_counter() - start)
-    return statistics.median(runs) * 1e3
+    return statistics.median(runs) * 1e3, min(runs) * 1e3
 
 
 def _shuffled_nodes(layout: list[list[list[int]]], per_node: int, nodes: int, seed: int) -> list[list[list[int]]]:
@@ -49,7 +51,7 @@ def main() -> None:
     for model_name, topo_name, nodes, degrees, batch in CASES:
         model, topo = load_model(model_name), load_topology(topo_name, nodes=nodes)
         train = Training(global_batch=batch, seq_len=4096, zero_stage=1, recompute="selective")
-        cold = _median_ms(lambda _, m=model, t=topo, tr=train, d=degrees: estimate(m, t, tr, **d))
+        cold, cold_best = _median_ms(lambda _, m=model, t=topo, tr=train, d=degrees: estimate(m, t, tr, **d))
         memo: dict = {}
         base = default_layout(degrees["pp"], degrees["dp"], degrees["tp"])
         per_node = topo.num_gpus // topo.num_nodes
@@ -61,11 +63,11 @@ def main() -> None:
         def new_layout(k: int, m=model, t=topo, tr=train, layouts=shuffled, memo=memo) -> object:
             return step_cost(m, t, tr, layouts[k], micro_batch=1, memo=memo)
 
-        warm = _median_ms(new_layout, repeats=15)
+        warm, warm_best = _median_ms(new_layout, repeats=15)
         print(
-            f"{model_name:<12} {topo.num_gpus:>5} GPUs {degrees}: estimate {cold:6.2f} ms "
-            f"({cold / BUDGET_MS:.1f}x budget); another layout with the search's memo {warm:6.2f} ms "
-            f"({warm / BUDGET_MS:.1f}x)"
+            f"{model_name:<12} {topo.num_gpus:>5} GPUs {degrees}: estimate {cold:5.2f} ms [{cold_best:5.2f}] "
+            f"({cold / BUDGET_MS:.1f}x budget); another layout with the search's memo {warm:5.2f} ms "
+            f"[{warm_best:5.2f}] ({warm / BUDGET_MS:.1f}x)"
         )
 
 

@@ -87,6 +87,11 @@ class AxisTimes:
             self.memo[key] = self.memo[alike_key]
         return self.memo[key]
 
+    def sitting(self, stage: int) -> int:
+        """An id of how the groups of `stage` sit (interned in the memo): stages of any axis and layout with the
+        same id have the same times, overlaps and links."""
+        return self._ways(stage)[0]
+
     def link_class(self, stage: int) -> str:
         """ "nvlink", "pcie" or "net": the links the first group of `stage` runs over."""
         row = self._index.keys[stage * self.groups.shape[1]]

@@ -48,6 +48,24 @@ from shardplan.training import Training
 Layout = Sequence[Sequence[Sequence[Any]]]  # layout[p][d][t] -> GPU; [p][d][c][t], [p][d][e][t] or [p][d][c][e][t]
 
 
+@dataclass(frozen=True)
+class _Stage:
+    """One pipeline stage's work per micro-batch, on the GPU model that sets its pace (`rates`)."""
+
+    rates: Any
+    models: list[Any]  # the rates of each GPU model the stage runs on
+    comm: dict[str, float]  # what its GPUs' TP, CP and EP collectives move, per link class
+    total_s: float  # compute
+    forward_s: float
+    tp_s: float  # exposed TP, CP and EP collectives
+    cp_s: float
+    ep_s: float
+
+    @property
+    def micro_s(self) -> float:
+        return self.total_s + self.tp_s + self.cp_s + self.ep_s
+
+
 @dataclass
 class StepCost:
     """What `step_cost` finds for one layout."""
@@ -188,20 +206,13 @@ def step_cost(
     mlp_share = mlp_tp_share(model, training, ep, tp)
 
     # --- per stage: compute, TP and CP collectives ----------------------------------------------
-    stage_total, tp_per_micro, cp_per_micro, ep_per_micro, stage_forward, stage_rates = [], [], [], [], [], []
-    stage_comm: list[dict[str, float]] = []  # per stage, what its GPUs' TP, CP and EP collectives move, per link
-    stage_models: list[list[Any]] = []  # per stage, the rates of each GPU model it runs on
-    hbm = topology.smallest_memory_bytes
-    for p, present in enumerate(stage_gpu_models(topology, grid)):
+    def run_stage(p: int, present: tuple[str, ...]) -> _Stage:
         first, last = p == 0, p == pp - 1
         # a stage runs at the pace of its slowest GPU model (mixed clusters: the stage's GPUs work in lockstep)
         key = max(present, key=lambda k: timers[k](layers=layers[p], first=first, last=last).total_s)
         times, rates = timers[key](layers=layers[p], first=first, last=last), rates_of[key]
-        stage_rates.append(rates)
-        stage_models.append([rates_of[k] for k in present])
         blocks = training.stage_blocks(layers[p], last)
         moving = dict.fromkeys(("nvlink", "pcie", "net"), 0.0)  # the link classes of `Plan.comm_time_by_link`
-        stage_comm.append(moving)
         tp_s = 0.0
         if tp > 1:
             col = column_parallel_gemms_s(model, tokens, tp, rates, linear_precisions(training, rates)[1])
@@ -250,27 +261,39 @@ def step_cost(
             # line fill that wait first: a micro-batch takes max(host, GPU work + collectives)
             keep = max(0.0, tp_s + cp_s + ep_s - times.host_slack_s) / (tp_s + cp_s + ep_s)
             tp_s, cp_s, ep_s = tp_s * keep, cp_s * keep, ep_s * keep
-        stage_total.append(times.total_s)
-        stage_forward.append(times.forward_s)
-        tp_per_micro.append(tp_s)
-        cp_per_micro.append(cp_s)
-        ep_per_micro.append(ep_s)
+        models = [rates_of[k] for k in present]
+        return _Stage(rates, models, moving, times.total_s, times.forward_s, tp_s, cp_s, ep_s)
 
-    def micro_s(p: int) -> float:
-        return stage_total[p] + tp_per_micro[p] + cp_per_micro[p] + ep_per_micro[p]
+    # stages alike in their GPU models, layers, ends of the pipeline and in how the groups they time sit (the middle
+    # stages of most layouts) are worked out once
+    timed = [a for a in (tp_axis if tp > 1 else None, cp_axis, ep_axis) if a is not None]
+    synced = [a for a in (dp_axis, edp_axis) if a is not None and shards > 1]
+    alike: dict[tuple[Any, ...], _Stage] = {}
+    stages: list[_Stage] = []
+    kinds: list[tuple[Any, ...]] = []  # each stage's kind, for the end of the step below
+    for p, present in enumerate(stage_gpu_models(topology, grid)):
+        unpaired = unpaired_share(pp, p, virtual_stages, num_micro) if training.ep_comm_overlap else 0.0
+        kind = (present, layers[p], p == 0, p == pp - 1, unpaired, *(a.sitting(p) for a in timed))
+        if kind not in alike:
+            alike[kind] = run_stage(p, present)
+        stages.append(alike[kind])
+        kinds.append((*kind, *(a.sitting(p) for a in synced)))
+    stage_total = [s.total_s for s in stages]
+    stage_forward = [s.forward_s for s in stages]
+    stage_rates = [s.rates for s in stages]
 
-    bottleneck = max(range(pp), key=micro_s)
-    per_micro = micro_s(bottleneck)
+    bottleneck = max(range(pp), key=lambda p: stages[p].micro_s)
+    per_micro = stages[bottleneck].micro_s
     compute_s = num_micro * stage_total[bottleneck]
     if training.dtype == "fp8" and training.fp8_weight_cache:  # the stage's weights cast once, on the first micro-batch
         weights = block_weights(model, training, layers=layers[bottleneck], last=bottleneck == pp - 1, tp=tp, ep=ep)
         compute_s += fp8_cast_s(weights, stage_rates[bottleneck], amax_pass=training.fp8_recipe == "current")
-    tp_total = num_micro * tp_per_micro[bottleneck]
-    cp_total = num_micro * cp_per_micro[bottleneck]
-    ep_total = num_micro * ep_per_micro[bottleneck]
+    tp_total = num_micro * stages[bottleneck].tp_s
+    cp_total = num_micro * stages[bottleneck].cp_s
+    ep_total = num_micro * stages[bottleneck].ep_s
     bubble_s = (pp - 1) / virtual_stages * per_micro if pp > 1 else 0.0
-    on_nics = [c["net"] / num_micro for c in stage_comm]  # per micro-batch, each stage's TP/CP/EP on the NICs
-    comm = stage_comm[bottleneck]  # a GPU's, of the stage that sets the pace (stages run side by side)
+    on_nics = [s.comm["net"] / num_micro for s in stages]  # per micro-batch, each stage's TP/CP/EP on the NICs
+    comm = dict(stages[bottleneck].comm)  # a GPU's, of the stage that sets the pace (stages run side by side)
 
     # --- pipeline point-to-point ----------------------------------------------------------------
     pp_s = 0.0
@@ -369,19 +392,23 @@ def step_cost(
                 moved = syncs * sync + gather
         # each at the pace of the stage's GPU model slowest at it (not necessarily the one slowest at compute)
         if fsdp2:  # its copies in and out of the collective buffers run on the compute stream, at any DP degree
-            copies = max(sum(fsdp2_copy_s(n, k, r) for _, n, k in groups) for r in stage_models[p])
+            copies = max(sum(fsdp2_copy_s(n, k, r) for _, n, k in groups) for r in stages[p].models)
             fsdp_s += (1 if held else num_micro) * copies
         opt_s = max(
             sum(_optimizer_step_s(n, training, k, num_micro, r, held=held) for _, n, k in groups)
-            for r in stage_models[p]
+            for r in stages[p].models
         )
         return dp_s, fsdp_s, opt_s, link, moved
 
-    ends = [end_of_step(p) for p in (bottleneck, *(q for q in range(pp) if q != bottleneck))]  # ties: the bottleneck
-    dp_s, fsdp_s, opt_s, link, moved = max(ends, key=lambda c: c[0] + c[1] + c[2])
+    ends: dict[tuple[Any, ...], tuple[float, float, float, str, float]] = {}  # per kind of stage, as above
+    for p in (bottleneck, *(q for q in range(pp) if q != bottleneck)):  # ties: the bottleneck
+        if kinds[p] not in ends:
+            ends[kinds[p]] = end_of_step(p)
+    dp_s, fsdp_s, opt_s, link, moved = max(ends.values(), key=lambda c: c[0] + c[1] + c[2])
     comm[link] += moved
     step = compute_s + tp_total + cp_total + ep_total + bubble_s + pp_s + dp_s + fsdp_s + opt_s
     context = max(r.context_bytes for r in stage_rates)
+    hbm = topology.smallest_memory_bytes
     # memory does not depend on where ranks sit: the layouts of one candidate share it
     key = ("memory", id(model), id(training), layers, tp, dp, cp, ep, micro_batch, virtual_stages, context, hbm)
     held = memo.get(key)
