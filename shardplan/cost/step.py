@@ -206,7 +206,8 @@ def step_cost(
     mlp_share = mlp_tp_share(model, training, ep, tp)
 
     # --- per stage: compute, TP and CP collectives ----------------------------------------------
-    def run_stage(p: int, present: tuple[str, ...]) -> _Stage:
+    def run_stage(p: int, present: tuple[str, ...], alone: float) -> _Stage:
+        """Stage p's work per micro-batch; `alone`: the share of its passes with none beside them (`unpaired_share`)."""
         first, last = p == 0, p == pp - 1
         # a stage runs at the pace of its slowest GPU model (mixed clusters: the stage's GPUs work in lockstep)
         key = max(present, key=lambda k: timers[k](layers=layers[p], first=first, last=last).total_s)
@@ -254,7 +255,6 @@ def step_cost(
             ep_s = moved
             if training.ep_comm_overlap:  # recompute's all-to-alls beyond the four, and those of unpaired passes, alone
                 paired = overlapped_all_to_alls_s(one, times.block_parts_s, ep_axis.overlap(p, "all_to_all", size))
-                alone = unpaired_share(pp, p, virtual_stages, num_micro)
                 ep_s = blocks * moe_share * ((1 - alone) * paired + alone * 4 * one + (ep_passes(training) - 4) * one)
         if times.host_slack_s and tp_s + cp_s + ep_s:
             # where the host sets the pace the GPU waits between kernels, and the collectives it runs in
@@ -275,7 +275,7 @@ def step_cost(
         unpaired = unpaired_share(pp, p, virtual_stages, num_micro) if training.ep_comm_overlap else 0.0
         kind = (present, layers[p], p == 0, p == pp - 1, unpaired, *(a.sitting(p) for a in timed))
         if kind not in alike:
-            alike[kind] = run_stage(p, present)
+            alike[kind] = run_stage(p, present, unpaired)
         stages.append(alike[kind])
         kinds.append((*kind, *(a.sitting(p) for a in synced)))
     stage_total = [s.total_s for s in stages]
