@@ -88,9 +88,14 @@ class AxisTimes:
         return self.memo[key]
 
     def sitting(self, stage: int) -> int:
-        """An id of how the groups of `stage` sit (interned in the memo): stages of any axis and layout with the
-        same id have the same times, overlaps and links."""
-        return self._ways(stage)[0]
+        """An id of how the groups of `stage` sit, interned in the memo: stages of any axis and layout with the same
+        id have the same times, overlaps and links."""
+        key = ("sitting", self.axis_id, stage)  # the search meets the same axes in many layouts
+        if key not in self.memo:
+            index = self._index
+            rows = index.alike[index.alike_ptr[stage] : index.alike_ptr[stage + 1]]
+            self.memo[key] = self.memo.setdefault(("ways", index.keys[rows].tobytes()), len(self.memo))
+        return self.memo[key]
 
     def link_class(self, stage: int) -> str:
         """ "nvlink", "pcie" or "net": the links the first group of `stage` runs over."""
@@ -128,13 +133,11 @@ class AxisTimes:
         return self.memo[key]
 
     def _ways(self, stage: int) -> tuple[int, list[tuple[bytes, int]]]:
-        """One group (its row) of `stage` for each way of sitting, with its key; and an id of those ways in
-        their order, interned in the memo: stages (of any axis and layout) that sit alike have the same times."""
+        """One group (its row) of `stage` for each way of sitting, with its key; and their id (`sitting`)."""
         if stage not in self._ways_of:
             index = self._index
             rows = index.alike[index.alike_ptr[stage] : index.alike_ptr[stage + 1]]
-            ways = self.memo.setdefault(("ways", index.keys[rows].tobytes()), len(self.memo))
-            self._ways_of[stage] = ways, [(index.keys[i].tobytes(), i) for i in rows.tolist()]
+            self._ways_of[stage] = self.sitting(stage), [(index.keys[i].tobytes(), i) for i in rows.tolist()]
         return self._ways_of[stage]
 
     def _one(self, op: str, where: bytes, row: int, size_bytes: float) -> tuple[float, float, float]:
