@@ -342,6 +342,11 @@ def suggest(
         ),
     ] = None,
     micro_batch: Annotated[list[int] | None, typer.Option(help="Only these micro-batch sizes.")] = None,
+    tp: Annotated[
+        list[int] | None,
+        typer.Option(help="Only these tensor-parallel degrees (repeat): the best placement of degrees you chose."),
+    ] = None,
+    pp: Annotated[list[int] | None, typer.Option(help="Only these pipeline-parallel degrees (repeat).")] = None,
     cp: Annotated[
         list[int] | None,
         typer.Option(help="Context-parallel degrees to try too (repeat; e.g. for long sequences) \\[default: 1]."),
@@ -431,6 +436,8 @@ def suggest(
             zero_stages=tuple(zero) if zero else None,
             recompute=tuple(recompute) if recompute else None,  # type: ignore[arg-type]
             micro_batch=tuple(micro_batch) if micro_batch else None,
+            tp=tuple(tp) if tp else None,
+            pp=tuple(pp) if pp else None,
             cp=tuple(sorted({1, *cp})) if cp else None,
             ep=tuple(ep) if ep else None,
             progress=report,

@@ -164,11 +164,15 @@ def test_estimate_command_json_and_bad_degrees():
 def test_suggest_refuses_values_no_plan_can_take():
     """Each bad option is one line naming the option and what was expected, exit code 2."""
     base = ("suggest", "--model", "llama3-8b", "--topology", "dgx-h100")
+    no_layout = "error: no layout of llama3-8b on 8 GPUs takes"
     expected = {
         ("--seq-len", "0"): "error: --seq-len 0: expected a positive number of tokens\n",
         ("--cp", "0"): "error: cp 0: expected whole numbers of at least 1\n",
         ("--micro-batch", "-1"): "error: micro_batch -1: expected whole numbers of at least 1\n",
         ("--zero", "4"): "error: ZeRO stage 4: expected 0, 1, 2 or 3\n",
+        ("--tp", "0"): "error: tp 0: expected whole numbers of at least 1\n",
+        ("--tp", "3"): f"{no_layout} tp 3 with the rest as asked; tp 1, 2, 4, 8 would\n",
+        ("--tp", "8", "--pp", "2"): f"{no_layout} tp 8 with the rest as asked; tp 1, 2, 4 would\n",
         ("--time-limit", "-1"): "error: time limit -1.0 s: expected 0 or more seconds\n",
     }
     for flags, message in expected.items():
@@ -178,6 +182,20 @@ def test_suggest_refuses_values_no_plan_can_take():
     for args in (("model", "llama3-8b"), ("estimate", "--model", "llama3-8b", "--topology", "dgx-h100", "--dp", "8")):
         bad = _cli(*args, "--seq-len", "-3")
         assert (bad.returncode, bad.stderr) == (2, "error: --seq-len -3: expected a positive number of tokens\n")
+
+
+def test_suggest_places_the_degrees_a_user_pins():
+    """`--tp` and `--pp` pin the degrees and leave the placement to the search: on a workstation whose NVLink bridges
+    join GPUs 0-2, 1-3, 4-6 and 5-7, every TP pair sits on a bridge, where the default order puts it across PCIe."""
+    topo = DATA / "machines" / "a100-pcie-bridged-crossed.yaml"
+    run = _cli("suggest", "--model", "llama3-8b", "--topology", str(topo), "--tp", "2", "--pp", "4", "--top", "2",
+               "--json")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    plans = json.loads(run.stdout)["plans"]
+    assert len(plans) == 2 and {(p["tp"], p["pp"], p["dp"]) for p in plans} == {(2, 4, 1)}
+    pairs = [sorted(pair) for p in plans for stage in p["rank_layout"] for pair in stage]
+    assert all(pair in ([0, 2], [1, 3], [4, 6], [5, 7]) for pair in pairs)
+    assert all(p["step_time_s"] < p["default_step_time_s"] for p in plans)
 
 
 def test_suggest_names_the_emit_formats_that_take_its_best_plan():

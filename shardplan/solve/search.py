@@ -370,14 +370,24 @@ def _infeasible(
     context: float,
 ) -> str:
     """Why nothing fits, by how much, and what would (`context`: bytes outside the allocator)."""
+    n = topology.num_gpus
     if closest is None:
+        for name in ("tp", "pp", "cp", "ep", "micro_batch"):  # a pinned value no layout takes: say which would
+            if not pins.get(name):
+                continue
+            values = sorted({getattr(c, name) for c in _candidates(model, n, training, {**pins, name: None})})
+            if values:
+                label, asked = name.replace("_", "-"), ", ".join(map(str, pins[name]))
+                return (
+                    f"no layout of {model.name} on {n} GPUs takes {label} {asked} with the rest as asked; "
+                    f"{label} {', '.join(map(str, values))} would"
+                )
         return (
-            f"no layout of {model.name} on {topology.num_gpus} GPUs: no TP degree divides both its "
+            f"no layout of {model.name} on {n} GPUs: no TP degree divides both its "
             f"{model.num_heads} heads and the GPU count, or the global batch {training.global_batch} "
             "does not split over the data-parallel replicas"
         )
     need, c = closest
-    n = topology.num_gpus
     fixes = []
     if pins.get("zero_stages") and _fits(model, training, n, hbm, {**pins, "zero_stages": (3,)}, context):
         fixes.append("ZeRO-3")
