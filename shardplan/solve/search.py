@@ -376,7 +376,7 @@ def _infeasible(
             if not pins.get(name):
                 continue
             values = sorted({getattr(c, name) for c in _candidates(model, n, training, {**pins, name: None})})
-            if values:
+            if values and not set(values) & set(pins[name]):
                 label, asked = name.replace("_", "-"), ", ".join(map(str, pins[name]))
                 return (
                     f"no layout of {model.name} on {n} GPUs takes {label} {asked} with the rest as asked; "
