@@ -17,9 +17,10 @@ import statistics
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from shardplan import Training, estimate, load_model, load_topology
 from shardplan.cost.step import step_cost
-from shardplan.solve.estimate import default_layout
 
 CASES = [
     ("llama3-8b", "dgx-h100", 1, dict(tp=2, pp=1, dp=4), 64),
@@ -53,7 +54,7 @@ def main() -> None:
         train = Training(global_batch=batch, seq_len=4096, zero_stage=1, recompute="selective")
         cold, cold_best = _median_ms(lambda _, m=model, t=topo, tr=train, d=degrees: estimate(m, t, tr, **d))
         memo: dict = {}
-        base = default_layout(degrees["pp"], degrees["dp"], degrees["tp"])
+        base = np.arange(topo.num_gpus).reshape(degrees["pp"], degrees["dp"], degrees["tp"]).tolist()  # row-major
         per_node = topo.num_gpus // topo.num_nodes
         step_cost(model, topo, train, base, micro_batch=1, memo=memo)
 

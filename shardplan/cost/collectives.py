@@ -18,14 +18,12 @@ import math
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from shardplan.errors import PlanError
 from shardplan.topology import links as L
 from shardplan.topology.catalog import gpu_models
 from shardplan.topology.schema import Topology
 
-Op = Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast", "send_recv"]
 OPS: tuple[str, ...] = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast", "send_recv")
 
 # Protocols (NCCL src/graph/tuning.cc, 2.19+ tables, ring): base latency (us), per-step latency by link

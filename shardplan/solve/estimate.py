@@ -49,13 +49,6 @@ def check_cp(training: Training, cp: int) -> None:
         raise PlanError(f"seq_len {training.seq_len} does not split into 2 x cp = {2 * cp} load-balanced chunks")
 
 
-def default_layout(pp: int, dp: int, tp: int) -> list[list[list[int]]]:
-    """Row-major rank order: GPU index = ((p * dp + d) * tp + t)."""
-    import numpy as np  # here, not at start-up
-
-    return np.arange(pp * dp * tp).reshape(pp, dp, tp).tolist()
-
-
 def check_layout(
     model: ModelSpec,
     topology: Topology,

@@ -225,12 +225,6 @@ class Topology(_Frozen):
         return tuple(pattern(gpus) for gpus in self.gpus_by_node)
 
     @cached_property
-    def nodes_alike_in_links(self) -> bool:
-        """Every node joined as node 0 is (`link_patterns`: an H100 node beside an A100 node, both NVSwitch; not
-        a node with one NVLink bundle lost): a placement of ranks good on one node is as good on every other."""
-        return len(set(self.link_patterns)) == 1
-
-    @cached_property
     def nvlink_spans_nodes(self) -> bool:
         """Whether an NVSwitch domain spans several nodes, as an NVL72 rack's trays."""
         return any(len({self.node_of[g] for g in d.gpus}) > 1 for d in self.nvswitch_domains)
