@@ -278,16 +278,13 @@ def step_cost(
             alike[kind] = run_stage(p, present, unpaired)
         stages.append(alike[kind])
         kinds.append((*kind, *(a.sitting(p) for a in synced)))
-    stage_total = [s.total_s for s in stages]
-    stage_forward = [s.forward_s for s in stages]
-    stage_rates = [s.rates for s in stages]
 
     bottleneck = max(range(pp), key=lambda p: stages[p].micro_s)
     per_micro = stages[bottleneck].micro_s
-    compute_s = num_micro * stage_total[bottleneck]
+    compute_s = num_micro * stages[bottleneck].total_s
     if training.dtype == "fp8" and training.fp8_weight_cache:  # the stage's weights cast once, on the first micro-batch
         weights = block_weights(model, training, layers=layers[bottleneck], last=bottleneck == pp - 1, tp=tp, ep=ep)
-        compute_s += fp8_cast_s(weights, stage_rates[bottleneck], amax_pass=training.fp8_recipe == "current")
+        compute_s += fp8_cast_s(weights, stages[bottleneck].rates, amax_pass=training.fp8_recipe == "current")
     tp_total = num_micro * stages[bottleneck].tp_s
     cp_total = num_micro * stages[bottleneck].cp_s
     ep_total = num_micro * stages[bottleneck].ep_s
@@ -369,7 +366,7 @@ def step_cost(
                 gather_block = run((1, "all_gather", 2, blocks))[0]
                 sync_block = run((1, "reduce_scatter", training.grad_bytes, blocks))[0]
                 rounds, gathers = (1, 1) if held else (num_micro, 2)
-                forward = window * stage_forward[p] / stage_total[p]
+                forward = window * stages[p].forward_s / stages[p].total_s
                 forward_moves, on_forward = run((blocks - 1, "all_gather", 2, blocks))
                 backward_moves, on_backward = run(
                     (blocks * (gathers - 1), "all_gather", 2, blocks),
@@ -387,7 +384,7 @@ def step_cost(
                 # They and the compute beside them slow each other (`AxisTimes.overlap`).
                 syncs = gradient_syncs(training, num_micro, pp)
                 backward = window * 2 / 3
-                hidden = stage_forward[p] if training.overlap_param_gather else 0.0
+                hidden = stages[p].forward_s if training.overlap_param_gather else 0.0
                 dp_s = syncs * on_sync.added_s(sync, backward) + on_gather.added_s(gather, hidden)
                 moved = syncs * sync + gather
         # each at the pace of the stage's GPU model slowest at it (not necessarily the one slowest at compute)
@@ -407,7 +404,7 @@ def step_cost(
     dp_s, fsdp_s, opt_s, link, moved = max(ends.values(), key=lambda c: c[0] + c[1] + c[2])
     comm[link] += moved
     step = compute_s + tp_total + cp_total + ep_total + bubble_s + pp_s + dp_s + fsdp_s + opt_s
-    context = max(r.context_bytes for r in stage_rates)
+    context = max(s.rates.context_bytes for s in stages)
     hbm = topology.smallest_memory_bytes
     # memory does not depend on where ranks sit: the layouts of one candidate share it
     key = ("memory", id(model), id(training), layers, tp, dp, cp, ep, micro_batch, virtual_stages, context, hbm)
