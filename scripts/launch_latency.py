@@ -10,30 +10,18 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
-from shardplan.calibrate import _Timer
+from shardplan.calibrate import SPIN_CYCLES, _Timer
 
 SHAPES = ((384, 2048, 2048), (768, 2048, 2048), (768, 2048, 8192), (768, 4096, 8192), (2048, 8192, 8192))
 
 
-def _busy_first(fn, repeats: int = 10) -> float:
-    """Median seconds of `fn` between two events, with a spin kernel queued before the first."""
-    times = []
-    for _ in range(repeats):
-        torch.cuda._sleep(2_000_000)  # ~1 ms of spinning: the host queues the events and the op meanwhile
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
-
-
-def _back_to_back(fn, calls: int = 50) -> float:
-    torch.cuda._sleep(2_000_000)
+def _back_to_back(fn: Callable[[], object], calls: int = 50) -> float:
+    """Mean seconds of `fn` over `calls` calls between two events, a spin kernel queued before the first."""
+    torch.cuda._sleep(SPIN_CYCLES)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     for _ in range(calls):
@@ -45,7 +33,7 @@ def _back_to_back(fn, calls: int = 50) -> float:
 
 def main() -> None:
     device = torch.device("cuda")
-    timer = _Timer(device)
+    timer, busy_first = _Timer(device), _Timer(device, busy_first=True)
     print(torch.cuda.get_device_name(), torch.__version__)
     for m, n, k in SHAPES:
         a = torch.randn(m, k, device=device, dtype=torch.bfloat16)
@@ -64,7 +52,7 @@ def main() -> None:
             fn()
             host.append(time.perf_counter() - t0)
         torch.cuda.synchronize()
-        rates = [flops / t / 1e12 for t in (timer(fn), _busy_first(fn), _back_to_back(fn))]
+        rates = [flops / t / 1e12 for t in (timer(fn), busy_first(fn), _back_to_back(fn))]
         print(
             f"{m}x{n}x{k}: TFLOP/s calibrate's timer {rates[0]:6.1f}, GPU busy first {rates[1]:6.1f}, "
             f"50 back to back {rates[2]:6.1f}; host dispatch {statistics.median(host) * 1e6:5.1f} us"

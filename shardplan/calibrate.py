@@ -66,14 +66,28 @@ QUICK = {
 }
 
 
+SPIN_CYCLES = 2_000_000  # about 1 ms of an H100's clock: time for the host to queue the events and the op behind it
+
+
 class _Timer:
     """Median seconds of `fn` over `repeats` runs after `warmup` runs, timed with device events on
     CUDA, or with a host clock (the device synchronised before and after) on the CPU or when
-    `host_clock` asks for wall time."""
+    `host_clock` asks for wall time. Events time from before `fn` launches its kernels, so they include the host's
+    launch latency, unless `busy_first` queues a spin kernel ahead of them (the GPU alone;
+    benchmarks/results/h100-launch-latency)."""
 
-    def __init__(self, device: torch.device, *, warmup: int = 3, repeats: int = 10, host_clock: bool = False) -> None:
+    def __init__(
+        self,
+        device: torch.device,
+        *,
+        warmup: int = 3,
+        repeats: int = 10,
+        host_clock: bool = False,
+        busy_first: bool = False,
+    ) -> None:
         self.device, self.warmup, self.repeats = device, warmup, repeats
         self.events = device.type == "cuda" and not host_clock
+        self.busy_first = busy_first and self.events
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -85,6 +99,8 @@ class _Timer:
         times = []
         for _ in range(self.repeats):
             if self.events:
+                if self.busy_first:
+                    torch.cuda._sleep(SPIN_CYCLES)
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
                 fn()
