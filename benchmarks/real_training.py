@@ -248,9 +248,14 @@ def _train(case: Case, profile: Path | None, steps: int) -> dict[str, Any]:
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
             train_step([])
             torch.cuda.synchronize()
-        table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=60, max_name_column_width=90)
+        events = prof.key_averages()
+        table = events.table(sort_by="self_cuda_time_total", row_limit=60, max_name_column_width=90)
+        kernels = {e.key: [e.count, e.self_device_time_total] for e in events if e.self_device_time_total > 0}
         profile.mkdir(parents=True, exist_ok=True)
-        (profile / f"{case.name.replace(' ', '_')}.txt").write_text(table)
+        stem = case.name.replace(" ", "_")
+        (profile / f"{stem}.txt").write_text(table)
+        # every kernel: calls and microseconds on the GPU (scripts/kernel_split.py sorts them)
+        (profile / f"{stem}.json").write_text(json.dumps(kernels, indent=1))
     return result
 
 
@@ -341,7 +346,7 @@ def main() -> None:
     parser.add_argument("--reestimate", type=Path, help="recorded results: recompute the estimates only")
     parser.add_argument("--only", help="run the cases whose name contains this")
     parser.add_argument("--cases", choices=("bf16", "fp8"), default="bf16", help="CASES, or FP8_CASES")
-    parser.add_argument("--profile", action="store_true", help="write a kernel table of the first case per model")
+    parser.add_argument("--profile", action="store_true", help="write the kernels of one more step of each case")
     parser.add_argument("--steps", type=int, default=STEPS, help=f"timed steps per case (default {STEPS})")
     args = parser.parse_args()
     if args.calibration:
@@ -356,9 +361,7 @@ def main() -> None:
         for case in FP8_CASES if args.cases == "fp8" else CASES:
             if args.only and args.only not in case.name:
                 continue
-            first_of_model = all(r["model"] != case.model for r in rows)
-            profile = args.out / "profiles" if args.profile and first_of_model else None
-            measured = measure_case(case, profile, args.steps)
+            measured = measure_case(case, args.out / "profiles" if args.profile else None, args.steps)
             rows.append({"case": case.name, **asdict(case), **measured})
             print(case.name, "OOM" if measured["oom"] else f"{measured['measured_step_time_s']:.4f} s", flush=True)
         args.out.mkdir(parents=True, exist_ok=True)
