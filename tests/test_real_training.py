@@ -5,6 +5,7 @@ and every case the estimate says does not fit really ran out of memory. Re-estim
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import statistics
@@ -63,6 +64,37 @@ def test_shipped_calibration_on_other_h100s(run: str, tmp_path: Path) -> None:
         if not r["oom"]:
             assert abs(r["memory_error"]) <= 0.05, r["case"]
             assert r["case"] == host_bound or abs(r["step_time_error"]) <= 0.05, r["case"]
+
+
+def test_kernels_by_kind_on_a_sixth_h100(tmp_path: Path) -> None:
+    """benchmarks/results/h100-kernel-split: the 20 cases on a sixth H100, each with one more step profiled. Peak
+    memory within 5% and every fit right, as on the other machines. The step times of the 18 GPU-bound cases are
+    -5.1% to +0.2%; their parts are not each right: at the shipped rates the GEMMs are over their kernels
+    (+1% to +18%) and the blocks' other ops with the loss under theirs (-7% to -15%, the eager model's layout copies
+    and backward gradient adds are not counted), so the GEMM fit's overhead (the host's launch latency) pays for
+    them. Where this stops holding, the README's account of the shipped rates needs rewriting."""
+    spec = importlib.util.spec_from_file_location("kernel_split", ROOT / "scripts/kernel_split.py")
+    kernel_split = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kernel_split)
+    results = ROOT / "benchmarks/results/h100-kernel-split"
+    rows = _reestimate(results, tmp_path, SHIPPED)
+    assert len(rows) == 20 and all(r["oom"] != r["estimated_fits"] for r in rows)
+    split = 0
+    for r in rows:
+        if r["oom"]:
+            continue
+        assert abs(r["memory_error"]) <= 0.05, r["case"]
+        case = kernel_split.Case(**{key: r[key] for key in kernel_split.Case.__dataclass_fields__})
+        estimated = kernel_split.estimated_split(case, "h100-sxm", None)
+        if estimated is None:  # the host-bound case
+            continue
+        profile = results / "profiles" / f"{r['case'].replace(' ', '_')}.json"
+        measured = kernel_split.measured_split(json.loads(profile.read_text()))
+        assert measured["gemm"] < estimated["gemm"] < 1.2 * measured["gemm"], r["case"]
+        rest = estimated["loss"] + estimated["blocks"]
+        assert 0.8 * (measured["loss"] + measured["blocks"]) < rest < measured["loss"] + measured["blocks"], r["case"]
+        split += 1
+    assert split == 18
 
 
 def test_out_of_memory_is_predicted(reestimated: list[dict]) -> None:
