@@ -136,8 +136,9 @@ def gpu_of(facts: dict[str, Any]) -> str:
     return gpu
 
 
-def estimate_case(case: Case, gpu: str, calibration: Path | None) -> dict[str, Any]:
-    training = Training(
+def training_of(case: Case) -> Training:
+    """What one optimizer step of `case` trains: its micro-batches of one GPU, without ZeRO or sequence parallelism."""
+    return Training(
         global_batch=case.micro_batch * case.num_micro,
         seq_len=case.seq_len,
         recompute=case.recompute,  # type: ignore[arg-type]
@@ -146,10 +147,13 @@ def estimate_case(case: Case, gpu: str, calibration: Path | None) -> dict[str, A
         dtype=case.dtype,  # type: ignore[arg-type]
         compiled=case.compiled,
     )
+
+
+def estimate_case(case: Case, gpu: str, calibration: Path | None) -> dict[str, Any]:
     plan = estimate(
         spec_of(case),
         load_topology(MACHINES / f"{gpu}-1gpu.yaml"),
-        training,
+        training_of(case),
         tp=1,
         pp=1,
         dp=1,

@@ -24,9 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from real_training import Case, estimate_case, gpu_of, spec_of  # noqa: E402
+from real_training import Case, estimate_case, gpu_of, spec_of, training_of  # noqa: E402
 
-from shardplan import Training  # noqa: E402
 from shardplan.cost.calibration import rates_for, read_calibration  # noqa: E402
 from shardplan.cost.compute import gemm_s, stage_times  # noqa: E402
 
@@ -56,15 +55,7 @@ def estimated_split(case: Case, gpu: str, calibration: Path | None) -> dict[str,
     for the host, whose time has no kinds."""
     model = spec_of(case)
     rates = rates_for(gpu, read_calibration(calibration) if calibration else None)
-    training = Training(
-        global_batch=case.micro_batch * case.num_micro,
-        seq_len=case.seq_len,
-        recompute=case.recompute,  # type: ignore[arg-type]
-        zero_stage=0,
-        sequence_parallel=False,
-        dtype=case.dtype,  # type: ignore[arg-type]
-        compiled=case.compiled,
-    )
+    training = training_of(case)
     times, headless = (
         stage_times(
             model,
