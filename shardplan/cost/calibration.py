@@ -155,8 +155,9 @@ def _fit_gemm(table: dict[str, float]) -> tuple[float, float]:
     by 'MxNxK'): with x = flops / t and y = 1 / t, minimise sum((x / peak + y * overhead - 1)^2), a
     2x2 linear solve. `calibrate` times each GEMM from an event recorded before its launch, so the overhead
     holds the host's dispatch too: 709-728 TFLOP/s and 26-29 us on H100s, where the GPU alone fits 791 TFLOP/s and
-    6.5 us (benchmarks/results/h100-launch-latency). Kept: it has fit GPU-bound training on five H100s, which the
-    GPU's own rates would put about 10% fast."""
+    6.5 us (benchmarks/results/h100-launch-latency). Kept: it has fit GPU-bound training on six H100s, which the
+    GPU's own rates would put about 10% fast; profiled, those steps' GEMMs run 4% below the GPU-alone rates, and the
+    rest of the overhead pays for kernels the model does not count (benchmarks/results/h100-kernel-split)."""
     xs, ys = [], []
     for shape, tflops in table.items():
         m, n, k = (int(v) for v in shape.split("x"))
