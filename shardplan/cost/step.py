@@ -271,8 +271,8 @@ def step_cost(
     alike: dict[tuple[Any, ...], _Stage] = {}
     stages: list[_Stage] = []
     kinds: list[tuple[Any, ...]] = []  # each stage's kind, for the end of the step below
+    overlapped = ep_axis is not None and training.ep_comm_overlap  # only then does the unpaired share matter
     for p, present in enumerate(stage_gpu_models(topology, grid)):
-        overlapped = ep_axis is not None and training.ep_comm_overlap  # only then does the share matter
         unpaired = unpaired_share(pp, p, virtual_stages, num_micro) if overlapped else 0.0
         kind = (present, layers[p], p == 0, p == pp - 1, unpaired, *(a.sitting(p) for a in timed))
         if kind not in alike:
