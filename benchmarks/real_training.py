@@ -197,8 +197,11 @@ def _train(case: Case, profile: Path | None, steps: int) -> dict[str, Any]:
     with torch.device("cuda"):
         model = Llama(cfg)
     if case.dtype == "fp8":
-        float8_linears(model)
+        float8_linears(model.blocks)
     if case.compiled:
+        # a fresh run's compiler: the graphs of earlier cases would make the dims that differ here dynamic (PyTorch's
+        # automatic dynamic shapes), whose kernels a training run that compiles once never runs
+        torch._dynamo.reset()
         compile_blocks(model)
     params = sum(p.numel() for p in model.parameters())
     if params != spec_of(case).num_params:

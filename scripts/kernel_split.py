@@ -26,13 +26,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from real_training import Case, estimate_case, gpu_of, spec_of, training_of  # noqa: E402
 
+from shardplan.calibrate import ATTENTION_KERNELS, GEMM_KERNELS  # noqa: E402
 from shardplan.cost.calibration import rates_for, read_calibration  # noqa: E402
 from shardplan.cost.compute import gemm_s, stage_times  # noqa: E402
 
 # the first pattern a kernel's name matches sets its kind; "blocks" takes the rest
 KINDS = (
-    ("attention", re.compile(r"sdpa|flash|fmha|cudnn", re.IGNORECASE)),
-    ("gemm", re.compile(r"nvjet|gemm|cutlass|xmma", re.IGNORECASE)),
+    ("attention", ATTENTION_KERNELS),
+    ("gemm", GEMM_KERNELS),
     ("loss", re.compile(r"SoftMax|nll_loss")),
     # real_training's MixedPrecisionAdamW: fused AdamW, bf16 copy-back, zero_grad, and gradient accumulation
     ("optimizer", re.compile(r"multi_tensor_apply|bfloat16_copy|FillFunctor<float>|CUDAFunctor_add<float>")),

@@ -14,8 +14,10 @@ of several repeats, on random data:
   held to its FlashAttention-2 backend (the kernel older attention implementations are rated against);
 - memory-bound work as the standard PyTorch ops do it, forward + backward: RMSNorm, rotary
   embedding, SwiGLU, residual add, fp32 cross-entropy; each as the bytes the cost model counts for
-  it over the measured time (so eager-mode overheads are in the rate); on a GPU the first four again
-  under torch.compile;
+  it over the measured time (so eager-mode overheads are in the rate); on a GPU a whole Llama block under
+  torch.compile, profiled, the bytes the cost model counts for its memory-bound ops over its kernels other than
+  GEMMs and attention (Inductor fuses across ops), and with FP8 tensor cores the same block with FP8 linears, the
+  FP8 casts' bytes over what those kernels add;
 - device-to-device copy, pinned host-to-device copy, fused AdamW;
 - the host's dispatch cost of eager PyTorch: forward and backward of a tiny Llama (shardplan.llama)
   with 1 and 3 blocks, whose GPU work is negligible, gives seconds per block and per model; again
@@ -31,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -43,7 +46,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from shardplan.cost.calibration import ATTN_BWD_FLOPS_OVER_FWD, FP8_RECIPES, elementwise_bytes_per_token
+from shardplan.cost.calibration import (
+    ATTN_BWD_FLOPS_OVER_FWD,
+    FP8_RECIPES,
+    SWEEP_HEAD_DIM,
+    elementwise_bytes_per_token,
+)
+from shardplan.cost.compute import FP8_CAST_BYTES, block_elementwise_bytes, fp8_cast_elements
+from shardplan.model.hf_config import spec_from_config
+from shardplan.model.schema import ModelSpec
 
 # Transformer widths (hidden, q = heads x head_dim, kv = kv heads x head_dim, ffn) whose GEMM shapes
 # are measured: Llama-3.2-1B, Llama-3-8B and Llama-3-70B (their config.json), covering narrow to wide.
@@ -65,6 +76,12 @@ QUICK = {
     "attention": ((1, 2, 128, 128), (1, 4, 128, 64)),
 }
 
+
+# Kernel kinds in a profile, by name: SDPA's flash and cuDNN kernels with their pre- and post-processing; cuBLAS's
+# nvjet and gemm kernels and CUTLASS (FP8 GEMMs among them). The rest are a block's memory-bound ops.
+ATTENTION_KERNELS = re.compile(r"sdpa|flash|fmha|cudnn", re.IGNORECASE)
+GEMM_KERNELS = re.compile(r"nvjet|gemm|cutlass|xmma", re.IGNORECASE)
+BLOCK_SEQ_LEN = 4096  # sequence length of the compiled block calibrate profiles
 
 SPIN_CYCLES = 2_000_000  # about 1 ms of an H100's clock: time for the host to queue the events and the op behind it
 
@@ -202,12 +219,10 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     return x * cos + rotated * sin
 
 
-def measure_elementwise(
-    timer: _Timer, device: torch.device, tokens: int, width: tuple, *, compiled: bool = False
-) -> dict[str, float]:
+def measure_elementwise(timer: _Timer, device: torch.device, tokens: int, width: tuple) -> dict[str, float]:
     """Forward + backward of each memory-bound op of a Llama block with the standard PyTorch ops,
     as GB/s of the bytes the cost model counts for it (`elementwise_bytes_per_token`, forward
-    bytes x 3 for forward + backward); `compiled`: each op under torch.compile (its kernels fused)."""
+    bytes x 3 for forward + backward)."""
     h, q, kv, f = width
     counted = elementwise_bytes_per_token(h, q, kv, f, swiglu=True)
     bf16 = {"dtype": torch.bfloat16, "device": device}
@@ -228,8 +243,6 @@ def measure_elementwise(
     }
     out = {}
     for name, op in ops.items():
-        if compiled:
-            op = torch.compile(op, fullgraph=True)
         result = op()
         grad = torch.randn_like(result)
         inputs = [t for t in (x, w, qk, gate, up, y) if t.requires_grad]
@@ -239,6 +252,91 @@ def measure_elementwise(
 
         out[name] = 3 * counted[name] * tokens / timer(step) / 1e9
     return out
+
+
+def block_kernels(
+    device: torch.device, tokens: int, width: tuple, *, fp8: bool = False, repeats: int = 5
+) -> dict[str, float]:
+    """GPU seconds per kernel name of one Llama block's forward + backward under torch.compile(fullgraph=True), as
+    torchtitan compiles blocks: `shardplan.llama.Block` of `width` (hidden = q; heads of 128) on `tokens` tokens in
+    sequences of BLOCK_SEQ_LEN, its linears as `Float8Linear` with `fp8`; the gradients of its input and weights
+    taken without accumulating them; the mean of `repeats` passes under torch.profiler, after three to compile."""
+    from shardplan.llama import Block, float8_linears, rope_tables
+
+    h, q, kv, f = width
+    block = Block(h, q // SWEEP_HEAD_DIM, f, 1e-5, kv_heads=kv // SWEEP_HEAD_DIM).to(device, torch.bfloat16)
+    if fp8:
+        float8_linears([block])
+    torch._dynamo.reset()  # compiled afresh for these shapes, as a training run compiles its blocks once
+    compiled = torch.compile(block, fullgraph=True, dynamic=False)
+    bf16 = {"dtype": torch.bfloat16, "device": device}
+    x = torch.randn(tokens // BLOCK_SEQ_LEN, BLOCK_SEQ_LEN, h, **bf16, requires_grad=True)
+    cos, sin = rope_tables(SWEEP_HEAD_DIM, BLOCK_SEQ_LEN, device)
+    inputs, grad = [x, *block.parameters()], torch.randn_like(x)
+
+    def step() -> None:
+        torch.autograd.grad(compiled(x, cos, sin), inputs, grad)
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize(device)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(repeats):
+            step()
+        torch.cuda.synchronize(device)
+    return {e.key: e.self_device_time_total * 1e-6 / repeats for e in prof.key_averages() if e.self_device_time_total}
+
+
+def kernels_by_kind(kernels: dict[str, float]) -> dict[str, float]:
+    """Seconds of attention, GEMM and other kernels (ATTENTION_KERNELS, GEMM_KERNELS) of {kernel name: seconds}."""
+    kinds = dict.fromkeys(("attention", "gemm", "other"), 0.0)
+    for name, seconds in kernels.items():
+        kind = "attention" if ATTENTION_KERNELS.search(name) else "gemm" if GEMM_KERNELS.search(name) else "other"
+        kinds[kind] += seconds
+    return kinds
+
+
+def block_spec(width: tuple) -> ModelSpec:
+    """The one-block Llama of `width` that `block_kernels` runs, as the cost model sees it."""
+    h, q, kv, f = width
+    config = {
+        "model_type": "llama",
+        "hidden_size": h,
+        "num_attention_heads": q // SWEEP_HEAD_DIM,
+        "num_key_value_heads": kv // SWEEP_HEAD_DIM,
+        "intermediate_size": f,
+        "num_hidden_layers": 1,
+        "vocab_size": 32000,
+        "max_position_embeddings": BLOCK_SEQ_LEN,
+        "rms_norm_eps": 1e-5,
+    }
+    return spec_from_config(config, "shardplan calibrate")
+
+
+def compiled_block_rates(
+    width: tuple, tokens: int, bf16_other_s: float, fp8_other_s: float | None = None
+) -> dict[str, float]:
+    """compiled_block_gbps: the bytes the cost model counts for the block's memory-bound ops, forward and backward
+    (`block_elementwise_bytes`, backward twice forward), over its kernels other than GEMMs and attention
+    (`bf16_other_s`); compiled_fp8_cast_gbps: the bytes it counts for the FP8 casts (`fp8_cast_elements`) over what
+    the FP8 block's such kernels (`fp8_other_s`) add to them, where measured and more."""
+    spec = block_spec(width)
+    out = {
+        "compiled_block_gbps": 3 * sum(block_elementwise_bytes(spec, tokens, 1, False).values()) / bf16_other_s / 1e9
+    }
+    if fp8_other_s is not None and fp8_other_s > bf16_other_s:
+        casts = FP8_CAST_BYTES * sum(fp8_cast_elements(spec, tokens, 1, False, weight_casts=True))
+        out["compiled_fp8_cast_gbps"] = casts / (fp8_other_s - bf16_other_s) / 1e9
+    return out
+
+
+def measure_compiled_block(device: torch.device, tokens: int, width: tuple) -> dict[str, float]:
+    """`compiled_block_rates` of `block_kernels`, bf16 and (FP8 tensor cores) FP8."""
+    bf16 = kernels_by_kind(block_kernels(device, tokens, width))["other"]
+    fp8 = None
+    if torch.cuda.get_device_capability(device) >= (8, 9):
+        fp8 = kernels_by_kind(block_kernels(device, tokens, width, fp8=True))["other"]
+    return compiled_block_rates(width, tokens, bf16, fp8)
 
 
 def measure_loss(timer: _Timer, device: torch.device, tokens: int, vocab: int) -> float:
@@ -496,17 +594,14 @@ def calibrate(*, quick: bool = False, device_type: str | None = None) -> dict[st
         "flash2_causal_tflops": flash2_fwd,
         "flash2_causal_backward_tflops": flash2_bwd,
         "elementwise_gbps": measure_elementwise(timer, device, tokens, widths[-1 if quick else 1]),
-        # compiling needs Triton on a GPU (on the CPU a C++ toolchain, which a test machine may lack)
-        "elementwise_compiled_gbps": (
-            measure_elementwise(timer, device, tokens, widths[-1 if quick else 1], compiled=True)
-            if device_type == "cuda"
-            else {}
-        ),
         "loss_gbps": measure_loss(timer, device, tokens // 4 if not quick else tokens, 1024 if quick else 128256),
         **measure_copies(timer, device, 2**20 if quick else 2**30),
         "adamw_gbps": measure_adamw(timer, device, 2**16 if quick else 2**28),
         "host_dispatch": measure_host(device, repeats=5 if quick else 30),
     }
+    if device_type == "cuda":  # compiling needs Triton on a GPU (on the CPU a C++ toolchain, which CI may lack)
+        h, _, _, f = widths[-1 if quick else 1]  # all heads with keys and values: GQA's copies are not counted
+        result |= measure_compiled_block(device, BLOCK_SEQ_LEN if quick else tokens, (h, h, h, f))
     if device_type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9):  # FP8 tensor cores
         shapes = _gemm_shapes(widths, QUICK["tokens"] if quick else TOKENS, QUICK["tp"] if quick else TP)
         result["gemm_fp8_tflops"] = measure_gemms_fp8(timer, device, shapes)

@@ -212,10 +212,10 @@ class Float8Linear(nn.Linear):
         return _Float8Matmul.apply(x, self.weight)
 
 
-def float8_linears(model: nn.Module) -> None:
-    """Every block's linear layers to `Float8Linear` (the output head stays bf16, as torchtitan's
-    float8 converter leaves it); call before compiling or sharding."""
-    for block in model.blocks:
+def float8_linears(blocks: Iterable[nn.Module]) -> None:
+    """Every linear layer of `blocks` (a Llama's `blocks`: its output head stays bf16, as torchtitan's float8
+    converter leaves it) to `Float8Linear`; call before compiling or sharding."""
+    for block in blocks:
         for child in block.children():
             if type(child) is nn.Linear:
                 child.__class__ = Float8Linear

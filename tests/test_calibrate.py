@@ -48,6 +48,32 @@ def test_quick_calibration_on_cpu_is_a_valid_file(tmp_path: Path) -> None:
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
+def test_compiled_block_rates_from_recorded_kernels() -> None:
+    """benchmarks/results/h100-compiled-block: calibrate's compiled Llama block profiled on two H100s, 12 blocks of
+    five widths and up to six token counts. Sorting each recorded kernel list by name gives the recorded kinds, with
+    GEMMs, attention and the memory-bound rest all present; the rates follow from them; and calibrate's block (8B
+    widths, 8,192 tokens: the shipped rates) is within 10% of every other shape, bf16 and FP8."""
+    from shardplan.calibrate import compiled_block_rates, kernels_by_kind
+
+    shipped = shipped_calibration("h100-sxm")
+    results = ROOT / "benchmarks/results/h100-compiled-block"
+    blocks = {}
+    for run in ("widths", "tokens"):
+        recorded = json.loads((results / run / "compiled-block.json").read_text())["blocks"]
+        blocks |= {f"{run}: {name}": block for name, block in recorded.items()}
+    assert len(blocks) == 12
+    for name, block in blocks.items():
+        for dtype in ("bf16", "fp8"):
+            kinds = kernels_by_kind(block[dtype]["kernels_s"])
+            assert kinds == pytest.approx(block[dtype]["by_kind_s"]) and min(kinds.values()) > 0, name
+        other = (block["bf16"]["by_kind_s"]["other"], block["fp8"]["by_kind_s"]["other"])
+        rates = compiled_block_rates(block["width"], block["tokens"], *other)
+        assert rates == pytest.approx(block["rates"]), name
+        assert rates["compiled_block_gbps"] == pytest.approx(shipped.compiled_block_gbps, rel=0.10), name
+        assert rates["compiled_fp8_cast_gbps"] == pytest.approx(shipped.compiled_fp8_cast_gbps, rel=0.10), name
+    assert shipped.compiled_block_gbps == blocks["widths: 8B 8192"]["rates"]["compiled_block_gbps"]
+
+
 def test_torchrun_calibration_measures_pairs_and_collectives(tmp_path: Path) -> None:
     out = tmp_path / "cal.json"
     run = _cli("calibrate", "--quick", "--device", "cpu", "-o", str(out), ranks=2)

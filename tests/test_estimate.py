@@ -24,7 +24,7 @@ from shardplan.cost.collectives import (
     rings_time_parts,
     rings_under_load,
 )
-from shardplan.cost.compute import MISALIGNED_PEAK_SHARE, _block_times, gemm_s, stage_times
+from shardplan.cost.compute import MISALIGNED_PEAK_SHARE, _block_times, fp8_cast_s, gemm_s, stage_times
 from shardplan.cost.memory import (
     CACHE_PART,
     activation_bytes,
@@ -100,6 +100,9 @@ def test_fp8_linears_are_faster_and_need_fp8_tensor_cores():
     compiled = estimate("llama3-8b", "dgx-h100", fp8.model_copy(update={"compiled": True}), tp=2, pp=1, dp=4)
     plain = estimate("llama3-8b", "dgx-h100", TRAIN.model_copy(update={"compiled": True}), tp=2, pp=1, dp=4)
     assert compiled.breakdown["compute"] < plain.breakdown["compute"]
+    h100 = rates_for("h100-sxm")
+    assert fp8_cast_s(1e9, h100, compiled=True) == pytest.approx(4e9 / h100.fp8_cast_compiled_bytes_per_s)
+    assert fp8_cast_s(1e9, h100, compiled=True) > fp8_cast_s(1e9, h100) == pytest.approx(4e9 / h100.hbm_bytes_per_s)
     with pytest.raises(PlanError, match="FP8 tensor cores"):
         estimate("llama3-8b", "dgx-a100", fp8, tp=2, pp=1, dp=4)
 

@@ -48,3 +48,19 @@ def test_live_nics_are_the_rdma_ports_nvidia_smi_names():
     for nic in smi.nics:
         assert nic.name in named and named[nic.name].gbit, nic.name
         assert named[nic.name].near == nic.near, nic.name
+
+
+def test_compiled_block_rate_of_this_gpu():
+    """calibrate's compiled Llama block (`block_kernels`: Llama-3-8B widths, 8,192 tokens, bf16) has GEMM, attention
+    and other kernels, and the rate derived from the rest is within 25% of what shardplan uses for this GPU (on an
+    H100 the shipped measurement; elsewhere it scaled by the datasheets' memory bandwidth)."""
+    import torch
+
+    from shardplan.calibrate import _gpu_key, block_kernels, compiled_block_rates, kernels_by_kind
+    from shardplan.cost.calibration import rates_for
+
+    device, width, tokens = torch.device("cuda", 0), (4096, 4096, 4096, 14336), 8192
+    kinds = kernels_by_kind(block_kernels(device, tokens, width))
+    assert min(kinds.values()) > 0
+    rate = compiled_block_rates(width, tokens, kinds["other"])["compiled_block_gbps"] * 1e9
+    assert rate == pytest.approx(rates_for(_gpu_key(device)).compiled_block_bytes_per_s, rel=0.25)

@@ -190,40 +190,58 @@ def test_dtensor_host_cost_on_a_real_model() -> None:
 
 def test_compiled_blocks_on_one_gpu() -> None:
     """benchmarks/results/h100-compile-check: the 1.2B Llama at 2,048 tokens with each block under
-    torch.compile: host-bound at one sequence per micro-batch, GPU-bound at two (+10.2%: compiled rates
-    of the memory-bound ops, measured op by op; fusion across ops not seen). Its eager twin, with the
-    attention rate read at 2,048 tokens, is estimated within 1% (benchmarks/results/h100-attention-seq)."""
+    torch.compile: host-bound at one sequence per micro-batch (-4.1%), GPU-bound at two (+3.2% with the rate of a
+    whole compiled block; +10.2% with rates measured op by op, which miss Inductor's fusion across ops). Its
+    eager twin, with the attention rate read at 2,048 tokens, is estimated within 1%
+    (benchmarks/results/h100-attention-seq)."""
     from benchmarks.real_parallel import IMPLEMENTATION
     from shardplan import Training, estimate, load_topology
     from shardplan.model.hf_config import spec_from_config
 
     topo = load_topology(ROOT / "benchmarks/machines/h100-sxm-1gpu.yaml")
     cases = json.loads((ROOT / "benchmarks/results/h100-fsdp2-check/cases.json").read_text())
-    for i, bound in ((2, 0.06), (3, 0.11)):
+    for i in (2, 3):
         plan = cases[i]["plan"]
         train = Training(global_batch=plan["global_batch"], seq_len=plan["seq_len"], compiled=True, **IMPLEMENTATION)
         spec = spec_from_config(cases[i]["config"], "real_parallel", name=cases[i]["model"])
         est = estimate(spec, topo, train, tp=1, pp=1, dp=1, micro_batch=plan["micro_batch"]).step_time_s
         run = json.loads((ROOT / f"benchmarks/results/h100-compile-check/compiled-case-{i}.json").read_text())
-        assert est == pytest.approx(run["measured_step_time_s"], rel=bound), i
+        assert est == pytest.approx(run["measured_step_time_s"], rel=0.06), i
 
 
-def test_fp8_and_compiled_training_within_10_percent(tmp_path: Path) -> None:
-    """benchmarks/results/h100-fp8 (and h100-recheck, -4 and -5, the same cases on other H100s): the same models with
-    compiled blocks, in bf16 and with FP8 linears
-    (shardplan.llama.Float8Linear, torchao's tensorwise recipe), trained on a real H100 and re-estimated
-    with the shipped H100 calibration: every step time within 10%, and FP8 faster wherever it measured
-    faster. (The run's own calibrate measured compiled memory-bound ops 2-3x slower than the shipped
-    benchmarks/elementwise_compiled.py figures, which would put these estimates 16-46% high.)"""
+FRESH_COMPILE = ROOT / "benchmarks/results/h100-compiled-block/training/h100-fp8-training.json"
+
+
+def test_compiled_training_on_a_ninth_h100(tmp_path: Path) -> None:
+    """benchmarks/results/h100-compiled-block/training: the models with compiled blocks, in bf16 and with FP8 linears
+    (shardplan.llama.Float8Linear, torchao's tensorwise recipe), each compiled afresh as a training run compiles
+    (`torch._dynamo.reset()` first), trained on a real H100 and re-estimated with the shipped rates of a whole
+    compiled block (benchmarks/results/h100-compiled-block, a block of other widths): every step time within 4%
+    (measured -2.7% to +1.5%), and FP8 faster."""
+    rows = {r["case"]: r for r in _reestimate(FRESH_COMPILE, tmp_path, SHIPPED)}
+    assert len(rows) == 8
+    for name, r in rows.items():
+        assert abs(r["step_time_error"]) <= 0.04, name
+        if " fp8" in name:
+            assert r["estimated_step_time_s"] < rows[name.replace(" fp8", "")]["estimated_step_time_s"], name
+
+
+def test_fp8_and_compiled_training_on_earlier_h100s(tmp_path: Path) -> None:
+    """benchmarks/results/h100-fp8, h100-recheck, -4 and -5: the same cases on four more H100s, every step time
+    within 10% but the 7B FP8 ones. Those runs kept the compiler's graphs from case to case, so the 7B cases (the
+    first with 4 sequences a micro-batch) ran blocks compiled with a dynamic batch dimension: their FP8 steps took
+    over 8% longer than compiled afresh on the ninth machine (0.286-0.292 s and 0.743-0.759 s against 0.261 and
+    0.680 s), and are estimated 8-10% fast."""
+    fresh = {r["case"]: r["measured_step_time_s"] for r in json.loads(FRESH_COMPILE.read_text())["cases"]}
     for run in ("h100-fp8", "h100-recheck", "h100-recheck-4", "h100-recheck-5"):  # lent H100s, 2026-12-05 and -06
         recorded = ROOT / "benchmarks/results" / run / "h100-fp8-training.json"
         rows = {r["case"]: r for r in _reestimate(recorded, tmp_path, SHIPPED)}
         assert len(rows) == 8
         for name, r in rows.items():
-            assert abs(r["step_time_error"]) <= 0.10, (run, name)
-            if " fp8" in name:
-                bf16 = rows[name.replace(" fp8", "")]
-                assert r["estimated_step_time_s"] < bf16["estimated_step_time_s"], (run, name)
+            if name.startswith("llama-7b-8l") and " fp8" in name:
+                assert r["measured_step_time_s"] > 1.08 * fresh[name] and r["step_time_error"] < 0, (run, name)
+            else:
+                assert abs(r["step_time_error"]) <= 0.10, (run, name)
 
 
 @pytest.mark.parametrize("run", ["h100-recheck", "h100-recheck-4", "h100-recheck-5"])
@@ -276,7 +294,7 @@ def test_float8_linear_follows_the_bf16_linear_within_fp8_precision() -> None:
     expected = reference(x)
     grad = torch.randn_like(expected)
     ex_dx, ex_dw = torch.autograd.grad(expected, (x, reference.weight), grad)
-    float8_linears(model)
+    float8_linears(model.blocks)
     got = model.blocks[0].w1(x)
     dx, dw = torch.autograd.grad(got, (x, model.blocks[0].w1.weight), grad)
     for a, b, tol in ((got, expected, 0.08), (dx, ex_dx, 0.15), (dw, ex_dw, 0.15)):

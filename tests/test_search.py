@@ -176,18 +176,24 @@ def test_lower_bound_never_exceeds_a_step_time_on_random_clusters(seed: int, tmp
 def test_fastest_rates_are_no_slower_than_any_models_at_any_part() -> None:
     """On a mixed cluster the search splits and bounds pipelines at `fastest_rates`: no stage of any shape may run
     faster on one of the models. The L40S has the higher bf16 peak, the A100 the faster memory (its loss and
-    memory-bound ops), the H100 both."""
+    memory-bound ops), the H100 both; last, an A100 calibration without the rate of a compiled block, whose compiled
+    blocks run at the eager rates."""
+    from shardplan.cost.calibration import shipped_calibration
     from shardplan.cost.compute import stage_times
 
     model, keys = load_model("llama3-8b"), ("l40s", "a100-sxm-80gb", "h100-sxm")
-    for pair in itertools.combinations(keys, 2):
-        fastest = fastest_rates(pair)
+    update = {"gpu": "a100-sxm-80gb", "compiled_block_gbps": None}
+    uncompiled = shipped_calibration("h100-sxm").model_copy(update=update)
+    cases = [(pair, None) for pair in itertools.combinations(keys, 2)] + [(("a100-sxm-80gb", "h100-sxm"), uncompiled)]
+    for pair, calibration in cases:
+        fastest = fastest_rates(pair, calibration)
         for recompute, compiled in itertools.product(("none", "selective", "full"), (False, True)):
             train = Training(global_batch=8, seq_len=4096, recompute=recompute, compiled=compiled)
             for layers, first, last, micro_batch in itertools.product((1, 3), (False, True), (False, True), (1, 2)):
                 shape = dict(layers=layers, first=first, last=last, micro_batch=micro_batch, tp=1)
                 best = stage_times(model, train, **shape, rates=fastest).total_s
-                assert all(best <= stage_times(model, train, **shape, rates=rates_for(k)).total_s for k in pair)
+                each = [stage_times(model, train, **shape, rates=rates_for(k, calibration)).total_s for k in pair]
+                assert all(best <= seconds for seconds in each)
     assert fastest_rates(("l40s", "a100-sxm-80gb")).hbm_bytes_per_s == rates_for("a100-sxm-80gb").hbm_bytes_per_s
     assert fastest_rates(("l40s", "a100-sxm-80gb")).gemm_peak_flops == rates_for("l40s").gemm_peak_flops
 

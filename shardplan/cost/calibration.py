@@ -9,6 +9,7 @@ import itertools
 import json
 import math
 import statistics
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -97,8 +98,17 @@ class Calibration(BaseModel):
     elementwise_gbps: dict[str, float] = Field(
         {}, description="Forward + backward of each memory-bound op, GB/s of the bytes the cost model counts."
     )
-    elementwise_compiled_gbps: dict[str, float] = Field(
-        {}, description="As elementwise_gbps, each op under torch.compile (measured on GPUs)."
+    compiled_block_gbps: float | None = Field(
+        None,
+        gt=0,
+        description="A Llama block under torch.compile, forward + backward: GB/s of the bytes the cost model counts "
+        "for its memory-bound ops over its kernels other than GEMMs and attention (measured on GPUs).",
+    )
+    compiled_fp8_cast_gbps: float | None = Field(
+        None,
+        gt=0,
+        description="The same block with FP8 linears: GB/s of the FP8 cast bytes the cost model counts over what its "
+        "kernels other than GEMMs and attention add to the bf16 block's (GPUs with FP8 tensor cores).",
     )
     loss_gbps: float | None = Field(None, gt=0, description="fp32 cross-entropy, GB/s of 6 fp32 passes over logits.")
     adamw_gbps: float | None = Field(None, gt=0, description="Fused AdamW, GB/s of 28 bytes per parameter.")
@@ -138,8 +148,11 @@ class Rates(BaseModel):
     )
     hbm_bytes_per_s: float = Field(description="Achievable memory traffic (read + write), bytes/s.")
     elementwise_bytes_per_s: dict[str, float] = Field(description="Rate of each memory-bound op (ELEMENTWISE_OPS).")
-    elementwise_compiled_bytes_per_s: dict[str, float] = Field(
-        description="The same ops under torch.compile (the eager rate where not measured)."
+    compiled_block_bytes_per_s: float | None = Field(
+        None, description="All of a block's memory-bound ops under torch.compile (None: not measured, eager rates)."
+    )
+    fp8_cast_compiled_bytes_per_s: float | None = Field(
+        None, description="FP8 casts fused into a compiled block (None: not measured, the copy rate)."
     )
     loss_bytes_per_s: float
     adamw_bytes_per_s: float
@@ -216,7 +229,6 @@ def _rates_from_json(text: str) -> Rates:
     attention = _by_seq(cal.sdpa_causal_tflops)
     backward = _by_seq(cal.sdpa_causal_backward_tflops or cal.sdpa_causal_tflops)
     eager = {op: cal.elementwise_gbps.get(op, cal.d2d_rw_gbps) * 1e9 for op in ELEMENTWISE_OPS}
-    compiled = {op: cal.elementwise_compiled_gbps.get(op, 0) * 1e9 or eager[op] for op in eager}
     return Rates(
         gemm_peak_flops=peak,
         gemm_overhead_s=overhead,
@@ -230,7 +242,8 @@ def _rates_from_json(text: str) -> Rates:
         attention_head_dim=_head_dims(cal),
         hbm_bytes_per_s=hbm,
         elementwise_bytes_per_s=eager,
-        elementwise_compiled_bytes_per_s=compiled,
+        compiled_block_bytes_per_s=cal.compiled_block_gbps and cal.compiled_block_gbps * 1e9,
+        fp8_cast_compiled_bytes_per_s=cal.compiled_fp8_cast_gbps and cal.compiled_fp8_cast_gbps * 1e9,
         loss_bytes_per_s=(cal.loss_gbps or cal.d2d_rw_gbps) * 1e9,
         adamw_bytes_per_s=(cal.adamw_gbps or cal.d2d_rw_gbps) * 1e9,
         context_bytes=DEFAULT_CONTEXT_BYTES if cal.context_bytes is None else cal.context_bytes,
@@ -344,9 +357,8 @@ def _scaled_rates(gpu: str) -> Rates:
         attention_head_dim=head_dims,  # the reference GPU's, assumed alike
         hbm_bytes_per_s=ref.hbm_bytes_per_s * memory,
         elementwise_bytes_per_s={op: rate * memory for op, rate in ref.elementwise_bytes_per_s.items()},
-        elementwise_compiled_bytes_per_s={
-            op: rate * memory for op, rate in ref.elementwise_compiled_bytes_per_s.items()
-        },
+        compiled_block_bytes_per_s=ref.compiled_block_bytes_per_s and ref.compiled_block_bytes_per_s * memory,
+        fp8_cast_compiled_bytes_per_s=ref.fp8_cast_compiled_bytes_per_s and ref.fp8_cast_compiled_bytes_per_s * memory,
         loss_bytes_per_s=ref.loss_bytes_per_s * memory,
         adamw_bytes_per_s=ref.adamw_bytes_per_s * memory,
         context_bytes=ref.context_bytes,
@@ -384,6 +396,14 @@ def _fastest_of(models: list[Rates]) -> Rates:
         tables = [getattr(r, name) for r in models]
         return {key: max(table[key] for table in tables) for key in tables[0]}
 
+    def highest_measured(name: str, ceiling: Callable[[Rates], float]) -> float | None:
+        """The highest of a rate that some models measured (None where none did); a model without it counts with
+        `ceiling`, at or above what it uses in its place, so that the result is no slower than any model."""
+        rates = [getattr(r, name) for r in models]
+        if not any(rates):
+            return None
+        return max(rate or ceiling(r) for rate, r in zip(rates, models, strict=True))
+
     recipes = {recipe for r in models for recipe in r.fp8_gemm}
     kernels = {kernel for r in models for kernel in r.attention_head_dim}
     host = models[0].host_dispatch  # the host's, alike for every model unless calibrations say otherwise: then none
@@ -408,7 +428,10 @@ def _fastest_of(models: list[Rates]) -> Rates:
         },
         hbm_bytes_per_s=max(r.hbm_bytes_per_s for r in models),
         elementwise_bytes_per_s=highest("elementwise_bytes_per_s"),
-        elementwise_compiled_bytes_per_s=highest("elementwise_compiled_bytes_per_s"),
+        compiled_block_bytes_per_s=highest_measured(
+            "compiled_block_bytes_per_s", lambda r: max(r.elementwise_bytes_per_s.values())
+        ),
+        fp8_cast_compiled_bytes_per_s=highest_measured("fp8_cast_compiled_bytes_per_s", lambda r: r.hbm_bytes_per_s),
         loss_bytes_per_s=max(r.loss_bytes_per_s for r in models),
         adamw_bytes_per_s=max(r.adamw_bytes_per_s for r in models),
         context_bytes=max(r.context_bytes for r in models),  # memory: what the fullest GPU holds

@@ -126,16 +126,50 @@ def linear_precisions(training: Training, rates: Rates) -> tuple[str, str]:
     return forward, backward
 
 
-def fp8_cast_s(elements: float, rates: Rates, *, amax_pass: bool = False) -> float:
+def fp8_cast_s(elements: float, rates: Rates, *, amax_pass: bool = False, compiled: bool = False) -> float:
     """Casting `elements` bf16 values to FP8 as float8 training does before a GEMM: read 2 bytes,
     write 1 in the row-major and 1 in the transposed layout (the other GEMM of the pair reads it), in
     one pass at the copy rate, as Transformer Engine's fused cast-transpose kernel runs (with delayed
-    scaling it records the amax in the same pass) and as torch.compile fuses torchao's casts into the
-    block. The same cast compiled on its own ran at 600-800 GB/s on the H100, a quarter of the copy rate,
-    but a whole compiled block with FP8 linears ran within 10% of this model (benchmarks/results/h100-fp8).
-    `amax_pass`: the scale comes from this tensor's amax, read in a pass of its own first (Transformer
+    scaling it records the amax in the same pass). `compiled`: torchao's casts as torch.compile fuses them into a
+    block, at the rate `shardplan calibrate` measures for them in a whole compiled block (the copy rate where not
+    measured). `amax_pass`: the scale comes from this tensor's amax, read in a pass of its own first (Transformer
     Engine's current scaling), at the copy rate."""
-    return elements * (FP8_CAST_BYTES + AMAX_READ_BYTES * amax_pass) / rates.hbm_bytes_per_s
+    cast_rate = (compiled and rates.fp8_cast_compiled_bytes_per_s) or rates.hbm_bytes_per_s
+    return elements * (FP8_CAST_BYTES / cast_rate + AMAX_READ_BYTES * amax_pass / rates.hbm_bytes_per_s)
+
+
+def fp8_cast_elements(model: ModelSpec, tokens: float, tp: int, sp: bool, *, weight_casts: bool) -> tuple[float, float]:
+    """Elements one block casts to FP8 on one GPU, forward (each linear's input, and its weight with
+    `weight_casts`) and backward (each linear's output gradient), its linears fused as Megatron fuses them."""
+    shapes = [m.per_gpu(tokens, tp, sp) for m in model.block_matmuls(fused=True)]
+    forward = sum(rows * inner + weight_casts * width * inner for rows, width, inner in shapes)
+    return forward, sum(rows * width for rows, width, _ in shapes)
+
+
+def block_elementwise_bytes(model: ModelSpec, tokens: float, tp: int, sp: bool) -> dict[str, float]:
+    """Forward bytes of one block's memory-bound ops on one GPU, by op (`elementwise_bytes_per_token`): two norms
+    and two residual adds on the tokens (their shard under SP), MLA's norm of its latents as well (over
+    `latent_width` / 2 elements per token), RoPE on Q and K where the model rotates them, and the MLP activation,
+    both sharded by TP. Backward moves twice these."""
+    h = model.hidden_size
+    per_token = elementwise_bytes_per_token(
+        h, *model.rope_widths, model.active_ffn_hidden_size, swiglu=model.mlp == "swiglu"
+    )
+    norm_tokens = tokens / tp if sp else tokens
+    return {
+        "rms_norm": norm_tokens * (2 + model.latent_width / 2 / h) * per_token["rms_norm"],
+        "residual_add": norm_tokens * 2 * per_token["residual_add"],
+        "rope": tokens / tp * per_token["rope"] * model.rotary,
+        "swiglu": tokens / tp * per_token["swiglu"],
+    }
+
+
+def memory_bound_s(moved: dict[str, float], rates: Rates, *, compiled: bool) -> float:
+    """Seconds to move `moved` bytes by op: each op at its eager rate, or under `compiled` all of them at the rate
+    measured for a whole compiled block (where measured; Inductor fuses across ops)."""
+    if compiled and rates.compiled_block_bytes_per_s:
+        return sum(moved.values()) / rates.compiled_block_bytes_per_s
+    return sum(moved[op] / rates.elementwise_bytes_per_s[op] for op in moved)
 
 
 def _peak(rates: Rates, *row_elements: float) -> float:
@@ -182,7 +216,7 @@ def _block_times(
     `experts` (MoE blocks: `_local_experts`): the routed experts' GEMMs run one expert after the other, each
     paying a GEMM's fixed time (Transformer Engine's GroupedLinear issues one GEMM per expert), not as one GEMM
     of the active width."""
-    h, f = model.hidden_size, model.active_ffn_hidden_size
+    h = model.hidden_size
 
     def gemms_s(matmuls: Sequence[Matmul], precision: str) -> float:
         return sum(gemm_s(*m.per_gpu(tokens, tp, sp), rates, precision) for m in matmuls)
@@ -206,28 +240,17 @@ def _block_times(
     (attention_fwd, mlp_fwd), gemms_bwd = linears(precisions[0]), 2 * sum(linears(precisions[1]))
     gemms = attention_fwd + mlp_fwd
     if precisions[0] != "bf16":  # each linear's input and weight cast forward, its output gradient backward
-        shapes = [m.per_gpu(tokens, tp, sp) for m in model.block_matmuls(fused=True)]
-        cast_fwd = sum(rows * inner + weight_casts * width * inner for rows, width, inner in shapes)
-        cast_bwd = sum(rows * width for rows, width, _ in shapes)
-        gemms += fp8_cast_s(cast_fwd, rates, amax_pass=amax_pass)
-        gemms_bwd += fp8_cast_s(cast_bwd, rates, amax_pass=amax_pass)
+        cast_fwd, cast_bwd = fp8_cast_elements(model, tokens, tp, sp, weight_casts=weight_casts)
+        gemms += fp8_cast_s(cast_fwd, rates, amax_pass=amax_pass, compiled=compiled)
+        gemms_bwd += fp8_cast_s(cast_bwd, rates, amax_pass=amax_pass, compiled=compiled)
     # causal attention: QK^T and AV, 2 * 2 * s * q FLOPs per token over the full square, half of it causal; blocks
     # with a sliding window as a causal sequence of the span whose queries see as many keys (`causal_spans`)
     # (QK^T at the query-key head dim, AV at the value head dim: MLA's differ)
     spans = model.causal_spans(seq_len)
     heads_dims = model.num_heads * (model.head_dim + model.v_head_dim) / tp
     attn_flops = [(share, tokens * span * heads_dims, span) for share, span in spans]
-    # memory-bound work: two norms and two residual adds per block (on tokens/tp with SP), RoPE on
-    # Q and K where the model rotates them, and the MLP activation (sharded by TP); MLA also normalises its
-    # latents (on tokens/tp with SP), a norm over `latent_width` / 2 elements per token
-    per_token = elementwise_bytes_per_token(h, *model.rope_widths, f, swiglu=model.mlp == "swiglu")
-    rate = rates.elementwise_compiled_bytes_per_s if compiled else rates.elementwise_bytes_per_s
+    memory = memory_bound_s(block_elementwise_bytes(model, tokens, tp, sp), rates, compiled=compiled)
     norm_tokens = tokens / tp if sp else tokens
-    rope = per_token["rope"] / rate["rope"] if model.rotary else 0.0
-    norms = 2 + model.latent_width / 2 / h
-    memory = norm_tokens * (
-        norms * per_token["rms_norm"] / rate["rms_norm"] + 2 * per_token["residual_add"] / rate["residual_add"]
-    ) + tokens / tp * (rope + per_token["swiglu"] / rate["swiglu"])
     if model.moe is not None:
         # MoE blocks permute each token into its top-k experts' rows before the experts and sum them back after
         # (Megatron-Core's moe_utils permute / unpermute): read 2h, write 2kh, then read 2kh, write 2h bytes per
@@ -279,20 +302,19 @@ def _modules_recomputed_s(model: ModelSpec, training: Training, tokens: int, tp:
     MLA's up-projections with the RoPE of their queries and keys."""
     routed = model.moe.top_k * model.moe.expert_ffn_hidden_size if model.moe is not None else 0
     per_token = elementwise_bytes_per_token(model.hidden_size, *model.rope_widths, routed, swiglu=model.mlp == "swiglu")
-    rate = rates.elementwise_compiled_bytes_per_s if training.compiled else rates.elementwise_bytes_per_s
+    moved = dict.fromkeys(per_token, 0.0)
     seconds = 0.0
     if "layernorm" in training.recompute_modules:
         norm_tokens = tokens / tp if training.sequence_parallel and tp > 1 else tokens
-        seconds += norm_tokens * 2 * per_token["rms_norm"] / rate["rms_norm"]
+        moved["rms_norm"] = norm_tokens * 2 * per_token["rms_norm"]
     if "moe_act" in training.recompute_modules and routed:
-        share = model.num_moe_layers / model.num_layers
-        seconds += share * tokens / tp * per_token["swiglu"] / rate["swiglu"]
+        moved["swiglu"] = model.num_moe_layers / model.num_layers * tokens / tp * per_token["swiglu"]
     if "mla_up_proj" in training.recompute_modules and model.mla:
         ups = [m for m in model.block_matmuls() if m.name in ("q_up", "kv_up")]
         precision = linear_precisions(training, rates)[0]
         seconds += sum(gemm_s(*m.per_gpu(tokens, tp, False), rates, precision) for m in ups)
-        seconds += tokens / tp * per_token["rope"] / rate["rope"]
-    return seconds
+        moved["rope"] = tokens / tp * per_token["rope"]
+    return seconds + memory_bound_s(moved, rates, compiled=training.compiled)
 
 
 def _local_experts(moe: MoeSpec, training: Training, tokens: int, tp: int, ep: int) -> tuple[float, float, float]:
