@@ -1,0 +1,73 @@
+"""What a Llama block keeps for backward, eager and under torch.compile, bf16 and with FP8 linears: every tensor its
+forward saves (torch.autograd.graph.saved_tensors_hooks; under torch.compile AOTAutograd saves its own choice),
+weights and the rotary tables left out, beside `ModelSpec.activation_bytes_per_token`. Writes DIR/compiled-saved.json.
+
+    PYTHONPATH=. python scripts/compiled_saved.py DIR
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from shardplan.calibrate import BLOCK_SEQ_LEN, block_spec
+from shardplan.llama import Block, float8_linears, rope_tables
+
+TOKENS = 8192
+WIDTHS = {"8B": (4096, 4096, 4096, 14336), "Llama-2-7B": (4096, 4096, 4096, 11008), "1B": (2048, 2048, 2048, 8192)}
+
+
+def saved(width: tuple, *, fp8: bool, compiled: bool, device: torch.device) -> dict[int, tuple[int, tuple, str]]:
+    """The storages one forward keeps for backward: {address: (bytes, shape, dtype of the first tensor saved from
+    it)}; a storage saved by several ops (a norm's output read by Q, K and V) counts once."""
+    h, q, _, f = width
+    block = Block(h, q // 128, f, 1e-5).to(device, torch.bfloat16)
+    if fp8:
+        float8_linears([block])
+    torch._dynamo.reset()
+    run = torch.compile(block, fullgraph=True, dynamic=False) if compiled else block
+    x = torch.randn(TOKENS // BLOCK_SEQ_LEN, BLOCK_SEQ_LEN, h, device=device, dtype=torch.bfloat16, requires_grad=True)
+    cos, sin = rope_tables(128, BLOCK_SEQ_LEN, device)
+    skip = {t.untyped_storage().data_ptr() for t in (*block.parameters(), cos, sin)}
+    for _ in range(2):  # compile first, then record
+        kept: dict[int, tuple[int, tuple, str]] = {}
+
+        def pack(t: torch.Tensor, kept: dict = kept) -> torch.Tensor:
+            storage = t.untyped_storage()
+            if storage.data_ptr() not in skip:
+                kept.setdefault(storage.data_ptr(), (storage.nbytes(), tuple(t.shape), str(t.dtype)[6:]))
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = run(x, cos, sin)
+        out.backward(torch.randn_like(out))
+    return kept
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    rows = {}
+    for label, width in WIDTHS.items():
+        model = block_spec(width).activation_bytes_per_token(tp=1, sequence_parallel=False)
+        for fp8 in (False, True):
+            for compiled in (False, True):
+                kept = saved(width, fp8=fp8, compiled=compiled, device=torch.device("cuda", 0))
+                per_token = sum(nbytes for nbytes, _, _ in kept.values()) / TOKENS
+                groups = Counter((shape, dtype, nbytes) for nbytes, shape, dtype in kept.values())
+                name = f"{label} {'fp8' if fp8 else 'bf16'} {'compiled' if compiled else 'eager'}"
+                listed = [[list(shape), dtype, nbytes, n] for (shape, dtype, nbytes), n in sorted(groups.items())]
+                rows[name] = {"bytes_per_token": per_token, "model_bf16_eager": model, "saved": listed}
+                h = width[0]
+                print(f"{name}: {per_token / h:.2f} h bytes a token (model, bf16 eager: {model / h:.2f} h)")
+                for shape, dtype, nbytes, n in listed:
+                    print(f"    {n} x {shape} {dtype} ({nbytes / TOKENS / h:.2f} h a token)", flush=True)
+    (out / "compiled-saved.json").write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
