@@ -199,6 +199,7 @@ def activation_bytes(
         # eager (1.2B, 2.7B and 7B-wide Llamas on two H100s, 0.86-1.00 of it: h100-recheck, h100-recheck-4)
         "fused_swiglu": training.fused_swiglu or training.compiled,
         "fp8_inputs": training.fp8_saved_inputs and training.dtype == "fp8",
+        "fp8_recast_inputs": training.compiled and training.dtype == "fp8" and not training.fp8_saved_inputs,
         "experts_whole": training.expert_group(ep, tp) > ep,
     }
     per_layer = model.activation_bytes_per_token(

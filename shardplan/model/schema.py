@@ -309,6 +309,7 @@ class ModelSpec(BaseModel):
         flash_attention: bool = True,
         fused_swiglu: bool = False,
         fp8_inputs: bool = False,
+        fp8_recast_inputs: bool = False,
         experts_whole: bool = False,
         recompute_modules: tuple[str, ...] = (),
     ) -> float:
@@ -336,6 +337,12 @@ class ModelSpec(BaseModel):
           `fp8_inputs` (Transformer Engine's FP8 linears keep their inputs' FP8 casts): the two LN outputs and the
             down-projection's input at 1 B an element; the out-projection keeps an FP8 copy (1 B x q) beside
             the bf16 attention output that attention's backward reads.
+          `fp8_recast_inputs` (FP8 linears that keep their bf16 inputs and cast them again in backward, as torchao's
+            float8 does, under torch.compile): the inputs that backward only casts are recomputed there, fused into
+            the cast, so the two LN outputs and the down-projection's input (the product of the activation) are not
+            kept; the out-projection's is (attention's backward reads it). Measured by scripts/compiled_saved.py on
+            an H100 at three widths: 11h, 12h and 9.4h a token fewer than the same block compiled in bf16, 4h + 2f
+            (benchmarks/results/h100-compiled-block/saved).
         Tensor parallelism divides what is sharded (QKV/MLP internals) by tp; sequence parallelism
         also divides the LN outputs, norm inputs and masks (the paper's 10h becomes 10h/t).
         Selective recompute drops the s x s part; full recompute keeps only the block input (2h).
@@ -361,7 +368,8 @@ class ModelSpec(BaseModel):
             return BYTES_BF16 * h / (tp if sequence_parallel else 1)
         if recompute == "selective-layer":
             shape = {"tp": tp, "sequence_parallel": sequence_parallel, "seq_len": s, "flash_attention": flash_attention}
-            shape |= {"fused_swiglu": fused_swiglu, "fp8_inputs": fp8_inputs, "experts_whole": experts_whole}
+            shape |= {"fused_swiglu": fused_swiglu, "fp8_inputs": fp8_inputs, "fp8_recast_inputs": fp8_recast_inputs}
+            shape["experts_whole"] = experts_whole
             full = self.activation_bytes_per_token(**shape, recompute="full")
             return (full + self.activation_bytes_per_token(**shape)) / 2
         if recompute == "selective-op":
@@ -384,7 +392,9 @@ class ModelSpec(BaseModel):
         # Replicated without SP: LN outputs feeding attention and MLP (2h each), norm inputs (2h each), masks.
         if "mla_up_proj" in recompute_modules and self.mla:
             sharded -= 2 * q + 2 * k + 2 * v
-        norm_outputs = 0 if "layernorm" in recompute_modules else 2 * linear_input * h
+        if fp8_recast_inputs:
+            sharded -= 2 * f
+        norm_outputs = 0 if "layernorm" in recompute_modules or fp8_recast_inputs else 2 * linear_input * h
         replicated = norm_outputs + 4 * h + mask * 2 * h + BYTES_BF16 * self.latent_width
         per_token = sharded / tp + replicated / (tp if sequence_parallel else 1)
         if self.moe is not None:  # each MoE block's permuted tokens, the experts' first linear's input
