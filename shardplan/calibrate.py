@@ -36,6 +36,7 @@ import platform
 import re
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from functools import partial
@@ -280,10 +281,12 @@ def block_kernels(
     for _ in range(3):
         step()
     torch.cuda.synchronize(device)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(repeats):
-            step()
-        torch.cuda.synchronize(device)
+    with warnings.catch_warnings():  # one profiling cycle: no earlier events to keep, as torch warns
+        warnings.filterwarnings("ignore", message="Warning: Profiler clears events")
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(repeats):
+                step()
+            torch.cuda.synchronize(device)
     return {e.key: e.self_device_time_total * 1e-6 / repeats for e in prof.key_averages() if e.self_device_time_total}
 
 
