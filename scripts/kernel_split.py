@@ -8,8 +8,9 @@ their pre- and post-processing), GEMMs (cuBLAS's nvjet and gemm kernels, CUTLASS
 backward, NLL), the optimizer (fused AdamW, the bf16 copy-back, zeroing the fp32 gradients and adding each
 micro-batch's gradients into them), and the blocks' other ops (norms, activations, residual adds, RoPE, copies).
 The time outside kernels is the measured median step less the profiled step's kernels. The estimate's parts are
-`stage_times`' GEMMs (with the output head's three), attention and loss, the breakdown's optimizer, and the
-rest of the estimated step. Milliseconds per optimizer step.
+`stage_times`' GEMMs (with the output head's three; FP8 casts, which the estimate counts with the GEMMs and which
+compiled blocks fuse into their other kernels, moved to the blocks), attention and loss, the breakdown's optimizer,
+and the rest of the estimated step. Milliseconds per optimizer step.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from real_training import Case, estimate_case, gpu_of, spec_of, training_of  # n
 
 from shardplan.calibrate import ATTENTION_KERNELS, GEMM_KERNELS  # noqa: E402
 from shardplan.cost.calibration import rates_for, read_calibration  # noqa: E402
-from shardplan.cost.compute import gemm_s, stage_times  # noqa: E402
+from shardplan.cost.compute import fp8_cast_elements, fp8_cast_s, gemm_s, stage_times  # noqa: E402
 
 # the first pattern a kernel's name matches sets its kind; "blocks" takes the rest
 KINDS = (
@@ -41,6 +42,8 @@ KINDS = (
 )
 # the share of a block's forward attention that each recompute mode runs again
 ATTENTION_REDONE = {"full": 1.0, "selective": 1.0, "selective-layer": 0.5}
+# and of its forward FP8 casts (op-level selective recompute runs GEMMs again, whose casts the estimate leaves out)
+CASTS_REDONE = {"full": 1.0, "selective-layer": 0.5}
 
 
 def measured_split(kernels: dict[str, list[float]]) -> dict[str, float]:
@@ -82,6 +85,12 @@ def estimated_split(case: Case, gpu: str, calibration: Path | None) -> dict[str,
         "loss": case.num_micro * (times.total_s - headless.total_s - head),  # the last stage's more, less the head
         "optimizer": estimated["estimated_breakdown_s"]["optimizer"],
     }
+    if case.dtype == "fp8":
+        tokens, kwargs = case.micro_batch * case.seq_len, {"compiled": case.compiled}
+        forward, backward = fp8_cast_elements(model, tokens, 1, False, weight_casts=True)
+        redo = 1 + CASTS_REDONE.get(case.recompute, 0.0)
+        per_block = redo * fp8_cast_s(forward, rates, **kwargs) + fp8_cast_s(backward, rates, **kwargs)
+        split["gemm"] -= case.num_micro * model.num_layers * per_block
     step = estimated["estimated_step_time_s"]
     return {**split, "blocks": step - sum(split.values()), "step": step}
 
