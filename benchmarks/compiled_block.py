@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from shardplan.calibrate import block_kernels, compiled_block_rates, kernels_by_kind
+from shardplan.profiled_block import block_kernels, compiled_block_rates, kernels_by_kind
 
 # (hidden, q, kv, ffn): Llama-3.2-1B, -3-8B and -3-70B with every head its own keys and values (calibrate's block is
 # the 8B one), and the 8B with its 8 key-value heads (GQA's repeat_kv copies are ops the cost model does not count)

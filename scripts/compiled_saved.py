@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from shardplan.calibrate import BLOCK_SEQ_LEN, block_spec
 from shardplan.llama import Block, float8_linears, rope_tables
+from shardplan.profiled_block import BLOCK_SEQ_LEN, block_spec
 
 TOKENS = 8192
 WIDTHS = {"8B": (4096, 4096, 4096, 14336), "Llama-2-7B": (4096, 4096, 4096, 11008), "1B": (2048, 2048, 2048, 8192)}

@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from real_training import Case, estimate_case, gpu_of, spec_of, training_of  # noqa: E402
 
-from shardplan.calibrate import ATTENTION_KERNELS, GEMM_KERNELS  # noqa: E402
 from shardplan.cost.calibration import rates_for, read_calibration  # noqa: E402
 from shardplan.cost.compute import fp8_cast_elements, fp8_cast_s, gemm_s, stage_times  # noqa: E402
+from shardplan.profiled_block import ATTENTION_KERNELS, GEMM_KERNELS  # noqa: E402
 
 # the first pattern a kernel's name matches sets its kind; "blocks" takes the rest
 KINDS = (

@@ -53,7 +53,7 @@ def test_compiled_block_rates_from_recorded_kernels() -> None:
     five widths and up to six token counts. Sorting each recorded kernel list by name gives the recorded kinds, with
     GEMMs, attention and the memory-bound rest all present; the rates follow from them; and calibrate's block (8B
     widths, 8,192 tokens: the shipped rates) is within 10% of every other shape, bf16 and FP8."""
-    from shardplan.calibrate import compiled_block_rates, kernels_by_kind
+    from shardplan.profiled_block import compiled_block_rates, kernels_by_kind
 
     shipped = shipped_calibration("h100-sxm")
     results = ROOT / "benchmarks/results/h100-compiled-block"

@@ -58,8 +58,9 @@ def test_compiled_block_rate_of_this_gpu():
     H100 the shipped measurement; elsewhere it scaled by the datasheets' memory bandwidth)."""
     import torch
 
-    from shardplan.calibrate import _gpu_key, block_kernels, compiled_block_rates, kernels_by_kind
+    from shardplan.calibrate import _gpu_key
     from shardplan.cost.calibration import rates_for
+    from shardplan.profiled_block import block_kernels, compiled_block_rates, kernels_by_kind
 
     device, width, tokens = torch.device("cuda", 0), (4096, 4096, 4096, 14336), 8192
     kinds = kernels_by_kind(block_kernels(device, tokens, width))
