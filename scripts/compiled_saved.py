@@ -14,24 +14,30 @@ from pathlib import Path
 
 import torch
 
-from shardplan.llama import Block, float8_linears, rope_tables
-from shardplan.profiled_block import BLOCK_SEQ_LEN, block_spec
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from compiled_block import WIDTHS as BLOCKS  # noqa: E402
+
+from shardplan.cost.calibration import SWEEP_HEAD_DIM  # noqa: E402
+from shardplan.llama import Block, float8_linears, rope_tables  # noqa: E402
+from shardplan.profiled_block import BLOCK_SEQ_LEN, block_spec  # noqa: E402
 
 TOKENS = 8192
-WIDTHS = {"8B": (4096, 4096, 4096, 14336), "Llama-2-7B": (4096, 4096, 4096, 11008), "1B": (2048, 2048, 2048, 8192)}
+WIDTHS = {label: BLOCKS[label] for label in ("8B", "Llama-2-7B", "1B")}  # f = 3.5h, 2.69h, 4h
 
 
 def saved(width: tuple, *, fp8: bool, compiled: bool, device: torch.device) -> dict[int, tuple[int, tuple, str]]:
     """The storages one forward keeps for backward: {address: (bytes, shape, dtype of the first tensor saved from
     it)}; a storage saved by several ops (a norm's output read by Q, K and V) counts once."""
     h, q, _, f = width
-    block = Block(h, q // 128, f, 1e-5).to(device, torch.bfloat16)
+    block = Block(h, q // SWEEP_HEAD_DIM, f, 1e-5).to(device, torch.bfloat16)
     if fp8:
         float8_linears([block])
     torch._dynamo.reset()
     run = torch.compile(block, fullgraph=True, dynamic=False) if compiled else block
     x = torch.randn(TOKENS // BLOCK_SEQ_LEN, BLOCK_SEQ_LEN, h, device=device, dtype=torch.bfloat16, requires_grad=True)
-    cos, sin = rope_tables(128, BLOCK_SEQ_LEN, device)
+    cos, sin = rope_tables(SWEEP_HEAD_DIM, BLOCK_SEQ_LEN, device)
     skip = {t.untyped_storage().data_ptr() for t in (*block.parameters(), cos, sin)}
     for _ in range(2):  # compile first, then record
         kept: dict[int, tuple[int, tuple, str]] = {}

@@ -45,11 +45,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from shardplan.cost.calibration import (
-    ATTN_BWD_FLOPS_OVER_FWD,
-    FP8_RECIPES,
-    elementwise_bytes_per_token,
-)
+from shardplan.cost.calibration import ATTN_BWD_FLOPS_OVER_FWD, FP8_RECIPES, elementwise_bytes_per_token
 from shardplan.profiled_block import BLOCK_SEQ_LEN, measure_compiled_block
 
 # Transformer widths (hidden, q = heads x head_dim, kv = kv heads x head_dim, ffn) whose GEMM shapes

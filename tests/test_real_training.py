@@ -253,11 +253,11 @@ def test_what_compiled_blocks_keep_for_backward() -> None:
     (`fused_swiglu`); compiled with FP8 linears that cast their inputs again in backward, the norms' outputs and
     the down-projection's input are recomputed there (`fp8_recast_inputs`). In the ninth H100's training, the
     compiled FP8 models without recompute allocated that much less than compiled bf16 at the peak, within 1%."""
+    from benchmarks.compiled_block import WIDTHS as widths
     from shardplan.profiled_block import block_spec
 
     saved = json.loads((ROOT / "benchmarks/results/h100-compiled-block/saved/compiled-saved.json").read_text())
     assert len(saved) == 12
-    widths = {"8B": (4096, 4096, 4096, 14336), "Llama-2-7B": (4096, 4096, 4096, 11008), "1B": (2048, 2048, 2048, 8192)}
     for name, row in saved.items():
         label, dtype, mode = name.rsplit(" ", 2)
         compiled = mode == "compiled"
