@@ -342,7 +342,8 @@ class ModelSpec(BaseModel):
             the cast, so the two LN outputs and the down-projection's input (the product of the activation) are not
             kept; the out-projection's is (attention's backward reads it). Measured by scripts/compiled_saved.py on
             an H100 at three widths: 11h, 12h and 9.4h a token fewer than the same block compiled in bf16, 4h + 2f
-            (benchmarks/results/h100-compiled-block/saved).
+            (benchmarks/results/h100-compiled-block/saved). (A block rebuilt under full recompute is not smaller:
+            its backward materialises those inputs again for the casts; `cost.memory.activation_bytes`.)
         Tensor parallelism divides what is sharded (QKV/MLP internals) by tp; sequence parallelism
         also divides the LN outputs, norm inputs and masks (the paper's 10h becomes 10h/t).
         Selective recompute drops the s x s part; full recompute keeps only the block input (2h).
