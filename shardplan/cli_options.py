@@ -35,9 +35,10 @@ Loss = Annotated[
 Compiled = Annotated[
     bool,
     typer.Option(
-        help="Blocks run under torch.compile (torchtitan --training.compile): compiled host time per block and "
-        "memory-bound rates; SwiGLU kept as with --fused-swiglu; op-level selective recompute keeps one bf16 h-wide "
-        "tensor fewer per block and token."
+        help="Blocks run under torch.compile (torchtitan --training.compile): compiled host time per block, the "
+        "memory-bound ops (and FP8 casts) at the rates measured for a whole compiled block; SwiGLU kept as with "
+        "--fused-swiglu; op-level selective recompute keeps one bf16 h-wide tensor fewer per block and token; with "
+        "--dtype fp8 and no recompute, the norms' outputs and the down-projection's input are not kept."
     ),
 ]
 TpAsyncBackward = Annotated[
