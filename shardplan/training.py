@@ -97,11 +97,12 @@ class Training(BaseModel):
     )
     compiled: bool = Field(
         False,
-        description="Blocks run under torch.compile (torchtitan's --training.compile): the host's time per block and "
-        "the memory-bound ops' rates are the compiled ones (measured op by op by `shardplan calibrate` on a GPU; "
-        "fusion across ops is not modelled); a compiled block's SwiGLU keeps what `fused_swiglu`'s does (Inductor "
-        "recomputes the SiLU in backward), and under op-level selective recompute a compiled block keeps one bf16 "
-        "h-wide tensor fewer per token (both measured on H100s).",
+        description="Blocks run under torch.compile (torchtitan's --training.compile): the host's time per block is "
+        "the compiled one, and the memory-bound ops and FP8 casts run at the rates `shardplan calibrate` measures "
+        "for a whole compiled block on a GPU (Inductor fuses across ops); a compiled block's SwiGLU keeps what "
+        "`fused_swiglu`'s does (Inductor recomputes the SiLU in backward), under op-level selective recompute it "
+        "keeps one bf16 h-wide tensor fewer per token, and with FP8 linears and no recompute it keeps neither the "
+        "norms' outputs nor the down-projection's input (all measured on H100s).",
     )
     fused_swiglu: bool = Field(
         False,
