@@ -11,8 +11,8 @@ FlashAttention-2 rates over the published ratio; unfused attention (Megatron bef
 runs QK^T and AV as batched GEMMs over the whole square, which write and read the s x s scores, and
 moves the scores through softmax and dropout in memory. Norms, residual adds, the activation
 function, RoPE (where the model has it) and the loss (fp32 or fused) are memory-bound:
-the bytes each must move (forward; backward twice that) over the rate measured for that op (eager,
-or under torch.compile for compiled blocks). A
+the bytes each must move (forward; backward twice that) over the rate measured for that op (eager),
+or for compiled blocks all of them over the rate measured for a whole compiled block. A
 micro-batch takes at least the host's dispatch time for its blocks (eager mode launches each kernel
 from Python). All rates come from `shardplan calibrate`; the misaligned share from
 benchmarks/gemm_alignment.py.
