@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from compiled_block import WIDTHS as BLOCKS  # noqa: E402
 
 from shardplan.cost.calibration import SWEEP_HEAD_DIM  # noqa: E402
-from shardplan.llama import Block, float8_linears, rope_tables  # noqa: E402
-from shardplan.profiled_block import BLOCK_SEQ_LEN, block_spec  # noqa: E402
+from shardplan.llama import rope_tables  # noqa: E402
+from shardplan.profiled_block import BLOCK_SEQ_LEN, block_spec, llama_block  # noqa: E402
 
 TOKENS = 8192
 WIDTHS = {label: BLOCKS[label] for label in ("8B", "Llama-2-7B", "1B")}  # f = 3.5h, 2.69h, 4h
@@ -37,10 +37,8 @@ def saved(
 ) -> dict[int, tuple[int, tuple, str]]:
     """The storages one forward keeps for backward: {address: (bytes, shape, dtype of the first tensor saved from
     it)}; a storage saved by several ops (a norm's output read by Q, K and V) counts once."""
-    h, q, _, f = width
-    block = Block(h, q // SWEEP_HEAD_DIM, f, 1e-5).to(device, torch.bfloat16)
-    if fp8:
-        float8_linears([block])
+    h = width[0]
+    block = llama_block(width, device, fp8=fp8)
     torch._dynamo.reset()
     module = checkpoint_wrapper(block, preserve_rng_state=False) if checkpointed else block
     run = torch.compile(module, fullgraph=True, dynamic=False) if compiled else module

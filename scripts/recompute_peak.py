@@ -19,7 +19,8 @@ from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoi
 from torch.utils.checkpoint import checkpoint
 
 from shardplan.cost.calibration import SWEEP_HEAD_DIM
-from shardplan.llama import Block, float8_linears, rope_tables
+from shardplan.llama import rope_tables
+from shardplan.profiled_block import llama_block
 
 H, F, BLOCKS, SEQ, BATCH = 4096, 11008, 4, 4096, 4
 
@@ -28,9 +29,7 @@ def peak(order: str, fp8: bool) -> dict[str, float]:
     torch._dynamo.reset()
     torch.manual_seed(0)
     device = torch.device("cuda", 0)
-    blocks = [Block(H, H // SWEEP_HEAD_DIM, F, 1e-5).to(device, torch.bfloat16) for _ in range(BLOCKS)]
-    if fp8:
-        float8_linears(blocks)
+    blocks = [llama_block((H, H, H, F), device, fp8=fp8) for _ in range(BLOCKS)]
     if order == "checkpoint(compile(block))":
         compiled = [torch.compile(b, fullgraph=True) for b in blocks]
 

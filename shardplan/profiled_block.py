@@ -26,23 +26,32 @@ GEMM_KERNELS = re.compile(r"nvjet|gemm|cutlass|xmma", re.IGNORECASE)
 BLOCK_SEQ_LEN = 4096  # sequence length of the compiled block calibrate profiles
 
 
-def block_kernels(
-    device: torch.device, tokens: int, width: tuple, *, fp8: bool = False, repeats: int = 5
-) -> dict[str, float]:
-    """GPU seconds per kernel name of one Llama block's forward + backward under torch.compile(fullgraph=True), as
-    torchtitan compiles blocks: `shardplan.llama.Block` of `width` (hidden = q; heads of 128) on `tokens` tokens in
-    sequences of BLOCK_SEQ_LEN, its linears as `Float8Linear` with `fp8`; the gradients of its input and weights
-    taken without accumulating them; the mean of `repeats` passes under torch.profiler, after three to compile."""
-    from shardplan.llama import Block, float8_linears, rope_tables
+def llama_block(width: tuple, device: torch.device, *, fp8: bool = False) -> torch.nn.Module:
+    """A bf16 `shardplan.llama.Block` of `width` (hidden = q; heads of 128) on `device`, its linears as `Float8Linear`
+    with `fp8`."""
+    from shardplan.llama import Block, float8_linears
 
     h, q, kv, f = width
     block = Block(h, q // SWEEP_HEAD_DIM, f, 1e-5, kv_heads=kv // SWEEP_HEAD_DIM).to(device, torch.bfloat16)
     if fp8:
         float8_linears([block])
+    return block
+
+
+def block_kernels(
+    device: torch.device, tokens: int, width: tuple, *, fp8: bool = False, repeats: int = 5
+) -> dict[str, float]:
+    """GPU seconds per kernel name of one Llama block's forward + backward under torch.compile(fullgraph=True), as
+    torchtitan compiles blocks: `llama_block` on `tokens` tokens in sequences of BLOCK_SEQ_LEN; the gradients of its
+    input and weights taken without accumulating them; the mean of `repeats` passes under torch.profiler, after three
+    to compile."""
+    from shardplan.llama import rope_tables
+
+    block = llama_block(width, device, fp8=fp8)
     torch._dynamo.reset()  # compiled afresh for these shapes, as a training run compiles its blocks once
     compiled = torch.compile(block, fullgraph=True, dynamic=False)
     bf16 = {"dtype": torch.bfloat16, "device": device}
-    x = torch.randn(tokens // BLOCK_SEQ_LEN, BLOCK_SEQ_LEN, h, **bf16, requires_grad=True)
+    x = torch.randn(tokens // BLOCK_SEQ_LEN, BLOCK_SEQ_LEN, width[0], **bf16, requires_grad=True)
     cos, sin = rope_tables(SWEEP_HEAD_DIM, BLOCK_SEQ_LEN, device)
     inputs, grad = [x, *block.parameters()], torch.randn_like(x)
 
