@@ -121,6 +121,9 @@ def topo(
     islands = s["nvlink_islands"]
     _out.print("NVLink    " + (" ".join(str(i) for i in islands) if islands else "none"), highlight=False)
     _out.print(f"sockets   {s['sockets_first_node']} (first node)", highlight=False)
+    if s["nodes_without_p2p"]:
+        where = "every node" if len(s["nodes_without_p2p"]) == s["num_nodes"] else f"nodes {s['nodes_without_p2p']}"
+        _out.print(f"P2P       none over PCIe on {where}: NCCL copies through host memory", highlight=False)
     if s["nics_first_node"]:
         nics = ", ".join(f"{n['name']} {n['gbit'] or '?'}Gb/s near {n['near']}" for n in s["nics_first_node"])
         _out.print(f"NICs      {nics}", highlight=False)

@@ -37,6 +37,9 @@ def test_topo_summary_names_islands_and_link_classes():
     assert "16 GPUs, 2 node(s)" in run.stdout
     for kind in ("nvlink", "sys", "net"):
         assert kind in run.stdout
+    assert "P2P" not in run.stdout
+    geforce = _cli("topo", "rtx4090-4x-pcie")
+    assert "P2P       none over PCIe on every node: NCCL copies through host memory" in geforce.stdout
 
 
 def test_topo_draws_png_and_svg(tmp_path: Path):

@@ -10,9 +10,11 @@ import pytest
 from conftest import DATA, fixture_body
 
 from shardplan import Training, load_topology, suggest
+from shardplan.cost.collectives import collective_time_s
 from shardplan.errors import ShardplanError, TopologyError
 from shardplan.topology import Topology, TopologySpec, preset_names, read_spec
 from shardplan.topology.cluster import build
+from shardplan.topology.links import SHM_SHARE
 from shardplan.topology.sources.nvidia_smi import parse_nvlink_status
 from shardplan.topology.sources.nvml import spec_from_facts, with_nic_speeds
 from shardplan.topology.sources.sysfs import gpu_pci_path, read_nic_facts
@@ -88,6 +90,8 @@ def test_bandwidth_by_link_class_hand_checked():
     server = load_topology("pcie-8gpu-2socket")
     assert server.bandwidth_gbps(0, 4, achievable=False) == 31.5  # PCIe Gen4 x16
     assert server.bandwidth_gbps(0, 4) == 26.32  # measured Gen4 P2P (fixtures/p2p rtx6000ada)
+    # a file that lists PCIe switches but no host bridges: GPUs under one switch share its bridge (PIX)
+    assert load_topology(DATA / "machines" / "autodl-2080ti.yaml").path_kind(0, 1) == "pix"
 
 
 def test_cluster_of_nodes_joined_by_nics():
@@ -195,6 +199,59 @@ def test_nvml_facts_two_gpus_with_bridge_and_pcie_ancestor():
     topo = build(spec_from_facts(facts))
     assert topo.nvlink_count(0, 1) == 12 and topo.gpus[0].model == "h100-pcie"
     assert topo.nvswitch_domains == ()
+
+
+def test_nvml_p2p_status_decides_whether_pcie_copies_go_through_host_memory():
+    """NVML's peer-to-peer status of each pair NVLink does not join (read and write, `nvidia-smi topo -p2p rw`):
+    one refused sends the node's PCIe copies through host memory, at the share of the P2P rate NCCL's SHM transport
+    reached on 2x RTX 2080 Ti. The statuses are those the fixtures show: GNS on two stock-driver RTX 5090s, CNS on
+    an L4 pair, OK elsewhere. Without statuses (older recordings) the GPU model's catalogue entry decides."""
+    from shardplan.topology.links import pcie_gbps
+
+    for token, fixture in (("GNS", "rtx5090-2gpu-gns"), ("CNS", "l4-2gpu-cns")):
+        assert token in fixture_body(next((DATA / "topo").glob(f"*p2p*{fixture}*"))).split()
+
+    def pair(name: str, memory: int, status: str | None, links: int = 0) -> Topology:
+        gpus = [
+            {"name": name, "memory_bytes": memory, "pcie_gen_max": 5, "pci_bus_id": f"00000000:{bus}:00.0"}
+            for bus in ("01", "81")
+        ]
+        for k, gpu in enumerate(gpus):
+            gpu["nvlinks"] = [{"link": n, "remote": 1 - k} for n in range(links)]
+        facts = {"gpus": gpus, "pcie_ancestor": {"0,1": "phb"}} | ({"p2p": {"0,1": status}} if status else {})
+        return build(spec_from_facts(facts))
+
+    geforce, h100 = ("NVIDIA GeForce RTX 5090", 34190917632), ("NVIDIA H100 PCIe", 85520809984)
+    assert not pair(*geforce, "GNS").nodes[0].p2p and not pair(*geforce, None).nodes[0].p2p
+    assert pair(*h100, "OK").nodes[0].p2p and pair(*h100, None).nodes[0].p2p
+    refused = pair(*h100, "CNS")
+    assert not refused.nodes[0].p2p
+    assert refused.bandwidth_gbps(0, 1) == pytest.approx(pcie_gbps(5) * SHM_SHARE)
+    assert refused.bandwidth_gbps(0, 1, achievable=False) == pcie_gbps(5, achievable=False)
+    # an NVLink-bridged pair's status is NVLink's, so it says nothing of PCIe: the catalogue's (H100 PCIe: yes)
+    assert pair(*h100, "OK", links=12).nodes[0].p2p
+
+
+def test_geforce_cards_have_no_pcie_p2p_unless_the_source_says_so(tmp_path: Path):
+    """NVIDIA's stock driver gives GeForce RTX 4090s and 5090s no peer-to-peer (catalogue): a saved `topo -m` of
+    two 5090s and the 4090 workstation preset copy through host memory, and all-reduce at that rate; a file that
+    declares `p2p: true` (a patched driver) gets the PCIe rate back. `topo -p2p` matrices say it themselves."""
+
+    def p2p(saved: str, gpu: str) -> bool:
+        return load_topology(DATA / "topo" / f"nvidia-smi-topo-{saved}-1.txt", gpu=gpu).nodes[0].p2p
+
+    assert not p2p("rtx5090-2gpu-phb", "rtx-5090") and not p2p("p2p-rw-rtx5090-2gpu-gns", "rtx-5090")
+    assert p2p("h100-pcie-2gpu-nvlink-bridge", "h100-pcie")
+    workstation = load_topology("rtx4090-4x-pcie")
+    assert not workstation.nodes[0].p2p
+    declared = tmp_path / "patched.yaml"
+    declared.write_text(
+        "name: patched\nnodes:\n  - {gpu: rtx-4090, gpus: 4, p2p: true, pcie: {gen: 4, host_bridges: [[0, 1, 2, 3]]}}\n"
+    )
+    patched = load_topology(declared)
+    assert patched.nodes[0].p2p
+    times = [collective_time_s(t, "all_reduce", range(4), 2**30) for t in (workstation, patched)]
+    assert times[0] / times[1] == pytest.approx(1 / SHM_SHARE, rel=0.05)
 
 
 def _sysfs_tree(snapshot: dict, root: Path) -> Path:

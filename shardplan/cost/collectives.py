@@ -77,11 +77,6 @@ NVLS_MIN_GPUS = 5
 SWITCH_RING_SHARE = {"hopper": 365.6 / 450, "blackwell": 682.2 / 900}
 NVLS_GAIN = {"hopper": NVLS_ALLREDUCE_SPEEDUP, "blackwell": 838.0 / 682.2}
 
-# Without PCIe peer-to-peer NCCL stages data through host shared memory: 4.00 GB/s all-reduce bus
-# bandwidth on 2x RTX 2080 Ti, PCIe Gen3 (fixtures/nccl/nccl-tests-all_reduce-2080ti-2gpu-pcie-nop2p-1.txt)
-# against 13.17 GB/s achievable Gen3 P2P (links.py) -> the share below. Only that one measurement exists.
-SHM_SHARE = 4.00 / L.pcie_gbps(3)
-
 # The floor of one collective call (kernel launch, proxy and synchronisation), measured as the flat
 # part of nccl-tests all_reduce on 8x H100 SXM, 8 B to 64 KiB: 32-38 us, median 34 us
 # (fixtures/nccl/nccl-tests-all_reduce-h100-8gpu-gcp-a3-1.txt). A calibration file replaces it.
@@ -220,7 +215,7 @@ def _flow_resources(topology: Topology, a: int, b: int) -> list[tuple[Hashable, 
     node = topology.nodes[ga.node]
     up, down = topology._pcie_gbps(a, True), topology._pcie_gbps(b, True)
     if not node.p2p:
-        up, down = up * SHM_SHARE, down * SHM_SHARE
+        up, down = up * L.SHM_SHARE, down * L.SHM_SHARE
     out: list[tuple[Hashable, float]] = [(("pcie-up", a), up), (("pcie-down", b), down)]
     if kind in ("pxb", "phb", "node", "sys") and ga.switch is not None and ga.switch != gb.switch:
         out += [(("sw-up", ga.node, ga.switch), up), (("sw-down", gb.node, gb.switch), down)]

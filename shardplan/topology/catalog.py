@@ -26,6 +26,9 @@ class GpuModel(BaseModel):
     nvlink_links: int = Field(ge=0, description="NVLink links per GPU.")
     nvlink_gbps_per_link: float = Field(ge=0, description="GB/s per link per direction.")
     pcie_gen: int = Field(ge=1, description="PCIe generation of the GPU's host link.")
+    pcie_p2p: bool = Field(
+        True, description="Peer-to-peer over PCIe under NVIDIA's stock driver (no: NCCL copies through host memory)."
+    )
     architecture: Literal["volta", "ampere", "ada", "hopper", "blackwell"] = Field(
         description="GPU architecture: which tensor-core instructions its kernels can use."
     )

@@ -76,7 +76,8 @@ def build(spec: TopologySpec, *, nodes: int = 1, gpu: str | None = None) -> Topo
         base = len(gpus)
         n = ns.gpus
         sockets = _group_ids(ns.pcie.sockets, n, default_shared=True)
-        bridges = _group_ids(ns.pcie.host_bridges, n, default_shared=False)
+        # GPUs under one switch share its host bridge, where the source lists switches but no bridges
+        bridges = _group_ids(ns.pcie.host_bridges or ns.pcie.switch_groups or ns.pcie.switches, n, default_shared=False)
         groups = _switch_ids(ns.pcie.switch_groups or ns.pcie.switches, n)
         switches = _switch_ids(ns.pcie.switches, n)
         models = [_resolve_model(ns, k, gpu) for k in range(n)]
@@ -127,7 +128,8 @@ def build(spec: TopologySpec, *, nodes: int = 1, gpu: str | None = None) -> Topo
                     near=tuple(base + k for k in nic.near),
                 )
             )
-        out_nodes.append(Node(index=node_index, name=ns.name, socket_link_gbps=ns.pcie.socket_link_gbps, p2p=ns.p2p))
+        p2p = ns.p2p if ns.p2p is not None else all(gpu_model(m).pcie_p2p for m in set(models) if m is not None)
+        out_nodes.append(Node(index=node_index, name=ns.name, socket_link_gbps=ns.pcie.socket_link_gbps, p2p=p2p))
     return Topology(
         name=spec.name if nodes == 1 else f"{nodes}x {spec.name}",
         source=spec.source,

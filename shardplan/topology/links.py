@@ -26,6 +26,13 @@ PCIE_X16_ACHIEVABLE_GBPS: dict[int, float] = {
     6: 121.0 * 54.79 / 63.0,  # assumption: Gen5's measured efficiency
 }
 
+# Without PCIe peer-to-peer NCCL stages data through host shared memory (its SHM transport): 4.00 GB/s all-reduce bus
+# bandwidth on 2x RTX 2080 Ti, PCIe Gen3 (fixtures/nccl/nccl-tests-all_reduce-2080ti-2gpu-pcie-nop2p-1.txt), against
+# 13.17 GB/s achievable Gen3 P2P -> the share of a link's P2P rate such a copy reaches. Only that one measurement
+# exists; broadcast and reduce there, one copy at a time, ran at 11.1 GB/s (their fixtures), which the model,
+# charging every PCIe flow alike, does not give.
+SHM_SHARE = 4.00 / PCIE_X16_ACHIEVABLE_GBPS[3]
+
 # NVLink achievable / theoretical, measured with p2pBandwidthLatencyTest (unidirectional P2P writes):
 #   through NVSwitch: H100 SXM x8, ~376 GB/s of 18 x 25 = 450 GB/s
 #     (fixtures/p2p/p2pBandwidthLatencyTest-h100-8gpu-nvswitch-partial-1.txt) -> 0.835

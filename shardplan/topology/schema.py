@@ -392,7 +392,10 @@ class Topology(_Frozen):
         if kind == "net":
             return min(L.net_gbps(self.nic_gbit(k), achievable=achievable) for k in (i, j))
         bw = min(self._pcie_gbps(i, achievable), self._pcie_gbps(j, achievable))
-        socket_link = self.nodes[self.gpus[i].node].socket_link_gbps
+        node = self.nodes[self.gpus[i].node]
+        if achievable and not node.p2p:  # through host memory
+            bw *= L.SHM_SHARE
+        socket_link = node.socket_link_gbps
         if kind == "sys" and socket_link:
             bw = min(bw, socket_link)
         return bw

@@ -89,7 +89,11 @@ class NodeSpec(_Spec):
     nvswitch: NvSwitchSpec | None = None
     pcie: PcieSpec = Field(default_factory=PcieSpec)
     nics: list[NicSpec] = Field(default_factory=list)
-    p2p: bool = Field(True, description="GPU peer-to-peer over PCIe works (False: copies go through host memory).")
+    p2p: bool | None = Field(
+        None,
+        description="GPU peer-to-peer over PCIe works (False: copies go through host memory); None: as the GPU "
+        "model's catalogue entry says (GeForce RTX 4090 and 5090: no).",
+    )
 
     @model_validator(mode="after")
     def _indexes_in_range(self) -> NodeSpec:

@@ -187,7 +187,7 @@ def parse_topo(text: str, source: str = "<text>") -> TopologySpec:
             nvswitch=nvswitch,
             pcie=pcie,
             nics=nic_specs,
-            p2p=not matrix.p2p_refused,
+            p2p=not matrix.p2p_refused if matrix.p2p else None,  # topo -m does not say: the catalogue's
         )
     except ValidationError as err:
         raise ParseError(source, None, describe_validation(err)) from None

@@ -28,6 +28,11 @@ from shardplan.topology.spec import GpuInfo, NodeSpec, NvSwitchSpec, PcieSpec, T
 _ANCESTOR_KIND = {0: "pix", 10: "pix", 20: "pxb", 30: "phb", 40: "node", 50: "sys"}
 _NVLINK_MAX_LINKS = 18  # NVML_NVLINK_MAX_LINKS in nvml.h (r535+)
 _FABRIC_COMPLETED = 3  # NVML_GPU_FABRIC_STATE_COMPLETED in nvml.h
+# nvmlGpuP2PCapsIndex_t (nvml.h): READ 0, WRITE 1 (pynvml spells READ as a one-element tuple); nvmlGpuP2PStatus_t
+# in nvidia-smi's `topo -p2p` tokens: OK, chipset / GPU / IOH topology not supported, disabled by regkey, not
+# supported, unknown
+_P2P_READ, _P2P_WRITE = 0, 1
+_P2P_TOKENS = ("OK", "CNS", "GNS", "TNS", "DR", "NS", "U")
 
 
 def _text(value: Any) -> str:
@@ -55,7 +60,8 @@ def _visible(count: int, uuids: list[str]) -> list[int]:
 
 def read_nvml_facts() -> dict[str, Any]:
     """Ask NVML for every visible GPU: name, memory, PCI id and link, NUMA node, NVLink ends, and
-    the PCIe common ancestor of each pair. Raises `TopologyError` when NVML cannot be used."""
+    of each pair the PCIe common ancestor and whether they reach each other's memory (peer-to-peer reads and
+    writes, as `nvidia-smi topo -p2p rw`). Raises `TopologyError` when NVML cannot be used."""
     try:
         import pynvml as nv
     except ImportError as exc:  # pragma: no cover - a dependency
@@ -73,20 +79,26 @@ def read_nvml_facts() -> dict[str, Any]:
         bus_to_pos = {g["pci_bus_id"].lower(): pos for pos, g in enumerate(gpus)}
         for g, k in zip(gpus, visible, strict=True):
             g["nvlinks"] = _nvlink_facts(nv, handles[k], bus_to_pos)
-        ancestors = {}
+        ancestors, p2p = {}, {}
         for a, ka in enumerate(visible):
             for b in range(a + 1, len(visible)):
+                ha, hb = handles[ka], handles[visible[b]]
                 try:
-                    level = nv.nvmlDeviceGetTopologyCommonAncestor(handles[ka], handles[visible[b]])
+                    level = nv.nvmlDeviceGetTopologyCommonAncestor(ha, hb)
                     ancestors[f"{a},{b}"] = _ANCESTOR_KIND.get(int(level), "sys")
                 except nv.NVMLError:
                     pass
+                call = getattr(nv, "nvmlDeviceGetP2PStatus", _missing)
+                statuses = [_try(call, ha, hb, index) for index in (_P2P_READ, _P2P_WRITE)]
+                if None not in statuses:
+                    p2p[f"{a},{b}"] = _P2P_TOKENS[min(max(statuses), len(_P2P_TOKENS) - 1)]
         return {
             "driver": _text(nv.nvmlSystemGetDriverVersion()),
             "nvml_count": count,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "gpus": gpus,
             "pcie_ancestor": ancestors,
+            "p2p": p2p,
             "nics": read_nic_facts(),
         }
     finally:
@@ -189,6 +201,14 @@ def spec_from_facts(facts: dict[str, Any], name: str = "live") -> TopologySpec:
         pairs = [(a, b) for (a, b), kind in kinds.items() if kind in levels]
         return [[int(x) for x in g] for g in groups_from_pairs(list(range(n)), pairs)]
 
+    # PCIe peer-to-peer between the GPUs NVLink does not join: any pair refused sends the node's PCIe copies through
+    # host memory, as NCCL then does (its SHM transport); unknown where NVML gave no status (older recordings)
+    linked = {(a, b) for a, b, _ in nvlink} | {(a, b) for a in on_switch for b in on_switch if a < b}
+    pcie_p2p = [
+        status == "OK"
+        for key, status in facts.get("p2p", {}).items()
+        if tuple(int(x) for x in key.split(",")) not in linked
+    ]
     numa = [g.get("numa_node") for g in gpus]
     sockets = groups({"pix", "pxb", "phb", "node"})
     if kinds:  # a GPU NVML puts across the SMP link from every other is alone on its socket
@@ -223,6 +243,7 @@ def spec_from_facts(facts: dict[str, Any], name: str = "live") -> TopologySpec:
                     switches=groups({"pix"}),
                 ),
                 nics=nic_specs(facts.get("nics", []), gpus, sockets),
+                p2p=all(pcie_p2p) if pcie_p2p else None,
             )
         ],
     )
