@@ -34,6 +34,41 @@ def test_live_topology_agrees_with_nvidia_smi():
             assert smi.nvlink_count(i, j) == live.nvlink_count(i, j)
 
 
+def test_live_p2p_statuses_agree_with_nvidia_smi():
+    """NVML's peer-to-peer status of every GPU pair (read and write) is the one `nvidia-smi topo -p2p r` and `-p2p w`
+    print, and the live node has P2P exactly when every pair NVLink does not join says OK. One GPU has no pair: then
+    NVML's answer for the GPU with itself shows the call works on this driver."""
+    import pynvml as nv
+
+    from shardplan.topology.sources.nvml import _P2P_TOKENS
+
+    facts, live = read_nvml_facts(), load_topology("live")
+    n = len(facts["gpus"])
+    assert sorted(facts["p2p"]) == [f"{a},{b}" for a in range(n) for b in range(a + 1, n)]
+    assert set(facts["p2p"].values()) <= set(_P2P_TOKENS)
+    pcie = [s == "OK" for key, s in facts["p2p"].items() if live.path_kind(*map(int, key.split(","))) != "nvlink"]
+    if pcie:
+        assert live.nodes[0].p2p == all(pcie)
+    nv.nvmlInit()
+    try:
+        handle = nv.nvmlDeviceGetHandleByIndex(0)
+        assert nv.nvmlDeviceGetP2PStatus(handle, handle, 0) in range(len(_P2P_TOKENS))
+    finally:
+        nv.nvmlShutdown()
+    exe = shutil.which("nvidia-smi")
+    if exe is None or n < 2:
+        return
+    smi: dict[str, list[str]] = {key: [] for key in facts["p2p"]}
+    for flag in ("r", "w"):
+        text = subprocess.run([exe, "topo", "-p2p", flag], capture_output=True, text=True, check=True).stdout
+        rows = {cells[0]: cells[1:] for cells in map(str.split, text.splitlines()) if cells and "X" in cells}
+        for key in smi:
+            a, b = map(int, key.split(","))
+            smi[key].append(rows[f"GPU{a}"][b])
+    for key, status in facts["p2p"].items():
+        assert (status == "OK") == (smi[key] == ["OK", "OK"]) and (status == "OK" or status in smi[key]), key
+
+
 def test_live_nics_are_the_rdma_ports_nvidia_smi_names():
     """Every NIC `nvidia-smi topo -m` names (its RDMA devices) is read live with its line rate, near the same GPUs
     (those of its PCIe switch or host bridge)."""
