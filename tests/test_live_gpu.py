@@ -24,6 +24,11 @@ def test_live_topology_agrees_with_nvidia_smi():
     exe = shutil.which("nvidia-smi")
     if exe is None:
         pytest.skip("nvidia-smi not on PATH")
+    query = ["--query-gpu=pcie.link.gen.max,pcie.link.width.max", "--format=csv,noheader"]
+    links = subprocess.run([exe, *query], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert [(g.pcie_gen, g.pcie_width) for g in live.gpus] == [
+        tuple(map(int, line.split(","))) for line in links if line.strip()
+    ]
     text = subprocess.run([exe, "topo", "-m"], capture_output=True, text=True, check=True).stdout
     from shardplan.topology.cluster import build
 

@@ -232,6 +232,24 @@ def test_nvml_p2p_status_decides_whether_pcie_copies_go_through_host_memory():
     assert pair(*h100, "OK", links=12).nodes[0].p2p
 
 
+def test_nvml_link_width_of_each_gpu_as_its_slot_allows():
+    """NVML's maximum PCIe link "possible with this device and system" is per GPU: an L4 (Gen4 x16) in an x8 slot
+    reports 8, and copies to and from it run at half the x16 rate; one that reports nothing keeps the default."""
+    from shardplan.topology.links import pcie_gbps
+
+    gpu = {"name": "NVIDIA L4", "memory_bytes": 24152899584, "pcie_gen_max": 4, "nvlinks": []}
+    widths = (16, 8, None)
+    facts = {
+        "gpus": [{**gpu, "pci_bus_id": f"00000000:0{k}:00.0", "pcie_width_max": w} for k, w in enumerate(widths)],
+        "pcie_ancestor": {"0,1": "phb", "0,2": "phb", "1,2": "phb"},
+        "p2p": {"0,1": "OK", "0,2": "OK", "1,2": "OK"},
+    }
+    topo = build(spec_from_facts(facts))
+    assert [g.pcie_width for g in topo.gpus] == [16, 8, 16] and {g.pcie_gen for g in topo.gpus} == {4}
+    assert topo.bandwidth_gbps(0, 1) == topo.bandwidth_gbps(1, 2) == pcie_gbps(4, 8)
+    assert topo.bandwidth_gbps(0, 2) == pcie_gbps(4, 16)
+
+
 def test_geforce_cards_have_no_pcie_p2p_unless_the_source_says_so(tmp_path: Path):
     """NVIDIA's stock driver gives GeForce RTX 4090s and 5090s no peer-to-peer (catalogue): a saved `topo -m` of
     two 5090s and the 4090 workstation preset copy through host memory, and all-reduce at that rate; a file that

@@ -99,8 +99,8 @@ def build(spec: TopologySpec, *, nodes: int = 1, gpu: str | None = None) -> Topo
                     host_bridge=bridges[k] or 0,
                     switch_group=groups[k],
                     switch=switches[k],
-                    pcie_gen=ns.pcie.gen,
-                    pcie_width=ns.pcie.width,
+                    pcie_gen=(info.pcie_gen if info else None) or ns.pcie.gen,
+                    pcie_width=(info.pcie_width if info else None) or ns.pcie.width,
                 )
             )
         per_link = ns.nvlink_gbps_per_link

@@ -34,6 +34,12 @@ class GpuInfo(_Spec):
     fabric: str | None = Field(
         None, description="Multi-node NVLink clique ('<cluster uuid>/<clique id>', NVML's fabric info), if any."
     )
+    pcie_gen: int | None = Field(
+        None, ge=1, le=7, description="PCIe generation of this GPU's link as its slot allows (default: the node's)."
+    )
+    pcie_width: int | None = Field(
+        None, ge=1, le=32, description="Lanes of this GPU's link as its slot allows (default: the node's)."
+    )
 
 
 class PcieSpec(_Spec):

@@ -222,6 +222,9 @@ def spec_from_facts(facts: dict[str, Any], name: str = "live") -> TopologySpec:
             numa_node=numa[k],
             model=match_product_name(g["name"], g["memory_bytes"]),
             fabric=g.get("fabric"),
+            # NVML's maximum link "possible with this device and system": a GPU in an x8 slot reports 8
+            pcie_gen=g.get("pcie_gen_max"),
+            pcie_width=g.get("pcie_width_max"),
         )
         for k, g in enumerate(gpus)
     ]
