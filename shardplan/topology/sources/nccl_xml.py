@@ -188,6 +188,9 @@ def _node(gpus: list[_Device], devices: list[_Device], numa: dict[int, int | Non
                     pci_bus_id=_bus(d.element) or None,
                     numa_node=numa[d.cpu],
                     model=models.get(d.element.get("device", "").lower()),
+                    # NCCL writes the lesser of the GPU's and its port's maximum (xml.cc, ncclTopoGetXmlFromSys)
+                    pcie_gen=_gen(d.element),
+                    pcie_width=decimal(d.element.get("link_width", "")) or None,
                 )
                 for d in gpus
             ],
