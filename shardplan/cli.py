@@ -124,6 +124,13 @@ def topo(
     if s["nodes_without_p2p"]:
         where = "every node" if len(s["nodes_without_p2p"]) == s["num_nodes"] else f"nodes {s['nodes_without_p2p']}"
         _out.print(f"P2P       none over PCIe on {where}: NCCL copies through host memory", highlight=False)
+    elif s["through_host_first_node"]:
+        kinds = ", ".join(s["through_host_first_node"])
+        _out.print(
+            f"P2P       only under a PCIe switch: NCCL 2.23+ copies {kinds} pairs through host memory "
+            "(peer-to-peer through the CPU only between two GPUs of an AMD host)",
+            highlight=False,
+        )
     if s["nics_first_node"]:
         nics = ", ".join(f"{n['name']} {n['gbit'] or '?'}Gb/s near {n['near']}" for n in s["nics_first_node"])
         _out.print(f"NICs      {nics}", highlight=False)

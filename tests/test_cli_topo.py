@@ -37,7 +37,9 @@ def test_topo_summary_names_islands_and_link_classes():
     assert "16 GPUs, 2 node(s)" in run.stdout
     for kind in ("nvlink", "sys", "net"):
         assert kind in run.stdout
-    assert "P2P" not in run.stdout
+    # the pairs NVLink does not join cross the sockets of its Xeons, where NCCL copies through host memory
+    assert "P2P       only under a PCIe switch: NCCL 2.23+ copies sys pairs through host" in run.stdout
+    assert "P2P" not in _cli("topo", "dgx-h100").stdout
     geforce = _cli("topo", "rtx4090-4x-pcie")
     assert "P2P       none over PCIe on every node: NCCL copies through host memory" in geforce.stdout
 

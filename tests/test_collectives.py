@@ -217,6 +217,31 @@ def test_all_reduce_within_15_percent_of_nccl_tests(name, source, nodes, ranks, 
     assert model == pytest.approx(seconds, rel=0.15)
 
 
+def test_nccl_copies_through_host_memory_past_a_pcie_switch(tmp_path):
+    """NCCL 2.23+ copies peer-to-peer only under a common PCIe switch, or anywhere on an AMD host whose
+    communicator has at most two GPUs there (src/graph/paths.cc, ncclTopoCheckP2p); elsewhere through host memory.
+    Four RTX PRO 6000s under one AMD EPYC host bridge did so with NCCL 2.29.7 (NVIDIA/nccl PR 2080): the model
+    gives their measured bus bandwidth within 15% from 1 MiB to 128 MiB (the 128 MiB figure is the Gen5 rate it
+    uses), and would give a pair of them (or two GPUs of a non-AMD host under one switch) the P2P rate."""
+    declared = tmp_path / "epyc.yaml"
+    declared.write_text("name: epyc\nnodes:\n  - {gpus: 4, cpu: amd, pcie: {gen: 5, host_bridges: [[0, 1, 2, 3]]}}\n")
+    epyc = load_topology(declared)
+    assert epyc.copies_through_host(0, 1, local_gpus=4) and not epyc.copies_through_host(0, 1, local_gpus=2)
+    units = {"K": 2**10, "M": 2**20}
+    table = fixture_body(DATA / "nccl" / "nccl-pr2080-all_reduce-shm-vs-p2p-rtxpro6000-4gpu.txt").splitlines()[2:]
+    cells = [[c.strip() for c in line.split("|")] for line in table]
+    rows = [(int(c[1][:-1]) * units[c[1][-1]], float(c[2].split()[0])) for c in cells]
+    checked = [(size, busbw) for size, busbw in rows if size >= 2**20]
+    assert len(checked) == 5
+    for size, busbw in checked:
+        model = bus_factor("all_reduce", 4) * size / collective_time_s(epyc, "all_reduce", range(4), size) / 1e9
+        assert model == pytest.approx(busbw, rel=0.15), size
+    pair = collective_time_s(epyc, "all_reduce", [0, 1], 2**27)
+    assert pair < collective_time_s(epyc, "all_reduce", range(4), 2**27) / 2  # the pair's bus bytes are 2/3 of four's
+    intel = load_topology("pcie-8gpu-2socket")  # CPU not declared: NCCL's default, P2P under a switch tree only
+    assert not intel.copies_through_host(0, 3, local_gpus=8) and intel.copies_through_host(0, 4, local_gpus=2)
+
+
 def test_nvls_speedup_from_the_fixture():
     """The H200 sweep (busbw with NVLS and with NCCL_NVLS_ENABLE=0, 8 GiB): the ring alone at 4 GPUs, then a gain
     that grows with the GPUs; each within 5% of the model's."""

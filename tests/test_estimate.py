@@ -325,19 +325,20 @@ def test_dtensor_sequence_parallel_keeps_the_gathered_norm_outputs(recompute, ke
 
 
 def test_zero3_backward_collectives_hide_under_the_backward_alone():
-    """Over PCIe (8 A100s in bridged pairs) a ZeRO-3 step's gathers and fp32 reduce-scatters take less than its
-    compute. FSDP prefetches one block ahead within a pass, so the backward's gathers and reduce-scatters (twice
-    the gathers' bytes) hide under the backward alone: what they take beyond it is exposed, though the step's
-    collectives would fit under its compute as a whole."""
+    """Over PCIe (8 A100s in bridged pairs, whose rings NCCL copies through host memory between the pairs) a ZeRO-3
+    step's gathers and fp32 reduce-scatters, for micro-batches of two sequences, take less than its compute. FSDP
+    prefetches one block ahead within a pass, so the backward's gathers and reduce-scatters (twice the gathers'
+    bytes) hide under the backward alone: what they take beyond it is exposed, though the step's collectives would
+    fit under its compute as a whole."""
     train = Training(global_batch=128, seq_len=8192, zero_stage=3, recompute="none", fsdp_version=1)
-    plan = estimate("llama3-8b", "a100-pcie-8gpu-bridged", train, tp=1, pp=1, dp=8)
+    plan = estimate("llama3-8b", "a100-pcie-8gpu-bridged", train, tp=1, pp=1, dp=8, micro_batch=2)
     comm, compute = plan.comm_time_by_link["pcie"], plan.breakdown["compute"]  # all micro-batches
     assert 0.5 * compute < comm < compute
     topo, model = load_topology("a100-pcie-8gpu-bridged"), load_model("llama3-8b")
     gather = collective_time_s(topo, "all_gather", range(8), model.num_params * 2 / 32)
     scatter = collective_time_s(topo, "reduce_scatter", range(8), model.num_params * 4 / 32)
     rates = rates_for(topo.slowest_gpu_model)
-    times = stage_times(model, train, layers=32, first=True, last=True, micro_batch=1, tp=1, rates=rates)
+    times = stage_times(model, train, layers=32, first=True, last=True, micro_batch=2, tp=1, rates=rates)
     backward_comm = plan.num_micro_batches * 32 * (gather + scatter)
     backward = plan.num_micro_batches * (times.backward_s + times.recompute_s)
     assert backward_comm > backward

@@ -14,7 +14,7 @@ from shardplan.cost.collectives import collective_time_s
 from shardplan.errors import ShardplanError, TopologyError
 from shardplan.topology import Topology, TopologySpec, preset_names, read_spec
 from shardplan.topology.cluster import build
-from shardplan.topology.links import SHM_SHARE
+from shardplan.topology.links import pcie_gbps
 from shardplan.topology.sources.nvidia_smi import parse_nvlink_status
 from shardplan.topology.sources.nvml import spec_from_facts, with_nic_speeds
 from shardplan.topology.sources.sysfs import gpu_pci_path, read_nic_facts
@@ -89,7 +89,9 @@ def test_bandwidth_by_link_class_hand_checked():
     assert dgx.bandwidth_gbps(0, 5) == pytest.approx(18 * 25.0 * 376.0 / 450.0)
     server = load_topology("pcie-8gpu-2socket")
     assert server.bandwidth_gbps(0, 4, achievable=False) == 31.5  # PCIe Gen4 x16
-    assert server.bandwidth_gbps(0, 4) == 26.32  # measured Gen4 P2P (fixtures/p2p rtx6000ada)
+    assert server.bandwidth_gbps(0, 2) == 26.32  # measured Gen4 P2P (fixtures/p2p rtx6000ada), under one switch tree
+    # across sockets NCCL 2.23+ copies through host memory unless the CPU is AMD's (this preset does not say)
+    assert server.bandwidth_gbps(0, 4) == pcie_gbps(4, through_host=True)
     # a file that lists PCIe switches but no host bridges: GPUs under one switch share its bridge (PIX)
     assert load_topology(DATA / "machines" / "autodl-2080ti.yaml").path_kind(0, 1) == "pix"
 
@@ -206,8 +208,6 @@ def test_nvml_p2p_status_decides_whether_pcie_copies_go_through_host_memory():
     one refused sends the node's PCIe copies through host memory, at the share of the P2P rate NCCL's SHM transport
     reached on 2x RTX 2080 Ti. The statuses are those the fixtures show: GNS on two stock-driver RTX 5090s, CNS on
     an L4 pair, OK elsewhere. Without statuses (older recordings) the GPU model's catalogue entry decides."""
-    from shardplan.topology.links import pcie_gbps
-
     for token, fixture in (("GNS", "rtx5090-2gpu-gns"), ("CNS", "l4-2gpu-cns")):
         assert token in fixture_body(next((DATA / "topo").glob(f"*p2p*{fixture}*"))).split()
 
@@ -226,7 +226,7 @@ def test_nvml_p2p_status_decides_whether_pcie_copies_go_through_host_memory():
     assert pair(*h100, "OK").nodes[0].p2p and pair(*h100, None).nodes[0].p2p
     refused = pair(*h100, "CNS")
     assert not refused.nodes[0].p2p
-    assert refused.bandwidth_gbps(0, 1) == pytest.approx(pcie_gbps(5) * SHM_SHARE)
+    assert refused.bandwidth_gbps(0, 1) == pcie_gbps(5, through_host=True)
     assert refused.bandwidth_gbps(0, 1, achievable=False) == pcie_gbps(5, achievable=False)
     # an NVLink-bridged pair's status is NVLink's, so it says nothing of PCIe: the catalogue's (H100 PCIe: yes)
     assert pair(*h100, "OK", links=12).nodes[0].p2p
@@ -235,13 +235,11 @@ def test_nvml_p2p_status_decides_whether_pcie_copies_go_through_host_memory():
 def test_nvml_link_width_of_each_gpu_as_its_slot_allows():
     """NVML's maximum PCIe link "possible with this device and system" is per GPU: an L4 (Gen4 x16) in an x8 slot
     reports 8, and copies to and from it run at half the x16 rate; one that reports nothing keeps the default."""
-    from shardplan.topology.links import pcie_gbps
-
     gpu = {"name": "NVIDIA L4", "memory_bytes": 24152899584, "pcie_gen_max": 4, "nvlinks": []}
     widths = (16, 8, None)
     facts = {
         "gpus": [{**gpu, "pci_bus_id": f"00000000:0{k}:00.0", "pcie_width_max": w} for k, w in enumerate(widths)],
-        "pcie_ancestor": {"0,1": "phb", "0,2": "phb", "1,2": "phb"},
+        "pcie_ancestor": {"0,1": "pix", "0,2": "pix", "1,2": "pix"},
         "p2p": {"0,1": "OK", "0,2": "OK", "1,2": "OK"},
     }
     topo = build(spec_from_facts(facts))
@@ -252,8 +250,9 @@ def test_nvml_link_width_of_each_gpu_as_its_slot_allows():
 
 def test_geforce_cards_have_no_pcie_p2p_unless_the_source_says_so(tmp_path: Path):
     """NVIDIA's stock driver gives GeForce RTX 4090s and 5090s no peer-to-peer (catalogue): a saved `topo -m` of
-    two 5090s and the 4090 workstation preset copy through host memory, and all-reduce at that rate; a file that
-    declares `p2p: true` (a patched driver) gets the PCIe rate back. `topo -p2p` matrices say it themselves."""
+    two 5090s and the 4090 workstation preset copy through host memory, and all-reduce at that rate; two of them on
+    an AMD host declared `p2p: true` (a patched driver) get the PCIe rate back. `topo -p2p` matrices say it
+    themselves."""
 
     def p2p(saved: str, gpu: str) -> bool:
         return load_topology(DATA / "topo" / f"nvidia-smi-topo-{saved}-1.txt", gpu=gpu).nodes[0].p2p
@@ -264,12 +263,13 @@ def test_geforce_cards_have_no_pcie_p2p_unless_the_source_says_so(tmp_path: Path
     assert not workstation.nodes[0].p2p
     declared = tmp_path / "patched.yaml"
     declared.write_text(
-        "name: patched\nnodes:\n  - {gpu: rtx-4090, gpus: 4, p2p: true, pcie: {gen: 4, host_bridges: [[0, 1, 2, 3]]}}\n"
+        "name: patched\nnodes:\n  - {gpu: rtx-4090, gpus: 4, cpu: amd, p2p: true,\n"
+        "     pcie: {gen: 4, host_bridges: [[0, 1, 2, 3]]}}\n"
     )
     patched = load_topology(declared)
     assert patched.nodes[0].p2p
-    times = [collective_time_s(t, "all_reduce", range(4), 2**30) for t in (workstation, patched)]
-    assert times[0] / times[1] == pytest.approx(1 / SHM_SHARE, rel=0.05)
+    times = [collective_time_s(t, "all_reduce", [0, 1], 2**30) for t in (workstation, patched)]
+    assert times[0] / times[1] == pytest.approx(pcie_gbps(4) / pcie_gbps(4, through_host=True), rel=0.05)
 
 
 def _sysfs_tree(snapshot: dict, root: Path) -> Path:

@@ -20,7 +20,6 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from shardplan.errors import PlanError
-from shardplan.topology import links as L
 from shardplan.topology.catalog import gpu_models
 from shardplan.topology.schema import Topology
 
@@ -202,8 +201,9 @@ def _position(topology: Topology, i: int) -> tuple[int, ...]:
     )
 
 
-def _flow_resources(topology: Topology, a: int, b: int) -> list[tuple[Hashable, float]]:
-    """The shared resources a transfer a -> b inside one node occupies, each with its GB/s."""
+def _flow_resources(topology: Topology, a: int, b: int, local_gpus: int) -> list[tuple[Hashable, float]]:
+    """The shared resources a transfer a -> b inside one node occupies, each with its GB/s, in a group with
+    `local_gpus` GPUs on that node (which decides whether NCCL copies through host memory)."""
     kind = topology.path_kind(a, b)
     if kind == "nvlink":
         if (min(a, b), max(a, b)) in topology._bundles:
@@ -213,9 +213,8 @@ def _flow_resources(topology: Topology, a: int, b: int) -> list[tuple[Hashable, 
         return [(("nvs-out", a), bw), (("nvs-in", b), bw)]
     ga, gb = topology.gpus[a], topology.gpus[b]
     node = topology.nodes[ga.node]
-    up, down = topology._pcie_gbps(a, True), topology._pcie_gbps(b, True)
-    if not node.p2p:
-        up, down = up * L.SHM_SHARE, down * L.SHM_SHARE
+    staged = topology.copies_through_host(a, b, local_gpus=local_gpus)
+    up, down = topology._pcie_gbps(a, True, staged), topology._pcie_gbps(b, True, staged)
     out: list[tuple[Hashable, float]] = [(("pcie-up", a), up), (("pcie-down", b), down)]
     if kind in ("pxb", "phb", "node", "sys") and ga.switch is not None and ga.switch != gb.switch:
         out += [(("sw-up", ga.node, ga.switch), up), (("sw-down", gb.node, gb.switch), down)]
@@ -227,7 +226,7 @@ def _flow_resources(topology: Topology, a: int, b: int) -> list[tuple[Hashable, 
 
 
 def _ring_flows(topology: Topology, group: Sequence[int]) -> list[list[tuple[Hashable, float]]]:
-    return [_flow_resources(topology, a, b) for a, b in ring_hops(topology, group)]
+    return [_flow_resources(topology, a, b, len(group)) for a, b in ring_hops(topology, group)]
 
 
 def _nics_of(topology: Topology, gpus: Sequence[int]) -> list[tuple[Hashable, float]]:

@@ -129,7 +129,9 @@ def build(spec: TopologySpec, *, nodes: int = 1, gpu: str | None = None) -> Topo
                 )
             )
         p2p = ns.p2p if ns.p2p is not None else all(gpu_model(m).pcie_p2p for m in set(models) if m is not None)
-        out_nodes.append(Node(index=node_index, name=ns.name, socket_link_gbps=ns.pcie.socket_link_gbps, p2p=p2p))
+        out_nodes.append(
+            Node(index=node_index, name=ns.name, socket_link_gbps=ns.pcie.socket_link_gbps, p2p=p2p, cpu=ns.cpu)
+        )
     return Topology(
         name=spec.name if nodes == 1 else f"{nodes}x {spec.name}",
         source=spec.source,

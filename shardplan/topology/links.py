@@ -26,12 +26,24 @@ PCIE_X16_ACHIEVABLE_GBPS: dict[int, float] = {
     6: 121.0 * 54.79 / 63.0,  # assumption: Gen5's measured efficiency
 }
 
-# Without PCIe peer-to-peer NCCL stages data through host shared memory (its SHM transport): 4.00 GB/s all-reduce bus
-# bandwidth on 2x RTX 2080 Ti, PCIe Gen3 (fixtures/nccl/nccl-tests-all_reduce-2080ti-2gpu-pcie-nop2p-1.txt), against
-# 13.17 GB/s achievable Gen3 P2P -> the share of a link's P2P rate such a copy reaches. Only that one measurement
-# exists; broadcast and reduce there, one copy at a time, ran at 11.1 GB/s (their fixtures), which the model,
-# charging every PCIe flow alike, does not give.
-SHM_SHARE = 4.00 / PCIE_X16_ACHIEVABLE_GBPS[3]
+# Where GPUs do not copy peer-to-peer, NCCL stages every PCIe copy through host memory (its SHM transport), whose ring
+# all-reduce bus bandwidth was measured at
+#   Gen3: 4.00 GB/s on 2x RTX 2080 Ti whose driver refuses P2P
+#         (fixtures/nccl/nccl-tests-all_reduce-2080ti-2gpu-pcie-nop2p-1.txt); broadcast and reduce there, one copy at
+#         a time, ran at 11.1 GB/s (their fixtures), which the model, charging every flow alike, does not give;
+#   Gen5: 37.64 GB/s at 128 MiB on 4x RTX PRO 6000 under one AMD EPYC 9575F host bridge, where NCCL 2.29.7 copies
+#         through host memory by default (tests/data/nccl/nccl-pr2080-all_reduce-shm-vs-p2p-rtxpro6000-4gpu.txt);
+#         corroborated by 35 GB/s on 4 of 8 RTX 5090s (no P2P on GeForce) under two Xeon 8480+
+#         (github.com/NVIDIA/nccl/issues/1639).
+#   Gen4, Gen6: no measurement; assumed at the mean of the two measured shares of the P2P rate (Gen4) and at
+#         Gen5's share (Gen6).
+_SHM_SHARES = (4.00 / PCIE_X16_ACHIEVABLE_GBPS[3], 37.64 / PCIE_X16_ACHIEVABLE_GBPS[5])
+PCIE_X16_THROUGH_HOST_GBPS: dict[int, float] = {
+    3: 4.00,  # measured
+    4: PCIE_X16_ACHIEVABLE_GBPS[4] * sum(_SHM_SHARES) / 2,  # assumption
+    5: 37.64,  # measured
+    6: PCIE_X16_ACHIEVABLE_GBPS[6] * _SHM_SHARES[1],  # assumption
+}
 
 # NVLink achievable / theoretical, measured with p2pBandwidthLatencyTest (unidirectional P2P writes):
 #   through NVSwitch: H100 SXM x8, ~376 GB/s of 18 x 25 = 450 GB/s
@@ -47,15 +59,20 @@ NVLINK_DIRECT_EFFICIENCY = 256.6 / 300.0
 NET_EFFICIENCY = 0.9
 
 
-def pcie_gbps(gen: int, width: int = 16, *, achievable: bool = True) -> float:
-    """Per-direction bandwidth of one PCIe link of this generation and lane count, in GB/s.
+def pcie_gbps(gen: int, width: int = 16, *, achievable: bool = True, through_host: bool = False) -> float:
+    """Per-direction bandwidth of one PCIe link of this generation and lane count, in GB/s; `through_host`: what
+    NCCL's copies staged through host memory reach over it (achievable only).
 
     >>> round(pcie_gbps(5, 16, achievable=False), 1)
     63.0
     >>> round(pcie_gbps(4, 8), 2)
     13.16
+    >>> round(pcie_gbps(5, through_host=True), 2)
+    37.64
     """
     table = PCIE_X16_ACHIEVABLE_GBPS if achievable else PCIE_X16_THEORETICAL_GBPS
+    if through_host and achievable:
+        table = PCIE_X16_THROUGH_HOST_GBPS
     if gen not in table:
         gen = min(table, key=lambda g: abs(g - gen))
     return table[gen] * width / 16

@@ -83,6 +83,7 @@ class Node(_Frozen):
     name: str
     socket_link_gbps: float | None = Field(None, description="Socket interconnect GB/s per direction.")
     p2p: bool = Field(True, description="PCIe peer-to-peer between GPUs works.")
+    cpu: str | None = Field(None, description="The host CPU's maker: intel, amd, arm, other (None: not known).")
 
 
 class Network(_Frozen):
@@ -312,10 +313,10 @@ class Topology(_Frozen):
             raise TopologyError(f"{self.name}: GPU {i} is NVLinked but its model has no NVLink speed")
         return per_link
 
-    def _pcie_gbps(self, i: int, achievable: bool) -> float:
+    def _pcie_gbps(self, i: int, achievable: bool, through_host: bool = False) -> float:
         g = self.gpus[i]
         gen = g.pcie_gen or self.gpu_spec(i).pcie_gen
-        return L.pcie_gbps(gen, g.pcie_width, achievable=achievable)
+        return L.pcie_gbps(gen, g.pcie_width, achievable=achievable, through_host=through_host)
 
     def nearest_nics(self, i: int) -> list[Nic]:
         """The NICs of known speed that GPU i leaves its node through: those sharing its PCIe switch
@@ -391,14 +392,24 @@ class Topology(_Frozen):
             return L.nvlink_gbps(d.links_per_gpu, per_link, switched=True, achievable=achievable)
         if kind == "net":
             return min(L.net_gbps(self.nic_gbit(k), achievable=achievable) for k in (i, j))
-        bw = min(self._pcie_gbps(i, achievable), self._pcie_gbps(j, achievable))
-        node = self.nodes[self.gpus[i].node]
-        if achievable and not node.p2p:  # through host memory
-            bw *= L.SHM_SHARE
-        socket_link = node.socket_link_gbps
+        staged = self.copies_through_host(i, j, local_gpus=2)  # the best: a group of these two GPUs
+        bw = min(self._pcie_gbps(k, achievable, staged) for k in (i, j))
+        socket_link = self.nodes[self.gpus[i].node].socket_link_gbps
         if kind == "sys" and socket_link:
             bw = min(bw, socket_link)
         return bw
+
+    def copies_through_host(self, i: int, j: int, *, local_gpus: int) -> bool:
+        """Whether NCCL copies between GPUs i and j of one node through host memory (its SHM transport) rather than
+        peer-to-peer over PCIe, in a communicator with `local_gpus` GPUs on that node: wherever the driver refuses
+        P2P (`Node.p2p`), and, as NCCL 2.23 and later decide (src/graph/paths.cc, ncclTopoCheckP2p: "By default
+        don't use P2P across CPU Host Bridges and further apart"), on any path that leaves the PCIe switches
+        (PHB, NODE, SYS) unless the host CPU is AMD's and the communicator has at most two GPUs on the node."""
+        kind = self.path_kind(i, j)
+        if kind in ("self", "nvlink", "net"):
+            return False
+        node = self.nodes[self.gpus[i].node]
+        return not node.p2p or (kind in ("phb", "node", "sys") and not (node.cpu == "amd" and local_gpus <= 2))
 
     def nvlink_islands(self) -> list[list[int]]:
         """GPUs connected by NVLink (directly or through NVSwitches), as sorted groups."""

@@ -16,11 +16,17 @@ Example (a two-socket PCIe box, 4 GPUs, two NVLink bridge pairs)::
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Spec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# The host CPU's maker as NCCL tells them apart (src/graph/topo.cc, ncclTopoCpuType): its P2P level differs by it
+CpuVendor = Literal["intel", "amd", "arm", "other"]
 
 
 class GpuInfo(_Spec):
@@ -99,6 +105,11 @@ class NodeSpec(_Spec):
         None,
         description="GPU peer-to-peer over PCIe works (False: copies go through host memory); None: as the GPU "
         "model's catalogue entry says (GeForce RTX 4090 and 5090: no).",
+    )
+    cpu: CpuVendor | None = Field(
+        None,
+        description="The host CPU's maker (NCCL lets only AMD hosts' GPUs copy peer-to-peer through the CPU); None: "
+        "not known.",
     )
 
     @model_validator(mode="after")

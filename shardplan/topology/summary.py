@@ -11,8 +11,9 @@ from shardplan.topology.schema import PATH_KINDS, Topology
 
 
 def summarize(topology: Topology) -> dict[str, Any]:
-    """GPU models, NVLink islands, PCIe groups per node, the nodes whose GPUs lack PCIe peer-to-peer, NICs, and
-    link classes with their achievable and datasheet GB/s (None where a fact such as the GPU model is unknown)."""
+    """GPU models, NVLink islands, PCIe groups per node, the nodes whose GPUs lack PCIe peer-to-peer and the link
+    classes NCCL copies through host memory, NICs, and link classes with their achievable and datasheet GB/s (None
+    where a fact such as the GPU model is unknown)."""
     models = Counter(g.model or f"unknown ({g.name or 'no name'})" for g in topology.gpus)
     first_node = [g for g in topology.gpus if g.node == 0]
     classes: dict[str, dict[str, Any]] = {}
@@ -52,6 +53,15 @@ def summarize(topology: Topology) -> dict[str, Any]:
         "nvlink_islands": [isl for isl in topology.nvlink_islands() if len(isl) > 1][:16],
         "sockets_first_node": [[g.index for g in first_node if g.socket == s] for s in sockets],
         "nodes_without_p2p": [node.index for node in topology.nodes if not node.p2p],
+        # link classes whose pairs NCCL copies through host memory in a group of the whole first node
+        "through_host_first_node": [
+            kind
+            for kind in PATH_KINDS
+            if any(
+                topology.path_kind(i, j) == kind and topology.copies_through_host(i, j, local_gpus=len(first_node))
+                for i, j in pairs
+            )
+        ],
         "nics_first_node": [
             {"name": nic.name, "gbit": nic.gbit, "near": list(nic.near)} for nic in topology.nics if nic.node == 0
         ],

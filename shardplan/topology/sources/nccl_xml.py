@@ -72,7 +72,7 @@ def parse_nccl_xml(text: str, source: str = "<text>") -> TopologySpec:
     if not gpus:
         raise ParseError(source, None, 'no GPU in the NCCL topology (expected <pci class="0x03...">)')
     numa = {k: decimal(cpu.get("numaid", "")) for k, cpu in enumerate(root.findall("cpu"))}
-    node = _node(gpus, devices, numa, source)
+    node = _node(gpus, devices, numa, source).model_copy(update={"cpu": _cpu_vendor(root)})
     caveats = []
     if not any(d.element.find("gpu") is not None for d in gpus):
         caveats.append("NVLinks unknown: the file has no <gpu> elements (NCCL reads NVLinks from the driver); "
@@ -81,6 +81,16 @@ def parse_nccl_xml(text: str, source: str = "<text>") -> TopologySpec:
         caveats.append(f"{source} is cut off at line {cut_at}: what followed is missing")
     name = source.rsplit("/", 1)[-1]
     return TopologySpec(name=name, source=f"{source} (NCCL topology XML)", caveats=caveats, nodes=[node])
+
+
+def _cpu_vendor(root: ET.Element) -> str | None:
+    """The host CPU's maker from NCCL's `<cpu arch vendor>` (its CPUID vendor string on x86), as `NodeSpec.cpu`."""
+    cpu = root.find("cpu")
+    if cpu is None or not cpu.get("arch"):
+        return None
+    if cpu.get("arch") != "x86_64":
+        return "arm" if cpu.get("arch") in ("arm64", "aarch64") else "other"
+    return {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(cpu.get("vendor", ""), "other")
 
 
 def _parse_prefix(text: str, source: str, first_line: int) -> tuple[ET.Element, int | None]:

@@ -21,7 +21,7 @@ from shardplan.topology.catalog import match_product_name
 from shardplan.topology.graph import alone_in_the_rest, groups_from_pairs
 from shardplan.topology.sources.nccl_xml import placed_by_nccl_topo
 from shardplan.topology.sources.nvidia_smi import parse_topo
-from shardplan.topology.sources.sysfs import gpu_pci_path, nic_specs, read_nic_facts
+from shardplan.topology.sources.sysfs import gpu_pci_path, nic_specs, read_cpu_vendor, read_nic_facts
 from shardplan.topology.spec import GpuInfo, NodeSpec, NvSwitchSpec, PcieSpec, TopologySpec
 
 # nvmlGpuTopologyLevel_t (nvml.h): INTERNAL 0, SINGLE 10, MULTIPLE 20, HOSTBRIDGE 30, NODE 40, SYSTEM 50.
@@ -99,6 +99,7 @@ def read_nvml_facts() -> dict[str, Any]:
             "gpus": gpus,
             "pcie_ancestor": ancestors,
             "p2p": p2p,
+            "cpu_vendor": read_cpu_vendor(),
             "nics": read_nic_facts(),
         }
     finally:
@@ -247,6 +248,7 @@ def spec_from_facts(facts: dict[str, Any], name: str = "live") -> TopologySpec:
                 ),
                 nics=nic_specs(facts.get("nics", []), gpus, sockets),
                 p2p=all(pcie_p2p) if pcie_p2p else None,
+                cpu=facts.get("cpu_vendor"),
             )
         ],
     )
@@ -264,7 +266,9 @@ def read_live() -> TopologySpec:
         run = subprocess.run([exe, "topo", "-m"], capture_output=True, text=True, timeout=60, check=False)
         if run.returncode != 0:
             raise TopologyError(f"cannot read live topology: {nvml_error}; nvidia-smi topo -m failed") from None
-        return with_nic_speeds(parse_topo(run.stdout, "nvidia-smi topo -m"), read_nic_facts())
+        spec = with_nic_speeds(parse_topo(run.stdout, "nvidia-smi topo -m"), read_nic_facts())
+        node = spec.nodes[0].model_copy(update={"cpu": read_cpu_vendor()})
+        return spec.model_copy(update={"nodes": [node]})
     declared = os.environ.get("NCCL_TOPO_FILE")
     if declared:  # what NCCL itself will read for the PCIe tree on this machine
         try:

@@ -19,6 +19,23 @@ from shardplan.topology.spec import NicSpec
 _PCI_PART = re.compile(r"^(pci[0-9a-f]{4,8}:[0-9a-f]{2}|[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7])$")
 
 
+# /proc/cpuinfo's vendor_id as NCCL's ncclTopoCpuType (src/graph/topo.cc) reads the CPUID vendor string
+_CPU_VENDORS = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}
+
+
+def read_cpu_vendor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """This host's CPU maker: 'intel', 'amd', 'arm' (an ARM CPU, as /proc/cpuinfo lists one by its 'CPU
+    implementer'), 'other', or None where /proc/cpuinfo cannot be read."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return None
+    vendor = re.search(r"^vendor_id\s*:\s*(\S+)", text, re.MULTILINE)
+    if vendor:
+        return _CPU_VENDORS.get(vendor.group(1), "other")
+    return "arm" if re.search(r"^CPU implementer", text, re.MULTILINE) else "other"
+
+
 def read_nic_facts(root: Path = Path("/sys")) -> list[dict[str, Any]]:
     """Every active RDMA port (its rate file: '400 Gb/sec (4X NDR)'), or failing any, every physical Ethernet
     interface that is up (its speed file: Mb/s, -1 where the driver does not say)."""
