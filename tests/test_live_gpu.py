@@ -41,13 +41,14 @@ def test_live_topology_agrees_with_nvidia_smi():
 
 def test_live_p2p_statuses_agree_with_nvidia_smi():
     """NVML's peer-to-peer status of every GPU pair (read and write) is the one `nvidia-smi topo -p2p r` and `-p2p w`
-    print, and the live node has P2P exactly when every pair NVLink does not join says OK. One GPU has no pair: then
-    NVML's answer for the GPU with itself shows the call works on this driver."""
+    print, and the live node has P2P exactly when every pair NVLink does not join says OK; the host CPU's maker is
+    read. One GPU has no pair: then NVML's answer for the GPU with itself shows the call works on this driver."""
     import pynvml as nv
 
     from shardplan.topology.sources.nvml import _P2P_TOKENS
 
     facts, live = read_nvml_facts(), load_topology("live")
+    assert live.nodes[0].cpu == facts["cpu_vendor"] in {"intel", "amd", "arm", "other"}
     n = len(facts["gpus"])
     assert sorted(facts["p2p"]) == [f"{a},{b}" for a in range(n) for b in range(a + 1, n)]
     assert set(facts["p2p"].values()) <= set(_P2P_TOKENS)

@@ -33,6 +33,8 @@ def test_azure_ndv5_h100_pcie_tree_and_nics():
     assert [g.socket for g in topo.gpus] == [0, 0, 0, 0, 1, 1, 1, 1]
     assert {g.pcie_gen for g in topo.gpus} == {5} and {g.model for g in topo.gpus} == {None}
     assert topo.path_kind(0, 1) == "phb" and topo.path_kind(3, 4) == "sys"
+    # an Intel host (<cpu vendor="GenuineIntel">): NCCL copies between these PHB pairs through host memory
+    assert topo.nodes[0].cpu == "intel" and topo.copies_through_host(0, 1, local_gpus=2)
     expected = [(f"01{k:02x}:00:00.0", None, (k - 1,), (k - 1) // 4) for k in range(1, 9)]
     assert _nics(topo) == expected
     assert [c.split(":")[0] for c in topo.caveats] == ["NVLinks unknown"]
@@ -46,6 +48,9 @@ def test_azure_ncv4_a100_pcie_one_gpu_per_numa_node():
     assert {g.model for g in topo.gpus} == {"a100-pcie-80gb"}
     assert [g.socket for g in topo.gpus] == [0, 1, 2, 3] and [g.numa_node for g in topo.gpus] == [0, 1, 2, 3]
     assert topo.path_kind(0, 1) == "sys"
+    # an AMD host: a pair of these GPUs copies peer-to-peer across NUMA domains, all four through host memory
+    assert topo.nodes[0].cpu == "amd"
+    assert not topo.copies_through_host(0, 1, local_gpus=2) and topo.copies_through_host(0, 1, local_gpus=4)
     assert _nics(topo) == [("eth0", 100.0, (), 0)]
 
 

@@ -287,6 +287,26 @@ def _sysfs_tree(snapshot: dict, root: Path) -> Path:
     return root
 
 
+def test_cpu_maker_read_as_nccl_tells_them_apart(tmp_path: Path):
+    """/proc/cpuinfo's vendor_id (x86) or CPU implementer (ARM) gives the host CPU's maker, on which NCCL's P2P
+    level turns; this machine's own file reads too."""
+    from shardplan.topology.sources.sysfs import read_cpu_vendor
+
+    cases = {
+        "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n": "intel",
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n": "amd",
+        "processor\t: 0\nvendor_id\t: HygonGenuine\n": "other",
+        "processor\t: 0\nBogoMIPS\t: 2000.00\nCPU implementer\t: 0x41\nCPU architecture: 8\n": "arm",
+    }
+    for k, (text, vendor) in enumerate(cases.items()):
+        (tmp_path / f"cpuinfo{k}").write_text(text)
+        assert read_cpu_vendor(tmp_path / f"cpuinfo{k}") == vendor
+    assert read_cpu_vendor(tmp_path / "absent") is None
+    here = Path("/proc/cpuinfo")
+    if here.exists():
+        assert read_cpu_vendor(here) in {"intel", "amd", "arm", "other"}
+
+
 def test_sysfs_nics_recorded_on_real_h100(tmp_path: Path):
     """The lent H100 (a VM: no RDMA device, one virtio Ethernet interface of unstated speed beside the GPU on
     root complex pci0000:00): its /sys as recorded, read again, gives what the live reader returned there."""
