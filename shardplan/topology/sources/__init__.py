@@ -14,3 +14,9 @@ def yaml_data(text: str) -> Any:
 def decimal(text: str) -> int | None:
     """A non-negative decimal field of a reader's input, or None (empty, -1, N/A or garbled)."""
     return int(text) if text.isascii() and text.isdigit() else None
+
+
+def cpu_maker(vendor_id: str) -> str:
+    """A CPUID vendor string (/proc/cpuinfo's vendor_id, NCCL's `<cpu vendor>`) as `NodeSpec.cpu`, the makers NCCL
+    tells apart (src/graph/topo.cc, ncclTopoCpuType)."""
+    return {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(vendor_id, "other")

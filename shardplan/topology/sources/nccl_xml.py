@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from shardplan.errors import ParseError, describe_validation
 from shardplan.topology.catalog import gpu_models
-from shardplan.topology.sources import decimal
+from shardplan.topology.sources import cpu_maker, decimal
 from shardplan.topology.sources.sysfs import bus_id
 from shardplan.topology.spec import GpuInfo, NicSpec, NodeSpec, NvSwitchSpec, PcieSpec, TopologySpec
 
@@ -90,7 +90,7 @@ def _cpu_vendor(root: ET.Element) -> str | None:
         return None
     if cpu.get("arch") != "x86_64":
         return "arm" if cpu.get("arch") in ("arm64", "aarch64") else "other"
-    return {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(cpu.get("vendor", ""), "other")
+    return cpu_maker(cpu.get("vendor", ""))
 
 
 def _parse_prefix(text: str, source: str, first_line: int) -> tuple[ET.Element, int | None]:

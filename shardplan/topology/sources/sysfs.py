@@ -12,15 +12,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from shardplan.topology.sources import decimal
+from shardplan.topology.sources import cpu_maker, decimal
 from shardplan.topology.spec import NicSpec
 
 # a PCI root complex (sysfs 'pci0000:17') or a device address ('0000:18:00.0')
 _PCI_PART = re.compile(r"^(pci[0-9a-f]{4,8}:[0-9a-f]{2}|[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7])$")
-
-
-# /proc/cpuinfo's vendor_id as NCCL's ncclTopoCpuType (src/graph/topo.cc) reads the CPUID vendor string
-_CPU_VENDORS = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}
 
 
 def read_cpu_vendor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
@@ -32,7 +28,7 @@ def read_cpu_vendor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
         return None
     vendor = re.search(r"^vendor_id\s*:\s*(\S+)", text, re.MULTILINE)
     if vendor:
-        return _CPU_VENDORS.get(vendor.group(1), "other")
+        return cpu_maker(vendor.group(1))
     return "arm" if re.search(r"^CPU implementer", text, re.MULTILINE) else "other"
 
 
