@@ -230,6 +230,16 @@ def test_nvml_p2p_status_decides_whether_pcie_copies_go_through_host_memory():
     assert refused.bandwidth_gbps(0, 1, achievable=False) == pcie_gbps(5, achievable=False)
     # an NVLink-bridged pair's status is NVLink's, so it says nothing of PCIe: the catalogue's (H100 PCIe: yes)
     assert pair(*h100, "OK", links=12).nodes[0].p2p
+    # four GPUs in two switch pairs on two sockets, the driver refusing P2P across them (TNS): the pairs under a
+    # switch copy peer-to-peer; across sockets NCCL copies through host memory anyway
+    gpu = {"name": h100[0], "memory_bytes": h100[1], "pcie_gen_max": 5, "nvlinks": []}
+    gpus = [{**gpu, "pci_bus_id": f"00000000:{bus}:00.0"} for bus in ("01", "02", "81", "82")]
+    kinds = {"0,1": "pix", "2,3": "pix", "0,2": "sys", "0,3": "sys", "1,2": "sys", "1,3": "sys"}
+    status = {key: "OK" if kind == "pix" else "TNS" for key, kind in kinds.items()}
+    two_sockets = build(spec_from_facts({"gpus": gpus, "pcie_ancestor": kinds, "p2p": status}))
+    assert two_sockets.nodes[0].p2p and two_sockets.path_kind(0, 1) == "pix"
+    assert not two_sockets.copies_through_host(0, 1, local_gpus=4)
+    assert two_sockets.copies_through_host(0, 2, local_gpus=4)
 
 
 def test_nvml_link_width_of_each_gpu_as_its_slot_allows():

@@ -174,6 +174,11 @@ def _nvlink_facts(nv: Any, h: Any, bus_to_pos: dict[str, int]) -> list[dict[str,
     return out
 
 
+def _pair(key: str) -> tuple[int, ...]:
+    """A GPU pair of the facts' 'a,b' keys."""
+    return tuple(int(x) for x in key.split(","))
+
+
 def spec_from_facts(facts: dict[str, Any], name: str = "live") -> TopologySpec:
     """A one-node `TopologySpec` from `read_nvml_facts()` output (live or recorded)."""
     gpus = facts["gpus"]
@@ -196,20 +201,20 @@ def spec_from_facts(facts: dict[str, Any], name: str = "live") -> TopologySpec:
         if len(on_switch) > 1
         else None
     )
-    kinds = {tuple(int(x) for x in key.split(",")): kind for key, kind in facts.get("pcie_ancestor", {}).items()}
+    kinds = {_pair(key): kind for key, kind in facts.get("pcie_ancestor", {}).items()}
 
     def groups(levels: set[str]) -> list[list[int]]:
         pairs = [(a, b) for (a, b), kind in kinds.items() if kind in levels]
         return [[int(x) for x in g] for g in groups_from_pairs(list(range(n)), pairs)]
 
-    # PCIe peer-to-peer between the GPUs NVLink does not join: any pair refused sends the node's PCIe copies through
-    # host memory, as NCCL then does (its SHM transport); unknown where NVML gave no status (older recordings)
+    # PCIe peer-to-peer between the GPUs NVLink does not join: a pair refused sends the node's PCIe copies through
+    # host memory, as NCCL then does (its SHM transport). Where some pairs share a PCIe switch, those decide: NCCL
+    # copies the others (through a CPU) through host memory by its own choice (`Topology.copies_through_host`), so
+    # a driver refusing P2P across sockets only changes nothing. Unknown where NVML gave no status (older recordings).
     linked = {(a, b) for a, b, _ in nvlink} | {(a, b) for a in on_switch for b in on_switch if a < b}
-    pcie_p2p = [
-        status == "OK"
-        for key, status in facts.get("p2p", {}).items()
-        if tuple(int(x) for x in key.split(",")) not in linked
-    ]
+    statuses = {pair: s for key, s in facts.get("p2p", {}).items() if (pair := _pair(key)) not in linked}
+    under_switch = [s for pair, s in statuses.items() if kinds.get(pair) in ("pix", "pxb")]
+    pcie_p2p = [s == "OK" for s in under_switch or statuses.values()]
     numa = [g.get("numa_node") for g in gpus]
     sockets = groups({"pix", "pxb", "phb", "node"})
     if kinds:  # a GPU NVML puts across the SMP link from every other is alone on its socket
