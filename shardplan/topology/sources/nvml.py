@@ -80,6 +80,7 @@ def read_nvml_facts() -> dict[str, Any]:
         for g, k in zip(gpus, visible, strict=True):
             g["nvlinks"] = _nvlink_facts(nv, handles[k], bus_to_pos)
         ancestors, p2p = {}, {}
+        p2p_status = getattr(nv, "nvmlDeviceGetP2PStatus", _missing)
         for a, ka in enumerate(visible):
             for b in range(a + 1, len(visible)):
                 ha, hb = handles[ka], handles[visible[b]]
@@ -88,8 +89,7 @@ def read_nvml_facts() -> dict[str, Any]:
                     ancestors[f"{a},{b}"] = _ANCESTOR_KIND.get(int(level), "sys")
                 except nv.NVMLError:
                     pass
-                call = getattr(nv, "nvmlDeviceGetP2PStatus", _missing)
-                statuses = [_try(call, ha, hb, index) for index in (_P2P_READ, _P2P_WRITE)]
+                statuses = [_try(p2p_status, ha, hb, index) for index in (_P2P_READ, _P2P_WRITE)]
                 if None not in statuses:
                     p2p[f"{a},{b}"] = _P2P_TOKENS[min(max(statuses), len(_P2P_TOKENS) - 1)]
         return {
