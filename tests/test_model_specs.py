@@ -14,6 +14,7 @@ from conftest import DATA
 from shardplan.errors import ModelSpecError
 from shardplan.model import SUPPORTED, load_model, model_from_module
 from shardplan.model.hf_config import spec_from_config
+from shardplan.model.presets import read_model_preset
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -609,6 +610,16 @@ def test_activation_memory_torchtitan_selective_recompute():
                 "intermediate_size": 8,
             },
             "num_key_value_heads: 3 does not divide",
+        ),
+        # each of these once raised a TypeError (a fuzzed preset config)
+        ({"model_type": ["llama"]}, r"model_type: expected a name such as \"llama\", found \['llama'\]"),
+        (
+            {**read_model_preset("gpt-oss-20b")[0], "layer_types": 24},
+            "layer_types: expected a list of attention kinds, one per block, found 24",
+        ),
+        (
+            {**read_model_preset("qwen3-30b-a3b")[0], "mlp_only_layers": 3},
+            "mlp_only_layers: expected a list of block indexes below 48, found 3",
         ),
     ],
 )

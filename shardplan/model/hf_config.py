@@ -122,6 +122,8 @@ def spec_from_config(data: dict[str, Any], source: str, name: str | None = None)
     """A `ModelSpec` for a config of one of the `SUPPORTED` model types, or of a vision-language model whose
     `text_config` is one (Gemma 3, Mistral 3, ...): its language model, the vision tower and projector left out."""
     model_type = data.get("model_type")
+    if model_type is not None and not isinstance(model_type, str):
+        raise ModelSpecError(f'{source}: model_type: expected a name such as "llama", found {model_type!r}')
     if model_type in _SAME_AS:
         data = {**data, "model_type": _SAME_AS[model_type]}
         return spec_from_config(data, source, name or model_type)
@@ -200,6 +202,9 @@ def _attention_kinds(c: _Cfg, model_type: str, layers: int) -> list[tuple[int | 
     block where the model type applies it to all (`_EVERY_BLOCK_SLIDING`), its chunk of `attention_chunk_size`
     where `layer_types` names it "chunked_attention" (llama4_text), else neither."""
     kinds = c.data.get("layer_types") or []
+    if not isinstance(kinds, list) or not all(isinstance(kind, str) for kind in kinds):
+        found = f"found {kinds!r}"
+        raise ModelSpecError(f"{c.source}: layer_types: expected a list of attention kinds, one per block, {found}")
     if not kinds and model_type in _EVERY_BLOCK_SLIDING and c.data.get("sliding_window") is not None:
         kinds = ["sliding_attention"] * layers
     if c.data.get("use_sliding_window") is False:
@@ -289,7 +294,7 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
             experts * expert,
         )
         step = c.int("decoder_sparse_step", "interleave_moe_layer_step", default=1)
-        dense_layers = set(c.data.get("mlp_only_layers") or [])
+        dense_layers = _layer_list(c, "mlp_only_layers", layers) if c.data.get("mlp_only_layers") else set()
         dense_layers |= set(range(c.int("first_k_dense_replace", default=0, positive=False)))
         is_moe = [(k not in dense_layers) and (k + 1) % step == 0 for k in range(layers)]
         if c.data.get("moe_layers") is not None:  # llama4_text names them, overriding the step
