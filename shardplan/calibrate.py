@@ -318,8 +318,9 @@ def measure_host(device: torch.device, *, repeats: int = 30) -> dict[str, float]
             model = _tiny_llama(blocks, device)
             wrap(model)
             per_blocks[blocks] = _forward_backward_s(wall, model, device)
-        out[f"{prefix}forward_s_per_block"] = (per_blocks[3][0] - per_blocks[1][0]) / 2
-        out[f"{prefix}backward_s_per_block"] = (per_blocks[3][1] - per_blocks[1][1]) / 2
+        # noise may put 3 blocks below 1 on an idle host: no time, not a negative one (the file takes none)
+        out[f"{prefix}forward_s_per_block"] = max((per_blocks[3][0] - per_blocks[1][0]) / 2, 0.0)
+        out[f"{prefix}backward_s_per_block"] = max((per_blocks[3][1] - per_blocks[1][1]) / 2, 0.0)
         if not prefix:
             out["forward_s_fixed"] = max(per_blocks[1][0] - out["forward_s_per_block"], 0.0)
             out["backward_s_fixed"] = max(per_blocks[1][1] - out["backward_s_per_block"], 0.0)

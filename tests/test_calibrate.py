@@ -4,6 +4,7 @@ and under torchrun (two gloo ranks) it measures peer copies and collectives."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from shardplan import Training, estimate, load_model, load_topology
 from shardplan.cost.calibration import (
     ELEMENTWISE_OPS,
     HOST_DISPATCH_KEYS,
+    at_seq,
     rates_for,
     read_calibration,
     shipped_calibration,
@@ -111,8 +113,50 @@ def test_calibration_file_changes_the_estimate(tmp_path: Path) -> None:
     assert json.loads(cli.stdout)["step_time_s"] == pytest.approx(slowed.step_time_s)
 
 
-def test_bad_calibration_file_names_file_and_field(tmp_path: Path) -> None:
+def _shipped_with(**changes: object) -> dict:
+    """The shipped H100 calibration as a file's JSON, these top-level fields changed."""
+    shipped = shipped_calibration("h100-sxm")
+    assert shipped is not None
+    return {**shipped.model_dump(by_alias=True), **changes}
+
+
+# each but the first once passed, and then raised a ZeroDivisionError or ValueError inside `estimate` (or, NaN, a
+# pydantic error when the rates were worked out), found by mutating the shipped file
+# the 512x larger GEMM done in half the time: no positive peak fits
+SHRINKING = {"1024x1024x1024": 1.0, "8192x8192x8192": 1000.0}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"d2d_rw_gbps": -1}, r"d2d_rw_gbps: Input should be greater than 0"),
+        ({"gemm_tflops": {}}, r"gemm_tflops: Dictionary should have at least 1 item"),
+        ({"gemm_tflops": {"2048x0x2048": 300.0}}, r"gemm_tflops\.2048x0x2048\.\[key\]: String should match pattern"),
+        (
+            {"sdpa_causal_tflops": {"b4_h16_s4096_d128": math.nan}},
+            r"sdpa_causal_tflops\.b4_h16_s4096_d128: Input should ",
+        ),
+        ({"gemm_tflops": SHRINKING}, r"gemm_tflops: Value error, these times fit no positive peak"),
+        ({"gemm_fp8_tflops": {"rowwise": SHRINKING}}, r"gemm_fp8_tflops: Value error, rowwise: these times fit no pos"),
+    ],
+)
+def test_bad_calibration_file_names_file_and_field(tmp_path: Path, changes: dict, message: str) -> None:
     path = tmp_path / "bad.json"
-    path.write_text(json.dumps({"gpu": "h100-sxm", "gemm_tflops": {}, "sdpa_causal_tflops": {}, "d2d_rw_gbps": -1}))
-    with pytest.raises(ShardplanError, match=r"bad\.json: d2d_rw_gbps"):
+    path.write_text(json.dumps(_shipped_with(**changes)))
+    with pytest.raises(ShardplanError, match=r"^" + str(path).replace(".", r"\.") + ": " + message) as info:
         read_calibration(path)
+    assert "\n" not in str(info.value)
+
+
+def test_one_gemm_shape_is_its_own_peak(tmp_path: Path) -> None:
+    """A calibration that timed one GEMM shape cannot tell a fixed overhead from the peak: the peak is its rate."""
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps(_shipped_with(gemm_tflops={"4096x4096x4096": 600.0})))
+    rates = rates_for("h100-sxm", read_calibration(path))
+    assert rates.gemm_peak_flops == pytest.approx(600e12) and rates.gemm_overhead_s == 0
+
+
+def test_rates_between_measured_lengths_stay_between_them() -> None:
+    """`at_seq` at a measured length gives its rate exactly, however far apart the neighbours' rates are."""
+    assert at_seq({64: 1e27, 128: 1.0}, 128) == 1.0
+    assert 1.0 < at_seq({64: 1e27, 128: 1.0}, 96) < 1e27

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from shardplan.errors import ShardplanError, describe_validation
 from shardplan.topology.catalog import gpu_model
@@ -73,6 +74,11 @@ def elementwise_bytes_per_token(h: int, q: int, kv: int, f: int, *, swiglu: bool
 
 SWEEP_HEAD_DIM = 128  # the head dim of calibrate's sequence sweep; other head dims scale its rates
 
+Rate = Annotated[float, Field(gt=0, allow_inf_nan=False)]  # a measured speed
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+GemmShape = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*x[1-9][0-9]*x[1-9][0-9]*$")]  # "MxNxK"
+AttentionShape = Annotated[str, StringConstraints(pattern=r"^b[1-9][0-9]*_h[1-9][0-9]*_s[1-9][0-9]*_d[1-9][0-9]*$")]
+
 
 class Calibration(BaseModel):
     """Measurements of one GPU model, as `shardplan calibrate` writes them."""
@@ -81,43 +87,60 @@ class Calibration(BaseModel):
 
     gpu: str = Field(description="Catalogue key of the GPU measured.")
     source: str = Field("", alias="_source", description="Where and how it was measured.")
-    gemm_tflops: dict[str, float] = Field(description="bf16 GEMM TFLOP/s by 'MxNxK'.")
-    gemm_fp8_tflops: dict[str, dict[str, float]] = Field(
+    gemm_tflops: dict[GemmShape, Rate] = Field(min_length=1, description="bf16 GEMM TFLOP/s by 'MxNxK'.")
+    gemm_fp8_tflops: dict[str, dict[GemmShape, Rate]] = Field(
         {}, description="FP8 GEMM TFLOP/s by scaling recipe (FP8_RECIPES) and 'MxNxK' (GPUs with FP8 tensor cores)."
     )
-    sdpa_causal_tflops: dict[str, float] = Field(description="Causal attention TFLOP/s (causal FLOPs).")
-    sdpa_causal_backward_tflops: dict[str, float] = Field(
+    sdpa_causal_tflops: dict[AttentionShape, Rate] = Field(
+        min_length=1, description="Causal attention TFLOP/s (causal FLOPs)."
+    )
+    sdpa_causal_backward_tflops: dict[AttentionShape, Rate] = Field(
         {}, description="Causal attention backward TFLOP/s (ATTN_BWD_FLOPS_OVER_FWD x causal forward FLOPs)."
     )
-    flash2_causal_tflops: dict[str, float] = Field(
+    flash2_causal_tflops: dict[AttentionShape, Rate] = Field(
         {}, description="As sdpa_causal_tflops, SDPA held to its FlashAttention-2 backend."
     )
-    flash2_causal_backward_tflops: dict[str, float] = Field(
+    flash2_causal_backward_tflops: dict[AttentionShape, Rate] = Field(
         {}, description="As sdpa_causal_backward_tflops, SDPA held to its FlashAttention-2 backend."
     )
-    elementwise_gbps: dict[str, float] = Field(
+    elementwise_gbps: dict[str, Rate] = Field(
         {}, description="Forward + backward of each memory-bound op, GB/s of the bytes the cost model counts."
     )
-    compiled_block_gbps: float | None = Field(
+    compiled_block_gbps: Rate | None = Field(
         None,
-        gt=0,
         description="A Llama block under torch.compile, forward + backward: GB/s of the bytes the cost model counts "
         "for its memory-bound ops over its kernels other than GEMMs and attention (measured on GPUs).",
     )
-    compiled_fp8_cast_gbps: float | None = Field(
+    compiled_fp8_cast_gbps: Rate | None = Field(
         None,
-        gt=0,
         description="The same block with FP8 linears: GB/s of the FP8 cast bytes the cost model counts over what its "
         "kernels other than GEMMs and attention add to the bf16 block's (GPUs with FP8 tensor cores).",
     )
-    loss_gbps: float | None = Field(None, gt=0, description="fp32 cross-entropy, GB/s of 6 fp32 passes over logits.")
-    adamw_gbps: float | None = Field(None, gt=0, description="Fused AdamW, GB/s of 28 bytes per parameter.")
-    d2d_rw_gbps: float = Field(gt=0, description="Device-to-device copy, read + write bytes per second / 1e9.")
-    h2d_gbps: float | None = Field(None, description="Pinned host-to-device copy, GB/s.")
+    loss_gbps: Rate | None = Field(None, description="fp32 cross-entropy, GB/s of 6 fp32 passes over logits.")
+    adamw_gbps: Rate | None = Field(None, description="Fused AdamW, GB/s of 28 bytes per parameter.")
+    d2d_rw_gbps: Rate = Field(description="Device-to-device copy, read + write bytes per second / 1e9.")
+    h2d_gbps: Rate | None = Field(None, description="Pinned host-to-device copy, GB/s.")
     context_bytes: int | None = Field(None, ge=0, description="Device memory held outside PyTorch's allocator.")
-    host_dispatch: dict[str, float] = Field(
+    host_dispatch: dict[str, Seconds] = Field(
         {}, description="Host seconds of eager forward/backward per block and fixed (calibrate.measure_host)."
     )
+
+    @field_validator("gemm_tflops")
+    @classmethod
+    def _fits_a_peak(cls, table: dict[str, float]) -> dict[str, float]:
+        _fit_gemm(table)
+        return table
+
+    @field_validator("gemm_fp8_tflops")
+    @classmethod
+    def _each_fits_a_peak(cls, tables: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for recipe, table in tables.items():
+            if table:
+                try:
+                    _fit_gemm(table)
+                except ValueError as err:
+                    raise ValueError(f"{recipe}: {err}") from None
+        return tables
 
 
 class Rates(BaseModel):
@@ -181,7 +204,14 @@ def _fit_gemm(table: dict[str, float]) -> tuple[float, float]:
     sxx, sxy, syy = sum(x * x for x in xs), sum(x * y for x, y in zip(xs, ys, strict=True)), sum(y * y for y in ys)
     sx, sy = sum(xs), sum(ys)
     det = sxx * syy - sxy * sxy
+    if det <= 1e-9 * sxx * syy:  # one shape, or shapes whose times tell no overhead apart: the fit without one
+        return sxx / sx, 0.0
     inv_peak = (sx * syy - sy * sxy) / det
+    if inv_peak <= 0:
+        raise ValueError(
+            "these times fit no positive peak (time = flops / peak + overhead): expected rates that rise toward a "
+            "ceiling as GEMMs grow"
+        )
     overhead = (sy * sxx - sx * sxy) / det
     return 1 / inv_peak, max(overhead, 0.0)
 
@@ -309,7 +339,8 @@ def at_seq(by_seq: dict[int, float], seq_len: int) -> float:
         return points[0][1]
     for (s0, r0), (s1, r1) in itertools.pairwise(points):
         if seq_len <= s1:
-            return r0 + (r1 - r0) * math.log2(seq_len / s0) / math.log2(s1 / s0)
+            w = math.log2(seq_len / s0) / math.log2(s1 / s0)
+            return r0 * (1 - w) + r1 * w  # not r0 + (r1 - r0) w, which rounds to 0 at w = 1 where r0 >> r1
     return points[-1][1]
 
 
