@@ -49,6 +49,7 @@ from shardplan.errors import ShardplanError, describe_validation
 from shardplan.files import check_new_file, new_file
 
 if TYPE_CHECKING:
+    from shardplan.cost.calibration import Calibration
     from shardplan.plan import Plan
     from shardplan.topology import Topology
 
@@ -84,6 +85,25 @@ def _print_caveats(caveats: Iterable[str]) -> None:
     """What the topology's source could not tell, a line each, beside the topology and every plan made on it."""
     for caveat in caveats:
         _out.print(f"note      {caveat}", highlight=False)
+
+
+def _topology_and_calibration(
+    source: str, nodes: int, gpu: str | None, calibration: Path | None
+) -> tuple[Topology, Calibration | None]:
+    """The topology to plan on, its links at the rates the calibration file's collectives measured, and the file."""
+    from shardplan.cost.calibration import read_calibration
+    from shardplan.cost.link_scale import calibrated_links
+    from shardplan.topology import load_topology
+
+    cal = read_calibration(calibration) if calibration is not None else None
+    return calibrated_links(load_topology(source, nodes=nodes, gpu=gpu), cal), cal
+
+
+def _print_link_scale(topology: Topology) -> None:
+    """The link classes a calibration file set to other rates than shipped, beside the topology."""
+    measured = [f"{kind} x{scale:.2f}" for kind, scale in topology.link_scale.model_dump().items() if scale != 1]
+    if measured:
+        _out.print(f"links     at the calibration's measured rates: {', '.join(measured)} the shipped", highlight=False)
 
 
 @app.command()
@@ -272,13 +292,12 @@ def estimate(
 ) -> None:
     """Estimate step time and memory of one layout (row-major rank order)."""
     from shardplan.solve.estimate import estimate as run_estimate
-    from shardplan.topology import load_topology
 
     _check_tokens(seq_len)
     train = training_of(
         locals(), global_batch=global_batch, seq_len=seq_len, zero_stage=zero, recompute=recompute, cp_comm=cp_comm
     )
-    topo = load_topology(topology, nodes=nodes, gpu=gpu)
+    topo, cal = _topology_and_calibration(topology, nodes, gpu, calibration)
     plan = run_estimate(
         model,
         topo,
@@ -290,7 +309,7 @@ def estimate(
         ep=ep,
         micro_batch=micro_batch,
         virtual_stages=virtual_stages,
-        calibration=calibration,
+        calibration=cal,
     )
     if as_json:
         print(plan.to_json())
@@ -303,6 +322,7 @@ def estimate(
         highlight=False,
     )
     _print_caveats(topo.caveats)
+    _print_link_scale(topo)
     _out.print(
         f"step {plan.step_time_s:.3f} s, {plan.tokens_per_s:,.0f} tokens/s, MFU {plan.mfu:.1%}, "
         f"memory {plan.memory_per_gpu_bytes / 2**30:.1f} GiB per GPU, allocator cache included "
@@ -415,7 +435,6 @@ def suggest(
     from shardplan.model import load_model
     from shardplan.solve.explain import explain
     from shardplan.solve.search import suggest as run_suggest
-    from shardplan.topology import load_topology
 
     if emit is not None and emit not in FORMATS:
         raise ShardplanError(f"unknown --emit format {emit!r}; one of {', '.join(FORMATS)}")
@@ -423,7 +442,7 @@ def suggest(
         raise ShardplanError(f"-o {output}: writes what --emit or --json prints; add one of them")
     if output is not None:
         check_new_file(output)
-    topo = load_topology(topology, nodes=nodes, gpu=gpu)
+    topo, cal = _topology_and_calibration(topology, nodes, gpu, calibration)
     spec = load_model(model)
     _check_tokens(seq_len)
     if global_batch is None:
@@ -442,7 +461,7 @@ def suggest(
             train,
             top_k=top,
             time_limit_s=time_limit,
-            calibration=calibration,
+            calibration=cal,
             zero_stages=tuple(zero) if zero else None,
             recompute=tuple(recompute) if recompute else None,  # type: ignore[arg-type]
             micro_batch=tuple(micro_batch) if micro_batch else None,
@@ -465,6 +484,7 @@ def suggest(
     s = summarize(topo)
     _out.print(f"topology  {s['name']}: {s['num_gpus']} GPUs, {s['num_nodes']} node(s)", highlight=False)
     _print_caveats(s["caveats"])
+    _print_link_scale(topo)
     _out.print(
         f"model     {spec.name}: {spec.num_params / 1e9:.2f} B params, {spec.num_layers} layers; "
         f"batch {global_batch} x {seq_len} tokens",

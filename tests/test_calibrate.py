@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +17,19 @@ from shardplan import Training, estimate, load_model, load_topology
 from shardplan.cost.calibration import (
     ELEMENTWISE_OPS,
     HOST_DISPATCH_KEYS,
+    Calibration,
+    CollectiveRate,
     at_seq,
     rates_for,
     read_calibration,
     shipped_calibration,
 )
+from shardplan.cost.collectives import bus_factor, collective_time_s
+from shardplan.cost.link_scale import calibrated_links
 from shardplan.errors import ShardplanError
+from shardplan.topology import Topology
+from shardplan.topology.cluster import build
+from shardplan.topology.sources.nvml import spec_from_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,3 +168,70 @@ def test_rates_between_measured_lengths_stay_between_them() -> None:
     """`at_seq` at a measured length gives its rate exactly, however far apart the neighbours' rates are."""
     assert at_seq({64: 1e27, 128: 1.0}, 128) == 1.0
     assert 1.0 < at_seq({64: 1e27, 128: 1.0}, 96) < 1e27
+
+
+CALIBRATED_PAIR = ROOT / "benchmarks/results/multi-gpu-2gpu/calibration.json"
+
+
+def _h200_pair() -> tuple[Topology, Calibration]:
+    """Two NVLinked H200s (NV18) as NVML read them, and `shardplan calibrate` under torchrun on them
+    (benchmarks/results/multi-gpu-2gpu, the one lending of two GPUs)."""
+    facts = json.loads((ROOT / "tests/data/nvml/h200-x2-nvlink.json").read_text())
+    topo = build(spec_from_facts(facts["nvml_facts"]))
+    return topo, read_calibration(CALIBRATED_PAIR)
+
+
+def test_measured_collectives_set_the_link_rates() -> None:
+    """The pair's collectives of 256 MiB and 1 GiB took 12-41% longer than the shipped rates give (mean 28%); read
+    back, the calibration runs NVLink at 0.70 of its shipped rate, where the median of the six meets its measured
+    time: their mean error falls to 11% (all-reduce of 1 GiB +25%, all-gather and reduce-scatter -19% to +2%), PCIe
+    and the network left as they were. An estimate with the file charges the pair's gradient all-reduce that much
+    longer, and a topology keeps its scale through JSON."""
+    topo, cal = _h200_pair()
+    calibrated = calibrated_links(topo, cal)
+    assert calibrated.link_scale.nvlink == pytest.approx(0.70, abs=0.005)
+    assert calibrated.link_scale.pcie == calibrated.link_scale.net == 1
+    errors: dict[str, list[float]] = {"shipped": [], "calibrated": []}
+    for row in (r for r in cal.collectives if r.bytes >= 2**28):
+        measured = row.bytes * bus_factor(row.op, row.ranks) / (row.busbw_gbps * 1e9)
+        for name, t in (("shipped", topo), ("calibrated", calibrated)):
+            errors[name].append(collective_time_s(t, row.op, range(row.ranks), row.bytes) / measured - 1)
+    shipped, calibrated_error = (sum(map(abs, errors[name])) / 6 for name in ("shipped", "calibrated"))
+    assert len(errors["shipped"]) == 6 and calibrated_error < 0.12 and calibrated_error < shipped / 2
+    train = Training(global_batch=16, seq_len=4096, zero_stage=0, recompute="full")
+    plain, measured = (estimate("llama3-8b", topo, train, tp=1, pp=1, dp=2, calibration=c) for c in (None, cal))
+    comm = "nvlink"
+    assert measured.comm_time_by_link[comm] == pytest.approx(plain.comm_time_by_link[comm] / 0.70, rel=0.05)
+    assert Topology.from_json(calibrated.to_json()).link_scale == calibrated.link_scale
+    cli = _cli("suggest", "--model", "llama3-8b", "--topology", "dgx-h100", "--calibration", str(CALIBRATED_PAIR))
+    assert cli.returncode == 0, cli.stderr
+    assert "links     at the calibration's measured rates: nvlink x0.70" in cli.stdout
+
+
+@pytest.mark.parametrize(
+    ("source", "nodes", "ranks", "kind"),
+    [("dgx-h100", 2, 16, "net"), ("a100-pcie-8gpu-bridged", 1, 4, "pcie"), ("a100-pcie-8gpu-bridged", 1, 2, "nvlink")],
+)
+def test_a_group_measured_slow_slows_its_slowest_link_class(source: str, nodes: int, ranks: int, kind: str) -> None:
+    """Collectives measured at half the modelled bus bandwidth slow the slowest link class their group crosses (by a
+    half where it carries all of their time; more across nodes, where NVLink inside the nodes carries part of it) so
+    far that the group's collectives take twice as long (the median of the three), and no other class; small
+    messages, which fixed costs decide, scale nothing."""
+    topo = load_topology(source, nodes=nodes)
+    rows = []
+    for op in ("all_reduce", "all_gather", "reduce_scatter"):
+        for size in (2**20, 2**30):
+            busbw = size * bus_factor(op, ranks) / collective_time_s(topo, op, range(ranks), size) / 1e9
+            rows.append(CollectiveRate(op=op, ranks=ranks, bytes=size, busbw_gbps=busbw / (2 if size > 2**20 else 8)))
+    shipped = shipped_calibration("h100-sxm")
+    assert shipped is not None
+    calibrated = calibrated_links(topo, shipped.model_copy(update={"collectives": tuple(rows)}))
+    scale = calibrated.link_scale.model_dump()
+    assert scale.pop(kind) <= 0.5 + 1e-3 and set(scale.values()) == {1.0}
+    ops = ("all_reduce", "all_gather", "reduce_scatter")
+    slower = [
+        collective_time_s(calibrated, op, range(ranks), 2**30) / collective_time_s(topo, op, range(ranks), 2**30)
+        for op in ops
+    ]
+    assert statistics.median(slower) == pytest.approx(2, rel=0.01) and min(slower) > 1
+    assert calibrated_links(topo, shipped) is topo  # the shipped file measured no collectives

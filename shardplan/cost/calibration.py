@@ -13,7 +13,7 @@ from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
@@ -80,6 +80,18 @@ GemmShape = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*x[1-9][0-9]*x
 AttentionShape = Annotated[str, StringConstraints(pattern=r"^b[1-9][0-9]*_h[1-9][0-9]*_s[1-9][0-9]*_d[1-9][0-9]*$")]
 
 
+class CollectiveRate(BaseModel):
+    """A collective `shardplan calibrate` timed under torchrun over the first `ranks` ranks (GPUs 0 .. ranks - 1 in
+    torchrun's order)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    op: Literal["all_reduce", "all_gather", "reduce_scatter"]
+    ranks: int = Field(ge=2)
+    bytes: int = Field(gt=0, description="Buffer per rank, as nccl-tests counts it.")
+    busbw_gbps: Rate = Field(description="Bus bandwidth, nccl-tests' convention.")
+
+
 class Calibration(BaseModel):
     """Measurements of one GPU model, as `shardplan calibrate` writes them."""
 
@@ -123,6 +135,9 @@ class Calibration(BaseModel):
     context_bytes: int | None = Field(None, ge=0, description="Device memory held outside PyTorch's allocator.")
     host_dispatch: dict[str, Seconds] = Field(
         {}, description="Host seconds of eager forward/backward per block and fixed (calibrate.measure_host)."
+    )
+    collectives: tuple[CollectiveRate, ...] = Field(
+        (), description="Collectives over the first 2, 4, ... ranks (under torchrun): `cost.link_scale` reads them."
     )
 
     @field_validator("gemm_tflops")

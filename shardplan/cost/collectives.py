@@ -209,7 +209,10 @@ def _flow_resources(topology: Topology, a: int, b: int, local_gpus: int) -> list
         if (min(a, b), max(a, b)) in topology._bundles:
             return [(("nvlink", a, b), topology.bandwidth_gbps(a, b))]
         share = SWITCH_RING_SHARE.get(_architecture(topology, a))
-        bw = topology.bandwidth_gbps(a, b, achievable=share is None) * (share or 1.0)
+        if share is None:
+            bw = topology.bandwidth_gbps(a, b)
+        else:  # a ring's measured share of the datasheet rate, at what this machine was measured to reach
+            bw = topology.bandwidth_gbps(a, b, achievable=False) * share * topology.link_scale.nvlink
         return [(("nvs-out", a), bw), (("nvs-in", b), bw)]
     ga, gb = topology.gpus[a], topology.gpus[b]
     node = topology.nodes[ga.node]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shardplan.cost.calibration import Calibration, read_calibration
+from shardplan.cost.link_scale import calibrated_links
 from shardplan.cost.step import StepCost, step_cost
 from shardplan.errors import PlanError
 from shardplan.model import ModelSpec, load_model
@@ -170,8 +171,8 @@ def estimate(
     except TypeError:
         raise PlanError("tp, pp, dp, cp, ep, micro_batch and virtual_stages must be whole numbers") from None
     spec = load_model(model)
-    topo = load_topology(topology)
     cal = read_calibration(calibration) if isinstance(calibration, str | Path) else calibration
+    topo = calibrated_links(load_topology(topology), cal)
     layout = check_layout(
         spec,
         topo,

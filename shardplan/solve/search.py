@@ -27,6 +27,7 @@ from typing import Any, get_args
 
 from shardplan.cost.calibration import Calibration, Rates, fastest_rates, rates_for, read_calibration
 from shardplan.cost.collectives import all_to_all_gbps_bound, ring_gbps_bound
+from shardplan.cost.link_scale import calibrated_links
 from shardplan.cost.memory import fullest_stages, required_bytes, stage_memories
 from shardplan.cost.step import (
     StepCost,
@@ -93,8 +94,8 @@ def suggest(
     (2, [0, 1])
     """
     start = time.perf_counter()
-    spec, topo = load_model(model), load_topology(topology)
     cal = read_calibration(calibration) if isinstance(calibration, str | Path) else calibration
+    spec, topo = load_model(model), calibrated_links(load_topology(topology), cal)
     rates = fastest_rates(topo.gpu_model_ids[0], cal)  # stage splits and lower bounds: no stage runs faster
     hbm = topo.smallest_memory_bytes
     if top_k < 1:

@@ -55,7 +55,8 @@ NVLINK_DIRECT_EFFICIENCY = 256.6 / 300.0
 
 # Network between nodes: NIC line rate in Gb/s / 8, times an achievable fraction. No fixture here
 # isolates one NIC, so 0.9 is an assumption (NVIDIA's GPUDirect RDMA guidance for InfiniBand NDR
-# quotes ~90% of line rate); `shardplan calibrate` on several nodes replaces it with a measurement.
+# quotes ~90% of line rate); `shardplan calibrate` under torchrun on several nodes measures it: with
+# its file, each link class runs at the rate its collectives measured (`Topology.link_scale`).
 NET_EFFICIENCY = 0.9
 
 

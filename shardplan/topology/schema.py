@@ -93,6 +93,15 @@ class Network(_Frozen):
     gbit_per_nic: float | None = None
 
 
+class LinkScale(_Frozen):
+    """Each link class's measured bus bandwidth over the one the catalogue's and `links.py`'s rates give
+    (`cost.link_scale.calibrated_links`, from `shardplan calibrate` under torchrun); 1: nothing measured."""
+
+    nvlink: float = Field(1.0, gt=0)
+    pcie: float = Field(1.0, gt=0)
+    net: float = Field(1.0, gt=0)
+
+
 class Topology(_Frozen):
     """A machine or cluster: GPUs, NVLink bundles and fabrics, PCIe positions, NICs, network."""
 
@@ -105,6 +114,15 @@ class Topology(_Frozen):
     nvswitch_domains: tuple[NvSwitchDomain, ...] = ()
     nics: tuple[Nic, ...] = ()
     network: Network = Field(default_factory=Network)
+    link_scale: LinkScale = Field(
+        default_factory=LinkScale, description="Measured over modelled bandwidth per link class (achievable rates)."
+    )
+
+    def with_link_scale(self, scale: LinkScale) -> Topology:
+        """The same machine with its achievable link rates scaled by `scale` (lookups built afresh)."""
+        return type(self).model_construct(
+            **{name: getattr(self, name) for name in type(self).model_fields} | {"link_scale": scale}
+        )
 
     # ----- lookups, built once ------------------------------------------------------------------
     @cached_property
@@ -316,7 +334,8 @@ class Topology(_Frozen):
     def _pcie_gbps(self, i: int, achievable: bool, through_host: bool = False) -> float:
         g = self.gpus[i]
         gen = g.pcie_gen or self.gpu_spec(i).pcie_gen
-        return L.pcie_gbps(gen, g.pcie_width, achievable=achievable, through_host=through_host)
+        scale = self.link_scale.pcie if achievable else 1.0
+        return scale * L.pcie_gbps(gen, g.pcie_width, achievable=achievable, through_host=through_host)
 
     def nearest_nics(self, i: int) -> list[Nic]:
         """The NICs of known speed that GPU i leaves its node through: those sharing its PCIe switch
@@ -336,9 +355,9 @@ class Topology(_Frozen):
         node that lists no NIC of known speed, ("nic", node, "default") at `nic_gbit`."""
         hit = self._nic_links_memo.get(i)
         if hit is None:
-            node, nearest = self.gpus[i].node, self.nearest_nics(i)
-            hit = tuple((("nic", node, nic.name), L.net_gbps(nic.gbit or 0)) for nic in nearest) or (
-                (("nic", node, "default"), L.net_gbps(self.nic_gbit(i))),
+            node, nearest, scale = self.gpus[i].node, self.nearest_nics(i), self.link_scale.net
+            hit = tuple((("nic", node, nic.name), scale * L.net_gbps(nic.gbit or 0)) for nic in nearest) or (
+                (("nic", node, "default"), scale * L.net_gbps(self.nic_gbit(i))),
             )
             self._nic_links_memo[i] = hit
         return hit
@@ -383,15 +402,17 @@ class Topology(_Frozen):
         if kind == "self":
             return self.gpu_spec(i).hbm_gbps
         if kind == "nvlink":
+            scale = self.link_scale.nvlink if achievable else 1.0
             bundle = self._bundles.get((min(i, j), max(i, j)))
             if bundle is not None:
                 per_link = self._nvlink_per_link(i, j, bundle.gbps_per_link)
-                return L.nvlink_gbps(bundle.links, per_link, switched=False, achievable=achievable)
+                return scale * L.nvlink_gbps(bundle.links, per_link, switched=False, achievable=achievable)
             d = self._domain_of[i]
             per_link = self._nvlink_per_link(i, j, d.gbps_per_link)
-            return L.nvlink_gbps(d.links_per_gpu, per_link, switched=True, achievable=achievable)
+            return scale * L.nvlink_gbps(d.links_per_gpu, per_link, switched=True, achievable=achievable)
         if kind == "net":
-            return min(L.net_gbps(self.nic_gbit(k), achievable=achievable) for k in (i, j))
+            scale = self.link_scale.net if achievable else 1.0
+            return scale * min(L.net_gbps(self.nic_gbit(k), achievable=achievable) for k in (i, j))
         staged = self.copies_through_host(i, j, local_gpus=2)  # the best: a group of these two GPUs
         bw = min(self._pcie_gbps(k, achievable, staged) for k in (i, j))
         socket_link = self.nodes[self.gpus[i].node].socket_link_gbps
