@@ -40,6 +40,7 @@ from shardplan.cost.traffic import traffic_bytes
 from shardplan.errors import PlanError
 from shardplan.topology import read_spec
 from shardplan.topology.cluster import build
+from shardplan.topology.schema import LinkScale
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -651,9 +652,9 @@ def test_tp_groups_that_cross_a_hop_never_communicate_faster(preset, nodes):
 )
 def test_time_never_drops_when_a_link_is_degraded(preset, tmp_path):
     """Over shuffled layouts of one and two nodes, dense models and a mixture of experts (expert parallelism,
-    Megatron's overlapped all-to-alls or not), each link made slower in turn. To within a part per million:
-    NCCL opens 2 channels per NVLink (`nccl_channels`), so a bundle that loses a link holds a few SMs fewer during
-    the latency of its collectives (HGX H100's NV6 -> NV5: 1e-7 of the step)."""
+    Megatron's overlapped all-to-alls or not), each link made slower in turn, then each link class. To within a part
+    per million: NCCL opens 2 channels per NVLink (`nccl_channels`), so a bundle that loses a link holds a few SMs
+    fewer during the latency of its collectives (HGX H100's NV6 -> NV5: 1e-7 of the step)."""
     rng = random.Random(preset)
     healthy = read_spec(preset).model_dump(mode="json", exclude_none=True)
     for nodes in (1, 2):
@@ -671,10 +672,16 @@ def test_time_never_drops_when_a_link_is_degraded(preset, tmp_path):
             except PlanError:
                 continue  # e.g. a ZeRO stage the layout cannot shard
         assert len(cases) >= 12
+        degraded = []
         for what, spec in _degraded(healthy):
-            path = tmp_path / "degraded.json"
+            path = tmp_path / f"degraded-{len(degraded)}.json"
             path.write_text(json.dumps(spec))
-            slower = load_topology(path, nodes=nodes)
+            degraded.append((what, load_topology(path, nodes=nodes)))
+        # and each link class measured at half its shipped rate (a calibration's `link_scale`)
+        degraded += [
+            (f"{kind} x0.5", topo.with_link_scale(LinkScale(**{kind: 0.5}))) for kind in LinkScale.model_fields
+        ]
+        for what, slower in degraded:
             for model, train, shape, plan in cases:
                 after = estimate(model, slower, train, **shape).step_time_s
                 assert after >= plan.step_time_s * (1 - 1e-6), (what, nodes, model, train, shape)
