@@ -203,7 +203,7 @@ def test_measured_collectives_set_the_link_rates() -> None:
     comm = "nvlink"
     assert measured.comm_time_by_link[comm] == pytest.approx(plain.comm_time_by_link[comm] / 0.70, rel=0.05)
     assert Topology.from_json(calibrated.to_json()).link_scale == calibrated.link_scale
-    cli = _cli("suggest", "--model", "llama3-8b", "--topology", "dgx-h100", "--calibration", str(CALIBRATED_PAIR))
+    cli = _cli("suggest", "--model", "llama3-8b", "--topology", "dgx-h200", "--calibration", str(CALIBRATED_PAIR))
     assert cli.returncode == 0, cli.stderr
     assert "links     at the calibration's measured rates: nvlink x0.70" in cli.stdout
 
@@ -216,7 +216,7 @@ def test_a_group_measured_slow_slows_its_slowest_link_class(source: str, nodes: 
     """Collectives measured at half the modelled bus bandwidth slow the slowest link class their group crosses (by a
     half where it carries all of their time; more across nodes, where NVLink inside the nodes carries part of it) so
     far that the group's collectives take twice as long (the median of the three), and no other class; small
-    messages, which fixed costs decide, scale nothing."""
+    messages, which fixed costs decide, scale nothing, and nor does a file measured on other GPUs."""
     topo = load_topology(source, nodes=nodes)
     rows = []
     for op in ("all_reduce", "all_gather", "reduce_scatter"):
@@ -225,7 +225,8 @@ def test_a_group_measured_slow_slows_its_slowest_link_class(source: str, nodes: 
             rows.append(CollectiveRate(op=op, ranks=ranks, bytes=size, busbw_gbps=busbw / (2 if size > 2**20 else 8)))
     shipped = shipped_calibration("h100-sxm")
     assert shipped is not None
-    calibrated = calibrated_links(topo, shipped.model_copy(update={"collectives": tuple(rows)}))
+    measured = shipped.model_copy(update={"collectives": tuple(rows), "gpu": topo.gpu_model_ids[0][0]})
+    calibrated = calibrated_links(topo, measured)
     scale = calibrated.link_scale.model_dump()
     assert scale.pop(kind) <= 0.5 + 1e-3 and set(scale.values()) == {1.0}
     ops = ("all_reduce", "all_gather", "reduce_scatter")
@@ -235,3 +236,4 @@ def test_a_group_measured_slow_slows_its_slowest_link_class(source: str, nodes: 
     ]
     assert statistics.median(slower) == pytest.approx(2, rel=0.01) and min(slower) > 1
     assert calibrated_links(topo, shipped) is topo  # the shipped file measured no collectives
+    assert calibrated_links(topo, measured.model_copy(update={"gpu": "b200"})) is topo  # a machine of other GPUs

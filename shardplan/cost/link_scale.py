@@ -33,7 +33,8 @@ def link_class(topology: Topology, ranks: int) -> str:
 
 def calibrated_links(topology: Topology, calibration: Calibration | None) -> Topology:
     """`topology` with each link class scaled to what `calibration`'s collectives measured (itself where they
-    measured none of its classes: no calibration, one rank, or messages below `MIN_BYTES`).
+    measured none of its classes: no calibration, one rank, messages below `MIN_BYTES`, or GPUs of a model the
+    topology has none of).
 
     >>> from shardplan import load_topology
     >>> from shardplan.cost.calibration import CollectiveRate, shipped_calibration
@@ -47,11 +48,12 @@ def calibrated_links(topology: Topology, calibration: Calibration | None) -> Top
     >>> round(slow.link_scale.net, 2)  # below a half: the NVLinks inside each node carry part of the time
     0.36
     """
-    rows = calibration.collectives if calibration is not None else ()
+    if calibration is None or not calibration.collectives or calibration.gpu not in topology.gpu_model_ids[0]:
+        return topology  # nothing measured, or measured on a machine of other GPUs (as its compute rates, unused)
     # each large enough row the topology holds, with its measured seconds
     measured = [
         (r, r.bytes * bus_factor(r.op, r.ranks) / (r.busbw_gbps * 1e9))
-        for r in rows
+        for r in calibration.collectives
         if r.bytes >= MIN_BYTES and r.ranks <= topology.num_gpus
     ]
     scale = topology.link_scale.model_dump()
