@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from shardplan.cli_options import (
@@ -45,8 +42,9 @@ from shardplan.cli_options import (
     TpImpl,
     training_of,
 )
+from shardplan.cli_output import console, print_link_scale, print_notes, print_table, progress, write_output
 from shardplan.errors import ShardplanError, describe_validation
-from shardplan.files import check_new_file, new_file
+from shardplan.files import check_new_file
 
 if TYPE_CHECKING:
     from shardplan.cost.calibration import Calibration
@@ -59,7 +57,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Decide how to shard a model over a GPU cluster.",
 )
-_out = Console()
 GPU_HELP = "GPU model where the source does not say it, e.g. h100-sxm (an error where it says another)."
 
 
@@ -74,19 +71,6 @@ def _check_tokens(seq_len: int) -> None:
         raise ShardplanError(f"--seq-len {seq_len}: expected a positive number of tokens")
 
 
-def _print_table(table: Table) -> None:
-    """A table at its whole width, in a pipe, a file or a narrow terminal (which wraps the lines): rich would cut
-    numbers short ("6.…") to fit a width, and a pipe has none."""
-    width = Console(width=10_000).measure(table).maximum
-    (_out if _out.is_terminal and _out.width >= width else Console(width=width)).print(table)
-
-
-def _print_caveats(caveats: Iterable[str]) -> None:
-    """What the topology's source could not tell, a line each, beside the topology and every plan made on it."""
-    for caveat in caveats:
-        _out.print(f"note      {caveat}", highlight=False)
-
-
 def _topology_and_calibration(
     source: str, nodes: int, gpu: str | None, calibration: Path | None
 ) -> tuple[Topology, Calibration | None]:
@@ -97,13 +81,6 @@ def _topology_and_calibration(
 
     cal = read_calibration(calibration) if calibration is not None else None
     return calibrated_links(load_topology(source, nodes=nodes, gpu=gpu), cal), cal
-
-
-def _print_link_scale(topology: Topology) -> None:
-    """The link classes a calibration file set to other rates than shipped, beside the topology."""
-    measured = [f"{kind} x{scale:.2f}" for kind, scale in topology.link_scale.model_dump().items() if scale != 1]
-    if measured:
-        _out.print(f"links     at the calibration's measured rates: {', '.join(measured)} the shipped", highlight=False)
 
 
 @app.command()
@@ -133,36 +110,36 @@ def topo(
         print(topology.to_json())
         return
     s = summarize(topology)
-    _out.print(f"[bold]{s['name']}[/]  {s['num_gpus']} GPUs, {s['num_nodes']} node(s)")
+    console.print(f"[bold]{s['name']}[/]  {s['num_gpus']} GPUs, {s['num_nodes']} node(s)")
     if s["source"]:
-        _out.print(f"source    {s['source']}", highlight=False)
-    _print_caveats(s["caveats"])
-    _out.print("GPUs      " + ", ".join(f"{k} x{v}" for k, v in s["gpu_models"].items()), highlight=False)
+        console.print(f"source    {s['source']}", highlight=False)
+    print_notes(s["caveats"])
+    console.print("GPUs      " + ", ".join(f"{k} x{v}" for k, v in s["gpu_models"].items()), highlight=False)
     islands = s["nvlink_islands"]
-    _out.print("NVLink    " + (" ".join(str(i) for i in islands) if islands else "none"), highlight=False)
-    _out.print(f"sockets   {s['sockets_first_node']} (first node)", highlight=False)
+    console.print("NVLink    " + (" ".join(str(i) for i in islands) if islands else "none"), highlight=False)
+    console.print(f"sockets   {s['sockets_first_node']} (first node)", highlight=False)
     if s["nodes_without_p2p"]:
         where = "every node" if len(s["nodes_without_p2p"]) == s["num_nodes"] else f"nodes {s['nodes_without_p2p']}"
-        _out.print(f"P2P       none over PCIe on {where}: NCCL copies through host memory", highlight=False)
+        console.print(f"P2P       none over PCIe on {where}: NCCL copies through host memory", highlight=False)
     elif s["through_host_first_node"]:
         kinds = ", ".join(s["through_host_first_node"])
-        _out.print(
+        console.print(
             f"P2P       only under a PCIe switch: NCCL 2.23+ copies {kinds} pairs through host memory "
             "(peer-to-peer through the CPU only between two GPUs of an AMD host)",
             highlight=False,
         )
     if s["nics_first_node"]:
         nics = ", ".join(f"{n['name']} {n['gbit'] or '?'}Gb/s near {n['near']}" for n in s["nics_first_node"])
-        _out.print(f"NICs      {nics}", highlight=False)
+        console.print(f"NICs      {nics}", highlight=False)
     table = Table(title="bandwidth by link class (GB/s per direction)")
     for col in ("link", "GPU pairs (first node)", "achievable", "datasheet"):
         table.add_column(col)
     for c in s["link_classes"]:
         pairs = "-" if c["pairs_in_first_node"] is None else str(c["pairs_in_first_node"])
         table.add_row(c["kind"], pairs, c["gbps"] or "? (pass --gpu)", c["datasheet_gbps"] or "?")
-    _print_table(table)
+    print_table(table)
     if draw is not None:
-        _out.print(f"picture   {draw}")
+        console.print(f"picture   {draw}")
 
 
 @app.command()
@@ -198,12 +175,12 @@ def model(
         )
         print(json.dumps(doc, indent=2))
         return
-    _out.print(
+    console.print(
         f"[bold]{spec.name}[/]  {spec.model_type}, {spec.num_params / 1e9:.2f} B params"
         + (f" ({spec.num_active_params / 1e9:.2f} B active)" if spec.moe else ""),
         highlight=False,
     )
-    _out.print(f"source    {spec.source}", highlight=False)
+    console.print(f"source    {spec.source}", highlight=False)
     heads = f"{spec.num_heads} heads ({spec.attention}, {spec.num_kv_heads} KV), head dim {spec.head_dim}"
     heads += ", a learned sink each" if spec.attention_sinks else ""
     if spec.mla:  # queries and keys of nope + rope, values apart; the latents the down-projections make
@@ -212,7 +189,7 @@ def model(
             f"{spec.num_heads} heads (mla: q/k {m.qk_nope_head_dim} + {m.qk_rope_head_dim}, v {m.v_head_dim}; "
             f"latents q {m.q_lora_rank or 'none'}, kv {m.kv_lora_rank})"
         )
-    _out.print(
+    console.print(
         f"shape     hidden {spec.hidden_size}, {spec.num_layers} layers, {heads}, FFN {spec.ffn_hidden_size} "
         f"{spec.mlp}, vocabulary {spec.vocab_size:,}, tied embeddings {spec.tied_embeddings}",
         highlight=False,
@@ -224,8 +201,8 @@ def model(
         flops = ly.flops_per_token(s) / 1e9
         table.add_row(ly.name, str(ly.count), f"{ly.params:,}", f"{ly.params * ly.count:,}", f"{flops:.4f}")
     table.add_row("total", "", "", f"{spec.num_params:,}", f"{spec.flops_per_token(s) / 1e9:.3f}")
-    _print_table(table)
-    _out.print(
+    print_table(table)
+    console.print(
         "activations per token per block, TP=1, flash attention: "
         + ", ".join(f"recompute {k}: {v / 1024:.1f} KiB" for k, v in acts.items()),
         highlight=False,
@@ -314,16 +291,16 @@ def estimate(
     if as_json:
         print(plan.to_json())
         return
-    _out.print(
+    console.print(
         f"[bold]{plan.model}[/] on {plan.topology}: tp={plan.tp} pp={plan.pp} dp={plan.dp}"
         f"{f' cp={plan.cp}' if plan.cp > 1 else ''}{f' ep={plan.ep}' if plan.ep > 1 else ''} "
         f"micro-batch {plan.micro_batch} x {plan.num_micro_batches}, ZeRO {plan.zero_stage}, "
         f"recompute {' + '.join((plan.recompute, *plan.recompute_modules))}",
         highlight=False,
     )
-    _print_caveats(topo.caveats)
-    _print_link_scale(topo)
-    _out.print(
+    print_notes(topo.caveats)
+    print_link_scale(topo)
+    console.print(
         f"step {plan.step_time_s:.3f} s, {plan.tokens_per_s:,.0f} tokens/s, MFU {plan.mfu:.1%}, "
         f"memory {plan.memory_per_gpu_bytes / 2**30:.1f} GiB per GPU, allocator cache included "
         f"({'fits' if plan.fits else 'does NOT fit'})",
@@ -335,11 +312,11 @@ def estimate(
     for part, seconds in plan.breakdown.items():
         if part not in ("cp", "ep") or getattr(plan, part) > 1:  # opt-in: no row of zeros where unused
             table.add_row(part, f"{seconds:.4f}")
-    _print_table(table)
+    print_table(table)
     links = ", ".join(f"{k} {v:.4f}" for k, v in plan.comm_time_by_link.items())
-    _out.print(f"communication seconds by link, hidden or not: {links}", highlight=False)
+    console.print(f"communication seconds by link, hidden or not: {links}", highlight=False)
     mem = ", ".join(f"{k} {v / 2**30:.1f}" for k, v in plan.memory_breakdown.items())
-    _out.print(f"memory GiB: {mem}", highlight=False)
+    console.print(f"memory GiB: {mem}", highlight=False)
 
 
 TOKENS_PER_STEP = 2**20  # default global batch: about a million tokens per step (Llama-2/3 warm-up scale)
@@ -454,7 +431,7 @@ def suggest(
         ep = [1]  # DeepSpeed sets expert parallelism in the model code, not in its config
     if emit == "torchtitan" and not zero:
         zero = [0, 2, 3]  # torchtitan has no ZeRO-1: its FSDP2 shards gradients with the optimizer states
-    with _progress() as report:
+    with progress() as report:
         plans = run_suggest(
             spec,
             topo,
@@ -474,18 +451,20 @@ def suggest(
     if emit is not None:
         from shardplan.emit import emit as render
 
-        _write(render(plans[0], topo, emit), output)
+        write_output(render(plans[0], topo, emit), output)
         return
     if as_json:
-        _write(json.dumps({"schema_version": 1, "plans": [json.loads(p.to_json()) for p in plans]}, indent=2), output)
+        write_output(
+            json.dumps({"schema_version": 1, "plans": [json.loads(p.to_json()) for p in plans]}, indent=2), output
+        )
         return
     from shardplan.topology.summary import summarize
 
     s = summarize(topo)
-    _out.print(f"topology  {s['name']}: {s['num_gpus']} GPUs, {s['num_nodes']} node(s)", highlight=False)
-    _print_caveats(s["caveats"])
-    _print_link_scale(topo)
-    _out.print(
+    console.print(f"topology  {s['name']}: {s['num_gpus']} GPUs, {s['num_nodes']} node(s)", highlight=False)
+    print_notes(s["caveats"])
+    print_link_scale(topo)
+    console.print(
         f"model     {spec.name}: {spec.num_params / 1e9:.2f} B params, {spec.num_layers} layers; "
         f"batch {global_batch} x {seq_len} tokens",
         highlight=False,
@@ -510,8 +489,8 @@ def suggest(
             f"{speedup:.2f}x",
             "optimal" if p.optimal else f"gap {p.gap:.1%}" if p.gap is not None else "unproved",
         )
-    _print_table(table)
-    _out.print(f"why #1: {explain(plans[0], topo)}", highlight=False)
+    print_table(table)
+    console.print(f"why #1: {explain(plans[0], topo)}", highlight=False)
     replans = [
         fmt
         for fmt in FORMATS
@@ -519,7 +498,7 @@ def suggest(
     ]
     formats = "|".join(_emitters_for(plans[0], topo, replans))
     again = f"; {'|'.join(replans)}: planned again for that framework's runtime" if replans else ""
-    _out.print(f"next:   the same command with --emit {formats} [-o FILE]{again}", highlight=False)
+    console.print(f"next:   the same command with --emit {formats} [-o FILE]{again}", highlight=False)
 
 
 def _emitters_for(plan: Plan, topology: Topology, replans: list[str]) -> list[str]:
@@ -555,31 +534,7 @@ def calibrate(
         check_new_file(output)
     result = measure(quick=quick, device_type=device)
     if int(os.environ.get("RANK", "0")) == 0:
-        _write(write(result), output)
-
-
-def _write(text: str, output: Path | None) -> None:
-    """Print `text`, or write it to `output` (a new file: `files.new_file`)."""
-    if output is None:
-        print(text.rstrip("\n"))
-        return
-    with new_file(output) as out:
-        out.write(text if text.endswith("\n") else text + "\n")
-    print(f"wrote {output}", file=sys.stderr)
-
-
-@contextmanager
-def _progress() -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on stderr for long searches (only on a terminal)."""
-    from rich.progress import Progress
-
-    with Progress(console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty()) as bar:
-        task = bar.add_task("costing candidates", total=None)
-
-        def report(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield report
+        write_output(write(result), output)
 
 
 def main() -> None:
