@@ -200,8 +200,7 @@ def test_measured_collectives_set_the_link_rates() -> None:
     assert len(errors["shipped"]) == 6 and calibrated_error < 0.12 and calibrated_error < shipped / 2
     train = Training(global_batch=16, seq_len=4096, zero_stage=0, recompute="full")
     plain, measured = (estimate("llama3-8b", topo, train, tp=1, pp=1, dp=2, calibration=c) for c in (None, cal))
-    comm = "nvlink"
-    assert measured.comm_time_by_link[comm] == pytest.approx(plain.comm_time_by_link[comm] / 0.70, rel=0.05)
+    assert measured.comm_time_by_link["nvlink"] == pytest.approx(plain.comm_time_by_link["nvlink"] / 0.70, rel=0.05)
     assert Topology.from_json(calibrated.to_json()).link_scale == calibrated.link_scale
     cli = _cli("suggest", "--model", "llama3-8b", "--topology", "dgx-h200", "--calibration", str(CALIBRATED_PAIR))
     assert cli.returncode == 0, cli.stderr
@@ -218,8 +217,8 @@ def test_a_group_measured_slow_slows_its_slowest_link_class(source: str, nodes: 
     far that the group's collectives take twice as long (the median of the three), and no other class; small
     messages, which fixed costs decide, scale nothing, and nor does a file measured on other GPUs."""
     topo = load_topology(source, nodes=nodes)
-    rows = []
-    for op in ("all_reduce", "all_gather", "reduce_scatter"):
+    rows, ops = [], ("all_reduce", "all_gather", "reduce_scatter")
+    for op in ops:
         for size in (2**20, 2**30):
             busbw = size * bus_factor(op, ranks) / collective_time_s(topo, op, range(ranks), size) / 1e9
             rows.append(CollectiveRate(op=op, ranks=ranks, bytes=size, busbw_gbps=busbw / (2 if size > 2**20 else 8)))
@@ -229,7 +228,6 @@ def test_a_group_measured_slow_slows_its_slowest_link_class(source: str, nodes: 
     calibrated = calibrated_links(topo, measured)
     scale = calibrated.link_scale.model_dump()
     assert scale.pop(kind) <= 0.5 + 1e-3 and set(scale.values()) == {1.0}
-    ops = ("all_reduce", "all_gather", "reduce_scatter")
     slower = [
         collective_time_s(calibrated, op, range(ranks), 2**30) / collective_time_s(topo, op, range(ranks), 2**30)
         for op in ops

@@ -50,15 +50,16 @@ def calibrated_links(topology: Topology, calibration: Calibration | None) -> Top
     """
     if calibration is None or not calibration.collectives or calibration.gpu not in topology.gpu_model_ids[0]:
         return topology  # nothing measured, or measured on a machine of other GPUs (as its compute rates, unused)
-    # each large enough row the topology holds, with its measured seconds
+    # each large enough row the topology holds, with its link class and measured seconds (classed once: the
+    # scaled copies below build their lookups afresh)
     measured = [
-        (r, r.bytes * bus_factor(r.op, r.ranks) / (r.busbw_gbps * 1e9))
+        (link_class(topology, r.ranks), r, r.bytes * bus_factor(r.op, r.ranks) / (r.busbw_gbps * 1e9))
         for r in calibration.collectives
         if r.bytes >= MIN_BYTES and r.ranks <= topology.num_gpus
     ]
     scale = topology.link_scale.model_dump()
     for kind in ("nvlink", "pcie", "net"):
-        mine = [(r, seconds) for r, seconds in measured if link_class(topology, r.ranks) == kind]
+        mine = [(r, seconds) for of, r, seconds in measured if of == kind]
         # the class's share of a group's time is below 1 where the group also crosses faster links: scaled by
         # modelled over measured time, the model moves part of the way; a few rounds close the gap
         for _ in range(ROUNDS if mine else 0):
