@@ -58,6 +58,10 @@ app = typer.Typer(
     help="Decide how to shard a model over a GPU cluster.",
 )
 GPU_HELP = "GPU model where the source does not say it, e.g. h100-sxm (an error where it says another)."
+NIC_HELP = (
+    "Line rate of each NIC in Gb/s, e.g. 400, where the source states none (a saved nvidia-smi topo -m); a node "
+    "listing no NICs leaves through one (an error where the source says another)."
+)
 
 
 @app.callback()
@@ -72,7 +76,7 @@ def _check_tokens(seq_len: int) -> None:
 
 
 def _topology_and_calibration(
-    source: str, nodes: int, gpu: str | None, calibration: Path | None
+    source: str, nodes: int, gpu: str | None, nic_gbit: float | None, calibration: Path | None
 ) -> tuple[Topology, Calibration | None]:
     """The topology to plan on, its links at the rates the calibration file's collectives measured, and the file."""
     from shardplan.cost.calibration import read_calibration
@@ -80,7 +84,7 @@ def _topology_and_calibration(
     from shardplan.topology import load_topology
 
     cal = read_calibration(calibration) if calibration is not None else None
-    return calibrated_links(load_topology(source, nodes=nodes, gpu=gpu), cal), cal
+    return calibrated_links(load_topology(source, nodes=nodes, gpu=gpu, nic_gbit=nic_gbit), cal), cal
 
 
 @app.command()
@@ -93,6 +97,7 @@ def topo(
     ],
     nodes: Annotated[int, typer.Option(help="Copies of the source joined by its network.")] = 1,
     gpu: Annotated[str | None, typer.Option(help=GPU_HELP)] = None,
+    nic_gbit: Annotated[float | None, typer.Option(help=NIC_HELP)] = None,
     nvlink: Annotated[Path | None, typer.Option(help="Saved `nvidia-smi nvlink -s` of the same machine.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
     draw: Annotated[Path | None, typer.Option(help="Write a picture of the topology (.png or .svg).")] = None,
@@ -101,7 +106,7 @@ def topo(
     from shardplan.topology import load_topology
     from shardplan.topology.summary import summarize
 
-    topology = load_topology(source, nodes=nodes, gpu=gpu, nvlink_status=nvlink)
+    topology = load_topology(source, nodes=nodes, gpu=gpu, nvlink_status=nvlink, nic_gbit=nic_gbit)
     if draw is not None:
         from shardplan.topology.draw import draw as draw_topology
 
@@ -129,7 +134,10 @@ def topo(
             highlight=False,
         )
     if s["nics_first_node"]:
-        nics = ", ".join(f"{n['name']} {n['gbit'] or '?'}Gb/s near {n['near']}" for n in s["nics_first_node"])
+        nics = ", ".join(
+            f"{n['name']} {format(n['gbit'], 'g') if n['gbit'] else '?'}Gb/s near {n['near']}"
+            for n in s["nics_first_node"]
+        )
         console.print(f"NICs      {nics}", highlight=False)
     table = Table(title="bandwidth by link class (GB/s per direction)")
     for col in ("link", "GPU pairs (first node)", "achievable", "datasheet"):
@@ -218,6 +226,7 @@ def estimate(
     dp: Annotated[int, typer.Option(help="Data-parallel degree.")] = 1,
     nodes: Annotated[int, typer.Option(help="Copies of the topology source.")] = 1,
     gpu: Annotated[str | None, typer.Option(help=GPU_HELP)] = None,
+    nic_gbit: Annotated[float | None, typer.Option(help=NIC_HELP)] = None,
     global_batch: Annotated[int, typer.Option(min=1, help="Sequences per optimiser step.")] = 512,
     seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 4096,
     micro_batch: Annotated[int, typer.Option(help="Sequences per micro-batch.")] = 1,
@@ -274,7 +283,7 @@ def estimate(
     train = training_of(
         locals(), global_batch=global_batch, seq_len=seq_len, zero_stage=zero, recompute=recompute, cp_comm=cp_comm
     )
-    topo, cal = _topology_and_calibration(topology, nodes, gpu, calibration)
+    topo, cal = _topology_and_calibration(topology, nodes, gpu, nic_gbit, calibration)
     plan = run_estimate(
         model,
         topo,
@@ -328,6 +337,7 @@ def suggest(
     topology: Annotated[str, typer.Option(help="Topology source (preset, file, saved nvidia-smi, NCCL XML, 'live').")],
     nodes: Annotated[int, typer.Option(help="Copies of the topology source.")] = 1,
     gpu: Annotated[str | None, typer.Option(help=GPU_HELP)] = None,
+    nic_gbit: Annotated[float | None, typer.Option(help=NIC_HELP)] = None,
     global_batch: Annotated[
         int | None,
         typer.Option(
@@ -419,7 +429,7 @@ def suggest(
         raise ShardplanError(f"-o {output}: writes what --emit or --json prints; add one of them")
     if output is not None:
         check_new_file(output)
-    topo, cal = _topology_and_calibration(topology, nodes, gpu, calibration)
+    topo, cal = _topology_and_calibration(topology, nodes, gpu, nic_gbit, calibration)
     spec = load_model(model)
     _check_tokens(seq_len)
     if global_batch is None:

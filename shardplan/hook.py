@@ -34,6 +34,7 @@ def auto_device_mesh(
     *,
     device_type: str = "cuda",
     topology: str | Path | Topology = "live",
+    nic_gbit: float | None = None,
     **search: Any,
 ) -> tuple[DeviceMesh, Plan]:
     """Plan on rank 0 from every node's topology, and build the planned DeviceMesh on every rank.
@@ -41,8 +42,10 @@ def auto_device_mesh(
     Call after `init_process_group` (with NCCL, after `torch.cuda.set_device(LOCAL_RANK)`). Rank g
     drives GPU g: torchrun's order, one process per GPU, `CUDA_VISIBLE_DEVICES` unset or the same
     on every node. `topology`: "live", or a source as for `load_topology` (a one-node source is
-    repeated over the nodes torchrun runs). `search`: keyword options of `suggest` (e.g.
-    `pp=(1,)`, `zero_stages=(3,)`, `cp=(1, 2, 4)`: a plan with cp > 1 gives the mesh a "cp" axis).
+    repeated over the nodes torchrun runs). `nic_gbit`: the line rate in Gb/s of NICs whose speed the source does
+    not state (a node whose RDMA ports and Ethernet drivers state none; a saved `nvidia-smi topo -m`). `search`:
+    keyword options of `suggest` (e.g. `pp=(1,)`, `zero_stages=(3,)`, `cp=(1, 2, 4)`: a plan with cp > 1 gives the
+    mesh a "cp" axis).
     `training` also says what runs the step on the mesh: torch's own parallelism (fully_shard, parallelize_module,
     torch.distributed.pipelining) is `Training(..., pipeline_runtime="torch", tp_impl="dtensor")`; its defaults
     are Megatron-LM's.
@@ -62,14 +65,15 @@ def auto_device_mesh(
             reading = read_spec("live").model_dump_json()
         except ShardplanError as exc:
             reading = f"error: node {node}: {exc}"
-    mine = {"node": node, "local_world": local_world, "fingerprint": _fingerprint(model, training, topology, search)}
+    asked = _fingerprint(model, training, topology, {**search, "nic_gbit": nic_gbit})
+    mine = {"node": node, "local_world": local_world, "fingerprint": asked}
     everyone: list[Any] = [None] * world
     dist.all_gather_object(everyone, {**mine, "reading": reading})
 
     result: list[Any] = [None]
     if rank == 0:
         try:
-            plan = _plan(everyone, model, training, topology, search)
+            plan = _plan(everyone, model, training, topology, nic_gbit, search)
             result = [("plan", plan.to_json())]
         except ShardplanError as exc:
             result = [("error", str(exc))]
@@ -113,7 +117,9 @@ def _model_spec(model: Any) -> ModelSpec:
     return model_from_module(model)
 
 
-def _plan(everyone: list[dict[str, Any]], model: Any, training: Training, topology: Any, search: dict) -> Plan:
+def _plan(
+    everyone: list[dict[str, Any]], model: Any, training: Training, topology: Any, nic_gbit: float | None, search: dict
+) -> Plan:
     """Rank 0: check agreement, assemble the cluster, search."""
     from shardplan.solve.search import suggest
 
@@ -133,13 +139,15 @@ def _plan(everyone: list[dict[str, Any]], model: Any, training: Training, topolo
         specs = [TopologySpec.model_validate_json(readings[n]) for n in sorted(readings)]
         domain = {"nvlink_domain_nodes": nvlink_domain_nodes(specs)}
         if all(s == specs[0] for s in specs):
-            topo = build(specs[0].model_copy(update=domain), nodes=nodes)
+            topo = build(specs[0].model_copy(update=domain), nodes=nodes, nic_gbit=nic_gbit)
         else:
-            topo = build(specs[0].model_copy(update={"nodes": [s.nodes[0] for s in specs], **domain}))
+            topo = build(
+                specs[0].model_copy(update={"nodes": [s.nodes[0] for s in specs], **domain}), nic_gbit=nic_gbit
+            )
     else:
-        topo = load_topology(topology)
+        topo = load_topology(topology, nic_gbit=nic_gbit)
         if topo.num_gpus != world and topo.num_nodes == 1 and world % topo.num_gpus == 0:
-            topo = load_topology(topology, nodes=world // topo.num_gpus)
+            topo = load_topology(topology, nodes=world // topo.num_gpus, nic_gbit=nic_gbit)
     if topo.num_gpus != world:
         raise PlanError(f"the topology has {topo.num_gpus} GPUs but torchrun runs {world} processes")
     on_node = Counter(g.node for g in topo.gpus)  # once: thousands of nodes each scanning every GPU take minutes

@@ -76,6 +76,24 @@ def test_saved_text_with_gpu_option(tmp_path: Path):
     assert "names GPU 0 of node 'dgx-h100' h100-sxm, not a100-sxm-80gb" in contradicted.stderr
 
 
+def test_nic_gbit_option_plans_copies_of_a_saved_topo_m(tmp_path: Path):
+    from conftest import fixture_body
+
+    saved = tmp_path / "topo.txt"
+    saved.write_text(fixture_body(DATA / "topo" / "nvidia-smi-topo-h100-hgx4gpu-nv6-4nic-1.txt"))
+    args = ("suggest", "--model", "llama3-8b", "--topology", str(saved), "--gpu", "h100-sxm", "--nodes", "2")
+    missing = _cli(*args)
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+    assert "no NIC speed" in missing.stderr and "pass --nic-gbit" in missing.stderr
+    run = _cli(*args, "--nic-gbit", "400", "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["plans"][0]["num_gpus"] == 8
+    shown = _cli("topo", str(saved), "--gpu", "h100-sxm", "--nic-gbit", "400")
+    assert shown.returncode == 0 and "NIC0 400Gb/s" in shown.stdout, shown.stdout
+    bad = _cli("estimate", "--model", "llama3-8b", "--topology", "dgx-h100", "--dp", "8", "--nic-gbit", "0")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: dgx-h100: --nic-gbit (nic_gbit=) must be a positive")
+
+
 def test_a_misspelt_name_gets_the_names_it_may_mean():
     for args, hint in (
         (("topo", "dgx-h10"), "did you mean 'dgx-h100'?"),

@@ -14,7 +14,7 @@ from shardplan.cost.collectives import collective_time_s
 from shardplan.errors import ShardplanError, TopologyError
 from shardplan.topology import Topology, TopologySpec, preset_names, read_spec
 from shardplan.topology.cluster import build
-from shardplan.topology.links import pcie_gbps
+from shardplan.topology.links import net_gbps, pcie_gbps
 from shardplan.topology.sources.nvidia_smi import parse_nvlink_status
 from shardplan.topology.sources.nvml import spec_from_facts, with_nic_speeds
 from shardplan.topology.sources.sysfs import gpu_pci_path, read_nic_facts
@@ -374,6 +374,53 @@ def test_a_declared_topology_without_nic_speeds_says_so():
     with pytest.raises(TopologyError, match="no NIC speed") as raised:
         suggest("gpt-tiny", load_topology("rtx4090-4x-pcie", nodes=2), Training(global_batch=16, seq_len=512))
     assert "declares no NICs with a speed" in str(raised.value) and "RDMA" not in str(raised.value)
+
+
+def test_nic_gbit_gives_a_saved_topo_m_its_network():
+    """A saved `nvidia-smi topo -m` names NICs but not their speed: `nic_gbit` gives them one, so copies of it plan
+    over the network; a node that lists no NICs leaves through one NIC of that rate. A speed that contradicts the
+    source's, or one that is no line rate, is refused; one that agrees changes nothing."""
+    saved, train = (
+        DATA / "topo" / "nvidia-smi-topo-h100-hgx4gpu-nv6-4nic-1.txt",
+        Training(global_batch=16, seq_len=4096),
+    )
+    with pytest.raises(TopologyError, match=r"no NIC speed.*pass --nic-gbit"):
+        suggest("llama3-8b", load_topology(saved, gpu="h100-sxm", nodes=2), train, top_k=1)
+    fast, slow = (load_topology(saved, gpu="h100-sxm", nodes=2, nic_gbit=gbit) for gbit in (400, 100))
+    assert [(nic.node, nic.gbit, nic.near) for nic in fast.nics[3:5]] == [(0, 400.0, (3,)), (1, 400.0, (4,))]
+    assert [rate for _, rate in fast.nic_links(4)] == [net_gbps(400)]
+    across = [collective_time_s(t, "all_reduce", range(8), 2**30) for t in (fast, slow)]
+    assert across[1] > 2 * across[0]
+    plan = suggest("llama3-8b", fast, train, top_k=1)[0]
+    assert plan.num_gpus == 8 and plan.comm_time_by_link["net"] > 0
+    bare = load_topology(DATA / "topo" / "nvidia-smi-topo-l4-2gpu-sys-1.txt", gpu="l4", nodes=2, nic_gbit=100)
+    assert not bare.nics and bare.nic_links(2) == ((("nic", 1, "default"), net_gbps(100)),)
+    assert load_topology("dgx-h100", nic_gbit=400).nic_links(0) == load_topology("dgx-h100").nic_links(0)
+    with pytest.raises(TopologyError, match="dgx-h100: the source states NICs of 400 Gb/s, not 200: --nic-gbit"):
+        load_topology("dgx-h100", nic_gbit=200)
+    for bad in (0, -400, math.nan, math.inf):
+        with pytest.raises(TopologyError, match="must be a positive line rate in Gb/s"):
+            load_topology(saved, gpu="h100-sxm", nodes=2, nic_gbit=bad)
+
+
+def test_the_hook_plans_nodes_whose_readings_state_no_nic_speed_at_nic_gbit():
+    """Rank 0 of `auto_device_mesh` assembles two nodes' readings that name NICs without a speed (as a saved
+    `nvidia-smi topo -m` does): it plans them only with `nic_gbit`, over NICs of that rate."""
+    from shardplan.hook import _plan
+
+    spec = read_spec(DATA / "topo" / "nvidia-smi-topo-h100-hgx4gpu-nv6-4nic-1.txt")
+    reading = spec.model_copy(
+        update={"nodes": [spec.nodes[0].model_copy(update={"gpu": "h100-sxm"})]}
+    ).model_dump_json()
+    everyone = [
+        {"node": r // 4, "local_world": 4, "fingerprint": "same", "reading": reading if r % 4 == 0 else None}
+        for r in range(8)
+    ]
+    train = Training(global_batch=16, seq_len=4096)
+    with pytest.raises(TopologyError, match="no NIC speed"):
+        _plan(everyone, "llama3-8b", train, "live", None, {"zero_stages": (3,)})
+    plan = _plan(everyone, "llama3-8b", train, "live", 400, {"zero_stages": (3,)})
+    assert plan.num_gpus == 8 and plan.comm_time_by_link["net"] > 0
 
 
 def test_nic_speeds_from_sysfs_complete_nvidia_smi():

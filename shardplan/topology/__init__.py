@@ -65,18 +65,25 @@ def read_spec(source: str | Path, *, nvlink_status: str | Path | None = None) ->
 
 
 def load_topology(
-    source: str | Path | Topology, *, nodes: int = 1, gpu: str | None = None, nvlink_status: str | Path | None = None
+    source: str | Path | Topology,
+    *,
+    nodes: int = 1,
+    gpu: str | None = None,
+    nvlink_status: str | Path | None = None,
+    nic_gbit: float | None = None,
 ) -> Topology:
     """A `Topology` from 'live', a preset name, a YAML/JSON file, saved `nvidia-smi topo -m` text or
     NCCL topology XML (`NCCL_TOPO_FILE`, `NCCL_TOPO_DUMP_FILE`).
 
     `nodes=N` makes N copies of the source joined by its network; `gpu` names the GPU model where
     the source does not say it (one that contradicts the source is an error); `nvlink_status` is a saved
-    `nvidia-smi nvlink -s` for the same box.
+    `nvidia-smi nvlink -s` for the same box; `nic_gbit` the line rate (Gb/s) of NICs the source gives
+    no speed, as a saved `nvidia-smi topo -m` does (a node that lists no NICs leaves through one such NIC;
+    a speed that contradicts the source is an error).
 
     >>> load_topology("dgx-h100").num_gpus
     8
     """
     if isinstance(source, Topology):
         return source
-    return build(read_spec(source, nvlink_status=nvlink_status), nodes=nodes, gpu=gpu)
+    return build(read_spec(source, nvlink_status=nvlink_status), nodes=nodes, gpu=gpu, nic_gbit=nic_gbit)

@@ -3,6 +3,8 @@ number GPUs globally, resolve GPU models, and place each GPU in its node's PCIe 
 
 from __future__ import annotations
 
+import math
+
 from shardplan.errors import TopologyError
 from shardplan.topology.catalog import gpu_model, gpu_models, match_product_name
 from shardplan.topology.schema import Gpu, Network, Nic, Node, NvLinkBundle, NvSwitchDomain, Topology
@@ -57,13 +59,34 @@ def _resolve_model(node: NodeSpec, local: int, override: str | None) -> str | No
     return None
 
 
-def build(spec: TopologySpec, *, nodes: int = 1, gpu: str | None = None) -> Topology:
+def _with_nic_speed(spec: TopologySpec, gbit: float) -> TopologySpec:
+    """`spec` with `gbit` the line rate of every NIC it states none for, and of the one NIC a node that lists none
+    leaves through (`network.gbit_per_nic`). A speed that contradicts one the source states is refused."""
+    if not 0 < gbit < math.inf:
+        raise TopologyError(
+            f"{spec.name}: --nic-gbit (nic_gbit=) must be a positive line rate in Gb/s, such as 400; got {gbit}"
+        )
+    stated = ({nic.gbit for ns in spec.nodes for nic in ns.nics} | {spec.network.gbit_per_nic}) - {None}
+    if stated - {gbit}:
+        speeds = ", ".join(f"{g:g}" for g in sorted(stated))
+        raise TopologyError(
+            f"{spec.name}: the source states NICs of {speeds} Gb/s, not {gbit:g}: --nic-gbit "
+            "(nic_gbit=) only gives a speed to NICs that a source leaves without one (a saved nvidia-smi topo -m); "
+            "leave it out"
+        )
+    return spec.model_copy(update={"network": spec.network.model_copy(update={"gbit_per_nic": gbit})})
+
+
+def build(spec: TopologySpec, *, nodes: int = 1, gpu: str | None = None, nic_gbit: float | None = None) -> Topology:
     """The `Topology` of `nodes` copies of `spec`, GPUs numbered node by node.
 
-    `gpu` names the GPU model where the source does not say it.
+    `gpu` names the GPU model where the source does not say it; `nic_gbit` the line rate of its NICs, in Gb/s,
+    where it states none (a node that lists no NICs leaves through one of that rate).
     """
     if nodes < 1:
         raise TopologyError(f"nodes must be at least 1, got {nodes}")
+    if nic_gbit is not None:
+        spec = _with_nic_speed(spec, nic_gbit)
     if gpu is not None and gpu not in gpu_models():
         gpu_model(gpu)
     node_specs = [ns for _ in range(nodes) for ns in spec.nodes for _ in range(ns.count)]

@@ -388,8 +388,8 @@ class Topology(_Frozen):
             else "the topology declares no NICs with a speed and no network.gbit_per_nic"
         )
         raise TopologyError(
-            f"{self.name}: node {self.gpus[i].node} has no NIC speed ({why}); declare nics with gbit or "
-            "network.gbit_per_nic in a .yaml topology"
+            f"{self.name}: node {self.gpus[i].node} has no NIC speed ({why}); pass --nic-gbit (nic_gbit=) with "
+            "its NICs' line rate, or declare nics with gbit or network.gbit_per_nic in a .yaml topology"
         )
 
     def bandwidth_gbps(self, i: int, j: int, *, achievable: bool = True) -> float:
