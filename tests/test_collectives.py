@@ -217,6 +217,44 @@ def test_all_reduce_within_15_percent_of_nccl_tests(name, source, nodes, ranks, 
     assert model == pytest.approx(seconds, rel=0.15)
 
 
+# The other collectives nccl-tests ran on machines of the fixtures: file -> (op, topology source, ranks). Every size
+# from 1 MiB to 1 GiB is checked against the same 15%.
+OTHER_OPS = {
+    "nccl-tests-alltoall-2080ti-2gpu-pcie-nop2p-1.txt": ("all_to_all", "autodl-2080ti.yaml", 2),
+    "nccl-tests-broadcast-2080ti-2gpu-pcie-nop2p-1.txt": ("broadcast", "autodl-2080ti.yaml", 2),
+    # sendrecv_perf -g 8: each GPU sends to the next and receives from the one before, a ring of single steps
+    "nccl-tests-sendrecv-a100-8gpu-nvswitch-1.txt": ("send_recv", "dgx-a100", 8),
+}
+OTHER_MISSES = {
+    # Through host memory (no P2P) a flow one way at a time, as a 2-GPU broadcast runs, reached 11.1 GB/s where
+    # the all-reduce's two ways at once reached 4.0 each (topology/links.py): the model charges every flow the
+    # all-reduce's rate, +160% to +177% here.
+    *(("nccl-tests-broadcast-2080ti-2gpu-pcie-nop2p-1.txt", 2**k) for k in range(20, 31)),
+    # 8x A100 NVSwitch, one process driving all 8 GPUs (-g 8): send/recv peaked at 195 GB/s, below the all-reduce
+    # bus bandwidth of the same kind of machine (235, the massaged fixture) and the P2P rate the model uses (250):
+    # model -53% at 128 MiB (measured 110 GB/s there), -22% from 256 MiB to 1 GiB.
+    *(("nccl-tests-sendrecv-a100-8gpu-nvswitch-1.txt", 2**k) for k in range(27, 31)),
+    # all-to-all on the same pair: measured 13% faster than half the all-reduce's time, which the model gives;
+    # +15.2% at 1 GiB (+13% to +14.6% from 16 to 512 MiB)
+    ("nccl-tests-alltoall-2080ti-2gpu-pcie-nop2p-1.txt", 2**30),
+}
+
+
+def _other_cases():
+    for name, (op, source, ranks) in OTHER_OPS.items():
+        for size, seconds in _rows(name):
+            if 2**20 <= size <= 2**30:
+                marks = [pytest.mark.xfail(strict=True, reason="known gap")] if (name, size) in OTHER_MISSES else []
+                yield pytest.param(name, op, source, ranks, size, seconds, marks=marks, id=f"{op}-{ranks}-{size}")
+
+
+@pytest.mark.parametrize(("name", "op", "source", "ranks", "size", "seconds"), list(_other_cases()))
+def test_other_collectives_within_15_percent_of_nccl_tests(name, op, source, ranks, size, seconds):
+    topo = load_topology(DATA / "machines" / source if source.endswith(".yaml") else source)
+    model = collective_time_s(topo, op, range(ranks), size, floor_latency_s=_floor(_rows(name)))
+    assert model == pytest.approx(seconds, rel=0.15)
+
+
 def test_nccl_copies_through_host_memory_past_a_pcie_switch(tmp_path):
     """NCCL 2.23+ copies peer-to-peer only under a common PCIe switch, or anywhere on an AMD host whose
     communicator has at most two GPUs there (src/graph/paths.cc, ncclTopoCheckP2p); elsewhere through host memory.
