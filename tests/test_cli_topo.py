@@ -97,7 +97,7 @@ def test_nic_gbit_option_plans_copies_of_a_saved_topo_m(tmp_path: Path):
 def test_a_misspelt_name_gets_the_names_it_may_mean():
     for args, hint in (
         (("topo", "dgx-h10"), "did you mean 'dgx-h100'?"),
-        (("topo", "dgx-h100", "--gpu", "h100"), "did you mean 'h100-pcie' or 'h100-sxm'?"),
+        (("topo", "dgx-h100", "--gpu", "h100"), "did you mean 'h100-nvl', 'h100-pcie' or 'h100-sxm'?"),
         (("model", "llama-3-8b"), "did you mean 'llama3-8b'?"),
     ):
         run = _cli(*args)

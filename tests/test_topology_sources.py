@@ -70,6 +70,21 @@ def test_product_names_find_their_catalogue_entry():
         "NVIDIA GB300": "gb300",  # the Grace Blackwell Ultra superchip, not the B300 entry
         "NVIDIA H100 80GB HBM3": "h100-sxm",
         "NVIDIA H200": "h200-sxm",
+        # the PCIe cards with NVLink bridges are parts of their own (H100 / H200 datasheets' NVL columns)
+        "NVIDIA H100 NVL": "h100-nvl",
+        "NVIDIA H200 NVL": "h200-nvl",
+        "NVIDIA GH200 480GB": "gh200",  # not the H200
+        "NVIDIA H800": "h800-sxm",
+        "NVIDIA H800 PCIe": None,  # not the SXM part, and not in the catalogue
+        "NVIDIA H20": "h20",
+        "NVIDIA A800-SXM4-80GB": "a800-sxm-80gb",
+        "NVIDIA A40": "a40",
+        "NVIDIA A30": "a30",
+        "NVIDIA A10": "a10",
+        "NVIDIA L40": "l40",
+        "NVIDIA L40S": "l40s",
+        "Tesla V100-PCIE-32GB": "v100-pcie-32gb",
+        "Tesla V100-SXM2-32GB": "v100-sxm2-32gb",
     }
     assert {name: match_product_name(name) for name in names} == names
     dgx = load_topology("dgx-b200")

@@ -12,7 +12,7 @@ from shardplan.topology.spec import NodeSpec, TopologySpec
 
 # NVLink SHARP needs third-generation NVSwitch (Hopper) or later: NVIDIA H100 datasheet ("NVLink
 # Switch System ... SHARP in-network reductions"), GB200 NVL72 datasheet.
-NVLS_MODELS = frozenset({"h100-sxm", "h200-sxm", "gh200", "b200", "b300", "gb200"})
+NVLS_MODELS = frozenset({"h100-sxm", "h200-sxm", "h800-sxm", "h20", "gh200", "b200", "b300", "gb200"})
 
 
 def _group_ids(groups: list[list[int]], n: int, *, default_shared: bool) -> list[int | None]:
