@@ -61,7 +61,7 @@ def test_preset_sizes_and_links():
 
 
 def test_product_names_find_their_catalogue_entry():
-    from shardplan.topology.catalog import match_product_name
+    from shardplan.topology.catalog import gpu_models, match_product_name
 
     names = {
         "NVIDIA B200": "b200",
@@ -87,6 +87,8 @@ def test_product_names_find_their_catalogue_entry():
         "Tesla V100-SXM2-32GB": "v100-sxm2-32gb",
     }
     assert {name: match_product_name(name) for name in names} == names
+    ids = [device for model in gpu_models().values() for device in model.pci_device_ids]  # NCCL XML's way in
+    assert len(ids) == len(set(ids)) == 21
     dgx = load_topology("dgx-b200")
     assert dgx.gpus[0].model == "b200" and dgx.path_kind(0, 7) == "nvlink" and dgx.nvswitch_domains[0].nvls
     ultra = load_topology("dgx-b300", nodes=2)  # DGX B300 datasheet: 288 GB each, one 800 Gb/s ConnectX-8 per GPU
