@@ -531,6 +531,22 @@ def test_activation_memory_gqa_swiglu_flash():
     assert fp8 == fused - (2 * h + f) / 4 + h / 4
 
 
+def test_kimi_k2_is_read_as_the_deepseek_v3_architecture_it_reuses():
+    """Kimi K2's config.json (moonshotai/Kimi-K2-Instruct) names model_type kimi_k2 for DeepseekV3ForCausalLM: its
+    1.03 T parameters and 32.9 B active are the model card's "1T" and "32B"; Kimi K2.5 wraps it in text_config."""
+    k2 = {
+        **dict(model_type="kimi_k2", vocab_size=163840, hidden_size=7168, intermediate_size=18432),
+        **dict(moe_intermediate_size=2048, num_hidden_layers=61, num_attention_heads=64, num_key_value_heads=64),
+        **dict(n_shared_experts=1, n_routed_experts=384, num_experts_per_tok=8, first_k_dense_replace=1),
+        **dict(q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128),
+        **dict(n_group=1, topk_group=1, tie_word_embeddings=False),
+    }
+    m = spec_from_config(k2, "config.json")
+    assert (m.name, m.attention, m.num_layers) == ("kimi_k2", "mla", 61)
+    assert (m.num_params, m.num_active_params) == (1_026_408_209_408, 32_861_477_888)
+    assert spec_from_config({"model_type": "kimi_k25", "text_config": k2}, "k25.json").num_params == m.num_params
+
+
 def test_mla_matmuls_and_activations():
     """DeepSeek-V3 (deepseek-ai/DeepSeek-V3 config.json): 671.0 B parameters, 37.6 B active (the paper's 671 B and
     37 B, arXiv:2412.19437); MLA's matmuls in forward order, TP splitting the up-projections and the

@@ -63,6 +63,9 @@ _TIED_BY_DEFAULT = ("gemma2", "gemma3_text", "smollm3", "ernie4_5", "cohere2", "
 # Language models of vision-language ones, built as a supported type is (their multimodal rotary positions aside):
 # Qwen2-VL's and Qwen2.5-VL's are Qwen2's, Qwen3-VL's Qwen3's and Qwen3 MoE's.
 _SAME_AS = {
+    # Kimi K2 "reuses the DeepSeekV3CausalLM architecture" and names its own model_type only so that inference
+    # engines can tell it apart (Moonshot's Kimi-K2 deployment guide, which suggests deepseek_v3 in its place)
+    "kimi_k2": "deepseek_v3",
     "qwen2_vl_text": "qwen2",
     "qwen2_5_vl_text": "qwen2",
     "qwen3_vl_text": "qwen3",
