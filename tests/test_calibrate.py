@@ -156,6 +156,16 @@ def test_bad_calibration_file_names_file_and_field(tmp_path: Path, changes: dict
     assert "\n" not in str(info.value)
 
 
+def test_a_calibration_path_that_is_no_utf8_file_is_one_line(tmp_path: Path) -> None:
+    """A folder given for the file is a one-line error (it was an IsADirectoryError); a Latin-1 byte in a string
+    reads as it does in UTF-8 (it was a UnicodeDecodeError)."""
+    with pytest.raises(ShardplanError, match=r": a folder, not a calibration file$"):
+        read_calibration(tmp_path)
+    path = tmp_path / "latin1.json"
+    path.write_bytes(json.dumps(_shipped_with(device_name="caf\u00e9")).encode("latin-1"))
+    assert read_calibration(path).gemm_tflops == shipped_calibration("h100-sxm").gemm_tflops
+
+
 def test_one_gemm_shape_is_its_own_peak(tmp_path: Path) -> None:
     """A calibration that timed one GEMM shape cannot tell a fixed overhead from the peak: the peak is its rate."""
     path = tmp_path / "one.json"

@@ -657,6 +657,19 @@ def test_not_json_and_directory_source(tmp_path: Path):
     assert load_model(tmp_path).num_layers == 2
 
 
+def test_a_config_in_another_encoding_reads_as_in_utf8(tmp_path: Path):
+    """config.json saved as UTF-16 with a byte-order mark (Windows PowerShell's `>`), or with a Latin-1 byte in a
+    string: the same model, not a UnicodeDecodeError; a folder without config.json is a one-line error."""
+    config = {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 100}
+    utf16, latin1 = tmp_path / "utf16.json", tmp_path / "latin1.json"
+    utf16.write_text(json.dumps(config, indent=1).replace("\n", "\r\n"), encoding="utf-16", newline="")
+    latin1.write_bytes(json.dumps({**config, "_name_or_path": "caf\u00e9"}).encode("latin-1"))
+    assert load_model(utf16).num_params == load_model(latin1).num_params == spec_from_config(config, "c").num_params
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelSpecError, match=r"empty/config.json: no such file$"):
+        load_model(tmp_path / "empty")
+
+
 def test_preset_configs_build_the_same_model_in_transformers():
     for name in ("llama3-8b", "qwen2.5-7b", "mixtral-8x7b", "gpt-oss-20b", "deepseek-v3", "deepseek-v2-lite", "gpt2"):
         from shardplan.model.presets import read_model_preset

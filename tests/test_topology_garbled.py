@@ -65,3 +65,16 @@ def test_cli_error_is_one_line_naming_file_and_line(tmp_path: Path):
     assert run.returncode == 2
     assert run.stderr == f"error: {bad}: line 3: expected 3 cells after GPU1, found 2\n"
     assert run.stdout == ""
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-8-sig"])
+def test_a_saved_output_in_windows_encodings_reads_as_the_original(encoding: str, tmp_path: Path):
+    """`nvidia-smi topo -m > topo.txt` in Windows PowerShell writes UTF-16 with a byte-order mark and CRLF line ends;
+    other tools a UTF-8 byte-order mark: each reads as the UTF-8 original does."""
+    original = DATA / "topo" / "nvidia-smi-topo-hopper-8gpu-nv18-12nic-1.txt"
+    saved = tmp_path / "topo.txt"
+    saved.write_text(fixture_body(original).replace("\n", "\r\n"), encoding=encoding, newline="")
+    plain = tmp_path / "plain.txt"
+    plain.write_text(fixture_body(original))
+    read, expected = (load_topology(p, gpu="h100-sxm").model_dump(exclude={"name", "source"}) for p in (saved, plain))
+    assert read == expected and len(read["nics"]) == 12

@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from shardplan.errors import ShardplanError, describe_validation
+from shardplan.textfile import read_text
 from shardplan.topology.catalog import gpu_model
 
 # the GPU whose measurements stand in for others (its file: `shardplan calibrate` on a real H100)
@@ -234,10 +235,9 @@ def _fit_gemm(table: dict[str, float]) -> tuple[float, float]:
 def read_calibration(path: Path | str) -> Calibration:
     """A calibration file; errors name the file and field."""
     path = Path(path)
+    text = read_text(path, what="calibration file")
     try:
-        return Calibration.model_validate(json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise ShardplanError(f"{path}: no such calibration file") from None
+        return Calibration.model_validate(json.loads(text))
     except json.JSONDecodeError as exc:
         raise ShardplanError(f"{path}: line {exc.lineno}: not valid JSON") from None
     except ValidationError as err:

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from shardplan.errors import ModelSpecError, describe_validation
 from shardplan.model.schema import LayerSpec, MlaSpec, ModelSpec, MoeSpec
+from shardplan.textfile import read_text
 
 SUPPORTED = (
     "llama",
@@ -110,10 +111,9 @@ class _Cfg:
 def read_config(path: Path) -> dict[str, Any]:
     """The JSON object in a `config.json` file (or in a directory holding one)."""
     file = path / "config.json" if path.is_dir() else path
-    if not file.is_file():
-        raise ModelSpecError(f"{file}: no such file")
+    text = read_text(file, ModelSpecError)
     try:
-        data = json.loads(file.read_text())
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ModelSpecError(f"{file}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
     if not isinstance(data, dict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from shardplan.errors import TopologyError, names_hint
+from shardplan.textfile import read_text
 from shardplan.topology.cluster import build
 from shardplan.topology.schema import Gpu, Topology
 from shardplan.topology.sources.file import parse_declared
@@ -36,10 +37,7 @@ def read_spec(source: str | Path, *, nvlink_status: str | Path | None = None) ->
         if not path.is_file():
             hint = names_hint(text_source, preset_names(), "presets")
             raise TopologyError(f"{text_source}: not a file, 'live', or a preset{hint}")
-        try:
-            text = path.read_text(errors="replace")
-        except OSError as exc:
-            raise TopologyError(f"{text_source}: cannot read ({exc.strerror})") from None
+        text = read_text(path, TopologyError)
         if path.suffix.lower() in (".yaml", ".yml", ".json"):
             spec = parse_declared(text, text_source)
         elif "ROCm System Management Interface" in text or "between two GPUs" in text:
@@ -60,7 +58,7 @@ def read_spec(source: str | Path, *, nvlink_status: str | Path | None = None) ->
         path = Path(nvlink_status)
         if not path.is_file():
             raise TopologyError(f"{nvlink_status}: no such file")
-        spec = apply_nvlink_status(spec, parse_nvlink_status(path.read_text(errors="replace"), str(path)))
+        spec = apply_nvlink_status(spec, parse_nvlink_status(read_text(path, TopologyError), str(path)))
     return spec
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shardplan.errors import TopologyError
+from shardplan.textfile import read_text
 from shardplan.topology.catalog import match_product_name
 from shardplan.topology.graph import alone_in_the_rest, groups_from_pairs
 from shardplan.topology.sources.nccl_xml import placed_by_nccl_topo
@@ -276,10 +277,7 @@ def read_live() -> TopologySpec:
         return spec.model_copy(update={"nodes": [node]})
     declared = os.environ.get("NCCL_TOPO_FILE")
     if declared:  # what NCCL itself will read for the PCIe tree on this machine
-        try:
-            text = Path(declared).read_text(errors="replace")
-        except OSError as exc:
-            raise TopologyError(f"NCCL_TOPO_FILE={declared}: cannot read ({exc.strerror})") from None
+        text = read_text(Path(declared), TopologyError, what="NCCL topology file (NCCL_TOPO_FILE)")
         spec = placed_by_nccl_topo(spec, text, declared)
     return spec
 
