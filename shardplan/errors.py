@@ -41,6 +41,10 @@ class PlanError(ShardplanError):
     """A layout or request cannot be planned (degrees, memory, permutation)."""
 
 
+class TrainingError(ShardplanError, ValueError):
+    """`Training` settings out of range, or that do not go together (a ValueError too, as pydantic's are)."""
+
+
 def describe_validation(err: ValidationError) -> str:
     """One line for a pydantic error: `field.path: message` of the first problem (and how many more)."""
     first = err.errors()[0]

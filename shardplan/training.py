@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from shardplan.errors import TrainingError, describe_validation
 from shardplan.model.schema import Recompute
 
 
@@ -202,6 +203,13 @@ class Training(BaseModel):
         False,
         description="ZeRO-1/2 weight all-gather runs under the next forward (Megatron --overlap-param-gather).",
     )
+
+    def __init__(self, **settings: Any) -> None:
+        """Refuse settings that cannot be with a `TrainingError` naming the field (pydantic's own error otherwise)."""
+        try:
+            super().__init__(**settings)
+        except ValidationError as err:
+            raise TrainingError(describe_validation(err).removeprefix("(top level): ")) from None
 
     @model_validator(mode="after")
     def _modules_beside_megatron_recompute(self) -> Training:

@@ -1263,3 +1263,22 @@ def test_gradient_sync_hides_only_where_the_nics_are_free():
         return estimate("llama3-70b", topo, train, tp=16, pp=1, dp=2).breakdown["dp"]
 
     assert dp_exposed(1) > 2 * dp_exposed(2) > 0
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"global_batch": 0}, r"^global_batch: Input should be greater than 0$"),
+        ({"zero_stage": 5}, r"^zero_stage: Input should be 0, 1, 2 or 3$"),
+        ({"recompute": "full", "recompute_modules": ("moe_act",)}, r"^Value error, recompute_modules moe_act go with"),
+        ({"micro_batches": 4}, r"^micro_batches: Extra inputs are not permitted$"),
+    ],
+)
+def test_training_settings_that_cannot_be_are_a_shardplan_error(settings: dict, message: str) -> None:
+    """`Training` refuses what cannot be with the error family users catch (a ValueError too, as pydantic's was),
+    one line naming the field."""
+    from shardplan import ShardplanError
+
+    with pytest.raises(ShardplanError, match=message) as info:
+        Training(**{"global_batch": 64, "seq_len": 4096, **settings})
+    assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
