@@ -6,9 +6,9 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shardplan.errors import ShardplanError
+from shardplan.errors import ShardplanError, describe_validation
 
 PLAN_SCHEMA_VERSION = 1
 
@@ -125,9 +125,15 @@ class Plan(BaseModel):
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
-        """Read what `to_json` wrote."""
-        data: dict[str, Any] = json.loads(text)
-        version = data.pop("schema_version", None)
+        """Read what `to_json` wrote; anything else is a one-line `ShardplanError`."""
+        try:
+            data: Any = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ShardplanError(f"plan: line {exc.lineno}: not valid JSON ({exc.msg})") from None
+        version = data.pop("schema_version", None) if isinstance(data, dict) else None
         if version != PLAN_SCHEMA_VERSION:
             raise ShardplanError(f"plan schema_version {version!r} is not {PLAN_SCHEMA_VERSION}")
-        return cls.model_validate(data)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise ShardplanError(f"plan: {describe_validation(err)}") from None

@@ -112,6 +112,8 @@ def test_axis_times_tell_groups_alike_apart_by_their_company():
 def test_unknown_op():
     with pytest.raises(PlanError, match="unknown collective"):
         collective_time_s(load_topology("dgx-h100"), "gossip", [0, 1], 1024)
+    with pytest.raises(PlanError, match=r"^GPU 8 is not in dgx-h100, whose GPUs are 0\.\.7$"):  # was an IndexError
+        collective_time_s(load_topology("dgx-h100"), "all_reduce", [0, 8], 1024)
 
 
 _UNITS = {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import assert_meshes_match
 
-from shardplan import Plan, Training, estimate, load_topology
+from shardplan import Plan, ShardplanError, Training, estimate, load_topology
 from shardplan.emit import emit
 from shardplan.emit.remap import visible_devices
 
@@ -49,6 +49,15 @@ def test_plan_json_keys_and_round_trip() -> None:
     doc = json.loads(plan.to_json())
     assert set(doc) == PLAN_KEYS
     assert Plan.from_json(plan.to_json()) == plan
+    # what is not a plan: one line each (it was a JSONDecodeError, a TypeError and pydantic's 21-line error)
+    for text, message in (
+        ("not json", "plan: line 1: not valid JSON"),
+        ("[1]", "plan schema_version None is not 1"),
+        (json.dumps({**doc, "tp": "x"}), "plan: tp: Input should be a valid integer"),
+    ):
+        with pytest.raises(ShardplanError, match=message) as info:
+            Plan.from_json(text)
+        assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("tp,pp,dp,layout", LAYOUTS)

@@ -303,6 +303,9 @@ def collective_time_s(
     if op not in OPS:
         raise PlanError(f"unknown collective {op!r}; one of {', '.join(OPS)}")
     group = list(dict.fromkeys(gpus))
+    outside = [g for g in group if not 0 <= g < topology.num_gpus]
+    if outside:
+        raise PlanError(f"GPU {outside[0]} is not in {topology.name}, whose GPUs are 0..{topology.num_gpus - 1}")
     if len(group) <= 1 or size_bytes <= 0:
         return 0.0
     return rings_time_s(
