@@ -1130,13 +1130,13 @@ def test_rates_are_kept_per_calibration_and_follow_a_modified_copy():
 
 
 def test_flash2_rate_on_gpus_without_a_calibration_follows_their_architecture():
-    h100, a100, h200 = rates_for("h100-sxm"), rates_for("a100-sxm-80gb"), rates_for("h200-sxm")
+    h100, a100, h800 = rates_for("h100-sxm"), rates_for("a100-sxm-80gb"), rates_for("h800-sxm")
     ratio = 312.0 / 989.4  # datasheet BF16 dense peaks
     # Ampere: FlashAttention-2 is SDPA's own pick, at the H100's best-kernel share of the peak
     assert a100.flash2_flops == pytest.approx({s: r * ratio for s, r in h100.attention_flops.items()})
     assert a100.flash2_flops == pytest.approx(a100.attention_flops)
     # Hopper (same peak): FlashAttention-2 at its share measured on the H100
-    assert h200.flash2_bwd_flops == pytest.approx(h100.flash2_bwd_flops)
+    assert h800.flash2_bwd_flops == pytest.approx(h100.flash2_bwd_flops)
 
 
 def test_rope_is_charged_only_to_models_that_rotate_q_and_k():
