@@ -56,9 +56,8 @@ def read_spec(source: str | Path, *, nvlink_status: str | Path | None = None) ->
             )
     if nvlink_status is not None:
         path = Path(nvlink_status)
-        if not path.is_file():
-            raise TopologyError(f"{nvlink_status}: no such file")
-        spec = apply_nvlink_status(spec, parse_nvlink_status(read_text(path, TopologyError), str(path)))
+        text = read_text(path, TopologyError, what="saved `nvidia-smi nvlink -s`")
+        spec = apply_nvlink_status(spec, parse_nvlink_status(text, str(path)))
     return spec
 
 
