@@ -205,7 +205,8 @@ class Training(BaseModel):
     )
 
     def __init__(self, **settings: Any) -> None:
-        """Refuse settings that cannot be with a `TrainingError` naming the field (pydantic's own error otherwise)."""
+        """Refuse settings that cannot be with a one-line `TrainingError` naming the field, in place of pydantic's
+        multi-line `ValidationError`."""
         try:
             super().__init__(**settings)
         except ValidationError as err:
