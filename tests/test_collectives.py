@@ -17,9 +17,11 @@ from shardplan.cost.collectives import (
     bus_factor,
     collective_time_s,
     nvls_speedup,
+    ring_gbps_bound,
     ring_hops,
     ring_order,
 )
+from shardplan.cost.rings import ring_links
 from shardplan.errors import PlanError
 from shardplan.solve.explain import axis_path
 
@@ -351,9 +353,37 @@ def test_nccl_builds_its_rings_from_nvlinks_where_a_mesh_allows():
     assert ring == [0, 3, 2, 1, 5, 6, 7, 4]
     assert {dgx1.nvlink_count(a, b) for a, b in ring_hops(dgx1, range(8))} == {2}
     assert ring_hops(dgx1, [0, 1, 5]) == [(0, 1), (1, 5), (5, 0)]  # the way back counts too: no NVLink joins 5 and 0
-    # an all-gather of 8 moves its bus bytes at an NV2 bundle's pace (PCIe order's SYS hop gave 13 GB/s)
+    # an all-gather of 8 moves its bus bytes over all six NVLinks of each GPU (rings over NV1 hops too, beside the
+    # first over NV2 bundles): three NV2 bundles' pace, where PCIe order's SYS hop gave 13 GB/s
     busbw = bus_factor("all_gather", 8) * 2**30 / collective_time_s(dgx1, "all_gather", range(8), 2**30) / 1e9
-    assert busbw == pytest.approx(dgx1.bandwidth_gbps(0, 3), rel=0.03)
+    assert busbw == pytest.approx(3 * dgx1.bandwidth_gbps(0, 3), rel=0.03)
     assert axis_path(dgx1, [list(range(8))]) == "nvlink"  # what `suggest` says of such a group
     assert ring_order(dgx1, [0, 1, 2, 3]) == [0, 1, 2, 3]
     assert ring_order(load_topology("a100-pcie-8gpu-bridged"), range(8)) == list(range(8))
+
+
+def test_nccl_runs_several_rings_over_an_nvlink_mesh_at_once():
+    """NCCL's ring search takes each ring's speed off every directed NVLink it uses and keeps the set that moves
+    the most (src/graph/search.cc); on four V100s with two NVLinks between every pair it found six rings at one
+    link's speed each, every direction of every link used once (NCCL's graph dump, github.com/NVIDIA/nccl/issues/
+    713). So a group's rings over a mesh move as many NVLinks' worth as the links allow, not one bundle's."""
+    k4_nv2 = ((0, 2, 2, 2), (2, 0, 2, 2), (2, 2, 0, 2), (2, 2, 2, 0))
+    assert ring_links(k4_nv2) == 6.0
+    # a square of NV2 and NV1 sides, no diagonals: a ring each way, at its NV1 sides' speed
+    assert ring_links(((0, 2, 0, 1), (2, 0, 1, 0), (0, 1, 0, 2), (1, 0, 2, 0))) == 2.0
+    # four GPUs with one link between every pair: no two rings of one link each fill every direction of every link
+    # (the complete digraph on four vertices has no Hamiltonian decomposition); NCCL's slower speed steps do
+    assert ring_links(((0, 1, 1, 1), (1, 0, 1, 1), (1, 1, 0, 1), (1, 1, 1, 0))) == 3.0
+    dgx1, hgx = load_topology("dgx1-v100"), load_topology("hgx-h100-4gpu")
+
+    def busbw(topo, gpus):
+        return bus_factor("all_reduce", len(gpus)) * 2**30 / collective_time_s(topo, "all_reduce", gpus, 2**30) / 1e9
+
+    per_link = dgx1.bandwidth_gbps(0, 1)  # an NV1 hop
+    assert busbw(dgx1, range(8)) == pytest.approx(6 * per_link, rel=0.01)  # all six of each V100's links
+    assert busbw(dgx1, [0, 1, 2, 3]) == pytest.approx(4 * per_link, rel=0.01)  # a quad: 1 + 1 + 2 links each
+    assert busbw(dgx1, [0, 3]) == pytest.approx(2 * per_link, rel=0.01)  # a pair: its bundle, as before
+    assert busbw(hgx, range(4)) == pytest.approx(3 * busbw(hgx, [0, 1]), rel=0.01)  # NV6 to each of three
+    # a GPU's links bound every group's rings, so the search's lower bound on a ring's rate holds
+    assert ring_gbps_bound(dgx1, 8) >= busbw(dgx1, range(8))
+    assert ring_gbps_bound(hgx, 4) >= busbw(hgx, range(4))

@@ -2,7 +2,8 @@
 
 Structure follows NCCL (src/graph/tuning.cc, NVIDIA/nccl): a ring moves `bus bytes` (all-reduce
 2(n-1)/n x size, all-gather / reduce-scatter / all-to-all (n-1)/n x size, broadcast and send/recv
-1 x size) at the ring's slowest link, under one of three protocols (LL, LL128, Simple) each with
+1 x size) at the ring's slowest link (over NVLink bundles without a switch, several rings at once: `rings.py`),
+under one of three protocols (LL, LL128, Simple) each with
 its own latency and share of the link; an all-reduce across hosts may also run NCCL's tree (a chain
 inside each host, a double binary tree between them: latency in log2 of the hosts); NCCL picks the
 fastest, and so does this model. Groups that
@@ -19,6 +20,7 @@ from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
+from shardplan.cost.rings import RING_SEARCH_MAX_GPUS, ring_links, widest_ring
 from shardplan.errors import PlanError
 from shardplan.topology.catalog import gpu_models
 from shardplan.topology.schema import Topology
@@ -130,22 +132,20 @@ def _steps(op: str, n: int) -> int:
     return 2 * (n - 1) if op == "all_reduce" else (1 if op == "send_recv" else n - 1)
 
 
-# The most GPUs of one node whose ring `_widest_nvlink_ring` searches (NVLink meshes without a switch have 8 at most).
-RING_SEARCH_MAX_GPUS = 8
-
-
 def ring_order(topology: Topology, gpus: Sequence[int]) -> list[int]:
     """The ring NCCL would build: GPUs ordered by node, socket, host bridge and switch, so that each
     PCIe level is entered and left once; inside a node whose GPUs NVLinks join pair by pair, the order
-    whose fewest-linked hop has the most links (`_widest_nvlink_ring`)."""
+    whose fewest-linked hop has the most links (`rings.widest_ring`)."""
     order = sorted(gpus, key=lambda i: _position(topology, i))
     if not topology._bundles:
         return order
-    return [
-        i
-        for _, members in itertools.groupby(order, key=lambda i: topology.gpus[i].node)
-        for i in _widest_nvlink_ring(topology, list(members))
-    ]
+    out = []
+    for _, group in itertools.groupby(order, key=lambda i: topology.gpus[i].node):
+        members = list(group)
+        if len(members) <= RING_SEARCH_MAX_GPUS:
+            members = [members[k] for k in widest_ring(_link_counts(topology, members))]
+        out += members
+    return out
 
 
 def ring_hops(topology: Topology, gpus: Sequence[int]) -> list[tuple[int, int]]:
@@ -154,39 +154,18 @@ def ring_hops(topology: Topology, gpus: Sequence[int]) -> list[tuple[int, int]]:
     return list(zip(ring, ring[1:] + ring[:1], strict=True)) if len(ring) > 1 else []
 
 
-def _widest_nvlink_ring(topology: Topology, members: list[int]) -> list[int]:
-    """`members` (of one node, in PCIe order) in the ring whose fewest-linked hop has the most NVLinks, as NCCL's
-    ring search builds rings from the NVLinks alone where it can (src/graph/search.cc): on a DGX-1 cube mesh
-    0-3-2-1-5-6-7-4 over NV2 bundles only, where PCIe order crosses between the quads without NVLink. Of the
-    rings as wide, the first in PCIe order (PCIe order itself where no ring is wider)."""
-    n = len(members)
-    if n < 3 or n > RING_SEARCH_MAX_GPUS:
-        return members
-    links = {(a, b): topology.nvlink_count(a, b) for a in members for b in members if a != b}
-    for least in sorted(set(links.values()) - {0}, reverse=True):
-        ring = _ring_through(members, links, least)
-        if ring:
-            return ring
-    return members
+def _link_counts(topology: Topology, members: Sequence[int]) -> tuple[tuple[int, ...], ...]:
+    return tuple(tuple(topology.nvlink_count(a, b) if a != b else 0 for b in members) for a in members)
 
 
-def _ring_through(members: list[int], links: dict[tuple[int, int], int], least: int) -> list[int] | None:
-    """The first ring through all `members` (depth first, in their order, from the first) whose every hop has at
-    least `least` of `links`; None if there is none."""
-    path = [members[0]]
-
-    def extend() -> bool:
-        if len(path) == len(members):
-            return links[path[-1], path[0]] >= least
-        for nxt in members:
-            if nxt not in path and links[path[-1], nxt] >= least:
-                path.append(nxt)
-                if extend():
-                    return True
-                path.pop()
-        return False
-
-    return path if extend() else None
+def _mesh_links(topology: Topology, members: Sequence[int]) -> float | None:
+    """NVLinks of each GPU, per direction, that NCCL's rings over `members` (of one node) use together where their
+    ring runs over NVLink bundles alone (`rings.ring_links`); None where a hop crosses a switch or PCIe."""
+    hops = ring_hops(topology, members)
+    bundles = topology._bundles
+    if not hops or len(members) > RING_SEARCH_MAX_GPUS or any((min(a, b), max(a, b)) not in bundles for a, b in hops):
+        return None
+    return ring_links(_link_counts(topology, members))
 
 
 def _position(topology: Topology, i: int) -> tuple[int, ...]:
@@ -326,16 +305,21 @@ def transfer_lower_bound_s(op: str, n: int, size_bytes: float, ring_gbps: float)
 
 
 def ring_gbps_bound(topology: Topology, n: int) -> float:
-    """No ring of `n` GPUs runs faster than this, GB/s: the fastest its slowest hop can be. A ring with
+    """No ring of `n` GPUs runs faster than this, GB/s: the fastest its slowest hop can be, or over NVLink
+    bundles, where NCCL runs several rings at once, all of a GPU's bundles together. A ring with
     more GPUs than the largest NVLink island crosses PCIe or the network at least once; across nodes
     a ring moves at most what one node's NICs carry together, or an NVLink domain's nodes' NICs (GH200, GB200
     NVL72), as the cost model sends between islands."""
     nodes = topology.gpus_by_node[:1] if topology.identical_nodes else topology.gpus_by_node
     fastest = {True: 0.0, False: 0.0}  # over NVLink pairs, and over the others, inside a node
+    bundled: Counter[int] = Counter()  # each GPU's NVLink bundles together, GB/s
     for gpus in nodes:
         for a, b in itertools.combinations(gpus, 2):
             on_nvlink = topology.path_kind(a, b) == "nvlink"
             fastest[on_nvlink] = max(fastest[on_nvlink], topology.bandwidth_gbps(a, b))
+            if (a, b) in topology._bundles:
+                bundled.update({a: topology.bandwidth_gbps(a, b), b: topology.bandwidth_gbps(a, b)})
+    fastest[True] = max(fastest[True], *bundled.values(), 0.0)
     islands = topology.nvlink_islands()
     for island in islands[:1] if topology.identical_nodes else islands:  # domains over nodes: a pair across two
         first = island[0]
@@ -406,10 +390,15 @@ def island_share(topology: Topology, members: Sequence[int], load: Counter[Hasha
     def share(resources: Sequence[tuple[Hashable, float]]) -> float:
         return min(cap / max(load[key], 1) for key, cap in resources)
 
-    flows = _ring_flows(topology, members)
+    hops = ring_hops(topology, members)
+    flows = [_flow_resources(topology, a, b, len(members)) for a, b in hops]
+    intra = min(map(share, flows)) if flows else math.inf
+    if (mesh := _mesh_links(topology, members)) is not None:
+        # NCCL runs several rings at once over the bundles (rings.py): together they move `mesh` NVLinks' worth
+        intra = mesh * min(share(flow) / topology.nvlink_count(a, b) for flow, (a, b) in zip(flows, hops, strict=True))
     return IslandShare(
         members=len(members),
-        intra_gbps=min(map(share, flows)) if flows else math.inf,
+        intra_gbps=intra,
         # Each ring channel leaves every node once, through a different NIC: a node sends the whole bus
         # bytes through the NICs its GPUs use.
         nic_gbps=sum(share([nic]) for nic in _nics_of(topology, members)) if leaves else math.inf,

@@ -1,0 +1,153 @@
+"""NCCL's rings over GPUs that NVLink bundles join pair by pair, without a switch (a DGX-1's cube mesh, an HGX
+4-GPU board, bridged pairs): which ring it builds first, and how many NVLinks of each GPU its rings use together.
+
+NCCL's ring search (src/graph/search.cc, ncclTopoCompute) looks for as many rings (channels) as the links carry,
+each taking its speed off every directed link it uses (a link's two directions are counted apart), and keeps the
+set that moves the most (nChannels x speed), trying speeds down to about half the first it finds. On four V100s
+with two NVLinks between every pair it found six rings at one link's speed each, every direction of every link
+used once (the graph NCCL dumped, github.com/NVIDIA/nccl/issues/713): three times what one ring over the bundles
+moves. The functions here work on a matrix of NVLink counts between a group's GPUs, in the group's order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+
+# The most GPUs whose rings are searched (NVLink meshes without a switch have 8 at most).
+RING_SEARCH_MAX_GPUS = 8
+
+
+def widest_ring(links: Sequence[Sequence[int]]) -> list[int]:
+    """The order (indexes into `links`) of the ring whose fewest-linked hop has the most NVLinks, as NCCL builds
+    its first ring from the NVLinks alone where it can: on a DGX-1 cube mesh 0-3-2-1-5-6-7-4 over NV2 bundles only,
+    where PCIe order crosses between the quads without NVLink. Of the rings as wide, the first in the given order
+    (the given order itself where no ring is wider).
+
+    >>> widest_ring([[0, 0, 2, 2], [0, 0, 2, 2], [2, 2, 0, 0], [2, 2, 0, 0]])  # no NVLink joins 0-1 nor 2-3
+    [0, 2, 1, 3]
+    """
+    n = len(links)
+    if n < 3 or n > RING_SEARCH_MAX_GPUS:
+        return list(range(n))
+    for least in sorted({c for row in links for c in row} - {0}, reverse=True):
+        ring = _ring_through(links, least)
+        if ring:
+            return ring
+    return list(range(n))
+
+
+def _ring_through(links: Sequence[Sequence[int]], least: int) -> list[int] | None:
+    """The first ring through all GPUs (depth first, in their order, from the first) whose every hop has at least
+    `least` NVLinks; None if there is none."""
+    n = len(links)
+    path = [0]
+
+    def extend() -> bool:
+        if len(path) == n:
+            return links[path[-1]][0] >= least
+        for nxt in range(n):
+            if nxt not in path and links[path[-1]][nxt] >= least:
+                path.append(nxt)
+                if extend():
+                    return True
+                path.pop()
+        return False
+
+    return path if extend() else None
+
+
+# Rings tried by the search over sets of rings where the greedy packing leaves some GPU's links unfull (at most
+# about 0.1 s, once per way GPUs are linked).
+RING_SET_SEARCH_STEPS = 20_000
+
+
+@cache
+def ring_links(links: tuple[tuple[int, ...], ...]) -> float:
+    """NVLinks of each GPU, per direction, that NCCL's rings over these GPUs use together (`links`: NVLinks between
+    each pair): rings at half a link's speed each (NCCL's speed steps go below one link's rate), packed into the
+    links' two directions, as many as fit. Greedily first, each ring's next hop the GPU with the most room towards
+    it; where that leaves some GPU's links unfull, a search over sets of rings. Two GPUs: their bundle; four GPUs
+    with two links between every pair: all six, as NCCL found.
+
+    >>> ring_links(((0, 4), (4, 0)))
+    4.0
+    >>> ring_links(((0, 2, 2, 2), (2, 0, 2, 2), (2, 2, 0, 2), (2, 2, 2, 0)))
+    6.0
+    >>> ring_links(((0, 2, 0, 1), (2, 0, 1, 0), (0, 1, 0, 2), (1, 0, 2, 0)))  # a square: its thinnest hops bound it
+    2.0
+    """
+    left = [[2 * c for c in row] for row in links]  # half-link rings each direction carries
+    rings = 0
+    while _room(left) > 0 and (ring := _roomiest_ring(left)) is not None:
+        _take(left, ring, 1)
+        rings += 1
+    if _room(left) > 0:
+        rings = _best_ring_set([[2 * c for c in row] for row in links], rings)
+    return rings / 2
+
+
+def _room(left: list[list[int]]) -> int:
+    """The most rings that could still fit: the fewest any GPU can still send or receive."""
+    return min(min(sum(left[a]), sum(row[a] for row in left)) for a in range(len(left)))
+
+
+def _take(left: list[list[int]], ring: list[int], k: int) -> None:
+    for a, b in zip(ring, ring[1:] + ring[:1], strict=True):
+        left[a][b] -= k
+
+
+def _roomiest_ring(left: list[list[int]]) -> list[int] | None:
+    """A ring through all GPUs from the first over directed hops with room left, depth first, each hop to the GPU
+    with the most room towards it (then the lowest index); None if there is none."""
+    n = len(left)
+    path = [0]
+
+    def extend() -> bool:
+        last = path[-1]
+        if len(path) == n:
+            return left[last][0] > 0
+        for nxt in sorted((b for b in range(n) if b not in path and left[last][b] > 0), key=lambda b: -left[last][b]):
+            path.append(nxt)
+            if extend():
+                return True
+            path.pop()
+        return False
+
+    return path if extend() else None
+
+
+def _best_ring_set(left: list[list[int]], best: int) -> int:
+    """The most rings that fit `left`, by depth-first search over multisets of the rings through all GPUs (from the
+    first), from `best` found before, for at most `RING_SET_SEARCH_STEPS` steps."""
+    n, rings = len(left), []
+
+    def walk(path: list[int]) -> None:
+        if len(path) == n:
+            if left[path[-1]][0] > 0:
+                rings.append(path)
+            return
+        for b in range(1, n):
+            if b not in path and left[path[-1]][b] > 0:
+                walk([*path, b])
+
+    walk([0])
+    steps = 0
+
+    def search(first: int, count: int) -> None:
+        nonlocal best, steps
+        best = max(best, count)
+        if steps > RING_SET_SEARCH_STEPS or count + _room(left) <= best:
+            return
+        for k in range(first, len(rings)):
+            ring = rings[k]
+            steps += 1
+            if all(left[a][b] > 0 for a, b in zip(ring, ring[1:] + ring[:1], strict=True)):
+                _take(left, ring, 1)
+                search(k, count + 1)
+                _take(left, ring, -1)
+                if steps > RING_SET_SEARCH_STEPS:
+                    return
+
+    search(0, 0)
+    return best
