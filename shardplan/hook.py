@@ -131,6 +131,7 @@ def _plan(
     for e in everyone:
         per_node[e["node"]] = e["local_world"]
     nodes = len(per_node)
+    built = isinstance(topology, Topology)  # a source (preset, file) is copied once per node; a Topology is not
     if isinstance(topology, str) and topology == "live":
         readings = {e["node"]: e["reading"] for e in everyone if e["reading"] is not None}
         failed = [r for r in readings.values() if r.startswith("error: ")]
@@ -146,10 +147,11 @@ def _plan(
             )
     else:
         topo = load_topology(topology, nic_gbit=nic_gbit)
-        if topo.num_gpus != world and topo.num_nodes == 1 and world % topo.num_gpus == 0:
+        if topo.num_gpus != world and topo.num_nodes == 1 and world % topo.num_gpus == 0 and not built:
             topo = load_topology(topology, nodes=world // topo.num_gpus, nic_gbit=nic_gbit)
     if topo.num_gpus != world:
-        raise PlanError(f"the topology has {topo.num_gpus} GPUs but torchrun runs {world} processes")
+        hint = ": pass its source (a preset, a file), which each node's copy joins" if built else ""
+        raise PlanError(f"the topology has {topo.num_gpus} GPUs but torchrun runs {world} processes{hint}")
     on_node = Counter(g.node for g in topo.gpus)  # once: thousands of nodes each scanning every GPU take minutes
     for n, procs in sorted(per_node.items()):
         gpus = on_node[n]

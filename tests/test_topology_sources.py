@@ -11,7 +11,7 @@ from conftest import DATA, fixture_body
 
 from shardplan import Training, load_topology, suggest
 from shardplan.cost.collectives import collective_time_s
-from shardplan.errors import ShardplanError, TopologyError
+from shardplan.errors import PlanError, ShardplanError, TopologyError
 from shardplan.topology import Topology, TopologySpec, preset_names, read_spec
 from shardplan.topology.cluster import build
 from shardplan.topology.links import net_gbps, pcie_gbps
@@ -476,3 +476,22 @@ def test_trays_of_one_nvlink_clique_join_one_domain():
     assert topo.path_kind(0, 7) == "nvlink" and topo.path_kind(0, 8) == "net"
     assert nvlink_domain_nodes([tray(None), tray(None)]) == 1
     assert nvlink_domain_nodes([racks[0], racks[2], racks[1]]) == 1  # a clique split by another: not consecutive
+
+
+def test_a_topology_already_built_takes_no_source_options():
+    """`load_topology` of a `Topology` returns it as it is: `nodes`, `gpu`, `nvlink_status` and `nic_gbit` shape a
+    source, so with one it is an error where they were ignored. The hook copies a source (a preset) once per node,
+    not a `Topology`: torchrun over two nodes with a one-node `Topology` says to pass the source."""
+    from shardplan.hook import _plan
+
+    topo = load_topology("dgx-h100")
+    assert load_topology(topo) is topo
+    with pytest.raises(TopologyError, match=r"^nodes and nic_gbit apply to a topology's source .*dgx-h100 is built"):
+        load_topology(topo, nodes=2, nic_gbit=400)
+    with pytest.raises(TopologyError, match=r"^gpu applies to"):
+        load_topology(topo, gpu="h100-sxm")
+    everyone = [{"node": r // 8, "local_world": 8, "fingerprint": "same", "reading": None} for r in range(16)]
+    train = Training(global_batch=64, seq_len=4096)
+    with pytest.raises(PlanError, match="8 GPUs but torchrun runs 16 processes: pass its source"):
+        _plan(everyone, "llama3-8b", train, topo, None, {})
+    assert _plan(everyone, "llama3-8b", train, "dgx-h100", None, {}).num_gpus == 16

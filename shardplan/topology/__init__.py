@@ -76,11 +76,23 @@ def load_topology(
     the source does not say it (one that contradicts the source is an error); `nvlink_status` is a saved
     `nvidia-smi nvlink -s` for the same box; `nic_gbit` the line rate (Gb/s) of NICs the source gives
     no speed, as a saved `nvidia-smi topo -m` does (a node that lists no NICs leaves through one such NIC;
-    a speed that contradicts the source is an error).
+    a speed that contradicts the source is an error). A `Topology` already built is returned as it is, and takes
+    none of these.
 
     >>> load_topology("dgx-h100").num_gpus
     8
     """
     if isinstance(source, Topology):
+        given = [
+            k
+            for k, v in (("nodes", nodes != 1), ("gpu", gpu), ("nvlink_status", nvlink_status), ("nic_gbit", nic_gbit))
+            if v
+        ]
+        if given:
+            raise TopologyError(
+                f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to a topology's source (a preset, "
+                f"a file, 'live'); {source.name} is "
+                "built already: load it from its source with them"
+            )
         return source
     return build(read_spec(source, nvlink_status=nvlink_status), nodes=nodes, gpu=gpu, nic_gbit=nic_gbit)
