@@ -284,6 +284,30 @@ def test_nccl_copies_through_host_memory_past_a_pcie_switch(tmp_path):
     assert not intel.copies_through_host(0, 3, local_gpus=8) and intel.copies_through_host(0, 4, local_gpus=2)
 
 
+def test_copies_through_host_memory_share_the_uplink_of_a_switch_they_sit_under(tmp_path):
+    """Without peer-to-peer (GeForce cards), every copy climbs to host memory and back, so GPUs under one PCIe switch
+    send all of it through the switch's one uplink (at the PCIe rate, links.py); on the CPU's own root ports each
+    GPU has its own link. Two GPUs under a switch stay at their host-memory rate (the RTX 2080 Ti pair's 4.0 GB/s:
+    its uplink carries the pair's two flows at up to 6.6 each); four share a Gen4 uplink's 26.3 GB/s four ways."""
+    layouts = {"switched": "switches: [[0, 1, 2, 3]], ", "root ports": ""}
+    busbw = {}
+    for name, switches in layouts.items():
+        declared = tmp_path / f"{name.replace(' ', '-')}.yaml"
+        declared.write_text(
+            f"name: w\nnodes:\n  - {{gpu: rtx-4090, gpus: 4, pcie: {{gen: 4, {switches}sockets: [[0, 1, 2, 3]]}}}}\n"
+        )
+        topo = load_topology(declared)
+        busbw[name] = [
+            bus_factor("all_reduce", n) * 2**30 / collective_time_s(topo, "all_reduce", range(n), 2**30) / 1e9
+            for n in (2, 4)
+        ]
+    assert busbw["switched"][0] == pytest.approx(busbw["root ports"][0]) == pytest.approx(13.0, rel=0.01)
+    assert busbw["root ports"][1] == pytest.approx(13.0, rel=0.01)
+    assert busbw["switched"][1] == pytest.approx(26.32 / 4, rel=0.01)
+    pair = load_topology(DATA / "machines" / "autodl-2080ti.yaml")
+    assert 2**30 / collective_time_s(pair, "all_reduce", [0, 1], 2**30) / 1e9 == pytest.approx(4.0, rel=0.01)
+
+
 def test_nvls_speedup_from_the_fixture():
     """The H200 sweep (busbw with NVLS and with NCCL_NVLS_ENABLE=0, 8 GiB): the ring alone at 4 GPUs, then a gain
     that grows with the GPUs; each within 5% of the model's."""

@@ -198,12 +198,31 @@ def _flow_resources(topology: Topology, a: int, b: int, local_gpus: int) -> list
     staged = topology.copies_through_host(a, b, local_gpus=local_gpus)
     up, down = topology._pcie_gbps(a, True, staged), topology._pcie_gbps(b, True, staged)
     out: list[tuple[Hashable, float]] = [(("pcie-up", a), up), (("pcie-down", b), down)]
-    if kind in ("pxb", "phb", "node", "sys") and ga.switch is not None and ga.switch != gb.switch:
-        out += [(("sw-up", ga.node, ga.switch), up), (("sw-down", gb.node, gb.switch), down)]
-    if kind in ("phb", "node", "sys") and ga.switch_group is not None and ga.switch_group != gb.switch_group:
-        out += [(("swg-up", ga.node, ga.switch_group), up), (("swg-down", gb.node, gb.switch_group), down)]
+    # Peer-to-peer, a copy climbs only as far as the switches the two GPUs share; staged through host memory, it
+    # climbs to the CPU and back down through every switch above each GPU, one both sit under included. A switch's
+    # uplink carries the flows through it at the PCIe rate (links.py); a staged flow's own pace (its GPU's link, at
+    # the host-memory rate) caps it below that.
+    if staged:
+        up, down = topology._pcie_gbps(a, True, False), topology._pcie_gbps(b, True, False)
+    if staged or (kind in ("pxb", "phb", "node", "sys") and ga.switch != gb.switch):
+        out += _uplinks("sw", ga.node, ga.switch, gb.switch, up, down)
+    if staged or (kind in ("phb", "node", "sys") and ga.switch_group != gb.switch_group):
+        out += _uplinks("swg", ga.node, ga.switch_group, gb.switch_group, up, down)
     if kind == "sys" and node.socket_link_gbps:
         out.append((("smp", ga.node, ga.socket, gb.socket), node.socket_link_gbps))
+    return out
+
+
+def _uplinks(
+    level: str, node: int, above_a: int | None, above_b: int | None, up: float, down: float
+) -> list[tuple[Hashable, float]]:
+    """The uplink of the switch (`level` "sw") or switch group ("swg") above the sending GPU, going up, and above the
+    receiving one, coming down; none where a GPU sits under none."""
+    out: list[tuple[Hashable, float]] = []
+    if above_a is not None:
+        out.append(((f"{level}-up", node, above_a), up))
+    if above_b is not None:
+        out.append(((f"{level}-down", node, above_b), down))
     return out
 
 

@@ -37,6 +37,9 @@ PCIE_X16_ACHIEVABLE_GBPS: dict[int, float] = {
 #         (github.com/NVIDIA/nccl/issues/1639).
 #   Gen4, Gen6: no measurement; assumed at the mean of the two measured shares of the P2P rate (Gen4) and at
 #         Gen5's share (Gen6).
+# That is each flow's own pace (its GPU's link). Staged copies also climb through every PCIe switch above their GPUs,
+# even one they share, whose uplink carries them together at the P2P rate above (cost/collectives.py): the 2080 Ti
+# pair's two flows under one switch had room for 6.6 GB/s each there, so their 4.00 is the host-memory pace.
 _SHM_SHARES = (4.00 / PCIE_X16_ACHIEVABLE_GBPS[3], 37.64 / PCIE_X16_ACHIEVABLE_GBPS[5])
 PCIE_X16_THROUGH_HOST_GBPS: dict[int, float] = {
     3: 4.00,  # measured
