@@ -74,7 +74,9 @@ NVLS_MIN_GPUS = 5
 # Ring collectives over an NVSwitch run at the ring rate the same sweeps measured, below the P2P rate (links.py): on
 # 8x H200 the ring all-reduces at 365.6 GB/s bus bandwidth (367.2 at 16 GiB; all-gather 361.4, reduce-scatter
 # 362.9) against 376 of 450 P2P on H100; on 8x B200 (NVLink 5) at 682.2 of 900, where GB200's P2P writes reach 747
-# (fixtures/p2p/p2pBandwidthLatencyTest-gb200-nvl4-4gpu-partial-1.txt), and NVLS there at 838.0.
+# (fixtures/p2p/p2pBandwidthLatencyTest-gb200-nvl4-4gpu-partial-1.txt), and NVLS there at 838.0. Over NVLink bundles
+# without a switch as well: NCCL's rings copy with SMs, whose 128-byte payloads carry about 20 of an NVLink's 25 GB/s
+# where the copy engines that P2P tests use carry more (NCCL's maintainer, github.com/NVIDIA/nccl-tests/issues/149).
 SWITCH_RING_SHARE = {"hopper": 365.6 / 450, "blackwell": 682.2 / 900}
 NVLS_GAIN = {"hopper": NVLS_ALLREDUCE_SPEEDUP, "blackwell": 838.0 / 682.2}
 
@@ -140,9 +142,11 @@ def ring_order(topology: Topology, gpus: Sequence[int]) -> list[int]:
     if not topology._bundles:
         return order
     out = []
+    partners = topology._bundle_partners
     for _, group in itertools.groupby(order, key=lambda i: topology.gpus[i].node):
         members = list(group)
-        if len(members) <= RING_SEARCH_MAX_GPUS:
+        searched = 3 <= len(members) <= RING_SEARCH_MAX_GPUS
+        if searched and any(partners.get(g, frozenset()).intersection(members) for g in members):
             members = [members[k] for k in widest_ring(_link_counts(topology, members))]
         out += members
     return out
@@ -155,13 +159,16 @@ def ring_hops(topology: Topology, gpus: Sequence[int]) -> list[tuple[int, int]]:
 
 
 def _link_counts(topology: Topology, members: Sequence[int]) -> tuple[tuple[int, ...], ...]:
-    return tuple(tuple(topology.nvlink_count(a, b) if a != b else 0 for b in members) for a in members)
+    """NVLinks of the bundle between each two of `members`, 0 where none joins them."""
+    bundles = topology._bundles
+    return tuple(
+        tuple(bundle.links if (bundle := bundles.get((min(a, b), max(a, b)))) else 0 for b in members) for a in members
+    )
 
 
-def _mesh_links(topology: Topology, members: Sequence[int]) -> float | None:
+def _mesh_links(topology: Topology, members: Sequence[int], hops: Sequence[tuple[int, int]]) -> float | None:
     """NVLinks of each GPU, per direction, that NCCL's rings over `members` (of one node) use together where their
-    ring runs over NVLink bundles alone (`rings.ring_links`); None where a hop crosses a switch or PCIe."""
-    hops = ring_hops(topology, members)
+    ring (`hops`) runs over NVLink bundles alone (`rings.ring_links`); None where a hop crosses a switch or PCIe."""
     bundles = topology._bundles
     if not hops or len(members) > RING_SEARCH_MAX_GPUS or any((min(a, b), max(a, b)) not in bundles for a, b in hops):
         return None
@@ -185,13 +192,13 @@ def _flow_resources(topology: Topology, a: int, b: int, local_gpus: int) -> list
     `local_gpus` GPUs on that node (which decides whether NCCL copies through host memory)."""
     kind = topology.path_kind(a, b)
     if kind == "nvlink":
-        if (min(a, b), max(a, b)) in topology._bundles:
-            return [(("nvlink", a, b), topology.bandwidth_gbps(a, b))]
         share = SWITCH_RING_SHARE.get(_architecture(topology, a))
         if share is None:
             bw = topology.bandwidth_gbps(a, b)
         else:  # a ring's measured share of the datasheet rate, at what this machine was measured to reach
             bw = topology.bandwidth_gbps(a, b, achievable=False) * share * topology.link_scale.nvlink
+        if (min(a, b), max(a, b)) in topology._bundles:
+            return [(("nvlink", a, b), bw)]
         return [(("nvs-out", a), bw), (("nvs-in", b), bw)]
     ga, gb = topology.gpus[a], topology.gpus[b]
     node = topology.nodes[ga.node]
@@ -412,7 +419,7 @@ def island_share(topology: Topology, members: Sequence[int], load: Counter[Hasha
     hops = ring_hops(topology, members)
     flows = [_flow_resources(topology, a, b, len(members)) for a, b in hops]
     intra = min(map(share, flows)) if flows else math.inf
-    if (mesh := _mesh_links(topology, members)) is not None:
+    if (mesh := _mesh_links(topology, members, hops)) is not None:
         # NCCL runs several rings at once over the bundles (rings.py): together they move `mesh` NVLinks' worth
         intra = mesh * min(share(flow) / topology.nvlink_count(a, b) for flow, (a, b) in zip(flows, hops, strict=True))
     return IslandShare(

@@ -18,23 +18,22 @@ from functools import cache
 RING_SEARCH_MAX_GPUS = 8
 
 
-def widest_ring(links: Sequence[Sequence[int]]) -> list[int]:
+@cache
+def widest_ring(links: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
     """The order (indexes into `links`) of the ring whose fewest-linked hop has the most NVLinks, as NCCL builds
     its first ring from the NVLinks alone where it can: on a DGX-1 cube mesh 0-3-2-1-5-6-7-4 over NV2 bundles only,
     where PCIe order crosses between the quads without NVLink. Of the rings as wide, the first in the given order
     (the given order itself where no ring is wider).
 
-    >>> widest_ring([[0, 0, 2, 2], [0, 0, 2, 2], [2, 2, 0, 0], [2, 2, 0, 0]])  # no NVLink joins 0-1 nor 2-3
-    [0, 2, 1, 3]
+    >>> widest_ring(((0, 0, 2, 2), (0, 0, 2, 2), (2, 2, 0, 0), (2, 2, 0, 0)))  # no NVLink joins 0-1 nor 2-3
+    (0, 2, 1, 3)
     """
     n = len(links)
-    if n < 3 or n > RING_SEARCH_MAX_GPUS:
-        return list(range(n))
-    for least in sorted({c for row in links for c in row} - {0}, reverse=True):
-        ring = _ring_through(links, least)
-        if ring:
-            return ring
-    return list(range(n))
+    if 3 <= n <= RING_SEARCH_MAX_GPUS:
+        for least in sorted({c for row in links for c in row} - {0}, reverse=True):
+            if ring := _ring_through(links, least):
+                return tuple(ring)
+    return tuple(range(n))
 
 
 def _ring_through(links: Sequence[Sequence[int]], least: int) -> list[int] | None:

@@ -130,6 +130,15 @@ class Topology(_Frozen):
         return {(b.a, b.b): b for b in self.nvlinks}
 
     @cached_property
+    def _bundle_partners(self) -> dict[int, frozenset[int]]:
+        """The GPUs each GPU has an NVLink bundle to (none through a switch)."""
+        out: dict[int, set[int]] = {}
+        for a, b in self._bundles:
+            out.setdefault(a, set()).add(b)
+            out.setdefault(b, set()).add(a)
+        return {g: frozenset(p) for g, p in out.items()}
+
+    @cached_property
     def _domain_of(self) -> dict[int, NvSwitchDomain]:
         return {g: d for d in self.nvswitch_domains for g in d.gpus}
 
