@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import sys
 from pathlib import Path
@@ -282,6 +283,47 @@ def test_nccl_copies_through_host_memory_past_a_pcie_switch(tmp_path):
     assert pair < collective_time_s(epyc, "all_reduce", range(4), 2**27) / 2  # the pair's bus bytes are 2/3 of four's
     intel = load_topology("pcie-8gpu-2socket")  # CPU not declared: NCCL's default, P2P under a switch tree only
     assert not intel.copies_through_host(0, 3, local_gpus=8) and intel.copies_through_host(0, 4, local_gpus=2)
+
+
+def _most_rings(links: list[list[int]]) -> float:
+    """The exact most half-link rings `links` carry (CP-SAT over every ring through the GPUs), in links."""
+    from ortools.sat.python import cp_model
+
+    n = len(links)
+    rings = [(0, *rest) for rest in itertools.permutations(range(1, n))]
+    rings = [r for r in rings if all(links[a][b] for a, b in zip(r, r[1:] + r[:1], strict=True))]
+    m = cp_model.CpModel()
+    x = [m.new_int_var(0, 2 * 18, f"x{k}") for k in range(len(rings))]
+    for a, b in itertools.permutations(range(n), 2):
+        using = [x[k] for k, r in enumerate(rings) if (a, b) in zip(r, r[1:] + r[:1], strict=True)]
+        if using:
+            m.add(sum(using) <= 2 * links[a][b])
+    m.maximize(sum(x))
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    assert solver.solve(m) == cp_model.OPTIMAL
+    return solver.objective_value / 2
+
+
+def test_ring_packing_finds_the_most_rings_on_a_dgx1():
+    """`ring_links` packs rings greedily, then searches over sets of rings: on every group of 3 to 8 of a DGX-1's
+    GPUs, and on all 8 with any one bundle a link short (a degraded link), it carries as many rings as the exact
+    integer program does."""
+    dgx1 = load_topology("dgx1-v100")
+    links = [[dgx1.nvlink_count(a, b) for b in range(8)] for a in range(8)]
+    cases = [
+        [[links[a][b] for b in group] for a in group]
+        for k in range(3, 9)
+        for group in itertools.combinations(range(8), k)
+    ]
+    for a, b in itertools.combinations(range(8), 2):
+        if links[a][b]:
+            degraded = [row[:] for row in links]
+            degraded[a][b] -= 1
+            degraded[b][a] -= 1
+            cases.append(degraded)
+    for case in cases:
+        assert ring_links(tuple(map(tuple, case))) == _most_rings(case), case
 
 
 def test_copies_through_host_memory_share_the_uplink_of_a_switch_they_sit_under(tmp_path):
