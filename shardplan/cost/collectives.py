@@ -344,7 +344,7 @@ def ring_gbps_bound(topology: Topology, n: int) -> float:
             on_nvlink = topology.path_kind(a, b) == "nvlink"
             fastest[on_nvlink] = max(fastest[on_nvlink], topology.bandwidth_gbps(a, b))
             if (a, b) in topology._bundles:
-                bundled.update({a: topology.bandwidth_gbps(a, b), b: topology.bandwidth_gbps(a, b)})
+                bundled.update(dict.fromkeys((a, b), topology.bandwidth_gbps(a, b)))
     fastest[True] = max(fastest[True], *bundled.values(), 0.0)
     islands = topology.nvlink_islands()
     for island in islands[:1] if topology.identical_nodes else islands:  # domains over nodes: a pair across two

@@ -83,15 +83,11 @@ def load_topology(
     8
     """
     if isinstance(source, Topology):
-        given = [
-            k
-            for k, v in (("nodes", nodes != 1), ("gpu", gpu), ("nvlink_status", nvlink_status), ("nic_gbit", nic_gbit))
-            if v
-        ]
-        if given:
+        options = {"nodes": nodes != 1, "gpu": gpu, "nvlink_status": nvlink_status, "nic_gbit": nic_gbit}
+        if given := [name for name, value in options.items() if value]:
+            verb = "apply" if len(given) > 1 else "applies"
             raise TopologyError(
-                f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to a topology's source (a preset, "
-                f"a file, 'live'); {source.name} is "
+                f"{' and '.join(given)} {verb} to a topology's source (a preset, a file, 'live'); {source.name} is "
                 "built already: load it from its source with them"
             )
         return source
