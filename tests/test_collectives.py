@@ -180,8 +180,8 @@ KNOWN_MISSES = {
     # net plugin's per-step latency is not NCCL's InfiniBand figure): model -8% at 1 GiB, -15% at 512 MiB.
     *(("nccl-tests-all_reduce-h100-2node-gcp-a3mega-tcpxo-1.txt", 2**k) for k in range(20, 30)),
     # 8x A100 NVSwitch, one process driving all 8 GPUs (-g 8): below 512 MiB its bus bandwidth ramps
-    # more slowly than the protocol model (model -17% to -46% at 1-256 MiB; -10% and -8% above).
-    *(("nccl-tests-all_reduce-a100-8gpu-nvswitch-massaged-1.txt", 2**k) for k in range(20, 29)),
+    # more slowly than the protocol model (model -15% to -46% at 1-256 MiB but for 8 MiB's -14%; -4% and -2% above).
+    *(("nccl-tests-all_reduce-a100-8gpu-nvswitch-massaged-1.txt", 2**k) for k in range(20, 29) if k != 23),
     # The same NVLS gap on 8x H100 (GCP A3) in a torch sweep: 1-4 MiB at 37-53 us, barely above its 36 us
     # floor (nccl-tests on that machine: 40-56 us); model +24%, +29%, +18%.
     *(("torch-allreduce_bench-h100-8gpu-gcp-a3-1.txt", 2**k) for k in (20, 21, 22)),
@@ -235,9 +235,9 @@ OTHER_MISSES = {
     # the all-reduce's two ways at once reached 4.0 each (topology/links.py): the model charges every flow the
     # all-reduce's rate, +160% to +177% here.
     *(("nccl-tests-broadcast-2080ti-2gpu-pcie-nop2p-1.txt", 2**k) for k in range(20, 31)),
-    # 8x A100 NVSwitch, one process driving all 8 GPUs (-g 8): send/recv peaked at 195 GB/s, below the all-reduce
-    # bus bandwidth of the same kind of machine (235, the massaged fixture) and the P2P rate the model uses (250):
-    # model -53% at 128 MiB (measured 110 GB/s there), -22% from 256 MiB to 1 GiB.
+    # 8x A100 NVSwitch, one process driving all 8 GPUs (-g 8): send/recv peaked at 195 GB/s, below the ring rate
+    # the model uses, the all-reduce bus bandwidth of the same kind of machine (235, the massaged fixture):
+    # model -50% at 128 MiB (measured 110 GB/s there), -16% to -17% from 256 MiB to 1 GiB.
     *(("nccl-tests-sendrecv-a100-8gpu-nvswitch-1.txt", 2**k) for k in range(27, 31)),
     # all-to-all on the same pair: measured 13% faster than half the all-reduce's time, which the model gives;
     # +15.2% at 1 GiB (+13% to +14.6% from 16 to 512 MiB)

@@ -72,12 +72,13 @@ NVLS_ALLREDUCE_SPEEDUP = 473.1 / 365.6
 # GPUs the gain stays at 8's: NVIDIA's NVL72 figure in the same fixture is 850 / 680 = 1.25x on 72 GPUs.
 NVLS_MIN_GPUS = 5
 # Ring collectives over an NVSwitch run at the ring rate the same sweeps measured, below the P2P rate (links.py): on
+# 8x A100 at 234.89 GB/s of 300 at 16 GiB (fixtures/nccl/nccl-tests-all_reduce-a100-8gpu-nvswitch-massaged-1.txt);
 # 8x H200 the ring all-reduces at 365.6 GB/s bus bandwidth (367.2 at 16 GiB; all-gather 361.4, reduce-scatter
 # 362.9) against 376 of 450 P2P on H100; on 8x B200 (NVLink 5) at 682.2 of 900, where GB200's P2P writes reach 747
 # (fixtures/p2p/p2pBandwidthLatencyTest-gb200-nvl4-4gpu-partial-1.txt), and NVLS there at 838.0. Over NVLink bundles
 # without a switch as well: NCCL's rings copy with SMs, whose 128-byte payloads carry about 20 of an NVLink's 25 GB/s
 # where the copy engines that P2P tests use carry more (NCCL's maintainer, github.com/NVIDIA/nccl-tests/issues/149).
-SWITCH_RING_SHARE = {"hopper": 365.6 / 450, "blackwell": 682.2 / 900}
+SWITCH_RING_SHARE = {"ampere": 234.89 / 300, "hopper": 365.6 / 450, "blackwell": 682.2 / 900}
 NVLS_GAIN = {"hopper": NVLS_ALLREDUCE_SPEEDUP, "blackwell": 838.0 / 682.2}
 
 # The floor of one collective call (kernel launch, proxy and synchronisation), measured as the flat
