@@ -437,8 +437,9 @@ def test_nccl_runs_several_rings_over_an_nvlink_mesh_at_once():
     assert ring_links(k4_nv2) == 6.0
     # a square of NV2 and NV1 sides, no diagonals: a ring each way, at its NV1 sides' speed
     assert ring_links(((0, 2, 0, 1), (2, 0, 1, 0), (0, 1, 0, 2), (1, 0, 2, 0))) == 2.0
-    # four GPUs with one link between every pair: no two rings of one link each fill every direction of every link
-    # (the complete digraph on four vertices has no Hamiltonian decomposition); NCCL's slower speed steps do
+    # four GPUs with one link between every pair: three rings at one link's speed cannot use every direction of every
+    # link (the complete digraph on four vertices has no Hamiltonian decomposition); six at half a link's speed can,
+    # as NCCL's slower speed steps allow
     assert ring_links(((0, 1, 1, 1), (1, 0, 1, 1), (1, 1, 0, 1), (1, 1, 1, 0))) == 3.0
     dgx1, hgx = load_topology("dgx1-v100"), load_topology("hgx-h100-4gpu")
 
