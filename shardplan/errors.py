@@ -46,11 +46,12 @@ class TrainingError(ShardplanError, ValueError):
 
 
 def describe_validation(err: ValidationError) -> str:
-    """One line for a pydantic error: `field.path: message` of the first problem (and how many more)."""
+    """One line for a pydantic error: `field.path: message` of the first problem (and how many more); the message
+    alone where it concerns no one field (a check across fields)."""
     first = err.errors()[0]
-    path = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    path = ".".join(str(p) for p in first["loc"])
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{path}: {first['msg']}{more}"
+    return f"{path}: {first['msg']}{more}" if path else f"{first['msg']}{more}"
 
 
 def names_hint(text: str, names: Iterable[str], label: str) -> str:

@@ -210,7 +210,7 @@ class Training(BaseModel):
         try:
             super().__init__(**settings)
         except ValidationError as err:
-            raise TrainingError(describe_validation(err).removeprefix("(top level): ")) from None
+            raise TrainingError(describe_validation(err)) from None
 
     @model_validator(mode="after")
     def _modules_beside_megatron_recompute(self) -> Training:
