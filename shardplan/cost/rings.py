@@ -55,19 +55,20 @@ def _rings(n: int, room: Callable[[int, int], int]) -> Iterator[list[int]]:
     yield from extend()
 
 
-# Rings tried by the search over sets of rings where the greedy packing leaves some GPU's links unfull, once per way
-# GPUs are linked: on every subset of a DGX-1's GPUs, with or without one of its bundles a link short, it finds the
-# best set (checked against CP-SAT) in 15 ms at most; on random link counts between 8 GPUs it stops within 0.15 s.
-RING_SET_SEARCH_STEPS = 20_000
+# Steps of the exhaustive search over sets of rings (`_best_ring_set`) before CP-SAT takes over (`_most_rings`):
+# on every group of a DGX-1's GPUs, and on all 8 with one bundle a link short, it ends within 2,000, so planning
+# there needs no OR-Tools import (0.3 s of the CLI's time); with two bundles short some need millions.
+RING_SET_SEARCH_STEPS = 5_000
 
 
 @cache
 def ring_links(links: tuple[tuple[int, ...], ...]) -> float:
     """NVLinks of each GPU, per direction, that NCCL's rings over these GPUs use together (`links`: NVLinks between
     each pair): rings at half a link's speed each (NCCL's speed steps go below one link's rate), packed into the
-    links' two directions, as many as fit. Greedily first (`_rings`' first ring, again and again); where that leaves
-    some GPU's links unfull, a search over sets of rings. Two GPUs: their bundle; four GPUs with two links between
-    every pair: all six, as NCCL found.
+    links' two directions, as many as fit, exactly: so a link more never packs fewer rings. Greedily first
+    (`_rings`' first ring, again and again); where that falls short of what the links could carry (`_cut_bound`),
+    the most that fit, by a search over sets of rings or, where that runs long, CP-SAT. Two GPUs: their bundle;
+    four GPUs with two links between every pair: all six, as NCCL found.
 
     >>> ring_links(((0, 4), (4, 0)))
     4.0
@@ -77,12 +78,13 @@ def ring_links(links: tuple[tuple[int, ...], ...]) -> float:
     2.0
     """
     left = [[2 * c for c in row] for row in links]  # half-link rings each direction carries
-    rings = 0
-    while _room(left) > 0 and (ring := next(_rings(len(left), lambda a, b: left[a][b]), None)) is not None:
+    rings, bound = 0, _cut_bound(links)
+    while rings < bound and (ring := next(_rings(len(left), lambda a, b: left[a][b]), None)) is not None:
         _take(left, ring, 1)
         rings += 1
-    if _room(left) > 0:
-        rings = _best_ring_set([[2 * c for c in row] for row in links], rings)
+    if rings < bound:
+        found = _best_ring_set([[2 * c for c in row] for row in links], rings, bound)
+        rings = _most_rings(links) if found is None else found
     return rings / 2
 
 
@@ -96,25 +98,60 @@ def _take(left: list[list[int]], ring: list[int], k: int) -> None:
         left[a][b] -= k
 
 
-def _best_ring_set(left: list[list[int]], best: int) -> int:
+def _best_ring_set(left: list[list[int]], best: int, bound: int) -> int | None:
     """The most rings that fit `left`, by depth-first search over multisets of the rings through all GPUs (from the
-    first), from `best` found before, for at most `RING_SET_SEARCH_STEPS` steps."""
+    first), from `best` found before, up to `bound`; None where it has not ended in `RING_SET_SEARCH_STEPS` steps."""
     rings, steps = list(_rings(len(left), lambda a, b: left[a][b])), 0
 
     def search(first: int, count: int) -> None:
         nonlocal best, steps
         best = max(best, count)
-        if steps > RING_SET_SEARCH_STEPS or count + _room(left) <= best:
+        if best == bound or count + _room(left) <= best:
             return
         for k in range(first, len(rings)):
             ring = rings[k]
             steps += 1
+            if steps > RING_SET_SEARCH_STEPS:
+                return
             if all(left[a][b] > 0 for a, b in zip(ring, ring[1:] + ring[:1], strict=True)):
                 _take(left, ring, 1)
                 search(k, count + 1)
                 _take(left, ring, -1)
-                if steps > RING_SET_SEARCH_STEPS:
-                    return
 
     search(0, 0)
-    return best
+    return best if steps <= RING_SET_SEARCH_STEPS else None
+
+
+def _cut_bound(links: tuple[tuple[int, ...], ...]) -> int:
+    """The most half-link rings the links could carry: every ring leaves each set of the GPUs at least once, so no
+    more than the half-links out of the set that has fewest."""
+    n = len(links)
+    return min(
+        (
+            2 * sum(links[a][b] for a in range(n) for b in range(n) if mask >> a & 1 and not mask >> b & 1)
+            for mask in range(1, 2**n - 1)
+        ),
+        default=0,
+    )
+
+
+def _most_rings(links: tuple[tuple[int, ...], ...]) -> int:
+    """The most half-link rings that fit the links: CP-SAT's integer program over every ring through the GPUs (from
+    the first), a count per ring, the rings over each direction of each pair within its half-links. On random link
+    counts between 4 and 8 GPUs, 2 ms on average and 41 ms at most (one worker: the same answer every time)."""
+    from ortools.sat.python import cp_model
+
+    rings = list(_rings(len(links), lambda a, b: links[a][b]))
+    model = cp_model.CpModel()
+    counts = [model.new_int_var(0, 2 * max(map(max, links)), f"ring{k}") for k in range(len(rings))]
+    over: dict[tuple[int, int], list[cp_model.IntVar]] = {}
+    for count, ring in zip(counts, rings, strict=True):
+        for hop in zip(ring, ring[1:] + ring[:1], strict=True):
+            over.setdefault(hop, []).append(count)
+    for (a, b), using in over.items():
+        model.add(sum(using) <= 2 * links[a][b])
+    model.maximize(sum(counts))
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    solver.solve(model)
+    return round(solver.objective_value)
