@@ -62,6 +62,18 @@ def test_placement_and_contention_invariants():
     assert times == sorted(times)
 
 
+@pytest.mark.parametrize(("preset", "nodes"), [("dgx-a100", 2), ("dgx-h100", 4), ("pcie-8gpu-2socket", 2)])
+def test_time_never_drops_as_the_buffer_grows(preset: str, nodes: int):
+    """Every op over all GPUs and over one GPU of each node, at sizes 7% apart from 1 KiB to 4 GiB (not only at
+    powers of two, where NCCL's tree correction steps: `_tree_correction`)."""
+    topo = load_topology(preset, nodes=nodes)
+    sizes = [1024 * 1.07**k for k in range(330)]
+    for group in (range(topo.num_gpus), range(0, topo.num_gpus, topo.num_gpus // nodes)):
+        for op in ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast", "send_recv"):
+            times = [collective_time_s(topo, op, group, size) for size in sizes]
+            assert times == sorted(times), (op, list(group))
+
+
 def test_ring_follows_the_pcie_tree():
     server = load_topology("pcie-8gpu-2socket")
     assert ring_order(server, [4, 0, 5, 1]) == [0, 1, 4, 5]
