@@ -687,6 +687,65 @@ def test_time_never_drops_when_a_link_is_degraded(preset, tmp_path):
                 assert after >= plan.step_time_s * (1 - 1e-6), (what, nodes, model, train, shape)
 
 
+_NICS = [{"name": "NIC0", "gbit": 400, "near": [0]}, {"name": "NIC1", "gbit": 400, "near": [7]}]
+
+
+@pytest.mark.parametrize(
+    ("node", "nodes", "slower", "model", "training", "shape"),
+    [
+        # DP over a bridge of one NVLink (0-1, the slowest) and one of four (2-3, 8 channels): charged the most
+        # channels any group holds for the slowest group's time, the four-link bridge down to three took 0.5% off
+        (
+            {"gpu": "a100-pcie-80gb", "gpus": 4, "nvlink": [[0, 1, 1], [2, 3, 4]], "pcie": {"gen": 3}},
+            1,
+            {"nvlink": [[0, 1, 1], [2, 3, 3]]},
+            "llama2-7b",
+            {"global_batch": 2, "seq_len": 2048, "zero_stage": 1},
+            {"tp": 2, "pp": 1, "dp": 2, "rank_layout": [[[1, 3], [0, 2]]]},
+        ),
+        # gradients over pairs inside and across two nodes: charged the slowest group's channels alone, PCIe a
+        # generation down made a pair through host memory the slowest, whose 4 channels replaced the 16 of a pair
+        # across nodes: 2.8% off
+        (
+            {
+                "gpu": "a100-pcie-80gb",
+                "gpus": 8,
+                "nvlink": [[0, 1, 12], [2, 3, 1], [4, 5, 12], [6, 7, 1]],
+                "pcie": {
+                    "gen": 5,
+                    "sockets": [[0, 1, 2, 3], [4, 5, 6, 7]],
+                    "host_bridges": [[0, 1, 2, 3], [4, 5, 6, 7]],
+                },
+            },
+            2,
+            {"pcie": {"gen": 4, "sockets": [[0, 1, 2, 3], [4, 5, 6, 7]], "host_bridges": [[0, 1, 2, 3], [4, 5, 6, 7]]}},
+            "qwen3-30b-a3b",
+            {"global_batch": 1, "seq_len": 2048, "pipeline_runtime": "torch", "tp_comm_overlap": True},
+            {
+                "tp": 8,
+                "pp": 1,
+                "dp": 1,
+                "cp": 2,
+                "rank_layout": [[[[15, 4, 14, 0, 3, 5, 2, 11], [9, 7, 12, 13, 8, 1, 10, 6]]]],
+            },
+        ),
+    ],
+)
+def test_a_slower_link_does_not_lighten_what_compute_loses_beside_a_collective(
+    node, nodes, slower, model, training, shape, tmp_path
+):
+    """Groups of one axis that hold different channels (`nccl_channels`) for different times: the stage loses the
+    compute of the group that loses most (`AxisTimes.overlap`), so a link made slower never shortens the step.
+    Found by degrading random declared topologies (each case: what a simpler rule took off the step)."""
+    times = []
+    for declared in (node, {**node, **slower}):
+        path = tmp_path / f"node-{len(times)}.json"
+        nics = _NICS if declared["gpus"] == 8 else _NICS[:1]
+        path.write_text(json.dumps({"nodes": [{**declared, "nics": nics}], "network": {"gbit_per_nic": 400}}))
+        times.append(estimate(model, load_topology(path, nodes=nodes), Training(**training), **shape).step_time_s)
+    assert times[1] >= times[0]
+
+
 def _h100_nodes(tmp_path: Path, fabrics: list[str]) -> Path:
     """H100 nodes alike but for their NVLink: an NVSwitch, or a DGX-1-style cube mesh (NV2 bundles)."""
     cube = [[i, j, 2] for i in range(8) for j in range(i + 1, 8) if i ^ j in (1, 2, 4)]

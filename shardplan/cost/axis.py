@@ -105,25 +105,29 @@ class AxisTimes:
             self.memo[key] = _link_class(self.topology, self.groups[stage, 0].tolist())
         return self.memo[key]
 
-    def channels(self, stage: int) -> int:
-        """SMs NCCL holds on a GPU for the collectives of `stage`'s groups: the most any group holds
-        (`nccl_channels`; the stage waits for its slowest GPU)."""
-        ways, alike = self._ways(stage)
-        key = ("stage channels", ways)
-        if key not in self.memo:
-            self.memo[key] = max(self._channels(where, row) for where, row in alike)
-        return self.memo[key]
-
     def overlap(self, stage: int, op: str, size_bytes: float) -> Overlap:
-        """How `op` on `stage`'s groups and the compute beside it slow each other (`Overlap.of`): the most SMs any
-        group holds, and the pace per GPU at which the slowest group's channels copy its bus bytes, its latency apart
-        (which keeps its pace beside compute, `Overlap.of_collective`). Groups of one GPU run none."""
+        """How `op` on `stage`'s groups and the compute beside them slow each other (`Overlap.of`). Each group's
+        GPUs lose compute to its own channels (the SMs they hold) while its own collective runs beside it, its bytes
+        at the pace its channels copy them and its latency at its own (`Overlap.of_collective`). The stage takes
+        the slowest group's time, at that group's speed, and loses the compute of the group that loses most, spread
+        over that time: a group of more NVLinks holds more SMs for a shorter while, and a slower link does not
+        lighten the stage's loss by making another group the slowest. Groups of one GPU run none."""
         if self.groups.shape[2] <= 1:
             return Overlap()
         key = ("overlap", op, size_bytes, self.axis_id, stage)
         if key not in self.memo:
-            seconds, latency, pace = self._slowest(op, stage, size_bytes)
-            self.memo[key] = Overlap.of(self.channels(stage), pace).of_collective(seconds, latency)
+            ways, alike = self._ways(stage)
+            alike_key = ("overlap", op, size_bytes, ways)
+            if alike_key not in self.memo:
+                groups = []
+                for where, row in alike:
+                    seconds, latency, pace = self._one(op, where, row, size_bytes)
+                    overlap = Overlap.of(self._channels(where, row), pace).of_collective(seconds, latency)
+                    groups.append((seconds, overlap.lost * seconds / overlap.speed, overlap))
+                seconds, _, slowest = max(groups, key=lambda group: group[0])
+                lost = max(loss for _, loss, _ in groups) * slowest.speed / seconds if seconds > 0 else slowest.lost
+                self.memo[alike_key] = Overlap(min(lost, max(o.lost for *_, o in groups)), slowest.speed)
+            self.memo[key] = self.memo[alike_key]
         return self.memo[key]
 
     def _channels(self, where: bytes, row: int) -> int:
