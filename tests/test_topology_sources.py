@@ -121,6 +121,17 @@ def test_cluster_of_nodes_joined_by_nics():
     assert two.bandwidth_gbps(3, 11, achievable=False) == 400 / 8
 
 
+@pytest.mark.parametrize(("gpu", "slot", "link"), [("a100-pcie-80gb", 5, 4), ("h100-pcie", 5, 5), ("h100-pcie", 3, 3)])
+def test_a_link_runs_at_the_older_generation_of_slot_and_gpu(gpu: str, slot: int, link: int, tmp_path: Path):
+    """A declared node's PCIe generation is its slots'; each GPU's link trains to the older of that and the GPU's
+    own (the catalogue's: A100 PCIe Gen4, H100 PCIe Gen5), and its peer copies run at that generation's rate."""
+    declared = tmp_path / "node.json"
+    declared.write_text(json.dumps({"nodes": [{"gpu": gpu, "gpus": 2, "pcie": {"gen": slot, "switches": [[0, 1]]}}]}))
+    topo = load_topology(declared)
+    assert [g.pcie_gen for g in topo.gpus] == [link, link]
+    assert topo.bandwidth_gbps(0, 1) == pcie_gbps(link)
+
+
 def test_heterogeneous_cluster_with_broken_link(tmp_path: Path):
     doc = {
         "name": "mixed",

@@ -15,6 +15,14 @@ from shardplan.topology.spec import NodeSpec, TopologySpec
 NVLS_MODELS = frozenset({"h100-sxm", "h200-sxm", "h800-sxm", "h20", "gh200", "b200", "b300", "gb200"})
 
 
+def _link_gen(declared: int | None, model: str | None) -> int | None:
+    """The PCIe generation a GPU's link runs at: a link trains to the older of its two ends, the slot's (as
+    declared) and the GPU's (the catalogue's), so an A100 (Gen4) in a Gen5 server runs Gen4."""
+    if declared is None or model is None:
+        return declared
+    return min(declared, gpu_model(model).pcie_gen)
+
+
 def _group_ids(groups: list[list[int]], n: int, *, default_shared: bool) -> list[int | None]:
     """Group number of each local GPU; GPUs in no group get their own id (or share 0 when
     `default_shared` and no groups were declared at all)."""
@@ -122,7 +130,7 @@ def build(spec: TopologySpec, *, nodes: int = 1, gpu: str | None = None, nic_gbi
                     host_bridge=bridges[k] or 0,
                     switch_group=groups[k],
                     switch=switches[k],
-                    pcie_gen=(info.pcie_gen if info else None) or ns.pcie.gen,
+                    pcie_gen=_link_gen((info.pcie_gen if info else None) or ns.pcie.gen, model),
                     pcie_width=(info.pcie_width if info else None) or ns.pcie.width,
                 )
             )
