@@ -51,7 +51,12 @@ class GpuInfo(_Spec):
 class PcieSpec(_Spec):
     """The PCIe tree of one node, as groups of local GPU indexes (a GPU in no group is alone)."""
 
-    gen: int | None = Field(None, ge=1, le=7, description="PCIe generation of the GPU links.")
+    gen: int | None = Field(
+        None,
+        ge=1,
+        le=7,
+        description="PCIe generation of the GPUs' slots (each link runs at the older of this and its GPU's own).",
+    )
     width: int = Field(16, description="Lanes per GPU link.")
     sockets: list[list[int]] = Field(default_factory=list, description="GPUs per CPU socket / NUMA domain.")
     host_bridges: list[list[int]] = Field(default_factory=list, description="GPUs per PCIe host bridge.")
