@@ -125,8 +125,10 @@ class AxisTimes:
                     overlap = Overlap.of(self._channels(where, row), pace).of_collective(seconds, latency)
                     groups.append((seconds, overlap.lost * seconds / overlap.speed, overlap))
                 seconds, _, slowest = max(groups, key=lambda group: group[0])
-                lost = max(loss for _, loss, _ in groups) * slowest.speed / seconds if seconds > 0 else slowest.lost
-                self.memo[alike_key] = Overlap(min(lost, max(o.lost for *_, o in groups)), slowest.speed)
+                # the most compute a group loses, as a share of the slowest group's time beside compute: never more
+                # than the largest share any group loses while its own collective runs
+                worst = max(loss for _, loss, _ in groups) * slowest.speed / seconds if seconds > 0 else slowest.lost
+                self.memo[alike_key] = Overlap(min(worst, max(o.lost for *_, o in groups)), slowest.speed)
             self.memo[key] = self.memo[alike_key]
         return self.memo[key]
 
