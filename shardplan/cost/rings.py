@@ -80,7 +80,7 @@ def ring_links(links: tuple[tuple[int, ...], ...]) -> float:
     left = [[2 * c for c in row] for row in links]  # half-link rings each direction carries
     rings, bound = 0, _cut_bound(links)
     while rings < bound and (ring := next(_rings(len(left), lambda a, b: left[a][b]), None)) is not None:
-        _take(left, ring, 1)
+        _take(left, _hops(ring), 1)
         rings += 1
     if rings < bound:
         found = _best_ring_set([[2 * c for c in row] for row in links], rings, bound)
@@ -93,15 +93,20 @@ def _room(left: list[list[int]]) -> int:
     return min(min(sum(left[a]), sum(row[a] for row in left)) for a in range(len(left)))
 
 
-def _take(left: list[list[int]], ring: list[int], k: int) -> None:
-    for a, b in zip(ring, ring[1:] + ring[:1], strict=True):
+def _hops(ring: list[int]) -> list[tuple[int, int]]:
+    """The ring's hops, the last back to the first."""
+    return list(zip(ring, ring[1:] + ring[:1], strict=True))
+
+
+def _take(left: list[list[int]], hops: list[tuple[int, int]], k: int) -> None:
+    for a, b in hops:
         left[a][b] -= k
 
 
 def _best_ring_set(left: list[list[int]], best: int, bound: int) -> int | None:
     """The most rings that fit `left`, by depth-first search over multisets of the rings through all GPUs (from the
     first), from `best` found before, up to `bound`; None where it has not ended in `RING_SET_SEARCH_STEPS` steps."""
-    rings, steps = list(_rings(len(left), lambda a, b: left[a][b])), 0
+    rings, steps = [_hops(ring) for ring in _rings(len(left), lambda a, b: left[a][b])], 0
 
     def search(first: int, count: int) -> None:
         nonlocal best, steps
@@ -109,14 +114,14 @@ def _best_ring_set(left: list[list[int]], best: int, bound: int) -> int | None:
         if best == bound or count + _room(left) <= best:
             return
         for k in range(first, len(rings)):
-            ring = rings[k]
+            hops = rings[k]
             steps += 1
             if steps > RING_SET_SEARCH_STEPS:
                 return
-            if all(left[a][b] > 0 for a, b in zip(ring, ring[1:] + ring[:1], strict=True)):
-                _take(left, ring, 1)
+            if all(left[a][b] > 0 for a, b in hops):
+                _take(left, hops, 1)
                 search(k, count + 1)
-                _take(left, ring, -1)
+                _take(left, hops, -1)
 
     search(0, 0)
     return best if steps <= RING_SET_SEARCH_STEPS else None
@@ -146,7 +151,7 @@ def _most_rings(links: tuple[tuple[int, ...], ...]) -> int:
     counts = [model.new_int_var(0, 2 * max(map(max, links)), f"ring{k}") for k in range(len(rings))]
     over: dict[tuple[int, int], list[cp_model.IntVar]] = {}
     for count, ring in zip(counts, rings, strict=True):
-        for hop in zip(ring, ring[1:] + ring[:1], strict=True):
+        for hop in _hops(ring):
             over.setdefault(hop, []).append(count)
     for (a, b), using in over.items():
         model.add(sum(using) <= 2 * links[a][b])
