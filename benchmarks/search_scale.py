@@ -37,7 +37,8 @@ CASES = [
     ("llama3-405b", "dgx-h100", 2048, 256, 131072, 60.0, (1, 2, 4, 8, 16)),  # long sequences
     ("llama3-70b", str(MACHINES / "mixed-h100-a100.yaml"), 1, 256, 4096, 10.0, None),  # two GPU generations
     ("qwen3-235b-a22b", "dgx-h100", 32, 2048, 4096, 10.0, None),  # mixture of experts: every ep degree tried
-    # experts on PCIe: the all-to-all bound knows no contention between groups, so many candidates are costed
+    # experts on PCIe: the all-to-all bound knows no contention between groups (nor TP's bound the DP groups that
+    # take the bridges), so many candidates are costed
     ("gpt-oss-20b", "a100-pcie-8gpu-bridged", 2, 128, 2048, 10.0, None),
     ("qwen3-235b-a22b", "dgx-h100", 128, 8192, 4096, 10.0, None),
     # DeepSeek-V3 on 2,048 GPUs, its paper's batch (arXiv:2412.19437 Sec. 4.2: 15,360 sequences of 4K at the end)

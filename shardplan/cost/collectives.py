@@ -333,51 +333,107 @@ def transfer_lower_bound_s(op: str, n: int, size_bytes: float, ring_gbps: float)
     return bus_factor(op, n) * size_bytes / (ring_gbps * 1e9)
 
 
-def ring_gbps_bound(topology: Topology, n: int) -> float:
-    """No ring of `n` GPUs runs faster than this, GB/s: the fastest its slowest hop can be, or over NVLink
-    bundles, where NCCL runs several rings at once, all of a GPU's bundles together. A ring with
-    more GPUs than the largest NVLink island crosses PCIe or the network at least once; across nodes
-    a ring moves at most what one node's NICs carry together, or an NVLink domain's nodes' NICs (GH200, GB200
-    NVL72), as the cost model sends between islands."""
-    nodes = topology.gpus_by_node[:1] if topology.identical_nodes else topology.gpus_by_node
-    fastest = {True: 0.0, False: 0.0}  # over NVLink pairs, and over the others, inside a node
-    bundled: Counter[int] = Counter()  # each GPU's NVLink bundles together, GB/s
-    for gpus in nodes:
-        for a, b in itertools.combinations(gpus, 2):
-            on_nvlink = topology.path_kind(a, b) == "nvlink"
-            fastest[on_nvlink] = max(fastest[on_nvlink], topology.bandwidth_gbps(a, b))
-            if (a, b) in topology._bundles:
-                bundled.update(dict.fromkeys((a, b), topology.bandwidth_gbps(a, b)))
-    fastest[True] = max(fastest[True], *bundled.values(), 0.0)
-    islands = topology.nvlink_islands()
-    for island in islands[:1] if topology.identical_nodes else islands:  # domains over nodes: a pair across two
-        first = island[0]
-        if across := next((b for b in island if topology.gpus[b].node != topology.gpus[first].node), None):
-            fastest[True] = max(fastest[True], topology.bandwidth_gbps(first, across))
-    best = fastest[False] if n > max(map(len, islands)) else max(fastest.values())
-    if topology.num_nodes > 1:  # through the NICs of a node, or of an NVLink domain's nodes together
-        island = topology.island_of
-        units = (
-            [[i for i in range(topology.num_gpus) if island[i] == island[0]]]  # islands alike too: GPU 0's
-            if topology.identical_nodes
-            else list(_split_by_node(topology, range(topology.num_gpus)).values())
+@dataclass(frozen=True)
+class _Fastest:
+    """What no group of a topology beats, for the search's bounds (`ring_gbps_bound`, `all_to_all_gbps_bound`):
+    inside a node, the fastest pair over NVLink (where NCCL runs several rings over NVLink bundles, all of a GPU's
+    bundles together) and over anything else; the most GPUs one NVLink-connected component and one island
+    (`Topology.island_of`: a node or an NVLink domain) hold; and the NICs (GB/s) that one GPU, one component's GPUs
+    and one island's GPUs leave through together. `spans`: the topology has more than one island."""
+
+    nvlink: float
+    other: float
+    component: int
+    island: int
+    gpu_nics: float
+    component_nics: float
+    island_nics: float
+    spans: bool
+
+    @classmethod
+    def of(cls, topology: Topology) -> _Fastest:
+        alike = topology.identical_nodes  # what one node shows holds for all
+        nodes = topology.gpus_by_node[:1] if alike else topology.gpus_by_node
+        fastest = {True: 0.0, False: 0.0}  # over NVLink pairs, and over the others, inside a node
+        bundled: Counter[int] = Counter()  # each GPU's NVLink bundles together, GB/s
+        for gpus in nodes:
+            for a, b in itertools.combinations(gpus, 2):
+                on_nvlink = topology.path_kind(a, b) == "nvlink"
+                fastest[on_nvlink] = max(fastest[on_nvlink], topology.bandwidth_gbps(a, b))
+                if (a, b) in topology._bundles:
+                    bundled.update(dict.fromkeys((a, b), topology.bandwidth_gbps(a, b)))
+        components = topology.nvlink_islands()
+        for component in components[:1] if alike else components:  # domains over nodes: a pair across two
+            first = component[0]
+            if across := next((b for b in component if topology.gpus[b].node != topology.gpus[first].node), None):
+                fastest[True] = max(fastest[True], topology.bandwidth_gbps(first, across))
+        islands = _split_by_node(topology, range(topology.num_gpus))
+        sample = [islands[topology.island_of[0]]] if alike else list(islands.values())  # islands alike too
+        shown = {g for gpus in sample for g in gpus}
+        spans = len(islands) > 1
+
+        def nics(groups: Sequence[Sequence[int]]) -> float:
+            """The most NICs any of `groups` leaves through together, GB/s (none where nothing leaves an island)."""
+            return max(sum(dict(_nics_of(topology, gpus)).values()) for gpus in groups) if spans else 0.0
+
+        return cls(
+            nvlink=max(fastest[True], *bundled.values(), 0.0),
+            other=fastest[False],
+            component=len(components[0]),
+            island=max(map(len, islands.values())),
+            gpu_nics=nics([[g] for g in sorted(shown)]),
+            component_nics=nics([c for c in components if shown.intersection(c)]),
+            island_nics=nics(sample),
+            spans=spans,
         )
-        best = max(best, max(sum(dict(_nics_of(topology, gpus)).values()) for gpus in units))
-    return best
 
 
-def all_to_all_gbps_bound(topology: Topology, n: int) -> float:
-    """No all-to-all of `n` GPUs moves a rank's buffer faster than this, GB/s of the buffer: a ring's bus bytes at
-    `ring_gbps_bound`, and where `n` GPUs cannot share one NVLink island (an island holds k <= K of them), the
-    (n - k)/n of each rank's buffer bound for other islands leaving through the island's NICs, which carry at
-    most k x the fastest any one GPU's NICs move (`rings_time_s`)."""
+def ring_gbps_bound(topology: Topology, n: int, *, crossing: bool = False) -> float:
+    """No ring of `n` GPUs runs faster than this, GB/s; with `crossing`, no ring whose GPUs are not all of one
+    NVLink-connected component. Inside an island (a node, or an NVLink domain), the fastest its slowest hop can
+    be: over NVLink (several rings at once over bundles) where all its GPUs may share a component, else over
+    PCIe. Across islands, each island's part of the ring (at most n - 1 GPUs) is no faster than its own hops and
+    the NICs its GPUs leave through: one GPU's own NICs; those of GPUs of one NVLink component at NVLink's pace;
+    those of a whole island at PCIe's."""
+    f = _Fastest.of(topology)
+    inside = 0.0
+    if n <= f.island:
+        inside = f.other if crossing or n > f.component else max(f.nvlink, f.other)
+    if not f.spans:
+        return inside
+    most = (n - 1) * f.gpu_nics  # an island's part holds at most n - 1 of the GPUs
+    return max(inside, f.gpu_nics, min(f.nvlink, most, f.component_nics), min(f.other, most, f.island_nics))
+
+
+def all_to_all_gbps_bound(topology: Topology, n: int, *, crossing: bool = False) -> float:
+    """No all-to-all of `n` GPUs moves a rank's buffer faster than this, GB/s of the buffer (`crossing`: as
+    `ring_gbps_bound`). Inside an island, a ring's bus bytes at `ring_gbps_bound`. Across islands, as
+    `rings_time_s` times it: the K ranks of the island that holds most of them (every K that the islands allow is
+    tried) send 1/n of their buffers to each other over their own hops, and (n - K)/n of them to other islands
+    through the NICs that the group's island of fewest ranks (at most min(K, n - K)) leaves through, no faster than
+    their own: at most K x one GPU's NICs, and no more than their component's (its ranks over NVLink) or island's.
+
+    >>> from shardplan import load_topology
+    >>> t = load_topology("dgx-h100", nodes=2)
+    >>> nic = sum(gbps for _, gbps in t.nic_links(0))
+    >>> all_to_all_gbps_bound(t, 16) == nic * 2  # 8 ranks a node, each sending half its buffer through its NIC
+    True
+    """
     if n <= 1:
         return math.inf
-    bound = ring_gbps_bound(topology, n) / bus_factor("all_to_all", n)
-    largest = max(Counter(topology.island_of).values())
-    if n > largest:
-        fastest_nics = max(sum(gbps for _, gbps in topology.nic_links(i)) for i in range(topology.num_gpus))
-        bound = min(bound, fastest_nics * n / (n - largest))
+    f = _Fastest.of(topology)
+    bound = 0.0
+    if n <= f.island:
+        bound = (f.other if crossing or n > f.component else max(f.nvlink, f.other)) / bus_factor("all_to_all", n)
+    if not f.spans:
+        return bound
+    islands = len(set(topology.island_of))
+    for k in range(-(-n // islands), min(n - 1, f.island) + 1):
+        fewest = min(k, n - k) * f.gpu_nics
+        ways = [(f.other, f.island_nics)] + ([(f.nvlink, f.component_nics)] if k <= f.component else [])
+        for hop, nics in ways:
+            inside = n / (k - 1) * hop if k > 1 else math.inf
+            bound = max(bound, min(inside, n / (k * (n - k)) * min(k * f.gpu_nics, nics, fewest)))
     return bound
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from shardplan.cost.block_comm import cp_block_s, tp_layer_s, tp_passes
 from shardplan.cost.calibration import Calibration, fastest_rates, rates_for
-from shardplan.cost.collectives import ring_gbps_bound, transfer_lower_bound_s
+from shardplan.cost.collectives import all_to_all_gbps_bound, ring_gbps_bound, transfer_lower_bound_s
 from shardplan.cost.compute import (
     column_parallel_gemms_s,
     fp8_cast_s,
@@ -462,8 +462,9 @@ def time_lower_bound_s(
     average (all compute / pp); with it, the split whose slowest stage is fastest (`balance_stages` without a
     memory bound) must be given, whose slowest stage no split can beat. Communication is free, but for the TP
     collectives no overlap hides, at `tp_ring_gbps` (`collectives.ring_gbps_bound`) where given, the MoE
-    blocks' all-to-alls at `ep_gbps` (`collectives.all_to_all_gbps_bound`: GB/s of a rank's buffer), and the
-    data-parallel collectives at `ring_gbps_bound` of their groups, latency left out. On mixed clusters a
+    blocks' all-to-alls at `ep_gbps` (`collectives.all_to_all_gbps_bound`: GB/s of a rank's buffer), one of
+    the two no faster than a group that leaves its NVLink component can run where an ep x tp grid cannot keep to
+    one, and the data-parallel collectives at `ring_gbps_bound` of their groups, latency left out. On mixed clusters a
     pipeline's stages are timed at the rates no model beats at any part of the step (`fastest_rates`), and
     no faster than the stages of the slowest GPUs allow; one stage holds every GPU and runs at its slowest
     model's pace, so any model's rates bound it: the one of the lowest peak. `memo` keeps stage timers and
@@ -473,23 +474,47 @@ def time_lower_bound_s(
     fsdp2 = host_wrappers(training, tp)[0]
     num_micro = training.global_batch // (dp * ep * micro_batch)
     tokens = micro_batch * training.seq_len // cp
-    block_tp = 0.0  # one block's TP collectives (and all-to-alls), seconds, that no placement makes shorter or hides
-    if tp > 1 and tp_ring_gbps and not training.tp_comm_overlap:
+    col = column_parallel_gemms_s(model, tokens, tp, rates, linear_precisions(training, rates)[1]) if tp > 1 else ()
+
+    def tp_block(gbps: float | None) -> float:
+        """One block's TP collectives, seconds, at `gbps`, that no placement hides."""
+        if tp == 1 or not gbps or training.tp_comm_overlap:
+            return 0.0
 
         def time_of(op: str, width: int) -> float:
-            return transfer_lower_bound_s(op, tp, tokens * width * 2, tp_ring_gbps)
+            return transfer_lower_bound_s(op, tp, tokens * width * 2, gbps)
 
-        col = column_parallel_gemms_s(model, tokens, tp, rates, linear_precisions(training, rates)[1])
         sp = training.sequence_parallel
         widths = model.column_input_widths(sequence_parallel=sp), model.hidden_size
         mlp_share = mlp_tp_share(model, training, ep, tp)
         forward, backward, _ = tp_layer_s(training, sp, time_of, col, widths, mlp_share, lambda *_: Overlap())
-        block_tp = forward * (tp_passes(training) - 1) + backward
+        return forward * (tp_passes(training) - 1) + backward
 
-    if ep > 1 and ep_gbps and training.ep_dispatcher == "alltoall":  # deduplicated: no bound here
-        a2a = dispatch_bytes(model, training, tokens, tp) / (ep_gbps * 1e9)
+    def a2a_block(gbps: float | None) -> float:
+        """One block's all-to-alls, seconds, at `gbps` (of a rank's buffer), on average over the blocks."""
+        if ep == 1 or not gbps or training.ep_dispatcher != "alltoall":  # deduplicated: no bound here
+            return 0.0
+        a2a = dispatch_bytes(model, training, tokens, tp) / (gbps * 1e9)
         alone = ep_passes(training) - (4 if training.ep_comm_overlap else 0)  # the overlap may hide four a block
-        block_tp += model.num_moe_layers / model.num_layers * alone * a2a
+        return model.num_moe_layers / model.num_layers * alone * a2a
+
+    # one block's TP collectives and all-to-alls, seconds, that no placement makes shorter or hides
+    block_tp = tp_block(tp_ring_gbps) + a2a_block(ep_gbps)
+    if tp > 1 and training.expert_group(ep, tp) == ep > 1 and tp * ep > len(topology._nvlink_islands[0]):
+        # TP groups are the rows of each ep x tp grid of GPUs, EP groups its columns: where no NVLink-connected
+        # component holds a grid, a row or a column has GPUs of two, so one of the two axes runs at best as fast as
+        # a group that leaves its component can
+        memo = {} if memo is None else memo
+        if ("crossing", tp, ep) not in memo:
+            memo["crossing", tp, ep] = (
+                ring_gbps_bound(topology, tp, crossing=True),
+                all_to_all_gbps_bound(topology, ep, crossing=True),
+            )
+        tp_crossing, ep_crossing = memo["crossing", tp, ep]
+        block_tp = min(
+            tp_block(tp_ring_gbps) + a2a_block(min(ep_gbps or 0.0, ep_crossing) or None),
+            tp_block(min(tp_ring_gbps or 0.0, tp_crossing) or None) + a2a_block(ep_gbps),
+        )
 
     stage_of = _stage_timer(model, training, micro_batch=micro_batch, tp=tp, cp=cp, ep=ep, rates=rates, memo=memo)
     # the average stage, with its TP collectives less what they fill of the GPU's wait for the host (the slowest

@@ -5,9 +5,10 @@
 2. The rest are sorted by a lower bound on their step time (`cost.step.time_lower_bound_s`:
    compute, bubble and optimizer with the compute as if stages were even, and communication free
    but for TP collectives at the fastest any ring of that many GPUs can run, and MoE all-to-alls at
-   the fastest any group of that many GPUs can: through NICs where it cannot fit one NVLink island; the
-   gradient sync and ZeRO-3 gathers at the fastest any ring of their GPUs can run, hidden under the whole
-   micro-batch at best).
+   the fastest any group of that many GPUs can: through the NICs their GPUs reach where it cannot fit one
+   island; where no NVLink-connected component holds an ep x tp grid, TP or EP at the pace of a group that
+   leaves its component; the gradient sync and ZeRO-3 gathers at the fastest any ring of their GPUs can run,
+   hidden under the whole micro-batch at best).
 3. Branch and bound: candidates are costed in that order (layers onto stages by `stages`, placement
    by CP-SAT, each solver layout and the default order scored by the cost model) until the next
    lower bound cannot beat the k-th best plan. Each candidate's bound is first tightened with its
