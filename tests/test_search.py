@@ -565,6 +565,19 @@ def test_infeasible_request_says_how_short_and_what_fits() -> None:
     assert "\n" not in msg
 
 
+@pytest.mark.parametrize(("model", "pins"), [("llama3-8b", {}), ("deepseek-v2-lite", {}), ("gpt2", PINNED)])
+def test_what_would_fit_tries_the_leanest_candidates_alone(model: str, pins: dict) -> None:
+    """The infeasible message's checks (`_fits`) try, of candidates alike but for ZeRO stage and micro-batch, the
+    leanest alone: they fit exactly where the leanest of all candidates does."""
+    from shardplan.solve.search import _candidates, _fits, _memory_bytes, _training_of
+
+    spec, train, context = load_model(model), Training(global_batch=32, seq_len=2048), 2**30
+    pins = {k: pins.get(k) for k in ("zero_stages", "recompute", "micro_batch", "pp", "tp", "cp", "ep")}
+    least = min(_memory_bytes(spec, _training_of(train, c), c, context) for c in _candidates(spec, 8, train, pins))
+    assert _fits(spec, train, 8, least, pins, context)
+    assert not _fits(spec, train, 8, least * (1 - 1e-9), pins, context)
+
+
 def test_time_limit_reports_a_gap() -> None:
     topo = load_topology("dgx-h100", nodes=4)
     plans = suggest("llama3-70b", topo, Training(global_batch=64, seq_len=4096), top_k=2, time_limit_s=0.0)

@@ -451,9 +451,16 @@ def _copy_with(training: Training, zero_stage: int, recompute: str, modules: tup
 def _fits(
     model: ModelSpec, training: Training, num_gpus: int, hbm: float, pins: dict[str, tuple], context: float
 ) -> bool:
-    """Whether any candidate on `num_gpus` GPUs fits `hbm` bytes."""
+    """Whether any candidate on `num_gpus` GPUs fits `hbm` bytes. Memory never grows with more ZeRO sharding nor
+    shrinks with a larger micro-batch, so of candidates otherwise alike only those that no other shards more with
+    a micro-batch as small are tried."""
+    alike: dict[space.Candidate, list[space.Candidate]] = {}
     for c in _candidates(model, num_gpus, training, pins):
-        train = _training_of(training, c)
-        if _memory_bytes(model, train, c, context) <= hbm:
-            return True
+        alike.setdefault(replace(c, zero_stage=0, micro_batch=0), []).append(c)
+    for group in alike.values():
+        for c in group:
+            if any(o.zero_stage >= c.zero_stage and o.micro_batch <= c.micro_batch and o != c for o in group):
+                continue
+            if _memory_bytes(model, _training_of(training, c), c, context) <= hbm:
+                return True
     return False
