@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, get_args
@@ -120,9 +120,9 @@ def suggest(
     cache: dict[tuple, Any] = {}  # stage splits, placements and ring bandwidth bounds, shared by candidates alike
     fitting: list[tuple[float, space.Candidate, Training]] = []
     closest: tuple[float, space.Candidate] | None = None
-    too_big: set[space.Candidate] = set()  # candidates that do not fit, their micro-batch left out
+    too_big: set[tuple] = set()  # candidates that do not fit, their micro-batch left out
     for c in _candidates(spec, topo.num_gpus, training, pins):
-        others = replace(c, micro_batch=0)
+        others = (*_alike(c), c.zero_stage)
         if others in too_big:
             continue  # a smaller micro-batch of it did not fit, and memory never shrinks with a larger one
         train = _training_of(training, c)
@@ -448,15 +448,20 @@ def _copy_with(training: Training, zero_stage: int, recompute: str, modules: tup
     return training.model_copy(update={"zero_stage": zero_stage, "recompute": recompute, "recompute_modules": modules})
 
 
+def _alike(c: space.Candidate) -> tuple:
+    """The candidate but for its ZeRO stage and micro-batch (a tuple: cheaper than a dataclass copy)."""
+    return c.tp, c.pp, c.dp, c.cp, c.ep, c.virtual_stages, c.recompute, c.recompute_modules
+
+
 def _fits(
     model: ModelSpec, training: Training, num_gpus: int, hbm: float, pins: dict[str, tuple], context: float
 ) -> bool:
     """Whether any candidate on `num_gpus` GPUs fits `hbm` bytes. Memory never grows with more ZeRO sharding nor
     shrinks with a larger micro-batch, so of candidates otherwise alike only those that no other shards more with
     a micro-batch as small are tried."""
-    alike: dict[space.Candidate, list[space.Candidate]] = {}
+    alike: dict[tuple, list[space.Candidate]] = {}
     for c in _candidates(model, num_gpus, training, pins):
-        alike.setdefault(replace(c, zero_stage=0, micro_batch=0), []).append(c)
+        alike.setdefault(_alike(c), []).append(c)
     for group in alike.values():
         for c in group:
             if any(o.zero_stage >= c.zero_stage and o.micro_batch <= c.micro_batch and o != c for o in group):
