@@ -132,6 +132,30 @@ def test_a_link_runs_at_the_older_generation_of_slot_and_gpu(gpu: str, slot: int
     assert topo.bandwidth_gbps(0, 1) == pcie_gbps(link)
 
 
+@pytest.mark.parametrize(
+    ("node", "field"),
+    [
+        ({"gpu": "l40s", "gpus": 4, "nvlink": [[0, 1, 4]]}, "nvlink \\[0, 1, 4\\]: GPU 0's model, l40s,"),
+        ({"gpu": "rtx-4090", "gpus": 8, "nvswitch": {"links_per_gpu": 18}}, "nvswitch: GPU 0's model, rtx-4090,"),
+        (  # one GPU of the node another model: the bundle that reaches it is named
+            {"gpu": "a100-pcie-80gb", "gpus": 2, "nvlink": [[0, 1, 12]], "gpu_info": [{}, {"model": "l40s"}]},
+            "nvlink \\[0, 1, 12\\]: GPU 1's model, l40s,",
+        ),
+    ],
+)
+def test_nvlink_on_a_gpu_without_it_is_refused_on_load(node: dict, field: str, tmp_path: Path):
+    """A declared NVLink that reaches a GPU whose model has none is refused when the file is read, on one line
+    naming the node, the field and the GPU (it used to load, and fail only when a plan timed the link); with a
+    speed of its own it loads."""
+    declared = tmp_path / "node.json"
+    declared.write_text(json.dumps({"name": "bad", "nodes": [node]}))
+    with pytest.raises(TopologyError, match=f"^bad: node 'node': {field} has no NVLink;") as raised:
+        load_topology(declared)
+    assert "\n" not in str(raised.value)
+    declared.write_text(json.dumps({"nodes": [{**node, "nvlink_gbps_per_link": 14.0625}]}))
+    assert load_topology(declared).nvlinks or load_topology(declared).nvswitch_domains
+
+
 def test_heterogeneous_cluster_with_broken_link(tmp_path: Path):
     doc = {
         "name": "mixed",

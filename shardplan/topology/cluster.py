@@ -67,6 +67,23 @@ def _resolve_model(node: NodeSpec, local: int, override: str | None) -> str | No
     return None
 
 
+def _check_nvlink_models(name: str, node: NodeSpec, models: list[str | None]) -> None:
+    """A one-line `TopologyError` where the node joins by NVLink a GPU whose catalogue model has none (an L40S, say)
+    and states no NVLink speed of its own."""
+    if node.nvlink_gbps_per_link is not None:
+        return
+    joined = [(f"nvlink [{a}, {b}, {links}]", (a, b)) for a, b, links in node.nvlink]
+    if node.nvswitch is not None:
+        joined.append(("nvswitch", tuple(node.nvswitch.gpus or range(node.gpus))))
+    for field, gpus in joined:
+        for k in gpus:
+            if models[k] is not None and gpu_model(models[k]).nvlink_gbps_per_link <= 0:
+                raise TopologyError(
+                    f"{name}: node {node.name!r}: {field}: GPU {k}'s model, {models[k]}, has no NVLink; "
+                    "leave the NVLink out, name the right gpu, or state nvlink_gbps_per_link"
+                )
+
+
 def _with_nic_speed(spec: TopologySpec, gbit: float) -> TopologySpec:
     """`spec` with `gbit` the line rate of every NIC it states none for, and of the one NIC a node that lists none
     leaves through (`network.gbit_per_nic`). A speed that contradicts one the source states is refused."""
@@ -134,6 +151,7 @@ def build(spec: TopologySpec, *, nodes: int = 1, gpu: str | None = None, nic_gbi
                     pcie_width=(info.pcie_width if info else None) or ns.pcie.width,
                 )
             )
+        _check_nvlink_models(spec.name, ns, models)
         per_link = ns.nvlink_gbps_per_link
         if per_link is None and models[0] is not None and len(set(models)) == 1:
             per_link = gpu_model(models[0]).nvlink_gbps_per_link or None
