@@ -92,7 +92,7 @@ def layout_step_s(model: Any, topology: Any, training: Any, layout: Any, candida
 def search_bound(model: Any, topology: Any, training: Any, candidate: Any, rates: Any) -> tuple[float, Any]:
     """The search's lower bound of a candidate (its fastest split of layers at `rates`, TP rings and all-to-alls at
     their bounds), and that split."""
-    from shardplan.cost.collectives import all_to_all_gbps_bound, ring_gbps_bound
+    from shardplan.cost.bounds import all_to_all_gbps_bound, ring_gbps_bound
     from shardplan.cost.step import time_lower_bound_s
     from shardplan.solve.stages import balance_stages
 

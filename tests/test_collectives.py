@@ -14,12 +14,12 @@ from conftest import DATA, fixture_body
 
 from shardplan import load_topology
 from shardplan.cost.axis import AxisTimes
+from shardplan.cost.bounds import ring_gbps_bound
 from shardplan.cost.collectives import (
     NVLS_ALLREDUCE_SPEEDUP,
     bus_factor,
     collective_time_s,
     nvls_speedup,
-    ring_gbps_bound,
     ring_hops,
     ring_order,
 )

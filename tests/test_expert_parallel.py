@@ -14,8 +14,8 @@ import pytest
 from conftest import assert_meshes_match, layout_step_s, search_bound
 
 from shardplan import Training, collective_time_s, estimate, load_model, load_topology, suggest
+from shardplan.cost.bounds import all_to_all_gbps_bound, ring_gbps_bound
 from shardplan.cost.calibration import rates_for, shipped_calibration
-from shardplan.cost.collectives import all_to_all_gbps_bound, ring_gbps_bound
 from shardplan.cost.compute import gemm_s, stage_times
 from shardplan.cost.experts import overlapped_all_to_alls_s, unpaired_share
 from shardplan.cost.overlap import Overlap

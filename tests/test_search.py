@@ -14,8 +14,9 @@ import yaml
 from conftest import layout_step_s, search_bound
 
 from shardplan import Training, estimate, load_model, load_topology, suggest, validate_plan
+from shardplan.cost.bounds import all_to_all_gbps_bound, ring_gbps_bound
 from shardplan.cost.calibration import fastest_rates, rates_for
-from shardplan.cost.collectives import all_to_all_gbps_bound, collective_time_s, ring_gbps_bound
+from shardplan.cost.collectives import collective_time_s
 from shardplan.cost.step import split_layers, step_cost
 from shardplan.emit import emit
 from shardplan.errors import PlanError

@@ -11,8 +11,8 @@ from functools import cache, partial
 from typing import Any
 
 from shardplan.cost.block_comm import cp_block_s, tp_layer_s, tp_passes
+from shardplan.cost.bounds import all_to_all_gbps_bound, ring_gbps_bound, transfer_lower_bound_s
 from shardplan.cost.calibration import Calibration, fastest_rates, rates_for
-from shardplan.cost.collectives import all_to_all_gbps_bound, ring_gbps_bound, transfer_lower_bound_s
 from shardplan.cost.compute import (
     column_parallel_gemms_s,
     fp8_cast_s,
@@ -461,8 +461,8 @@ def time_lower_bound_s(
     and ZeRO-3 gathers leave unhidden at best. Without `layers_per_stage` the slowest stage is taken as the
     average (all compute / pp); with it, the split whose slowest stage is fastest (`balance_stages` without a
     memory bound) must be given, whose slowest stage no split can beat. Communication is free, but for the TP
-    collectives no overlap hides, at `tp_ring_gbps` (`collectives.ring_gbps_bound`) where given, the MoE
-    blocks' all-to-alls at `ep_gbps` (`collectives.all_to_all_gbps_bound`: GB/s of a rank's buffer), one of
+    collectives no overlap hides, at `tp_ring_gbps` (`bounds.ring_gbps_bound`) where given, the MoE
+    blocks' all-to-alls at `ep_gbps` (`bounds.all_to_all_gbps_bound`: GB/s of a rank's buffer), one of
     the two no faster than a group that leaves its NVLink component can run where an ep x tp grid cannot keep to
     one, and the data-parallel collectives at `ring_gbps_bound` of their groups, latency left out. On mixed clusters a
     pipeline's stages are timed at the rates no model beats at any part of the step (`fastest_rates`), and

@@ -26,8 +26,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, get_args
 
+from shardplan.cost.bounds import all_to_all_gbps_bound, ring_gbps_bound
 from shardplan.cost.calibration import Calibration, Rates, fastest_rates, rates_for, read_calibration
-from shardplan.cost.collectives import all_to_all_gbps_bound, ring_gbps_bound
 from shardplan.cost.link_scale import calibrated_links
 from shardplan.cost.memory import fullest_stages, required_bytes, stage_memories
 from shardplan.cost.step import (
