@@ -32,7 +32,7 @@ class _Fastest:
     inside a node, the fastest pair over NVLink (where NCCL runs several rings over NVLink bundles, all of a GPU's
     bundles together) and over anything else; the most GPUs one NVLink-connected component and one island
     (`Topology.island_of`: a node or an NVLink domain) hold; and the NICs (GB/s) that one GPU, one component's GPUs
-    and one island's GPUs leave through together. `spans`: the topology has more than one island."""
+    and one island's GPUs leave through together; and how many islands there are."""
 
     nvlink: float
     other: float
@@ -41,7 +41,7 @@ class _Fastest:
     gpu_nics: float
     component_nics: float
     island_nics: float
-    spans: bool
+    islands: int
 
     @classmethod
     def of(cls, topology: Topology) -> _Fastest:
@@ -63,11 +63,10 @@ class _Fastest:
         islands = _split_by_node(topology, range(topology.num_gpus))
         sample = [islands[topology.island_of[0]]] if alike else list(islands.values())  # islands alike too
         shown = {g for gpus in sample for g in gpus}
-        spans = len(islands) > 1
 
         def nics(groups: Sequence[Sequence[int]]) -> float:
             """The most NICs any of `groups` leaves through together, GB/s (none where nothing leaves an island)."""
-            return max(sum(dict(_nics_of(topology, gpus)).values()) for gpus in groups) if spans else 0.0
+            return max(sum(dict(_nics_of(topology, gpus)).values()) for gpus in groups) if len(islands) > 1 else 0.0
 
         return cls(
             nvlink=max(fastest[True], *bundled.values(), 0.0),
@@ -77,8 +76,15 @@ class _Fastest:
             gpu_nics=nics([[g] for g in sorted(shown)]),
             component_nics=nics([c for c in components if shown.intersection(c)]),
             island_nics=nics(sample),
-            spans=spans,
+            islands=len(islands),
         )
+
+    def inside(self, n: int, crossing: bool) -> float:
+        """The fastest a ring of `n` GPUs inside one island can run, GB/s (0 where none holds n): its slowest hop,
+        over NVLink where its GPUs may all share a component (not `crossing`), else over PCIe."""
+        if n > self.island:
+            return 0.0
+        return self.other if crossing or n > self.component else max(self.nvlink, self.other)
 
 
 def ring_gbps_bound(topology: Topology, n: int, *, crossing: bool = False) -> float:
@@ -89,13 +95,11 @@ def ring_gbps_bound(topology: Topology, n: int, *, crossing: bool = False) -> fl
     the NICs its GPUs leave through: one GPU's own NICs; those of GPUs of one NVLink component at NVLink's pace;
     those of a whole island at PCIe's."""
     f = _Fastest.of(topology)
-    inside = 0.0
-    if n <= f.island:
-        inside = f.other if crossing or n > f.component else max(f.nvlink, f.other)
-    if not f.spans:
-        return inside
+    if f.islands == 1:
+        return f.inside(n, crossing)
     most = (n - 1) * f.gpu_nics  # an island's part holds at most n - 1 of the GPUs
-    return max(inside, f.gpu_nics, min(f.nvlink, most, f.component_nics), min(f.other, most, f.island_nics))
+    across = max(f.gpu_nics, min(f.nvlink, most, f.component_nics), min(f.other, most, f.island_nics))
+    return max(f.inside(n, crossing), across)
 
 
 def all_to_all_gbps_bound(topology: Topology, n: int, *, crossing: bool = False) -> float:
@@ -115,16 +119,11 @@ def all_to_all_gbps_bound(topology: Topology, n: int, *, crossing: bool = False)
     if n <= 1:
         return math.inf
     f = _Fastest.of(topology)
-    bound = 0.0
-    if n <= f.island:
-        bound = (f.other if crossing or n > f.component else max(f.nvlink, f.other)) / bus_factor("all_to_all", n)
-    if not f.spans:
-        return bound
-    islands = len(set(topology.island_of))
-    for k in range(-(-n // islands), min(n - 1, f.island) + 1):
-        fewest = min(k, n - k) * f.gpu_nics
+    bound = f.inside(n, crossing) / bus_factor("all_to_all", n)
+    for k in range(-(-n // f.islands), min(n - 1, f.island) + 1) if f.islands > 1 else ():
+        fewest = min(k, n - k) * f.gpu_nics  # at most K x one GPU's NICs too
         ways = [(f.other, f.island_nics)] + ([(f.nvlink, f.component_nics)] if k <= f.component else [])
         for hop, nics in ways:
             inside = n / (k - 1) * hop if k > 1 else math.inf
-            bound = max(bound, min(inside, n / (k * (n - k)) * min(k * f.gpu_nics, nics, fewest)))
+            bound = max(bound, min(inside, n / (k * (n - k)) * min(nics, fewest)))
     return bound
