@@ -156,6 +156,17 @@ def test_nvlink_on_a_gpu_without_it_is_refused_on_load(node: dict, field: str, t
     assert load_topology(declared).nvlinks or load_topology(declared).nvswitch_domains
 
 
+def test_a_cluster_too_large_to_hold_is_refused_before_it_is_built(tmp_path: Path):
+    """A mistyped node count (--nodes 1000000 made 72 million GB200s and ran out of memory) is refused at once, on
+    one line, whether it comes from nodes= or from a declared node's count."""
+    with pytest.raises(TopologyError, match="1000000 x 72 GPUs = 72,000,000 GPUs; shardplan plans clusters of up to"):
+        load_topology("gb200-nvl72", nodes=1_000_000)
+    declared = tmp_path / "big.json"
+    declared.write_text(json.dumps({"nodes": [{"gpu": "h100-sxm", "gpus": 8, "count": 20_000}]}))
+    with pytest.raises(TopologyError, match="160,000 GPUs"):
+        load_topology(declared)
+
+
 def test_heterogeneous_cluster_with_broken_link(tmp_path: Path):
     doc = {
         "name": "mixed",
