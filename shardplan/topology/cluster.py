@@ -126,6 +126,8 @@ def build(spec: TopologySpec, *, nodes: int = 1, gpu: str | None = None, nic_gbi
         spec = _with_nic_speed(spec, nic_gbit)
     if gpu is not None and gpu not in gpu_models():
         gpu_model(gpu)
+    for ns in spec.nodes:  # once per kind of node, not per copy
+        _check_nvlink_models(spec.name, ns, [_resolve_model(ns, k, gpu) for k in range(ns.gpus)])
     node_specs = [ns for _ in range(nodes) for ns in spec.nodes for _ in range(ns.count)]
     gpus: list[Gpu] = []
     bundles: list[NvLinkBundle] = []
@@ -163,7 +165,6 @@ def build(spec: TopologySpec, *, nodes: int = 1, gpu: str | None = None, nic_gbi
                     pcie_width=(info.pcie_width if info else None) or ns.pcie.width,
                 )
             )
-        _check_nvlink_models(spec.name, ns, models)
         per_link = ns.nvlink_gbps_per_link
         if per_link is None and models[0] is not None and len(set(models)) == 1:
             per_link = gpu_model(models[0]).nvlink_gbps_per_link or None
