@@ -474,12 +474,12 @@ def time_lower_bound_s(
     fsdp2 = host_wrappers(training, tp)[0]
     num_micro = training.global_batch // (dp * ep * micro_batch)
     tokens = micro_batch * training.seq_len // cp
-    col = column_parallel_gemms_s(model, tokens, tp, rates, linear_precisions(training, rates)[1]) if tp > 1 else ()
 
     def tp_block(gbps: float | None) -> float:
         """One block's TP collectives, seconds, at `gbps`, that no placement hides."""
         if tp == 1 or not gbps or training.tp_comm_overlap:
             return 0.0
+        col = column_parallel_gemms_s(model, tokens, tp, rates, linear_precisions(training, rates)[1])
 
         def time_of(op: str, width: int) -> float:
             return transfer_lower_bound_s(op, tp, tokens * width * 2, gbps)
@@ -499,8 +499,10 @@ def time_lower_bound_s(
         return model.num_moe_layers / model.num_layers * alone * a2a
 
     # one block's TP collectives and all-to-alls, seconds, that no placement makes shorter or hides
-    block_tp = tp_block(tp_ring_gbps) + a2a_block(ep_gbps)
-    if tp > 1 and training.expert_group(ep, tp) == ep > 1 and tp * ep > len(topology._nvlink_islands[0]):
+    tp_fast, ep_fast = tp_block(tp_ring_gbps), a2a_block(ep_gbps)
+    block_tp = tp_fast + ep_fast
+    too_wide = tp * ep > len(topology._nvlink_islands[0])  # for any NVLink-connected component
+    if tp_ring_gbps and ep_gbps and tp > 1 and training.expert_group(ep, tp) == ep > 1 and too_wide:
         # TP groups are the rows of each ep x tp grid of GPUs, EP groups its columns: where no NVLink-connected
         # component holds a grid, a row or a column has GPUs of two, so one of the two axes runs at best as fast as
         # a group that leaves its component can
@@ -512,8 +514,7 @@ def time_lower_bound_s(
             )
         tp_crossing, ep_crossing = memo["crossing", tp, ep]
         block_tp = min(
-            tp_block(tp_ring_gbps) + a2a_block(min(ep_gbps or 0.0, ep_crossing) or None),
-            tp_block(min(tp_ring_gbps or 0.0, tp_crossing) or None) + a2a_block(ep_gbps),
+            tp_fast + a2a_block(min(ep_gbps, ep_crossing)), tp_block(min(tp_ring_gbps, tp_crossing)) + ep_fast
         )
 
     stage_of = _stage_timer(model, training, micro_batch=micro_batch, tp=tp, cp=cp, ep=ep, rates=rates, memo=memo)
