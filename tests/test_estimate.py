@@ -1315,23 +1315,32 @@ def test_zero2_reduce_scatters_every_micro_batchs_gradients_without_a_pipeline()
     assert gradients(2, 2) == gradients(1, 2)
 
 
-@pytest.mark.parametrize("runtime", ["megatron", "deepspeed", "torch"])
-def test_the_fullest_stages_hold_the_most_any_stage_requires(runtime: str) -> None:
+@pytest.mark.parametrize(
+    ("runtime", "name"),
+    [("megatron", "llama3-70b"), ("deepspeed", "llama3-70b"), ("torch", "llama3-70b"), ("megatron", "deepseek-v3")],
+)
+def test_the_fullest_stages_hold_the_most_any_stage_requires(runtime: str, name: str) -> None:
     """The search checks memory on `fullest_stages` only: over pipelines of 4-16 stages, even and uneven splits,
-    interleaved or not, every ZeRO stage and recompute mode, the most they require is the most any stage does."""
+    interleaved or not, every ZeRO stage and recompute mode, the most they require is the most any stage does;
+    also where the first blocks are dense and the others MoE, so that stages of as many blocks differ."""
     from shardplan.cost.memory import fullest_stages, required_bytes
 
-    model = load_model("llama3-70b")
+    model = load_model(name)
+    n = model.num_layers
     for pp, v, zero, recompute, micro in itertools.product((4, 5, 16), (1, 2), (0, 1, 3), ("none", "full"), (4, 32)):
         if runtime == "deepspeed" and (v > 1 or zero > 1):
             continue
         train = Training(
             global_batch=micro * 2, seq_len=4096, zero_stage=zero, recompute=recompute, pipeline_runtime=runtime
         )
-        for layers in (split_layers(80, pp), (3, *split_layers(80 - 3 - 2, pp - 2), 2)):
+        for layers in (
+            split_layers(n, pp),
+            (3, *split_layers(n - 3 - 2, pp - 2), 2),
+            (1, *split_layers(n - 1, pp - 1)),
+        ):
             shape = dict(layers=layers, tp=8, dp=2, micro_batch=1, virtual_stages=v, context_bytes=0.0)
             every = stage_memories(model, train, **shape)
-            some = stage_memories(model, train, **shape, stages=fullest_stages(layers, train))
+            some = stage_memories(model, train, **shape, stages=fullest_stages(model, layers, train, v))
             assert max(map(required_bytes, some)) == max(map(required_bytes, every))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from shardplan.cost.stage_blocks import stage_models
 from shardplan.model.schema import ModelSpec
 from shardplan.training import Training
 
@@ -383,11 +384,13 @@ def stage_memories(
     ep: int = 1,
     stages: Sequence[int] | None = None,
 ) -> list[dict[str, float]]:
-    """`stage_memory` of every pipeline stage (`layers`: blocks per stage), or of those `stages` only."""
+    """`stage_memory` of every pipeline stage (`layers`: blocks per stage; which blocks: `stage_models`), or of those
+    `stages` only."""
     pp = len(layers)
+    views = stage_models(model, layers, virtual_stages)
     return [
         stage_memory(
-            model,
+            views[p],
             training,
             stage=p,
             layers=layers[p],
@@ -404,17 +407,18 @@ def stage_memories(
     ]
 
 
-def fullest_stages(layers: tuple[int, ...], training: Training) -> list[int]:
+def fullest_stages(model: ModelSpec, layers: tuple[int, ...], training: Training, virtual_stages: int) -> list[int]:
     """The pipeline stages one of which requires the most memory: the first (embedding) and the last (loss),
-    and of the middle stages the first holding each number of blocks, since the micro-batches a stage keeps
-    in flight fall with its index and all else is alike; every stage under torch's runtime, whose receive
-    buffers grow with the index (`activation_bytes`)."""
+    and of the middle stages the first holding each number and kind of blocks (`stage_models`), since the
+    micro-batches a stage keeps in flight fall with its index and all else is alike; every stage under torch's
+    runtime, whose receive buffers grow with the index (`activation_bytes`)."""
     pp = len(layers)
     if training.pipeline_runtime == "torch":
         return list(range(pp))
-    first_of: dict[int, int] = {}
+    views = stage_models(model, layers, virtual_stages)
+    first_of: dict[tuple[int, int], int] = {}
     for p in range(1, pp - 1):
-        first_of.setdefault(layers[p], p)
+        first_of.setdefault((layers[p], id(views[p])), p)
     return sorted({0, pp - 1, *first_of.values()})
 
 

@@ -40,6 +40,7 @@ from shardplan.cost.memory import (
     stage_memories,
 )
 from shardplan.cost.overlap import Overlap
+from shardplan.cost.stage_blocks import stage_models, stages_differ
 from shardplan.cost.traffic import gradient_syncs, pipeline_split
 from shardplan.model.schema import ModelSpec
 from shardplan.topology.schema import Topology
@@ -183,13 +184,15 @@ def step_cost(
     keys = topology.gpu_model_ids[0]
     rates_of = {key: rates_for(key, calibration) for key in keys}
     memo = {} if memo is None else memo
-    timers = {
-        key: _stage_timer(model, training, micro_batch=micro_batch, tp=tp, cp=cp, ep=ep, rates=r, memo=memo)
-        for key, r in rates_of.items()
-    }
     sp = training.sequence_parallel and tp > 1
     tokens = micro_batch * training.seq_len // cp  # on each GPU
     layers = tuple(layers_per_stage) if layers_per_stage else split_layers(model.num_layers, pp)
+    views = stage_models(model, layers, virtual_stages)  # each stage's blocks
+
+    def timer(view: ModelSpec, key: str) -> Callable[..., Any]:
+        return _stage_timer(
+            view, training, micro_batch=micro_batch, tp=tp, cp=cp, ep=ep, rates=rates_of[key], memo=memo
+        )
 
     tp_axis = AxisTimes(topology, replicas, memo)  # stage p's TP groups: replicas[p, d, :]
     dp_axis = AxisTimes(topology, replicas.transpose(0, 2, 1), memo)  # its DP (x CP x EP) groups: replicas[p, :, t]
@@ -202,21 +205,20 @@ def step_cost(
             swap = grid.reshape(pp, dp * cp, ep * tp)
         ep_axis = AxisTimes(topology, swap, memo)
         edp_axis = AxisTimes(topology, grid.transpose(0, 3, 4, 1, 2).reshape(pp, ep * tp, dp * cp), memo)
-    moe_share = model.num_moe_layers / model.num_layers  # of a stage's blocks, those with experts
-    mlp_share = mlp_tp_share(model, training, ep, tp)
 
     # --- per stage: compute, TP and CP collectives ----------------------------------------------
     def run_stage(p: int, present: tuple[str, ...], alone: float) -> _Stage:
         """Stage p's work per micro-batch; `alone`: the share of its passes with none beside them (`unpaired_share`)."""
-        first, last = p == 0, p == pp - 1
+        first, last, view = p == 0, p == pp - 1, views[p]
+        moe_share = view.num_moe_layers / view.num_layers  # of the stage's blocks, those with experts
         # a stage runs at the pace of its slowest GPU model (mixed clusters: the stage's GPUs work in lockstep)
-        key = max(present, key=lambda k: timers[k](layers=layers[p], first=first, last=last).total_s)
-        times, rates = timers[key](layers=layers[p], first=first, last=last), rates_of[key]
+        key = max(present, key=lambda k: timer(view, k)(layers=layers[p], first=first, last=last).total_s)
+        times, rates = timer(view, key)(layers=layers[p], first=first, last=last), rates_of[key]
         blocks = training.stage_blocks(layers[p], last)
         moving = dict.fromkeys(("nvlink", "pcie", "net"), 0.0)  # the link classes of `Plan.comm_time_by_link`
         tp_s = 0.0
         if tp > 1:
-            col = column_parallel_gemms_s(model, tokens, tp, rates, linear_precisions(training, rates)[1])
+            col = column_parallel_gemms_s(view, tokens, tp, rates, linear_precisions(training, rates)[1])
 
             def time_of(op: str, width: int, p: int = p) -> float:  # bf16 activations, the full (gathered) buffer
                 return tp_axis.time_s(op, p, tokens * width * 2)
@@ -225,6 +227,7 @@ def step_cost(
                 return tp_axis.overlap(p, op, tokens * width * 2)
 
             widths = model.column_input_widths(sequence_parallel=sp), model.hidden_size
+            mlp_share = mlp_tp_share(view, training, ep, tp)
             forward, backward, moved = tp_layer_s(training, sp, time_of, col, widths, mlp_share, beside)
             forward_passes = tp_passes(training) - 1  # 1, plus what recompute runs again
             tp_s = blocks * (forward * forward_passes + backward)
@@ -274,7 +277,7 @@ def step_cost(
     overlapped = ep_axis is not None and training.ep_comm_overlap  # only then does the unpaired share matter
     for p, present in enumerate(stage_gpu_models(topology, grid)):
         unpaired = unpaired_share(pp, p, virtual_stages, num_micro) if overlapped else 0.0
-        kind = (present, layers[p], p == 0, p == pp - 1, unpaired, *(a.sitting(p) for a in timed))
+        kind = (present, layers[p], id(views[p]), p == 0, p == pp - 1, unpaired, *(a.sitting(p) for a in timed))
         if kind not in alike:
             alike[kind] = run_stage(p, present, unpaired)
         stages.append(alike[kind])
@@ -284,7 +287,8 @@ def step_cost(
     per_micro = stages[bottleneck].micro_s
     compute_s = num_micro * stages[bottleneck].total_s
     if training.dtype == "fp8" and training.fp8_weight_cache:  # the stage's weights cast once, on the first micro-batch
-        weights = block_weights(model, training, layers=layers[bottleneck], last=bottleneck == pp - 1, tp=tp, ep=ep)
+        last = bottleneck == pp - 1
+        weights = block_weights(views[bottleneck], training, layers=layers[bottleneck], last=last, tp=tp, ep=ep)
         compute_s += fp8_cast_s(weights, stages[bottleneck].rates, amax_pass=training.fp8_recipe == "current")
     tp_total = num_micro * stages[bottleneck].tp_s
     cp_total = num_micro * stages[bottleneck].cp_s
@@ -326,7 +330,7 @@ def step_cost(
         dp_s = fsdp_s = moved = 0.0
         link = "nvlink"
         dense, experts = local_params(
-            model, layers=layers[p], first=p == 0, last=p == pp - 1, tp=tp, ep=ep, mtp=training.mtp_layers
+            views[p], layers=layers[p], first=p == 0, last=p == pp - 1, tp=tp, ep=ep, mtp=training.mtp_layers
         )
         # each weight group with the axis whose GPUs hold it and their count: under expert parallelism the dense
         # layers over dp x cp x ep, the experts over dp x cp, one collective after the other
@@ -460,15 +464,15 @@ def time_lower_bound_s(
     plus its pipeline bubble, then the average stage's optimizer step, FSDP2 copies and what its gradient sync
     and ZeRO-3 gathers leave unhidden at best. Without `layers_per_stage` the slowest stage is taken as the
     average (all compute / pp); with it, the split whose slowest stage is fastest (`balance_stages` without a
-    memory bound) must be given, whose slowest stage no split can beat. Communication is free, but for the TP
-    collectives no overlap hides, at `tp_ring_gbps` (`bounds.ring_gbps_bound`) where given, the MoE
-    blocks' all-to-alls at `ep_gbps` (`bounds.all_to_all_gbps_bound`: GB/s of a rank's buffer), one of
-    the two no faster than a group that leaves its NVLink component can run where an ep x tp grid cannot keep to
-    one, and the data-parallel collectives at `ring_gbps_bound` of their groups, latency left out. On mixed clusters a
-    pipeline's stages are timed at the rates no model beats at any part of the step (`fastest_rates`), and
-    no faster than the stages of the slowest GPUs allow; one stage holds every GPU and runs at its slowest
-    model's pace, so any model's rates bound it: the one of the lowest peak. `memo` keeps stage timers and
-    ring bounds between calls (`_stage_timer`)."""
+    memory bound) must be given, whose slowest stage no split can beat (unless stages differ in their blocks).
+    Communication is free, but for the TP collectives no overlap hides, at `tp_ring_gbps`
+    (`bounds.ring_gbps_bound`) where given, the MoE blocks' all-to-alls at `ep_gbps` (`bounds.all_to_all_gbps_bound`:
+    GB/s of a rank's buffer), one of the two no faster than a group that leaves its NVLink component can run where
+    an ep x tp grid cannot keep to one, and the data-parallel collectives at `ring_gbps_bound` of their groups,
+    latency left out. On mixed clusters a pipeline's stages are timed at the rates no model beats at any part of the
+    step (`fastest_rates`), and no faster than the stages of the slowest GPUs allow; one stage holds every GPU and
+    runs at its slowest model's pace, so any model's rates bound it: the one of the lowest peak. `memo` keeps stage
+    timers and ring bounds between calls (`_stage_timer`)."""
     keys = topology.gpu_model_ids[0]
     rates = fastest_rates(keys, calibration) if pp > 1 else rates_for(topology.slowest_gpu_model, calibration)
     fsdp2 = host_wrappers(training, tp)[0]
@@ -522,7 +526,9 @@ def time_lower_bound_s(
     # stage takes at least the average: summed over stages, neither the time nor the GPU's work alone is less)
     whole = stage_of(layers=model.num_layers, first=True, last=True)
     per_micro = (whole.total_s + max(0.0, model.num_layers * block_tp - whole.host_slack_s)) / pp
-    if layers_per_stage is not None and pp > 1:  # split on whole microseconds: a tie either way is within one
+    # split on whole microseconds: a tie either way is within one. Where stages differ in their blocks (`stage_models`),
+    # which ones a stage holds depends on the split too, and `balance_stages` times the average block: no bound there
+    if layers_per_stage is not None and pp > 1 and not stages_differ(model):
         per_micro = max(
             per_micro,
             max(stage_of(layers=n, first=p == 0, last=p == pp - 1).total_s for p, n in enumerate(layers_per_stage))

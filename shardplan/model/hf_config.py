@@ -303,8 +303,11 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
         if c.data.get("moe_layers") is not None:  # llama4_text names them, overriding the step
             routed_layers = _layer_list(c, "moe_layers", layers)
             is_moe = [k in routed_layers for k in range(layers)]
-    # one LayerSpec per kind of block (MoE or dense MLP, attention window), in order of first appearance
+    # one LayerSpec per kind of block (MoE or dense MLP, attention window), in order of first appearance, and each
+    # block's kind where kinds interleave
     attention = _attention_kinds(c, model_type, layers)
+    kinds = list(zip(is_moe, attention, strict=True))
+    order = tuple(map(list(Counter(kinds)).index, kinds))
     blocks = [
         _block(
             "moe block" if routed else ("dense block" if moe else "transformer block"),
@@ -319,7 +322,7 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
             window=window,
             chunk=chunk,
         )
-        for (routed, (window, chunk)), count in Counter(zip(is_moe, attention, strict=True)).items()
+        for (routed, (window, chunk)), count in Counter(kinds).items()
     ]
     return _assemble(
         c,
@@ -338,6 +341,7 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
         blocks=blocks,
         mlp="swiglu" if gated else "gelu",  # "gelu": an MLP of two matrices, whatever its activation
         sinks=model_type == "gpt_oss",  # transformers' GptOssAttention: self.sinks, one logit per head
+        block_order=None if list(order) == sorted(order) else order,
     )
 
 
@@ -553,6 +557,7 @@ def _assemble(
     rotary: bool = True,
     mla: MlaSpec | None = None,
     sinks: bool = False,
+    block_order: tuple[int, ...] | None = None,
 ) -> ModelSpec:
     """The model around its blocks: the embedding, the final norm (an RMSNorm of h by default) and the output head.
     The defaults are the Llama family's: SwiGLU, rotary positions, no dropout, 4,096 tokens unless the config's
@@ -579,6 +584,7 @@ def _assemble(
         dropout=dropout,
         rotary=rotary,
         attention_sinks=sinks,
+        block_order=block_order,
         layers=(
             LayerSpec(name="embedding", kind="embedding", params=embed, active_params=embed, matmul_flops_per_token=0),
             *blocks,

@@ -151,12 +151,58 @@ class ModelSpec(BaseModel):
         "attention's backward takes longer with it.",
     )
     layers: tuple[LayerSpec, ...]
+    block_order: tuple[int, ...] | None = Field(
+        None,
+        description="Where kinds of block interleave: for each block in model order, the index of its kind among "
+        "the blocks of `layers` (None: each entry's `count` blocks in a row, in the order listed).",
+    )
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelSpec:
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
         return self
+
+    @model_validator(mode="after")
+    def _block_order_counts(self) -> ModelSpec:
+        counts = [ly.count for ly in self.layers if ly.kind == "block"]
+        expected = [i for i, n in enumerate(counts) for _ in range(n)]
+        if self.block_order is not None and sorted(self.block_order) != expected:
+            raise ValueError(f"block_order: expected each block kind's index as often as its count {counts}")
+        return self
+
+    @cached_property
+    def block_kinds(self) -> tuple[int, ...]:
+        """For each block in model order, the index of its kind among the blocks of `layers`."""
+        if self.block_order is not None:
+            return self.block_order
+        counts = [ly.count for ly in self.layers if ly.kind == "block"]
+        return tuple(i for i, n in enumerate(counts) for _ in range(n))
+
+    @cached_property
+    def _views(self) -> dict[tuple[int, ...], ModelSpec]:
+        return {}
+
+    def with_blocks(self, counts: tuple[int, ...]) -> ModelSpec:
+        """The model with `counts[i]` blocks of its i-th kind of block (a pipeline stage's blocks), the rest as it
+        is: what a stage's per-block averages are taken over. Made once per `counts`.
+
+        >>> from shardplan import load_model
+        >>> stage = load_model("deepseek-v3").with_blocks((0, 4))  # four of the MoE blocks, none of the 3 dense
+        >>> stage.num_layers, stage.num_moe_layers
+        (4, 4)
+        """
+        if counts not in self._views:
+            kinds = iter(counts)
+            layers = []
+            for ly in self.layers:
+                count = next(kinds) if ly.kind == "block" else ly.count
+                if count:
+                    layers.append(ly.model_copy(update={"count": count}))
+            fields = {name: getattr(self, name) for name in type(self).model_fields}
+            update = {"layers": tuple(layers), "num_layers": sum(counts), "block_order": None}
+            self._views[counts] = type(self)(**fields | update)
+        return self._views[counts]
 
     @property
     def attention(self) -> Literal["mha", "gqa", "mqa", "mla"]:

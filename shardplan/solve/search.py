@@ -186,7 +186,7 @@ def _memory_bytes(
         model,
         training,
         layers=layers,
-        stages=fullest_stages(layers, training),
+        stages=fullest_stages(model, layers, training, c.virtual_stages),
         tp=c.tp,
         dp=c.dp,
         cp=c.cp,

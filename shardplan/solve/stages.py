@@ -4,7 +4,8 @@ Stage p holding k_p chunks (k_p blocks without interleaving) takes T_p(k_p) seco
 GPU work a_p + n_p * b (a_p: the embedding on the first stage, the output head and loss on the last;
 b: one block), or the host's dispatch time where that is longer; T_p never drops as blocks are added.
 Memory is m_p + n_p * c_p bytes (m_p: embedding, head, logits, framework; c_p: one block's states and
-the activations stage p keeps in flight), linear, read off at one and two chunks.
+the activations stage p keeps in flight), linear, read off at one and two chunks; where dense and MoE blocks
+both occur, which a stage holds depends on the split, so c_p is the largest of any kind of block's.
 
 A one-dimensional min-max split needs no solver: for a bound X on the slowest stage, stage p holds at
 most K_p(X) chunks (T_p and memory within bounds), and X is reachable when every K_p(X) >= 1 and they
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from shardplan.cost.calibration import Rates
 from shardplan.cost.compute import host_wrappers, stage_times
 from shardplan.cost.memory import required_bytes, stage_memory
+from shardplan.cost.stage_blocks import stages_differ
 from shardplan.model.schema import ModelSpec
 from shardplan.training import Training
 
@@ -84,25 +86,14 @@ def balance_stages(
     cap = [most] * pp  # chunks each stage can hold within memory
     if memory_bytes is not None:
         limit = int(memory_bytes // MEMORY_UNIT)
+        # which blocks a stage holds depends on the split (`stage_models`): where stages differ, each stage is taken
+        # to hold one chunk's worth at the most any kind of block takes, and to grow by the most any kind adds
+        kinds = range(max(model.block_kinds) + 1) if stages_differ(model) else ()
+        alike = [model.with_blocks(tuple(int(i == k) for i in kinds)) for k in kinds] or [model]
         for p in range(pp):
-            m1, m2 = (
-                _mem_mib(
-                    model,
-                    training,
-                    of_stage[p],
-                    p,
-                    pp,
-                    tp,
-                    dp,
-                    micro_batch,
-                    virtual_stages,
-                    j * chunk - off[p],
-                    cp=cp,
-                    ep=ep,
-                )
-                for j in (1, 2)
-            )
-            grow = m2 - m1
+            shape = (training, of_stage[p], p, pp, tp, dp, micro_batch, virtual_stages)
+            one_two = [[_mem_mib(kind, *shape, j * chunk - off[p], cp=cp, ep=ep) for j in (1, 2)] for kind in alike]
+            m1, grow = max(m1 for m1, _ in one_two), max(m2 - m1 for m1, m2 in one_two)
             cap[p] = min(most, 1 + (limit - m1) // grow) if grow > 0 else (most if m1 <= limit else 0)
 
     def fullest(bound: int) -> list[int]:
