@@ -85,3 +85,13 @@ def test_a_split_balanced_within_memory_fits_whichever_blocks_each_stage_holds()
         assert layers is not None
         mems = stage_memories(model, train, layers=layers, **shape, context_bytes=rates.context_bytes)
         assert max(map(required_bytes, mems)) <= bound, (share, layers)
+
+
+def test_a_copy_of_a_model_makes_its_own_stage_views():
+    """`model_copy` copies a model's cached properties, the views of its blocks among them: a changed copy must not
+    be handed the original's views."""
+    model = load_model("deepseek-v3")
+    assert model.with_blocks((0, 4)) is model.with_blocks((0, 4))
+    wider = model.model_copy(update={"hidden_size": 8192})
+    assert wider.with_blocks((0, 4)).hidden_size == 8192
+    assert model.with_blocks((0, 4)).hidden_size == 7168

@@ -22,9 +22,10 @@ def chunk_sizes(blocks: int, virtual_stages: int, *, first: bool) -> list[int]:
 
 def stages_differ(model: ModelSpec) -> bool:
     """Whether pipeline stages of as many blocks may differ in what they hold: where dense MLP blocks and MoE blocks
-    both occur, as runs (DeepSeek-V3's first three dense) or interleaved. Kinds of attention alone (GPT-OSS's
-    sliding-window and full blocks, Llama 4's chunked ones) alternate block by block in every model that has them,
-    so a stage holds the model's share of each to within a block, and the model's average stands for it."""
+    both occur, as runs (DeepSeek-V3's first three dense) or interleaved. Kinds of attention alone are left to the
+    model's average: GPT-OSS, Gemma and Llama 4 repeat theirs every few blocks, so a stage holds the model's share
+    of each to within a block (Qwen2's sliding window past `max_window_layers`, where a config turns it on, comes
+    as a run, and is averaged too)."""
     return len({bool(ly.expert_params) for ly in model.layers if ly.kind == "block"}) > 1
 
 

@@ -180,8 +180,8 @@ class ModelSpec(BaseModel):
         return tuple(i for i, n in enumerate(counts) for _ in range(n))
 
     @cached_property
-    def _views(self) -> dict[tuple[int, ...], ModelSpec]:
-        return {}
+    def _views(self) -> dict[tuple[int, ...], tuple[ModelSpec, ModelSpec]]:
+        return {}  # counts -> (this model, its view); `model_copy` copies the dict with the cached properties
 
     def with_blocks(self, counts: tuple[int, ...]) -> ModelSpec:
         """The model with `counts[i]` blocks of its i-th kind of block (a pipeline stage's blocks), the rest as it
@@ -192,7 +192,8 @@ class ModelSpec(BaseModel):
         >>> stage.num_layers, stage.num_moe_layers
         (4, 4)
         """
-        if counts not in self._views:
+        held = self._views.get(counts)
+        if held is None or held[0] is not self:
             kinds = iter(counts)
             layers = []
             for ly in self.layers:
@@ -201,8 +202,8 @@ class ModelSpec(BaseModel):
                     layers.append(ly.model_copy(update={"count": count}))
             fields = {name: getattr(self, name) for name in type(self).model_fields}
             update = {"layers": tuple(layers), "num_layers": sum(counts), "block_order": None}
-            self._views[counts] = type(self)(**fields | update)
-        return self._views[counts]
+            held = self._views[counts] = (self, type(self)(**fields | update))
+        return held[1]
 
     @property
     def attention(self) -> Literal["mha", "gqa", "mqa", "mla"]:
