@@ -99,6 +99,7 @@ def search_bound(model: Any, topology: Any, training: Any, candidate: Any, rates
     c = candidate
     degrees = dict(tp=c.tp, pp=c.pp, dp=c.dp, micro_batch=c.micro_batch, virtual_stages=c.virtual_stages, ep=c.ep)
     fastest = balance_stages(model, training, rates, **degrees, memory_bytes=None)
+    group = training.expert_group(c.ep, c.tp)
     bound = time_lower_bound_s(
         model,
         topology,
@@ -106,6 +107,6 @@ def search_bound(model: Any, topology: Any, training: Any, candidate: Any, rates
         **degrees,
         layers_per_stage=fastest,
         tp_ring_gbps=ring_gbps_bound(topology, c.tp),
-        ep_gbps=all_to_all_gbps_bound(topology, training.expert_group(c.ep, c.tp)),
+        ep_gbps=all_to_all_gbps_bound(topology, group, groups=topology.num_gpus // (c.pp * group)),
     )
     return bound, fastest

@@ -178,7 +178,7 @@ def test_lower_bound_never_exceeds_a_step_time_on_random_clusters(seed: int, tmp
 def test_no_group_beats_the_bandwidth_bounds_on_random_clusters(seed: int, tmp_path: Path) -> None:
     """`ring_gbps_bound` and `all_to_all_gbps_bound` hold for random groups of random clusters, alone and beside
     the other groups of a random layout, and their `crossing` variants for groups whose GPUs are not all of one
-    NVLink-connected component."""
+    NVLink-connected component; and the all-to-all's for all of a layout's groups at once, the slowest of them."""
     rng, size = random.Random(seed), 64 * 2**20
     for k in range(4):
         path = tmp_path / f"cluster-{k}.json"
@@ -197,6 +197,12 @@ def test_no_group_beats_the_bandwidth_bounds_on_random_clusters(seed: int, tmp_p
                         ring_s = (n - 1) / n * size / (ring_gbps_bound(topo, n, crossing=cross) * 1e9)
                         a2a_s = size / (all_to_all_gbps_bound(topo, n, crossing=cross) * 1e9)
                         assert ring_s <= ring * (1 + 1e-9) and a2a_s <= a2a * (1 + 1e-9), (path.read_text(), group)
+            slowest = max(
+                collective_time_s(topo, "all_to_all", g, size, concurrent=[o for o in groups if o is not g])
+                for g in groups
+            )
+            bound_s = size / (all_to_all_gbps_bound(topo, n, groups=len(groups)) * 1e9)
+            assert bound_s <= slowest * (1 + 1e-9), (path.read_text(), groups)
 
 
 def test_the_bandwidth_bounds_know_which_gpus_share_a_nic() -> None:

@@ -102,13 +102,17 @@ def ring_gbps_bound(topology: Topology, n: int, *, crossing: bool = False) -> fl
     return max(f.inside(n, crossing), across)
 
 
-def all_to_all_gbps_bound(topology: Topology, n: int, *, crossing: bool = False) -> float:
+def all_to_all_gbps_bound(topology: Topology, n: int, *, crossing: bool = False, groups: int = 1) -> float:
     """No all-to-all of `n` GPUs moves a rank's buffer faster than this, GB/s of the buffer (`crossing`: as
     `ring_gbps_bound`). Inside an island, a ring's bus bytes at `ring_gbps_bound`. Across islands, as
     `rings_time_s` times it: the K ranks of the island that holds most of them (every K that the islands allow is
     tried) send 1/n of their buffers to each other over their own hops, and (n - K)/n of them to other islands
     through the NICs that the group's island of fewest ranks (at most min(K, n - K)) leaves through, no faster than
     their own: at most K x one GPU's NICs, and no more than their component's (its ranks over NVLink) or island's.
+    With `groups` such all-to-alls at once (a pipeline stage's EP groups), the slowest of them: where one stays in
+    an island, no faster than inside one; where every one leaves its island, their bytes to other islands (each
+    group at least what its largest parts in islands leave to send) share the NICs of all the groups' GPUs, and of
+    all islands.
 
     >>> from shardplan import load_topology
     >>> t = load_topology("dgx-h100", nodes=2)
@@ -126,4 +130,15 @@ def all_to_all_gbps_bound(topology: Topology, n: int, *, crossing: bool = False)
         for hop, nics in ways:
             inside = n / (k - 1) * hop if k > 1 else math.inf
             bound = max(bound, min(inside, n / (k * (n - k)) * min(nics, fewest)))
+    if groups > 1 and f.islands > 1 and not crossing:
+        # a group split over islands in parts K_i sends sum K_i (n - K_i) / n buffers out of them: least with its
+        # parts as large as islands allow, one of them short of n
+        parts, left = [], n
+        while left:
+            parts.append(min(left, f.island, n - 1 if not parts else left))
+            left -= parts[-1]
+        leaving = sum(k * (n - k) for k in parts) / n
+        nics = min(groups * n * f.gpu_nics, f.islands * f.island_nics)
+        one_inside = f.inside(n, False) / bus_factor("all_to_all", n)
+        bound = min(bound, max(one_inside, nics / (groups * leaving)))
     return bound

@@ -221,13 +221,14 @@ def _lower_bound(
     split: bool = True,
 ) -> float:
     """`time_lower_bound_s` of the candidate, its TP collectives at the fastest any ring of tp GPUs can run and its
-    all-to-alls at the fastest any group of ep (ep x tp) GPUs can; with `split`, its slowest stage from its fastest
-    split of layers, not the average."""
+    all-to-alls at the fastest a stage's groups of ep (ep x tp) GPUs can, all at once; with `split`, its slowest
+    stage from its fastest split of layers, not the average."""
     group = training.expert_group(c.ep, c.tp)
+    groups = topology.num_gpus // (c.pp * group)  # a stage's EP groups, all at once
     if ("ring_gbps", c.tp) not in cache:
         cache["ring_gbps", c.tp] = ring_gbps_bound(topology, c.tp)
-    if ("all_to_all_gbps", group) not in cache:
-        cache["all_to_all_gbps", group] = all_to_all_gbps_bound(topology, group)
+    if ("all_to_all_gbps", group, groups) not in cache:
+        cache["all_to_all_gbps", group, groups] = all_to_all_gbps_bound(topology, group, groups=groups)
     return time_lower_bound_s(
         model,
         topology,
@@ -242,7 +243,7 @@ def _lower_bound(
         tp_ring_gbps=cache["ring_gbps", c.tp],
         cp=c.cp,
         ep=c.ep,
-        ep_gbps=cache["all_to_all_gbps", group],
+        ep_gbps=cache["all_to_all_gbps", group, groups],
         memo=cache,
     )
 
