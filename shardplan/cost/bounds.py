@@ -133,10 +133,9 @@ def all_to_all_gbps_bound(topology: Topology, n: int, *, crossing: bool = False,
     if groups > 1 and f.islands > 1 and not crossing:
         # a group split over islands in parts K_i sends sum K_i (n - K_i) / n buffers out of them: least with its
         # parts as large as islands allow, one of them short of n
-        parts, left = [], n
-        while left:
-            parts.append(min(left, f.island, n - 1 if not parts else left))
-            left -= parts[-1]
+        parts = [min(n - 1, f.island)]
+        while left := n - sum(parts):
+            parts.append(min(left, f.island))
         leaving = sum(k * (n - k) for k in parts) / n
         nics = min(groups * n * f.gpu_nics, f.islands * f.island_nics)
         one_inside = f.inside(n, False) / bus_factor("all_to_all", n)

@@ -303,8 +303,7 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
         if c.data.get("moe_layers") is not None:  # llama4_text names them, overriding the step
             routed_layers = _layer_list(c, "moe_layers", layers)
             is_moe = [k in routed_layers for k in range(layers)]
-    # one LayerSpec per kind of block (MoE or dense MLP, attention window), in order of first appearance, and each
-    # block's kind where kinds interleave
+    # one LayerSpec per kind of block (MoE or dense MLP, attention window) as first met, and each block's kind
     attention = _attention_kinds(c, model_type, layers)
     kinds = list(zip(is_moe, attention, strict=True))
     order = tuple(map(list(Counter(kinds)).index, kinds))
