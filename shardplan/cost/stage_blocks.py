@@ -26,7 +26,7 @@ def stages_differ(model: ModelSpec) -> bool:
     model's average: GPT-OSS, Gemma and Llama 4 repeat theirs every few blocks, so a stage holds the model's share
     of each to within a block (Qwen2's sliding window past `max_window_layers`, where a config turns it on, comes
     as a run, and is averaged too)."""
-    return len({bool(ly.expert_params) for ly in model.layers if ly.kind == "block"}) > 1
+    return 0 < model.num_moe_layers < model.num_layers
 
 
 def stage_models(model: ModelSpec, layers: Sequence[int], virtual_stages: int = 1) -> tuple[ModelSpec, ...]:

@@ -459,6 +459,7 @@ def time_lower_bound_s(
     ep: int = 1,
     ep_gbps: float | None = None,
     memo: dict[tuple, Any] | None = None,
+    stage_grid: bool = True,
 ) -> float:
     """No placement and no split of layers into stages beats this: every micro-batch through the slowest stage
     plus its pipeline bubble, then the average stage's optimizer step, FSDP2 copies and what its gradient sync
@@ -471,8 +472,10 @@ def time_lower_bound_s(
     an ep x tp grid cannot keep to one, and the data-parallel collectives at `ring_gbps_bound` of their groups,
     latency left out. On mixed clusters a pipeline's stages are timed at the rates no model beats at any part of the
     step (`fastest_rates`), and no faster than the stages of the slowest GPUs allow; one stage holds every GPU and
-    runs at its slowest model's pace, so any model's rates bound it: the one of the lowest peak. `memo` keeps stage
-    timers and ring bounds between calls (`_stage_timer`)."""
+    runs at its slowest model's pace, so any model's rates bound it: the one of the lowest peak. Where no NVLink
+    component holds an ep x tp grid, or (`stage_grid`, which takes up to three times as long) a stage's GPUs, the
+    cheapest axis that must leave one does. `memo` keeps stage timers and ring bounds between calls
+    (`_stage_timer`)."""
     keys = topology.gpu_model_ids[0]
     rates = fastest_rates(keys, calibration) if pp > 1 else rates_for(topology.slowest_gpu_model, calibration)
     fsdp2 = host_wrappers(training, tp)[0]
@@ -502,38 +505,39 @@ def time_lower_bound_s(
         alone = ep_passes(training) - (4 if training.ep_comm_overlap else 0)  # the overlap may hide four a block
         return model.num_moe_layers / model.num_layers * alone * a2a
 
-    # one block's TP collectives and all-to-alls, seconds, that no placement makes shorter or hides
-    tp_fast, ep_fast = tp_block(tp_ring_gbps), a2a_block(ep_gbps)
-    block_tp = tp_fast + ep_fast
-    too_wide = tp * ep > len(topology._nvlink_islands[0])  # for any NVLink-connected component
-    if tp_ring_gbps and ep_gbps and tp > 1 and training.expert_group(ep, tp) == ep > 1 and too_wide:
-        # TP groups are the rows of each ep x tp grid of GPUs, EP groups its columns: where no NVLink-connected
-        # component holds a grid, a row or a column has GPUs of two, so one of the two axes runs at best as fast as
-        # a group that leaves its component can
-        memo = {} if memo is None else memo
-        if ("crossing", tp, ep) not in memo:
-            memo["crossing", tp, ep] = (
-                ring_gbps_bound(topology, tp, crossing=True),
-                all_to_all_gbps_bound(topology, ep, crossing=True),
-            )
-        tp_crossing, ep_crossing = memo["crossing", tp, ep]
-        block_tp = min(
-            tp_fast + a2a_block(min(ep_gbps, ep_crossing)), tp_block(min(tp_ring_gbps, tp_crossing)) + ep_fast
-        )
+    memo = {} if memo is None else memo
+    group = training.expert_group(ep, tp)
+
+    def crossing(kind: str, n: int) -> float:
+        """The fastest a ring (`kind` "ring") or an all-to-all ("a2a") of n GPUs not all of one NVLink-connected
+        component can run, GB/s (`ring_gbps_bound`, `all_to_all_gbps_bound`)."""
+        if ("crossing", kind, n) not in memo:
+            of = ring_gbps_bound if kind == "ring" else all_to_all_gbps_bound
+            memo["crossing", kind, n] = of(topology, n, crossing=True)
+        return memo["crossing", kind, n]
+
+    tp_fast, a2a_fast = tp_block(tp_ring_gbps), a2a_block(ep_gbps)
+
+    def block_s(cross: str) -> float:
+        """One block's TP collectives and all-to-alls, seconds, that no placement makes shorter or hides, where a
+        group of the axis `cross` ("tp", "ep", "dp" or "" for none) leaves its NVLink component."""
+        tp_s, a2a_s = tp_fast, a2a_fast
+        if cross == "tp" and tp_ring_gbps:
+            tp_s = tp_block(min(tp_ring_gbps, crossing("ring", tp)))
+        if (cross == "ep" or (cross == "tp" and group > ep)) and ep_gbps:  # experts whole: EP groups span TP's
+            a2a_s = a2a_block(min(ep_gbps, crossing("a2a", group)))
+        return tp_s + a2a_s
 
     stage_of = _stage_timer(model, training, micro_batch=micro_batch, tp=tp, cp=cp, ep=ep, rates=rates, memo=memo)
     # the average stage, with its TP collectives less what they fill of the GPU's wait for the host (the slowest
     # stage takes at least the average: summed over stages, neither the time nor the GPU's work alone is less)
     whole = stage_of(layers=model.num_layers, first=True, last=True)
-    per_micro = (whole.total_s + max(0.0, model.num_layers * block_tp - whole.host_slack_s)) / pp
+    least = 0.0  # what no split of the layers beats, collectives aside
     # split on whole microseconds: a tie either way is within one. Where stages differ in their blocks (`stage_models`),
     # which ones a stage holds depends on the split too, and `balance_stages` times the average block: no bound there
     if layers_per_stage is not None and pp > 1 and not stages_differ(model):
-        per_micro = max(
-            per_micro,
-            max(stage_of(layers=n, first=p == 0, last=p == pp - 1).total_s for p, n in enumerate(layers_per_stage))
-            - 1e-6,
-        )
+        least = max(stage_of(layers=n, first=p == 0, last=p == pp - 1).total_s for p, n in enumerate(layers_per_stage))
+        least -= 1e-6
     if pp > 1 and len(keys) > 1:
         # mixed GPU models: a stage runs at its slowest GPU's pace, and its time grows by at least that pace per
         # block (GPU work and host dispatch alike are linear in blocks). With the slowest GPUs packed into as few
@@ -557,8 +561,7 @@ def time_lower_bound_s(
         ends = list(itertools.accumulate(topology.gpu_model_counts[key] for key in slow_first))
         size = topology.num_gpus // pp  # stage p's slowest GPU is the (p * size)-th, slowest first
         per_stage = [pace[slow_first[bisect.bisect_right(ends, p * size)]] for p in range(pp)]
-        per_micro = max(per_micro, model.num_layers / sum(1 / b for b in per_stage))
-    bound = num_micro * per_micro + (pp - 1) / virtual_stages * per_micro
+        least = max(least, model.num_layers / sum(1 / b for b in per_stage))
     # The step ends with the stage that takes longest over its gradient sync, FSDP gathers and optimizer: no less
     # than the average stage (each part is linear in the stage's parameters, or grows and is convex in them), its
     # collectives at the fastest any ring of their GPUs can run and hidden under all of a micro-batch's time. The
@@ -568,29 +571,53 @@ def time_lower_bound_s(
         model, layers=model.num_layers, first=True, last=True, tp=tp, ep=ep, mtp=training.mtp_layers
     )
     groups = ((dense / pp, dp * cp * ep), (experts / pp, dp * cp))  # a stage's weights and the GPUs that share them
+    ends_s = 0.0  # the optimizer step and FSDP2's copies
     for params, shards in groups:
-        bound += _optimizer_step_s(params, training, shards, num_micro, rates, held=held)
+        ends_s += _optimizer_step_s(params, training, shards, num_micro, rates, held=held)
         if fsdp2:
-            bound += (1 if held else num_micro) * fsdp2_copy_s(params, shards, rates)
-    if dp * cp * ep == 1:
+            ends_s += (1 if held else num_micro) * fsdp2_copy_s(params, shards, rates)
+
+    def ring_of(shards: int, leaves: bool) -> float:
+        """The fastest any ring of `shards` GPUs runs, GB/s; `leaves`: one that leaves its NVLink component."""
+        if ("ring_gbps", shards) not in memo:
+            memo["ring_gbps", shards] = ring_gbps_bound(topology, shards)
+        return min(memo["ring_gbps", shards], crossing("ring", shards)) if leaves else memo["ring_gbps", shards]
+
+    def step_s(cross: str) -> float:
+        """The bound where a group of the axis `cross` leaves its NVLink component (as `block_s`): the dense
+        weights' data-parallel groups span the EP axis, the experts' do not."""
+        per_micro = max((whole.total_s + max(0.0, model.num_layers * block_s(cross) - whole.host_slack_s)) / pp, least)
+        bound = num_micro * per_micro + (pp - 1) / virtual_stages * per_micro + ends_s
+        if dp * cp * ep == 1:
+            return bound
+        leaving = (cross in ("ep", "dp"), cross == "dp")
+
+        def moved_s(op: str, bytes_per_param: float) -> float:
+            """The collective over each group's weights, at the fastest any ring of its GPUs can run."""
+            total = 0.0
+            for (params, shards), leaves in zip(groups, leaving, strict=True):
+                total += transfer_lower_bound_s(op, shards, params * bytes_per_param, ring_of(shards, leaves))
+            return total
+
+        if training.zero_stage == 3:
+            rounds, gathers = (1, 1) if held else (num_micro, 2)
+            per_round = gathers * moved_s("all_gather", 2) + moved_s("reduce_scatter", training.grad_bytes)
+            return bound + rounds * max(0.0, per_round - per_micro)
+        sync = moved_s("reduce_scatter" if training.zero_stage >= 1 else "all_reduce", training.grad_bytes)
+        bound += gradient_syncs(training, num_micro, pp) * max(0.0, sync - per_micro * 2 / 3)
+        if training.zero_stage >= 1 and not training.overlap_param_gather:
+            bound += moved_s("all_gather", 2)
         return bound
-    memo = {} if memo is None else memo
 
-    def moved_s(op: str, bytes_per_param: float) -> float:
-        """The collective over each group's weights, at the fastest any ring of its GPUs can run."""
-        total = 0.0
-        for params, shards in groups:
-            if ("ring_gbps", shards) not in memo:
-                memo["ring_gbps", shards] = ring_gbps_bound(topology, shards)
-            total += transfer_lower_bound_s(op, shards, params * bytes_per_param, memo["ring_gbps", shards])
-        return total
-
-    if training.zero_stage == 3:
-        rounds, gathers = (1, 1) if held else (num_micro, 2)
-        per_round = gathers * moved_s("all_gather", 2) + moved_s("reduce_scatter", training.grad_bytes)
-        return bound + rounds * max(0.0, per_round - per_micro)
-    sync = moved_s("reduce_scatter" if training.zero_stage >= 1 else "all_reduce", training.grad_bytes)
-    bound += gradient_syncs(training, num_micro, pp) * max(0.0, sync - per_micro * 2 / 3)
-    if training.zero_stage >= 1 and not training.overlap_param_gather:
-        bound += moved_s("all_gather", 2)
-    return bound
+    # Where no NVLink-connected component holds a grid of GPUs, some axis has a group that leaves one: every GPU of
+    # the grid reaches every other by steps along its axes, so were each axis's groups inside one component, the
+    # whole grid would be. TP groups are the rows of each ep x tp grid and EP groups its columns, so where no
+    # component holds one, TP or EP leaves; where none holds a stage's dp x ep x tp GPUs, TP, EP or DP does (CP,
+    # free here, could instead). The step takes at least the least of those ways.
+    component = len(topology._nvlink_islands[0])  # the largest
+    crossings = [""]
+    if tp_ring_gbps and ep_gbps and tp > 1 and group == ep > 1 and tp * ep > component:
+        crossings = ["tp", "ep"]
+    elif stage_grid and cp == 1 and topology.num_gpus // pp > component:
+        crossings = [axis for axis, size in (("dp", dp), ("ep", ep), ("tp", tp)) if size > 1] or [""]
+    return min(map(step_s, crossings))

@@ -222,7 +222,8 @@ def _lower_bound(
 ) -> float:
     """`time_lower_bound_s` of the candidate, its TP collectives at the fastest any ring of tp GPUs can run and its
     all-to-alls at the fastest a stage's groups of ep (ep x tp) GPUs can, all at once; with `split`, its slowest
-    stage from its fastest split of layers, not the average."""
+    stage from its fastest split of layers, not the average, and the axis that must leave an NVLink component where
+    none holds a stage (`stage_grid`)."""
     group = training.expert_group(c.ep, c.tp)
     groups = topology.num_gpus // (c.pp * group)  # a stage's EP groups, all at once
     if ("ring_gbps", c.tp) not in cache:
@@ -245,6 +246,7 @@ def _lower_bound(
         ep=c.ep,
         ep_gbps=cache["all_to_all_gbps", group, groups],
         memo=cache,
+        stage_grid=split,
     )
 
 
