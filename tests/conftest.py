@@ -93,7 +93,7 @@ def search_bound(model: Any, topology: Any, training: Any, candidate: Any, rates
     """The search's lower bound of a candidate (its fastest split of layers at `rates`, TP rings and all-to-alls at
     their bounds), and that split."""
     from shardplan.cost.bounds import all_to_all_gbps_bound, ring_gbps_bound
-    from shardplan.cost.step import time_lower_bound_s
+    from shardplan.cost.step_bound import time_lower_bound_s
     from shardplan.solve.stages import balance_stages
 
     c = candidate

@@ -2,7 +2,7 @@
 
 1. Every candidate of the space (`space.candidates`) is checked for memory, which does not depend
    on placement; what does not fit is dropped (the closest miss explains an infeasible request).
-2. The rest are sorted by a lower bound on their step time (`cost.step.time_lower_bound_s`:
+2. The rest are sorted by a lower bound on their step time (`cost.step_bound.time_lower_bound_s`:
    compute, bubble and optimizer with the compute as if stages were even, and communication free
    but for TP collectives at the fastest any ring of that many GPUs can run, and MoE all-to-alls at
    the fastest any group of that many GPUs can: through the NICs their GPUs reach where it cannot fit one
@@ -35,8 +35,8 @@ from shardplan.cost.step import (
     split_layers,
     stage_gpu_models,
     step_cost,
-    time_lower_bound_s,
 )
+from shardplan.cost.step_bound import time_lower_bound_s
 from shardplan.cost.traffic import traffic_bytes
 from shardplan.errors import PlanError
 from shardplan.model import ModelSpec, load_model
