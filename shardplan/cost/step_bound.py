@@ -49,14 +49,13 @@ def time_lower_bound_s(
     memory bound) must be given, whose slowest stage no split can beat (unless stages differ in their blocks).
     Communication is free, but for the TP collectives no overlap hides, at `tp_ring_gbps`
     (`bounds.ring_gbps_bound`) where given, the MoE blocks' all-to-alls at `ep_gbps` (`bounds.all_to_all_gbps_bound`:
-    GB/s of a rank's buffer), one of the two no faster than a group that leaves its NVLink component can run where
-    an ep x tp grid cannot keep to one, and the data-parallel collectives at `ring_gbps_bound` of their groups,
-    latency left out. On mixed clusters a pipeline's stages are timed at the rates no model beats at any part of the
+    GB/s of a rank's buffer), and the data-parallel collectives at `ring_gbps_bound` of their groups, latency left
+    out. On mixed clusters a pipeline's stages are timed at the rates no model beats at any part of the
     step (`fastest_rates`), and no faster than the stages of the slowest GPUs allow; one stage holds every GPU and
     runs at its slowest model's pace, so any model's rates bound it: the one of the lowest peak. Where no NVLink
-    component holds an ep x tp grid, or (`stage_grid`, which takes up to three times as long) a stage's GPUs, the
-    cheapest axis that must leave one does. `memo` keeps stage timers and ring bounds between calls
-    (`_stage_timer`)."""
+    component holds an ep x tp grid (TP or EP), or with `stage_grid` a stage's GPUs (TP, EP or DP), the axis that
+    must leave one is the cheapest of those, each way timed once more. `memo` keeps stage timers and ring bounds
+    between calls (`_stage_timer`)."""
     keys = topology.gpu_model_ids[0]
     rates = fastest_rates(keys, calibration) if pp > 1 else rates_for(topology.slowest_gpu_model, calibration)
     fsdp2 = host_wrappers(training, tp)[0]
