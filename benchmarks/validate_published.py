@@ -193,17 +193,28 @@ def _topology(row: dict[str, str], n_gpus: int):
         return load_topology(MACHINES / row["machine"], nodes=n_gpus // int(_num(row["gpus_per_node"]) or 8))
     preset = "dgx-h100" if "H100" in gpu else "dgx-a100" if ("A100" in gpu or "Ampere" in gpu) else None
     preset = {"B200": "dgx-b200", "B300": "dgx-b300"}.get(gpu, preset)
-    if gpu.startswith("GB"):  # a job of one NVL72 rack's trays: all of them in its NVLink domain
+    if gpu.startswith("GB"):  # NVL72 trays of 4 GPUs, each Slurm segment of them in one rack's NVLink domain
         trays = n_gpus // 4
         spec = read_spec(f"{gpu.lower()}-nvl72")
         tray = spec.nodes[0].model_copy(update={"count": trays})
-        return build(spec.model_copy(update={"nodes": [tray], "nvlink_domain_nodes": trays}))
+        return build(spec.model_copy(update={"nodes": [tray], "nvlink_domain_nodes": slurm_segment(trays)}))
     if preset is None:
         raise ShardplanError(f"no preset for GPU {gpu!r}")
     per_node = int(_num(row["gpus_per_node"]) or 8)
     if n_gpus % per_node:
         raise ShardplanError(f"{n_gpus} GPUs do not fill nodes of {per_node}")
     return load_topology(preset, nodes=n_gpus // per_node)
+
+
+def slurm_segment(nodes: int) -> int:
+    """The nodes of one Slurm `--segment` that Megatron Bridge's launcher asks for on 4-GPU nodes (GB200, GB300):
+    the whole job up to 18 nodes (one NVL72 rack's trays), else the largest divisor of the node count up to 18
+    (scripts/performance/utils/executors.py `slurm_executor`, since 2025; the README: "Segments are not guaranteed
+    to land in different NVLink domains"). A segment's nodes share one rack's NVLink domain; two segments share
+    one only where both fit a rack, so the segment is the NVLink domain such a job is sure of."""
+    if nodes <= 18:
+        return nodes
+    return next(size for size in range(18, 0, -1) if nodes % size == 0)
 
 
 def _measured_step(row: dict[str, str], model, seq: int, global_batch: int, n: int) -> float | None:
@@ -340,22 +351,26 @@ def _layout_stages(layout: str, pp: int) -> tuple[int, ...]:
 
 
 # Megatron Bridge runs whose recipes dispatch through the flex dispatcher (HybridEP, DeepEP): qwen3_llm_pretrain.py's
-# 30B-A3B recipes, deepseek_llm_pretrain.py's H100 one (enable_deepep=True), deepseek_workload_base_configs.py's B200
-# ones (hybridep; deepep at EP 32)
+# 30B-A3B recipes, qwen3_workload_base_configs.py's GB200 and GB300 235B-A22B ones (hybridep),
+# deepseek_llm_pretrain.py's H100 one (enable_deepep=True), deepseek_workload_base_configs.py's B200 ones (hybridep;
+# deepep at EP 32)
 DEDUPLICATED = {
     ("Qwen3_30B_a3B", "H100 80GB"),
     ("Qwen3_30B_a3B", "B200"),
     ("Qwen3_30B_a3B", "B300"),
     ("Qwen3_30B_a3B", "GB200"),
     ("Qwen3_30B_a3B", "GB300"),
+    ("Qwen3_235B_a22B", "GB200"),
+    ("Qwen3_235B_a22B", "GB300"),
     ("DeepSeekV3", "H100 80GB"),
     ("DeepSeekV3", "B200"),
 }
 
 
 def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
-    """A Megatron Bridge performance row in the common columns: the dense Llama rows on DGX-H100 and DGX-B200; the
-    others name why they are not estimated."""
+    """A Megatron Bridge performance row in the common columns, where the recipe it ran is read (Llama 3 and 3.1,
+    Qwen3, GPT-OSS and DeepSeek-V3 on DGX-H100 and DGX-B200; Llama and Qwen3 on GB200 / GB300 racks; Qwen3 alone on
+    DGX-B300); the others name why they are not estimated."""
     out = {"row_id": row["row_id"], "model": row["model"], "n_gpus": row["n_gpus"]}
     # MXFP8 is Blackwell's block-scaled FP8, as the 25.11 tables' "FP8-MX": timed as FP8 at the GPU's FP8 dense rate
     # (Blackwell's tensor cores run MX-scaled FP8 at that rate, NVIDIA Blackwell datasheet)
@@ -370,17 +385,18 @@ def _megatron_bridge(row: dict[str, str]) -> dict[str, str]:
     if row["task"] != "Pre-Training Performance":
         return out | {"not_usable": f"{row['task']}: the fine-tuning recipes' data and settings are not read"}
     gpu = {"DGX-H100": "H100 80GB"}.get(row["system"], row["system"].removeprefix("DGX-"))  # B200, B300, GB200, GB300
-    if gpu.startswith("GB"):  # NVL72 racks: 72 GPUs in one NVLink domain (`_topology`)
-        if int(row["n_gpus"]) > 72:
-            return out | {"not_usable": f"{row['system']}: how a job of over one NVL72 rack spans racks is not stated"}
-        if row["model"] not in ("LLAMA3_70B", "Qwen3_30B_a3B"):
+    if gpu.startswith("GB"):  # NVL72 racks: a Slurm segment of trays in one NVLink domain (`_topology`)
+        if row["model"] not in ("LLAMA3_70B", "LLAMA3.1_405B", "Qwen3_30B_a3B", "Qwen3_235B_a22B"):
             return out | {"not_usable": f"{row['system']}: the recipes' settings for this model there are not read"}
-        if row["model"] == "LLAMA3_70B" and row["fsdp"] != "0":
-            # llama3_workload_base_configs.py GB200/GB300 FP8_CS and BF16: activations to the CPU
+        if row["model"].startswith("LLAMA3") and row["fsdp"] != "0":
+            # llama3_workload_base_configs.py GB200/GB300 FP8_CS and BF16, llama31_workload_base_configs.py GB200
+            # FP8_CS and GB300 BF16 / FP8_CS (V1): Megatron-FSDP with layers' activations offloaded to the CPU (rows
+            # from 26.06 on leave the column empty); without FSDP the GB200 / GB300 recipes (llama31_llm_pretrain.py)
+            # set what the B200's does
             return out | {"not_usable": "Megatron-FSDP with activations offloaded to the Grace CPU (cpu_offloading)"}
-        if row["model"] == "Qwen3_30B_a3B" and tuple(map(int, row["release"].split("."))) >= (26, 6):
+        if row["model"].startswith("Qwen3") and tuple(map(int, row["release"].split("."))) >= (26, 6):
             # Megatron Bridge PR 4249, "Enable Qwen3 GB200/GB300 MXFP8 CuTeDSL Fusion and Full-Iter CUDA Graphs for
-            # 26.06": 1.5x the 26.04 rows' throughput
+            # 26.06": 1.5x the 26.04 rows' throughput for 30B-A3B, 1.3x for 235B-A22B
             return out | {"not_usable": "26.06 on: full-iteration CUDA graphs and a fused grouped MLP, not modelled"}
     if row["model"] == "LLAMA3_8B":
         # the 8B recipes changed between releases (H100: Megatron FSDP in the 25.x tables, DDP with 5 of 32 blocks
