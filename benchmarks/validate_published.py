@@ -74,6 +74,11 @@ TRITON_ATTENTION = {"llmfoundry_mpt_fsdp_benchmarks.csv"}
 # llm-foundry's MPT takes `loss_fn: fused_crossentropy` unless the yaml says otherwise (llmfoundry/models/
 # mpt/modeling_mpt.py: flash_attn.losses.cross_entropy.CrossEntropyLoss); the benchmark yamls do not.
 FUSED_LOSS = {"llmfoundry_mpt_fsdp_benchmarks.csv", "megatron_bridge_perf_summary.csv"}
+# torchtitan compiles its loss with the model from 2025 (torchtitan/components/loss.py build_cross_entropy_loss: `if
+# job_config.training.compile: loss_fn = torch.compile(loss_fn)`): the fp32 upcast and the softmax fuse into kernels
+# that keep no fp32 logits, as a fused cross-entropy does. Its December 2024 loss (train.py, commit 9dec370) ran eager.
+# The commits of its 2025 rows:
+COMPILED_LOSS_COMMITS = ("e7c0cae", "820504e")
 # Megatron-Core with Transformer Engine: SwiGLU through its fused SwiGLUFunction (bias_activation_fusion, on in
 # NeMo's and Megatron Bridge's Llama configs) and FP8 linears that keep their inputs' FP8 casts. Not their weights'
 # (`Training.fp8_weight_cache`, Megatron-LM's default): the performance scripts seen set
@@ -185,8 +190,7 @@ def _topology(row: dict[str, str], n_gpus: int):
         )
     if row["machine"]:
         return load_topology(MACHINES / row["machine"], nodes=n_gpus // int(number_in(row["gpus_per_node"]) or 8))
-    preset = "dgx-h100" if "H100" in gpu else "dgx-a100" if ("A100" in gpu or "Ampere" in gpu) else None
-    preset = {"B200": "dgx-b200", "B300": "dgx-b300"}.get(gpu, preset)
+    preset = _dgx(gpu)
     if gpu.startswith("GB"):  # NVL72 trays of 4 GPUs, each Slurm segment of them in one rack's NVLink domain
         trays = n_gpus // 4
         spec = read_spec(f"{gpu.lower()}-nvl72")
@@ -198,6 +202,20 @@ def _topology(row: dict[str, str], n_gpus: int):
     if n_gpus % per_node:
         raise ShardplanError(f"{n_gpus} GPUs do not fill nodes of {per_node}")
     return load_topology(preset, nodes=n_gpus // per_node)
+
+
+def _dgx(gpu: str) -> str | None:
+    """The DGX (HGX) preset of a source's GPU name: 8 GPUs on NVSwitch, one 400 Gb/s NIC each (200 Gb/s on A100)."""
+    for names, preset in (
+        (("H100",), "dgx-h100"),
+        (("H200",), "dgx-h200"),
+        (("A100", "Ampere"), "dgx-a100"),
+        (("B200",), "dgx-b200"),
+        (("B300",), "dgx-b300"),
+    ):
+        if any(name in gpu for name in names) and not gpu.startswith("GB"):
+            return preset
+    return None
 
 
 def slurm_segment(nodes: int) -> int:
@@ -268,9 +286,7 @@ def _memory_gib(row: dict[str, str], model, train: Training, n: int, shape: dict
     if measured is None:
         return None, None
     per_node = int(number_in(row["gpus_per_node"]) or 8)
-    source = "dgx-h100" if "H100" in row["gpu"] else "dgx-a100"
-    if "HBM2e" in row["gpu"]:
-        source = MACHINES / "grand-teton-h100-96gb.yaml"
+    source = MACHINES / "grand-teton-h100-96gb.yaml" if "HBM2e" in row["gpu"] else _dgx(row["gpu"])
     topo = load_topology(source, nodes=max(1, n // per_node))
     plan = estimate(model, topo, train, **shape)
     return measured, (plan.memory_per_gpu_bytes - plan.memory_breakdown["framework"]) / 2**30
@@ -362,6 +378,8 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             vpp = 2 if "interleaved" in opts else 1
         if vpp > 1 and (global_batch // (dp * ep * mb)) % pp:
             vpp = 1
+        compiled = "torch.compile" in opts
+        loss_compiled = row.get("software", "").startswith(tuple(f"torchtitan {c}" for c in COMPILED_LOSS_COMMITS))
         train = Training(
             global_batch=global_batch,
             seq_len=seq,
@@ -372,8 +390,8 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             sequence_parallel=_sequence_parallel(name, row),
             grad_dtype=row.get("grad_dtype") or "fp32",
             attention="unfused" if name in UNFUSED_ATTENTION else "triton" if name in TRITON_ATTENTION else "flash",
-            loss="fused" if name in FUSED_LOSS else "fp32",
-            compiled="torch.compile" in opts,
+            loss="fused" if name in FUSED_LOSS or (compiled and loss_compiled) else "fp32",
+            compiled=compiled,
             tp_async_backward=name not in SYNC_TP_BACKWARD,
             grad_accumulation_fusion=name in GRAD_ACCUMULATION_FUSION,
             tp_comm_overlap=any(flag in opts for flag in ("--tp-comm-overlap", "async tp", "asynctp")),
