@@ -25,11 +25,12 @@ Attention = Annotated[
     ),
 ]
 Loss = Annotated[
-    str,
+    str | None,
     typer.Option(
-        help="fp32 (cross_entropy on an fp32 copy of the logits, torchtitan / Hugging Face) or fused (one kernel "
-        "over bf16 logits: flash-attn's CrossEntropyLoss, llm-foundry; Megatron's --fp16-lm-cross-entropy holds as "
-        "much)."
+        help="fp32 (cross_entropy on an fp32 copy of the logits, eager torchtitan / Hugging Face) or fused (one kernel "
+        "over bf16 logits: flash-attn's CrossEntropyLoss, llm-foundry, a compiled loss; Megatron's "
+        "--fp16-lm-cross-entropy holds as much) \\[default: fp32; --emit torchtitan with --compiled: fused, as "
+        "torchtitan compiles its loss with the model]."
     ),
 ]
 Compiled = Annotated[
@@ -207,4 +208,6 @@ def training_of(options: dict[str, Any], **fields: Any) -> Training:
     for name, value in RUNTIMES.get(options.get("emit"), RUNTIMES[None]).items():
         if values.get(name) is None:
             values[name] = value
+    if values.get("loss") is None:  # torchtitan compiles its loss with the model (components/loss.py, 2025 on)
+        values["loss"] = "fused" if options.get("emit") == "torchtitan" and values.get("compiled") else "fp32"
     return Training(**values)

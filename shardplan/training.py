@@ -90,10 +90,11 @@ class Training(BaseModel):
     )
     loss: Literal["fp32", "fused"] = Field(
         "fp32",
-        description="fp32: cross_entropy(logits.float()) as torchtitan and Hugging Face write it (an fp32 copy of "
-        "the logits and an fp32 log-softmax kept for backward); fused: one kernel over the bf16 logits that keeps "
-        "only a log-sum-exp per token (flash-attn's CrossEntropyLoss, llm-foundry's default loss_fn: "
-        "fused_crossentropy), or Megatron's vocab-parallel cross-entropy on half-precision logits "
+        description="fp32: cross_entropy(logits.float()) as torchtitan and Hugging Face write it, run eagerly (an fp32 "
+        "copy of the logits and an fp32 log-softmax kept for backward); fused: one kernel over the bf16 logits that "
+        "keeps only a log-sum-exp per token (flash-attn's CrossEntropyLoss, llm-foundry's default loss_fn: "
+        "fused_crossentropy; the same cross_entropy under torch.compile, as torchtitan compiles its loss with the "
+        "model since 2025), or Megatron's vocab-parallel cross-entropy on half-precision logits "
         "(--fp16-lm-cross-entropy), which holds as much: 4 B per logit.",
     )
     compiled: bool = Field(

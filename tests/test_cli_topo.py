@@ -263,6 +263,27 @@ def test_suggest_emits_a_plan_made_for_the_frameworks_runtime(tmp_path: Path):
     assert "# ZeRO-2; the plan's ZeRO-1 kept gradients whole" in pinned.stdout
 
 
+def test_torchtitan_compiled_plans_count_its_compiled_loss(tmp_path: Path):
+    """torchtitan compiles its loss with the model (torchtitan/components/loss.py), keeping no fp32 logits: `--emit
+    torchtitan --compiled` plans with the fused loss's memory unless --loss says otherwise, as the Python search with
+    loss='fused' does; without --compiled, or with --loss fp32, the fp32 loss's."""
+    from shardplan import Training, load_topology, suggest
+
+    base = ("suggest", "--model", "llama3-8b", "--topology", "dgx-h100", "--global-batch", "64", "--seq-len", "8192")
+    flags = {"compiled": ("--compiled",), "eager": (), "fp32": ("--compiled", "--loss", "fp32")}
+    estimated = {}
+    for name, extra in flags.items():
+        out = tmp_path / f"{name}.toml"
+        assert _cli(*base, "--emit", "torchtitan", "-o", str(out), *extra).returncode == 0
+        estimated[name] = float(out.read_text().split("estimated ")[1].split()[0])
+    torch_runtime = {"pipeline_runtime": "torch", "tp_impl": "dtensor", "cp_comm": "all_gather"}
+    for name, loss in (("compiled", "fused"), ("fp32", "fp32")):
+        train = Training(global_batch=64, seq_len=8192, compiled=True, loss=loss, **torch_runtime)
+        best = suggest("llama3-8b", load_topology("dgx-h100"), train, top_k=1, zero_stages=(0, 2, 3))[0]
+        assert estimated[name] == pytest.approx(best.step_time_s, abs=5e-4), name
+    assert estimated["compiled"] < estimated["fp32"]
+
+
 def test_suggest_refuses_an_output_file_before_planning(tmp_path: Path):
     """-o never writes over the user's file, says where a missing folder is, and needs a format to write; each is a
     one-line error with exit code 2, and the file already there keeps its bytes."""
