@@ -76,7 +76,8 @@ TRITON_ATTENTION = {"llmfoundry_mpt_fsdp_benchmarks.csv"}
 FUSED_LOSS = {"llmfoundry_mpt_fsdp_benchmarks.csv", "megatron_bridge_perf_summary.csv"}
 # torchtitan compiles its loss with the model from 2025 (torchtitan/components/loss.py build_cross_entropy_loss: `if
 # job_config.training.compile: loss_fn = torch.compile(loss_fn)`): the fp32 upcast and the softmax fuse into kernels
-# that keep no fp32 logits, as a fused cross-entropy does. Its December 2024 loss (train.py, commit 9dec370) ran eager.
+# that keep no fp32 logits, as a fused cross-entropy does: 4 B per logit at the peak against the eager loss's 14, on
+# an H100 (benchmarks/results/h100-compiled-loss). Its December 2024 loss (train.py, commit 9dec370) ran eager.
 # The commits of its 2025 rows:
 COMPILED_LOSS_COMMITS = ("e7c0cae", "820504e")
 # Megatron-Core with Transformer Engine: SwiGLU through its fused SwiGLUFunction (bias_activation_fusion, on in

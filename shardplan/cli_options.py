@@ -208,6 +208,8 @@ def training_of(options: dict[str, Any], **fields: Any) -> Training:
     for name, value in RUNTIMES.get(options.get("emit"), RUNTIMES[None]).items():
         if values.get(name) is None:
             values[name] = value
-    if values.get("loss") is None:  # torchtitan compiles its loss with the model (components/loss.py, 2025 on)
+    # torchtitan compiles its loss with the model (components/loss.py, 2025 on): the fused loss's 4 B per logit
+    # (benchmarks/results/h100-compiled-loss)
+    if values.get("loss") is None:
         values["loss"] = "fused" if options.get("emit") == "torchtitan" and values.get("compiled") else "fp32"
     return Training(**values)

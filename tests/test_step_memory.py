@@ -252,3 +252,15 @@ def test_measurement_script_builds_the_model_it_describes(kind: str, shape: dict
     else:
         assert run["params"] == len(run["stages"]) * shape["blocks"] * block
     assert len(run["after_backward"]) == 4
+
+
+def test_a_compiled_loss_holds_what_a_fused_one_does() -> None:
+    """torchtitan's loss on an H100 (benchmarks/results/h100-compiled-loss): eager, the held bf16 logits and the fp32
+    loss's `LOGIT_BYTES` at the peak; under torch.compile (torchtitan since 2025), the fused loss's
+    `FUSED_LOGIT_BYTES`, so compiled torchtitan runs are planned with loss='fused'."""
+    from shardplan.cost.memory import FUSED_LOGIT_BYTES, LOGIT_BYTES
+
+    for tokens in (8192, 16384):
+        run = json.loads((RESULTS.parent / f"h100-compiled-loss/compiled-loss-{tokens}.json").read_text())
+        assert run["eager"]["bytes_per_logit"] == pytest.approx(BF16_WEIGHT + LOGIT_BYTES, rel=0.01)
+        assert run["compiled"]["bytes_per_logit"] == pytest.approx(FUSED_LOGIT_BYTES, rel=0.01)
