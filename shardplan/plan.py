@@ -64,6 +64,9 @@ class Plan(BaseModel):
         "Megatron-Core), not made every micro-batch.",
     )
     sequence_parallel: bool = True
+    compiled: bool = Field(
+        False, description="Blocks under torch.compile (and, as torchtitan runs them, the loss): --training.compile."
+    )
     cp_comm: str = Field("p2p", description="With cp > 1, how keys and values move: p2p (a ring) or all_gather.")
     tp_comm_overlap: bool = Field(False, description="TP collectives assumed hidden under the GEMMs they feed.")
     overlap_param_gather: bool = Field(False, description="ZeRO-1/2 weight all-gather assumed under the next forward.")

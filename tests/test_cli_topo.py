@@ -266,7 +266,10 @@ def test_suggest_emits_a_plan_made_for_the_frameworks_runtime(tmp_path: Path):
 def test_torchtitan_compiled_plans_count_its_compiled_loss(tmp_path: Path):
     """torchtitan compiles its loss with the model (torchtitan/components/loss.py), keeping no fp32 logits: `--emit
     torchtitan --compiled` plans with the fused loss's memory unless --loss says otherwise, as the Python search with
-    loss='fused' does; without --compiled, or with --loss fp32, the fp32 loss's."""
+    loss='fused' does; without --compiled, or with --loss fp32, the fp32 loss's. The config turns compiling on
+    where the plan assumed it."""
+    import tomllib
+
     from shardplan import Training, load_topology, suggest
 
     base = ("suggest", "--model", "llama3-8b", "--topology", "dgx-h100", "--global-batch", "64", "--seq-len", "8192")
@@ -276,6 +279,7 @@ def test_torchtitan_compiled_plans_count_its_compiled_loss(tmp_path: Path):
         out = tmp_path / f"{name}.toml"
         assert _cli(*base, "--emit", "torchtitan", "-o", str(out), *extra).returncode == 0
         estimated[name] = float(out.read_text().split("estimated ")[1].split()[0])
+        assert tomllib.loads(out.read_text())["training"].get("compile", False) == (name != "eager")
     torch_runtime = {"pipeline_runtime": "torch", "tp_impl": "dtensor", "cp_comm": "all_gather"}
     for name, loss in (("compiled", "fused"), ("fp32", "fp32")):
         train = Training(global_batch=64, seq_len=8192, compiled=True, loss=loss, **torch_runtime)

@@ -26,8 +26,8 @@ PLAN_KEYS = {  # the JSON contract (DESIGN.md "Plan"): new keys carry neutral de
     "schema_version", "model", "topology", "num_gpus", "tp", "pp", "dp", "cp", "ep", "expert_tensor_parallel",
     "ep_comm_overlap", "ep_dispatcher", "micro_batch", "num_micro_batches", "virtual_stages", "zero_stage",
     "recompute", "recompute_modules", "mtp_layers", "dtype", "fp8_recipe", "fp8_weight_cache", "sequence_parallel",
-    "cp_comm", "tp_comm_overlap", "overlap_param_gather", "global_batch", "seq_len", "mesh_dim_names", "mesh_shape",
-    "rank_layout", "layers_per_stage", "step_time_s", "tokens_per_s", "mfu", "memory_per_gpu_bytes",
+    "compiled", "cp_comm", "tp_comm_overlap", "overlap_param_gather", "global_batch", "seq_len", "mesh_dim_names",
+    "mesh_shape", "rank_layout", "layers_per_stage", "step_time_s", "tokens_per_s", "mfu", "memory_per_gpu_bytes",
     "memory_breakdown", "fits", "breakdown", "comm_time_by_link", "default_step_time_s", "optimal", "gap",
 }  # fmt: skip
 

@@ -72,6 +72,7 @@ def torchtitan_toml(plan: Plan, topology: Topology) -> str:
         f"local_batch_size = {_local_batch(plan)}",
         f"seq_len = {plan.seq_len}",
         'mixed_precision_param = "bfloat16"',
+        *(["compile = true  # the blocks and the loss, as planned"] if plan.compiled else []),
         "",
         "[activation_checkpoint]",
         *_activation_checkpoint(plan.recompute),
