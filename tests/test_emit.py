@@ -285,3 +285,17 @@ def test_torchrun_example_trains_with_fsdp_and_tp() -> None:
     run = _torchrun("examples/train_auto_mesh.py", "--tp", "2", "--topology", str(CROSSED))
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     assert "plan: tp=2 pp=1 dp=4" in run.stdout and "OK: loss" in run.stdout
+
+
+def test_torchtitan_config_compiles_what_the_plan_compiled() -> None:
+    """A plan made for compiled blocks turns torchtitan's compile on (its loss with them); async TP, torchtitan's TP
+    overlap, takes effect only compiled, and an uncompiled plan that assumed it says so."""
+    topo = load_topology("dgx-h100", nodes=2)
+    configs = {}
+    for compiled in (False, True):
+        train = Training(global_batch=32, seq_len=4096, tp_comm_overlap=True, compiled=compiled, loss="fused")
+        configs[compiled] = emit(estimate("llama3-70b", topo, train, tp=8, pp=1, dp=2), topo, "torchtitan")
+    assert tomllib.loads(configs[True])["training"]["compile"] is True
+    assert "compile" not in tomllib.loads(configs[False])["training"]
+    assert all(tomllib.loads(c)["parallelism"]["enable_async_tensor_parallel"] for c in configs.values())
+    assert "takes effect only compiled" in configs[False] and "takes effect only compiled" not in configs[True]

@@ -46,6 +46,7 @@ def torchtitan_toml(plan: Plan, topology: Topology) -> str:
     etp = plan.tp if plan.expert_tensor_parallel else 1  # and from tensor_parallel_degree where experts stay whole
     replicate, sharded = (1, data) if shard else (plan.dp, plan.ep)
     schedule = "Interleaved1F1B" if plan.virtual_stages > 1 else "1F1B"
+    async_tp = plan.tp_comm_overlap and plan.tp > 1
     lines = [
         f"# shardplan: {plan.model} on {plan.topology}, estimated {plan.step_time_s:.3f} s/step",
         *remap_note(plan, topology, "#"),
@@ -60,7 +61,8 @@ def torchtitan_toml(plan: Plan, topology: Topology) -> str:
         f"pipeline_parallel_microbatch_size = {plan.micro_batch}",
         *_model_parts(plan),
         # async TP is torchtitan's TP/GEMM overlap; it needs torch.compile
-        f"enable_async_tensor_parallel = {str(plan.tp_comm_overlap and plan.tp > 1).lower()}",
+        f"enable_async_tensor_parallel = {str(async_tp).lower()}"
+        + ("  # takes effect only compiled: plan again with --compiled" if async_tp and not plan.compiled else ""),
         f"context_parallel_degree = {plan.cp}",
         # torch's context_parallel passes K/V chunks around the ring by all-to-all, or gathers them whole
         *([f'context_parallel_rotate_method = "{_ROTATE[plan.cp_comm]}"'] if plan.cp > 1 else []),
