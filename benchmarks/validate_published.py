@@ -72,7 +72,9 @@ UNFUSED_ATTENTION = NO_SEQUENCE_PARALLEL | {"korthikanti2022_seqpar_selective.cs
 # flash_attn_triton.py), on the pre-MLIR Triton its setup.py pins (triton-pre-mlir, patched for sm90).
 TRITON_ATTENTION = {"llmfoundry_mpt_fsdp_benchmarks.csv"}
 # llm-foundry's MPT takes `loss_fn: fused_crossentropy` unless the yaml says otherwise (llmfoundry/models/
-# mpt/modeling_mpt.py: flash_attn.losses.cross_entropy.CrossEntropyLoss); the benchmark yamls do not.
+# mpt/modeling_mpt.py: flash_attn.losses.cross_entropy.CrossEntropyLoss); the benchmark yamls do not. Megatron
+# Bridge's performance recipes set `cross_entropy_fusion_impl = "te"` (scripts/performance/utils/overrides.py
+# `_set_common_perf_overrides`): Transformer Engine's parallel cross-entropy, in place over the bf16 logits.
 FUSED_LOSS = {"llmfoundry_mpt_fsdp_benchmarks.csv", "megatron_bridge_perf_summary.csv"}
 # torchtitan compiles its loss with the model from 2025 (torchtitan/components/loss.py build_cross_entropy_loss: `if
 # job_config.training.compile: loss_fn = torch.compile(loss_fn)`): the fp32 upcast and the softmax fuse into kernels
