@@ -251,7 +251,28 @@ def _bridge_overlaps(model: str, system: str, ep: int) -> str:
     return "--tp-comm-overlap --overlap-param-gather"
 
 
+# The GPT-3 shapes NeMo's launcher trains (NVIDIA/NeMo-Framework-Launcher launcher_scripts/conf/training/gpt3/
+# 5b.yaml and 20b.yaml: num_layers, hidden_size, num_attention_heads, ffn_hidden_size 4 x hidden; the GPT-2 BPE
+# vocabulary of 50,257 padded to a multiple of 128 x TP, make_vocab_size_divisible_by): what NeMo 24.07's table names
+# GPT3-5B and GPT3-20B and does not describe. Only the shapes are read: the table's degrees, batches and FP8 are its
+# own.
+NEMO_GPT3 = {"GPT3-5B": (24, 4096, 32), "GPT3-20B": (44, 6144, 48)}
+GPT2_BPE_VOCAB = 50257
+
+
+def _nemo_2407(row: dict[str, str]) -> dict[str, str]:
+    """A NeMo 24.07 row, its GPT-3 shapes filled in from NeMo's launcher where the table leaves them out."""
+    if row["model"] not in NEMO_GPT3 or row["hidden"]:
+        return row
+    layers, hidden, heads = NEMO_GPT3[row["model"]]
+    multiple = 128 * int(number_in(row["tp"]) or 1)
+    vocab = -(-GPT2_BPE_VOCAB // multiple) * multiple
+    shape = {"n_layers": layers, "hidden": hidden, "n_heads": heads, "n_kv_heads": heads, "ffn_hidden": 4 * hidden}
+    return row | {k: str(v) for k, v in shape.items()} | {"vocab": str(vocab)}
+
+
 ADAPTERS = {
+    "nemo_24.07_perf_summary.csv": _nemo_2407,
     "llmfoundry_mpt_fsdp_benchmarks.csv": _llmfoundry,
     "bloom176b_topology_sweep.csv": _bloom,
     "megatron_bridge_perf_summary.csv": _megatron_bridge,
