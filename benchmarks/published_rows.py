@@ -1,6 +1,7 @@
 """The published sources whose columns are not the common ones, each row turned into them: llm-foundry's benchmark
 table, BLOOM's topology sweep and Megatron Bridge's performance summary, with what their launchers and recipes set
-that the rows leave out (each setting with the file it was read from). `validate_published.py` estimates them."""
+that the rows leave out (each setting with the file it was read from); and NeMo 24.07's GPT-3 shapes, which its
+table leaves out. `validate_published.py` estimates them."""
 
 from __future__ import annotations
 
