@@ -262,14 +262,17 @@ GPT2_BPE_VOCAB = 50257
 
 
 def _nemo_2407(row: dict[str, str]) -> dict[str, str]:
-    """A NeMo 24.07 row, its GPT-3 shapes filled in from NeMo's launcher where the table leaves them out."""
+    """A NeMo 24.07 row, its GPT-3 shapes and vocabulary filled in from NeMo's launcher where the table leaves them
+    out (GPT3-175B's shape is the file's own)."""
+    if not row["model"].startswith("GPT3-"):
+        return row
+    multiple = 128 * int(number_in(row["tp"]) or 1)
+    row = row | {"vocab": row["vocab"] or str(-(-GPT2_BPE_VOCAB // multiple) * multiple)}
     if row["model"] not in NEMO_GPT3 or row["hidden"]:
         return row
     layers, hidden, heads = NEMO_GPT3[row["model"]]
-    multiple = 128 * int(number_in(row["tp"]) or 1)
-    vocab = -(-GPT2_BPE_VOCAB // multiple) * multiple
     shape = {"n_layers": layers, "hidden": hidden, "n_heads": heads, "n_kv_heads": heads, "ffn_hidden": 4 * hidden}
-    return row | {k: str(v) for k, v in shape.items()} | {"vocab": str(vocab)}
+    return row | {k: str(v) for k, v in shape.items()}
 
 
 ADAPTERS = {
