@@ -54,6 +54,7 @@ VOCAB = {"tiny": 512}
 WARMUP, STEPS = 3, 6
 # What the implementation in `run` does, in the cost model's terms (see the module docstring).
 IMPLEMENTATION = dict(
+    loss="fp32",  # _vocab_parallel_loss: torch's ops on an fp32 copy of the logits, none in place
     sequence_parallel=False,
     tp_async_backward=False,
     pipeline_scatter_gather=False,

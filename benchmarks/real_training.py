@@ -146,6 +146,7 @@ def training_of(case: Case) -> Training:
         sequence_parallel=False,
         dtype=case.dtype,  # type: ignore[arg-type]
         compiled=case.compiled,
+        loss="fp32",  # shardplan/llama.py: cross_entropy(logits.float())
     )
 
 

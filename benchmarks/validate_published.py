@@ -79,7 +79,7 @@ FUSED_LOSS = {"llmfoundry_mpt_fsdp_benchmarks.csv", "megatron_bridge_perf_summar
 # torchtitan compiles its loss with the model from 2025 (torchtitan/components/loss.py build_cross_entropy_loss: `if
 # job_config.training.compile: loss_fn = torch.compile(loss_fn)`): the fp32 upcast and the softmax fuse into kernels
 # that keep no fp32 logits, as a fused cross-entropy does: 4 B per logit at the peak against the eager loss's 14, on
-# an H100 (benchmarks/results/h100-compiled-loss). Its December 2024 loss (train.py, commit 9dec370) ran eager.
+# an H100 (benchmarks/results/h100-loss-memory). Its December 2024 loss (train.py, commit 9dec370) ran eager.
 # The commits of its 2025 rows:
 COMPILED_LOSS_COMMITS = ("e7c0cae", "820504e")
 # Megatron-Core with Transformer Engine: SwiGLU through its fused SwiGLUFunction (bias_activation_fusion, on in
@@ -112,6 +112,15 @@ GRAD_ACCUMULATION_FUSION = {
     "nemo_24.07_perf_summary.csv",
     "megatron_bridge_perf_summary.csv",
 }
+# The sources run by Megatron-LM code (and Megatron-DeepSpeed's GPT model, which calls the same) compute the loss with
+# its vocab-parallel cross-entropy (megatron/core/tensor_parallel/cross_entropy.py; in 2021-2022,
+# megatron/mpu/cross_entropy.py on `output.float()`): an fp32 softmax made in place, 6 B per logit at the peak
+# (benchmarks/results/h100-loss-memory). Llama 3's own stack is not stated: torch's fp32 loss, the conservative one.
+MEGATRON_LOSS = {
+    "narayanan2021_megatron_ptdp.csv",
+    "bloom176b_topology_sweep.csv",
+    *GRAD_ACCUMULATION_FUSION,
+} - FUSED_LOSS
 # Files with no row the cost model can take, and why (listed in the report).
 NOT_USABLE = {
     "nemo_long_sequence_cp.csv": (
@@ -260,6 +269,13 @@ def usable_rows() -> list[tuple[str, dict[str, str]]]:
     return out
 
 
+def _loss(name: str, *, compiled: bool) -> str:
+    """The cross-entropy a source's runs computed (`Training.loss`); `compiled`: a torchtitan run that compiled it."""
+    if name in FUSED_LOSS or compiled:
+        return "fused"
+    return "megatron" if name in MEGATRON_LOSS else "fp32"
+
+
 def _recompute(name: str, row: dict[str, str], default: str) -> str:
     rc = row["act_recompute"].lower()
     if "full" in rc:
@@ -393,7 +409,7 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             sequence_parallel=_sequence_parallel(name, row),
             grad_dtype=row.get("grad_dtype") or "fp32",
             attention="unfused" if name in UNFUSED_ATTENTION else "triton" if name in TRITON_ATTENTION else "flash",
-            loss="fused" if name in FUSED_LOSS or (compiled and loss_compiled) else "fp32",
+            loss=_loss(name, compiled=compiled and loss_compiled),
             compiled=compiled,
             tp_async_backward=name not in SYNC_TP_BACKWARD,
             grad_accumulation_fusion=name in GRAD_ACCUMULATION_FUSION,

@@ -77,7 +77,7 @@ def main() -> None:
 
     with torch.device("meta"):
         spec_source = TinyLlama()
-    train = Training(global_batch=16, seq_len=64)
+    train = Training(global_batch=16, seq_len=64, loss="fp32")  # cross_entropy(logits.float()) below
     # pipeline parallelism is left out of this example: ask for pp = 1
     pins = {"pp": (1,), **({"tp": (args.tp,)} if args.tp else {})}
     mesh, plan = auto_device_mesh(spec_source, train, device_type=device, topology=args.topology, **pins)

@@ -1,10 +1,23 @@
-"""Peak memory and time of torchtitan's loss, eager and under torch.compile, on one GPU.
+"""Peak memory and time of three cross-entropy losses on one GPU: torchtitan's, eager and under torch.compile, and
+Megatron-LM's vocab-parallel one.
 
 torchtitan's loss is `cross_entropy(pred.flatten(0, 1).float(), labels.flatten(0, 1))`
-(torchtitan/components/loss.py), compiled with the model where `--training.compile` is set. For bf16 logits of
-`tokens` x `vocab` (the head's output), this measures what the loss's forward and backward hold at their peak, the
-logits and their gradient included, per logit, and how long they take. The cost model's figures: 12 B per logit for
-the eager fp32 loss (`memory.LOGIT_BYTES`), 4 B for a fused one (`memory.FUSED_LOGIT_BYTES`).
+(torchtitan/components/loss.py), compiled with the model where `--training.compile` is set. Megatron-LM's
+(megatron/core/tensor_parallel/cross_entropy.py, its default and, as `--cross-entropy-loss-fusion` without
+`--cross-entropy-fusion-impl te`, its "native" fusion) is written here as it computes on one tensor-parallel rank:
+an fp32 copy of the logits, shifted by the row maximum, exponentiated and normalised in place and saved as the
+softmax, whose backward turns it into the gradient in place. For bf16 logits of `tokens` x `vocab` (the head's
+output), this measures the peak bytes per logit of the loss's forward and backward, and their time:
+
+- `held`: the logits held throughout and their gradient included, as a leaf tensor gives them;
+- `dropped`: as a training step runs them (torchtitan's train step deletes `pred` before backward; Megatron's
+  logits are a local of the model's forward): the logits come from a head and are freed once the loss has them.
+  The caching allocator's reserved peak is given beside the allocated one: a freed block too small for the fp32
+  requests that follow stays reserved.
+
+The cost model's figures: 12 B per logit for the eager fp32 loss (`memory.LOGIT_BYTES`) beside the cached bf16
+logits (`memory.CACHED_LOGIT_BYTES`), 4 B for a fused one (`memory.FUSED_LOGIT_BYTES`), 6 B for Megatron's
+(`memory.MEGATRON_LOGIT_BYTES`).
 
     python3 scripts/compiled_loss.py OUT.json [tokens] [vocab]
 """
@@ -22,10 +35,71 @@ def loss_fn(pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(pred.flatten(0, 1).float(), labels.flatten(0, 1))
 
 
+class MegatronCrossEntropy(torch.autograd.Function):
+    """Megatron-LM's vocab-parallel cross-entropy on one tensor-parallel rank (no all-reduce), per token."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        logits -= logits.max(dim=-1)[0].unsqueeze(-1)
+        predicted = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+        exp_logits = torch.exp(logits, out=logits)
+        sum_exp = exp_logits.sum(dim=-1)
+        loss = torch.log(sum_exp) - predicted
+        exp_logits.div_(sum_exp.unsqueeze(-1))
+        ctx.save_for_backward(exp_logits, labels)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+        softmax, labels = ctx.saved_tensors
+        grad = softmax  # in place, as Megatron's; autograd casts it to the logits' bf16
+        grad.scatter_add_(-1, labels.unsqueeze(-1), torch.full_like(labels, -1.0, dtype=grad.dtype).unsqueeze(-1))
+        grad.mul_(grad_output.unsqueeze(-1))
+        return grad, None
+
+
+def megatron_loss_fn(pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return MegatronCrossEntropy.apply(pred, labels).mean()
+
+
+class _Head(torch.autograd.Function):
+    """Fresh bf16 logits that nothing but the loss holds, as a head's output in a training step; its backward
+    takes their gradient and gives nothing back."""
+
+    @staticmethod
+    def forward(ctx, anchor: torch.Tensor, tokens: int, vocab: int) -> torch.Tensor:
+        return torch.randn(1, tokens, vocab, device=anchor.device, dtype=torch.bfloat16)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        return torch.zeros(1, device=grad.device), None, None
+
+
+def measure_dropped(fn, tokens: int, vocab: int) -> dict[str, float]:
+    """Peak allocated and reserved bytes per logit of one forward and backward whose logits are freed once the
+    loss has them."""
+    labels = torch.randint(0, vocab, (1, tokens), device="cuda")
+    anchor = torch.zeros(1, device="cuda", requires_grad=True)
+    for _ in range(2):  # warm-up (and compile)
+        fn(_Head.apply(anchor, tokens, vocab), labels).backward()
+    anchor.grad = None
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    base, base_reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
+    torch.cuda.reset_peak_memory_stats()
+    fn(_Head.apply(anchor, tokens, vocab), labels).backward()
+    torch.cuda.synchronize()
+    logits = tokens * vocab
+    return {
+        "allocated_bytes_per_logit": (torch.cuda.max_memory_allocated() - base) / logits,
+        "reserved_bytes_per_logit": (torch.cuda.max_memory_reserved() - base_reserved) / logits,
+    }
+
+
 def measure(fn, tokens: int, vocab: int, repeats: int = 5) -> dict[str, float]:
-    """Peak bytes of the loss's forward and backward with the bf16 logits they start from (held throughout, as the
-    training step holds the model's output) and the gradient they end with, per logit; and the median milliseconds
-    of both."""
+    """Peak bytes of the loss's forward and backward with the bf16 logits they start from (held throughout, a leaf
+    tensor) and the gradient they end with, per logit; and the median milliseconds of both."""
     labels = torch.randint(0, vocab, (1, tokens), device="cuda")
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
@@ -59,13 +133,19 @@ def main() -> None:
     out = sys.argv[1]
     tokens = int(sys.argv[2]) if len(sys.argv) > 2 else 16384
     vocab = int(sys.argv[3]) if len(sys.argv) > 3 else 128256
+    compiled = torch.compile(loss_fn)
     result = {
         "gpu": torch.cuda.get_device_name(),
         "torch": torch.__version__,
         "tokens": tokens,
         "vocab": vocab,
         "eager": measure(loss_fn, tokens, vocab),
-        "compiled": measure(torch.compile(loss_fn), tokens, vocab),
+        "compiled": measure(compiled, tokens, vocab),
+        "megatron": measure(megatron_loss_fn, tokens, vocab),
+        "dropped": {
+            name: measure_dropped(fn, tokens, vocab)
+            for name, fn in (("eager", loss_fn), ("compiled", compiled), ("megatron", megatron_loss_fn))
+        },
     }
     with open(out, "w") as f:
         json.dump(result, f, indent=1)

@@ -27,10 +27,12 @@ Attention = Annotated[
 Loss = Annotated[
     str | None,
     typer.Option(
-        help="fp32 (cross_entropy on an fp32 copy of the logits, eager torchtitan / Hugging Face) or fused (one kernel "
-        "over bf16 logits: flash-attn's CrossEntropyLoss, llm-foundry, a compiled loss; Megatron's "
-        "--fp16-lm-cross-entropy holds as much) \\[default: fp32; --emit torchtitan with --compiled: fused, as "
-        "torchtitan compiles its loss with the model]."
+        help="megatron (Megatron-LM's vocab-parallel cross-entropy: an fp32 softmax made in place, 6 B per logit), "
+        "fp32 (cross_entropy on an fp32 copy of the logits, eager torchtitan / Hugging Face: 14 B) or fused (one "
+        "kernel over bf16 logits: flash-attn's CrossEntropyLoss, llm-foundry, Transformer Engine's (Megatron's "
+        "--cross-entropy-fusion-impl te), a compiled loss: 4 B) \\[default: the framework's: megatron; fp32 for "
+        "--emit torchtitan or python; fused for --emit torchtitan with --compiled, as torchtitan compiles its loss "
+        "with the model]."
     ),
 ]
 Compiled = Annotated[
@@ -208,8 +210,16 @@ def training_of(options: dict[str, Any], **fields: Any) -> Training:
     for name, value in RUNTIMES.get(options.get("emit"), RUNTIMES[None]).items():
         if values.get(name) is None:
             values[name] = value
-    # torchtitan compiles its loss with the model (components/loss.py, 2025 on): the fused loss's 4 B per logit
-    # (benchmarks/results/h100-compiled-loss)
     if values.get("loss") is None:
-        values["loss"] = "fused" if options.get("emit") == "torchtitan" and values.get("compiled") else "fp32"
+        values["loss"] = loss_of(options.get("emit"), compiled=values.get("compiled", False))
     return Training(**values)
+
+
+def loss_of(emit: str | None, *, compiled: bool) -> str:
+    """The loss the framework of `--emit` computes: Megatron-LM's own (and Megatron-DeepSpeed's) vocab-parallel
+    cross-entropy; torch's cross_entropy on an fp32 copy of the logits in torch code, which torchtitan compiles with
+    the model (components/loss.py, 2025 on) into the fused loss's 4 B per logit (benchmarks/results/
+    h100-loss-memory)."""
+    if emit not in ("torchtitan", "python"):
+        return "megatron"
+    return "fused" if emit == "torchtitan" and compiled else "fp32"

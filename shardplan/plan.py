@@ -67,6 +67,11 @@ class Plan(BaseModel):
     compiled: bool = Field(
         False, description="Blocks under torch.compile (and, as torchtitan runs them, the loss): --training.compile."
     )
+    loss: str = Field(
+        "fp32",
+        description="The cross-entropy the memory assumed: megatron (Megatron-LM's vocab-parallel one), fp32 (torch's "
+        "on an fp32 copy of the logits) or fused (one kernel over the bf16 logits).",
+    )
     cp_comm: str = Field("p2p", description="With cp > 1, how keys and values move: p2p (a ring) or all_gather.")
     tp_comm_overlap: bool = Field(False, description="TP collectives assumed hidden under the GEMMs they feed.")
     overlap_param_gather: bool = Field(False, description="ZeRO-1/2 weight all-gather assumed under the next forward.")

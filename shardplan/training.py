@@ -88,14 +88,17 @@ class Training(BaseModel):
         "unfused: Megatron's core attention before FlashAttention (2022): batched QK^T and AV over the whole s x s "
         "square, softmax (and dropout where the model has it) on that matrix in memory.",
     )
-    loss: Literal["fp32", "fused"] = Field(
-        "fp32",
-        description="fp32: cross_entropy(logits.float()) as torchtitan and Hugging Face write it, run eagerly (an fp32 "
-        "copy of the logits and an fp32 log-softmax kept for backward); fused: one kernel over the bf16 logits that "
-        "keeps only a log-sum-exp per token (flash-attn's CrossEntropyLoss, llm-foundry's default loss_fn: "
-        "fused_crossentropy; the same cross_entropy under torch.compile, as torchtitan compiles its loss with the "
-        "model since 2025), or Megatron's vocab-parallel cross-entropy on half-precision logits "
-        "(--fp16-lm-cross-entropy), which holds as much: 4 B per logit.",
+    loss: Literal["megatron", "fp32", "fused"] = Field(
+        "megatron",
+        description="megatron: Megatron-LM's vocab-parallel cross-entropy (its default, and --cross-entropy-loss-"
+        "fusion's native implementation): an fp32 copy of the logits made into the softmax in place and kept for "
+        "backward, which makes it the gradient in place (6 B per logit at the peak); fp32: cross_entropy(logits."
+        "float()) as torchtitan and Hugging Face write it, run eagerly (an fp32 copy of the logits and an fp32 "
+        "log-softmax kept for backward: 14 B per logit, the allocator's cache included); fused: one kernel over the "
+        "bf16 logits that keeps only a log-sum-exp per token, writing their gradient in place (4 B per logit: "
+        "flash-attn's CrossEntropyLoss, llm-foundry's default loss_fn: fused_crossentropy; Transformer Engine's, "
+        "Megatron's --cross-entropy-loss-fusion --cross-entropy-fusion-impl te; the same cross_entropy under "
+        "torch.compile, as torchtitan compiles its loss with the model since 2025).",
     )
     compiled: bool = Field(
         False,

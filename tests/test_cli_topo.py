@@ -224,7 +224,8 @@ def test_suggest_places_the_degrees_a_user_pins():
 def test_suggest_names_the_emit_formats_that_take_its_best_plan():
     """The plans shown run under Megatron's runtime, unless the command names another: torchtitan, DeepSpeed and
     torch code (python) plan again for theirs. With the runtime named, GPT-OSS's best plan on 8 DGX H100s recomputes
-    Megatron's modules, which torchtitan and DeepSpeed refuse, so the closing line names megatron and python only."""
+    Megatron's modules, which DeepSpeed refuses, so the closing line leaves deepspeed out; torchtitan and torch code
+    still plan again, for their own loss (torch's fp32 cross-entropy, not Megatron's)."""
     dense = _cli("suggest", "--model", "llama3-8b", "--topology", "dgx-h100", "--top", "1")
     moe = _cli("suggest", "--model", "gpt-oss-120b", "--topology", "dgx-h100", "--nodes", "8", "--top", "1",
                "--global-batch", "1280", "--pipeline-runtime", "megatron", "--tp-impl", "megatron",
@@ -234,7 +235,8 @@ def test_suggest_names_the_emit_formats_that_take_its_best_plan():
     assert last == [
         "the same command with --emit torchtitan|megatron|deepspeed|python [-o FILE]; torchtitan|deepspeed|python: "
         "planned again for that framework's runtime",
-        "the same command with --emit megatron|python [-o FILE]",
+        "the same command with --emit torchtitan|megatron|python [-o FILE]; torchtitan|python: planned again for "
+        "that framework's runtime",
     ]
 
 
@@ -251,7 +253,7 @@ def test_suggest_emits_a_plan_made_for_the_frameworks_runtime(tmp_path: Path):
     assert all(run.returncode == 0 for run in runs.values())
     estimated = {n: float((tmp_path / f"{n}.toml").read_text().split("estimated ")[1].split()[0]) for n in runs}
     for name, (runtime, tp_impl) in {"torch": ("torch", "dtensor"), "megatron": ("megatron", "megatron")}.items():
-        train = Training(global_batch=128, seq_len=4096, pipeline_runtime=runtime, tp_impl=tp_impl)
+        train = Training(global_batch=128, seq_len=4096, pipeline_runtime=runtime, tp_impl=tp_impl, loss="fp32")
         best = suggest("llama3-70b", load_topology("dgx-h100", nodes=4), train, top_k=1, zero_stages=(0, 2, 3))[0]
         assert estimated[name] == pytest.approx(best.step_time_s, abs=5e-4)
     assert estimated["torch"] != pytest.approx(estimated["megatron"], rel=0.01)
@@ -286,6 +288,19 @@ def test_torchtitan_compiled_plans_count_its_compiled_loss(tmp_path: Path):
         best = suggest("llama3-8b", load_topology("dgx-h100"), train, top_k=1, zero_stages=(0, 2, 3))[0]
         assert estimated[name] == pytest.approx(best.step_time_s, abs=5e-4), name
     assert estimated["compiled"] < estimated["fp32"]
+
+
+def test_each_framework_plans_with_its_own_loss():
+    """Without --loss a plan takes the loss of the framework it is for: Megatron-LM's vocab-parallel one for the table
+    and for Megatron and DeepSpeed (Megatron-DeepSpeed's GPT calls it), torch's fp32 cross_entropy for torchtitan and
+    torch code, fused where torchtitan compiles it (--loss wins: the test above)."""
+    from shardplan.cli_options import loss_of
+
+    assert [loss_of(emit, compiled=False) for emit in (None, "megatron", "deepspeed", "torchtitan", "python")] == [
+        "megatron", "megatron", "megatron", "fp32", "fp32"
+    ]  # fmt: skip
+    assert loss_of("torchtitan", compiled=True) == "fused" and loss_of("python", compiled=True) == "fp32"
+    assert loss_of("megatron", compiled=True) == "megatron"
 
 
 def test_suggest_refuses_an_output_file_before_planning(tmp_path: Path):

@@ -26,9 +26,10 @@ PLAN_KEYS = {  # the JSON contract (DESIGN.md "Plan"): new keys carry neutral de
     "schema_version", "model", "topology", "num_gpus", "tp", "pp", "dp", "cp", "ep", "expert_tensor_parallel",
     "ep_comm_overlap", "ep_dispatcher", "micro_batch", "num_micro_batches", "virtual_stages", "zero_stage",
     "recompute", "recompute_modules", "mtp_layers", "dtype", "fp8_recipe", "fp8_weight_cache", "sequence_parallel",
-    "compiled", "cp_comm", "tp_comm_overlap", "overlap_param_gather", "global_batch", "seq_len", "mesh_dim_names",
-    "mesh_shape", "rank_layout", "layers_per_stage", "step_time_s", "tokens_per_s", "mfu", "memory_per_gpu_bytes",
-    "memory_breakdown", "fits", "breakdown", "comm_time_by_link", "default_step_time_s", "optimal", "gap",
+    "compiled", "loss", "cp_comm", "tp_comm_overlap", "overlap_param_gather", "global_batch", "seq_len",
+    "mesh_dim_names", "mesh_shape", "rank_layout", "layers_per_stage", "step_time_s", "tokens_per_s", "mfu",
+    "memory_per_gpu_bytes", "memory_breakdown", "fits", "breakdown", "comm_time_by_link", "default_step_time_s",
+    "optimal", "gap",
 }  # fmt: skip
 
 LAYOUTS = [  # (tp, pp, dp, layout): row-major and not
@@ -299,3 +300,26 @@ def test_torchtitan_config_compiles_what_the_plan_compiled() -> None:
     assert "compile" not in tomllib.loads(configs[False])["training"]
     assert all(tomllib.loads(c)["parallelism"]["enable_async_tensor_parallel"] for c in configs.values())
     assert "takes effect only compiled" in configs[False] and "takes effect only compiled" not in configs[True]
+    # the eager plan assumed a fused loss, which torchtitan computes only compiled
+    assert "the plan assumes the fused loss; torchtitan's is fp32 here" in configs[False]
+    assert "loss" not in configs[True].split("[parallelism]")[0]
+
+
+def test_each_framework_config_says_which_loss_the_plan_assumed() -> None:
+    """Megatron's arguments turn Transformer Engine's cross-entropy on for a plan that assumed a fused loss, and say
+    where a plan assumed torch's fp32 loss or compiled blocks, which Megatron-LM does not run; DeepSpeed's config
+    carries the loss for the model code."""
+    topo = load_topology("dgx-h100")
+    plans = {
+        (loss, compiled): estimate(
+            "llama3-8b", topo, Training(global_batch=32, seq_len=4096, loss=loss, compiled=compiled), tp=2, pp=1, dp=4
+        )
+        for loss, compiled in (("megatron", False), ("fused", False), ("fp32", True))
+    }
+    args = {key: emit(plan, topo, "megatron") for key, plan in plans.items()}
+    te_loss = "--cross-entropy-loss-fusion \\\n--cross-entropy-fusion-impl te"
+    assert te_loss in args["fused", False] and "cross-entropy" not in args["megatron", False]
+    assert "# the plan assumes torch's fp32 cross-entropy" in args["fp32", True] and te_loss not in args["fp32", True]
+    assert "torch.compile" in args["fp32", True] and "torch.compile" not in args["fused", False]
+    carried = {k: json.loads(emit(plan, topo, "deepspeed"))["shardplan"] for k, plan in plans.items()}
+    assert [(c["loss"], c["compiled"]) for c in carried.values()] == list(carried)

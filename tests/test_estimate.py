@@ -283,9 +283,10 @@ def test_interleaved_stage_holds_at_most_every_micro_batch():
 
 def test_loss_parallel_keeps_16_bytes_per_logit_and_the_gathered_head_input():
     # DTensor TP's loss_parallel: zeros_like, exp and their sum beside the saved fp32 log-softmax; its
-    # ColwiseParallel head keeps the all-gathered bf16 input. Megatron: 12 B, the input's sequence shard
+    # ColwiseParallel head keeps the all-gathered bf16 input. torch's fp32 loss over Megatron's layers: 12 B, the
+    # input's sequence shard
     spec = load_model("llama3-8b")
-    train = Training(global_batch=8, seq_len=4096, recompute="full")
+    train = Training(global_batch=8, seq_len=4096, recompute="full", loss="fp32")
     logits = {
         impl: estimate(spec, "dgx-h100", train.model_copy(update={"tp_impl": impl}), tp=8, pp=1, dp=1).memory_breakdown[
             "logits"
@@ -509,7 +510,11 @@ def test_memory_never_shrinks_with_a_larger_micro_batch(model: str, gpus: int, r
     micro-batch, all else and the step's sequences unchanged, never lowers what the fullest GPU must hold.
     Activations grow with the tokens a micro-batch carries and no term shrinks faster: fewer micro-batches in
     flight hold as many tokens, and torch's pipeline buffers, one h-wide tensor per token, are fewer by less than
-    a block keeps. The search skips the larger micro-batches of a candidate that does not fit on this ground."""
+    a block keeps. The search skips the larger micro-batches of a candidate that does not fit on this ground, but
+    where torch's interleaved schedule under FSDP2, in one round of micro-batches, reduces each chunk's gradients as
+    it finishes (`reduces_chunks_as_they_finish`): there the whole stage's fp32 gradients give way to one chunk's
+    as the micro-batches fall below 2 pp, which Llama 3 8B's smaller loss lets show."""
+    from shardplan.cost.memory import reduces_chunks_as_they_finish
     from shardplan.solve import search
 
     spec, train = load_model(model), Training(global_batch=4 * gpus, seq_len=4096, pipeline_runtime=runtime)
@@ -519,17 +524,24 @@ def test_memory_never_shrinks_with_a_larger_micro_batch(model: str, gpus: int, r
         needs.setdefault(dataclasses.replace(c, micro_batch=0), []).append((c.micro_batch, need))
     grown = [k for k, by_mb in needs.items() if len(by_mb) > 1]
     assert len(grown) > 100
+    shrank = set()
     for key in grown:
         ordered = [need for _, need in sorted(needs[key])]
-        assert all(small <= large * (1 + 1e-12) for small, large in itertools.pairwise(ordered)), key
+        if not all(small <= large * (1 + 1e-12) for small, large in itertools.pairwise(ordered)):
+            shrank.add(key)
+    excepted = {
+        k for k in grown if reduces_chunks_as_they_finish(search._training_of(train, k), k.pp, k.virtual_stages)
+    }
+    assert shrank <= excepted
+    assert bool(shrank) == (runtime == "torch")
 
 
 def test_allocator_cache_only_fills_what_the_gpu_has_left():
     """A plan that fits reports at most the GPU's memory: the caching allocator frees cache before it
-    runs out, so its reserve never passes the card (llama3-8b, micro-batch 4 on 80 GB A100s: 81.9 GB
+    runs out, so its reserve never passes the card (llama3-8b, micro-batch 4 on 80 GB A100s, torch's fp32 loss: 81.9 GB
     needed, 6.7 GB of cache wanted, 85.9 GB on the card)."""
     topo = load_topology("a100-pcie-8gpu-bridged")
-    train = Training(global_batch=256, seq_len=4096, zero_stage=2)
+    train = Training(global_batch=256, seq_len=4096, zero_stage=2, loss="fp32")
     plan = estimate("llama3-8b", topo, train, tp=2, pp=1, dp=4, micro_batch=4)
     need = plan.memory_per_gpu_bytes - plan.memory_breakdown["allocator_cache"]
     assert plan.fits and need < topo.smallest_memory_bytes
@@ -1239,26 +1251,28 @@ def test_rope_is_charged_only_to_models_that_rotate_q_and_k():
     assert not load_model("gpt3-175b").rotary and load_model("llama3-8b").rotary
 
 
-def test_fused_cross_entropy_keeps_4_bytes_per_logit_and_reads_them_once():
+def test_each_loss_keeps_its_bytes_per_logit_and_a_fused_one_reads_them_once():
     # fp32 loss: 12 B per logit at the peak, and the freed bf16 logits (2 B) in the allocator's cache;
-    # 3 fp32 passes each way at the measured cross-entropy rate. Fused (flash-attn's CrossEntropyLoss):
-    # bf16 logits and gradient, 2 B read forward, 4 B backward. Both: the final norm's input, output
-    # and fp32 upcast (8 B per element of h).
+    # Megatron's: 6 B, nothing cached; both 3 fp32 passes each way at the measured cross-entropy rate. Fused
+    # (flash-attn's CrossEntropyLoss): bf16 logits and gradient, 2 B read forward, 4 B backward. All: the final
+    # norm's input, output and fp32 upcast (8 B per element of h). Measured: benchmarks/results/h100-loss-memory.
     train = Training(global_batch=8, seq_len=4096, recompute="none", zero_stage=3)
     plans = {
         loss: estimate("llama3-8b", "dgx-h100", train.model_copy(update={"loss": loss}), tp=1, pp=1, dp=8)
-        for loss in ("fp32", "fused")
+        for loss in ("fp32", "megatron", "fused")
     }
     spec = load_model("llama3-8b")
     logits, head = 4096 * spec.vocab_size, 4096 * 8 * spec.hidden_size
-    assert plans["fp32"].memory_breakdown["logits"] == pytest.approx(12 * logits + head)
-    assert plans["fused"].memory_breakdown["logits"] == pytest.approx(4 * logits + head)
+    for loss, per_logit in (("fp32", 12), ("megatron", 6), ("fused", 4)):
+        assert plans[loss].memory_breakdown["logits"] == pytest.approx(per_logit * logits + head)
     cache = {loss: plan.memory_breakdown["allocator_cache"] for loss, plan in plans.items()}
-    assert cache["fp32"] - cache["fused"] == pytest.approx(2 * logits)
+    assert cache["fp32"] - cache["fused"] == pytest.approx(2 * logits) and cache["megatron"] == cache["fused"]
+    assert plans["megatron"].breakdown["compute"] == plans["fp32"].breakdown["compute"]
     rates = rates_for("h100-sxm")
     fp32_s, fused_s = 2 * 3 * 4 * logits / rates.loss_bytes_per_s, (2 + 4) * logits / rates.hbm_bytes_per_s
     saved = plans["fp32"].breakdown["compute"] - plans["fused"].breakdown["compute"]
     assert saved == pytest.approx(fp32_s - fused_s, rel=1e-6)
+    assert Training(global_batch=8, seq_len=4096).loss == "megatron"  # as the other defaults, Megatron-LM's
 
 
 @pytest.mark.parametrize("sequence_parallel", [False, True])

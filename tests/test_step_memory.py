@@ -28,6 +28,7 @@ def _plan(run: dict):
         recompute="selective-op",
         zero_stage=3,
         compiled=run["compiled"],
+        loss="fp32",  # cross_entropy(pred.flatten(0, 1).float(), labels), as torchtitan's train.py of Dec 2024
     )
     topo = load_topology("dgx-h100", nodes=run["dp"] // 8)
     return model, estimate(model, topo, train, tp=1, pp=1, dp=run["dp"], micro_batch=2)
@@ -254,13 +255,22 @@ def test_measurement_script_builds_the_model_it_describes(kind: str, shape: dict
     assert len(run["after_backward"]) == 4
 
 
-def test_a_compiled_loss_holds_what_a_fused_one_does() -> None:
-    """torchtitan's loss on an H100 (benchmarks/results/h100-compiled-loss): eager, the held bf16 logits and the fp32
-    loss's `LOGIT_BYTES` at the peak; under torch.compile (torchtitan since 2025), the fused loss's
-    `FUSED_LOGIT_BYTES`, so compiled torchtitan runs are planned with loss='fused'."""
-    from shardplan.cost.memory import FUSED_LOGIT_BYTES, LOGIT_BYTES
+def test_each_loss_holds_at_its_peak_what_the_cost_model_counts() -> None:
+    """Three cross-entropies over bf16 logits on an H100 (benchmarks/results/h100-loss-memory): torchtitan's eager
+    fp32 loss, the same under torch.compile (torchtitan since 2025: compiled runs are planned with loss='fused') and
+    Megatron-LM's vocab-parallel one. As a training step runs them, the logits freed once the loss has them: the
+    allocated peak is each loss's bytes per logit, and the reserved one adds the eager loss's cached bf16 logits.
+    With the logits held throughout, those 2 B are allocated instead, where a loss does not hold them anyway."""
+    from shardplan.cost.memory import CACHED_LOGIT_BYTES, FUSED_LOGIT_BYTES, LOGIT_BYTES, MEGATRON_LOGIT_BYTES
 
+    model = {"eager": LOGIT_BYTES, "compiled": FUSED_LOGIT_BYTES, "megatron": MEGATRON_LOGIT_BYTES}
+    cached = {"eager": CACHED_LOGIT_BYTES, "compiled": 0, "megatron": 0}
     for tokens in (8192, 16384):
-        run = json.loads((RESULTS.parent / f"h100-compiled-loss/compiled-loss-{tokens}.json").read_text())
-        assert run["eager"]["bytes_per_logit"] == pytest.approx(BF16_WEIGHT + LOGIT_BYTES, rel=0.01)
-        assert run["compiled"]["bytes_per_logit"] == pytest.approx(FUSED_LOGIT_BYTES, rel=0.01)
+        run = json.loads((RESULTS.parent / f"h100-loss-memory/loss-{tokens}.json").read_text())
+        assert run["tokens"] == tokens and run["vocab"] == 128256
+        for loss, per_logit in model.items():
+            dropped = run["dropped"][loss]
+            assert dropped["allocated_bytes_per_logit"] == pytest.approx(per_logit, rel=0.01), loss
+            assert dropped["reserved_bytes_per_logit"] == pytest.approx(per_logit + cached[loss], rel=0.01), loss
+            held = per_logit + (BF16_WEIGHT if loss != "compiled" else 0)  # the fused loss keeps the logits anyway
+            assert run[loss]["bytes_per_logit"] == pytest.approx(held, rel=0.01), loss

@@ -414,7 +414,7 @@ def stage_times(
             loss_fwd, loss_bwd = logits * BF16 / rates.hbm_bytes_per_s, logits * 2 * BF16 / rates.hbm_bytes_per_s
         else:
             # logits in bf16, upcast to fp32 for the loss, softmax gradient: ~3 fp32 passes over T x V/tp
-            # forward and 3 backward, at the measured cross-entropy rate
+            # forward and 3 backward, at the measured cross-entropy rate; Megatron's in-place loss makes as many
             loss_fwd = loss_bwd = 3 * logits * FP32 / rates.loss_bytes_per_s
         projection = gemm_s(tokens, h / tp, 2 * h, rates, precisions[0])  # each MTP layer's, column-parallel
         fwd += (1 + mtp) * (head + loss_fwd) + mtp * projection

@@ -40,6 +40,12 @@ CACHED_LOGIT_BYTES = 2
 # (2 + 2 B), which it exponentiates in place and saves as the softmax; backward turns that into the
 # gradient in place.
 FUSED_LOGIT_BYTES = 2 + 2
+# Megatron-LM's vocab-parallel cross-entropy (megatron/core/tensor_parallel/cross_entropy.py; its default, and its
+# "native" --cross-entropy-loss-fusion, which runs the same steps under jit_fuser) on bf16 logits. Forward: the
+# logits beside their fp32 copy (2 + 4 B), shifted, exponentiated and normalised in place and saved as the softmax;
+# the logits are freed once the loss has them. Backward: the softmax turned into the fp32 gradient in place, and its
+# bf16 cast (4 + 2 B), which takes the freed logits' block. Measured: benchmarks/results/h100-loss-memory.
+MEGATRON_LOGIT_BYTES = 2 + 4
 # Per token at the loss on the last stage: the final norm's bf16 input and output (2 + 2 B per element
 # of h, the output saved by the head) and its fp32 upcast (4 B). Measured with the rest of the peak. Under
 # sequence parallelism these are sequence shards; DTensor's ColwiseParallel head then all-gathers its input
@@ -102,6 +108,19 @@ def gathered_across_micro_batches(training: Training, pp: int) -> bool:
     reduce-scatters them once. Megatron's schedules with Megatron-FSDP gather and reduce per micro-batch, as
     without a pipeline (the comment above)."""
     return training.zero_stage == 3 and pp > 1 and training.pipeline_runtime == "torch"
+
+
+def reduces_chunks_as_they_finish(training: Training, pp: int, virtual_stages: int) -> bool:
+    """Whether, in one round of micro-batches (fewer than 2 pp), the pipeline reduces each model chunk's unsharded
+    gradients after the chunk's last backward: torch's multi-stage schedules (_PipelineScheduleRuntime: interleaved
+    1F1B, the zero-bubble ones) unshard and reduce each stage themselves, for FSDP2 under ZeRO-3. A larger
+    micro-batch, leaving fewer micro-batches, can then lower the peak."""
+    return (
+        gathered_across_micro_batches(training, pp)
+        and training.pipeline_runtime == "torch"
+        and virtual_stages > 1
+        and training.fsdp_version == 2
+    )
 
 
 def required_bytes(memory: dict[str, float]) -> float:
@@ -245,7 +264,11 @@ def activation_bytes(
     loss = 0.0
     if last:
         dtensor = training.tp_impl == "dtensor" and tp > 1
-        per_logit = {"fused": FUSED_LOGIT_BYTES, "fp32": LOSS_PARALLEL_LOGIT_BYTES if dtensor else LOGIT_BYTES}
+        per_logit = {
+            "fused": FUSED_LOGIT_BYTES,
+            "megatron": MEGATRON_LOGIT_BYTES,
+            "fp32": LOSS_PARALLEL_LOGIT_BYTES if dtensor else LOGIT_BYTES,
+        }
         head_input = HEAD_INPUT_BYTES / (tp if sp else 1) + (BF16_WEIGHT if sp and dtensor else 0)
         loss = logits * per_logit[training.loss] + tokens * model.hidden_size * head_input
     # a block's attention under context parallelism: the keys and values it gathers and their gradients, beside
@@ -329,11 +352,11 @@ def stage_memory(
         # the whole stage gathered in bf16, and its gradients unsharded in the reduce dtype, for the whole step
         mem["gathered_weights"] = BF16_WEIGHT * params
         mem["gradients"] = training.grad_bytes * params
-        # torch's multi-stage schedules (_PipelineScheduleRuntime: interleaved 1F1B, the zero-bubble ones) unshard
-        # and reduce each stage themselves; its single-stage ones (1F1B, GPipe) leave both to FSDP2's hooks
+        # torch's multi-stage schedules unshard and reduce each stage themselves; its single-stage ones (1F1B,
+        # GPipe) leave both to FSDP2's hooks
         runtime_drives_fsdp = training.pipeline_runtime == "torch" and virtual_stages > 1
         fsdp2 = training.fsdp_version == 2
-        if fsdp2 and runtime_drives_fsdp and num_micro < 2 * pp:
+        if reduces_chunks_as_they_finish(training, pp, virtual_stages) and num_micro < 2 * pp:
             # torch's interleaved 1F1B in one round (max(1, micro-batches // pp) rounds) runs each chunk's
             # backwards one after another, last chunk first, and reduces a chunk's gradients right after its
             # last backward (REDUCE_GRAD, torch/distributed/pipelining/schedules.py _add_reduce_grad, which

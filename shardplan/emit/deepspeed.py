@@ -13,7 +13,8 @@ from shardplan.topology.schema import Topology
 def deepspeed_json(plan: Plan, topology: Topology) -> str:
     """A DeepSpeed config: batch sizes, ZeRO stage, bf16, activation checkpointing. DeepSpeed takes
     tensor and pipeline degrees from the model code (Megatron-DeepSpeed, PipelineModule), so they
-    travel in the `shardplan` block for that code to read; DeepSpeed ignores unknown top-level keys
+    travel in the `shardplan` block for that code to read, with the loss the plan's memory assumed and whether it
+    assumed compiled blocks; DeepSpeed ignores unknown top-level keys
     only in some versions, so remove the block where yours rejects it. DeepSpeed's PipelineEngine
     sends each TP rank's whole activation (its sequence shard under Megatron-DeepSpeed's --sequence-parallel),
     runs one model chunk per GPU and refuses ZeRO-2 and ZeRO-3: plan such runs with
@@ -54,6 +55,8 @@ def deepspeed_json(plan: Plan, topology: Topology) -> str:
             "pipeline_parallel": plan.pp,
             "data_parallel": plan.dp,
             "recompute": plan.recompute,
+            "loss": plan.loss,
+            "compiled": plan.compiled,  # blocks under torch.compile: the model code's engine.compile()
             "layers_per_stage": list(plan.layers_per_stage),
             "gpu_of_rank_note": remap_note(plan, topology, "") or None,
             "estimated_step_time_s": plan.step_time_s,

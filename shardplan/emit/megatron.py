@@ -70,6 +70,8 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
         args += ["--transformer-impl transformer_engine", "--fp8-format hybrid"]
         if plan.fp8_recipe == "current":  # Megatron's name for Transformer Engine's per-tensor current scaling
             args.append("--fp8-recipe tensorwise")
+    if plan.loss == "fused":  # Transformer Engine's cross-entropy, in place over the bf16 logits
+        args += ["--cross-entropy-loss-fusion", "--cross-entropy-fusion-impl te"]
     if plan.zero_stage >= 1:
         args.append("--use-distributed-optimizer")
     fsdp = plan.zero_stage >= 2
@@ -96,6 +98,16 @@ def megatron_args(plan: Plan, topology: Topology) -> str:
         head.append("# the plan assumes torchao's rowwise FP8 scaling; Transformer Engine scales per tensor")
     if plan.recompute == "selective-op":
         head.append("# the plan assumes torchtitan's per-op selective recompute; Megatron has no such option")
+    if plan.compiled:
+        head.append(
+            "# the plan assumes blocks under torch.compile; Megatron-LM compiles only small fusions (jit_fuser): plan "
+            "again without --compiled"
+        )
+    if plan.loss == "fp32":
+        head.append(
+            "# the plan assumes torch's fp32 cross-entropy (14 B per logit); Megatron's own holds 6: plan again with "
+            "--loss megatron"
+        )
     head += remap_note(plan, topology, "#")
     return "\n".join(head) + "\n" + " \\\n".join(args) + "\n"
 

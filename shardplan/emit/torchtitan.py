@@ -47,9 +47,12 @@ def torchtitan_toml(plan: Plan, topology: Topology) -> str:
     replicate, sharded = (1, data) if shard else (plan.dp, plan.ep)
     schedule = "Interleaved1F1B" if plan.virtual_stages > 1 else "1F1B"
     async_tp = plan.tp_comm_overlap and plan.tp > 1
+    # torchtitan's loss: torch's cross_entropy on an fp32 copy of the logits, compiled with the model where compiling
+    own_loss = "fused" if plan.compiled else "fp32"
     lines = [
         f"# shardplan: {plan.model} on {plan.topology}, estimated {plan.step_time_s:.3f} s/step",
         *remap_note(plan, topology, "#"),
+        *([f"# the plan assumes the {plan.loss} loss; torchtitan's is {own_loss} here"] * (plan.loss != own_loss)),
         "[parallelism]",
         f"data_parallel_replicate_degree = {replicate}",
         f"data_parallel_shard_degree = {sharded}"

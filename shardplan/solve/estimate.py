@@ -255,6 +255,7 @@ def make_plan(
         fp8_weight_cache=training.fp8_weight_cache and training.dtype == "fp8",
         sequence_parallel=training.sequence_parallel,
         compiled=training.compiled,
+        loss=training.loss,
         cp_comm=training.cp_comm,
         tp_comm_overlap=training.tp_comm_overlap,
         overlap_param_gather=training.overlap_param_gather,

@@ -29,7 +29,7 @@ from typing import Any, get_args
 from shardplan.cost.bounds import all_to_all_gbps_bound, ring_gbps_bound
 from shardplan.cost.calibration import Calibration, Rates, fastest_rates, rates_for, read_calibration
 from shardplan.cost.link_scale import calibrated_links
-from shardplan.cost.memory import fullest_stages, required_bytes, stage_memories
+from shardplan.cost.memory import fullest_stages, reduces_chunks_as_they_finish, required_bytes, stage_memories
 from shardplan.cost.step import (
     StepCost,
     split_layers,
@@ -460,15 +460,20 @@ def _fits(
     model: ModelSpec, training: Training, num_gpus: int, hbm: float, pins: dict[str, tuple], context: float
 ) -> bool:
     """Whether any candidate on `num_gpus` GPUs fits `hbm` bytes. Memory never grows with more ZeRO sharding nor
-    shrinks with a larger micro-batch, so of candidates otherwise alike only those that no other shards more with
-    a micro-batch as small are tried."""
+    shrinks with a larger micro-batch (but where a pipeline reduces its chunks' gradients as they finish), so of
+    candidates otherwise alike only those that no other shards more with a micro-batch as small are tried."""
     alike: dict[tuple, list[space.Candidate]] = {}
     for c in _candidates(model, num_gpus, training, pins):
         alike.setdefault(_alike(c), []).append(c)
     for group in alike.values():
         for c in group:
-            if any(o.zero_stage >= c.zero_stage and o.micro_batch <= c.micro_batch and o != c for o in group):
+            train = _training_of(training, c)
+            monotone = not reduces_chunks_as_they_finish(train, c.pp, c.virtual_stages)
+            as_small = (
+                o for o in group if o.micro_batch == c.micro_batch or (monotone and o.micro_batch < c.micro_batch)
+            )
+            if any(o.zero_stage >= c.zero_stage and o != c for o in as_small):
                 continue
-            if _memory_bytes(model, _training_of(training, c), c, context) <= hbm:
+            if _memory_bytes(model, train, c, context) <= hbm:
                 return True
     return False
