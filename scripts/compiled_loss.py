@@ -3,8 +3,8 @@ Megatron-LM's vocab-parallel one.
 
 torchtitan's loss is `cross_entropy(pred.flatten(0, 1).float(), labels.flatten(0, 1))`
 (torchtitan/components/loss.py), compiled with the model where `--training.compile` is set. Megatron-LM's
-(megatron/core/tensor_parallel/cross_entropy.py, its default and, as `--cross-entropy-loss-fusion` without
-`--cross-entropy-fusion-impl te`, its "native" fusion) is written here as it computes on one tensor-parallel rank:
+(megatron/core/tensor_parallel/cross_entropy.py, its default) is written here as it computes on one tensor-parallel
+rank:
 an fp32 copy of the logits, shifted by the row maximum, exponentiated and normalised in place and saved as the
 softmax, whose backward turns it into the gradient in place. For bf16 logits of `tokens` x `vocab` (the head's
 output), this measures the peak bytes per logit of the loss's forward and backward, and their time:

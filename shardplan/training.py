@@ -90,15 +90,16 @@ class Training(BaseModel):
     )
     loss: Literal["megatron", "fp32", "fused"] = Field(
         "megatron",
-        description="megatron: Megatron-LM's vocab-parallel cross-entropy (its default, and --cross-entropy-loss-"
-        "fusion's native implementation): an fp32 copy of the logits made into the softmax in place and kept for "
-        "backward, which makes it the gradient in place (6 B per logit at the peak); fp32: cross_entropy(logits."
-        "float()) as torchtitan and Hugging Face write it, run eagerly (an fp32 copy of the logits and an fp32 "
-        "log-softmax kept for backward: 14 B per logit, the allocator's cache included); fused: one kernel over the "
-        "bf16 logits that keeps only a log-sum-exp per token, writing their gradient in place (4 B per logit: "
-        "flash-attn's CrossEntropyLoss, llm-foundry's default loss_fn: fused_crossentropy; Transformer Engine's, "
-        "Megatron's --cross-entropy-loss-fusion --cross-entropy-fusion-impl te; the same cross_entropy under "
-        "torch.compile, as torchtitan compiles its loss with the model since 2025).",
+        description="megatron: Megatron-LM's vocab-parallel cross-entropy (its default; --cross-entropy-loss-fusion's "
+        "native implementation runs the same steps compiled): an fp32 copy of the logits made into the softmax in "
+        "place and kept for backward, which makes it the gradient in place (6 B per logit at the peak); fp32: "
+        "cross_entropy(logits.float()) as torchtitan and Hugging Face write it, run eagerly (an fp32 copy of the "
+        "logits and an fp32 log-softmax kept for backward: 14 B per logit, the allocator's cache included); fused: "
+        "one kernel over the bf16 logits that keeps only a log-sum-exp per token, writing their gradient in place "
+        "(4 B per logit: flash-attn's CrossEntropyLoss, llm-foundry's default loss_fn: fused_crossentropy; "
+        "Transformer Engine's, Megatron's --cross-entropy-loss-fusion --cross-entropy-fusion-impl te; the same "
+        "cross_entropy under torch.compile, as torchtitan compiles its loss with the model since 2025). Measured: "
+        "benchmarks/results/h100-loss-memory.",
     )
     compiled: bool = Field(
         False,

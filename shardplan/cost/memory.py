@@ -34,14 +34,14 @@ LOSS_PARALLEL_LOGIT_BYTES = 4 + 4 + 4 + 4
 # of the three fp32 ones needed fresh memory (benchmarks/results/torchtitan-step-memory.json).
 CACHED_LOGIT_BYTES = 2
 # A fused cross-entropy (flash-attn's CrossEntropyLoss) keeps the bf16 logits and a log-sum-exp per
-# token; its backward writes a bf16 gradient next to them: 2 + 2 B. Megatron's vocab-parallel
-# cross-entropy on half-precision logits (--fp16-lm-cross-entropy; core/tensor_parallel/cross_entropy.py,
-# and Mist's copy, mist/modules/losses.py) holds as much: forward, the logits and their max-shifted copy
-# (2 + 2 B), which it exponentiates in place and saves as the softmax; backward turns that into the
-# gradient in place.
+# token; its backward writes a bf16 gradient next to them: 2 + 2 B. Mist's copy of Megatron's vocab-parallel
+# cross-entropy on fp16 logits (mist/modules/losses.py, as with --fp16-lm-cross-entropy) holds as much: forward,
+# the logits and their max-shifted copy (2 + 2 B), which it exponentiates in place and saves as the softmax;
+# backward turns that into the gradient in place. (Megatron-Core's own upcasts to fp32 first:
+# MEGATRON_LOGIT_BYTES.)
 FUSED_LOGIT_BYTES = 2 + 2
-# Megatron-LM's vocab-parallel cross-entropy (megatron/core/tensor_parallel/cross_entropy.py; its default, and its
-# "native" --cross-entropy-loss-fusion, which runs the same steps under jit_fuser) on bf16 logits. Forward: the
+# Megatron-LM's vocab-parallel cross-entropy (megatron/core/tensor_parallel/cross_entropy.py, its default; the
+# "native" --cross-entropy-loss-fusion runs the same steps under jit_fuser, not measured) on bf16 logits. Forward: the
 # logits beside their fp32 copy (2 + 4 B), shifted, exponentiated and normalised in place and saved as the softmax;
 # the logits are freed once the loss has them. Backward: the softmax turned into the fp32 gradient in place, and its
 # bf16 cast (4 + 2 B), which takes the freed logits' block. Measured: benchmarks/results/h100-loss-memory.
