@@ -1,13 +1,14 @@
-"""Peak memory and time of three cross-entropy losses on one GPU: torchtitan's, eager and under torch.compile, and
-Megatron-LM's vocab-parallel one.
+"""Peak memory and time of four cross-entropy losses on one GPU: torchtitan's, eager and under torch.compile, and
+Megatron-LM's vocab-parallel one, plain and as its "native" fusion.
 
 torchtitan's loss is `cross_entropy(pred.flatten(0, 1).float(), labels.flatten(0, 1))`
 (torchtitan/components/loss.py), compiled with the model where `--training.compile` is set. Megatron-LM's
 (megatron/core/tensor_parallel/cross_entropy.py, its default) is written here as it computes on one tensor-parallel
-rank:
-an fp32 copy of the logits, shifted by the row maximum, exponentiated and normalised in place and saved as the
-softmax, whose backward turns it into the gradient in place. For bf16 logits of `tokens` x `vocab` (the head's
-output), this measures the peak bytes per logit of the loss's forward and backward, and their time:
+rank: an fp32 copy of the logits, shifted by the row maximum, exponentiated and normalised in place and saved as
+the softmax, whose backward turns it into the gradient in place; `--cross-entropy-loss-fusion` without
+`--cross-entropy-fusion-impl te` runs the same steps in four compiled functions (`megatron_fused`). For bf16 logits
+of `tokens` x `vocab` (the head's output), this measures the peak bytes per logit of the loss's forward and
+backward, and their time:
 
 - `held`: the logits held throughout and their gradient included, as a leaf tensor gives them;
 - `dropped`: as a training step runs them (torchtitan's train step deletes `pred` before backward; Megatron's
@@ -61,6 +62,57 @@ class MegatronCrossEntropy(torch.autograd.Function):
 
 def megatron_loss_fn(pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return MegatronCrossEntropy.apply(pred, labels).mean()
+
+
+# Megatron's "native" --cross-entropy-loss-fusion (megatron/core/fusions/fused_cross_entropy.py): the same steps in
+# four functions under jit_fuser, which is torch.compile from torch 2.2 (megatron/core/jit.py), the gradient cast to
+# bf16 inside the last.
+@torch.compile
+def _upcast_and_max(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = logits.float()
+    return logits, logits.max(dim=-1)[0]
+
+
+@torch.compile
+def _shift_and_exp(logits: torch.Tensor, labels: torch.Tensor, top: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    logits -= top.unsqueeze(-1)
+    predicted = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    exp_logits = torch.exp(logits, out=logits)
+    return torch.cat((predicted, exp_logits.sum(dim=-1))), exp_logits
+
+
+@torch.compile
+def _normalise(exp_logits: torch.Tensor, predicted_sum_exp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    predicted, sum_exp = torch.split(predicted_sum_exp, predicted_sum_exp.size(0) // 2)
+    exp_logits.div_(sum_exp.unsqueeze(-1))
+    return exp_logits, torch.log(sum_exp) - predicted
+
+
+@torch.compile
+def _gradient(softmax: torch.Tensor, grad_output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    grad_2d = softmax.view(-1, softmax.size(-1))
+    grad_2d[torch.arange(grad_2d.size(0), device=grad_2d.device), labels.view(-1)] -= 1.0
+    softmax.mul_(grad_output.unsqueeze(-1))
+    return softmax.to(torch.bfloat16)
+
+
+class MegatronFusedCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits, top = _upcast_and_max(logits)
+        predicted_sum_exp, exp_logits = _shift_and_exp(logits, labels, top)
+        softmax, loss = _normalise(exp_logits, predicted_sum_exp)
+        ctx.save_for_backward(softmax, labels)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+        softmax, labels = ctx.saved_tensors
+        return _gradient(softmax, grad_output, labels), None
+
+
+def megatron_fused_loss_fn(pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return MegatronFusedCrossEntropy.apply(pred, labels).mean()
 
 
 class _Head(torch.autograd.Function):
@@ -142,9 +194,15 @@ def main() -> None:
         "eager": measure(loss_fn, tokens, vocab),
         "compiled": measure(compiled, tokens, vocab),
         "megatron": measure(megatron_loss_fn, tokens, vocab),
+        "megatron_fused": measure(megatron_fused_loss_fn, tokens, vocab),
         "dropped": {
             name: measure_dropped(fn, tokens, vocab)
-            for name, fn in (("eager", loss_fn), ("compiled", compiled), ("megatron", megatron_loss_fn))
+            for name, fn in (
+                ("eager", loss_fn),
+                ("compiled", compiled),
+                ("megatron", megatron_loss_fn),
+                ("megatron_fused", megatron_fused_loss_fn),
+            )
         },
     }
     with open(out, "w") as f:
