@@ -172,3 +172,27 @@ def test_unknown_gpu_model_only_needed_for_bandwidth(body_file):
         body_file(DATA / "topo" / "nvidia-smi-topo-a100-8gpu-nv12-17nic-bond-1.txt"), gpu="a100-sxm-80gb"
     )
     assert topo.bandwidth_gbps(0, 7, achievable=False) == 12 * 25.0
+
+
+def test_sxm_modules_without_nvlink_in_a_saved_matrix_say_topo_mp_may_have_hidden_it(body_file, tmp_path):
+    """`nvidia-smi topo -mp` prints PCIe paths only, NVLink pairs as NODE or SYS. GCP A3's matrix so rewritten, for
+    H100 SXMs, carries a caveat that `suggest` and `topo` print beside the plan; the matrix as `topo -m` printed it,
+    and PCIe cards, carry none."""
+    saved = body_file(DATA / "topo" / "nvidia-smi-topo-h100-gcp-a3-8gpu-1.txt")
+    rows = []
+    for line in saved.read_text().splitlines():
+        cells = line.split("\t")
+        if cells[0].startswith("GPU") and cells[0][3:].isdigit():
+            i = int(cells[0][3:])
+            cells[1:] = [("NODE" if (i < 4) == (j < 4) else "SYS") if "NV" in c else c for j, c in enumerate(cells[1:])]
+        rows.append("\t".join(cells))
+    mp = tmp_path / "a3-topo-mp.txt"
+    mp.write_text("\n".join(rows) + "\n")
+    hidden = load_topology(mp, gpu="h100-sxm")
+    assert not hidden.nvlinks and not hidden.nvswitch_domains
+    assert [c.split(":")[0] for c in hidden.caveats] == [
+        "no NVLink shown between the 8 h100-sxm GPUs, SXM modules that their boards join by NVLink"
+    ]
+    assert "nvidia-smi topo -m" in hidden.caveats[0]
+    assert load_topology(saved, gpu="h100-sxm").caveats == ()
+    assert load_topology(mp, gpu="h100-pcie").caveats == ()

@@ -49,6 +49,19 @@ def _switch_ids(groups: list[list[int]], n: int) -> list[int | None]:
     return ids
 
 
+def _nvlink_not_shown(source: str | None, node: NodeSpec, models: list[str | None]) -> list[str]:
+    """A caveat where a saved `nvidia-smi topo` matrix shows no NVLink between SXM modules, which their boards join by
+    NVLink: `nvidia-smi topo -mp` (PCIe paths only) prints such a matrix, and so does `topo -p2p`."""
+    sxm = bool(models) and all(m is not None and "sxm" in m for m in models)
+    if "(nvidia-smi topo" not in (source or "") or node.gpus < 2 or node.nvlink or node.nvswitch is not None or not sxm:
+        return []
+    return [
+        f"no NVLink shown between the {node.gpus} {models[0]} GPUs, SXM modules that their boards join by NVLink: "
+        "`nvidia-smi topo -mp` shows PCIe paths only; if the matrix came from it, save `nvidia-smi topo -m` (or "
+        "give `nvidia-smi nvlink -s` as --nvlink)"
+    ]
+
+
 def _resolve_model(node: NodeSpec, local: int, override: str | None) -> str | None:
     """GPU `local`'s model: what the source says, else `override` (`--gpu`), else its product name's. An override
     that contradicts the source is refused, not dropped unseen."""
@@ -126,8 +139,11 @@ def build(spec: TopologySpec, *, nodes: int = 1, gpu: str | None = None, nic_gbi
         spec = _with_nic_speed(spec, nic_gbit)
     if gpu is not None and gpu not in gpu_models():
         gpu_model(gpu)
+    caveats = list(spec.caveats)
     for ns in spec.nodes:  # once per kind of node, not per copy
-        _check_nvlink_models(spec.name, ns, [_resolve_model(ns, k, gpu) for k in range(ns.gpus)])
+        models = [_resolve_model(ns, k, gpu) for k in range(ns.gpus)]
+        _check_nvlink_models(spec.name, ns, models)
+        caveats += _nvlink_not_shown(spec.source, ns, models)
     node_specs = [ns for _ in range(nodes) for ns in spec.nodes for _ in range(ns.count)]
     gpus: list[Gpu] = []
     bundles: list[NvLinkBundle] = []
@@ -197,7 +213,7 @@ def build(spec: TopologySpec, *, nodes: int = 1, gpu: str | None = None, nic_gbi
     return Topology(
         name=spec.name if nodes == 1 else f"{nodes}x {spec.name}",
         source=spec.source,
-        caveats=tuple(spec.caveats),
+        caveats=tuple(caveats),
         gpus=tuple(gpus),
         nodes=tuple(out_nodes),
         nvlinks=tuple(sorted(bundles, key=lambda b: (b.a, b.b))),
