@@ -20,7 +20,7 @@ The cost model's figures: 12 B per logit for the eager fp32 loss (`memory.LOGIT_
 logits (`memory.CACHED_LOGIT_BYTES`), 4 B for a fused one (`memory.FUSED_LOGIT_BYTES`), 6 B for Megatron's
 (`memory.MEGATRON_LOGIT_BYTES`).
 
-    python3 scripts/compiled_loss.py OUT.json [tokens] [vocab]
+    python3 scripts/loss_memory.py OUT.json [tokens] [vocab]
 """
 
 from __future__ import annotations
