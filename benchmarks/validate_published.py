@@ -115,7 +115,9 @@ GRAD_ACCUMULATION_FUSION = {
 # The sources run by Megatron-LM code (and Megatron-DeepSpeed's GPT model, which calls the same) compute the loss with
 # its vocab-parallel cross-entropy (megatron/core/tensor_parallel/cross_entropy.py; in 2021-2022,
 # megatron/mpu/cross_entropy.py on `output.float()`): an fp32 softmax made in place, 6 B per logit at the peak
-# (benchmarks/results/h100-loss-memory). Llama 3's own stack is not stated: torch's fp32 loss, the conservative one.
+# (benchmarks/results/h100-loss-memory; its native --cross-entropy-loss-fusion held 10 B, but which runs set it is not
+# checked: with the fp32 loss's 14 B the same rows fit). Llama 3's own stack is not stated: torch's fp32 loss, the
+# conservative one.
 MEGATRON_LOSS = {
     "narayanan2021_megatron_ptdp.csv",
     "bloom176b_topology_sweep.csv",

@@ -18,7 +18,7 @@ backward, and their time:
 
 The cost model's figures: 12 B per logit for the eager fp32 loss (`memory.LOGIT_BYTES`) beside the cached bf16
 logits (`memory.CACHED_LOGIT_BYTES`), 4 B for a fused one (`memory.FUSED_LOGIT_BYTES`), 6 B for Megatron's
-(`memory.MEGATRON_LOGIT_BYTES`).
+(`memory.MEGATRON_LOGIT_BYTES`); none for Megatron's native fusion, which plans take the fp32 loss's figures for.
 
     python3 scripts/loss_memory.py OUT.json [tokens] [vocab]
 """

@@ -27,7 +27,8 @@ Attention = Annotated[
 Loss = Annotated[
     str | None,
     typer.Option(
-        help="megatron (Megatron-LM's vocab-parallel cross-entropy: an fp32 softmax made in place, 6 B per logit), "
+        help="megatron (Megatron-LM's vocab-parallel cross-entropy, its default: an fp32 softmax made in place, 6 B "
+        "per logit; its native --cross-entropy-loss-fusion holds 10), "
         "fp32 (cross_entropy on an fp32 copy of the logits, eager torchtitan / Hugging Face: 14 B) or fused (one "
         "kernel over bf16 logits: flash-attn's CrossEntropyLoss, llm-foundry, Transformer Engine's (Megatron's "
         "--cross-entropy-fusion-impl te), a compiled loss: 4 B) \\[default: the framework's: megatron; fp32 for "

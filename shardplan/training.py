@@ -90,9 +90,10 @@ class Training(BaseModel):
     )
     loss: Literal["megatron", "fp32", "fused"] = Field(
         "megatron",
-        description="megatron: Megatron-LM's vocab-parallel cross-entropy (its default; --cross-entropy-loss-fusion's "
-        "native implementation runs the same steps compiled): an fp32 copy of the logits made into the softmax in "
-        "place and kept for backward, which makes it the gradient in place (6 B per logit at the peak); fp32: "
+        description="megatron: Megatron-LM's vocab-parallel cross-entropy, its default: an fp32 copy of the logits "
+        "made into the softmax in place and kept for backward, which makes it the gradient in place (6 B per logit "
+        "at the peak; --cross-entropy-loss-fusion's native implementation, the same steps compiled, holds 10, which "
+        "fp32 covers); fp32: "
         "cross_entropy(logits.float()) as torchtitan and Hugging Face write it, run eagerly (an fp32 copy of the "
         "logits and an fp32 log-softmax kept for backward: 14 B per logit, the allocator's cache included); fused: "
         "one kernel over the bf16 logits that keeps only a log-sum-exp per token, writing their gradient in place "

@@ -40,11 +40,12 @@ CACHED_LOGIT_BYTES = 2
 # backward turns that into the gradient in place. (Megatron-Core's own upcasts to fp32 first:
 # MEGATRON_LOGIT_BYTES.)
 FUSED_LOGIT_BYTES = 2 + 2
-# Megatron-LM's vocab-parallel cross-entropy (megatron/core/tensor_parallel/cross_entropy.py, its default; the
-# "native" --cross-entropy-loss-fusion runs the same steps under jit_fuser, not measured) on bf16 logits. Forward: the
-# logits beside their fp32 copy (2 + 4 B), shifted, exponentiated and normalised in place and saved as the softmax;
-# the logits are freed once the loss has them. Backward: the softmax turned into the fp32 gradient in place, and its
-# bf16 cast (4 + 2 B), which takes the freed logits' block. Measured: benchmarks/results/h100-loss-memory.
+# Megatron-LM's vocab-parallel cross-entropy (megatron/core/tensor_parallel/cross_entropy.py, its default) on bf16
+# logits. Forward: the logits beside their fp32 copy (2 + 4 B), shifted, exponentiated and normalised in place and
+# saved as the softmax; the logits are freed once the loss has them. Backward: the softmax turned into the fp32
+# gradient in place, and its bf16 cast (4 + 2 B), which takes the freed logits' block. Measured: benchmarks/results/
+# h100-loss-memory, where its "native" --cross-entropy-loss-fusion (the same steps compiled) held 10 B: a plan for
+# it takes the fp32 loss's 14.
 MEGATRON_LOGIT_BYTES = 2 + 4
 # Per token at the loss on the last stage: the final norm's bf16 input and output (2 + 2 B per element
 # of h, the output saved by the head) and its fp32 upcast (4 B). Measured with the rest of the peak. Under
