@@ -116,12 +116,7 @@ def reduces_chunks_as_they_finish(training: Training, pp: int, virtual_stages: i
     gradients after the chunk's last backward: torch's multi-stage schedules (_PipelineScheduleRuntime: interleaved
     1F1B, the zero-bubble ones) unshard and reduce each stage themselves, for FSDP2 under ZeRO-3. A larger
     micro-batch, leaving fewer micro-batches, can then lower the peak."""
-    return (
-        gathered_across_micro_batches(training, pp)
-        and training.pipeline_runtime == "torch"
-        and virtual_stages > 1
-        and training.fsdp_version == 2
-    )
+    return gathered_across_micro_batches(training, pp) and virtual_stages > 1 and training.fsdp_version == 2
 
 
 def required_bytes(memory: dict[str, float]) -> float:
