@@ -2,14 +2,16 @@
 one GPU: what torchao's own float8 training (not the emulation in shardplan.llama) holds, for the torchtitan rows that
 ran it (../shared torchtitan_benchmarks.csv WF-8node, B4-1, B5-1, B5-2).
 
-The model is h100_torchtitan_step_memory.py's Llama 3 8B (32 blocks, micro-batch 2 x 8,192 tokens), built in
-torchtitan's order (torchtitan/train.py and models/llama3/infra/parallelize.py): float8 conversion of every block
+The model is h100_torchtitan_step_memory.py's Llama 3 8B (32 blocks, micro-batch 2 x 8,192 tokens) or, for the TP
+cases, torchtitan's Llama with 70B's widths (40 blocks, 16 x 8,192 tokens, FSDP 32 x TP 8), built in torchtitan's
+order (torchtitan/train.py and models/llama3/infra/parallelize.py): float8 conversion of every block
 linear on the meta device (torchao `convert_to_float8_training`, tensorwise scaling, the output layer left out, FSDP
 float8 all-gather on), then activation checkpointing (op-level SAC with torchtitan's save list, or full), then
 per-block torch.compile, then FSDP2 over `dp` ranks of which this process is rank 0 (the others exist in a fake
-process group: their collectives do nothing, rank 0's allocations are real). The loss is compiled with the blocks
-(torchtitan from 2025), then clip_grad_norm_, AdamW (foreach) and, with float8, torchao's
-`precompute_float8_dynamic_scale_for_fsdp`. After 3 steps the peak statistics are reset and 3 more run.
+process group: their collectives do nothing, rank 0's allocations are real); under TP, torchtitan's `apply_tp` with
+torchao's float8 styles comes before checkpointing. The loss is compiled with the blocks (torchtitan from 2025; under
+TP eager, with loss_parallel, as in Dec 2024), then clip_grad_norm_, AdamW (foreach) and, with float8, torchao's
+`precompute_float8_dynamic_scale_for_fsdp`. After 2 steps the peak statistics are reset and 2 more run.
 
     python scripts/torchao_float8_memory.py [CASE ...] > results.json     # needs torchao; an 80 GB GPU
 """
@@ -22,17 +24,24 @@ from collections import Counter
 
 import torch
 import torch.nn.functional as F
-from h100_eager_vs_compiled_sac import B, S
+from h100_eager_vs_compiled_sac import B, RMSNorm, S, repeat_kv, rope
 from h100_torchtitan_step_memory import VOCAB, Model
+from torch import nn
+from torch.distributed.tensor.parallel import loss_parallel
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-# name -> (activation checkpointing, float8, FSDP degree)
+# name -> (activation checkpointing, float8, FSDP degree, TP degree)
 CASES = {
-    "sac-bf16-dp64": ("op", False, 64),
-    "sac-float8-dp64": ("op", True, 64),  # WF-8node: Llama 3.1 8B, FSDP 64, torchtitan's default op-level SAC
-    "full-bf16-dp8": ("full", False, 8),
-    "full-float8-dp8": ("full", True, 8),  # B4-1 / B5: full checkpointing with float8 (here without TP)
+    "sac-bf16-dp64": ("op", False, 64, 1),
+    "sac-float8-dp64": ("op", True, 64, 1),  # WF-8node: Llama 3.1 8B, FSDP 64, torchtitan's default op-level SAC
+    "full-bf16-dp8": ("full", False, 8, 1),
+    "full-float8-dp8": ("full", True, 8, 1),
+    # B4-1: Llama 3.1 70B's widths, FSDP 32 x TP 8 (float8 TP styles), full checkpointing, a local batch of
+    # 16 x 8,192 tokens; 40 of its 80 blocks, to fit an 80 GB GPU
+    "tp-bf16": ("full", False, 32, 8),
+    "tp-float8": ("full", True, 32, 8),
 }
+TP_BLOCKS, TP_BATCH = 40, 16
 # torchtitan's op-level SAC save list (models/llama3/infra/parallelize.py `_op_sac_save_list`, 2025): torchao's
 # float8 linears reach aten.mm with float8 tensors, and the amax (aten.max) of each cast is kept
 SAVE = {
@@ -59,23 +68,134 @@ def policy_fn():
     return create_selective_checkpoint_contexts(policy)
 
 
-def one(ac: str, float8: bool, dp: int) -> dict:
+class Attention(nn.Module):
+    """torchtitan's Llama attention (models/llama3/model): its own module, as its TP plan names it."""
+
+    def __init__(self, h: int, heads: int, kv: int):
+        super().__init__()
+        self.heads, self.kv, self.d = heads, kv, h // heads
+        self.wq, self.wk = nn.Linear(h, heads * self.d, bias=False), nn.Linear(h, kv * self.d, bias=False)
+        self.wv, self.wo = nn.Linear(h, kv * self.d, bias=False), nn.Linear(heads * self.d, h, bias=False)
+
+    def forward(self, x, freqs):
+        b, s, _ = x.shape
+        q, k, v = (w(x).view(b, s, -1, self.d) for w in (self.wq, self.wk, self.wv))
+        q, k = rope(q, k, freqs)
+        k, v = repeat_kv(k, self.heads // self.kv), repeat_kv(v, self.heads // self.kv)
+        o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
+        return self.wo(o.transpose(1, 2).reshape(b, s, -1))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, h: int, f: int):
+        super().__init__()
+        self.w1, self.w3, self.w2 = (
+            nn.Linear(h, f, bias=False),
+            nn.Linear(h, f, bias=False),
+            nn.Linear(f, h, bias=False),
+        )
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, h: int, heads: int, kv: int, f: int):
+        super().__init__()
+        self.attention_norm, self.ffn_norm = RMSNorm(h), RMSNorm(h)
+        self.attention, self.feed_forward = Attention(h, heads, kv), FeedForward(h, f)
+
+    def forward(self, x, freqs):
+        x = x + self.attention(self.attention_norm(x), freqs)
+        return x + self.feed_forward(self.ffn_norm(x))
+
+
+class Llama(nn.Module):
+    """torchtitan's Llama 3 (Llama 3.1 70B's widths by default), `n` blocks."""
+
+    def __init__(self, n: int, h: int = 8192, heads: int = 64, kv: int = 8, f: int = 28672):
+        super().__init__()
+        d = h // heads
+        self.tok_embeddings = nn.Embedding(VOCAB, h)
+        self.layers = nn.ModuleDict({str(i): TransformerBlock(h, heads, kv, f) for i in range(n)})
+        self.norm = RMSNorm(h)
+        self.output = nn.Linear(h, VOCAB, bias=False)
+        inv = 1.0 / (500000.0 ** (torch.arange(0, d, 2).float() / d))
+        angles = torch.outer(torch.arange(S).float(), inv)
+        self.register_buffer("freqs_cis", torch.polar(torch.ones_like(angles), angles), persistent=False)
+
+    def forward(self, tokens):
+        h = self.tok_embeddings(tokens)
+        for layer in self.layers.values():
+            h = layer(h, self.freqs_cis)
+        return self.output(self.norm(h))
+
+
+def tensor_parallel(model: nn.Module, mesh, float8: bool) -> None:
+    """torchtitan's `apply_tp` with loss_parallel: its float8 styles for tensorwise float8 linears."""
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        PrepareModuleInput,
+        RowwiseParallel,
+        SequenceParallel,
+        parallelize_module,
+    )
+
+    top = {
+        "tok_embeddings": RowwiseParallel(input_layouts=Replicate(), output_layouts=Shard(1)),
+        "norm": SequenceParallel(),
+        "output": ColwiseParallel(input_layouts=Shard(1), output_layouts=Shard(-1), use_local_output=False),
+    }
+    parallelize_module(model, mesh, top)
+    row, col, prepare = RowwiseParallel, ColwiseParallel, PrepareModuleInput
+    if float8:
+        from torchao.float8.float8_tensor_parallel import (
+            Float8ColwiseParallel as col,
+        )
+        from torchao.float8.float8_tensor_parallel import (
+            Float8RowwiseParallel as row,
+        )
+        from torchao.float8.float8_tensor_parallel import (
+            PrepareFloat8ModuleInput as prepare,
+        )
+    for block in model.layers.values():
+        plan = {
+            "attention_norm": SequenceParallel(),
+            "attention": prepare(input_layouts=(Shard(1), None), desired_input_layouts=(Replicate(), None)),
+            "attention.wq": col(),
+            "attention.wk": col(),
+            "attention.wv": col(),
+            "attention.wo": row(output_layouts=Shard(1)),
+            "ffn_norm": SequenceParallel(),
+            "feed_forward": prepare(input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),)),
+            "feed_forward.w1": col(),
+            "feed_forward.w2": row(output_layouts=Shard(1)),
+            "feed_forward.w3": col(),
+        }
+        parallelize_module(block, mesh, plan)
+
+
+def one(ac: str, float8: bool, dp: int, tp: int) -> dict:
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     from torch.testing._internal.distributed.fake_pg import FakeStore
 
     torch.manual_seed(0)
-    torch.distributed.init_process_group("fake", rank=0, world_size=dp, store=FakeStore())
-    mesh = init_device_mesh("cuda", (dp,))
+    torch.distributed.init_process_group("fake", rank=0, world_size=dp * tp, store=FakeStore())
+    mesh = init_device_mesh("cuda", (dp, tp), mesh_dim_names=("dp", "tp"))
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     with torch.device("meta"):
-        model = Model(32)
+        model = Llama(TP_BLOCKS) if tp > 1 else Model(32)
+    batch = TP_BATCH if tp > 1 else B
     if float8:
         from torchao.float8 import Float8LinearConfig, convert_to_float8_training
 
         config = Float8LinearConfig(enable_fsdp_float8_all_gather=True)
         convert_to_float8_training(model, config=config, module_filter_fn=lambda mod, fqn: fqn != "output")
+    if tp > 1:
+        tensor_parallel(model, mesh["tp"], float8)
     n = len(model.layers)
     for i, block in list(model.layers.items()):
         block = (
@@ -84,29 +204,37 @@ def one(ac: str, float8: bool, dp: int) -> dict:
             else (checkpoint_wrapper(block, preserve_rng_state=False))
         )
         block = torch.compile(block, fullgraph=True)
-        fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=int(i) < n - 1)
+        fully_shard(block, mesh=mesh["dp"], mp_policy=mp, reshard_after_forward=int(i) < n - 1)
         model.layers.register_module(i, block)
-    fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=None)  # as h100_torchtitan_step_memory.py
+    fully_shard(model, mesh=mesh["dp"], mp_policy=mp, reshard_after_forward=None)  # as h100_torchtitan_step_memory.py
     model.to_empty(device="cuda")
     with torch.no_grad():
         for p in model.parameters():
             p.to_local().normal_(0.0, 0.02)
 
     @torch.compile
-    def loss_fn(pred, labels):
+    def compiled_loss(pred, labels):
+        return F.cross_entropy(pred.flatten(0, 1).float(), labels.flatten(0, 1))
+
+    def loss_fn(pred, labels):  # under TP, torchtitan of Dec 2024 (B4-1): eager, over the head's vocabulary shards
+        if tp == 1:
+            return compiled_loss(pred, labels)
         return F.cross_entropy(pred.flatten(0, 1).float(), labels.flatten(0, 1))
 
     opt = torch.optim.AdamW(model.parameters(), lr=8e-4, betas=(0.9, 0.95), weight_decay=0.1, foreach=True)
-    tokens = torch.randint(0, VOCAB, (B, S), device="cuda")
-    labels = torch.randint(0, VOCAB, (B, S), device="cuda")
-    out = {"ac": ac, "float8": float8, "dp": dp, "blocks": n, "micro_batch": B, "seq": S}
+    tokens = torch.randint(0, VOCAB, (batch, S), device="cuda")
+    labels = torch.randint(0, VOCAB, (batch, S), device="cuda")
+    out = {"ac": ac, "float8": float8, "dp": dp, "tp": tp, "blocks": n, "micro_batch": batch, "seq": S}
     out["params"] = sum(p.numel() for p in model.parameters())
-    for step in range(6):
-        if step == 3:
+    for step in range(4):
+        if step == 2:
             torch.cuda.reset_peak_memory_stats()
         opt.zero_grad()
-        loss = loss_fn(model(tokens), labels)
-        loss.backward()
+        if tp > 1:
+            with loss_parallel():
+                loss_fn(model(tokens), labels).backward()
+        else:
+            loss_fn(model(tokens), labels).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
         opt.step()
         if float8:
