@@ -16,6 +16,7 @@ TP eager, with loss_parallel, as in Dec 2024), then clip_grad_norm_, AdamW (fore
     python scripts/torchao_float8_memory.py [CASE ...] > results.json     # needs torchao; an 80 GB GPU
 """
 
+import contextlib
 import json
 import os
 import subprocess
@@ -230,11 +231,12 @@ def one(ac: str, float8: bool, dp: int, tp: int) -> dict:
         if step == 2:
             torch.cuda.reset_peak_memory_stats()
         opt.zero_grad()
-        if tp > 1:
-            with loss_parallel():
-                loss_fn(model(tokens), labels).backward()
-        else:
-            loss_fn(model(tokens), labels).backward()
+        out["allocated_before_step"] = torch.cuda.memory_allocated()
+        with loss_parallel() if tp > 1 else contextlib.nullcontext():
+            loss = loss_fn(model(tokens), labels)
+            torch.cuda.synchronize()
+            out["allocated_after_forward"] = torch.cuda.memory_allocated()  # what the blocks keep, and the loss's
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
         opt.step()
         if float8:
