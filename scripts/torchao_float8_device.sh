@@ -17,5 +17,5 @@ PY
   then break; fi
 done
 cat "$OUT/gpu.txt"
-PYTHONPATH=/tmp/tao python3 scripts/torchao_float8_memory.py "$@" > "$OUT/torchao-float8-memory.json" 2>> "$OUT/errors.txt"
+PYTHONPATH=/tmp/tao python3 scripts/torchao_float8_memory.py "$@" > "$OUT/torchao-float8-memory.jsonl" 2>> "$OUT/errors.txt"
 tail -c 4000 "$OUT/errors.txt"

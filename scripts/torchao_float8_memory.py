@@ -13,7 +13,7 @@ torchao's float8 styles comes before checkpointing. The loss is compiled with th
 TP eager, with loss_parallel, as in Dec 2024), then clip_grad_norm_, AdamW (foreach) and, with float8, torchao's
 `precompute_float8_dynamic_scale_for_fsdp`. After 2 steps the peak statistics are reset and 2 more run.
 
-    python scripts/torchao_float8_memory.py [CASE ...] > results.json     # needs torchao; an 80 GB GPU
+    python scripts/torchao_float8_memory.py [CASE ...] > results.jsonl    # needs torchao; an 80 GB GPU
 """
 
 import contextlib
@@ -258,25 +258,20 @@ def main():
     if len(sys.argv) == 3 and sys.argv[1] == "--one":  # one case, in a fresh process
         print(json.dumps(one(*CASES[sys.argv[2]])))
         return
-    names = sys.argv[1:] or list(CASES)
+    import torchao
+
+    source = f"scripts/torchao_float8_memory.py, torch {torch.__version__}, torchao {torchao.__version__}"
+    print(json.dumps({"_source": f"{source}, {torch.cuda.get_device_name()}"}), flush=True)
     env = dict(os.environ, PYTORCH_CUDA_ALLOC_CONF="expandable_segments:True")  # what torchtitan's launcher sets
-    runs = []
-    for name in names:
+    for name in sys.argv[1:] or list(CASES):  # one JSON line each, as each ends
         done = subprocess.run([sys.executable, __file__, "--one", name], env=env, capture_output=True, text=True)
         if done.returncode:
             print(f"{name}: failed\n{done.stderr[-4000:]}", file=sys.stderr, flush=True)
             continue
-        runs.append({"case": name, **json.loads(done.stdout.strip().splitlines()[-1])})
-        r = runs[-1]
-        print(
-            f"{name}: reserved {r['max_reserved'] / 2**30:.2f} GiB, allocated {r['max_allocated'] / 2**30:.2f} GiB",
-            file=sys.stderr,
-            flush=True,
-        )
-    import torchao
-
-    source = f"scripts/torchao_float8_memory.py, torch {torch.__version__}, torchao {torchao.__version__}"
-    print(json.dumps({"_source": f"{source}, {torch.cuda.get_device_name()}", "runs": runs}, indent=1))
+        run = {"case": name, **json.loads(done.stdout.strip().splitlines()[-1])}
+        print(json.dumps(run), flush=True)
+        gib = {k: round(run[k] / 2**30, 2) for k in ("max_reserved", "max_allocated", "allocated_after_forward")}
+        print(f"{name}: {gib}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
