@@ -14,6 +14,7 @@ TP eager, with loss_parallel, as in Dec 2024), then clip_grad_norm_, AdamW (fore
 `precompute_float8_dynamic_scale_for_fsdp`. After 2 steps the peak statistics are reset and 2 more run.
 
     python scripts/torchao_float8_memory.py [CASE ...] > results.jsonl    # needs torchao; an 80 GB GPU
+    TRACE=1 python scripts/torchao_float8_memory.py CASE ...                 # and where the reserve went
 """
 
 import contextlib
@@ -183,6 +184,11 @@ def one(ac: str, float8: bool, dp: int, tp: int) -> dict:
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     from torch.testing._internal.distributed.fake_pg import FakeStore
 
+    trace = os.environ.get("TRACE") == "1"  # where the reserved bytes went (pp_fsdp_memory's summary)
+    if trace:
+        from pp_fsdp_memory import TRACE_ENTRIES
+
+        torch.cuda.memory._record_memory_history(max_entries=TRACE_ENTRIES, stacks="python")
     torch.manual_seed(0)
     torch.distributed.init_process_group("fake", rank=0, world_size=dp * tp, store=FakeStore())
     mesh = init_device_mesh("cuda", (dp, tp), mesh_dim_names=("dp", "tp"))
@@ -250,6 +256,10 @@ def one(ac: str, float8: bool, dp: int, tp: int) -> dict:
         "max_allocated": stats["allocated_bytes.all.peak"],
         "num_alloc_retries": stats["num_alloc_retries"],
     }
+    if trace:
+        from pp_fsdp_memory import _reserved_summary
+
+        out["reserved"] = _reserved_summary()
     torch.distributed.destroy_process_group()
     return out
 
