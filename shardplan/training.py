@@ -242,6 +242,13 @@ class Training(BaseModel):
         return 4 if self.grad_dtype == "fp32" else 2
 
     @property
+    def fsdp2(self) -> bool:
+        """Whether ZeRO-3 runs as FSDP2's fully_shard (`fsdp_version` 2). Under Megatron's runtime ZeRO-3 is
+        Megatron-FSDP, whose ParamAndGradBuffer gathers into and reduces out of the parameters' own storage ("zero
+        copy communication", megatron/core/distributed/fsdp/src/README.md): not FSDP2."""
+        return self.zero_stage == 3 and self.fsdp_version == 2 and self.pipeline_runtime != "megatron"
+
+    @property
     def interleaved_pipeline(self) -> bool:
         """Whether the pipeline runtime can give a GPU several model chunks (DeepSpeed's TrainSchedule cannot)."""
         return self.pipeline_runtime != "deepspeed"

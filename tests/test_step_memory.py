@@ -29,6 +29,7 @@ def _plan(run: dict):
         zero_stage=3,
         compiled=run["compiled"],
         loss="fp32",  # cross_entropy(pred.flatten(0, 1).float(), labels), as torchtitan's train.py of Dec 2024
+        pipeline_runtime="torch",  # torchtitan's: ZeRO-3 is FSDP2
     )
     topo = load_topology("dgx-h100", nodes=run["dp"] // 8)
     return model, estimate(model, topo, train, tp=1, pp=1, dp=run["dp"], micro_batch=2)
@@ -47,19 +48,23 @@ def test_reserved_peak_within_5_percent(run: dict) -> None:
 
 def test_fragmentation_is_the_median_measured() -> None:
     """What the allocator reserved beyond the allocated peak and beyond the parts the model names (the
-    cached bf16 logits, FSDP's gradient shards and its prefetched block, made on their own streams),
-    as a share of the activations kept: FRAGMENTATION is the median over the recorded runs."""
+    cached bf16 logits; FSDP's gradient shards and its all-gather stream's flat buffers, the root's and a block's,
+    with their inputs' bf16 casts, in pools of their own streams), as a share of the activations kept:
+    FRAGMENTATION is the median over the recorded runs."""
     shares = []
     for run in RUNS:
         model, plan = _plan(run)
+        gathered = param_counts(model, layers=0, first=True, last=True) + param_counts(
+            model, layers=1, first=False, last=False
+        )
         named = (
             CACHED_LOGIT_BYTES * 2 * 8192 * model.vocab_size
             + FP32_GRAD * model.num_params / run["dp"]
-            + BF16_WEIGHT * param_counts(model, layers=1, first=False, last=False)
+            + BF16_WEIGHT * gathered * (1 + 1 / run["dp"])
         )
         extra = run["max_reserved"] - run["max_allocated"] - named
         shares.append(extra / plan.memory_breakdown["activations"])
-    assert min(shares) > 0.05 and max(shares) < 0.2
+    assert min(shares) > 0.01 and max(shares) < 0.11
     assert abs(FRAGMENTATION - statistics.median(shares)) < 5e-4
 
 
@@ -279,3 +284,81 @@ def test_each_loss_holds_at_its_peak_what_the_cost_model_counts() -> None:
         fused = run["dropped"]["megatron_fused"]
         assert MEGATRON_LOGIT_BYTES < fused["allocated_bytes_per_logit"] < LOGIT_BYTES
         assert fused["reserved_bytes_per_logit"] <= LOGIT_BYTES + CACHED_LOGIT_BYTES
+
+
+TORCHAO = RESULTS.parent / "h100-torchao-float8"
+
+
+def _torchao_runs(name: str) -> list[dict]:
+    """The cases of scripts/torchao_float8_memory.py recorded in `name` (one JSON line each, after a source line)."""
+    lines = (TORCHAO / name).read_text().splitlines()
+    return [run for run in map(json.loads, lines) if "case" in run]
+
+
+def _torchao_plan(run: dict):
+    """`estimate` for one case: torchtitan's settings (FSDP2, DTensor TP, compiled blocks; the loss compiled with
+    them, or under TP eager with loss_parallel). The TP cases run 40 of Llama 3.1 70B's 80 blocks."""
+    from shardplan.model.hf_config import spec_from_config
+
+    if run["tp"] > 1:
+        config = json.loads((RESULTS.parents[2] / "shardplan/model/presets/llama3-70b.json").read_text())
+        model = spec_from_config(config | {"num_hidden_layers": run["blocks"]}, "torchao_float8_memory.py")
+    else:
+        model = load_model("llama3-8b")
+    assert run["blocks"] == model.num_layers and run["params"] == model.num_params
+    train = Training(
+        global_batch=run["micro_batch"] * run["dp"],
+        seq_len=run["seq"],
+        recompute="full" if run["ac"] == "full" else "selective-op",
+        zero_stage=3,
+        compiled=True,
+        loss="fp32" if run["tp"] > 1 else "fused",
+        dtype="fp8" if run["float8"] else "bf16",
+        pipeline_runtime="torch",
+        tp_impl="dtensor",
+    )
+    topo = load_topology("dgx-h100", nodes=run["dp"] * run["tp"] // 8)
+    return model, estimate(model, topo, train, tp=run["tp"], pp=1, dp=run["dp"], micro_batch=run["micro_batch"])
+
+
+@pytest.mark.parametrize("run", _torchao_runs("runs.jsonl"), ids=lambda run: run["case"])
+def test_torchao_float8_steps_within_5_percent_of_the_reserved_peak(run: dict) -> None:
+    """torchtitan-style steps on one H100 with torchao 0.18's own Float8 linears (tensorwise, FSDP float8
+    all-gather, float8 TP styles) and their bf16 twins (scripts/torchao_float8_memory.py): Llama 3 8B under op-level
+    SAC at FSDP 64 (WF-8node's arrangement) and full checkpointing at FSDP 8, and 40 of Llama 3.1 70B's blocks at
+    FSDP 32 x TP 8 (B4-1's)."""
+    _, plan = _torchao_plan(run)
+    estimated = plan.memory_per_gpu_bytes - plan.memory_breakdown["framework"]
+    assert estimated == pytest.approx(run["max_reserved"], rel=0.05)
+
+
+def test_torchao_float8_holds_no_more_than_bf16_measured() -> None:
+    """Each float8 case reserved and allocated at most what its bf16 twin did (0.1-0.45 GiB less: the blocks'
+    weights gathered in float8), so the cost model gives torchao's float8 steps bf16's memory. The 4-6 GiB that
+    torchtitan's Float8 rows held above the estimate (WF-8node, B4-1, B5-1, B5-2) are not float8's own with this
+    torch and torchao."""
+    runs = {run["case"]: run for run in _torchao_runs("runs.jsonl")}
+    pairs = [(name, name.replace("float8", "bf16")) for name in runs if "float8" in name]
+    assert len(pairs) == 3
+    for float8, bf16 in pairs:
+        for key in ("max_reserved", "max_allocated", "allocated_after_forward"):
+            assert runs[float8][key] <= runs[bf16][key], (float8, key)
+        assert runs[bf16]["max_reserved"] - runs[float8]["max_reserved"] < 0.5 * 2**30
+
+
+def test_fsdp2_all_gather_stream_pool_measured() -> None:
+    """The allocator's trace of two of those steps (traced.jsonl): the pool of FSDP2's all-gather stream holds the
+    root's flat all-gather buffer (embedding, norm and head), a block's beside it and their inputs' bf16 casts, as
+    `stage_memory` counts it into the allocator's cache."""
+    from shardplan.cost.memory import CACHE_PART
+
+    for run in _torchao_runs("traced.jsonl"):
+        model, plan = _torchao_plan(run)
+        gathered = [s for s in run["reserved"]["segments_created"] if "foreach_all_gather <" in s["where"]]
+        pool = sum(s["gib"] for s in gathered) * 2**30
+        assert len({s["stream"] for s in gathered}) == 1
+        block = param_counts(model, layers=1, first=False, last=False)
+        ends = param_counts(model, layers=0, first=True, last=True)
+        counted = BF16_WEIGHT * (ends + block) * (1 + 1 / run["dp"])
+        assert counted == pytest.approx(pool, rel=0.03)
+        assert plan.memory_breakdown[CACHE_PART] > counted

@@ -332,12 +332,9 @@ def _local_experts(moe: MoeSpec, training: Training, tokens: int, tp: int, ep: i
 
 
 def host_wrappers(training: Training, tp: int) -> tuple[bool, bool]:
-    """Whether the blocks run under FSDP2 and whether their linears are DTensors: both add host time
-    per block. DTensor's excess is measured eager; compiled blocks take their own figures. Under Megatron's
-    runtime ZeRO-3 is Megatron-FSDP, whose ParamAndGradBuffer gathers into and reduces out of the parameters'
-    own storage ("zero copy communication", megatron/core/distributed/fsdp/src/README.md): not FSDP2."""
-    fsdp2 = training.zero_stage == 3 and training.fsdp_version == 2 and training.pipeline_runtime != "megatron"
-    return fsdp2, training.tp_impl == "dtensor" and tp > 1 and not training.compiled
+    """Whether the blocks run under FSDP2 (`Training.fsdp2`) and whether their linears are DTensors: both add host
+    time per block. DTensor's excess is measured eager; compiled blocks take their own figures."""
+    return training.fsdp2, training.tp_impl == "dtensor" and tp > 1 and not training.compiled
 
 
 def stage_times(

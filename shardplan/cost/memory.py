@@ -68,12 +68,12 @@ KEPT_GATHERED = {"none": 1.0, "selective": 1.0, "selective-layer": 0.5}
 # h100-eager-vs-compiled-sac.txt).
 COMPILED_SAC_SAVING = 2
 # Freed forward temporaries that later requests cannot use, as a share of the activations kept:
-# 8.7-16.4% over six torchtitan-style Llama 3 8B steps (32 blocks; eager and compiled; expandable and
+# 1.3-10.0% over six torchtitan-style Llama 3 8B steps (32 blocks; eager and compiled; expandable and
 # default allocator settings; FSDP over 8 and 128 ranks): the measured reserve less the measured
-# allocated peak, the cached bf16 logits and FSDP's gradient shards and prefetched block (made on their
-# own streams), over the activations (benchmarks/results/torchtitan-step-memory.json; derived in
-# tests/test_step_memory.py). The median.
-FRAGMENTATION = 0.105
+# allocated peak, the cached bf16 logits and FSDP's pools on its own streams (gradient shards; the
+# all-gather stream's buffers, `stage_memory`), over the activations (benchmarks/results/
+# torchtitan-step-memory.json; derived in tests/test_step_memory.py). The median.
+FRAGMENTATION = 0.034
 # Parts of the peak that the caching allocator holds as cache: it frees cached blocks and retries
 # before it reports out of memory (torch.cuda.memory_stats: num_alloc_retries), so they count in the
 # peak a run reports (max_memory_reserved) but not in whether it fits.
@@ -378,10 +378,16 @@ def stage_memory(
         # FSDP: the current and the prefetched block, gathered in bf16; and the embedding, final norm
         # and head, which FSDP2 keeps gathered from forward to backward (the root module is not
         # resharded after forward: torch.distributed.fsdp.fully_shard docs, reshard_after_forward).
-        # Gathers land in the all-gather stream's pool, so all of them count at the peak.
         block = sum(local_params(model, layers=1, first=False, last=False, tp=tp, ep=ep))
         ends = param_counts(model, layers=0, first=first, last=last) / tp
         mem["gathered_weights"] = BF16_WEIGHT * (2 * block + ends)
+        if training.fsdp2:
+            # FSDP2 gathers into a flat buffer on its all-gather stream and copies the weights out of it on the
+            # compute stream; that stream's pool, which no other stream can use, keeps the root's flat buffer
+            # (embedding, norm and head), the first block's gathered beside it, and their inputs' bf16 casts:
+            # 2.62 and 2.40 GiB measured for Llama 3 8B at FSDP 8 and 64, against 2.61 and 2.40 here
+            # (benchmarks/results/h100-torchao-float8, traced.jsonl: the all-gather stream's reserve)
+            mem[CACHE_PART] += BF16_WEIGHT * (ends + block) * (1 + 1 / shards)
     if training.dtype == "fp8" and training.fp8_weight_cache:
         # each FP8 linear keeps its weight's casts, row-major and transposed, from the step's first micro-batch on
         mem["fp8_weights"] = FP8_CACHED_WEIGHT * block_weights(model, training, layers=layers, last=last, tp=tp, ep=ep)
