@@ -22,14 +22,15 @@ SAVE = {
 }
 
 
-def policy_fn():
+def policy_fn(save=SAVE):
+    """torchtitan's op-level SAC: every op of `save` kept, but every second mm recomputed."""
     count = Counter()
 
     def policy(ctx, func, *args, **kwargs):
         key = "recompute" if ctx.is_recompute else "forward"
         if func == torch.ops.aten.mm.default:
             count[key] += 1
-        keep = func in SAVE and not (func == torch.ops.aten.mm.default and count[key] % 2 == 0)
+        keep = func in save and not (func == torch.ops.aten.mm.default and count[key] % 2 == 0)
         return CheckpointPolicy.MUST_SAVE if keep else CheckpointPolicy.PREFER_RECOMPUTE
 
     return create_selective_checkpoint_contexts(policy)

@@ -48,13 +48,15 @@ CONFIGS = [
 
 
 class Model(nn.Module):
-    def __init__(self, n):
+    """Embedding, `n` blocks (`block()` each; Llama 3 8B's by default, of width `h` with `heads` heads), norm, head."""
+
+    def __init__(self, n, block=Block, h=H, heads=HEADS):
         super().__init__()
-        d = H // HEADS
-        self.tok_embeddings = nn.Embedding(VOCAB, H)
-        self.layers = nn.ModuleDict({str(i): Block() for i in range(n)})
-        self.norm = RMSNorm(H)
-        self.output = nn.Linear(H, VOCAB, bias=False)
+        d = h // heads
+        self.tok_embeddings = nn.Embedding(VOCAB, h)
+        self.layers = nn.ModuleDict({str(i): block() for i in range(n)})
+        self.norm = RMSNorm(h)
+        self.output = nn.Linear(h, VOCAB, bias=False)
         inv = 1.0 / (500000.0 ** (torch.arange(0, d, 2).float() / d))
         angles = torch.outer(torch.arange(S).float(), inv)
         self.register_buffer("freqs_cis", torch.polar(torch.ones_like(angles), angles), persistent=False)

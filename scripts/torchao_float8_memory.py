@@ -22,15 +22,14 @@ import json
 import os
 import subprocess
 import sys
-from collections import Counter
+from functools import partial
 
 import torch
 import torch.nn.functional as F
-from h100_eager_vs_compiled_sac import B, RMSNorm, S, repeat_kv, rope
+from h100_eager_vs_compiled_sac import SAVE, B, RMSNorm, S, policy_fn, repeat_kv, rope
 from h100_torchtitan_step_memory import VOCAB, Model
 from torch import nn
 from torch.distributed.tensor.parallel import loss_parallel
-from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
 # name -> (activation checkpointing, float8, FSDP degree, TP degree)
 CASES = {
@@ -44,30 +43,11 @@ CASES = {
     "tp-float8": ("full", True, 32, 8),
 }
 TP_BLOCKS, TP_BATCH = 40, 16
-# torchtitan's op-level SAC save list (models/llama3/infra/parallelize.py `_op_sac_save_list`, 2025): torchao's
-# float8 linears reach aten.mm with float8 tensors, and the amax (aten.max) of each cast is kept
-SAVE = {
-    torch.ops.aten.mm.default,
-    torch.ops.aten._scaled_dot_product_efficient_attention.default,
-    torch.ops.aten._scaled_dot_product_flash_attention.default,
-    torch.ops.aten._scaled_dot_product_cudnn_attention.default,
-    torch.ops._c10d_functional.reduce_scatter_tensor.default,
-    torch.ops.aten.max.default,
-}
-
-
-def policy_fn():
-    """torchtitan's op-level SAC: every op of SAVE kept, but every second mm recomputed."""
-    count = Counter()
-
-    def policy(ctx, func, *args, **kwargs):
-        key = "recompute" if ctx.is_recompute else "forward"
-        if func == torch.ops.aten.mm.default:
-            count[key] += 1
-        keep = func in SAVE and not (func == torch.ops.aten.mm.default and count[key] % 2 == 0)
-        return CheckpointPolicy.MUST_SAVE if keep else CheckpointPolicy.PREFER_RECOMPUTE
-
-    return create_selective_checkpoint_contexts(policy)
+LLAMA_70B = 8192, 64, 8, 28672  # hidden, heads, KV heads, MLP width
+# torchtitan's op-level SAC save list of 2025 (models/llama3/infra/parallelize.py `_op_sac_save_list`): Dec 2024's,
+# and FSDP's reduce-scatter and the amax (aten.max) of each float8 cast; torchao's float8 linears reach aten.mm with
+# float8 tensors
+SAVE_2025 = SAVE | {torch.ops._c10d_functional.reduce_scatter_tensor.default, torch.ops.aten.max.default}
 
 
 class Attention(nn.Module):
@@ -112,27 +92,6 @@ class TransformerBlock(nn.Module):
         return x + self.feed_forward(self.ffn_norm(x))
 
 
-class Llama(nn.Module):
-    """torchtitan's Llama 3 (Llama 3.1 70B's widths by default), `n` blocks."""
-
-    def __init__(self, n: int, h: int = 8192, heads: int = 64, kv: int = 8, f: int = 28672):
-        super().__init__()
-        d = h // heads
-        self.tok_embeddings = nn.Embedding(VOCAB, h)
-        self.layers = nn.ModuleDict({str(i): TransformerBlock(h, heads, kv, f) for i in range(n)})
-        self.norm = RMSNorm(h)
-        self.output = nn.Linear(h, VOCAB, bias=False)
-        inv = 1.0 / (500000.0 ** (torch.arange(0, d, 2).float() / d))
-        angles = torch.outer(torch.arange(S).float(), inv)
-        self.register_buffer("freqs_cis", torch.polar(torch.ones_like(angles), angles), persistent=False)
-
-    def forward(self, tokens):
-        h = self.tok_embeddings(tokens)
-        for layer in self.layers.values():
-            h = layer(h, self.freqs_cis)
-        return self.output(self.norm(h))
-
-
 def tensor_parallel(model: nn.Module, mesh, float8: bool) -> None:
     """torchtitan's `apply_tp` with loss_parallel: its float8 styles for tensorwise float8 linears."""
     from torch.distributed.tensor import Replicate, Shard
@@ -152,15 +111,9 @@ def tensor_parallel(model: nn.Module, mesh, float8: bool) -> None:
     parallelize_module(model, mesh, top)
     row, col, prepare = RowwiseParallel, ColwiseParallel, PrepareModuleInput
     if float8:
-        from torchao.float8.float8_tensor_parallel import (
-            Float8ColwiseParallel as col,
-        )
-        from torchao.float8.float8_tensor_parallel import (
-            Float8RowwiseParallel as row,
-        )
-        from torchao.float8.float8_tensor_parallel import (
-            PrepareFloat8ModuleInput as prepare,
-        )
+        from torchao.float8 import float8_tensor_parallel as styles
+
+        row, col, prepare = styles.Float8RowwiseParallel, styles.Float8ColwiseParallel, styles.PrepareFloat8ModuleInput
     for block in model.layers.values():
         plan = {
             "attention_norm": SequenceParallel(),
@@ -194,7 +147,7 @@ def one(ac: str, float8: bool, dp: int, tp: int) -> dict:
     mesh = init_device_mesh("cuda", (dp, tp), mesh_dim_names=("dp", "tp"))
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     with torch.device("meta"):
-        model = Llama(TP_BLOCKS) if tp > 1 else Model(32)
+        model = Model(TP_BLOCKS, partial(TransformerBlock, *LLAMA_70B), *LLAMA_70B[:2]) if tp > 1 else Model(32)
     batch = TP_BATCH if tp > 1 else B
     if float8:
         from torchao.float8 import Float8LinearConfig, convert_to_float8_training
@@ -205,11 +158,8 @@ def one(ac: str, float8: bool, dp: int, tp: int) -> dict:
         tensor_parallel(model, mesh["tp"], float8)
     n = len(model.layers)
     for i, block in list(model.layers.items()):
-        block = (
-            checkpoint_wrapper(block, context_fn=policy_fn, preserve_rng_state=False)
-            if ac == "op"
-            else (checkpoint_wrapper(block, preserve_rng_state=False))
-        )
+        sac = {"context_fn": partial(policy_fn, SAVE_2025)} if ac == "op" else {}
+        block = checkpoint_wrapper(block, preserve_rng_state=False, **sac)
         block = torch.compile(block, fullgraph=True)
         fully_shard(block, mesh=mesh["dp"], mp_policy=mp, reshard_after_forward=int(i) < n - 1)
         model.layers.register_module(i, block)
