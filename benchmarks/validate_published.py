@@ -406,6 +406,7 @@ def evaluate(name: str, row: dict[str, str]) -> Row:
             seq_len=seq,
             dtype="fp8" if fp8 else "bf16",
             fp8_recipe=row["fp8_recipe"] or ("rowwise" if "rowwise" in opts else "tensorwise"),
+            fp8_all_gather="float8 all-gather" in f"{row['precision']} {opts}".lower(),
             recompute=_recompute(name, row, recompute),
             zero_stage=zero,
             sequence_parallel=_sequence_parallel(name, row),

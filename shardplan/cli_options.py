@@ -108,6 +108,13 @@ Fp8WeightCache = Annotated[
         "(Transformer Engine under Megatron-Core)."
     ),
 ]
+Fp8AllGather = Annotated[
+    bool,
+    typer.Option(
+        help="With --dtype fp8 (tensorwise or current) and ZeRO-3 under FSDP2: FSDP gathers the FP8 linears' weights "
+        "in float8, 1 byte each (torchao's enable_fsdp_float8_all_gather, torchtitan's [float8] option)."
+    ),
+]
 ExpertTensorParallel = Annotated[
     bool,
     typer.Option(
@@ -171,6 +178,7 @@ FRAMEWORK_OPTIONS = (
     "fused_swiglu",
     "fp8_saved_inputs",
     "fp8_weight_cache",
+    "fp8_all_gather",
     "expert_tensor_parallel",
     "ep_comm_overlap",
     "ep_dispatcher",

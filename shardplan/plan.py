@@ -63,6 +63,11 @@ class Plan(BaseModel):
         description="With dtype fp8: the linears' weight casts made once per step and kept (Transformer Engine under "
         "Megatron-Core), not made every micro-batch.",
     )
+    fp8_all_gather: bool = Field(
+        False,
+        description="With dtype fp8 and ZeRO-3 under FSDP2: the FP8 linears' weights gathered in float8 (torchao's "
+        "enable_fsdp_float8_all_gather).",
+    )
     sequence_parallel: bool = True
     compiled: bool = Field(
         False, description="Blocks under torch.compile (and, as torchtitan runs them, the loss): --training.compile."

@@ -132,6 +132,14 @@ class Training(BaseModel):
         "is_first_microbatch, which Megatron-Core's TE linears pass): the weights cast once per step. False: cast "
         "every forward, as torchao's float8 linears do.",
     )
+    fp8_all_gather: bool = Field(
+        False,
+        description="With dtype='fp8' (tensorwise or current scaling) and ZeRO-3 under FSDP2 (`fsdp2`): FSDP gathers "
+        "the blocks' FP8 linears' weights in float8, each shard cast before the all-gather (torchao's "
+        "Float8LinearConfig(enable_fsdp_float8_all_gather=True), torchtitan's [float8] enable_fsdp_float8_all_gather): "
+        "1 B per such weight gathered and held instead of bf16's 2, and no cast of the gathered weight. The "
+        "embedding, head and norms stay bf16.",
+    )
     expert_tensor_parallel: bool = Field(
         True,
         description="With expert parallelism and tp > 1: each expert split by TP as the dense layers are, its TP ranks "
@@ -247,6 +255,11 @@ class Training(BaseModel):
         Megatron-FSDP, whose ParamAndGradBuffer gathers into and reduces out of the parameters' own storage ("zero
         copy communication", megatron/core/distributed/fsdp/src/README.md): not FSDP2."""
         return self.zero_stage == 3 and self.fsdp_version == 2 and self.pipeline_runtime != "megatron"
+
+    @property
+    def fp8_gathered(self) -> bool:
+        """Whether FSDP2 gathers the FP8 linears' weights in float8 (`fp8_all_gather`, where it applies)."""
+        return self.fp8_all_gather and self.dtype == "fp8" and self.fp8_recipe != "rowwise" and self.fsdp2
 
     @property
     def interleaved_pipeline(self) -> bool:

@@ -25,7 +25,8 @@ TRAIN = Training(global_batch=64, seq_len=4096, zero_stage=1)
 PLAN_KEYS = {  # the JSON contract (DESIGN.md "Plan"): new keys carry neutral defaults; removing one bumps the version
     "schema_version", "model", "topology", "num_gpus", "tp", "pp", "dp", "cp", "ep", "expert_tensor_parallel",
     "ep_comm_overlap", "ep_dispatcher", "micro_batch", "num_micro_batches", "virtual_stages", "zero_stage",
-    "recompute", "recompute_modules", "mtp_layers", "dtype", "fp8_recipe", "fp8_weight_cache", "sequence_parallel",
+    "recompute", "recompute_modules", "mtp_layers", "dtype", "fp8_recipe", "fp8_weight_cache", "fp8_all_gather",
+    "sequence_parallel",
     "compiled", "loss", "cp_comm", "tp_comm_overlap", "overlap_param_gather", "global_batch", "seq_len",
     "mesh_dim_names", "mesh_shape", "rank_layout", "layers_per_stage", "step_time_s", "tokens_per_s", "mfu",
     "memory_per_gpu_bytes", "memory_breakdown", "fits", "breakdown", "comm_time_by_link", "default_step_time_s",
@@ -259,6 +260,18 @@ def test_fp8_plans_ask_each_framework_for_fp8_linears() -> None:
     assert tomllib.loads(emit(current, topo, "torchtitan"))["float8"]["recipe_name"] == "tensorwise"
     bf16 = estimate("llama3-8b", topo, TRAIN, tp=2, pp=1, dp=4)
     assert "float8" not in emit(bf16, topo, "torchtitan") and "--fp8" not in emit(bf16, topo, "megatron")
+
+
+def test_fp8_all_gather_reaches_torchtitans_float8_config_only_where_fsdp2_gathers() -> None:
+    topo = load_topology("dgx-h100")
+    fsdp2 = {"dtype": "fp8", "zero_stage": 3, "pipeline_runtime": "torch", "fp8_all_gather": True}
+    plan = estimate("llama3-8b", topo, TRAIN.model_copy(update=fsdp2), tp=1, pp=1, dp=8)
+    assert Plan.from_json(plan.to_json()).fp8_all_gather
+    float8 = tomllib.loads(emit(plan, topo, "torchtitan"))["float8"]
+    assert float8["enable_fsdp_float8_all_gather"] and float8["precompute_float8_dynamic_scale_for_fsdp"]
+    for other in ({"zero_stage": 1}, {"pipeline_runtime": "megatron"}, {"fp8_recipe": "rowwise"}, {"dtype": "bf16"}):
+        plan = estimate("llama3-8b", topo, TRAIN.model_copy(update=fsdp2 | other), tp=1, pp=1, dp=8)
+        assert not plan.fp8_all_gather and "fsdp_float8" not in emit(plan, topo, "torchtitan"), other
 
 
 def _torchrun(*args: str) -> subprocess.CompletedProcess[str]:

@@ -377,7 +377,7 @@ def stage_times(
         compiled=training.compiled,
         precisions=precisions,
         amax_pass=training.fp8_recipe == "current",
-        weight_casts=not training.fp8_weight_cache,
+        weight_casts=not (training.fp8_weight_cache or training.fp8_gathered),
         experts=_local_experts(model.moe, training, tokens, tp, ep) if model.moe is not None else None,
     )
     mtp = training.stage_blocks(layers, last) - layers

@@ -380,14 +380,17 @@ def stage_memory(
         # resharded after forward: torch.distributed.fsdp.fully_shard docs, reshard_after_forward).
         block = sum(local_params(model, layers=1, first=False, last=False, tp=tp, ep=ep))
         ends = param_counts(model, layers=0, first=first, last=last) / tp
-        mem["gathered_weights"] = BF16_WEIGHT * (2 * block + ends)
+        # a block's weights in bf16, or its FP8 linears' in float8, 1 B each (`fp8_gathered`: the benchmarks/
+        # results/h100-torchao-float8 steps held 0.10-0.45 GiB less than bf16 with them)
+        block_bytes = block * (1 if training.fp8_gathered else BF16_WEIGHT)
+        mem["gathered_weights"] = 2 * block_bytes + BF16_WEIGHT * ends
         if training.fsdp2:
             # FSDP2 gathers into a flat buffer on its all-gather stream and copies the weights out of it on the
             # compute stream; that stream's pool, which no other stream can use, keeps the root's flat buffer
             # (embedding, norm and head), the first block's gathered beside it, and their inputs' bf16 casts:
             # 2.62 and 2.40 GiB measured for Llama 3 8B at FSDP 8 and 64, against 2.61 and 2.40 here
             # (benchmarks/results/h100-torchao-float8, traced.jsonl: the all-gather stream's reserve)
-            mem[CACHE_PART] += BF16_WEIGHT * (ends + block) * (1 + 1 / shards)
+            mem[CACHE_PART] += (BF16_WEIGHT * ends + block_bytes) * (1 + 1 / shards)
     if training.dtype == "fp8" and training.fp8_weight_cache:
         # each FP8 linear keeps its weight's casts, row-major and transposed, from the step's first micro-batch on
         mem["fp8_weights"] = FP8_CACHED_WEIGHT * block_weights(model, training, layers=layers, last=last, tp=tp, ep=ep)

@@ -29,6 +29,7 @@ from shardplan.cost.experts import (
     unpaired_share,
 )
 from shardplan.cost.memory import (
+    BF16_WEIGHT,
     block_weights,
     gathered_across_micro_batches,
     kv_bytes,
@@ -347,6 +348,11 @@ def step_cost(
             ]
             return sum(seconds for seconds, _ in runs), runs[0][1] if len(runs) == 1 else Overlap.merged(runs)
 
+        # bytes per weight a ZeRO-3 gather moves: bf16, or float8 for the blocks' FP8 linears (`fp8_gathered`)
+        gathered = BF16_WEIGHT
+        if training.fp8_gathered:
+            fp8 = block_weights(views[p], training, layers=layers[p], last=p == pp - 1, tp=tp, ep=ep)
+            gathered -= fp8 / (dense + experts)
         if shards > 1:
             sync_op = "reduce_scatter" if training.zero_stage >= 1 else "all_reduce"
             sync, on_sync = run((1, sync_op, training.grad_bytes, 1))  # ZeRO: then all-gather the bf16 weights
@@ -365,13 +371,13 @@ def step_cost(
                 # Under PP the stage stays gathered across micro-batches (`gathered_across_micro_batches`):
                 # one gather per block in the first forward and one reduce-scatter in the last backward.
                 blocks = max(training.stage_blocks(layers[p], p == pp - 1), 1)
-                gather_block = run((1, "all_gather", 2, blocks))[0]
+                gather_block = run((1, "all_gather", gathered, blocks))[0]
                 sync_block = run((1, "reduce_scatter", training.grad_bytes, blocks))[0]
                 rounds, gathers = (1, 1) if held else (num_micro, 2)
                 forward = window * stages[p].forward_s / stages[p].total_s
-                forward_moves, on_forward = run((blocks - 1, "all_gather", 2, blocks))
+                forward_moves, on_forward = run((blocks - 1, "all_gather", gathered, blocks))
                 backward_moves, on_backward = run(
-                    (blocks * (gathers - 1), "all_gather", 2, blocks),
+                    (blocks * (gathers - 1), "all_gather", gathered, blocks),
                     (blocks - 1, "reduce_scatter", training.grad_bytes, blocks),
                 )
                 fsdp_s = rounds * (gather_block + on_forward.added_s(forward_moves, forward))

@@ -181,7 +181,8 @@ def time_lower_bound_s(
 
         if training.zero_stage == 3:
             rounds, gathers = (1, 1) if held else (num_micro, 2)
-            per_round = gathers * moved_s("all_gather", 2) + moved_s("reduce_scatter", training.grad_bytes)
+            gathered = 1 if training.fp8_gathered else 2  # no more than the FP8 linears' bytes per weight
+            per_round = gathers * moved_s("all_gather", gathered) + moved_s("reduce_scatter", training.grad_bytes)
             return bound + rounds * max(0.0, per_round - per_micro)
         sync = moved_s("reduce_scatter" if training.zero_stage >= 1 else "all_reduce", training.grad_bytes)
         bound += gradient_syncs(training, num_micro, pp) * max(0.0, sync - per_micro * 2 / 3)

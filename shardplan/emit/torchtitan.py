@@ -86,6 +86,8 @@ def torchtitan_toml(plan: Plan, topology: Topology) -> str:
         # by each tensor's current amax, the plan's "current" (which assumed the amax read in a pass of its own)
         recipe = "tensorwise" if plan.fp8_recipe == "current" else plan.fp8_recipe
         lines += ["", "[model]", 'converters = ["float8"]', "", "[float8]", f'recipe_name = "{recipe}"']
+        if plan.fp8_all_gather:  # FSDP gathers the float8 casts of the weight shards, scaled once per step
+            lines += ["enable_fsdp_float8_all_gather = true", "precompute_float8_dynamic_scale_for_fsdp = true"]
     return "\n".join(lines) + "\n"
 
 

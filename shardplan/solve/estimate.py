@@ -253,6 +253,7 @@ def make_plan(
         dtype=training.dtype,
         fp8_recipe=training.fp8_recipe,
         fp8_weight_cache=training.fp8_weight_cache and training.dtype == "fp8",
+        fp8_all_gather=training.fp8_gathered,
         sequence_parallel=training.sequence_parallel,
         compiled=training.compiled,
         loss=training.loss,
