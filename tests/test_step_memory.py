@@ -349,18 +349,21 @@ def test_torchao_float8_holds_no_more_than_bf16_measured() -> None:
 
 
 def test_fsdp2_all_gather_stream_pool_measured() -> None:
-    """The allocator's trace of two of those steps (traced.jsonl): the pool of FSDP2's all-gather stream holds the
-    root's flat all-gather buffer (embedding, norm and head), a block's beside it and their inputs' bf16 casts, as
-    `stage_memory` counts it into the allocator's cache."""
-    from shardplan.cost.memory import CACHE_PART
+    """The allocator's trace of three of those steps (traced.jsonl): the pool of FSDP2's all-gather stream holds the
+    root's flat all-gather buffer (embedding, norm and head; TP shards under TP), a block's beside it and their
+    inputs' bf16 casts, as `stage_memory` counts it into the allocator's cache."""
+    from shardplan.cost.memory import CACHE_PART, local_params
 
-    for run in _torchao_runs("traced.jsonl"):
+    runs = _torchao_runs("traced.jsonl")
+    assert {run["tp"] for run in runs} == {1, 8}
+    for run in runs:
         model, plan = _torchao_plan(run)
         gathered = [s for s in run["reserved"]["segments_created"] if "foreach_all_gather <" in s["where"]]
         pool = sum(s["gib"] for s in gathered) * 2**30
         assert len({s["stream"] for s in gathered}) == 1
-        block = param_counts(model, layers=1, first=False, last=False)
-        ends = param_counts(model, layers=0, first=True, last=True)
+        tp = run["tp"]
+        block = sum(local_params(model, layers=1, first=False, last=False, tp=tp))
+        ends = param_counts(model, layers=0, first=True, last=True) / tp
         counted = BF16_WEIGHT * (ends + block) * (1 + 1 / run["dp"])
         assert counted == pytest.approx(pool, rel=0.03)
         assert plan.memory_breakdown[CACHE_PART] > counted
