@@ -150,7 +150,11 @@ def one(ac: str, float8: bool, dp: int, tp: int) -> dict:
         model = Model(TP_BLOCKS, partial(TransformerBlock, *LLAMA_70B), *LLAMA_70B[:2]) if tp > 1 else Model(32)
     batch = TP_BATCH if tp > 1 else B
     if float8:
-        from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+        from torchao.float8 import (
+            Float8LinearConfig,
+            convert_to_float8_training,
+            precompute_float8_dynamic_scale_for_fsdp,
+        )
 
         config = Float8LinearConfig(enable_fsdp_float8_all_gather=True)
         convert_to_float8_training(model, config=config, module_filter_fn=lambda mod, fqn: fqn != "output")
@@ -169,14 +173,11 @@ def one(ac: str, float8: bool, dp: int, tp: int) -> dict:
         for p in model.parameters():
             p.to_local().normal_(0.0, 0.02)
 
-    @torch.compile
-    def compiled_loss(pred, labels):
+    def cross_entropy(pred, labels):
         return F.cross_entropy(pred.flatten(0, 1).float(), labels.flatten(0, 1))
 
-    def loss_fn(pred, labels):  # under TP, torchtitan of Dec 2024 (B4-1): eager, over the head's vocabulary shards
-        if tp == 1:
-            return compiled_loss(pred, labels)
-        return F.cross_entropy(pred.flatten(0, 1).float(), labels.flatten(0, 1))
+    # under TP, torchtitan of Dec 2024 (B4-1): eager, over the head's vocabulary shards
+    loss_fn = torch.compile(cross_entropy) if tp == 1 else cross_entropy
 
     opt = torch.optim.AdamW(model.parameters(), lr=8e-4, betas=(0.9, 0.95), weight_decay=0.1, foreach=True)
     tokens = torch.randint(0, VOCAB, (batch, S), device="cuda")
@@ -196,8 +197,6 @@ def one(ac: str, float8: bool, dp: int, tp: int) -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
         opt.step()
         if float8:
-            from torchao.float8 import precompute_float8_dynamic_scale_for_fsdp
-
             precompute_float8_dynamic_scale_for_fsdp(model)
         torch.cuda.synchronize()
     stats = torch.cuda.memory_stats()

@@ -336,7 +336,8 @@ def test_torchao_float8_steps_within_5_percent_of_the_reserved_peak(run: dict) -
 
 def test_torchao_float8_holds_no_more_than_bf16_measured() -> None:
     """Each float8 case reserved and allocated at most what its bf16 twin did (0.1-0.45 GiB less: the blocks'
-    weights gathered in float8), so the cost model gives torchao's float8 steps bf16's memory. The 4-6 GiB that
+    weights gathered in float8), so the cost model gives torchao's float8 steps bf16's memory less those gathers
+    (`fp8_all_gather`). The 4-6 GiB that
     torchtitan's Float8 rows held above the estimate (WF-8node, B4-1, B5-1, B5-2) are not float8's own with this
     torch and torchao."""
     runs = {run["case"]: run for run in _torchao_runs("runs.jsonl")}

@@ -348,11 +348,6 @@ def step_cost(
             ]
             return sum(seconds for seconds, _ in runs), runs[0][1] if len(runs) == 1 else Overlap.merged(runs)
 
-        # bytes per weight a ZeRO-3 gather moves: bf16, or float8 for the blocks' FP8 linears (`fp8_gathered`)
-        gathered = BF16_WEIGHT
-        if training.fp8_gathered:
-            fp8 = block_weights(views[p], training, layers=layers[p], last=p == pp - 1, tp=tp, ep=ep)
-            gathered -= fp8 / (dense + experts)
         if shards > 1:
             sync_op = "reduce_scatter" if training.zero_stage >= 1 else "all_reduce"
             sync, on_sync = run((1, sync_op, training.grad_bytes, 1))  # ZeRO: then all-gather the bf16 weights
@@ -371,6 +366,11 @@ def step_cost(
                 # Under PP the stage stays gathered across micro-batches (`gathered_across_micro_batches`):
                 # one gather per block in the first forward and one reduce-scatter in the last backward.
                 blocks = max(training.stage_blocks(layers[p], p == pp - 1), 1)
+                # bytes per weight a gather moves: bf16, or float8 for the blocks' FP8 linears (`fp8_gathered`)
+                gathered = BF16_WEIGHT
+                if training.fp8_gathered:
+                    fp8 = block_weights(views[p], training, layers=layers[p], last=p == pp - 1, tp=tp, ep=ep)
+                    gathered -= fp8 / (dense + experts)
                 gather_block = run((1, "all_gather", gathered, blocks))[0]
                 sync_block = run((1, "reduce_scatter", training.grad_bytes, blocks))[0]
                 rounds, gathers = (1, 1) if held else (num_micro, 2)
