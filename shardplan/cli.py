@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -48,9 +49,12 @@ from shardplan.errors import ShardplanError, describe_validation
 from shardplan.files import check_new_file
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from shardplan.cost.calibration import Calibration
     from shardplan.plan import Plan
     from shardplan.topology import Topology
+    from shardplan.training import Training
 
 app = typer.Typer(
     add_completion=False,
@@ -317,6 +321,9 @@ def estimate(
         f"({'fits' if plan.fits else 'does NOT fit'})",
         highlight=False,
     )
+    if not plan.fits:
+        retry = partial(run_estimate, model, topo, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, calibration=cal)
+        console.print(_shortfall(plan, topo, train, retry, micro_batch, virtual_stages), highlight=False)
     table = Table(title="where the step goes")
     table.add_column("part")
     table.add_column("seconds", justify="right")
@@ -328,6 +335,45 @@ def estimate(
     console.print(f"communication seconds by link, hidden or not: {links}", highlight=False)
     mem = ", ".join(f"{k} {v / 2**30:.1f}" for k, v in plan.memory_breakdown.items())
     console.print(f"memory GiB: {mem}", highlight=False)
+
+
+def _shortfall(
+    plan: Plan, topo: Topology, train: Training, retry: Callable[..., Plan], micro_batch: int, virtual_stages: int
+) -> str:
+    """How far a layout that does not fit is from fitting, and which of ZeRO-3, full recompute and a micro-batch
+    of one (keeping its degrees) would fit."""
+    from shardplan.cost.memory import CACHE_PART
+
+    need = plan.memory_per_gpu_bytes - plan.memory_breakdown.get(CACHE_PART, 0.0)
+    hbm = topo.smallest_memory_bytes or need
+    changes = {
+        "ZeRO-3": ({"zero_stage": 3}, micro_batch),
+        "full recompute": ({"recompute": "full"}, micro_batch),
+        "ZeRO-3 and full recompute": ({"zero_stage": 3, "recompute": "full"}, micro_batch),
+        "micro-batch 1, ZeRO-3 and full recompute": ({"zero_stage": 3, "recompute": "full"}, 1),
+    }
+    fixes = []
+    for label, (update, mb) in changes.items():
+        changed = train.model_copy(update=update)
+        if changed == train and mb == micro_batch:
+            continue
+        try:
+            other = retry(changed, micro_batch=mb, virtual_stages=virtual_stages)
+        except ShardplanError:  # degrees that cannot take this option (ZeRO-3 under some pipelines)
+            continue
+        if other.fits:
+            fixes.append(f"{label} ({other.memory_per_gpu_bytes / 2**30:.1f} GiB)")
+            break
+    what = (
+        f"; would fit: {fixes[0]}"
+        if fixes
+        else "; neither ZeRO-3, full recompute nor a micro-batch of one makes these degrees fit: `shardplan "
+        "suggest` searches the others and says what would fit where none does"
+    )
+    return (
+        f"needs {need / 2**30:.1f} GiB per GPU beyond the allocator's cache, {(need - hbm) / 2**30:.1f} GiB more "
+        f"than the smallest GPU's {hbm / 2**30:.1f}{what}"
+    )
 
 
 TOKENS_PER_STEP = 2**20  # default global batch: about a million tokens per step (Llama-2/3 warm-up scale)

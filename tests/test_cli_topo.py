@@ -12,8 +12,11 @@ import pytest
 from conftest import DATA
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shardplan.cli", *args], capture_output=True, text=True, check=False)
+def _cli(*args: str, columns: int | None = None) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"COLUMNS": str(columns)} if columns else None
+    return subprocess.run(
+        [sys.executable, "-m", "shardplan.cli", *args], capture_output=True, text=True, check=False, env=env
+    )
 
 
 def test_importing_cli_does_not_import_torch_or_ortools():
@@ -184,6 +187,27 @@ def test_estimate_command_json_and_bad_degrees():
     assert bad.returncode == 2 and bad.stderr.startswith("error: recompute:")
 
 
+def test_estimate_of_a_layout_that_does_not_fit_says_by_how_much_and_what_would():
+    """Eight GPUs each holding all of Llama 3 8B's states (ZeRO-0), micro-batches of 8 x 4,096 tokens without
+    recompute: the line after the step says how many GiB it is short of the GPU and that ZeRO-3 and full recompute
+    would fit these degrees, with the memory they would take, as `estimate` gives it."""
+    args = ["estimate", "--model", "llama3-8b", "--topology", "dgx-h100", "--dp", "8", "--zero", "0"]
+    args += ["--micro-batch", "8", "--recompute", "none"]
+    plan = json.loads(_cli(*args, "--json").stdout)
+    fixed = json.loads(_cli(*args, "--zero", "3", "--recompute", "full", "--json").stdout)
+    assert not plan["fits"] and fixed["fits"]
+    need = (plan["memory_per_gpu_bytes"] - plan["memory_breakdown"]["allocator_cache"]) / 2**30
+    run = _cli(*args, columns=300)
+    assert run.returncode == 0, run.stderr
+    line = next(line for line in run.stdout.splitlines() if line.startswith("needs "))
+    assert line == (
+        f"needs {need:.1f} GiB per GPU beyond the allocator's cache, {need - 85520809984 / 2**30:.1f} GiB more than "
+        f"the smallest GPU's 79.6; would fit: ZeRO-3 and full recompute ({fixed['memory_per_gpu_bytes'] / 2**30:.1f} "
+        "GiB)"
+    )
+    assert "needs " not in _cli(*args[:-6], "--zero", "3").stdout  # ZeRO-3, selective recompute, one sequence
+
+
 def test_suggest_refuses_values_no_plan_can_take():
     """Each bad option is one line naming the option and what was expected, exit code 2."""
     base = ("suggest", "--model", "llama3-8b", "--topology", "dgx-h100")
@@ -334,13 +358,8 @@ def test_suggest_table_in_a_pipe_keeps_every_figure_whole():
 
 def test_help_keeps_the_defaults_it_states_in_square_brackets():
     """typer renders help through rich markup, which drops an unescaped "[...]" as an unknown tag."""
-    run = subprocess.run(
-        [sys.executable, "-m", "shardplan.cli", "suggest", "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "COLUMNS": "240"},
-    )
+    run = _cli("suggest", "--help", columns=240)
+    assert run.returncode == 0, run.stderr
     text = " ".join(run.stdout.replace("│", " ").split())
     for default in ("[default: 2^20 tokens / seq-len", "[default: p2p; --emit torchtitan", "[default for MoE models"):
         assert default in text, default
