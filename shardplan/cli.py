@@ -340,36 +340,32 @@ def estimate(
 def _shortfall(
     plan: Plan, topo: Topology, train: Training, retry: Callable[..., Plan], micro_batch: int, virtual_stages: int
 ) -> str:
-    """How far a layout that does not fit is from fitting, and which of ZeRO-3, full recompute and a micro-batch
-    of one (keeping its degrees) would fit."""
+    """How far a layout that does not fit is from fitting, and the first of ZeRO-3, full recompute, both, and both
+    with a micro-batch of one that would fit its degrees."""
     from shardplan.cost.memory import CACHE_PART
 
     need = plan.memory_per_gpu_bytes - plan.memory_breakdown.get(CACHE_PART, 0.0)
     hbm = topo.smallest_memory_bytes or need
-    changes = {
-        "ZeRO-3": ({"zero_stage": 3}, micro_batch),
-        "full recompute": ({"recompute": "full"}, micro_batch),
-        "ZeRO-3 and full recompute": ({"zero_stage": 3, "recompute": "full"}, micro_batch),
-        "micro-batch 1, ZeRO-3 and full recompute": ({"zero_stage": 3, "recompute": "full"}, 1),
-    }
-    fixes = []
-    for label, (update, mb) in changes.items():
+    both = {"zero_stage": 3, "recompute": "full"}
+    changes = [("ZeRO-3", {"zero_stage": 3}, micro_batch), ("full recompute", {"recompute": "full"}, micro_batch)]
+    changes += [("ZeRO-3 and full recompute", both, micro_batch), ("micro-batch 1, ZeRO-3 and full recompute", both, 1)]
+    what = (
+        "; neither ZeRO-3, full recompute nor a micro-batch of one makes these degrees fit: `shardplan suggest` "
+        "searches the others and says what would fit where none does"
+    )
+    tried = {(train, micro_batch)}
+    for label, update, mb in changes:
         changed = train.model_copy(update=update)
-        if changed == train and mb == micro_batch:
+        if (changed, mb) in tried:
             continue
+        tried.add((changed, mb))
         try:
             other = retry(changed, micro_batch=mb, virtual_stages=virtual_stages)
         except ShardplanError:  # degrees that cannot take this option (ZeRO-3 under some pipelines)
             continue
         if other.fits:
-            fixes.append(f"{label} ({other.memory_per_gpu_bytes / 2**30:.1f} GiB)")
+            what = f"; would fit: {label} ({other.memory_per_gpu_bytes / 2**30:.1f} GiB)"
             break
-    what = (
-        f"; would fit: {fixes[0]}"
-        if fixes
-        else "; neither ZeRO-3, full recompute nor a micro-batch of one makes these degrees fit: `shardplan "
-        "suggest` searches the others and says what would fit where none does"
-    )
     return (
         f"needs {need / 2**30:.1f} GiB per GPU beyond the allocator's cache, {(need - hbm) / 2**30:.1f} GiB more "
         f"than the smallest GPU's {hbm / 2**30:.1f}{what}"
