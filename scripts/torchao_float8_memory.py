@@ -31,7 +31,9 @@ from h100_torchtitan_step_memory import VOCAB, Model
 from torch import nn
 from torch.distributed.tensor.parallel import loss_parallel
 
-# name -> (activation checkpointing, float8, FSDP degree, TP degree)
+TP_BLOCKS, TP_BATCH = 40, 16
+LLAMA_70B = 8192, 64, 8, 28672  # hidden, heads, KV heads, MLP width
+# name -> (activation checkpointing, float8, FSDP degree, TP degree[, local batch[, blocks]])
 CASES = {
     "sac-bf16-dp64": ("op", False, 64, 1),
     "sac-float8-dp64": ("op", True, 64, 1),  # WF-8node: Llama 3.1 8B, FSDP 64, torchtitan's default op-level SAC
@@ -41,9 +43,11 @@ CASES = {
     # 16 x 8,192 tokens; 40 of its 80 blocks, to fit an 80 GB GPU
     "tp-bf16": ("full", False, 32, 8),
     "tp-float8": ("full", True, 32, 8),
+    # the bf16 one with half the local batch (half the logits and kept inputs), and with half the blocks (half the
+    # kept inputs): which of the two the reserve beyond the estimate follows
+    "tp-bf16-b8": ("full", False, 32, 8, TP_BATCH // 2),
+    "tp-bf16-20": ("full", False, 32, 8, TP_BATCH, TP_BLOCKS // 2),
 }
-TP_BLOCKS, TP_BATCH = 40, 16
-LLAMA_70B = 8192, 64, 8, 28672  # hidden, heads, KV heads, MLP width
 # torchtitan's op-level SAC save list of 2025 (models/llama3/infra/parallelize.py `_op_sac_save_list`): Dec 2024's,
 # and FSDP's reduce-scatter and the amax (aten.max) of each float8 cast; torchao's float8 linears reach aten.mm with
 # float8 tensors
@@ -131,7 +135,7 @@ def tensor_parallel(model: nn.Module, mesh, float8: bool) -> None:
         parallelize_module(block, mesh, plan)
 
 
-def one(ac: str, float8: bool, dp: int, tp: int) -> dict:
+def one(ac: str, float8: bool, dp: int, tp: int, batch: int | None = None, blocks: int = TP_BLOCKS) -> dict:
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -147,8 +151,8 @@ def one(ac: str, float8: bool, dp: int, tp: int) -> dict:
     mesh = init_device_mesh("cuda", (dp, tp), mesh_dim_names=("dp", "tp"))
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     with torch.device("meta"):
-        model = Model(TP_BLOCKS, partial(TransformerBlock, *LLAMA_70B), *LLAMA_70B[:2]) if tp > 1 else Model(32)
-    batch = TP_BATCH if tp > 1 else B
+        model = Model(blocks, partial(TransformerBlock, *LLAMA_70B), *LLAMA_70B[:2]) if tp > 1 else Model(32)
+    batch = batch or (TP_BATCH if tp > 1 else B)
     if float8:
         from torchao.float8 import (
             Float8LinearConfig,

@@ -349,6 +349,26 @@ def test_torchao_float8_holds_no_more_than_bf16_measured() -> None:
         assert runs[bf16]["max_reserved"] - runs[float8]["max_reserved"] < 0.5 * 2**30
 
 
+def test_loss_parallel_cache_is_the_median_measured() -> None:
+    """Three traced torchtitan-style TP 8 steps with loss_parallel (traced.jsonl) that halve the local logits (16 or 8
+    sequences) and, apart, the kept block inputs (40 or 20 blocks): the reserve the estimate misses without the loss's
+    extra cache, per local logit, is the same in each (it follows the logits, not the blocks), and
+    LOSS_PARALLEL_CACHED_LOGIT_BYTES adds their median to CACHED_LOGIT_BYTES."""
+    from shardplan.cost.memory import LOSS_PARALLEL_CACHED_LOGIT_BYTES
+
+    extra = LOSS_PARALLEL_CACHED_LOGIT_BYTES - CACHED_LOGIT_BYTES
+    runs = [run for run in _torchao_runs("traced.jsonl") if run["tp"] > 1]
+    assert {(run["micro_batch"], run["blocks"]) for run in runs} == {(16, 40), (8, 40), (16, 20)}
+    missed = []
+    for run in runs:
+        model, plan = _torchao_plan(run)
+        estimated = plan.memory_per_gpu_bytes - plan.memory_breakdown["framework"]
+        logits = run["micro_batch"] * run["seq"] * model.vocab_size / run["tp"]
+        missed.append((run["max_reserved"] - estimated) / logits + extra)
+    assert max(missed) - min(missed) < 0.06
+    assert extra == pytest.approx(statistics.median(missed), abs=0.005)
+
+
 def test_fsdp2_all_gather_stream_pool_measured() -> None:
     """The allocator's trace of three of those steps (traced.jsonl): the pool of FSDP2's all-gather stream holds the
     root's flat all-gather buffer (embedding, norm and head; TP shards under TP), a block's beside it and their

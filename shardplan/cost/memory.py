@@ -33,6 +33,11 @@ LOSS_PARALLEL_LOGIT_BYTES = 4 + 4 + 4 + 4
 # so the caching allocator keeps it in its cache: 2 B per logit. Measured: the bf16 request and each
 # of the three fp32 ones needed fresh memory (benchmarks/results/torchtitan-step-memory.json).
 CACHED_LOGIT_BYTES = 2
+# Under torch's loss_parallel the cache holds more: 0.92, 0.96 and 0.93 B per local logit beyond the estimate with
+# CACHED_LOGIT_BYTES, over three torchtitan-style steps at FSDP 32 x TP 8 that halve the logits (16 or 8 sequences
+# of 8,192 tokens) and, apart, the kept block inputs (40 or 20 of Llama 3.1 70B's blocks): it follows the logits
+# alone (benchmarks/results/h100-torchao-float8/traced.jsonl; derived in tests/test_step_memory.py). The median.
+LOSS_PARALLEL_CACHED_LOGIT_BYTES = CACHED_LOGIT_BYTES + 0.93
 # A fused cross-entropy (flash-attn's CrossEntropyLoss) keeps the bf16 logits and a log-sum-exp per
 # token; its backward writes a bf16 gradient next to them: 2 + 2 B. Mist's copy of Megatron's vocab-parallel
 # cross-entropy on fp16 logits (mist/modules/losses.py, as with --fp16-lm-cross-entropy) holds as much: forward,
@@ -238,7 +243,9 @@ def activation_bytes(
         in_flight = min(pp - stage, num_micro)
     logits = tokens * model.vocab_size / tp if last else 0.0
     out = {"activations": per_layer * tokens * training.stage_blocks(layers, last) * in_flight}
-    cached = logits * CACHED_LOGIT_BYTES if training.loss == "fp32" else 0.0
+    dtensor = training.tp_impl == "dtensor" and tp > 1
+    per_cached = LOSS_PARALLEL_CACHED_LOGIT_BYTES if dtensor else CACHED_LOGIT_BYTES
+    cached = logits * per_cached if training.loss == "fp32" else 0.0
     out[CACHE_PART] = FRAGMENTATION * out["activations"] + cached
     if first:
         out["embedding_output"] = tokens * model.hidden_size * 2 / (tp if sp else 1)
@@ -259,7 +266,6 @@ def activation_bytes(
         rebuilt = (model.activation_bytes_per_token(**shape | {"fp8_recast_inputs": False}) + gathered) * tokens
     loss = 0.0
     if last:
-        dtensor = training.tp_impl == "dtensor" and tp > 1
         per_logit = {
             "fused": FUSED_LOGIT_BYTES,
             "megatron": MEGATRON_LOGIT_BYTES,
