@@ -85,6 +85,7 @@ def test_product_names_find_their_catalogue_entry():
         "NVIDIA L40S": "l40s",
         "Tesla V100-PCIE-32GB": "v100-pcie-32gb",
         "Tesla V100-SXM2-32GB": "v100-sxm2-32gb",
+        "Tesla V100-SXM3-32GB": "v100-sxm3-32gb",  # DGX-2's, on NVSwitch
     }
     assert {name: match_product_name(name) for name in names} == names
     ids = [device for model in gpu_models().values() for device in model.pci_device_ids]  # NCCL XML's way in
