@@ -33,7 +33,7 @@ from torch.distributed.tensor.parallel import loss_parallel
 
 TP_BLOCKS, TP_BATCH = 40, 16
 LLAMA_70B = 8192, 64, 8, 28672  # hidden, heads, KV heads, MLP width
-# name -> (activation checkpointing, float8, FSDP degree, TP degree[, local batch[, blocks]])
+# name -> (activation checkpointing, float8, FSDP degree, TP degree[, local batch[, blocks[, compiled loss]]])
 CASES = {
     "sac-bf16-dp64": ("op", False, 64, 1),
     "sac-float8-dp64": ("op", True, 64, 1),  # WF-8node: Llama 3.1 8B, FSDP 64, torchtitan's default op-level SAC
@@ -47,6 +47,10 @@ CASES = {
     # kept inputs): which of the two the reserve beyond the estimate follows
     "tp-bf16-b8": ("full", False, 32, 8, TP_BATCH // 2),
     "tp-bf16-20": ("full", False, 32, 8, TP_BATCH, TP_BLOCKS // 2),
+    # torchtitan from 2025 compiles the loss whenever it compiles (components/loss.py build_cross_entropy_loss), under
+    # TP inside loss_parallel as well
+    "tp-bf16-cl": ("full", False, 32, 8, TP_BATCH, TP_BLOCKS, True),
+    "tp-bf16-cl-b8": ("full", False, 32, 8, TP_BATCH // 2, TP_BLOCKS, True),
 }
 # torchtitan's op-level SAC save list of 2025 (models/llama3/infra/parallelize.py `_op_sac_save_list`): Dec 2024's,
 # and FSDP's reduce-scatter and the amax (aten.max) of each float8 cast; torchao's float8 linears reach aten.mm with
@@ -135,7 +139,15 @@ def tensor_parallel(model: nn.Module, mesh, float8: bool) -> None:
         parallelize_module(block, mesh, plan)
 
 
-def one(ac: str, float8: bool, dp: int, tp: int, batch: int | None = None, blocks: int = TP_BLOCKS) -> dict:
+def one(
+    ac: str,
+    float8: bool,
+    dp: int,
+    tp: int,
+    batch: int | None = None,
+    blocks: int = TP_BLOCKS,
+    compiled_loss: bool | None = None,
+) -> dict:
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -181,12 +193,13 @@ def one(ac: str, float8: bool, dp: int, tp: int, batch: int | None = None, block
         return F.cross_entropy(pred.flatten(0, 1).float(), labels.flatten(0, 1))
 
     # under TP, torchtitan of Dec 2024 (B4-1): eager, over the head's vocabulary shards
-    loss_fn = torch.compile(cross_entropy) if tp == 1 else cross_entropy
+    loss_fn = torch.compile(cross_entropy) if (tp == 1 if compiled_loss is None else compiled_loss) else cross_entropy
 
     opt = torch.optim.AdamW(model.parameters(), lr=8e-4, betas=(0.9, 0.95), weight_decay=0.1, foreach=True)
     tokens = torch.randint(0, VOCAB, (batch, S), device="cuda")
     labels = torch.randint(0, VOCAB, (batch, S), device="cuda")
     out = {"ac": ac, "float8": float8, "dp": dp, "tp": tp, "blocks": n, "micro_batch": batch, "seq": S}
+    out["compiled_loss"] = loss_fn is not cross_entropy
     out["params"] = sum(p.numel() for p in model.parameters())
     for step in range(4):
         if step == 2:

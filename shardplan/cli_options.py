@@ -31,7 +31,8 @@ Loss = Annotated[
         "per logit; its native --cross-entropy-loss-fusion holds 10), "
         "fp32 (cross_entropy on an fp32 copy of the logits, eager torchtitan / Hugging Face: 14 B) or fused (one "
         "kernel over bf16 logits: flash-attn's CrossEntropyLoss, llm-foundry, Transformer Engine's (Megatron's "
-        "--cross-entropy-fusion-impl te), a compiled loss: 4 B) \\[default: the framework's: megatron; fp32 for "
+        "--cross-entropy-fusion-impl te), a compiled loss: 4 B; under --tp-impl dtensor both run in torch's "
+        "loss_parallel: 16 and 10 B) \\[default: the framework's: megatron; fp32 for "
         "--emit torchtitan or python; fused for --emit torchtitan with --compiled, as torchtitan compiles its loss "
         "with the model]."
     ),

@@ -100,7 +100,9 @@ class Training(BaseModel):
         "(4 B per logit: flash-attn's CrossEntropyLoss, llm-foundry's default loss_fn: fused_crossentropy; "
         "Transformer Engine's, Megatron's --cross-entropy-loss-fusion --cross-entropy-fusion-impl te; the same "
         "cross_entropy under torch.compile, as torchtitan compiles its loss with the model since 2025). Measured: "
-        "benchmarks/results/h100-loss-memory.",
+        "benchmarks/results/h100-loss-memory. Under DTensor TP fp32 and fused run inside torch's loss_parallel: "
+        "16 and 10 B per local logit (compiled, it keeps the bf16 logits and two fp32 copies), and about 0.9 B more "
+        "in the allocator's cache (benchmarks/results/h100-torchao-float8).",
     )
     compiled: bool = Field(
         False,

@@ -33,11 +33,12 @@ LOSS_PARALLEL_LOGIT_BYTES = 4 + 4 + 4 + 4
 # so the caching allocator keeps it in its cache: 2 B per logit. Measured: the bf16 request and each
 # of the three fp32 ones needed fresh memory (benchmarks/results/torchtitan-step-memory.json).
 CACHED_LOGIT_BYTES = 2
-# Under torch's loss_parallel the cache holds more: 0.92, 0.96 and 0.93 B per local logit beyond the estimate with
-# CACHED_LOGIT_BYTES, over three torchtitan-style steps at FSDP 32 x TP 8 that halve the logits (16 or 8 sequences
-# of 8,192 tokens) and, apart, the kept block inputs (40 or 20 of Llama 3.1 70B's blocks): it follows the logits
-# alone (benchmarks/results/h100-torchao-float8/traced.jsonl; derived in tests/test_step_memory.py). The median.
-LOSS_PARALLEL_CACHED_LOGIT_BYTES = CACHED_LOGIT_BYTES + 0.93
+# Under torch's loss_parallel, eagerly or compiled, the cache holds more: 0.92, 0.96 and 0.93 B per local logit beyond
+# the estimate without it over three eager torchtitan-style steps at FSDP 32 x TP 8 that halve the logits (16 or 8
+# sequences of 8,192 tokens) and, apart, the kept block inputs (40 or 20 of Llama 3.1 70B's blocks), so it follows
+# the logits alone; 0.92 and 0.96 with the loss compiled (16 or 8 sequences). The median of the five
+# (benchmarks/results/h100-torchao-float8/traced.jsonl; derived in tests/test_step_memory.py).
+LOSS_PARALLEL_CACHED_BYTES = 0.93
 # A fused cross-entropy (flash-attn's CrossEntropyLoss) keeps the bf16 logits and a log-sum-exp per
 # token; its backward writes a bf16 gradient next to them: 2 + 2 B. Mist's copy of Megatron's vocab-parallel
 # cross-entropy on fp16 logits (mist/modules/losses.py, as with --fp16-lm-cross-entropy) holds as much: forward,
@@ -45,6 +46,12 @@ LOSS_PARALLEL_CACHED_LOGIT_BYTES = CACHED_LOGIT_BYTES + 0.93
 # backward turns that into the gradient in place. (Megatron-Core's own upcasts to fp32 first:
 # MEGATRON_LOGIT_BYTES.)
 FUSED_LOGIT_BYTES = 2 + 2
+# The cross-entropy compiled under torch's loss_parallel (torchtitan from 2025 with TP: it compiles its loss whenever
+# it compiles, and TP runs the loss inside loss_parallel) does not fuse so far: at the peak the bf16 logits, which
+# the compiled graph keeps for its backward, and two fp32 tensors of their size beside them, 2 + 4 + 4 B. Measured:
+# 3.91 + 7.83 + 7.83 GiB live for 2.1 billion local logits, half that for half of them (benchmarks/results/
+# h100-torchao-float8/traced.jsonl, tp-bf16-cl and tp-bf16-cl-b8).
+COMPILED_LOSS_PARALLEL_LOGIT_BYTES = 2 + 4 + 4
 # Megatron-LM's vocab-parallel cross-entropy (megatron/core/tensor_parallel/cross_entropy.py, its default) on bf16
 # logits. Forward: the logits beside their fp32 copy (2 + 4 B), shifted, exponentiated and normalised in place and
 # saved as the softmax; the logits are freed once the loss has them. Backward: the softmax turned into the fp32
@@ -244,8 +251,9 @@ def activation_bytes(
     logits = tokens * model.vocab_size / tp if last else 0.0
     out = {"activations": per_layer * tokens * training.stage_blocks(layers, last) * in_flight}
     dtensor = training.tp_impl == "dtensor" and tp > 1
-    per_cached = LOSS_PARALLEL_CACHED_LOGIT_BYTES if dtensor else CACHED_LOGIT_BYTES
-    cached = logits * per_cached if training.loss == "fp32" else 0.0
+    loss_parallel = dtensor and training.loss != "megatron"  # torch's own losses over DTensor's vocabulary shards
+    per_cached = (CACHED_LOGIT_BYTES if training.loss == "fp32" else 0.0) + loss_parallel * LOSS_PARALLEL_CACHED_BYTES
+    cached = logits * per_cached
     out[CACHE_PART] = FRAGMENTATION * out["activations"] + cached
     if first:
         out["embedding_output"] = tokens * model.hidden_size * 2 / (tp if sp else 1)
@@ -267,7 +275,7 @@ def activation_bytes(
     loss = 0.0
     if last:
         per_logit = {
-            "fused": FUSED_LOGIT_BYTES,
+            "fused": COMPILED_LOSS_PARALLEL_LOGIT_BYTES if dtensor else FUSED_LOGIT_BYTES,
             "megatron": MEGATRON_LOGIT_BYTES,
             "fp32": LOSS_PARALLEL_LOGIT_BYTES if dtensor else LOGIT_BYTES,
         }
