@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -49,12 +48,9 @@ from shardplan.errors import ShardplanError, describe_validation
 from shardplan.files import check_new_file
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from shardplan.cost.calibration import Calibration
     from shardplan.plan import Plan
     from shardplan.topology import Topology
-    from shardplan.training import Training
 
 app = typer.Typer(
     add_completion=False,
@@ -284,6 +280,7 @@ def estimate(
 ) -> None:
     """Estimate step time and memory of one layout (row-major rank order)."""
     from shardplan.solve.estimate import estimate as run_estimate
+    from shardplan.solve.estimate import shortfall
 
     _check_tokens(seq_len)
     train = training_of(
@@ -322,8 +319,8 @@ def estimate(
         highlight=False,
     )
     if not plan.fits:
-        retry = partial(run_estimate, model, topo, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, calibration=cal)
-        console.print(_shortfall(plan, topo, train, retry, micro_batch, virtual_stages), highlight=False)
+        layout = dict(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, micro_batch=micro_batch, virtual_stages=virtual_stages)
+        console.print(shortfall(model, topo, train, plan, **layout, calibration=cal), highlight=False)
     table = Table(title="where the step goes")
     table.add_column("part")
     table.add_column("seconds", justify="right")
@@ -335,41 +332,6 @@ def estimate(
     console.print(f"communication seconds by link, hidden or not: {links}", highlight=False)
     mem = ", ".join(f"{k} {v / 2**30:.1f}" for k, v in plan.memory_breakdown.items())
     console.print(f"memory GiB: {mem}", highlight=False)
-
-
-def _shortfall(
-    plan: Plan, topo: Topology, train: Training, retry: Callable[..., Plan], micro_batch: int, virtual_stages: int
-) -> str:
-    """How far a layout that does not fit is from fitting, and the first of ZeRO-3, full recompute, both, and both
-    with a micro-batch of one that would fit its degrees."""
-    from shardplan.cost.memory import CACHE_PART
-
-    need = plan.memory_per_gpu_bytes - plan.memory_breakdown.get(CACHE_PART, 0.0)
-    hbm = topo.smallest_memory_bytes or need
-    both = {"zero_stage": 3, "recompute": "full"}
-    changes = [("ZeRO-3", {"zero_stage": 3}, micro_batch), ("full recompute", {"recompute": "full"}, micro_batch)]
-    changes += [("ZeRO-3 and full recompute", both, micro_batch), ("micro-batch 1, ZeRO-3 and full recompute", both, 1)]
-    what = (
-        "; neither ZeRO-3, full recompute nor a micro-batch of one makes these degrees fit: `shardplan suggest` "
-        "searches the others and says what would fit where none does"
-    )
-    tried = {(train, micro_batch)}
-    for label, update, mb in changes:
-        changed = train.model_copy(update=update)
-        if (changed, mb) in tried:
-            continue
-        tried.add((changed, mb))
-        try:
-            other = retry(changed, micro_batch=mb, virtual_stages=virtual_stages)
-        except ShardplanError:  # degrees that cannot take this option (ZeRO-3 under some pipelines)
-            continue
-        if other.fits:
-            what = f"; would fit: {label} ({other.memory_per_gpu_bytes / 2**30:.1f} GiB)"
-            break
-    return (
-        f"needs {need / 2**30:.1f} GiB per GPU beyond the allocator's cache, {(need - hbm) / 2**30:.1f} GiB more "
-        f"than the smallest GPU's {hbm / 2**30:.1f}{what}"
-    )
 
 
 TOKENS_PER_STEP = 2**20  # default global batch: about a million tokens per step (Llama-2/3 warm-up scale)

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from shardplan.cost.calibration import Calibration, read_calibration
 from shardplan.cost.link_scale import calibrated_links
+from shardplan.cost.memory import CACHE_PART
 from shardplan.cost.step import StepCost, step_cost
-from shardplan.errors import PlanError
+from shardplan.errors import PlanError, ShardplanError
 from shardplan.model import ModelSpec, load_model
 from shardplan.plan import Plan
 from shardplan.topology import Topology, load_topology
@@ -277,4 +278,37 @@ def make_plan(
         default_step_time_s=default.step_time_s,
         optimal=optimal,
         gap=gap,
+    )
+
+
+def shortfall(model: ModelSpec | str | Path, topology: Topology, training: Training, plan: Plan, **layout: Any) -> str:
+    """For `plan`, `estimate`'s of `layout` (its keyword arguments) that does not fit: how many GiB per GPU it is
+    short, and the first of ZeRO-3, full recompute, both, and both with a micro-batch of one that would fit the same
+    degrees, or that none would."""
+    need = plan.memory_per_gpu_bytes - plan.memory_breakdown.get(CACHE_PART, 0.0)
+    hbm = topology.smallest_memory_bytes or need
+    mb = layout.get("micro_batch", 1)
+    both = {"zero_stage": 3, "recompute": "full"}
+    changes = [("ZeRO-3", {"zero_stage": 3}, mb), ("full recompute", {"recompute": "full"}, mb)]
+    changes += [("ZeRO-3 and full recompute", both, mb), ("micro-batch 1, ZeRO-3 and full recompute", both, 1)]
+    what = (
+        "; neither ZeRO-3, full recompute nor a micro-batch of one makes these degrees fit: `shardplan suggest` "
+        "searches the others and says what would fit where none does"
+    )
+    tried = {(training, mb)}
+    for label, update, micro_batch in changes:
+        changed = training.model_copy(update=update)
+        if (changed, micro_batch) in tried:
+            continue
+        tried.add((changed, micro_batch))
+        try:
+            other = estimate(model, topology, changed, **layout | {"micro_batch": micro_batch})
+        except ShardplanError:  # degrees that cannot take this option (ZeRO-3 under some pipelines)
+            continue
+        if other.fits:
+            what = f"; would fit: {label} ({other.memory_per_gpu_bytes / 2**30:.1f} GiB)"
+            break
+    return (
+        f"needs {need / 2**30:.1f} GiB per GPU beyond the allocator's cache, {(need - hbm) / 2**30:.1f} GiB more "
+        f"than the smallest GPU's {hbm / 2**30:.1f}{what}"
     )
