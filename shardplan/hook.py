@@ -48,7 +48,9 @@ def auto_device_mesh(
     mesh a "cp" axis).
     `training` also says what runs the step on the mesh: torch's own parallelism (fully_shard, parallelize_module,
     torch.distributed.pipelining) and torch's cross_entropy(logits.float()) is `Training(...,
-    pipeline_runtime="torch", tp_impl="dtensor", loss="fp32")`; its defaults are Megatron-LM's.
+    pipeline_runtime="torch", tp_impl="dtensor", loss="fp32")`; its defaults are Megatron-LM's. Under TP the
+    estimate takes that loss to run inside torch's `loss_parallel` over the head's vocabulary shards, as torchtitan
+    runs it (`loss="fused"` for it compiled).
     """
     import torch.distributed as dist
 
