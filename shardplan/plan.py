@@ -75,7 +75,8 @@ class Plan(BaseModel):
     loss: str = Field(
         "fp32",
         description="The cross-entropy the memory assumed: megatron (Megatron-LM's vocab-parallel one), fp32 (torch's "
-        "on an fp32 copy of the logits) or fused (one kernel over the bf16 logits).",
+        "on an fp32 copy of the logits) or fused (one kernel over the bf16 logits, or torch's loss compiled); under "
+        "DTensor TP (torchtitan's) the last two inside torch's loss_parallel.",
     )
     cp_comm: str = Field("p2p", description="With cp > 1, how keys and values move: p2p (a ring) or all_gather.")
     tp_comm_overlap: bool = Field(False, description="TP collectives assumed hidden under the GEMMs they feed.")
