@@ -193,13 +193,14 @@ def one(
         return F.cross_entropy(pred.flatten(0, 1).float(), labels.flatten(0, 1))
 
     # under TP, torchtitan of Dec 2024 (B4-1): eager, over the head's vocabulary shards
-    loss_fn = torch.compile(cross_entropy) if (tp == 1 if compiled_loss is None else compiled_loss) else cross_entropy
+    compiled_loss = tp == 1 if compiled_loss is None else compiled_loss
+    loss_fn = torch.compile(cross_entropy) if compiled_loss else cross_entropy
 
     opt = torch.optim.AdamW(model.parameters(), lr=8e-4, betas=(0.9, 0.95), weight_decay=0.1, foreach=True)
     tokens = torch.randint(0, VOCAB, (batch, S), device="cuda")
     labels = torch.randint(0, VOCAB, (batch, S), device="cuda")
     out = {"ac": ac, "float8": float8, "dp": dp, "tp": tp, "blocks": n, "micro_batch": batch, "seq": S}
-    out["compiled_loss"] = loss_fn is not cross_entropy
+    out["compiled_loss"] = compiled_loss
     out["params"] = sum(p.numel() for p in model.parameters())
     for step in range(4):
         if step == 2:
