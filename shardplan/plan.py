@@ -78,6 +78,14 @@ class Plan(BaseModel):
         "on an fp32 copy of the logits) or fused (one kernel over the bf16 logits, or torch's loss compiled); under "
         "DTensor TP (torchtitan's) the last two inside torch's loss_parallel.",
     )
+    tp_impl: str = Field(
+        "megatron", description="Tensor parallelism assumed: megatron (Megatron-LM's layers) or dtensor (torch's)."
+    )
+    pipeline_runtime: str = Field(
+        "megatron",
+        description="What runs the pipeline schedule assumed: megatron, torch (torch.distributed.pipelining) or "
+        "deepspeed.",
+    )
     cp_comm: str = Field("p2p", description="With cp > 1, how keys and values move: p2p (a ring) or all_gather.")
     tp_comm_overlap: bool = Field(False, description="TP collectives assumed hidden under the GEMMs they feed.")
     overlap_param_gather: bool = Field(False, description="ZeRO-1/2 weight all-gather assumed under the next forward.")

@@ -26,8 +26,8 @@ PLAN_KEYS = {  # the JSON contract (DESIGN.md "Plan"): new keys carry neutral de
     "schema_version", "model", "topology", "num_gpus", "tp", "pp", "dp", "cp", "ep", "expert_tensor_parallel",
     "ep_comm_overlap", "ep_dispatcher", "micro_batch", "num_micro_batches", "virtual_stages", "zero_stage",
     "recompute", "recompute_modules", "mtp_layers", "dtype", "fp8_recipe", "fp8_weight_cache", "fp8_all_gather",
-    "sequence_parallel",
-    "compiled", "loss", "cp_comm", "tp_comm_overlap", "overlap_param_gather", "global_batch", "seq_len",
+    "sequence_parallel", "compiled", "loss", "tp_impl", "pipeline_runtime", "cp_comm", "tp_comm_overlap",
+    "overlap_param_gather", "global_batch", "seq_len",
     "mesh_dim_names", "mesh_shape", "rank_layout", "layers_per_stage", "step_time_s", "tokens_per_s", "mfu",
     "memory_per_gpu_bytes", "memory_breakdown", "fits", "breakdown", "comm_time_by_link", "default_step_time_s",
     "optimal", "gap",
@@ -143,6 +143,22 @@ def test_emitters_use_documented_keys_and_agree_with_the_plan(tp: int, pp: int, 
     compile(python, "<emitted>", "exec")
     assert f"micro-batches of {plan.micro_batch} sequence" in python
     assert f", {plan.num_micro_batches} per step" in python
+
+
+def test_python_snippet_states_the_runtime_the_estimate_assumed() -> None:
+    """The mesh alone does not say how TP, the loss and the pipeline run; the memory estimate depends on them (torch's
+    loss under DTensor TP runs inside loss_parallel), so the snippet says what was assumed, and the plan keeps it."""
+    topo = load_topology(CROSSED)
+    torch_run = TRAIN.model_copy(update={"tp_impl": "dtensor", "pipeline_runtime": "torch", "loss": "fp32"})
+    plan = estimate("llama3-8b", topo, torch_run.model_copy(update={"compiled": True}), tp=2, pp=2, dp=2)
+    assert (Plan.from_json(plan.to_json()).tp_impl, plan.pipeline_runtime) == ("dtensor", "torch")
+    assumed = [line for line in emit(plan, topo, "python").splitlines() if line.startswith("# assumed: ")]
+    assert assumed == [
+        "# assumed: DTensor TP (parallelize_module); cross_entropy on an fp32 copy of the logits inside "
+        "loss_parallel(); torch.distributed.pipelining's pipeline schedule; blocks under torch.compile"
+    ]
+    megatron = estimate("llama3-8b", topo, TRAIN, tp=1, pp=1, dp=8)
+    assert "# assumed: Megatron-LM's vocab-parallel cross-entropy\n" in emit(megatron, topo, "python")
 
 
 @pytest.mark.parametrize(

@@ -13,10 +13,12 @@ def python_snippet(plan: Plan, topology: Topology) -> str:
 
     >>> from shardplan import Training, estimate, load_topology
     >>> t = load_topology("dgx-h100")
-    >>> plan = estimate("gpt2", t, Training(global_batch=8, seq_len=1024), tp=2, pp=1, dp=4)
+    >>> torch_tp = Training(global_batch=8, seq_len=1024, tp_impl="dtensor", pipeline_runtime="torch", loss="fp32")
+    >>> plan = estimate("gpt2", t, torch_tp, tp=2, pp=1, dp=4)
     >>> print(python_snippet(plan, t), end="")  # doctest: +ELLIPSIS
     # shardplan: gpt2 on dgx-h100, ...
     # planned for: micro-batches of 1 sequence, 2 per step on each data-parallel rank; ZeRO-0; recompute none
+    # assumed: DTensor TP (parallelize_module); cross_entropy on an fp32 copy of the logits inside loss_parallel()
     from torch.distributed.device_mesh import init_device_mesh
     mesh = init_device_mesh("cuda", (1, 4, 2), mesh_dim_names=("pp", "dp", "tp"))
     """
@@ -27,6 +29,7 @@ def python_snippet(plan: Plan, topology: Topology) -> str:
         f"# planned for: micro-batches of {plan.micro_batch} sequence{'s' * (plan.micro_batch > 1)}, "
         f"{plan.num_micro_batches} per step on each data-parallel rank; "
         f"ZeRO-{plan.zero_stage}; recompute {plan.recompute}",
+        f"# assumed: {'; '.join(_runtime(plan))}",
     ]
     flat = plan.gpu_of_rank()
     if flat == sorted(flat):
@@ -53,3 +56,23 @@ def python_snippet(plan: Plan, topology: Topology) -> str:
         )
         + "\n"
     )
+
+
+_LOSSES = {
+    "megatron": "Megatron-LM's vocab-parallel cross-entropy",
+    "fp32": "cross_entropy on an fp32 copy of the logits",
+    "fused": "a fused cross-entropy over the bf16 logits (or torch's, compiled)",
+}
+_PIPELINES = {"megatron": "Megatron-LM's", "torch": "torch.distributed.pipelining's", "deepspeed": "DeepSpeed's"}
+
+
+def _runtime(plan: Plan) -> list[str]:
+    """What the estimate assumed of the code that uses the mesh: TP's layers, the loss (inside torch's loss_parallel
+    under DTensor TP, as the memory counts it), the pipeline schedule, compilation."""
+    dtensor = plan.tp_impl == "dtensor" and plan.tp > 1
+    return [
+        *(["DTensor TP (parallelize_module)" if dtensor else "Megatron-LM's tensor-parallel layers"] * (plan.tp > 1)),
+        _LOSSES[plan.loss] + " inside loss_parallel()" * (dtensor and plan.loss != "megatron"),
+        *([f"{_PIPELINES[plan.pipeline_runtime]} pipeline schedule"] * (plan.pp > 1)),
+        *(["blocks under torch.compile"] * plan.compiled),
+    ]

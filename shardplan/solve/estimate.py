@@ -258,6 +258,8 @@ def make_plan(
         sequence_parallel=training.sequence_parallel,
         compiled=training.compiled,
         loss=training.loss,
+        tp_impl=training.tp_impl,
+        pipeline_runtime=training.pipeline_runtime,
         cp_comm=training.cp_comm,
         tp_comm_overlap=training.tp_comm_overlap,
         overlap_param_gather=training.overlap_param_gather,
