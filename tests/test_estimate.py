@@ -1234,6 +1234,11 @@ def test_flash2_rate_on_gpus_without_a_calibration_follows_their_architecture():
     assert a100.flash2_flops == pytest.approx(a100.attention_flops)
     # Hopper (same peak): FlashAttention-2 at its share measured on the H100
     assert h800.flash2_bwd_flops == pytest.approx(h100.flash2_bwd_flops)
+    # the RTX Blackwell cards (sm_120) have neither wgmma nor tcgen05: FlashAttention-2 is their best kernel, as on
+    # Ampere; the data-centre B200 (tcgen05) keeps the H100's gap between the two
+    pro, b200 = rates_for("rtx-pro-6000"), rates_for("b200")
+    assert pro.flash2_flops == pytest.approx({s: r * 500.0 / 989.4 for s, r in h100.attention_flops.items()})
+    assert b200.flash2_flops == pytest.approx({s: r * 2250.0 / 989.4 for s, r in h100.flash2_flops.items()})
 
 
 def test_rope_is_charged_only_to_models_that_rotate_q_and_k():

@@ -86,6 +86,12 @@ def test_product_names_find_their_catalogue_entry():
         "Tesla V100-PCIE-32GB": "v100-pcie-32gb",
         "Tesla V100-SXM2-32GB": "v100-sxm2-32gb",
         "Tesla V100-SXM3-32GB": "v100-sxm3-32gb",  # DGX-2's, on NVSwitch
+        "NVIDIA GeForce RTX 5090": "rtx-5090",
+        # as p2pBandwidthLatencyTest names it (fixtures/p2p, rtx5090x8-rtxpro6000); the 300 W Max-Q is not the entry
+        "NVIDIA RTX PRO 6000 Blackwell Workstation Edition": "rtx-pro-6000",
+        "NVIDIA RTX PRO 6000 Blackwell Server Edition": "rtx-pro-6000",
+        "NVIDIA RTX PRO 6000 Blackwell Max-Q Workstation Edition": None,
+        "NVIDIA RTX 6000 Ada Generation": "rtx-6000-ada",
     }
     assert {name: match_product_name(name) for name in names} == names
     ids = [device for model in gpu_models().values() for device in model.pci_device_ids]  # NCCL XML's way in

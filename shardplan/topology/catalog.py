@@ -29,8 +29,9 @@ class GpuModel(BaseModel):
     pcie_p2p: bool = Field(
         True, description="Peer-to-peer over PCIe under NVIDIA's stock driver (no: NCCL copies through host memory)."
     )
-    architecture: Literal["volta", "ampere", "ada", "hopper", "blackwell"] = Field(
-        description="GPU architecture: which tensor-core instructions its kernels can use."
+    architecture: Literal["volta", "ampere", "ada", "hopper", "blackwell", "rtx-blackwell"] = Field(
+        description="GPU architecture: which tensor-core instructions its kernels can use (rtx-blackwell: the "
+        "GeForce RTX 50 and RTX PRO Blackwell cards, sm_120, without the data-centre parts' tcgen05)."
     )
     nvml_names: tuple[str, ...] = Field(description="Regexes matched against the product name.")
     pci_device_ids: tuple[str, ...] = Field(
