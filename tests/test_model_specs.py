@@ -89,6 +89,7 @@ TINY: dict[str, dict] = {
         "decoder_sparse_step": 1,
         "mlp_only_layers": [2],
     },
+    "gemma": {**_DENSE, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 40},
     "gemma2": {
         "hidden_size": 96,
         "intermediate_size": 200,
@@ -312,7 +313,7 @@ def test_starcoder2_without_linear_biases_keeps_its_layernorm_biases():
     "model_type",
     [
         *("llama", "gpt2", "gpt_neox", "phi3", "qwen3", "deepseek_v3", "granite", "smollm3", "olmo2", "seed_oss"),
-        *("arcee", "glm4", "starcoder2"),
+        *("arcee", "glm4", "starcoder2", "gemma"),
     ],
 )
 def test_flops_per_token_match_flop_counter(model_type):
@@ -529,6 +530,49 @@ def test_activation_memory_gqa_swiglu_flash():
     # down-projection's input (f) in 1 B; the out-projection's FP8 copy (1 B x h) beside attention's bf16 output
     fp8 = m.activation_bytes_per_token(tp=4, sequence_parallel=True, fused_swiglu=True, fp8_inputs=True)
     assert fp8 == fused - (2 * h + f) / 4 + h / 4
+
+
+_MLA_MOE = {
+    **dict(hidden_size=64, intermediate_size=160, moe_intermediate_size=24, num_hidden_layers=3),
+    **dict(num_attention_heads=4, num_key_value_heads=4, n_routed_experts=6, n_shared_experts=1),
+    **dict(num_experts_per_tok=2, kv_lora_rank=16, q_lora_rank=24, qk_rope_head_dim=8, qk_nope_head_dim=16),
+    **dict(v_head_dim=20, n_group=2, topk_group=1),
+}
+
+
+@pytest.mark.parametrize(
+    ("model_type", "config"),
+    [
+        ("ministral3", {**TINY["mistral"], "sliding_window": 16}),
+        ("helium", {**TINY["llama"], "head_dim": 16}),  # o_proj takes h: heads x head_dim = h, as in Helium 1
+        ("hunyuan_v1_dense", {**TINY["qwen3"], "attention_bias": True}),
+        ("minimax_m2", {**TINY["olmoe"], "num_local_experts": 6, "head_dim": 16}),
+        ("glm4_moe_lite", {**_MLA_MOE, "mlp_layer_types": ["dense", "sparse", "sparse"]}),
+        ("mistral4", {**_MLA_MOE, "first_k_dense_replace": 1}),
+    ],
+)
+def test_types_built_as_another_count_what_transformers_builds(model_type, config):
+    """Ministral 3, Helium, Hunyuan (dense), MiniMax-M2, GLM-4.7-Flash and Mistral 4 are read as the supported
+    type whose parameters transformers builds for them (`_SAME_AS`); Mistral 4 is a language model inside
+    Mistral 3's vision-language wrapper, without an output head of its own in transformers."""
+    cfg = transformers.AutoConfig.for_model(model_type, **{**_COMMON, **config})
+    auto = transformers.AutoModel if model_type == "mistral4" else transformers.AutoModelForCausalLM
+    with torch.device("meta"):
+        model = auto.from_config(cfg)
+    spec = spec_from_config(cfg.to_dict(), f"{model_type}.json")
+    head = cfg.vocab_size * cfg.hidden_size if model_type == "mistral4" else 0
+    assert spec.num_params - head == sum(p.numel() for p in model.parameters())
+    assert spec.name == model_type
+
+
+def test_mlp_layer_types_must_open_with_the_dense_blocks():
+    config = {**_COMMON, **_MLA_MOE, "model_type": "glm4_moe_lite"}
+    spec = spec_from_config({**config, "mlp_layer_types": ["dense", "dense", "sparse"]}, "glm.json")
+    assert [(ly.name, ly.count) for ly in spec.layers if ly.kind == "block"] == [("dense block", 2), ("moe block", 1)]
+    with pytest.raises(ModelSpecError, match=r"glm.json: mlp_layer_types: block 2 is dense after a sparse one"):
+        spec_from_config({**config, "mlp_layer_types": ["dense", "sparse", "dense"]}, "glm.json")
+    with pytest.raises(ModelSpecError, match=r"glm.json: mlp_layer_types: expected \"dense\" or \"sparse\" for each"):
+        spec_from_config({**config, "mlp_layer_types": ["dense", "moe", "sparse"]}, "glm.json")
 
 
 def test_kimi_k2_is_read_as_the_deepseek_v3_architecture_it_reuses():

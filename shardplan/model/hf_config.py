@@ -14,7 +14,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from shardplan.errors import ModelSpecError, describe_validation
-from shardplan.model.schema import LayerSpec, MlaSpec, ModelSpec, MoeSpec
+from shardplan.model.hf_gpt import gpt2_spec, gpt_neox_spec
+from shardplan.model.hf_parts import Cfg, assemble, block_spec, heads_of
+from shardplan.model.schema import MlaSpec, ModelSpec, MoeSpec
 from shardplan.textfile import read_text
 
 SUPPORTED = (
@@ -25,6 +27,7 @@ SUPPORTED = (
     "qwen2_moe",
     "qwen3",
     "qwen3_moe",
+    "gemma",
     "gemma2",
     "gemma3_text",
     "phi3",
@@ -60,13 +63,23 @@ _SANDWICH = ("gemma2", "gemma3_text", "glm4")
 _HEAD_QK_NORM = ("qwen3", "qwen3_moe", "gemma3_text", "exaone4", "apertus")
 _PROJECTION_QK_NORM = ("olmo2", "olmo3", "olmoe")
 # the config class's tie_word_embeddings default
-_TIED_BY_DEFAULT = ("gemma2", "gemma3_text", "smollm3", "ernie4_5", "cohere2", "starcoder2")
+_TIED_BY_DEFAULT = ("gemma", "gemma2", "gemma3_text", "smollm3", "ernie4_5", "cohere2", "starcoder2")
 # Language models of vision-language ones, built as a supported type is (their multimodal rotary positions aside):
 # Qwen2-VL's and Qwen2.5-VL's are Qwen2's, Qwen3-VL's Qwen3's and Qwen3 MoE's.
 _SAME_AS = {
     # Kimi K2 "reuses the DeepSeekV3CausalLM architecture" and names its own model_type only so that inference
     # engines can tell it apart (Moonshot's Kimi-K2 deployment guide, which suggests deepseek_v3 in its place)
     "kimi_k2": "deepseek_v3",
+    # transformers' modelling code of these builds the same parameters as the type named (checked against it in
+    # tests/test_model_specs.py): Ministral 3's is Mistral's, Helium's Llama's, Hunyuan's dense one Qwen3's (q and k
+    # norms per head), MiniMax-M2's OLMoE's (q and k norms over whole projections, routed experts, no shared one),
+    # Mistral 4's and GLM-4.7-Flash's (glm4_moe_lite) DeepSeek-V3's (latent attention, shared and routed experts)
+    "ministral3": "mistral",
+    "helium": "llama",
+    "hunyuan_v1_dense": "qwen3",
+    "minimax_m2": "olmoe",
+    "mistral4": "deepseek_v3",
+    "glm4_moe_lite": "deepseek_v3",
     "qwen2_vl_text": "qwen2",
     "qwen2_5_vl_text": "qwen2",
     "qwen3_vl_text": "qwen3",
@@ -82,30 +95,6 @@ _UNGATED = {"arcee": 0, "apertus": 2, "starcoder2": 0}
 _PARALLEL_BLOCK = ("cohere2",)
 # Models whose config-wide `sliding_window` (where set) bounds every block's attention, without `layer_types`
 _EVERY_BLOCK_SLIDING = ("mistral", "mixtral", "starcoder2")
-
-
-class _Cfg:
-    """Typed access to config fields; a missing or bad field names the file and the field."""
-
-    def __init__(self, data: dict[str, Any], source: str) -> None:
-        self.data, self.source = data, source
-
-    def int(self, *names: str, default: int | None = None, positive: bool = True) -> int:
-        for name in names:
-            value = self.data.get(name)
-            if value is not None:
-                if isinstance(value, bool) or not isinstance(value, int) or (positive and value <= 0):
-                    raise ModelSpecError(f"{self.source}: {name}: expected a positive integer, found {value!r}")
-                return value
-        if default is None:
-            raise ModelSpecError(f"{self.source}: {names[0]}: missing (required for this model_type)")
-        return default
-
-    def flag(self, name: str, default: bool) -> bool:
-        value = self.data.get(name, default)
-        if not isinstance(value, bool):
-            raise ModelSpecError(f"{self.source}: {name}: expected true or false, found {value!r}")
-        return value
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -137,15 +126,15 @@ def spec_from_config(data: dict[str, Any], source: str, name: str | None = None)
         return spec_from_config(text, f"{source}: text_config", name or f"{model_type} language model")
     if model_type not in SUPPORTED:
         raise ModelSpecError(
-            f"{source}: model_type: {model_type!r} is not supported (supported: {', '.join(SUPPORTED)}); "
+            f"{source}: model_type: {model_type!r} is not supported (supported: {', '.join([*SUPPORTED, *_SAME_AS])}); "
             "for other architectures build the model on the meta device and use model_from_module(module)"
         )
-    c = _Cfg(data, source)
+    c = Cfg(data, source)
     try:
         if model_type == "gpt2":
-            return _gpt2(c, name or "gpt2")
+            return gpt2_spec(c, name or "gpt2")
         if model_type == "gpt_neox":
-            return _gpt_neox(c, name or "gpt_neox")
+            return gpt_neox_spec(c, name or "gpt_neox")
         if model_type.startswith("deepseek"):
             return _deepseek(c, model_type, name or model_type)
         return _llama_like(c, model_type, name or model_type)
@@ -153,53 +142,7 @@ def spec_from_config(data: dict[str, Any], source: str, name: str | None = None)
         raise ModelSpecError(f"{source}: {describe_validation(err)}") from None
 
 
-def _heads(c: _Cfg, h: int, heads_key: str = "num_attention_heads") -> tuple[int, int, int]:
-    heads = c.int(heads_key, "n_head")
-    kv = c.int("num_key_value_heads", default=heads)
-    head_dim = c.data.get("head_dim")
-    if head_dim is None:
-        if h % heads:
-            raise ModelSpecError(f"{c.source}: num_attention_heads: {heads} does not divide hidden_size {h}")
-        head_dim = h // heads
-    head_dim = c.int("head_dim", default=head_dim)
-    if heads % kv:
-        raise ModelSpecError(f"{c.source}: num_key_value_heads: {kv} does not divide num_attention_heads {heads}")
-    return heads, kv, head_dim
-
-
-def _block(
-    name: str,
-    count: int,
-    *,
-    params: int,
-    active: int,
-    h: int,
-    heads: int,
-    head_dim: int,
-    v_head_dim: int | None = None,
-    embedding_free: int = 0,
-    experts: int = 0,
-    window: int | None = None,
-    chunk: int | None = None,
-) -> LayerSpec:
-    # Forward matmul FLOPs per token: 2 per weight (multiply + add) of the active matmul weights;
-    # `embedding_free` are parameters that are not matmul weights (norms, biases).
-    return LayerSpec(
-        name=name + (" (sliding window)" if window else " (chunked attention)" if chunk else ""),
-        kind="block",
-        count=count,
-        params=params,
-        active_params=active,
-        expert_params=experts,
-        matmul_flops_per_token=2 * (active - embedding_free),
-        # QK^T: 2 * s * (heads*head_dim) per token, AV: 2 * s * (heads*v_head_dim), the same but under MLA
-        attn_flops_per_token_per_seq=2 * heads * (head_dim + (v_head_dim or head_dim)),
-        attention_window=window,
-        attention_chunk=chunk,
-    )
-
-
-def _attention_kinds(c: _Cfg, model_type: str, layers: int) -> list[tuple[int | None, int | None]]:
+def _attention_kinds(c: Cfg, model_type: str, layers: int) -> list[tuple[int | None, int | None]]:
     """Each block's (attention window, chunk): `sliding_window` keys where `layer_types` names the block
     "sliding_attention" (transformers' convention: gemma2, gpt_oss, qwen2/3 past max_window_layers) or in every
     block where the model type applies it to all (`_EVERY_BLOCK_SLIDING`), its chunk of `attention_chunk_size`
@@ -224,7 +167,7 @@ def _attention_kinds(c: _Cfg, model_type: str, layers: int) -> list[tuple[int | 
     ]
 
 
-def _layer_list(c: _Cfg, name: str, layers: int) -> set[int]:
+def _layer_list(c: Cfg, name: str, layers: int) -> set[int]:
     """A config field that lists block indexes (0 .. layers - 1)."""
     value = c.data.get(name)
     if not isinstance(value, list) or not all(isinstance(k, int) and 0 <= k < layers for k in value):
@@ -232,11 +175,11 @@ def _layer_list(c: _Cfg, name: str, layers: int) -> set[int]:
     return set(value)
 
 
-def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
+def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
     h = c.int("hidden_size")
     vocab = c.int("vocab_size")
     layers = c.int("num_hidden_layers")
-    heads, kv, hd = _heads(c, h)
+    heads, kv, hd = heads_of(c, h)
     ffn = c.int("intermediate_size")
     if model_type == "llama4_text":  # intermediate_size is each expert's width, intermediate_size_mlp the dense MLP's
         expert_width, ffn = ffn, c.int("intermediate_size_mlp")
@@ -308,7 +251,7 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
     kinds = list(zip(is_moe, attention, strict=True))
     order = tuple(map(list(Counter(kinds)).index, kinds))
     blocks = [
-        _block(
+        block_spec(
             "moe block" if routed else ("dense block" if moe else "transformer block"),
             count,
             params=common + mlp[routed][0],
@@ -323,7 +266,7 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
         )
         for (routed, (window, chunk)), count in Counter(kinds).items()
     ]
-    return _assemble(
+    return assemble(
         c,
         name,
         model_type,
@@ -344,7 +287,20 @@ def _llama_like(c: _Cfg, model_type: str, name: str) -> ModelSpec:
     )
 
 
-def _deepseek(c: _Cfg, model_type: str, name: str) -> ModelSpec:
+def _leading_dense(c: Cfg, layers: int) -> int:
+    """How many blocks `mlp_layer_types` (one "dense" or "sparse" per block) opens with dense MLPs; the others must
+    all be sparse, as DeepSeek's layout of blocks has them."""
+    kinds = c.data["mlp_layer_types"]
+    if not isinstance(kinds, list) or len(kinds) != layers or not set(kinds) <= {"dense", "sparse"}:
+        raise ModelSpecError(f'{c.source}: mlp_layer_types: expected "dense" or "sparse" for each of {layers} blocks')
+    dense = next((k for k, kind in enumerate(kinds) if kind == "sparse"), layers)
+    if "dense" in kinds[dense:]:
+        block = kinds.index("dense", dense)
+        raise ModelSpecError(f"{c.source}: mlp_layer_types: block {block} is dense after a sparse one (not supported)")
+    return dense
+
+
+def _deepseek(c: Cfg, model_type: str, name: str) -> ModelSpec:
     """DeepSeek-V2/V3 (transformers' modeling_deepseek_v2/v3): multi-head latent attention (`MlaSpec`) in every
     block, a dense SwiGLU MLP in the first `first_k_dense_replace` blocks and a MoE in the others (a router
     whose weight is a parameter and whose score-correction bias a buffer, routed experts without biases, and
@@ -393,6 +349,8 @@ def _deepseek(c: _Cfg, model_type: str, name: str) -> ModelSpec:
     shared_params, shared_free = mlp(shared * expert_ffn) if shared else (0, 0)
     dense_params, dense_free = mlp(ffn)
     dense = min(c.int("first_k_dense_replace", default=0, positive=False), layers)
+    if c.data.get("mlp_layer_types") is not None:  # transformers 5's per-block list, where a config has it
+        dense = _leading_dense(c, layers)
     kinds = [
         ("dense block", dense, dense_params, dense_params, dense_free, 0),
         (
@@ -405,7 +363,7 @@ def _deepseek(c: _Cfg, model_type: str, name: str) -> ModelSpec:
         ),
     ]
     blocks = [
-        _block(
+        block_spec(
             block,
             count,
             params=common + total,
@@ -420,7 +378,7 @@ def _deepseek(c: _Cfg, model_type: str, name: str) -> ModelSpec:
         for block, count, total, active, mlp_free, routed in kinds
         if count
     ]
-    return _assemble(
+    return assemble(
         c,
         name,
         model_type,
@@ -435,166 +393,4 @@ def _deepseek(c: _Cfg, model_type: str, name: str) -> ModelSpec:
         tied=c.flag("tie_word_embeddings", False),
         blocks=blocks,
         mla=mla,
-    )
-
-
-def _gpt2(c: _Cfg, name: str) -> ModelSpec:
-    h = c.int("n_embd", "hidden_size")
-    positions = c.int("n_positions", default=1024)
-    # GPT-2 Conv1D layers always carry biases; positions are learned (wpe), dropout is on.
-    return _gpt_like(
-        c,
-        name,
-        "gpt2",
-        h=h,
-        layers=c.int("n_layer", "num_hidden_layers"),
-        heads_key="n_head",
-        ffn=c.int("n_inner", default=4 * h),
-        attn_bias=True,
-        tied=c.flag("tie_word_embeddings", True),
-        positions=positions,
-        seq_default=positions,
-        dropout=True,
-        rotary=False,
-    )
-
-
-def _gpt_neox(c: _Cfg, name: str) -> ModelSpec:
-    h = c.int("hidden_size")
-    return _gpt_like(
-        c,
-        name,
-        "gpt_neox",
-        h=h,
-        layers=c.int("num_hidden_layers"),
-        heads_key="num_attention_heads",
-        ffn=c.int("intermediate_size", default=4 * h),
-        attn_bias=c.flag("attention_bias", True),
-        tied=c.flag("tie_word_embeddings", False),
-        positions=0,
-        seq_default=c.int("max_position_embeddings", default=2048),
-        dropout=False,
-        rotary=True,  # GPT-NeoX rotates rotary_pct of each head (charged as all of it)
-    )
-
-
-def _gpt_like(
-    c: _Cfg,
-    name: str,
-    model_type: str,
-    *,
-    h: int,
-    layers: int,
-    heads_key: str,
-    ffn: int,
-    attn_bias: bool,
-    tied: bool,
-    positions: int,
-    seq_default: int,
-    dropout: bool,
-    rotary: bool,
-) -> ModelSpec:
-    """GPT-2 / GPT-NeoX blocks: two LayerNorms (weight + bias, 2h each), fused QKV h x 3h, output
-    projection h x h, GeLU MLP h x f and f x h; MLP biases f + h always, attention biases 3h + h if set."""
-    heads, _, hd = _heads(c, h, heads_key)
-    biases = ((3 * h + h) if attn_bias else 0) + ffn + h
-    norms = 4 * h
-    total = norms + h * 3 * h + h * h + h * ffn + ffn * h + biases
-    block = _block(
-        "transformer block",
-        layers,
-        params=total,
-        active=total,
-        h=h,
-        heads=heads,
-        head_dim=hd,
-        embedding_free=norms + biases,
-    )
-    return _assemble(
-        c,
-        name,
-        model_type,
-        vocab=c.int("vocab_size"),
-        h=h,
-        layers=layers,
-        heads=heads,
-        kv=heads,
-        hd=hd,
-        ffn=ffn,
-        mlp="gelu",
-        moe=None,
-        tied=tied,
-        blocks=[block],
-        final_norm=2 * h,
-        positions=positions,
-        seq_default=seq_default,
-        dropout=dropout,
-        rotary=rotary,
-    )
-
-
-def _assemble(
-    c: _Cfg,
-    name: str,
-    model_type: str,
-    *,
-    vocab: int,
-    h: int,
-    layers: int,
-    heads: int,
-    kv: int,
-    hd: int,
-    ffn: int,
-    moe: MoeSpec | None,
-    tied: bool,
-    blocks: list[LayerSpec],
-    mlp: str = "swiglu",
-    final_norm: int | None = None,
-    positions: int = 0,
-    seq_default: int = 4096,
-    dropout: bool = False,
-    rotary: bool = True,
-    mla: MlaSpec | None = None,
-    sinks: bool = False,
-    block_order: tuple[int, ...] | None = None,
-) -> ModelSpec:
-    """The model around its blocks: the embedding, the final norm (an RMSNorm of h by default) and the output head.
-    The defaults are the Llama family's: SwiGLU, rotary positions, no dropout, 4,096 tokens unless the config's
-    maximum is shorter."""
-    embed = vocab * h + positions * h  # token (and learned position) embeddings: lookups, no matmul FLOPs
-    head_params = 0 if tied else vocab * h  # lm_head has no bias in any supported type
-    norm = h if final_norm is None else final_norm
-    return ModelSpec(
-        name=name,
-        source=c.source,
-        model_type=model_type,
-        vocab_size=vocab,
-        hidden_size=h,
-        num_layers=layers,
-        num_heads=heads,
-        num_kv_heads=kv,
-        head_dim=hd,
-        ffn_hidden_size=ffn,
-        mlp=mlp,  # type: ignore[arg-type]
-        moe=moe,
-        mla=mla,
-        tied_embeddings=tied,
-        seq_len=min(seq_default, c.int("max_position_embeddings", "n_positions", default=seq_default)),
-        dropout=dropout,
-        rotary=rotary,
-        attention_sinks=sinks,
-        block_order=block_order,
-        layers=(
-            LayerSpec(name="embedding", kind="embedding", params=embed, active_params=embed, matmul_flops_per_token=0),
-            *blocks,
-            LayerSpec(name="final norm", kind="norm", params=norm, active_params=norm, matmul_flops_per_token=0),
-            # the output head multiplies h x vocab per token even when its weight is the tied embedding
-            LayerSpec(
-                name="output head",
-                kind="head",
-                params=head_params,
-                active_params=head_params,
-                matmul_flops_per_token=2 * vocab * h,
-            ),
-        ),
     )
