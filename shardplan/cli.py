@@ -43,7 +43,15 @@ from shardplan.cli_options import (
     TpImpl,
     training_of,
 )
-from shardplan.cli_output import console, print_link_scale, print_notes, print_table, progress, write_output
+from shardplan.cli_output import (
+    console,
+    print_heading,
+    print_link_scale,
+    print_notes,
+    print_table,
+    progress,
+    write_output,
+)
 from shardplan.errors import ShardplanError, describe_validation
 from shardplan.files import check_new_file
 
@@ -116,7 +124,7 @@ def topo(
         print(topology.to_json())
         return
     s = summarize(topology)
-    console.print(f"[bold]{s['name']}[/]  {s['num_gpus']} GPUs, {s['num_nodes']} node(s)")
+    print_heading(s["name"], f"  {s['num_gpus']} GPUs, {s['num_nodes']} node(s)")
     if s["source"]:
         console.print(f"source    {s['source']}", highlight=False)
     print_notes(s["caveats"])
@@ -184,10 +192,10 @@ def model(
         )
         print(json.dumps(doc, indent=2))
         return
-    console.print(
-        f"[bold]{spec.name}[/]  {spec.model_type}, {spec.num_params / 1e9:.2f} B params"
+    print_heading(
+        spec.name,
+        f"  {spec.model_type}, {spec.num_params / 1e9:.2f} B params"
         + (f" ({spec.num_active_params / 1e9:.2f} B active)" if spec.moe else ""),
-        highlight=False,
     )
     console.print(f"source    {spec.source}", highlight=False)
     heads = f"{spec.num_heads} heads ({spec.attention}, {spec.num_kv_heads} KV), head dim {spec.head_dim}"
@@ -303,12 +311,12 @@ def estimate(
     if as_json:
         print(plan.to_json())
         return
-    console.print(
-        f"[bold]{plan.model}[/] on {plan.topology}: tp={plan.tp} pp={plan.pp} dp={plan.dp}"
+    print_heading(
+        plan.model,
+        f" on {plan.topology}: tp={plan.tp} pp={plan.pp} dp={plan.dp}"
         f"{f' cp={plan.cp}' if plan.cp > 1 else ''}{f' ep={plan.ep}' if plan.ep > 1 else ''} "
         f"micro-batch {plan.micro_batch} x {plan.num_micro_batches}, ZeRO {plan.zero_stage}, "
         f"recompute {' + '.join((plan.recompute, *plan.recompute_modules))}",
-        highlight=False,
     )
     print_notes(topo.caveats)
     print_link_scale(topo)

@@ -113,7 +113,7 @@ Fp8AllGather = Annotated[
     bool,
     typer.Option(
         help="With --dtype fp8 (tensorwise or current) and ZeRO-3 under FSDP2: FSDP gathers the FP8 linears' weights "
-        "in float8, 1 byte each (torchao's enable_fsdp_float8_all_gather, torchtitan's [float8] option)."
+        "in float8, 1 byte each (torchao's enable_fsdp_float8_all_gather, torchtitan's \\[float8] option)."
     ),
 ]
 ExpertTensorParallel = Annotated[

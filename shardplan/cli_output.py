@@ -11,20 +11,28 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from shardplan.files import new_file
 
 if TYPE_CHECKING:
     from shardplan.topology import Topology
 
-console = Console()
+# Without console markup: names and paths the user gave ("box[/red].yaml") print as they are, and a table cell or
+# line never reads them as rich's style tags (a "[/...]" among them raised MarkupError).
+console = Console(markup=False)
+
+
+def print_heading(name: str, rest: str) -> None:
+    """A line that opens with a name in bold."""
+    console.print(Text.assemble((name, "bold"), rest), highlight=False)
 
 
 def print_table(table: Table) -> None:
     """A table at its whole width, in a pipe, a file or a narrow terminal (which wraps the lines): rich would cut
     numbers short ("6.…") to fit a width, and a pipe has none."""
-    width = Console(width=10_000).measure(table).maximum
-    (console if console.is_terminal and console.width >= width else Console(width=width)).print(table)
+    width = Console(width=10_000, markup=False).measure(table).maximum
+    (console if console.is_terminal and console.width >= width else Console(width=width, markup=False)).print(table)
 
 
 def print_notes(caveats: Iterable[str]) -> None:

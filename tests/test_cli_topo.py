@@ -34,6 +34,38 @@ def test_topo_json_is_one_document_with_the_topology_fields():
     assert [(b["a"], b["b"], b["links"]) for b in doc["nvlinks"]] == [(0, 1, 12), (2, 3, 12), (4, 5, 12), (6, 7, 12)]
 
 
+def test_names_in_square_brackets_print_as_given(tmp_path):
+    """rich reads "[...]" as a style tag: a topology named "box[/red]" made it raise MarkupError (a traceback), and a
+    config at "[red]cfg.json" printed as "cfg.json". What the user named prints as it is, in lines and tables."""
+    machine = tmp_path / "box.yaml"
+    machine.write_text('name: "box[/red] [bold]x"\nnodes:\n  - {gpus: 2, gpu: h100-sxm}\n')
+    config = tmp_path / "[red]cfg.json"
+    layers = {"num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 128}
+    config.write_text(json.dumps({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, **layers}))
+    topo = _cli("topo", str(machine), columns=200)
+    assert topo.returncode == 0 and topo.stdout.startswith("box[/red] [bold]x  2 GPUs, 1 node(s)"), topo.stderr
+    model = _cli("model", str(config), columns=200)
+    assert model.returncode == 0 and model.stdout.startswith("[red]cfg  llama"), model.stderr
+    assert f"source    {config}" in model.stdout
+    plan = _cli(
+        "estimate",
+        "--model",
+        str(config),
+        "--topology",
+        str(machine),
+        "--tp",
+        "1",
+        "--pp",
+        "1",
+        "--dp",
+        "2",
+        columns=200,
+    )
+    assert plan.returncode == 0 and plan.stdout.startswith("[red]cfg on box[/red] [bold]x: tp=1"), plan.stderr
+    best = _cli("suggest", "--model", str(config), "--topology", str(machine), "--top", "1", columns=200)
+    assert best.returncode == 0 and "topology  box[/red] [bold]x: 2 GPUs" in best.stdout, best.stderr
+
+
 def test_topo_summary_names_islands_and_link_classes():
     run = _cli("topo", "dgx1-v100", "--nodes", "2")
     assert run.returncode == 0, run.stderr
