@@ -673,6 +673,11 @@ def test_activation_memory_torchtitan_selective_recompute():
         ),
         # each of these once raised a TypeError (a fuzzed preset config)
         ({"model_type": ["llama"]}, r"model_type: expected a name such as \"llama\", found \['llama'\]"),
+        ({"hidden_size": 64}, r"model_type: expected a name such as \"llama\", found none"),
+        (
+            {**read_model_preset("qwen3-30b-a3b")[0], "num_experts": 4, "num_experts_per_tok": 8},
+            "each token's 8 experts \\(top_k\\) exceed the 4 it can reach",
+        ),
         (
             {**read_model_preset("gpt-oss-20b")[0], "layer_types": 24},
             "layer_types: expected a list of attention kinds, one per block, found 24",

@@ -163,6 +163,17 @@ def test_nvlink_on_a_gpu_without_it_is_refused_on_load(node: dict, field: str, t
     assert load_topology(declared).nvlinks or load_topology(declared).nvswitch_domains
 
 
+def test_a_pair_bonded_by_more_nvlinks_than_its_gpu_has_is_refused(tmp_path: Path):
+    """NV99 between two H100s (18 links each) loaded and priced the pair at 2,475 GB/s; it is refused on one line
+    naming the file (an unnamed file goes by its file name), the node, the bundle and the GPU's own count."""
+    declared = tmp_path / "box.yaml"
+    declared.write_text("nodes:\n  - {gpus: 4, gpu: h100-sxm, nvlink: [[0, 1, 18], [2, 3, 99]]}\n")
+    with pytest.raises(TopologyError, match=r"^box.yaml: node 'node': nvlink \[2, 3, 99\]: GPU 2's model, h100-sxm, "):
+        load_topology(declared)
+    declared.write_text("nodes:\n  - {gpus: 4, gpu: h100-sxm, nvlink: [[0, 1, 18], [2, 3, 18]]}\n")
+    assert load_topology(declared).name == "box.yaml" and load_topology(declared).nvlink_count(2, 3) == 18
+
+
 def test_a_cluster_too_large_to_hold_is_refused_before_it_is_built(tmp_path: Path):
     """A mistyped node count (--nodes 1000000 made 72 million GB200s and ran out of memory) is refused at once, on
     one line, whether it comes from nodes= or from a declared node's count."""

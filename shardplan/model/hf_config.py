@@ -114,8 +114,9 @@ def spec_from_config(data: dict[str, Any], source: str, name: str | None = None)
     """A `ModelSpec` for a config of one of the `SUPPORTED` model types, or of a vision-language model whose
     `text_config` is one (Gemma 3, Mistral 3, ...): its language model, the vision tower and projector left out."""
     model_type = data.get("model_type")
-    if model_type is not None and not isinstance(model_type, str):
-        raise ModelSpecError(f'{source}: model_type: expected a name such as "llama", found {model_type!r}')
+    if not isinstance(model_type, str) and not isinstance(data.get("text_config"), dict):
+        found = "none" if model_type is None else repr(model_type)
+        raise ModelSpecError(f'{source}: model_type: expected a name such as "llama", found {found}')
     if model_type in _SAME_AS:
         data = {**data, "model_type": _SAME_AS[model_type]}
         return spec_from_config(data, source, name or model_type)

@@ -60,8 +60,10 @@ class MoeSpec(BaseModel):
                 f"{self.groups} expert groups, {self.top_groups} per token: expected groups dividing "
                 f"the {self.num_experts} experts and at most as many per token as there are"
             )
-        if self.top_k > self.top_groups * self.num_experts // self.groups:
-            raise ValueError(f"top_k {self.top_k} exceeds the experts of {self.top_groups} groups")
+        reachable = self.top_groups * self.num_experts // self.groups
+        if self.top_k > reachable:
+            where = f" in its {self.top_groups} of {self.groups} expert groups" if self.groups > 1 else ""
+            raise ValueError(f"each token's {self.top_k} experts (top_k) exceed the {reachable} it can reach{where}")
         return self
 
 

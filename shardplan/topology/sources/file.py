@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -25,7 +26,7 @@ def parse_declared(text: str, source: str) -> TopologySpec:
         raise TopologyError(f"{source}: {line}not valid {'JSON' if source.endswith('.json') else 'YAML'}") from None
     if not isinstance(data, dict):
         raise TopologyError(f"{source}: expected a mapping with 'nodes', found {type(data).__name__}")
-    try:
-        return TopologySpec.model_validate(data)
+    try:  # unnamed, it goes by its file's name (as a saved `nvidia-smi topo -m` does), which errors then name
+        return TopologySpec.model_validate({"name": Path(source).name, **data})
     except ValidationError as err:
         raise TopologyError(f"{source}: {describe_validation(err)}") from None
