@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from shardplan.cost.calibration import ATTN_BWD_FLOPS_OVER_FWD, FP8_RECIPES, elementwise_bytes_per_token
+from shardplan.errors import ShardplanError
 from shardplan.profiled_block import BLOCK_SEQ_LEN, measure_compiled_block
 
 # Transformer widths (hidden, q = heads x head_dim, kv = kv heads x head_dim, ffn) whose GEMM shapes
@@ -468,6 +469,12 @@ def calibrate(*, quick: bool = False, device_type: str | None = None) -> dict[st
     """Measure this process's device (and, under torchrun, the collectives of all ranks); the
     calibration file's content on rank 0. `quick` measures a few tiny shapes (tests, CPU)."""
     distributed = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if device_type is None and not quick and not torch.cuda.is_available():
+        # the full sweep's 8,192-wide GEMMs take many minutes on a CPU, and measure nothing a plan uses
+        raise ShardplanError(
+            "no CUDA GPU here: calibrate measures the GPU it runs on (under torchrun, the links between GPUs too); "
+            "run it on a GPU node, or pass --device cpu (--quick for a few tiny shapes) to measure this CPU"
+        )
     device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
     if device_type == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))

@@ -546,7 +546,9 @@ def _emitters_for(plan: Plan, topology: Topology, replans: list[str]) -> list[st
 def calibrate(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the calibration file here.")] = None,
     quick: Annotated[bool, typer.Option(help="A few tiny shapes only (a smoke test; CPU works).")] = False,
-    device: Annotated[str | None, typer.Option(help="cuda or cpu (default: cuda when present).")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cuda or cpu (default: cuda; without a GPU only --quick measures the CPU).")
+    ] = None,
 ) -> None:
     """Measure this machine (GEMMs by TP shape, attention, memory-bound ops, copies, AdamW; under
     torchrun also peer copies and collectives) and write a calibration file for --calibration."""

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from shardplan import Training, estimate, load_model, load_topology
 from shardplan.cost.calibration import (
@@ -39,6 +40,16 @@ def _cli(*args: str, ranks: int = 1) -> subprocess.CompletedProcess[str]:
     launcher = ["-m", "torch.distributed.run", "--nproc-per-node", str(ranks)] if ranks > 1 else []
     cmd = [sys.executable, *launcher, "-m", "shardplan.cli", *args]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="what a machine without a GPU is told")
+def test_full_calibration_without_a_gpu_says_where_to_run_it(tmp_path: Path) -> None:
+    """Without a GPU the full sweep ran its 8,192-wide GEMMs on the CPU for many minutes, silently; it now says at
+    once where to run it, and writes nothing."""
+    out = tmp_path / "cal.json"
+    run = _cli("calibrate", "-o", str(out))
+    assert run.returncode == 2 and run.stderr.startswith("error: no CUDA GPU here: calibrate measures the GPU")
+    assert "--device cpu" in run.stderr and not out.exists()
 
 
 def test_quick_calibration_on_cpu_is_a_valid_file(tmp_path: Path) -> None:
