@@ -26,6 +26,7 @@ from shardplan.solve.explain import explain
 from shardplan.solve.stages import _mem_mib, _time_us, balance_stages
 from shardplan.solve.validate import mesh_groups
 from shardplan.topology import read_spec
+from shardplan.topology.catalog import gpu_model
 
 DATA = Path(__file__).parent / "data"
 PINNED = dict(zero_stages=(1,), recompute=("selective",), micro_batch=(1,))
@@ -139,9 +140,14 @@ def _random_cluster(rng: random.Random) -> dict:
         g = rng.choice((1, 2, 4, 8))
         node: dict = {"gpu": rng.choice(models), "gpus": g}
         fabric = rng.choice(("switch", "mesh", "none")) if g > 1 and node["gpu"] != "l40s" else "none"  # no NVLink
+        links = gpu_model(node["gpu"]).nvlink_links  # no pair or switch takes more than the model has
         if fabric == "switch":
-            node["nvswitch"] = {"links_per_gpu": rng.choice((6, 12, 18))}
-        mesh = [[i, j, rng.choice((1, 2, 4, 12))] for i, j in itertools.combinations(range(g), 2) if rng.random() < 0.5]
+            node["nvswitch"] = {"links_per_gpu": min(rng.choice((6, 12, 18)), links)}
+        mesh = [
+            [i, j, min(rng.choice((1, 2, 4, 12)), links)]
+            for i, j in itertools.combinations(range(g), 2)
+            if rng.random() < 0.5
+        ]
         if fabric == "mesh" and mesh:
             node["nvlink"] = mesh
         if g > 1 and rng.random() < 0.7:

@@ -165,10 +165,15 @@ def test_nvlink_on_a_gpu_without_it_is_refused_on_load(node: dict, field: str, t
 
 def test_a_pair_bonded_by_more_nvlinks_than_its_gpu_has_is_refused(tmp_path: Path):
     """NV99 between two H100s (18 links each) loaded and priced the pair at 2,475 GB/s; it is refused on one line
-    naming the file (an unnamed file goes by its file name), the node, the bundle and the GPU's own count."""
+    naming the file (an unnamed file goes by its file name), the node, the bundle and the GPU's own count; so is an
+    NVSwitch said to take 18 links of a V100, which has 6."""
     declared = tmp_path / "box.yaml"
     declared.write_text("nodes:\n  - {gpus: 4, gpu: h100-sxm, nvlink: [[0, 1, 18], [2, 3, 99]]}\n")
     with pytest.raises(TopologyError, match=r"^box.yaml: node 'node': nvlink \[2, 3, 99\]: GPU 2's model, h100-sxm, "):
+        load_topology(declared)
+    declared.write_text("nodes:\n  - {gpus: 8, gpu: v100-sxm2-32gb, nvswitch: {links_per_gpu: 18}}\n")
+    six = r"nvswitch: GPU 0's model, v100-sxm2-32gb, has 6 NVLinks, fewer than the 18 stated"
+    with pytest.raises(TopologyError, match=six):
         load_topology(declared)
     declared.write_text("nodes:\n  - {gpus: 4, gpu: h100-sxm, nvlink: [[0, 1, 18], [2, 3, 18]]}\n")
     assert load_topology(declared).name == "box.yaml" and load_topology(declared).nvlink_count(2, 3) == 18

@@ -82,13 +82,14 @@ def _resolve_model(node: NodeSpec, local: int, override: str | None) -> str | No
 
 def _check_nvlink_models(name: str, node: NodeSpec, models: list[str | None]) -> None:
     """A one-line `TopologyError` where the node joins by NVLink a GPU whose catalogue model has none (an L40S, say),
-    or bonds a pair by more links than the model has (NV99 between two H100s, which have 18), and states no NVLink
-    speed of its own."""
+    or by more links than the model has (NV99 between two H100s, which have 18; an NVSwitch taking 18 of a V100's 6),
+    and states no NVLink speed of its own."""
     if node.nvlink_gbps_per_link is not None:
         return
     joined = [(f"nvlink [{a}, {b}, {links}]", (a, b), links) for a, b, links in node.nvlink]
     if node.nvswitch is not None:
-        joined.append(("nvswitch", tuple(node.nvswitch.gpus or range(node.gpus)), 0))
+        switch = node.nvswitch
+        joined.append(("nvswitch", tuple(switch.gpus or range(node.gpus)), switch.links_per_gpu))
     for field, gpus, links in joined:
         for k in gpus:
             model = gpu_model(models[k]) if models[k] is not None else None
@@ -100,7 +101,7 @@ def _check_nvlink_models(name: str, node: NodeSpec, models: list[str | None]) ->
             if model is not None and links > model.nvlink_links:
                 raise TopologyError(
                     f"{name}: node {node.name!r}: {field}: GPU {k}'s model, {models[k]}, has "
-                    f"{model.nvlink_links} NVLinks, so a pair bonds at most {model.nvlink_links}"
+                    f"{model.nvlink_links} NVLinks, fewer than the {links} stated"
                 )
 
 
