@@ -266,6 +266,13 @@ TINY: dict[str, dict] = {
         "num_key_value_heads": 2,
         "head_dim": 16,
     },
+    "ernie4_5_moe": {
+        **_DENSE,
+        **dict(num_hidden_layers=5, num_attention_heads=6, num_key_value_heads=2, head_dim=16),
+        # routed blocks 1 and 3 (every second from index 1 to 3), two shared experts of the routed width
+        **dict(moe_intermediate_size=24, moe_num_experts=6, moe_k=2, moe_num_shared_experts=2),
+        **dict(moe_layer_start_index=1, moe_layer_end_index=3, moe_layer_interval=2),
+    },
     "arcee": {
         **_DENSE,
         "num_hidden_layers": 2,
@@ -307,6 +314,15 @@ def test_param_count_equals_transformers(model_type):
 def test_starcoder2_without_linear_biases_keeps_its_layernorm_biases():
     cfg, model = _hf("starcoder2", use_bias=False)
     assert spec_from_config(cfg.to_dict(), "starcoder2.json").num_params == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("model_type", ["ernie4_5", "ernie4_5_moe"])
+def test_ernie_use_bias_biases_every_linear_but_the_routed_experts(model_type):
+    cfg, model = _hf(model_type, use_bias=True)
+    spec = spec_from_config(cfg.to_dict(), f"{model_type}.json")
+    assert spec.num_params == sum(p.numel() for p in model.parameters())
+    unbiased = spec_from_config({**cfg.to_dict(), "use_bias": False}, f"{model_type}.json")
+    assert spec.num_params > unbiased.num_params
 
 
 @pytest.mark.parametrize(

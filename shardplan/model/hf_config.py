@@ -46,6 +46,7 @@ SUPPORTED = (
     "seed_oss",
     "exaone4",
     "ernie4_5",
+    "ernie4_5_moe",
     "arcee",
     "apertus",
     "deepseek_v2",
@@ -53,7 +54,7 @@ SUPPORTED = (
     "gpt2",
     "gpt_neox",
 )
-_MOE = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "llama4_text")
+_MOE = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "llama4_text", "ernie4_5_moe")
 # attention_bias (or always, Qwen2) biases q, k, v, not o
 _QKV_BIAS = ("qwen2", "qwen2_moe", "glm4_moe", "glm4", "seed_oss")
 # Norm weights per block beyond Llama's two (input and post-attention RMSNorm, h each), in transformers' modelling
@@ -63,7 +64,7 @@ _SANDWICH = ("gemma2", "gemma3_text", "glm4")
 _HEAD_QK_NORM = ("qwen3", "qwen3_moe", "gemma3_text", "exaone4", "apertus")
 _PROJECTION_QK_NORM = ("olmo2", "olmo3", "olmoe")
 # the config class's tie_word_embeddings default
-_TIED_BY_DEFAULT = ("gemma", "gemma2", "gemma3_text", "smollm3", "ernie4_5", "cohere2", "starcoder2")
+_TIED_BY_DEFAULT = ("gemma", "gemma2", "gemma3_text", "smollm3", "ernie4_5", "ernie4_5_moe", "cohere2", "starcoder2")
 # Language models of vision-language ones, built as a supported type is (their multimodal rotary positions aside):
 # Qwen2-VL's and Qwen2.5-VL's are Qwen2's, Qwen3-VL's Qwen3's and Qwen3 MoE's.
 _SAME_AS = {
@@ -91,6 +92,7 @@ _HEAD_IN_TEXT_MODEL = ("llama4",)
 # MLPs of two matrices, up and down, without a gate: ReLU^2 (Arcee), xIELU with two learned scalars (Apertus), GELU
 # (StarCoder2, whose `use_bias` biases every linear and whose LayerNorms always have biases: 2h a norm)
 _UNGATED = {"arcee": 0, "apertus": 2, "starcoder2": 0}
+_USE_BIAS = ("starcoder2", "ernie4_5", "ernie4_5_moe")
 # One norm before attention and MLP side by side (Cohere's parallel block), where Llama has one before each
 _PARALLEL_BLOCK = ("cohere2",)
 # Models whose config-wide `sliding_window` (where set) bounds every block's attention, without `layer_types`
@@ -184,7 +186,8 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
     ffn = c.int("intermediate_size")
     if model_type == "llama4_text":  # intermediate_size is each expert's width, intermediate_size_mlp the dense MLP's
         expert_width, ffn = ffn, c.int("intermediate_size_mlp")
-    biased = model_type == "starcoder2" and c.flag("use_bias", True)  # every linear
+    # `use_bias` biases every linear: StarCoder2's by default, ERNIE 4.5's where set (its routed experts excepted)
+    biased = c.flag("use_bias", model_type == "starcoder2") if model_type in _USE_BIAS else False
     attention_bias = biased or c.flag("attention_bias", model_type == "glm4")
     qkv_bias = model_type in ("qwen2", "qwen2_moe") or attention_bias
     mlp_bias = biased or c.flag("mlp_bias", False)
@@ -208,15 +211,16 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
     mlp = {False: (dense_mlp, dense_mlp, mlp_biases, 0)}  # total, active, free, experts
     is_moe = [False] * layers
     if model_type in _MOE:
-        experts = c.int("num_local_experts", "num_experts", "n_routed_experts")
-        top_k = c.int("num_experts_per_tok")
+        ernie = model_type == "ernie4_5_moe"
+        experts = c.int("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+        top_k = c.int("num_experts_per_tok", "moe_k")
         expert_ffn = c.int("moe_intermediate_size", default=ffn)
         shared_ffn = c.int("shared_expert_intermediate_size", default=0, positive=False)
         if model_type == "llama4_text":  # one shared expert of the routed ones' width (Llama4TextMoe)
             expert_ffn = shared_ffn = expert_width
         shared_count = 1 if shared_ffn else 0
-        if model_type == "glm4_moe":  # DeepSeek's layout of experts: n shared ones of the routed ones' width
-            shared_count = c.int("n_shared_experts", default=0, positive=False)
+        if model_type in ("glm4_moe", "ernie4_5_moe"):  # DeepSeek's layout: n shared ones of the routed ones' width
+            shared_count = c.int("n_shared_experts", "moe_num_shared_experts", default=0, positive=False)
             shared_ffn = shared_count * expert_ffn
         grouped = model_type == "glm4_moe"  # group-limited routing (n_group, topk_group), as DeepSeek-V3's
         moe = MoeSpec(
@@ -229,15 +233,17 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
             groups=c.int("n_group", default=1) if grouped else 1,
             top_groups=c.int("topk_group", default=1) if grouped else 1,
         )
-        # gpt_oss biases its router and each expert's fused gate-up (2f) and down (h) projections
-        biases = (experts, 2 * expert_ffn + h) if model_type == "gpt_oss" else (0, 0)
+        # gpt_oss biases its router and each expert's fused gate-up (2f) and down (h) projections; ERNIE 4.5's
+        # router keeps its score-correction bias as a parameter (moe_statics), its shared experts `use_bias`'s
+        biases = (experts, 2 * expert_ffn + h) if model_type == "gpt_oss" else (experts, 0) if ernie else (0, 0)
+        shared_bias = (2 * shared_ffn + h) if ernie and mlp_bias and shared_ffn else 0
         router = h * experts + biases[0]
         expert = 3 * h * expert_ffn + biases[1]
-        shared = 3 * h * shared_ffn + (h if model_type == "qwen2_moe" and shared_ffn else 0)
+        shared = 3 * h * shared_ffn + (h if model_type == "qwen2_moe" and shared_ffn else 0) + shared_bias
         mlp[True] = (
             router + experts * expert + shared,
             router + top_k * expert + shared,
-            biases[0] + top_k * biases[1],
+            biases[0] + top_k * biases[1] + shared_bias,
             experts * expert,
         )
         step = c.int("decoder_sparse_step", "interleave_moe_layer_step", default=1)
@@ -247,6 +253,12 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
         if c.data.get("moe_layers") is not None:  # llama4_text names them, overriding the step
             routed_layers = _layer_list(c, "moe_layers", layers)
             is_moe = [k in routed_layers for k in range(layers)]
+        if ernie:  # every moe_layer_interval-th block from the start index to the end index, both included
+            interval = c.int("moe_layer_interval", default=1)
+            start = c.int("moe_layer_start_index", default=0, positive=False)
+            end = c.int("moe_layer_end_index", default=layers - 1, positive=False)
+            end += layers if end < 0 else 0
+            is_moe = [(k + 1) % interval == 0 and start <= k <= end for k in range(layers)]
     # one LayerSpec per kind of block (MoE or dense MLP, attention window) as first met, and each block's kind
     attention = _attention_kinds(c, model_type, layers)
     kinds = list(zip(is_moe, attention, strict=True))
@@ -285,6 +297,7 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
         mlp="swiglu" if gated else "gelu",  # "gelu": an MLP of two matrices, whatever its activation
         sinks=model_type == "gpt_oss",  # transformers' GptOssAttention: self.sinks, one logit per head
         block_order=None if list(order) == sorted(order) else order,
+        head_bias=biased and model_type == "ernie4_5_moe",  # its lm_head takes `use_bias`, ERNIE 4.5's dense one not
     )
 
 

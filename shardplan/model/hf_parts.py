@@ -103,12 +103,13 @@ def assemble(
     mla: MlaSpec | None = None,
     sinks: bool = False,
     block_order: tuple[int, ...] | None = None,
+    head_bias: bool = False,
 ) -> ModelSpec:
     """The model around its blocks: the embedding, the final norm (an RMSNorm of h by default) and the output head.
     The defaults are the Llama family's: SwiGLU, rotary positions, no dropout, 4,096 tokens unless the config's
     maximum is shorter."""
     embed = vocab * h + positions * h  # token (and learned position) embeddings: lookups, no matmul FLOPs
-    head_params = 0 if tied else vocab * h  # lm_head has no bias in any supported type
+    head_params = (0 if tied else vocab * h) + (vocab if head_bias else 0)  # a bias only where `head_bias` says
     norm = h if final_norm is None else final_norm
     return ModelSpec(
         name=name,
