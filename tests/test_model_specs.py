@@ -141,6 +141,10 @@ TINY: dict[str, dict] = {
         "head_dim": 20,
         "pad_token_id": None,  # its default lies beyond the tiny vocabulary
     },
+    "cohere": {
+        **_DENSE,
+        **dict(num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2, use_qk_norm=True),  # Command R+'s
+    },
     "cohere2": {
         **_DENSE,
         "num_hidden_layers": 4,
@@ -329,7 +333,7 @@ def test_ernie_use_bias_biases_every_linear_but_the_routed_experts(model_type):
     "model_type",
     [
         *("llama", "gpt2", "gpt_neox", "phi3", "qwen3", "deepseek_v3", "granite", "smollm3", "olmo2", "seed_oss"),
-        *("arcee", "glm4", "starcoder2", "gemma"),
+        *("arcee", "glm4", "starcoder2", "gemma", "cohere"),
     ],
 )
 def test_flops_per_token_match_flop_counter(model_type):
@@ -563,6 +567,7 @@ _MLA_MOE = {
         ("helium", {**TINY["llama"], "head_dim": 16}),  # o_proj takes h: heads x head_dim = h, as in Helium 1
         ("hunyuan_v1_dense", {**TINY["qwen3"], "attention_bias": True}),
         ("minimax_m2", {**TINY["olmoe"], "num_local_experts": 6, "head_dim": 16}),
+        ("granitemoe", {**TINY["mixtral"]}),
         ("glm4_moe_lite", {**_MLA_MOE, "mlp_layer_types": ["dense", "sparse", "sparse"]}),
         ("mistral4", {**_MLA_MOE, "first_k_dense_replace": 1}),
     ],

@@ -34,6 +34,7 @@ SUPPORTED = (
     "gpt_oss",
     "llama4_text",
     "glm4",
+    "cohere",
     "cohere2",
     "starcoder2",
     "granite",
@@ -64,7 +65,9 @@ _SANDWICH = ("gemma2", "gemma3_text", "glm4")
 _HEAD_QK_NORM = ("qwen3", "qwen3_moe", "gemma3_text", "exaone4", "apertus")
 _PROJECTION_QK_NORM = ("olmo2", "olmo3", "olmoe")
 # the config class's tie_word_embeddings default
-_TIED_BY_DEFAULT = ("gemma", "gemma2", "gemma3_text", "smollm3", "ernie4_5", "ernie4_5_moe", "cohere2", "starcoder2")
+_TIED_BY_DEFAULT = (
+    *("gemma", "gemma2", "gemma3_text", "smollm3", "ernie4_5", "ernie4_5_moe", "cohere", "cohere2", "starcoder2"),
+)
 # Language models of vision-language ones, built as a supported type is (their multimodal rotary positions aside):
 # Qwen2-VL's and Qwen2.5-VL's are Qwen2's, Qwen3-VL's Qwen3's and Qwen3 MoE's.
 _SAME_AS = {
@@ -79,6 +82,7 @@ _SAME_AS = {
     "helium": "llama",
     "hunyuan_v1_dense": "qwen3",
     "minimax_m2": "olmoe",
+    "granitemoe": "mixtral",  # Granite 3's MoE (its multipliers scale activations, not parameters)
     "mistral4": "deepseek_v3",
     "glm4_moe_lite": "deepseek_v3",
     "qwen2_vl_text": "qwen2",
@@ -94,7 +98,7 @@ _HEAD_IN_TEXT_MODEL = ("llama4",)
 _UNGATED = {"arcee": 0, "apertus": 2, "starcoder2": 0}
 _USE_BIAS = ("starcoder2", "ernie4_5", "ernie4_5_moe")
 # One norm before attention and MLP side by side (Cohere's parallel block), where Llama has one before each
-_PARALLEL_BLOCK = ("cohere2",)
+_PARALLEL_BLOCK = ("cohere", "cohere2")
 # Models whose config-wide `sliding_window` (where set) bounds every block's attention, without `layer_types`
 _EVERY_BLOCK_SLIDING = ("mistral", "mixtral", "starcoder2")
 
@@ -200,7 +204,9 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
     norm = 2 * h if model_type == "starcoder2" else h  # an RMSNorm's weight, or a LayerNorm's weight and bias
     norms = (4 if model_type in _SANDWICH else 1 if model_type in _PARALLEL_BLOCK else 2) * norm
     head_qk_norm = model_type in _HEAD_QK_NORM or (model_type == "glm4_moe" and c.flag("use_qk_norm", False))
-    norms += 2 * hd if head_qk_norm else (heads + kv) * hd if model_type in _PROJECTION_QK_NORM else 0
+    # Command R+'s use_qk_norm: a LayerNorm weight over every head of q and of k (CohereLayerNorm((heads, hd)))
+    projection_qk_norm = model_type in _PROJECTION_QK_NORM or (model_type == "cohere" and c.flag("use_qk_norm", False))
+    norms += 2 * hd if head_qk_norm else (heads + kv) * hd if projection_qk_norm else 0
     gated = model_type not in _UNGATED
     mlp_biases = ((2 * ffn if gated else ffn) + h) if mlp_bias else 0
     dense_mlp = (3 if gated else 2) * h * ffn + mlp_biases  # gate, up (h x f), down (f x h)
