@@ -154,6 +154,7 @@ TINY: dict[str, dict] = {
         "layer_types": ["sliding_attention"] * 3 + ["full_attention"],
     },
     "starcoder2": {**_DENSE, "num_hidden_layers": 3, "num_attention_heads": 6, "num_key_value_heads": 2},
+    "nemotron": {**_DENSE, "num_hidden_layers": 2, "num_attention_heads": 6, "num_key_value_heads": 2, "head_dim": 16},
     "deepseek_v3": {
         "hidden_size": 96,
         "intermediate_size": 200,
@@ -333,7 +334,7 @@ def test_ernie_use_bias_biases_every_linear_but_the_routed_experts(model_type):
     "model_type",
     [
         *("llama", "gpt2", "gpt_neox", "phi3", "qwen3", "deepseek_v3", "granite", "smollm3", "olmo2", "seed_oss"),
-        *("arcee", "glm4", "starcoder2", "gemma", "cohere"),
+        *("arcee", "glm4", "starcoder2", "gemma", "cohere", "nemotron"),
     ],
 )
 def test_flops_per_token_match_flop_counter(model_type):

@@ -37,6 +37,7 @@ SUPPORTED = (
     "cohere",
     "cohere2",
     "starcoder2",
+    "nemotron",
     "granite",
     "smollm3",
     "ministral",
@@ -93,9 +94,11 @@ _SAME_AS = {
 # Vision-language wrappers whose language model keeps its own output head, tied as its text_config says (transformers'
 # Llama4ForConditionalGeneration holds a Llama4ForCausalLM); the others' head is the wrapper's, tied as it says.
 _HEAD_IN_TEXT_MODEL = ("llama4",)
-# MLPs of two matrices, up and down, without a gate: ReLU^2 (Arcee), xIELU with two learned scalars (Apertus), GELU
-# (StarCoder2, whose `use_bias` biases every linear and whose LayerNorms always have biases: 2h a norm)
-_UNGATED = {"arcee": 0, "apertus": 2, "starcoder2": 0}
+# MLPs of two matrices, up and down, without a gate: ReLU^2 (Arcee, Nemotron), xIELU with two learned scalars
+# (Apertus), GELU (StarCoder2, whose `use_bias` biases every linear)
+_UNGATED = {"arcee": 0, "apertus": 2, "starcoder2": 0, "nemotron": 0}
+# LayerNorms with a bias (2h a norm) where the others have an RMSNorm's weight (h): StarCoder2's, Nemotron's LayerNorm1P
+_LAYERNORM = ("starcoder2", "nemotron")
 _USE_BIAS = ("starcoder2", "ernie4_5", "ernie4_5_moe")
 # One norm before attention and MLP side by side (Cohere's parallel block), where Llama has one before each
 _PARALLEL_BLOCK = ("cohere", "cohere2")
@@ -201,7 +204,7 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
     attn_bias = (heads * hd + 2 * kv * hd) if qkv_bias else 0
     if attention_bias and model_type not in _QKV_BIAS:
         attn_bias += h  # llama's attention_bias also biases o_proj
-    norm = 2 * h if model_type == "starcoder2" else h  # an RMSNorm's weight, or a LayerNorm's weight and bias
+    norm = 2 * h if model_type in _LAYERNORM else h  # an RMSNorm's weight, or a LayerNorm's weight and bias
     norms = (4 if model_type in _SANDWICH else 1 if model_type in _PARALLEL_BLOCK else 2) * norm
     head_qk_norm = model_type in _HEAD_QK_NORM or (model_type == "glm4_moe" and c.flag("use_qk_norm", False))
     # Command R+'s use_qk_norm: a LayerNorm weight over every head of q and of k (CohereLayerNorm((heads, hd)))
