@@ -67,10 +67,18 @@ _HEAD_QK_NORM = ("qwen3", "qwen3_moe", "gemma3_text", "exaone4", "apertus")
 _PROJECTION_QK_NORM = ("olmo2", "olmo3", "olmoe")
 # the config class's tie_word_embeddings default
 _TIED_BY_DEFAULT = (
-    *("gemma", "gemma2", "gemma3_text", "smollm3", "ernie4_5", "ernie4_5_moe", "cohere", "cohere2", "starcoder2"),
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "smollm3",
+    "ernie4_5",
+    "ernie4_5_moe",
+    "cohere",
+    "cohere2",
+    "starcoder2",
 )
-# Language models of vision-language ones, built as a supported type is (their multimodal rotary positions aside):
-# Qwen2-VL's and Qwen2.5-VL's are Qwen2's, Qwen3-VL's Qwen3's and Qwen3 MoE's.
+# Types read as a supported one: other names of an architecture, and the language models of vision-language ones
+# (their multimodal rotary positions aside: Qwen2-VL's and Qwen2.5-VL's are Qwen2's, Qwen3-VL's Qwen3's and Qwen3 MoE's)
 _SAME_AS = {
     # Kimi K2 "reuses the DeepSeekV3CausalLM architecture" and names its own model_type only so that inference
     # engines can tell it apart (Moonshot's Kimi-K2 deployment guide, which suggests deepseek_v3 in its place)
@@ -99,6 +107,7 @@ _HEAD_IN_TEXT_MODEL = ("llama4",)
 _UNGATED = {"arcee": 0, "apertus": 2, "starcoder2": 0, "nemotron": 0}
 # LayerNorms with a bias (2h a norm) where the others have an RMSNorm's weight (h): StarCoder2's, Nemotron's LayerNorm1P
 _LAYERNORM = ("starcoder2", "nemotron")
+# Types whose `use_bias` biases every linear (StarCoder2's by default)
 _USE_BIAS = ("starcoder2", "ernie4_5", "ernie4_5_moe")
 # One norm before attention and MLP side by side (Cohere's parallel block), where Llama has one before each
 _PARALLEL_BLOCK = ("cohere", "cohere2")
