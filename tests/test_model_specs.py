@@ -681,6 +681,7 @@ def test_activation_memory_torchtitan_selective_recompute():
         ),
         ({"model_type": "llama", "hidden_size": -4, "vocab_size": 10}, "hidden_size: expected a positive integer"),
         ({"model_type": "bert"}, "model_type: 'bert' is not supported"),
+        ({"model_type": "qwen3_next"}, "'qwen3_next' is not supported: its Gated DeltaNet .* not in the cost model"),
         (
             {
                 "model_type": "llama",
