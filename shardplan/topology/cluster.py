@@ -92,13 +92,15 @@ def _check_nvlink_models(name: str, node: NodeSpec, models: list[str | None]) ->
         joined.append(("nvswitch", tuple(switch.gpus or range(node.gpus)), switch.links_per_gpu))
     for field, gpus, links in joined:
         for k in gpus:
-            model = gpu_model(models[k]) if models[k] is not None else None
-            if model is not None and model.nvlink_gbps_per_link <= 0:
+            if models[k] is None:
+                continue
+            model = gpu_model(models[k])
+            if model.nvlink_gbps_per_link <= 0:
                 raise TopologyError(
                     f"{name}: node {node.name!r}: {field}: GPU {k}'s model, {models[k]}, has no NVLink; "
                     "leave the NVLink out, name the right gpu, or state nvlink_gbps_per_link"
                 )
-            if model is not None and links > model.nvlink_links:
+            if links > model.nvlink_links:
                 raise TopologyError(
                     f"{name}: node {node.name!r}: {field}: GPU {k}'s model, {models[k]}, has "
                     f"{model.nvlink_links} NVLinks, fewer than the {links} stated"
