@@ -6,7 +6,9 @@ Shapes: Qwen3.5's linear-attention heads (16 query/key heads and 32 value heads 
 `linear_num_value_heads`, `linear_key_head_dim`, `linear_value_head_dim` of transformers' Qwen3_5TextConfig) and what
 TP 2 and 4 leave of them on a GPU, 4,096 to 32,768 tokens a sequence, bf16, L2-normed q and k in the kernel (as
 transformers calls it). For each: forward and forward + backward milliseconds (medians of CUDA-event timings), and the
-bytes autograd keeps between them (allocated after the forward, less the inputs), per token and value head.
+bytes autograd keeps between them (allocated after the forward, less its output), per token and value head. FLA
+refuses its gated backward on Hopper under Triton 3.4 to 3.7.0 (its issue #640); the row then says so and keeps the
+forward figures. The first run (benchmarks/results/h100-gated-delta) met that.
 
     python scripts/gated_delta_device.py > results.jsonl   # on a GPU, with fla-core on the path
 """
@@ -70,42 +72,40 @@ def measure(heads: int, v_heads: int, dim: int, tokens: int, seqs: int) -> dict:
     def step() -> None:
         forward().backward(grad)
 
+    per = seqs * tokens * v_heads
+    row: dict = {"kernel": "fla chunk_gated_delta_rule", "key_heads": heads, "value_heads": v_heads, "head_dim": dim}
+    row |= {"tokens": tokens, "sequences": seqs}
     with torch.no_grad():
-        fwd_ms = _ms(forward)
-    step_ms = _ms(step)
+        row["forward_ms"] = round(_ms(forward), 4)
+    row["forward_ns_per_token_value_head"] = round(row["forward_ms"] * 1e6 / per, 4)
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
     out = forward()
-    kept = torch.cuda.memory_allocated() - before - out.numel() * out.element_size()
+    row["kept_bytes"] = torch.cuda.memory_allocated() - before - out.numel() * out.element_size()
+    row["kept_bytes_per_token_value_head"] = round(row["kept_bytes"] / per, 2)
     del out
     # causal attention over as many heads of the same width (SDPA's own pick of kernel), for scale
     q, k, v = (torch.randn(seqs, v_heads, tokens, dim, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     for t in (q, k, v):
         t.requires_grad_()
     attn_grad = torch.randn_like(q)
-    sdpa_ms = _ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(attn_grad))
-    per = seqs * tokens * v_heads
-    return {
-        "kernel": "fla chunk_gated_delta_rule",
-        "key_heads": heads,
-        "value_heads": v_heads,
-        "head_dim": dim,
-        "tokens": tokens,
-        "sequences": seqs,
-        "forward_ms": round(fwd_ms, 4),
-        "forward_backward_ms": round(step_ms, 4),
-        "kept_bytes": kept,
-        "kept_bytes_per_token_value_head": round(kept / per, 2),
-        "forward_ns_per_token_value_head": round(fwd_ms * 1e6 / per, 4),
-        "forward_backward_ns_per_token_value_head": round(step_ms * 1e6 / per, 4),
-        "sdpa_causal_forward_backward_ms": round(sdpa_ms, 4),
-    }
+    row["sdpa_causal_forward_backward_ms"] = round(
+        _ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(attn_grad)), 4
+    )
+    try:  # last: FLA refuses its gated backward on Hopper under Triton 3.4-3.7.0 (fla-org/flash-linear-attention#640)
+        row["forward_backward_ms"] = round(_ms(step), 4)
+        row["forward_backward_ns_per_token_value_head"] = round(row["forward_backward_ms"] * 1e6 / per, 4)
+    except RuntimeError as exc:
+        row["backward_error"] = str(exc)[:300]
+    return row
 
 
 def main() -> None:
     import fla
+    import triton
 
-    print(json.dumps({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "fla": fla.__version__}))
+    versions = {"torch": torch.__version__, "triton": triton.__version__, "fla": fla.__version__}
+    print(json.dumps({"gpu": torch.cuda.get_device_name(), **versions}))
     for case in CASES:
         try:
             print(json.dumps(measure(*case)), flush=True)
