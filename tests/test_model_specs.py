@@ -278,6 +278,11 @@ TINY: dict[str, dict] = {
         **dict(moe_intermediate_size=24, moe_num_experts=6, moe_k=2, moe_num_shared_experts=2),
         **dict(moe_layer_start_index=1, moe_layer_end_index=3, moe_layer_interval=2),
     },
+    "dots1": {
+        **dict(hidden_size=64, intermediate_size=160, moe_intermediate_size=24, num_hidden_layers=3),
+        **dict(num_attention_heads=4, num_key_value_heads=2, head_dim=24, n_routed_experts=6, n_shared_experts=2),
+        **dict(num_experts_per_tok=2, first_k_dense_replace=1, n_group=2, topk_group=1, attention_bias=True),
+    },
     "arcee": {
         **_DENSE,
         "num_hidden_layers": 2,
@@ -296,6 +301,7 @@ TINY: dict[str, dict] = {
 # DeepSeek-V2 as V3 but with no query latent (V2-Lite's), two shared experts and biased dense and shared MLPs
 TINY["deepseek_v2"] = TINY["deepseek_v3"] | {"q_lora_rank": None, "n_shared_experts": 2, "attention_bias": False}
 TINY["deepseek_v2"]["mlp_bias"] = True
+TINY["phimoe"] = TINY["mixtral"] | {"lm_head_bias": True}  # Mixtral's blocks with LayerNorms (weight and bias)
 
 
 def _hf(model_type: str, **overrides):
@@ -569,6 +575,7 @@ _MLA_MOE = {
         ("hunyuan_v1_dense", {**TINY["qwen3"], "attention_bias": True}),
         ("minimax_m2", {**TINY["olmoe"], "num_local_experts": 6, "head_dim": 16}),
         ("granitemoe", {**TINY["mixtral"]}),
+        ("internlm3", {**TINY["llama"], "head_dim": 16, "qkv_bias": True, "bias": True}),  # its config's names
         ("glm4_moe_lite", {**_MLA_MOE, "mlp_layer_types": ["dense", "sparse", "sparse"]}),
         ("mistral4", {**_MLA_MOE, "first_k_dense_replace": 1}),
     ],

@@ -45,6 +45,8 @@ SUPPORTED = (
     "olmo3",
     "olmoe",
     "glm4_moe",
+    "dots1",
+    "phimoe",
     "seed_oss",
     "exaone4",
     "ernie4_5",
@@ -56,14 +58,17 @@ SUPPORTED = (
     "gpt2",
     "gpt_neox",
 )
-_MOE = ("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "llama4_text", "ernie4_5_moe")
+_MOE = (
+    *("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "dots1", "phimoe", "llama4_text"),
+    "ernie4_5_moe",
+)
 # attention_bias (or always, Qwen2) biases q, k, v, not o
 _QKV_BIAS = ("qwen2", "qwen2_moe", "glm4_moe", "glm4", "seed_oss")
 # Norm weights per block beyond Llama's two (input and post-attention RMSNorm, h each), in transformers' modelling
 # code: Gemma's sandwich norms (two more of h); per-head q_norm / k_norm (head_dim each: Qwen3, Gemma 3); OLMo's
 # q_norm / k_norm over whole projections (heads x head_dim, kv heads x head_dim), where its two norms of h stay.
 _SANDWICH = ("gemma2", "gemma3_text", "glm4")
-_HEAD_QK_NORM = ("qwen3", "qwen3_moe", "gemma3_text", "exaone4", "apertus")
+_HEAD_QK_NORM = ("qwen3", "qwen3_moe", "gemma3_text", "exaone4", "apertus", "dots1")
 _PROJECTION_QK_NORM = ("olmo2", "olmo3", "olmoe")
 # the config class's tie_word_embeddings default
 _TIED_BY_DEFAULT = (
@@ -92,6 +97,7 @@ _SAME_AS = {
     "hunyuan_v1_dense": "qwen3",
     "minimax_m2": "olmoe",
     "granitemoe": "mixtral",  # Granite 3's MoE (its multipliers scale activations, not parameters)
+    "internlm3": "llama",  # under its own names for the biases (`_FIELD_NAMES`)
     "mistral4": "deepseek_v3",
     "glm4_moe_lite": "deepseek_v3",
     "qwen2_vl_text": "qwen2",
@@ -99,6 +105,8 @@ _SAME_AS = {
     "qwen3_vl_text": "qwen3",
     "qwen3_vl_moe_text": "qwen3_moe",
 }
+# Config fields a type read as another names its own way (transformers' attribute_map of its config class)
+_FIELD_NAMES = {"internlm3": {"qkv_bias": "attention_bias", "bias": "mlp_bias"}}
 # Vision-language wrappers whose language model keeps its own output head, tied as its text_config says (transformers'
 # Llama4ForConditionalGeneration holds a Llama4ForCausalLM); the others' head is the wrapper's, tied as it says.
 _HEAD_IN_TEXT_MODEL = ("llama4",)
@@ -106,7 +114,9 @@ _HEAD_IN_TEXT_MODEL = ("llama4",)
 # (Apertus), GELU (StarCoder2, whose `use_bias` biases every linear)
 _UNGATED = {"arcee": 0, "apertus": 2, "starcoder2": 0, "nemotron": 0}
 # LayerNorms with a bias (2h a norm) where the others have an RMSNorm's weight (h): StarCoder2's, Nemotron's LayerNorm1P
-_LAYERNORM = ("starcoder2", "nemotron")
+_LAYERNORM = ("starcoder2", "nemotron", "phimoe")
+# MoE types with DeepSeek's layout of experts: `n_shared_experts` shared ones of the routed ones' width
+_DEEPSEEK_EXPERTS = ("glm4_moe", "dots1", "ernie4_5_moe")
 # Types whose `use_bias` biases every linear (StarCoder2's by default)
 _USE_BIAS = ("starcoder2", "ernie4_5", "ernie4_5_moe")
 # One norm before attention and MLP side by side (Cohere's parallel block), where Llama has one before each
@@ -125,7 +135,7 @@ _NOT_MODELLED = {
     "gemma4_text": "per-layer input embeddings and global blocks of another head width",
 }
 # Models whose config-wide `sliding_window` (where set) bounds every block's attention, without `layer_types`
-_EVERY_BLOCK_SLIDING = ("mistral", "mixtral", "starcoder2")
+_EVERY_BLOCK_SLIDING = ("mistral", "mixtral", "starcoder2", "phimoe")
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -149,8 +159,8 @@ def spec_from_config(data: dict[str, Any], source: str, name: str | None = None)
         found = "none" if model_type is None else repr(model_type)
         raise ModelSpecError(f'{source}: model_type: expected a name such as "llama", found {found}')
     if model_type in _SAME_AS:
-        data = {**data, "model_type": _SAME_AS[model_type]}
-        return spec_from_config(data, source, name or model_type)
+        renamed = {_FIELD_NAMES.get(model_type, {}).get(key, key): value for key, value in data.items()}
+        return spec_from_config({**renamed, "model_type": _SAME_AS[model_type]}, source, name or model_type)
     if model_type not in SUPPORTED and isinstance(data.get("text_config"), dict):
         text = dict(data["text_config"])
         if "tie_word_embeddings" in data and model_type not in _HEAD_IN_TEXT_MODEL:
@@ -252,10 +262,10 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
         if model_type == "llama4_text":  # one shared expert of the routed ones' width (Llama4TextMoe)
             expert_ffn = shared_ffn = expert_width
         shared_count = 1 if shared_ffn else 0
-        if model_type in ("glm4_moe", "ernie4_5_moe"):  # DeepSeek's layout: n shared ones of the routed ones' width
+        if model_type in _DEEPSEEK_EXPERTS:  # DeepSeek's layout: n shared ones of the routed ones' width
             shared_count = c.int("n_shared_experts", "moe_num_shared_experts", default=0, positive=False)
             shared_ffn = shared_count * expert_ffn
-        grouped = model_type == "glm4_moe"  # group-limited routing (n_group, topk_group), as DeepSeek-V3's
+        grouped = model_type in ("glm4_moe", "dots1")  # group-limited routing (n_group, topk_group), as DeepSeek-V3's
         moe = MoeSpec(
             num_experts=experts,
             top_k=top_k,
@@ -330,7 +340,8 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
         mlp="swiglu" if gated else "gelu",  # "gelu": an MLP of two matrices, whatever its activation
         sinks=model_type == "gpt_oss",  # transformers' GptOssAttention: self.sinks, one logit per head
         block_order=None if list(order) == sorted(order) else order,
-        head_bias=biased and model_type == "ernie4_5_moe",  # its lm_head takes `use_bias`, ERNIE 4.5's dense one not
+        # ERNIE 4.5 MoE's lm_head takes `use_bias` (its dense model's not), PhiMoE's `lm_head_bias`
+        head_bias=biased if model_type == "ernie4_5_moe" else model_type == "phimoe" and c.flag("lm_head_bias", False),
     )
 
 
