@@ -198,8 +198,15 @@ def model(
         + (f" ({spec.num_active_params / 1e9:.2f} B active)" if spec.moe else ""),
     )
     console.print(f"source    {spec.source}", highlight=False)
+    print_notes(spec.caveats)
     heads = f"{spec.num_heads} heads ({spec.attention}, {spec.num_kv_heads} KV), head dim {spec.head_dim}"
     heads += ", a learned sink each" if spec.attention_sinks else ""
+    heads += ", output gated" if spec.attention_gate else ""
+    if g := spec.gated_delta:
+        heads += (
+            f"; Gated DeltaNet in {spec.num_linear_layers} of the blocks ({g.key_heads} key heads of "
+            f"{g.key_head_dim}, {g.value_heads} value heads of {g.value_head_dim}, convolution {g.conv_kernel})"
+        )
     if spec.mla:  # queries and keys of nope + rope, values apart; the latents the down-projections make
         m = spec.mla
         heads = (
@@ -287,6 +294,7 @@ def estimate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as one JSON document.")] = False,
 ) -> None:
     """Estimate step time and memory of one layout (row-major rank order)."""
+    from shardplan.model import load_model
     from shardplan.solve.estimate import estimate as run_estimate
     from shardplan.solve.estimate import shortfall
 
@@ -295,8 +303,9 @@ def estimate(
         locals(), global_batch=global_batch, seq_len=seq_len, zero_stage=zero, recompute=recompute, cp_comm=cp_comm
     )
     topo, cal = _topology_and_calibration(topology, nodes, gpu, nic_gbit, calibration)
+    spec = load_model(model)
     plan = run_estimate(
-        model,
+        spec,
         topo,
         train,
         tp=tp,
@@ -318,7 +327,7 @@ def estimate(
         f"micro-batch {plan.micro_batch} x {plan.num_micro_batches}, ZeRO {plan.zero_stage}, "
         f"recompute {' + '.join((plan.recompute, *plan.recompute_modules))}",
     )
-    print_notes(topo.caveats)
+    print_notes((*topo.caveats, *spec.caveats))
     print_link_scale(topo)
     console.print(
         f"step {plan.step_time_s:.3f} s, {plan.tokens_per_s:,.0f} tokens/s, MFU {plan.mfu:.1%}, "
@@ -494,6 +503,7 @@ def suggest(
         f"batch {global_batch} x {seq_len} tokens",
         highlight=False,
     )
+    print_notes(spec.caveats)
     table = Table(box=box.SIMPLE_HEAD)
     degrees = ("tp", "pp", "dp", *(("cp",) if cp else ()), *(("ep",) if spec.moe else ()))
     for col in ("#", *degrees, "mb", "v", "zero", "recompute", "step s", "tokens/s", "MFU", "GB/GPU"):

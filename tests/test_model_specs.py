@@ -89,6 +89,14 @@ TINY: dict[str, dict] = {
         "decoder_sparse_step": 1,
         "mlp_only_layers": [2],
     },
+    # hybrids of Gated DeltaNet and gated attention: key and value head dims unlike each other and the attention's
+    "qwen3_next": {
+        **dict(hidden_size=64, intermediate_size=96, moe_intermediate_size=24, shared_expert_intermediate_size=32),
+        **dict(num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_experts=6),
+        **dict(num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[1], full_attention_interval=2),
+        **dict(linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8, linear_value_head_dim=12),
+        "linear_conv_kernel_dim": 3,
+    },
     "gemma": {**_DENSE, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 40},
     "gemma2": {
         "hidden_size": 96,
@@ -302,6 +310,10 @@ TINY: dict[str, dict] = {
 TINY["deepseek_v2"] = TINY["deepseek_v3"] | {"q_lora_rank": None, "n_shared_experts": 2, "attention_bias": False}
 TINY["deepseek_v2"]["mlp_bias"] = True
 TINY["phimoe"] = TINY["mixtral"] | {"lm_head_bias": True}  # Mixtral's blocks with LayerNorms (weight and bias)
+# Qwen3.5: Qwen3-Next's blocks, its linear attention's projections unfused, and no dense MLP in the MoE one
+TINY["qwen3_5_text"] = {key: v for key, v in TINY["qwen3_next"].items() if "expert" not in key and "mlp" not in key}
+TINY["qwen3_5_text"]["layer_types"] = ["linear_attention", "full_attention", "full_attention", "linear_attention"]
+TINY["qwen3_5_moe_text"] = {key: v for key, v in TINY["qwen3_next"].items() if key != "intermediate_size"}
 
 
 def _hf(model_type: str, **overrides):
@@ -688,7 +700,7 @@ def test_activation_memory_torchtitan_selective_recompute():
         ),
         ({"model_type": "llama", "hidden_size": -4, "vocab_size": 10}, "hidden_size: expected a positive integer"),
         ({"model_type": "bert"}, "model_type: 'bert' is not supported"),
-        ({"model_type": "qwen3_next"}, "'qwen3_next' is not supported: its Gated DeltaNet .* not in the cost model"),
+        ({"model_type": "kimi_linear"}, "'kimi_linear' is not supported: its Kimi Delta Attention .* not in the cost model"),
         (
             {
                 "model_type": "llama",

@@ -32,6 +32,7 @@ from shardplan.cost.calibration import (
     elementwise_bytes_per_token,
     rates_for,
 )
+from shardplan.cost.linear_attention import gated_delta_bytes, gated_delta_s
 from shardplan.errors import PlanError
 from shardplan.model.schema import Matmul, ModelSpec, MoeSpec
 from shardplan.training import Training
@@ -138,12 +139,23 @@ def fp8_cast_s(elements: float, rates: Rates, *, amax_pass: bool = False, compil
     return elements * (FP8_CAST_BYTES / cast_rate + AMAX_READ_BYTES * amax_pass / rates.hbm_bytes_per_s)
 
 
+def mixer_matmuls(
+    model: ModelSpec, *, fused: bool = False, ffn: int | None = None
+) -> list[tuple[float, tuple[Matmul, ...]]]:
+    """(share of the blocks, the block's matmuls) for each mixer the blocks have (`ModelSpec.mixers`): softmax
+    attention's, and linear attention's in a hybrid model."""
+    return [(share, model.block_matmuls(fused=fused, ffn=ffn, mixer=mixer)) for share, mixer in model.mixers]
+
+
 def fp8_cast_elements(model: ModelSpec, tokens: float, tp: int, sp: bool, *, weight_casts: bool) -> tuple[float, float]:
     """Elements one block casts to FP8 on one GPU, forward (each linear's input, and its weight with
     `weight_casts`) and backward (each linear's output gradient), its linears fused as Megatron fuses them."""
-    shapes = [m.per_gpu(tokens, tp, sp) for m in model.block_matmuls(fused=True)]
-    forward = sum(rows * inner + weight_casts * width * inner for rows, width, inner in shapes)
-    return forward, sum(rows * width for rows, width, _ in shapes)
+    forward = backward = 0.0
+    for share, matmuls in mixer_matmuls(model, fused=True):
+        shapes = [m.per_gpu(tokens, tp, sp) for m in matmuls]
+        forward += share * sum(rows * inner + weight_casts * width * inner for rows, width, inner in shapes)
+        backward += share * sum(rows * width for rows, width, _ in shapes)
+    return forward, backward
 
 
 def block_elementwise_bytes(model: ModelSpec, tokens: float, tp: int, sp: bool) -> dict[str, float]:
@@ -185,12 +197,12 @@ def column_parallel_gemms_s(
     """Forward seconds of the block's column-parallel GEMMs as Megatron fuses them, attention's (the QKV
     projection; MLA: the up-projections) and the MLP's input projection (gate and up fused under SwiGLU). Their
     input- and weight-gradient GEMMs in backward each do the same FLOPs."""
-    *attention, mlp_in, _ = model.block_matmuls(fused=True)
 
     def seconds(matmuls: Sequence[Matmul]) -> float:
         return sum(gemm_s(*m.per_gpu(tokens, tp, False), rates, precision) for m in matmuls if m.split == "column")
 
-    return seconds(attention), seconds([mlp_in])
+    mixers = mixer_matmuls(model, fused=True)
+    return sum(share * seconds(matmuls[:-2]) for share, matmuls in mixers), seconds(mixers[0][1][-2:-1])
 
 
 def _block_times(
@@ -221,7 +233,8 @@ def _block_times(
     def gemms_s(matmuls: Sequence[Matmul], precision: str) -> float:
         return sum(gemm_s(*m.per_gpu(tokens, tp, sp), rates, precision) for m in matmuls)
 
-    *attention_linears, mlp_in, down = model.block_matmuls(fused=True, ffn=model.ffn_hidden_size)
+    mixers = mixer_matmuls(model, fused=True, ffn=model.ffn_hidden_size)
+    mlp_in, down = mixers[0][1][-2:]
 
     def linears(precision: str) -> tuple[float, float]:
         """The attention's linears and the MLP's (MoE blocks': their share of the routed and shared experts')."""
@@ -235,7 +248,7 @@ def _block_times(
                 routed += gemm_s(tokens, 2 * shared, h, rates, precision) + gemm_s(tokens, h, shared, rates, precision)
             share = model.num_moe_layers / model.num_layers
             mlp_s = share * routed + (1 - share) * mlp_s
-        return gemms_s(attention_linears, precision), mlp_s
+        return sum(share * gemms_s(matmuls[:-2], precision) for share, matmuls in mixers), mlp_s
 
     (attention_fwd, mlp_fwd), gemms_bwd = linears(precisions[0]), 2 * sum(linears(precisions[1]))
     gemms = attention_fwd + mlp_fwd
@@ -267,7 +280,7 @@ def _block_times(
             2 * scores * (model.head_dim + model.v_head_dim) / _peak(rates, model.head_dim, model.v_head_dim)
             + 2 * scores * BF16 / rates.hbm_bytes_per_s
             + 2 * rates.gemm_overhead_s
-        )
+        ) * (1 - model.num_linear_layers / model.num_layers)  # the softmax blocks' share
         # fused scale-mask-softmax reads scores and writes probabilities (2 + 2 B); its backward reads
         # probabilities and gradient and writes one (6 B). Dropout: out 2 B + mask 1 B forward, and
         # gradient in, mask, gradient out (2 + 1 + 2 B) backward.
@@ -293,6 +306,11 @@ def _block_times(
         if model.attention_sinks:
             reference = rates_for(REFERENCE_GPU).gemm_peak_flops / rates.gemm_peak_flops
             attn_bwd += tokens * model.num_heads / tp * SINK_BACKWARD_S_PER_ROW * reference
+    if model.gated_delta is not None:  # the linear-attention blocks' share of the mixing and its memory-bound work
+        share = model.num_linear_layers / model.num_layers
+        kernel, moved = gated_delta_s(model.gated_delta, tokens / tp, rates), gated_delta_bytes(model.gated_delta)
+        attn_fwd, attn_bwd = attn_fwd + share * kernel[0], attn_bwd + share * kernel[1]
+        memory += share * tokens / tp * moved / rates.hbm_bytes_per_s
     return gemms, gemms_bwd, attn_fwd, attn_bwd, memory, mlp_fwd
 
 
@@ -387,13 +405,18 @@ def stage_times(
     gemm_total = layers * (gemms * {"full": 2, "selective-layer": 1.5}.get(recompute, 1) + gemms_bwd)
     if recompute == "full":
         rec = fwd
-    elif recompute == "selective":
-        rec = layers * attn  # recompute the attention core only (Korthikanti et al. 2022, Sec. 5)
+    elif recompute == "selective":  # recompute the attention core only (Korthikanti et al. 2022, Sec. 5)
+        rec = layers * attn
+        if g := model.gated_delta:  # softmax attention's: a linear-attention kernel keeps no s x s scores
+            rec -= layers * model.num_linear_layers / model.num_layers * gated_delta_s(g, tokens / tp, rates)[0]
     elif recompute == "selective-layer":  # every second block in full
         rec = fwd / 2
     elif recompute == "selective-op":  # every other matmul and the memory-bound ops, not attention
         sp = training.sequence_parallel and tp > 1
-        redo = sum(gemm_s(*m.per_gpu(tokens, tp, sp), rates, precisions[0]) for m in model.block_matmuls()[1::2])
+        redo = sum(
+            share * sum(gemm_s(*m.per_gpu(tokens, tp, sp), rates, precisions[0]) for m in matmuls[1::2])
+            for share, matmuls in mixer_matmuls(model)
+        )
         rec = layers * (redo + memory)
         gemm_total += layers * redo
     else:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from shardplan.errors import ModelSpecError, describe_validation
 from shardplan.model.hf_gpt import gpt2_spec, gpt_neox_spec
 from shardplan.model.hf_parts import Cfg, assemble, block_spec, heads_of
-from shardplan.model.schema import MlaSpec, ModelSpec, MoeSpec
+from shardplan.model.schema import GatedDeltaSpec, MlaSpec, ModelSpec, MoeSpec
 from shardplan.textfile import read_text
 
 SUPPORTED = (
@@ -27,6 +27,9 @@ SUPPORTED = (
     "qwen2_moe",
     "qwen3",
     "qwen3_moe",
+    "qwen3_next",
+    "qwen3_5_text",
+    "qwen3_5_moe_text",
     "gemma",
     "gemma2",
     "gemma3_text",
@@ -60,15 +63,20 @@ SUPPORTED = (
 )
 _MOE = (
     *("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "dots1", "phimoe", "llama4_text"),
-    "ernie4_5_moe",
+    *("ernie4_5_moe", "qwen3_next", "qwen3_5_moe_text"),
 )
+# A scalar sigmoid gate (h weights) on the shared expert's output
+_SHARED_EXPERT_GATE = ("qwen2_moe", "qwen3_next", "qwen3_5_moe_text")
+# Hybrids of Gated DeltaNet and gated softmax attention, by `layer_types` ("linear_attention" or "full_attention";
+# or every `full_attention_interval`-th block full, transformers' default): Qwen3-Next, Qwen3.5
+_GATED_DELTA_TYPES = ("qwen3_next", "qwen3_5_text", "qwen3_5_moe_text")
 # attention_bias (or always, Qwen2) biases q, k, v, not o
 _QKV_BIAS = ("qwen2", "qwen2_moe", "glm4_moe", "glm4", "seed_oss")
 # Norm weights per block beyond Llama's two (input and post-attention RMSNorm, h each), in transformers' modelling
 # code: Gemma's sandwich norms (two more of h); per-head q_norm / k_norm (head_dim each: Qwen3, Gemma 3); OLMo's
 # q_norm / k_norm over whole projections (heads x head_dim, kv heads x head_dim), where its two norms of h stay.
 _SANDWICH = ("gemma2", "gemma3_text", "glm4")
-_HEAD_QK_NORM = ("qwen3", "qwen3_moe", "gemma3_text", "exaone4", "apertus", "dots1")
+_HEAD_QK_NORM = ("qwen3", "qwen3_moe", "gemma3_text", "exaone4", "apertus", "dots1", *_GATED_DELTA_TYPES)
 _PROJECTION_QK_NORM = ("olmo2", "olmo3", "olmoe")
 # the config class's tie_word_embeddings default
 _TIED_BY_DEFAULT = (
@@ -122,11 +130,7 @@ _USE_BIAS = ("starcoder2", "ernie4_5", "ernie4_5_moe")
 # One norm before attention and MLP side by side (Cohere's parallel block), where Llama has one before each
 _PARALLEL_BLOCK = ("cohere", "cohere2")
 # Types refused for blocks the cost model has no measured time or memory for (note 52 of issue 5)
-_GATED_DELTA = "Gated DeltaNet (linear-attention) blocks"
 _NOT_MODELLED = {
-    "qwen3_next": _GATED_DELTA,
-    "qwen3_5_text": _GATED_DELTA,
-    "qwen3_5_moe_text": _GATED_DELTA,
     "kimi_linear": "Kimi Delta Attention (linear-attention) blocks",
     "nemotron_h": "Mamba-2 blocks",
     "granitemoehybrid": "Mamba-2 blocks",
@@ -224,7 +228,8 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
     vocab = c.int("vocab_size")
     layers = c.int("num_hidden_layers")
     heads, kv, hd = heads_of(c, h)
-    ffn = c.int("intermediate_size")
+    # Qwen3.5 MoE has no dense MLP, and no intermediate_size: its experts' width stands in
+    ffn = c.int("intermediate_size", *(["moe_intermediate_size"] if model_type == "qwen3_5_moe_text" else []))
     if model_type == "llama4_text":  # intermediate_size is each expert's width, intermediate_size_mlp the dense MLP's
         expert_width, ffn = ffn, c.int("intermediate_size_mlp")
     # `use_bias` biases every linear: StarCoder2's by default, ERNIE 4.5's where set (its routed experts excepted)
@@ -233,8 +238,9 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
     qkv_bias = model_type in ("qwen2", "qwen2_moe") or attention_bias
     mlp_bias = biased or c.flag("mlp_bias", False)
     tied = c.flag("tie_word_embeddings", model_type in _TIED_BY_DEFAULT)
-    # attention: q (h x heads*hd), k and v (h x kv*hd each), o (heads*hd x h)
-    attn = h * heads * hd + 2 * h * kv * hd + heads * hd * h
+    # attention: q (h x heads*hd), k and v (h x kv*hd each), o (heads*hd x h); gated: q_proj twice as wide
+    linear = model_type in _GATED_DELTA_TYPES
+    attn = (2 if linear else 1) * h * heads * hd + 2 * h * kv * hd + heads * hd * h
     attn_bias = (heads * hd + 2 * kv * hd) if qkv_bias else 0
     if attention_bias and model_type not in _QKV_BIAS:
         attn_bias += h  # llama's attention_bias also biases o_proj
@@ -243,14 +249,17 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
     head_qk_norm = model_type in _HEAD_QK_NORM or (model_type == "glm4_moe" and c.flag("use_qk_norm", False))
     # Command R+'s use_qk_norm: a LayerNorm weight over every head of q and of k (CohereLayerNorm((heads, hd)))
     projection_qk_norm = model_type in _PROJECTION_QK_NORM or (model_type == "cohere" and c.flag("use_qk_norm", False))
-    norms += 2 * hd if head_qk_norm else (heads + kv) * hd if projection_qk_norm else 0
+    qk_norms = 2 * hd if head_qk_norm else (heads + kv) * hd if projection_qk_norm else 0
     gated = model_type not in _UNGATED
     mlp_biases = ((2 * ffn if gated else ffn) + h) if mlp_bias else 0
     dense_mlp = (3 if gated else 2) * h * ffn + mlp_biases  # gate, up (h x f), down (f x h)
     norms += _UNGATED.get(model_type, 0)
     norms += heads if model_type == "gpt_oss" else 0  # gpt_oss: one attention-sink logit per head (not a matmul)
     moe = None
-    common, free = attn + attn_bias + norms, attn_bias + norms
+    mixers = {"attention": (attn + attn_bias + qk_norms, attn_bias + qk_norms)}  # params, of them not matmul weights
+    gated_delta = _gated_delta(c) if linear else None
+    if gated_delta is not None:
+        mixers["gated_delta"] = _gated_delta_params(gated_delta, h)
     mlp = {False: (dense_mlp, dense_mlp, mlp_biases, 0)}  # total, active, free, experts
     is_moe = [False] * layers
     if model_type in _MOE:
@@ -272,7 +281,7 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
             expert_ffn_hidden_size=expert_ffn,
             shared_experts=shared_count,
             shared_ffn_hidden_size=shared_ffn,
-            shared_expert_gate=model_type == "qwen2_moe",
+            shared_expert_gate=model_type in _SHARED_EXPERT_GATE,
             groups=c.int("n_group", default=1) if grouped else 1,
             top_groups=c.int("topk_group", default=1) if grouped else 1,
         )
@@ -282,7 +291,7 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
         shared_bias = (2 * shared_ffn + h) if ernie and mlp_bias and shared_ffn else 0
         router = h * experts + biases[0]
         expert = 3 * h * expert_ffn + biases[1]
-        shared = 3 * h * shared_ffn + (h if model_type == "qwen2_moe" and shared_ffn else 0) + shared_bias
+        shared = 3 * h * shared_ffn + (h if model_type in _SHARED_EXPERT_GATE and shared_ffn else 0) + shared_bias
         mlp[True] = (
             router + experts * expert + shared,
             router + top_k * expert + shared,
@@ -293,6 +302,8 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
         dense_layers = _layer_list(c, "mlp_only_layers", layers) if c.data.get("mlp_only_layers") else set()
         dense_layers |= set(range(c.int("first_k_dense_replace", default=0, positive=False)))
         is_moe = [(k not in dense_layers) and (k + 1) % step == 0 for k in range(layers)]
+        if model_type == "qwen3_5_moe_text":  # every block routed (Qwen3_5MoeDecoderLayer), whatever the two say
+            is_moe = [True] * layers
         if c.data.get("moe_layers") is not None:  # llama4_text names them, overriding the step
             routed_layers = _layer_list(c, "moe_layers", layers)
             is_moe = [k in routed_layers for k in range(layers)]
@@ -302,25 +313,26 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
             end = c.int("moe_layer_end_index", default=layers - 1, positive=False)
             end += layers if end < 0 else 0
             is_moe = [(k + 1) % interval == 0 and start <= k <= end for k in range(layers)]
-    # one LayerSpec per kind of block (MoE or dense MLP, attention window) as first met, and each block's kind
+    # one LayerSpec per kind of block (MoE or dense MLP, attention window, mixer) as first met, and each block's kind
     attention = _attention_kinds(c, model_type, layers)
-    kinds = list(zip(is_moe, attention, strict=True))
+    kinds = list(zip(is_moe, attention, _linear_blocks(c, layers) if linear else ["attention"] * layers, strict=True))
     order = tuple(map(list(Counter(kinds)).index, kinds))
     blocks = [
         block_spec(
             "moe block" if routed else ("dense block" if moe else "transformer block"),
             count,
-            params=common + mlp[routed][0],
-            active=common + mlp[routed][1],
+            params=norms + mixers[mixer][0] + mlp[routed][0],
+            active=norms + mixers[mixer][0] + mlp[routed][1],
             h=h,
             heads=heads,
             head_dim=hd,
-            embedding_free=free + mlp[routed][2],
+            embedding_free=norms + mixers[mixer][1] + mlp[routed][2],
             experts=mlp[routed][3],
             window=window,
             chunk=chunk,
+            linear=gated_delta if mixer == "gated_delta" else None,
         )
-        for (routed, (window, chunk)), count in Counter(kinds).items()
+        for (routed, (window, chunk), mixer), count in Counter(kinds).items()
     ]
     return assemble(
         c,
@@ -342,7 +354,44 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
         block_order=None if list(order) == sorted(order) else order,
         # ERNIE 4.5 MoE's lm_head takes `use_bias` (its dense model's not), PhiMoE's `lm_head_bias`
         head_bias=biased if model_type == "ernie4_5_moe" else model_type == "phimoe" and c.flag("lm_head_bias", False),
+        gated_delta=gated_delta,
+        attention_gate=linear,  # Qwen3-Next's and Qwen3.5's softmax attention gates its output
     )
+
+
+def _gated_delta(c: Cfg) -> GatedDeltaSpec:
+    """The linear attention of Qwen3-Next's and Qwen3.5's "linear_attention" blocks, from their config's fields."""
+    return GatedDeltaSpec(
+        key_heads=c.int("linear_num_key_heads"),
+        value_heads=c.int("linear_num_value_heads"),
+        key_head_dim=c.int("linear_key_head_dim"),
+        value_head_dim=c.int("linear_value_head_dim"),
+        conv_kernel=c.int("linear_conv_kernel_dim"),
+    )
+
+
+def _gated_delta_params(g: GatedDeltaSpec, h: int) -> tuple[int, int]:
+    """(parameters, of them not matmul weights) of a Gated DeltaNet mixer (transformers' Qwen3_5GatedDeltaNet): the
+    input projections of q, k, v, the gate z, beta and the decay's input a (h x each); the depthwise convolution
+    (one filter of `conv_kernel` per channel, no bias); dt_bias and A_log (one per value head); the gated norm's
+    weight (the value head dim, shared by the heads); the output projection."""
+    free = g.conv_width * g.conv_kernel + 2 * g.value_heads + g.value_head_dim
+    return h * (g.conv_width + g.value_width + 2 * g.value_heads) + g.value_width * h + free, free
+
+
+def _linear_blocks(c: Cfg, layers: int) -> list[str]:
+    """Each block's mixer, "gated_delta" or "attention", from `layer_types` ("linear_attention" or
+    "full_attention") or, where a config has none, every `full_attention_interval`-th block softmax attention
+    (transformers' Qwen3NextConfig and Qwen3_5TextConfig, 4 by default)."""
+    kinds = c.data.get("layer_types")
+    if kinds is None:
+        interval = c.int("full_attention_interval", default=4)
+        return ["attention" if (k + 1) % interval == 0 else "gated_delta" for k in range(layers)]
+    if not isinstance(kinds, list) or len(kinds) != layers or not set(kinds) <= {"linear_attention", "full_attention"}:
+        raise ModelSpecError(
+            f'{c.source}: layer_types: expected "linear_attention" or "full_attention" for each of {layers} blocks'
+        )
+    return ["gated_delta" if kind == "linear_attention" else "attention" for kind in kinds]
 
 
 def _leading_dense(c: Cfg, layers: int) -> int:

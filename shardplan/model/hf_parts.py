@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from shardplan.errors import ModelSpecError
-from shardplan.model.schema import LayerSpec, MlaSpec, ModelSpec, MoeSpec
+from shardplan.model.schema import GatedDeltaSpec, LayerSpec, MlaSpec, ModelSpec, MoeSpec
 
 
 class Cfg:
@@ -61,9 +61,26 @@ def block_spec(
     experts: int = 0,
     window: int | None = None,
     chunk: int | None = None,
+    linear: GatedDeltaSpec | None = None,
 ) -> LayerSpec:
     # Forward matmul FLOPs per token: 2 per weight (multiply + add) of the active matmul weights;
-    # `embedding_free` are parameters that are not matmul weights (norms, biases).
+    # `embedding_free` are parameters that are not matmul weights (norms, biases). `linear`: the block mixes tokens
+    # through this linear attention, not softmax attention.
+    if linear is not None:
+        return LayerSpec(
+            name=name + " (linear attention)",
+            kind="block",
+            count=count,
+            params=params,
+            active_params=active,
+            expert_params=experts,
+            matmul_flops_per_token=2 * (active - embedding_free),
+            mixer="gated_delta",
+            # the delta-rule recurrence as Megatron-LM counts it (training.py, gdn_layer_flops): 4 multiply-adds
+            # per entry of each value head's key x value state a token; its short convolution left out, as PaLM's
+            # convention leaves out the other elementwise work
+            recurrence_flops_per_token=2 * 4 * linear.value_heads * linear.key_head_dim * linear.value_head_dim,
+        )
     return LayerSpec(
         name=name + (" (sliding window)" if window else " (chunked attention)" if chunk else ""),
         kind="block",
@@ -104,6 +121,8 @@ def assemble(
     sinks: bool = False,
     block_order: tuple[int, ...] | None = None,
     head_bias: bool = False,
+    gated_delta: GatedDeltaSpec | None = None,
+    attention_gate: bool = False,
 ) -> ModelSpec:
     """The model around its blocks: the embedding, the final norm (an RMSNorm of h by default) and the output head.
     The defaults are the Llama family's: SwiGLU, rotary positions, no dropout, 4,096 tokens unless the config's
@@ -130,6 +149,8 @@ def assemble(
         dropout=dropout,
         rotary=rotary,
         attention_sinks=sinks,
+        attention_gate=attention_gate,
+        gated_delta=gated_delta,
         block_order=block_order,
         layers=(
             LayerSpec(name="embedding", kind="embedding", params=embed, active_params=embed, matmul_flops_per_token=0),

@@ -82,6 +82,44 @@ class MlaSpec(BaseModel):
     v_head_dim: int = Field(gt=0)
 
 
+class GatedDeltaSpec(BaseModel):
+    """Gated DeltaNet linear attention (Yang, Kautz and Hatamizadeh 2024, arXiv:2412.06464) as Qwen3-Next and Qwen3.5
+    run it in their "linear_attention" blocks (transformers' Qwen3_5GatedDeltaNet): the hidden state projected to
+    queries and keys (`key_heads` of `key_head_dim`), values and an output gate (`value_heads` of `value_head_dim`)
+    and two scalars per value head (the write strength beta and the decay's input); a causal depthwise convolution
+    of `conv_kernel` taps over q, k and v; the chunked delta-rule recurrence over a key x value state per value head;
+    an RMSNorm of each head's output gated by SiLU of the gate; the output projection."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key_heads: int = Field(gt=0)
+    value_heads: int = Field(gt=0)
+    key_head_dim: int = Field(gt=0)
+    value_head_dim: int = Field(gt=0)
+    conv_kernel: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _key_heads_divide(self) -> GatedDeltaSpec:
+        if self.value_heads % self.key_heads:
+            raise ValueError(f"{self.key_heads} key heads do not divide the {self.value_heads} value heads")
+        return self
+
+    @property
+    def key_width(self) -> int:
+        """Elements per token of the queries (and of the keys)."""
+        return self.key_heads * self.key_head_dim
+
+    @property
+    def value_width(self) -> int:
+        """Elements per token of the values (and of the output gate and the output)."""
+        return self.value_heads * self.value_head_dim
+
+    @property
+    def conv_width(self) -> int:
+        """Channels of the convolution: q, k and v."""
+        return 2 * self.key_width + self.value_width
+
+
 class LayerSpec(BaseModel):
     """One layer kind, `count` times in sequence."""
 
@@ -108,6 +146,16 @@ class LayerSpec(BaseModel):
         description="Chunked attention (Llama 4's attention_chunk_size): each token attends within its chunk of "
         "this many positions, causally (None: no chunks).",
     )
+    mixer: Literal["attention", "gated_delta"] = Field(
+        "attention",
+        description="What mixes the tokens: softmax attention, or Gated DeltaNet linear attention (the model's "
+        "`gated_delta`).",
+    )
+    recurrence_flops_per_token: int = Field(
+        0,
+        ge=0,
+        description="Forward FLOPs per token of a linear-attention recurrence, whatever the sequence length.",
+    )
 
     def attended(self, seq_len: int) -> int:
         """Keys a query's attention spans at `seq_len`, the causal mask aside: the window, its chunk, or the
@@ -116,7 +164,8 @@ class LayerSpec(BaseModel):
 
     def flops_per_token(self, seq_len: int) -> int:
         """Forward FLOPs per token of one such layer at `seq_len` (`ModelSpec.flops_per_token`'s convention)."""
-        return self.matmul_flops_per_token + self.attn_flops_per_token_per_seq * self.attended(seq_len)
+        attention = self.attn_flops_per_token_per_seq * self.attended(seq_len)
+        return self.matmul_flops_per_token + attention + self.recurrence_flops_per_token
 
 
 class ModelSpec(BaseModel):
@@ -152,6 +201,14 @@ class ModelSpec(BaseModel):
         description="A learned logit per query head that joins every softmax (GPT-OSS's `sinks`); fused "
         "attention's backward takes longer with it.",
     )
+    attention_gate: bool = Field(
+        False,
+        description="A sigmoid gate on every query head's attention output, its weights beside Q's (Qwen3-Next, "
+        "Qwen3.5: q_proj twice as wide).",
+    )
+    gated_delta: GatedDeltaSpec | None = Field(
+        None, description="The linear attention of the blocks whose `mixer` is gated_delta (hybrid models)."
+    )
     layers: tuple[LayerSpec, ...]
     block_order: tuple[int, ...] | None = Field(
         None,
@@ -163,6 +220,12 @@ class ModelSpec(BaseModel):
     def _heads_divide(self) -> ModelSpec:
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
+        return self
+
+    @model_validator(mode="after")
+    def _linear_blocks_described(self) -> ModelSpec:
+        if (self.num_linear_layers > 0) != (self.gated_delta is not None):
+            raise ValueError("gated_delta: expected a description where (and only where) blocks have that mixer")
         return self
 
     @model_validator(mode="after")
@@ -239,10 +302,11 @@ class ModelSpec(BaseModel):
         """(share of the blocks, span) per kind of attention at `seq_len`: the causal sequence length whose queries
         see as many keys on average as the blocks' queries do (s itself without a window; a window w < s gives a
         query min(i + 1, w) keys, w - w(w - 1)/2s on average, as a causal sequence of 2w - w(w - 1)/s does;
-        chunks of c are causal sequences of c)."""
+        chunks of c are causal sequences of c). Linear-attention blocks have none: the shares sum to the softmax
+        blocks' share."""
         spans: dict[int, float] = {}
         for ly in self.layers:
-            if ly.kind == "block":
+            if ly.kind == "block" and ly.mixer == "attention":
                 w = ly.attended(seq_len)
                 span = w if w == seq_len or ly.attention_chunk else round(2 * w - w * (w - 1) / seq_len)
                 spans[span] = spans.get(span, 0.0) + ly.count / self.num_layers
@@ -272,6 +336,29 @@ class ModelSpec(BaseModel):
         """Parameters of the routed experts, summed over blocks (0 for a dense model)."""
         return sum(layer.expert_params * layer.count for layer in self.layers)
 
+    @property
+    def caveats(self) -> tuple[str, ...]:
+        """What the cost model knows of this model's blocks only from others' code, a line each (printed beside
+        every plan for it)."""
+        if self.gated_delta is None:
+            return ()
+        return (
+            "the linear-attention kernels' time is a roofline of flash-linear-attention's kernels, not a measurement "
+            "(shardplan/cost/linear_attention.py)",
+        )
+
+    @cached_property
+    def num_linear_layers(self) -> int:
+        """Blocks whose tokens mix through linear attention (`gated_delta`) rather than softmax attention."""
+        return sum(ly.count for ly in self.layers if ly.kind == "block" and ly.mixer == "gated_delta")
+
+    @property
+    def mixers(self) -> tuple[tuple[float, Literal["attention", "gated_delta"]], ...]:
+        """(share of the blocks, mixer) for each mixer the blocks have: what per-block figures average over."""
+        linear = self.num_linear_layers / self.num_layers
+        shares = ((1.0 - linear, "attention"), (linear, "gated_delta"))
+        return tuple((share, mixer) for share, mixer in shares if share > 0)  # type: ignore[misc]
+
     @cached_property
     def num_moe_layers(self) -> int:
         """Blocks whose MLP routes tokens to experts (each runs an all-to-all dispatch and combine under
@@ -298,16 +385,29 @@ class ModelSpec(BaseModel):
             return self.num_heads * self.mla.qk_rope_head_dim, self.mla.qk_rope_head_dim
         return self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
 
-    def block_matmuls(self, *, fused: bool = False, ffn: int | None = None) -> tuple[Matmul, ...]:
+    def block_matmuls(
+        self, *, fused: bool = False, ffn: int | None = None, mixer: str = "attention"
+    ) -> tuple[Matmul, ...]:
         """The block's weight matmuls in forward order, unfused as Llama and torchtitan write them:
         Q, K, V, out-projection, then the MLP (SwiGLU: gate w1, up w3, down w2; GeLU: up, down); MLA: the query
-        and key-value down-projections (duplicated under TP) and up-projections, then the out-projection.
-        `fused`: as Megatron-Core runs them, QKV one matmul and SwiGLU's gate and up one. `ffn`: the MLP's width
-        (default: the active one, `active_ffn_hidden_size`)."""
+        and key-value down-projections (duplicated under TP) and up-projections, then the out-projection; with
+        `attention_gate`, Q twice as wide (the gate's weights beside it). `mixer` "gated_delta": the linear
+        attention's projections in place of attention's (transformers' in_proj_qkv, in_proj_z, in_proj_b and
+        in_proj_a, then out_proj; each split over TP by heads).
+        `fused`: as Megatron-Core runs them, QKV one matmul (linear attention: one in_proj) and SwiGLU's gate and up
+        one. `ffn`: the MLP's width (default: the active one, `active_ffn_hidden_size`)."""
         h, f = self.hidden_size, ffn or self.active_ffn_hidden_size
-        q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        q, kv = self.num_heads * self.head_dim * (1 + self.attention_gate), self.num_kv_heads * self.head_dim
         out = Matmul("o", h, self.num_heads * self.v_head_dim, "row")
-        if self.mla:
+        if mixer == "gated_delta" and self.gated_delta:
+            g = self.gated_delta
+            inputs = (g.conv_width, g.value_width, g.value_heads, g.value_heads)
+            names = ("in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a")
+            projections = [Matmul(name, width, h, "column") for name, width in zip(names, inputs, strict=True)]
+            if fused:
+                projections = [Matmul("in_proj", sum(inputs), h, "column")]
+            attention = (*projections, Matmul("out_proj", h, g.value_width, "row"))
+        elif self.mla:
             m = self.mla
             query = (Matmul("q", q, h, "column"),)
             if m.q_lora_rank:
@@ -422,20 +522,28 @@ class ModelSpec(BaseModel):
             shape["experts_whole"] = experts_whole
             full = self.activation_bytes_per_token(**shape, recompute="full")
             return (full + self.activation_bytes_per_token(**shape)) / 2
+        attention_share = 1 - self.num_linear_layers / self.num_layers
         if recompute == "selective-op":
-            shapes = (m.per_gpu(1, tp, sequence_parallel) for m in self.block_matmuls()[::2])
-            kept = sum(rows * width for rows, width, _ in shapes)  # outputs per token
-            kept += h / (tp if sequence_parallel else 1) + out / tp  # block input, attention output
+            kept = 0.0
+            for share, mixer in self.mixers:
+                shapes = (m.per_gpu(1, tp, sequence_parallel) for m in self.block_matmuls(mixer=mixer)[::2])
+                kept += share * sum(rows * width for rows, width, _ in shapes)  # outputs per token
+            kept += h / (tp if sequence_parallel else 1) + attention_share * out / tp  # block input, attention output
             if tp > 1 and sequence_parallel:
                 kept += 2 * h / tp  # reduce-scatter outputs after the out- and down-projections
-            return float(BYTES_BF16 * kept + FP32 * self.num_heads / tp)
-        # Sharded by TP: Q, K, V, out-proj input (heads x the value head dim), MLP internals.
+            return float(BYTES_BF16 * kept + attention_share * FP32 * self.num_heads / tp)
+        # Sharded by TP: Q, K, V, out-proj input (heads x the value head dim), and the gate's sigmoid and the
+        # product where attention is gated; linear attention's instead in its blocks (`_linear_mixer_bytes`);
+        # MLP internals.
         mlp_inner = (2 * f + 2 * f) if self.mlp == "gelu" else (6 if fused_swiglu else 8) * f
-        sharded = 2 * q + 2 * k + 2 * v + 2 * out + mlp_inner
+        attention = 2 * q + 2 * k + 2 * v + 2 * out + self.attention_gate * (2 * q + 2 * out)
+        sharded = attention_share * attention + (1 - attention_share) * self._linear_mixer_bytes + mlp_inner
+        linear_out = self.gated_delta.value_width if self.gated_delta else 0
+        out_width = attention_share * out + (1 - attention_share) * linear_out
         linear_input = 2  # bytes per element of a linear's input kept for its weight gradient
         if fp8_inputs:
             linear_input = 1
-            sharded += out - f  # the out-projection's FP8 copy; the down-projection's input in 1 B
+            sharded += out_width - f  # the out-projection's FP8 copy; the down-projection's input in 1 B
         if "moe_act" in recompute_modules and self.moe is not None:  # the routed experts keep 4 B an element
             routed = self.moe.top_k * self.moe.expert_ffn_hidden_size * self.num_moe_layers / self.num_layers
             sharded -= ((6 if fused_swiglu else 8) - (1 if fp8_inputs else 0) - 4) * routed
@@ -450,6 +558,24 @@ class ModelSpec(BaseModel):
         if self.moe is not None:  # each MoE block's permuted tokens, the experts' first linear's input
             permuted = linear_input * self.moe.top_k * h * self.num_moe_layers / self.num_layers
             per_token += permuted / (tp if experts_whole and sequence_parallel else 1)
-        if recompute == "none" and not flash_attention:
-            per_token += (2 + 3 * mask) * self.num_heads * s / tp  # softmax 2as (+ dropout out 2as + mask as)
+        if recompute == "none" and not flash_attention:  # softmax 2as (+ dropout out 2as + mask as)
+            per_token += attention_share * (2 + 3 * mask) * self.num_heads * s / tp
         return float(per_token)
+
+    @cached_property
+    def _linear_mixer_bytes(self) -> float:
+        """Bytes per token a linear-attention mixer keeps for backward, all split over TP by heads (0 without
+        one), as flash-linear-attention's autograd functions save them (fla 0.6.0):
+          causal_conv1d: its input, q, k and v before the convolution, 2 B an element;
+          chunk_gated_delta_rule: q and k after their L2 norm (2 B) with an fp32 reciprocal norm per key head
+            each, v (2 B), the decay's chunk-local cumulative sum (fp32) and beta (2 B) per value head, and the
+            inverted chunk matrix A, 64 entries (the chunk size) a token and value head in bf16;
+          the decay, fp32 per value head: softplus's input and output;
+          FusedRMSNormGated: the kernel's output and the gate (2 B each), an fp32 reciprocal norm per value head;
+          out_proj: its input (2 B)."""
+        g = self.gated_delta
+        if g is None:
+            return 0.0
+        kernel = 2 * 2 * g.key_width + 2 * FP32 * g.key_heads + 2 * g.value_width + (FP32 + 2 + 2 * 64) * g.value_heads
+        norm = 2 * 2 * g.value_width + FP32 * g.value_heads
+        return float(2 * g.conv_width + kernel + 2 * FP32 * g.value_heads + norm + 2 * g.value_width)

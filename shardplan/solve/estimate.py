@@ -43,8 +43,11 @@ def check_ep(model: ModelSpec, ep: int, cp: int = 1, group: int | None = None) -
         raise PlanError(f"{what} does not divide the {model.moe.num_experts} experts of {model.name}")
 
 
-def check_cp(training: Training, cp: int) -> None:
+def check_cp(model: ModelSpec, training: Training, cp: int) -> None:
     """A one-line `PlanError` where context parallelism of degree `cp` cannot run with `training`."""
+    if cp > 1 and model.gated_delta is not None:
+        # a sequence's chunks would pass each linear-attention block's state along (FLA's cp_context); not modelled
+        raise PlanError(f"context parallelism of {model.name}'s linear-attention blocks is not modelled: set cp=1")
     if cp > 1 and training.attention == "unfused":
         raise PlanError("context parallelism runs the attention in chunks: it needs attention='flash' or 'triton'")
     if cp > 1 and training.seq_len % (2 * cp):
@@ -84,6 +87,10 @@ def check_layout(
         raise PlanError(f"tp={tp} does not divide the {model.num_heads} attention heads of {model.name}")
     if model.num_kv_heads % tp and tp % model.num_kv_heads:
         raise PlanError(f"tp={tp} and the {model.num_kv_heads} KV heads of {model.name} do not divide one another")
+    if model.gated_delta is not None and model.gated_delta.key_heads % tp:
+        raise PlanError(
+            f"tp={tp} does not divide the {model.gated_delta.key_heads} key heads of {model.name}'s linear attention"
+        )
     if "mla_up_proj" in training.recompute_modules and model.mla is None:
         raise PlanError(f"recompute module mla_up_proj needs multi-head latent attention, which {model.name} lacks")
     # a model chunk may hold just the embedding (first) or just the output head and loss (last): Llama 3's
@@ -121,7 +128,7 @@ def check_layout(
             f"interleaved pipelines need the micro-batches to be a multiple of pp={pp}, here {num_micro}: set "
             f"virtual_stages=1, or a global batch that gives a multiple"
         )
-    check_cp(training, cp)
+    check_cp(model, training, cp)
     shape, names = mesh_of(pp, dp, cp, tp, ep)
     if rank_layout is None:
         return np.arange(n).reshape(shape)

@@ -114,7 +114,7 @@ def suggest(
     }
     _check_pins(pins)
     for degree in cp or ():
-        check_cp(training, degree)
+        check_cp(spec, training, degree)
     for degree in ep or ():
         check_ep(spec, degree)
     cache: dict[tuple, Any] = {}  # stage splits, placements and ring bandwidth bounds, shared by candidates alike

@@ -39,18 +39,18 @@ def divisors(n: int) -> list[int]:
 
 
 def tp_degrees(model: ModelSpec, num_gpus: int) -> list[int]:
-    """TP degrees that split the attention heads, the KV heads (or replicate them evenly) and the
-    hidden size, and divide the GPU count.
+    """TP degrees that split the attention heads, the KV heads (or replicate them evenly), the linear attention's
+    key heads (hybrid models) and the hidden size, and divide the GPU count.
 
     >>> from shardplan import load_model
     >>> tp_degrees(load_model("llama3-8b"), 16)  # 32 heads, 8 KV heads
     [1, 2, 4, 8, 16]
     """
-    kv = model.num_kv_heads
+    kv, linear = model.num_kv_heads, model.gated_delta.key_heads if model.gated_delta else model.num_heads
     return [
         t
         for t in divisors(num_gpus)
-        if model.num_heads % t == 0 and (kv % t == 0 or t % kv == 0) and model.hidden_size % t == 0
+        if model.num_heads % t == 0 and (kv % t == 0 or t % kv == 0) and model.hidden_size % t == 0 and linear % t == 0
     ]
 
 
