@@ -65,16 +65,23 @@ def _flops_by_module(module: Any, seq_len: int) -> dict[str, int]:
 
     on_meta = all(p.device.type == "meta" for p in module.parameters())
     counter = FlopCounterMode(display=False)
-    with torch.no_grad():
-        if on_meta:
-            tokens = torch.zeros(1, seq_len, dtype=torch.long, device="meta")
-            with counter:
-                module(tokens)
-        else:
-            with FakeTensorMode(allow_non_fake_inputs=True):
-                tokens = torch.zeros(1, seq_len, dtype=torch.long)
+    try:
+        with torch.no_grad():
+            if on_meta:
+                tokens = torch.zeros(1, seq_len, dtype=torch.long, device="meta")
                 with counter:
                     module(tokens)
+            else:
+                with FakeTensorMode(allow_non_fake_inputs=True):
+                    tokens = torch.zeros(1, seq_len, dtype=torch.long)
+                    with counter:
+                        module(tokens)
+    except Exception as exc:  # the module's own code: routing, kernels or dtype checks that need real tensors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ModelSpecError(
+            f"{type(module).__name__}: its forward could not run without real tensors ({type(exc).__name__}: "
+            f"{first[:160]}); for a Hugging Face model, load_model(its config.json) reads it"
+        ) from None
     return {fqn: sum(ops.values()) for fqn, ops in counter.get_flop_counts().items()}
 
 
