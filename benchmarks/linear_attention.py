@@ -1,6 +1,7 @@
 """The cost model's Gated DeltaNet blocks (Qwen3-Next, Qwen3.5), no GPU needed: the kernels' roofline
 (`shardplan.cost.linear_attention`) kernel by kernel, beside causal softmax attention over as many heads of the
-same width at the calibrated flash rates, and what share of a hybrid block's time each part takes.
+same width at the calibrated flash rates, what share of a hybrid block's time each part takes, and the one
+published training run of such a model found so far beside its estimate.
 
 The roofline is not a measurement (the module says why); this prints what it assumes so that a measurement
 (`scripts/gated_delta_device.sh`, whose rows carry the same shapes) can be set beside it.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from shardplan import load_model
 from shardplan.cost.calibration import ATTN_BWD_FLOPS_OVER_FWD, at_head_dim, at_seq, rates_for
-from shardplan.cost.compute import _block_times
+from shardplan.cost.compute import _block_times, stage_times
 from shardplan.cost.linear_attention import _BACKWARD, _FORWARD, _kernel_s, gated_delta_s
 
 GPUS = ("h100-sxm", "h200-sxm", "a100-sxm-80gb")
@@ -56,5 +57,30 @@ def main() -> None:
               f"memory-bound {3 * memory * 1e3:6.2f}  mixing share {(attn + attn_bwd) / total:5.1%}")  # fmt: skip
 
 
+def megatron_bridge_h100_row() -> None:
+    """The one published training run of a Gated DeltaNet hybrid found so far: Megatron Bridge's model-verification
+    card for Qwen/Qwen3.6-35B-A3B (docs/model-verification/models/qwen3.6-35b-a3b.md, pretrain_performance.H100,
+    verified 2026-08-05; Qwen3_5MoeForConditionalGeneration, the qwen3.5-35b-a3b preset's language model): 16 H100s
+    in 2 nodes, TP1 PP2 (16 and 24 language blocks) EP8, micro-batch 1, global batch 512 of 4,096 tokens (5,885
+    tokens/s/GPU x 22.27 s x 16 / 512), selective recompute with MoE-activation recompute, TE fused cross-entropy;
+    measured 22.271 s a step. Not a clean row: its vision encoder (27 small blocks) runs on the first stage, and
+    Transformer Engine CUDA graphs cover attention, router and preprocessing, which cut the host's dispatch time."""
+    from shardplan import Training, estimate, load_topology
+
+    train = Training(
+        global_batch=512, seq_len=4096, recompute="selective", recompute_modules=("moe_act",), loss="fused"
+    )
+    model, topology = load_model("qwen3.5-35b-a3b"), load_topology("dgx-h100", nodes=2)
+    plan = estimate(model, topology, train, tp=1, pp=2, dp=1, ep=8, layers_per_stage=(16, 24))
+    print(f"\nMegatron Bridge, Qwen3.6-35B-A3B on 16 H100s: measured 22.271 s, estimate {plan.step_time_s:.2f} s "
+          f"({plan.step_time_s / 22.271 - 1:+.0%})")  # fmt: skip
+    rates = rates_for("h100-sxm")
+    stage = stage_times(model, train, layers=24, first=False, last=True, micro_batch=1, tp=1, ep=8, rates=rates)
+    busy, waiting = stage.forward_s + stage.backward_s + stage.recompute_s, stage.host_slack_s
+    print(f"  last stage per micro-batch {busy * 1e3:.0f} ms, of it waiting on the host's dispatch "
+          f"{waiting * 1e3:.0f} ms ({waiting / busy:.0%}: MoE host time per local expert)")  # fmt: skip
+
+
 if __name__ == "__main__":
     main()
+    megatron_bridge_h100_row()
