@@ -310,6 +310,13 @@ TINY: dict[str, dict] = {
 TINY["deepseek_v2"] = TINY["deepseek_v3"] | {"q_lora_rank": None, "n_shared_experts": 2, "attention_bias": False}
 TINY["deepseek_v2"]["mlp_bias"] = True
 TINY["phimoe"] = TINY["mixtral"] | {"lm_head_bias": True}  # Mixtral's blocks with LayerNorms (weight and bias)
+TINY["olmo"] = dict(TINY["llama"])  # Llama's blocks with LayerNorms that have no weights
+# EXAONE 4's attention (q and k norms per head, sliding blocks) with DeepSeek's layout of experts, by mlp_layer_types
+TINY["exaone_moe"] = TINY["exaone4"] | {
+    **dict(moe_intermediate_size=24, num_hidden_layers=4, num_experts=6, num_experts_per_tok=2, num_shared_experts=1),
+    "layer_types": ["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
+    "mlp_layer_types": ["dense", "sparse", "sparse", "sparse"],
+}
 # Qwen3.5: Qwen3-Next's blocks, its linear attention's projections unfused, and no dense MLP in the MoE one
 TINY["qwen3_5_text"] = {key: v for key, v in TINY["qwen3_next"].items() if "expert" not in key and "mlp" not in key}
 TINY["qwen3_5_text"]["layer_types"] = ["linear_attention", "full_attention", "full_attention", "linear_attention"]
@@ -352,7 +359,7 @@ def test_ernie_use_bias_biases_every_linear_but_the_routed_experts(model_type):
     "model_type",
     [
         *("llama", "gpt2", "gpt_neox", "phi3", "qwen3", "deepseek_v3", "granite", "smollm3", "olmo2", "seed_oss"),
-        *("arcee", "glm4", "starcoder2", "gemma", "cohere", "nemotron"),
+        *("arcee", "glm4", "starcoder2", "gemma", "cohere", "nemotron", "olmo"),
     ],
 )
 def test_flops_per_token_match_flop_counter(model_type):
@@ -596,13 +603,17 @@ _MLA_MOE = {
         ("hunyuan_v1_dense", {**TINY["qwen3"], "attention_bias": True}),
         ("minimax_m2", {**TINY["olmoe"], "num_local_experts": 6, "head_dim": 16}),
         ("granitemoe", {**TINY["mixtral"]}),
+        ("granitemoeshared", {**TINY["mixtral"], "shared_intermediate_size": 80}),
+        # its moe_intermediate_size unread: experts and the shared one are intermediate_size wide in transformers
+        ("hunyuan_v1_moe", {**TINY["qwen3"], "num_experts": 4, "moe_topk": 2, "moe_intermediate_size": 8}),
         ("internlm3", {**TINY["llama"], "head_dim": 16, "qkv_bias": True, "bias": True}),  # its config's names
         ("glm4_moe_lite", {**_MLA_MOE, "mlp_layer_types": ["dense", "sparse", "sparse"]}),
         ("mistral4", {**_MLA_MOE, "first_k_dense_replace": 1}),
     ],
 )
 def test_types_built_as_another_count_what_transformers_builds(model_type, config):
-    """Ministral 3, Helium, Hunyuan (dense), MiniMax-M2, GLM-4.7-Flash and Mistral 4 are read as the supported
+    """Ministral 3, Helium, Hunyuan (dense and MoE), MiniMax-M2, Granite MoE (with its shared expert), InternLM3,
+    GLM-4.7-Flash and Mistral 4 are read as the supported
     type whose parameters transformers builds for them (`_SAME_AS`); Mistral 4 is a language model inside
     Mistral 3's vision-language wrapper, without an output head of its own in transformers."""
     cfg = transformers.AutoConfig.for_model(model_type, **{**_COMMON, **config})

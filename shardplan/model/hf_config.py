@@ -52,6 +52,8 @@ SUPPORTED = (
     "phimoe",
     "seed_oss",
     "exaone4",
+    "exaone_moe",
+    "olmo",
     "ernie4_5",
     "ernie4_5_moe",
     "arcee",
@@ -63,7 +65,7 @@ SUPPORTED = (
 )
 _MOE = (
     *("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "dots1", "phimoe", "llama4_text"),
-    *("ernie4_5_moe", "qwen3_next", "qwen3_5_moe_text"),
+    *("ernie4_5_moe", "qwen3_next", "qwen3_5_moe_text", "exaone_moe"),
 )
 # A scalar sigmoid gate (h weights) on the shared expert's output
 _SHARED_EXPERT_GATE = ("qwen2_moe", "qwen3_next", "qwen3_5_moe_text")
@@ -76,7 +78,7 @@ _QKV_BIAS = ("qwen2", "qwen2_moe", "glm4_moe", "glm4", "seed_oss")
 # code: Gemma's sandwich norms (two more of h); per-head q_norm / k_norm (head_dim each: Qwen3, Gemma 3); OLMo's
 # q_norm / k_norm over whole projections (heads x head_dim, kv heads x head_dim), where its two norms of h stay.
 _SANDWICH = ("gemma2", "gemma3_text", "glm4")
-_HEAD_QK_NORM = ("qwen3", "qwen3_moe", "gemma3_text", "exaone4", "apertus", "dots1", *_GATED_DELTA_TYPES)
+_HEAD_QK_NORM = ("qwen3", "qwen3_moe", "gemma3_text", "exaone4", "exaone_moe", "apertus", "dots1", *_GATED_DELTA_TYPES)
 _PROJECTION_QK_NORM = ("olmo2", "olmo3", "olmoe")
 # the config class's tie_word_embeddings default
 _TIED_BY_DEFAULT = (
@@ -106,6 +108,10 @@ _SAME_AS = {
     "minimax_m2": "olmoe",
     "granitemoe": "mixtral",  # Granite 3's MoE (its multipliers scale activations, not parameters)
     "internlm3": "llama",  # under its own names for the biases (`_FIELD_NAMES`)
+    "granitemoeshared": "mixtral",  # Granite 3's MoE with a shared expert, ungated, of `shared_intermediate_size`
+    # Hunyuan-A13B: q and k norms per head, routed experts and one ungated shared expert, all of intermediate_size
+    # (HunYuanMoEV1Experts and HunYuanMoEV1MLP read it; the config's moe_intermediate_size is not read)
+    "hunyuan_v1_moe": "qwen3_moe",
     "mistral4": "deepseek_v3",
     "glm4_moe_lite": "deepseek_v3",
     "qwen2_vl_text": "qwen2",
@@ -114,7 +120,19 @@ _SAME_AS = {
     "qwen3_vl_moe_text": "qwen3_moe",
 }
 # Config fields a type read as another names its own way (transformers' attribute_map of its config class)
-_FIELD_NAMES = {"internlm3": {"qkv_bias": "attention_bias", "bias": "mlp_bias"}}
+_FIELD_NAMES = {
+    "internlm3": {"qkv_bias": "attention_bias", "bias": "mlp_bias"},
+    "granitemoeshared": {"shared_intermediate_size": "shared_expert_intermediate_size"},
+    "hunyuan_v1_moe": {"moe_topk": "num_experts_per_tok"},
+}
+# Fields a type read as another takes from another of its own, over what the config says (the width its modelling
+# code reads)
+_COPIED_FIELDS = {
+    "hunyuan_v1_moe": {
+        "moe_intermediate_size": "intermediate_size",
+        "shared_expert_intermediate_size": "intermediate_size",
+    }
+}
 # Vision-language wrappers whose language model keeps its own output head, tied as its text_config says (transformers'
 # Llama4ForConditionalGeneration holds a Llama4ForCausalLM); the others' head is the wrapper's, tied as it says.
 _HEAD_IN_TEXT_MODEL = ("llama4",)
@@ -123,8 +141,10 @@ _HEAD_IN_TEXT_MODEL = ("llama4",)
 _UNGATED = {"arcee": 0, "apertus": 2, "starcoder2": 0, "nemotron": 0}
 # LayerNorms with a bias (2h a norm) where the others have an RMSNorm's weight (h): StarCoder2's, Nemotron's LayerNorm1P
 _LAYERNORM = ("starcoder2", "nemotron", "phimoe")
+# LayerNorms without weights (OLMo 1's non-parametric OlmoLayerNorm): no norm parameters at all
+_NORM_FREE = ("olmo",)
 # MoE types with DeepSeek's layout of experts: `n_shared_experts` shared ones of the routed ones' width
-_DEEPSEEK_EXPERTS = ("glm4_moe", "dots1", "ernie4_5_moe")
+_DEEPSEEK_EXPERTS = ("glm4_moe", "dots1", "ernie4_5_moe", "exaone_moe")
 # Types whose `use_bias` biases every linear (StarCoder2's by default)
 _USE_BIAS = ("starcoder2", "ernie4_5", "ernie4_5_moe")
 # One norm before attention and MLP side by side (Cohere's parallel block), where Llama has one before each
@@ -164,6 +184,7 @@ def spec_from_config(data: dict[str, Any], source: str, name: str | None = None)
         raise ModelSpecError(f'{source}: model_type: expected a name such as "llama", found {found}')
     if model_type in _SAME_AS:
         renamed = {_FIELD_NAMES.get(model_type, {}).get(key, key): value for key, value in data.items()}
+        renamed |= {to: renamed[of] for to, of in _COPIED_FIELDS.get(model_type, {}).items() if of in renamed}
         return spec_from_config({**renamed, "model_type": _SAME_AS[model_type]}, source, name or model_type)
     if model_type not in SUPPORTED and isinstance(data.get("text_config"), dict):
         text = dict(data["text_config"])
@@ -244,7 +265,7 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
     attn_bias = (heads * hd + 2 * kv * hd) if qkv_bias else 0
     if attention_bias and model_type not in _QKV_BIAS:
         attn_bias += h  # llama's attention_bias also biases o_proj
-    norm = 2 * h if model_type in _LAYERNORM else h  # an RMSNorm's weight, or a LayerNorm's weight and bias
+    norm = 2 * h if model_type in _LAYERNORM else 0 if model_type in _NORM_FREE else h  # a norm's weight (and bias)
     norms = (4 if model_type in _SANDWICH else 1 if model_type in _PARALLEL_BLOCK else 2) * norm
     head_qk_norm = model_type in _HEAD_QK_NORM or (model_type == "glm4_moe" and c.flag("use_qk_norm", False))
     # Command R+'s use_qk_norm: a LayerNorm weight over every head of q and of k (CohereLayerNorm((heads, hd)))
@@ -272,7 +293,9 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
             expert_ffn = shared_ffn = expert_width
         shared_count = 1 if shared_ffn else 0
         if model_type in _DEEPSEEK_EXPERTS:  # DeepSeek's layout: n shared ones of the routed ones' width
-            shared_count = c.int("n_shared_experts", "moe_num_shared_experts", default=0, positive=False)
+            shared_count = c.int(
+                "n_shared_experts", "moe_num_shared_experts", "num_shared_experts", default=0, positive=False
+            )
             shared_ffn = shared_count * expert_ffn
         grouped = model_type in ("glm4_moe", "dots1")  # group-limited routing (n_group, topk_group), as DeepSeek-V3's
         moe = MoeSpec(
@@ -304,6 +327,8 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
         is_moe = [(k not in dense_layers) and (k + 1) % step == 0 for k in range(layers)]
         if model_type == "qwen3_5_moe_text":  # every block routed (Qwen3_5MoeDecoderLayer), whatever the two say
             is_moe = [True] * layers
+        if c.data.get("mlp_layer_types") is not None:  # transformers 5's per-block list (EXAONE MoE)
+            is_moe = [kind == "sparse" for kind in _mlp_layer_types(c, layers)]
         if c.data.get("moe_layers") is not None:  # llama4_text names them, overriding the step
             routed_layers = _layer_list(c, "moe_layers", layers)
             is_moe = [k in routed_layers for k in range(layers)]
@@ -394,12 +419,18 @@ def _linear_blocks(c: Cfg, layers: int) -> list[str]:
     return ["gated_delta" if kind == "linear_attention" else "attention" for kind in kinds]
 
 
-def _leading_dense(c: Cfg, layers: int) -> int:
-    """How many blocks `mlp_layer_types` (one "dense" or "sparse" per block) opens with dense MLPs; the others must
-    all be sparse, as DeepSeek's layout of blocks has them."""
+def _mlp_layer_types(c: Cfg, layers: int) -> list[str]:
+    """The config's `mlp_layer_types`: "dense" or "sparse" for each block."""
     kinds = c.data["mlp_layer_types"]
     if not isinstance(kinds, list) or len(kinds) != layers or not set(kinds) <= {"dense", "sparse"}:
         raise ModelSpecError(f'{c.source}: mlp_layer_types: expected "dense" or "sparse" for each of {layers} blocks')
+    return kinds
+
+
+def _leading_dense(c: Cfg, layers: int) -> int:
+    """How many blocks `mlp_layer_types` (one "dense" or "sparse" per block) opens with dense MLPs; the others must
+    all be sparse, as DeepSeek's layout of blocks has them."""
+    kinds = _mlp_layer_types(c, layers)
     dense = next((k for k, kind in enumerate(kinds) if kind == "sparse"), layers)
     if "dense" in kinds[dense:]:
         block = kinds.index("dense", dense)
