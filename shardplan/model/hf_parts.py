@@ -67,32 +67,26 @@ def block_spec(
     # `embedding_free` are parameters that are not matmul weights (norms, biases). `linear`: the block mixes tokens
     # through this linear attention, not softmax attention.
     if linear is not None:
-        return LayerSpec(
-            name=name + " (linear attention)",
-            kind="block",
-            count=count,
-            params=params,
-            active_params=active,
-            expert_params=experts,
-            matmul_flops_per_token=2 * (active - embedding_free),
-            mixer="gated_delta",
-            # the delta-rule recurrence as Megatron-LM counts it (training.py, gdn_layer_flops): 4 multiply-adds
-            # per entry of each value head's key x value state a token; its short convolution left out, as PaLM's
-            # convention leaves out the other elementwise work
-            recurrence_flops_per_token=2 * 4 * linear.value_heads * linear.key_head_dim * linear.value_head_dim,
-        )
+        suffix = " (linear attention)"
+        # the delta-rule recurrence as Megatron-LM counts it (training.py, gdn_layer_flops): 4 multiply-adds per
+        # entry of each value head's key x value state a token; its short convolution left out, as PaLM's
+        # convention leaves out the other elementwise work
+        state = linear.value_heads * linear.key_head_dim * linear.value_head_dim
+        mixing: dict[str, Any] = {"mixer": "gated_delta", "recurrence_flops_per_token": 2 * 4 * state}
+    else:
+        suffix = " (sliding window)" if window else " (chunked attention)" if chunk else ""
+        # QK^T: 2 * s * (heads*head_dim) per token, AV: 2 * s * (heads*v_head_dim), the same but under MLA
+        mixing = {"attn_flops_per_token_per_seq": 2 * heads * (head_dim + (v_head_dim or head_dim))}
+        mixing |= {"attention_window": window, "attention_chunk": chunk}
     return LayerSpec(
-        name=name + (" (sliding window)" if window else " (chunked attention)" if chunk else ""),
+        name=name + suffix,
         kind="block",
         count=count,
         params=params,
         active_params=active,
         expert_params=experts,
         matmul_flops_per_token=2 * (active - embedding_free),
-        # QK^T: 2 * s * (heads*head_dim) per token, AV: 2 * s * (heads*v_head_dim), the same but under MLA
-        attn_flops_per_token_per_seq=2 * heads * (head_dim + (v_head_dim or head_dim)),
-        attention_window=window,
-        attention_chunk=chunk,
+        **mixing,
     )
 
 
