@@ -1,21 +1,19 @@
 """Compute time of one micro-batch through the layers of one pipeline stage, on one GPU.
 
-GEMMs take flops / sustained peak + a fixed overhead each (fitted to the measured GEMM table, see
-calibration.py), so the small GEMMs that tensor parallelism produces run less efficiently; a GEMM
-whose rows are not a multiple of 16 bytes (an inner or output dimension not a multiple of 8 in bf16)
-runs at the share of the peak measured for such GEMMs. The backward pass runs two GEMMs (data and
-weight gradient) per forward GEMM. Attention runs at the measured flash/SDPA forward and backward
-rates on causal FLOPs (half the s x s count), a learned sink per head (GPT-OSS) adding its measured backward
-time; the 2022 Triton FlashAttention runs at the measured
-FlashAttention-2 rates over the published ratio; unfused attention (Megatron before FlashAttention)
-runs QK^T and AV as batched GEMMs over the whole square, which write and read the s x s scores, and
-moves the scores through softmax and dropout in memory. Norms, residual adds, the activation
-function, RoPE (where the model has it) and the loss (fp32 or fused) are memory-bound:
-the bytes each must move (forward; backward twice that) over the rate measured for that op (eager),
-or for compiled blocks all of them over the rate measured for a whole compiled block. A
-micro-batch takes at least the host's dispatch time for its blocks (eager mode launches each kernel
-from Python). All rates come from `shardplan calibrate`; the misaligned share from
-benchmarks/gemm_alignment.py.
+GEMMs take flops / sustained peak + a fixed overhead each (fitted to the measured GEMM table, see calibration.py),
+so the small GEMMs that tensor parallelism produces run less efficiently; a GEMM whose rows are not a multiple of 16
+bytes (an inner or output dimension not a multiple of 8 in bf16) runs at the share of the peak measured for such
+GEMMs. The backward pass runs two GEMMs (data and weight gradient) per forward GEMM. Attention runs at the measured
+flash/SDPA forward and backward rates on causal FLOPs (half the s x s count), a learned sink per head (GPT-OSS)
+adding its measured backward time; the 2022 Triton FlashAttention runs at the measured FlashAttention-2 rates over
+the published ratio; a hybrid's Gated DeltaNet blocks take their share of the linear-attention kernels' time and
+memory-bound work (`linear_attention`) in place of attention's; unfused attention (Megatron before FlashAttention)
+runs QK^T and AV as batched GEMMs over the whole square, which write and read the s x s scores, and moves the scores
+through softmax and dropout in memory. Norms, residual adds, the activation function, RoPE (where the model has it)
+and the loss (fp32 or fused) are memory-bound: the bytes each must move (forward; backward twice that) over the rate
+measured for that op (eager), or for compiled blocks all of them over the rate measured for a whole compiled block.
+A micro-batch takes at least the host's dispatch time for its blocks (eager mode launches each kernel from Python).
+All rates come from `shardplan calibrate`; the misaligned share from benchmarks/gemm_alignment.py.
 """
 
 from __future__ import annotations
