@@ -64,6 +64,18 @@ def test_time_grows_with_tokens_and_memory_falls_with_sharding_over_layouts():
     assert checked == 18
 
 
+def test_pipeline_stages_of_softmax_blocks_alone():
+    """A stage may hold only the hybrid's softmax-attention blocks (or only its linear ones): each is costed as what
+    it holds."""
+    model, topo = spec_from_config(_HYBRID, "hybrid.json"), load_topology("dgx-h100")
+    assert model.with_blocks((0, 1)).mixers == ((1.0, "attention"),)  # block 3: attention alone
+    assert model.with_blocks((3, 0)).mixers == ((1.0, "gated_delta"),)
+    train = Training(global_batch=16, seq_len=2048, pipeline_runtime="megatron")
+    plan = estimate(model, topo, train, tp=1, pp=4, dp=2, layers_per_stage=(3, 1, 3, 1))
+    even = estimate(model, topo, train, tp=1, pp=4, dp=2)
+    assert plan.step_time_s > even.step_time_s  # three blocks on the fullest stage against two
+
+
 def test_tp_splits_the_linear_attention_and_its_kept_activations():
     """Tensor parallelism splits every head of the linear attention: its kernels' time (`gated_delta_s`, a roofline
     of FLA's kernels) at half the tokens' heads, and the mixer's activations (`ModelSpec.activation_bytes_per_token`,
