@@ -720,6 +720,7 @@ def test_activation_memory_torchtitan_selective_recompute():
         ),
         ({"model_type": "llama", "hidden_size": -4, "vocab_size": 10}, "hidden_size: expected a positive integer"),
         ({"model_type": "bert"}, "model_type: 'bert' is not supported"),
+        ({**TINY["qwen3"], **_COMMON, "model_type": "hunyuan_v1_moe", "num_experts": 4, "moe_topk": [2]}, "moe_topk: "),
         ({"model_type": "kimi_linear"}, "'kimi_linear' is not supported: its Kimi Delta Attention .* cost model"),
         (
             {

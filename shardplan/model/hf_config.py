@@ -108,7 +108,7 @@ _SAME_AS = {
     "minimax_m2": "olmoe",
     "granitemoe": "mixtral",  # Granite 3's MoE (its multipliers scale activations, not parameters)
     "internlm3": "llama",  # under its own names for the biases (`_FIELD_NAMES`)
-    "granitemoeshared": "mixtral",  # Granite 3's MoE with a shared expert, ungated, of `shared_intermediate_size`
+    "granitemoeshared": "mixtral",  # Granite 3's MoE and an ungated shared expert of `shared_intermediate_size`
     # Hunyuan-A13B: q and k norms per head, routed experts and one ungated shared expert, all of intermediate_size
     # (HunYuanMoEV1Experts and HunYuanMoEV1MLP read it; the config's moe_intermediate_size is not read)
     "hunyuan_v1_moe": "qwen3_moe",
@@ -120,11 +120,7 @@ _SAME_AS = {
     "qwen3_vl_moe_text": "qwen3_moe",
 }
 # Config fields a type read as another names its own way (transformers' attribute_map of its config class)
-_FIELD_NAMES = {
-    "internlm3": {"qkv_bias": "attention_bias", "bias": "mlp_bias"},
-    "granitemoeshared": {"shared_intermediate_size": "shared_expert_intermediate_size"},
-    "hunyuan_v1_moe": {"moe_topk": "num_experts_per_tok"},
-}
+_FIELD_NAMES = {"internlm3": {"qkv_bias": "attention_bias", "bias": "mlp_bias"}}
 # Fields a type read as another takes from another of its own, over what the config says (the width its modelling
 # code reads)
 _COPIED_FIELDS = {
@@ -286,9 +282,10 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
     if model_type in _MOE:
         ernie = model_type == "ernie4_5_moe"
         experts = c.int("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
-        top_k = c.int("num_experts_per_tok", "moe_k")
+        top_k = c.int("num_experts_per_tok", "moe_k", "moe_topk")  # moe_topk: hunyuan_v1_moe's
         expert_ffn = c.int("moe_intermediate_size", default=ffn)
-        shared_ffn = c.int("shared_expert_intermediate_size", default=0, positive=False)
+        # shared_intermediate_size: granitemoeshared's (an ungated shared expert)
+        shared_ffn = c.int("shared_expert_intermediate_size", "shared_intermediate_size", default=0, positive=False)
         if model_type == "llama4_text":  # one shared expert of the routed ones' width (Llama4TextMoe)
             expert_ffn = shared_ffn = expert_width
         shared_count = 1 if shared_ffn else 0
