@@ -720,6 +720,10 @@ def test_activation_memory_torchtitan_selective_recompute():
         ),
         ({"model_type": "llama", "hidden_size": -4, "vocab_size": 10}, "hidden_size: expected a positive integer"),
         ({"model_type": "bert"}, "model_type: 'bert' is not supported"),
+        (
+            {**TINY["qwen3_next"], **_COMMON, "model_type": "qwen3_next", "linear_num_value_heads": 3},
+            "linear_num_value_heads: 3 is not a multiple of linear_num_key_heads 2",
+        ),
         ({**TINY["qwen3"], **_COMMON, "model_type": "hunyuan_v1_moe", "num_experts": 4, "moe_topk": [2]}, "moe_topk: "),
         ({"model_type": "kimi_linear"}, "'kimi_linear' is not supported: its Kimi Delta Attention .* cost model"),
         (

@@ -383,9 +383,14 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
 
 def _gated_delta(c: Cfg) -> GatedDeltaSpec:
     """The linear attention of Qwen3-Next's and Qwen3.5's "linear_attention" blocks, from their config's fields."""
+    key_heads, value_heads = c.int("linear_num_key_heads"), c.int("linear_num_value_heads")
+    if value_heads % key_heads:
+        raise ModelSpecError(
+            f"{c.source}: linear_num_value_heads: {value_heads} is not a multiple of linear_num_key_heads {key_heads}"
+        )
     return GatedDeltaSpec(
-        key_heads=c.int("linear_num_key_heads"),
-        value_heads=c.int("linear_num_value_heads"),
+        key_heads=key_heads,
+        value_heads=value_heads,
         key_head_dim=c.int("linear_key_head_dim"),
         value_head_dim=c.int("linear_value_head_dim"),
         conv_kernel=c.int("linear_conv_kernel_dim"),
