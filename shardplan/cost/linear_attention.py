@@ -58,7 +58,7 @@ _BACKWARD = {
     # reads q, k, v_new, w, g, h, dv, do, dh, writes dq, dk, dw, dg
     "bwd_dqkwg": _Rows(key=6, value=3, state=2, scalars=2 * FP32, state_flops=4, chunk_flops=2),
     # reads k, v, beta, g, A, dw, du, writes dk, dv, dbeta, dg
-    "prepare_wy_repr_bwd": _Rows(key=4, value=3, chunk=1, scalars=2 * FP32 + 2 * BF16, chunk_flops=4),
+    "prepare_wy_repr_bwd": _Rows(key=3, value=3, chunk=1, scalars=2 * FP32 + 2 * BF16, chunk_flops=4),
     "dk.add_": _Rows(key=3),
     "dg.add_, reverse cumsum": _Rows(scalars=5 * FP32),
     "l2norm backward q, k": _Rows(key=6),  # reads x and its gradient, writes the gradient, for q and for k
