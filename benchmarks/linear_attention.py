@@ -1,10 +1,11 @@
 """The cost model's Gated DeltaNet blocks (Qwen3-Next, Qwen3.5), no GPU needed: the kernels' roofline
-(`shardplan.cost.linear_attention`) kernel by kernel, beside causal softmax attention over as many heads of the
+(`shardplan.cost.linear_attention`) kernel by kernel and the H100's measurement over it, the kernels' time beside
+causal softmax attention over as many heads of the
 same width at the calibrated flash rates, what share of a hybrid block's time each part takes, and the one
 published training run of such a model found so far beside its estimate.
 
-The roofline is not a measurement (the module says why); this prints what it assumes so that a measurement
-(`scripts/gated_delta_device.sh`, whose rows carry the same shapes) can be set beside it.
+`scripts/gated_delta_device.sh` measures the kernels and the whole mixer on a GPU (the rows the module rests on:
+benchmarks/results/h100-gated-delta-53).
 
     python benchmarks/linear_attention.py
 """
@@ -14,7 +15,14 @@ from __future__ import annotations
 from shardplan import load_model
 from shardplan.cost.calibration import ATTN_BWD_FLOPS_OVER_FWD, at_head_dim, at_seq, rates_for
 from shardplan.cost.compute import _block_times, stage_times
-from shardplan.cost.linear_attention import _BACKWARD, _FORWARD, _kernel_s, gated_delta_s
+from shardplan.cost.linear_attention import (
+    _BACKWARD,
+    _FORWARD,
+    MEASURED,
+    _kernel_s,
+    _measured_over_roofline,
+    gated_delta_s,
+)
 
 GPUS = ("h100-sxm", "h200-sxm", "a100-sxm-80gb")
 SEQS = (4096, 8192, 16384, 32768)
@@ -38,10 +46,14 @@ def main() -> None:
     assert g is not None
     rates = rates_for("h100-sxm")
     print(f"{model.name}: {g.key_heads} key / {g.value_heads} value heads of {g.key_head_dim} x {g.value_head_dim}")
-    print("\nkernel by kernel on an h100-sxm, one sequence of 4,096 tokens (ms):")
+    print("\nthe roofline kernel by kernel on an h100-sxm (ns per token and value head):")
     for phase, kernels in (("forward", _FORWARD), ("backward", _BACKWARD)):
         for name, rows in kernels.items():
-            print(f"  {phase:8} {name:26} {_kernel_s(name, rows, g, 4096 * g.value_heads, rates) * 1e3:7.3f}")
+            print(f"  {phase:8} {name:26} {_kernel_s(name, rows, g, rates) * 1e9:6.3f}")
+    forward, backward = _measured_over_roofline()
+    fixed = MEASURED["fixed_s"]
+    print(f"measured over the roofline: forward x{forward:.2f}, backward x{backward:.2f}; fixed a call "
+          f"{fixed[0] * 1e3:.3f} / {fixed[1] * 1e3:.3f} ms (benchmarks/results/h100-gated-delta-53)")  # fmt: skip
     print("\nGated DeltaNet kernels against causal flash attention over as many heads (forward + backward, ms):")
     for gpu in GPUS:
         for seq in SEQS:

@@ -2,23 +2,35 @@
 flash-linear-attention (fla-core 0.6.0) runs it in training: its chunked kernels' time, and the memory-bound work
 around them.
 
-Not measured yet: the lent GPUs' stack could not run FLA's gated backward (its issue #640 guard, Triton < 3.7.1 on
-Hopper; benchmarks/results/h100-gated-delta) and no machine was lent since; `scripts/gated_delta_device.sh` measures
-the kernels and the whole mixer when one is. Until then the kernels' time is a roofline of the work FLA's code
-does, kernel by kernel (`_FORWARD`, `_BACKWARD`): each kernel takes the longer of its bytes at the GPU's copy rate
-and its FLOPs at the GEMM peak, plus a GEMM's fixed time (both from the GPU's calibration). It is a floor for the
-bytes and FLOPs; Triton's tiles at a 64-token chunk reach neither rate, so it is likely short of the real time.
+The kernels' time per call is a fixed part plus a part per token and value head. The second is a roofline of the
+work FLA's code does, kernel by kernel (`_FORWARD`, `_BACKWARD`: each kernel the longer of its bytes at the GPU's copy
+rate and its FLOPs at the GEMM peak, from the GPU's calibration), times what an H100 measured over it; the first is
+as measured on that H100 (`MEASURED`). So shapes and GPUs move the time as the roofline does.
 """
 
 from __future__ import annotations
 
+from functools import cache
 from typing import NamedTuple
 
-from shardplan.cost.calibration import Rates
+from shardplan.cost.calibration import Rates, rates_for
 from shardplan.model.schema import GatedDeltaSpec
 
 BF16, FP32 = 2, 4
 CHUNK = 64  # chunk_gated_delta_rule's chunk_size
+# Measured (benchmarks/results/h100-gated-delta-53: scripts/gated_delta_device.sh, GDN_QUICK=1, on an H100 80GB HBM3,
+# torch 2.11, Triton 3.6.0 with FLA's #640 guard lifted for timing, fla-core 0.6.0): chunk_gated_delta_rule with
+# L2-normed q and k over one sequence of 4,096 and of 16,384 tokens x 32 value heads (16 key heads) of 128: forward
+# 0.733 and 1.369 ms, backward 2.011 and 4.041 ms. As fixed + slope x token-heads: slopes 1.618 and 5.162 ns per token
+# and value head, fixed 0.521 and 1.335 ms a call (FLA's Python wrappers and some thirty kernel launches, taken as
+# they are on every GPU). A third shape, TP 2's 8 key / 16 value heads at 8,192 tokens, measured 0.781 / 1.920 ms
+# where the fit gives 0.733 / 2.012.
+MEASURED = {
+    "gpu": "h100-sxm",
+    "heads": (16, 32, 128, 128),
+    "slope_s": (1.618e-9, 5.162e-9),
+    "fixed_s": (0.521e-3, 1.335e-3),
+}
 
 
 class _Rows(NamedTuple):
@@ -66,21 +78,43 @@ _BACKWARD = {
 _L2NORM = ("l2norm q, k", "l2norm backward q, k")  # per key head: their rows scale by key heads / value heads
 
 
-def _kernel_s(name: str, rows: _Rows, g: GatedDeltaSpec, token_heads: float, rates: Rates) -> float:
+def _kernel_s(name: str, rows: _Rows, g: GatedDeltaSpec, rates: Rates) -> float:
+    """The roofline seconds of one kernel per token and value head."""
     dk, dv = g.key_head_dim, g.value_head_dim
     key = rows.key * (g.key_heads / g.value_heads if name in _L2NORM else 1)
     moved = BF16 * (key * dk + rows.value * dv + rows.chunk * CHUNK + rows.state * dk * dv / CHUNK) + rows.scalars
     flops = 2 * dk * dv * rows.state_flops + CHUNK * (dk + dv) * rows.chunk_flops
-    busy = max(moved / rates.hbm_bytes_per_s, flops / rates.gemm_peak_flops)
-    return token_heads * busy + rates.gemm_overhead_s
+    return max(moved / rates.hbm_bytes_per_s, flops / rates.gemm_peak_flops)
+
+
+def _roofline_s(g: GatedDeltaSpec, rates: Rates) -> tuple[float, float]:
+    """Forward and backward roofline seconds per token and value head."""
+    forward = sum(_kernel_s(name, rows, g, rates) for name, rows in _FORWARD.items())
+    return forward, sum(_kernel_s(name, rows, g, rates) for name, rows in _BACKWARD.items())
+
+
+@cache
+def _measured_over_roofline() -> tuple[float, float]:
+    """What the H100 measured per token and value head over the roofline at the measured heads: 1.01 forward,
+    1.24 backward."""
+    key_heads, value_heads, key_dim, value_dim = MEASURED["heads"]
+    spec = GatedDeltaSpec(
+        key_heads=key_heads, value_heads=value_heads, key_head_dim=key_dim, value_head_dim=value_dim, conv_kernel=4
+    )
+    roofline = _roofline_s(spec, rates_for(MEASURED["gpu"]))
+    return MEASURED["slope_s"][0] / roofline[0], MEASURED["slope_s"][1] / roofline[1]
 
 
 def gated_delta_s(g: GatedDeltaSpec, tokens: float, rates: Rates) -> tuple[float, float]:
     """Forward and backward seconds of FLA's chunked Gated DeltaNet kernels for `tokens` tokens through all of
-    `g`'s heads (a TP rank's heads: a share of the tokens): the module's roofline, not a measurement."""
+    `g`'s heads (a TP rank's heads: a share of the tokens), one call: the measured fixed time and the roofline per
+    token and value head scaled by what the H100 measured over it."""
     token_heads = tokens * g.value_heads
-    forward = sum(_kernel_s(name, rows, g, token_heads, rates) for name, rows in _FORWARD.items())
-    return forward, sum(_kernel_s(name, rows, g, token_heads, rates) for name, rows in _BACKWARD.items())
+    roofline, measured = _roofline_s(g, rates), _measured_over_roofline()
+    return tuple(  # type: ignore[return-value]
+        fixed + token_heads * per * factor
+        for fixed, per, factor in zip(MEASURED["fixed_s"], roofline, measured, strict=True)
+    )
 
 
 def gated_delta_bytes(g: GatedDeltaSpec) -> float:
