@@ -109,12 +109,10 @@ def gated_delta_s(g: GatedDeltaSpec, tokens: float, rates: Rates) -> tuple[float
     """Forward and backward seconds of FLA's chunked Gated DeltaNet kernels for `tokens` tokens through all of
     `g`'s heads (a TP rank's heads: a share of the tokens), one call: the measured fixed time and the roofline per
     token and value head scaled by what the H100 measured over it."""
+    (fixed_fwd, fixed_bwd), (fwd, bwd) = MEASURED["fixed_s"], _roofline_s(g, rates)
+    over_fwd, over_bwd = _measured_over_roofline()
     token_heads = tokens * g.value_heads
-    roofline, measured = _roofline_s(g, rates), _measured_over_roofline()
-    return tuple(  # type: ignore[return-value]
-        fixed + token_heads * per * factor
-        for fixed, per, factor in zip(MEASURED["fixed_s"], roofline, measured, strict=True)
-    )
+    return fixed_fwd + token_heads * fwd * over_fwd, fixed_bwd + token_heads * bwd * over_bwd
 
 
 def gated_delta_bytes(g: GatedDeltaSpec) -> float:
