@@ -278,7 +278,7 @@ def _block_times(
             2 * scores * (model.head_dim + model.v_head_dim) / _peak(rates, model.head_dim, model.v_head_dim)
             + 2 * scores * BF16 / rates.hbm_bytes_per_s
             + 2 * rates.gemm_overhead_s
-        ) * (1 - model.num_linear_layers / model.num_layers)  # the softmax blocks' share
+        ) * (1 - model.linear_share)  # the softmax blocks' share
         # fused scale-mask-softmax reads scores and writes probabilities (2 + 2 B); its backward reads
         # probabilities and gradient and writes one (6 B). Dropout: out 2 B + mask 1 B forward, and
         # gradient in, mask, gradient out (2 + 1 + 2 B) backward.
@@ -305,7 +305,7 @@ def _block_times(
             reference = rates_for(REFERENCE_GPU).gemm_peak_flops / rates.gemm_peak_flops
             attn_bwd += tokens * model.num_heads / tp * SINK_BACKWARD_S_PER_ROW * reference
     if model.gated_delta is not None:  # the linear-attention blocks' share of the mixing and its memory-bound work
-        share = model.num_linear_layers / model.num_layers
+        share = model.linear_share
         kernel, moved = gated_delta_s(model.gated_delta, tokens / tp, rates), gated_delta_bytes(model.gated_delta)
         attn_fwd, attn_bwd = attn_fwd + share * kernel[0], attn_bwd + share * kernel[1]
         memory += share * tokens / tp * moved / rates.hbm_bytes_per_s
@@ -406,7 +406,7 @@ def stage_times(
     elif recompute == "selective":  # recompute the attention core only (Korthikanti et al. 2022, Sec. 5)
         rec = layers * attn
         if g := model.gated_delta:  # softmax attention's: a linear-attention kernel keeps no s x s scores
-            rec -= layers * model.num_linear_layers / model.num_layers * gated_delta_s(g, tokens / tp, rates)[0]
+            rec -= layers * model.linear_share * gated_delta_s(g, tokens / tp, rates)[0]
     elif recompute == "selective-layer":  # every second block in full
         rec = fwd / 2
     elif recompute == "selective-op":  # every other matmul and the memory-bound ops, not attention

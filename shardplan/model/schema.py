@@ -353,11 +353,15 @@ class ModelSpec(BaseModel):
         """Blocks whose tokens mix through linear attention (`gated_delta`) rather than softmax attention."""
         return sum(ly.count for ly in self.layers if ly.kind == "block" and ly.mixer == "gated_delta")
 
+    @cached_property
+    def linear_share(self) -> float:
+        """The share of the blocks that mix through linear attention (0 without any)."""
+        return self.num_linear_layers / self.num_layers
+
     @property
     def mixers(self) -> tuple[tuple[float, Literal["attention", "gated_delta"]], ...]:
         """(share of the blocks, mixer) for each mixer the blocks have: what per-block figures average over."""
-        linear = self.num_linear_layers / self.num_layers
-        shares = ((1.0 - linear, "attention"), (linear, "gated_delta"))
+        shares = ((1.0 - self.linear_share, "attention"), (self.linear_share, "gated_delta"))
         return tuple((share, mixer) for share, mixer in shares if share > 0)  # type: ignore[misc]
 
     @cached_property
@@ -387,7 +391,7 @@ class ModelSpec(BaseModel):
         return self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
 
     def block_matmuls(
-        self, *, fused: bool = False, ffn: int | None = None, mixer: str = "attention"
+        self, *, fused: bool = False, ffn: int | None = None, mixer: Literal["attention", "gated_delta"] = "attention"
     ) -> tuple[Matmul, ...]:
         """The block's weight matmuls in forward order, unfused as Llama and torchtitan write them:
         Q, K, V, out-projection, then the MLP (SwiGLU: gate w1, up w3, down w2; GeLU: up, down); MLA: the query
@@ -523,7 +527,7 @@ class ModelSpec(BaseModel):
             shape["experts_whole"] = experts_whole
             full = self.activation_bytes_per_token(**shape, recompute="full")
             return (full + self.activation_bytes_per_token(**shape)) / 2
-        attention_share = 1 - self.num_linear_layers / self.num_layers
+        attention_share = 1 - self.linear_share
         if recompute == "selective-op":
             kept = 0.0
             for share, mixer in self.mixers:
