@@ -50,7 +50,7 @@ class _Rows(NamedTuple):
 
 # fla/ops/gated_delta_rule/chunk.py, chunk_gated_delta_rule_fwd, kernel by kernel
 _FORWARD = {
-    "l2norm q, k": _Rows(key=4),  # read and write q and k (per key head: `_l2norm_rows` scales it)
+    "l2norm q, k": _Rows(key=4),  # read and write q and k (per key head: `_L2NORM` scales them)
     "chunk_local_cumsum g": _Rows(scalars=2 * FP32),
     # k k^T within the chunk, its triangular solve, then w = A (k beta) and u = A (v beta): reads k, v, g, beta,
     # writes w, u and A
