@@ -5,11 +5,15 @@ For each shape (hidden h, expert width f, local experts, rows routed to this GPU
 with CUDA events (median of repeats):
 - `dense`: the same FLOPs as one SwiGLU MLP over all routed rows (what the cost model times);
 - `loop`: one SwiGLU expert after the other over its rows (what Transformer Engine's GroupedLinear launches);
-- `grouped`: torch._grouped_mm over all local experts at once, where this torch has it;
+- `grouped`: torch._grouped_mm over all local experts at once, where this torch has it, the experts' weights
+  stacked once as torchtitan's GroupedExperts holds them (`grouped_gemm`: its two grouped GEMMs alone, no activation);
 - `block`: a whole MoE layer as Megatron-Core's alltoall dispatcher runs it on one rank, bar the all-to-all
   (`shardplan.llama.Experts`: router, softmax, top-k, the token counts copied to the host, the permutation,
   one expert after the other, the weighted un-permutation),
-and the host seconds of `block` with tiny tensors (launch-bound: the host's dispatch time per MoE layer).
+- `torch_block`: a whole MoE layer as torchtitan runs it on one rank, bar the all-to-all (`TorchMoE`: router, top-k,
+  the token counts by histc, no host synchronisation, the permutation, grouped GEMMs, the weighted sum back),
+and the host seconds of `block` and `torch_block` with tiny tensors (launch-bound: the host's dispatch time per MoE
+layer). `host` and `torch_host`: what each adds to a dense MLP's host time at several local expert counts.
 
     python benchmarks/moe_block.py [OUT.json [NAME ...]]   # NAME: only the shapes whose names start so
 """
@@ -38,6 +42,10 @@ SHAPES = [
     # deepseek-ai/DeepSeek-V3 config.json under EP 32 and TP 2 with SP (Megatron Bridge's H100 recipe): each GPU's
     # 2,048-token sequence shard
     ("deepseek-v3 ep32", 7168, 2048, 256, 8, 2048, 8),
+    # Qwen3.5-35B-A3B and Qwen3-Next-80B-A3B under EP 8 (transformers' Qwen3_5MoeTextConfig / Qwen3NextConfig
+    # defaults): 32 and 64 small experts a GPU
+    ("qwen3.5-35b-a3b ep8", 2048, 512, 256, 32, 4096, 8),
+    ("qwen3-next-80b-a3b ep8", 2048, 512, 512, 64, 4096, 10),
 ]
 REPEATS = 20
 DEVICE = "cuda"
@@ -99,15 +107,56 @@ class Experts:
         self.w13 = [weight(h, 2 * f) for _ in range(local)]
         self.w2 = [weight(f, h) for _ in range(local)]
         self.params = [*self.w13, *self.w2]
+        self.stacked = [weight(local, h, 2 * f), weight(local, f, h)]  # as torchtitan's GroupedExperts holds them
 
     def loop(self, x: torch.Tensor, counts: list[int]) -> torch.Tensor:
         parts = x.split(counts)
         return torch.cat([swiglu(p, a, b) for p, a, b in zip(parts, self.w13, self.w2, strict=True)])
 
     def grouped(self, x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        w13, w2 = torch.stack(self.w13), torch.stack(self.w2)
+        w13, w2 = self.stacked
         gate, up = torch._grouped_mm(x, w13, offs=offsets).chunk(2, dim=-1)
         return torch._grouped_mm(F.silu(gate) * up, w2, offs=offsets)
+
+    def grouped_gemms(self, x: torch.Tensor, y: torch.Tensor, offsets: torch.Tensor) -> Callable[[], None]:
+        """A step of the two grouped GEMMs alone, forward and backward (`y`: the down projection's input), for
+        their time without the activation."""
+        w13, w2 = self.stacked
+        grads = [torch.ones(x.shape[0], w.shape[-1], device=x.device, dtype=x.dtype) for w in (w13, w2)]
+
+        def step() -> None:
+            outs = [torch._grouped_mm(x, w13, offs=offsets), torch._grouped_mm(y, w2, offs=offsets)]
+            torch.autograd.grad(outs, [x, y, w13, w2], grads)
+
+        return step
+
+
+class TorchMoE(torch.nn.Module):
+    """A mixture-of-experts MLP as torchtitan's MoE runs it on one rank, bar the all-to-all: router, fp32 softmax,
+    top-k (forced balanced over the `local` experts, as its `_debug_force_load_balance`), the tokens per expert by
+    histc (no host synchronisation), argsort, the rows gathered in expert order, gate-up and down projections as two
+    torch._grouped_mm over stacked weights, the probability-weighted rows added back (index_add)."""
+
+    def __init__(self, h: int, f: int, experts: int, local: int, top_k: int) -> None:
+        super().__init__()
+        self.top_k, self.local = top_k, local
+        self.router = torch.nn.Linear(h, experts, bias=False)
+        self.w13 = torch.nn.Parameter(torch.randn(local, h, 2 * f) * h**-0.5)
+        self.w2 = torch.nn.Parameter(torch.randn(local, f, h) * f**-0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(0, -2)
+        scores = torch.softmax(self.router(flat).float(), dim=-1)
+        chosen = torch.arange(flat.shape[0] * self.top_k, device=x.device).view(-1, self.top_k) % self.local
+        weights = scores.gather(1, chosen)
+        counts = torch.histc(chosen.flatten().float(), bins=self.local, min=0, max=self.local)
+        offsets = torch.cumsum(counts, 0).to(torch.int32)
+        order = chosen.flatten().argsort(stable=True)
+        rows = flat.index_select(0, order // self.top_k)
+        gate, up = torch._grouped_mm(rows, self.w13, offs=offsets).chunk(2, dim=-1)
+        out = torch._grouped_mm(F.silu(gate) * up, self.w2, offs=offsets)
+        scaled = out * weights.flatten().index_select(0, order).unsqueeze(-1).to(flat.dtype)
+        return torch.zeros_like(flat).index_add_(0, order // self.top_k, scaled).view_as(x)
 
 
 def measure(name: str, h: int, f: int, num_experts: int, local: int, tokens: int, top_k: int) -> dict:
@@ -126,29 +175,39 @@ def measure(name: str, h: int, f: int, num_experts: int, local: int, tokens: int
     tok = torch.randn(tokens, h, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
     out["dense_s"] = gpu_s(fwd_bwd(lambda: swiglu(tok, dense13, dense2), [tok]))
     out["loop_s"] = gpu_s(fwd_bwd(lambda: experts.loop(x, counts), [x, *experts.params]))
+    tok_in = torch.randn(tokens, h, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
     if hasattr(torch, "_grouped_mm"):
         offsets = torch.arange(1, local + 1, device=DEVICE, dtype=torch.int32) * per_expert
+        y = torch.randn(rows, f, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
         try:
-            out["grouped_s"] = gpu_s(fwd_bwd(lambda: experts.grouped(x, offsets), [x, *experts.params]))
+            out["grouped_s"] = gpu_s(fwd_bwd(lambda: experts.grouped(x, offsets), [x, *experts.stacked]))
+            out["grouped_gemm_s"] = gpu_s(experts.grouped_gemms(x, y, offsets))
+            torch_layer = TorchMoE(h, f, num_experts, local, top_k).to(DEVICE, torch.bfloat16)
+            torch_block = fwd_bwd(lambda: torch_layer(tok_in), [tok_in, *torch_layer.parameters()])
+            out["torch_block_s"] = gpu_s(torch_block)
+            out["torch_block_wall_s"] = host_s(torch_block)
+            tiny_in = torch.randn(local * top_k, h, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
+            tiny_block = fwd_bwd(lambda: torch_layer(tiny_in), [tiny_in, *torch_layer.parameters()])
+            out["torch_block_host_s"] = host_s(tiny_block)
         except RuntimeError as exc:  # not on this GPU or build
             out["grouped_error"] = str(exc)[:200]
     layer = _llama.Experts(h, f, num_experts, local, top_k).to(DEVICE, torch.bfloat16)
-    tok_in = torch.randn(tokens, h, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
     block = fwd_bwd(lambda: layer(tok_in), [tok_in, *layer.parameters()])
     out["block_s"] = gpu_s(block)
     out["block_wall_s"] = host_s(block)
     tiny = torch.randn(local * top_k, h, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
     out["block_host_s"] = host_s(fwd_bwd(lambda: layer(tiny), [tiny, *layer.parameters()]))
-    for key in ("dense_s", "loop_s", "grouped_s"):
+    for key in ("dense_s", "loop_s", "grouped_s", "grouped_gemm_s"):
         if key in out:
             out[key.replace("_s", "_tflops")] = flops / out[key] / 1e12
     return out
 
 
-def host_extra(locals_: tuple[int, ...] = (2, 8, 16), h: int = 256, f: int = 512) -> dict:
+def host_extra(locals_: tuple[int, ...] = (2, 8, 16), h: int = 256, f: int = 512, *, torch_moe: bool = False) -> dict:
     """What a MoE MLP adds to a dense SwiGLU MLP's host time, forward and backward, with tiny tensors (launch-bound)
     at several local expert counts (top-2 of the local experts), and the least-squares line through them: the
-    `moe_*_s_per_block` (fixed) and `moe_*_s_per_expert` figures `shardplan calibrate` writes."""
+    `moe_*_s_per_block` (fixed) and `moe_*_s_per_expert` figures `shardplan calibrate` writes (`torch_moe`: of
+    `TorchMoE`, torchtitan's layer, where `shardplan.llama.Experts` is Megatron-Core's)."""
     x = torch.randn(1, 64, h, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
     dense = _llama.Block(h, 2, f, 1e-5).to(DEVICE, torch.bfloat16)
 
@@ -163,7 +222,8 @@ def host_extra(locals_: tuple[int, ...] = (2, 8, 16), h: int = 256, f: int = 512
     base = forward_backward(dense_mlp, [dense.w1.weight, dense.w3.weight, dense.w2.weight])
     extra = {}
     for local in locals_:
-        layer = _llama.Experts(h, f, max(local, 8), local, 2).to(DEVICE, torch.bfloat16)
+        kind = TorchMoE if torch_moe else _llama.Experts
+        layer = kind(h, f, max(local, 8), local, 2).to(DEVICE, torch.bfloat16)
         extra[local] = [t - b for t, b in zip(forward_backward(layer, list(layer.parameters())), base, strict=True)]
     out: dict = {"local_experts": list(locals_), "dense_mlp_s": base, "extra_s": [extra[n] for n in locals_]}
     for i, way in enumerate(("forward", "backward")):
@@ -187,6 +247,9 @@ def main() -> None:
     results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "runs": []}
     results["host"] = host_extra()
     print(json.dumps(results["host"]), flush=True)
+    if hasattr(torch, "_grouped_mm"):
+        results["torch_host"] = host_extra((2, 8, 32, 128), torch_moe=True)
+        print(json.dumps(results["torch_host"]), flush=True)
     for shape in SHAPES:
         if sys.argv[2:] and not shape[0].startswith(tuple(sys.argv[2:])):
             continue

@@ -6,7 +6,8 @@ Kernel shapes: Qwen3.5's linear-attention heads (16 query/key heads and 32 value
 `linear_num_value_heads`, `linear_key_head_dim`, `linear_value_head_dim` of transformers' Qwen3_5TextConfig) and what
 TP 2 and 4 leave of them on a GPU, 4,096 to 32,768 tokens a sequence, bf16, L2-normed q and k in the kernel (as
 transformers calls it). For each: forward and forward + backward milliseconds (medians of CUDA-event timings), and the
-bytes autograd keeps between them (allocated after the forward, less its output), per token and value head.
+bytes autograd keeps between them (allocated after the forward, less its output), per token and value head, and the
+host's milliseconds to queue each (`*_host_ms`: whether the per-call fixed time is the host's or the GPU's).
 
 Mixer (`mixer` rows): the block's linear-attention half as FLA's GatedDeltaNet layer and Megatron-Core run it: one
 input projection (q, k, v, the output gate z, and the per-head beta and decay inputs), FLA's causal depthwise
@@ -20,7 +21,7 @@ alone (`guard_lifted` in every row): the kernels run as they would, their gradie
 (benchmarks/results/h100-gated-delta, session 52) kept the guard and met it.
 
     python scripts/gated_delta_device.py > results.jsonl   # on a GPU, with fla-core on the path
-    GDN_QUICK=1 python scripts/gated_delta_device.py ...    # three kernel shapes and two mixers
+    GDN_QUICK=1 python scripts/gated_delta_device.py ...    # four kernel shapes and two mixers
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ import json
 import os
 import statistics
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
 
 # kernel: (key heads, value heads, head dim, tokens per sequence, sequences)
 CASES = [
+    (16, 32, 128, 512, 1),  # short: the per-call fixed time alone
     (16, 32, 128, 4096, 1),
     (16, 32, 128, 4096, 2),
     (16, 32, 128, 8192, 1),
@@ -53,7 +56,7 @@ MIXERS = [
 ]
 CONV = 4
 if os.environ.get("GDN_QUICK") == "1":  # a short run where little device time is left: fewer shapes to compile
-    CASES, MIXERS = [CASES[0], CASES[3], CASES[5]], [MIXERS[0], MIXERS[2]]
+    CASES, MIXERS = [CASES[0], CASES[1], CASES[4], CASES[6]], [MIXERS[0], MIXERS[2]]
 WARMUP, REPEATS = 3, 10
 
 
@@ -68,6 +71,21 @@ def _ms(fn) -> float:
         end.record()
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def _host_ms(fn) -> float:
+    """Median milliseconds the host takes to return from `fn` (its launches queued, the GPU idle before each): where
+    it matches the CUDA-event time, the host sets the pace and the GPU waits for it."""
+    for _ in range(WARMUP):
+        fn()
+    times = []
+    for _ in range(REPEATS):
+        torch.cuda.synchronize()
+        begin = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - begin) * 1e3)
+    torch.cuda.synchronize()
     return statistics.median(times)
 
 
@@ -99,6 +117,7 @@ def measure(heads: int, v_heads: int, dim: int, tokens: int, seqs: int) -> dict:
     row |= {"tokens": tokens, "sequences": seqs}
     with torch.no_grad():
         row["forward_ms"] = round(_ms(forward), 4)
+        row["forward_host_ms"] = round(_host_ms(forward), 4)
     row["forward_ns_per_token_value_head"] = round(row["forward_ms"] * 1e6 / per, 4)
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
@@ -115,6 +134,7 @@ def measure(heads: int, v_heads: int, dim: int, tokens: int, seqs: int) -> dict:
         _ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(attn_grad)), 4
     )
     row["forward_backward_ms"] = round(_ms(step), 4)
+    row["forward_backward_host_ms"] = round(_host_ms(step), 4)
     row["forward_backward_ns_per_token_value_head"] = round(row["forward_backward_ms"] * 1e6 / per, 4)
     return row
 
