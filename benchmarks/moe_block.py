@@ -10,8 +10,9 @@ with CUDA events (median of repeats):
 - `block`: a whole MoE layer as Megatron-Core's alltoall dispatcher runs it on one rank, bar the all-to-all
   (`shardplan.llama.Experts`: router, softmax, top-k, the token counts copied to the host, the permutation,
   one expert after the other, the weighted un-permutation),
-- `torch_block`: a whole MoE layer as torchtitan runs it on one rank, bar the all-to-all (`TorchMoE`: router, top-k,
-  the token counts by histc, no host synchronisation, the permutation, grouped GEMMs, the weighted sum back),
+- `torch_block`: a whole MoE layer as torchtitan runs it on one rank, bar the all-to-all (`shardplan.llama.Experts`
+  with `grouped`: router, top-k, the token counts by histc, no host synchronisation, the permutation, grouped
+  GEMMs, the weighted sum back),
 and the host seconds of `block` and `torch_block` with tiny tensors (launch-bound: the host's dispatch time per MoE
 layer). `host` and `torch_host`: what each adds to a dense MLP's host time at several local expert counts.
 
@@ -131,34 +132,6 @@ class Experts:
         return step
 
 
-class TorchMoE(torch.nn.Module):
-    """A mixture-of-experts MLP as torchtitan's MoE runs it on one rank, bar the all-to-all: router, fp32 softmax,
-    top-k (forced balanced over the `local` experts, as its `_debug_force_load_balance`), the tokens per expert by
-    histc (no host synchronisation), argsort, the rows gathered in expert order, gate-up and down projections as two
-    torch._grouped_mm over stacked weights, the probability-weighted rows added back (index_add)."""
-
-    def __init__(self, h: int, f: int, experts: int, local: int, top_k: int) -> None:
-        super().__init__()
-        self.top_k, self.local = top_k, local
-        self.router = torch.nn.Linear(h, experts, bias=False)
-        self.w13 = torch.nn.Parameter(torch.randn(local, h, 2 * f) * h**-0.5)
-        self.w2 = torch.nn.Parameter(torch.randn(local, f, h) * f**-0.5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.flatten(0, -2)
-        scores = torch.softmax(self.router(flat).float(), dim=-1)
-        chosen = torch.arange(flat.shape[0] * self.top_k, device=x.device).view(-1, self.top_k) % self.local
-        weights = scores.gather(1, chosen)
-        counts = torch.histc(chosen.flatten().float(), bins=self.local, min=0, max=self.local)
-        offsets = torch.cumsum(counts, 0).to(torch.int32)
-        order = chosen.flatten().argsort(stable=True)
-        rows = flat.index_select(0, order // self.top_k)
-        gate, up = torch._grouped_mm(rows, self.w13, offs=offsets).chunk(2, dim=-1)
-        out = torch._grouped_mm(F.silu(gate) * up, self.w2, offs=offsets)
-        scaled = out * weights.flatten().index_select(0, order).unsqueeze(-1).to(flat.dtype)
-        return torch.zeros_like(flat).index_add_(0, order // self.top_k, scaled).view_as(x)
-
-
 def measure(name: str, h: int, f: int, num_experts: int, local: int, tokens: int, top_k: int) -> dict:
     rows = tokens * top_k  # balanced: every rank sends this GPU as many rows as it keeps
     per_expert = rows // local
@@ -182,7 +155,7 @@ def measure(name: str, h: int, f: int, num_experts: int, local: int, tokens: int
         try:
             out["grouped_s"] = gpu_s(fwd_bwd(lambda: experts.grouped(x, offsets), [x, *experts.stacked]))
             out["grouped_gemm_s"] = gpu_s(experts.grouped_gemms(x, y, offsets))
-            torch_layer = TorchMoE(h, f, num_experts, local, top_k).to(DEVICE, torch.bfloat16)
+            torch_layer = _llama.Experts(h, f, num_experts, local, top_k, grouped=True).to(DEVICE, torch.bfloat16)
             torch_block = fwd_bwd(lambda: torch_layer(tok_in), [tok_in, *torch_layer.parameters()])
             out["torch_block_s"] = gpu_s(torch_block)
             out["torch_block_wall_s"] = host_s(torch_block)
@@ -203,11 +176,11 @@ def measure(name: str, h: int, f: int, num_experts: int, local: int, tokens: int
     return out
 
 
-def host_extra(locals_: tuple[int, ...] = (2, 8, 16), h: int = 256, f: int = 512, *, torch_moe: bool = False) -> dict:
+def host_extra(locals_: tuple[int, ...] = (2, 8, 16), h: int = 256, f: int = 512, *, grouped: bool = False) -> dict:
     """What a MoE MLP adds to a dense SwiGLU MLP's host time, forward and backward, with tiny tensors (launch-bound)
     at several local expert counts (top-2 of the local experts), and the least-squares line through them: the
-    `moe_*_s_per_block` (fixed) and `moe_*_s_per_expert` figures `shardplan calibrate` writes (`torch_moe`: of
-    `TorchMoE`, torchtitan's layer, where `shardplan.llama.Experts` is Megatron-Core's)."""
+    `moe_*_s_per_block` (fixed) and `moe_*_s_per_expert` figures `shardplan calibrate` writes (`grouped`: of the
+    layer as torchtitan runs it, its `grouped_moe_*` figures)."""
     x = torch.randn(1, 64, h, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
     dense = _llama.Block(h, 2, f, 1e-5).to(DEVICE, torch.bfloat16)
 
@@ -222,8 +195,7 @@ def host_extra(locals_: tuple[int, ...] = (2, 8, 16), h: int = 256, f: int = 512
     base = forward_backward(dense_mlp, [dense.w1.weight, dense.w3.weight, dense.w2.weight])
     extra = {}
     for local in locals_:
-        kind = TorchMoE if torch_moe else _llama.Experts
-        layer = kind(h, f, max(local, 8), local, 2).to(DEVICE, torch.bfloat16)
+        layer = _llama.Experts(h, f, max(local, 8), local, 2, grouped=grouped).to(DEVICE, torch.bfloat16)
         extra[local] = [t - b for t, b in zip(forward_backward(layer, list(layer.parameters())), base, strict=True)]
     out: dict = {"local_experts": list(locals_), "dense_mlp_s": base, "extra_s": [extra[n] for n in locals_]}
     for i, way in enumerate(("forward", "backward")):
@@ -248,7 +220,7 @@ def main() -> None:
     results["host"] = host_extra()
     print(json.dumps(results["host"]), flush=True)
     if hasattr(torch, "_grouped_mm"):
-        results["torch_host"] = host_extra((2, 8, 32, 128), torch_moe=True)
+        results["torch_host"] = host_extra((2, 8, 32, 128), grouped=True)
         print(json.dumps(results["torch_host"]), flush=True)
     for shape in SHAPES:
         if sys.argv[2:] and not shape[0].startswith(tuple(sys.argv[2:])):

@@ -325,36 +325,42 @@ def measure_host(device: torch.device, *, repeats: int = 30) -> dict[str, float]
         if not prefix:
             out["forward_s_fixed"] = max(per_blocks[1][0] - out["forward_s_per_block"], 0.0)
             out["backward_s_fixed"] = max(per_blocks[1][1] - out["backward_s_per_block"], 0.0)
-    out |= _moe_host(wall, device, out["forward_s_per_block"], out["backward_s_per_block"])
+    for grouped in (False, True):
+        out |= _moe_host(wall, device, out["forward_s_per_block"], out["backward_s_per_block"], grouped=grouped)
     if owns_group:
         dist.destroy_process_group()
     return out
 
 
-def _moe_host(wall: _Timer, device: torch.device, forward: float, backward: float) -> dict[str, float]:
+def _moe_host(
+    wall: _Timer, device: torch.device, forward: float, backward: float, *, grouped: bool
+) -> dict[str, float]:
     """What a mixture-of-experts block's host time adds to a dense block's (`forward`, `backward`), fixed and per
-    expert this GPU holds: blocks with 2 and with 8 local experts (top-2 of 8), per block as above."""
+    expert this GPU holds: blocks with 2 and with 8 local experts (top-2 of 8), per block as above; as Megatron-Core
+    runs them (`moe_*`), or with `grouped` as torchtitan does (`grouped_moe_*`: `shardplan.llama.Experts`)."""
     from shardplan.llama import MixedPrecisionAdamW
 
     extra = {}
     for local in (2, 8):
         per_blocks = {}
         for blocks in (1, 3):
-            model = _tiny_llama(blocks, device, local_experts=local)
+            model = _tiny_llama(blocks, device, local_experts=local, grouped=grouped)
             MixedPrecisionAdamW(model)
             per_blocks[blocks] = _forward_backward_s(wall, model, device)
         extra[local] = [
             (per_blocks[3][i] - per_blocks[1][i]) / 2 - dense for i, dense in enumerate((forward, backward))
         ]
-    out = {}
+    out, prefix = {}, "grouped_" if grouped else ""
     for i, way in enumerate(("forward", "backward")):
         per_expert = max((extra[8][i] - extra[2][i]) / 6, 0.0)
-        out[f"moe_{way}_s_per_expert"] = per_expert
-        out[f"moe_{way}_s_per_block"] = max(extra[2][i] - 2 * per_expert, 0.0)
+        out[f"{prefix}moe_{way}_s_per_expert"] = per_expert
+        out[f"{prefix}moe_{way}_s_per_block"] = max(extra[2][i] - 2 * per_expert, 0.0)
     return out
 
 
-def _tiny_llama(blocks: int, device: torch.device, *, local_experts: int = 0) -> torch.nn.Module:
+def _tiny_llama(
+    blocks: int, device: torch.device, *, local_experts: int = 0, grouped: bool = False
+) -> torch.nn.Module:
     from shardplan.llama import Llama
 
     cfg = {
@@ -372,6 +378,7 @@ def _tiny_llama(blocks: int, device: torch.device, *, local_experts: int = 0) ->
             "num_experts_per_tok": 2,
             "moe_intermediate_size": 512,
             "local_experts": local_experts,
+            "grouped_experts": grouped,
         }
     with device:
         return Llama(cfg)

@@ -63,34 +63,48 @@ class Experts(nn.Module):
     router, softmax and top-k, the tokens per expert copied to the host (the dispatcher needs the split sizes
     there: a synchronisation), the tokens permuted into their experts' rows, each SwiGLU expert in turn (as
     Transformer Engine's GroupedLinear launches them), and the probability-weighted sum back. This rank holds
-    `local` of the `experts`: each token's top-k choices fold onto them, as evenly as force-balanced routing."""
+    `local` of the `experts`: each token's top-k choices fold onto them, as evenly as force-balanced routing.
 
-    def __init__(self, h: int, ffn: int, experts: int, local: int, top_k: int) -> None:
+    `grouped`: as torchtitan's MoE runs them instead (models/moe/moe.py, `use_grouped_mm`): the tokens per expert
+    counted on the GPU (histc, no host synchronisation), the local experts' weights stacked, the gate-up and the
+    down projection each one torch._grouped_mm over all of them."""
+
+    def __init__(self, h: int, ffn: int, experts: int, local: int, top_k: int, *, grouped: bool = False) -> None:
         super().__init__()
-        self.top_k, self.local = top_k, local
+        self.top_k, self.local, self.grouped = top_k, local, grouped
         self.router = nn.Linear(h, experts, bias=False)
-        self.w13 = nn.ModuleList(nn.Linear(h, 2 * ffn, bias=False) for _ in range(local))
-        self.w2 = nn.ModuleList(nn.Linear(ffn, h, bias=False) for _ in range(local))
+        if grouped:
+            self.w13 = nn.Parameter(torch.randn(local, h, 2 * ffn) * h**-0.5)
+            self.w2 = nn.Parameter(torch.randn(local, ffn, h) * ffn**-0.5)
+        else:
+            self.w13 = nn.ModuleList(nn.Linear(h, 2 * ffn, bias=False) for _ in range(local))
+            self.w2 = nn.ModuleList(nn.Linear(ffn, h, bias=False) for _ in range(local))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.flatten(0, -2)
         weights, chosen = torch.softmax(self.router(flat).float(), dim=-1).topk(self.top_k, dim=-1)
         chosen = chosen.flatten() % self.local
-        counts = torch.bincount(chosen, minlength=self.local).tolist()  # the dispatcher's host synchronisation
         order = chosen.argsort(stable=True)
-        rows = flat.repeat_interleave(self.top_k, dim=0).index_select(0, order).split(counts)
-        outs = []
-        for part, w13, w2 in zip(rows, self.w13, self.w2, strict=True):
-            gate, up = w13(part).chunk(2, dim=-1)
-            outs.append(w2(F.silu(gate) * up))
-        scaled = torch.cat(outs) * weights.flatten().index_select(0, order).unsqueeze(-1).to(flat.dtype)
+        rows = flat.index_select(0, order // self.top_k)
+        if self.grouped:
+            ends = torch.histc(chosen.float(), bins=self.local, min=0, max=self.local).cumsum(0).to(torch.int32)
+            gate, up = torch._grouped_mm(rows, self.w13, offs=ends).chunk(2, dim=-1)
+            out = torch._grouped_mm(F.silu(gate) * up, self.w2, offs=ends)
+        else:
+            counts = torch.bincount(chosen, minlength=self.local).tolist()  # the dispatcher's host synchronisation
+            outs = []
+            for part, w13, w2 in zip(rows.split(counts), self.w13, self.w2, strict=True):
+                gate, up = w13(part).chunk(2, dim=-1)
+                outs.append(w2(F.silu(gate) * up))
+            out = torch.cat(outs)
+        scaled = out * weights.flatten().index_select(0, order).unsqueeze(-1).to(flat.dtype)
         return torch.zeros_like(flat).index_add_(0, order // self.top_k, scaled).view_as(x)
 
 
 class Block(nn.Module):
     """A Llama block; `kv_heads` (default: `heads`) key and value heads, each repeated for heads / kv_heads
-    query heads before attention as torchtitan's `repeat_kv` does (a copy, not a view). With `experts` (a
-    (experts, local experts, top-k) triple) its MLP is a mixture of experts of width `ffn` each (`Experts`)."""
+    query heads before attention as torchtitan's `repeat_kv` does (a copy, not a view). With `experts` (experts,
+    local experts, top-k, grouped) its MLP is a mixture of experts of width `ffn` each (`Experts`)."""
 
     def __init__(
         self,
@@ -99,7 +113,7 @@ class Block(nn.Module):
         ffn: int,
         eps: float,
         kv_heads: int | None = None,
-        experts: tuple[int, int, int] | None = None,
+        experts: tuple[int, int, int, bool] | None = None,
     ) -> None:
         super().__init__()
         self.head_dim = h // heads
@@ -108,7 +122,7 @@ class Block(nn.Module):
         self.attn_norm, self.mlp_norm = nn.RMSNorm(h, eps=eps), nn.RMSNorm(h, eps=eps)
         self.wq, self.wo = nn.Linear(h, h, bias=False), nn.Linear(h, h, bias=False)
         self.wk, self.wv = nn.Linear(h, kv, bias=False), nn.Linear(h, kv, bias=False)
-        self.moe = Experts(h, ffn, *experts) if experts else None
+        self.moe = Experts(h, ffn, *experts[:3], grouped=experts[3]) if experts else None
         if self.moe is None:
             self.w1, self.w3 = nn.Linear(h, ffn, bias=False), nn.Linear(h, ffn, bias=False)
             self.w2 = nn.Linear(ffn, h, bias=False)
@@ -131,7 +145,8 @@ class Block(nn.Module):
 class Llama(nn.Module):
     """Embedding, blocks, final norm, untied head; forward returns the mean cross-entropy (fp32). With
     `num_experts` in `cfg`, every block's MLP is a mixture of experts (`Experts`: `local_experts` of them on
-    this rank, default all; `num_experts_per_tok`; each `moe_intermediate_size` wide)."""
+    this rank, default all; `num_experts_per_tok`; each `moe_intermediate_size` wide; `grouped_experts`: as
+    torchtitan runs them)."""
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__()
@@ -141,7 +156,7 @@ class Llama(nn.Module):
         if cfg.get("num_experts"):
             ffn = cfg["moe_intermediate_size"]
             local = cfg.get("local_experts", cfg["num_experts"])
-            experts = (cfg["num_experts"], local, cfg["num_experts_per_tok"])
+            experts = (cfg["num_experts"], local, cfg["num_experts_per_tok"], cfg.get("grouped_experts", False))
         self.blocks = nn.ModuleList(Block(h, heads, ffn, eps, experts=experts) for _ in range(cfg["num_hidden_layers"]))
         self.norm = nn.RMSNorm(h, eps=eps)
         self.head = nn.Linear(h, cfg["vocab_size"], bias=False)

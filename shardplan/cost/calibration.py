@@ -57,6 +57,11 @@ HOST_DISPATCH_KEYS = (
     "moe_backward_s_per_block",
     "moe_forward_s_per_expert",
     "moe_backward_s_per_expert",
+    # the same as torchtitan runs it (`Experts(grouped=True)`: no host sync, one grouped GEMM over the experts)
+    "grouped_moe_forward_s_per_block",
+    "grouped_moe_backward_s_per_block",
+    "grouped_moe_forward_s_per_expert",
+    "grouped_moe_backward_s_per_expert",
 )
 
 
