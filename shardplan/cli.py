@@ -22,6 +22,7 @@ from shardplan.cli_options import (
     Dtype,
     EpCommOverlap,
     EpDispatcher,
+    ExpertGemms,
     ExpertTensorParallel,
     Fp8AllGather,
     Fp8Recipe,
@@ -281,6 +282,7 @@ def estimate(
     recompute_modules: RecomputeModules = None,
     mtp_layers: MtpLayers = 0,
     ep_dispatcher: EpDispatcher = "alltoall",
+    expert_gemms: ExpertGemms = "loop",
     sequence_parallel: SequenceParallel = True,
     pipeline_scatter_gather: PipelineScatterGather = True,
     pipeline_runtime: PipelineRuntime = "megatron",
@@ -420,6 +422,7 @@ def suggest(
     recompute_modules: RecomputeModules = None,
     mtp_layers: MtpLayers = 0,
     ep_dispatcher: EpDispatcher = "alltoall",
+    expert_gemms: ExpertGemms = None,
     sequence_parallel: SequenceParallel = True,
     pipeline_scatter_gather: PipelineScatterGather = True,
     pipeline_runtime: PipelineRuntime = None,
@@ -435,8 +438,9 @@ def suggest(
         str | None,
         typer.Option(
             help="Write the best plan as torchtitan, megatron, deepspeed or python, planned for what that framework "
-            "runs (torchtitan and python: torch pipelines, DTensor TP; torchtitan: no ZeRO-1 unless --zero says; "
-            "deepspeed: its PipelineEngine) where --pipeline-runtime, --tp-impl and --cp-comm do not say."
+            "runs (torchtitan and python: torch pipelines, DTensor TP, grouped expert GEMMs; torchtitan: no ZeRO-1 "
+            "unless --zero says; deepspeed: its PipelineEngine) where --pipeline-runtime, --tp-impl, --cp-comm and "
+            "--expert-gemms do not say."
         ),
     ] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="File for --emit or --json output.")] = None,

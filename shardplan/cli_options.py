@@ -152,6 +152,13 @@ EpDispatcher = Annotated[
         "node or NVL72 rack; DeepEP / HybridEP, Megatron's flex dispatcher)."
     ),
 ]
+ExpertGemms = Annotated[
+    str | None,
+    typer.Option(
+        help="A MoE block's local experts: loop (a GEMM each after a host sync: Megatron-Core, Transformer Engine) "
+        "or grouped (one torch._grouped_mm, torchtitan) \\[default: loop; suggest --emit torchtitan or python: grouped]."
+    ),
+]
 PipelineScatterGather = Annotated[
     bool,
     typer.Option(help="Without SP, each TP rank sends 1/tp of a stage's output (Megatron); off: whole tensors."),
@@ -183,6 +190,7 @@ FRAMEWORK_OPTIONS = (
     "expert_tensor_parallel",
     "ep_comm_overlap",
     "ep_dispatcher",
+    "expert_gemms",
     "recompute_modules",
     "mtp_layers",
     "sequence_parallel",
@@ -199,14 +207,16 @@ FRAMEWORK_OPTIONS = (
 
 # What runs the plan, where a command names no runtime of its own: Megatron-LM's, unless `suggest --emit` names a
 # framework. torchtitan (and torch code that builds the emitted DeviceMesh) pipelines with torch.distributed.pipelining,
-# splits layers as DTensors and gathers context-parallel keys and values whole (torch's context_parallel rotation
-# "allgather", torchtitan's default); DeepSpeed pipelines with its PipelineEngine.
-_TORCH = {"pipeline_runtime": "torch", "tp_impl": "dtensor", "cp_comm": "all_gather"}
+# splits layers as DTensors, gathers context-parallel keys and values whole (torch's context_parallel rotation
+# "allgather", torchtitan's default) and runs a MoE block's experts as grouped GEMMs; DeepSpeed pipelines with its
+# PipelineEngine.
+_TORCH = {"pipeline_runtime": "torch", "tp_impl": "dtensor", "cp_comm": "all_gather", "expert_gemms": "grouped"}
+_MEGATRON = {"pipeline_runtime": "megatron", "tp_impl": "megatron", "cp_comm": "p2p", "expert_gemms": "loop"}
 RUNTIMES: dict[str | None, dict[str, str]] = {
-    None: {"pipeline_runtime": "megatron", "tp_impl": "megatron", "cp_comm": "p2p"},
+    None: _MEGATRON,
     "torchtitan": _TORCH,
     "python": _TORCH,
-    "deepspeed": {"pipeline_runtime": "deepspeed", "tp_impl": "megatron", "cp_comm": "p2p"},
+    "deepspeed": _MEGATRON | {"pipeline_runtime": "deepspeed"},
 }
 
 

@@ -47,8 +47,9 @@ def auto_device_mesh(
     keyword options of `suggest` (e.g. `pp=(1,)`, `zero_stages=(3,)`, `cp=(1, 2, 4)`: a plan with cp > 1 gives the
     mesh a "cp" axis).
     `training` also says what runs the step on the mesh: torch's own parallelism (fully_shard, parallelize_module,
-    torch.distributed.pipelining) and torch's cross_entropy(logits.float()) is `Training(...,
-    pipeline_runtime="torch", tp_impl="dtensor", loss="fp32")`; its defaults are Megatron-LM's. Under TP the
+    torch.distributed.pipelining), torch's cross_entropy(logits.float()) and MoE experts by torch._grouped_mm is
+    `Training(..., pipeline_runtime="torch", tp_impl="dtensor", loss="fp32", expert_gemms="grouped")`; its defaults
+    are Megatron-LM's. Under TP the
     estimate takes that loss to run inside torch's `loss_parallel` over the head's vocabulary shards, as torchtitan
     runs it (`loss="fused"` for it compiled).
     """

@@ -47,6 +47,9 @@ class Plan(BaseModel):
     ep_dispatcher: str = Field(
         "alltoall", description="MoE token dispatch: alltoall or deduplicated (per NVLink domain)."
     )
+    expert_gemms: str = Field(
+        "loop", description="A MoE block's local experts: loop (a GEMM each, Megatron) or grouped (torch._grouped_mm)."
+    )
     recompute_modules: tuple[str, ...] = Field(
         (), description="Megatron's --recompute-modules beside `recompute` (moe_act, layernorm, mla_up_proj)."
     )

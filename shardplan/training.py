@@ -157,6 +157,13 @@ class Training(BaseModel):
         "node, or an NVL72 rack) holding any chosen expert, fanned out over NVLink there (DeepEP, Megatron's flex "
         "dispatcher with DeepEP or HybridEP).",
     )
+    expert_gemms: Literal["loop", "grouped"] = Field(
+        "loop",
+        description="How a MoE block runs its local experts: 'loop', one GEMM per expert and the tokens per expert "
+        "copied to the host first (Megatron-Core's alltoall dispatcher and Transformer Engine's GroupedLinear: each "
+        "GEMM's fixed time, and host work per expert); 'grouped', one torch._grouped_mm over all of them for each "
+        "projection and no host synchronisation (torchtitan's GroupedExperts, transformers' grouped_mm experts).",
+    )
     ep_comm_overlap: bool = Field(
         False,
         description="With expert parallelism: each micro-batch's all-to-alls run beside another micro-batch's "

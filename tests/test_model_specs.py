@@ -595,6 +595,13 @@ _MLA_MOE = {
 }
 
 
+_DBRX = {
+    **dict(d_model=64, n_heads=4, n_layers=2, max_seq_len=128),
+    "attn_config": {"kv_n_heads": 2, "clip_qkv": 8, "rope_theta": 10000.0},
+    "ffn_config": {"ffn_hidden_size": 48, "moe_num_experts": 4, "moe_top_k": 2},
+}
+
+
 @pytest.mark.parametrize(
     ("model_type", "config"),
     [
@@ -609,11 +616,13 @@ _MLA_MOE = {
         ("internlm3", {**TINY["llama"], "head_dim": 16, "qkv_bias": True, "bias": True}),  # its config's names
         ("glm4_moe_lite", {**_MLA_MOE, "mlp_layer_types": ["dense", "sparse", "sparse"]}),
         ("mistral4", {**_MLA_MOE, "first_k_dense_replace": 1}),
+        # its own names, some nested (transformers' DbrxConfig takes attn_config and ffn_config as dicts)
+        ("dbrx", _DBRX),
     ],
 )
 def test_types_built_as_another_count_what_transformers_builds(model_type, config):
     """Ministral 3, Helium, Hunyuan (dense and MoE), MiniMax-M2, Granite MoE (with its shared expert), InternLM3,
-    GLM-4.7-Flash and Mistral 4 are read as the supported
+    GLM-4.7-Flash, Mistral 4 and DBRX are read as the supported
     type whose parameters transformers builds for them (`_SAME_AS`); Mistral 4 is a language model inside
     Mistral 3's vision-language wrapper, without an output head of its own in transformers."""
     cfg = transformers.AutoConfig.for_model(model_type, **{**_COMMON, **config})
@@ -624,6 +633,22 @@ def test_types_built_as_another_count_what_transformers_builds(model_type, confi
     head = cfg.vocab_size * cfg.hidden_size if model_type == "mistral4" else 0
     assert spec.num_params - head == sum(p.numel() for p in model.parameters())
     assert spec.name == model_type
+
+
+def test_dbrx_reads_the_fields_of_its_attn_config_and_ffn_config():
+    """DBRX's config.json (databricks/dbrx-base) keeps its key-value heads and experts in two sub-objects: 131.6 B
+    parameters, 36.5 B active (the model card's 132B and 36B); a sub-object that is not one is named."""
+    dbrx = {
+        **dict(model_type="dbrx", d_model=6144, n_heads=48, n_layers=40, max_seq_len=32768, vocab_size=100352),
+        "attn_config": {"clip_qkv": 8, "kv_n_heads": 8, "rope_theta": 500000},
+        "ffn_config": {"ffn_hidden_size": 10752, "moe_num_experts": 16, "moe_top_k": 4, "ffn_act_fn": {"name": "silu"}},
+        "tie_word_embeddings": False,
+    }
+    m = spec_from_config(dbrx, "config.json")
+    assert (m.num_layers, m.moe.num_experts, m.moe.top_k) == (40, 16, 4)
+    assert (m.num_params, m.num_active_params) == (131_596_523_520, 36_469_708_800)
+    with pytest.raises(ModelSpecError, match=r"^dbrx.json: ffn_config: expected an object of fields, found \[4\]$"):
+        spec_from_config({**dbrx, "ffn_config": [4]}, "dbrx.json")
 
 
 def test_mlp_layer_types_must_open_with_the_dense_blocks():

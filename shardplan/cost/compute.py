@@ -217,6 +217,7 @@ def _block_times(
     amax_pass: bool = False,
     weight_casts: bool = True,
     experts: tuple[float, float, float] | None = None,
+    grouped: bool = False,
 ) -> tuple[float, ...]:
     """(forward GEMMs, backward GEMMs, forward attention, backward attention, forward memory-bound, and of the
     forward GEMMs the MLP's) seconds of one transformer block; `compiled`: its memory-bound ops at their rates under
@@ -225,7 +226,8 @@ def _block_times(
     output gradients (backward), each after a pass for its amax with `amax_pass` (`fp8_cast_s`).
     `experts` (MoE blocks: `_local_experts`): the routed experts' GEMMs run one expert after the other, each
     paying a GEMM's fixed time (Transformer Engine's GroupedLinear issues one GEMM per expert), not as one GEMM
-    of the active width."""
+    of the active width; `grouped` (`Training.expert_gemms`): each projection one grouped GEMM over the local
+    experts, its fixed time once and each expert's share at its shape's rate over `GROUPED_GEMM_SLOWER`."""
     h = model.hidden_size
 
     def gemms_s(matmuls: Sequence[Matmul], precision: str) -> float:
@@ -241,6 +243,9 @@ def _block_times(
             local, rows, width = experts
             inner = (2 if model.mlp == "swiglu" else 1) * width
             routed = local * (gemm_s(rows, inner, h, rates, precision) + gemm_s(rows, h, width, rates, precision))
+            if grouped:
+                fixed = gemm_s(0, 0, 0, rates, precision)
+                routed = GROUPED_GEMM_SLOWER * (routed - 2 * local * fixed) + 2 * fixed
             shared = model.moe.shared_ffn_hidden_size / tp
             if shared:
                 routed += gemm_s(tokens, 2 * shared, h, rates, precision) + gemm_s(tokens, h, shared, rates, precision)
@@ -395,6 +400,7 @@ def stage_times(
         amax_pass=training.fp8_recipe == "current",
         weight_casts=not (training.fp8_weight_cache or training.fp8_gathered),
         experts=_local_experts(model.moe, training, tokens, tp, ep) if model.moe is not None else None,
+        grouped=training.expert_gemms == "grouped",
     )
     mtp = training.stage_blocks(layers, last) - layers
     layers += mtp
@@ -456,7 +462,8 @@ def stage_times(
     if model.moe is not None:
         local = model.moe.num_experts / training.expert_group(ep, tp)
         share = model.num_moe_layers / model.num_layers
-        moe = {w: share * (host[f"moe_{w}_s_per_block"] + local * host[f"moe_{w}_s_per_expert"]) for w in moe}
+        kind = "grouped_moe" if training.expert_gemms == "grouped" else "moe"
+        moe = {w: share * (host[f"{kind}_{w}_s_per_block"] + local * host[f"{kind}_{w}_s_per_expert"]) for w in moe}
     forward_host = layers * (per_block("forward_s_per_block", *wrappers) + moe["forward"])
     backward_host = layers * (per_block("backward_s_per_block", *wrappers) + moe["backward"])
     fwd = max(fwd, forward_host + ends * host["forward_s_fixed"])

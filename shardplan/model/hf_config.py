@@ -118,9 +118,21 @@ _SAME_AS = {
     "qwen2_5_vl_text": "qwen2",
     "qwen3_vl_text": "qwen3",
     "qwen3_vl_moe_text": "qwen3_moe",
+    # DBRX: Mixtral's parameters (fused Wqkv, weight-only LayerNorms, SwiGLU experts w1 / v1 / w2, a router without
+    # bias) under its own field names, some in its `attn_config` and `ffn_config` (`_NESTED_FIELDS`)
+    "dbrx": "mixtral",
 }
 # Config fields a type read as another names its own way (transformers' attribute_map of its config class)
-_FIELD_NAMES = {"internlm3": {"qkv_bias": "attention_bias", "bias": "mlp_bias"}}
+_FIELD_NAMES = {
+    "internlm3": {"qkv_bias": "attention_bias", "bias": "mlp_bias"},
+    "dbrx": {
+        **dict(d_model="hidden_size", n_heads="num_attention_heads", n_layers="num_hidden_layers"),
+        **dict(max_seq_len="max_position_embeddings", kv_n_heads="num_key_value_heads"),
+        **dict(ffn_hidden_size="intermediate_size", moe_num_experts="num_local_experts", moe_top_k="num_experts_per_tok"),
+    },
+}
+# Sub-objects whose fields a type reads as its own (the top level's win where both name one)
+_NESTED_FIELDS = {"dbrx": ("attn_config", "ffn_config")}
 # Fields a type read as another takes from another of its own, over what the config says (the width its modelling
 # code reads)
 _COPIED_FIELDS = {
@@ -179,7 +191,12 @@ def spec_from_config(data: dict[str, Any], source: str, name: str | None = None)
         found = "none" if model_type is None else repr(model_type)
         raise ModelSpecError(f'{source}: model_type: expected a name such as "llama", found {found}')
     if model_type in _SAME_AS:
-        renamed = {_FIELD_NAMES.get(model_type, {}).get(key, key): value for key, value in data.items()}
+        nested = {}
+        for field in _NESTED_FIELDS.get(model_type, ()):
+            if not isinstance(data.get(field, {}), dict):
+                raise ModelSpecError(f"{source}: {field}: expected an object of fields, found {data[field]!r}")
+            nested |= data.get(field, {})
+        renamed = {_FIELD_NAMES.get(model_type, {}).get(key, key): value for key, value in (nested | data).items()}
         renamed |= {to: renamed[of] for to, of in _COPIED_FIELDS.get(model_type, {}).items() if of in renamed}
         return spec_from_config({**renamed, "model_type": _SAME_AS[model_type]}, source, name or model_type)
     if model_type not in SUPPORTED and isinstance(data.get("text_config"), dict):

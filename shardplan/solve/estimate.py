@@ -251,6 +251,7 @@ def make_plan(
         expert_tensor_parallel=training.expert_tensor_parallel,
         ep_comm_overlap=training.ep_comm_overlap,
         ep_dispatcher=training.ep_dispatcher,
+        expert_gemms=training.expert_gemms,
         recompute_modules=training.recompute_modules,
         mtp_layers=training.mtp_layers,
         micro_batch=micro_batch,
