@@ -358,9 +358,7 @@ def _moe_host(
     return out
 
 
-def _tiny_llama(
-    blocks: int, device: torch.device, *, local_experts: int = 0, grouped: bool = False
-) -> torch.nn.Module:
+def _tiny_llama(blocks: int, device: torch.device, *, local_experts: int = 0, grouped: bool = False) -> torch.nn.Module:
     from shardplan.llama import Llama
 
     cfg = {

@@ -156,7 +156,8 @@ ExpertGemms = Annotated[
     str | None,
     typer.Option(
         help="A MoE block's local experts: loop (a GEMM each after a host sync: Megatron-Core, Transformer Engine) "
-        "or grouped (one torch._grouped_mm, torchtitan) \\[default: loop; suggest --emit torchtitan or python: grouped]."
+        "or grouped (one torch._grouped_mm, torchtitan) \\[default: loop; suggest --emit torchtitan or python: "
+        "grouped]."
     ),
 ]
 PipelineScatterGather = Annotated[

@@ -338,7 +338,8 @@ def test_torchtitan_compiled_plans_count_its_compiled_loss(tmp_path: Path):
         assert _cli(*base, "--emit", "torchtitan", "-o", str(out), *extra).returncode == 0
         estimated[name] = float(out.read_text().split("estimated ")[1].split()[0])
         assert tomllib.loads(out.read_text())["training"].get("compile", False) == (name != "eager")
-    torch_runtime = {"pipeline_runtime": "torch", "tp_impl": "dtensor", "cp_comm": "all_gather", "expert_gemms": "grouped"}
+    torch_runtime = {"pipeline_runtime": "torch", "tp_impl": "dtensor", "cp_comm": "all_gather"}
+    torch_runtime["expert_gemms"] = "grouped"
     for name, loss in (("compiled", "fused"), ("fp32", "fp32")):
         train = Training(global_batch=64, seq_len=8192, compiled=True, loss=loss, **torch_runtime)
         best = suggest("llama3-8b", load_topology("dgx-h100"), train, top_k=1, zero_stages=(0, 2, 3))[0]

@@ -56,6 +56,12 @@ FSDP2_SHARD_COPY_BYTES = 2 * 6
 # backward: "FlashAttention-2 is around 1.3-1.5x faster than FlashAttention in Triton in the forward
 # pass and around 2x faster in the backward pass" (Dao 2023, arXiv:2307.08691, Sec. 4.1, on A100).
 TRITON_2022_SLOWER = (1.4, 2.0)
+# torch._grouped_mm over a MoE block's local experts (torchtitan's GroupedExperts) against the calibrated GEMM time
+# of each expert's share without a GEMM's fixed time: 1.20-1.56x, median 1.39, over six shapes on an H100 (1-16
+# local experts of 1,024-8,192 rows; benchmarks/results/h100-moe-block, h100-gpt-oss, h100-mla: `grouped_s`, which
+# also holds the SwiGLU between the GEMMs and a copy stacking the experts' weights, under 4% of it). Other GPUs: as
+# their GEMM rates scale.
+GROUPED_GEMM_SLOWER = 1.39
 # A learned sink per query head (GPT-OSS) leaves fused attention's forward as it is and adds backward time per
 # (token, query head), whatever the sequence, the window or the head dim: 1.10-1.67 ns, median 1.58, over seven
 # shapes (1-4 x 2,048-8,192 tokens, causal or a 128-key window, heads of 64 and 128) in cuDNN 9.19's fused

@@ -128,7 +128,8 @@ _FIELD_NAMES = {
     "dbrx": {
         **dict(d_model="hidden_size", n_heads="num_attention_heads", n_layers="num_hidden_layers"),
         **dict(max_seq_len="max_position_embeddings", kv_n_heads="num_key_value_heads"),
-        **dict(ffn_hidden_size="intermediate_size", moe_num_experts="num_local_experts", moe_top_k="num_experts_per_tok"),
+        **dict(ffn_hidden_size="intermediate_size", moe_num_experts="num_local_experts"),
+        **dict(moe_top_k="num_experts_per_tok"),
     },
 }
 # Sub-objects whose fields a type reads as its own (the top level's win where both name one)
