@@ -180,6 +180,38 @@ def test_moe_blocks_host_time_grows_with_the_experts_a_gpu_holds() -> None:
     assert times(shipped, 8).host_slack_s > 0 and times(unmeasured, 8).host_slack_s == 0
 
 
+def test_grouped_experts_pay_one_gemm_fixed_time_a_projection_and_no_host_sync() -> None:
+    """torchtitan's experts (`expert_gemms="grouped"`): each projection one torch._grouped_mm over the local experts.
+    Qwen3 30B-A3B's 128 experts over EP 8 and EP 4 (16 and 32 on a GPU), the GPU's time alone: the loop's GEMM time
+    grows by the fixed time of 2 x 16 more GEMMs a block forward and twice that backward, the grouped GEMMs' not at all
+    (the same FLOPs, each expert's rows halved). With the host's time as measured, the grouped layer (no host sync,
+    no work per expert) runs the step faster than the loop, and `suggest --emit torchtitan` plans with it."""
+    from typer.testing import CliRunner
+
+    from shardplan.cli import app
+
+    model, rates = load_model(MODEL), rates_for("h100-sxm")
+    gpu_alone = rates.model_copy(update={"host_dispatch": dict.fromkeys(rates.host_dispatch, 0.0)})
+    loop = TRAIN.model_copy(update={"recompute": "none"})
+    grouped = loop.model_copy(update={"expert_gemms": "grouped"})
+
+    def times(train: Training, r: object, ep: int) -> object:
+        return stage_times(model, train, layers=48, first=True, last=True, micro_batch=1, tp=1, rates=r, ep=ep)
+
+    fixed = 48 * 3 * 2 * 16 * rates.gemm_overhead_s  # blocks x (forward + 2 backward) x GEMMs x more experts
+    assert times(loop, gpu_alone, 4).gemm_s - times(loop, gpu_alone, 8).gemm_s == pytest.approx(fixed)
+    assert times(grouped, gpu_alone, 4).gemm_s == pytest.approx(times(grouped, gpu_alone, 8).gemm_s)
+    assert times(grouped, rates, 8).total_s < times(loop, rates, 8).total_s
+    args = ["suggest", "--model", MODEL, "--topology", "dgx-h100", "--global-batch", "64", "--seq-len", "4096"]
+    out = CliRunner().invoke(app, [*args, "--emit", "torchtitan", "--ep", "8", "--pp", "1"])
+    assert out.exit_code == 0, out.output
+    torch_run = dict(pipeline_runtime="torch", tp_impl="dtensor", cp_comm="all_gather", loss="fp32")
+    train = Training(global_batch=64, seq_len=4096, expert_gemms="grouped", **torch_run)
+    best = suggest(MODEL, load_topology("dgx-h100"), train, top_k=1, zero_stages=(0, 2, 3), ep=(8,), pp=(1,))[0]
+    assert best.expert_gemms == "grouped"
+    assert float(out.output.split("estimated ")[1].split()[0]) == pytest.approx(best.step_time_s, abs=5e-4)
+
+
 def test_overlapped_all_to_alls_cost_only_what_the_compute_beside_them_cannot_hide() -> None:
     """Megatron's --overlap-moe-expert-parallel-comm: on two DGX H100s with expert groups across both nodes, the
     all-to-alls run beside another micro-batch's compute; the bytes moved stay the same. A step of one micro-batch
