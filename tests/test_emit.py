@@ -24,10 +24,10 @@ TRAIN = Training(global_batch=64, seq_len=4096, zero_stage=1)
 
 PLAN_KEYS = {  # the JSON contract (DESIGN.md "Plan"): new keys carry neutral defaults; removing one bumps the version
     "schema_version", "model", "topology", "num_gpus", "tp", "pp", "dp", "cp", "ep", "expert_tensor_parallel",
-    "ep_comm_overlap", "ep_dispatcher", "expert_gemms", "micro_batch", "num_micro_batches", "virtual_stages", "zero_stage",
-    "recompute", "recompute_modules", "mtp_layers", "dtype", "fp8_recipe", "fp8_weight_cache", "fp8_all_gather",
-    "sequence_parallel", "compiled", "loss", "tp_impl", "pipeline_runtime", "cp_comm", "tp_comm_overlap",
-    "overlap_param_gather", "global_batch", "seq_len",
+    "ep_comm_overlap", "ep_dispatcher", "expert_gemms", "micro_batch", "num_micro_batches", "virtual_stages",
+    "zero_stage", "recompute", "recompute_modules", "mtp_layers", "dtype", "fp8_recipe", "fp8_weight_cache",
+    "fp8_all_gather", "sequence_parallel", "compiled", "loss", "tp_impl", "pipeline_runtime", "cp_comm",
+    "tp_comm_overlap", "overlap_param_gather", "global_batch", "seq_len",
     "mesh_dim_names", "mesh_shape", "rank_layout", "layers_per_stage", "step_time_s", "tokens_per_s", "mfu",
     "memory_per_gpu_bytes", "memory_breakdown", "fits", "breakdown", "comm_time_by_link", "default_step_time_s",
     "optimal", "gap",

@@ -618,6 +618,17 @@ _DBRX = {
         ("mistral4", {**_MLA_MOE, "first_k_dense_replace": 1}),
         # its own names, some nested (transformers' DbrxConfig takes attn_config and ffn_config as dicts)
         ("dbrx", _DBRX),
+        ("exaone", TINY["llama"]),
+        ("iquestcoder", TINY["llama"]),
+        ("cwm", {**TINY["llama"], "sliding_window": 16}),
+        ("sarvam_mla", _MLA_MOE),
+        ("sarvam_moe", TINY["glm4_moe"]),
+        ("param2moe", TINY["glm4_moe"]),
+        ("vaultgemma", TINY["gemma"]),
+        ("mellum", {**TINY["qwen3_moe"], "num_hidden_layers": 3, "mlp_layer_types": ["dense", "sparse", "sparse"]}),
+        ("flex_olmo", {**TINY["olmoe"], "pad_token_id": 0}),
+        ("apertus1p5_text", TINY["apertus"]),
+        ("jais2", TINY["nemotron"]),
     ],
 )
 def test_types_built_as_another_count_what_transformers_builds(model_type, config):
@@ -751,6 +762,8 @@ def test_activation_memory_torchtitan_selective_recompute():
         ),
         ({**TINY["qwen3"], **_COMMON, "model_type": "hunyuan_v1_moe", "num_experts": 4, "moe_topk": [2]}, "moe_topk: "),
         ({"model_type": "kimi_linear"}, "'kimi_linear' is not supported: its Kimi Delta Attention .* cost model"),
+        ({"model_type": "jamba"}, "'jamba' is not supported: its Mamba blocks are not in the cost model yet"),
+        ({"model_type": "deepseek_v4"}, "'deepseek_v4' is not supported: its compressed sparse attention blocks"),
         (
             {
                 "model_type": "llama",

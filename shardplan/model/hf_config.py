@@ -118,6 +118,23 @@ _SAME_AS = {
     "qwen2_5_vl_text": "qwen2",
     "qwen3_vl_text": "qwen3",
     "qwen3_vl_moe_text": "qwen3_moe",
+    # Config classes subclassing the named type's, their modelling code built of its parts (transformers' modular
+    # files): EXAONE 3.x's and IQuest-Coder's Llama's; Code World Model's Llama's with sliding blocks by
+    # `layer_types`; Sarvam-M's MLA DeepSeek-V3's; Sarvam's MoE and Param-2 MoE GLM-4.5's; VaultGemma's Gemma 2's
+    # without its post-norms, which is Gemma's; Mellum's Qwen3 MoE's with dense blocks by `mlp_layer_types`;
+    # FlexOlmo's OLMoE's (its norms after attention and MLP as OLMo 2 places them, as many); Apertus 1.5's Apertus's;
+    # Jais 2's Llama with LayerNorms and Nemotron's ungated ReLU^2 MLP, Nemotron's parameters
+    "exaone": "llama",
+    "iquestcoder": "llama",
+    "cwm": "llama",
+    "sarvam_mla": "deepseek_v3",
+    "sarvam_moe": "glm4_moe",
+    "param2moe": "glm4_moe",
+    "vaultgemma": "gemma",
+    "mellum": "qwen3_moe",
+    "flex_olmo": "olmoe",
+    "apertus1p5_text": "apertus",
+    "jais2": "nemotron",
     # DBRX: Mixtral's parameters (fused Wqkv, weight-only LayerNorms, SwiGLU experts w1 / v1 / w2, a router without
     # bias) under its own field names, some in its `attn_config` and `ffn_config` (`_NESTED_FIELDS`)
     "dbrx": "mixtral",
@@ -166,6 +183,19 @@ _NOT_MODELLED = {
     "falcon_h1": "Mamba-2 heads",
     "deepseek_v32": "DeepSeek Sparse Attention blocks",
     "gemma4_text": "per-layer input embeddings and global blocks of another head width",
+    "deepseek_v4": "compressed sparse attention blocks",
+    "glm_moe_dsa": "DeepSeek Sparse Attention blocks",
+    "hy_v4": "DeepSeek Sparse Attention blocks",
+    "olmo_hybrid": "Gated DeltaNet blocks (in OLMo's layout, not read yet)",
+    "bailing_hybrid": "linear-attention blocks",
+    "minimax": "lightning (linear) attention blocks",
+    "lfm2": "short-convolution blocks",
+    "lfm2_moe": "short-convolution blocks",
+    "zaya": "convolutional attention blocks",
+    **dict.fromkeys(("mamba", "mamba2", "falcon_mamba", "bamba", "jamba", "zamba", "zamba2"), "Mamba blocks"),
+    "rwkv": "RWKV blocks",
+    "xlstm": "xLSTM blocks",
+    "recurrent_gemma": "RG-LRU recurrent blocks",
 }
 # Models whose config-wide `sliding_window` (where set) bounds every block's attention, without `layer_types`
 _EVERY_BLOCK_SLIDING = ("mistral", "mixtral", "starcoder2", "phimoe")
