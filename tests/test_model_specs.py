@@ -321,6 +321,11 @@ TINY["exaone_moe"] = TINY["exaone4"] | {
 TINY["qwen3_5_text"] = {key: v for key, v in TINY["qwen3_next"].items() if "expert" not in key and "mlp" not in key}
 TINY["qwen3_5_text"]["layer_types"] = ["linear_attention", "full_attention", "full_attention", "linear_attention"]
 TINY["qwen3_5_moe_text"] = {key: v for key, v in TINY["qwen3_next"].items() if key != "intermediate_size"}
+# OLMo Hybrid: OLMo 3's attention blocks (no output gate) among Gated DeltaNet ones, a dense MLP in each
+TINY["olmo_hybrid"] = {k: v for k, v in TINY["qwen3_5_text"].items() if k != "full_attention_interval"} | {
+    "pad_token_id": 0,
+    "eos_token_id": 1,
+}
 
 
 def _hf(model_type: str, **overrides):
@@ -339,6 +344,16 @@ def test_param_count_equals_transformers(model_type):
     cfg, model = _hf(model_type)
     spec = spec_from_config(cfg.to_dict(), f"{model_type}.json")
     assert spec.num_params == sum(p.numel() for p in model.parameters())
+
+
+def test_olmo_hybrid_has_gated_deltanet_blocks_and_ungated_attention():
+    """OLMo Hybrid: Gated DeltaNet blocks where `layer_types` says (here the first and last of four), OLMo 3's softmax
+    attention in the others, whose output is not gated (Qwen3-Next's and Qwen3.5's is: q_proj twice as wide)."""
+    olmo = spec_from_config(_hf("olmo_hybrid")[0].to_dict(), "olmo_hybrid.json")
+    qwen = spec_from_config(_hf("qwen3_5_text")[0].to_dict(), "qwen3_5_text.json")
+    assert (olmo.num_linear_layers, olmo.mixers) == (2, ((0.5, "attention"), (0.5, "gated_delta")))
+    assert not olmo.attention_gate and qwen.attention_gate
+    assert olmo.gated_delta == qwen.gated_delta
 
 
 def test_starcoder2_without_linear_biases_keeps_its_layernorm_biases():

@@ -46,6 +46,7 @@ SUPPORTED = (
     "ministral",
     "olmo2",
     "olmo3",
+    "olmo_hybrid",
     "olmoe",
     "glm4_moe",
     "dots1",
@@ -69,17 +70,20 @@ _MOE = (
 )
 # A scalar sigmoid gate (h weights) on the shared expert's output
 _SHARED_EXPERT_GATE = ("qwen2_moe", "qwen3_next", "qwen3_5_moe_text")
-# Hybrids of Gated DeltaNet and gated softmax attention, by `layer_types` ("linear_attention" or "full_attention";
-# or every `full_attention_interval`-th block full, transformers' default): Qwen3-Next, Qwen3.5
-_GATED_DELTA_TYPES = ("qwen3_next", "qwen3_5_text", "qwen3_5_moe_text")
+# Hybrids of Gated DeltaNet and softmax attention, by `layer_types` ("linear_attention" or "full_attention"; or every
+# `full_attention_interval`-th block full, transformers' default): Qwen3-Next, Qwen3.5, whose softmax attention
+# gates its output (`_GATED_ATTENTION`), and OLMo Hybrid (OLMo 3's attention blocks; in its linear ones q, k, v,
+# the gate, a and b projected apart, as many weights as Qwen's fused projections, FLA's kernels)
+_GATED_ATTENTION = ("qwen3_next", "qwen3_5_text", "qwen3_5_moe_text")
+_GATED_DELTA_TYPES = (*_GATED_ATTENTION, "olmo_hybrid")
 # attention_bias (or always, Qwen2) biases q, k, v, not o
 _QKV_BIAS = ("qwen2", "qwen2_moe", "glm4_moe", "glm4", "seed_oss")
 # Norm weights per block beyond Llama's two (input and post-attention RMSNorm, h each), in transformers' modelling
 # code: Gemma's sandwich norms (two more of h); per-head q_norm / k_norm (head_dim each: Qwen3, Gemma 3); OLMo's
 # q_norm / k_norm over whole projections (heads x head_dim, kv heads x head_dim), where its two norms of h stay.
 _SANDWICH = ("gemma2", "gemma3_text", "glm4")
-_HEAD_QK_NORM = ("qwen3", "qwen3_moe", "gemma3_text", "exaone4", "exaone_moe", "apertus", "dots1", *_GATED_DELTA_TYPES)
-_PROJECTION_QK_NORM = ("olmo2", "olmo3", "olmoe")
+_HEAD_QK_NORM = ("qwen3", "qwen3_moe", "gemma3_text", "exaone4", "exaone_moe", "apertus", "dots1", *_GATED_ATTENTION)
+_PROJECTION_QK_NORM = ("olmo2", "olmo3", "olmoe", "olmo_hybrid")
 # the config class's tie_word_embeddings default
 _TIED_BY_DEFAULT = (
     "gemma",
@@ -186,7 +190,6 @@ _NOT_MODELLED = {
     "deepseek_v4": "compressed sparse attention blocks",
     "glm_moe_dsa": "DeepSeek Sparse Attention blocks",
     "hy_v4": "DeepSeek Sparse Attention blocks",
-    "olmo_hybrid": "Gated DeltaNet blocks (in OLMo's layout, not read yet)",
     "bailing_hybrid": "linear-attention blocks",
     "minimax": "lightning (linear) attention blocks",
     "lfm2": "short-convolution blocks",
@@ -304,8 +307,8 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
     mlp_bias = biased or c.flag("mlp_bias", False)
     tied = c.flag("tie_word_embeddings", model_type in _TIED_BY_DEFAULT)
     # attention: q (h x heads*hd), k and v (h x kv*hd each), o (heads*hd x h); gated: q_proj twice as wide
-    linear = model_type in _GATED_DELTA_TYPES
-    attn = (2 if linear else 1) * h * heads * hd + 2 * h * kv * hd + heads * hd * h
+    linear, gate = model_type in _GATED_DELTA_TYPES, model_type in _GATED_ATTENTION
+    attn = (2 if gate else 1) * h * heads * hd + 2 * h * kv * hd + heads * hd * h
     attn_bias = (heads * hd + 2 * kv * hd) if qkv_bias else 0
     if attention_bias and model_type not in _QKV_BIAS:
         attn_bias += h  # llama's attention_bias also biases o_proj
@@ -425,12 +428,13 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
         # ERNIE 4.5 MoE's lm_head takes `use_bias` (its dense model's not), PhiMoE's `lm_head_bias`
         head_bias=biased if model_type == "ernie4_5_moe" else model_type == "phimoe" and c.flag("lm_head_bias", False),
         gated_delta=gated_delta,
-        attention_gate=linear,  # Qwen3-Next's and Qwen3.5's softmax attention gates its output
+        attention_gate=gate,
     )
 
 
 def _gated_delta(c: Cfg) -> GatedDeltaSpec:
-    """The linear attention of Qwen3-Next's and Qwen3.5's "linear_attention" blocks, from their config's fields."""
+    """The linear attention of the "linear_attention" blocks of Qwen3-Next, Qwen3.5 and OLMo Hybrid, from their
+    config's fields."""
     key_heads, value_heads = c.int("linear_num_key_heads"), c.int("linear_num_value_heads")
     if value_heads % key_heads:
         raise ModelSpecError(
