@@ -610,6 +610,7 @@ _MLA_MOE = {
 }
 
 
+_MLA_DENSE = {key: v for key, v in _MLA_MOE.items() if "expert" not in key and "group" not in key}
 _DBRX = {
     **dict(d_model=64, n_heads=4, n_layers=2, max_seq_len=128),
     "attn_config": {"kv_n_heads": 2, "clip_qkv": 8, "rope_theta": 10000.0},
@@ -644,11 +645,14 @@ _DBRX = {
         ("flex_olmo", {**TINY["olmoe"], "pad_token_id": 0}),
         ("apertus1p5_text", TINY["apertus"]),
         ("jais2", TINY["nemotron"]),
+        ("youtu", _MLA_DENSE),
+        ("minicpm3", _MLA_DENSE),
+        ("solar_open", {**TINY["glm4_moe"], "first_k_dense_replace": 0, "use_qk_norm": False}),  # Llama attention
     ],
 )
 def test_types_built_as_another_count_what_transformers_builds(model_type, config):
     """Ministral 3, Helium, Hunyuan (dense and MoE), MiniMax-M2, Granite MoE (with its shared expert), InternLM3,
-    GLM-4.7-Flash, Mistral 4 and DBRX are read as the supported
+    GLM-4.7-Flash, Mistral 4, DBRX and the others listed are read as the supported
     type whose parameters transformers builds for them (`_SAME_AS`); Mistral 4 is a language model inside
     Mistral 3's vision-language wrapper, without an output head of its own in transformers."""
     cfg = transformers.AutoConfig.for_model(model_type, **{**_COMMON, **config})

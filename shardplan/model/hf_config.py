@@ -139,6 +139,12 @@ _SAME_AS = {
     "flex_olmo": "olmoe",
     "apertus1p5_text": "apertus",
     "jais2": "nemotron",
+    # Youtu-LLM's config DeepSeek-V3's, MiniCPM3's Llama's with MLA's fields: MLA and a dense MLP in every block
+    "youtu": "deepseek_v3",
+    "minicpm3": "deepseek_v2",
+    # Solar Open: GLM-4.5's config and experts, Llama's attention (no q/k norms, which GLM-4.5's `use_qk_norm` would
+    # add), every block MoE (no dense width: `_COPIED_FIELDS`); 102.65 B parameters, 12.05 B active at its defaults
+    "solar_open": "glm4_moe",
     # DBRX: Mixtral's parameters (fused Wqkv, weight-only LayerNorms, SwiGLU experts w1 / v1 / w2, a router without
     # bias) under its own field names, some in its `attn_config` and `ffn_config` (`_NESTED_FIELDS`)
     "dbrx": "mixtral",
@@ -158,10 +164,11 @@ _NESTED_FIELDS = {"dbrx": ("attn_config", "ffn_config")}
 # Fields a type read as another takes from another of its own, over what the config says (the width its modelling
 # code reads)
 _COPIED_FIELDS = {
+    "solar_open": {"intermediate_size": "moe_intermediate_size"},
     "hunyuan_v1_moe": {
         "moe_intermediate_size": "intermediate_size",
         "shared_expert_intermediate_size": "intermediate_size",
-    }
+    },
 }
 # Vision-language wrappers whose language model keeps its own output head, tied as its text_config says (transformers'
 # Llama4ForConditionalGeneration holds a Llama4ForCausalLM); the others' head is the wrapper's, tied as it says.
@@ -497,7 +504,8 @@ def _deepseek(c: Cfg, model_type: str, name: str) -> ModelSpec:
     block, a dense SwiGLU MLP in the first `first_k_dense_replace` blocks and a MoE in the others (a router
     whose weight is a parameter and whose score-correction bias a buffer, routed experts without biases, and
     `n_shared_experts` shared ones as one MLP). Multi-token prediction layers (`num_nextn_predict_layers`) are
-    left out, as transformers leaves them out."""
+    left out, as transformers leaves them out. A config without `n_routed_experts` has the dense MLP in every block
+    (MLA with Llama's MLP: MiniCPM3, Youtu-LLM)."""
     h, vocab, layers = c.int("hidden_size"), c.int("vocab_size"), c.int("num_hidden_layers")
     heads = c.int("num_attention_heads")
     q_lora = 0 if c.data.get("q_lora_rank") is None else c.int("q_lora_rank")  # None: Q projected directly
@@ -524,25 +532,28 @@ def _deepseek(c: Cfg, model_type: str, name: str) -> ModelSpec:
         biases = (2 * width + h) if mlp_bias else 0
         return 3 * h * width + biases, biases
 
-    experts, expert_ffn = c.int("n_routed_experts"), c.int("moe_intermediate_size")
-    top_k, shared = c.int("num_experts_per_tok"), c.int("n_shared_experts", default=0, positive=False)
-    # group-limited routing: DeepSeek-V3's (noaux_tc) always, DeepSeek-V2's where its topk_method says so
-    grouped = model_type == "deepseek_v3" or c.data.get("topk_method") == "group_limited_greedy"
-    moe = MoeSpec(
-        num_experts=experts,
-        top_k=top_k,
-        expert_ffn_hidden_size=expert_ffn,
-        shared_experts=shared,
-        shared_ffn_hidden_size=shared * expert_ffn,
-        groups=c.int("n_group", default=1) if grouped else 1,
-        top_groups=c.int("topk_group", default=1) if grouped else 1,
-    )
-    router, expert = h * experts, 3 * h * expert_ffn
-    shared_params, shared_free = mlp(shared * expert_ffn) if shared else (0, 0)
     dense_params, dense_free = mlp(ffn)
-    dense = min(c.int("first_k_dense_replace", default=0, positive=False), layers)
-    if c.data.get("mlp_layer_types") is not None:  # transformers 5's per-block list, where a config has it
-        dense = _leading_dense(c, layers)
+    if c.data.get("n_routed_experts") is None:
+        moe, router, expert, shared_params, shared_free, experts, top_k, dense = None, 0, 0, 0, 0, 0, 0, layers
+    else:
+        experts, expert_ffn = c.int("n_routed_experts"), c.int("moe_intermediate_size")
+        top_k, shared = c.int("num_experts_per_tok"), c.int("n_shared_experts", default=0, positive=False)
+        # group-limited routing: DeepSeek-V3's (noaux_tc) always, DeepSeek-V2's where its topk_method says so
+        grouped = model_type == "deepseek_v3" or c.data.get("topk_method") == "group_limited_greedy"
+        moe = MoeSpec(
+            num_experts=experts,
+            top_k=top_k,
+            expert_ffn_hidden_size=expert_ffn,
+            shared_experts=shared,
+            shared_ffn_hidden_size=shared * expert_ffn,
+            groups=c.int("n_group", default=1) if grouped else 1,
+            top_groups=c.int("topk_group", default=1) if grouped else 1,
+        )
+        router, expert = h * experts, 3 * h * expert_ffn
+        shared_params, shared_free = mlp(shared * expert_ffn) if shared else (0, 0)
+        dense = min(c.int("first_k_dense_replace", default=0, positive=False), layers)
+        if c.data.get("mlp_layer_types") is not None:  # transformers 5's per-block list, where a config has it
+            dense = _leading_dense(c, layers)
     kinds = [
         ("dense block", dense, dense_params, dense_params, dense_free, 0),
         (
