@@ -56,12 +56,13 @@ FSDP2_SHARD_COPY_BYTES = 2 * 6
 # backward: "FlashAttention-2 is around 1.3-1.5x faster than FlashAttention in Triton in the forward
 # pass and around 2x faster in the backward pass" (Dao 2023, arXiv:2307.08691, Sec. 4.1, on A100).
 TRITON_2022_SLOWER = (1.4, 2.0)
-# torch._grouped_mm over a MoE block's local experts (torchtitan's GroupedExperts) against the calibrated GEMM time
-# of each expert's share without a GEMM's fixed time: 1.20-1.56x, median 1.39, over six shapes on an H100 (1-16
-# local experts of 1,024-8,192 rows; benchmarks/results/h100-moe-block, h100-gpt-oss, h100-mla: `grouped_s`, which
-# also holds the SwiGLU between the GEMMs and a copy stacking the experts' weights, under 4% of it). Other GPUs: as
-# their GEMM rates scale.
-GROUPED_GEMM_SLOWER = 1.39
+# torch._grouped_mm over a MoE block's local experts (torchtitan's GroupedExperts), forward and backward, took on an
+# H100 the calibrated GEMM time of each expert's share without a GEMM's fixed time (the calibration's intercept, 26.5
+# us, shows nowhere in it), plus about 1.1 us per expert and GEMM: the median of that excess over eight shapes of 1 to
+# 64 local experts of 640 to 8,192 rows (-1.7 to +4.3 us but Mixtral's one expert of 8,192 rows, +50 us, a 2% rate
+# difference), which then gives every shape within 7% (GPT-OSS's 2,880-wide experts; the others within 2.5%).
+# benchmarks/results/h100-moe-block-54 (`grouped_gemm_s`). Taken as it is on other GPUs.
+GROUPED_GEMM_S_PER_EXPERT = 1.1e-6
 # A learned sink per query head (GPT-OSS) leaves fused attention's forward as it is and adds backward time per
 # (token, query head), whatever the sequence, the window or the head dim: 1.10-1.67 ns, median 1.58, over seven
 # shapes (1-4 x 2,048-8,192 tokens, causal or a 128-key window, heads of 64 and 128) in cuDNN 9.19's fused
@@ -233,7 +234,7 @@ def _block_times(
     `experts` (MoE blocks: `_local_experts`): the routed experts' GEMMs run one expert after the other, each
     paying a GEMM's fixed time (Transformer Engine's GroupedLinear issues one GEMM per expert), not as one GEMM
     of the active width; `grouped` (`Training.expert_gemms`): each projection one grouped GEMM over the local
-    experts, its fixed time once and each expert's share at its shape's rate over `GROUPED_GEMM_SLOWER`."""
+    experts: each expert's share at its shape's rate, without a GEMM's fixed time, and `GROUPED_GEMM_S_PER_EXPERT`."""
     h = model.hidden_size
 
     def gemms_s(matmuls: Sequence[Matmul], precision: str) -> float:
@@ -249,9 +250,8 @@ def _block_times(
             local, rows, width = experts
             inner = (2 if model.mlp == "swiglu" else 1) * width
             routed = local * (gemm_s(rows, inner, h, rates, precision) + gemm_s(rows, h, width, rates, precision))
-            if grouped:
-                fixed = gemm_s(0, 0, 0, rates, precision)
-                routed = GROUPED_GEMM_SLOWER * (routed - 2 * local * fixed) + 2 * fixed
+            if grouped:  # no GEMM's fixed time, the grouped kernel's time per expert
+                routed -= 2 * local * (gemm_s(0, 0, 0, rates, precision) - GROUPED_GEMM_S_PER_EXPERT)
             shared = model.moe.shared_ffn_hidden_size / tp
             if shared:
                 routed += gemm_s(tokens, 2 * shared, h, rates, precision) + gemm_s(tokens, h, shared, rates, precision)
