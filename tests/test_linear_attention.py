@@ -11,7 +11,8 @@ import pytest
 
 from shardplan import Training, estimate, load_model, load_topology
 from shardplan.cost.calibration import rates_for
-from shardplan.cost.linear_attention import MEASURED, gated_delta_s
+from shardplan.cost.compute import stage_times
+from shardplan.cost.linear_attention import GATED_DELTA_HOST_S, gated_delta_s
 from shardplan.errors import PlanError
 from shardplan.model.hf_config import spec_from_config
 from shardplan.model.schema import GatedDeltaSpec
@@ -87,8 +88,7 @@ def test_tp_splits_the_linear_attention_and_its_kept_activations():
     model = spec_from_config({**_HYBRID, "model_type": "qwen3_5_text"}, "dense.json")  # all split by TP under SP
     rates = rates_for("h100-sxm")
     whole, half = gated_delta_s(model.gated_delta, 8192, rates), gated_delta_s(model.gated_delta, 4096, rates)
-    for w, h, fixed in zip(whole, half, MEASURED["fixed_s"], strict=True):  # a call's fixed time, whatever the heads
-        assert w - fixed == pytest.approx(2 * (h - fixed))
+    assert whole == pytest.approx(tuple(2 * h for h in half))
     one = model.activation_bytes_per_token(tp=1, sequence_parallel=True)
     assert model.activation_bytes_per_token(tp=2, sequence_parallel=True) == pytest.approx(one / 2)
     # a linear-attention block keeps more than a softmax one: FLA's chunk matrix A, the convolution's input
@@ -98,25 +98,50 @@ def test_tp_splits_the_linear_attention_and_its_kept_activations():
     assert one > attention_only.activation_bytes_per_token(tp=1, sequence_parallel=True)
 
 
-def test_kernels_time_the_h100_measured():
-    """The kernels' time where the H100 measured it (benchmarks/results/h100-gated-delta-53/gated-delta.jsonl, copied
-    to tests/data): within 1% at the two shapes the fit rests on, within 8% at the third (TP 2's heads)."""
-    rows = [json.loads(line) for line in (DATA / "gated-delta-h100.jsonl").read_text().splitlines()[1:]]
+def _kernel_rows(name: str) -> list[dict]:
+    rows = [json.loads(line) for line in (DATA / name).read_text().splitlines()[1:]]
+    return [row for row in rows if row.get("kernel") == "fla chunk_gated_delta_rule"]
+
+
+def test_kernels_time_the_h100s_measured():
+    """The kernels as two H100 leases measured them (benchmarks/results/h100-gated-delta-53 and -54, copied to
+    tests/data). A short call is the host's: at 512 tokens the GPU waited on it (event and host times within 10%), and
+    the model's GPU time there is a fraction of the host's time a call. Where the host kept ahead (16,384 and 32,768
+    tokens), the GPU time per token and value head: forward within 21% (the leases measured 1.37 and 1.82 ms at the
+    same 16K shape), forward + backward within 7%."""
     rates = rates_for("h100-sxm")
-    for row in rows:
-        if row["kernel"] != "fla chunk_gated_delta_rule":
-            continue
-        spec = GatedDeltaSpec(
-            key_heads=row["key_heads"],
-            value_heads=row["value_heads"],
-            key_head_dim=row["head_dim"],
-            value_head_dim=row["head_dim"],
-            conv_kernel=4,
-        )
-        forward, backward = gated_delta_s(spec, row["tokens"] * row["sequences"], rates)
-        tolerance = 0.01 if row["value_heads"] == 32 else 0.08
-        assert forward * 1e3 == pytest.approx(row["forward_ms"], rel=tolerance)
-        assert (forward + backward) * 1e3 == pytest.approx(row["forward_backward_ms"], rel=tolerance)
+    for name in ("gated-delta-h100.jsonl", "gated-delta-h100-54.jsonl"):
+        for row in _kernel_rows(name):
+            spec = GatedDeltaSpec(
+                key_heads=row["key_heads"],
+                value_heads=row["value_heads"],
+                key_head_dim=row["head_dim"],
+                value_head_dim=row["head_dim"],
+                conv_kernel=4,
+            )
+            forward, backward = gated_delta_s(spec, row["tokens"] * row["sequences"], rates)
+            if row["tokens"] <= 512:
+                assert row["forward_host_ms"] == pytest.approx(row["forward_ms"], rel=0.1)
+                assert row["forward_backward_host_ms"] == pytest.approx(row["forward_backward_ms"], rel=0.1)
+                assert forward < GATED_DELTA_HOST_S[0] / 5 and backward < GATED_DELTA_HOST_S[1] / 5
+            elif row["tokens"] >= 16384:
+                assert forward * 1e3 == pytest.approx(row["forward_ms"], rel=0.21)
+                assert (forward + backward) * 1e3 == pytest.approx(row["forward_backward_ms"], rel=0.07)
+
+
+def test_the_linear_attentions_host_time_adds_to_the_blocks():
+    """FLA's kernels take the host a fixed time a call (`GATED_DELTA_HOST_S`): a stage of a small hybrid at 256
+    tokens, the host's other dispatch left out, runs at that pace (the linear blocks' share of a call a block), not
+    its GPU's."""
+    model = spec_from_config({**_HYBRID, "model_type": "qwen3_5_text"}, "dense.json")
+    rates = rates_for("h100-sxm")
+    quiet = rates.model_copy(update={"host_dispatch": dict.fromkeys(rates.host_dispatch, 0.0)})
+    train = Training(global_batch=1, seq_len=256)
+    blocks = model.num_layers
+    stage = stage_times(model, train, layers=blocks, first=False, last=False, micro_batch=1, tp=1, rates=quiet)
+    assert stage.forward_s == pytest.approx(blocks * model.linear_share * GATED_DELTA_HOST_S[0])
+    assert stage.backward_s == pytest.approx(blocks * model.linear_share * GATED_DELTA_HOST_S[1])
+    assert stage.host_slack_s > 0
 
 
 def test_mixer_keeps_what_the_h100_measured():

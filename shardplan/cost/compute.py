@@ -30,7 +30,7 @@ from shardplan.cost.calibration import (
     elementwise_bytes_per_token,
     rates_for,
 )
-from shardplan.cost.linear_attention import gated_delta_bytes, gated_delta_s
+from shardplan.cost.linear_attention import GATED_DELTA_HOST_S, gated_delta_bytes, gated_delta_s
 from shardplan.errors import PlanError
 from shardplan.model.schema import Matmul, ModelSpec, MoeSpec
 from shardplan.training import Training
@@ -470,12 +470,14 @@ def stage_times(
         share = model.num_moe_layers / model.num_layers
         kind = "grouped_moe" if training.expert_gemms == "grouped" else "moe"
         moe = {w: share * (host[f"{kind}_{w}_s_per_block"] + local * host[f"{kind}_{w}_s_per_expert"]) for w in moe}
-    forward_host = layers * (per_block("forward_s_per_block", *wrappers) + moe["forward"])
-    backward_host = layers * (per_block("backward_s_per_block", *wrappers) + moe["backward"])
+    # Gated DeltaNet blocks: FLA's kernels take the host a fixed time a call (`GATED_DELTA_HOST_S`)
+    linear = [model.linear_share * s for s in GATED_DELTA_HOST_S] if model.gated_delta is not None else [0.0, 0.0]
+    forward_host = layers * (per_block("forward_s_per_block", *wrappers) + moe["forward"] + linear[0])
+    backward_host = layers * (per_block("backward_s_per_block", *wrappers) + moe["backward"] + linear[1])
     fwd = max(fwd, forward_host + ends * host["forward_s_fixed"])
     bwd = max(bwd, backward_host + ends * host["backward_s_fixed"])
     # recompute re-runs the block's ops (DTensor's dispatch again), not FSDP2's forward hooks
-    redo = per_block("forward_s_per_block", *(["dtensor_tp_"] if dtensor_tp else [])) + moe["forward"]
+    redo = per_block("forward_s_per_block", *(["dtensor_tp_"] if dtensor_tp else [])) + moe["forward"] + linear[0]
     if recompute in ("full", "selective-op"):  # both re-run every op of the block's forward from Python
         rec = max(rec, layers * redo)
     elif recompute == "selective-layer":

@@ -344,7 +344,7 @@ class ModelSpec(BaseModel):
         if self.gated_delta is None:
             return ()
         return (
-            "the linear-attention kernels' time was measured on one H100 (fla-core 0.6.0); other shapes and GPUs "
+            "the linear-attention kernels' time was measured on H100s (fla-core 0.6.0); other shapes and GPUs "
             "follow a roofline of its kernels (shardplan/cost/linear_attention.py)",
         )
 
