@@ -20,6 +20,7 @@ from shardplan.cli_options import (
     Attention,
     Compiled,
     Dtype,
+    Emit,
     EpCommOverlap,
     EpDispatcher,
     ExpertGemms,
@@ -434,15 +435,7 @@ def suggest(
     compiled: Compiled = False,
     calibration: Annotated[Path | None, typer.Option(help="Calibration file from `shardplan calibrate`.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plans as one JSON document.")] = False,
-    emit: Annotated[
-        str | None,
-        typer.Option(
-            help="Write the best plan as torchtitan, megatron, deepspeed or python, planned for what that framework "
-            "runs (torchtitan and python: torch pipelines, DTensor TP, grouped expert GEMMs; torchtitan: no ZeRO-1 "
-            "unless --zero says; deepspeed: its PipelineEngine) where --pipeline-runtime, --tp-impl, --cp-comm and "
-            "--expert-gemms do not say."
-        ),
-    ] = None,
+    emit: Emit = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="File for --emit or --json output.")] = None,
 ) -> None:
     """Search degrees, options, stages and rank placement; show the best plans."""

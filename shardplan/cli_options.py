@@ -152,6 +152,15 @@ EpDispatcher = Annotated[
         "node or NVL72 rack; DeepEP / HybridEP, Megatron's flex dispatcher)."
     ),
 ]
+Emit = Annotated[
+    str | None,
+    typer.Option(
+        help="Write the best plan as torchtitan, megatron, deepspeed or python, planned for what that framework "
+        "runs (torchtitan and python: torch pipelines, DTensor TP, grouped expert GEMMs; torchtitan: no ZeRO-1 "
+        "unless --zero says; deepspeed: its PipelineEngine) where --pipeline-runtime, --tp-impl, --cp-comm and "
+        "--expert-gemms do not say."
+    ),
+]
 ExpertGemms = Annotated[
     str | None,
     typer.Option(
