@@ -234,9 +234,10 @@ def spec_from_config(data: dict[str, Any], source: str, name: str | None = None)
     if model_type in _SAME_AS:
         nested = {}
         for field in _NESTED_FIELDS.get(model_type, ()):
-            if not isinstance(data.get(field, {}), dict):
-                raise ModelSpecError(f"{source}: {field}: expected an object of fields, found {data[field]!r}")
-            nested |= data.get(field, {})
+            sub = data.get(field, {})
+            if not isinstance(sub, dict):
+                raise ModelSpecError(f"{source}: {field}: expected an object of fields, found {sub!r}")
+            nested |= sub
         renamed = {_FIELD_NAMES.get(model_type, {}).get(key, key): value for key, value in (nested | data).items()}
         renamed |= {to: renamed[of] for to, of in _COPIED_FIELDS.get(model_type, {}).items() if of in renamed}
         return spec_from_config({**renamed, "model_type": _SAME_AS[model_type]}, source, name or model_type)
@@ -533,9 +534,8 @@ def _deepseek(c: Cfg, model_type: str, name: str) -> ModelSpec:
         return 3 * h * width + biases, biases
 
     dense_params, dense_free = mlp(ffn)
-    if c.data.get("n_routed_experts") is None:
-        moe, router, expert, shared_params, shared_free, experts, top_k, dense = None, 0, 0, 0, 0, 0, 0, layers
-    else:
+    moe, dense, moe_kinds = None, layers, []
+    if c.data.get("n_routed_experts") is not None:
         experts, expert_ffn = c.int("n_routed_experts"), c.int("moe_intermediate_size")
         top_k, shared = c.int("num_experts_per_tok"), c.int("n_shared_experts", default=0, positive=False)
         # group-limited routing: DeepSeek-V3's (noaux_tc) always, DeepSeek-V2's where its topk_method says so
@@ -554,17 +554,9 @@ def _deepseek(c: Cfg, model_type: str, name: str) -> ModelSpec:
         dense = min(c.int("first_k_dense_replace", default=0, positive=False), layers)
         if c.data.get("mlp_layer_types") is not None:  # transformers 5's per-block list, where a config has it
             dense = _leading_dense(c, layers)
-    kinds = [
-        ("dense block", dense, dense_params, dense_params, dense_free, 0),
-        (
-            "moe block",
-            layers - dense,
-            router + experts * expert + shared_params,
-            router + top_k * expert + shared_params,
-            shared_free,
-            experts * expert,
-        ),
-    ]
+        total, active = router + experts * expert + shared_params, router + top_k * expert + shared_params
+        moe_kinds = [("moe block", layers - dense, total, active, shared_free, experts * expert)]
+    kinds = [("dense block", dense, dense_params, dense_params, dense_free, 0), *moe_kinds]
     blocks = [
         block_spec(
             block,
