@@ -73,8 +73,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def layout_step_s(model: Any, topology: Any, training: Any, layout: Any, candidate: Any, split: Any) -> float:
-    """The cost model's step time of a search candidate's degrees and options on `layout`, layers split as given."""
+def layout_step_s(
+    model: Any, topology: Any, training: Any, layout: Any, candidate: Any, split: Any, memo: dict | None = None
+) -> float:
+    """The cost model's step time of a search candidate's degrees and options on `layout`, layers split as given;
+    `memo` shared over the calls of one topology, as the search shares it."""
     from shardplan.cost.step import step_cost
 
     return step_cost(
@@ -86,19 +89,23 @@ def layout_step_s(model: Any, topology: Any, training: Any, layout: Any, candida
         virtual_stages=candidate.virtual_stages,
         layers_per_stage=split,
         ep=candidate.ep,
+        memo=memo,
     ).step_time_s
 
 
-def search_bound(model: Any, topology: Any, training: Any, candidate: Any, rates: Any) -> tuple[float, Any]:
+def search_bound(
+    model: Any, topology: Any, training: Any, candidate: Any, rates: Any, memo: dict | None = None
+) -> tuple[float, Any]:
     """The search's lower bound of a candidate (its fastest split of layers at `rates`, TP rings and all-to-alls at
-    their bounds), and that split."""
+    their bounds), and that split; `memo` shared over the candidates of one model and topology, as the search
+    shares it."""
     from shardplan.cost.bounds import all_to_all_gbps_bound, ring_gbps_bound
     from shardplan.cost.step_bound import time_lower_bound_s
     from shardplan.solve.stages import balance_stages
 
     c = candidate
     degrees = dict(tp=c.tp, pp=c.pp, dp=c.dp, micro_batch=c.micro_batch, virtual_stages=c.virtual_stages, ep=c.ep)
-    fastest = balance_stages(model, training, rates, **degrees, memory_bytes=None)
+    fastest = balance_stages(model, training, rates, **degrees, memory_bytes=None, memo=memo)
     group = training.expert_group(c.ep, c.tp)
     bound = time_lower_bound_s(
         model,
@@ -108,5 +115,6 @@ def search_bound(model: Any, topology: Any, training: Any, candidate: Any, rates
         layers_per_stage=fastest,
         tp_ring_gbps=ring_gbps_bound(topology, c.tp),
         ep_gbps=all_to_all_gbps_bound(topology, group, groups=topology.num_gpus // (c.pp * group)),
+        memo=memo,
     )
     return bound, fastest

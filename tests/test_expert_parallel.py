@@ -350,15 +350,15 @@ def test_the_search_bound_never_exceeds_a_step_time_with_experts(expert_tp: bool
     topo, model = load_topology("dgx-h100", nodes=4), load_model(MODEL)
     rng, rates = random.Random(5), rates_for(topo.gpu_spec(0).key)
     train = TRAIN.model_copy(update={"expert_tensor_parallel": expert_tp, "ep_comm_overlap": overlap})
-    checked = 0
+    checked, cache, memo = 0, {}, {}
     for c in space.candidates(model, topo.num_gpus, 64, zero_stages=(1,), recompute=("full",), micro_batch=(1, MB)):
         if c.ep == 1:
             continue
         group = train.expert_group(c.ep, c.tp)
-        bound, fastest = search_bound(model, topo, train, c, rates)
+        bound, fastest = search_bound(model, topo, train, c, rates, cache)
         for order in (list(range(topo.num_gpus)), rng.sample(range(topo.num_gpus), topo.num_gpus)):
             layout = np.reshape(order, (c.pp, c.dp, c.ep, c.tp)).tolist()
-            assert bound <= layout_step_s(model, topo, train, layout, c, fastest), c
+            assert bound <= layout_step_s(model, topo, train, layout, c, fastest, memo), c
         checked += group > 8  # groups that must cross nodes, where the NICs bound the all-to-all
     assert checked > 0
 

@@ -120,15 +120,17 @@ def test_lower_bound_never_exceeds_a_step_time(source: str, nodes: int) -> None:
     that split and with an even one."""
     topo, model = load_topology(source, nodes=nodes), load_model("llama3-8b")
     rng, rates, n = random.Random(3), fastest_rates(topo.gpu_model_ids[0]), topo.num_gpus
+    cache: dict = {}  # as the search keeps them: split and bounds in one, collective times in the other
+    memo: dict = {}
     for c in space.candidates(model, n, 64):
         train = Training(global_batch=64, seq_len=4096, zero_stage=c.zero_stage, recompute=c.recompute)
-        bound, fastest = search_bound(model, topo, train, c, rates)
+        bound, fastest = search_bound(model, topo, train, c, rates, cache)
         for gpus in (list(range(n)), rng.sample(range(n), n)):
             layout = [
                 [gpus[(p * c.dp + d) * c.tp : (p * c.dp + d + 1) * c.tp] for d in range(c.dp)] for p in range(c.pp)
             ]
             for split in (fastest, split_layers(model.num_layers, c.pp)):
-                assert bound <= layout_step_s(model, topo, train, layout, c, split), (c, split, gpus)
+                assert bound <= layout_step_s(model, topo, train, layout, c, split, memo), (c, split, gpus)
 
 
 def _random_cluster(rng: random.Random) -> dict:
@@ -170,13 +172,13 @@ def test_lower_bound_never_exceeds_a_step_time_on_random_clusters(seed: int, tmp
         topo = load_topology(path)
         n, rates = topo.num_gpus, fastest_rates(topo.gpu_model_ids[0])
         for name in ("gpt-tiny", "deepseek-v2-lite"):
-            model = load_model(name)
+            model, cache, memo = load_model(name), {}, {}
             for c in space.candidates(model, n, 2 * n):
                 train = Training(global_batch=2 * n, seq_len=1024, zero_stage=c.zero_stage, recompute=c.recompute)
-                bound, fastest = search_bound(model, topo, train, c, rates)
+                bound, fastest = search_bound(model, topo, train, c, rates, cache)
                 for gpus in (list(range(n)), rng.sample(range(n), n)):
                     layout = np.reshape(gpus, (c.pp, c.dp, c.ep, c.tp)).tolist()
-                    step = layout_step_s(model, topo, train, layout, c, fastest)
+                    step = layout_step_s(model, topo, train, layout, c, fastest, memo)
                     assert bound <= step * (1 + 1e-12), (path.read_text(), c)  # equal where nothing else counts
 
 
