@@ -305,6 +305,18 @@ TINY: dict[str, dict] = {
     },
     "gpt2": {"n_embd": 96, "n_layer": 3, "n_head": 6, "n_positions": 256},
     "gpt_neox": {"hidden_size": 96, "intermediate_size": 300, "num_hidden_layers": 2, "num_attention_heads": 6},
+    "gptj": {"n_embd": 96, "n_layer": 3, "n_head": 6, "n_inner": 200, "rotary_dim": 8, "n_positions": 256},
+    "codegen": {"n_embd": 96, "n_layer": 2, "n_head": 6, "rotary_dim": 8, "n_positions": 256, "n_ctx": 256},
+    "gpt_neo": {"hidden_size": 96, "num_layers": 3, "num_heads": 6, "window_size": 16}
+    | {"attention_types": [[["local", "global", "local"], 1]]},
+    "gpt_bigcode": {"n_embd": 96, "n_layer": 2, "n_head": 6, "n_inner": 200, "n_positions": 256},
+    "opt": {**_DENSE, "ffn_dim": 200, "num_hidden_layers": 2, "num_attention_heads": 6, "word_embed_proj_dim": 96},
+    "bloom": {"hidden_size": 96, "n_layer": 3, "n_head": 6},
+    "falcon": {"hidden_size": 96, "num_hidden_layers": 2, "num_attention_heads": 6, "ffn_hidden_size": 200}
+    | {"new_decoder_architecture": True, "num_kv_heads": 2},
+    "mpt": {"d_model": 96, "n_layers": 3, "n_heads": 6, "max_seq_len": 256},
+    "phi": {**_DENSE, "num_hidden_layers": 2, "num_attention_heads": 6, "num_key_value_heads": 3},
+    "stablelm": {**_DENSE, "num_hidden_layers": 2, "num_attention_heads": 6, "num_key_value_heads": 2},
 }
 # DeepSeek-V2 as V3 but with no query latent (V2-Lite's), two shared experts and biased dense and shared MLPs
 TINY["deepseek_v2"] = TINY["deepseek_v3"] | {"q_lora_rank": None, "n_shared_experts": 2, "attention_bias": False}
@@ -356,6 +368,44 @@ def test_olmo_hybrid_has_gated_deltanet_blocks_and_ungated_attention():
     assert olmo.gated_delta == qwen.gated_delta
 
 
+@pytest.mark.parametrize(
+    ("model_type", "overrides"),
+    [
+        ("falcon", {"new_decoder_architecture": False}),  # Falcon-7B: one key and value head, one LayerNorm
+        ("falcon", {"new_decoder_architecture": False, "multi_query": False, "parallel_attn": False, "bias": True}),
+        ("falcon", {"num_ln_in_parallel_attn": 1, "alibi": True}),  # Falcon-11B's one norm
+        ("opt", {"enable_bias": False, "layer_norm_elementwise_affine": False}),
+        ("opt", {"do_layer_norm_before": False}),  # no final LayerNorm
+        ("stablelm", {"use_parallel_residual": True, "qk_layernorm": True, "use_qkv_bias": True}),
+        ("phi", {"qk_layernorm": True}),
+        ("gpt_bigcode", {"multi_query": False}),
+        ("bloom", {"tie_word_embeddings": False}),
+        ("gptj", {"tie_word_embeddings": True}),
+    ],
+)
+def test_gpt_family_variants_count_as_transformers(model_type, overrides):
+    """The options of the GPT family's configs that change which parameters its modelling code builds."""
+    cfg, model = _hf(model_type, **overrides)
+    spec = spec_from_config(cfg.to_dict(), f"{model_type}.json")
+    assert spec.num_params == sum(p.numel() for p in model.parameters())
+
+
+def test_gpt_neo_local_blocks_attend_within_their_window():
+    spec = spec_from_config(_hf("gpt_neo")[0].to_dict(), "gpt_neo.json")
+    blocks = [layer for layer in spec.layers if layer.kind == "block"]
+    assert [(b.count, b.attention_window) for b in blocks] == [(2, 16), (1, None)]
+    assert spec.block_order == (0, 1, 0)
+    bad = {**_hf("gpt_neo")[0].to_dict(), "attention_types": [[["global", "local"], 2]]}
+    with pytest.raises(ModelSpecError, match=r"gpt_neo.json: attention_types: expected .* covering 3 num_layers"):
+        spec_from_config(bad, "gpt_neo.json")
+
+
+def test_opt_with_projected_embeddings_is_refused_by_name():
+    cfg = {**_hf("opt")[0].to_dict(), "word_embed_proj_dim": 48}
+    with pytest.raises(ModelSpecError, match=r"opt\.json: word_embed_proj_dim: 48 differs from hidden_size 96"):
+        spec_from_config(cfg, "opt.json")
+
+
 def test_starcoder2_without_linear_biases_keeps_its_layernorm_biases():
     cfg, model = _hf("starcoder2", use_bias=False)
     assert spec_from_config(cfg.to_dict(), "starcoder2.json").num_params == sum(p.numel() for p in model.parameters())
@@ -375,6 +425,7 @@ def test_ernie_use_bias_biases_every_linear_but_the_routed_experts(model_type):
     [
         *("llama", "gpt2", "gpt_neox", "phi3", "qwen3", "deepseek_v3", "granite", "smollm3", "olmo2", "seed_oss"),
         *("arcee", "glm4", "starcoder2", "gemma", "cohere", "nemotron", "olmo"),
+        *("gptj", "codegen", "gpt_bigcode", "opt", "bloom", "falcon", "mpt", "phi", "stablelm"),
     ],
 )
 def test_flops_per_token_match_flop_counter(model_type):

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from shardplan.errors import ModelSpecError, describe_validation
-from shardplan.model.hf_gpt import gpt2_spec, gpt_neox_spec
+from shardplan.model.hf_gpt import GPT_FAMILY
 from shardplan.model.hf_parts import Cfg, assemble, block_spec, heads_of
 from shardplan.model.schema import GatedDeltaSpec, MlaSpec, ModelSpec, MoeSpec
 from shardplan.textfile import read_text
@@ -61,8 +61,7 @@ SUPPORTED = (
     "apertus",
     "deepseek_v2",
     "deepseek_v3",
-    "gpt2",
-    "gpt_neox",
+    *GPT_FAMILY,
 )
 _MOE = (
     *("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "dots1", "phimoe", "llama4_text"),
@@ -255,10 +254,8 @@ def spec_from_config(data: dict[str, Any], source: str, name: str | None = None)
         )
     c = Cfg(data, source)
     try:
-        if model_type == "gpt2":
-            return gpt2_spec(c, name or "gpt2")
-        if model_type == "gpt_neox":
-            return gpt_neox_spec(c, name or "gpt_neox")
+        if model_type in GPT_FAMILY:
+            return GPT_FAMILY[model_type](c, name or model_type)
         if model_type.startswith("deepseek"):
             return _deepseek(c, model_type, name or model_type)
         return _llama_like(c, model_type, name or model_type)

@@ -34,7 +34,7 @@ class Cfg:
 
 
 def heads_of(c: Cfg, h: int, heads_key: str = "num_attention_heads") -> tuple[int, int, int]:
-    heads = c.int(heads_key, "n_head")
+    heads = c.int(*dict.fromkeys((heads_key, "num_attention_heads", "n_head")))  # its own name, then the others
     kv = c.int("num_key_value_heads", default=heads)
     head_dim = c.data.get("head_dim")
     if head_dim is None:
@@ -117,11 +117,13 @@ def assemble(
     head_bias: bool = False,
     gated_delta: GatedDeltaSpec | None = None,
     attention_gate: bool = False,
+    embedding_norm: int = 0,
 ) -> ModelSpec:
-    """The model around its blocks: the embedding, the final norm (an RMSNorm of h by default) and the output head.
-    The defaults are the Llama family's: SwiGLU, rotary positions, no dropout, 4,096 tokens unless the config's
-    maximum is shorter."""
-    embed = vocab * h + positions * h  # token (and learned position) embeddings: lookups, no matmul FLOPs
+    """The model around its blocks: the embedding (and a norm of `embedding_norm` parameters over it, BLOOM's), the
+    final norm (an RMSNorm of h by default) and the output head. The defaults are the Llama family's: SwiGLU, rotary
+    positions, no dropout, 4,096 tokens unless the config's maximum is shorter."""
+    # token (and learned position) embeddings: lookups, no matmul FLOPs
+    embed = vocab * h + positions * h + embedding_norm
     head_params = (0 if tied else vocab * h) + (vocab if head_bias else 0)  # a bias only where `head_bias` says
     norm = h if final_norm is None else final_norm
     return ModelSpec(
