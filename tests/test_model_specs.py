@@ -317,6 +317,8 @@ TINY: dict[str, dict] = {
     "mpt": {"d_model": 96, "n_layers": 3, "n_heads": 6, "max_seq_len": 256},
     "phi": {**_DENSE, "num_hidden_layers": 2, "num_attention_heads": 6, "num_key_value_heads": 3},
     "stablelm": {**_DENSE, "num_hidden_layers": 2, "num_attention_heads": 6, "num_key_value_heads": 2},
+    "persimmon": {**_DENSE, "num_hidden_layers": 2, "num_attention_heads": 6},
+    "nanochat": {**_DENSE, "num_hidden_layers": 3, "num_attention_heads": 6, "num_key_value_heads": 2},
 }
 # DeepSeek-V2 as V3 but with no query latent (V2-Lite's), two shared experts and biased dense and shared MLPs
 TINY["deepseek_v2"] = TINY["deepseek_v3"] | {"q_lora_rank": None, "n_shared_experts": 2, "attention_bias": False}
@@ -381,6 +383,8 @@ def test_olmo_hybrid_has_gated_deltanet_blocks_and_ungated_attention():
         ("gpt_bigcode", {"multi_query": False}),
         ("bloom", {"tie_word_embeddings": False}),
         ("gptj", {"tie_word_embeddings": True}),
+        ("persimmon", {"qk_layernorm": False}),
+        ("nanochat", {"attention_bias": True}),
     ],
 )
 def test_gpt_family_variants_count_as_transformers(model_type, overrides):
@@ -425,7 +429,8 @@ def test_ernie_use_bias_biases_every_linear_but_the_routed_experts(model_type):
     [
         *("llama", "gpt2", "gpt_neox", "phi3", "qwen3", "deepseek_v3", "granite", "smollm3", "olmo2", "seed_oss"),
         *("arcee", "glm4", "starcoder2", "gemma", "cohere", "nemotron", "olmo"),
-        *("gptj", "codegen", "gpt_bigcode", "opt", "bloom", "falcon", "mpt", "phi", "stablelm"),
+        *("gptj", "codegen", "gpt_bigcode", "opt", "bloom", "falcon", "mpt", "phi", "stablelm", "persimmon"),
+        "nanochat",
     ],
 )
 def test_flops_per_token_match_flop_counter(model_type):

@@ -59,6 +59,7 @@ SUPPORTED = (
     "ernie4_5_moe",
     "arcee",
     "apertus",
+    "nanochat",
     "deepseek_v2",
     "deepseek_v3",
     *GPT_FAMILY,
@@ -172,13 +173,14 @@ _COPIED_FIELDS = {
 # Vision-language wrappers whose language model keeps its own output head, tied as its text_config says (transformers'
 # Llama4ForConditionalGeneration holds a Llama4ForCausalLM); the others' head is the wrapper's, tied as it says.
 _HEAD_IN_TEXT_MODEL = ("llama4",)
-# MLPs of two matrices, up and down, without a gate: ReLU^2 (Arcee, Nemotron), xIELU with two learned scalars
-# (Apertus), GELU (StarCoder2, whose `use_bias` biases every linear)
-_UNGATED = {"arcee": 0, "apertus": 2, "starcoder2": 0, "nemotron": 0}
+# MLPs of two matrices, up and down, without a gate: ReLU^2 (Arcee, Nemotron, nanochat), xIELU with two learned
+# scalars (Apertus), GELU (StarCoder2, whose `use_bias` biases every linear)
+_UNGATED = {"arcee": 0, "apertus": 2, "starcoder2": 0, "nemotron": 0, "nanochat": 0}
 # LayerNorms with a bias (2h a norm) where the others have an RMSNorm's weight (h): StarCoder2's, Nemotron's LayerNorm1P
 _LAYERNORM = ("starcoder2", "nemotron", "phimoe")
-# LayerNorms without weights (OLMo 1's non-parametric OlmoLayerNorm): no norm parameters at all
-_NORM_FREE = ("olmo",)
+# Norms without weights (OLMo 1's non-parametric OlmoLayerNorm, nanochat's RMSNorm, its q and k norms too): no norm
+# parameters at all
+_NORM_FREE = ("olmo", "nanochat")
 # MoE types with DeepSeek's layout of experts: `n_shared_experts` shared ones of the routed ones' width
 _DEEPSEEK_EXPERTS = ("glm4_moe", "dots1", "ernie4_5_moe", "exaone_moe")
 # Types whose `use_bias` biases every linear (StarCoder2's by default)

@@ -1,6 +1,6 @@
 """The GPT family before Llama as `ModelSpec`s: GPT-2, GPT-NeoX, GPT-J, CodeGen, GPT-Neo, GPTBigCode (StarCoder),
-OPT, BLOOM, Falcon, MPT, Phi (1 to 2) and StableLM, each with the parameters transformers' modelling code builds
-(modeling_<type>.py; checked against it in tests/test_model_specs.py)."""
+OPT, BLOOM, Falcon, MPT, Phi (1 to 2), StableLM and Persimmon, each with the parameters transformers' modelling code
+builds (modeling_<type>.py; checked against it in tests/test_model_specs.py)."""
 
 from __future__ import annotations
 
@@ -373,6 +373,26 @@ def _stablelm(c: Cfg, name: str) -> ModelSpec:
     )
 
 
+def _persimmon(c: Cfg, name: str) -> ModelSpec:
+    """Persimmon: biases on every linear, a ReLU^2 MLP of two matrices, LayerNorms (weight and bias) over each head of
+    q and of k where `qk_layernorm`; partial rotary (charged as all of the head)."""
+    h = c.int("hidden_size")
+    heads, _, hd = heads_of(c, h)
+    qk = 4 * hd if c.flag("qk_layernorm", True) else 0
+    block = _Block(h, heads, heads, hd, c.int("intermediate_size"), True, True, True, norms=4 * h, qk_norms=qk)
+    return _gpt_like(
+        c,
+        name,
+        "persimmon",
+        block,
+        layers=c.int("num_hidden_layers"),
+        tied=c.flag("tie_word_embeddings", False),
+        final_norm=2 * h,
+        seq_default=c.int("max_position_embeddings", default=16384),
+        dropout=_dropout(c, "hidden_dropout", "attention_dropout"),
+    )
+
+
 GPT_FAMILY: dict[str, Callable[[Cfg, str], ModelSpec]] = {
     "gpt2": _gpt2,
     "gpt_neox": _gpt_neox,
@@ -386,4 +406,5 @@ GPT_FAMILY: dict[str, Callable[[Cfg, str], ModelSpec]] = {
     "mpt": _mpt,
     "phi": _phi,
     "stablelm": _stablelm,
+    "persimmon": _persimmon,
 }
