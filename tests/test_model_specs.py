@@ -161,6 +161,14 @@ TINY: dict[str, dict] = {
         "sliding_window": 16,
         "layer_types": ["sliding_attention"] * 3 + ["full_attention"],
     },
+    # Command A's MoE: Cohere 2's attention, a leading dense block of its own width, DeepSeek's layout of experts
+    "cohere2_moe": {
+        **dict(hidden_size=96, intermediate_size=40, prefix_dense_intermediate_size=200, first_k_dense_replace=1),
+        **dict(num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=2, sliding_window=16),
+        **dict(num_experts=6, num_experts_per_tok=2, num_shared_experts=1, attention_bias=True),
+    },
+    "glm": {**_DENSE, "num_hidden_layers": 2, "num_attention_heads": 6, "num_key_value_heads": 2, "head_dim": 20}
+    | {"pad_token_id": None},  # its default lies beyond the tiny vocabulary
     "starcoder2": {**_DENSE, "num_hidden_layers": 3, "num_attention_heads": 6, "num_key_value_heads": 2},
     "nemotron": {**_DENSE, "num_hidden_layers": 2, "num_attention_heads": 6, "num_key_value_heads": 2, "head_dim": 16},
     "deepseek_v3": {
@@ -430,7 +438,7 @@ def test_ernie_use_bias_biases_every_linear_but_the_routed_experts(model_type):
         *("llama", "gpt2", "gpt_neox", "phi3", "qwen3", "deepseek_v3", "granite", "smollm3", "olmo2", "seed_oss"),
         *("arcee", "glm4", "starcoder2", "gemma", "cohere", "nemotron", "olmo"),
         *("gptj", "codegen", "gpt_bigcode", "opt", "bloom", "falcon", "mpt", "phi", "stablelm", "persimmon"),
-        "nanochat",
+        *("nanochat", "glm"),
     ],
 )
 def test_flops_per_token_match_flop_counter(model_type):

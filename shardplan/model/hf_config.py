@@ -36,9 +36,11 @@ SUPPORTED = (
     "phi3",
     "gpt_oss",
     "llama4_text",
+    "glm",
     "glm4",
     "cohere",
     "cohere2",
+    "cohere2_moe",
     "starcoder2",
     "nemotron",
     "granite",
@@ -66,7 +68,7 @@ SUPPORTED = (
 )
 _MOE = (
     *("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "dots1", "phimoe", "llama4_text"),
-    *("ernie4_5_moe", "qwen3_next", "qwen3_5_moe_text", "exaone_moe"),
+    *("ernie4_5_moe", "qwen3_next", "qwen3_5_moe_text", "exaone_moe", "cohere2_moe"),
 )
 # A scalar sigmoid gate (h weights) on the shared expert's output
 _SHARED_EXPERT_GATE = ("qwen2_moe", "qwen3_next", "qwen3_5_moe_text")
@@ -77,7 +79,7 @@ _SHARED_EXPERT_GATE = ("qwen2_moe", "qwen3_next", "qwen3_5_moe_text")
 _GATED_ATTENTION = ("qwen3_next", "qwen3_5_text", "qwen3_5_moe_text")
 _GATED_DELTA_TYPES = (*_GATED_ATTENTION, "olmo_hybrid")
 # attention_bias (or always, Qwen2) biases q, k, v, not o
-_QKV_BIAS = ("qwen2", "qwen2_moe", "glm4_moe", "glm4", "seed_oss")
+_QKV_BIAS = ("qwen2", "qwen2_moe", "glm4_moe", "glm", "glm4", "seed_oss")
 # Norm weights per block beyond Llama's two (input and post-attention RMSNorm, h each), in transformers' modelling
 # code: Gemma's sandwich norms (two more of h); per-head q_norm / k_norm (head_dim each: Qwen3, Gemma 3); OLMo's
 # q_norm / k_norm over whole projections (heads x head_dim, kv heads x head_dim), where its two norms of h stay.
@@ -94,6 +96,7 @@ _TIED_BY_DEFAULT = (
     "ernie4_5_moe",
     "cohere",
     "cohere2",
+    "cohere2_moe",
     "starcoder2",
 )
 # Types read as a supported one: other names of an architecture, and the language models of vision-language ones
@@ -182,11 +185,11 @@ _LAYERNORM = ("starcoder2", "nemotron", "phimoe")
 # parameters at all
 _NORM_FREE = ("olmo", "nanochat")
 # MoE types with DeepSeek's layout of experts: `n_shared_experts` shared ones of the routed ones' width
-_DEEPSEEK_EXPERTS = ("glm4_moe", "dots1", "ernie4_5_moe", "exaone_moe")
+_DEEPSEEK_EXPERTS = ("glm4_moe", "dots1", "ernie4_5_moe", "exaone_moe", "cohere2_moe")
 # Types whose `use_bias` biases every linear (StarCoder2's by default)
 _USE_BIAS = ("starcoder2", "ernie4_5", "ernie4_5_moe")
 # One norm before attention and MLP side by side (Cohere's parallel block), where Llama has one before each
-_PARALLEL_BLOCK = ("cohere", "cohere2")
+_PARALLEL_BLOCK = ("cohere", "cohere2", "cohere2_moe")
 # Types refused for blocks the cost model has no measured time or memory for (note 52 of issue 5)
 _NOT_MODELLED = {
     "kimi_linear": "Kimi Delta Attention (linear-attention) blocks",
@@ -305,11 +308,14 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
     heads, kv, hd = heads_of(c, h)
     # Qwen3.5 MoE has no dense MLP, and no intermediate_size: its experts' width stands in
     ffn = c.int("intermediate_size", *(["moe_intermediate_size"] if model_type == "qwen3_5_moe_text" else []))
+    expert_width = None
     if model_type == "llama4_text":  # intermediate_size is each expert's width, intermediate_size_mlp the dense MLP's
         expert_width, ffn = ffn, c.int("intermediate_size_mlp")
+    if model_type == "cohere2_moe":  # intermediate_size is each expert's, the leading dense blocks' their own
+        expert_width, ffn = ffn, c.int("prefix_dense_intermediate_size", default=ffn)
     # `use_bias` biases every linear: StarCoder2's by default, ERNIE 4.5's where set (its routed experts excepted)
     biased = c.flag("use_bias", model_type == "starcoder2") if model_type in _USE_BIAS else False
-    attention_bias = biased or c.flag("attention_bias", model_type == "glm4")
+    attention_bias = biased or c.flag("attention_bias", model_type in ("glm", "glm4"))
     qkv_bias = model_type in ("qwen2", "qwen2_moe") or attention_bias
     mlp_bias = biased or c.flag("mlp_bias", False)
     tied = c.flag("tie_word_embeddings", model_type in _TIED_BY_DEFAULT)
@@ -341,11 +347,11 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
         ernie = model_type == "ernie4_5_moe"
         experts = c.int("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
         top_k = c.int("num_experts_per_tok", "moe_k", "moe_topk")  # moe_topk: hunyuan_v1_moe's
-        expert_ffn = c.int("moe_intermediate_size", default=ffn)
+        expert_ffn = expert_width or c.int("moe_intermediate_size", default=ffn)
         # shared_intermediate_size: granitemoeshared's (an ungated shared expert)
         shared_ffn = c.int("shared_expert_intermediate_size", "shared_intermediate_size", default=0, positive=False)
         if model_type == "llama4_text":  # one shared expert of the routed ones' width (Llama4TextMoe)
-            expert_ffn = shared_ffn = expert_width
+            shared_ffn = expert_ffn
         shared_count = 1 if shared_ffn else 0
         if model_type in _DEEPSEEK_EXPERTS:  # DeepSeek's layout: n shared ones of the routed ones' width
             shared_count = c.int(
