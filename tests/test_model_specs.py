@@ -167,6 +167,11 @@ TINY: dict[str, dict] = {
         **dict(num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=2, sliding_window=16),
         **dict(num_experts=6, num_experts_per_tok=2, num_shared_experts=1, attention_bias=True),
     },
+    # Granite 4's sliding-window models: Granite's and Granite MoE's blocks with an attention sink per head
+    "granite_swa": {**_DENSE, "num_hidden_layers": 2, "num_attention_heads": 6, "num_key_value_heads": 2}
+    | {"sliding_window": 16, "layer_types": ["full_attention", "sliding_attention"]},
+    "granitemoe_swa": {**_DENSE, "num_hidden_layers": 2, "num_attention_heads": 6, "num_key_value_heads": 2}
+    | {"sliding_window": 16, "layer_types": ["sliding_attention", "full_attention"], "num_local_experts": 5},
     "glm": {**_DENSE, "num_hidden_layers": 2, "num_attention_heads": 6, "num_key_value_heads": 2, "head_dim": 20}
     | {"pad_token_id": None},  # its default lies beyond the tiny vocabulary
     "starcoder2": {**_DENSE, "num_hidden_layers": 3, "num_attention_heads": 6, "num_key_value_heads": 2},

@@ -44,6 +44,8 @@ SUPPORTED = (
     "starcoder2",
     "nemotron",
     "granite",
+    "granite_swa",
+    "granitemoe_swa",
     "smollm3",
     "ministral",
     "olmo2",
@@ -68,8 +70,10 @@ SUPPORTED = (
 )
 _MOE = (
     *("mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "olmoe", "glm4_moe", "dots1", "phimoe", "llama4_text"),
-    *("ernie4_5_moe", "qwen3_next", "qwen3_5_moe_text", "exaone_moe", "cohere2_moe"),
+    *("ernie4_5_moe", "qwen3_next", "qwen3_5_moe_text", "exaone_moe", "cohere2_moe", "granitemoe_swa"),
 )
+# An attention-sink logit per head (not a matmul weight): transformers' GptOssAttention's and Granite SWA's `sinks`
+_SINKS = ("gpt_oss", "granite_swa", "granitemoe_swa")
 # A scalar sigmoid gate (h weights) on the shared expert's output
 _SHARED_EXPERT_GATE = ("qwen2_moe", "qwen3_next", "qwen3_5_moe_text")
 # Hybrids of Gated DeltaNet and softmax attention, by `layer_types` ("linear_attention" or "full_attention"; or every
@@ -98,6 +102,7 @@ _TIED_BY_DEFAULT = (
     "cohere2",
     "cohere2_moe",
     "starcoder2",
+    "granite_swa",
 )
 # Types read as a supported one: other names of an architecture, and the language models of vision-language ones
 # (their multimodal rotary positions aside: Qwen2-VL's and Qwen2.5-VL's are Qwen2's, Qwen3-VL's Qwen3's and Qwen3 MoE's)
@@ -335,7 +340,7 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
     mlp_biases = ((2 * ffn if gated else ffn) + h) if mlp_bias else 0
     dense_mlp = (3 if gated else 2) * h * ffn + mlp_biases  # gate, up (h x f), down (f x h)
     norms += _UNGATED.get(model_type, 0)
-    norms += heads if model_type == "gpt_oss" else 0  # gpt_oss: one attention-sink logit per head (not a matmul)
+    norms += heads if model_type in _SINKS else 0
     moe = None
     mixers = {"attention": (attn + attn_bias + qk_norms, attn_bias + qk_norms)}  # params, of them not matmul weights
     gated_delta = _gated_delta(c) if linear else None
@@ -436,7 +441,7 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
         final_norm=norm,
         blocks=blocks,
         mlp="swiglu" if gated else "gelu",  # "gelu": an MLP of two matrices, whatever its activation
-        sinks=model_type == "gpt_oss",  # transformers' GptOssAttention: self.sinks, one logit per head
+        sinks=model_type in _SINKS,
         block_order=None if list(order) == sorted(order) else order,
         # ERNIE 4.5 MoE's lm_head takes `use_bias` (its dense model's not), PhiMoE's `lm_head_bias`
         head_bias=biased if model_type == "ernie4_5_moe" else model_type == "phimoe" and c.flag("lm_head_bias", False),
