@@ -40,15 +40,15 @@ class _Block:
         return h * (q + 2 * kv) + q * h + mats * h * self.ffn + free, free
 
 
-def _dropout(c: Cfg, *names: str) -> bool:
-    """Whether any of these dropout probabilities is set above 0."""
-    return any(isinstance(c.data.get(n), int | float) and c.data[n] > 0 for n in names)
+def _dropout(c: Cfg, *names: str, default: float = 0.0) -> bool:
+    """Whether any of these dropout probabilities (`default` where not set) is above 0."""
+    values = [c.data.get(n, default) for n in names]
+    return any(isinstance(v, int | float) and v > 0 for v in values)
 
 
 def _gpt_like(
     c: Cfg,
     name: str,
-    model_type: str,
     block: _Block,
     *,
     layers: int,
@@ -85,7 +85,7 @@ def _gpt_like(
     return assemble(
         c,
         name,
-        model_type,
+        c.data["model_type"],
         vocab=c.int("vocab_size"),
         h=block.h,
         layers=layers,
@@ -109,22 +109,23 @@ def _gpt_like(
 
 
 def _gpt2(c: Cfg, name: str) -> ModelSpec:
-    """GPT-2: Conv1D layers that always carry biases, learned positions, dropout on."""
+    """GPT-2 and GPTBigCode (StarCoder, SantaCoder): Conv1D layers (linears in GPTBigCode) that always carry biases,
+    learned positions, dropout of 0.1 unless set; GPTBigCode's one key and value head where `multi_query`."""
     h = c.int("n_embd", "hidden_size")
     heads, _, hd = heads_of(c, h, "n_head")
+    kv = 1 if c.data["model_type"] == "gpt_bigcode" and c.flag("multi_query", True) else heads
     positions = c.int("n_positions", default=1024)
-    block = _Block(h, heads, heads, hd, c.int("n_inner", default=4 * h), True, True, True, norms=4 * h)
+    block = _Block(h, heads, kv, hd, c.int("n_inner", default=4 * h), True, True, True, norms=4 * h)
     return _gpt_like(
         c,
         name,
-        "gpt2",
         block,
         layers=c.int("n_layer", "num_hidden_layers"),
         tied=c.flag("tie_word_embeddings", True),
         final_norm=2 * h,
         positions=positions,
         seq_default=positions,
-        dropout=True,
+        dropout=_dropout(c, "resid_pdrop", "embd_pdrop", "attn_pdrop", default=0.1),
         rotary=False,
     )
 
@@ -139,7 +140,6 @@ def _gpt_neox(c: Cfg, name: str) -> ModelSpec:
     return _gpt_like(
         c,
         name,
-        "gpt_neox",
         block,
         layers=c.int("num_hidden_layers"),
         tied=c.flag("tie_word_embeddings", False),
@@ -158,7 +158,6 @@ def _gptj(c: Cfg, name: str) -> ModelSpec:
     return _gpt_like(
         c,
         name,
-        c.data["model_type"],
         block,
         layers=c.int("n_layer", "num_hidden_layers"),
         tied=c.flag("tie_word_embeddings", False),
@@ -191,7 +190,6 @@ def _gpt_neo(c: Cfg, name: str) -> ModelSpec:
     return _gpt_like(
         c,
         name,
-        "gpt_neo",
         block,
         layers=layers,
         tied=c.flag("tie_word_embeddings", True),
@@ -201,28 +199,6 @@ def _gpt_neo(c: Cfg, name: str) -> ModelSpec:
         dropout=_dropout(c, "resid_dropout", "embed_dropout", "attention_dropout"),
         rotary=False,
         windows=[window if kind == "local" else None for kind in kinds],
-    )
-
-
-def _gpt_bigcode(c: Cfg, name: str) -> ModelSpec:
-    """GPTBigCode (StarCoder, SantaCoder): GPT-2's blocks with one key and value head where `multi_query`."""
-    h = c.int("n_embd", "hidden_size")
-    heads, _, hd = heads_of(c, h, "n_head")
-    kv = 1 if c.flag("multi_query", True) else heads
-    positions = c.int("n_positions", default=1024)
-    block = _Block(h, heads, kv, hd, c.int("n_inner", default=4 * h), True, True, True, norms=4 * h)
-    return _gpt_like(
-        c,
-        name,
-        "gpt_bigcode",
-        block,
-        layers=c.int("n_layer", "num_hidden_layers"),
-        tied=c.flag("tie_word_embeddings", True),
-        final_norm=2 * h,
-        positions=positions,
-        seq_default=positions,
-        dropout=_dropout(c, "resid_pdrop", "embd_pdrop", "attn_pdrop"),
-        rotary=False,
     )
 
 
@@ -245,7 +221,6 @@ def _opt(c: Cfg, name: str) -> ModelSpec:
     return _gpt_like(
         c,
         name,
-        "opt",
         block,
         layers=c.int("num_hidden_layers"),
         tied=c.flag("tie_word_embeddings", True),
@@ -266,7 +241,6 @@ def _bloom(c: Cfg, name: str) -> ModelSpec:
     return _gpt_like(
         c,
         name,
-        "bloom",
         block,
         layers=c.int("n_layer", "num_hidden_layers"),
         tied=c.flag("tie_word_embeddings", True),
@@ -297,7 +271,6 @@ def _falcon(c: Cfg, name: str) -> ModelSpec:
     return _gpt_like(
         c,
         name,
-        "falcon",
         block,
         layers=c.int("num_hidden_layers", "n_layer"),
         tied=c.flag("tie_word_embeddings", True),
@@ -317,7 +290,6 @@ def _mpt(c: Cfg, name: str) -> ModelSpec:
     return _gpt_like(
         c,
         name,
-        "mpt",
         block,
         layers=c.int("n_layers", "num_hidden_layers"),
         tied=c.flag("tie_word_embeddings", True),
@@ -338,7 +310,6 @@ def _phi(c: Cfg, name: str) -> ModelSpec:
     return _gpt_like(
         c,
         name,
-        "phi",
         block,
         layers=c.int("num_hidden_layers"),
         tied=c.flag("tie_word_embeddings", False),
@@ -363,7 +334,6 @@ def _stablelm(c: Cfg, name: str) -> ModelSpec:
     return _gpt_like(
         c,
         name,
-        "stablelm",
         block,
         layers=c.int("num_hidden_layers"),
         tied=c.flag("tie_word_embeddings", False),
@@ -383,7 +353,6 @@ def _persimmon(c: Cfg, name: str) -> ModelSpec:
     return _gpt_like(
         c,
         name,
-        "persimmon",
         block,
         layers=c.int("num_hidden_layers"),
         tied=c.flag("tie_word_embeddings", False),
@@ -399,7 +368,7 @@ GPT_FAMILY: dict[str, Callable[[Cfg, str], ModelSpec]] = {
     "gptj": _gptj,
     "codegen": _gptj,
     "gpt_neo": _gpt_neo,
-    "gpt_bigcode": _gpt_bigcode,
+    "gpt_bigcode": _gpt2,
     "opt": _opt,
     "bloom": _bloom,
     "falcon": _falcon,
