@@ -750,6 +750,25 @@ def test_dbrx_reads_the_fields_of_its_attn_config_and_ffn_config():
         spec_from_config({**dbrx, "ffn_config": [4]}, "dbrx.json")
 
 
+def test_a_type_read_as_another_names_its_fields_as_its_config_does():
+    """DBRX's fields under its own names, in its sub-objects where it keeps them; InternLM 3's; Solar Open's expert
+    width, which it reads as the dense one."""
+    dbrx = {"model_type": "dbrx", "n_heads": 48, "n_layers": 40, "vocab_size": 100352}
+    dbrx |= {"attn_config": {"kv_n_heads": 8}}
+    dbrx |= {"ffn_config": {"ffn_hidden_size": 64, "moe_num_experts": 4, "moe_top_k": 0}}
+    with pytest.raises(ModelSpecError, match=r"^dbrx\.json: d_model: missing"):
+        spec_from_config(dbrx, "dbrx.json")
+    with pytest.raises(ModelSpecError, match=r"^dbrx\.json: ffn_config\.moe_top_k: expected a positive integer"):
+        spec_from_config({**dbrx, "d_model": 6144}, "dbrx.json")
+    internlm3 = {**_COMMON, **_DENSE, "model_type": "internlm3", "num_hidden_layers": 2, "num_attention_heads": 6}
+    with pytest.raises(ModelSpecError, match=r"^i\.json: qkv_bias: expected true or false, found 'yes'$"):
+        spec_from_config({**internlm3, "qkv_bias": "yes"}, "i.json")
+    solar = {**_COMMON, "model_type": "solar_open", "hidden_size": 96, "num_hidden_layers": 2}
+    solar |= {"num_attention_heads": 6, "moe_intermediate_size": -3, "n_routed_experts": 4, "num_experts_per_tok": 2}
+    with pytest.raises(ModelSpecError, match=r"^s\.json: moe_intermediate_size: expected a positive integer"):
+        spec_from_config(solar, "s.json")
+
+
 def test_mlp_layer_types_must_open_with_the_dense_blocks():
     config = {**_COMMON, **_MLA_MOE, "model_type": "glm4_moe_lite"}
     spec = spec_from_config({**config, "mlp_layer_types": ["dense", "dense", "sparse"]}, "glm.json")

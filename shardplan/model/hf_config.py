@@ -241,15 +241,7 @@ def spec_from_config(data: dict[str, Any], source: str, name: str | None = None)
         found = "none" if model_type is None else repr(model_type)
         raise ModelSpecError(f'{source}: model_type: expected a name such as "llama", found {found}')
     if model_type in _SAME_AS:
-        nested = {}
-        for field in _NESTED_FIELDS.get(model_type, ()):
-            sub = data.get(field, {})
-            if not isinstance(sub, dict):
-                raise ModelSpecError(f"{source}: {field}: expected an object of fields, found {sub!r}")
-            nested |= sub
-        renamed = {_FIELD_NAMES.get(model_type, {}).get(key, key): value for key, value in (nested | data).items()}
-        renamed |= {to: renamed[of] for to, of in _COPIED_FIELDS.get(model_type, {}).items() if of in renamed}
-        return spec_from_config({**renamed, "model_type": _SAME_AS[model_type]}, source, name or model_type)
+        return _read_as_another(data, model_type, source, name or model_type)
     if model_type not in SUPPORTED and isinstance(data.get("text_config"), dict):
         text = dict(data["text_config"])
         if "tie_word_embeddings" in data and model_type not in _HEAD_IN_TEXT_MODEL:
@@ -271,6 +263,32 @@ def spec_from_config(data: dict[str, Any], source: str, name: str | None = None)
         return _llama_like(c, model_type, name or model_type)
     except ValidationError as err:
         raise ModelSpecError(f"{source}: {describe_validation(err)}") from None
+
+
+def _read_as_another(data: dict[str, Any], model_type: str, source: str, name: str) -> ModelSpec:
+    """A config of a type in `_SAME_AS`, read as the type named there: its sub-objects' fields and its own names for
+    fields taken in; an error names a field as this config does (`attn_config.kv_n_heads`, not
+    `num_key_value_heads`)."""
+    nested, shown = {}, {}
+    for field in _NESTED_FIELDS.get(model_type, ()):
+        sub = data.get(field, {})
+        if not isinstance(sub, dict):
+            raise ModelSpecError(f"{source}: {field}: expected an object of fields, found {sub!r}")
+        nested |= sub
+        shown |= {key: f"{field}.{key}" for key in sub if key not in data}
+    names = _FIELD_NAMES.get(model_type, {})
+    renamed = {names.get(key, key): value for key, value in (nested | data).items()}
+    shown = {names.get(key, key): shown.get(key, key) for key in [*names, *shown]}
+    for to, of in _COPIED_FIELDS.get(model_type, {}).items():
+        if of in renamed:
+            renamed[to], shown[to] = renamed[of], shown.get(of, of)
+    try:
+        return spec_from_config({**renamed, "model_type": _SAME_AS[model_type]}, source, name)
+    except ModelSpecError as err:
+        prefix, _, rest = str(err).removeprefix(f"{source}: ").partition(":")
+        if str(err).startswith(f"{source}: ") and prefix in shown and shown[prefix] != prefix:
+            raise ModelSpecError(f"{source}: {shown[prefix]}:{rest}") from None
+        raise
 
 
 def _attention_kinds(c: Cfg, model_type: str, layers: int) -> list[tuple[int | None, int | None]]:
