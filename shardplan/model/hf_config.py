@@ -1,7 +1,8 @@
 """Build a `ModelSpec` from a Hugging Face `config.json` (plain data in, `ModelSpec` out).
 
 Parameter counts follow each architecture's modelling code in `transformers` layer by layer
-(checked against the meta-device model in tests/test_model_specs.py).
+(checked against the meta-device model in tests/test_model_specs.py). The Llama family and its kin are read here; the
+GPT family before Llama in hf_gpt.py, DeepSeek's latent-attention models in hf_mla.py.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from pydantic import ValidationError
 
 from shardplan.errors import ModelSpecError, describe_validation
 from shardplan.model.hf_gpt import GPT_FAMILY
-from shardplan.model.hf_parts import Cfg, assemble, block_spec, heads_of
-from shardplan.model.schema import GatedDeltaSpec, MlaSpec, ModelSpec, MoeSpec
+from shardplan.model.hf_mla import mla_spec
+from shardplan.model.hf_parts import Cfg, assemble, block_spec, heads_of, mlp_layer_types
+from shardplan.model.schema import GatedDeltaSpec, ModelSpec, MoeSpec
 from shardplan.textfile import read_text
 
 SUPPORTED = (
@@ -259,7 +261,7 @@ def spec_from_config(data: dict[str, Any], source: str, name: str | None = None)
         if model_type in GPT_FAMILY:
             return GPT_FAMILY[model_type](c, name or model_type)
         if model_type.startswith("deepseek"):
-            return _deepseek(c, model_type, name or model_type)
+            return mla_spec(c, model_type, name or model_type)
         return _llama_like(c, model_type, name or model_type)
     except ValidationError as err:
         raise ModelSpecError(f"{source}: {describe_validation(err)}") from None
@@ -412,7 +414,7 @@ def _llama_like(c: Cfg, model_type: str, name: str) -> ModelSpec:
         if model_type == "qwen3_5_moe_text":  # every block routed (Qwen3_5MoeDecoderLayer), whatever the two say
             is_moe = [True] * layers
         if c.data.get("mlp_layer_types") is not None:  # transformers 5's per-block list (EXAONE MoE)
-            is_moe = [kind == "sparse" for kind in _mlp_layer_types(c, layers)]
+            is_moe = [kind == "sparse" for kind in mlp_layer_types(c, layers)]
         if c.data.get("moe_layers") is not None:  # llama4_text names them, overriding the step
             routed_layers = _layer_list(c, "moe_layers", layers)
             is_moe = [k in routed_layers for k in range(layers)]
@@ -507,113 +509,3 @@ def _linear_blocks(c: Cfg, layers: int) -> list[str]:
             f'{c.source}: layer_types: expected "linear_attention" or "full_attention" for each of {layers} blocks'
         )
     return ["gated_delta" if kind == "linear_attention" else "attention" for kind in kinds]
-
-
-def _mlp_layer_types(c: Cfg, layers: int) -> list[str]:
-    """The config's `mlp_layer_types`: "dense" or "sparse" for each block."""
-    kinds = c.data["mlp_layer_types"]
-    if not isinstance(kinds, list) or len(kinds) != layers or not set(kinds) <= {"dense", "sparse"}:
-        raise ModelSpecError(f'{c.source}: mlp_layer_types: expected "dense" or "sparse" for each of {layers} blocks')
-    return kinds
-
-
-def _leading_dense(c: Cfg, layers: int) -> int:
-    """How many blocks `mlp_layer_types` (one "dense" or "sparse" per block) opens with dense MLPs; the others must
-    all be sparse, as DeepSeek's layout of blocks has them."""
-    kinds = _mlp_layer_types(c, layers)
-    dense = next((k for k, kind in enumerate(kinds) if kind == "sparse"), layers)
-    if "dense" in kinds[dense:]:
-        block = kinds.index("dense", dense)
-        raise ModelSpecError(f"{c.source}: mlp_layer_types: block {block} is dense after a sparse one (not supported)")
-    return dense
-
-
-def _deepseek(c: Cfg, model_type: str, name: str) -> ModelSpec:
-    """DeepSeek-V2/V3 (transformers' modeling_deepseek_v2/v3): multi-head latent attention (`MlaSpec`) in every
-    block, a dense SwiGLU MLP in the first `first_k_dense_replace` blocks and a MoE in the others (a router
-    whose weight is a parameter and whose score-correction bias a buffer, routed experts without biases, and
-    `n_shared_experts` shared ones as one MLP). Multi-token prediction layers (`num_nextn_predict_layers`) are
-    left out, as transformers leaves them out. A config without `n_routed_experts` has the dense MLP in every block
-    (MLA with Llama's MLP: MiniCPM3, Youtu-LLM)."""
-    h, vocab, layers = c.int("hidden_size"), c.int("vocab_size"), c.int("num_hidden_layers")
-    heads = c.int("num_attention_heads")
-    q_lora = 0 if c.data.get("q_lora_rank") is None else c.int("q_lora_rank")  # None: Q projected directly
-    mla = MlaSpec(
-        q_lora_rank=q_lora or None,
-        kv_lora_rank=c.int("kv_lora_rank"),
-        qk_nope_head_dim=c.int("qk_nope_head_dim"),
-        qk_rope_head_dim=c.int("qk_rope_head_dim"),
-        v_head_dim=c.int("v_head_dim"),
-    )
-    qk = mla.qk_nope_head_dim + mla.qk_rope_head_dim
-    bias = c.flag("attention_bias", False)  # on the down-projections and the out-projection
-    query = (h * q_lora + q_lora * heads * qk) if q_lora else h * heads * qk
-    kv_down = mla.kv_lora_rank + mla.qk_rope_head_dim
-    attn = query + h * kv_down + mla.kv_lora_rank * heads * (mla.qk_nope_head_dim + mla.v_head_dim)
-    attn += heads * mla.v_head_dim * h
-    attn_bias = ((kv_down + h) if bias else 0) + (q_lora if bias and q_lora else 0)
-    norms = 2 * h + (q_lora or 0) + mla.kv_lora_rank  # two block norms, the latents' norms
-    common, free = attn + attn_bias + norms, attn_bias + norms
-    ffn, mlp_bias = c.int("intermediate_size"), c.flag("mlp_bias", False)
-
-    def mlp(width: int) -> tuple[int, int]:
-        """A SwiGLU MLP's parameters, and of them its biases."""
-        biases = (2 * width + h) if mlp_bias else 0
-        return 3 * h * width + biases, biases
-
-    dense_params, dense_free = mlp(ffn)
-    moe, dense, moe_kinds = None, layers, []
-    if c.data.get("n_routed_experts") is not None:
-        experts, expert_ffn = c.int("n_routed_experts"), c.int("moe_intermediate_size")
-        top_k, shared = c.int("num_experts_per_tok"), c.int("n_shared_experts", default=0, positive=False)
-        # group-limited routing: DeepSeek-V3's (noaux_tc) always, DeepSeek-V2's where its topk_method says so
-        grouped = model_type == "deepseek_v3" or c.data.get("topk_method") == "group_limited_greedy"
-        moe = MoeSpec(
-            num_experts=experts,
-            top_k=top_k,
-            expert_ffn_hidden_size=expert_ffn,
-            shared_experts=shared,
-            shared_ffn_hidden_size=shared * expert_ffn,
-            groups=c.int("n_group", default=1) if grouped else 1,
-            top_groups=c.int("topk_group", default=1) if grouped else 1,
-        )
-        router, expert = h * experts, 3 * h * expert_ffn
-        shared_params, shared_free = mlp(shared * expert_ffn) if shared else (0, 0)
-        dense = min(c.int("first_k_dense_replace", default=0, positive=False), layers)
-        if c.data.get("mlp_layer_types") is not None:  # transformers 5's per-block list, where a config has it
-            dense = _leading_dense(c, layers)
-        total, active = router + experts * expert + shared_params, router + top_k * expert + shared_params
-        moe_kinds = [("moe block", layers - dense, total, active, shared_free, experts * expert)]
-    kinds = [("dense block", dense, dense_params, dense_params, dense_free, 0), *moe_kinds]
-    blocks = [
-        block_spec(
-            block,
-            count,
-            params=common + total,
-            active=common + active,
-            h=h,
-            heads=heads,
-            head_dim=qk,
-            v_head_dim=mla.v_head_dim,
-            embedding_free=free + mlp_free,
-            experts=routed,
-        )
-        for block, count, total, active, mlp_free, routed in kinds
-        if count
-    ]
-    return assemble(
-        c,
-        name,
-        model_type,
-        vocab=vocab,
-        h=h,
-        layers=layers,
-        heads=heads,
-        kv=heads,
-        hd=qk,
-        ffn=ffn,
-        moe=moe,
-        tied=c.flag("tie_word_embeddings", False),
-        blocks=blocks,
-        mla=mla,
-    )

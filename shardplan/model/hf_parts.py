@@ -162,3 +162,11 @@ def assemble(
             ),
         ),
     )
+
+
+def mlp_layer_types(c: Cfg, layers: int) -> list[str]:
+    """The config's `mlp_layer_types`: "dense" or "sparse" for each block."""
+    kinds = c.data["mlp_layer_types"]
+    if not isinstance(kinds, list) or len(kinds) != layers or not set(kinds) <= {"dense", "sparse"}:
+        raise ModelSpecError(f'{c.source}: mlp_layer_types: expected "dense" or "sparse" for each of {layers} blocks')
+    return kinds
