@@ -258,16 +258,14 @@ def _falcon(c: Cfg, name: str) -> ModelSpec:
     (`num_ln_in_parallel_attn`, 2 by default in the new architecture), else one after the other with one each;
     `bias` on every linear; rotary positions unless `alibi`."""
     h = c.int("hidden_size")
-    heads = c.int("num_attention_heads", "n_head")
-    if h % heads:
-        raise ModelSpecError(f"{c.source}: num_attention_heads: {heads} does not divide hidden_size {h}")
+    heads, _, hd = heads_of(c, h)  # its key and value heads from its own fields, below
     new = c.flag("new_decoder_architecture", False)
     kv = c.int("num_kv_heads", default=heads) if new else 1 if c.flag("multi_query", True) else heads
     if heads % kv:
         raise ModelSpecError(f"{c.source}: num_kv_heads: {kv} does not divide num_attention_heads {heads}")
     norms = 2 if not c.flag("parallel_attn", True) else c.int("num_ln_in_parallel_attn", default=2 if new else 1)
     bias = c.flag("bias", False)
-    block = _Block(h, heads, kv, h // heads, c.int("ffn_hidden_size", default=4 * h), bias, bias, bias, norms * 2 * h)
+    block = _Block(h, heads, kv, hd, c.int("ffn_hidden_size", default=4 * h), bias, bias, bias, norms * 2 * h)
     return _gpt_like(
         c,
         name,
